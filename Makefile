@@ -1,0 +1,167 @@
+# tessera — one entry point. `make help` lists the targets.
+#   make [lib|samples|test|bench|demo|deps|install|uninstall|clean] [PORT=<triplet>]
+#   switches: WITH_MPI=0 WITH_OPENCL=0 WITH_HWLOC=0 SANITIZE=address,undefined V=1
+.DEFAULT_GOAL := all
+.SUFFIXES:
+
+CC ?= cc
+AR ?= ar
+PKG_CONFIG ?= pkg-config
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR ?=
+
+WITH_MPI ?= 1
+WITH_OPENCL ?= 1
+WITH_HWLOC ?= 1
+SANITIZE ?=
+PORT ?=
+
+ifneq ($(PORT),)
+include ports/$(PORT).mk
+endif
+
+# Each configuration builds out of tree in its own folder, so they never mix objects.
+variant := $(PORT)$(if $(filter 0,$(WITH_MPI)),-nompi)$(if $(filter 0,$(WITH_OPENCL)),-noocl)$(if $(filter 0,$(WITH_HWLOC)),-nohwloc)$(if $(SANITIZE),-san)
+BUILD ?= build$(if $(variant),/$(patsubst -%,%,$(variant)))
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -Wall -Wextra -Werror -fPIC
+CPPFLAGS += -D_GNU_SOURCE -Iinclude -I. -I$(BUILD)/gen
+LDLIBS ?=
+ifneq ($(SANITIZE),)
+CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+# --- dependencies through pkg-config (ports point PKG_CONFIG at their sysroot) ---
+pc_pkgs := openblas libcjson zlib
+ifeq ($(WITH_OPENCL),1)
+pc_pkgs += OpenCL clblast
+endif
+ifeq ($(WITH_HWLOC),1)
+pc_pkgs += hwloc
+endif
+ifeq ($(WITH_MPI),1)
+pc_pkgs += mpich
+endif
+PC_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(pc_pkgs) 2>/dev/null)
+PC_LIBS := $(shell $(PKG_CONFIG) --libs $(pc_pkgs) 2>/dev/null)
+CPPFLAGS += $(PC_CFLAGS) -DTSR_WITH_MPI=$(WITH_MPI) -DTSR_WITH_OPENCL=$(WITH_OPENCL) -DTSR_WITH_HWLOC=$(WITH_HWLOC)
+LIBS := $(PC_LIBS) -lm -lpthread $(LDLIBS)
+
+# --- sources: every .c of a module folder; *_mpi.c / *_opencl.c / *_hwloc.c follow the switches ---
+lib_src := $(wildcard lib/*.c lib/*/*.c backends/*.c backends/host/*.c topology/*.c)
+ifeq ($(WITH_OPENCL),1)
+lib_src += $(wildcard backends/opencl/*.c)
+endif
+lib_src := $(filter-out $(if $(filter 0,$(WITH_MPI)),%_mpi.c) $(if $(filter 0,$(WITH_OPENCL)),%_opencl.c) \
+                        $(if $(filter 0,$(WITH_HWLOC)),%_hwloc.c),$(lib_src))
+lib_obj := $(lib_src:%.c=$(BUILD)/obj/%.o)
+LIB := $(BUILD)/libtessera.a
+
+kernel_src := $(sort $(wildcard backends/opencl/kernels/*.cl))
+KERNELS_H := $(BUILD)/gen/tsr_kernels.h
+
+sample_src := $(wildcard samples/tsr-*.c)
+sample_src := $(filter-out $(if $(filter 0,$(WITH_MPI)),%_mpi.c),$(sample_src))
+SAMPLES := $(sample_src:samples/%.c=$(BUILD)/bin/%)
+
+unit_src := $(wildcard tests/unit/test_*.c)
+unit_src := $(filter-out $(if $(filter 0,$(WITH_MPI)),%_mpi.c) $(if $(filter 0,$(WITH_OPENCL)),%_opencl.c) \
+                         $(if $(filter 0,$(WITH_HWLOC)),%_hwloc.c),$(unit_src))
+UNIT_TESTS := $(unit_src:tests/unit/%.c=$(BUILD)/tests/%)
+ifeq ($(WITH_MPI),1)
+MPI_TESTS := $(patsubst tests/mpi/%.c,$(BUILD)/tests/mpi/%,$(wildcard tests/mpi/test_*.c))
+endif
+test_support_src := $(wildcard tests/support/*.c)
+test_support_obj := $(test_support_src:%.c=$(BUILD)/obj/%.o)
+
+.PHONY: all lib samples tests test unit-tests deps demo bench install uninstall clean help fuzz
+
+all: lib samples
+
+lib: $(LIB)
+
+$(LIB): $(lib_obj)
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# OpenCL kernel sources are embedded in the library as C strings.
+$(KERNELS_H): $(kernel_src) tools/embed-kernels.sh
+	@mkdir -p $(dir $@)
+	@echo "  EMBED   $@"
+	$(Q)sh tools/embed-kernels.sh $(kernel_src) > $@.tmp && mv $@.tmp $@
+$(filter backends/opencl/%,$(lib_obj)): $(KERNELS_H)
+$(BUILD)/obj/backends/opencl/%.o: $(KERNELS_H)
+
+samples: $(SAMPLES)
+$(BUILD)/bin/%: samples/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP $< -o $@ $(LDFLAGS) $(LIB) $(LIBS)
+
+tests: $(UNIT_TESTS) $(MPI_TESTS)
+$(BUILD)/tests/%: tests/unit/%.c $(test_support_obj) $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(CPPFLAGS) -Itests $(CFLAGS) -MMD -MP $< -o $@ $(LDFLAGS) $(test_support_obj) $(LIB) $(LIBS) -lcmocka
+$(BUILD)/tests/mpi/%: tests/mpi/%.c $(test_support_obj) $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(CPPFLAGS) -Itests $(CFLAGS) -MMD -MP $< -o $@ $(LDFLAGS) $(test_support_obj) $(LIB) $(LIBS)
+
+# Installs missing Debian packages (no-op when all are present).
+deps:
+	@sh tools/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all tests
+	@BUILD=$(BUILD) sh tests/run-tests.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh tools/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh bench/run.sh
+
+# --- install (zstd's lib/Makefile is the model) ---
+$(BUILD)/tessera.pc: tessera.pc.in Makefile
+	@mkdir -p $(dir $@)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(shell sed -n 's/.*TSR_VERSION_STRING "\(.*\)"/\1/p' include/tessera/version.h)|' \
+	    -e 's|@REQUIRES@|$(pc_pkgs)|' -e 's|@LIBS_PRIVATE@|-lm -lpthread|' $< > $@
+
+install: $(LIB) $(BUILD)/tessera.pc
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/tessera $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/libtessera.a
+	install -m 644 include/tessera.h $(DESTDIR)$(INCLUDEDIR)/tessera.h
+	install -m 644 include/tessera/*.h $(DESTDIR)$(INCLUDEDIR)/tessera/
+	install -m 644 $(BUILD)/tessera.pc $(DESTDIR)$(PKGCONFIGDIR)/tessera.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libtessera.a $(DESTDIR)$(INCLUDEDIR)/tessera.h $(DESTDIR)$(PKGCONFIGDIR)/tessera.pc
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/tessera
+
+clean:
+	rm -rf build
+
+help:
+	@sed -n '1,4p' Makefile
+
+-include $(lib_obj:.o=.d) $(test_support_obj:.o=.d) $(SAMPLES:=.d) $(UNIT_TESTS:=.d) $(MPI_TESTS:=.d)

@@ -1,0 +1,461 @@
+/* Backend-independent part: creation by device, buffer bookkeeping, and the checked wrappers
+ * that validate every range before a backend sees it. */
+#include <math.h>
+#include <string.h>
+#include "backends/backend.h"
+#include "lib/internal.h"
+
+tsr_status tsr_backend_open(tsr_context *ctx, int index, tsr_backend **out) {
+    if (!ctx || !out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_backend_open: NULL argument");
+    *out = NULL;
+    const tsr_device_info *info = tsr_context_device(ctx, index);
+    if (!info) return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device index %d does not exist (%d devices)",
+                                index, tsr_context_device_count(ctx));
+    switch (info->backend) {
+    case TSR_BACKEND_HOST: return tsr_backend_host_create(ctx, out);
+    case TSR_BACKEND_OPENCL:
+#if TSR_WITH_OPENCL
+        return tsr_backend_opencl_create(ctx, info, out);
+#else
+        break;
+#endif
+    }
+    return tsr_error(ctx, TSR_ERR_UNSUPPORTED, "device %s: backend not built in", info->id);
+}
+
+void tsr_backend_free(tsr_backend *be) {
+    if (be) be->iface->destroy(be);
+}
+
+tsr_status tsr_buf_alloc(tsr_backend *be, size_t bytes, tsr_buf **out) {
+    if (!be || !out) return TSR_ERR_INVALID_ARG;
+    *out = NULL;
+    if (be->device.max_alloc_bytes && bytes > be->device.max_alloc_bytes)
+        return tsr_error(be->ctx, TSR_ERR_DEVICE_MEMORY,
+                         "%s: %zu bytes exceed the device's largest allocation (%llu bytes)",
+                         be->device.id, bytes, (unsigned long long)be->device.max_alloc_bytes);
+    tsr_buf *buf = tsr_calloc(be->ctx, 1, sizeof *buf);
+    if (!buf) return tsr_error(be->ctx, TSR_ERR_NO_MEMORY, "buffer header");
+    buf->backend = be;
+    buf->bytes = bytes;
+    tsr_status st = be->iface->buf_alloc(be, buf);
+    if (st != TSR_OK) {
+        tsr_free(be->ctx, buf);
+        return st;
+    }
+    *out = buf;
+    return TSR_OK;
+}
+
+void tsr_buf_free(tsr_buf *buf) {
+    if (!buf) return;
+    tsr_backend *be = buf->backend;
+    be->iface->buf_free(be, buf);
+    tsr_free(be->ctx, buf);
+}
+
+/* A byte range [off, off+len) inside buf. */
+static int range_ok(const tsr_buf *buf, size_t off, size_t len) {
+    return buf && off <= buf->bytes && len <= buf->bytes - off;
+}
+
+tsr_status tsr_buf_write(tsr_buf *dst, size_t byte_off, const void *src, size_t bytes) {
+    if (!dst || (!src && bytes)) return TSR_ERR_INVALID_ARG;
+    if (!range_ok(dst, byte_off, bytes))
+        return tsr_error(dst->backend->ctx, TSR_ERR_SHAPE,
+                         "write of %zu bytes at %zu past the end of a %zu-byte buffer", bytes,
+                         byte_off, dst->bytes);
+    if (!bytes) return TSR_OK;
+    return dst->backend->iface->write(dst->backend, dst, byte_off, src, bytes);
+}
+
+tsr_status tsr_buf_read(tsr_buf *src, size_t byte_off, void *dst, size_t bytes) {
+    if (!src || (!dst && bytes)) return TSR_ERR_INVALID_ARG;
+    if (!range_ok(src, byte_off, bytes))
+        return tsr_error(src->backend->ctx, TSR_ERR_SHAPE,
+                         "read of %zu bytes at %zu past the end of a %zu-byte buffer", bytes,
+                         byte_off, src->bytes);
+    if (!bytes) return TSR_OK;
+    return src->backend->iface->read(src->backend, src, byte_off, dst, bytes);
+}
+
+tsr_status tsr_buf_copy(tsr_buf *dst, size_t dst_byte_off, tsr_buf *src, size_t src_byte_off,
+                        size_t bytes) {
+    if (!dst || !src) return TSR_ERR_INVALID_ARG;
+    if (dst->backend != src->backend)
+        return tsr_error(dst->backend->ctx, TSR_ERR_INVALID_ARG, "copy between two backends");
+    if (!range_ok(dst, dst_byte_off, bytes) || !range_ok(src, src_byte_off, bytes))
+        return tsr_error(dst->backend->ctx, TSR_ERR_SHAPE, "copy of %zu bytes out of range", bytes);
+    if (!bytes) return TSR_OK;
+    return dst->backend->iface->copy(dst->backend, dst, dst_byte_off, src, src_byte_off, bytes);
+}
+
+tsr_status tsr_backend_finish(tsr_backend *be) {
+    if (!be) return TSR_ERR_INVALID_ARG;
+    return be->iface->finish(be);
+}
+
+/* ---- range checks for operands ---- */
+
+/* `count` elements of `elem` bytes starting at r.off fit in r.buf, which belongs to be. */
+static tsr_status check_ref(tsr_backend *be, const char *op, const char *name, tsr_ref r,
+                            size_t count, size_t elem) {
+    if (!r.buf) return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: operand %s is NULL", op, name);
+    if (r.buf->backend != be)
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: operand %s belongs to another backend",
+                         op, name);
+    size_t off_bytes, len_bytes;
+    if (tsr_mul_size(r.off, elem, &off_bytes) || tsr_mul_size(count, elem, &len_bytes) ||
+        !range_ok(r.buf, off_bytes, len_bytes))
+        return tsr_error(be->ctx, TSR_ERR_SHAPE,
+                         "%s: operand %s needs %zu elements at offset %zu, buffer holds %zu bytes",
+                         op, name, count, r.off, r.buf->bytes);
+    return TSR_OK;
+}
+#define CHECK(name, ref, count, elem) TSR_TRY(check_ref(be, op, name, ref, count, elem))
+#define F 4 /* sizeof(float) == sizeof(int32_t) */
+#define BE_CHECK()                                                   \
+    const char *const op = __func__ + 7; /* strip "tsr_op_" */ \
+    if (!be) return TSR_ERR_INVALID_ARG
+
+/* Elements touched by a row-major matrix of `rows` x `cols` with leading dimension ld. */
+static tsr_status matrix_extent(size_t rows, size_t cols, size_t ld, size_t *out) {
+    if (rows == 0 || cols == 0) {
+        *out = 0;
+        return TSR_OK;
+    }
+    if (ld < cols) return TSR_ERR_SHAPE;
+    size_t a;
+    if (tsr_mul_size(rows - 1, ld, &a) || a + cols < a) return TSR_ERR_SHAPE;
+    *out = a + cols;
+    return TSR_OK;
+}
+
+static tsr_status check_matrix(tsr_backend *be, const char *op, const char *name, tsr_ref r,
+                               size_t rows, size_t cols, size_t ld, size_t stride, size_t batch) {
+    size_t ext;
+    if (matrix_extent(rows, cols, ld, &ext) != TSR_OK)
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: %s is %zux%zu but its leading dimension is %zu",
+                         op, name, rows, cols, ld);
+    if (batch > 1 && ext) {
+        size_t s;
+        if (tsr_mul_size(batch - 1, stride, &s) || s + ext < s)
+            return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: %s batch extent overflows", op, name);
+        ext += s;
+    }
+    return check_ref(be, op, name, r, ext, F);
+}
+
+tsr_status tsr_op_fill(tsr_backend *be, tsr_ref x, size_t n, float value) {
+    BE_CHECK();
+    CHECK("x", x, n, F);
+    return n ? be->iface->fill(be, x, n, value) : TSR_OK;
+}
+
+tsr_status tsr_op_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
+                               size_t k, float alpha, tsr_ref a, size_t lda, size_t stride_a,
+                               tsr_ref b, size_t ldb, size_t stride_b, float beta, tsr_ref c,
+                               size_t ldc, size_t stride_c, size_t batch) {
+    BE_CHECK();
+    if ((ta != TSR_NO_TRANS && ta != TSR_TRANS) || (tb != TSR_NO_TRANS && tb != TSR_TRANS))
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: bad transpose flag", op);
+    if (m == 0 || n == 0 || batch == 0) return TSR_OK;
+    TSR_TRY(check_matrix(be, op, "A", a, ta ? k : m, ta ? m : k, lda, stride_a, batch));
+    TSR_TRY(check_matrix(be, op, "B", b, tb ? n : k, tb ? k : n, ldb, stride_b, batch));
+    TSR_TRY(check_matrix(be, op, "C", c, m, n, ldc, stride_c, batch));
+    if (batch > 1 && stride_c < m * ldc - (ldc - n))
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: C matrices overlap (stride %zu)", op, stride_c);
+    if (batch == 1)
+        return be->iface->gemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return be->iface->gemm_batched(be, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
+                                   beta, c, ldc, stride_c, batch);
+}
+
+tsr_status tsr_op_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k,
+                       float alpha, tsr_ref a, size_t lda, tsr_ref b, size_t ldb, float beta,
+                       tsr_ref c, size_t ldc) {
+    return tsr_op_gemm_batched(be, ta, tb, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
+}
+
+tsr_status tsr_op_axpy(tsr_backend *be, size_t n, float alpha, tsr_ref x, tsr_ref y) {
+    BE_CHECK();
+    CHECK("x", x, n, F);
+    CHECK("y", y, n, F);
+    return n ? be->iface->axpy(be, n, alpha, x, y) : TSR_OK;
+}
+
+tsr_status tsr_op_scale(tsr_backend *be, size_t n, float alpha, tsr_ref x) {
+    BE_CHECK();
+    CHECK("x", x, n, F);
+    return n ? be->iface->scale(be, n, alpha, x) : TSR_OK;
+}
+
+tsr_status tsr_op_mul(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y) {
+    BE_CHECK();
+    CHECK("a", a, n, F);
+    CHECK("b", b, n, F);
+    CHECK("y", y, n, F);
+    return n ? be->iface->mul(be, n, a, b, y) : TSR_OK;
+}
+
+tsr_status tsr_op_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out) {
+    BE_CHECK();
+    CHECK("x", x, n, F);
+    CHECK("out", out, 1, F);
+    return be->iface->sum(be, n, x, out);
+}
+
+static tsr_status check_3d(tsr_backend *be, const char *op, size_t a, size_t b, size_t c,
+                           size_t *total) {
+    size_t ab = 0;
+    *total = 0;
+    if (tsr_mul_size(a, b, &ab) || tsr_mul_size(ab, c, total))
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: %zux%zux%zu overflows", op, a, b, c);
+    return TSR_OK;
+}
+
+tsr_status tsr_op_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                           tsr_ref bias, tsr_ref y) {
+    BE_CHECK();
+    size_t total;
+    TSR_TRY(check_3d(be, op, outer, channels, inner, &total));
+    CHECK("bias", bias, channels, F);
+    CHECK("y", y, total, F);
+    return total ? be->iface->bias_add(be, outer, channels, inner, bias, y) : TSR_OK;
+}
+
+tsr_status tsr_op_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                            tsr_ref dy, tsr_ref db) {
+    BE_CHECK();
+    size_t total;
+    TSR_TRY(check_3d(be, op, outer, channels, inner, &total));
+    CHECK("dy", dy, total, F);
+    CHECK("db", db, channels, F);
+    return channels ? be->iface->bias_grad(be, outer, channels, inner, dy, db) : TSR_OK;
+}
+
+tsr_status tsr_op_relu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y) {
+    BE_CHECK();
+    CHECK("x", x, n, F);
+    CHECK("y", y, n, F);
+    return n ? be->iface->relu_forward(be, n, x, y) : TSR_OK;
+}
+
+tsr_status tsr_op_relu_backward(tsr_backend *be, size_t n, tsr_ref y, tsr_ref dy, tsr_ref dx) {
+    BE_CHECK();
+    CHECK("y", y, n, F);
+    CHECK("dy", dy, n, F);
+    CHECK("dx", dx, n, F);
+    return n ? be->iface->relu_backward(be, n, y, dy, dx) : TSR_OK;
+}
+
+tsr_status tsr_op_softmax_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
+                                       tsr_ref labels, tsr_ref probs, tsr_ref loss) {
+    BE_CHECK();
+    size_t total;
+    TSR_TRY(check_3d(be, op, rows, cols, 1, &total));
+    if (rows && !cols) return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: zero classes", op);
+    CHECK("logits", logits, total, F);
+    CHECK("labels", labels, rows, F);
+    CHECK("probs", probs, total, F);
+    CHECK("loss", loss, rows, F);
+    return rows ? be->iface->softmax_xent_forward(be, rows, cols, logits, labels, probs, loss) : TSR_OK;
+}
+
+tsr_status tsr_op_softmax_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
+                                        tsr_ref labels, float scale, tsr_ref dlogits) {
+    BE_CHECK();
+    size_t total;
+    TSR_TRY(check_3d(be, op, rows, cols, 1, &total));
+    CHECK("probs", probs, total, F);
+    CHECK("labels", labels, rows, F);
+    CHECK("dlogits", dlogits, total, F);
+    return total ? be->iface->softmax_xent_backward(be, rows, cols, probs, labels, scale, dlogits)
+                 : TSR_OK;
+}
+
+tsr_status tsr_conv_geom_finish(tsr_conv_geom *g) {
+    if (!g || !g->kernel_h || !g->kernel_w || !g->stride_h || !g->stride_w ||
+        g->height + 2 * g->pad_h < g->kernel_h || g->width + 2 * g->pad_w < g->kernel_w ||
+        g->pad_h >= g->kernel_h || g->pad_w >= g->kernel_w)
+        return TSR_ERR_SHAPE;
+    g->out_h = (g->height + 2 * g->pad_h - g->kernel_h) / g->stride_h + 1;
+    g->out_w = (g->width + 2 * g->pad_w - g->kernel_w) / g->stride_w + 1;
+    return TSR_OK;
+}
+
+tsr_status tsr_pool_geom_finish(tsr_pool_geom *g) {
+    if (!g || !g->size || !g->stride || g->height < g->size || g->width < g->size)
+        return TSR_ERR_SHAPE;
+    g->out_h = (g->height - g->size) / g->stride + 1;
+    g->out_w = (g->width - g->size) / g->stride + 1;
+    return TSR_OK;
+}
+
+static tsr_status check_conv(tsr_backend *be, const char *op, const tsr_conv_geom *g,
+                             size_t *img, size_t *col) {
+    if (!g) return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: NULL geometry", op);
+    tsr_conv_geom chk = *g;
+    if (tsr_conv_geom_finish(&chk) != TSR_OK || chk.out_h != g->out_h || chk.out_w != g->out_w)
+        return tsr_error(be->ctx, TSR_ERR_SHAPE,
+                         "%s: kernel %zux%zu stride %zu pad %zu does not fit a %zux%zu image", op,
+                         g->kernel_h, g->kernel_w, g->stride_h, g->pad_h, g->height, g->width);
+    size_t chw = 0, rows = 0, cols = 0;
+    TSR_TRY(check_3d(be, op, g->batch, g->channels, g->height * g->width, &chw));
+    TSR_TRY(check_3d(be, op, g->channels, g->kernel_h, g->kernel_w, &rows));
+    TSR_TRY(check_3d(be, op, g->batch, rows, g->out_h * g->out_w, &cols));
+    *img = chw;
+    *col = cols;
+    return TSR_OK;
+}
+
+tsr_status tsr_op_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col) {
+    BE_CHECK();
+    size_t img, cols;
+    TSR_TRY(check_conv(be, op, g, &img, &cols));
+    CHECK("x", x, img, F);
+    CHECK("col", col, cols, F);
+    return cols ? be->iface->im2col(be, g, x, col) : TSR_OK;
+}
+
+tsr_status tsr_op_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx) {
+    BE_CHECK();
+    size_t img, cols;
+    TSR_TRY(check_conv(be, op, g, &img, &cols));
+    CHECK("col", col, cols, F);
+    CHECK("dx", dx, img, F);
+    return cols ? be->iface->col2im(be, g, col, dx) : TSR_OK;
+}
+
+static tsr_status check_pool(tsr_backend *be, const char *op, const tsr_pool_geom *g, size_t *in,
+                             size_t *out) {
+    if (!g) return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: NULL geometry", op);
+    tsr_pool_geom chk = *g;
+    if (tsr_pool_geom_finish(&chk) != TSR_OK || chk.out_h != g->out_h || chk.out_w != g->out_w)
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: window %zu stride %zu does not fit %zux%zu",
+                         op, g->size, g->stride, g->height, g->width);
+    TSR_TRY(check_3d(be, op, g->planes, g->height, g->width, in));
+    TSR_TRY(check_3d(be, op, g->planes, g->out_h, g->out_w, out));
+    return TSR_OK;
+}
+
+tsr_status tsr_op_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
+                                  tsr_ref idx) {
+    BE_CHECK();
+    size_t in, out;
+    TSR_TRY(check_pool(be, op, g, &in, &out));
+    CHECK("x", x, in, F);
+    CHECK("y", y, out, F);
+    CHECK("idx", idx, out, F);
+    return out ? be->iface->maxpool_forward(be, g, x, y, idx) : TSR_OK;
+}
+
+tsr_status tsr_op_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
+                                   tsr_ref idx, tsr_ref dx) {
+    BE_CHECK();
+    size_t in, out;
+    TSR_TRY(check_pool(be, op, g, &in, &out));
+    CHECK("dy", dy, out, F);
+    CHECK("idx", idx, out, F);
+    CHECK("dx", dx, in, F);
+    return in ? be->iface->maxpool_backward(be, g, dy, idx, dx) : TSR_OK;
+}
+
+tsr_status tsr_op_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
+                                  tsr_ref y, tsr_ref mask) {
+    BE_CHECK();
+    if (!(p >= 0.0f && p < 1.0f))
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: drop probability %g not in [0,1)", op,
+                         (double)p);
+    CHECK("x", x, n, F);
+    CHECK("y", y, n, F);
+    CHECK("mask", mask, n, F);
+    return n ? be->iface->dropout_forward(be, n, p, seed, x, y, mask) : TSR_OK;
+}
+
+tsr_status tsr_op_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
+    BE_CHECK();
+    CHECK("x", x, n, F);
+    CHECK("h", h, n, 2);
+    return n ? be->iface->f32_to_f16(be, n, x, h) : TSR_OK;
+}
+
+tsr_status tsr_op_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
+    BE_CHECK();
+    CHECK("h", h, n, 2);
+    CHECK("x", x, n, F);
+    return n ? be->iface->f16_to_f32(be, n, h, x) : TSR_OK;
+}
+
+tsr_status tsr_op_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
+                             tsr_ref g, tsr_ref v) {
+    BE_CHECK();
+    if (!p) return TSR_ERR_INVALID_ARG;
+    CHECK("w", w, n, F);
+    CHECK("g", g, n, F);
+    if (p->momentum != 0.0f) CHECK("v", v, n, F);
+    return n ? be->iface->sgd_update(be, n, p, w, g, v) : TSR_OK;
+}
+
+tsr_status tsr_op_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
+                              tsr_ref g, tsr_ref m, tsr_ref v) {
+    BE_CHECK();
+    if (!p || !(p->bias_correction1 > 0.0f) || !(p->bias_correction2 > 0.0f))
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: bias corrections must be > 0", op);
+    CHECK("w", w, n, F);
+    CHECK("g", g, n, F);
+    CHECK("m", m, n, F);
+    CHECK("v", v, n, F);
+    return n ? be->iface->adam_update(be, n, p, w, g, m, v) : TSR_OK;
+}
+
+/* ---- IEEE half <-> float, shared by the host backend and the tests ---- */
+uint16_t tsr_f32_to_f16_scalar(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t exp = (x >> 23) & 0xFFu;
+    uint32_t mant = x & 0x7FFFFFu;
+    if (exp == 0xFF) return (uint16_t)(sign | 0x7C00u | (mant ? 0x200u : 0)); /* Inf / NaN */
+    int e = (int)exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7C00u); /* overflow -> Inf */
+    if (e <= 0) {                                   /* subnormal or zero */
+        if (e < -10) return (uint16_t)sign;
+        mant |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t half = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1);
+        uint32_t mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = sign | ((uint32_t)e << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1FFFu;
+    if (rem > 0x1000u || (rem == 0x1000u && (half & 1))) half++; /* may carry into exponent: ok */
+    return (uint16_t)half;
+}
+
+float tsr_f16_to_f32_scalar(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu;
+    uint32_t mant = h & 0x3FFu;
+    uint32_t x;
+    if (exp == 0) {
+        if (!mant) x = sign;
+        else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                mant <<= 1;
+                e++;
+            } while (!(mant & 0x400u));
+            x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3FFu) << 13);
+        }
+    } else if (exp == 31) {
+        x = sign | 0x7F800000u | (mant << 13);
+    } else {
+        x = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}

@@ -1,0 +1,226 @@
+/* Internal compute-backend interface (a vtable, as ggml-backend-impl.h).
+ *
+ * Conventions for every operation:
+ *  - matrices are row-major; images are NCHW;
+ *  - a tensor argument is a tsr_ref {buffer, offset}: the offset counts ELEMENTS of the
+ *    operand's type (float for float data, int32 for labels/indices, uint16 for fp16);
+ *  - calls are asynchronous in queue order on a backend; read() and finish() synchronise;
+ *  - "+=" in a description means the operation accumulates into its output.
+ * Callers use the tsr_op_* wrappers (backend.c), which check every range against the buffer
+ * size before dispatching, so backends may trust their arguments. */
+#ifndef TSR_BACKEND_H
+#define TSR_BACKEND_H
+#include <stddef.h>
+#include <stdint.h>
+#include "tessera.h"
+
+typedef struct tsr_backend tsr_backend;
+typedef struct tsr_backend_iface tsr_backend_iface;
+
+/* Device memory. Allocated by the backend; the common header is filled by tsr_buf_alloc. */
+typedef struct tsr_buf {
+    tsr_backend *backend;
+    size_t bytes;
+    void *host;   /* host-addressable data (host backend), NULL otherwise */
+    void *impl;   /* backend handle (cl_mem for OpenCL) */
+} tsr_buf;
+
+typedef struct tsr_ref {
+    tsr_buf *buf;
+    size_t off;   /* in elements of the operand type */
+} tsr_ref;
+
+static inline tsr_ref tsr_ref_at(tsr_buf *buf, size_t off) {
+    tsr_ref r = {buf, off};
+    return r;
+}
+
+typedef enum tsr_trans { TSR_NO_TRANS = 0, TSR_TRANS = 1 } tsr_trans;
+
+/* One convolution, applied to `batch` images at once.
+ * im2col output layout: [batch][channels*kernel_h*kernel_w][out_h*out_w]. */
+typedef struct tsr_conv_geom {
+    size_t batch, channels, height, width;
+    size_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+    size_t out_h, out_w; /* = (height + 2*pad_h - kernel_h)/stride_h + 1, checked by the wrapper */
+} tsr_conv_geom;
+
+/* Max pooling over planes = batch*channels planes of height x width. */
+typedef struct tsr_pool_geom {
+    size_t planes, height, width;
+    size_t size, stride;
+    size_t out_h, out_w; /* = (height - size)/stride + 1 */
+} tsr_pool_geom;
+
+/* Optimizer hyper-parameters for one update call. */
+typedef struct tsr_sgd_params {
+    float lr, momentum, weight_decay;
+    int nesterov;
+} tsr_sgd_params;
+
+typedef struct tsr_adam_params {
+    float lr, beta1, beta2, eps, weight_decay;
+    int decoupled;         /* 1: AdamW (decay applied to weights), 0: L2 added to the gradient */
+    float bias_correction1; /* 1 - beta1^t */
+    float bias_correction2; /* 1 - beta2^t */
+} tsr_adam_params;
+
+struct tsr_backend_iface {
+    const char *name; /* "host", "opencl" */
+    void (*destroy)(tsr_backend *be);
+
+    /* --- memory --- */
+    tsr_status (*buf_alloc)(tsr_backend *be, tsr_buf *buf); /* buf->bytes set; fill host/impl */
+    void (*buf_free)(tsr_backend *be, tsr_buf *buf);
+    tsr_status (*write)(tsr_backend *be, tsr_buf *dst, size_t byte_off, const void *src, size_t bytes);
+    tsr_status (*read)(tsr_backend *be, tsr_buf *src, size_t byte_off, void *dst, size_t bytes);
+    tsr_status (*copy)(tsr_backend *be, tsr_buf *dst, size_t dst_byte_off, tsr_buf *src,
+                       size_t src_byte_off, size_t bytes);
+    tsr_status (*fill)(tsr_backend *be, tsr_ref x, size_t n, float value);
+    tsr_status (*finish)(tsr_backend *be);
+
+    /* --- BLAS --- */
+    /* C = alpha*op(A)*op(B) + beta*C; op(A) is m x k, op(B) is k x n. */
+    tsr_status (*gemm)(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k,
+                       float alpha, tsr_ref a, size_t lda, tsr_ref b, size_t ldb, float beta,
+                       tsr_ref c, size_t ldc);
+    /* `batch` GEMMs; matrix i starts at off + i*stride (a stride of 0 shares one matrix). */
+    tsr_status (*gemm_batched)(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
+                               size_t k, float alpha, tsr_ref a, size_t lda, size_t stride_a,
+                               tsr_ref b, size_t ldb, size_t stride_b, float beta, tsr_ref c,
+                               size_t ldc, size_t stride_c, size_t batch);
+    tsr_status (*axpy)(tsr_backend *be, size_t n, float alpha, tsr_ref x, tsr_ref y); /* y += alpha*x */
+    tsr_status (*scale)(tsr_backend *be, size_t n, float alpha, tsr_ref x);           /* x *= alpha */
+    tsr_status (*mul)(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y);    /* y = a*b */
+    tsr_status (*sum)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out);             /* out[0] = sum x */
+
+    /* --- layers --- */
+    /* y[o][c][i] += bias[c] for o < outer, c < channels, i < inner (dense: inner=1; conv: H*W) */
+    tsr_status (*bias_add)(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                           tsr_ref bias, tsr_ref y);
+    /* db[c] += sum over o, i of dy[o][c][i] */
+    tsr_status (*bias_grad)(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                            tsr_ref dy, tsr_ref db);
+    tsr_status (*relu_forward)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);  /* y = max(x,0) */
+    /* dx = y > 0 ? dy : 0   (y is the forward output; dx may alias dy) */
+    tsr_status (*relu_backward)(tsr_backend *be, size_t n, tsr_ref y, tsr_ref dy, tsr_ref dx);
+    /* probs = softmax(logits) per row; loss[r] = -log(probs[r][labels[r]]) (labels int32) */
+    tsr_status (*softmax_xent_forward)(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
+                                       tsr_ref labels, tsr_ref probs, tsr_ref loss);
+    /* dlogits = scale * (probs - onehot(labels)) */
+    tsr_status (*softmax_xent_backward)(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
+                                        tsr_ref labels, float scale, tsr_ref dlogits);
+    tsr_status (*im2col)(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col);
+    /* dx += col2im(col) (dx is NCHW [batch][channels][height][width]) */
+    tsr_status (*col2im)(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
+    /* y = max over each window; idx (int32) = flat index h*width+w of the max within its plane */
+    tsr_status (*maxpool_forward)(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
+                                  tsr_ref idx);
+    /* dx = 0, then dx[plane][idx] += dy for every output */
+    tsr_status (*maxpool_backward)(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
+                                   tsr_ref idx, tsr_ref dx);
+    /* mask[i] = keep ? 1/(1-p) : 0 with keep = tsr_dropout_keep(seed, i, p); y = x*mask */
+    tsr_status (*dropout_forward)(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
+                                  tsr_ref y, tsr_ref mask);
+
+    /* --- conversion --- */
+    tsr_status (*f32_to_f16)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h); /* round to nearest even */
+    tsr_status (*f16_to_f32)(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
+
+    /* --- optimizers (in place on w, state buffers v / m) --- */
+    /* g' = g + wd*w; v = momentum*v + g'; w -= lr * (nesterov ? g' + momentum*v : v) */
+    tsr_status (*sgd_update)(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
+                             tsr_ref g, tsr_ref v);
+    /* Adam/AdamW: m = b1*m + (1-b1)g; v = b2*v + (1-b2)g^2;
+     * w -= lr * (m/bc1) / (sqrt(v/bc2) + eps) [+ lr*wd*w when decoupled] */
+    tsr_status (*adam_update)(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
+                              tsr_ref g, tsr_ref m, tsr_ref v);
+};
+
+struct tsr_backend {
+    const tsr_backend_iface *iface;
+    tsr_context *ctx;           /* errors and host allocations */
+    tsr_device_info device;     /* copy of the record it drives */
+    void *impl;                 /* backend private state */
+};
+
+/* ---- creation ---- */
+tsr_status tsr_backend_host_create(tsr_context *ctx, tsr_backend **out);
+#if TSR_WITH_OPENCL
+/* Opens the OpenCL device of `info` (platform_index/device_index). */
+tsr_status tsr_backend_opencl_create(tsr_context *ctx, const tsr_device_info *info,
+                                     tsr_backend **out);
+#endif
+/* Opens the backend that drives context device `index`. */
+tsr_status tsr_backend_open(tsr_context *ctx, int index, tsr_backend **out);
+void tsr_backend_free(tsr_backend *be); /* accepts NULL */
+
+/* ---- memory ---- */
+tsr_status tsr_buf_alloc(tsr_backend *be, size_t bytes, tsr_buf **out);
+void tsr_buf_free(tsr_buf *buf); /* accepts NULL */
+tsr_status tsr_buf_write(tsr_buf *dst, size_t byte_off, const void *src, size_t bytes);
+tsr_status tsr_buf_read(tsr_buf *src, size_t byte_off, void *dst, size_t bytes);
+tsr_status tsr_buf_copy(tsr_buf *dst, size_t dst_byte_off, tsr_buf *src, size_t src_byte_off,
+                        size_t bytes);
+tsr_status tsr_backend_finish(tsr_backend *be);
+
+/* ---- checked operation wrappers: same arguments as the iface slots ---- */
+tsr_status tsr_op_fill(tsr_backend *be, tsr_ref x, size_t n, float value);
+tsr_status tsr_op_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k,
+                       float alpha, tsr_ref a, size_t lda, tsr_ref b, size_t ldb, float beta,
+                       tsr_ref c, size_t ldc);
+tsr_status tsr_op_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
+                               size_t k, float alpha, tsr_ref a, size_t lda, size_t stride_a,
+                               tsr_ref b, size_t ldb, size_t stride_b, float beta, tsr_ref c,
+                               size_t ldc, size_t stride_c, size_t batch);
+tsr_status tsr_op_axpy(tsr_backend *be, size_t n, float alpha, tsr_ref x, tsr_ref y);
+tsr_status tsr_op_scale(tsr_backend *be, size_t n, float alpha, tsr_ref x);
+tsr_status tsr_op_mul(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y);
+tsr_status tsr_op_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out);
+tsr_status tsr_op_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                           tsr_ref bias, tsr_ref y);
+tsr_status tsr_op_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                            tsr_ref dy, tsr_ref db);
+tsr_status tsr_op_relu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);
+tsr_status tsr_op_relu_backward(tsr_backend *be, size_t n, tsr_ref y, tsr_ref dy, tsr_ref dx);
+tsr_status tsr_op_softmax_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
+                                       tsr_ref labels, tsr_ref probs, tsr_ref loss);
+tsr_status tsr_op_softmax_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
+                                        tsr_ref labels, float scale, tsr_ref dlogits);
+tsr_status tsr_op_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col);
+tsr_status tsr_op_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
+tsr_status tsr_op_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
+                                  tsr_ref idx);
+tsr_status tsr_op_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
+                                   tsr_ref idx, tsr_ref dx);
+tsr_status tsr_op_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
+                                  tsr_ref y, tsr_ref mask);
+tsr_status tsr_op_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h);
+tsr_status tsr_op_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
+tsr_status tsr_op_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
+                             tsr_ref g, tsr_ref v);
+tsr_status tsr_op_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
+                              tsr_ref g, tsr_ref m, tsr_ref v);
+
+/* Fills out_h/out_w from the other fields; TSR_ERR_SHAPE when the window does not fit. */
+tsr_status tsr_conv_geom_finish(tsr_conv_geom *g);
+tsr_status tsr_pool_geom_finish(tsr_pool_geom *g);
+
+/* ---- shared numerics (identical on every backend, so results match bit for bit) ---- */
+/* Counter-based hash (splitmix64 of seed and index): the dropout keep decision. */
+static inline uint32_t tsr_hash32(uint64_t seed, uint64_t i) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (uint32_t)((z ^ (z >> 31)) >> 32);
+}
+static inline int tsr_dropout_keep(uint64_t seed, uint64_t i, float p) {
+    /* keep when the 24-bit uniform is >= p */
+    return (float)(tsr_hash32(seed, i) >> 8) * (1.0f / 16777216.0f) >= p;
+}
+
+/* IEEE half conversion in C (round to nearest even; Inf/NaN/subnormals handled). */
+uint16_t tsr_f32_to_f16_scalar(float f);
+float tsr_f16_to_f32_scalar(uint16_t h);
+
+#endif

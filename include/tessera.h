@@ -1,0 +1,13 @@
+/* tessera: training neural networks across heterogeneous accelerators.
+ * Umbrella header: include this one. */
+#ifndef TESSERA_H
+#define TESSERA_H
+
+#include "tessera/version.h"
+#include "tessera/status.h"
+#include "tessera/alloc.h"
+#include "tessera/log.h"
+#include "tessera/device.h"
+#include "tessera/context.h"
+
+#endif

@@ -1,0 +1,51 @@
+#!/bin/sh
+# Runs every unit test binary, then the MPI tests at 1..4 ranks. Prints one closing line
+# "N passed, N failed". Env: BUILD (build folder), TSR_TEST_FILTER (substring of test names),
+# TSR_TEST_WRAPPER (e.g. "valgrind --error-exitcode=9 --leak-check=full" or a qemu runner),
+# TSR_TEST_NO_MPI=1 to skip the MPI tests.
+BUILD=${BUILD:-build}
+passed=0
+failed=0
+failures=""
+# Every rank and test gets its own PoCL cache and a bounded thread count (DESIGN.md gotchas).
+export POCL_MAX_PTHREAD_COUNT=${POCL_MAX_PTHREAD_COUNT:-2}
+tmp=$(mktemp -d /tmp/tsr-test.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+export TSR_CACHE_DIR=${TSR_CACHE_DIR:-$tmp/cache}
+
+run() { # name, command...
+    name=$1; shift
+    start=$(date +%s)
+    if "$@" > "$tmp/out" 2>&1; then
+        passed=$((passed + 1)); echo "PASS  $name ($(( $(date +%s) - start ))s)"
+    else
+        rc=$?
+        failed=$((failed + 1)); failures="$failures $name"
+        echo "FAIL  $name (exit $rc)"; sed 's/^/      | /' "$tmp/out" | tail -40
+    fi
+}
+
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    case "$t" in *.d) continue ;; esac
+    n=$(basename "$t")
+    [ -n "$TSR_TEST_FILTER" ] && case "$n" in *"$TSR_TEST_FILTER"*) ;; *) continue ;; esac
+    POCL_CACHE_DIR="$tmp/pocl-$n" run "$n" $TSR_TEST_WRAPPER "$t"
+done
+
+if [ -z "$TSR_TEST_NO_MPI" ] && [ -d "$BUILD/tests/mpi" ]; then
+    for t in "$BUILD"/tests/mpi/test_*; do
+        [ -x "$t" ] || continue
+        case "$t" in *.d) continue ;; esac
+        n=$(basename "$t")
+        [ -n "$TSR_TEST_FILTER" ] && case "$n" in *"$TSR_TEST_FILTER"*) ;; *) continue ;; esac
+        for np in 1 2 3 4; do
+            run "$n -n $np" timeout 300 mpiexec -n $np sh -c \
+                "POCL_CACHE_DIR=$tmp/pocl-$n-\$PMI_RANK exec $t"
+        done
+    done
+fi
+
+[ -n "$failures" ] && echo "failed:$failures"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

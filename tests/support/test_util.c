@@ -1,0 +1,53 @@
+#include "test_util.h"
+#include <math.h>
+#include <stdlib.h>
+
+static void *failing_alloc(void *opaque, size_t size) {
+    tsr_test_alloc *a = opaque;
+    a->calls++;
+    if (a->fail_at > 0 && a->calls >= a->fail_at) return NULL;
+    void *p = malloc(size);
+    if (p) a->live++;
+    return p;
+}
+
+static void counting_free(void *opaque, void *ptr) {
+    tsr_test_alloc *a = opaque;
+    if (ptr) a->live--;
+    free(ptr);
+}
+
+void tsr_test_alloc_init(tsr_test_alloc *a, long fail_at) {
+    a->allocator.alloc = failing_alloc;
+    a->allocator.free = counting_free;
+    a->allocator.opaque = a;
+    a->calls = 0;
+    a->fail_at = fail_at;
+    a->live = 0;
+}
+
+void tsr_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi) {
+    uint64_t s = seed * 2654435761u + 88172645463325252ull;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        x[i] = lo + (hi - lo) * (float)((s >> 40) * (1.0 / 16777216.0));
+    }
+}
+
+double tsr_test_rel_error(const float *a, const float *b, size_t n, double atol, double rtol,
+                          size_t *worst) {
+    double max = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]) / (atol + rtol * fabs((double)b[i]));
+        if (isnan(e)) e = INFINITY;
+        if (e > max) {
+            max = e;
+            wi = i;
+        }
+    }
+    if (worst) *worst = wi;
+    return max;
+}

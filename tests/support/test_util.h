@@ -1,0 +1,25 @@
+/* Shared test helpers: a failing allocator, tolerant comparisons, deterministic data. */
+#ifndef TSR_TEST_UTIL_H
+#define TSR_TEST_UTIL_H
+#include <stddef.h>
+#include <stdint.h>
+#include "tessera.h"
+
+/* Allocator that fails the (fail_at)-th allocation onward (0 = never), and counts live blocks. */
+typedef struct tsr_test_alloc {
+    tsr_allocator allocator;
+    long calls;
+    long fail_at;
+    long live;
+} tsr_test_alloc;
+void tsr_test_alloc_init(tsr_test_alloc *a, long fail_at);
+
+/* Fills x[n] with uniform values in [lo, hi) from a 64-bit seed (xorshift). */
+void tsr_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
+
+/* Max |a-b| / (atol + rtol*|b|) over n elements; <= 1 means within tolerance. Reports
+ * the worst index through *worst when non-NULL. */
+double tsr_test_rel_error(const float *a, const float *b, size_t n, double atol, double rtol,
+                          size_t *worst);
+
+#endif

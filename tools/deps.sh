@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian packages tessera needs, only those missing. Prints what it does.
+# Extra packages may be named in TSR_EXTRA_DEBS (the bench adds python3-torch).
+set -e
+pkgs="build-essential pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
+      libclblast-dev libmpich-dev mpich libhwloc-dev hwloc libopenblas-dev libcjson-dev
+      zlib1g-dev libcmocka-dev dataset-fashion-mnist clang $TSR_EXTRA_DEBS"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    echo "deps: all $(echo $pkgs | wc -w) packages present"
+    exit 0
+fi
+echo "deps: installing$missing"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing

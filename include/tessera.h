@@ -9,5 +9,11 @@
 #include "tessera/log.h"
 #include "tessera/device.h"
 #include "tessera/context.h"
+#include "tessera/data.h"
+#include "tessera/checkpoint.h"
+#include "tessera/model.h"
+#include "tessera/train.h"
+#include "tessera/topology.h"
+#include "tessera/comm.h"
 
 #endif

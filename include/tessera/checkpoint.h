@@ -1,0 +1,42 @@
+/* Checkpoints: versioned binary format with header and checksum, written atomically. */
+#ifndef TESSERA_CHECKPOINT_H
+#define TESSERA_CHECKPOINT_H
+#include <stddef.h>
+#include <stdint.h>
+#include "context.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tsr_checkpoint_tensor {
+    char name[64];    /* "params", "sgd.velocity", "adam.m", ... */
+    size_t count;     /* floats */
+    float *data;
+} tsr_checkpoint_tensor;
+
+typedef struct tsr_checkpoint {
+    char model_spec[1024];   /* canonical model spec the tensors belong to */
+    char optimizer[64];      /* "sgd", "adam", ... */
+    uint64_t step;           /* optimizer steps taken */
+    uint64_t epoch;          /* completed epochs */
+    uint64_t seed;           /* run seed */
+    uint64_t rng_state[4];   /* trainer RNG state, restored on resume */
+    size_t tensor_count;
+    tsr_checkpoint_tensor *tensors;
+} tsr_checkpoint;
+
+/* Writes `path` atomically: a temp file beside it, fsync, rename, fsync of the folder.
+ * On any failure the previous file at `path` is untouched and no temp file remains. */
+tsr_status tsr_checkpoint_save(tsr_context *ctx, const char *path, const tsr_checkpoint *ck);
+/* Reads and validates everything (magic, version, sizes, checksum); errors name the file
+ * and the field. The result is freed with tsr_checkpoint_free. */
+tsr_status tsr_checkpoint_load(tsr_context *ctx, const char *path, tsr_checkpoint **out);
+void tsr_checkpoint_free(tsr_context *ctx, tsr_checkpoint *ck); /* accepts NULL */
+/* Tensor by name, NULL if absent. */
+const tsr_checkpoint_tensor *tsr_checkpoint_find(const tsr_checkpoint *ck, const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,76 @@
+/* Data: IDX files (MNIST format, gzip optional), data sets, seeded shuffling, batching, sharding. */
+#ifndef TESSERA_DATA_H
+#define TESSERA_DATA_H
+#include <stddef.h>
+#include <stdint.h>
+#include "context.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One IDX file as stored: element type code (0x08 ubyte, 0x09 byte, 0x0B short, 0x0C int,
+ * 0x0D float, 0x0E double), dimensions, and the data converted to host byte order. */
+typedef struct tsr_idx {
+    int type;
+    int ndim;
+    uint32_t dims[8];
+    size_t count;    /* product of dims */
+    size_t elem_size;
+    void *data;
+} tsr_idx;
+
+/* Reads `path` (gzip detected by its magic). Validates magic, type, dimensions and length;
+ * errors name the file: "t10k-images-idx3-ubyte.gz: truncated: 7840000 data bytes expected, 512 found". */
+tsr_status tsr_idx_load(tsr_context *ctx, const char *path, tsr_idx **out);
+void tsr_idx_free(tsr_context *ctx, tsr_idx *idx); /* accepts NULL */
+
+/* A labelled image set in host memory. images: count x (channels*height*width), float. */
+typedef struct tsr_dataset {
+    size_t count;
+    size_t channels, height, width;
+    size_t features;  /* channels*height*width */
+    size_t classes;   /* 1 + largest label */
+    float *images;
+    int32_t *labels;
+} tsr_dataset;
+
+/* Images scaled to [0,1]; label file must have as many entries as the image file. */
+tsr_status tsr_dataset_load_idx(tsr_context *ctx, const char *images_path, const char *labels_path,
+                                tsr_dataset **out);
+/* `dir` holds {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. NULL dir: $TSR_DATA_DIR, else
+ * /usr/share/datasets/fashion-mnist. `train` 1 = training split, 0 = test split. */
+tsr_status tsr_dataset_load_mnist_dir(tsr_context *ctx, const char *dir, int train,
+                                      tsr_dataset **out);
+void tsr_dataset_free(tsr_context *ctx, tsr_dataset *d); /* accepts NULL */
+/* x = (x - mean) / std for every pixel. */
+tsr_status tsr_dataset_normalize(tsr_context *ctx, tsr_dataset *d, float mean, float std);
+/* Keeps the first n samples (n >= count keeps all). */
+void tsr_dataset_truncate(tsr_dataset *d, size_t n);
+
+/* Iterates mini-batches of one rank's shard. Each epoch the sample order is a permutation
+ * drawn from (seed, epoch) when shuffling, so every rank computes the same order; rank r of
+ * n takes every global batch's slice [r*b, (r+1)*b) where b = batch. */
+typedef struct tsr_loader tsr_loader;
+typedef struct tsr_loader_options {
+    size_t batch;       /* per-rank batch size */
+    uint64_t seed;
+    int shuffle;        /* 1: permute each epoch */
+    int rank, nranks;   /* shard: 0, 1 for a single process */
+    int drop_last;      /* 1: skip a final partial global batch */
+} tsr_loader_options;
+tsr_status tsr_loader_create(tsr_context *ctx, const tsr_dataset *d, const tsr_loader_options *o,
+                             tsr_loader **out);
+void tsr_loader_free(tsr_loader *l); /* accepts NULL */
+/* Starts epoch `epoch` (reshuffles). */
+void tsr_loader_start_epoch(tsr_loader *l, uint64_t epoch);
+/* Batches this rank gets per epoch. */
+size_t tsr_loader_batches(const tsr_loader *l);
+/* Copies the next batch into images (batch x features) and labels; returns its size, 0 at
+ * the end of the epoch. */
+size_t tsr_loader_next(tsr_loader *l, float *images, int32_t *labels);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

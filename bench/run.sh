@@ -1,0 +1,25 @@
+#!/bin/sh
+# `make bench`: side-by-side comparisons, each printed as a table with ratios (never a lone time).
+#  1. GEMM GFLOP/s per device next to its analytic peak      (build/bin/tsr-gemm-bench)
+#  2. allreduce busbw, tessera algorithms vs MPI_Allreduce    (build/bin/tsr-allreduce-bench, n=2)
+#  3. training samples/s and accuracy, tessera vs PyTorch CPU (bench/train_vs_torch.py)
+set -e
+BUILD=${BUILD:-build}
+bin=$BUILD/bin
+here=$(cd "$(dirname "$0")" && pwd)
+
+echo "== GEMM per device =="
+"$bin/tsr-gemm-bench"
+
+if [ -x "$bin/tsr-allreduce-bench" ]; then
+    echo
+    echo "== allreduce, 2 ranks =="
+    mpiexec -n 2 "$bin/tsr-allreduce-bench"
+fi
+
+if [ -f "$here/train_vs_torch.py" ]; then
+    echo
+    echo "== training vs PyTorch (CPU) =="
+    TSR_EXTRA_DEBS=python3-torch sh "$here/../tools/deps.sh"
+    BUILD=$BUILD /usr/bin/python3 "$here/train_vs_torch.py"
+fi

@@ -43,6 +43,10 @@ tsr_status tsr_dataset_load_idx(tsr_context *ctx, const char *images_path, const
 tsr_status tsr_dataset_load_mnist_dir(tsr_context *ctx, const char *dir, int train,
                                       tsr_dataset **out);
 void tsr_dataset_free(tsr_context *ctx, tsr_dataset *d); /* accepts NULL */
+/* An all-zero data set of `count` samples of channels x height x width (synthetic data,
+ * tests); `classes` is stored as given. Freed with tsr_dataset_free. */
+tsr_status tsr_dataset_create(tsr_context *ctx, size_t count, size_t channels, size_t height,
+                              size_t width, size_t classes, tsr_dataset **out);
 /* x = (x - mean) / std for every pixel. */
 tsr_status tsr_dataset_normalize(tsr_context *ctx, tsr_dataset *d, float mean, float std);
 /* Keeps the first n samples (n >= count keeps all). */
@@ -50,7 +54,14 @@ void tsr_dataset_truncate(tsr_dataset *d, size_t n);
 
 /* Iterates mini-batches of one rank's shard. Each epoch the sample order is a permutation
  * drawn from (seed, epoch) when shuffling, so every rank computes the same order; rank r of
- * n takes every global batch's slice [r*b, (r+1)*b) where b = batch. */
+ * n takes every global batch's slice [r*b, (r+1)*b) where b = batch.
+ * Global batch = batch * nranks samples. Without drop_last the final global batch may be
+ * partial: its samples go to ranks 0, 1, ... in slices of `batch`, so some ranks get a
+ * smaller batch or none (tsr_loader_batches then differs between ranks; data-parallel
+ * training that needs equal step counts sets drop_last). Every sample is seen exactly once
+ * per epoch across all ranks (less the dropped tail with drop_last).
+ * The loader keeps a pointer to the data set, which must outlive it; it uses the sample
+ * count the data set had at creation (truncate before creating the loader). */
 typedef struct tsr_loader tsr_loader;
 typedef struct tsr_loader_options {
     size_t batch;       /* per-rank batch size */
@@ -62,13 +73,21 @@ typedef struct tsr_loader_options {
 tsr_status tsr_loader_create(tsr_context *ctx, const tsr_dataset *d, const tsr_loader_options *o,
                              tsr_loader **out);
 void tsr_loader_free(tsr_loader *l); /* accepts NULL */
-/* Starts epoch `epoch` (reshuffles). */
+/* Starts epoch `epoch` (reshuffles). tsr_loader_create starts epoch 0. */
 void tsr_loader_start_epoch(tsr_loader *l, uint64_t epoch);
 /* Batches this rank gets per epoch. */
 size_t tsr_loader_batches(const tsr_loader *l);
 /* Copies the next batch into images (batch x features) and labels; returns its size, 0 at
  * the end of the epoch. */
 size_t tsr_loader_next(tsr_loader *l, float *images, int32_t *labels);
+/* As tsr_loader_next, but gives the data set indices of the next batch (no copy). */
+size_t tsr_loader_next_indices(tsr_loader *l, size_t *indices);
+
+/* The sample order of epoch `epoch`: perm[0..n) becomes a permutation of 0..n-1, by
+ * Fisher-Yates (i = n-1 down to 1, j uniform in [0, i]) driven by a counter-based generator
+ * (SplitMix64 outputs at counters 0, 1, ... of a key mixed from seed and epoch; uniform draws
+ * by rejection, no modulo bias). Pure integer arithmetic: the same on every rank and platform. */
+void tsr_shuffle_permutation(uint64_t seed, uint64_t epoch, size_t n, size_t *perm);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,102 @@
-/* Models: layers, model spec parser, builder, summary. */
+/* Models: a sequential stack of layers over an image input, followed by a softmax
+ * cross-entropy loss. Built from a spec string or with the builder calls.
+ *
+ * Spec syntax: comma-separated layers, whitespace ignored.
+ *   dense:N                 fully connected, N units (flattens its input)
+ *   convKxK:F / convK:F     2-D convolution, F filters, K x K kernel (or convKHxKW:F);
+ *                           options /sS (stride, default 1), /pP (padding, default "same" =
+ *                           (K-1)/2), /same, /valid (= /p0):  conv3x3:64/s2/p1
+ *   poolK / maxpoolK        max pooling, K x K window; /sS stride (default K): pool3/s2
+ *   relu, flatten, dropout:P (0 <= P < 1)
+ * Presets: "mlp" = dense:256,relu,dense:128,relu,dense:100,relu,dense:10
+ *          "cnn" = conv5x5:32,relu,pool2,conv5x5:64,relu,pool2,dense:1024,relu,dense:10
+ *          (the 2-conv model of Fashion-MNIST's benchmark/convnet.py). */
 #ifndef TESSERA_MODEL_H
 #define TESSERA_MODEL_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 #include "context.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tsr_model tsr_model;
+
+/* What the model sees: one image of channels x height x width, and the class count the
+ * last layer must produce. */
+typedef struct tsr_model_input {
+    size_t channels, height, width;
+    size_t classes;
+} tsr_model_input;
+
+#define TSR_MODEL_INPUT_MNIST ((tsr_model_input){1, 28, 28, 10})
+
+typedef enum tsr_layer_kind {
+    TSR_LAYER_DENSE = 0,
+    TSR_LAYER_CONV2D,
+    TSR_LAYER_MAXPOOL,
+    TSR_LAYER_RELU,
+    TSR_LAYER_DROPOUT,
+    TSR_LAYER_FLATTEN
+} tsr_layer_kind;
+
+/* Padding value meaning "same": (kernel-1)/2 on each side. */
+#define TSR_PAD_SAME ((size_t)-1)
+
+/* Everything a planner needs to know about one layer. */
+typedef struct tsr_layer_info {
+    tsr_layer_kind kind;
+    const char *type;          /* "dense", "conv2d", "maxpool", "relu", "dropout", "flatten" */
+    char spec[64];             /* canonical spec token: "conv5x5:32", "pool3/s2" */
+    size_t in_c, in_h, in_w;   /* input shape of one sample */
+    size_t out_c, out_h, out_w;
+    size_t params;             /* trainable floats (weights + biases) */
+    size_t param_bytes;
+    uint64_t forward_flops;    /* at the batch size asked for (multiply-add = 2) */
+    uint64_t backward_flops;   /* input and parameter gradients */
+    size_t activation_bytes;   /* output + state kept for backward (masks, indices, im2col) */
+} tsr_layer_info;
+
+/* ---- builder ---- */
+tsr_status tsr_model_create(tsr_context *ctx, tsr_model_input input, tsr_model **out);
+void tsr_model_free(tsr_model *model); /* accepts NULL */
+tsr_status tsr_model_add_dense(tsr_model *model, size_t units);
+/* pad: a count or TSR_PAD_SAME. */
+tsr_status tsr_model_add_conv2d(tsr_model *model, size_t filters, size_t kernel_h, size_t kernel_w,
+                                size_t stride, size_t pad);
+tsr_status tsr_model_add_maxpool(tsr_model *model, size_t size, size_t stride);
+tsr_status tsr_model_add_relu(tsr_model *model);
+tsr_status tsr_model_add_dropout(tsr_model *model, float p);
+tsr_status tsr_model_add_flatten(tsr_model *model);
+/* Checks the model is complete: at least one layer and a last layer producing exactly
+ * `classes` features. Trainers call it; TSR_ERR_SHAPE with a detail otherwise. */
+tsr_status tsr_model_check(const tsr_model *model);
+
+/* ---- spec ---- */
+/* Parses `spec` (or a preset name) and checks it. Malformed text: TSR_ERR_PARSE with the
+ * 1-based character position in the detail ("model spec at 14: unknown layer 'conv5x'"). */
+tsr_status tsr_model_parse(tsr_context *ctx, const char *spec, tsr_model_input input,
+                           tsr_model **out);
+/* Spec of a preset ("mlp", "cnn"), NULL if unknown. */
+const char *tsr_model_preset(const char *name);
+/* Canonical spec: parsing it gives the same model. Valid while the model lives. */
+const char *tsr_model_spec(const tsr_model *model);
+
+/* ---- inspection ---- */
+tsr_model_input tsr_model_get_input(const tsr_model *model);
+size_t tsr_model_layer_count(const tsr_model *model);
+size_t tsr_model_param_count(const tsr_model *model);
+tsr_status tsr_model_layer_info(const tsr_model *model, size_t index, size_t batch,
+                                tsr_layer_info *info);
+/* Keras-like table (layer, output shape, parameters, FLOPs per sample) plus totals.
+ * tsr_model_summary_string writes at most `size` bytes (always terminated) and returns the
+ * length the full text needs, like snprintf. */
+tsr_status tsr_model_summary(const tsr_model *model, FILE *out);
+size_t tsr_model_summary_string(const tsr_model *model, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -1,0 +1,183 @@
+/* Host CPU backend: memory, copies and BLAS (OpenBLAS cblas_sgemm, row-major).
+ * Layer ops, conversions and optimizers live in host_ops.c. Everything runs synchronously,
+ * so finish() has nothing to wait for. */
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include "backends/host/host.h"
+#include "lib/internal.h"
+
+/* Data blocks are aligned for AVX-512 loads and cache lines. */
+#define HOST_ALIGN 64
+
+static void host_destroy(tsr_backend *be) {
+    tsr_free(be->ctx, be);
+}
+
+static tsr_status host_buf_alloc(tsr_backend *be, tsr_buf *buf) {
+    if (buf->bytes > SIZE_MAX - HOST_ALIGN)
+        return tsr_error(be->ctx, TSR_ERR_NO_MEMORY, "host buffer of %zu bytes is too large",
+                         buf->bytes);
+    /* over-allocate and align; impl keeps the pointer tsr_free needs */
+    void *raw = tsr_malloc(be->ctx, buf->bytes + HOST_ALIGN);
+    if (!raw)
+        return tsr_error(be->ctx, TSR_ERR_NO_MEMORY, "host buffer of %zu bytes", buf->bytes);
+    uintptr_t p = ((uintptr_t)raw + HOST_ALIGN - 1) & ~(uintptr_t)(HOST_ALIGN - 1);
+    buf->impl = raw;
+    buf->host = (void *)p;
+    return TSR_OK;
+}
+
+static void host_buf_free(tsr_backend *be, tsr_buf *buf) {
+    tsr_free(be->ctx, buf->impl);
+    buf->impl = NULL;
+    buf->host = NULL;
+}
+
+static tsr_status host_write(tsr_backend *be, tsr_buf *dst, size_t byte_off, const void *src,
+                             size_t bytes) {
+    (void)be;
+    memmove((char *)dst->host + byte_off, src, bytes);
+    return TSR_OK;
+}
+
+static tsr_status host_read(tsr_backend *be, tsr_buf *src, size_t byte_off, void *dst,
+                            size_t bytes) {
+    (void)be;
+    memmove(dst, (const char *)src->host + byte_off, bytes);
+    return TSR_OK;
+}
+
+static tsr_status host_copy(tsr_backend *be, tsr_buf *dst, size_t dst_byte_off, tsr_buf *src,
+                            size_t src_byte_off, size_t bytes) {
+    (void)be;
+    /* ranges inside one buffer may overlap */
+    memmove((char *)dst->host + dst_byte_off, (const char *)src->host + src_byte_off, bytes);
+    return TSR_OK;
+}
+
+static tsr_status host_fill(tsr_backend *be, tsr_ref x, size_t n, float value) {
+    (void)be;
+    float *p = tsr_host_f32(x);
+    if (value == 0.0f && !signbit(value)) {
+        memset(p, 0, n * sizeof *p);
+        return TSR_OK;
+    }
+    for (size_t i = 0; i < n; i++) p[i] = value;
+    return TSR_OK;
+}
+
+static tsr_status host_finish(tsr_backend *be) {
+    (void)be;
+    return TSR_OK;
+}
+
+/* C = beta*C for an m x n block (BLAS semantics: beta == 0 overwrites, even NaN). */
+static void scale_block(size_t m, size_t n, float beta, float *c, size_t ldc) {
+    for (size_t i = 0; i < m; i++) {
+        float *row = c + i * ldc;
+        if (beta == 0.0f)
+            memset(row, 0, n * sizeof *row);
+        else if (beta != 1.0f)
+            for (size_t j = 0; j < n; j++) row[j] *= beta;
+    }
+}
+
+static tsr_status check_blas_int(tsr_backend *be, size_t m, size_t n, size_t k, size_t lda,
+                                 size_t ldb, size_t ldc) {
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX || lda > INT_MAX || ldb > INT_MAX ||
+        ldc > INT_MAX)
+        return tsr_error(be->ctx, TSR_ERR_UNSUPPORTED,
+                         "gemm: a size or leading dimension exceeds the BLAS int range "
+                         "(m %zu n %zu k %zu lda %zu ldb %zu ldc %zu)",
+                         m, n, k, lda, ldb, ldc);
+    return TSR_OK;
+}
+
+static void gemm_one(tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k, float alpha,
+                     const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                     size_t ldc) {
+    if (k == 0 || alpha == 0.0f) { /* A and B may be empty: never hand BLAS a zero ld */
+        scale_block(m, n, beta, c, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+static tsr_status host_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
+                            size_t k, float alpha, tsr_ref a, size_t lda, tsr_ref b, size_t ldb,
+                            float beta, tsr_ref c, size_t ldc) {
+    TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
+    gemm_one(ta, tb, m, n, k, alpha, tsr_host_f32(a), lda, tsr_host_f32(b), ldb, beta,
+             tsr_host_f32(c), ldc);
+    return TSR_OK;
+}
+
+static tsr_status host_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m,
+                                    size_t n, size_t k, float alpha, tsr_ref a, size_t lda,
+                                    size_t stride_a, tsr_ref b, size_t ldb, size_t stride_b,
+                                    float beta, tsr_ref c, size_t ldc, size_t stride_c,
+                                    size_t batch) {
+    TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
+    const float *pa = tsr_host_f32(a), *pb = tsr_host_f32(b);
+    float *pc = tsr_host_f32(c);
+    for (size_t i = 0; i < batch; i++)
+        gemm_one(ta, tb, m, n, k, alpha, pa + i * stride_a, lda, pb + i * stride_b, ldb, beta,
+                 pc + i * stride_c, ldc);
+    return TSR_OK;
+}
+
+static const tsr_backend_iface host_iface = {
+    .name = "host",
+    .destroy = host_destroy,
+    .buf_alloc = host_buf_alloc,
+    .buf_free = host_buf_free,
+    .write = host_write,
+    .read = host_read,
+    .copy = host_copy,
+    .fill = host_fill,
+    .finish = host_finish,
+    .gemm = host_gemm,
+    .gemm_batched = host_gemm_batched,
+    .axpy = tsr_host_axpy,
+    .scale = tsr_host_scale,
+    .mul = tsr_host_mul,
+    .sum = tsr_host_sum,
+    .bias_add = tsr_host_bias_add,
+    .bias_grad = tsr_host_bias_grad,
+    .relu_forward = tsr_host_relu_forward,
+    .relu_backward = tsr_host_relu_backward,
+    .softmax_xent_forward = tsr_host_softmax_xent_forward,
+    .softmax_xent_backward = tsr_host_softmax_xent_backward,
+    .im2col = tsr_host_im2col,
+    .col2im = tsr_host_col2im,
+    .maxpool_forward = tsr_host_maxpool_forward,
+    .maxpool_backward = tsr_host_maxpool_backward,
+    .dropout_forward = tsr_host_dropout_forward,
+    .f32_to_f16 = tsr_host_f32_to_f16,
+    .f16_to_f32 = tsr_host_f16_to_f32,
+    .sgd_update = tsr_host_sgd_update,
+    .adam_update = tsr_host_adam_update,
+};
+
+tsr_status tsr_backend_host_create(tsr_context *ctx, tsr_backend **out) {
+    if (!ctx || !out)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_backend_host_create: NULL argument");
+    *out = NULL;
+    /* device 0 is the host by construction; look it up by id so a reordering cannot fool us */
+    int index = tsr_context_find_device(ctx, "host");
+    const tsr_device_info *info = index >= 0 ? tsr_context_device(ctx, index) : NULL;
+    if (!info || info->backend != TSR_BACKEND_HOST)
+        return tsr_error(ctx, TSR_ERR_NOT_FOUND, "the context has no \"host\" device record");
+    tsr_backend *be = tsr_calloc(ctx, 1, sizeof *be);
+    if (!be) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "host backend");
+    be->iface = &host_iface;
+    be->ctx = ctx;
+    be->device = *info;
+    be->impl = NULL;
+    *out = be;
+    return TSR_OK;
+}

@@ -1,0 +1,49 @@
+/* Private to the host backend: operand access and the layer ops defined in host_ops.c. */
+#ifndef TSR_BACKEND_HOST_H
+#define TSR_BACKEND_HOST_H
+#include "backends/backend.h"
+
+/* Element pointers of an operand. The checked wrappers guarantee the range; an optional
+ * operand (sgd's v without momentum) may have a NULL buffer. */
+static inline float *tsr_host_f32(tsr_ref r) {
+    return r.buf ? (float *)r.buf->host + r.off : NULL;
+}
+static inline int32_t *tsr_host_i32(tsr_ref r) {
+    return r.buf ? (int32_t *)r.buf->host + r.off : NULL;
+}
+static inline uint16_t *tsr_host_u16(tsr_ref r) {
+    return r.buf ? (uint16_t *)r.buf->host + r.off : NULL;
+}
+
+tsr_status tsr_host_axpy(tsr_backend *be, size_t n, float alpha, tsr_ref x, tsr_ref y);
+tsr_status tsr_host_scale(tsr_backend *be, size_t n, float alpha, tsr_ref x);
+tsr_status tsr_host_mul(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y);
+tsr_status tsr_host_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out);
+tsr_status tsr_host_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                             tsr_ref bias, tsr_ref y);
+tsr_status tsr_host_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                              tsr_ref dy, tsr_ref db);
+tsr_status tsr_host_relu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);
+tsr_status tsr_host_relu_backward(tsr_backend *be, size_t n, tsr_ref y, tsr_ref dy, tsr_ref dx);
+tsr_status tsr_host_softmax_xent_forward(tsr_backend *be, size_t rows, size_t cols,
+                                         tsr_ref logits, tsr_ref labels, tsr_ref probs,
+                                         tsr_ref loss);
+tsr_status tsr_host_softmax_xent_backward(tsr_backend *be, size_t rows, size_t cols,
+                                          tsr_ref probs, tsr_ref labels, float scale,
+                                          tsr_ref dlogits);
+tsr_status tsr_host_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col);
+tsr_status tsr_host_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
+tsr_status tsr_host_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x,
+                                    tsr_ref y, tsr_ref idx);
+tsr_status tsr_host_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
+                                     tsr_ref idx, tsr_ref dx);
+tsr_status tsr_host_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
+                                    tsr_ref y, tsr_ref mask);
+tsr_status tsr_host_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h);
+tsr_status tsr_host_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
+tsr_status tsr_host_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
+                               tsr_ref g, tsr_ref v);
+tsr_status tsr_host_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
+                                tsr_ref g, tsr_ref m, tsr_ref v);
+
+#endif

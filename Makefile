@@ -107,6 +107,8 @@ $(KERNELS_H): $(kernel_src) tools/embed-kernels.sh
 	$(Q)sh tools/embed-kernels.sh $(kernel_src) > $@.tmp && mv $@.tmp $@
 $(filter backends/opencl/%,$(lib_obj)): $(KERNELS_H)
 $(BUILD)/obj/backends/opencl/%.o: $(KERNELS_H)
+# explicit object list: a pattern rule without a recipe adds no prerequisite
+$(filter $(BUILD)/obj/backends/opencl/%,$(lib_obj)): $(KERNELS_H)
 
 samples: $(SAMPLES)
 $(BUILD)/bin/%: samples/%.c $(LIB)

@@ -1,0 +1,94 @@
+/* Internal: the OpenCL backend's private state and the hooks its tests use
+ * (program origin, building arbitrary source, binary naming). Not installed. */
+#ifndef TSR_BACKEND_OPENCL_H
+#define TSR_BACKEND_OPENCL_H
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
+#include "backends/backend.h"
+
+/* Every kernel of the embedded program, created once per backend. */
+#define TSR_CL_KERNEL_LIST(X)                                                                   \
+    X(axpy) X(scale) X(mul) X(sum_partial) X(sum_final) X(scale_matrix) X(bias_add)             \
+    X(bias_grad_rows) X(bias_grad_cols) X(relu_forward) X(relu_backward)                        \
+    X(softmax_xent_forward) X(softmax_xent_backward) X(im2col) X(col2im) X(maxpool_forward)      \
+    X(maxpool_backward) X(dropout_forward) X(f32_to_f16) X(f16_to_f32) X(sgd_update)             \
+    X(adam_update)
+
+enum {
+#define TSR_CL_ENUM(name) TSR_CL_K_##name,
+    TSR_CL_KERNEL_LIST(TSR_CL_ENUM)
+#undef TSR_CL_ENUM
+    TSR_CL_K_COUNT
+};
+
+/* Where the backend's program came from. */
+typedef enum tsr_cl_origin {
+    TSR_CL_FROM_SOURCE = 0, /* compiled from the embedded sources (cache written) */
+    TSR_CL_FROM_CACHE = 1,  /* loaded from <cache dir>/opencl/<key>.bin */
+    TSR_CL_FROM_BINARY = 2  /* loaded from TSR_KERNEL_BINARY_DIR/<device>.clbin */
+} tsr_cl_origin;
+
+/* Creation knobs beyond the device record (environment fallbacks in brackets). */
+typedef struct tsr_opencl_options {
+    const char *kernel_binary_dir; /* precompiled programs [TSR_KERNEL_BINARY_DIR]; NULL: env */
+    int no_cache;                  /* 1: neither read nor write the on-disk program cache */
+} tsr_opencl_options;
+
+#define TSR_CL_SUM_GROUPS 256 /* partial sums of the first reduction pass */
+
+typedef struct tsr_cl {
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_context context;
+    cl_command_queue queue;
+    cl_program program;
+    cl_kernel kernels[TSR_CL_K_COUNT];
+    size_t wg[TSR_CL_K_COUNT];   /* local size per kernel (a power of two for reductions) */
+    cl_mem scratch;              /* TSR_CL_SUM_GROUPS floats: partial sums; dummy operand */
+    tsr_cl_origin origin;
+    char program_path[1024];     /* cache entry or binary file, "" when none */
+    char build_options[128];
+} tsr_cl;
+
+tsr_status tsr_backend_opencl_create_ex(tsr_context *ctx, const tsr_device_info *info,
+                                        const tsr_opencl_options *opts, tsr_backend **out);
+
+/* The backend's OpenCL objects (NULL when be is not an OpenCL backend). */
+tsr_cl *tsr_opencl_state(tsr_backend *be);
+
+/* Where the program came from; *path (may be NULL) receives the file used or "". */
+tsr_cl_origin tsr_opencl_program_origin(tsr_backend *be, const char **path);
+
+/* Compiles `source` for be's device with `options` (NULL: the backend's). On a compile
+ * error returns TSR_ERR_BUILD with the build log in the context's error detail. */
+tsr_status tsr_opencl_build_source(tsr_backend *be, const char *source, const char *options,
+                                   cl_program *out);
+
+/* The device binary of be's program (what a precompiled file holds); free with tsr_free. */
+tsr_status tsr_opencl_program_binary(tsr_backend *be, unsigned char **data, size_t *size);
+
+/* File name a precompiled program for `device_name` must have inside the binary folder:
+ * the name lower-cased, every run of characters outside [a-z0-9] replaced by one '_',
+ * leading/trailing '_' dropped, plus ".clbin" ("NVIDIA H100 80GB HBM3" ->
+ * "nvidia_h100_80gb_hbm3.clbin"). */
+void tsr_opencl_binary_name(const char *device_name, char *out, size_t size);
+
+/* Maps an OpenCL error to a status and records "call: CL_NAME" as the context's error. */
+tsr_status tsr_opencl_error(tsr_context *ctx, cl_int err, const char *call);
+
+/* Program creation (program_opencl.c): fills cl->program, origin, program_path. */
+tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *opts);
+
+/* Memory slots (backend_opencl.c), gathered with the ops into the table of ops_opencl.c. */
+void tsr_opencl_destroy(tsr_backend *be);
+tsr_status tsr_opencl_buf_alloc(tsr_backend *be, tsr_buf *buf);
+void tsr_opencl_buf_free(tsr_backend *be, tsr_buf *buf);
+tsr_status tsr_opencl_write(tsr_backend *be, tsr_buf *dst, size_t off, const void *src, size_t n);
+tsr_status tsr_opencl_read(tsr_backend *be, tsr_buf *src, size_t off, void *dst, size_t n);
+tsr_status tsr_opencl_copy(tsr_backend *be, tsr_buf *dst, size_t dst_off, tsr_buf *src,
+                           size_t src_off, size_t n);
+tsr_status tsr_opencl_fill(tsr_backend *be, tsr_ref x, size_t n, float value);
+tsr_status tsr_opencl_finish(tsr_backend *be);
+extern const tsr_backend_iface tsr_opencl_iface;
+
+#endif

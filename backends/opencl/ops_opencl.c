@@ -1,0 +1,472 @@
+/* OpenCL backend operations: kernel arguments + one enqueue each (no per-call builds, no
+ * clFinish), GEMM through CLBlast. The checked wrappers of backend.c have validated ranges. */
+#include "backends/opencl/opencl.h" /* first: it sets CL_TARGET_OPENCL_VERSION */
+#include <clblast_c.h>
+#include <stdio.h>
+#include "lib/internal.h"
+
+static const char *const knames[TSR_CL_K_COUNT] = {
+#define TSR_CL_NAME(name) #name,
+    TSR_CL_KERNEL_LIST(TSR_CL_NAME)
+#undef TSR_CL_NAME
+};
+
+/* Accumulates kernel arguments; the first failure is kept and reported at launch. */
+typedef struct kargs {
+    tsr_backend *be;
+    tsr_cl *cl;
+    int k;
+    cl_uint n;
+    cl_uint bad_index;
+    cl_int err;
+} kargs;
+
+static kargs args_begin(tsr_backend *be, int k) {
+    kargs a = {be, be->impl, k, 0, 0, CL_SUCCESS};
+    return a;
+}
+
+static void arg(kargs *a, size_t size, const void *value) {
+    if (a->err == CL_SUCCESS) {
+        a->err = clSetKernelArg(a->cl->kernels[a->k], a->n, size, value);
+        if (a->err != CL_SUCCESS) a->bad_index = a->n;
+    }
+    a->n++;
+}
+static void arg_u64(kargs *a, size_t v) {
+    cl_ulong u = v;
+    arg(a, sizeof u, &u);
+}
+static void arg_f32(kargs *a, float v) {
+    cl_float f = v;
+    arg(a, sizeof f, &f);
+}
+static void arg_i32(kargs *a, int v) {
+    cl_int i = v;
+    arg(a, sizeof i, &i);
+}
+static void arg_mem(kargs *a, cl_mem m) { arg(a, sizeof m, &m); }
+/* A tensor operand: its buffer and its element offset. */
+static void arg_ref(kargs *a, tsr_ref r) {
+    arg_mem(a, (cl_mem)r.buf->impl);
+    arg_u64(a, r.off);
+}
+static void arg_local(kargs *a, size_t bytes) { arg(a, bytes, NULL); }
+
+/* Enqueues a 1-D range of `items` work-items (rounded up to the kernel's local size);
+ * `groups` > 0 launches exactly that many work-groups instead. */
+static tsr_status launch(kargs *a, size_t items, size_t groups) {
+    char call[96];
+    if (a->err != CL_SUCCESS) {
+        snprintf(call, sizeof call, "clSetKernelArg(%s, %u)", knames[a->k], a->bad_index);
+        return tsr_opencl_error(a->be->ctx, a->err, call);
+    }
+    size_t local = a->cl->wg[a->k];
+    size_t global = groups ? groups * local : (items + local - 1) / local * local;
+    cl_int err = clEnqueueNDRangeKernel(a->cl->queue, a->cl->kernels[a->k], 1, NULL, &global,
+                                        &local, 0, NULL, NULL);
+    if (err == CL_SUCCESS) return TSR_OK;
+    snprintf(call, sizeof call, "clEnqueueNDRangeKernel(%s)", knames[a->k]);
+    return tsr_opencl_error(a->be->ctx, err, call);
+}
+
+/* ---- BLAS ---- */
+
+static const char *clblast_name(CLBlastStatusCode s) {
+    switch (s) {
+    case CLBlastNotImplemented: return "kNotImplemented";
+    case CLBlastInvalidMatrixA: return "kInvalidMatrixA";
+    case CLBlastInvalidMatrixB: return "kInvalidMatrixB";
+    case CLBlastInvalidMatrixC: return "kInvalidMatrixC";
+    case CLBlastInvalidVectorX: return "kInvalidVectorX";
+    case CLBlastInvalidVectorY: return "kInvalidVectorY";
+    case CLBlastInvalidDimension: return "kInvalidDimension";
+    case CLBlastInvalidLeadDimA: return "kInvalidLeadDimA";
+    case CLBlastInvalidLeadDimB: return "kInvalidLeadDimB";
+    case CLBlastInvalidLeadDimC: return "kInvalidLeadDimC";
+    case CLBlastInvalidIncrementX: return "kInvalidIncrementX";
+    case CLBlastInvalidIncrementY: return "kInvalidIncrementY";
+    case CLBlastInsufficientMemoryA: return "kInsufficientMemoryA";
+    case CLBlastInsufficientMemoryB: return "kInsufficientMemoryB";
+    case CLBlastInsufficientMemoryC: return "kInsufficientMemoryC";
+    case CLBlastInvalidBatchCount: return "kInvalidBatchCount";
+    case CLBlastInvalidLocalMemUsage: return "kInvalidLocalMemUsage";
+    case CLBlastNoHalfPrecision: return "kNoHalfPrecision";
+    case CLBlastNoDoublePrecision: return "kNoDoublePrecision";
+    case CLBlastInvalidVectorScalar: return "kInvalidVectorScalar";
+    case CLBlastInsufficientMemoryScalar: return "kInsufficientMemoryScalar";
+    case CLBlastDatabaseError: return "kDatabaseError";
+    case CLBlastUnknownError: return "kUnknownError";
+    case CLBlastUnexpectedError: return "kUnexpectedError";
+    default: return "unknown";
+    }
+}
+
+/* CLBlast codes in -1..-68 are OpenCL's own and pass through; the rest are TSR_ERR_CLBLAST. */
+static tsr_status clblast_status(tsr_backend *be, CLBlastStatusCode s, const char *call) {
+    if (s == CLBlastSuccess) return TSR_OK;
+    if ((int)s <= -1 && (int)s >= -68) return tsr_opencl_error(be->ctx, (cl_int)s, call);
+    return tsr_error(be->ctx, TSR_ERR_CLBLAST, "%s on %s: CLBlast status %d (%s)", call,
+                     be->device.name, (int)s, clblast_name(s));
+}
+
+static CLBlastTranspose tr(tsr_trans t) { return t == TSR_TRANS ? CLBlastTransposeYes : CLBlastTransposeNo; }
+
+/* C = beta*C: GEMM with k = 0 (CLBlast rejects an empty inner dimension). */
+static tsr_status scale_matrix(tsr_backend *be, size_t m, size_t n, float beta, tsr_ref c,
+                               size_t ldc, size_t stride_c, size_t batch) {
+    tsr_cl *cl = be->impl;
+    for (size_t b = 0; b < batch; b++) {
+        kargs a = args_begin(be, TSR_CL_K_scale_matrix);
+        arg_u64(&a, m);
+        arg_u64(&a, n);
+        arg_f32(&a, beta);
+        arg_mem(&a, (cl_mem)c.buf->impl);
+        arg_u64(&a, c.off + b * stride_c);
+        arg_u64(&a, ldc);
+        if (a.err != CL_SUCCESS) return tsr_opencl_error(be->ctx, a.err, "clSetKernelArg(scale_matrix)");
+        size_t lx = 16, ly = cl->wg[TSR_CL_K_scale_matrix] / 16;
+        if (ly == 0) {
+            lx = cl->wg[TSR_CL_K_scale_matrix];
+            ly = 1;
+        }
+        size_t local[2] = {lx, ly};
+        size_t global[2] = {(n + lx - 1) / lx * lx, (m + ly - 1) / ly * ly};
+        cl_int err = clEnqueueNDRangeKernel(cl->queue, cl->kernels[TSR_CL_K_scale_matrix], 2, NULL,
+                                            global, local, 0, NULL, NULL);
+        if (err != CL_SUCCESS)
+            return tsr_opencl_error(be->ctx, err, "clEnqueueNDRangeKernel(scale_matrix)");
+    }
+    return TSR_OK;
+}
+
+static tsr_status cl_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
+                          size_t k, float alpha, tsr_ref a, size_t lda, tsr_ref b, size_t ldb,
+                          float beta, tsr_ref c, size_t ldc) {
+    tsr_cl *cl = be->impl;
+    if (k == 0) return scale_matrix(be, m, n, beta, c, ldc, 0, 1);
+    CLBlastStatusCode s = CLBlastSgemm(CLBlastLayoutRowMajor, tr(ta), tr(tb), m, n, k, alpha,
+                                       (cl_mem)a.buf->impl, a.off, lda, (cl_mem)b.buf->impl, b.off,
+                                       ldb, beta, (cl_mem)c.buf->impl, c.off, ldc, &cl->queue, NULL);
+    return clblast_status(be, s, "CLBlastSgemm");
+}
+
+static tsr_status cl_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
+                                  size_t k, float alpha, tsr_ref a, size_t lda, size_t stride_a,
+                                  tsr_ref b, size_t ldb, size_t stride_b, float beta, tsr_ref c,
+                                  size_t ldc, size_t stride_c, size_t batch) {
+    tsr_cl *cl = be->impl;
+    if (k == 0) return scale_matrix(be, m, n, beta, c, ldc, stride_c, batch);
+    CLBlastStatusCode s = CLBlastSgemmStridedBatched(
+        CLBlastLayoutRowMajor, tr(ta), tr(tb), m, n, k, alpha, (cl_mem)a.buf->impl, a.off, lda,
+        stride_a, (cl_mem)b.buf->impl, b.off, ldb, stride_b, beta, (cl_mem)c.buf->impl, c.off, ldc,
+        stride_c, batch, &cl->queue, NULL);
+    if (s == CLBlastSuccess) return TSR_OK;
+    if (s != CLBlastInvalidDimension && s != CLBlastNotImplemented && s != CLBlastInvalidBatchCount)
+        return clblast_status(be, s, "CLBlastSgemmStridedBatched");
+    /* A CLBlast that refuses this batch shape (e.g. a shared operand): one GEMM per matrix. */
+    for (size_t i = 0; i < batch; i++)
+        TSR_TRY(cl_gemm(be, ta, tb, m, n, k, alpha, tsr_ref_at(a.buf, a.off + i * stride_a), lda,
+                        tsr_ref_at(b.buf, b.off + i * stride_b), ldb, beta,
+                        tsr_ref_at(c.buf, c.off + i * stride_c), ldc));
+    return TSR_OK;
+}
+
+static tsr_status cl_axpy(tsr_backend *be, size_t n, float alpha, tsr_ref x, tsr_ref y) {
+    kargs a = args_begin(be, TSR_CL_K_axpy);
+    arg_u64(&a, n);
+    arg_f32(&a, alpha);
+    arg_ref(&a, x);
+    arg_ref(&a, y);
+    return launch(&a, n, 0);
+}
+
+static tsr_status cl_scale(tsr_backend *be, size_t n, float alpha, tsr_ref x) {
+    kargs a = args_begin(be, TSR_CL_K_scale);
+    arg_u64(&a, n);
+    arg_f32(&a, alpha);
+    arg_ref(&a, x);
+    return launch(&a, n, 0);
+}
+
+static tsr_status cl_mul(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y, tsr_ref out) {
+    kargs a = args_begin(be, TSR_CL_K_mul);
+    arg_u64(&a, n);
+    arg_ref(&a, x);
+    arg_ref(&a, y);
+    arg_ref(&a, out);
+    return launch(&a, n, 0);
+}
+
+/* Two passes: up to TSR_CL_SUM_GROUPS partial sums into the scratch buffer, then one group.
+ * The scratch is reused by later sums only after this one ran (the queue is in order). */
+static tsr_status cl_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out) {
+    tsr_cl *cl = be->impl;
+    size_t wg = cl->wg[TSR_CL_K_sum_partial];
+    size_t groups = (n + wg - 1) / wg;
+    if (groups > TSR_CL_SUM_GROUPS) groups = TSR_CL_SUM_GROUPS;
+    if (groups == 0) groups = 1;
+    kargs a = args_begin(be, TSR_CL_K_sum_partial);
+    arg_u64(&a, n);
+    arg_ref(&a, x);
+    arg_mem(&a, cl->scratch);
+    arg_local(&a, wg * sizeof(float));
+    TSR_TRY(launch(&a, 0, groups));
+    kargs f = args_begin(be, TSR_CL_K_sum_final);
+    arg_u64(&f, groups);
+    arg_mem(&f, cl->scratch);
+    arg_ref(&f, out);
+    arg_local(&f, cl->wg[TSR_CL_K_sum_final] * sizeof(float));
+    return launch(&f, 0, 1);
+}
+
+/* ---- layers ---- */
+
+static tsr_status cl_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                              tsr_ref bias, tsr_ref y) {
+    size_t total = outer * channels * inner;
+    kargs a = args_begin(be, TSR_CL_K_bias_add);
+    arg_u64(&a, total);
+    arg_u64(&a, channels);
+    arg_u64(&a, inner);
+    arg_ref(&a, bias);
+    arg_ref(&a, y);
+    return launch(&a, total, 0);
+}
+
+static tsr_status cl_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                               tsr_ref dy, tsr_ref db) {
+    tsr_cl *cl = be->impl;
+    if (inner == 1 && channels >= cl->wg[TSR_CL_K_bias_grad_cols]) {
+        kargs a = args_begin(be, TSR_CL_K_bias_grad_cols);
+        arg_u64(&a, outer);
+        arg_u64(&a, channels);
+        arg_ref(&a, dy);
+        arg_ref(&a, db);
+        return launch(&a, channels, 0);
+    }
+    kargs a = args_begin(be, TSR_CL_K_bias_grad_rows);
+    arg_u64(&a, outer);
+    arg_u64(&a, channels);
+    arg_u64(&a, inner);
+    arg_ref(&a, dy);
+    arg_ref(&a, db);
+    arg_local(&a, cl->wg[TSR_CL_K_bias_grad_rows] * sizeof(float));
+    return launch(&a, 0, channels);
+}
+
+static tsr_status cl_relu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y) {
+    kargs a = args_begin(be, TSR_CL_K_relu_forward);
+    arg_u64(&a, n);
+    arg_ref(&a, x);
+    arg_ref(&a, y);
+    return launch(&a, n, 0);
+}
+
+static tsr_status cl_relu_backward(tsr_backend *be, size_t n, tsr_ref y, tsr_ref dy, tsr_ref dx) {
+    kargs a = args_begin(be, TSR_CL_K_relu_backward);
+    arg_u64(&a, n);
+    arg_ref(&a, y);
+    arg_ref(&a, dy);
+    arg_ref(&a, dx);
+    return launch(&a, n, 0);
+}
+
+static tsr_status cl_softmax_xent_forward(tsr_backend *be, size_t rows, size_t cols,
+                                          tsr_ref logits, tsr_ref labels, tsr_ref probs,
+                                          tsr_ref loss) {
+    tsr_cl *cl = be->impl;
+    kargs a = args_begin(be, TSR_CL_K_softmax_xent_forward);
+    arg_u64(&a, cols);
+    arg_ref(&a, logits);
+    arg_ref(&a, labels);
+    arg_ref(&a, probs);
+    arg_ref(&a, loss);
+    arg_local(&a, cl->wg[TSR_CL_K_softmax_xent_forward] * sizeof(float));
+    return launch(&a, 0, rows);
+}
+
+static tsr_status cl_softmax_xent_backward(tsr_backend *be, size_t rows, size_t cols,
+                                           tsr_ref probs, tsr_ref labels, float scale,
+                                           tsr_ref dlogits) {
+    size_t total = rows * cols;
+    kargs a = args_begin(be, TSR_CL_K_softmax_xent_backward);
+    arg_u64(&a, total);
+    arg_u64(&a, cols);
+    arg_ref(&a, probs);
+    arg_ref(&a, labels);
+    arg_f32(&a, scale);
+    arg_ref(&a, dlogits);
+    return launch(&a, total, 0);
+}
+
+static void arg_conv(kargs *a, size_t total, const tsr_conv_geom *g) {
+    arg_u64(a, total);
+    arg_u64(a, g->channels);
+    arg_u64(a, g->height);
+    arg_u64(a, g->width);
+    arg_u64(a, g->kernel_h);
+    arg_u64(a, g->kernel_w);
+    arg_u64(a, g->stride_h);
+    arg_u64(a, g->stride_w);
+    arg_u64(a, g->pad_h);
+    arg_u64(a, g->pad_w);
+    arg_u64(a, g->out_h);
+    arg_u64(a, g->out_w);
+}
+
+static tsr_status cl_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col) {
+    size_t total = g->batch * g->channels * g->kernel_h * g->kernel_w * g->out_h * g->out_w;
+    kargs a = args_begin(be, TSR_CL_K_im2col);
+    arg_conv(&a, total, g);
+    arg_ref(&a, x);
+    arg_ref(&a, col);
+    return launch(&a, total, 0);
+}
+
+static tsr_status cl_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx) {
+    size_t total = g->batch * g->channels * g->height * g->width;
+    if (!total) return TSR_OK;
+    kargs a = args_begin(be, TSR_CL_K_col2im);
+    arg_conv(&a, total, g);
+    arg_ref(&a, col);
+    arg_ref(&a, dx);
+    return launch(&a, total, 0);
+}
+
+static void arg_pool(kargs *a, size_t total, const tsr_pool_geom *g) {
+    arg_u64(a, total);
+    arg_u64(a, g->height);
+    arg_u64(a, g->width);
+    arg_u64(a, g->size);
+    arg_u64(a, g->stride);
+    arg_u64(a, g->out_h);
+    arg_u64(a, g->out_w);
+}
+
+static tsr_status cl_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
+                                     tsr_ref idx) {
+    size_t total = g->planes * g->out_h * g->out_w;
+    kargs a = args_begin(be, TSR_CL_K_maxpool_forward);
+    arg_pool(&a, total, g);
+    arg_ref(&a, x);
+    arg_ref(&a, y);
+    arg_ref(&a, idx);
+    return launch(&a, total, 0);
+}
+
+static tsr_status cl_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
+                                      tsr_ref idx, tsr_ref dx) {
+    size_t total = g->planes * g->height * g->width;
+    kargs a = args_begin(be, TSR_CL_K_maxpool_backward);
+    arg_pool(&a, total, g);
+    arg_ref(&a, dy);
+    arg_ref(&a, idx);
+    arg_ref(&a, dx);
+    return launch(&a, total, 0);
+}
+
+static tsr_status cl_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
+                                     tsr_ref y, tsr_ref mask) {
+    kargs a = args_begin(be, TSR_CL_K_dropout_forward);
+    arg_u64(&a, n);
+    arg_f32(&a, p);
+    arg_f32(&a, 1.0f / (1.0f - p)); /* same float expression as the host backend */
+    arg_u64(&a, seed);
+    arg_ref(&a, x);
+    arg_ref(&a, y);
+    arg_ref(&a, mask);
+    return launch(&a, n, 0);
+}
+
+/* ---- conversion ---- */
+
+static tsr_status cl_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
+    kargs a = args_begin(be, TSR_CL_K_f32_to_f16);
+    arg_u64(&a, n);
+    arg_ref(&a, x);
+    arg_ref(&a, h);
+    return launch(&a, n, 0);
+}
+
+static tsr_status cl_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
+    kargs a = args_begin(be, TSR_CL_K_f16_to_f32);
+    arg_u64(&a, n);
+    arg_ref(&a, h);
+    arg_ref(&a, x);
+    return launch(&a, n, 0);
+}
+
+/* ---- optimizers ---- */
+
+static tsr_status cl_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
+                                tsr_ref g, tsr_ref v) {
+    tsr_cl *cl = be->impl;
+    kargs a = args_begin(be, TSR_CL_K_sgd_update);
+    arg_u64(&a, n);
+    arg_f32(&a, p->lr);
+    arg_f32(&a, p->momentum);
+    arg_f32(&a, p->weight_decay);
+    arg_i32(&a, p->nesterov ? 1 : 0);
+    arg_ref(&a, w);
+    arg_ref(&a, g);
+    if (p->momentum != 0.0f && v.buf) {
+        arg_ref(&a, v);
+    } else { /* momentum 0 never reads v, which may be absent */
+        arg_mem(&a, cl->scratch);
+        arg_u64(&a, 0);
+    }
+    return launch(&a, n, 0);
+}
+
+static tsr_status cl_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
+                                 tsr_ref g, tsr_ref m, tsr_ref v) {
+    kargs a = args_begin(be, TSR_CL_K_adam_update);
+    arg_u64(&a, n);
+    arg_f32(&a, p->lr);
+    arg_f32(&a, p->beta1);
+    arg_f32(&a, p->beta2);
+    arg_f32(&a, p->eps);
+    arg_f32(&a, p->weight_decay);
+    arg_i32(&a, p->decoupled ? 1 : 0);
+    arg_f32(&a, p->bias_correction1);
+    arg_f32(&a, p->bias_correction2);
+    arg_ref(&a, w);
+    arg_ref(&a, g);
+    arg_ref(&a, m);
+    arg_ref(&a, v);
+    return launch(&a, n, 0);
+}
+
+const tsr_backend_iface tsr_opencl_iface = {
+    .name = "opencl",
+    .destroy = tsr_opencl_destroy,
+    .buf_alloc = tsr_opencl_buf_alloc,
+    .buf_free = tsr_opencl_buf_free,
+    .write = tsr_opencl_write,
+    .read = tsr_opencl_read,
+    .copy = tsr_opencl_copy,
+    .fill = tsr_opencl_fill,
+    .finish = tsr_opencl_finish,
+    .gemm = cl_gemm,
+    .gemm_batched = cl_gemm_batched,
+    .axpy = cl_axpy,
+    .scale = cl_scale,
+    .mul = cl_mul,
+    .sum = cl_sum,
+    .bias_add = cl_bias_add,
+    .bias_grad = cl_bias_grad,
+    .relu_forward = cl_relu_forward,
+    .relu_backward = cl_relu_backward,
+    .softmax_xent_forward = cl_softmax_xent_forward,
+    .softmax_xent_backward = cl_softmax_xent_backward,
+    .im2col = cl_im2col,
+    .col2im = cl_col2im,
+    .maxpool_forward = cl_maxpool_forward,
+    .maxpool_backward = cl_maxpool_backward,
+    .dropout_forward = cl_dropout_forward,
+    .f32_to_f16 = cl_f32_to_f16,
+    .f16_to_f32 = cl_f16_to_f32,
+    .sgd_update = cl_sgd_update,
+    .adam_update = cl_adam_update,
+};

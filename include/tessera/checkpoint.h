@@ -32,7 +32,15 @@ tsr_status tsr_checkpoint_save(tsr_context *ctx, const char *path, const tsr_che
 /* Reads and validates everything (magic, version, sizes, checksum); errors name the file
  * and the field. The result is freed with tsr_checkpoint_free. */
 tsr_status tsr_checkpoint_load(tsr_context *ctx, const char *path, tsr_checkpoint **out);
-void tsr_checkpoint_free(tsr_context *ctx, tsr_checkpoint *ck); /* accepts NULL */
+/* Frees the checkpoint, its tensor table and every tensor's data (all allocated through ctx,
+ * as load/create/add_tensor do). Accepts NULL. */
+void tsr_checkpoint_free(tsr_context *ctx, tsr_checkpoint *ck);
+/* An empty checkpoint (all zero) to fill and save; freed with tsr_checkpoint_free. */
+tsr_status tsr_checkpoint_create(tsr_context *ctx, tsr_checkpoint **out);
+/* Appends a copy of data[0..count) (NULL data: zeros) as tensor `name` to a checkpoint from
+ * tsr_checkpoint_create/load. Names are 1..63 bytes and unique (duplicate -> INVALID_ARG). */
+tsr_status tsr_checkpoint_add_tensor(tsr_context *ctx, tsr_checkpoint *ck, const char *name,
+                                     const float *data, size_t count);
 /* Tensor by name, NULL if absent. */
 const tsr_checkpoint_tensor *tsr_checkpoint_find(const tsr_checkpoint *ck, const char *name);
 

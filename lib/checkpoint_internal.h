@@ -1,0 +1,20 @@
+/* Private checkpoint entry points: parsing from memory (fuzz target, tests). */
+#ifndef TSR_CHECKPOINT_INTERNAL_H
+#define TSR_CHECKPOINT_INTERNAL_H
+#include <stddef.h>
+#include "tessera.h"
+
+#define TSR_CKPT_VERSION 1u
+#define TSR_CKPT_HEADER_SIZE 128u
+#define TSR_CKPT_ENTRY_SIZE 80u
+
+enum {
+    /* Skip the CRC check, so a fuzzer reaches the structural checks behind it. */
+    TSR_CKPT_LOAD_NO_CRC = 1u << 0
+};
+
+/* Parses a checkpoint image held in memory; `name` stands for the file name in errors. */
+tsr_status tsr_checkpoint_load_mem(tsr_context *ctx, const char *name, const void *data,
+                                   size_t size, unsigned flags, tsr_checkpoint **out);
+
+#endif

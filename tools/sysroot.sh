@@ -128,6 +128,10 @@ for deb in "$apt_dir"/archives/*.deb; do
     dpkg -x "$deb" "$dest"
 done
 
+# Merged-/usr suites (trixie) ship the /lib -> usr/lib links in base-files, which is not unpacked.
+for d in lib lib64 bin sbin; do
+    [ -e "$dest/$d" ] || [ ! -d "$dest/usr/$d" ] || ln -s "usr/$d" "$dest/$d"
+done
 # Absolute symlinks point at the build machine: make them relative inside the sysroot.
 find "$dest" -type l | while read -r link; do
     target=$(readlink "$link")

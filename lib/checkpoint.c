@@ -289,7 +289,7 @@ tsr_status tsr_checkpoint_save(tsr_context *ctx, const char *path, const tsr_che
     if (!path || !*path || !ck)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_checkpoint_save: %s is %s",
                          !path || !*path ? "path" : "checkpoint", path ? "empty" : "NULL");
-    uint64_t table_off, data_off, file_size;
+    uint64_t table_off = 0, data_off = 0, file_size = 0;
     TSR_TRY(check_for_save(ctx, path, ck, &table_off, &data_off, &file_size));
 
     /* One allocation holds the temp name and the folder name, so nothing can fail for want
@@ -413,8 +413,8 @@ tsr_status tsr_checkpoint_load_mem(tsr_context *ctx, const char *name, const voi
     if (!name) name = "<memory>";
     if (!data && size) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%s: data is NULL", name);
     const unsigned char *p = data;
-    uint64_t table_off, data_off;
-    uint32_t count;
+    uint64_t table_off = 0, data_off = 0;
+    uint32_t count = 0;
     TSR_TRY(parse_header(ctx, name, p, size, flags, &table_off, &data_off, &count));
     uint64_t end = size - 4; /* the CRC follows the data */
 

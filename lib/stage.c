@@ -239,7 +239,7 @@ static tsr_pool_geom pool_geom(const tsr_layer *l, size_t n) {
     return g;
 }
 
-static uint64_t layer_seed(uint64_t seed, size_t i) {
+uint64_t tsr_stage_dropout_seed(uint64_t seed, size_t i) {
     return ((uint64_t)tsr_hash32(seed, 2 * i) << 32) | tsr_hash32(seed, 2 * i + 1);
 }
 
@@ -324,7 +324,7 @@ tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropou
         case TSR_LAYER_RELU: TSR_TRY(tsr_op_relu_forward(be, count, x, y)); break;
         case TSR_LAYER_DROPOUT:
             if (train)
-                TSR_TRY(tsr_op_dropout_forward(be, count, l->p, layer_seed(dropout_seed, i), x, y,
+                TSR_TRY(tsr_op_dropout_forward(be, count, l->p, tsr_stage_dropout_seed(dropout_seed, i), x, y,
                                                tsr_ref_at(st->acts, m->aux)));
             else
                 TSR_TRY(tsr_buf_copy(st->acts, m->out * 4, st->acts, m->in * 4, count * 4));

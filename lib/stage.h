@@ -64,6 +64,9 @@ tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropou
 /* Backward for the same n. accumulate = 0 overwrites the gradient buffer, 1 adds to it. */
 tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate);
 
+/* Seed of layer `layer`'s dropout masks for a forward given `dropout_seed`. */
+uint64_t tsr_stage_dropout_seed(uint64_t dropout_seed, size_t layer);
+
 /* Parameter initialisation on the host, identical on every backend: He (Kaiming) uniform
  * U(-sqrt(6/fan_in), +sqrt(6/fan_in)) or Glorot uniform U(+-sqrt(6/(fan_in+fan_out))) for
  * weights, zero biases; draws come from xoshiro256** seeded with `seed`, layer by layer in

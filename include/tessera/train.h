@@ -1,6 +1,104 @@
-/* Training: optimizers, schedules, trainer. */
+/* Training: optimizers, learning-rate schedules, and the (single-device) trainer. */
 #ifndef TESSERA_TRAIN_H
 #define TESSERA_TRAIN_H
+#include <stddef.h>
+#include <stdint.h>
 #include "context.h"
+#include "data.h"
+#include "model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum tsr_optimizer_kind {
+    TSR_OPTIM_SGD = 0,   /* SGD with (optionally Nesterov) momentum, L2 weight decay */
+    TSR_OPTIM_ADAM = 1,  /* Adam, weight decay added to the gradient (L2) */
+    TSR_OPTIM_ADAMW = 2  /* Adam with decoupled weight decay */
+} tsr_optimizer_kind;
+
+typedef struct tsr_optimizer_options {
+    tsr_optimizer_kind kind;
+    float lr;            /* base learning rate */
+    float momentum;      /* SGD */
+    int nesterov;        /* SGD */
+    float beta1, beta2, eps; /* Adam */
+    float weight_decay;
+} tsr_optimizer_options;
+
+typedef enum tsr_schedule_kind {
+    TSR_SCHEDULE_CONSTANT = 0,
+    TSR_SCHEDULE_STEP = 1,   /* lr * gamma^floor(t / step_size) */
+    TSR_SCHEDULE_COSINE = 2  /* min_lr + (lr - min_lr) * (1 + cos(pi * t / total)) / 2 */
+} tsr_schedule_kind;
+
+/* t counts optimizer steps after the warm-up; during warm-up (step < warmup_steps) the rate
+ * rises linearly: lr * (step + 1) / warmup_steps. */
+typedef struct tsr_schedule_options {
+    tsr_schedule_kind kind;
+    uint64_t warmup_steps;
+    uint64_t step_size;      /* STEP */
+    float gamma;             /* STEP */
+    uint64_t total_steps;    /* COSINE: steps after warm-up to reach min_lr (then stays) */
+    float min_lr;            /* COSINE */
+} tsr_schedule_options;
+
+/* Learning rate at optimizer step `step` (0-based). */
+float tsr_schedule_lr(const tsr_schedule_options *s, float base_lr, uint64_t step);
+/* "sgd", "adam", "adamw" -> kind; "constant", "step", "cosine" -> kind. TSR_ERR_PARSE else. */
+tsr_status tsr_optimizer_kind_parse(const char *name, tsr_optimizer_kind *out);
+const char *tsr_optimizer_kind_name(tsr_optimizer_kind kind);
+tsr_status tsr_schedule_kind_parse(const char *name, tsr_schedule_kind *out);
+
+typedef enum tsr_init_kind {
+    TSR_INIT_HE_UNIFORM = 0,     /* U(+-sqrt(6/fan_in)), zero biases */
+    TSR_INIT_GLOROT_UNIFORM = 1  /* U(+-sqrt(6/(fan_in+fan_out))), zero biases */
+} tsr_init_kind;
+
+typedef struct tsr_trainer_options {
+    const char *device;      /* context device id ("host", "opencl:0:0") or index as text;
+                                NULL: device 0 */
+    size_t batch;            /* largest batch a step takes */
+    tsr_optimizer_options optimizer;
+    tsr_schedule_options schedule;
+    uint64_t seed;           /* initialisation, dropout masks */
+    tsr_init_kind init;
+} tsr_trainer_options;
+
+/* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,
+ * constant schedule, seed 1, He-uniform initialisation. */
+void tsr_trainer_options_init(tsr_trainer_options *o);
+
+typedef struct tsr_trainer tsr_trainer;
+
+/* The model must outlive the trainer. Parameters are initialised from options->seed. */
+tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model,
+                              const tsr_trainer_options *options, tsr_trainer **out);
+void tsr_trainer_free(tsr_trainer *t); /* accepts NULL */
+
+/* One optimizer step on n (1..batch) samples: images n x features (float, host), labels in
+ * [0, classes). *loss (may be NULL) receives the mean cross-entropy before the update. */
+tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
+                            float *loss);
+/* Accuracy and mean loss over a whole data set (no dropout). Either output may be NULL. */
+tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *accuracy, double *loss);
+
+/* Checkpoints hold the parameters, optimizer state, step, epoch, seed and RNG state. Load
+ * refuses a checkpoint of another model spec, optimizer or tensor size (TSR_ERR_MISMATCH). */
+tsr_status tsr_trainer_save(tsr_trainer *t, const char *path);
+tsr_status tsr_trainer_load(tsr_trainer *t, const char *path);
+
+uint64_t tsr_trainer_steps(const tsr_trainer *t);   /* optimizer steps taken */
+uint64_t tsr_trainer_epoch(const tsr_trainer *t);   /* completed epochs, as set by the caller */
+void tsr_trainer_set_epoch(tsr_trainer *t, uint64_t epoch);
+uint64_t tsr_trainer_seed(const tsr_trainer *t);    /* after a load: the checkpoint's seed */
+float tsr_trainer_lr(const tsr_trainer *t);         /* rate the next step will use */
+const tsr_device_info *tsr_trainer_device(const tsr_trainer *t);
+/* Copies all parameters (tsr_model_param_count floats) to or from the host. */
+tsr_status tsr_trainer_get_params(tsr_trainer *t, float *dst, size_t count);
+tsr_status tsr_trainer_set_params(tsr_trainer *t, const float *src, size_t count);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

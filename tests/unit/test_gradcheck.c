@@ -1,0 +1,280 @@
+/* Gradient checks: for every layer kind and for small whole models, on every device of the
+ * context (host, and PoCL/OpenCL when built in), the stage's analytic gradients (parameters
+ * and input) against central finite differences of a double-precision plain-C reference
+ * forward written here.
+ * Tolerance: |analytic - fd| <= 2e-4 + 2e-3 * |fd| for every checked element (float
+ * arithmetic on the device against a double reference with h = 1e-4). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lib/internal.h"
+#include "lib/stage.h"
+#include "support/test_util.h"
+
+#define ATOL 2e-4
+#define RTOL 2e-3
+#define BATCH 3
+
+typedef struct ref {
+    const tsr_model *m;
+    const tsr_stage *st;
+    uint64_t seed;
+    size_t n;
+    const int32_t *labels;
+} ref;
+
+/* Double-precision forward of the whole model plus mean softmax cross-entropy. */
+static double ref_loss(const ref *r, const double *p, const double *x) {
+    const tsr_model *m = r->m;
+    size_t n = r->n, maxsz = tsr_layer_in_size(&m->layers[0]);
+    for (size_t i = 0; i < m->count; i++)
+        if (tsr_layer_out_size(&m->layers[i]) > maxsz) maxsz = tsr_layer_out_size(&m->layers[i]);
+    double *a = calloc(n * maxsz, sizeof *a), *b = calloc(n * maxsz, sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    memcpy(a, x, n * tsr_layer_in_size(&m->layers[0]) * sizeof *a);
+    for (size_t li = 0; li < m->count; li++) {
+        const tsr_layer *l = &m->layers[li];
+        size_t in = tsr_layer_in_size(l), out = tsr_layer_out_size(l), wo, bo;
+        assert_int_equal(tsr_stage_layer_params(r->st, li, &wo, NULL, &bo, NULL), TSR_OK);
+        const double *W = p + wo, *B = p + bo;
+        for (size_t s = 0; s < n; s++) {
+            const double *xs = a + s * in;
+            double *ys = b + s * out;
+            switch (l->kind) {
+            case TSR_LAYER_DENSE:
+                for (size_t u = 0; u < l->units; u++) {
+                    double acc = B[u];
+                    for (size_t k = 0; k < in; k++) acc += W[u * in + k] * xs[k];
+                    ys[u] = acc;
+                }
+                break;
+            case TSR_LAYER_CONV2D:
+                for (size_t f = 0; f < l->out_c; f++)
+                    for (size_t oy = 0; oy < l->out_h; oy++)
+                        for (size_t ox = 0; ox < l->out_w; ox++) {
+                            double acc = B[f];
+                            for (size_t c = 0; c < l->in_c; c++)
+                                for (size_t ky = 0; ky < l->kh; ky++)
+                                    for (size_t kx = 0; kx < l->kw; kx++) {
+                                        long iy = (long)(oy * l->stride + ky) - (long)l->pad_h;
+                                        long ix = (long)(ox * l->stride + kx) - (long)l->pad_w;
+                                        if (iy < 0 || ix < 0 || iy >= (long)l->in_h || ix >= (long)l->in_w)
+                                            continue;
+                                        acc += W[((f * l->in_c + c) * l->kh + ky) * l->kw + kx] *
+                                               xs[(c * l->in_h + (size_t)iy) * l->in_w + (size_t)ix];
+                                    }
+                            ys[(f * l->out_h + oy) * l->out_w + ox] = acc;
+                        }
+                break;
+            case TSR_LAYER_MAXPOOL:
+                for (size_t c = 0; c < l->in_c; c++)
+                    for (size_t oy = 0; oy < l->out_h; oy++)
+                        for (size_t ox = 0; ox < l->out_w; ox++) {
+                            double best = -INFINITY;
+                            for (size_t ky = 0; ky < l->kh; ky++)
+                                for (size_t kx = 0; kx < l->kw; kx++) {
+                                    double v = xs[(c * l->in_h + oy * l->stride + ky) * l->in_w +
+                                                  ox * l->stride + kx];
+                                    if (v > best) best = v;
+                                }
+                            ys[(c * l->out_h + oy) * l->out_w + ox] = best;
+                        }
+                break;
+            case TSR_LAYER_RELU:
+                for (size_t k = 0; k < out; k++) ys[k] = xs[k] > 0 ? xs[k] : 0;
+                break;
+            case TSR_LAYER_DROPOUT: {
+                uint64_t seed = tsr_stage_dropout_seed(r->seed, li);
+                float scale = 1.0f / (1.0f - l->p);
+                for (size_t k = 0; k < out; k++)
+                    ys[k] = tsr_dropout_keep(seed, s * out + k, l->p) ? xs[k] * scale : 0.0;
+                break;
+            }
+            case TSR_LAYER_FLATTEN: memcpy(ys, xs, out * sizeof *ys); break;
+            }
+        }
+        double *t = a;
+        a = b;
+        b = t;
+    }
+    size_t classes = m->input.classes;
+    double loss = 0;
+    for (size_t s = 0; s < n; s++) {
+        const double *z = a + s * classes;
+        double mx = z[0], sum = 0;
+        for (size_t c = 1; c < classes; c++) mx = z[c] > mx ? z[c] : mx;
+        for (size_t c = 0; c < classes; c++) sum += exp(z[c] - mx);
+        loss += mx + log(sum) - z[r->labels[s]];
+    }
+    free(a);
+    free(b);
+    return loss / (double)n;
+}
+
+typedef struct hook_log {
+    size_t calls, next_off, last_layer;
+    int bad;
+} hook_log;
+
+/* Checks that ranges arrive in reverse layer order as one growing prefix of the buffer. */
+static tsr_status hook(void *user, size_t layer, size_t off, size_t bytes) {
+    hook_log *h = user;
+    if (h->calls && layer >= h->last_layer) h->bad = 1;
+    if (bytes && off != h->next_off) h->bad = 1;
+    h->next_off += bytes;
+    h->last_layer = layer;
+    h->calls++;
+    return TSR_OK;
+}
+
+static int check_close(const char *what, const char *spec, const char *dev, size_t idx, double got,
+                       double want) {
+    if (fabs(got - want) <= ATOL + RTOL * fabs(want)) return 0;
+    fprintf(stderr, "%s on %s: %s gradient %zu: analytic %.7g, finite difference %.7g\n", spec, dev,
+            what, idx, got, want);
+    return 1;
+}
+
+/* One model on one device: returns the number of mismatches. */
+static int check_model(tsr_context *ctx, int dev, const char *spec, tsr_model_input in,
+                       size_t max_checks) {
+    tsr_model *m;
+    if (tsr_model_parse(ctx, spec, in, &m) != TSR_OK) {
+        fprintf(stderr, "%s: %s\n", spec, tsr_context_last_error(ctx));
+        fail();
+    }
+    tsr_backend *be;
+    assert_int_equal(tsr_backend_open(ctx, dev, &be), TSR_OK);
+    const char *dname = be->device.id;
+    tsr_stage *st;
+    tsr_stage_options so = {0, m->count, BATCH, 1};
+    assert_int_equal(tsr_stage_create(be, m, &so, &st), TSR_OK);
+    hook_log hl = {0, 0, 0, 0};
+    tsr_stage_set_hook(st, hook, &hl);
+
+    size_t np = tsr_stage_param_count(st), nx = BATCH * tsr_layer_in_size(&m->layers[0]);
+    float *pf = malloc((np + 1) * sizeof *pf), *xf = malloc(nx * sizeof *xf);
+    float *gf = malloc((np + 1) * sizeof *gf), *dxf = malloc(nx * sizeof *dxf);
+    double *p = malloc((np + 1) * sizeof *p), *x = malloc(nx * sizeof *x);
+    int32_t labels[BATCH];
+    assert_true(pf && xf && gf && dxf && p && x);
+    uint64_t seed = 0x1234 + (uint64_t)strlen(spec);
+    tsr_test_fill_uniform(pf, np, seed, -0.5f, 0.5f);
+    tsr_test_fill_uniform(xf, nx, seed + 1, -1.0f, 1.0f);
+    for (size_t s = 0; s < BATCH; s++) labels[s] = (int32_t)((s * 7 + 3) % in.classes);
+    for (size_t i = 0; i < np; i++) p[i] = pf[i];
+    for (size_t i = 0; i < nx; i++) x[i] = xf[i];
+    assert_int_equal(tsr_buf_write(tsr_stage_params(st), 0, pf, np * 4), TSR_OK);
+    tsr_ref xi = tsr_stage_input(st), li = tsr_stage_labels(st);
+    assert_int_equal(tsr_buf_write(xi.buf, xi.off * 4, xf, nx * 4), TSR_OK);
+    assert_int_equal(tsr_buf_write(li.buf, li.off * 4, labels, sizeof labels), TSR_OK);
+
+    uint64_t dseed = 99;
+    float loss;
+    assert_int_equal(tsr_stage_forward(st, BATCH, 1, dseed, &loss), TSR_OK);
+    assert_int_equal(tsr_stage_backward(st, BATCH, 0), TSR_OK);
+    assert_int_equal(tsr_buf_read(tsr_stage_grads(st), 0, gf, np * 4), TSR_OK);
+    tsr_ref dx = tsr_stage_input_grad(st);
+    assert_int_equal(tsr_buf_read(dx.buf, dx.off * 4, dxf, nx * 4), TSR_OK);
+    /* the hook saw every layer once, last to first, covering the gradient buffer */
+    assert_int_equal(hl.calls, m->count);
+    assert_int_equal(hl.bad, 0);
+    assert_int_equal(hl.next_off, np * 4);
+
+    ref r = {m, st, dseed, BATCH, labels};
+    double l0 = ref_loss(&r, p, x);
+    int bad = 0;
+    if (fabs(l0 - loss) > 1e-4 + 1e-4 * fabs(l0)) {
+        fprintf(stderr, "%s on %s: loss %.7g, reference %.7g\n", spec, dname, (double)loss, l0);
+        bad++;
+    }
+    const double h = 1e-4;
+    size_t stride = np > max_checks ? np / max_checks + 1 : 1;
+    for (size_t i = 0; i < np; i += stride) {
+        double keep = p[i];
+        p[i] = keep + h;
+        double lp = ref_loss(&r, p, x);
+        p[i] = keep - h;
+        double lm = ref_loss(&r, p, x);
+        p[i] = keep;
+        bad += check_close("parameter", spec, dname, i, gf[i], (lp - lm) / (2 * h));
+    }
+    stride = nx > max_checks ? nx / max_checks + 1 : 1;
+    for (size_t i = 0; i < nx; i += stride) {
+        double keep = x[i];
+        x[i] = keep + h;
+        double lp = ref_loss(&r, p, x);
+        x[i] = keep - h;
+        double lm = ref_loss(&r, p, x);
+        x[i] = keep;
+        bad += check_close("input", spec, dname, i, dxf[i], (lp - lm) / (2 * h));
+    }
+
+    /* accumulate = 1 adds a second copy of the same gradient */
+    if (np) {
+        float *g2 = malloc(np * sizeof *g2);
+        assert_non_null(g2);
+        assert_int_equal(tsr_stage_forward(st, BATCH, 1, dseed, NULL), TSR_OK);
+        assert_int_equal(tsr_stage_backward(st, BATCH, 1), TSR_OK);
+        assert_int_equal(tsr_buf_read(tsr_stage_grads(st), 0, g2, np * 4), TSR_OK);
+        for (size_t i = 0; i < np; i++)
+            if (fabsf(g2[i] - 2 * gf[i]) > 1e-5f + 1e-5f * fabsf(gf[i])) {
+                fprintf(stderr, "%s on %s: accumulated gradient %zu: %g, expected %g\n", spec, dname, i,
+                        (double)g2[i], 2.0 * gf[i]);
+                bad++;
+                break;
+            }
+        free(g2);
+    }
+    free(pf), free(xf), free(gf), free(dxf), free(p), free(x);
+    tsr_stage_free(st);
+    tsr_backend_free(be);
+    tsr_model_free(m);
+    return bad;
+}
+
+static const struct {
+    const char *spec;
+    tsr_model_input in;
+} cases[] = {
+    {"dense:5", {1, 2, 3, 5}},
+    {"conv3x3:3", {2, 5, 5, 75}},
+    {"conv3x3:2/s2/p1", {2, 6, 6, 18}},
+    {"conv2x3:2/valid", {1, 4, 5, 18}},
+    {"pool2", {2, 4, 4, 8}},
+    {"pool3/s2", {1, 7, 7, 9}},
+    {"relu", {1, 3, 4, 12}},
+    {"dropout:0.5", {1, 3, 4, 12}},
+    {"flatten", {2, 2, 2, 8}},
+    {"dense:8,relu,dense:4", {1, 3, 3, 4}},
+    {"conv3x3:4,relu,pool2,conv3x3:4/s2/p1,relu,flatten,dropout:0.25,dense:6,relu,dense:5", {1, 8, 8, 5}},
+};
+
+static void test_gradcheck_all_devices(void **state) {
+    (void)state;
+    tsr_context *ctx;
+    assert_int_equal(tsr_context_create(&ctx, NULL), TSR_OK);
+    int bad = 0, devices = tsr_context_device_count(ctx);
+    for (int d = 0; d < devices; d++) {
+        const tsr_device_info *info = tsr_context_device(ctx, d);
+        fprintf(stderr, "device %s\n", info->id);
+        for (size_t c = 0; c < TSR_ARRAY_SIZE(cases); c++)
+            bad += check_model(ctx, d, cases[c].spec, cases[c].in, 400);
+    }
+    tsr_context_free(ctx);
+    assert_int_equal(bad, 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gradcheck_all_devices),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

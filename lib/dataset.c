@@ -93,7 +93,7 @@ tsr_status tsr_dataset_load_idx(tsr_context *ctx, const char *images_path, const
     st = tsr_dataset_create(ctx, im->dims[0], c, h, w, 0, &d);
     if (st != TSR_OK) goto done;
     const unsigned char *px = im->data;
-    for (size_t i = 0; i < im->count; i++) d->images[i] = (float)px[i] * (1.0f / 255.0f);
+    for (size_t i = 0; i < im->count; i++) d->images[i] = (float)px[i] / 255.0f;
     const unsigned char *lab = lb->data;
     int max = 0;
     for (size_t i = 0; i < d->count; i++) {

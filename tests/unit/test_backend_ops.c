@@ -1,0 +1,1342 @@
+/* Every backend operation on every device of the context (host + each OpenCL device),
+ * checked against plain-C references written here in double precision.
+ *
+ * Tolerances, with u = 2^-24 (float unit roundoff):
+ *  - copies, fill, relu, im2col, maxpool forward, f16<->f32, dropout masks: exact;
+ *  - one rounded operation (scale, mul, bias_add): |err| <= 2u * |result terms|;
+ *  - sums of q terms in any order (gemm, sum, bias_grad, col2im, maxpool backward with
+ *    overlapping windows): |err| <= (q+2) * 4u * sum|terms| (the classic gamma_q bound
+ *    with room for FMA and blocked/tree orders);
+ *  - softmax: expf has a few ulp of error and l - max carries u*|l - max|, so the bound is
+ *    (16 + cols + |l - max|) * u relative to each term;
+ *  - optimizer steps: a handful of roundings, 16u relative to the magnitudes involved. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "backends/backend.h"
+#include "lib/internal.h"
+#include "support/test_util.h"
+
+#define U (1.0 / 16777216.0) /* 2^-24 */
+#define MAX_DEVICES 16
+
+typedef struct fixture {
+    tsr_context *ctx;
+    int count;
+    tsr_backend *be[MAX_DEVICES];
+} fixture;
+
+static int group_setup(void **state) {
+    fixture *fx = calloc(1, sizeof *fx);
+    if (!fx) return -1;
+    tsr_status st = tsr_context_create(&fx->ctx, NULL);
+    if (st != TSR_OK) {
+        fprintf(stderr, "context: %s\n", tsr_status_name(st));
+        free(fx);
+        return -1;
+    }
+    fx->count = tsr_context_device_count(fx->ctx);
+    if (fx->count > MAX_DEVICES) fx->count = MAX_DEVICES;
+    for (int i = 0; i < fx->count; i++) {
+        st = tsr_backend_open(fx->ctx, i, &fx->be[i]);
+        if (st != TSR_OK) {
+            fprintf(stderr, "device %d (%s): open failed: %s: %s\n", i,
+                    tsr_context_device(fx->ctx, i)->id, tsr_status_name(st),
+                    tsr_context_last_error(fx->ctx));
+            for (int j = 0; j < i; j++) tsr_backend_free(fx->be[j]);
+            tsr_context_free(fx->ctx);
+            free(fx);
+            return -1;
+        }
+        fprintf(stderr, "device %d: %s (%s, %s)\n", i, fx->be[i]->device.id,
+                fx->be[i]->iface->name, fx->be[i]->device.name);
+    }
+    *state = fx;
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    fixture *fx = *state;
+    for (int i = 0; i < fx->count; i++) tsr_backend_free(fx->be[i]);
+    tsr_context_free(fx->ctx);
+    free(fx);
+    return 0;
+}
+
+/* ---- helpers ---- */
+
+#define OK(be, call)                                                                       \
+    do {                                                                                   \
+        tsr_status ok_s_ = (call);                                                         \
+        if (ok_s_ != TSR_OK)                                                               \
+            fail_msg("[%s] %s -> %s: %s", (be)->device.id, #call, tsr_status_name(ok_s_), \
+                     tsr_context_last_error((be)->ctx));                                   \
+    } while (0)
+
+static void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size);
+    assert_non_null(p);
+    return p;
+}
+
+static tsr_buf *buf_new(tsr_backend *be, size_t bytes) {
+    tsr_buf *b = NULL;
+    OK(be, tsr_buf_alloc(be, bytes, &b));
+    return b;
+}
+
+static tsr_buf *upload(tsr_backend *be, const void *data, size_t bytes) {
+    tsr_buf *b = buf_new(be, bytes);
+    OK(be, tsr_buf_write(b, 0, data, bytes));
+    return b;
+}
+
+static void download(tsr_buf *b, void *dst, size_t bytes) {
+    OK(b->backend, tsr_buf_read(b, 0, dst, bytes));
+}
+
+static float *random_floats(size_t n, uint64_t seed, float lo, float hi) {
+    float *x = xcalloc(n, sizeof *x);
+    tsr_test_fill_uniform(x, n, seed, lo, hi);
+    return x;
+}
+
+/* |got - ref| <= tol elementwise; names the device, the check and the worst element. */
+static void check_close(const tsr_backend *be, const char *what, const float *got,
+                        const double *ref, const double *tol, size_t n) {
+    size_t bad = n, count = 0;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]);
+        int nan_ok = isnan(ref[i]) && isnan(got[i]);
+        if (!nan_ok && !(e <= tol[i])) {
+            count++;
+            double r = isnan(e) ? INFINITY : e / (tol[i] > 0 ? tol[i] : 1e-300);
+            if (bad == n || r > worst) {
+                worst = r;
+                bad = i;
+            }
+        }
+    }
+    if (count)
+        fail_msg("[%s] %s: %zu of %zu elements out of tolerance; worst [%zu] got %.9g want "
+                 "%.9g (tol %.3g)",
+                 be->device.id, what, count, n, bad, (double)got[bad], ref[bad], tol[bad]);
+}
+
+static void check_exact(const tsr_backend *be, const char *what, const float *got,
+                        const float *want, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!(got[i] == want[i]) && !(isnan(got[i]) && isnan(want[i])))
+            fail_msg("[%s] %s: element %zu of %zu is %.9g, want %.9g", be->device.id, what, i, n,
+                     (double)got[i], (double)want[i]);
+}
+
+static void check_error(tsr_backend *be, tsr_status got, tsr_status want, const char *needle,
+                        const char *what) {
+    if (got != want)
+        fail_msg("[%s] %s: status %s, want %s", be->device.id, what, tsr_status_name(got),
+                 tsr_status_name(want));
+    const char *msg = tsr_context_last_error(be->ctx);
+    if (needle && !strstr(msg, needle))
+        fail_msg("[%s] %s: error detail \"%s\" does not name \"%s\"", be->device.id, what, msg,
+                 needle);
+}
+
+/* ---- memory ---- */
+
+static void test_memory(void **state) {
+    fixture *fx = *state;
+    const size_t n = 1000;
+    float *src = random_floats(n, 1, -10, 10), *got = xcalloc(n, sizeof *got);
+    float *want = xcalloc(n, sizeof *want);
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        tsr_buf *a = buf_new(be, n * 4), *b = buf_new(be, n * 4);
+        /* whole write/read round trip */
+        OK(be, tsr_buf_write(a, 0, src, n * 4));
+        download(a, got, n * 4);
+        check_exact(be, "write/read", got, src, n);
+        /* partial write at a byte offset, partial read at another */
+        float part[7] = {1, -2, 3.5f, -4, 5e-30f, 6e30f, -0.0f};
+        OK(be, tsr_buf_write(a, 13 * 4, part, sizeof part));
+        memcpy(want, src, n * 4);
+        memcpy(want + 13, part, sizeof part);
+        download(a, got, n * 4);
+        check_exact(be, "write at offset", got, want, n);
+        float rd[9];
+        OK(be, tsr_buf_read(a, 11 * 4, rd, sizeof rd));
+        check_exact(be, "read at offset", rd, want + 11, 9);
+        /* copy between buffers and within one buffer (disjoint ranges) */
+        OK(be, tsr_op_fill(be, tsr_ref_at(b, 0), n, -1.0f));
+        OK(be, tsr_buf_copy(b, 100 * 4, a, 7 * 4, 513 * 4));
+        for (size_t i = 0; i < n; i++) want[i] = -1.0f;
+        memcpy(want + 100, (const float *)src + 7, 513 * 4);
+        memcpy(want + 100 + 6, part, sizeof part); /* a[13..19] landed at b[106..112] */
+        download(b, got, n * 4);
+        check_exact(be, "copy between buffers", got, want, n);
+        OK(be, tsr_buf_copy(b, 0, b, 600 * 4, 50 * 4));
+        memcpy(want, want + 600, 50 * 4);
+        download(b, got, n * 4);
+        check_exact(be, "copy within a buffer", got, want, n);
+        /* fill with an offset leaves the rest alone */
+        OK(be, tsr_op_fill(be, tsr_ref_at(b, 3), 513, 2.5f));
+        for (size_t i = 3; i < 516; i++) want[i] = 2.5f;
+        download(b, got, n * 4);
+        check_exact(be, "fill at offset", got, want, n);
+        OK(be, tsr_op_fill(be, tsr_ref_at(b, 999), 1, 0.0f));
+        want[999] = 0.0f;
+        OK(be, tsr_op_fill(be, tsr_ref_at(b, 0), 0, 7.0f)); /* n = 0: no-op */
+        download(b, got, n * 4);
+        check_exact(be, "fill single / empty", got, want, n);
+        OK(be, tsr_backend_finish(be));
+        tsr_buf_free(a);
+        tsr_buf_free(b);
+        tsr_buf_free(NULL);
+    }
+    free(src);
+    free(got);
+    free(want);
+}
+
+/* ---- GEMM ---- */
+
+typedef struct gemm_case {
+    tsr_trans ta, tb;
+    size_t m, n, k;
+    float alpha, beta;
+    size_t pad;        /* leading dimension = columns + pad */
+    size_t off;        /* element offset of every operand */
+    size_t batch;
+    int share_a;       /* stride_a = 0 */
+} gemm_case;
+
+static void run_gemm(tsr_backend *be, const gemm_case *gc, uint64_t seed) {
+    const size_t m = gc->m, n = gc->n, k = gc->k, batch = gc->batch;
+    const size_t ra = gc->ta ? k : m, ca = gc->ta ? m : k;
+    const size_t rb = gc->tb ? n : k, cb = gc->tb ? k : n;
+    const size_t lda = ca + gc->pad, ldb = cb + gc->pad, ldc = n + gc->pad;
+    const size_t sa = gc->share_a ? 0 : ra * lda + 5, sb = rb * ldb + 3, sc = m * ldc + 2;
+    const size_t na = gc->off + (batch - 1) * sa + ra * lda + 1;
+    const size_t nb = gc->off + (batch - 1) * sb + rb * ldb + 1;
+    const size_t nc = gc->off + (batch - 1) * sc + m * ldc + 1;
+    float *a = random_floats(na, seed, -1, 1), *b = random_floats(nb, seed + 1, -1, 1);
+    float *c = random_floats(nc, seed + 2, -1, 1), *got = xcalloc(nc, sizeof *got);
+    double *ref = xcalloc(nc, sizeof *ref), *tol = xcalloc(nc, sizeof *tol);
+    for (size_t i = 0; i < nc; i++) ref[i] = c[i]; /* outside the C blocks: untouched */
+    for (size_t q = 0; q < batch; q++) {
+        const float *A = a + gc->off + q * sa, *B = b + gc->off + q * sb;
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) {
+                double s = 0, s_abs = 0;
+                for (size_t p = 0; p < k; p++) {
+                    double x = gc->ta ? A[p * lda + i] : A[i * lda + p];
+                    double y = gc->tb ? B[j * ldb + p] : B[p * ldb + j];
+                    s += x * y;
+                    s_abs += fabs(x * y);
+                }
+                size_t at = gc->off + q * sc + i * ldc + j;
+                double c0 = c[at];
+                ref[at] = gc->alpha * s + gc->beta * c0;
+                tol[at] = (double)(k + 2) * 4 * U *
+                              (fabs(gc->alpha) * s_abs + fabs(gc->beta * c0)) + 1e-30;
+            }
+    }
+    tsr_buf *ba = upload(be, a, na * 4), *bb = upload(be, b, nb * 4), *bc = upload(be, c, nc * 4);
+    tsr_ref ra_ = tsr_ref_at(ba, gc->off), rb_ = tsr_ref_at(bb, gc->off), rc_ = tsr_ref_at(bc, gc->off);
+    if (batch == 1)
+        OK(be, tsr_op_gemm(be, gc->ta, gc->tb, m, n, k, gc->alpha, ra_, lda, rb_, ldb, gc->beta,
+                           rc_, ldc));
+    else
+        OK(be, tsr_op_gemm_batched(be, gc->ta, gc->tb, m, n, k, gc->alpha, ra_, lda, sa, rb_, ldb,
+                                   sb, gc->beta, rc_, ldc, sc, batch));
+    download(bc, got, nc * 4);
+    char what[160];
+    snprintf(what, sizeof what, "gemm%s %c%c m=%zu n=%zu k=%zu alpha=%g beta=%g pad=%zu off=%zu%s",
+             batch > 1 ? "_batched" : "", gc->ta ? 'T' : 'N', gc->tb ? 'T' : 'N', m, n, k,
+             (double)gc->alpha, (double)gc->beta, gc->pad, gc->off,
+             gc->share_a ? " stride_a=0" : "");
+    check_close(be, what, got, ref, tol, nc);
+    tsr_buf_free(ba);
+    tsr_buf_free(bb);
+    tsr_buf_free(bc);
+    free(a);
+    free(b);
+    free(c);
+    free(got);
+    free(ref);
+    free(tol);
+}
+
+static void test_gemm(void **state) {
+    fixture *fx = *state;
+    static const size_t shapes[][3] = {{1, 1, 1},   {7, 5, 3},    {5, 7, 13}, {13, 1, 7},
+                                       {1, 513, 7}, {33, 17, 513}, {64, 10, 100}, {100, 64, 1}};
+    static const struct { float alpha, beta; size_t pad, off; } modes[] = {
+        {1.0f, 0.0f, 0, 0}, {0.5f, -1.5f, 3, 5}, {-2.0f, 1.0f, 1, 1}};
+    for (int d = 0; d < fx->count; d++) {
+        uint64_t seed = 100;
+        for (size_t s = 0; s < TSR_ARRAY_SIZE(shapes); s++)
+            for (int t = 0; t < 4; t++)
+                for (size_t md = 0; md < TSR_ARRAY_SIZE(modes); md++) {
+                    gemm_case gc = {(tsr_trans)(t & 1), (tsr_trans)(t >> 1), shapes[s][0],
+                                    shapes[s][1], shapes[s][2], modes[md].alpha, modes[md].beta,
+                                    modes[md].pad, modes[md].off, 1, 0};
+                    run_gemm(fx->be[d], &gc, seed++);
+                }
+        /* large enough for BLAS libraries' blocked (indirect) paths */
+        gemm_case big[] = {{TSR_NO_TRANS, TSR_NO_TRANS, 384, 256, 600, 1.0f, 0.0f, 0, 0, 1, 0},
+                           {TSR_TRANS, TSR_TRANS, 300, 257, 770, 0.75f, 0.5f, 2, 3, 1, 0},
+                           {TSR_NO_TRANS, TSR_TRANS, 128, 1024, 200, 1.0f, 1.0f, 0, 0, 1, 0}};
+        for (size_t i = 0; i < TSR_ARRAY_SIZE(big); i++) run_gemm(fx->be[d], &big[i], seed++);
+        /* k = 0: C = beta*C */
+        gemm_case k0 = {TSR_NO_TRANS, TSR_NO_TRANS, 5, 6, 0, 1.0f, 0.5f, 0, 0, 1, 0};
+        run_gemm(fx->be[d], &k0, seed++);
+    }
+}
+
+static void test_gemm_batched(void **state) {
+    fixture *fx = *state;
+    static const size_t shapes[][3] = {{7, 5, 3}, {16, 33, 25}, {1, 9, 513}};
+    for (int d = 0; d < fx->count; d++) {
+        uint64_t seed = 500;
+        for (size_t s = 0; s < TSR_ARRAY_SIZE(shapes); s++)
+            for (int t = 0; t < 4; t++)
+                for (int share = 0; share < 2; share++) {
+                    gemm_case gc = {(tsr_trans)(t & 1), (tsr_trans)(t >> 1), shapes[s][0],
+                                    shapes[s][1], shapes[s][2], share ? 1.0f : 0.5f,
+                                    share ? 0.0f : 2.0f, (size_t)share * 2, (size_t)t, 3, share};
+                    run_gemm(fx->be[d], &gc, seed++);
+                }
+    }
+}
+
+/* ---- level 1 ---- */
+
+static const size_t vec_sizes[] = {0, 1, 7, 513, 100000};
+
+static void test_axpy_scale_mul(void **state) {
+    fixture *fx = *state;
+    const size_t off = 3;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t s = 0; s < TSR_ARRAY_SIZE(vec_sizes); s++) {
+            const size_t n = vec_sizes[s], tot = n + 2 * off;
+            float *x = random_floats(tot, 7 + s, -3, 3), *y = random_floats(tot, 8 + s, -3, 3);
+            float *got = xcalloc(tot, 4);
+            double *ref = xcalloc(tot, sizeof *ref), *tol = xcalloc(tot, sizeof *tol);
+            char what[96];
+            const float alpha = -1.75f;
+            tsr_buf *bx = upload(be, x, tot * 4), *by = upload(be, y, tot * 4);
+            tsr_buf *bz = upload(be, y, tot * 4);
+            /* axpy: two roundings (product, sum) or one (FMA) */
+            OK(be, tsr_op_axpy(be, n, alpha, tsr_ref_at(bx, off), tsr_ref_at(by, off)));
+            for (size_t i = 0; i < tot; i++) {
+                int in = i >= off && i < off + n;
+                ref[i] = in ? (double)y[i] + (double)alpha * x[i] : y[i];
+                tol[i] = in ? 2 * U * (fabs(y[i]) + fabs((double)alpha * x[i])) : 0;
+            }
+            download(by, got, tot * 4);
+            snprintf(what, sizeof what, "axpy n=%zu", n);
+            check_close(be, what, got, ref, tol, tot);
+            /* scale: one rounding */
+            OK(be, tsr_op_scale(be, n, alpha, tsr_ref_at(bx, off)));
+            for (size_t i = 0; i < tot; i++) {
+                int in = i >= off && i < off + n;
+                ref[i] = in ? (double)alpha * x[i] : x[i];
+                tol[i] = in ? U * fabs(ref[i]) : 0;
+            }
+            download(bx, got, tot * 4);
+            snprintf(what, sizeof what, "scale n=%zu", n);
+            check_close(be, what, got, ref, tol, tot);
+            /* mul into a third buffer: y = (alpha*x) * z, one rounding */
+            float *xs = xcalloc(tot, 4);
+            memcpy(xs, got, tot * 4);
+            OK(be, tsr_op_mul(be, n, tsr_ref_at(bx, off), tsr_ref_at(bz, off), tsr_ref_at(by, off)));
+            download(by, got, tot * 4);
+            float *y_after = xcalloc(tot, 4);
+            memcpy(y_after, got, tot * 4);
+            for (size_t i = 0; i < tot; i++) { /* outside the range: y as axpy left it */
+                int in = i >= off && i < off + n;
+                ref[i] = in ? (double)xs[i] * y[i] : y[i];
+                tol[i] = in ? U * fabs(ref[i]) : 0;
+            }
+            snprintf(what, sizeof what, "mul n=%zu", n);
+            check_close(be, what, got, ref, tol, tot);
+            /* mul in place (y aliases a) */
+            OK(be, tsr_op_mul(be, n, tsr_ref_at(by, off), tsr_ref_at(bz, off), tsr_ref_at(by, off)));
+            download(by, got, tot * 4);
+            for (size_t i = 0; i < tot; i++) {
+                int in = i >= off && i < off + n;
+                ref[i] = in ? (double)y_after[i] * y[i] : y_after[i];
+                tol[i] = in ? U * fabs(ref[i]) : 0;
+            }
+            snprintf(what, sizeof what, "mul in place n=%zu", n);
+            check_close(be, what, got, ref, tol, tot);
+            tsr_buf_free(bx);
+            tsr_buf_free(by);
+            tsr_buf_free(bz);
+            free(x);
+            free(y);
+            free(xs);
+            free(y_after);
+            free(got);
+            free(ref);
+            free(tol);
+        }
+    }
+}
+
+static void test_sum(void **state) {
+    fixture *fx = *state;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t s = 0; s < TSR_ARRAY_SIZE(vec_sizes); s++) {
+            const size_t n = vec_sizes[s], off = 5;
+            float *x = random_floats(n + off, 40 + s, -1, 2);
+            tsr_buf *bx = upload(be, x, (n + off) * 4), *bo = buf_new(be, 8);
+            OK(be, tsr_op_fill(be, tsr_ref_at(bo, 0), 2, 9.0f));
+            OK(be, tsr_op_sum(be, n, tsr_ref_at(bx, off), tsr_ref_at(bo, 1)));
+            float got[2];
+            download(bo, got, 8);
+            double ref = 0, abs_sum = 0;
+            for (size_t i = 0; i < n; i++) {
+                ref += x[off + i];
+                abs_sum += fabs(x[off + i]);
+            }
+            /* any summation order: gamma bound in float; double accumulation does far better */
+            double tol = U * fabs(ref) + (log2((double)n + 1) + 8) * U * abs_sum + 1e-30;
+            char what[64];
+            snprintf(what, sizeof what, "sum n=%zu", n);
+            check_close(be, what, &got[1], &ref, &tol, 1);
+            if (got[0] != 9.0f) fail_msg("[%s] sum wrote outside out[0]", be->device.id);
+            /* integers below 2^24 add exactly in any order: a missed or doubled element shows */
+            for (size_t i = 0; i < n + off; i++) x[i] = (float)(i % 3);
+            OK(be, tsr_buf_write(bx, 0, x, (n + off) * 4));
+            OK(be, tsr_op_sum(be, n, tsr_ref_at(bx, off), tsr_ref_at(bo, 0)));
+            download(bo, got, 8);
+            float exact = 0;
+            for (size_t i = 0; i < n; i++) exact += x[off + i];
+            snprintf(what, sizeof what, "sum of integers n=%zu", n);
+            check_exact(be, what, got, &exact, 1);
+            tsr_buf_free(bx);
+            tsr_buf_free(bo);
+            free(x);
+        }
+    }
+}
+
+/* ---- bias ---- */
+
+static void test_bias(void **state) {
+    fixture *fx = *state;
+    static const size_t shapes[][3] = {{1, 1, 1}, {7, 13, 1}, {64, 513, 1}, {3, 5, 49},
+                                       {2, 7, 513}, {1, 3, 7}};
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t s = 0; s < TSR_ARRAY_SIZE(shapes); s++) {
+            const size_t O = shapes[s][0], C = shapes[s][1], I = shapes[s][2], total = O * C * I;
+            const size_t off = 2;
+            float *bias = random_floats(C + off, 60 + s, -1, 1);
+            float *y = random_floats(total + off, 70 + s, -4, 4);
+            float *got = xcalloc(total + off, 4);
+            double *ref = xcalloc(total + off, sizeof *ref), *tol = xcalloc(total + off, sizeof *tol);
+            tsr_buf *bb = upload(be, bias, (C + off) * 4), *by = upload(be, y, (total + off) * 4);
+            OK(be, tsr_op_bias_add(be, O, C, I, tsr_ref_at(bb, off), tsr_ref_at(by, off)));
+            for (size_t i = 0; i < off; i++) ref[i] = y[i];
+            for (size_t o = 0; o < O; o++)
+                for (size_t c = 0; c < C; c++)
+                    for (size_t i = 0; i < I; i++) {
+                        size_t at = off + (o * C + c) * I + i;
+                        ref[at] = (double)y[at] + bias[off + c];
+                        tol[at] = U * (fabs(y[at]) + fabs(bias[off + c]));
+                    }
+            download(by, got, (total + off) * 4);
+            char what[96];
+            snprintf(what, sizeof what, "bias_add outer=%zu channels=%zu inner=%zu", O, C, I);
+            check_close(be, what, got, ref, tol, total + off);
+            /* bias_grad accumulates into db: start from the bias values */
+            float *dy = random_floats(total + off, 80 + s, -2, 2);
+            OK(be, tsr_buf_write(by, 0, dy, (total + off) * 4));
+            OK(be, tsr_op_bias_grad(be, O, C, I, tsr_ref_at(by, off), tsr_ref_at(bb, off)));
+            for (size_t i = 0; i < off; i++) {
+                ref[i] = bias[i];
+                tol[i] = 0;
+            }
+            for (size_t c = 0; c < C; c++) {
+                double sum = bias[off + c], abs_sum = fabs(bias[off + c]);
+                for (size_t o = 0; o < O; o++)
+                    for (size_t i = 0; i < I; i++) {
+                        double v = dy[off + (o * C + c) * I + i];
+                        sum += v;
+                        abs_sum += fabs(v);
+                    }
+                ref[off + c] = sum;
+                tol[off + c] = (double)(O * I + 2) * 4 * U * abs_sum;
+            }
+            download(bb, got, (C + off) * 4);
+            snprintf(what, sizeof what, "bias_grad outer=%zu channels=%zu inner=%zu", O, C, I);
+            check_close(be, what, got, ref, tol, C + off);
+            tsr_buf_free(bb);
+            tsr_buf_free(by);
+            free(bias);
+            free(y);
+            free(dy);
+            free(got);
+            free(ref);
+            free(tol);
+        }
+    }
+}
+
+/* ---- relu ---- */
+
+static void test_relu(void **state) {
+    fixture *fx = *state;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t s = 1; s < TSR_ARRAY_SIZE(vec_sizes); s++) {
+            const size_t n = vec_sizes[s], off = 1;
+            float *x = random_floats(n + off, 90 + s, -1, 1);
+            for (size_t i = 0; i < n + off; i += 5) x[i] = 0.0f; /* exact zeros: not > 0 */
+            float *dy = random_floats(n + off, 95 + s, -1, 1);
+            float *want = xcalloc(n + off, 4), *got = xcalloc(n + off, 4);
+            tsr_buf *bx = upload(be, x, (n + off) * 4), *by = buf_new(be, (n + off) * 4);
+            tsr_buf *bd = upload(be, dy, (n + off) * 4);
+            OK(be, tsr_op_fill(be, tsr_ref_at(by, 0), n + off, 5.0f));
+            OK(be, tsr_op_relu_forward(be, n, tsr_ref_at(bx, off), tsr_ref_at(by, off)));
+            want[0] = 5.0f;
+            for (size_t i = off; i < n + off; i++) want[i] = x[i] > 0 ? x[i] : 0.0f;
+            download(by, got, (n + off) * 4);
+            char what[64];
+            snprintf(what, sizeof what, "relu_forward n=%zu", n);
+            check_exact(be, what, got, want, n + off);
+            /* backward with dx aliasing dy */
+            OK(be, tsr_op_relu_backward(be, n, tsr_ref_at(by, off), tsr_ref_at(bd, off),
+                                        tsr_ref_at(bd, off)));
+            want[0] = dy[0];
+            for (size_t i = off; i < n + off; i++) want[i] = x[i] > 0 ? dy[i] : 0.0f;
+            download(bd, got, (n + off) * 4);
+            snprintf(what, sizeof what, "relu_backward in place n=%zu", n);
+            check_exact(be, what, got, want, n + off);
+            /* in-place forward (y aliases x) */
+            OK(be, tsr_op_relu_forward(be, n, tsr_ref_at(bx, off), tsr_ref_at(bx, off)));
+            want[0] = x[0];
+            for (size_t i = off; i < n + off; i++) want[i] = x[i] > 0 ? x[i] : 0.0f;
+            download(bx, got, (n + off) * 4);
+            snprintf(what, sizeof what, "relu_forward in place n=%zu", n);
+            check_exact(be, what, got, want, n + off);
+            tsr_buf_free(bx);
+            tsr_buf_free(by);
+            tsr_buf_free(bd);
+            free(x);
+            free(dy);
+            free(want);
+            free(got);
+        }
+    }
+}
+
+/* ---- softmax + cross-entropy ---- */
+
+static void softmax_case(tsr_backend *be, size_t rows, size_t cols, float base, float spread,
+                         uint64_t seed) {
+    const size_t total = rows * cols;
+    float *l = random_floats(total, seed, -spread, spread);
+    for (size_t i = 0; i < total; i++) l[i] += base;
+    int32_t *lab = xcalloc(rows, sizeof *lab);
+    for (size_t r = 0; r < rows; r++) lab[r] = (int32_t)((r * 7 + seed) % cols);
+    tsr_buf *bl = upload(be, l, total * 4), *blab = upload(be, lab, rows * 4);
+    tsr_buf *bp = buf_new(be, total * 4), *bloss = buf_new(be, rows * 4);
+    OK(be, tsr_op_softmax_xent_forward(be, rows, cols, tsr_ref_at(bl, 0), tsr_ref_at(blab, 0),
+                                       tsr_ref_at(bp, 0), tsr_ref_at(bloss, 0)));
+    float *p = xcalloc(total, 4), *loss = xcalloc(rows, 4);
+    download(bp, p, total * 4);
+    download(bloss, loss, rows * 4);
+    double *rp = xcalloc(total, sizeof *rp), *tp = xcalloc(total, sizeof *tp);
+    double *rl = xcalloc(rows, sizeof *rl), *tl = xcalloc(rows, sizeof *tl);
+    for (size_t r = 0; r < rows; r++) {
+        const float *x = l + r * cols;
+        double mx = x[0];
+        for (size_t j = 1; j < cols; j++) mx = x[j] > mx ? x[j] : mx;
+        double s = 0, range = 0;
+        for (size_t j = 0; j < cols; j++) {
+            s += exp(x[j] - mx);
+            range = fmax(range, mx - x[j]);
+        }
+        for (size_t j = 0; j < cols; j++) {
+            rp[r * cols + j] = exp(x[j] - mx) / s;
+            tp[r * cols + j] = (16 + cols + range) * U * rp[r * cols + j] + 1e-37;
+        }
+        double zy = x[lab[r]] - mx;
+        rl[r] = log(s) - zy;
+        tl[r] = (16 + cols + range) * U * (fabs(log(s)) + fabs(zy) + 1);
+    }
+    char what[128];
+    snprintf(what, sizeof what, "softmax probs rows=%zu cols=%zu logits %g+-%g", rows, cols,
+             (double)base, (double)spread);
+    check_close(be, what, p, rp, tp, total);
+    snprintf(what, sizeof what, "softmax loss rows=%zu cols=%zu logits %g+-%g", rows, cols,
+             (double)base, (double)spread);
+    check_close(be, what, loss, rl, tl, rows);
+    /* backward from the forward probabilities, scale = 1/rows, written at an offset */
+    tsr_buf *bd = buf_new(be, (total + 3) * 4);
+    const float scale = 1.0f / (float)rows;
+    OK(be, tsr_op_softmax_xent_backward(be, rows, cols, tsr_ref_at(bp, 0), tsr_ref_at(blab, 0),
+                                        scale, tsr_ref_at(bd, 3)));
+    float *dl = xcalloc(total + 3, 4);
+    download(bd, dl, (total + 3) * 4);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < cols; j++) {
+            size_t i = r * cols + j;
+            rp[i] = (double)scale * ((double)p[i] - ((int32_t)j == lab[r] ? 1.0 : 0.0));
+            tp[i] = 2 * U * fabs((double)scale) * (fabs(p[i]) + 1) + 1e-37;
+        }
+    snprintf(what, sizeof what, "softmax backward rows=%zu cols=%zu", rows, cols);
+    check_close(be, what, dl + 3, rp, tp, total);
+    tsr_buf_free(bl);
+    tsr_buf_free(blab);
+    tsr_buf_free(bp);
+    tsr_buf_free(bloss);
+    tsr_buf_free(bd);
+    free(l);
+    free(lab);
+    free(p);
+    free(loss);
+    free(rp);
+    free(tp);
+    free(rl);
+    free(tl);
+    free(dl);
+}
+
+static void test_softmax_xent(void **state) {
+    fixture *fx = *state;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        softmax_case(be, 1, 1, 0, 1, 1);
+        softmax_case(be, 7, 10, 0, 5, 2);
+        softmax_case(be, 64, 10, 0, 3, 3);
+        softmax_case(be, 3, 513, 0, 8, 4);
+        /* large logits: naive exp overflows at 88.7, max-subtraction must not */
+        softmax_case(be, 5, 10, 1e4f, 20, 5);
+        softmax_case(be, 5, 10, -1e4f, 20, 6);
+        softmax_case(be, 4, 7, 3e5f, 100, 7);
+
+        /* labels outside [0, cols) give NaN loss for that row only */
+        const size_t rows = 4, cols = 5;
+        float l[20];
+        tsr_test_fill_uniform(l, 20, 11, -2, 2);
+        int32_t lab[4] = {1, -1, 5, 4};
+        tsr_buf *bl = upload(be, l, sizeof l), *blab = upload(be, lab, sizeof lab);
+        tsr_buf *bp = buf_new(be, sizeof l), *bloss = buf_new(be, rows * 4);
+        OK(be, tsr_op_softmax_xent_forward(be, rows, cols, tsr_ref_at(bl, 0), tsr_ref_at(blab, 0),
+                                           tsr_ref_at(bp, 0), tsr_ref_at(bloss, 0)));
+        float loss[4];
+        download(bloss, loss, sizeof loss);
+        if (!isfinite(loss[0]) || !isnan(loss[1]) || !isnan(loss[2]) || !isfinite(loss[3]))
+            fail_msg("[%s] softmax bad labels: loss %g %g %g %g, want finite NaN NaN finite",
+                     be->device.id, (double)loss[0], (double)loss[1], (double)loss[2],
+                     (double)loss[3]);
+        tsr_buf_free(bl);
+        tsr_buf_free(blab);
+        tsr_buf_free(bp);
+        tsr_buf_free(bloss);
+    }
+}
+
+/* ---- im2col / col2im ---- */
+
+typedef struct conv_case {
+    size_t batch, channels, height, width, kh, kw, sh, sw, ph, pw;
+} conv_case;
+
+static const conv_case conv_cases[] = {
+    {2, 3, 7, 5, 3, 3, 1, 1, 1, 1},   /* odd non-square image, same padding */
+    {1, 2, 8, 9, 3, 2, 2, 2, 1, 1},   /* non-square kernel, stride 2 */
+    {3, 1, 5, 6, 5, 5, 1, 1, 2, 2},   /* kernel as large as the padded image allows */
+    {2, 4, 28, 28, 5, 5, 1, 1, 2, 2}, /* the Fashion-MNIST first layer */
+    {2, 3, 6, 7, 1, 1, 1, 1, 0, 0},   /* 1x1 */
+    {1, 2, 9, 10, 2, 2, 2, 2, 0, 0},  /* stride 2, no padding, odd height */
+    {2, 2, 7, 11, 3, 4, 1, 2, 2, 1},  /* different strides and pads per axis */
+    {1, 1, 1, 1, 1, 1, 1, 1, 0, 0},   /* a single pixel */
+    {1, 5, 13, 4, 3, 3, 2, 1, 0, 2},
+};
+
+static void test_im2col_col2im(void **state) {
+    fixture *fx = *state;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t cc = 0; cc < TSR_ARRAY_SIZE(conv_cases); cc++) {
+            const conv_case *k = &conv_cases[cc];
+            tsr_conv_geom g = {k->batch, k->channels, k->height, k->width, k->kh, k->kw,
+                               k->sh, k->sw, k->ph, k->pw, 0, 0};
+            assert_int_equal(tsr_conv_geom_finish(&g), TSR_OK);
+            const size_t H = g.height, W = g.width, OH = g.out_h, OW = g.out_w;
+            const size_t rows = g.channels * g.kernel_h * g.kernel_w;
+            const size_t img = g.batch * g.channels * H * W, ncol = g.batch * rows * OH * OW;
+            const size_t off = 4;
+            float *x = random_floats(img + off, 200 + cc, -1, 1);
+            float *want = xcalloc(ncol, 4), *got = xcalloc(ncol + off, 4);
+            for (size_t b = 0; b < g.batch; b++)
+                for (size_t c = 0; c < g.channels; c++)
+                    for (size_t i = 0; i < g.kernel_h; i++)
+                        for (size_t j = 0; j < g.kernel_w; j++)
+                            for (size_t oh = 0; oh < OH; oh++)
+                                for (size_t ow = 0; ow < OW; ow++) {
+                                    long ih = (long)(oh * g.stride_h + i) - (long)g.pad_h;
+                                    long iw = (long)(ow * g.stride_w + j) - (long)g.pad_w;
+                                    size_t r = (c * g.kernel_h + i) * g.kernel_w + j;
+                                    float v = 0;
+                                    if (ih >= 0 && ih < (long)H && iw >= 0 && iw < (long)W)
+                                        v = x[off + ((b * g.channels + c) * H + (size_t)ih) * W +
+                                              (size_t)iw];
+                                    want[(b * rows + r) * OH * OW + oh * OW + ow] = v;
+                                }
+            tsr_buf *bx = upload(be, x, (img + off) * 4), *bc = buf_new(be, (ncol + off) * 4);
+            OK(be, tsr_op_fill(be, tsr_ref_at(bc, 0), ncol + off, 123.0f)); /* garbage */
+            OK(be, tsr_op_im2col(be, &g, tsr_ref_at(bx, off), tsr_ref_at(bc, off)));
+            download(bc, got, (ncol + off) * 4);
+            char what[160];
+            snprintf(what, sizeof what,
+                     "im2col b=%zu c=%zu %zux%zu k=%zux%zu s=%zu,%zu p=%zu,%zu", g.batch,
+                     g.channels, H, W, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h,
+                     g.pad_w);
+            check_exact(be, what, got + off, want, ncol);
+            /* col2im accumulates into dx */
+            float *col = random_floats(ncol + off, 300 + cc, -1, 1);
+            OK(be, tsr_buf_write(bc, 0, col, (ncol + off) * 4));
+            float *dx0 = random_floats(img + off, 400 + cc, -1, 1);
+            OK(be, tsr_buf_write(bx, 0, dx0, (img + off) * 4));
+            OK(be, tsr_op_col2im(be, &g, tsr_ref_at(bc, off), tsr_ref_at(bx, off)));
+            double *ref = xcalloc(img + off, sizeof *ref), *abs_s = xcalloc(img + off, sizeof *abs_s);
+            double *tol = xcalloc(img + off, sizeof *tol);
+            size_t *terms = xcalloc(img + off, sizeof *terms);
+            for (size_t i = 0; i < img + off; i++) {
+                ref[i] = dx0[i];
+                abs_s[i] = fabs(dx0[i]);
+            }
+            for (size_t b = 0; b < g.batch; b++)
+                for (size_t c = 0; c < g.channels; c++)
+                    for (size_t i = 0; i < g.kernel_h; i++)
+                        for (size_t j = 0; j < g.kernel_w; j++)
+                            for (size_t oh = 0; oh < OH; oh++)
+                                for (size_t ow = 0; ow < OW; ow++) {
+                                    long ih = (long)(oh * g.stride_h + i) - (long)g.pad_h;
+                                    long iw = (long)(ow * g.stride_w + j) - (long)g.pad_w;
+                                    if (ih < 0 || ih >= (long)H || iw < 0 || iw >= (long)W) continue;
+                                    size_t r = (c * g.kernel_h + i) * g.kernel_w + j;
+                                    size_t at = off + ((b * g.channels + c) * H + (size_t)ih) * W +
+                                                (size_t)iw;
+                                    double v = col[off + (b * rows + r) * OH * OW + oh * OW + ow];
+                                    ref[at] += v;
+                                    abs_s[at] += fabs(v);
+                                    terms[at]++;
+                                }
+            for (size_t i = 0; i < img + off; i++)
+                tol[i] = (double)(terms[i] + 2) * 4 * U * abs_s[i];
+            float *gx = xcalloc(img + off, 4);
+            download(bx, gx, (img + off) * 4);
+            memcpy(what, "col2im", 6); /* same geometry text */
+            check_close(be, what, gx, ref, tol, img + off);
+            tsr_buf_free(bx);
+            tsr_buf_free(bc);
+            free(x);
+            free(want);
+            free(got);
+            free(col);
+            free(dx0);
+            free(ref);
+            free(abs_s);
+            free(tol);
+            free(terms);
+            free(gx);
+        }
+    }
+}
+
+/* ---- max pooling ---- */
+
+typedef struct pool_case {
+    size_t planes, height, width, size, stride;
+} pool_case;
+
+static const pool_case pool_cases[] = {
+    {3, 8, 8, 2, 2},   {2, 7, 9, 2, 2},   /* odd sizes drop the last row/column */
+    {2, 9, 7, 3, 2},   {5, 13, 11, 3, 1}, /* overlapping windows */
+    {1, 1, 1, 1, 1},   {4, 28, 28, 2, 2}, {1, 6, 5, 3, 3}, {2, 5, 4, 4, 1},
+};
+
+static void test_maxpool(void **state) {
+    fixture *fx = *state;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t pc = 0; pc < TSR_ARRAY_SIZE(pool_cases); pc++) {
+            const pool_case *k = &pool_cases[pc];
+            tsr_pool_geom g = {k->planes, k->height, k->width, k->size, k->stride, 0, 0};
+            assert_int_equal(tsr_pool_geom_finish(&g), TSR_OK);
+            const size_t in = g.height * g.width, out = g.out_h * g.out_w;
+            const size_t nin = g.planes * in, nout = g.planes * out, off = 3;
+            float *x = random_floats(nin + off, 500 + pc, -5, 5);
+            float *wy = xcalloc(nout, 4), *wi = xcalloc(nout, 4);
+            for (size_t p = 0; p < g.planes; p++)
+                for (size_t oh = 0; oh < g.out_h; oh++)
+                    for (size_t ow = 0; ow < g.out_w; ow++) {
+                        size_t best = oh * g.stride * g.width + ow * g.stride;
+                        for (size_t i = 0; i < g.size; i++)
+                            for (size_t j = 0; j < g.size; j++) {
+                                size_t at = (oh * g.stride + i) * g.width + ow * g.stride + j;
+                                if (x[off + p * in + at] > x[off + p * in + best]) best = at;
+                            }
+                        wy[p * out + oh * g.out_w + ow] = x[off + p * in + best];
+                        wi[p * out + oh * g.out_w + ow] = (float)best;
+                    }
+            tsr_buf *bx = upload(be, x, (nin + off) * 4), *by = buf_new(be, (nout + off) * 4);
+            tsr_buf *bi = buf_new(be, (nout + off) * 4);
+            OK(be, tsr_op_maxpool_forward(be, &g, tsr_ref_at(bx, off), tsr_ref_at(by, off),
+                                          tsr_ref_at(bi, off)));
+            float *gy = xcalloc(nout + off, 4), *gi = xcalloc(nout + off, 4);
+            int32_t *idx = xcalloc(nout + off, 4);
+            download(by, gy, (nout + off) * 4);
+            download(bi, idx, (nout + off) * 4);
+            for (size_t i = 0; i < nout; i++) gi[i] = (float)idx[off + i];
+            char what[128];
+            snprintf(what, sizeof what, "maxpool_forward y planes=%zu %zux%zu size=%zu stride=%zu",
+                     g.planes, g.height, g.width, g.size, g.stride);
+            check_exact(be, what, gy + off, wy, nout);
+            snprintf(what, sizeof what, "maxpool_forward idx planes=%zu %zux%zu size=%zu stride=%zu",
+                     g.planes, g.height, g.width, g.size, g.stride);
+            check_exact(be, what, gi, wi, nout);
+            /* backward: dx is overwritten (garbage first), dy scattered to the argmax */
+            float *dy = random_floats(nout + off, 600 + pc, -1, 1);
+            OK(be, tsr_buf_write(by, 0, dy, (nout + off) * 4));
+            OK(be, tsr_op_fill(be, tsr_ref_at(bx, 0), nin + off, 77.0f));
+            OK(be, tsr_op_maxpool_backward(be, &g, tsr_ref_at(by, off), tsr_ref_at(bi, off),
+                                           tsr_ref_at(bx, off)));
+            double *ref = xcalloc(nin + off, sizeof *ref), *tol = xcalloc(nin + off, sizeof *tol);
+            for (size_t i = 0; i < off; i++) ref[i] = 77.0;
+            for (size_t p = 0; p < g.planes; p++)
+                for (size_t o = 0; o < out; o++) {
+                    size_t at = off + p * in + (size_t)wi[p * out + o];
+                    ref[at] += dy[off + p * out + o];
+                    tol[at] += 8 * U * fabs(dy[off + p * out + o]); /* <= size^2 terms */
+                }
+            for (size_t i = 0; i < nin + off; i++) tol[i] *= (double)(g.size * g.size + 2);
+            float *gx = xcalloc(nin + off, 4);
+            download(bx, gx, (nin + off) * 4);
+            snprintf(what, sizeof what, "maxpool_backward planes=%zu %zux%zu size=%zu stride=%zu",
+                     g.planes, g.height, g.width, g.size, g.stride);
+            check_close(be, what, gx, ref, tol, nin + off);
+            tsr_buf_free(bx);
+            tsr_buf_free(by);
+            tsr_buf_free(bi);
+            free(x);
+            free(wy);
+            free(wi);
+            free(gy);
+            free(gi);
+            free(idx);
+            free(dy);
+            free(ref);
+            free(tol);
+            free(gx);
+        }
+    }
+}
+
+/* ---- dropout ---- */
+
+static void test_dropout(void **state) {
+    fixture *fx = *state;
+    static const float probs[] = {0.0f, 0.3f, 0.9f};
+    const size_t n = 100000, off = 2;
+    const uint64_t seed = 0x1234abcdULL;
+    float *x = random_floats(n + off, 700, -3, 3);
+    float *first_mask[3] = {NULL, NULL, NULL};
+    float *got = xcalloc(n + off, 4), *mask = xcalloc(n + off, 4);
+    double *ref = xcalloc(n, sizeof *ref), *tol = xcalloc(n, sizeof *tol);
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t pi = 0; pi < TSR_ARRAY_SIZE(probs); pi++) {
+            const float p = probs[pi];
+            tsr_buf *bx = upload(be, x, (n + off) * 4), *by = buf_new(be, (n + off) * 4);
+            tsr_buf *bm = buf_new(be, (n + off) * 4);
+            OK(be, tsr_op_dropout_forward(be, n, p, seed, tsr_ref_at(bx, off), tsr_ref_at(by, off),
+                                          tsr_ref_at(bm, off)));
+            download(by, got, (n + off) * 4);
+            download(bm, mask, (n + off) * 4);
+            const double keep_scale = 1.0 / (1.0 - (double)p);
+            size_t kept = 0, wrong = 0;
+            for (size_t i = 0; i < n; i++) {
+                /* the keep decision is the shared hash of (seed, index within the operand) */
+                int keep = tsr_dropout_keep(seed, i, p);
+                kept += (size_t)keep;
+                double m = mask[off + i];
+                if (keep ? fabs(m - keep_scale) > 4 * U * keep_scale : m != 0.0) wrong++;
+                ref[i] = keep ? (double)x[off + i] * keep_scale : 0.0;
+                tol[i] = 8 * U * fabs(ref[i]);
+            }
+            if (wrong)
+                fail_msg("[%s] dropout p=%g: %zu mask values differ from the shared hash",
+                         be->device.id, (double)p, wrong);
+            char what[64];
+            snprintf(what, sizeof what, "dropout y p=%g", (double)p);
+            check_close(be, what, got + off, ref, tol, n);
+            /* the kept fraction is 1-p within ~5 standard deviations */
+            double frac = (double)kept / (double)n, sd = sqrt(p * (1 - p) / (double)n);
+            if (fabs(frac - (1 - p)) > 5 * sd + 1e-12)
+                fail_msg("[%s] dropout p=%g kept %.4f", be->device.id, (double)p, frac);
+            /* identical masks on every backend, bit for bit */
+            if (!first_mask[pi]) {
+                first_mask[pi] = xcalloc(n, 4);
+                memcpy(first_mask[pi], mask + off, n * 4);
+            } else if (memcmp(first_mask[pi], mask + off, n * 4) != 0) {
+                fail_msg("[%s] dropout p=%g: mask differs from device %s", be->device.id,
+                         (double)p, fx->be[0]->device.id);
+            }
+            tsr_buf_free(bx);
+            tsr_buf_free(by);
+            tsr_buf_free(bm);
+        }
+    }
+    for (int i = 0; i < 3; i++) free(first_mask[i]);
+    free(x);
+    free(got);
+    free(mask);
+    free(ref);
+    free(tol);
+}
+
+/* ---- half precision ---- */
+
+/* Value of a finite non-negative half with bits h (h <= 0x7BFF), from the definition. */
+static double half_value(unsigned h) {
+    unsigned e = h >> 10, m = h & 0x3FFu;
+    return e ? ldexp(1024.0 + m, (int)e - 25) : ldexp((double)m, -24);
+}
+
+/* Reference float -> half: nearest finite half by binary search, ties to even mantissa,
+ * magnitudes >= 65520 (max + half an ulp) to Inf. */
+static uint16_t ref_f32_to_f16(float f) {
+    unsigned sign = signbit(f) ? 0x8000u : 0;
+    if (isnan(f)) return (uint16_t)(sign | 0x7E00u);
+    double a = fabs((double)f);
+    if (a >= 65520.0) return (uint16_t)(sign | 0x7C00u);
+    unsigned lo = 0, hi = 0x7BFF; /* largest h with value(h) <= a */
+    while (lo < hi) {
+        unsigned mid = (lo + hi + 1) / 2;
+        if (half_value(mid) <= a) lo = mid;
+        else hi = mid - 1;
+    }
+    unsigned h = lo;
+    if (h < 0x7BFF) {
+        double dlo = a - half_value(h), dhi = half_value(h + 1) - a;
+        if (dhi < dlo || (dhi == dlo && (h & 1))) h++;
+    }
+    return (uint16_t)(sign | h);
+}
+
+static void test_f16(void **state) {
+    fixture *fx = *state;
+    /* special values, ties, subnormals, overflow, then a sweep over exponents */
+    float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65519.99f, 65520.0f, -65520.0f,
+                       1e6f, -1e30f, INFINITY, -INFINITY, NAN,
+                       ldexpf(1, -24), ldexpf(1, -25), ldexpf(1.5f, -25), ldexpf(1, -26),
+                       ldexpf(3, -25), ldexpf(1, -14), ldexpf(1023, -24), ldexpf(2047, -25),
+                       1e-40f, -1e-45f, 1.0f + ldexpf(1, -11), 1.0f + ldexpf(3, -11),
+                       1.0f + ldexpf(1, -11) + ldexpf(1, -20), 2049.0f, 2051.0f, -2053.0f,
+                       0.1f, 1.0f / 3.0f, 3.14159265f};
+    const size_t ns = TSR_ARRAY_SIZE(special), nr = 20000, n = ns + nr;
+    float *x = xcalloc(n, 4);
+    memcpy(x, special, sizeof special);
+    uint64_t s = 99;
+    for (size_t i = 0; i < nr; i++) { /* random mantissas, exponents 2^-30 .. 2^17 */
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        float m = 1.0f + (float)((s >> 40) & 0xFFFFFF) / 16777216.0f;
+        int e = (int)((s >> 8) % 48) - 30;
+        x[ns + i] = ldexpf((s & 1) ? -m : m, e);
+    }
+    uint16_t *want = xcalloc(n, 2), *got = xcalloc(n + 1, 2);
+    for (size_t i = 0; i < n; i++) want[i] = ref_f32_to_f16(x[i]);
+    /* all 65536 halves back to float */
+    uint16_t *all = xcalloc(65536, 2);
+    float *all_want = xcalloc(65536, 4), *all_got = xcalloc(65536, 4);
+    for (unsigned h = 0; h < 65536; h++) {
+        all[h] = (uint16_t)h;
+        unsigned e = (h >> 10) & 0x1F, m = h & 0x3FF;
+        double v = e == 31 ? (m ? NAN : INFINITY) : half_value(h & 0x7FFF);
+        all_want[h] = (float)((h & 0x8000) ? -v : v);
+    }
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        tsr_buf *bx = upload(be, x, n * 4), *bh = buf_new(be, (n + 1) * 2);
+        OK(be, tsr_op_f32_to_f16(be, n, tsr_ref_at(bx, 0), tsr_ref_at(bh, 1)));
+        download(bh, got, (n + 1) * 2);
+        for (size_t i = 0; i < n; i++) {
+            uint16_t g = got[i + 1], w = want[i];
+            int g_nan = (g & 0x7C00) == 0x7C00 && (g & 0x3FF), w_nan = (w & 0x7C00) == 0x7C00 && (w & 0x3FF);
+            if (w_nan ? !g_nan : g != w)
+                fail_msg("[%s] f32_to_f16(%.9g = 0x%08x): got 0x%04x want 0x%04x", be->device.id,
+                         (double)x[i], (unsigned)(union { float f; uint32_t u; }){x[i]}.u, g, w);
+        }
+        tsr_buf *bh2 = upload(be, all, 65536 * 2), *bx2 = buf_new(be, (65536 + 2) * 4);
+        OK(be, tsr_op_f16_to_f32(be, 65536, tsr_ref_at(bh2, 0), tsr_ref_at(bx2, 2)));
+        float *tmp = xcalloc(65538, 4);
+        download(bx2, tmp, 65538 * 4);
+        memcpy(all_got, tmp + 2, 65536 * 4);
+        for (unsigned h = 0; h < 65536; h++) {
+            float g = all_got[h], w = all_want[h];
+            if (isnan(w) ? !isnan(g) : (g != w || signbit(g) != signbit(w)))
+                fail_msg("[%s] f16_to_f32(0x%04x): got %.9g want %.9g", be->device.id, h,
+                         (double)g, (double)w);
+        }
+        free(tmp);
+        tsr_buf_free(bx);
+        tsr_buf_free(bh);
+        tsr_buf_free(bh2);
+        tsr_buf_free(bx2);
+    }
+    free(x);
+    free(want);
+    free(got);
+    free(all);
+    free(all_want);
+    free(all_got);
+}
+
+/* ---- optimizers ---- */
+
+static void test_sgd(void **state) {
+    fixture *fx = *state;
+    static const tsr_sgd_params params[] = {
+        {0.1f, 0.0f, 0.0f, 0},    /* plain */
+        {0.05f, 0.0f, 0.01f, 0},  /* plain + weight decay */
+        {0.1f, 0.9f, 0.0f, 0},    /* momentum */
+        {0.1f, 0.9f, 5e-4f, 1},   /* nesterov + weight decay */
+        {0.01f, 0.5f, 0.1f, 0},
+    };
+    static const size_t sizes[] = {1, 7, 513, 10000};
+    const size_t off = 1;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t pi = 0; pi < TSR_ARRAY_SIZE(params); pi++)
+            for (size_t si = 0; si < TSR_ARRAY_SIZE(sizes); si++) {
+                const tsr_sgd_params *p = &params[pi];
+                const size_t n = sizes[si], tot = n + off;
+                float *w = random_floats(tot, 800 + si, -1, 1), *g = random_floats(tot, 810 + si, -1, 1);
+                float *v = random_floats(tot, 820 + si, -0.5f, 0.5f);
+                tsr_buf *bw = upload(be, w, tot * 4), *bg = upload(be, g, tot * 4);
+                tsr_buf *bv = upload(be, v, tot * 4);
+                /* without momentum v is optional: pass none */
+                tsr_ref rv = p->momentum != 0.0f ? tsr_ref_at(bv, off) : tsr_ref_at(NULL, 0);
+                OK(be, tsr_op_sgd_update(be, n, p, tsr_ref_at(bw, off), tsr_ref_at(bg, off), rv));
+                double *rw = xcalloc(tot, sizeof *rw), *tw = xcalloc(tot, sizeof *tw);
+                double *rvv = xcalloc(tot, sizeof *rvv), *tv = xcalloc(tot, sizeof *tv);
+                rw[0] = w[0];
+                rvv[0] = v[0];
+                for (size_t i = off; i < tot; i++) {
+                    double gi = (double)g[i] + (double)p->weight_decay * w[i];
+                    double ga = fabs(g[i]) + fabs((double)p->weight_decay * w[i]);
+                    double vi = v[i], va = fabs(v[i]);
+                    double upd = gi, ua = ga;
+                    if (p->momentum != 0.0f) {
+                        vi = p->momentum * (double)v[i] + gi;
+                        va = fabs(p->momentum * (double)v[i]) + ga;
+                        upd = p->nesterov ? gi + p->momentum * vi : vi;
+                        ua = p->nesterov ? ga + fabs((double)p->momentum) * va : va;
+                    }
+                    rvv[i] = vi;
+                    tv[i] = 16 * U * va;
+                    rw[i] = w[i] - (double)p->lr * upd;
+                    tw[i] = 16 * U * (fabs(w[i]) + fabs((double)p->lr) * ua);
+                }
+                float *gw = xcalloc(tot, 4), *gv = xcalloc(tot, 4);
+                download(bw, gw, tot * 4);
+                download(bv, gv, tot * 4);
+                char what[128];
+                snprintf(what, sizeof what, "sgd w lr=%g momentum=%g wd=%g nesterov=%d n=%zu",
+                         (double)p->lr, (double)p->momentum, (double)p->weight_decay, p->nesterov, n);
+                check_close(be, what, gw, rw, tw, tot);
+                memcpy(what + 4, "v", 1);
+                check_close(be, what, gv, rvv, tv, tot);
+                tsr_buf_free(bw);
+                tsr_buf_free(bg);
+                tsr_buf_free(bv);
+                free(w);
+                free(g);
+                free(v);
+                free(rw);
+                free(tw);
+                free(rvv);
+                free(tv);
+                free(gw);
+                free(gv);
+            }
+    }
+}
+
+static void test_adam(void **state) {
+    fixture *fx = *state;
+    static const struct { float lr, b1, b2, eps, wd; int decoupled, t; } cases[] = {
+        {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, 1},   /* Adam, first step */
+        {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0, 3},  /* Adam + L2 */
+        {2e-3f, 0.9f, 0.99f, 1e-6f, 1e-2f, 1, 10},  /* AdamW */
+        {0.1f, 0.5f, 0.9f, 1e-3f, 0.1f, 1, 2},
+    };
+    static const size_t sizes[] = {1, 7, 513, 10000};
+    const size_t off = 2;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t ci = 0; ci < TSR_ARRAY_SIZE(cases); ci++)
+            for (size_t si = 0; si < TSR_ARRAY_SIZE(sizes); si++) {
+                const size_t n = sizes[si], tot = n + off;
+                tsr_adam_params p = {cases[ci].lr, cases[ci].b1, cases[ci].b2, cases[ci].eps,
+                                     cases[ci].wd, cases[ci].decoupled,
+                                     (float)(1 - pow(cases[ci].b1, cases[ci].t)),
+                                     (float)(1 - pow(cases[ci].b2, cases[ci].t))};
+                float *w = random_floats(tot, 900 + si, -1, 1), *g = random_floats(tot, 910 + si, -1, 1);
+                float *m = random_floats(tot, 920 + si, -0.1f, 0.1f);
+                float *v = random_floats(tot, 930 + si, 0.0f, 0.01f);
+                tsr_buf *bw = upload(be, w, tot * 4), *bg = upload(be, g, tot * 4);
+                tsr_buf *bm = upload(be, m, tot * 4), *bv = upload(be, v, tot * 4);
+                OK(be, tsr_op_adam_update(be, n, &p, tsr_ref_at(bw, off), tsr_ref_at(bg, off),
+                                          tsr_ref_at(bm, off), tsr_ref_at(bv, off)));
+                double *rw = xcalloc(tot, 8), *tw = xcalloc(tot, 8), *rm = xcalloc(tot, 8);
+                double *tm = xcalloc(tot, 8), *rv = xcalloc(tot, 8), *tv = xcalloc(tot, 8);
+                for (size_t i = 0; i < off; i++) {
+                    rw[i] = w[i];
+                    rm[i] = m[i];
+                    rv[i] = v[i];
+                }
+                const double b1 = p.beta1, b2 = p.beta2, lr = p.lr, wd = p.weight_decay;
+                for (size_t i = off; i < tot; i++) {
+                    double gi = g[i] + (p.decoupled ? 0.0 : wd * w[i]);
+                    double mi = b1 * m[i] + (1 - b1) * gi;
+                    double vi = b2 * v[i] + (1 - b2) * gi * gi;
+                    double upd = (mi / p.bias_correction1) / (sqrt(vi / p.bias_correction2) + p.eps);
+                    double dec = p.decoupled ? wd * w[i] : 0.0;
+                    rm[i] = mi;
+                    tm[i] = 16 * U * (fabs(b1 * m[i]) + fabs((1 - b1) * gi));
+                    rv[i] = vi;
+                    tv[i] = 16 * U * (b2 * v[i] + (1 - b2) * gi * gi);
+                    rw[i] = w[i] - lr * (upd + dec);
+                    /* upd is a ratio: its relative error grows with m's cancellation */
+                    double m_rel = tm[i] / (fabs(mi) + 1e-30);
+                    tw[i] = 16 * U * fabs(w[i]) +
+                            lr * (fabs(upd) * (32 * U + m_rel) + 16 * U * fabs(dec));
+                }
+                float *gw = xcalloc(tot, 4), *gm = xcalloc(tot, 4), *gv = xcalloc(tot, 4);
+                download(bw, gw, tot * 4);
+                download(bm, gm, tot * 4);
+                download(bv, gv, tot * 4);
+                char what[128];
+                snprintf(what, sizeof what, "%s m lr=%g wd=%g t=%d n=%zu",
+                         p.decoupled ? "adamw" : "adam ", (double)p.lr, (double)p.weight_decay,
+                         cases[ci].t, n);
+                check_close(be, what, gm, rm, tm, tot);
+                what[6] = 'v';
+                check_close(be, what, gv, rv, tv, tot);
+                what[6] = 'w';
+                check_close(be, what, gw, rw, tw, tot);
+                tsr_buf_free(bw);
+                tsr_buf_free(bg);
+                tsr_buf_free(bm);
+                tsr_buf_free(bv);
+                free(w);
+                free(g);
+                free(m);
+                free(v);
+                free(rw);
+                free(tw);
+                free(rm);
+                free(tm);
+                free(rv);
+                free(tv);
+                free(gw);
+                free(gm);
+                free(gv);
+            }
+    }
+}
+
+/* ---- error paths ---- */
+
+static void test_errors(void **state) {
+    fixture *fx = *state;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        tsr_buf *a = buf_new(be, 64 * 4), *b = buf_new(be, 64 * 4);
+        tsr_ref ra = tsr_ref_at(a, 0), rb = tsr_ref_at(b, 0);
+        /* ranges past the end name the operand */
+        check_error(be, tsr_op_axpy(be, 60, 1.0f, ra, tsr_ref_at(b, 10)), TSR_ERR_SHAPE,
+                    "operand y", "axpy past the end of y");
+        check_error(be, tsr_op_fill(be, tsr_ref_at(a, 65), 0, 1.0f), TSR_ERR_SHAPE, "operand x",
+                    "fill at an offset past the end");
+        check_error(be, tsr_op_gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, 8, 8, 8, 1.0f, ra, 8, rb, 8,
+                                    0.0f, tsr_ref_at(b, 1), 8),
+                    TSR_ERR_SHAPE, "operand C", "gemm C one element too long");
+        check_error(be, tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, 4, 4, 4, 1.0f, ra, 3, rb, 4,
+                                    0.0f, rb, 4),
+                    TSR_ERR_SHAPE, "A", "gemm lda smaller than the columns of A");
+        check_error(be, tsr_op_gemm_batched(be, TSR_NO_TRANS, TSR_NO_TRANS, 4, 4, 4, 1.0f, ra, 4,
+                                            0, rb, 4, 17, 0.0f, tsr_ref_at(a, 16), 4, 16, 4),
+                    TSR_ERR_SHAPE, "operand B", "gemm_batched B past the end");
+        check_error(be, tsr_op_sum(be, 10, ra, tsr_ref_at(b, 64)), TSR_ERR_SHAPE, "operand out",
+                    "sum out past the end");
+        check_error(be, tsr_op_softmax_xent_forward(be, 8, 10, ra, rb, ra, rb), TSR_ERR_SHAPE,
+                    "operand logits", "softmax logits too short");
+        check_error(be, tsr_op_f32_to_f16(be, 64, ra, tsr_ref_at(b, 100)), TSR_ERR_SHAPE,
+                    "operand h", "f32_to_f16 h past the end (2-byte elements)");
+        uint8_t bytes[8] = {0};
+        check_error(be, tsr_buf_write(a, 64 * 4 - 4, bytes, 8), TSR_ERR_SHAPE, "past the end",
+                    "write past the end");
+        check_error(be, tsr_buf_read(a, 64 * 4 + 1, bytes, 0), TSR_ERR_SHAPE, "past the end",
+                    "read at an offset past the end");
+        /* a buffer of another backend */
+        tsr_backend *other = fx->be[(d + 1) % fx->count];
+        tsr_backend *extra = NULL;
+        if (other == be) { /* one device: a second backend instance is another backend */
+            OK(be, tsr_backend_open(fx->ctx, d, &extra));
+            other = extra;
+        }
+        tsr_buf *ob = buf_new(other, 64 * 4);
+        check_error(be, tsr_op_axpy(be, 4, 1.0f, tsr_ref_at(ob, 0), rb), TSR_ERR_INVALID_ARG,
+                    "operand x belongs to another backend", "axpy with a foreign x");
+        check_error(be, tsr_op_gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, 2, 2, 2, 1.0f, ra, 2, rb, 2,
+                                    0.0f, tsr_ref_at(ob, 0), 2),
+                    TSR_ERR_INVALID_ARG, "operand C", "gemm with a foreign C");
+        check_error(be, tsr_buf_copy(a, 0, ob, 0, 16), TSR_ERR_INVALID_ARG, "two backends",
+                    "copy between backends");
+        tsr_buf_free(ob);
+        tsr_backend_free(extra);
+        check_error(be, tsr_op_relu_forward(be, 4, tsr_ref_at(NULL, 0), rb), TSR_ERR_INVALID_ARG,
+                    "operand x is NULL", "relu with a NULL x");
+        /* bad geometry */
+        tsr_conv_geom cg = {1, 1, 4, 4, 3, 3, 1, 1, 1, 1, 0, 0};
+        assert_int_equal(tsr_conv_geom_finish(&cg), TSR_OK);
+        tsr_conv_geom bad = cg;
+        bad.out_h++; /* not what the other fields give */
+        check_error(be, tsr_op_im2col(be, &bad, ra, rb), TSR_ERR_SHAPE, "does not fit",
+                    "im2col with inconsistent out_h");
+        bad = cg;
+        bad.kernel_h = 7; /* larger than the padded image */
+        check_error(be, tsr_op_col2im(be, &bad, ra, rb), TSR_ERR_SHAPE, "does not fit",
+                    "col2im with a kernel larger than the image");
+        bad = cg;
+        bad.stride_w = 0;
+        check_error(be, tsr_op_im2col(be, &bad, ra, rb), TSR_ERR_SHAPE, "does not fit",
+                    "im2col with stride 0");
+        tsr_conv_geom big = {2, 3, 8, 8, 3, 3, 1, 1, 1, 1, 0, 0};
+        assert_int_equal(tsr_conv_geom_finish(&big), TSR_OK);
+        check_error(be, tsr_op_im2col(be, &big, ra, rb), TSR_ERR_SHAPE, "operand x",
+                    "im2col with an image larger than x");
+        check_error(be, tsr_op_im2col(be, NULL, ra, rb), TSR_ERR_INVALID_ARG, "geometry",
+                    "im2col without geometry");
+        tsr_pool_geom pg = {1, 4, 4, 2, 2, 0, 0};
+        assert_int_equal(tsr_pool_geom_finish(&pg), TSR_OK);
+        tsr_pool_geom pbad = pg;
+        pbad.size = 5;
+        check_error(be, tsr_op_maxpool_forward(be, &pbad, ra, rb, ra), TSR_ERR_SHAPE,
+                    "does not fit", "maxpool window larger than the plane");
+        pbad = pg;
+        pbad.out_w = 3;
+        check_error(be, tsr_op_maxpool_backward(be, &pbad, ra, rb, ra), TSR_ERR_SHAPE,
+                    "does not fit", "maxpool with inconsistent out_w");
+        pbad = pg;
+        pbad.planes = 5; /* 5*16 inputs > 64 */
+        check_error(be, tsr_op_maxpool_forward(be, &pbad, ra, rb, tsr_ref_at(b, 0)), TSR_ERR_SHAPE,
+                    "operand x", "maxpool input larger than x");
+        assert_int_equal(tsr_pool_geom_finish(NULL), TSR_ERR_SHAPE);
+        /* bad scalar arguments */
+        check_error(be, tsr_op_dropout_forward(be, 4, 1.0f, 1, ra, rb, ra), TSR_ERR_INVALID_ARG,
+                    "drop probability", "dropout with p = 1");
+        tsr_adam_params ap = {1e-3f, 0.9f, 0.999f, 1e-8f, 0, 0, 0.0f, 0.001f};
+        check_error(be, tsr_op_adam_update(be, 4, &ap, ra, rb, ra, rb), TSR_ERR_INVALID_ARG,
+                    "bias corrections", "adam with bias correction 0");
+        check_error(be, tsr_op_gemm(be, (tsr_trans)2, TSR_NO_TRANS, 2, 2, 2, 1.0f, ra, 2, rb, 2,
+                                    0.0f, rb, 2),
+                    TSR_ERR_INVALID_ARG, "transpose", "gemm with a bad transpose flag");
+        tsr_buf_free(a);
+        tsr_buf_free(b);
+    }
+}
+
+/* Every allocation failure while opening a backend and allocating buffers reports
+ * TSR_ERR_NO_MEMORY (or the device's out-of-memory) and leaks nothing. */
+static void test_alloc_failures(void **state) {
+    fixture *fx = *state;
+    for (int d = 0; d < fx->count; d++) {
+        const char *id = fx->be[d]->device.id;
+        tsr_test_alloc ta;
+        tsr_test_alloc_init(&ta, 0);
+        tsr_context_options o;
+        tsr_context_options_init(&o);
+        o.allocator = &ta.allocator;
+        if (fx->be[d]->device.backend == TSR_BACKEND_HOST) o.flags = TSR_CONTEXT_NO_OPENCL;
+        tsr_context *ctx = NULL;
+        assert_int_equal(tsr_context_create(&ctx, &o), TSR_OK);
+        int index = tsr_context_find_device(ctx, id);
+        if (index < 0) fail_msg("[%s] device not found again in a second context", id);
+        /* count the allocations of one open + alloc + free cycle */
+        long live0 = ta.live, calls0 = ta.calls;
+        tsr_backend *be = NULL;
+        tsr_buf *buf = NULL;
+        assert_int_equal(tsr_backend_open(ctx, index, &be), TSR_OK);
+        assert_int_equal(tsr_buf_alloc(be, 4096, &buf), TSR_OK);
+        tsr_buf_free(buf);
+        tsr_backend_free(be);
+        long needed = ta.calls - calls0;
+        if (ta.live != live0) fail_msg("[%s] open/alloc/free leaks %ld blocks", id, ta.live - live0);
+        for (long k = 1; k <= needed; k++) {
+            ta.fail_at = ta.calls + k; /* the k-th allocation from here fails, and all after */
+            be = NULL;
+            buf = NULL;
+            tsr_status st = tsr_backend_open(ctx, index, &be);
+            if (st == TSR_OK) {
+                st = tsr_buf_alloc(be, 4096, &buf);
+                if (st == TSR_OK) fail_msg("[%s] allocation %ld of %ld failed unnoticed", id, k, needed);
+                if (buf) fail_msg("[%s] failed buf_alloc left a buffer", id);
+            } else if (be) {
+                fail_msg("[%s] failed open left a backend", id);
+            }
+            if (st != TSR_ERR_NO_MEMORY && st != TSR_ERR_DEVICE_MEMORY)
+                fail_msg("[%s] allocation %ld failing gave %s: %s", id, k, tsr_status_name(st),
+                         tsr_context_last_error(ctx));
+            tsr_backend_free(be);
+            if (ta.live != live0)
+                fail_msg("[%s] allocation %ld failing leaked %ld blocks", id, k, ta.live - live0);
+        }
+        ta.fail_at = 0;
+        /* a buffer larger than memory: a clean error, nothing leaked */
+        assert_int_equal(tsr_backend_open(ctx, index, &be), TSR_OK);
+        tsr_status st = tsr_buf_alloc(be, SIZE_MAX - 8, &buf);
+        if (st != TSR_ERR_NO_MEMORY && st != TSR_ERR_DEVICE_MEMORY)
+            fail_msg("[%s] huge buffer gave %s", id, tsr_status_name(st));
+        assert_null(buf);
+        tsr_backend_free(be);
+        tsr_context_free(ctx);
+        if (ta.live != 0) fail_msg("[%s] %ld blocks live after the context is freed", id, ta.live);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memory),        cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_gemm_batched),  cmocka_unit_test(test_axpy_scale_mul),
+        cmocka_unit_test(test_sum),           cmocka_unit_test(test_bias),
+        cmocka_unit_test(test_relu),          cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_im2col_col2im), cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_dropout),       cmocka_unit_test(test_f16),
+        cmocka_unit_test(test_sgd),           cmocka_unit_test(test_adam),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_alloc_failures),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -85,7 +85,8 @@ endif
 test_support_src := $(wildcard tests/support/*.c)
 test_support_obj := $(test_support_src:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all lib samples tests test unit-tests deps demo bench install uninstall clean help fuzz
+.PHONY: all lib samples tests test unit-tests deps demo bench install uninstall clean help fuzz \
+        embed-test size
 
 all: lib samples
 
@@ -143,11 +144,18 @@ bench: deps
 	@BUILD=$(BUILD) sh bench/run.sh
 
 # --- install (zstd's lib/Makefile is the model) ---
-$(BUILD)/tessera.pc: tessera.pc.in Makefile
+# tessera.pc: Requires.private names the .pc files of the dependencies of this configuration,
+# so `pkg-config --static --libs tessera` gives a complete link line for libtessera.a.
+# Paths under PREFIX are written as ${prefix}/..., and prefix as ${destdir}PREFIX with destdir
+# empty: a DESTDIR install is usable in place with --define-variable=destdir=<DESTDIR>.
+pc_dir = $(if $(filter $(PREFIX)/%,$(1)),$${prefix}$(patsubst $(PREFIX)%,%,$(1)),$${destdir}$(1))
+PC_LIBS_PRIVATE := -lm -lpthread $(if $(SANITIZE),-fsanitize=$(SANITIZE))
+$(BUILD)/tessera.pc: tessera.pc.in Makefile $(wildcard ports/$(PORT).mk)
 	@mkdir -p $(dir $@)
-	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(call pc_dir,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(call pc_dir,$(INCLUDEDIR))|' \
 	    -e 's|@VERSION@|$(shell sed -n 's/.*TSR_VERSION_STRING "\(.*\)"/\1/p' include/tessera/version.h)|' \
-	    -e 's|@REQUIRES@|$(pc_pkgs)|' -e 's|@LIBS_PRIVATE@|-lm -lpthread|' $< > $@
+	    -e 's|@REQUIRES@|$(pc_pkgs)|' -e 's|@LIBS_PRIVATE@|$(PC_LIBS_PRIVATE)|' $< > $@
 
 install: $(LIB) $(BUILD)/tessera.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/tessera $(DESTDIR)$(PKGCONFIGDIR)
@@ -155,6 +163,26 @@ install: $(LIB) $(BUILD)/tessera.pc
 	install -m 644 include/tessera.h $(DESTDIR)$(INCLUDEDIR)/tessera.h
 	install -m 644 include/tessera/*.h $(DESTDIR)$(INCLUDEDIR)/tessera/
 	install -m 644 $(BUILD)/tessera.pc $(DESTDIR)$(PKGCONFIGDIR)/tessera.pc
+
+# The configuration of this build folder, for scripts that call make again with it
+# (tests/embed-test.sh). Rewritten on every build of lib.
+.PHONY: $(BUILD)/config.sh
+lib: $(BUILD)/config.sh
+$(BUILD)/config.sh:
+	@mkdir -p $(dir $@)
+	@printf "%s\n" "TSR_MAKE_ARGS='PORT=$(PORT) WITH_MPI=$(WITH_MPI) WITH_OPENCL=$(WITH_OPENCL) WITH_HWLOC=$(WITH_HWLOC) SANITIZE=$(SANITIZE) BUILD=$(BUILD)'" \
+	    "TSR_PORT='$(PORT)'" "TSR_CROSS='$(PORT_CROSS)'" "TSR_CC='$(CC)'" > $@
+
+# Builds samples/embed out of tree against a DESTDIR install of this configuration, and runs it.
+embed-test: lib
+	@BUILD=$(BUILD) MAKE="$(MAKE)" sh tests/embed-test.sh
+
+# Size of the library of this configuration: archive bytes and the text/data/bss of its objects.
+SIZE ?= $(patsubst %gcc,%size,$(filter %gcc,$(CC)))
+size: $(LIB)
+	@set -- $$($(or $(SIZE),size) -t $(LIB) | tail -n 1); \
+	echo "libtessera.a $(or $(PORT),native)$(if $(filter 0,$(WITH_MPI)), WITH_MPI=0)$(if $(filter 0,$(WITH_OPENCL)), WITH_OPENCL=0)$(if $(filter 0,$(WITH_HWLOC)), WITH_HWLOC=0)$(if $(SANITIZE), SANITIZE=$(SANITIZE)):" \
+	     "$$(wc -c < $(LIB)) bytes; code+data $$(($$1 + $$2 + $$3)) bytes (text $$1, data $$2, bss $$3)"
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libtessera.a $(DESTDIR)$(INCLUDEDIR)/tessera.h $(DESTDIR)$(PKGCONFIGDIR)/tessera.pc

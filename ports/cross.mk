@@ -6,6 +6,7 @@
 #   OWN_LIBC    1: the sysroot carries the suite's libc too (suite newer than the toolchain)
 # See ports/README.md.
 OWN_LIBC ?= 0
+PORT_CROSS := 1
 SYSROOT := $(CURDIR)/build/$(TRIPLET)/sysroot
 SYSROOT_LIBDIRS := $(SYSROOT)/usr/lib/$(TRIPLET) $(SYSROOT)/lib/$(TRIPLET) \
                    $(SYSROOT)/usr/lib/$(TRIPLET)/openblas-pthread

@@ -20,7 +20,7 @@ if [ -z "$triplet" ] || [ -z "$arch" ] || [ -z "$suite" ] || [ -z "$dest" ]; the
 fi
 
 pkgs="libopenblas-dev libcjson-dev zlib1g-dev ocl-icd-opencl-dev opencl-headers libclblast-dev
-      libhwloc-dev libmpich-dev libcmocka-dev $SYSROOT_EXTRA_DEBS"
+      libhwloc-dev libudev-dev libmpich-dev libcmocka-dev $SYSROOT_EXTRA_DEBS"
 # Never followed: the C toolchain (the cross compiler brings its own), tools that only run on
 # the target (mpiexec, lstopo), and the base system packages the -dev packages name.
 stop="gcc-* g++-* cpp cpp-* gfortran gfortran-* binutils* gcc g++ libgcc-*-dev libstdc++-*-dev

@@ -1,0 +1,8 @@
+# Minimal (embedded) configuration for the build machine: host backend only, no MPI (a "self"
+# communicator), no OpenCL, no hwloc (topology from sysfs/sysconf). Same as
+#   make WITH_MPI=0 WITH_OPENCL=0 WITH_HWLOC=0
+# but in its own folder, build/minimal. Dependencies left: OpenBLAS, cJSON, zlib.
+WITH_MPI := 0
+WITH_OPENCL := 0
+WITH_HWLOC := 0
+BUILD ?= build/minimal

@@ -11,6 +11,9 @@ tsr_status tsr_backend_open(tsr_context *ctx, int index, tsr_backend **out) {
     const tsr_device_info *info = tsr_context_device(ctx, index);
     if (!info) return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device index %d does not exist (%d devices)",
                                 index, tsr_context_device_count(ctx));
+    if (info->absent)
+        return tsr_error(ctx, TSR_ERR_NO_DEVICE, "device %s (%s) comes from a topology file and "
+                         "is not present on this machine", info->id, info->name);
     switch (info->backend) {
     case TSR_BACKEND_HOST: return tsr_backend_host_create(ctx, out);
     case TSR_BACKEND_OPENCL:

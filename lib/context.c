@@ -79,6 +79,7 @@ tsr_status tsr_context_create(tsr_context **out, const tsr_context_options *opts
 
 void tsr_context_free(tsr_context *ctx) {
     if (!ctx) return;
+    tsr_topology_release(ctx);
     tsr_free(ctx, ctx->devices);
     tsr_allocator a = ctx->alloc;
     a.free(a.opaque, ctx);

@@ -24,6 +24,7 @@ struct tsr_context {
     char cache_dir[512];
     tsr_device_info *devices;
     int device_count;
+    struct tsr_topology *topology; /* topology module state: host record, hwloc handle */
 };
 
 /* Records status + formatted detail as the context's last error, logs it at debug level and

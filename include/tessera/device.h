@@ -51,6 +51,13 @@ typedef struct tsr_device_info {
 
     int same_as;                 /* index of the record for the same physical device, -1 if none */
     int usable;                  /* 0 when a duplicate path that calibration found slower */
+
+    /* Added by the topology module. */
+    int host;                    /* index of its host in a topology (0 on this machine) */
+    int absent;                  /* 1: described by a topology file, not present here (planning only) */
+    int gemm_points;             /* SGEMM rate measured at gemm_n[i]^3, i < gemm_points */
+    unsigned gemm_n[4];
+    double gemm_gflops_n[4];
 } tsr_device_info;
 
 const char *tsr_device_kind_name(tsr_device_kind kind);

@@ -359,7 +359,7 @@ tsr_status tsr_checkpoint_save(tsr_context *ctx, const char *path, const tsr_che
 static tsr_status parse_header(tsr_context *ctx, const char *name, const unsigned char *p,
                                size_t size, unsigned flags, uint64_t *table_off,
                                uint64_t *data_off, uint32_t *count) {
-    if (size == 0) BAD(TSR_ERR_TRUNCATED, "%s: empty file, not a checkpoint", name);
+    if (size == 0) BAD(TSR_ERR_TRUNCATED, "%s: truncated: empty file", name);
     size_t m = size < 8 ? size : 8;
     if (memcmp(p, ckpt_magic, m) != 0)
         BAD(TSR_ERR_CORRUPT, "%s: bad magic: not a tessera checkpoint (expected \"TSRCKPT\")", name);

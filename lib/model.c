@@ -356,8 +356,11 @@ static tsr_status parse_layer(parser *p, tsr_model *m) {
     }
 
     size_t stride = 0, pad = TSR_PAD_SAME;
-    while (p->s[p->pos] == '/') {
-        size_t opos = ++p->pos;
+    skip_ws(p);
+    for (; p->s[p->pos] == '/'; skip_ws(p)) {
+        p->pos++;
+        skip_ws(p);
+        size_t opos = p->pos;
         if (kind != L_CONV && kind != L_POOL)
             return perr(p, opos, TSR_ERR_PARSE, "%.*s takes no '/' options", (int)n, tok);
         char c = p->s[p->pos];

@@ -1,6 +1,140 @@
-/* Communication: communicators and allreduce over MPICH (self communicator without MPI). */
+/* Communication: communicators and allreduce over MPICH (a "self" communicator without MPI).
+ *
+ * A tsr_comm wraps a duplicate of an MPI communicator (errors return, never abort) or, in
+ * builds without MPI and for single-process runs, the self communicator of one rank. Every
+ * collective below must be called by all ranks of the communicator in the same order.
+ *
+ * Allreduce works in place on float32 buffers of any length (0 included) on any rank count.
+ * Algorithms (TSR_ALLREDUCE=auto|ring|rhd|shm|mpi overrides the automatic choice):
+ *   mpi   MPI_Allreduce / MPI_Iallreduce;
+ *   ring  reduce-scatter + allgather around a ring, each chunk cut into segments that travel
+ *         as independent pipelined rings with MPI_Isend/MPI_Irecv (Baidu's design);
+ *   rhd   recursive halving (reduce-scatter) + recursive doubling (allgather), Rabenseifner,
+ *         with the fold of the extra ranks for non-powers of two;
+ *   shm   through node-local shared memory (MPI_Win_allocate_shared): each local rank reduces
+ *         its slice reading its peers' buffers, the others copy the result out; across nodes
+ *         a ring per slice joins the ranks of the same local rank (hierarchical).
+ * Buffers from tsr_comm_alloc live in the node's shared memory: shm then reads them in place
+ * without a copy, which is what makes it fast; other buffers are copied in first.
+ *
+ * The result is bitwise identical on every rank (each element is reduced by one rank and then
+ * copied), so replicated parameters stay identical. */
 #ifndef TESSERA_COMM_H
 #define TESSERA_COMM_H
+#include <stddef.h>
 #include "context.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tsr_comm tsr_comm;
+typedef struct tsr_comm_request tsr_comm_request;
+
+typedef enum tsr_allreduce_algo {
+    TSR_ALLREDUCE_AUTO = 0, /* by size and topology, or TSR_ALLREDUCE from the environment */
+    TSR_ALLREDUCE_MPI = 1,
+    TSR_ALLREDUCE_RING = 2,
+    TSR_ALLREDUCE_RHD = 3,
+    TSR_ALLREDUCE_SHM = 4
+} tsr_allreduce_algo;
+
+/* Element type of what crosses between processes. F16: values are sent as IEEE half and
+ * accumulated in float32 at every hop; the result has half precision (it is rounded once by
+ * the rank that owns it). Within a node, shm moves float32 through shared memory (nothing to
+ * compress); only its inter-node ring uses F16. */
+typedef enum tsr_comm_wire { TSR_WIRE_F32 = 0, TSR_WIRE_F16 = 1 } tsr_comm_wire;
+
+typedef enum tsr_reduce_mode {
+    TSR_REDUCE_SUM = 0,
+    TSR_REDUCE_AVG = 1,      /* sum / ranks */
+    TSR_REDUCE_WEIGHTED = 2  /* sum(weight_r * x_r) / sum(weight_r), e.g. weight = sample count */
+} tsr_reduce_mode;
+
+typedef struct tsr_allreduce_opts {
+    tsr_allreduce_algo algo;
+    tsr_comm_wire wire;
+    tsr_reduce_mode mode;
+    double weight;         /* WEIGHTED: this rank's weight (> = 0) */
+    double total_weight;   /* WEIGHTED: sum of all weights if known (> 0), else 0: one extra
+                              small allreduce computes it */
+} tsr_allreduce_opts;
+
+/* algo AUTO, wire F32, mode SUM, weight 1, total_weight 0. */
+void tsr_allreduce_opts_init(tsr_allreduce_opts *opts);
+
+/* "auto" "mpi" "ring" "rhd" "shm"; "?" for an unknown value. */
+const char *tsr_allreduce_algo_name(tsr_allreduce_algo algo);
+/* Parses one of the names above; TSR_ERR_PARSE for anything else. */
+tsr_status tsr_allreduce_algo_parse(const char *text, tsr_allreduce_algo *out);
+
+/* ---- communicators ---- */
+
+/* One rank, no MPI involved: works in every build, before or without MPI_Init. */
+tsr_status tsr_comm_self_create(tsr_context *ctx, tsr_comm **out);
+/* The world communicator. Initialises MPI (MPI_Init_thread, FUNNELED) when nobody has yet, and
+ * then finalises it in tsr_comm_free; argc/argv may be NULL. Sets the context's rank for log
+ * lines. Without MPI (WITH_MPI=0) this gives the self communicator. */
+tsr_status tsr_comm_init_world(tsr_context *ctx, int *argc, char ***argv, tsr_comm **out);
+/* Ranks with the same color form a new communicator, ordered by key then rank (MPI_Comm_split).
+ * color must be >= 0. Collective. */
+tsr_status tsr_comm_split(tsr_comm *comm, int color, int key, tsr_comm **out);
+/* The ranks of `comm` that share this node's memory (MPI_COMM_TYPE_SHARED). Collective. */
+tsr_status tsr_comm_split_node(tsr_comm *comm, tsr_comm **out);
+/* Accepts NULL. Collective for MPI communicators (frees shared windows). */
+void tsr_comm_free(tsr_comm *comm);
+
+int tsr_comm_rank(const tsr_comm *comm);
+int tsr_comm_size(const tsr_comm *comm);
+/* Node view (known after creation): rank within the node, ranks on this node, node count, and
+ * whether every node has the same number of ranks (needed by the hierarchical shm). */
+int tsr_comm_local_rank(const tsr_comm *comm);
+int tsr_comm_local_size(const tsr_comm *comm);
+int tsr_comm_node_count(const tsr_comm *comm);
+tsr_status tsr_comm_barrier(tsr_comm *comm);
+
+/* ---- registered buffers ---- */
+
+/* Allocates `bytes` (64-byte aligned) in the node's shared memory so that shm reads the buffer
+ * in place. Collective: every rank calls it, sizes may differ. bytes may be 0 (gives a valid
+ * unique pointer). */
+tsr_status tsr_comm_alloc(tsr_comm *comm, size_t bytes, void **out);
+/* Frees a buffer from tsr_comm_alloc; collective, in the same order on every rank. NULL is a
+ * no-op (still collective-free: call it on every rank or none). */
+tsr_status tsr_comm_free_mem(tsr_comm *comm, void *ptr);
+/* 1 if [ptr, ptr+bytes) lies in a buffer of tsr_comm_alloc on this communicator. */
+int tsr_comm_is_registered(const tsr_comm *comm, const void *ptr, size_t bytes);
+
+/* ---- allreduce ---- */
+
+/* buf[0..count) = reduction over ranks, in place. opts may be NULL (defaults). */
+tsr_status tsr_comm_allreduce(tsr_comm *comm, float *buf, size_t count,
+                              const tsr_allreduce_opts *opts);
+/* Non-blocking: starts the allreduce; the buffer must not be touched until it completes.
+ * Progress happens inside tsr_comm_test / tsr_comm_wait (on any request of the communicator:
+ * waiting on one progresses the earlier ones too). Requests may overlap (fusion buckets). */
+tsr_status tsr_comm_allreduce_start(tsr_comm *comm, float *buf, size_t count,
+                                    const tsr_allreduce_opts *opts, tsr_comm_request **out);
+/* *done = 1 once complete (the request still needs tsr_comm_wait to be freed). */
+tsr_status tsr_comm_test(tsr_comm_request *req, int *done);
+/* Completes and frees the request (NULL: no-op); returns the operation's status. */
+tsr_status tsr_comm_wait(tsr_comm_request *req);
+
+/* The algorithm `auto` takes for `count` floats on this communicator (after TSR_ALLREDUCE). */
+tsr_allreduce_algo tsr_comm_choose_algo(const tsr_comm *comm, size_t count);
+
+/* ---- ZeRO-1 style: reduce-scatter, update your own slice, allgather ---- */
+
+/* The slice [*lo, *hi) of `count` elements that `rank` owns (balanced, 16-element aligned). */
+void tsr_comm_slice(const tsr_comm *comm, size_t count, int rank, size_t *lo, size_t *hi);
+/* After it, buf[lo, hi) of this rank's slice holds the reduction (sum/avg/weighted as in opts;
+ * algo AUTO, SHM (single node) or RING; RHD and MPI run as RING); the rest of buf is undefined. */
+tsr_status tsr_comm_reduce_scatter(tsr_comm *comm, float *buf, size_t count,
+                                   const tsr_allreduce_opts *opts);
+/* In place: every rank's slice of buf is copied to all ranks (float32). algo as above. */
+tsr_status tsr_comm_allgather(tsr_comm *comm, float *buf, size_t count, tsr_allreduce_algo algo);
+
+#ifdef __cplusplus
+}
+#endif
 #endif

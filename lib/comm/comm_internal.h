@@ -1,0 +1,128 @@
+/* Private layout of communicators and requests, shared by the files of lib/comm/. */
+#ifndef TSR_COMM_INTERNAL_H
+#define TSR_COMM_INTERNAL_H
+#include <stddef.h>
+#include <stdint.h>
+#include "lib/internal.h"
+#if TSR_WITH_MPI
+#include <mpi.h>
+#endif
+
+#define TSR_COMM_ALIGN 16        /* slices start at multiples of 16 floats (64 bytes) */
+#define TSR_COMM_MAX_LANES 16    /* pipelined segments in flight per request */
+#define TSR_COMM_MAX_ACTIVE 512  /* outstanding requests per communicator (tag space) */
+
+/* What a request does: both phases = allreduce. */
+enum { TSR_PHASE_RS = 1, TSR_PHASE_AG = 2, TSR_PHASE_ALL = 3 };
+
+typedef struct tsr_shm tsr_shm;
+typedef struct tsr_region tsr_region;
+
+struct tsr_comm {
+    tsr_context *ctx;
+    int rank, size;
+    int local_rank, local_size, nodes, uniform; /* uniform: same local_size on every node */
+    tsr_allreduce_algo env_algo;                /* TSR_ALLREDUCE at creation (AUTO if unset) */
+    size_t segment_bytes;                       /* ring/rhd segment (TSR_ALLREDUCE_SEGMENT) */
+    size_t shm_bytes;                           /* shm scratch per rank (TSR_SHM_BYTES) */
+    unsigned seq;                               /* requests started: tags and shm epochs */
+    tsr_comm_request *active;                   /* FIFO of started, unfinished requests */
+    int nactive;
+    void *self_regions;                         /* self comm: list of tsr_comm_alloc blocks */
+#if TSR_WITH_MPI
+    int is_mpi;
+    MPI_Comm mc;          /* our duplicate, MPI_ERRORS_RETURN */
+    MPI_Op f16_sum;       /* user op: fp16 sum accumulated in fp32 */
+    int finalize_mpi;     /* this communicator initialised MPI and finalises it */
+    tsr_comm *node;       /* node-local communicator (NULL for a node comm itself) */
+    tsr_comm *cross;      /* ranks with the same local rank on every node (uniform only) */
+    tsr_shm *shm;         /* control block + scratch window on the node comm, lazily */
+    tsr_region *regions;  /* tsr_comm_alloc buffers (windows on the node comm) */
+    uint64_t shm_epoch;   /* shm pieces run on this communicator (same on its node) */
+    int64_t region_ids;   /* tsr_comm_alloc calls so far: region ids agree across ranks */
+#endif
+};
+
+typedef struct tsr_lane tsr_lane;
+
+struct tsr_comm_request {
+    tsr_comm *comm;
+    tsr_comm_request *next;
+    float *buf;
+    size_t count;
+    tsr_allreduce_algo algo;
+    tsr_comm_wire wire;
+    int phases;
+    float scale;          /* applied once to each element by the rank that finishes it */
+    int done;
+    tsr_status status;
+    unsigned tag;         /* request number: lane tags and shm ordering */
+#if TSR_WITH_MPI
+    /* lane engine (ring, rhd) */
+    int nlanes;
+    tsr_lane *lanes;
+    void *lane_mem;
+    /* mpi */
+    MPI_Request mreq;
+    uint16_t *half;       /* fp16 staging for mpi+F16 */
+    /* shm */
+    int stage;
+    size_t piece, pieces, sub;
+    uint64_t epoch;
+    int registered;
+    tsr_comm_request *inner;  /* shm: the inter-node ring of this piece */
+#endif
+};
+
+/* ---- kernels (kernels.c): plain loops written so gcc vectorises them ---- */
+void tsr_comm_add(float *restrict y, const float *restrict x, size_t n);    /* y += x */
+void tsr_comm_scale(float *x, size_t n, float a);                           /* x *= a */
+void tsr_comm_to_f16(uint16_t *restrict h, const float *restrict x, size_t n);
+void tsr_comm_from_f16(float *restrict x, const uint16_t *restrict h, size_t n);
+void tsr_comm_add_f16(float *restrict y, const uint16_t *restrict h, size_t n); /* y += f32(h) */
+void tsr_comm_round_f16(float *x, size_t n);                                /* x = f32(f16(x)) */
+/* y = sum of src[0..nsrc) where src[0] == y (y's own contribution) and the other sources do
+ * not overlap y; then y *= scale unless scale == 1. Blocked so y stays in L1. */
+void tsr_comm_reduce_into(float *y, const float *const *src, int nsrc, size_t n, float scale);
+
+/* Balanced split of `len` into `parts`: element offset and length of part i. */
+static inline void tsr_comm_split_range(size_t len, size_t parts, size_t i, size_t *off,
+                                        size_t *n) {
+    size_t q = len / parts, r = len % parts;
+    *off = q * i + (i < r ? i : r);
+    *n = q + (i < r ? 1 : 0);
+}
+
+/* ---- MPI side (comm_mpi.c, ring_mpi.c, shm_mpi.c) ---- */
+#if TSR_WITH_MPI
+tsr_status tsr_comm_mpi_error(tsr_context *ctx, int rc, const char *what);
+/* Creates the tsr_comm around a duplicate of `mc` (node view included). */
+tsr_status tsr_comm_wrap_mpi(tsr_context *ctx, MPI_Comm mc, int finalize_mpi, int with_node,
+                             tsr_comm **out);
+void tsr_comm_free_mpi(tsr_comm *comm);
+
+tsr_status tsr_comm_mpi_start(tsr_comm_request *req);
+tsr_status tsr_comm_mpi_progress(tsr_comm_request *req);
+tsr_status tsr_comm_lanes_start(tsr_comm_request *req);
+tsr_status tsr_comm_lanes_progress(tsr_comm_request *req);
+tsr_status tsr_comm_shm_start(tsr_comm_request *req);
+tsr_status tsr_comm_shm_progress(tsr_comm_request *req);
+void tsr_comm_lanes_release(tsr_comm_request *req);
+void tsr_comm_request_release(tsr_comm_request *req); /* frees algorithm state, not req */
+
+tsr_status tsr_comm_shm_alloc(tsr_comm *comm, size_t bytes, void **out);
+tsr_status tsr_comm_shm_free_mem(tsr_comm *comm, void *ptr);
+int tsr_comm_shm_is_registered(const tsr_comm *comm, const void *ptr, size_t bytes);
+void tsr_comm_shm_free_all(tsr_comm *comm);
+#endif
+
+/* TSR_ALLREDUCE, TSR_ALLREDUCE_SEGMENT, TSR_SHM_BYTES into the communicator. */
+tsr_status tsr_comm_read_env(tsr_context *ctx, tsr_comm *comm);
+
+/* Builds a request for `phases` on buf (shared by allreduce, reduce-scatter, allgather) and
+ * runs it to completion when `out` is NULL. scale >= 0 replaces the scale of opts->mode (the
+ * hierarchical shm passes its own to the inter-node ring). */
+tsr_status tsr_comm_run(tsr_comm *comm, float *buf, size_t count, const tsr_allreduce_opts *opts,
+                        int phases, float scale, tsr_comm_request **out);
+
+#endif

@@ -1,0 +1,118 @@
+/* Reduction and fp16 conversion loops of the communication layer.
+ *
+ * gcc -O2 only vectorises loops whose trip count is a known multiple of the vector width
+ * (the "very-cheap" cost model), so every loop runs over fixed blocks of BLK elements plus a
+ * scalar tail. fp16 conversion uses F16C when the CPU has it (checked at run time), else the
+ * scalar converters of backends/backend.h. */
+#include <string.h>
+#include "backends/backend.h"
+#include "lib/comm/comm_internal.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define TSR_HAVE_F16C_PATH 1
+#endif
+
+#define BLK 1024
+
+static void add_blk(float *restrict y, const float *restrict x) {
+    for (int j = 0; j < BLK; j++) y[j] += x[j];
+}
+
+void tsr_comm_add(float *restrict y, const float *restrict x, size_t n) {
+    size_t i = 0;
+    for (; i + BLK <= n; i += BLK) add_blk(y + i, x + i);
+    for (; i < n; i++) y[i] += x[i];
+}
+
+static void scale_blk(float *restrict x, float a) {
+    for (int j = 0; j < BLK; j++) x[j] *= a;
+}
+
+void tsr_comm_scale(float *x, size_t n, float a) {
+    if (a == 1.0f) return;
+    size_t i = 0;
+    for (; i + BLK <= n; i += BLK) scale_blk(x + i, a);
+    for (; i < n; i++) x[i] *= a;
+}
+
+void tsr_comm_reduce_into(float *y, const float *const *src, int nsrc, size_t n, float scale) {
+    size_t i = 0;
+    for (; i + BLK <= n; i += BLK) {
+        for (int p = 1; p < nsrc; p++) add_blk(y + i, src[p] + i);
+        if (scale != 1.0f) scale_blk(y + i, scale);
+    }
+    size_t rest = n - i;
+    for (int p = 1; p < nsrc; p++)
+        for (size_t j = 0; j < rest; j++) y[i + j] += src[p][i + j];
+    if (scale != 1.0f)
+        for (size_t j = 0; j < rest; j++) y[i + j] *= scale;
+}
+
+#ifdef TSR_HAVE_F16C_PATH
+static int have_f16c(void) {
+    /* __builtin_cpu_supports reads a table filled by a libgcc constructor: no state of ours. */
+    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+}
+
+__attribute__((target("avx,f16c"))) static size_t to_f16_x86(uint16_t *h, const float *x,
+                                                              size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i v = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i *)(void *)(h + i), v);
+    }
+    return i;
+}
+
+__attribute__((target("avx,f16c"))) static size_t from_f16_x86(float *x, const uint16_t *h,
+                                                                size_t n, int add) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(h + i)));
+        if (add) v = _mm256_add_ps(v, _mm256_loadu_ps(x + i));
+        _mm256_storeu_ps(x + i, v);
+    }
+    return i;
+}
+
+__attribute__((target("avx,f16c"))) static size_t round_f16_x86(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i v = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(v));
+    }
+    return i;
+}
+#endif
+
+void tsr_comm_to_f16(uint16_t *restrict h, const float *restrict x, size_t n) {
+    size_t i = 0;
+#ifdef TSR_HAVE_F16C_PATH
+    if (have_f16c()) i = to_f16_x86(h, x, n);
+#endif
+    for (; i < n; i++) h[i] = tsr_f32_to_f16_scalar(x[i]);
+}
+
+void tsr_comm_from_f16(float *restrict x, const uint16_t *restrict h, size_t n) {
+    size_t i = 0;
+#ifdef TSR_HAVE_F16C_PATH
+    if (have_f16c()) i = from_f16_x86(x, h, n, 0);
+#endif
+    for (; i < n; i++) x[i] = tsr_f16_to_f32_scalar(h[i]);
+}
+
+void tsr_comm_add_f16(float *restrict y, const uint16_t *restrict h, size_t n) {
+    size_t i = 0;
+#ifdef TSR_HAVE_F16C_PATH
+    if (have_f16c()) i = from_f16_x86(y, h, n, 1);
+#endif
+    for (; i < n; i++) y[i] += tsr_f16_to_f32_scalar(h[i]);
+}
+
+void tsr_comm_round_f16(float *x, size_t n) {
+    size_t i = 0;
+#ifdef TSR_HAVE_F16C_PATH
+    if (have_f16c()) i = round_f16_x86(x, n);
+#endif
+    for (; i < n; i++) x[i] = tsr_f16_to_f32_scalar(tsr_f32_to_f16_scalar(x[i]));
+}

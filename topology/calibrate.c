@@ -37,16 +37,22 @@ static tsr_status cache_load(tsr_context *ctx, cJSON **root) {
     if (!f) return TSR_OK;
     char *text = NULL;
     long len = -1;
-    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        len < (16L << 20) && (text = tsr_malloc(ctx, (size_t)len + 1)) != NULL &&
-        fread(text, 1, (size_t)len, f) == (size_t)len) {
-        text[len] = '\0';
-    } else {
-        tsr_free(ctx, text);
-        text = NULL;
+    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
+        len >= (16L << 20)) {
+        fclose(f);
+        return tsr_error(ctx, TSR_ERR_CORRUPT, "%s: unreadable or larger than 16 MiB", path);
     }
+    if (!(text = tsr_malloc(ctx, (size_t)len + 1))) {
+        fclose(f);
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: %ld bytes", path, len);
+    }
+    size_t got = fread(text, 1, (size_t)len, f);
     fclose(f);
-    if (!text) return tsr_error(ctx, TSR_ERR_CORRUPT, "%s: unreadable", path);
+    if (got != (size_t)len) {
+        tsr_free(ctx, text);
+        return tsr_error(ctx, TSR_ERR_CORRUPT, "%s: short read", path);
+    }
+    text[len] = '\0';
     cJSON *r = cJSON_ParseWithLength(text, (size_t)len);
     tsr_free(ctx, text);
     const cJSON *fmt = r ? cJSON_GetObjectItemCaseSensitive(r, "format") : NULL;
@@ -152,18 +158,21 @@ static int cache_put(cJSON *root, const tsr_device_info *d) {
     return 0;
 }
 
-void tsr_capability_apply_cache(tsr_context *ctx) {
+tsr_status tsr_capability_apply_cache(tsr_context *ctx) {
     cJSON *root;
-    if (cache_load(ctx, &root) != TSR_OK) {
+    tsr_status st = cache_load(ctx, &root);
+    if (st == TSR_ERR_NO_MEMORY) return st;
+    if (st != TSR_OK) {
         tsr_log(ctx, TSR_LOG_WARN, "ignoring the capability cache: %s", tsr_context_last_error(ctx));
         tsr_context_clear_error(ctx);
-        return;
+        return TSR_OK;
     }
-    if (!root) return;
+    if (!root) return TSR_OK;
     for (int i = 0; i < ctx->device_count; i++)
         if (!ctx->devices[i].absent) cache_apply(ctx, root, &ctx->devices[i]);
     cJSON_Delete(root);
     tsr_topology_pair_devices(ctx->devices, ctx->device_count);
+    return TSR_OK;
 }
 
 /* ------------------------------------------------------------------ measurement */
@@ -299,6 +308,7 @@ static tsr_status measure(tsr_context *ctx, int index, tsr_device_info *out) {
 static tsr_status calibrate_range(tsr_context *ctx, int first, int last, int force) {
     cJSON *root = NULL;
     tsr_status st = cache_load(ctx, &root);
+    if (st == TSR_ERR_NO_MEMORY) return st;
     if (st != TSR_OK) {
         tsr_log(ctx, TSR_LOG_WARN, "capability cache is corrupt, measuring again: %s", tsr_context_last_error(ctx));
         tsr_context_clear_error(ctx);

@@ -247,21 +247,21 @@ tsr_status tsr_topology_discover(tsr_context *ctx, tsr_device_info **devices, in
     ctx->topology = state;
     ctx->devices = list;
     ctx->device_count = n;
-    tsr_capability_apply_cache(ctx);
+    tsr_status st = tsr_capability_apply_cache(ctx);
     const char *file = getenv("TSR_TOPOLOGY");
-    if (file && *file) {
+    if (st == TSR_OK && file && *file) {
         tsr_topology *t;
-        tsr_status st = tsr_topology_load(ctx, file, &t);
+        st = tsr_topology_load(ctx, file, &t);
         if (st == TSR_OK) {
             st = tsr_context_use_topology(ctx, t);
             tsr_topology_free(t);
         }
-        if (st != TSR_OK) {
-            tsr_free(ctx, ctx->devices);
-            ctx->devices = NULL;
-            ctx->device_count = 0;
-            return st;
-        }
+    }
+    if (st != TSR_OK) { /* the context frees ctx->topology */
+        tsr_free(ctx, ctx->devices);
+        ctx->devices = NULL;
+        ctx->device_count = 0;
+        return st;
     }
     *devices = ctx->devices;
     *count = ctx->device_count;

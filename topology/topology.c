@@ -473,6 +473,10 @@ static tsr_status check_links(reader *r, tsr_topology *t) {
             return FIELD_ERR(r, TSR_ERR_CORRUPT, "same_as", "%d out of range (%d devices)", d->same_as,
                              t->device_count);
         if (d->same_as == i) return FIELD_ERR(r, TSR_ERR_CORRUPT, "same_as", "%d is the device itself", i);
+    }
+    for (int i = 0; i < t->device_count; i++) { /* indices are all in range now */
+        tsr_device_info *d = &t->devices[i];
+        snprintf(r->where, sizeof r->where, "devices[%d]", i);
         if (d->same_as >= 0) {
             const tsr_device_info *o = &t->devices[d->same_as];
             if (o->same_as != i)
@@ -555,7 +559,7 @@ tsr_status tsr_topology_parse(tsr_context *ctx, const char *text, size_t len, ts
     if (!root) {
         size_t at = end && text && end >= text ? (size_t)(end - text) : 0;
         return tsr_error(ctx, TSR_ERR_PARSE, "topology: JSON syntax error at byte %zu of %zu%s", at, len,
-                         at >= len ? " (truncated?)" : "");
+                         at + 1 >= len ? " (truncated?)" : "");
     }
     reader r = {ctx, ""};
     tsr_status st = read_all(&r, root, out);

@@ -111,8 +111,9 @@ struct cJSON;
 struct cJSON *tsr_capability_json(const tsr_device_info *d);
 tsr_status tsr_capability_read(tsr_context *ctx, const struct cJSON *cap, const char *where,
                                tsr_device_info *d);
-/* Reads cached capability into the context's devices (no measurement). Silent when absent. */
-void tsr_capability_apply_cache(tsr_context *ctx);
+/* Reads cached capability into the context's devices (no measurement). Silent when there is
+ * no cache, a warning when it is corrupt; fails only when out of memory. */
+tsr_status tsr_capability_apply_cache(tsr_context *ctx);
 /* The context's own hostname. */
 void tsr_topology_hostname(char *buf, size_t n);
 

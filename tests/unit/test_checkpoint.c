@@ -497,6 +497,29 @@ static void test_allocator_failures(void **state) {
     assert_int_equal(counter.live, 0);
 }
 
+/* The fuzzing seed corpus holds valid checkpoints only (run from the repository root). */
+static void test_fuzz_seeds(void **state) {
+    fixture *f = *state;
+    const char *dir = "tests/fuzz/corpus/checkpoint";
+    DIR *d = opendir(dir);
+    if (!d) skip();
+    struct dirent *e;
+    int loaded = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        tsr_checkpoint *ck = NULL;
+        tsr_status st = tsr_checkpoint_load(f->ctx, path, &ck);
+        if (st != TSR_OK) fail_msg("%s: %s", path, tsr_context_last_error(f->ctx));
+        assert_true(ck->model_spec[0] != '\0');
+        tsr_checkpoint_free(f->ctx, ck);
+        loaded++;
+    }
+    closedir(d);
+    assert_true(loaded >= 3);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
@@ -506,6 +529,7 @@ int main(void) {
         cmocka_unit_test(test_structure_checks),
         cmocka_unit_test(test_failed_saves),
         cmocka_unit_test(test_allocator_failures),
+        cmocka_unit_test(test_fuzz_seeds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

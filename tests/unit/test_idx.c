@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -434,6 +435,29 @@ static void test_allocator_failures(void **state) {
     free(bits);
 }
 
+/* The fuzzing seed corpus holds valid files only (run from the repository root). */
+static void test_fuzz_seeds(void **state) {
+    fixture *f = *state;
+    const char *dir = "tests/fuzz/corpus/idx";
+    DIR *d = opendir(dir);
+    if (!d) skip();
+    struct dirent *e;
+    int loaded = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        tsr_idx *idx = NULL;
+        tsr_status st = tsr_idx_load(f->ctx, path, &idx);
+        if (st != TSR_OK) fail_msg("%s: %s", path, tsr_context_last_error(f->ctx));
+        assert_true(idx->count >= 1);
+        tsr_idx_free(f->ctx, idx);
+        loaded++;
+    }
+    closedir(d);
+    assert_true(loaded >= 8);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_all_types),
@@ -443,6 +467,7 @@ int main(void) {
         cmocka_unit_test(test_truncation_every_length),
         cmocka_unit_test(test_gzip_byte_flips),
         cmocka_unit_test(test_allocator_failures),
+        cmocka_unit_test(test_fuzz_seeds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

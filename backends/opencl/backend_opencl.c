@@ -113,7 +113,7 @@ tsr_status tsr_backend_opencl_create_ex(tsr_context *ctx, const tsr_device_info 
     *out = NULL;
     if (info->backend != TSR_BACKEND_OPENCL)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "device %s is not an OpenCL device", info->id);
-    tsr_opencl_options defaults = {NULL, 0};
+    tsr_opencl_options defaults = {NULL, 0, TSR_CL_BATCHED_AUTO};
     if (!opts) opts = &defaults;
 
     tsr_backend *be = tsr_calloc(ctx, 1, sizeof *be);
@@ -128,6 +128,15 @@ tsr_status tsr_backend_opencl_create_ex(tsr_context *ctx, const tsr_device_info 
     be->device = *info;
     be->impl = cl;
     tsr_strlcpy(cl->build_options, "-cl-std=CL1.2", sizeof cl->build_options);
+    if (opts->batched_gemm < TSR_CL_BATCHED_AUTO || opts->batched_gemm > TSR_CL_BATCHED_LOOP) {
+        tsr_free(ctx, be);
+        tsr_free(ctx, cl);
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "OpenCL options: unknown batched_gemm mode %d",
+                         opts->batched_gemm);
+    }
+    cl->batched = opts->batched_gemm != TSR_CL_BATCHED_AUTO ? (tsr_cl_batched)opts->batched_gemm
+                  : info->kind == TSR_DEVICE_GPU           ? TSR_CL_BATCHED_CLBLAST
+                                                           : TSR_CL_BATCHED_LOOP;
 
     tsr_status st = find_device(ctx, info, cl);
     cl_int err = CL_SUCCESS;

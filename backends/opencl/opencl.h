@@ -28,10 +28,21 @@ typedef enum tsr_cl_origin {
     TSR_CL_FROM_BINARY = 2  /* loaded from TSR_KERNEL_BINARY_DIR/<device>.clbin */
 } tsr_cl_origin;
 
+/* How gemm_batched runs. AUTO: CLBlastSgemmStridedBatched (one launch) on GPUs; on CPU and
+ * accelerator devices a loop of CLBlastSgemm, which reuses the program single GEMMs already
+ * compiled: on PoCL the batched program costs ~27 s of CPU to compile (measured here) while a
+ * launch costs microseconds next to the GEMM itself. */
+typedef enum tsr_cl_batched {
+    TSR_CL_BATCHED_AUTO = 0,
+    TSR_CL_BATCHED_CLBLAST = 1,
+    TSR_CL_BATCHED_LOOP = 2
+} tsr_cl_batched;
+
 /* Creation knobs beyond the device record (environment fallbacks in brackets). */
 typedef struct tsr_opencl_options {
     const char *kernel_binary_dir; /* precompiled programs [TSR_KERNEL_BINARY_DIR]; NULL: env */
     int no_cache;                  /* 1: neither read nor write the on-disk program cache */
+    int batched_gemm;              /* a tsr_cl_batched; 0 = AUTO */
 } tsr_opencl_options;
 
 #define TSR_CL_SUM_GROUPS 256 /* partial sums of the first reduction pass */
@@ -45,6 +56,8 @@ typedef struct tsr_cl {
     cl_kernel kernels[TSR_CL_K_COUNT];
     size_t wg[TSR_CL_K_COUNT];   /* local size per kernel (a power of two for reductions) */
     cl_mem scratch;              /* TSR_CL_SUM_GROUPS floats: partial sums; dummy operand */
+    tsr_cl_batched batched;      /* resolved: CLBLAST or LOOP */
+    unsigned long batched_fallbacks; /* CLBlast refused a batch shape: looped instead */
     tsr_cl_origin origin;
     char program_path[1024];     /* cache entry or binary file, "" when none */
     char build_options[128];

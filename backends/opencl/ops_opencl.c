@@ -2,6 +2,7 @@
  * clFinish), GEMM through CLBlast. The checked wrappers of backend.c have validated ranges. */
 #include "backends/opencl/opencl.h" /* first: it sets CL_TARGET_OPENCL_VERSION */
 #include <clblast_c.h>
+#include <stdint.h>
 #include <stdio.h>
 #include "lib/internal.h"
 
@@ -157,14 +158,20 @@ static tsr_status cl_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb, s
                                   size_t ldc, size_t stride_c, size_t batch) {
     tsr_cl *cl = be->impl;
     if (k == 0) return scale_matrix(be, m, n, beta, c, ldc, stride_c, batch);
-    CLBlastStatusCode s = CLBlastSgemmStridedBatched(
-        CLBlastLayoutRowMajor, tr(ta), tr(tb), m, n, k, alpha, (cl_mem)a.buf->impl, a.off, lda,
-        stride_a, (cl_mem)b.buf->impl, b.off, ldb, stride_b, beta, (cl_mem)c.buf->impl, c.off, ldc,
-        stride_c, batch, &cl->queue, NULL);
-    if (s == CLBlastSuccess) return TSR_OK;
-    if (s != CLBlastInvalidDimension && s != CLBlastNotImplemented && s != CLBlastInvalidBatchCount)
-        return clblast_status(be, s, "CLBlastSgemmStridedBatched");
-    /* A CLBlast that refuses this batch shape (e.g. a shared operand): one GEMM per matrix. */
+    if (cl->batched == TSR_CL_BATCHED_CLBLAST) {
+        CLBlastStatusCode s = CLBlastSgemmStridedBatched(
+            CLBlastLayoutRowMajor, tr(ta), tr(tb), m, n, k, alpha, (cl_mem)a.buf->impl, a.off, lda,
+            stride_a, (cl_mem)b.buf->impl, b.off, ldb, stride_b, beta, (cl_mem)c.buf->impl, c.off,
+            ldc, stride_c, batch, &cl->queue, NULL);
+        if (s == CLBlastSuccess) return TSR_OK;
+        if (s != CLBlastInvalidDimension && s != CLBlastNotImplemented &&
+            s != CLBlastInvalidBatchCount)
+            return clblast_status(be, s, "CLBlastSgemmStridedBatched");
+        cl->batched_fallbacks++;
+        tsr_log(be->ctx, TSR_LOG_DEBUG, "CLBlastSgemmStridedBatched refused (status %d, strides "
+                "%zu/%zu/%zu): looping over single GEMMs", (int)s, stride_a, stride_b, stride_c);
+    }
+    /* LOOP mode, or a CLBlast that refuses this batch shape: one GEMM per matrix. */
     for (size_t i = 0; i < batch; i++)
         TSR_TRY(cl_gemm(be, ta, tb, m, n, k, alpha, tsr_ref_at(a.buf, a.off + i * stride_a), lda,
                         tsr_ref_at(b.buf, b.off + i * stride_b), ldb, beta,
@@ -346,6 +353,9 @@ static void arg_pool(kargs *a, size_t total, const tsr_pool_geom *g) {
 
 static tsr_status cl_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
                                      tsr_ref idx) {
+    if ((uint64_t)g->height * g->width > INT32_MAX)
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "maxpool_forward: %zux%zu plane overflows int32 "
+                         "indices", g->height, g->width);
     size_t total = g->planes * g->out_h * g->out_w;
     kargs a = args_begin(be, TSR_CL_K_maxpool_forward);
     arg_pool(&a, total, g);

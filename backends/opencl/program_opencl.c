@@ -276,6 +276,7 @@ tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *op
     platname[sizeof platname - 1] = '\0';
     cl_device_type type = 0;
     clGetDeviceInfo(cl->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    if (be->device.kind == TSR_DEVICE_ACCELERATOR) type |= CL_DEVICE_TYPE_ACCELERATOR;
     cl->program_path[0] = '\0';
 
     /* 1. A precompiled program for this device (the only way on FPGAs). */

@@ -98,8 +98,10 @@ __kernel void softmax_xent_backward(ulong total, ulong cols, __global const floa
     size_t i = get_global_id(0);
     if (i >= total) return;
     ulong r = i / cols, j = i - r * cols;
-    float onehot = (long)labels[lbo + r] == (long)j ? 1.0f : 0.0f;
-    dl[dlo + i] = scale * (probs[po + i] - onehot);
+    int label = labels[lbo + r];
+    float onehot = (long)label == (long)j ? 1.0f : 0.0f;
+    /* a bad label poisons its row, as the forward loss does (host backend likewise) */
+    dl[dlo + i] = (label < 0 || (ulong)label >= cols) ? NAN : scale * (probs[po + i] - onehot);
 }
 
 /* col[b][(c*KH + ki)*KW + kj][oy*OW + ox] = x[b][c][oy*SH + ki - PH][ox*SW + kj - PW] or 0;

@@ -1,0 +1,611 @@
+/* OpenCL backend specifics: program cache, precompiled binaries, build errors, device memory
+ * errors, status mapping, several backends on one device, queue ordering, GEMM variants.
+ * (Per-op numerics for every device are in test_backend_ops.c.) Skips without OpenCL devices. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "backends/opencl/opencl.h"
+#include "lib/internal.h"
+#include "support/test_util.h"
+
+typedef struct log_capture {
+    int warnings;
+    char last_warning[1024];
+    int info;
+    char last_info[1024];
+} log_capture;
+
+static void capture(tsr_log_level level, const char *msg, void *user) {
+    log_capture *c = user;
+    if (level == TSR_LOG_WARN) {
+        c->warnings++;
+        tsr_strlcpy(c->last_warning, msg, sizeof c->last_warning);
+    } else if (level == TSR_LOG_INFO) {
+        c->info++;
+        tsr_strlcpy(c->last_info, msg, sizeof c->last_info);
+    }
+}
+
+typedef struct fixture {
+    tsr_context *ctx;
+    log_capture log;
+    char dir[256];   /* private temporary folder: cache and binaries */
+    int device;      /* context index of the first OpenCL device */
+    double start;
+} fixture;
+
+static void rm_rf(const char *dir) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/tsr-test-opencl.XXXXXX");
+    if (!mkdtemp(f->dir)) return -1;
+    char cache[300];
+    snprintf(cache, sizeof cache, "%s/cache", f->dir);
+    tsr_context_options o;
+    tsr_context_options_init(&o);
+    o.cache_dir = cache;
+    o.log_fn = capture;
+    o.log_user = &f->log;
+    o.log_level = TSR_LOG_INFO;
+    o.flags = TSR_CONTEXT_NO_HWLOC;
+    if (tsr_context_create(&f->ctx, &o) != TSR_OK) return -1;
+    f->device = -1;
+    for (int i = 0; i < tsr_context_device_count(f->ctx); i++)
+        if (tsr_context_device(f->ctx, i)->backend == TSR_BACKEND_OPENCL) {
+            f->device = i;
+            break;
+        }
+    f->start = tsr_now();
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    print_message("  (%.2f s)\n", tsr_now() - f->start);
+    tsr_context_free(f->ctx);
+    rm_rf(f->dir);
+    free(f);
+    return 0;
+}
+
+#define NEED_DEVICE(f)                                        \
+    do {                                                      \
+        if ((f)->device < 0) {                                \
+            print_message("no OpenCL device: skipped\n");     \
+            skip();                                           \
+        }                                                     \
+    } while (0)
+
+static const tsr_device_info *dev(fixture *f) { return tsr_context_device(f->ctx, f->device); }
+
+static tsr_backend *open_be(fixture *f, const tsr_opencl_options *o) {
+    tsr_backend *be = NULL;
+    tsr_status st = tsr_backend_opencl_create_ex(f->ctx, dev(f), o, &be);
+    if (st != TSR_OK) fail_msg("open: %s: %s", tsr_status_name(st), tsr_context_last_error(f->ctx));
+    return be;
+}
+
+static tsr_buf *upload(tsr_backend *be, const float *x, size_t n) {
+    tsr_buf *b = NULL;
+    assert_int_equal(tsr_buf_alloc(be, n * sizeof(float), &b), TSR_OK);
+    assert_int_equal(tsr_buf_write(b, 0, x, n * sizeof(float)), TSR_OK);
+    return b;
+}
+
+/* relu + sum on a backend against plain C: proves its program works. */
+static void check_program_runs(tsr_backend *be) {
+    enum { N = 1000 };
+    float x[N], y[N], ref_sum = 0, sum = 0;
+    tsr_test_fill_uniform(x, N, 7, -1.0f, 1.0f);
+    tsr_buf *bx = upload(be, x, N), *by = NULL, *bs = NULL;
+    assert_int_equal(tsr_buf_alloc(be, N * sizeof(float), &by), TSR_OK);
+    assert_int_equal(tsr_buf_alloc(be, sizeof(float), &bs), TSR_OK);
+    assert_int_equal(tsr_op_relu_forward(be, N, tsr_ref_at(bx, 0), tsr_ref_at(by, 0)), TSR_OK);
+    assert_int_equal(tsr_op_sum(be, N, tsr_ref_at(by, 0), tsr_ref_at(bs, 0)), TSR_OK);
+    assert_int_equal(tsr_buf_read(by, 0, y, sizeof y), TSR_OK);
+    assert_int_equal(tsr_buf_read(bs, 0, &sum, sizeof sum), TSR_OK);
+    for (int i = 0; i < N; i++) {
+        float r = x[i] > 0 ? x[i] : 0;
+        assert_true(y[i] == r);
+        ref_sum += r;
+    }
+    assert_true(fabsf(sum - ref_sum) <= 1e-4f * (1 + fabsf(ref_sum)));
+    tsr_buf_free(bx);
+    tsr_buf_free(by);
+    tsr_buf_free(bs);
+}
+
+static int file_exists(const char *path) { return access(path, R_OK) == 0; }
+
+/* First open compiles and writes the cache; the second loads it. */
+static void test_cache_hit(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    tsr_backend *a = open_be(f, NULL);
+    const char *path_a;
+    assert_int_equal(tsr_opencl_program_origin(a, &path_a), TSR_CL_FROM_SOURCE);
+    assert_non_null(strstr(path_a, "/cache/opencl/"));
+    assert_true(file_exists(path_a));
+    tsr_backend *b = open_be(f, NULL);
+    const char *path_b;
+    assert_int_equal(tsr_opencl_program_origin(b, &path_b), TSR_CL_FROM_CACHE);
+    assert_string_equal(path_a, path_b);
+    check_program_runs(b);
+    /* no_cache compiles again and leaves the entry alone */
+    tsr_opencl_options nc = {NULL, 1, 0};
+    tsr_backend *c = open_be(f, &nc);
+    assert_int_equal(tsr_opencl_program_origin(c, NULL), TSR_CL_FROM_SOURCE);
+    tsr_backend_free(c);
+    tsr_backend_free(b);
+    tsr_backend_free(a);
+}
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, n, fp), n);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static size_t file_size(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fclose(fp);
+    return (size_t)n;
+}
+
+/* Garbage, a truncated entry and a flipped payload byte are each rebuilt with a warning. */
+static void test_cache_corrupt(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    tsr_backend *a = open_be(f, NULL);
+    const char *p;
+    tsr_opencl_program_origin(a, &p);
+    char path[1024];
+    tsr_strlcpy(path, p, sizeof path);
+    tsr_backend_free(a);
+    size_t good = file_size(path);
+    assert_true(good > 32);
+
+    for (int mode = 0; mode < 3; mode++) {
+        if (mode == 0) {
+            write_bytes(path, "not a program binary", 20);
+        } else {
+            unsigned char *data = malloc(good);
+            assert_non_null(data);
+            FILE *fp = fopen(path, "rb");
+            assert_non_null(fp);
+            assert_int_equal(fread(data, 1, good, fp), good);
+            fclose(fp);
+            if (mode == 2) data[good / 2] ^= 0x5A;
+            write_bytes(path, data, mode == 1 ? good / 2 : good);
+            free(data);
+        }
+        int before = f->log.warnings;
+        tsr_backend *b = open_be(f, NULL);
+        assert_int_equal(tsr_opencl_program_origin(b, NULL), TSR_CL_FROM_SOURCE);
+        assert_int_equal(f->log.warnings, before + 1);
+        assert_non_null(strstr(f->log.last_warning, "rebuilding"));
+        assert_non_null(strstr(f->log.last_warning, path));
+        check_program_runs(b);
+        tsr_backend_free(b);
+        /* the rebuilt entry is valid again */
+        assert_int_equal(file_size(path), good);
+        tsr_backend *c = open_be(f, NULL);
+        assert_int_equal(tsr_opencl_program_origin(c, NULL), TSR_CL_FROM_CACHE);
+        tsr_backend_free(c);
+    }
+}
+
+static void test_binary_name(void **state) {
+    (void)state;
+    char out[64];
+    tsr_opencl_binary_name("NVIDIA H100 80GB HBM3", out, sizeof out);
+    assert_string_equal(out, "nvidia_h100_80gb_hbm3.clbin");
+    tsr_opencl_binary_name("  pthread-haswell-AMD EPYC 7B13 64-Core Processor ", out, sizeof out);
+    assert_string_equal(out, "pthread_haswell_amd_epyc_7b13_64_core_processor.clbin");
+    tsr_opencl_binary_name("", out, sizeof out);
+    assert_string_equal(out, "device.clbin");
+    tsr_opencl_binary_name("a very long device name that will not fit", out, 16);
+    assert_int_equal(strlen(out), 15);
+    assert_string_equal(out + 9, ".clbin");
+}
+
+/* Build from source, save CL_PROGRAM_BINARIES as <dir>/<device>.clbin, and open a backend
+ * that must load that file (the FPGA path), then run ops on it. */
+static void test_precompiled_binary(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    tsr_opencl_options nc = {NULL, 1, 0};
+    tsr_backend *a = open_be(f, &nc);
+    unsigned char *bin;
+    size_t size;
+    assert_int_equal(tsr_opencl_program_binary(a, &bin, &size), TSR_OK);
+    assert_true(size > 0);
+    char bindir[300], name[160], path[600];
+    snprintf(bindir, sizeof bindir, "%s/bin", f->dir);
+    assert_int_equal(mkdir(bindir, 0755), 0);
+    tsr_opencl_binary_name(dev(f)->name, name, sizeof name);
+    snprintf(path, sizeof path, "%s/%s", bindir, name);
+    write_bytes(path, bin, size);
+    tsr_free(f->ctx, bin);
+    tsr_backend_free(a);
+
+    int info_before = f->log.info;
+    tsr_opencl_options o = {bindir, 0, 0};
+    tsr_backend *b = open_be(f, &o);
+    const char *used;
+    assert_int_equal(tsr_opencl_program_origin(b, &used), TSR_CL_FROM_BINARY);
+    assert_string_equal(used, path);
+    assert_true(f->log.info > info_before);
+    assert_non_null(strstr(f->log.last_info, path)); /* logged which file was used */
+    check_program_runs(b);
+    /* GEMM runs through CLBlast on the same queue */
+    float A[6] = {1, 2, 3, 4, 5, 6}, B[6] = {1, 0, -1, 2, 0.5f, 1}, C[4] = {0};
+    tsr_buf *ba = upload(b, A, 6), *bb = upload(b, B, 6), *bc = upload(b, C, 4);
+    assert_int_equal(tsr_op_gemm(b, TSR_NO_TRANS, TSR_NO_TRANS, 2, 2, 3, 1.0f, tsr_ref_at(ba, 0), 3,
+                                 tsr_ref_at(bb, 0), 2, 0.0f, tsr_ref_at(bc, 0), 2), TSR_OK);
+    assert_int_equal(tsr_buf_read(bc, 0, C, sizeof C), TSR_OK);
+    assert_true(C[0] == 1 * 1 + 2 * -1 + 3 * 0.5f && C[1] == 0 + 2 * 2 + 3 * 1);
+    assert_true(C[2] == 4 - 5 + 6 * 0.5f && C[3] == 0 + 10 + 6);
+    tsr_buf_free(ba);
+    tsr_buf_free(bb);
+    tsr_buf_free(bc);
+    tsr_backend_free(b);
+
+    /* the environment variable selects the folder too */
+    setenv("TSR_KERNEL_BINARY_DIR", bindir, 1);
+    tsr_backend *e = open_be(f, NULL);
+    assert_int_equal(tsr_opencl_program_origin(e, NULL), TSR_CL_FROM_BINARY);
+    tsr_backend_free(e);
+    unsetenv("TSR_KERNEL_BINARY_DIR");
+
+    /* a damaged binary is an error naming the file, not a silent rebuild */
+    write_bytes(path, "garbage", 7);
+    tsr_backend *g = NULL;
+    tsr_status st = tsr_backend_opencl_create_ex(f->ctx, dev(f), &o, &g);
+    assert_true(st == TSR_ERR_BUILD || st == (tsr_status)CL_INVALID_BINARY);
+    assert_null(g);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), path));
+
+    /* a folder without this device's file: a CPU/GPU compiles from source */
+    char empty[320];
+    snprintf(empty, sizeof empty, "%s/empty", f->dir);
+    assert_int_equal(mkdir(empty, 0755), 0);
+    tsr_opencl_options oe = {empty, 1, 0};
+    tsr_backend *s = open_be(f, &oe);
+    assert_int_equal(tsr_opencl_program_origin(s, NULL), TSR_CL_FROM_SOURCE);
+    tsr_backend_free(s);
+
+    /* ... but an accelerator (FPGA) cannot: NOT_FOUND naming the expected file */
+    tsr_device_info acc = *dev(f);
+    acc.kind = TSR_DEVICE_ACCELERATOR;
+    tsr_backend *x = NULL;
+    assert_int_equal(tsr_backend_opencl_create_ex(f->ctx, &acc, &oe, &x), TSR_ERR_NOT_FOUND);
+    assert_null(x);
+    char expected[600];
+    snprintf(expected, sizeof expected, "%s/%s", empty, name);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), expected));
+    tsr_opencl_options none = {NULL, 1, 0};
+    assert_int_equal(tsr_backend_opencl_create_ex(f->ctx, &acc, &none, &x), TSR_ERR_NOT_FOUND);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "TSR_KERNEL_BINARY_DIR"));
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), name));
+}
+
+/* A compile error returns TSR_ERR_BUILD with the compiler's message in the detail. */
+static void test_build_error(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    tsr_backend *be = open_be(f, NULL);
+    cl_program p = NULL;
+    const char *bad = "__kernel void broken(__global float *x) { x[0] = no_such_symbol_42; }\n";
+    assert_int_equal(tsr_opencl_build_source(be, bad, NULL, &p), TSR_ERR_BUILD);
+    assert_null(p);
+    const char *err = tsr_context_last_error(f->ctx);
+    assert_non_null(strstr(err, "clBuildProgram"));
+    assert_non_null(strstr(err, "no_such_symbol_42")); /* from the build log */
+    const char *good = "__kernel void ok(__global float *x) { x[get_global_id(0)] = 1.0f; }\n";
+    assert_int_equal(tsr_opencl_build_source(be, good, NULL, &p), TSR_OK);
+    assert_non_null(p);
+    clReleaseProgram(p);
+    tsr_backend_free(be);
+}
+
+static void test_device_memory_errors(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    tsr_backend *be = open_be(f, NULL);
+    tsr_buf *b = NULL;
+    uint64_t too_big = dev(f)->max_alloc_bytes + 4096;
+    /* through the checked wrapper */
+    assert_int_equal(tsr_buf_alloc(be, (size_t)too_big, &b), TSR_ERR_DEVICE_MEMORY);
+    assert_null(b);
+    /* straight to the backend: the driver's refusal becomes DEVICE_MEMORY with the CL name */
+    tsr_buf raw = {be, (size_t)too_big, NULL, NULL};
+    assert_int_equal(be->iface->buf_alloc(be, &raw), TSR_ERR_DEVICE_MEMORY);
+    const char *err = tsr_context_last_error(f->ctx);
+    assert_non_null(strstr(err, "device memory"));
+    assert_non_null(strstr(err, "CL_"));
+    assert_null(raw.impl);
+    /* a fresh buffer reads back as zeros; a zero-sized one is valid */
+    assert_int_equal(tsr_buf_alloc(be, 64, &b), TSR_OK);
+    float z[16];
+    memset(z, 0xFF, sizeof z);
+    assert_int_equal(tsr_buf_read(b, 0, z, sizeof z), TSR_OK);
+    for (int i = 0; i < 16; i++) assert_true(z[i] == 0.0f);
+    tsr_buf_free(b);
+    assert_int_equal(tsr_buf_alloc(be, 0, &b), TSR_OK);
+    tsr_buf_free(b);
+    tsr_backend_free(be);
+}
+
+static void test_status_mapping(void **state) {
+    fixture *f = *state;
+    assert_int_equal(tsr_opencl_error(f->ctx, CL_OUT_OF_RESOURCES,
+                                      "clEnqueueNDRangeKernel(relu_forward)"),
+                     (tsr_status)-5);
+    assert_string_equal(tsr_context_last_error(f->ctx),
+                        "clEnqueueNDRangeKernel(relu_forward): CL_OUT_OF_RESOURCES");
+    assert_int_equal(tsr_opencl_error(f->ctx, -1001, "clGetPlatformIDs"), TSR_ERR_OPENCL);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "-1001"));
+    NEED_DEVICE(f);
+    /* a CLBlast-specific code becomes TSR_ERR_CLBLAST with the code in the detail: call the
+     * slot directly with a leading dimension the checked wrapper would refuse */
+    tsr_backend *be = open_be(f, NULL);
+    float x[16] = {0};
+    tsr_buf *b = upload(be, x, 16);
+    tsr_status st = be->iface->gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, 2, 2, 4, 1.0f, tsr_ref_at(b, 0),
+                                    1, tsr_ref_at(b, 0), 2, 0.0f, tsr_ref_at(b, 8), 2);
+    assert_int_equal(st, TSR_ERR_CLBLAST);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "CLBlastSgemm"));
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "-1"));
+    /* wrong device records */
+    tsr_device_info bad = *dev(f);
+    bad.device_index = 999;
+    tsr_backend *x2 = NULL;
+    assert_int_equal(tsr_backend_opencl_create(f->ctx, &bad, &x2), TSR_ERR_NOT_FOUND);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "no device 999"));
+    bad = *dev(f);
+    bad.platform_index = 77;
+    assert_int_equal(tsr_backend_opencl_create(f->ctx, &bad, &x2), TSR_ERR_NOT_FOUND);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "platform 77"));
+    assert_int_equal(tsr_backend_opencl_create(f->ctx, tsr_context_device(f->ctx, 0), &x2),
+                     TSR_ERR_INVALID_ARG);
+    assert_int_equal(tsr_backend_opencl_create(f->ctx, NULL, &x2), TSR_ERR_INVALID_ARG);
+    assert_null(x2);
+    assert_null(tsr_opencl_state(NULL));
+    tsr_buf_free(b);
+    tsr_backend_free(be);
+}
+
+/* Three backends on one device, interleaved: each keeps its own queue and buffers. */
+static void test_many_backends(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    enum { K = 3, N = 4096 };
+    tsr_backend *be[K];
+    tsr_buf *x[K], *s[K];
+    float h[N];
+    tsr_test_fill_uniform(h, N, 3, -1.0f, 1.0f);
+    for (int k = 0; k < K; k++) {
+        be[k] = open_be(f, NULL);
+        x[k] = upload(be[k], h, N);
+        assert_int_equal(tsr_buf_alloc(be[k], sizeof(float), &s[k]), TSR_OK);
+    }
+    for (int round = 0; round < 4; round++)
+        for (int k = 0; k < K; k++)
+            assert_int_equal(tsr_op_scale(be[k], N, (float)(k + 2), tsr_ref_at(x[k], 0)), TSR_OK);
+    for (int k = 0; k < K; k++) {
+        assert_int_equal(tsr_op_sum(be[k], N, tsr_ref_at(x[k], 0), tsr_ref_at(s[k], 0)), TSR_OK);
+        float got[N], sum;
+        assert_int_equal(tsr_buf_read(x[k], 0, got, sizeof got), TSR_OK);
+        assert_int_equal(tsr_buf_read(s[k], 0, &sum, sizeof sum), TSR_OK);
+        float f4 = (float)(k + 2) * (float)(k + 2) * (float)(k + 2) * (float)(k + 2);
+        double ref = 0;
+        for (int i = 0; i < N; i++) {
+            float r = h[i];
+            for (int j = 0; j < 4; j++) r *= (float)(k + 2);
+            assert_true(got[i] == r);
+            ref += r;
+        }
+        assert_true(fabs(sum - ref) <= 1e-4 * f4 * N);
+    }
+    /* buffers of another backend are refused */
+    assert_int_equal(tsr_op_axpy(be[0], N, 1.0f, tsr_ref_at(x[1], 0), tsr_ref_at(x[0], 0)),
+                     TSR_ERR_INVALID_ARG);
+    for (int k = 0; k < K; k++) {
+        tsr_buf_free(x[k]);
+        tsr_buf_free(s[k]);
+        tsr_backend_free(be[k]);
+    }
+}
+
+/* A long chain of dependent asynchronous ops (no finish between them) must run in order. */
+static void test_queue_order(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    enum { N = 1 << 16, STEPS = 50 };
+    tsr_backend *be = open_be(f, NULL);
+    tsr_buf *x = NULL, *y = NULL, *s = NULL;
+    assert_int_equal(tsr_buf_alloc(be, N * sizeof(float), &x), TSR_OK);
+    assert_int_equal(tsr_buf_alloc(be, 2 * N * sizeof(float), &y), TSR_OK);
+    assert_int_equal(tsr_buf_alloc(be, sizeof(float), &s), TSR_OK);
+    assert_int_equal(tsr_op_fill(be, tsr_ref_at(x, 0), N, 1.0f), TSR_OK);
+    assert_int_equal(tsr_op_fill(be, tsr_ref_at(y, 0), 2 * N, 0.0f), TSR_OK);
+    /* y[N..2N) accumulates x; x doubles each step: y = 1+2+4+... */
+    for (int i = 0; i < STEPS; i++) {
+        assert_int_equal(tsr_op_axpy(be, N, 1.0f, tsr_ref_at(x, 0), tsr_ref_at(y, N)), TSR_OK);
+        assert_int_equal(tsr_op_scale(be, N, 2.0f, tsr_ref_at(x, 0)), TSR_OK);
+        if (i == STEPS / 2) /* copies are queued in the same order */
+            assert_int_equal(tsr_buf_copy(y, 0, y, N * sizeof(float), N * sizeof(float)), TSR_OK);
+    }
+    assert_int_equal(tsr_op_sum(be, 64, tsr_ref_at(y, 0), tsr_ref_at(s, 0)), TSR_OK);
+    float first, last, sum;
+    assert_int_equal(tsr_buf_read(y, 0, &first, sizeof first), TSR_OK);
+    assert_int_equal(tsr_buf_read(y, (2 * N - 1) * sizeof(float), &last, sizeof last), TSR_OK);
+    assert_int_equal(tsr_buf_read(s, 0, &sum, sizeof sum), TSR_OK);
+    assert_true(first == ldexpf(1.0f, STEPS / 2 + 1) - 1.0f);
+    assert_true(last == ldexpf(1.0f, STEPS) - 1.0f);
+    assert_true(sum == 64.0f * first);
+    /* overlapping copy inside one buffer behaves like memmove */
+    float h[8] = {0, 1, 2, 3, 4, 5, 6, 7}, out[8];
+    assert_int_equal(tsr_buf_write(x, 0, h, sizeof h), TSR_OK);
+    assert_int_equal(tsr_buf_copy(x, 2 * sizeof(float), x, 0, 5 * sizeof(float)), TSR_OK);
+    assert_int_equal(tsr_backend_finish(be), TSR_OK);
+    assert_int_equal(tsr_buf_read(x, 0, out, sizeof out), TSR_OK);
+    const float want[8] = {0, 1, 0, 1, 2, 3, 4, 7};
+    for (int i = 0; i < 8; i++) assert_true(out[i] == want[i]);
+    tsr_buf_free(x);
+    tsr_buf_free(y);
+    tsr_buf_free(s);
+    tsr_backend_free(be);
+}
+
+static void ref_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                     size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            double acc = 0;
+            for (size_t p = 0; p < k; p++)
+                acc += (double)(ta ? a[p * lda + i] : a[i * lda + p]) *
+                       (double)(tb ? b[j * ldb + p] : b[p * ldb + j]);
+            c[i * ldc + j] = (float)(alpha * acc + (beta == 0.0f ? 0.0 : beta * c[i * ldc + j]));
+        }
+}
+
+/* All transposes with offsets and padded leading dimensions; strided batches with a shared
+ * (stride 0) A; k = 0. */
+static void test_gemm_variants(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    tsr_backend *be = open_be(f, NULL);
+    /* AUTO: CLBlast's batched routine on GPUs, a loop of single GEMMs elsewhere */
+    assert_int_equal(tsr_opencl_state(be)->batched, dev(f)->kind == TSR_DEVICE_GPU
+                                                        ? TSR_CL_BATCHED_CLBLAST
+                                                        : TSR_CL_BATCHED_LOOP);
+    tsr_opencl_options bad = {NULL, 0, 7};
+    tsr_backend *nb = NULL;
+    assert_int_equal(tsr_backend_opencl_create_ex(f->ctx, dev(f), &bad, &nb), TSR_ERR_INVALID_ARG);
+    assert_null(nb);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "batched_gemm"));
+    enum { M = 13, N = 11, K = 7, LD = 17, OFF = 5, BATCH = 3 };
+    size_t sa = M * LD + 3, sb = K * LD + 1, sc = M * LD + 2, total = OFF + BATCH * 256;
+    float *a = malloc(total * sizeof(float)), *b = malloc(total * sizeof(float));
+    float *c = malloc(total * sizeof(float)), *ref = malloc(total * sizeof(float));
+    float *got = malloc(total * sizeof(float));
+    assert_true(a && b && c && ref && got);
+    assert_true(sa < 256 && sb < 256 && sc < 256);
+    tsr_test_fill_uniform(a, total, 11, -1, 1);
+    tsr_test_fill_uniform(b, total, 12, -1, 1);
+    tsr_test_fill_uniform(c, total, 13, -1, 1);
+    tsr_buf *ba = upload(be, a, total), *bb = upload(be, b, total), *bc = NULL;
+    assert_int_equal(tsr_buf_alloc(be, total * sizeof(float), &bc), TSR_OK);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int batched = 0; batched < 2; batched++) {
+                size_t batch = batched ? BATCH : 1, stride_a = batched && ta ? 0 : sa;
+                memcpy(ref, c, total * sizeof(float));
+                assert_int_equal(tsr_buf_write(bc, 0, c, total * sizeof(float)), TSR_OK);
+                for (size_t i = 0; i < batch; i++)
+                    ref_gemm(ta, tb, M, N, K, 0.75f, a + OFF + i * stride_a, LD,
+                             b + OFF + i * sb, LD, 0.5f, ref + OFF + i * sc, LD);
+                assert_int_equal(tsr_op_gemm_batched(be, (tsr_trans)ta, (tsr_trans)tb, M, N, K,
+                                                     0.75f, tsr_ref_at(ba, OFF), LD, stride_a,
+                                                     tsr_ref_at(bb, OFF), LD, sb, 0.5f,
+                                                     tsr_ref_at(bc, OFF), LD, sc, batch),
+                                 TSR_OK);
+                assert_int_equal(tsr_buf_read(bc, 0, got, total * sizeof(float)), TSR_OK);
+                size_t worst;
+                double e = tsr_test_rel_error(got, ref, total, 1e-5, 1e-4, &worst);
+                if (e > 1) fail_msg("ta=%d tb=%d batch=%zu: element %zu is %g, want %g", ta, tb,
+                                    batch, worst, got[worst], ref[worst]);
+            }
+    /* k = 0: C = beta*C; beta = 0 overwrites even NaN */
+    float nan_c[4] = {NAN, 2, 3, 4}, out[4];
+    assert_int_equal(tsr_buf_write(bc, 0, nan_c, sizeof nan_c), TSR_OK);
+    assert_int_equal(tsr_op_gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, 1, 2, 0, 1.0f, tsr_ref_at(ba, 0),
+                                 1, tsr_ref_at(bb, 0), 2, 0.0f, tsr_ref_at(bc, 0), 2), TSR_OK);
+    assert_int_equal(tsr_op_gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, 1, 2, 0, 1.0f, tsr_ref_at(ba, 0),
+                                 1, tsr_ref_at(bb, 0), 2, 3.0f, tsr_ref_at(bc, 2), 2), TSR_OK);
+    assert_int_equal(tsr_buf_read(bc, 0, out, sizeof out), TSR_OK);
+    assert_true(out[0] == 0 && out[1] == 0 && out[2] == 9 && out[3] == 12);
+    tsr_buf_free(ba);
+    tsr_buf_free(bb);
+    tsr_buf_free(bc);
+    free(a);
+    free(b);
+    free(c);
+    free(ref);
+    free(got);
+    tsr_backend_free(be);
+}
+
+/* Every host allocation failure during creation returns NO_MEMORY and leaks nothing. */
+static void test_create_allocation_failures(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    const tsr_device_info info = *dev(f);
+    for (long k = 1; k < 64; k++) {
+        tsr_test_alloc fail;
+        tsr_test_alloc_init(&fail, k);
+        tsr_context_options o;
+        tsr_context_options_init(&o);
+        o.allocator = &fail.allocator;
+        o.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+        o.log_level = TSR_LOG_OFF;
+        char cache[300];
+        snprintf(cache, sizeof cache, "%s/cache", f->dir);
+        o.cache_dir = cache;
+        fail.fail_at = 0; /* let the context itself succeed */
+        tsr_context *ctx;
+        assert_int_equal(tsr_context_create(&ctx, &o), TSR_OK);
+        fail.fail_at = fail.calls + k;
+        tsr_backend *be = NULL;
+        tsr_status st = tsr_backend_opencl_create(ctx, &info, &be);
+        if (st == TSR_OK) {
+            tsr_backend_free(be);
+            tsr_context_free(ctx);
+            assert_int_equal(fail.live, 0);
+            return; /* every failure point before this one was covered */
+        }
+        assert_int_equal(st, TSR_ERR_NO_MEMORY);
+        assert_null(be);
+        tsr_context_free(ctx);
+        assert_int_equal(fail.live, 0);
+    }
+    fail_msg("backend creation still failing after 63 allocation points");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_binary_name),
+        cmocka_unit_test_setup_teardown(test_status_mapping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_hit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_precompiled_binary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_build_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_memory_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_backends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gemm_variants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_allocation_failures, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -484,8 +484,9 @@ tsr_status tsr_comm_wait(tsr_comm_request *req) {
     tsr_comm *comm = req->comm;
     for (unsigned spins = 0; !req->done; spins++) {
         comm_progress(comm);
-        /* With more ranks than cores a spinning rank steals the core its peer needs. */
-        if (!req->done && spins > 64) sched_yield();
+        /* With more ranks than cores a spinning rank steals the core its peer needs; with
+         * enough cores yielding only hands the core to unrelated work for a time slice. */
+        if (!req->done && comm->oversubscribed && spins > 64) sched_yield();
     }
     tsr_status s = req->status;
 #if TSR_WITH_MPI

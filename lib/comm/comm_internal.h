@@ -26,6 +26,7 @@ struct tsr_comm {
     size_t segment_bytes;                       /* ring/rhd segment (TSR_ALLREDUCE_SEGMENT) */
     size_t shm_bytes;                           /* shm scratch per rank (TSR_SHM_BYTES) */
     unsigned seq;                               /* requests started: tags and shm epochs */
+    int oversubscribed;                         /* more ranks on this node than CPUs */
     tsr_comm_request *active;                   /* FIFO of started, unfinished requests */
     int nactive;
     void *self_regions;                         /* self comm: list of tsr_comm_alloc blocks */

@@ -1,6 +1,7 @@
 /* MPI communicators: wrapping, node view, errors, and the `mpi` algorithm (MPI_Iallreduce). */
 #include <limits.h>
 #include <string.h>
+#include <unistd.h>
 #include "lib/comm/comm_internal.h"
 
 tsr_status tsr_comm_mpi_error(tsr_context *ctx, int rc, const char *what) {
@@ -100,6 +101,8 @@ static tsr_status wrap(tsr_context *ctx, MPI_Comm mc, int finalize_mpi, int kind
         s = node_view(c);
         if (s != TSR_OK) goto fail;
     }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    c->oversubscribed = cpus > 0 && c->local_size > cpus;
     *out = c;
     return TSR_OK;
 fail:

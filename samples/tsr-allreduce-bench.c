@@ -1,0 +1,223 @@
+/* tsr-allreduce-bench: allreduce time, algbw and busbw per size for every tessera algorithm and
+ * for MPI_Allreduce, in one run, in the style of nccl-tests. Every call's result is checked
+ * against the known sum (rank-dependent small integers, exact in float and in half).
+ *
+ *   mpiexec -n 2 build/bin/tsr-allreduce-bench [--csv] [--min-bytes 4K] [--max-bytes 256M]
+ *       [--step 4] [--iters N] [--algos auto,ring,rhd,shm,mpi] [--wire f32|f16] [--no-reg]
+ *
+ * Rows "<algo>" use private buffers (malloc), rows "<algo>-reg" buffers from tsr_comm_alloc
+ * (registered: shm reads them in place). "mpi" is MPI_Allreduce on a private buffer.
+ * busbw = algbw * 2(n-1)/n (nccl-tests). time: per call the slowest rank's time, then the
+ * median over the calls (this machine is shared: a mean follows whoever else runs); --mean
+ * gives the mean instead. --csv prints
+ * ranks,bytes,algo,time_us,algbw_GBps,busbw_GBps,ok with ok 1 (all calls right) or 0. */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tessera.h"
+
+typedef struct row {
+    const char *name;
+    tsr_allreduce_algo algo;
+    int native;     /* MPI_Allreduce itself */
+    int registered;
+} row;
+
+#define MAX_ITERS 200
+
+static double now(void) { return MPI_Wtime(); }
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static size_t parse_bytes(const char *s) {
+    char *end;
+    double v = strtod(s, &end);
+    if (*end == 'k' || *end == 'K') v *= 1024, end++;
+    else if (*end == 'm' || *end == 'M') v *= 1024 * 1024, end++;
+    else if (*end == 'g' || *end == 'G') v *= 1024.0 * 1024 * 1024, end++;
+    if (*end || v < 0) {
+        fprintf(stderr, "bad byte count '%s'\n", s);
+        exit(2);
+    }
+    return (size_t)v;
+}
+
+static void fill(float *x, size_t n, int rank) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)((int)(i % 61) - 30) * (float)(rank + 1);
+}
+
+/* 1 if x is the sum over `size` ranks of fill(). */
+static int check(const float *x, size_t n, int size) {
+    float k = (float)size * (float)(size + 1) / 2.0f;
+    for (size_t i = 0; i < n; i++)
+        if (x[i] != (float)((int)(i % 61) - 30) * k) return 0;
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    int csv = 0, iters_fixed = 0, step = 4, use_reg = 1, use_mean = 0;
+    size_t min_bytes = 4096, max_bytes = (size_t)256 << 20;
+    const char *algos = "mpi,auto,ring,rhd,shm";
+    tsr_comm_wire wire = TSR_WIRE_F32;
+    tsr_context *ctx;
+    tsr_context_options co;
+    tsr_context_options_init(&co);
+    co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+    if (tsr_context_create(&ctx, &co) != TSR_OK) return 1;
+    tsr_comm *comm;
+    if (tsr_comm_init_world(ctx, &argc, &argv, &comm) != TSR_OK) {
+        fprintf(stderr, "tsr_comm_init_world: %s\n", tsr_context_last_error(ctx));
+        return 1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--csv")) csv = 1;
+        else if (!strcmp(a, "--no-reg")) use_reg = 0;
+        else if (!strcmp(a, "--mean")) use_mean = 1;
+        else if (!strcmp(a, "--min-bytes") && v) min_bytes = parse_bytes(v), i++;
+        else if (!strcmp(a, "--max-bytes") && v) max_bytes = parse_bytes(v), i++;
+        else if (!strcmp(a, "--iters") && v) iters_fixed = atoi(v), i++;
+        else if (!strcmp(a, "--step") && v) step = atoi(v), i++;
+        else if (!strcmp(a, "--algos") && v) algos = v, i++;
+        else if (!strcmp(a, "--wire") && v) wire = !strcmp(v, "f16") ? TSR_WIRE_F16 : TSR_WIRE_F32, i++;
+        else {
+            fprintf(stderr, "usage: %s [--csv] [--min-bytes N] [--max-bytes N] [--step 2|4] "
+                    "[--iters N] [--algos auto,ring,rhd,shm,mpi] [--wire f32|f16] [--no-reg] [--mean]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (step < 2) step = 2;
+    if (min_bytes < 4) min_bytes = 4;
+    int rank = tsr_comm_rank(comm), size = tsr_comm_size(comm);
+
+    /* rows: each algorithm on private buffers, then registered ones for tessera's */
+    row rows[16];
+    int nrows = 0;
+    char list[256];
+    snprintf(list, sizeof list, "%s", algos);
+    for (int pass = 0; pass < 2; pass++) {
+        char tmp[256];
+        memcpy(tmp, list, sizeof tmp);
+        for (char *t = strtok(tmp, ","); t && nrows < 16; t = strtok(NULL, ",")) {
+            tsr_allreduce_algo al;
+            if (tsr_allreduce_algo_parse(t, &al) != TSR_OK) {
+                if (rank == 0) fprintf(stderr, "unknown algorithm '%s'\n", t);
+                return 2;
+            }
+            int native = al == TSR_ALLREDUCE_MPI;
+            if (pass == 1 && (native || !use_reg)) continue;
+            rows[nrows].algo = al;
+            rows[nrows].native = native;
+            rows[nrows].registered = pass;
+            rows[nrows].name = tsr_allreduce_algo_name(al);
+            nrows++;
+        }
+    }
+
+    size_t max_count = max_bytes / sizeof(float);
+    float *priv = NULL, *reg = NULL;
+    if (posix_memalign((void **)&priv, 64, max_count * sizeof(float) + 64)) priv = NULL;
+    if (!priv || tsr_comm_alloc(comm, max_count * sizeof(float), (void **)&reg) != TSR_OK) {
+        fprintf(stderr, "rank %d: cannot allocate %zu bytes: %s\n", rank, max_bytes,
+                tsr_context_last_error(ctx));
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (rank == 0) {
+        if (csv) {
+            printf("ranks,bytes,algo,time_us,algbw_GBps,busbw_GBps,ok\n");
+        } else {
+            printf("# tessera allreduce bench: %d ranks on %d node(s), %s on the wire, sum\n", size,
+                   tsr_comm_node_count(comm), wire == TSR_WIRE_F16 ? "fp16" : "float32");
+            printf("# rows <algo>: private buffers (malloc); <algo>-reg: tsr_comm_alloc "
+                   "(registered); mpi: MPI_Allreduce. auto picks by size (shown in brackets)\n");
+            printf("# busbw = algbw*2(n-1)/n; vs_mpi = busbw / MPI_Allreduce busbw\n");
+            printf("%12s  %-14s %10s %10s %10s %7s %4s\n", "bytes", "algo", "time_us",
+                   "algbw_GB/s", "busbw_GB/s", "vs_mpi", "ok");
+        }
+        fflush(stdout);
+    }
+    int all_ok = 1;
+    for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= (size_t)step) {
+        size_t count = bytes / sizeof(float);
+        int iters = iters_fixed > 0 ? iters_fixed
+                                    : (int)((size_t)(256u << 20) / bytes > 200 ? 200
+                                            : (size_t)(256u << 20) / bytes < 3 ? 3
+                                            : (size_t)(256u << 20) / bytes);
+        if (iters > MAX_ITERS) iters = MAX_ITERS;
+        /* Rows take turns call by call, so whatever else runs on the machine slows them alike. */
+        static double times[16][MAX_ITERS];
+        double total[16] = {0};
+        int ok[16];
+        for (int ri = 0; ri < nrows; ri++) ok[ri] = 1;
+        for (int it = -1; it < iters; it++) { /* it = -1: warm-up, not timed */
+            for (int ri = 0; ri < nrows; ri++) {
+                row *R = &rows[ri];
+                float *buf = R->registered ? reg : priv;
+                tsr_allreduce_opts o;
+                tsr_allreduce_opts_init(&o);
+                o.algo = R->algo;
+                o.wire = wire;
+                fill(buf, count, rank);
+                MPI_Barrier(MPI_COMM_WORLD);
+                double t0 = now();
+                int rc;
+                if (R->native && wire == TSR_WIRE_F32)
+                    rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, MPI_SUM,
+                                       MPI_COMM_WORLD) == MPI_SUCCESS ? 0 : 1;
+                else
+                    rc = tsr_comm_allreduce(comm, buf, count, &o) == TSR_OK ? 0 : 1;
+                double t = now() - t0, slowest;
+                MPI_Allreduce(&t, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+                if (it >= 0) {
+                    total[ri] += slowest;
+                    times[ri][it] = slowest;
+                }
+                if (rc || !check(buf, count, size)) ok[ri] = 0;
+            }
+        }
+        double mpi_bus = 0;
+        for (int ri = 0; ri < nrows; ri++) {
+            row *R = &rows[ri];
+            qsort(times[ri], (size_t)iters, sizeof(double), cmp_double);
+            double worst = use_mean ? total[ri] / iters
+                                    : (iters % 2 ? times[ri][iters / 2]
+                                                 : 0.5 * (times[ri][iters / 2 - 1] +
+                                                          times[ri][iters / 2]));
+            int all;
+            MPI_Allreduce(&ok[ri], &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+            all_ok &= all;
+            double algbw = (double)bytes / worst / 1e9;
+            double busbw = size > 1 ? algbw * 2.0 * (size - 1) / size : 0.0;
+            if (R->native) mpi_bus = busbw;
+            if (rank != 0) continue;
+            char name[48];
+            snprintf(name, sizeof name, "%s%s", R->name, R->registered ? "-reg" : "");
+            if (csv) {
+                printf("%d,%zu,%s,%.2f,%.4f,%.4f,%d\n", size, bytes, name, worst * 1e6, algbw,
+                       busbw, all);
+            } else {
+                char shown[64], ratio[16] = "";
+                if (R->algo == TSR_ALLREDUCE_AUTO)
+                    snprintf(shown, sizeof shown, "%s[%s]", name,
+                             tsr_allreduce_algo_name(tsr_comm_choose_algo(comm, count)));
+                else
+                    snprintf(shown, sizeof shown, "%s", name);
+                if (mpi_bus > 0 && !R->native)
+                    snprintf(ratio, sizeof ratio, "%.2fx", busbw / mpi_bus);
+                printf("%12zu  %-14s %10.1f %10.3f %10.3f %7s %4s\n", bytes, shown, worst * 1e6,
+                       algbw, busbw, ratio, all ? "ok" : "FAIL");
+            }
+            fflush(stdout);
+        }
+    }
+    tsr_comm_free_mem(comm, reg);
+    free(priv);
+    tsr_comm_free(comm);
+    tsr_context_free(ctx);
+    return all_ok ? 0 : 1;
+}

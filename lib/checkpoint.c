@@ -331,10 +331,22 @@ tsr_status tsr_checkpoint_save(tsr_context *ctx, const char *path, const tsr_che
     errno = 0;
     write_all(&w, ck, table_off, data_off, file_size);
     const char *what = "write";
-    if (!w.err && fflush(fp) != 0) w.err = errno ? errno : EIO, what = "flush";
-    if (!w.err && fsync(fileno(fp)) != 0) w.err = errno, what = "fsync";
-    if (fclose(fp) != 0 && !w.err) w.err = errno ? errno : EIO, what = "close";
-    if (!w.err && rename(tmp, path) != 0) w.err = errno, what = "rename";
+    if (!w.err && fflush(fp) != 0) {
+        w.err = errno ? errno : EIO;
+        what = "flush";
+    }
+    if (!w.err && fsync(fileno(fp)) != 0) {
+        w.err = errno;
+        what = "fsync";
+    }
+    if (fclose(fp) != 0 && !w.err) { /* delayed write errors can surface only here */
+        w.err = errno ? errno : EIO;
+        what = "close";
+    }
+    if (!w.err && rename(tmp, path) != 0) {
+        w.err = errno;
+        what = "rename";
+    }
     if (w.err) {
         unlink(tmp);
         st = tsr_error(ctx, TSR_ERR_IO, "%s: %s of temp file %s failed: %s (previous file kept)",

@@ -452,7 +452,7 @@ static void test_shuffle_properties(void **state) {
         hist[code]++;
     }
     double chi2 = 0;
-    for (int i = 0; i < 24; i++) chi2 += (hist[i] - 1000.0) * (hist[i] - 1000.0) / 1000.0;
+    for (int i = 0; i < 24; i++) chi2 += ((double)hist[i] - 1000.0) * ((double)hist[i] - 1000.0) / 1000.0;
     assert_true(chi2 < 65.0);
     tsr_shuffle_permutation(1, 1, 0, p); /* n = 0 and 1 are no-ops */
     p[0] = 5;

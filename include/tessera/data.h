@@ -38,8 +38,9 @@ typedef struct tsr_dataset {
 /* Images scaled to [0,1]; label file must have as many entries as the image file. */
 tsr_status tsr_dataset_load_idx(tsr_context *ctx, const char *images_path, const char *labels_path,
                                 tsr_dataset **out);
-/* `dir` holds {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. NULL dir: $TSR_DATA_DIR, else
- * /usr/share/datasets/fashion-mnist. `train` 1 = training split, 0 = test split. */
+/* `dir` holds {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (the plain file is used when
+ * both exist). NULL or "" dir: $TSR_DATA_DIR, else /usr/share/datasets/fashion-mnist.
+ * `train` 1 = training split, 0 = test split. A missing file -> TSR_ERR_NOT_FOUND. */
 tsr_status tsr_dataset_load_mnist_dir(tsr_context *ctx, const char *dir, int train,
                                       tsr_dataset **out);
 void tsr_dataset_free(tsr_context *ctx, tsr_dataset *d); /* accepts NULL */
@@ -77,15 +78,15 @@ void tsr_loader_free(tsr_loader *l); /* accepts NULL */
 void tsr_loader_start_epoch(tsr_loader *l, uint64_t epoch);
 /* Batches this rank gets per epoch. */
 size_t tsr_loader_batches(const tsr_loader *l);
-/* Copies the next batch into images (batch x features) and labels; returns its size, 0 at
- * the end of the epoch. */
+/* Copies the next batch into images (batch x features) and labels (either may be NULL);
+ * returns its size, 0 at the end of the epoch. */
 size_t tsr_loader_next(tsr_loader *l, float *images, int32_t *labels);
 /* As tsr_loader_next, but gives the data set indices of the next batch (no copy). */
 size_t tsr_loader_next_indices(tsr_loader *l, size_t *indices);
 
 /* The sample order of epoch `epoch`: perm[0..n) becomes a permutation of 0..n-1, by
  * Fisher-Yates (i = n-1 down to 1, j uniform in [0, i]) driven by a counter-based generator
- * (SplitMix64 outputs at counters 0, 1, ... of a key mixed from seed and epoch; uniform draws
+ * (SplitMix64 outputs at counters 1, 2, ... of a key mixed from seed and epoch; uniform draws
  * by rejection, no modulo bias). Pure integer arithmetic: the same on every rank and platform. */
 void tsr_shuffle_permutation(uint64_t seed, uint64_t epoch, size_t n, size_t *perm);
 

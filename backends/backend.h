@@ -104,7 +104,9 @@ struct tsr_backend_iface {
     tsr_status (*relu_forward)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);  /* y = max(x,0) */
     /* dx = y > 0 ? dy : 0   (y is the forward output; dx may alias dy) */
     tsr_status (*relu_backward)(tsr_backend *be, size_t n, tsr_ref y, tsr_ref dy, tsr_ref dx);
-    /* probs = softmax(logits) per row; loss[r] = -log(probs[r][labels[r]]) (labels int32) */
+    /* probs = softmax(logits) per row; loss[r] = -log(probs[r][labels[r]]) (labels int32).
+     * A label outside [0, cols) gives loss[r] = NaN (forward) and a NaN row of dlogits
+     * (backward); layers validate labels before this. */
     tsr_status (*softmax_xent_forward)(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
                                        tsr_ref labels, tsr_ref probs, tsr_ref loss);
     /* dlogits = scale * (probs - onehot(labels)) */
@@ -113,7 +115,8 @@ struct tsr_backend_iface {
     tsr_status (*im2col)(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col);
     /* dx += col2im(col) (dx is NCHW [batch][channels][height][width]) */
     tsr_status (*col2im)(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
-    /* y = max over each window; idx (int32) = flat index h*width+w of the max within its plane */
+    /* y = max over each window; idx (int32) = flat index h*width+w of the max within its plane
+     * (ties: the first maximum in row-major window order) */
     tsr_status (*maxpool_forward)(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
                                   tsr_ref idx);
     /* dx = 0, then dx[plane][idx] += dy for every output */

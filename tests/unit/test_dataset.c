@@ -402,6 +402,12 @@ static void test_shuffle_properties(void **state) {
     fixture *f = *state;
     enum { N = 1000 };
     size_t *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b), *r = malloc(N * sizeof *r);
+    /* the reference's generator is SplitMix64: outputs of Vigna's splitmix64.c from state
+     * 1477776061723855037 (published known-answer values) */
+    static const uint64_t known[3] = {1985237415132408290ull, 2979275885539914483ull,
+                                      13511426838097143398ull};
+    for (uint64_t k = 0; k < 3; k++)
+        assert_true(ref_mix(1477776061723855037ull + (k + 1) * 0x9E3779B97F4A7C15ull) == known[k]);
     /* a permutation, equal to the reference, and deterministic */
     tsr_shuffle_permutation(7, 3, N, a);
     ref_permutation(7, 3, N, r);

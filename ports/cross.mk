@@ -4,6 +4,7 @@
 #   DEB_SUITE   Debian suite the target packages come from
 #   QEMU        qemu-user binary that runs the tests
 #   OWN_LIBC    1: the sysroot carries the suite's libc too (suite newer than the toolchain)
+#   PORT_CFLAGS extra compiler flags (optional)
 # See ports/README.md.
 OWN_LIBC ?= 0
 PORT_CROSS := 1
@@ -22,8 +23,11 @@ PKG_CONFIG := env PKG_CONFIG_SYSROOT_DIR=$(SYSROOT) \
 CPPFLAGS += -isystem $(SYSROOT)/usr/include/$(TRIPLET) -isystem $(SYSROOT)/usr/include
 LDFLAGS += $(addprefix -L,$(SYSROOT_LIBDIRS)) $(addprefix -Wl$(comma)-rpath-link$(comma),$(SYSROOT_LIBDIRS))
 comma := ,
+# Compiler flags of a port go into CPPFLAGS: the Makefile sets its CFLAGS default (-O2 -g) only
+# when CFLAGS is still unset after this file.
+CPPFLAGS += $(PORT_CFLAGS)
 ifeq ($(OWN_LIBC),1)
-CFLAGS += --sysroot=$(SYSROOT)
+CPPFLAGS += --sysroot=$(SYSROOT)
 LDFLAGS += --sysroot=$(SYSROOT)
 QEMU_LD_PREFIX := $(SYSROOT)
 else
@@ -36,6 +40,8 @@ export TSR_TEST_WRAPPER ?= $(QEMU) -L $(QEMU_LD_PREFIX) \
     -E LD_LIBRARY_PATH=$(subst $(space),:,$(strip $(SYSROOT_LIBDIRS))) \
     -E OCL_ICD_VENDORS=$(CURDIR)/build/$(TRIPLET)/no-icd
 export TSR_TEST_NO_MPI ?= 1
+# Emulation is 5-10x slower than native: tests may read this to shrink long runs.
+export TSR_TEST_EMULATED ?= qemu
 empty :=
 space := $(empty) $(empty)
 

@@ -29,7 +29,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: tsr-train [options]\n"
             "  --model SPEC|mlp|cnn   model spec or preset (default mlp)\n"
-            "  --epochs N             training epochs (default 10)\n"
+            "  --epochs N             training epochs (default 5)\n"
             "  --batch N              mini-batch size (default 64)\n"
             "  --optimizer NAME       sgd, adam or adamw (default adam)\n"
             "  --lr X                 base learning rate (default 0.001 for adam, 0.05 for sgd)\n"
@@ -83,7 +83,7 @@ static int parse_double(const char *opt, const char *v, double lo, double *out) 
 static int parse_args(int argc, char **argv, args *a) {
     memset(a, 0, sizeof *a);
     a->model = "mlp";
-    a->epochs = 10;
+    a->epochs = 5;
     a->batch = 64;
     a->optimizer = "adam";
     a->schedule = "cosine";

@@ -7,6 +7,11 @@
 #include <string.h>
 #include "lib/comm/comm_internal.h"
 
+/* Largest element count accepted: 2^40, or half the address space where size_t is 32 bits
+ * (a plain (size_t)1 << 40 overflows there). */
+#define COMM_MAX_COUNT ((size_t)((uint64_t)SIZE_MAX >> 1 < (uint64_t)1 << 40 ? \
+                                 (uint64_t)SIZE_MAX >> 1 : (uint64_t)1 << 40))
+
 static const char *const algo_names[] = {"auto", "mpi", "ring", "rhd", "shm"};
 
 void tsr_allreduce_opts_init(tsr_allreduce_opts *opts) {
@@ -46,7 +51,7 @@ static tsr_status env_bytes(tsr_context *ctx, const char *name, size_t def, size
     if (end == v) goto bad;
     if (*end == 'k' || *end == 'K') x <<= 10, end++;
     else if (*end == 'm' || *end == 'M') x <<= 20, end++;
-    if (*end || x < min || x > ((size_t)1 << 40)) goto bad;
+    if (*end || x < min || x > COMM_MAX_COUNT) goto bad;
     *out = (size_t)x;
     return TSR_OK;
 bad:
@@ -357,7 +362,7 @@ tsr_status tsr_comm_run(tsr_comm *comm, float *buf, size_t count, const tsr_allr
     tsr_context *ctx = comm->ctx;
     if (!buf && count)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%s: buf is NULL with count %zu", fn, count);
-    if (count > (size_t)1 << 40)
+    if (count > COMM_MAX_COUNT)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%s: count %zu is too large", fn, count);
     tsr_allreduce_opts o;
     tsr_allreduce_opts_init(&o);

@@ -35,17 +35,20 @@ void tsr_comm_scale(float *x, size_t n, float a) {
     for (; i < n; i++) x[i] *= a;
 }
 
-void tsr_comm_reduce_into(float *y, const float *const *src, int nsrc, size_t n, float scale) {
+void tsr_comm_reduce_into(float *y, const float *const *src, int nsrc, size_t n, float scale,
+                          float *mirror) {
     size_t i = 0;
     for (; i + BLK <= n; i += BLK) {
         for (int p = 1; p < nsrc; p++) add_blk(y + i, src[p] + i);
         if (scale != 1.0f) scale_blk(y + i, scale);
+        if (mirror) memcpy(mirror + i, y + i, BLK * sizeof(float));
     }
     size_t rest = n - i;
     for (int p = 1; p < nsrc; p++)
         for (size_t j = 0; j < rest; j++) y[i + j] += src[p][i + j];
     if (scale != 1.0f)
         for (size_t j = 0; j < rest; j++) y[i + j] *= scale;
+    if (mirror && rest) memcpy(mirror + i, y + i, rest * sizeof(float));
 }
 
 #ifdef TSR_HAVE_F16C_PATH

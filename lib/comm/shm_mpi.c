@@ -287,7 +287,9 @@ static tsr_status shm_step(tsr_comm_request *r, int *moved) {
         } else {
             ctl->region = -1;
             for (int q = 0; q < n; q++) {
-                if (!(r->phases & TSR_PHASE_RS) && q != me) continue; /* allgather: own slice */
+                /* reduce: the peers' slices (the own one is reduced straight from buf);
+                 * allgather: only the own slice */
+                if ((r->phases & TSR_PHASE_RS) ? q == me : q != me) continue;
                 size_t off, len;
                 piece_range(r, q, &off, &len);
                 memcpy(s->scratch[me] + (size_t)q * r->sub, r->buf + off, len * sizeof(float));
@@ -308,12 +310,15 @@ static tsr_status shm_step(tsr_comm_request *r, int *moved) {
         }
         size_t off, len;
         piece_range(r, me, &off, &len);
-        float *y = source(r, me, me);
+        /* The own slice is reduced in the caller's buffer; a private buffer's result is
+         * mirrored into the scratch where the peers copy it from. */
+        float *y = r->buf + off, *mirror = r->registered ? NULL : source(r, me, me);
         if (r->phases & TSR_PHASE_RS) {
             s->srcs[0] = y;
             for (int p = 0, j = 1; p < n; p++)
                 if (p != me) s->srcs[j++] = source(r, p, me);
-            tsr_comm_reduce_into(y, s->srcs, n, len, hier ? 1.0f : r->scale);
+            tsr_comm_reduce_into(y, s->srcs, n, len, hier ? 1.0f : r->scale,
+                                 hier ? NULL : mirror);
         }
         if (hier && (r->phases & TSR_PHASE_RS) && len) {
             tsr_allreduce_opts o;
@@ -336,6 +341,11 @@ static tsr_status shm_step(tsr_comm_request *r, int *moved) {
         tsr_status st = tsr_comm_wait(r->inner);
         r->inner = NULL;
         TSR_TRY(st);
+        if (!r->registered) {
+            size_t off, len;
+            piece_range(r, me, &off, &len);
+            memcpy(source(r, me, me), r->buf + off, len * sizeof(float));
+        }
         signal_phase(r, 4 * r->epoch + 2);
         r->stage = ST_COPY;
         *moved = 1;
@@ -349,10 +359,7 @@ static tsr_status shm_step(tsr_comm_request *r, int *moved) {
             piece_range(r, q, &off, &len);
             if (!len) continue;
             if (q == me) {
-                /* the own slice is in place when registered; from scratch otherwise (an
-                 * allgather's own slice never left the buffer) */
-                if (!r->registered && (r->phases & TSR_PHASE_RS))
-                    memcpy(r->buf + off, source(r, me, me), len * sizeof(float));
+                continue; /* reduced in place (or, for an allgather, never moved) */
             } else if (r->phases & TSR_PHASE_AG) {
                 memcpy(r->buf + off, source(r, q, q), len * sizeof(float));
             }

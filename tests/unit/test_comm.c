@@ -287,8 +287,11 @@ static void test_kernels(void **state) {
                 ref[i] = s * 0.25f;
             }
             const float *srcs[4] = {y, src[1], src[2], src[3]};
-            tsr_comm_reduce_into(y, srcs, nsrc, n, 0.25f);
+            float *mirror = malloc((n + 1) * sizeof(float));
+            tsr_comm_reduce_into(y, srcs, nsrc, n, 0.25f, nsrc & 1 ? mirror : NULL);
             assert_memory_equal(y, ref, n * sizeof(float));
+            if (nsrc & 1) assert_memory_equal(mirror, ref, n * sizeof(float));
+            free(mirror);
             for (int p = 0; p < nsrc; p++) free(src[p]);
             free(y);
             free(ref);

@@ -103,7 +103,15 @@ static int parse_args(int argc, char **argv, args *a) {
         else if (!strcmp(o, "--summary")) a->summary = 1, takes = 0;
         else if (!strcmp(o, "--nesterov")) a->nesterov = 1, takes = 0;
         else if (strncmp(o, "--", 2)) return bad_option(o, "unexpected argument");
-        else if (!v) return bad_option(o, "unknown option or missing value");
+        else if (!v) {
+            static const char *const valued[] = {"--model", "--data", "--device", "--checkpoint",
+                                                 "--resume", "--optimizer", "--schedule", "--epochs",
+                                                 "--batch", "--limit", "--warmup", "--seed", "--lr",
+                                                 "--momentum", "--weight-decay"};
+            for (size_t k = 0; k < sizeof valued / sizeof *valued; k++)
+                if (!strcmp(o, valued[k])) return bad_option(o, "needs a value");
+            return bad_option(o, "unknown option");
+        }
         else if (!strcmp(o, "--model")) a->model = v;
         else if (!strcmp(o, "--data")) a->data = v;
         else if (!strcmp(o, "--device")) a->device = v;

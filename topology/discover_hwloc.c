@@ -22,6 +22,10 @@ tsr_status tsr_hwloc_load(tsr_context *ctx, void **out) {
     if (hwloc_topology_init(&t) != 0) return tsr_error(ctx, TSR_ERR_HWLOC, "hwloc_topology_init failed");
     /* PCI devices and OS devices (GPUs, co-processors) are filtered out by default. */
     hwloc_topology_set_io_types_filter(t, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+#ifdef __linux__
+    /* Linux reads PCI from sysfs itself; the libpciaccess plugin only adds a leak (ASan). */
+    hwloc_topology_set_components(t, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, "pci");
+#endif
     TSR_TRY(finish_load(ctx, t, "this machine"));
     *out = t;
     return TSR_OK;

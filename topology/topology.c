@@ -81,7 +81,17 @@ tsr_status tsr_topology_from_context(tsr_context *ctx, tsr_topology **out) {
 
 static const char *backend_name(tsr_backend_kind b) { return b == TSR_BACKEND_HOST ? "host" : "opencl"; }
 
-static int add_num(cJSON *o, const char *key, double v) { return cJSON_AddNumberToObject(o, key, v) != NULL; }
+/* Numbers that read back exactly: cJSON prints 15 digits and accepts a 1-ulp error. */
+static int add_num(cJSON *o, const char *key, double v) {
+    char buf[40];
+    if (!isfinite(v)) v = 0;
+    snprintf(buf, sizeof buf, "%.15g", v);
+    if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
+    cJSON *n = cJSON_CreateRaw(buf);
+    if (n && cJSON_AddItemToObject(o, key, n)) return 1;
+    cJSON_Delete(n);
+    return 0;
+}
 static int add_str(cJSON *o, const char *key, const char *v) { return cJSON_AddStringToObject(o, key, v) != NULL; }
 static int add_bool(cJSON *o, const char *key, int v) { return cJSON_AddBoolToObject(o, key, v) != NULL; }
 

@@ -57,8 +57,8 @@ static tsr_topology *sample_topology(tsr_context *ctx) {
         d->fp64 = i % 2;
         d->fp16 = (i / 2) % 2;
         d->peak_gflops = 1000.5 * (i + 1);
-        d->mem_bw_gbps = 100.25 + i;
-        d->h2d_gbps = 20.125 + i;
+        d->mem_bw_gbps = 100.25 + i + 1.0 / 3.0; /* needs 17 digits to read back exactly */
+        d->h2d_gbps = 0.1 * i + 1.0 / 7.0;
         d->d2h_gbps = 21.0625 + i;
         d->launch_us = 9.5 + i;
         snprintf(d->vendor, sizeof d->vendor, "vendor %d", i);

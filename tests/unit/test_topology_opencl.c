@@ -152,6 +152,9 @@ int main(void) {
     hwloc_topology_t ref;
     if (hwloc_topology_init(&ref) == 0) {
         hwloc_topology_set_io_types_filter(ref, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+#ifdef __linux__
+        hwloc_topology_set_components(ref, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, "pci"); /* as the library */
+#endif
         if (hwloc_topology_load(ref) == 0)
             pci_devices_before_opencl = hwloc_get_nbobjs_by_type(ref, HWLOC_OBJ_PCI_DEVICE);
         hwloc_topology_destroy(ref);

@@ -125,8 +125,12 @@ fail:
 
 /* ---- registered buffers ---- */
 
+/* 2^46 bytes, or half the address space where size_t is 32 bits (1 << 46 overflows there). */
+#define SHM_MAX_BYTES ((size_t)((uint64_t)SIZE_MAX >> 1 < (uint64_t)1 << 46 ? \
+                                (uint64_t)SIZE_MAX >> 1 : (uint64_t)1 << 46))
+
 tsr_status tsr_comm_shm_alloc(tsr_comm *c, size_t bytes, void **out) {
-    if (bytes > ((size_t)1 << 46))
+    if (bytes > SHM_MAX_BYTES)
         return tsr_error(c->ctx, TSR_ERR_INVALID_ARG, "tsr_comm_alloc: %zu bytes is too large",
                          bytes);
     tsr_region *g = tsr_calloc(c->ctx, 1, sizeof *g);

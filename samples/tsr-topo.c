@@ -1,9 +1,10 @@
 /* tsr-topo: the devices tessera finds here (or in a topology file), their capability and
  * locality; under mpiexec, the cluster view with each rank's device and CPU binding.
  *
- *   tsr-topo [--json] [--file topo.json] [--recalibrate] [--no-calibrate]
+ *   tsr-topo [--json] [--file topo.json [--assign]] [--recalibrate] [--no-calibrate]
  *
- * Without --no-calibrate, devices without cached figures are measured (a few seconds each). */
+ * Without --no-calibrate, devices without cached figures are measured (a few seconds each).
+ * --assign places the ranks of a file on its devices (planning a machine that is not here). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,22 +27,22 @@ static void fmt_num(char *buf, size_t n, double v, const char *f) {
 }
 
 static void print_table(const tsr_topology *t) {
-    /* the `clinfo -l` list */
-    int last_platform = -2;
-    for (int i = 0; i < tsr_topology_device_count(t); i++) {
-        const tsr_device_info *d = tsr_topology_device(t, i);
-        if (d->backend != TSR_BACKEND_OPENCL) continue;
-        if (d->platform_index != last_platform)
-            printf("Platform #%d: %s\n", d->platform_index, d->platform);
-        last_platform = d->platform_index;
-        printf(" `-- Device #%d: %s\n", d->device_index, d->name);
-    }
     for (int h = 0; h < tsr_topology_host_count(t); h++) {
         const tsr_host_info *host = tsr_topology_host(t, h);
-        printf("\nhost %d: %s  %d package(s), %d NUMA node(s), %d cores, %d PUs (%s), %.1f GiB\n", h,
+        printf("%shost %d: %s  %d package(s), %d NUMA node(s), %d cores, %d PUs (%s), %.1f GiB\n", h ? "\n" : "", h,
                host->hostname, host->packages, host->numa_nodes, host->cores, host->pus, host->cpuset,
                (double)host->memory_bytes / (1u << 30));
-        printf("  #  %-11s %-6s %-7s %4s %5s %8s %8s %8s %7s %7s %7s %8s %4s %-9s %-12s %4s %3s  %s\n", "id",
+        /* the `clinfo -l` list of this host */
+        int last_platform = -2;
+        for (int i = 0; i < tsr_topology_device_count(t); i++) {
+            const tsr_device_info *d = tsr_topology_device(t, i);
+            if (d->host != h || d->backend != TSR_BACKEND_OPENCL) continue;
+            if (d->platform_index != last_platform)
+                printf("Platform #%d: %s\n", d->platform_index, d->platform);
+            last_platform = d->platform_index;
+            printf(" `-- Device #%d: %s\n", d->device_index, d->name);
+        }
+        printf("  #  %-11s %-11s %-7s %4s %5s %8s %8s %8s %7s %7s %7s %8s %4s %-9s %-12s %4s %3s  %s\n", "id",
                "kind", "backend", "CUs", "MHz", "mem GiB", "peak GF", "SGEMM GF", "copy GB/s", "h2d", "d2h",
                "launch us", "numa", "cpus", "pci", "same", "use", "name");
         for (int i = 0; i < tsr_topology_device_count(t); i++) {
@@ -58,7 +59,7 @@ static void print_table(const tsr_topology *t) {
             else snprintf(same, sizeof same, "-");
             if (d->numa_node >= 0) snprintf(numa, sizeof numa, "%d", d->numa_node);
             else snprintf(numa, sizeof numa, "-");
-            printf("  %-2d %-11s %-6s %-7s %4u %5u %8.1f %8s %8s %9s %7s %7s %9s %4s %-9s %-12s %4s %3s  %s\n", i,
+            printf("  %-2d %-11s %-11s %-7s %4u %5u %8.1f %8s %8s %9s %7s %7s %9s %4s %-9s %-12s %4s %3s  %s\n", i,
                    d->id, tsr_device_kind_name(d->kind), backend_name(d->backend), d->compute_units,
                    d->clock_mhz, (double)d->global_mem_bytes / (1u << 30), peak, gemm, copy, h2d, d2h, lat,
                    numa, d->cpuset[0] ? d->cpuset : "-", d->pci_bus_id[0] ? d->pci_bus_id : "-", same,
@@ -74,11 +75,11 @@ static void print_table(const tsr_topology *t) {
         }
     }
     if (tsr_topology_rank_count(t)) {
-        printf("\nranks:\n  %4s %5s %5s %4s %-6s %-11s %s\n", "rank", "node", "local", "dev", "kind", "id", "cpus");
+        printf("\nranks:\n  %4s %5s %5s %4s %-11s %-11s %s\n", "rank", "node", "local", "dev", "kind", "id", "cpus");
         for (int r = 0; r < tsr_topology_rank_count(t); r++) {
             const tsr_rank_info *k = tsr_topology_rank(t, r);
             const tsr_device_info *d = tsr_topology_device(t, k->device);
-            printf("  %4d %5d %2d/%-2d %4d %-6s %-11s %s\n", k->rank, k->host, k->local_rank, k->local_size,
+            printf("  %4d %5d %2d/%-2d %4d %-11s %-11s %s\n", k->rank, k->host, k->local_rank, k->local_size,
                    k->device, d ? tsr_device_kind_name(d->kind) : "-", d ? d->id : "-",
                    k->cpuset[0] ? k->cpuset : "-");
         }
@@ -86,15 +87,17 @@ static void print_table(const tsr_topology *t) {
 }
 
 int main(int argc, char **argv) {
-    int json = 0, recalibrate = 0, calibrate = 1;
+    int json = 0, recalibrate = 0, calibrate = 1, assign = 0;
     const char *file = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--recalibrate")) recalibrate = 1;
         else if (!strcmp(argv[i], "--no-calibrate")) calibrate = 0;
+        else if (!strcmp(argv[i], "--assign")) assign = 1;
         else if (!strcmp(argv[i], "--file") && i + 1 < argc) file = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--json] [--file topo.json] [--recalibrate] [--no-calibrate]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--json] [--file topo.json [--assign]] [--recalibrate] [--no-calibrate]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -122,6 +125,7 @@ int main(int argc, char **argv) {
     tsr_topology *t = NULL;
     if (file) {
         st = tsr_topology_load(ctx, file, &t);
+        if (st == TSR_OK && assign) st = tsr_topology_assign_ranks(t);
         if (st != TSR_OK) die(ctx, st, "reading the topology file");
     } else {
 #if TSR_WITH_MPI

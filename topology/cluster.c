@@ -7,7 +7,12 @@
 #include "lib/internal.h"
 #include "topology/topology.h"
 
-static double score(const tsr_device_info *d) { return d->gemm_gflops > 0 ? d->gemm_gflops : d->peak_gflops; }
+/* Measured SGEMM rates compare with each other, peaks with peaks: a host where some device
+ * is not measured ranks all by peak (by measurement when a device has no peak). */
+static double score(const tsr_device_info *d, int measured) {
+    if (measured || d->peak_gflops <= 0) return d->gemm_gflops;
+    return d->peak_gflops;
+}
 
 /* Of two paths to one device, the one to use: the faster when both are measured, else the host
  * backend (no kernel compilation, no copies). */
@@ -24,11 +29,13 @@ static int preferred(const tsr_device_info *devs, int i) {
 
 /* The usable devices of `host`, best first. Returns their count (indices in `out`). */
 static int candidates(const tsr_topology *t, int host, int *out) {
-    int n = 0;
+    int n = 0, measured = 1;
+    for (int i = 0; i < t->device_count; i++)
+        if (t->devices[i].host == host && preferred(t->devices, i) && t->devices[i].gemm_gflops <= 0) measured = 0;
     for (int i = 0; i < t->device_count; i++) {
         if (t->devices[i].host != host || !preferred(t->devices, i)) continue;
         int j = n++; /* insertion sort: stable, best score first */
-        while (j > 0 && score(&t->devices[out[j - 1]]) < score(&t->devices[i])) {
+        while (j > 0 && score(&t->devices[out[j - 1]], measured) < score(&t->devices[i], measured)) {
             out[j] = out[j - 1];
             j--;
         }

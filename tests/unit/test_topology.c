@@ -549,7 +549,10 @@ static void test_split_cpus(void **state) {
 
 /* ---- rank placement ---- */
 
-static double ref_score(const tsr_device_info *d) { return d->gemm_gflops > 0 ? d->gemm_gflops : d->peak_gflops; }
+/* measured rates when every candidate of the host is measured, else peaks (rate when no peak) */
+static double ref_score(const tsr_device_info *d, int all_measured) {
+    return all_measured || d->peak_gflops <= 0 ? d->gemm_gflops : d->peak_gflops;
+}
 
 static void test_assign_ranks(void **state) {
     (void)state;
@@ -567,13 +570,17 @@ static void test_assign_ranks(void **state) {
                 continue;
             list[n++] = i;
         }
-        for (int a = 0; a < n; a++) /* selection sort, ties by index */
+        int all_measured = 1;
+        for (int a = 0; a < n; a++) all_measured &= t->devices[list[a]].gemm_gflops > 0;
+        for (int a = 0; a < n; a++) { /* stable selection: the best remaining, lowest index on ties */
+            int best = a;
             for (int b = a + 1; b < n; b++)
-                if (ref_score(&t->devices[list[b]]) > ref_score(&t->devices[list[a]])) {
-                    int x = list[a];
-                    list[a] = list[b];
-                    list[b] = x;
-                }
+                if (ref_score(&t->devices[list[b]], all_measured) > ref_score(&t->devices[list[best]], all_measured))
+                    best = b;
+            int x = list[best];
+            memmove(&list[a + 1], &list[a], (size_t)(best - a) * sizeof list[0]);
+            list[a] = x;
+        }
         for (int r = 0; r < t->rank_count; r++) {
             const tsr_rank_info *k = &t->ranks[r];
             if (k->host != h) continue;
@@ -719,13 +726,45 @@ static void test_context_from_file(void **state) {
     tsr_context_free(ctx);
 }
 
+/* The shipped example (4 H100 + FPGA node, run from the repository root) loads and plans. */
+static void test_example_file(void **state) {
+    (void)state;
+    tsr_context *ctx = new_ctx();
+    tsr_topology *t = NULL;
+    tsr_status st = tsr_topology_load(ctx, "topology/examples/gpu4-fpga.json", &t);
+    if (st != TSR_OK) fail_msg("%s: %s", tsr_status_name(st), tsr_context_last_error(ctx));
+    assert_int_equal(tsr_topology_host_count(t), 2);
+    assert_int_equal(tsr_topology_device_count(t), 7);
+    assert_int_equal(tsr_topology_rank_count(t), 6);
+    assert_int_equal(tsr_topology_assign_ranks(t), TSR_OK);
+    int used[7] = {0};
+    for (int r = 0; r < 4; r++) {
+        const tsr_rank_info *k = tsr_topology_rank(t, r);
+        const tsr_device_info *d = tsr_topology_device(t, k->device);
+        assert_non_null(d);
+        assert_int_equal(d->kind, TSR_DEVICE_GPU);
+        assert_int_equal(used[k->device]++, 0);
+        tsr_cpumask mine, near;
+        assert_int_equal(tsr_cpumask_parse(k->cpuset, &mine), 0);
+        assert_int_equal(tsr_cpumask_parse(d->cpuset, &near), 0);
+        assert_int_equal(tsr_cpumask_count(&mine), 32);
+        for (int w = 0; w < TSR_CPUMASK_WORDS; w++) assert_true((mine.bits[w] & ~near.bits[w]) == 0);
+    }
+    /* the FPGA node: its two devices, one rank each */
+    assert_int_not_equal(t->ranks[4].device, t->ranks[5].device);
+    assert_int_equal(t->devices[t->ranks[4].device].host, 1);
+    assert_int_equal(t->devices[t->ranks[5].device].host, 1);
+    tsr_topology_free(t);
+    tsr_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),        cmocka_unit_test(test_malformed_fields),
         cmocka_unit_test(test_truncated),         cmocka_unit_test(test_load_allocation_failures),
         cmocka_unit_test(test_cpumask),           cmocka_unit_test(test_split_cpus),
         cmocka_unit_test(test_assign_ranks),      cmocka_unit_test(test_pairing),
-        cmocka_unit_test(test_context_from_file),
+        cmocka_unit_test(test_context_from_file), cmocka_unit_test(test_example_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -144,10 +144,10 @@ int main(int argc, char **argv) {
     int all_ok = 1;
     for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= (size_t)step) {
         size_t count = bytes / sizeof(float);
+        /* about 128 MiB per row and size: 3 calls at 256 MiB, 100 at 1 MiB and below */
+        size_t budget = ((size_t)128 << 20) / bytes;
         int iters = iters_fixed > 0 ? iters_fixed
-                                    : (int)((size_t)(256u << 20) / bytes > 200 ? 200
-                                            : (size_t)(256u << 20) / bytes < 3 ? 3
-                                            : (size_t)(256u << 20) / bytes);
+                                    : (int)(budget > 100 ? 100 : budget < 3 ? 3 : budget);
         if (iters > MAX_ITERS) iters = MAX_ITERS;
         /* Rows take turns call by call, so whatever else runs on the machine slows them alike. */
         static double times[16][MAX_ITERS];

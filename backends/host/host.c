@@ -1,9 +1,9 @@
 /* Host CPU backend: memory, copies and BLAS (OpenBLAS cblas_sgemm, row-major).
- * Layer ops, conversions and optimizers live in host_ops.c. Everything runs synchronously,
- * so finish() has nothing to wait for. */
+ * Layer ops, conversions and optimizers live in host_ops.c, split over a small thread pool
+ * (host_pool.c) when large. Everything runs synchronously, so finish() has nothing to wait
+ * for. */
 #include <cblas.h>
 #include <limits.h>
-#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include "backends/host/host.h"
@@ -13,6 +13,7 @@
 #define HOST_ALIGN 64
 
 static void host_destroy(tsr_backend *be) {
+    tsr_host_pool_free(be->ctx, be->impl);
     tsr_free(be->ctx, be);
 }
 
@@ -55,17 +56,6 @@ static tsr_status host_copy(tsr_backend *be, tsr_buf *dst, size_t dst_byte_off, 
     (void)be;
     /* ranges inside one buffer may overlap */
     memmove((char *)dst->host + dst_byte_off, (const char *)src->host + src_byte_off, bytes);
-    return TSR_OK;
-}
-
-static tsr_status host_fill(tsr_backend *be, tsr_ref x, size_t n, float value) {
-    (void)be;
-    float *p = tsr_host_f32(x);
-    if (value == 0.0f && !signbit(value)) {
-        memset(p, 0, n * sizeof *p);
-        return TSR_OK;
-    }
-    for (size_t i = 0; i < n; i++) p[i] = value;
     return TSR_OK;
 }
 
@@ -138,7 +128,7 @@ static const tsr_backend_iface host_iface = {
     .write = host_write,
     .read = host_read,
     .copy = host_copy,
-    .fill = host_fill,
+    .fill = tsr_host_fill,
     .finish = host_finish,
     .gemm = host_gemm,
     .gemm_batched = host_gemm_batched,
@@ -177,7 +167,13 @@ tsr_status tsr_backend_host_create(tsr_context *ctx, tsr_backend **out) {
     be->iface = &host_iface;
     be->ctx = ctx;
     be->device = *info;
-    be->impl = NULL;
+    tsr_host_pool *pool = NULL;
+    tsr_status st = tsr_host_pool_create(ctx, tsr_host_thread_count(info->compute_units), &pool);
+    if (st != TSR_OK) {
+        tsr_free(ctx, be);
+        return st;
+    }
+    be->impl = pool;
     *out = be;
     return TSR_OK;
 }

@@ -15,6 +15,19 @@ static inline uint16_t *tsr_host_u16(tsr_ref r) {
     return r.buf ? (uint16_t *)r.buf->host + r.off : NULL;
 }
 
+/* Fork-join pool (host_pool.c); be->impl holds it, NULL runs everything on the caller. */
+typedef struct tsr_host_pool tsr_host_pool;
+typedef void (*tsr_host_range_fn)(void *arg, size_t lo, size_t hi);
+/* Threads to use: TSR_HOST_THREADS, else OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else cores. */
+int tsr_host_thread_count(unsigned cores);
+/* threads <= 1 gives *out = NULL (serial). A thread that fails to start is logged, not fatal. */
+tsr_status tsr_host_pool_create(tsr_context *ctx, int threads, tsr_host_pool **out);
+void tsr_host_pool_free(tsr_context *ctx, tsr_host_pool *pool); /* accepts NULL */
+/* fn(arg, lo, hi) over contiguous parts of [0, n), one per thread, when n >= 2*grain;
+ * else fn(arg, 0, n) on the caller. Returns when every part is done. */
+void tsr_host_parallel(tsr_backend *be, size_t n, size_t grain, tsr_host_range_fn fn, void *arg);
+
+tsr_status tsr_host_fill(tsr_backend *be, tsr_ref x, size_t n, float value);
 tsr_status tsr_host_axpy(tsr_backend *be, size_t n, float alpha, tsr_ref x, tsr_ref y);
 tsr_status tsr_host_scale(tsr_backend *be, size_t n, float alpha, tsr_ref x);
 tsr_status tsr_host_mul(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y);

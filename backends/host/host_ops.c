@@ -16,28 +16,92 @@
 #include "backends/host/host.h"
 #include "lib/internal.h"
 
+/* Element-wise work is split into blocks of BLOCK elements (aligned parts for the threads);
+ * below GRAIN elements per thread an op runs on the caller alone. */
+#define BLOCK 4096
+#define GRAIN 32768
+#define BLOCKS(n) (((n) + BLOCK - 1) / BLOCK)
+#define GRAIN_BLOCKS (GRAIN / BLOCK)
+/* Units of `work` elements each: how many units make a worthwhile part. */
+static size_t grain_units(size_t work) {
+    return work >= GRAIN ? 1 : GRAIN / (work ? work : 1);
+}
+
+typedef struct ew_args {
+    size_t n;
+    float alpha;
+    const float *a, *b;
+    float *y;
+} ew_args;
+
+static void block_range(const ew_args *e, size_t lo_b, size_t hi_b, size_t *lo, size_t *hi) {
+    *lo = lo_b * BLOCK;
+    *hi = hi_b * BLOCK < e->n ? hi_b * BLOCK : e->n;
+}
+
+/* ---- fill (host.c's slot, here for the pool) ---- */
+
+static void fill_range(void *arg, size_t lo_b, size_t hi_b) {
+    const ew_args *e = arg;
+    size_t lo, hi;
+    block_range(e, lo_b, hi_b, &lo, &hi);
+    float *p = e->y, v = e->alpha;
+    if (v == 0.0f && !signbit(v)) {
+        memset(p + lo, 0, (hi - lo) * sizeof *p);
+        return;
+    }
+    for (size_t i = lo; i < hi; i++) p[i] = v;
+}
+
+tsr_status tsr_host_fill(tsr_backend *be, tsr_ref x, size_t n, float value) {
+    ew_args e = {n, value, NULL, NULL, tsr_host_f32(x)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS * 4, fill_range, &e);
+    return TSR_OK;
+}
+
 /* ---- BLAS level 1 ---- */
 
+static void axpy_range(void *arg, size_t lo_b, size_t hi_b) {
+    const ew_args *e = arg;
+    size_t lo, hi;
+    block_range(e, lo_b, hi_b, &lo, &hi);
+    const float *px = e->a, alpha = e->alpha;
+    float *py = e->y;
+    for (size_t i = lo; i < hi; i++) py[i] += alpha * px[i];
+}
+
 tsr_status tsr_host_axpy(tsr_backend *be, size_t n, float alpha, tsr_ref x, tsr_ref y) {
-    (void)be;
-    const float *px = tsr_host_f32(x);
-    float *py = tsr_host_f32(y);
-    for (size_t i = 0; i < n; i++) py[i] += alpha * px[i];
+    ew_args e = {n, alpha, tsr_host_f32(x), NULL, tsr_host_f32(y)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS, axpy_range, &e);
     return TSR_OK;
+}
+
+static void scale_range(void *arg, size_t lo_b, size_t hi_b) {
+    const ew_args *e = arg;
+    size_t lo, hi;
+    block_range(e, lo_b, hi_b, &lo, &hi);
+    float *px = e->y, alpha = e->alpha;
+    for (size_t i = lo; i < hi; i++) px[i] *= alpha;
 }
 
 tsr_status tsr_host_scale(tsr_backend *be, size_t n, float alpha, tsr_ref x) {
-    (void)be;
-    float *px = tsr_host_f32(x);
-    for (size_t i = 0; i < n; i++) px[i] *= alpha;
+    ew_args e = {n, alpha, NULL, NULL, tsr_host_f32(x)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS, scale_range, &e);
     return TSR_OK;
 }
 
+static void mul_range(void *arg, size_t lo_b, size_t hi_b) {
+    const ew_args *e = arg;
+    size_t lo, hi;
+    block_range(e, lo_b, hi_b, &lo, &hi);
+    const float *pa = e->a, *pb = e->b;
+    float *py = e->y;
+    for (size_t i = lo; i < hi; i++) py[i] = pa[i] * pb[i];
+}
+
 tsr_status tsr_host_mul(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y) {
-    (void)be;
-    const float *pa = tsr_host_f32(a), *pb = tsr_host_f32(b);
-    float *py = tsr_host_f32(y);
-    for (size_t i = 0; i < n; i++) py[i] = pa[i] * pb[i];
+    ew_args e = {n, 0.0f, tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(y)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS, mul_range, &e);
     return TSR_OK;
 }
 
@@ -64,65 +128,106 @@ tsr_status tsr_host_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out) {
 
 /* ---- bias ---- */
 
+typedef struct bias_args {
+    size_t outer, channels, inner;
+    const float *src;
+    float *dst;
+} bias_args;
+
+/* dense: rows [lo, hi) of y get the bias row */
+static void bias_add_rows(void *arg, size_t lo, size_t hi) {
+    const bias_args *a = arg;
+    const float *restrict b = a->src;
+    for (size_t o = lo; o < hi; o++) {
+        float *restrict row = a->dst + o * a->channels;
+        for (size_t c = 0; c < a->channels; c++) row[c] += b[c];
+    }
+}
+
+/* conv: planes [lo, hi) of the outer*channels planes */
+static void bias_add_planes(void *arg, size_t lo, size_t hi) {
+    const bias_args *a = arg;
+    for (size_t q = lo; q < hi; q++) {
+        float *restrict plane = a->dst + q * a->inner;
+        const float bc = a->src[q % a->channels];
+        for (size_t i = 0; i < a->inner; i++) plane[i] += bc;
+    }
+}
+
 tsr_status tsr_host_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                              tsr_ref bias, tsr_ref y) {
-    (void)be;
-    const float *restrict b = tsr_host_f32(bias);
-    float *restrict py = tsr_host_f32(y);
-    if (inner == 1) { /* dense: a row of channels per sample */
-        for (size_t o = 0; o < outer; o++) {
-            float *restrict row = py + o * channels;
-            for (size_t c = 0; c < channels; c++) row[c] += b[c];
-        }
-        return TSR_OK;
-    }
-    for (size_t o = 0; o < outer; o++)
-        for (size_t c = 0; c < channels; c++) {
-            float *restrict plane = py + (o * channels + c) * inner;
-            const float bc = b[c];
-            for (size_t i = 0; i < inner; i++) plane[i] += bc;
-        }
+    bias_args a = {outer, channels, inner, tsr_host_f32(bias), tsr_host_f32(y)};
+    if (inner == 1)
+        tsr_host_parallel(be, outer, grain_units(channels), bias_add_rows, &a);
+    else
+        tsr_host_parallel(be, outer * channels, grain_units(inner), bias_add_planes, &a);
     return TSR_OK;
+}
+
+/* dense: channels [lo, hi) summed down the rows, unit stride over channels */
+static void bias_grad_rows(void *arg, size_t lo, size_t hi) {
+    const bias_args *a = arg;
+    float *restrict db = a->dst;
+    for (size_t o = 0; o < a->outer; o++) {
+        const float *restrict row = a->src + o * a->channels;
+        for (size_t c = lo; c < hi; c++) db[c] += row[c];
+    }
+}
+
+/* conv: channels [lo, hi), each summed over every sample's plane in double */
+static void bias_grad_planes(void *arg, size_t lo, size_t hi) {
+    const bias_args *a = arg;
+    for (size_t c = lo; c < hi; c++) {
+        double s = 0;
+        for (size_t o = 0; o < a->outer; o++)
+            s += sum_f64(a->src + (o * a->channels + c) * a->inner, a->inner);
+        a->dst[c] += (float)s;
+    }
 }
 
 tsr_status tsr_host_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                               tsr_ref dy, tsr_ref db) {
-    (void)be;
-    const float *restrict pdy = tsr_host_f32(dy);
-    float *restrict pdb = tsr_host_f32(db);
-    if (inner == 1) { /* dense: add rows into db, unit stride over channels */
-        for (size_t o = 0; o < outer; o++) {
-            const float *restrict row = pdy + o * channels;
-            for (size_t c = 0; c < channels; c++) pdb[c] += row[c];
-        }
-        return TSR_OK;
-    }
-    for (size_t c = 0; c < channels; c++) {
-        double s = 0;
-        for (size_t o = 0; o < outer; o++) s += sum_f64(pdy + (o * channels + c) * inner, inner);
-        pdb[c] += (float)s;
-    }
+    bias_args a = {outer, channels, inner, tsr_host_f32(dy), tsr_host_f32(db)};
+    if (inner == 1)
+        tsr_host_parallel(be, channels, grain_units(outer) < 16 ? 16 : grain_units(outer),
+                          bias_grad_rows, &a);
+    else
+        tsr_host_parallel(be, channels, grain_units(outer * inner), bias_grad_planes, &a);
     return TSR_OK;
 }
 
 /* ---- activations ---- */
 
+static void relu_fwd_range(void *arg, size_t lo_b, size_t hi_b) {
+    const ew_args *e = arg;
+    size_t lo, hi;
+    block_range(e, lo_b, hi_b, &lo, &hi);
+    const float *px = e->a;
+    float *py = e->y;
+    for (size_t i = lo; i < hi; i++) py[i] = px[i] > 0.0f ? px[i] : 0.0f;
+}
+
 tsr_status tsr_host_relu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y) {
-    (void)be;
-    const float *px = tsr_host_f32(x);
-    float *py = tsr_host_f32(y);
-    for (size_t i = 0; i < n; i++) py[i] = px[i] > 0.0f ? px[i] : 0.0f;
+    ew_args e = {n, 0.0f, tsr_host_f32(x), NULL, tsr_host_f32(y)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS, relu_fwd_range, &e);
     return TSR_OK;
 }
 
-tsr_status tsr_host_relu_backward(tsr_backend *be, size_t n, tsr_ref y, tsr_ref dy, tsr_ref dx) {
-    (void)be;
-    const float *py = tsr_host_f32(y), *pdy = tsr_host_f32(dy);
-    float *pdx = tsr_host_f32(dx);
-    for (size_t i = 0; i < n; i++) {
+static void relu_bwd_range(void *arg, size_t lo_b, size_t hi_b) {
+    const ew_args *e = arg;
+    size_t lo, hi;
+    block_range(e, lo_b, hi_b, &lo, &hi);
+    const float *py = e->a, *pdy = e->b;
+    float *pdx = e->y;
+    for (size_t i = lo; i < hi; i++) {
         float d = pdy[i]; /* loaded unconditionally so the loop has no branch */
         pdx[i] = py[i] > 0.0f ? d : 0.0f;
     }
+}
+
+tsr_status tsr_host_relu_backward(tsr_backend *be, size_t n, tsr_ref y, tsr_ref dy, tsr_ref dx) {
+    ew_args e = {n, 0.0f, tsr_host_f32(y), tsr_host_f32(dy), tsr_host_f32(dx)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS, relu_bwd_range, &e);
     return TSR_OK;
 }
 
@@ -190,11 +295,13 @@ static void valid_range(size_t k, size_t pad, size_t stride, size_t size, size_t
     *hi = h;
 }
 
-static void im2col_image(const tsr_conv_geom *g, const float *restrict x, float *restrict col) {
+/* Channel c of one image: x is the image, col its column block. */
+static void im2col_channel(const tsr_conv_geom *g, const float *restrict x, float *restrict col,
+                           size_t c) {
     const size_t H = g->height, W = g->width, OH = g->out_h, OW = g->out_w;
     const size_t SH = g->stride_h, SW = g->stride_w, PH = g->pad_h, PW = g->pad_w;
     const size_t ohw = OH * OW;
-    for (size_t c = 0; c < g->channels; c++) {
+    {
         const float *restrict xc = x + c * H * W;
         for (size_t ki = 0; ki < g->kernel_h; ki++) {
             size_t oh_lo, oh_hi;
@@ -224,11 +331,12 @@ static void im2col_image(const tsr_conv_geom *g, const float *restrict x, float 
     }
 }
 
-static void col2im_image(const tsr_conv_geom *g, const float *restrict col, float *restrict dx) {
+static void col2im_channel(const tsr_conv_geom *g, const float *restrict col,
+                           float *restrict dx, size_t c) {
     const size_t H = g->height, W = g->width, OH = g->out_h, OW = g->out_w;
     const size_t SH = g->stride_h, SW = g->stride_w, PH = g->pad_h, PW = g->pad_w;
     const size_t ohw = OH * OW;
-    for (size_t c = 0; c < g->channels; c++) {
+    {
         float *restrict dc = dx + c * H * W;
         for (size_t ki = 0; ki < g->kernel_h; ki++) {
             size_t oh_lo, oh_hi;
@@ -252,23 +360,41 @@ static void col2im_image(const tsr_conv_geom *g, const float *restrict col, floa
     }
 }
 
+typedef struct conv_args {
+    const tsr_conv_geom *g;
+    const float *src;
+    float *dst;
+    size_t img, cols; /* elements per image of x and of col */
+} conv_args;
+
+/* units are (image, channel) pairs: disjoint rows of col and disjoint planes of dx */
+static void im2col_units(void *arg, size_t lo, size_t hi) {
+    const conv_args *a = arg;
+    const size_t C = a->g->channels;
+    for (size_t u = lo; u < hi; u++)
+        im2col_channel(a->g, a->src + (u / C) * a->img, a->dst + (u / C) * a->cols, u % C);
+}
+
+static void col2im_units(void *arg, size_t lo, size_t hi) {
+    const conv_args *a = arg;
+    const size_t C = a->g->channels;
+    for (size_t u = lo; u < hi; u++)
+        col2im_channel(a->g, a->src + (u / C) * a->cols, a->dst + (u / C) * a->img, u % C);
+}
+
 tsr_status tsr_host_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col) {
-    (void)be;
-    const float *px = tsr_host_f32(x);
-    float *pc = tsr_host_f32(col);
     const size_t img = g->channels * g->height * g->width;
-    const size_t cols = g->channels * g->kernel_h * g->kernel_w * g->out_h * g->out_w;
-    for (size_t b = 0; b < g->batch; b++) im2col_image(g, px + b * img, pc + b * cols);
+    const size_t per_c = g->kernel_h * g->kernel_w * g->out_h * g->out_w;
+    conv_args a = {g, tsr_host_f32(x), tsr_host_f32(col), img, g->channels * per_c};
+    tsr_host_parallel(be, g->batch * g->channels, grain_units(per_c), im2col_units, &a);
     return TSR_OK;
 }
 
 tsr_status tsr_host_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx) {
-    (void)be;
-    const float *pc = tsr_host_f32(col);
-    float *pdx = tsr_host_f32(dx);
     const size_t img = g->channels * g->height * g->width;
-    const size_t cols = g->channels * g->kernel_h * g->kernel_w * g->out_h * g->out_w;
-    for (size_t b = 0; b < g->batch; b++) col2im_image(g, pc + b * cols, pdx + b * img);
+    const size_t per_c = g->kernel_h * g->kernel_w * g->out_h * g->out_w;
+    conv_args a = {g, tsr_host_f32(col), tsr_host_f32(dx), img, g->channels * per_c};
+    tsr_host_parallel(be, g->batch * g->channels, grain_units(per_c), col2im_units, &a);
     return TSR_OK;
 }
 
@@ -319,121 +445,178 @@ static void maxpool_generic(const tsr_pool_geom *g, const float *restrict x, flo
         }
 }
 
+typedef struct pool_args {
+    const tsr_pool_geom *g;
+    const float *src;
+    float *dst;
+    int32_t *idx;
+} pool_args;
+
+static void maxpool_fwd_planes(void *arg, size_t lo, size_t hi) {
+    const pool_args *a = arg;
+    const tsr_pool_geom *g = a->g;
+    const size_t in = g->height * g->width, out = g->out_h * g->out_w;
+    const int fast = g->size == 2 && g->stride == 2;
+    for (size_t p = lo; p < hi; p++) {
+        if (fast)
+            maxpool_2x2s2(g, a->src + p * in, a->dst + p * out, a->idx + p * out);
+        else
+            maxpool_generic(g, a->src + p * in, a->dst + p * out, a->idx + p * out);
+    }
+}
+
+static void maxpool_bwd_planes(void *arg, size_t lo, size_t hi) {
+    const pool_args *a = arg;
+    const tsr_pool_geom *g = a->g;
+    const size_t in = g->height * g->width, out = g->out_h * g->out_w;
+    for (size_t p = lo; p < hi; p++) {
+        const float *d = a->src + p * out;
+        const int32_t *ix = a->idx + p * out;
+        float *plane = a->dst + p * in;
+        memset(plane, 0, in * sizeof *plane);
+        for (size_t o = 0; o < out; o++)
+            if ((uint32_t)ix[o] < in) plane[ix[o]] += d[o]; /* a corrupt index is skipped */
+    }
+}
+
 tsr_status tsr_host_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x,
                                     tsr_ref y, tsr_ref idx) {
     if ((uint64_t)g->height * g->width > INT32_MAX)
         return tsr_error(be->ctx, TSR_ERR_SHAPE, "maxpool_forward: %zux%zu plane overflows int32 "
                          "indices", g->height, g->width);
-    const float *px = tsr_host_f32(x);
-    float *py = tsr_host_f32(y);
-    int32_t *pi = tsr_host_i32(idx);
-    const size_t in = g->height * g->width, out = g->out_h * g->out_w;
-    const int fast = g->size == 2 && g->stride == 2;
-    for (size_t p = 0; p < g->planes; p++) {
-        if (fast)
-            maxpool_2x2s2(g, px + p * in, py + p * out, pi + p * out);
-        else
-            maxpool_generic(g, px + p * in, py + p * out, pi + p * out);
-    }
+    pool_args a = {g, tsr_host_f32(x), tsr_host_f32(y), tsr_host_i32(idx)};
+    tsr_host_parallel(be, g->planes, grain_units(g->height * g->width), maxpool_fwd_planes, &a);
     return TSR_OK;
 }
 
 tsr_status tsr_host_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
                                      tsr_ref idx, tsr_ref dx) {
-    (void)be;
-    const float *pdy = tsr_host_f32(dy);
-    const int32_t *pi = tsr_host_i32(idx);
-    float *pdx = tsr_host_f32(dx);
-    const size_t in = g->height * g->width, out = g->out_h * g->out_w;
-    memset(pdx, 0, g->planes * in * sizeof *pdx);
-    for (size_t p = 0; p < g->planes; p++) {
-        const float *d = pdy + p * out;
-        const int32_t *ix = pi + p * out;
-        float *plane = pdx + p * in;
-        for (size_t o = 0; o < out; o++)
-            if ((uint32_t)ix[o] < in) plane[ix[o]] += d[o]; /* a corrupt index is skipped */
-    }
+    pool_args a = {g, tsr_host_f32(dy), tsr_host_f32(dx), tsr_host_i32(idx)};
+    tsr_host_parallel(be, g->planes, grain_units(g->height * g->width), maxpool_bwd_planes, &a);
     return TSR_OK;
 }
 
 /* ---- dropout ---- */
 
+typedef struct dropout_args {
+    size_t n;
+    float p, keep_scale;
+    uint64_t seed;
+    const float *x;
+    float *y, *mask;
+} dropout_args;
+
+static void dropout_range(void *arg, size_t lo_b, size_t hi_b) {
+    const dropout_args *a = arg;
+    size_t lo = lo_b * BLOCK, hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
+    for (size_t i = lo; i < hi; i++) {
+        /* the decision depends on (seed, i) only, so every part and backend agree */
+        float m = tsr_dropout_keep(a->seed, i, a->p) ? a->keep_scale : 0.0f;
+        float v = a->x[i] * m;
+        a->mask[i] = m;
+        a->y[i] = v;
+    }
+}
+
 tsr_status tsr_host_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
                                     tsr_ref y, tsr_ref mask) {
-    (void)be;
-    const float *px = tsr_host_f32(x);
-    float *py = tsr_host_f32(y), *pm = tsr_host_f32(mask);
-    const float keep_scale = 1.0f / (1.0f - p);
-    for (size_t i = 0; i < n; i++) {
-        float m = tsr_dropout_keep(seed, i, p) ? keep_scale : 0.0f;
-        float v = px[i] * m;
-        pm[i] = m;
-        py[i] = v;
-    }
+    dropout_args a = {n, p, 1.0f / (1.0f - p), seed, tsr_host_f32(x), tsr_host_f32(y),
+                      tsr_host_f32(mask)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, dropout_range, &a);
     return TSR_OK;
 }
 
 /* ---- half precision ---- */
 
+typedef struct half_args {
+    size_t n;
+    const float *f_in;
+    const uint16_t *h_in;
+    float *f_out;
+    uint16_t *h_out;
+} half_args;
+
+static void to_f16_range(void *arg, size_t lo_b, size_t hi_b) {
+    const half_args *a = arg;
+    size_t lo = lo_b * BLOCK, hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
+    for (size_t i = lo; i < hi; i++) a->h_out[i] = tsr_f32_to_f16_scalar(a->f_in[i]);
+}
+
+static void to_f32_range(void *arg, size_t lo_b, size_t hi_b) {
+    const half_args *a = arg;
+    size_t lo = lo_b * BLOCK, hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
+    for (size_t i = lo; i < hi; i++) a->f_out[i] = tsr_f16_to_f32_scalar(a->h_in[i]);
+}
+
 tsr_status tsr_host_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
-    (void)be;
-    const float *px = tsr_host_f32(x);
-    uint16_t *ph = tsr_host_u16(h);
-    for (size_t i = 0; i < n; i++) ph[i] = tsr_f32_to_f16_scalar(px[i]);
+    half_args a = {n, tsr_host_f32(x), NULL, NULL, tsr_host_u16(h)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, to_f16_range, &a);
     return TSR_OK;
 }
 
 tsr_status tsr_host_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
-    (void)be;
-    const uint16_t *ph = tsr_host_u16(h);
-    float *px = tsr_host_f32(x);
-    for (size_t i = 0; i < n; i++) px[i] = tsr_f16_to_f32_scalar(ph[i]);
+    half_args a = {n, NULL, tsr_host_u16(h), tsr_host_f32(x), NULL};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, to_f32_range, &a);
     return TSR_OK;
 }
 
 /* ---- optimizers ---- */
 
-tsr_status tsr_host_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
-                               tsr_ref g, tsr_ref v) {
-    (void)be;
-    float *restrict pw = tsr_host_f32(w);
-    const float *restrict pg = tsr_host_f32(g);
-    const float lr = p->lr, wd = p->weight_decay, mom = p->momentum;
+typedef struct optim_args {
+    size_t n;
+    const tsr_sgd_params *sgd;
+    const tsr_adam_params *adam;
+    float *w, *m, *v;
+    const float *g;
+} optim_args;
+
+static void sgd_range(void *arg, size_t lo_b, size_t hi_b) {
+    const optim_args *a = arg;
+    size_t lo = lo_b * BLOCK, hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
+    float *restrict pw = a->w;
+    const float *restrict pg = a->g;
+    const float lr = a->sgd->lr, wd = a->sgd->weight_decay, mom = a->sgd->momentum;
     if (mom == 0.0f) { /* no state: v is not touched (and may be absent) */
-        for (size_t i = 0; i < n; i++) pw[i] -= lr * (pg[i] + wd * pw[i]);
-        return TSR_OK;
+        for (size_t i = lo; i < hi; i++) pw[i] -= lr * (pg[i] + wd * pw[i]);
+        return;
     }
-    float *restrict pv = tsr_host_f32(v);
-    if (p->nesterov) {
-        for (size_t i = 0; i < n; i++) {
+    float *restrict pv = a->v;
+    if (a->sgd->nesterov) {
+        for (size_t i = lo; i < hi; i++) {
             float gi = pg[i] + wd * pw[i];
             float vi = mom * pv[i] + gi;
             pv[i] = vi;
             pw[i] -= lr * (gi + mom * vi);
         }
     } else {
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = lo; i < hi; i++) {
             float gi = pg[i] + wd * pw[i];
             float vi = mom * pv[i] + gi;
             pv[i] = vi;
             pw[i] -= lr * vi;
         }
     }
+}
+
+tsr_status tsr_host_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
+                               tsr_ref g, tsr_ref v) {
+    optim_args a = {n, p, NULL, tsr_host_f32(w), NULL, tsr_host_f32(v), tsr_host_f32(g)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS, sgd_range, &a);
     return TSR_OK;
 }
 
-tsr_status tsr_host_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
-                                tsr_ref g, tsr_ref m, tsr_ref v) {
-    (void)be;
-    float *restrict pw = tsr_host_f32(w);
-    const float *restrict pg = tsr_host_f32(g);
-    float *restrict pm = tsr_host_f32(m), *restrict pv = tsr_host_f32(v);
+static void adam_range(void *arg, size_t lo_b, size_t hi_b) {
+    const optim_args *a = arg;
+    const tsr_adam_params *p = a->adam;
+    size_t lo = lo_b * BLOCK, hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
+    float *restrict pw = a->w, *restrict pm = a->m, *restrict pv = a->v;
+    const float *restrict pg = a->g;
     const float lr = p->lr, b1 = p->beta1, b2 = p->beta2, eps = p->eps;
     const float inv_bc1 = 1.0f / p->bias_correction1, inv_bc2 = 1.0f / p->bias_correction2;
     /* decoupled: decay on the weights (AdamW); else L2 folded into the gradient */
     const float wd_grad = p->decoupled ? 0.0f : p->weight_decay;
     const float wd_weight = p->decoupled ? p->weight_decay : 0.0f;
-    size_t i = 0;
+    size_t i = lo;
 #if defined(__SSE2__)
     /* sqrtf sets errno, which keeps gcc from vectorising the scalar loop at -O2/-O3 */
     {
@@ -442,7 +625,7 @@ tsr_status tsr_host_adam_update(tsr_backend *be, size_t n, const tsr_adam_params
         const __m128 vlr = _mm_set1_ps(lr), veps = _mm_set1_ps(eps);
         const __m128 vbc1 = _mm_set1_ps(inv_bc1), vbc2 = _mm_set1_ps(inv_bc2);
         const __m128 vwdg = _mm_set1_ps(wd_grad), vwdw = _mm_set1_ps(wd_weight);
-        for (; i + 4 <= n; i += 4) {
+        for (; i + 4 <= hi; i += 4) {
             __m128 wi = _mm_loadu_ps(pw + i);
             __m128 gi = _mm_add_ps(_mm_loadu_ps(pg + i), _mm_mul_ps(vwdg, wi));
             __m128 mi = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(pm + i)), _mm_mul_ps(vb1c, gi));
@@ -456,7 +639,7 @@ tsr_status tsr_host_adam_update(tsr_backend *be, size_t n, const tsr_adam_params
         }
     }
 #endif
-    for (; i < n; i++) {
+    for (; i < hi; i++) {
         float wi = pw[i];
         float gi = pg[i] + wd_grad * wi;
         float mi = b1 * pm[i] + (1.0f - b1) * gi;
@@ -465,5 +648,12 @@ tsr_status tsr_host_adam_update(tsr_backend *be, size_t n, const tsr_adam_params
         pv[i] = vi;
         pw[i] = wi - lr * ((mi * inv_bc1) / (sqrtf(vi * inv_bc2) + eps) + wd_weight * wi);
     }
+}
+
+tsr_status tsr_host_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
+                                tsr_ref g, tsr_ref m, tsr_ref v) {
+    optim_args a = {n, NULL, p, tsr_host_f32(w), tsr_host_f32(m), tsr_host_f32(v),
+                    tsr_host_f32(g)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS, adam_range, &a);
     return TSR_OK;
 }

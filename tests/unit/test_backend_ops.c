@@ -436,8 +436,8 @@ static void test_sum(void **state) {
 
 static void test_bias(void **state) {
     fixture *fx = *state;
-    static const size_t shapes[][3] = {{1, 1, 1}, {7, 13, 1}, {64, 513, 1}, {3, 5, 49},
-                                       {2, 7, 513}, {1, 3, 7}};
+    static const size_t shapes[][3] = {{1, 1, 1},   {7, 13, 1}, {64, 513, 1}, {3, 5, 49},
+                                       {2, 7, 513}, {1, 3, 7},  {8, 64, 196}, {256, 512, 1}};
     for (int d = 0; d < fx->count; d++) {
         tsr_backend *be = fx->be[d];
         for (size_t s = 0; s < TSR_ARRAY_SIZE(shapes); s++) {
@@ -786,6 +786,7 @@ static const pool_case pool_cases[] = {
     {3, 8, 8, 2, 2},   {2, 7, 9, 2, 2},   /* odd sizes drop the last row/column */
     {2, 9, 7, 3, 2},   {5, 13, 11, 3, 1}, /* overlapping windows */
     {1, 1, 1, 1, 1},   {4, 28, 28, 2, 2}, {1, 6, 5, 3, 3}, {2, 5, 4, 4, 1},
+    {96, 28, 28, 2, 2}, {33, 14, 15, 3, 2}, /* large enough for the host's threads */
 };
 
 static void test_maxpool(void **state) {
@@ -1040,7 +1041,7 @@ static void test_sgd(void **state) {
         {0.1f, 0.9f, 5e-4f, 1},   /* nesterov + weight decay */
         {0.01f, 0.5f, 0.1f, 0},
     };
-    static const size_t sizes[] = {1, 7, 513, 10000};
+    static const size_t sizes[] = {1, 7, 513, 100000};
     const size_t off = 1;
     for (int d = 0; d < fx->count; d++) {
         tsr_backend *be = fx->be[d];
@@ -1108,7 +1109,7 @@ static void test_adam(void **state) {
         {2e-3f, 0.9f, 0.99f, 1e-6f, 1e-2f, 1, 10},  /* AdamW */
         {0.1f, 0.5f, 0.9f, 1e-3f, 0.1f, 1, 2},
     };
-    static const size_t sizes[] = {1, 7, 513, 10000};
+    static const size_t sizes[] = {1, 7, 513, 100000};
     const size_t off = 2;
     for (int d = 0; d < fx->count; d++) {
         tsr_backend *be = fx->be[d];

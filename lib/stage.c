@@ -24,6 +24,7 @@ struct tsr_stage {
     tsr_buf *params, *grads, *acts, *g[2];
     layer_mem *mem;   /* indexed by layer - first */
     size_t input_off, labels_off, probs_off, lossrows_off, losssum_off;
+    size_t ws_off, ones_off;  /* per-image conv weight gradients; a row of max_batch ones */
     int out_grad_idx, in_grad_idx;
     tsr_stage_grad_hook hook;
     void *hook_user;
@@ -124,7 +125,7 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
     st->nparams = poff;
 
     /* activations, state and, for the last stage, the loss */
-    size_t cur = 0, gmax = 0, count;
+    size_t cur = 0, gmax = 0, count, ws = 0;
     const tsr_layer *l0 = layer(st, o->first);
     if (tsr_mul_size(B, tsr_layer_in_size(l0), &count) || reserve(&cur, count, &st->input_off))
         goto overflow;
@@ -143,12 +144,15 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
         if (l->kind == TSR_LAYER_CONV2D) {
             size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, t;
             if (tsr_mul_size(rows, ohw, &t) || tsr_mul_size(t, B, &aux)) goto overflow;
+            if (tsr_mul_size(l->weights, B, &t)) goto overflow;
+            if (t > ws) ws = t;
         } else if (l->kind == TSR_LAYER_MAXPOOL || l->kind == TSR_LAYER_DROPOUT) {
             aux = outn;
         }
         if (aux && reserve(&cur, aux, &m->aux)) goto overflow;
         prev = m->out;
     }
+    if (reserve(&cur, ws, &st->ws_off) || reserve(&cur, B, &st->ones_off)) goto overflow;
     if (st->is_last) {
         size_t classes = model->input.classes, pc;
         if (tsr_mul_size(B, classes, &pc) || reserve(&cur, B, &st->labels_off) ||
@@ -180,7 +184,8 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
         return s;
     }
     if ((s = tsr_op_fill(be, tsr_ref_at(st->grads, 0), st->nparams, 0.0f)) != TSR_OK ||
-        (s = tsr_op_fill(be, tsr_ref_at(st->acts, 0), cur, 0.0f)) != TSR_OK) {
+        (s = tsr_op_fill(be, tsr_ref_at(st->acts, 0), cur, 0.0f)) != TSR_OK ||
+        (s = tsr_op_fill(be, tsr_ref_at(st->acts, st->ones_off), B, 1.0f)) != TSR_OK) {
         tsr_stage_free(st);
         return s;
     }
@@ -283,11 +288,14 @@ static tsr_status conv_backward(tsr_stage *st, const tsr_layer *l, const layer_m
     size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units;
     tsr_backend *be = st->be;
     tsr_buf *dyb = st->g[m->gout];
-    /* dW += sum over images of dY_i * col_i^T (one GEMM per image: the C matrix is shared) */
-    for (size_t i = 0; i < n; i++)
-        TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_TRANS, f, rows, ohw, 1.0f,
-                            tsr_ref_at(dyb, i * f * ohw), ohw, tsr_ref_at(st->acts, m->aux + i * rows * ohw),
-                            ohw, (i || accumulate) ? 1.0f : 0.0f, tsr_ref_at(st->grads, m->w), rows));
+    /* dW += sum over images of dY_i * col_i^T: one batched GEMM into per-image partials (the
+     * backend may run the images in parallel), then a ones-row GEMM sums them */
+    TSR_TRY(tsr_op_gemm_batched(be, TSR_NO_TRANS, TSR_TRANS, f, rows, ohw, 1.0f, tsr_ref_at(dyb, 0),
+                                ohw, f * ohw, tsr_ref_at(st->acts, m->aux), ohw, rows * ohw, 0.0f,
+                                tsr_ref_at(st->acts, st->ws_off), rows, f * rows, n));
+    TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, 1, f * rows, n, 1.0f,
+                        tsr_ref_at(st->acts, st->ones_off), n, tsr_ref_at(st->acts, st->ws_off),
+                        f * rows, accumulate ? 1.0f : 0.0f, tsr_ref_at(st->grads, m->w), f * rows));
     if (!accumulate) TSR_TRY(tsr_op_fill(be, tsr_ref_at(st->grads, m->b), f, 0.0f));
     TSR_TRY(tsr_op_bias_grad(be, n, f, ohw, tsr_ref_at(dyb, 0), tsr_ref_at(st->grads, m->b)));
     if (!want_dx) return TSR_OK;

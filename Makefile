@@ -173,6 +173,12 @@ $(BUILD)/config.sh:
 	@printf "%s\n" "TSR_MAKE_ARGS='PORT=$(PORT) WITH_MPI=$(WITH_MPI) WITH_OPENCL=$(WITH_OPENCL) WITH_HWLOC=$(WITH_HWLOC) SANITIZE=$(SANITIZE) BUILD=$(BUILD)'" \
 	    "TSR_PORT='$(PORT)'" "TSR_CROSS='$(PORT_CROSS)'" "TSR_CC='$(CC)'" > $@
 
+# A port's objects and programs are rebuilt when its flags change.
+ifneq ($(PORT),)
+$(lib_obj) $(test_support_obj) $(SAMPLES) $(UNIT_TESTS) $(MPI_TESTS): \
+    $(wildcard ports/$(PORT).mk $(if $(PORT_CROSS),ports/cross.mk))
+endif
+
 # Builds samples/embed out of tree against a DESTDIR install of this configuration, and runs it.
 embed-test: lib
 	@BUILD=$(BUILD) MAKE="$(MAKE)" sh tests/embed-test.sh

@@ -18,7 +18,9 @@
 #include <hwloc.h>
 #endif
 
+#if TSR_WITH_HWLOC
 static int pci_devices_before_opencl = -1;
+#endif
 
 static tsr_context *new_ctx(unsigned flags) {
     tsr_context_options o;

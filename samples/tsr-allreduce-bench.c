@@ -8,8 +8,8 @@
  * Rows "<algo>" use private buffers (malloc), rows "<algo>-reg" buffers from tsr_comm_alloc
  * (registered: shm reads them in place). "mpi" is MPI_Allreduce on a private buffer.
  * busbw = algbw * 2(n-1)/n (nccl-tests). time: per call the slowest rank's time, then the
- * median over the calls (this machine is shared: a mean follows whoever else runs); --mean
- * gives the mean instead. --csv prints
+ * median over the calls (on a shared machine a mean follows whoever else runs); --stat mean
+ * or min for the others. --csv prints
  * ranks,bytes,algo,time_us,algbw_GBps,busbw_GBps,ok with ok 1 (all calls right) or 0. */
 #include <mpi.h>
 #include <stdio.h>
@@ -47,19 +47,20 @@ static size_t parse_bytes(const char *s) {
 }
 
 static void fill(float *x, size_t n, int rank) {
-    for (size_t i = 0; i < n; i++) x[i] = (float)((int)(i % 61) - 30) * (float)(rank + 1);
+    for (size_t i = 0; i < n; i++) x[i] = (float)((int)(i & 63) - 32) * (float)(rank + 1);
 }
 
 /* 1 if x is the sum over `size` ranks of fill(). */
 static int check(const float *x, size_t n, int size) {
     float k = (float)size * (float)(size + 1) / 2.0f;
     for (size_t i = 0; i < n; i++)
-        if (x[i] != (float)((int)(i % 61) - 30) * k) return 0;
+        if (x[i] != (float)((int)(i & 63) - 32) * k) return 0;
     return 1;
 }
 
 int main(int argc, char **argv) {
-    int csv = 0, iters_fixed = 0, step = 4, use_reg = 1, use_mean = 0;
+    int csv = 0, iters_fixed = 0, step = 4, use_reg = 1;
+    const char *stat = "median";
     size_t min_bytes = 4096, max_bytes = (size_t)256 << 20;
     const char *algos = "mpi,auto,ring,rhd,shm";
     tsr_comm_wire wire = TSR_WIRE_F32;
@@ -77,7 +78,8 @@ int main(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--csv")) csv = 1;
         else if (!strcmp(a, "--no-reg")) use_reg = 0;
-        else if (!strcmp(a, "--mean")) use_mean = 1;
+        else if (!strcmp(a, "--stat") && v && (!strcmp(v, "median") || !strcmp(v, "mean") ||
+                                               !strcmp(v, "min"))) stat = v, i++;
         else if (!strcmp(a, "--min-bytes") && v) min_bytes = parse_bytes(v), i++;
         else if (!strcmp(a, "--max-bytes") && v) max_bytes = parse_bytes(v), i++;
         else if (!strcmp(a, "--iters") && v) iters_fixed = atoi(v), i++;
@@ -86,7 +88,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--wire") && v) wire = !strcmp(v, "f16") ? TSR_WIRE_F16 : TSR_WIRE_F32, i++;
         else {
             fprintf(stderr, "usage: %s [--csv] [--min-bytes N] [--max-bytes N] [--step 2|4] "
-                    "[--iters N] [--algos auto,ring,rhd,shm,mpi] [--wire f32|f16] [--no-reg] [--mean]\n",
+                    "[--iters N] [--algos auto,ring,rhd,shm,mpi] [--wire f32|f16] [--no-reg] "
+                    "[--stat median|mean|min]\n",
                     argv[0]);
             return 2;
         }
@@ -135,7 +138,8 @@ int main(int argc, char **argv) {
                    tsr_comm_node_count(comm), wire == TSR_WIRE_F16 ? "fp16" : "float32");
             printf("# rows <algo>: private buffers (malloc); <algo>-reg: tsr_comm_alloc "
                    "(registered); mpi: MPI_Allreduce. auto picks by size (shown in brackets)\n");
-            printf("# busbw = algbw*2(n-1)/n; vs_mpi = busbw / MPI_Allreduce busbw\n");
+            printf("# time: %s over calls of the slowest rank; busbw = algbw*2(n-1)/n; "
+                   "vs_mpi = busbw / MPI_Allreduce busbw\n", stat);
             printf("%12s  %-14s %10s %10s %10s %7s %4s\n", "bytes", "algo", "time_us",
                    "algbw_GB/s", "busbw_GB/s", "vs_mpi", "ok");
         }
@@ -144,8 +148,8 @@ int main(int argc, char **argv) {
     int all_ok = 1;
     for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= (size_t)step) {
         size_t count = bytes / sizeof(float);
-        /* about 128 MiB per row and size: 3 calls at 256 MiB, 100 at 1 MiB and below */
-        size_t budget = ((size_t)128 << 20) / bytes;
+        /* about 64 MiB per row and size: 3 calls from 16 MiB up, 100 at 512 KiB and below */
+        size_t budget = ((size_t)64 << 20) / bytes;
         int iters = iters_fixed > 0 ? iters_fixed
                                     : (int)(budget > 100 ? 100 : budget < 3 ? 3 : budget);
         if (iters > MAX_ITERS) iters = MAX_ITERS;
@@ -184,10 +188,10 @@ int main(int argc, char **argv) {
         for (int ri = 0; ri < nrows; ri++) {
             row *R = &rows[ri];
             qsort(times[ri], (size_t)iters, sizeof(double), cmp_double);
-            double worst = use_mean ? total[ri] / iters
-                                    : (iters % 2 ? times[ri][iters / 2]
-                                                 : 0.5 * (times[ri][iters / 2 - 1] +
-                                                          times[ri][iters / 2]));
+            double worst = iters % 2 ? times[ri][iters / 2]
+                                     : 0.5 * (times[ri][iters / 2 - 1] + times[ri][iters / 2]);
+            if (!strcmp(stat, "mean")) worst = total[ri] / iters;
+            if (!strcmp(stat, "min")) worst = times[ri][0];
             int all;
             MPI_Allreduce(&ok[ri], &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
             all_ok &= all;

@@ -78,6 +78,7 @@ struct tsr_comm_request {
 /* ---- kernels (kernels.c): plain loops written so gcc vectorises them ---- */
 void tsr_comm_add(float *restrict y, const float *restrict x, size_t n);    /* y += x */
 void tsr_comm_scale(float *x, size_t n, float a);                           /* x *= a */
+void tsr_comm_copy(float *restrict dst, const float *restrict src, size_t n); /* no overlap */
 void tsr_comm_to_f16(uint16_t *restrict h, const float *restrict x, size_t n);
 void tsr_comm_from_f16(float *restrict x, const uint16_t *restrict h, size_t n);
 void tsr_comm_add_f16(float *restrict y, const uint16_t *restrict h, size_t n); /* y += f32(h) */

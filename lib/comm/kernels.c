@@ -51,6 +51,29 @@ void tsr_comm_reduce_into(float *y, const float *const *src, int nsrc, size_t n,
     if (mirror && rest) memcpy(mirror + i, y + i, rest * sizeof(float));
 }
 
+/* Large copies bypass the cache on the way out (streaming stores): the destination is not
+ * read first (no read-for-ownership), a third less memory traffic when nothing fits in cache. */
+void tsr_comm_copy(float *restrict dst, const float *restrict src, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (n * sizeof(float) >= ((size_t)1 << 20)) {
+        size_t i = 0;
+        while (i < n && ((uintptr_t)(dst + i) & 15)) dst[i] = src[i], i++;
+        for (; i + 16 <= n; i += 16) {
+            __m128 a = _mm_loadu_ps(src + i), b = _mm_loadu_ps(src + i + 4);
+            __m128 c = _mm_loadu_ps(src + i + 8), d = _mm_loadu_ps(src + i + 12);
+            _mm_stream_ps(dst + i, a);
+            _mm_stream_ps(dst + i + 4, b);
+            _mm_stream_ps(dst + i + 8, c);
+            _mm_stream_ps(dst + i + 12, d);
+        }
+        for (; i < n; i++) dst[i] = src[i];
+        _mm_sfence(); /* streaming stores are weakly ordered: publish before any flag */
+        return;
+    }
+#endif
+    memcpy(dst, src, n * sizeof(float));
+}
+
 #ifdef TSR_HAVE_F16C_PATH
 static int have_f16c(void) {
     /* __builtin_cpu_supports reads a table filled by a libgcc constructor: no state of ours. */

@@ -365,7 +365,7 @@ static tsr_status shm_step(tsr_comm_request *r, int *moved) {
             if (q == me) {
                 continue; /* reduced in place (or, for an allgather, never moved) */
             } else if (r->phases & TSR_PHASE_AG) {
-                memcpy(r->buf + off, source(r, q, q), len * sizeof(float));
+                tsr_comm_copy(r->buf + off, source(r, q, q), len);
             }
         }
         signal_phase(r, 4 * e + 3);

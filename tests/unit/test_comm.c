@@ -297,6 +297,18 @@ static void test_kernels(void **state) {
             free(ref);
         }
     }
+    /* copies, small (memcpy) and large (streaming stores) at odd alignments */
+    const size_t copy_ns[] = {5, 188, 6959, 300001};
+    for (size_t t = 0; t < TSR_ARRAY_SIZE(copy_ns); t++) {
+        size_t n = copy_ns[t];
+        float *src = malloc((n + 8) * sizeof(float)), *dst = calloc(n + 8, sizeof(float));
+        tsr_test_fill_uniform(src, n + 8, n, -1, 1);
+        tsr_comm_copy(dst + 3, src + 1, n);
+        assert_memory_equal(dst + 3, src + 1, n * sizeof(float));
+        assert_true(dst[2] == 0.0f && dst[n + 3] == 0.0f);
+        free(src);
+        free(dst);
+    }
     /* every half value converts like the scalar reference */
     uint16_t *h = malloc(65536 * sizeof(uint16_t));
     float *f = malloc(65536 * sizeof(float)), *g = malloc(65536 * sizeof(float));

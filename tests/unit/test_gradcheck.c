@@ -284,9 +284,89 @@ static void test_gradcheck_all_devices(void **state) {
     assert_int_equal(bad, 0);
 }
 
+/* A model split into two stages on one backend (activations and gradients handed over by
+ * copies, as a pipeline does) gives the same loss and gradients as one stage. */
+static void test_split_stages_match_whole(void **state) {
+    (void)state;
+    tsr_context_options o;
+    tsr_context_options_init(&o);
+    o.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+    tsr_context *ctx;
+    assert_int_equal(tsr_context_create(&ctx, &o), TSR_OK);
+    tsr_model *m;
+    tsr_model_input in = {1, 8, 8, 5};
+    assert_int_equal(tsr_model_parse(ctx, "conv3x3:4,relu,pool2,dropout:0.2,dense:6,relu,dense:5", in, &m),
+                     TSR_OK);
+    tsr_backend *be;
+    assert_int_equal(tsr_backend_open(ctx, 0, &be), TSR_OK);
+    const size_t split = 3, B = 4, nx = B * 64;
+    tsr_stage *whole, *a, *b;
+    tsr_stage_options ow = {0, m->count, B, 0}, oa = {0, split, B, 0}, ob = {split, m->count, B, 1};
+    assert_int_equal(tsr_stage_create(be, m, &ow, &whole), TSR_OK);
+    assert_int_equal(tsr_stage_create(be, m, &oa, &a), TSR_OK);
+    assert_int_equal(tsr_stage_create(be, m, &ob, &b), TSR_OK);
+    assert_int_equal(tsr_stage_param_count(a) + tsr_stage_param_count(b), tsr_stage_param_count(whole));
+    assert_int_equal(tsr_stage_init_params(whole, 0, 3), TSR_OK);
+    assert_int_equal(tsr_stage_init_params(a, 0, 3), TSR_OK);
+    assert_int_equal(tsr_stage_init_params(b, 0, 3), TSR_OK);
+    float x[4 * 64];
+    int32_t y[4] = {0, 4, 2, 1};
+    tsr_test_fill_uniform(x, nx, 77, -1, 1);
+    tsr_ref r;
+    r = tsr_stage_input(whole);
+    assert_int_equal(tsr_buf_write(r.buf, r.off * 4, x, sizeof x), TSR_OK);
+    r = tsr_stage_input(a);
+    assert_int_equal(tsr_buf_write(r.buf, r.off * 4, x, sizeof x), TSR_OK);
+    r = tsr_stage_labels(whole);
+    assert_int_equal(tsr_buf_write(r.buf, r.off * 4, y, sizeof y), TSR_OK);
+    r = tsr_stage_labels(b);
+    assert_int_equal(tsr_buf_write(r.buf, r.off * 4, y, sizeof y), TSR_OK);
+    float lw, lb;
+    assert_int_equal(tsr_stage_forward(whole, B, 1, 5, &lw), TSR_OK);
+    assert_int_equal(tsr_stage_backward(whole, B, 0), TSR_OK);
+    /* pipeline: a forward, hand over the activations, b forward + backward, hand back */
+    size_t boundary = B * tsr_layer_out_size(&m->layers[split - 1]) * 4;
+    tsr_ref ao = tsr_stage_output(a), bi = tsr_stage_input(b);
+    assert_int_equal(tsr_stage_forward(a, B, 1, 5, NULL), TSR_OK);
+    assert_int_equal(tsr_buf_copy(bi.buf, bi.off * 4, ao.buf, ao.off * 4, boundary), TSR_OK);
+    assert_int_equal(tsr_stage_forward(b, B, 1, 5, &lb), TSR_OK);
+    assert_int_equal(tsr_stage_backward(b, B, 0), TSR_OK);
+    tsr_ref bg = tsr_stage_input_grad(b), ag = tsr_stage_output_grad(a);
+    assert_int_equal(tsr_buf_copy(ag.buf, ag.off * 4, bg.buf, bg.off * 4, boundary), TSR_OK);
+    assert_int_equal(tsr_stage_backward(a, B, 0), TSR_OK);
+    assert_true(lw == lb);
+    for (size_t i = 0; i < m->count; i++) {
+        tsr_stage *part = i < split ? a : b;
+        size_t wo, wc, bo, bc, pwo, pbo;
+        if (tsr_stage_layer_params(whole, i, &wo, &wc, &bo, &bc) != TSR_OK) fail();
+        if (tsr_stage_layer_params(part, i, &pwo, NULL, &pbo, NULL) != TSR_OK) fail();
+        if (!wc) continue;
+        float g1[64 * 6], g2[64 * 6];
+        assert_true(wc <= 64 * 6);
+        assert_int_equal(tsr_buf_read(tsr_stage_grads(whole), wo * 4, g1, wc * 4), TSR_OK);
+        assert_int_equal(tsr_buf_read(tsr_stage_grads(part), pwo * 4, g2, wc * 4), TSR_OK);
+        for (size_t k = 0; k < wc; k++) assert_true(fabsf(g1[k] - g2[k]) <= 1e-6f + 1e-5f * fabsf(g1[k]));
+        assert_int_equal(tsr_buf_read(tsr_stage_params(whole), bo * 4, g1, bc * 4), TSR_OK);
+        assert_int_equal(tsr_buf_read(tsr_stage_params(part), pbo * 4, g2, bc * 4), TSR_OK);
+        assert_memory_equal(g1, g2, bc * 4);
+    }
+    /* backward without a matching training forward is refused */
+    assert_int_equal(tsr_stage_forward(whole, B, 0, 0, NULL), TSR_OK);
+    assert_int_equal(tsr_stage_backward(whole, B, 0), TSR_ERR_STATE);
+    assert_int_equal(tsr_stage_forward(whole, B + 1, 1, 0, NULL), TSR_ERR_SHAPE);
+    tsr_stage_free(whole);
+    tsr_stage_free(a);
+    tsr_stage_free(b);
+    tsr_stage_free(NULL);
+    tsr_backend_free(be);
+    tsr_model_free(m);
+    tsr_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradcheck_all_devices),
+        cmocka_unit_test(test_split_stages_match_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,8 +10,9 @@
 #define TSR_CL_KERNEL_LIST(X)                                                                   \
     X(axpy) X(scale) X(mul) X(sum_partial) X(sum_final) X(scale_matrix) X(bias_add)             \
     X(bias_grad_rows) X(bias_grad_cols) X(relu_forward) X(relu_backward)                        \
-    X(softmax_xent_forward) X(softmax_xent_backward) X(im2col) X(col2im) X(maxpool_forward)      \
-    X(maxpool_backward) X(dropout_forward) X(f32_to_f16) X(f16_to_f32) X(sgd_update)             \
+    X(softmax_xent_forward) X(softmax_xent_backward) X(im2col) X(im2col_wide) X(col2im)          \
+    X(col2im_wide) X(maxpool_forward) X(maxpool_forward_wide) X(maxpool_backward)                \
+    X(maxpool_backward_wide) X(dropout_forward) X(f32_to_f16) X(f16_to_f32) X(sgd_update)        \
     X(adam_update)
 
 enum {

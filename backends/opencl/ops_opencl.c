@@ -71,6 +71,25 @@ static tsr_status launch(kargs *a, size_t items, size_t groups) {
     return tsr_opencl_error(a->be->ctx, err, call);
 }
 
+/* Enqueues a 2-D range: dimension 0 (`inner`, contiguous) in groups of up to the kernel's
+ * local size, rounded to whole warps; dimension 1 (`outer`) one row per group. */
+static tsr_status launch2d(kargs *a, size_t inner, size_t outer) {
+    char call[96];
+    if (a->err != CL_SUCCESS) {
+        snprintf(call, sizeof call, "clSetKernelArg(%s, %u)", knames[a->k], a->bad_index);
+        return tsr_opencl_error(a->be->ctx, a->err, call);
+    }
+    size_t wg = a->cl->wg[a->k], l0 = (inner + 31) / 32 * 32;
+    if (l0 > wg) l0 = wg;
+    size_t local[2] = {l0, 1};
+    size_t global[2] = {(inner + l0 - 1) / l0 * l0, outer};
+    cl_int err = clEnqueueNDRangeKernel(a->cl->queue, a->cl->kernels[a->k], 2, NULL, global, local,
+                                        0, NULL, NULL);
+    if (err == CL_SUCCESS) return TSR_OK;
+    snprintf(call, sizeof call, "clEnqueueNDRangeKernel(%s)", knames[a->k]);
+    return tsr_opencl_error(a->be->ctx, err, call);
+}
+
 /* ---- BLAS ---- */
 
 static const char *clblast_name(CLBlastStatusCode s) {
@@ -307,8 +326,7 @@ static tsr_status cl_softmax_xent_backward(tsr_backend *be, size_t rows, size_t 
     return launch(&a, total, 0);
 }
 
-static void arg_conv(kargs *a, size_t total, const tsr_conv_geom *g) {
-    arg_u64(a, total);
+static void arg_conv(kargs *a, const tsr_conv_geom *g) {
     arg_u64(a, g->channels);
     arg_u64(a, g->height);
     arg_u64(a, g->width);
@@ -322,27 +340,35 @@ static void arg_conv(kargs *a, size_t total, const tsr_conv_geom *g) {
     arg_u64(a, g->out_w);
 }
 
+/* The 32-bit kernels index within an operand (its offset is added in 64 bits): they serve
+ * whenever every operand of the op holds fewer than 2^32 elements. */
+static int narrow(size_t a, size_t b) { return a <= 0xFFFFFFFFu && b <= 0xFFFFFFFFu; }
+
 static tsr_status cl_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col) {
-    size_t total = g->batch * g->channels * g->kernel_h * g->kernel_w * g->out_h * g->out_w;
-    kargs a = args_begin(be, TSR_CL_K_im2col);
-    arg_conv(&a, total, g);
+    size_t rows = g->batch * g->channels * g->kernel_h * g->kernel_w, plane = g->out_h * g->out_w;
+    size_t img = g->batch * g->channels * g->height * g->width;
+    kargs a = args_begin(be, narrow(rows * plane, img) ? TSR_CL_K_im2col : TSR_CL_K_im2col_wide);
+    arg_conv(&a, g);
+    arg_u64(&a, rows);
     arg_ref(&a, x);
     arg_ref(&a, col);
-    return launch(&a, total, 0);
+    return launch2d(&a, plane, rows);
 }
 
 static tsr_status cl_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx) {
-    size_t total = g->batch * g->channels * g->height * g->width;
-    if (!total) return TSR_OK;
-    kargs a = args_begin(be, TSR_CL_K_col2im);
-    arg_conv(&a, total, g);
+    size_t planes = g->batch * g->channels, plane = g->height * g->width;
+    size_t cols = planes * g->kernel_h * g->kernel_w * g->out_h * g->out_w;
+    if (!planes || !plane) return TSR_OK;
+    kargs a = args_begin(be, narrow(planes * plane, cols) ? TSR_CL_K_col2im : TSR_CL_K_col2im_wide);
+    arg_conv(&a, g);
+    arg_u64(&a, planes);
     arg_ref(&a, col);
     arg_ref(&a, dx);
-    return launch(&a, total, 0);
+    return launch2d(&a, plane, planes);
 }
 
-static void arg_pool(kargs *a, size_t total, const tsr_pool_geom *g) {
-    arg_u64(a, total);
+static void arg_pool(kargs *a, const tsr_pool_geom *g) {
+    arg_u64(a, g->planes);
     arg_u64(a, g->height);
     arg_u64(a, g->width);
     arg_u64(a, g->size);
@@ -356,24 +382,26 @@ static tsr_status cl_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, ts
     if ((uint64_t)g->height * g->width > INT32_MAX)
         return tsr_error(be->ctx, TSR_ERR_SHAPE, "maxpool_forward: %zux%zu plane overflows int32 "
                          "indices", g->height, g->width);
-    size_t total = g->planes * g->out_h * g->out_w;
-    kargs a = args_begin(be, TSR_CL_K_maxpool_forward);
-    arg_pool(&a, total, g);
+    size_t out = g->planes * g->out_h * g->out_w, in = g->planes * g->height * g->width;
+    kargs a = args_begin(be, narrow(out, in) ? TSR_CL_K_maxpool_forward
+                                             : TSR_CL_K_maxpool_forward_wide);
+    arg_pool(&a, g);
     arg_ref(&a, x);
     arg_ref(&a, y);
     arg_ref(&a, idx);
-    return launch(&a, total, 0);
+    return launch2d(&a, g->out_h * g->out_w, g->planes);
 }
 
 static tsr_status cl_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
                                       tsr_ref idx, tsr_ref dx) {
-    size_t total = g->planes * g->height * g->width;
-    kargs a = args_begin(be, TSR_CL_K_maxpool_backward);
-    arg_pool(&a, total, g);
+    size_t in = g->planes * g->height * g->width, out = g->planes * g->out_h * g->out_w;
+    kargs a = args_begin(be, narrow(in, out) ? TSR_CL_K_maxpool_backward
+                                             : TSR_CL_K_maxpool_backward_wide);
+    arg_pool(&a, g);
     arg_ref(&a, dy);
     arg_ref(&a, idx);
     arg_ref(&a, dx);
-    return launch(&a, total, 0);
+    return launch2d(&a, g->height * g->width, g->planes);
 }
 
 static tsr_status cl_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,

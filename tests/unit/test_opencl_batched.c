@@ -10,6 +10,13 @@
 #include <string.h>
 #include "lib/internal.h"
 #include "support/test_util.h"
+
+/* Sanitizer builds: PoCL and its LLVM leak compiler state on every clBuildProgram; only
+ * blocks allocated inside those libraries are suppressed. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void) {
+    return "leak:libpocl\nleak:libLLVM\nleak:libclang\nleak:libOpenCL\nleak:libclblast\n";
+}
 #if TSR_WITH_OPENCL
 #include "backends/opencl/opencl.h"
 

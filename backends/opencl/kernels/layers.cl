@@ -6,7 +6,11 @@
 __kernel void bias_add(ulong total, ulong channels, ulong inner, __global const float *bias,
                        ulong bo, __global float *y, ulong yo) {
     size_t i = get_global_id(0);
-    if (i < total) y[yo + i] += bias[bo + (i / inner) % channels];
+    if (i >= total) return;
+    /* 32-bit division when it can be (64-bit division is emulated on GPUs) */
+    ulong c = total <= 0xFFFFFFFFUL ? ((uint)i / (uint)inner) % (uint)channels
+                                    : (i / inner) % channels;
+    y[yo + i] += bias[bo + c];
 }
 
 static void reduce_sum(__local float *tmp) {
@@ -104,99 +108,125 @@ __kernel void softmax_xent_backward(ulong total, ulong cols, __global const floa
     dl[dlo + i] = (label < 0 || (ulong)label >= cols) ? NAN : scale * (probs[po + i] - onehot);
 }
 
-/* col[b][(c*KH + ki)*KW + kj][oy*OW + ox] = x[b][c][oy*SH + ki - PH][ox*SW + kj - PW] or 0;
- * one work-item per col element, so writes are coalesced. */
-__kernel void im2col(ulong total, ulong C, ulong H, ulong W, ulong KH, ulong KW, ulong SH, ulong SW,
-                     ulong PH, ulong PW, ulong OH, ulong OW, __global const float *x, ulong xo,
-                     __global float *col, ulong co) {
-    size_t i = get_global_id(0);
-    if (i >= total) return;
-    ulong plane = OH * OW, rows = C * KH * KW;
-    ulong pos = i % plane, t = i / plane;
-    ulong row = t % rows, b = t / rows;
-    ulong c = row / (KH * KW), k = row % (KH * KW);
-    ulong ki = k / KW, kj = k % KW;
-    long iy = (long)((pos / OW) * SH + ki) - (long)PH;
-    long ix = (long)((pos % OW) * SW + kj) - (long)PW;
-    float v = 0.0f;
-    if (iy >= 0 && iy < (long)H && ix >= 0 && ix < (long)W)
-        v = x[xo + ((b * C + c) * H + (ulong)iy) * W + (ulong)ix];
-    col[co + i] = v;
+/* The index-heavy kernels below run on a 2-D range: dimension 0 walks a plane (contiguous
+ * memory, coalesced), dimension 1 the planes, so per-item index arithmetic is one division
+ * plus work that is uniform along dimension 0. Each comes in two builds: T = uint when every
+ * index fits in 32 bits (64-bit division is emulated on GPUs and slow on CPUs) and T = ulong
+ * (`_wide`) for larger tensors. Arguments are ulong in both. */
+
+/* col[b][(c*KH + ki)*KW + kj][oy*OW + ox] = x[b][c][oy*SH + ki - PH][ox*SW + kj - PW] or 0.
+ * Range: (OH*OW, batch*C*KH*KW). */
+#define DEFINE_IM2COL(name, T, ST)                                                            \
+__kernel void name(ulong C_, ulong H_, ulong W_, ulong KH_, ulong KW_, ulong SH_, ulong SW_,    \
+                   ulong PH_, ulong PW_, ulong OH_, ulong OW_, ulong rows_total,                 \
+                   __global const float *x, ulong xo, __global float *col, ulong co) {          \
+    size_t pos_ = get_global_id(0), r_ = get_global_id(1);                                      \
+    T plane = (T)(OH_ * OW_);                                                                   \
+    if (pos_ >= plane || r_ >= rows_total) return;                                              \
+    T pos = (T)pos_, r = (T)r_, C = (T)C_, H = (T)H_, W = (T)W_, KW = (T)KW_;                   \
+    T kk = (T)KH_ * KW, rows = C * kk;                                                          \
+    T b = r / rows, row = r - b * rows;                                                         \
+    T c = row / kk, k = row - c * kk;                                                           \
+    T ki = k / KW, kj = k - ki * KW;                                                            \
+    T OW = (T)OW_, oy = pos / OW, ox = pos - oy * OW;                                           \
+    ST iy = (ST)(oy * (T)SH_ + ki) - (ST)PH_;                                                   \
+    ST ix = (ST)(ox * (T)SW_ + kj) - (ST)PW_;                                                   \
+    float v = 0.0f;                                                                             \
+    if (iy >= 0 && iy < (ST)H && ix >= 0 && ix < (ST)W)                                         \
+        v = x[xo + ((b * C + c) * H + (T)iy) * W + (T)ix];                                      \
+    col[co + (ulong)r * plane + pos] = v;                                                       \
 }
+DEFINE_IM2COL(im2col, uint, int)
+DEFINE_IM2COL(im2col_wide, ulong, long)
 
 /* dx[b][c][y][x] += every col entry that im2col read from it: a gather over the kernel
- * offsets (ki, kj) whose window position lands on a whole output coordinate. */
-__kernel void col2im(ulong total, ulong C, ulong H, ulong W, ulong KH, ulong KW, ulong SH, ulong SW,
-                     ulong PH, ulong PW, ulong OH, ulong OW, __global const float *col, ulong co,
-                     __global float *dx, ulong dxo) {
-    size_t i = get_global_id(0);
-    if (i >= total) return;
-    ulong xx = i % W, yy = (i / W) % H, c = (i / (W * H)) % C, b = i / (W * H * C);
-    ulong plane = OH * OW;
-    __global const float *base = col + co + (b * C * KH * KW) * plane;
-    float acc = 0.0f;
-    for (ulong ki = 0; ki < KH; ki++) {
-        long ty = (long)(yy + PH) - (long)ki;
-        if (ty < 0 || ty % (long)SH) continue;
-        ulong oy = (ulong)ty / SH;
-        if (oy >= OH) continue;
-        for (ulong kj = 0; kj < KW; kj++) {
-            long tx = (long)(xx + PW) - (long)kj;
-            if (tx < 0 || tx % (long)SW) continue;
-            ulong ox = (ulong)tx / SW;
-            if (ox >= OW) continue;
-            acc += base[((c * KH + ki) * KW + kj) * plane + oy * OW + ox];
-        }
-    }
-    dx[dxo + i] += acc;
+ * offsets ki = (y+PH) mod SH, +SH, ... (and likewise kj) whose output coordinate is whole,
+ * so no atomics and no division inside the loops. Range: (H*W, batch*C). */
+#define DEFINE_COL2IM(name, T)                                                                \
+__kernel void name(ulong C_, ulong H_, ulong W_, ulong KH_, ulong KW_, ulong SH_, ulong SW_,    \
+                   ulong PH_, ulong PW_, ulong OH_, ulong OW_, ulong planes,                    \
+                   __global const float *col, ulong co, __global float *dx, ulong dxo) {        \
+    size_t i_ = get_global_id(0), r_ = get_global_id(1);                                        \
+    if (i_ >= H_ * W_ || r_ >= planes) return;                                                  \
+    T i = (T)i_, r = (T)r_, C = (T)C_, W = (T)W_, KH = (T)KH_, KW = (T)KW_;                     \
+    T SH = (T)SH_, SW = (T)SW_, OH = (T)OH_, OW = (T)OW_, plane = OH * OW;                      \
+    T yy = i / W, xx = i - yy * W;                                                              \
+    T b = r / C, c = r - b * C;                                                                 \
+    __global const float *base = col + co + ((ulong)(b * C + c) * KH * KW) * plane;             \
+    T ty = yy + (T)PH_, tx = xx + (T)PW_;                                                       \
+    T ki0 = ty % SH, oy0 = ty / SH, kj0 = tx % SW, ox0 = tx / SW;                               \
+    float acc = 0.0f;                                                                           \
+    T oy = oy0;                                                                                 \
+    for (T ki = ki0; ki < KH && ki <= ty; ki += SH, oy--) {                                     \
+        if (oy >= OH) continue;                                                                 \
+        T ox = ox0;                                                                             \
+        for (T kj = kj0; kj < KW && kj <= tx; kj += SW, ox--) {                                 \
+            if (ox >= OW) continue;                                                             \
+            acc += base[(ki * KW + kj) * plane + oy * OW + ox];                                 \
+        }                                                                                       \
+    }                                                                                           \
+    dx[dxo + (ulong)r * H_ * W_ + i] += acc;                                                    \
 }
+DEFINE_COL2IM(col2im, uint)
+DEFINE_COL2IM(col2im_wide, ulong)
 
-/* y = max of each window, idx = h*W + w of the first maximum; one work-item per output. */
-__kernel void maxpool_forward(ulong total, ulong H, ulong W, ulong size, ulong stride, ulong OH,
-                              ulong OW, __global const float *x, ulong xo, __global float *y,
-                              ulong yo, __global int *idx, ulong io) {
-    size_t o = get_global_id(0);
-    if (o >= total) return;
-    ulong ox = o % OW, oy = (o / OW) % OH, p = o / (OW * OH);
-    __global const float *in = x + xo + p * H * W;
-    ulong y0 = oy * stride, x0 = ox * stride;
-    ulong best_i = y0 * W + x0;
-    float best = in[best_i];
-    for (ulong dy = 0; dy < size; dy++)
-        for (ulong dx = 0; dx < size; dx++) {
-            ulong at = (y0 + dy) * W + x0 + dx;
-            float v = in[at];
-            if (v > best) {
-                best = v;
-                best_i = at;
-            }
-        }
-    y[yo + o] = best;
-    idx[io + o] = (int)best_i;
+/* y = max of each window, idx = h*W + w of the first maximum. Range: (OH*OW, planes). */
+#define DEFINE_MAXPOOL_FORWARD(name, T)                                                       \
+__kernel void name(ulong planes, ulong H_, ulong W_, ulong size_, ulong stride_, ulong OH_,     \
+                   ulong OW_, __global const float *x, ulong xo, __global float *y, ulong yo,   \
+                   __global int *idx, ulong io) {                                               \
+    size_t o_ = get_global_id(0), p = get_global_id(1);                                         \
+    if (o_ >= OH_ * OW_ || p >= planes) return;                                                 \
+    T o = (T)o_, W = (T)W_, size = (T)size_, stride = (T)stride_, OW = (T)OW_;                  \
+    T oy = o / OW, ox = o - oy * OW;                                                            \
+    __global const float *in = x + xo + (ulong)p * H_ * W_;                                     \
+    T y0 = oy * stride, x0 = ox * stride;                                                       \
+    T best_i = y0 * W + x0;                                                                     \
+    float best = in[best_i];                                                                    \
+    for (T dy = 0; dy < size; dy++)                                                             \
+        for (T dx = 0; dx < size; dx++) {                                                       \
+            T at = (y0 + dy) * W + x0 + dx;                                                     \
+            float v = in[at];                                                                   \
+            if (v > best) {                                                                     \
+                best = v;                                                                       \
+                best_i = at;                                                                    \
+            }                                                                                   \
+        }                                                                                       \
+    ulong out = (ulong)p * OH_ * OW_ + o;                                                       \
+    y[yo + out] = best;                                                                         \
+    idx[io + out] = (int)best_i;                                                                \
 }
+DEFINE_MAXPOOL_FORWARD(maxpool_forward, uint)
+DEFINE_MAXPOOL_FORWARD(maxpool_forward_wide, ulong)
 
 /* dx[p][h][w] = sum of dy over the windows that contain (h, w) and chose it: a gather over
- * the outputs whose window could have picked this input, so no atomics are needed. */
-__kernel void maxpool_backward(ulong total, ulong H, ulong W, ulong size, ulong stride, ulong OH,
-                               ulong OW, __global const float *dy, ulong dyo,
-                               __global const int *idx, ulong io, __global float *dx, ulong dxo) {
-    size_t i = get_global_id(0);
-    if (i >= total) return;
-    ulong xx = i % W, yy = (i / W) % H, p = i / (W * H);
-    int self = (int)(yy * W + xx);
-    ulong oy0 = yy >= size ? (yy - size) / stride + 1 : 0, oy1 = yy / stride;
-    ulong ox0 = xx >= size ? (xx - size) / stride + 1 : 0, ox1 = xx / stride;
-    if (oy1 >= OH) oy1 = OH - 1;
-    if (ox1 >= OW) ox1 = OW - 1;
-    ulong base = p * OH * OW;
-    float acc = 0.0f;
-    for (ulong oy = oy0; oy <= oy1; oy++)
-        for (ulong ox = ox0; ox <= ox1; ox++) {
-            ulong o = base + oy * OW + ox;
-            if (idx[io + o] == self) acc += dy[dyo + o];
-        }
-    dx[dxo + i] = acc;
+ * the outputs whose window could have picked this input, so no atomics are needed.
+ * Range: (H*W, planes). */
+#define DEFINE_MAXPOOL_BACKWARD(name, T)                                                      \
+__kernel void name(ulong planes, ulong H_, ulong W_, ulong size_, ulong stride_, ulong OH_,     \
+                   ulong OW_, __global const float *dy, ulong dyo, __global const int *idx,     \
+                   ulong io, __global float *dx, ulong dxo) {                                   \
+    size_t i_ = get_global_id(0), p = get_global_id(1);                                         \
+    if (i_ >= H_ * W_ || p >= planes) return;                                                   \
+    T i = (T)i_, W = (T)W_, size = (T)size_, stride = (T)stride_;                               \
+    T OH = (T)OH_, OW = (T)OW_;                                                                 \
+    T yy = i / W, xx = i - yy * W;                                                              \
+    int self = (int)i;                                                                          \
+    T oy0 = yy >= size ? (yy - size) / stride + 1 : 0, oy1 = yy / stride;                       \
+    T ox0 = xx >= size ? (xx - size) / stride + 1 : 0, ox1 = xx / stride;                       \
+    if (oy1 >= OH) oy1 = OH - 1;                                                                \
+    if (ox1 >= OW) ox1 = OW - 1;                                                                \
+    ulong base = (ulong)p * OH_ * OW_;                                                          \
+    float acc = 0.0f;                                                                           \
+    for (T oy = oy0; oy <= oy1; oy++)                                                           \
+        for (T ox = ox0; ox <= ox1; ox++) {                                                     \
+            ulong o = base + oy * OW + ox;                                                      \
+            if (idx[io + o] == self) acc += dy[dyo + o];                                        \
+        }                                                                                       \
+    dx[dxo + (ulong)p * H_ * W_ + i] = acc;                                                     \
 }
+DEFINE_MAXPOOL_BACKWARD(maxpool_backward, uint)
+DEFINE_MAXPOOL_BACKWARD(maxpool_backward_wide, ulong)
 
 /* tsr_hash32 of backend.h (splitmix64), so masks match the host backend bit for bit. */
 static uint tsr_hash32(ulong seed, ulong i) {

@@ -85,7 +85,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--iters") && v) iters_fixed = atoi(v), i++;
         else if (!strcmp(a, "--step") && v) step = atoi(v), i++;
         else if (!strcmp(a, "--algos") && v) algos = v, i++;
-        else if (!strcmp(a, "--wire") && v) wire = !strcmp(v, "f16") ? TSR_WIRE_F16 : TSR_WIRE_F32, i++;
+        else if (!strcmp(a, "--wire") && v)
+            wire = !strcmp(v, "f16") ? TSR_WIRE_F16 : TSR_WIRE_F32, i++;
         else {
             fprintf(stderr, "usage: %s [--csv] [--min-bytes N] [--max-bytes N] [--step 2|4] "
                     "[--iters N] [--algos auto,ring,rhd,shm,mpi] [--wire f32|f16] [--no-reg] "

@@ -81,7 +81,8 @@ tsr_status tsr_comm_init_world(tsr_context *ctx, int *argc, char ***argv, tsr_co
 tsr_status tsr_comm_split(tsr_comm *comm, int color, int key, tsr_comm **out);
 /* The ranks of `comm` that share this node's memory (MPI_COMM_TYPE_SHARED). Collective. */
 tsr_status tsr_comm_split_node(tsr_comm *comm, tsr_comm **out);
-/* Accepts NULL. Collective for MPI communicators (frees shared windows). */
+/* Accepts NULL. Collective for MPI communicators (frees shared windows). Wait for its requests
+ * first. A world communicator that initialised MPI finalises it: free it last. */
 void tsr_comm_free(tsr_comm *comm);
 
 int tsr_comm_rank(const tsr_comm *comm);

@@ -113,7 +113,9 @@ static int rhd_build(int me, int n, size_t a, size_t m, step *s) {
         s[ns++] = t;
         lo = plo, hi = phi;
     }
-    if (me < 2 * rem) s[ns] = z, s[ns].send_peer = me - 1, s[ns].send_off = a, s[ns].send_n = m, ns++;
+    if (me < 2 * rem) { /* unfold: the result back to the extra rank */
+        s[ns] = z, s[ns].send_peer = me - 1, s[ns].send_off = a, s[ns].send_n = m, ns++;
+    }
     return ns;
 }
 

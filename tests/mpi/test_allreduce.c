@@ -10,6 +10,7 @@
 #include <string.h>
 #include <mpi.h>
 #include "tessera.h"
+#include "lib/comm/comm_internal.h"
 #include "support/test_util.h"
 
 /* Sanitizer builds: MPICH's UCX modules leak ~1 KB in MPI_Init/MPI_Finalize (a bare
@@ -82,15 +83,19 @@ static void check_one(setup *S, tsr_allreduce_algo algo, size_t n, tsr_comm_wire
     }
     uint64_t seed = 1000u * (uint64_t)rank + n + 7u * (unsigned)algo + 3u * (unsigned)wire;
     if (integers) {
-        for (size_t i = 0; i < n; i++) buf[i] = (float)((int)((i * 7 + (size_t)rank * 13) % 41) - 20);
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (float)((int)((i * 7 + (size_t)rank * 13) % 41) - 20);
     } else {
         tsr_test_fill_uniform(buf, n, seed, -1.0f, 1.0f);
     }
     double w = 1.0 + rank;
     /* reference: MPI_Allreduce of what each rank contributes */
-    for (size_t i = 0; i < n; i++) ref[i] = mode == TSR_REDUCE_WEIGHTED ? (float)(buf[i] * w) : buf[i];
+    for (size_t i = 0; i < n; i++)
+        ref[i] = mode == TSR_REDUCE_WEIGHTED ? (float)(buf[i] * w) : buf[i];
     MPI_Allreduce(MPI_IN_PLACE, ref, (int)n, MPI_FLOAT, MPI_SUM, S->mc);
-    double div = mode == TSR_REDUCE_AVG ? size : mode == TSR_REDUCE_WEIGHTED ? size * (size + 1) / 2.0 : 1;
+    double div = mode == TSR_REDUCE_AVG        ? size
+                 : mode == TSR_REDUCE_WEIGHTED ? size * (size + 1) / 2.0
+                                               : 1;
     for (size_t i = 0; i < n; i++) ref[i] = (float)(ref[i] / div);
 
     tsr_allreduce_opts o;
@@ -238,6 +243,24 @@ static void check_errors(setup *S) {
     CHECK(tsr_comm_allreduce(S->comm, x, 4, &o) == TSR_ERR_INVALID_ARG, "negative weight accepted");
     int dummy;
     CHECK(tsr_comm_free_mem(S->comm, &dummy) == TSR_ERR_NOT_FOUND, "free of a foreign pointer");
+    /* MPI failures become TSR_ERR_MPI with MPI's own words in the detail */
+    char expect[MPI_MAX_ERROR_STRING + 1];
+    int len = 0;
+    MPI_Error_string(MPI_ERR_COUNT, expect, &len);
+    expect[len] = '\0';
+    CHECK(tsr_comm_mpi_error(S->ctx, MPI_ERR_COUNT, "MPI_Isend") == TSR_ERR_MPI,
+          "mpi error status");
+    CHECK(strstr(tsr_context_last_error(S->ctx), "MPI_Isend failed: ") &&
+              strstr(tsr_context_last_error(S->ctx), expect),
+          "MPI error detail '%s' lacks '%s'", tsr_context_last_error(S->ctx), expect);
+    /* a second "world" while MPI runs: wraps it, and freeing it leaves MPI running */
+    tsr_comm *again = NULL;
+    CHECK_OK(tsr_comm_init_world(S->ctx, NULL, NULL, &again), S->ctx);
+    CHECK(again && tsr_comm_size(again) == tsr_comm_size(S->comm), "second world");
+    tsr_comm_free(again);
+    int finalized = 1;
+    MPI_Finalized(&finalized);
+    CHECK(!finalized, "freeing a communicator that did not initialise MPI finalised it");
     tsr_comm *bad = (tsr_comm *)0x1;
     CHECK(tsr_comm_split(S->comm, -1, 0, &bad) == TSR_ERR_INVALID_ARG && bad == NULL,
           "negative color accepted");

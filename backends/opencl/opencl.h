@@ -59,6 +59,7 @@ typedef struct tsr_cl {
     cl_mem scratch;              /* TSR_CL_SUM_GROUPS floats: partial sums; dummy operand */
     tsr_cl_batched batched;      /* resolved: CLBLAST or LOOP */
     unsigned long batched_fallbacks; /* CLBlast refused a batch shape: looped instead */
+    int force_wide;              /* tests: use the 64-bit-index kernels for every size */
     tsr_cl_origin origin;
     char program_path[1024];     /* cache entry or binary file, "" when none */
     char build_options[128];

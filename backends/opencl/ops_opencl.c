@@ -342,7 +342,10 @@ static void arg_conv(kargs *a, const tsr_conv_geom *g) {
 
 /* The 32-bit kernels index within an operand (its offset is added in 64 bits): they serve
  * whenever every operand of the op holds fewer than 2^32 elements. */
-static int narrow(size_t a, size_t b) { return a <= 0xFFFFFFFFu && b <= 0xFFFFFFFFu; }
+static int narrow_(tsr_backend *be, size_t a, size_t b) {
+    return a <= 0xFFFFFFFFu && b <= 0xFFFFFFFFu && !((tsr_cl *)be->impl)->force_wide;
+}
+#define narrow(a, b) narrow_(be, a, b)
 
 static tsr_status cl_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col) {
     size_t rows = g->batch * g->channels * g->kernel_h * g->kernel_w, plane = g->out_h * g->out_w;

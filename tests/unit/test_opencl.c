@@ -564,6 +564,146 @@ static void test_gemm_variants(void **state) {
     tsr_backend_free(be);
 }
 
+static void ref_im2col(const tsr_conv_geom *g, const float *x, float *col) {
+    size_t rows = g->channels * g->kernel_h * g->kernel_w, plane = g->out_h * g->out_w;
+    for (size_t b = 0; b < g->batch; b++)
+        for (size_t r = 0; r < rows; r++)
+            for (size_t p = 0; p < plane; p++) {
+                size_t c = r / (g->kernel_h * g->kernel_w), ki = r / g->kernel_w % g->kernel_h;
+                size_t kj = r % g->kernel_w, oy = p / g->out_w, ox = p % g->out_w;
+                long iy = (long)(oy * g->stride_h + ki) - (long)g->pad_h;
+                long ix = (long)(ox * g->stride_w + kj) - (long)g->pad_w;
+                int in = iy >= 0 && iy < (long)g->height && ix >= 0 && ix < (long)g->width;
+                col[(b * rows + r) * plane + p] =
+                    in ? x[((b * g->channels + c) * g->height + (size_t)iy) * g->width + (size_t)ix]
+                       : 0.0f;
+            }
+}
+
+/* dx += col2im(col): the scatter im2col's transpose describes. */
+static void ref_col2im(const tsr_conv_geom *g, const float *col, float *dx) {
+    size_t rows = g->channels * g->kernel_h * g->kernel_w, plane = g->out_h * g->out_w;
+    for (size_t b = 0; b < g->batch; b++)
+        for (size_t r = 0; r < rows; r++)
+            for (size_t p = 0; p < plane; p++) {
+                size_t c = r / (g->kernel_h * g->kernel_w), ki = r / g->kernel_w % g->kernel_h;
+                size_t kj = r % g->kernel_w, oy = p / g->out_w, ox = p % g->out_w;
+                long iy = (long)(oy * g->stride_h + ki) - (long)g->pad_h;
+                long ix = (long)(ox * g->stride_w + kj) - (long)g->pad_w;
+                if (iy >= 0 && iy < (long)g->height && ix >= 0 && ix < (long)g->width)
+                    dx[((b * g->channels + c) * g->height + (size_t)iy) * g->width + (size_t)ix] +=
+                        col[(b * rows + r) * plane + p];
+            }
+}
+
+/* The 32-bit-index kernels and their 64-bit (_wide) twins, which only tensors of 2^32
+ * elements would reach, both against plain C: conv geometries with strides, padding and
+ * offsets, and max pooling with overlapping windows. */
+static void test_index_width_variants(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    tsr_backend *be = open_be(f, NULL);
+    const tsr_conv_geom geoms[] = {
+        {.batch = 2, .channels = 3, .height = 9, .width = 7, .kernel_h = 3, .kernel_w = 3,
+         .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1},
+        {.batch = 1, .channels = 2, .height = 6, .width = 11, .kernel_h = 5, .kernel_w = 2,
+         .stride_h = 1, .stride_w = 3, .pad_h = 2, .pad_w = 0},
+        {.batch = 3, .channels = 1, .height = 5, .width = 5, .kernel_h = 2, .kernel_w = 2,
+         .stride_h = 3, .stride_w = 3, .pad_h = 0, .pad_w = 1},
+    };
+    for (int wide = 0; wide < 2; wide++) {
+        tsr_opencl_state(be)->force_wide = wide;
+        for (size_t gi = 0; gi < TSR_ARRAY_SIZE(geoms); gi++) {
+            tsr_conv_geom g = geoms[gi];
+            assert_int_equal(tsr_conv_geom_finish(&g), TSR_OK);
+            size_t img = g.batch * g.channels * g.height * g.width;
+            size_t cols = g.batch * g.channels * g.kernel_h * g.kernel_w * g.out_h * g.out_w;
+            const size_t OFF = 3;
+            float *x = malloc((img + OFF) * 4), *col = malloc((cols + OFF) * 4);
+            float *ref_col = calloc(cols, 4), *dx = malloc((img + OFF) * 4);
+            float *ref_dx = malloc(img * 4), *got = malloc((cols > img ? cols : img) * 4);
+            assert_true(x && col && ref_col && dx && ref_dx && got);
+            tsr_test_fill_uniform(x, img + OFF, 40 + gi, -1, 1);
+            tsr_test_fill_uniform(col, cols + OFF, 50 + gi, -1, 1);
+            tsr_test_fill_uniform(dx, img + OFF, 60 + gi, -1, 1);
+            ref_im2col(&g, x + OFF, ref_col);
+            memcpy(ref_dx, dx + OFF, img * 4);
+            ref_col2im(&g, col + OFF, ref_dx);
+            tsr_buf *bx = upload(be, x, img + OFF), *bcol = upload(be, col, cols + OFF);
+            tsr_buf *bdx = upload(be, dx, img + OFF), *bout = NULL;
+            assert_int_equal(tsr_buf_alloc(be, (cols + OFF) * 4, &bout), TSR_OK);
+            assert_int_equal(tsr_op_im2col(be, &g, tsr_ref_at(bx, OFF), tsr_ref_at(bout, OFF)), TSR_OK);
+            assert_int_equal(tsr_buf_read(bout, OFF * 4, got, cols * 4), TSR_OK);
+            for (size_t i = 0; i < cols; i++)
+                if (got[i] != ref_col[i]) fail_msg("wide=%d geom %zu im2col[%zu] = %g, want %g",
+                                                   wide, gi, i, got[i], ref_col[i]);
+            assert_int_equal(tsr_op_col2im(be, &g, tsr_ref_at(bcol, OFF), tsr_ref_at(bdx, OFF)), TSR_OK);
+            assert_int_equal(tsr_buf_read(bdx, OFF * 4, got, img * 4), TSR_OK);
+            size_t worst;
+            if (tsr_test_rel_error(got, ref_dx, img, 1e-6, 1e-5, &worst) > 1)
+                fail_msg("wide=%d geom %zu col2im[%zu] = %g, want %g", wide, gi, worst, got[worst],
+                         ref_dx[worst]);
+            tsr_buf_free(bx);
+            tsr_buf_free(bcol);
+            tsr_buf_free(bdx);
+            tsr_buf_free(bout);
+            free(x);
+            free(col);
+            free(ref_col);
+            free(dx);
+            free(ref_dx);
+            free(got);
+        }
+        /* max pooling, 3x3 windows at stride 2 (overlapping), two planes */
+        tsr_pool_geom pg = {.planes = 2, .height = 7, .width = 9, .size = 3, .stride = 2};
+        assert_int_equal(tsr_pool_geom_finish(&pg), TSR_OK);
+        enum { IN = 2 * 7 * 9 };
+        size_t out = pg.planes * pg.out_h * pg.out_w;
+        float x[IN], dy[64], y[64], dx[IN], ref_y[64], ref_dx[IN] = {0};
+        int32_t idx[64], ref_idx[64];
+        tsr_test_fill_uniform(x, IN, 77 + wide, -1, 1);
+        tsr_test_fill_uniform(dy, out, 78, -1, 1);
+        for (size_t p = 0; p < pg.planes; p++)
+            for (size_t oy = 0; oy < pg.out_h; oy++)
+                for (size_t ox = 0; ox < pg.out_w; ox++) {
+                    size_t o = (p * pg.out_h + oy) * pg.out_w + ox, best = oy * 2 * 9 + ox * 2;
+                    for (size_t a = 0; a < 3; a++)
+                        for (size_t b = 0; b < 3; b++) {
+                            size_t at = (oy * 2 + a) * 9 + ox * 2 + b;
+                            if (x[p * 63 + at] > x[p * 63 + best]) best = at;
+                        }
+                    ref_y[o] = x[p * 63 + best];
+                    ref_idx[o] = (int32_t)best;
+                    ref_dx[p * 63 + best] += dy[o];
+                }
+        tsr_buf *bx = upload(be, x, IN), *by = NULL, *bi = NULL, *bdy = upload(be, dy, out);
+        tsr_buf *bdx = NULL;
+        assert_int_equal(tsr_buf_alloc(be, out * 4, &by), TSR_OK);
+        assert_int_equal(tsr_buf_alloc(be, out * 4, &bi), TSR_OK);
+        assert_int_equal(tsr_buf_alloc(be, IN * 4, &bdx), TSR_OK);
+        assert_int_equal(tsr_op_maxpool_forward(be, &pg, tsr_ref_at(bx, 0), tsr_ref_at(by, 0),
+                                                tsr_ref_at(bi, 0)), TSR_OK);
+        assert_int_equal(tsr_op_maxpool_backward(be, &pg, tsr_ref_at(bdy, 0), tsr_ref_at(bi, 0),
+                                                 tsr_ref_at(bdx, 0)), TSR_OK);
+        assert_int_equal(tsr_buf_read(by, 0, y, out * 4), TSR_OK);
+        assert_int_equal(tsr_buf_read(bi, 0, idx, out * 4), TSR_OK);
+        assert_int_equal(tsr_buf_read(bdx, 0, dx, IN * 4), TSR_OK);
+        for (size_t o = 0; o < out; o++) {
+            assert_true(y[o] == ref_y[o]);
+            assert_int_equal(idx[o], ref_idx[o]);
+        }
+        size_t worst;
+        if (tsr_test_rel_error(dx, ref_dx, IN, 1e-6, 1e-5, &worst) > 1)
+            fail_msg("wide=%d maxpool dx[%zu] = %g, want %g", wide, worst, dx[worst], ref_dx[worst]);
+        tsr_buf_free(bx);
+        tsr_buf_free(by);
+        tsr_buf_free(bi);
+        tsr_buf_free(bdy);
+        tsr_buf_free(bdx);
+    }
+    tsr_backend_free(be);
+}
+
 /* Every host allocation failure during creation returns NO_MEMORY and leaks nothing. */
 static void test_create_allocation_failures(void **state) {
     fixture *f = *state;
@@ -612,6 +752,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_many_backends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemm_variants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_index_width_variants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_allocation_failures, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -148,6 +148,51 @@ static void test_hwloc_before_opencl(void **state) {
 }
 #endif
 
+/* Cached figures for the host backend and its PoCL twin decide, at context creation, which
+ * of the two paths stays usable (both ways round). */
+static void test_cached_pair_keeps_faster(void **state) {
+    (void)state;
+    char dir[] = "/tmp/tsr-test-pair-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    tsr_context *probe = new_ctx(0);
+    int cpu = tsr_context_device(probe, 0)->same_as;
+    if (cpu < 0) { /* no OpenCL CPU device on this machine: nothing to pair */
+        tsr_context_free(probe);
+        rmdir(dir);
+        skip();
+    }
+    tsr_device_info h = *tsr_context_device(probe, 0), c = *tsr_context_device(probe, cpu);
+    tsr_context_free(probe);
+    char path[256];
+    snprintf(path, sizeof path, "%s/capability.json", dir);
+    for (int host_faster = 0; host_faster < 2; host_faster++) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        /* keys: backend|vendor|name|driver|<CUs>cu (topology/calibrate.c) */
+        fprintf(f,
+                "{\"format\":\"tessera-capability\",\"version\":1,\"devices\":{"
+                "\"host|%s|%s|%s|%ucu\":{\"gemm_gflops\":%g,\"mem_bw_gbps\":1,\"h2d_gbps\":1,\"d2h_gbps\":1,\"launch_us\":1},"
+                "\"opencl|%s|%s|%s|%ucu\":{\"gemm_gflops\":%g,\"mem_bw_gbps\":2,\"h2d_gbps\":2,\"d2h_gbps\":2,\"launch_us\":9}}}",
+                h.vendor, h.name, h.driver_version, h.compute_units, host_faster ? 50.0 : 5.0, c.vendor, c.name,
+                c.driver_version, c.compute_units, host_faster ? 4.0 : 40.0);
+        fclose(f);
+        tsr_context_options o;
+        tsr_context_options_init(&o);
+        o.cache_dir = dir;
+        tsr_context *ctx;
+        assert_int_equal(tsr_context_create(&ctx, &o), TSR_OK);
+        const tsr_device_info *hd = tsr_context_device(ctx, 0), *cd = tsr_context_device(ctx, cpu);
+        assert_true(hd->gemm_gflops == (host_faster ? 50.0 : 5.0));
+        assert_true(cd->gemm_gflops == (host_faster ? 4.0 : 40.0));
+        assert_true(cd->launch_us == 9.0);
+        assert_int_equal(hd->usable, host_faster);
+        assert_int_equal(cd->usable, !host_faster);
+        tsr_context_free(ctx);
+    }
+    remove(path);
+    rmdir(dir);
+}
+
 int main(void) {
 #if TSR_WITH_HWLOC
     /* reference, read before anything touches OpenCL */
@@ -167,6 +212,7 @@ int main(void) {
         cmocka_unit_test(test_hwloc_before_opencl),
 #endif
         cmocka_unit_test(test_discovery_matches_opencl),
+        cmocka_unit_test(test_cached_pair_keeps_faster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -71,6 +71,7 @@ struct tsr_comm_request {
     size_t piece, pieces, sub;
     uint64_t epoch;
     int registered;
+    int oneshot;          /* small: every rank sums the whole vector from all scratches */
     tsr_comm_request *inner;  /* shm: the inter-node ring of this piece */
 #endif
 };

@@ -19,19 +19,23 @@ static void die(tsr_context *ctx, tsr_status st, const char *what) {
     exit(1);
 }
 
-static const char *backend_name(tsr_backend_kind b) { return b == TSR_BACKEND_HOST ? "host" : "opencl"; }
+static const char *backend_name(tsr_backend_kind b) {
+    return b == TSR_BACKEND_HOST ? "host" : "opencl";
+}
 
 static void fmt_num(char *buf, size_t n, double v, const char *f) {
-    if (v > 0) snprintf(buf, n, f, v);
-    else snprintf(buf, n, "-");
+    if (v > 0)
+        snprintf(buf, n, f, v);
+    else
+        snprintf(buf, n, "-");
 }
 
 static void print_table(const tsr_topology *t) {
     for (int h = 0; h < tsr_topology_host_count(t); h++) {
         const tsr_host_info *host = tsr_topology_host(t, h);
-        printf("%shost %d: %s  %d package(s), %d NUMA node(s), %d cores, %d PUs (%s), %.1f GiB\n", h ? "\n" : "", h,
-               host->hostname, host->packages, host->numa_nodes, host->cores, host->pus, host->cpuset,
-               (double)host->memory_bytes / (1u << 30));
+        printf("%shost %d: %s  %d package(s), %d NUMA node(s), %d cores, %d PUs (%s), %.1f GiB\n",
+               h ? "\n" : "", h, host->hostname, host->packages, host->numa_nodes, host->cores,
+               host->pus, host->cpuset, (double)host->memory_bytes / (1u << 30));
         /* the `clinfo -l` list of this host */
         int last_platform = -2;
         for (int i = 0; i < tsr_topology_device_count(t); i++) {
@@ -42,9 +46,10 @@ static void print_table(const tsr_topology *t) {
             last_platform = d->platform_index;
             printf(" `-- Device #%d: %s\n", d->device_index, d->name);
         }
-        printf("  #  %-11s %-11s %-7s %4s %5s %8s %8s %8s %7s %7s %7s %8s %4s %-9s %-12s %4s %3s  %s\n", "id",
-               "kind", "backend", "CUs", "MHz", "mem GiB", "peak GF", "SGEMM GF", "copy GB/s", "h2d", "d2h",
-               "launch us", "numa", "cpus", "pci", "same", "use", "name");
+        printf("  #  %-11s %-11s %-7s %4s %5s %8s %8s %8s %7s %7s %7s %8s %4s %-9s %-12s %4s %3s  "
+               "%s\n",
+               "id", "kind", "backend", "CUs", "MHz", "mem GiB", "peak GF", "SGEMM GF", "copy GB/s",
+               "h2d", "d2h", "launch us", "numa", "cpus", "pci", "same", "use", "name");
         for (int i = 0; i < tsr_topology_device_count(t); i++) {
             const tsr_device_info *d = tsr_topology_device(t, i);
             if (d->host != h) continue;
@@ -55,15 +60,24 @@ static void print_table(const tsr_topology *t) {
             fmt_num(h2d, sizeof h2d, d->h2d_gbps, "%.2f");
             fmt_num(d2h, sizeof d2h, d->d2h_gbps, "%.2f");
             fmt_num(lat, sizeof lat, d->launch_us, "%.2f");
-            if (d->same_as >= 0) snprintf(same, sizeof same, "#%d", d->same_as);
-            else snprintf(same, sizeof same, "-");
-            if (d->numa_node >= 0) snprintf(numa, sizeof numa, "%d", d->numa_node);
-            else snprintf(numa, sizeof numa, "-");
-            printf("  %-2d %-11s %-11s %-7s %4u %5u %8.1f %8s %8s %9s %7s %7s %9s %4s %-9s %-12s %4s %3s  %s\n", i,
-                   d->id, tsr_device_kind_name(d->kind), backend_name(d->backend), d->compute_units,
-                   d->clock_mhz, (double)d->global_mem_bytes / (1u << 30), peak, gemm, copy, h2d, d2h, lat,
-                   numa, d->cpuset[0] ? d->cpuset : "-", d->pci_bus_id[0] ? d->pci_bus_id : "-", same,
-                   d->absent ? "abs" : d->usable ? "yes" : "no", d->name);
+            if (d->same_as >= 0)
+                snprintf(same, sizeof same, "#%d", d->same_as);
+            else
+                snprintf(same, sizeof same, "-");
+            if (d->numa_node >= 0)
+                snprintf(numa, sizeof numa, "%d", d->numa_node);
+            else
+                snprintf(numa, sizeof numa, "-");
+            printf("  %-2d %-11s %-11s %-7s %4u %5u %8.1f %8s %8s %9s %7s %7s %9s %4s %-9s %-12s "
+                   "%4s %3s  %s\n",
+                   i, d->id, tsr_device_kind_name(d->kind), backend_name(d->backend),
+                   d->compute_units, d->clock_mhz, (double)d->global_mem_bytes / (1u << 30), peak,
+                   gemm, copy, h2d, d2h, lat, numa, d->cpuset[0] ? d->cpuset : "-",
+                   d->pci_bus_id[0] ? d->pci_bus_id : "-", same,
+                   d->absent   ? "abs"
+                   : d->usable ? "yes"
+                               : "no",
+                   d->name);
         }
         for (int i = 0; i < tsr_topology_device_count(t); i++) {
             const tsr_device_info *d = tsr_topology_device(t, i);
@@ -75,13 +89,14 @@ static void print_table(const tsr_topology *t) {
         }
     }
     if (tsr_topology_rank_count(t)) {
-        printf("\nranks:\n  %4s %5s %5s %4s %-11s %-11s %s\n", "rank", "node", "local", "dev", "kind", "id", "cpus");
+        printf("\nranks:\n  %4s %5s %5s %4s %-11s %-11s %s\n", "rank", "node", "local", "dev",
+               "kind", "id", "cpus");
         for (int r = 0; r < tsr_topology_rank_count(t); r++) {
             const tsr_rank_info *k = tsr_topology_rank(t, r);
             const tsr_device_info *d = tsr_topology_device(t, k->device);
-            printf("  %4d %5d %2d/%-2d %4d %-11s %-11s %s\n", k->rank, k->host, k->local_rank, k->local_size,
-                   k->device, d ? tsr_device_kind_name(d->kind) : "-", d ? d->id : "-",
-                   k->cpuset[0] ? k->cpuset : "-");
+            printf("  %4d %5d %2d/%-2d %4d %-11s %-11s %s\n", k->rank, k->host, k->local_rank,
+                   k->local_size, k->device, d ? tsr_device_kind_name(d->kind) : "-",
+                   d ? d->id : "-", k->cpuset[0] ? k->cpuset : "-");
         }
     }
 }
@@ -90,13 +105,20 @@ int main(int argc, char **argv) {
     int json = 0, recalibrate = 0, calibrate = 1, assign = 0;
     const char *file = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--recalibrate")) recalibrate = 1;
-        else if (!strcmp(argv[i], "--no-calibrate")) calibrate = 0;
-        else if (!strcmp(argv[i], "--assign")) assign = 1;
-        else if (!strcmp(argv[i], "--file") && i + 1 < argc) file = argv[++i];
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--recalibrate"))
+            recalibrate = 1;
+        else if (!strcmp(argv[i], "--no-calibrate"))
+            calibrate = 0;
+        else if (!strcmp(argv[i], "--assign"))
+            assign = 1;
+        else if (!strcmp(argv[i], "--file") && i + 1 < argc)
+            file = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--json] [--file topo.json [--assign]] [--recalibrate] [--no-calibrate]\n",
+            fprintf(stderr,
+                    "usage: %s [--json] [--file topo.json [--assign]] [--recalibrate] "
+                    "[--no-calibrate]\n",
                     argv[0]);
             return 2;
         }
@@ -147,8 +169,10 @@ int main(int argc, char **argv) {
         if (st != TSR_OK) die(ctx, st, "describing the topology");
     }
     if (rank == 0) {
-        if (json) st = tsr_topology_write(t, stdout);
-        else print_table(t);
+        if (json)
+            st = tsr_topology_write(t, stdout);
+        else
+            print_table(t);
         if (st != TSR_OK) die(ctx, st, "writing");
     }
     tsr_topology_free(t);

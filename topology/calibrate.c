@@ -19,8 +19,8 @@
 #define REP_TIME_S 0.1 /* each figure is timed over at least this long */
 
 static void cache_key(const tsr_device_info *d, char *buf, size_t n) {
-    snprintf(buf, n, "%s|%s|%s|%s|%ucu", d->backend == TSR_BACKEND_HOST ? "host" : "opencl", d->vendor,
-             d->name, d->driver_version, d->compute_units);
+    snprintf(buf, n, "%s|%s|%s|%s|%ucu", d->backend == TSR_BACKEND_HOST ? "host" : "opencl",
+             d->vendor, d->name, d->driver_version, d->compute_units);
 }
 
 static void cache_path(tsr_context *ctx, char *buf, size_t n) {
@@ -58,11 +58,12 @@ static tsr_status cache_load(tsr_context *ctx, cJSON **root) {
     const cJSON *fmt = r ? cJSON_GetObjectItemCaseSensitive(r, "format") : NULL;
     const cJSON *ver = r ? cJSON_GetObjectItemCaseSensitive(r, "version") : NULL;
     const cJSON *devs = r ? cJSON_GetObjectItemCaseSensitive(r, "devices") : NULL;
-    const char *why = !r                                       ? "not valid JSON"
-                      : !cJSON_IsString(fmt) || strcmp(fmt->valuestring, CACHE_FORMAT) ? "format: not \"" CACHE_FORMAT "\""
+    const char *why = !r ? "not valid JSON"
+                      : !cJSON_IsString(fmt) || strcmp(fmt->valuestring, CACHE_FORMAT)
+                          ? "format: not \"" CACHE_FORMAT "\""
                       : !cJSON_IsNumber(ver) || ver->valuedouble != CACHE_VERSION ? "version: not 1"
-                      : !cJSON_IsObject(devs)                   ? "devices: expected an object"
-                                                                : NULL;
+                      : !cJSON_IsObject(devs) ? "devices: expected an object"
+                                              : NULL;
     if (why) {
         cJSON_Delete(r);
         return tsr_error(ctx, TSR_ERR_CORRUPT, "%s: %s", path, why);
@@ -90,7 +91,8 @@ static tsr_status cache_load(tsr_context *ctx, cJSON **root) {
 static int cache_apply(tsr_context *ctx, const cJSON *root, tsr_device_info *d) {
     char key[512];
     cache_key(d, key, sizeof key);
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "devices"), key);
+    const cJSON *e =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "devices"), key);
     if (!e) return 0;
     tsr_device_info m = *d;
     if (tsr_capability_read(ctx, e, "cache", &m) != TSR_OK || m.gemm_gflops <= 0) return 0;
@@ -120,7 +122,8 @@ static tsr_status cache_store(tsr_context *ctx, cJSON *root) {
     if (!text) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "capability cache text");
     FILE *f = fopen(tmp, "w");
     tsr_status st = TSR_OK;
-    if (!f) st = tsr_error(ctx, TSR_ERR_IO, "%s: %s", tmp, strerror(errno));
+    if (!f)
+        st = tsr_error(ctx, TSR_ERR_IO, "%s: %s", tmp, strerror(errno));
     else {
         int bad = fputs(text, f) < 0;
         if (fclose(f) != 0) bad = 1;
@@ -137,7 +140,8 @@ static tsr_status cache_store(tsr_context *ctx, cJSON *root) {
 static cJSON *cache_new(void) {
     cJSON *r = cJSON_CreateObject();
     if (r && (!cJSON_AddStringToObject(r, "format", CACHE_FORMAT) ||
-              !cJSON_AddNumberToObject(r, "version", CACHE_VERSION) || !cJSON_AddObjectToObject(r, "devices"))) {
+              !cJSON_AddNumberToObject(r, "version", CACHE_VERSION) ||
+              !cJSON_AddObjectToObject(r, "devices"))) {
         cJSON_Delete(r);
         r = NULL;
     }
@@ -163,7 +167,8 @@ tsr_status tsr_capability_apply_cache(tsr_context *ctx) {
     tsr_status st = cache_load(ctx, &root);
     if (st == TSR_ERR_NO_MEMORY) return st;
     if (st != TSR_OK) {
-        tsr_log(ctx, TSR_LOG_WARN, "ignoring the capability cache: %s", tsr_context_last_error(ctx));
+        tsr_log(ctx, TSR_LOG_WARN, "ignoring the capability cache: %s",
+                tsr_context_last_error(ctx));
         tsr_context_clear_error(ctx);
         return TSR_OK;
     }
@@ -221,9 +226,12 @@ static tsr_status time_bw(bench *m, bw_kind kind, size_t bytes, double *gbps) {
     double t = 0, el = 0;
     for (int i = -1; i < 200 && el < REP_TIME_S; i++) { /* i = -1: warm-up */
         if (i == 0) t = tsr_now();
-        if (kind == BW_COPY) TSR_TRY(tsr_buf_copy(m->b, 0, m->a, 0, bytes));
-        else if (kind == BW_H2D) TSR_TRY(tsr_buf_write(m->a, 0, m->host, bytes));
-        else TSR_TRY(tsr_buf_read(m->a, 0, m->host, bytes));
+        if (kind == BW_COPY)
+            TSR_TRY(tsr_buf_copy(m->b, 0, m->a, 0, bytes));
+        else if (kind == BW_H2D)
+            TSR_TRY(tsr_buf_write(m->a, 0, m->host, bytes));
+        else
+            TSR_TRY(tsr_buf_read(m->a, 0, m->host, bytes));
         TSR_TRY(tsr_backend_finish(m->be));
         if (i >= 0) {
             reps++;
@@ -286,8 +294,9 @@ static tsr_status measure(tsr_context *ctx, int index, tsr_device_info *out) {
         st = time_gemm(&m, n, &gf, &one, &warm);
         if (st != TSR_OK) break;
         compile += warm > one ? warm - one : 0;
-        tsr_log(ctx, TSR_LOG_DEBUG, "%s: SGEMM %zu^3 %.2f GFLOP/s (%.2f ms per call, %.2f s so far)", d->id, n,
-                gf, one * 1e3, tsr_now() - start);
+        tsr_log(ctx, TSR_LOG_DEBUG,
+                "%s: SGEMM %zu^3 %.2f GFLOP/s (%.2f ms per call, %.2f s so far)", d->id, n, gf,
+                one * 1e3, tsr_now() - start);
         out->gemm_n[points] = (unsigned)n;
         out->gemm_gflops_n[points++] = gf;
         if (gf > best) best = gf;
@@ -304,9 +313,11 @@ static tsr_status measure(tsr_context *ctx, int index, tsr_device_info *out) {
     out->gemm_gflops = best;
     double total = tsr_now() - start, setup = measure_start - start + compile;
     tsr_log(ctx, TSR_LOG_INFO,
-            "%s: SGEMM %.1f GFLOP/s, copy %.1f GB/s, h2d %.1f, d2h %.1f, launch %.1f us (measured in %.2f s, "
+            "%s: SGEMM %.1f GFLOP/s, copy %.1f GB/s, h2d %.1f, d2h %.1f, launch %.1f us (measured "
+            "in %.2f s, "
             "%.2f s more opening the device and building kernels)",
-            d->id, best, out->mem_bw_gbps, out->h2d_gbps, out->d2h_gbps, out->launch_us, total - setup, setup);
+            d->id, best, out->mem_bw_gbps, out->h2d_gbps, out->d2h_gbps, out->launch_us,
+            total - setup, setup);
     return TSR_OK;
 }
 
@@ -316,12 +327,14 @@ static tsr_status calibrate_range(tsr_context *ctx, int first, int last, int for
     tsr_status st = cache_load(ctx, &root);
     if (st == TSR_ERR_NO_MEMORY) return st;
     if (st != TSR_OK) {
-        tsr_log(ctx, TSR_LOG_WARN, "capability cache is corrupt, measuring again: %s", tsr_context_last_error(ctx));
+        tsr_log(ctx, TSR_LOG_WARN, "capability cache is corrupt, measuring again: %s",
+                tsr_context_last_error(ctx));
         tsr_context_clear_error(ctx);
         force = 1;
         root = NULL;
     }
-    if (!root && !(root = cache_new())) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "capability cache");
+    if (!root && !(root = cache_new()))
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "capability cache");
     int changed = 0;
     st = TSR_OK;
     for (int i = first; i < last && st == TSR_OK; i++) {
@@ -332,19 +345,22 @@ static tsr_status calibrate_range(tsr_context *ctx, int first, int last, int for
         st = measure(ctx, i, &m);
         if (st != TSR_OK) break;
         *d = m;
-        if (cache_put(root, d) != 0) st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "capability cache entry");
+        if (cache_put(root, d) != 0)
+            st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "capability cache entry");
         changed = 1;
     }
     if (changed) {
         tsr_status cs = cache_store(ctx, root);
         if (cs != TSR_OK) { /* the figures are still good for this run */
-            tsr_log(ctx, TSR_LOG_WARN, "capability cache not written: %s", tsr_context_last_error(ctx));
+            tsr_log(ctx, TSR_LOG_WARN, "capability cache not written: %s",
+                    tsr_context_last_error(ctx));
             if (st == TSR_OK) tsr_context_clear_error(ctx);
         }
     }
     cJSON_Delete(root);
     for (int i = 0; i < ctx->device_count; i++)
-        if (ctx->devices[i].same_as >= 0 && ctx->devices[i].gemm_gflops > 0) ctx->devices[i].usable = 1;
+        if (ctx->devices[i].same_as >= 0 && ctx->devices[i].gemm_gflops > 0)
+            ctx->devices[i].usable = 1;
     tsr_topology_pair_devices(ctx->devices, ctx->device_count);
     return st;
 }
@@ -357,10 +373,11 @@ tsr_status tsr_topology_calibrate(tsr_context *ctx, int force) {
 tsr_status tsr_topology_calibrate_device(tsr_context *ctx, int index, int force) {
     if (!ctx) return TSR_ERR_INVALID_ARG;
     if (index < 0 || index >= ctx->device_count)
-        return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device index %d does not exist (%d devices)", index,
-                         ctx->device_count);
+        return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device index %d does not exist (%d devices)",
+                         index, ctx->device_count);
     if (ctx->devices[index].absent)
-        return tsr_error(ctx, TSR_ERR_NO_DEVICE, "device %s is not present on this machine: cannot measure it",
+        return tsr_error(ctx, TSR_ERR_NO_DEVICE,
+                         "device %s is not present on this machine: cannot measure it",
                          ctx->devices[index].id);
     return calibrate_range(ctx, index, index + 1, force);
 }

@@ -31,11 +31,14 @@ static int preferred(const tsr_device_info *devs, int i) {
 static int candidates(const tsr_topology *t, int host, int *out) {
     int n = 0, measured = 1;
     for (int i = 0; i < t->device_count; i++)
-        if (t->devices[i].host == host && preferred(t->devices, i) && t->devices[i].gemm_gflops <= 0) measured = 0;
+        if (t->devices[i].host == host && preferred(t->devices, i) &&
+            t->devices[i].gemm_gflops <= 0)
+            measured = 0;
     for (int i = 0; i < t->device_count; i++) {
         if (t->devices[i].host != host || !preferred(t->devices, i)) continue;
         int j = n++; /* insertion sort: stable, best score first */
-        while (j > 0 && score(&t->devices[out[j - 1]], measured) < score(&t->devices[i], measured)) {
+        while (j > 0 &&
+               score(&t->devices[out[j - 1]], measured) < score(&t->devices[i], measured)) {
             out[j] = out[j - 1];
             j--;
         }
@@ -116,11 +119,13 @@ tsr_status tsr_topology_assign_ranks(tsr_topology *t) {
 tsr_status tsr_cluster_bind(tsr_context *ctx, const tsr_topology *t, int rank) {
     if (!ctx || !t) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_cluster_bind: NULL argument");
     const tsr_rank_info *r = tsr_topology_rank(t, rank);
-    if (!r) return tsr_error(ctx, TSR_ERR_NOT_FOUND, "rank %d is not in the topology (%d ranks)", rank, t->rank_count);
+    if (!r)
+        return tsr_error(ctx, TSR_ERR_NOT_FOUND, "rank %d is not in the topology (%d ranks)", rank,
+                         t->rank_count);
     tsr_cpumask m;
     if (!r->cpuset[0] || tsr_cpumask_parse(r->cpuset, &m) != 0 || tsr_cpumask_count(&m) == 0)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "ranks[%d].cpuset: \"%s\" names no CPU to bind to", rank,
-                         r->cpuset);
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "ranks[%d].cpuset: \"%s\" names no CPU to bind to", rank, r->cpuset);
 #if TSR_WITH_HWLOC
     if (ctx->topology && ctx->topology->hwloc) {
         TSR_TRY(tsr_hwloc_bind(ctx, ctx->topology->hwloc, r->cpuset));
@@ -146,13 +151,15 @@ tsr_status tsr_cluster_bind(tsr_context *ctx, const tsr_topology *t, int rank) {
 tsr_status tsr_cluster_gather(tsr_context *ctx, const void *mpi_comm, tsr_topology **out) {
     (void)mpi_comm;
     if (out) *out = NULL;
-    return tsr_error(ctx, TSR_ERR_UNSUPPORTED, "cluster view: tessera was built without MPI (WITH_MPI=0)");
+    return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
+                     "cluster view: tessera was built without MPI (WITH_MPI=0)");
 }
 #endif
 
 tsr_status tsr_topology_local_cores(tsr_context *ctx, tsr_cpumask **cores, int *count) {
 #if TSR_WITH_HWLOC
-    if (ctx->topology && ctx->topology->hwloc) return tsr_hwloc_cores(ctx, ctx->topology->hwloc, cores, count);
+    if (ctx->topology && ctx->topology->hwloc)
+        return tsr_hwloc_cores(ctx, ctx->topology->hwloc, cores, count);
 #endif
     return tsr_topology_cores_sysfs(ctx, cores, count);
 }

@@ -7,13 +7,13 @@
 #include "lib/internal.h"
 #include "topology/topology.h"
 
-#define MPI_TRY(call, what)                                                              \
-    do {                                                                                 \
-        int rc_ = (call);                                                                \
-        if (rc_ != MPI_SUCCESS) {                                                        \
+#define MPI_TRY(call, what)                                                                        \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != MPI_SUCCESS) {                                                                  \
             st = tsr_error(ctx, TSR_ERR_MPI, "cluster view: %s failed (MPI error %d)", what, rc_); \
-            goto done;                                                                   \
-        }                                                                                \
+            goto done;                                                                             \
+        }                                                                                          \
     } while (0)
 
 /* Appends node `node`'s host and devices (parsed from its leader's text) to `all`. */
@@ -23,7 +23,8 @@ static tsr_status add_node(tsr_context *ctx, tsr_topology *all, int node, const 
     TSR_TRY(tsr_topology_parse(ctx, text, (size_t)len, &part));
     tsr_status st = TSR_OK;
     if (part->host_count != 1) {
-        st = tsr_error(ctx, TSR_ERR_CORRUPT, "cluster view: node %d described %d hosts", node, part->host_count);
+        st = tsr_error(ctx, TSR_ERR_CORRUPT, "cluster view: node %d described %d hosts", node,
+                       part->host_count);
     } else if (*next_device + part->device_count > all->device_count) {
         st = tsr_error(ctx, TSR_ERR_INTERNAL, "cluster view: device count changed while gathering");
     } else {
@@ -41,7 +42,8 @@ static tsr_status add_node(tsr_context *ctx, tsr_topology *all, int node, const 
 }
 
 tsr_status tsr_cluster_gather(tsr_context *ctx, const void *mpi_comm, tsr_topology **out) {
-    if (!ctx || !out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_cluster_gather: NULL argument");
+    if (!ctx || !out)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_cluster_gather: NULL argument");
     *out = NULL;
     int inited = 0;
     MPI_Initialized(&inited);
@@ -69,13 +71,17 @@ tsr_status tsr_cluster_gather(tsr_context *ctx, const void *mpi_comm, tsr_topolo
     int len = 0, ndev = ctx->device_count;
     if ((st = tsr_topology_from_context(ctx, &mine)) == TSR_OK) {
         text = tsr_topology_to_json(mine, 0);
-        if (!text) st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "cluster view: JSON text");
-        else len = (int)strlen(text);
+        if (!text)
+            st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "cluster view: JSON text");
+        else
+            len = (int)strlen(text);
     }
     int ok = st == TSR_OK, all_ok = 0;
     MPI_TRY(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce(status)");
     if (!all_ok) {
-        if (st == TSR_OK) st = tsr_error(ctx, TSR_ERR_PEER_LOST, "cluster view: another rank failed to describe its node");
+        if (st == TSR_OK)
+            st = tsr_error(ctx, TSR_ERR_PEER_LOST,
+                           "cluster view: another rank failed to describe its node");
         goto done;
     }
     int my_meta[5] = {local_rank, local_size, leader, len, ndev};
@@ -102,7 +108,8 @@ tsr_status tsr_cluster_gather(tsr_context *ctx, const void *mpi_comm, tsr_topolo
         st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "cluster view: %ld bytes of descriptions", total);
         goto done;
     }
-    MPI_TRY(MPI_Allgatherv(text, len, MPI_CHAR, texts, counts, displs, MPI_CHAR, comm), "MPI_Allgatherv");
+    MPI_TRY(MPI_Allgatherv(text, len, MPI_CHAR, texts, counts, displs, MPI_CHAR, comm),
+            "MPI_Allgatherv");
 
     /* nodes in order of their leader's rank; a node's devices are its leader's */
     int nodes = 0, devices = 0;
@@ -114,7 +121,8 @@ tsr_status tsr_cluster_gather(tsr_context *ctx, const void *mpi_comm, tsr_topolo
     if ((st = tsr_topology_alloc(ctx, nodes, devices, size, &all)) != TSR_OK) goto done;
     int next_device = 0, node = 0;
     for (int r = 0; r < size && st == TSR_OK; r++)
-        if (meta[5 * r + 2] == r) st = add_node(ctx, all, node++, texts + displs[r], counts[r], &next_device);
+        if (meta[5 * r + 2] == r)
+            st = add_node(ctx, all, node++, texts + displs[r], counts[r], &next_device);
     if (st != TSR_OK) goto done;
     for (int r = 0; r < size; r++) {
         tsr_rank_info *k = &all->ranks[r];
@@ -136,8 +144,8 @@ tsr_status tsr_cluster_gather(tsr_context *ctx, const void *mpi_comm, tsr_topolo
         st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "cluster view: bindings");
         goto done;
     }
-    MPI_TRY(MPI_Allgather(all->ranks[rank].cpuset, (int)sizeof all->ranks[0].cpuset, MPI_CHAR, cpusets,
-                          (int)sizeof all->ranks[0].cpuset, MPI_CHAR, comm),
+    MPI_TRY(MPI_Allgather(all->ranks[rank].cpuset, (int)sizeof all->ranks[0].cpuset, MPI_CHAR,
+                          cpusets, (int)sizeof all->ranks[0].cpuset, MPI_CHAR, comm),
             "MPI_Allgather(bindings)");
     for (int r = 0; r < size; r++) {
         char *c = cpusets + (size_t)r * sizeof all->ranks[0].cpuset;

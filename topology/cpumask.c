@@ -92,7 +92,8 @@ void tsr_topology_split_cpus(const tsr_cpumask *cores, int ncores, const tsr_cpu
         for (int w = 0; w < TSR_CPUMASK_WORDS; w++) hit |= (cores[c].bits[w] & near->bits[w]) != 0;
         if (!hit) continue;
         if (seen >= first)
-            for (int w = 0; w < TSR_CPUMASK_WORDS; w++) out->bits[w] |= cores[c].bits[w] & near->bits[w];
+            for (int w = 0; w < TSR_CPUMASK_WORDS; w++)
+                out->bits[w] |= cores[c].bits[w] & near->bits[w];
         seen++;
     }
 }

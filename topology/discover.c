@@ -41,8 +41,10 @@ static void online_cpus(char *buf, size_t n) {
         return;
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cpus <= 1) snprintf(buf, n, "0");
-    else snprintf(buf, n, "0-%ld", cpus - 1);
+    if (cpus <= 1)
+        snprintf(buf, n, "0");
+    else
+        snprintf(buf, n, "0-%ld", cpus - 1);
 }
 
 int tsr_topology_cpu_lanes(void) {
@@ -54,10 +56,14 @@ int tsr_topology_cpu_lanes(void) {
         if (strncmp(line, "flags", 5) != 0) continue;
         int fma = strstr(line, " fma") != NULL;
         /* vector width in floats x two FMA pipes (Haswell, Zen 2 and later) */
-        if (strstr(line, " avx512f")) lanes = 16 * 2;
-        else if (strstr(line, " avx2") && fma) lanes = 8 * 2;
-        else if (strstr(line, " avx")) lanes = 8;
-        else if (strstr(line, " sse")) lanes = 4;
+        if (strstr(line, " avx512f"))
+            lanes = 16 * 2;
+        else if (strstr(line, " avx2") && fma)
+            lanes = 8 * 2;
+        else if (strstr(line, " avx"))
+            lanes = 8;
+        else if (strstr(line, " sse"))
+            lanes = 4;
         break;
     }
     fclose(f);
@@ -153,7 +159,8 @@ tsr_status tsr_topology_cores_sysfs(tsr_context *ctx, tsr_cpumask **cores, int *
     for (unsigned c = 0; c < 64 * TSR_CPUMASK_WORDS; c++) {
         if (!tsr_cpumask_isset(&online, c) || tsr_cpumask_isset(&done, c)) continue;
         char path[128], line[256];
-        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%u/topology/thread_siblings_list", c);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%u/topology/thread_siblings_list",
+                 c);
         tsr_cpumask sib;
         if (read_line(path, line, sizeof line) != 0 || tsr_cpumask_parse(line, &sib) != 0) {
             memset(&sib, 0, sizeof sib);
@@ -212,7 +219,8 @@ tsr_status tsr_topology_discover(tsr_context *ctx, tsr_device_info **devices, in
     if (!(ctx->flags & TSR_CONTEXT_NO_HWLOC)) {
         tsr_status st = tsr_hwloc_load(ctx, &state->hwloc);
         if (st != TSR_OK) {
-            tsr_log(ctx, TSR_LOG_WARN, "hwloc unavailable, using sysfs: %s", tsr_context_last_error(ctx));
+            tsr_log(ctx, TSR_LOG_WARN, "hwloc unavailable, using sysfs: %s",
+                    tsr_context_last_error(ctx));
             tsr_context_clear_error(ctx);
         } else {
             tsr_hwloc_host_summary(state->hwloc, host);

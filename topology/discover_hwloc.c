@@ -19,7 +19,8 @@ static tsr_status finish_load(tsr_context *ctx, hwloc_topology_t t, const char *
 tsr_status tsr_hwloc_load(tsr_context *ctx, void **out) {
     hwloc_topology_t t;
     *out = NULL;
-    if (hwloc_topology_init(&t) != 0) return tsr_error(ctx, TSR_ERR_HWLOC, "hwloc_topology_init failed");
+    if (hwloc_topology_init(&t) != 0)
+        return tsr_error(ctx, TSR_ERR_HWLOC, "hwloc_topology_init failed");
     /* PCI devices and OS devices (GPUs, co-processors) are filtered out by default. */
     hwloc_topology_set_io_types_filter(t, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
 #ifdef __linux__
@@ -35,7 +36,8 @@ tsr_status tsr_hwloc_load_synthetic(tsr_context *ctx, const char *desc, void **o
     hwloc_topology_t t;
     *out = NULL;
     if (!desc) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "hwloc: NULL description");
-    if (hwloc_topology_init(&t) != 0) return tsr_error(ctx, TSR_ERR_HWLOC, "hwloc_topology_init failed");
+    if (hwloc_topology_init(&t) != 0)
+        return tsr_error(ctx, TSR_ERR_HWLOC, "hwloc_topology_init failed");
     hwloc_topology_set_io_types_filter(t, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
     size_t len = strlen(desc);
     int rc;
@@ -47,7 +49,8 @@ tsr_status tsr_hwloc_load_synthetic(tsr_context *ctx, const char *desc, void **o
         rc = hwloc_topology_set_synthetic(t, desc);
     if (rc != 0) {
         hwloc_topology_destroy(t);
-        return tsr_error(ctx, TSR_ERR_PARSE, "hwloc: cannot use topology description \"%.60s\"", desc);
+        return tsr_error(ctx, TSR_ERR_PARSE, "hwloc: cannot use topology description \"%.60s\"",
+                         desc);
     }
     TSR_TRY(finish_load(ctx, t, "a synthetic topology"));
     *out = t;
@@ -93,10 +96,26 @@ static void locality_of(hwloc_topology_t t, hwloc_obj_t io, int *numa_node, char
 }
 
 int tsr_hwloc_pci_locality(void *hw, unsigned domain, unsigned bus, unsigned dev, unsigned func,
-                           int *numa_node, char *cpuset, size_t cpuset_size) {
+                           char *found, size_t found_size, int *numa_node, char *cpuset,
+                           size_t cpuset_size) {
     hwloc_topology_t t = hw;
     hwloc_obj_t pci = hwloc_get_pcidev_by_busid(t, domain, bus, dev, func);
-    if (!pci) return -1;
+    if (!pci) {
+        /* Some VMs give NVIDIA slot ids that decode to no device (DESIGN.md): the bus is still
+         * right, so take the one display controller on that bus. */
+        hwloc_obj_t o = NULL;
+        int n = 0;
+        while ((o = hwloc_get_next_pcidev(t, o)) != NULL)
+            if (o->attr->pcidev.domain == domain && o->attr->pcidev.bus == bus &&
+                (o->attr->pcidev.class_id >> 8) == 0x03) {
+                pci = o;
+                n++;
+            }
+        if (n != 1) return -1;
+    }
+    if (found)
+        snprintf(found, found_size, "%04x:%02x:%02x.%x", pci->attr->pcidev.domain,
+                 pci->attr->pcidev.bus, pci->attr->pcidev.dev, pci->attr->pcidev.func);
     locality_of(t, pci, numa_node, cpuset, cpuset_size);
     return 0;
 }
@@ -127,7 +146,8 @@ tsr_status tsr_hwloc_cores(tsr_context *ctx, void *hw, tsr_cpumask **cores, int 
     if (n <= 0) return tsr_error(ctx, TSR_ERR_HWLOC, "hwloc: the topology has no cores or PUs");
     tsr_cpumask *list = tsr_calloc(ctx, (size_t)n, sizeof *list);
     if (!list) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "core list (%d cores)", n);
-    for (int i = 0; i < n; i++) to_mask(hwloc_get_obj_by_type(t, type, (unsigned)i)->cpuset, &list[i]);
+    for (int i = 0; i < n; i++)
+        to_mask(hwloc_get_obj_by_type(t, type, (unsigned)i)->cpuset, &list[i]);
     *cores = list;
     *count = n;
     return TSR_OK;
@@ -144,6 +164,7 @@ tsr_status tsr_hwloc_bind(tsr_context *ctx, void *hw, const char *cpuset) {
     int e = errno;
     hwloc_bitmap_free(set);
     if (rc != 0)
-        return tsr_error(ctx, TSR_ERR_HWLOC, "hwloc_set_cpubind to %s failed (%s)", cpuset, strerror(e));
+        return tsr_error(ctx, TSR_ERR_HWLOC, "hwloc_set_cpubind to %s failed (%s)", cpuset,
+                         strerror(e));
     return TSR_OK;
 }

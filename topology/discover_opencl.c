@@ -36,7 +36,8 @@ static unsigned lanes_of(cl_device_id d, const tsr_device_info *info, const char
             if ((major == 6 && minor == 0) || major == 7 || (major == 8 && minor == 0)) return 64;
             return 128;
         }
-        if (strstr(info->vendor, "Advanced Micro Devices") || strstr(info->vendor, "AMD")) return 64;
+        if (strstr(info->vendor, "Advanced Micro Devices") || strstr(info->vendor, "AMD"))
+            return 64;
         if (strstr(info->vendor, "Intel")) return 8;
     }
     cl_uint w = 0;
@@ -69,8 +70,8 @@ static void locate(void *hw, cl_device_id d, tsr_device_info *info, const char *
             unsigned dom, bus, dev, fn;
             tsr_strlcpy(info->pci_bus_id, khr_id, sizeof info->pci_bus_id);
             if (sscanf(khr_id, "%x:%x:%x.%x", &dom, &bus, &dev, &fn) == 4 &&
-                tsr_hwloc_pci_locality(hw, dom, bus, dev, fn, &info->numa_node, info->cpuset,
-                                       sizeof info->cpuset) == 0)
+                tsr_hwloc_pci_locality(hw, dom, bus, dev, fn, NULL, 0, &info->numa_node,
+                                       info->cpuset, sizeof info->cpuset) == 0)
                 return;
         }
         if (info->kind == TSR_DEVICE_CPU) { /* hwloc skips CPU devices: they span the machine */
@@ -140,18 +141,24 @@ tsr_status tsr_topology_opencl_devices(tsr_context *ctx, void *hw, tsr_device_in
             get_str(devs[d], CL_DRIVER_VERSION, info->driver_version, sizeof info->driver_version);
             cl_uint u = 0;
             cl_ulong ul = 0;
-            if (clGetDeviceInfo(devs[d], CL_DEVICE_MAX_COMPUTE_UNITS, sizeof u, &u, NULL) == CL_SUCCESS)
+            if (clGetDeviceInfo(devs[d], CL_DEVICE_MAX_COMPUTE_UNITS, sizeof u, &u, NULL) ==
+                CL_SUCCESS)
                 info->compute_units = u;
-            if (clGetDeviceInfo(devs[d], CL_DEVICE_MAX_CLOCK_FREQUENCY, sizeof u, &u, NULL) == CL_SUCCESS)
+            if (clGetDeviceInfo(devs[d], CL_DEVICE_MAX_CLOCK_FREQUENCY, sizeof u, &u, NULL) ==
+                CL_SUCCESS)
                 info->clock_mhz = u;
-            if (clGetDeviceInfo(devs[d], CL_DEVICE_GLOBAL_MEM_SIZE, sizeof ul, &ul, NULL) == CL_SUCCESS)
+            if (clGetDeviceInfo(devs[d], CL_DEVICE_GLOBAL_MEM_SIZE, sizeof ul, &ul, NULL) ==
+                CL_SUCCESS)
                 info->global_mem_bytes = ul;
-            if (clGetDeviceInfo(devs[d], CL_DEVICE_LOCAL_MEM_SIZE, sizeof ul, &ul, NULL) == CL_SUCCESS)
+            if (clGetDeviceInfo(devs[d], CL_DEVICE_LOCAL_MEM_SIZE, sizeof ul, &ul, NULL) ==
+                CL_SUCCESS)
                 info->local_mem_bytes = ul;
-            if (clGetDeviceInfo(devs[d], CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof ul, &ul, NULL) == CL_SUCCESS)
+            if (clGetDeviceInfo(devs[d], CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof ul, &ul, NULL) ==
+                CL_SUCCESS)
                 info->max_alloc_bytes = ul;
             cl_device_fp_config fp = 0;
-            if (clGetDeviceInfo(devs[d], CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp, &fp, NULL) == CL_SUCCESS)
+            if (clGetDeviceInfo(devs[d], CL_DEVICE_DOUBLE_FP_CONFIG, sizeof fp, &fp, NULL) ==
+                CL_SUCCESS)
                 info->fp64 = fp != 0;
             char ext[8192];
             get_str(devs[d], CL_DEVICE_EXTENSIONS, ext, sizeof ext);

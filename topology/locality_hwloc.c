@@ -16,14 +16,12 @@ int tsr_hwloc_opencl_locality(void *hw, void *cl_device, char *pci_bus_id, size_
     if (hwloc_opencl_get_device_pci_busid(dev, &domain, &bus, &d, &f) != 0) return -1;
     /* The OS device exists only when hwloc's OpenCL plugin ran; the PCI object is enough. */
     hwloc_obj_t osdev = hwloc_opencl_get_device_osdev(t, dev);
-    hwloc_obj_t pci = osdev && osdev->parent && osdev->parent->type == HWLOC_OBJ_PCI_DEVICE
-                          ? osdev->parent
-                          : hwloc_get_pcidev_by_busid(t, domain, bus, d, f);
-    if (!pci) return -1;
-    snprintf(pci_bus_id, pci_size, "%04x:%02x:%02x.%x", pci->attr->pcidev.domain,
-             pci->attr->pcidev.bus, pci->attr->pcidev.dev, pci->attr->pcidev.func);
-    return tsr_hwloc_pci_locality(hw, pci->attr->pcidev.domain, pci->attr->pcidev.bus,
-                                  pci->attr->pcidev.dev, pci->attr->pcidev.func, numa_node, cpuset,
+    if (osdev && osdev->parent && osdev->parent->type == HWLOC_OBJ_PCI_DEVICE) {
+        hwloc_obj_t pci = osdev->parent;
+        domain = pci->attr->pcidev.domain, bus = pci->attr->pcidev.bus;
+        d = pci->attr->pcidev.dev, f = pci->attr->pcidev.func;
+    }
+    return tsr_hwloc_pci_locality(hw, domain, bus, d, f, pci_bus_id, pci_size, numa_node, cpuset,
                                   cpuset_size);
 }
 #endif

@@ -62,7 +62,8 @@ const tsr_rank_info *tsr_topology_rank(const tsr_topology *t, int i) {
 }
 
 tsr_status tsr_topology_from_context(tsr_context *ctx, tsr_topology **out) {
-    if (!ctx || !out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_topology_from_context: NULL argument");
+    if (!ctx || !out)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_topology_from_context: NULL argument");
     *out = NULL;
     int hosts = ctx->topology && ctx->topology->host_count ? ctx->topology->host_count : 1;
     tsr_topology *t;
@@ -79,7 +80,9 @@ tsr_status tsr_topology_from_context(tsr_context *ctx, tsr_topology **out) {
 
 /* ------------------------------------------------------------------ writing */
 
-static const char *backend_name(tsr_backend_kind b) { return b == TSR_BACKEND_HOST ? "host" : "opencl"; }
+static const char *backend_name(tsr_backend_kind b) {
+    return b == TSR_BACKEND_HOST ? "host" : "opencl";
+}
 
 /* Numbers that read back exactly: cJSON prints 15 digits and accepts a 1-ulp error. */
 static int add_num(cJSON *o, const char *key, double v) {
@@ -92,8 +95,12 @@ static int add_num(cJSON *o, const char *key, double v) {
     cJSON_Delete(n);
     return 0;
 }
-static int add_str(cJSON *o, const char *key, const char *v) { return cJSON_AddStringToObject(o, key, v) != NULL; }
-static int add_bool(cJSON *o, const char *key, int v) { return cJSON_AddBoolToObject(o, key, v) != NULL; }
+static int add_str(cJSON *o, const char *key, const char *v) {
+    return cJSON_AddStringToObject(o, key, v) != NULL;
+}
+static int add_bool(cJSON *o, const char *key, int v) {
+    return cJSON_AddBoolToObject(o, key, v) != NULL;
+}
 
 static cJSON *host_json(const tsr_host_info *h) {
     cJSON *o = cJSON_CreateObject();
@@ -109,17 +116,19 @@ static cJSON *host_json(const tsr_host_info *h) {
 struct cJSON *tsr_capability_json(const tsr_device_info *d) {
     cJSON *cap = cJSON_CreateObject(), *gemm = cJSON_CreateArray();
     int ok = cap && gemm && add_num(cap, "peak_gflops", d->peak_gflops) &&
-             add_num(cap, "gemm_gflops", d->gemm_gflops) && add_num(cap, "mem_bw_gbps", d->mem_bw_gbps) &&
-             add_num(cap, "h2d_gbps", d->h2d_gbps) && add_num(cap, "d2h_gbps", d->d2h_gbps) &&
-             add_num(cap, "launch_us", d->launch_us);
+             add_num(cap, "gemm_gflops", d->gemm_gflops) &&
+             add_num(cap, "mem_bw_gbps", d->mem_bw_gbps) && add_num(cap, "h2d_gbps", d->h2d_gbps) &&
+             add_num(cap, "d2h_gbps", d->d2h_gbps) && add_num(cap, "launch_us", d->launch_us);
     for (int i = 0; ok && i < d->gemm_points && i < 4; i++) {
         cJSON *p = cJSON_CreateObject();
         ok = p && cJSON_AddItemToArray(gemm, p) && add_num(p, "n", d->gemm_n[i]) &&
              add_num(p, "gflops", d->gemm_gflops_n[i]);
         if (!p) break;
     }
-    if (ok && cJSON_AddItemToObject(cap, "gemm", gemm)) gemm = NULL;
-    else ok = 0;
+    if (ok && cJSON_AddItemToObject(cap, "gemm", gemm))
+        gemm = NULL;
+    else
+        ok = 0;
     cJSON_Delete(gemm);
     if (!ok) {
         cJSON_Delete(cap);
@@ -132,19 +141,23 @@ static cJSON *device_json(const tsr_device_info *d) {
     cJSON *o = cJSON_CreateObject(), *cap = tsr_capability_json(d);
     int ok = o && cap;
     ok = ok && add_str(o, "id", d->id) && add_num(o, "host", d->host) &&
-         add_str(o, "kind", tsr_device_kind_name(d->kind)) && add_str(o, "backend", backend_name(d->backend)) &&
-         add_str(o, "vendor", d->vendor) && add_str(o, "name", d->name) &&
-         add_str(o, "driver_version", d->driver_version) && add_str(o, "platform", d->platform) &&
-         add_num(o, "platform_index", d->platform_index) && add_num(o, "device_index", d->device_index) &&
+         add_str(o, "kind", tsr_device_kind_name(d->kind)) &&
+         add_str(o, "backend", backend_name(d->backend)) && add_str(o, "vendor", d->vendor) &&
+         add_str(o, "name", d->name) && add_str(o, "driver_version", d->driver_version) &&
+         add_str(o, "platform", d->platform) && add_num(o, "platform_index", d->platform_index) &&
+         add_num(o, "device_index", d->device_index) &&
          add_num(o, "compute_units", d->compute_units) && add_num(o, "clock_mhz", d->clock_mhz) &&
          add_num(o, "global_mem_bytes", (double)d->global_mem_bytes) &&
          add_num(o, "local_mem_bytes", (double)d->local_mem_bytes) &&
-         add_num(o, "max_alloc_bytes", (double)d->max_alloc_bytes) && add_bool(o, "fp64", d->fp64) &&
-         add_bool(o, "fp16", d->fp16) && add_str(o, "pci_bus_id", d->pci_bus_id) &&
-         add_num(o, "numa_node", d->numa_node) && add_str(o, "cpuset", d->cpuset) &&
-         add_num(o, "same_as", d->same_as) && add_bool(o, "usable", d->usable);
-    if (ok && cJSON_AddItemToObject(o, "capability", cap)) cap = NULL;
-    else ok = 0;
+         add_num(o, "max_alloc_bytes", (double)d->max_alloc_bytes) &&
+         add_bool(o, "fp64", d->fp64) && add_bool(o, "fp16", d->fp16) &&
+         add_str(o, "pci_bus_id", d->pci_bus_id) && add_num(o, "numa_node", d->numa_node) &&
+         add_str(o, "cpuset", d->cpuset) && add_num(o, "same_as", d->same_as) &&
+         add_bool(o, "usable", d->usable);
+    if (ok && cJSON_AddItemToObject(o, "capability", cap))
+        cap = NULL;
+    else
+        ok = 0;
     cJSON_Delete(cap);
     if (!ok) {
         cJSON_Delete(o);
@@ -192,7 +205,9 @@ char *tsr_topology_to_json(const tsr_topology *t, int pretty) {
 }
 
 tsr_status tsr_topology_write(const tsr_topology *t, FILE *f) {
-    if (!t || !f) return tsr_error(t ? t->ctx : NULL, TSR_ERR_INVALID_ARG, "tsr_topology_write: NULL argument");
+    if (!t || !f)
+        return tsr_error(t ? t->ctx : NULL, TSR_ERR_INVALID_ARG,
+                         "tsr_topology_write: NULL argument");
     char *text = tsr_topology_to_json(t, 1);
     if (!text) return tsr_error(t->ctx, TSR_ERR_NO_MEMORY, "topology JSON text");
     int bad = fputs(text, f) < 0 || fputc('\n', f) == EOF || fflush(f) != 0;
@@ -203,13 +218,16 @@ tsr_status tsr_topology_write(const tsr_topology *t, FILE *f) {
 }
 
 tsr_status tsr_topology_save(const tsr_topology *t, const char *path) {
-    if (!t || !path) return tsr_error(t ? t->ctx : NULL, TSR_ERR_INVALID_ARG, "tsr_topology_save: NULL argument");
+    if (!t || !path)
+        return tsr_error(t ? t->ctx : NULL, TSR_ERR_INVALID_ARG,
+                         "tsr_topology_save: NULL argument");
     char tmp[1024];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return tsr_error(t->ctx, TSR_ERR_IO, "%s: %s", tmp, strerror(errno));
     tsr_status st = tsr_topology_write(t, f);
-    if (fclose(f) != 0 && st == TSR_OK) st = tsr_error(t->ctx, TSR_ERR_IO, "%s: %s", tmp, strerror(errno));
+    if (fclose(f) != 0 && st == TSR_OK)
+        st = tsr_error(t->ctx, TSR_ERR_IO, "%s: %s", tmp, strerror(errno));
     if (st == TSR_OK && rename(tmp, path) != 0)
         st = tsr_error(t->ctx, TSR_ERR_IO, "rename %s to %s: %s", tmp, path, strerror(errno));
     if (st != TSR_OK) remove(tmp);
@@ -232,11 +250,13 @@ static tsr_status field_err(reader *r, tsr_status st, const char *key, const cha
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return tsr_error(r->ctx, st, "%s%s%s: %s", r->where, r->where[0] && key[0] ? "." : "", key, msg);
+    return tsr_error(r->ctx, st, "%s%s%s: %s", r->where, r->where[0] && key[0] ? "." : "", key,
+                     msg);
 }
 
 /* Looks `key` up; NULL and *st = error when required and missing. */
-static const cJSON *field(reader *r, const cJSON *o, const char *key, int required, tsr_status *st) {
+static const cJSON *field(reader *r, const cJSON *o, const char *key, int required,
+                          tsr_status *st) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     *st = TSR_OK;
     if (!v && required) *st = FIELD_ERR(r, TSR_ERR_PARSE, key, "missing");
@@ -259,7 +279,8 @@ static tsr_status get_int(reader *r, const cJSON *o, const char *key, int requir
     return TSR_OK;
 }
 
-static tsr_status get_i32(reader *r, const cJSON *o, const char *key, int required, int lo, int *out) {
+static tsr_status get_i32(reader *r, const cJSON *o, const char *key, int required, int lo,
+                          int *out) {
     double d = *out;
     TSR_TRY(get_int(r, o, key, required, lo, 2147483647.0, &d));
     *out = (int)d;
@@ -304,7 +325,8 @@ static tsr_status get_str(reader *r, const cJSON *o, const char *key, int requir
     tsr_status st;
     const cJSON *v = field(r, o, key, required, &st);
     if (!v) return st;
-    if (!cJSON_IsString(v) || !v->valuestring) return FIELD_ERR(r, TSR_ERR_PARSE, key, "expected a string");
+    if (!cJSON_IsString(v) || !v->valuestring)
+        return FIELD_ERR(r, TSR_ERR_PARSE, key, "expected a string");
     if (strlen(v->valuestring) >= n)
         return FIELD_ERR(r, TSR_ERR_PARSE, key, "longer than %zu characters", n - 1);
     tsr_strlcpy(dst, v->valuestring, n);
@@ -319,7 +341,8 @@ static tsr_status get_cpuset(reader *r, const cJSON *o, const char *key, char *d
     return TSR_OK;
 }
 
-static const cJSON *get_array(reader *r, const cJSON *o, const char *key, int required, tsr_status *st) {
+static const cJSON *get_array(reader *r, const cJSON *o, const char *key, int required,
+                              tsr_status *st) {
     const cJSON *v = field(r, o, key, required, st);
     if (v && !cJSON_IsArray(v)) {
         *st = FIELD_ERR(r, TSR_ERR_PARSE, key, "expected an array");
@@ -340,7 +363,8 @@ static tsr_status read_host(reader *r, const cJSON *o, tsr_host_info *h) {
     TSR_TRY(get_u64(r, o, "memory_bytes", 0, &h->memory_bytes));
     TSR_TRY(get_cpuset(r, o, "cpuset", h->cpuset, sizeof h->cpuset));
     if (h->pus < h->cores)
-        return FIELD_ERR(r, TSR_ERR_CORRUPT, "pus", "%d PUs are fewer than its %d cores", h->pus, h->cores);
+        return FIELD_ERR(r, TSR_ERR_CORRUPT, "pus", "%d PUs are fewer than its %d cores", h->pus,
+                         h->cores);
     return TSR_OK;
 }
 
@@ -356,7 +380,8 @@ static tsr_status read_kind(reader *r, const cJSON *o, tsr_device_kind *kind) {
         *kind = TSR_DEVICE_ACCELERATOR;
         return TSR_OK;
     }
-    return FIELD_ERR(r, TSR_ERR_PARSE, "kind", "\"%s\" is not one of host, cpu, gpu, accelerator, custom", name);
+    return FIELD_ERR(r, TSR_ERR_PARSE, "kind",
+                     "\"%s\" is not one of host, cpu, gpu, accelerator, custom", name);
 }
 
 static tsr_status read_capability_object(reader *r, const cJSON *cap, tsr_device_info *d);
@@ -378,7 +403,8 @@ tsr_status tsr_capability_read(tsr_context *ctx, const struct cJSON *cap, const 
 static tsr_status read_capability_object(reader *r, const cJSON *cap, tsr_device_info *d) {
     tsr_status st;
     size_t len = strlen(r->where);
-    if (!cJSON_IsObject(cap)) return FIELD_ERR(r, TSR_ERR_PARSE, "capability", "expected an object");
+    if (!cJSON_IsObject(cap))
+        return FIELD_ERR(r, TSR_ERR_PARSE, "capability", "expected an object");
     snprintf(r->where + len, sizeof r->where - len, ".capability");
     if ((st = get_real(r, cap, "peak_gflops", &d->peak_gflops)) != TSR_OK ||
         (st = get_real(r, cap, "gemm_gflops", &d->gemm_gflops)) != TSR_OK ||
@@ -417,9 +443,12 @@ static tsr_status read_device(reader *r, const cJSON *o, tsr_device_info *d) {
     TSR_TRY(get_i32(r, o, "host", 0, 0, &d->host));
     TSR_TRY(read_kind(r, o, &d->kind));
     TSR_TRY(get_str(r, o, "backend", 1, backend, sizeof backend));
-    if (strcmp(backend, "host") == 0) d->backend = TSR_BACKEND_HOST;
-    else if (strcmp(backend, "opencl") == 0) d->backend = TSR_BACKEND_OPENCL;
-    else return FIELD_ERR(r, TSR_ERR_PARSE, "backend", "\"%s\" is not one of host, opencl", backend);
+    if (strcmp(backend, "host") == 0)
+        d->backend = TSR_BACKEND_HOST;
+    else if (strcmp(backend, "opencl") == 0)
+        d->backend = TSR_BACKEND_OPENCL;
+    else
+        return FIELD_ERR(r, TSR_ERR_PARSE, "backend", "\"%s\" is not one of host, opencl", backend);
     TSR_TRY(get_str(r, o, "vendor", 0, d->vendor, sizeof d->vendor));
     TSR_TRY(get_str(r, o, "name", 1, d->name, sizeof d->name));
     TSR_TRY(get_str(r, o, "driver_version", 0, d->driver_version, sizeof d->driver_version));
@@ -437,22 +466,23 @@ static tsr_status read_device(reader *r, const cJSON *o, tsr_device_info *d) {
     TSR_TRY(get_str(r, o, "pci_bus_id", 0, d->pci_bus_id, sizeof d->pci_bus_id));
     unsigned a, b, c, f;
     char tail;
-    if (d->pci_bus_id[0] &&
-        sscanf(d->pci_bus_id, "%x:%x:%x.%x%c", &a, &b, &c, &f, &tail) != 4)
-        return FIELD_ERR(r, TSR_ERR_PARSE, "pci_bus_id", "\"%s\" is not a bus id like \"0000:65:00.0\"",
-                         d->pci_bus_id);
+    if (d->pci_bus_id[0] && sscanf(d->pci_bus_id, "%x:%x:%x.%x%c", &a, &b, &c, &f, &tail) != 4)
+        return FIELD_ERR(r, TSR_ERR_PARSE, "pci_bus_id",
+                         "\"%s\" is not a bus id like \"0000:65:00.0\"", d->pci_bus_id);
     TSR_TRY(get_i32(r, o, "numa_node", 0, -1, &d->numa_node));
     TSR_TRY(get_cpuset(r, o, "cpuset", d->cpuset, sizeof d->cpuset));
     TSR_TRY(get_i32(r, o, "same_as", 0, -1, &d->same_as));
     TSR_TRY(get_bool(r, o, "usable", 0, &d->usable));
     TSR_TRY(read_capability(r, o, d));
-    if (d->compute_units == 0) return FIELD_ERR(r, TSR_ERR_CORRUPT, "compute_units", "0 compute units");
+    if (d->compute_units == 0)
+        return FIELD_ERR(r, TSR_ERR_CORRUPT, "compute_units", "0 compute units");
     if ((d->backend == TSR_BACKEND_HOST) != (d->kind == TSR_DEVICE_HOST))
         return FIELD_ERR(r, TSR_ERR_CORRUPT, "kind", "\"%s\" contradicts backend \"%s\"",
                          tsr_device_kind_name(d->kind), backend);
     if (d->max_alloc_bytes > d->global_mem_bytes)
-        return FIELD_ERR(r, TSR_ERR_CORRUPT, "max_alloc_bytes", "%llu exceeds global_mem_bytes %llu",
-                         (unsigned long long)d->max_alloc_bytes, (unsigned long long)d->global_mem_bytes);
+        return FIELD_ERR(
+            r, TSR_ERR_CORRUPT, "max_alloc_bytes", "%llu exceeds global_mem_bytes %llu",
+            (unsigned long long)d->max_alloc_bytes, (unsigned long long)d->global_mem_bytes);
     return TSR_OK;
 }
 
@@ -478,11 +508,13 @@ static tsr_status check_links(reader *r, tsr_topology *t) {
         tsr_device_info *d = &t->devices[i];
         snprintf(r->where, sizeof r->where, "devices[%d]", i);
         if (d->host >= t->host_count)
-            return FIELD_ERR(r, TSR_ERR_CORRUPT, "host", "%d out of range (%d hosts)", d->host, t->host_count);
+            return FIELD_ERR(r, TSR_ERR_CORRUPT, "host", "%d out of range (%d hosts)", d->host,
+                             t->host_count);
         if (d->same_as >= t->device_count)
-            return FIELD_ERR(r, TSR_ERR_CORRUPT, "same_as", "%d out of range (%d devices)", d->same_as,
-                             t->device_count);
-        if (d->same_as == i) return FIELD_ERR(r, TSR_ERR_CORRUPT, "same_as", "%d is the device itself", i);
+            return FIELD_ERR(r, TSR_ERR_CORRUPT, "same_as", "%d out of range (%d devices)",
+                             d->same_as, t->device_count);
+        if (d->same_as == i)
+            return FIELD_ERR(r, TSR_ERR_CORRUPT, "same_as", "%d is the device itself", i);
     }
     for (int i = 0; i < t->device_count; i++) { /* indices are all in range now */
         tsr_device_info *d = &t->devices[i];
@@ -493,36 +525,41 @@ static tsr_status check_links(reader *r, tsr_topology *t) {
                 return FIELD_ERR(r, TSR_ERR_CORRUPT, "same_as", "%d, but devices[%d].same_as is %d",
                                  d->same_as, d->same_as, o->same_as);
             if (o->host != d->host)
-                return FIELD_ERR(r, TSR_ERR_CORRUPT, "same_as", "%d is on another host", d->same_as);
+                return FIELD_ERR(r, TSR_ERR_CORRUPT, "same_as", "%d is on another host",
+                                 d->same_as);
         }
         for (int j = 0; j < i; j++)
             if (t->devices[j].host == d->host && strcmp(t->devices[j].id, d->id) == 0)
-                return FIELD_ERR(r, TSR_ERR_CORRUPT, "id", "\"%s\" repeats devices[%d] on host %d", d->id, j,
-                                 d->host);
+                return FIELD_ERR(r, TSR_ERR_CORRUPT, "id", "\"%s\" repeats devices[%d] on host %d",
+                                 d->id, j, d->host);
     }
     for (int i = 0; i < t->rank_count; i++) {
         tsr_rank_info *k = &t->ranks[i];
         snprintf(r->where, sizeof r->where, "ranks[%d]", i);
-        if (k->rank != i) return FIELD_ERR(r, TSR_ERR_CORRUPT, "rank", "%d at position %d", k->rank, i);
+        if (k->rank != i)
+            return FIELD_ERR(r, TSR_ERR_CORRUPT, "rank", "%d at position %d", k->rank, i);
         if (k->host >= t->host_count)
-            return FIELD_ERR(r, TSR_ERR_CORRUPT, "host", "%d out of range (%d hosts)", k->host, t->host_count);
+            return FIELD_ERR(r, TSR_ERR_CORRUPT, "host", "%d out of range (%d hosts)", k->host,
+                             t->host_count);
         if (k->device >= t->device_count)
-            return FIELD_ERR(r, TSR_ERR_CORRUPT, "device", "%d out of range (%d devices)", k->device,
-                             t->device_count);
+            return FIELD_ERR(r, TSR_ERR_CORRUPT, "device", "%d out of range (%d devices)",
+                             k->device, t->device_count);
         if (k->device >= 0 && t->devices[k->device].host != k->host)
-            return FIELD_ERR(r, TSR_ERR_CORRUPT, "device", "%d is on host %d, the rank on host %d", k->device,
-                             t->devices[k->device].host, k->host);
+            return FIELD_ERR(r, TSR_ERR_CORRUPT, "device", "%d is on host %d, the rank on host %d",
+                             k->device, t->devices[k->device].host, k->host);
     }
     return TSR_OK;
 }
 
 static tsr_status read_all(reader *r, const cJSON *root, tsr_topology **out) {
     tsr_status st;
-    if (!cJSON_IsObject(root)) return FIELD_ERR(r, TSR_ERR_PARSE, "topology", "expected a JSON object");
+    if (!cJSON_IsObject(root))
+        return FIELD_ERR(r, TSR_ERR_PARSE, "topology", "expected a JSON object");
     char format[64];
     TSR_TRY(get_str(r, root, "format", 1, format, sizeof format));
     if (strcmp(format, TSR_TOPOLOGY_FORMAT) != 0)
-        return FIELD_ERR(r, TSR_ERR_PARSE, "format", "\"%s\", expected \"%s\"", format, TSR_TOPOLOGY_FORMAT);
+        return FIELD_ERR(r, TSR_ERR_PARSE, "format", "\"%s\", expected \"%s\"", format,
+                         TSR_TOPOLOGY_FORMAT);
     int version = 0;
     TSR_TRY(get_i32(r, root, "version", 1, 0, &version));
     if (version != TSR_TOPOLOGY_VERSION)
@@ -562,14 +599,15 @@ static tsr_status read_all(reader *r, const cJSON *root, tsr_topology **out) {
 }
 
 tsr_status tsr_topology_parse(tsr_context *ctx, const char *text, size_t len, tsr_topology **out) {
-    if (!out || (!text && len)) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_topology_parse: NULL argument");
+    if (!out || (!text && len))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_topology_parse: NULL argument");
     *out = NULL;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text ? text : "", len, &end, 0);
     if (!root) {
         size_t at = end && text && end >= text ? (size_t)(end - text) : 0;
-        return tsr_error(ctx, TSR_ERR_PARSE, "topology: JSON syntax error at byte %zu of %zu%s", at, len,
-                         at + 1 >= len ? " (truncated?)" : "");
+        return tsr_error(ctx, TSR_ERR_PARSE, "topology: JSON syntax error at byte %zu of %zu%s", at,
+                         len, at + 1 >= len ? " (truncated?)" : "");
     }
     reader r = {ctx, ""};
     tsr_status st = read_all(&r, root, out);
@@ -578,7 +616,8 @@ tsr_status tsr_topology_parse(tsr_context *ctx, const char *text, size_t len, ts
 }
 
 tsr_status tsr_topology_load(tsr_context *ctx, const char *path, tsr_topology **out) {
-    if (!path || !out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_topology_load: NULL argument");
+    if (!path || !out)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_topology_load: NULL argument");
     *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return tsr_error(ctx, TSR_ERR_IO, "topology file %s: %s", path, strerror(errno));
@@ -589,7 +628,8 @@ tsr_status tsr_topology_load(tsr_context *ctx, const char *path, tsr_topology **
         if (len == cap) {
             char *grown = cap < ((size_t)64 << 20) ? tsr_malloc(ctx, cap * 2) : NULL;
             if (!grown) {
-                st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "topology file %s: larger than %zu bytes", path, cap);
+                st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "topology file %s: larger than %zu bytes",
+                               path, cap);
                 break;
             }
             memcpy(grown, buf, len);
@@ -600,7 +640,9 @@ tsr_status tsr_topology_load(tsr_context *ctx, const char *path, tsr_topology **
         size_t got = fread(buf + len, 1, cap - len, f);
         len += got;
         if (got == 0) {
-            if (ferror(f)) st = tsr_error(ctx, TSR_ERR_IO, "reading topology file %s: %s", path, strerror(errno));
+            if (ferror(f))
+                st = tsr_error(ctx, TSR_ERR_IO, "reading topology file %s: %s", path,
+                               strerror(errno));
             break;
         }
     }
@@ -626,10 +668,12 @@ static int same_device(const tsr_device_info *a, const tsr_device_info *b) {
 }
 
 tsr_status tsr_context_use_topology(tsr_context *ctx, const tsr_topology *topo) {
-    if (!ctx || !topo) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_context_use_topology: NULL argument");
+    if (!ctx || !topo)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_context_use_topology: NULL argument");
     char me[256];
     tsr_topology_hostname(me, sizeof me);
-    tsr_device_info *devs = tsr_calloc(ctx, topo->device_count ? (size_t)topo->device_count : 1, sizeof *devs);
+    tsr_device_info *devs =
+        tsr_calloc(ctx, topo->device_count ? (size_t)topo->device_count : 1, sizeof *devs);
     tsr_host_info *hosts = tsr_calloc(ctx, (size_t)topo->host_count, sizeof *hosts);
     tsr_topology *state = NULL;
     if (!devs || !hosts || (!ctx->topology && tsr_topology_alloc(ctx, 0, 0, 0, &state) != TSR_OK)) {
@@ -643,7 +687,8 @@ tsr_status tsr_context_use_topology(tsr_context *ctx, const tsr_topology *topo) 
         devs[i].absent = 1;
         if (strcmp(topo->hosts[devs[i].host].hostname, me) != 0) continue;
         for (int j = 0; j < ctx->device_count; j++)
-            if (!ctx->devices[j].absent && same_device(&devs[i], &ctx->devices[j])) devs[i].absent = 0;
+            if (!ctx->devices[j].absent && same_device(&devs[i], &ctx->devices[j]))
+                devs[i].absent = 0;
     }
     if (state) ctx->topology = state;
     tsr_free(ctx, ctx->topology->hosts);

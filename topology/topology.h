@@ -5,14 +5,14 @@
 #include "tessera.h"
 
 struct tsr_topology {
-    tsr_context *ctx;            /* allocator and errors */
+    tsr_context *ctx; /* allocator and errors */
     tsr_host_info *hosts;
     int host_count;
     tsr_device_info *devices;
     int device_count;
     tsr_rank_info *ranks;
     int rank_count;
-    void *hwloc;                 /* hwloc_topology_t of this machine (context state only) */
+    void *hwloc; /* hwloc_topology_t of this machine (context state only) */
 };
 
 /* Discovers this machine: hwloc first (PoCL breaks hwloc's plugins once it initialises), then
@@ -43,7 +43,7 @@ tsr_status tsr_topology_opencl_devices(tsr_context *ctx, void *hw, tsr_device_in
 typedef struct tsr_cpumask {
     uint64_t bits[TSR_CPUMASK_WORDS];
 } tsr_cpumask;
-int tsr_cpumask_parse(const char *list, tsr_cpumask *m);          /* 0, or -1 when malformed */
+int tsr_cpumask_parse(const char *list, tsr_cpumask *m);            /* 0, or -1 when malformed */
 void tsr_cpumask_format(const tsr_cpumask *m, char *buf, size_t n); /* "" when empty */
 int tsr_cpumask_count(const tsr_cpumask *m);
 static inline void tsr_cpumask_set(tsr_cpumask *m, unsigned cpu) {
@@ -75,9 +75,12 @@ tsr_status tsr_hwloc_load_synthetic(tsr_context *ctx, const char *desc, void **o
 void tsr_hwloc_free(void *hw);
 void tsr_hwloc_host_summary(void *hw, tsr_host_info *host);
 /* Locality of PCI device domain:bus:dev.func: its NUMA node (-1 if none or several) and nearby
- * cpuset. Returns 0 when hwloc knows the device, -1 otherwise. */
+ * cpuset; `found` (may be NULL) gets the bus id of the device used. When no device has that id,
+ * the only display controller on that bus stands in (mis-decoded NVIDIA slots). Returns 0 when
+ * a device was found, -1 otherwise. */
 int tsr_hwloc_pci_locality(void *hw, unsigned domain, unsigned bus, unsigned dev, unsigned func,
-                           int *numa_node, char *cpuset, size_t cpuset_size);
+                           char *found, size_t found_size, int *numa_node, char *cpuset,
+                           size_t cpuset_size);
 /* The machine's whole cpuset and single NUMA node (-1 when several) for CPU devices. */
 void tsr_hwloc_machine_locality(void *hw, int *numa_node, char *cpuset, size_t cpuset_size);
 /* One mask per core, in logical order (*cores allocated with the context allocator). */

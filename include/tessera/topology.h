@@ -23,21 +23,21 @@ typedef struct tsr_topology tsr_topology;
 
 typedef struct tsr_host_info {
     char hostname[256];
-    int packages;          /* sockets */
+    int packages; /* sockets */
     int numa_nodes;
     int cores;
-    int pus;               /* hardware threads */
+    int pus; /* hardware threads */
     uint64_t memory_bytes;
-    char cpuset[128];      /* every PU as a list, "0-15" */
+    char cpuset[128]; /* every PU as a list, "0-15" */
 } tsr_host_info;
 
 typedef struct tsr_rank_info {
-    int rank;              /* rank in the communicator */
-    int local_rank;        /* rank among the ranks of its node (MPI_COMM_TYPE_SHARED) */
+    int rank;       /* rank in the communicator */
+    int local_rank; /* rank among the ranks of its node (MPI_COMM_TYPE_SHARED) */
     int local_size;
-    int host;              /* index into the topology's hosts: its node */
-    int device;            /* index into the topology's devices it drives, -1 for none */
-    char cpuset[128];      /* CPUs it is bound to (near its device), "" when not bound */
+    int host;         /* index into the topology's hosts: its node */
+    int device;       /* index into the topology's devices it drives, -1 for none */
+    char cpuset[128]; /* CPUs it is bound to (near its device), "" when not bound */
 } tsr_rank_info;
 
 /* ---- building and reading ---- */
@@ -58,10 +58,11 @@ tsr_status tsr_topology_write(const tsr_topology *topo, FILE *f);
 tsr_status tsr_topology_save(const tsr_topology *topo, const char *path);
 
 int tsr_topology_host_count(const tsr_topology *topo);
-const tsr_host_info *tsr_topology_host(const tsr_topology *topo, int index);   /* NULL if out of range */
+const tsr_host_info *tsr_topology_host(const tsr_topology *topo,
+                                       int index); /* NULL if out of range */
 int tsr_topology_device_count(const tsr_topology *topo);
 const tsr_device_info *tsr_topology_device(const tsr_topology *topo, int index);
-int tsr_topology_rank_count(const tsr_topology *topo);                          /* 0 unless a cluster view */
+int tsr_topology_rank_count(const tsr_topology *topo); /* 0 unless a cluster view */
 const tsr_rank_info *tsr_topology_rank(const tsr_topology *topo, int index);
 
 /* ---- using a description instead of discovery ---- */

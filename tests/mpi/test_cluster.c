@@ -26,14 +26,14 @@ const char *__lsan_default_suppressions(void) {
 
 static int failures, world_rank;
 
-#define CHECK(cond, ...)                                                            \
-    do {                                                                            \
-        if (!(cond)) {                                                              \
-            failures++;                                                             \
-            fprintf(stderr, "rank %d: %s:%d: ", world_rank, __FILE__, __LINE__);    \
-            fprintf(stderr, __VA_ARGS__);                                           \
-            fprintf(stderr, "\n");                                                  \
-        }                                                                           \
+#define CHECK(cond, ...)                                                         \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            failures++;                                                          \
+            fprintf(stderr, "rank %d: %s:%d: ", world_rank, __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);                                        \
+            fprintf(stderr, "\n");                                               \
+        }                                                                        \
     } while (0)
 
 static uint64_t hash_bytes(const void *p, size_t n) {
@@ -84,21 +84,24 @@ int main(int argc, char **argv) {
     if (st != TSR_OK) MPI_Abort(MPI_COMM_WORLD, 1);
     CHECK(took < 20, "gather took %.1f s", took);
 
-    CHECK(tsr_topology_rank_count(t) == size, "%d ranks, want %d", tsr_topology_rank_count(t), size);
-    CHECK(tsr_topology_host_count(t) == nodes, "%d hosts, want %d", tsr_topology_host_count(t), nodes);
+    CHECK(tsr_topology_rank_count(t) == size, "%d ranks, want %d", tsr_topology_rank_count(t),
+          size);
+    CHECK(tsr_topology_host_count(t) == nodes, "%d hosts, want %d", tsr_topology_host_count(t),
+          nodes);
     int want_devices = 0;
     for (int r = 0; r < size; r++)
         if (all[4 * r + 2] == r) want_devices += all[4 * r + 3];
-    CHECK(tsr_topology_device_count(t) == want_devices, "%d devices, want %d", tsr_topology_device_count(t),
-          want_devices);
+    CHECK(tsr_topology_device_count(t) == want_devices, "%d devices, want %d",
+          tsr_topology_device_count(t), want_devices);
     char me[256];
     tsr_topology_hostname(me, sizeof me);
     for (int r = 0; r < size && r < tsr_topology_rank_count(t); r++) {
         const tsr_rank_info *k = tsr_topology_rank(t, r);
         CHECK(k->rank == r, "ranks[%d].rank = %d", r, k->rank);
-        CHECK(k->local_rank == all[4 * r], "ranks[%d].local_rank = %d, MPI says %d", r, k->local_rank, all[4 * r]);
-        CHECK(k->local_size == all[4 * r + 1], "ranks[%d].local_size = %d, MPI says %d", r, k->local_size,
-              all[4 * r + 1]);
+        CHECK(k->local_rank == all[4 * r], "ranks[%d].local_rank = %d, MPI says %d", r,
+              k->local_rank, all[4 * r]);
+        CHECK(k->local_size == all[4 * r + 1], "ranks[%d].local_size = %d, MPI says %d", r,
+              k->local_size, all[4 * r + 1]);
         int node = 0; /* nodes numbered by their leader's rank */
         for (int q = 0; q < all[4 * r + 2]; q++) node += all[4 * q + 2] == q;
         CHECK(k->host == node, "ranks[%d].host = %d, want %d", r, k->host, node);
@@ -118,22 +121,28 @@ int main(int argc, char **argv) {
         for (int q = 0; q < r; q++) {
             const tsr_rank_info *o2 = tsr_topology_rank(t, q);
             tsr_cpumask m2;
-            if (o2->host != k->host || o2->device != k->device || tsr_cpumask_parse(o2->cpuset, &m2) != 0) continue;
+            if (o2->host != k->host || o2->device != k->device ||
+                tsr_cpumask_parse(o2->cpuset, &m2) != 0)
+                continue;
             int sharing = 0;
-            for (int x = 0; x < size; x++) sharing += t->ranks[x].host == k->host && t->ranks[x].device == k->device;
+            for (int x = 0; x < size; x++)
+                sharing += t->ranks[x].host == k->host && t->ranks[x].device == k->device;
             if (sharing > tsr_cpumask_count(&hostset)) continue;
             for (int w = 0; w < TSR_CPUMASK_WORDS; w++)
-                CHECK((m.bits[w] & m2.bits[w]) == 0, "ranks %d and %d overlap (%s, %s)", q, r, o2->cpuset, k->cpuset);
+                CHECK((m.bits[w] & m2.bits[w]) == 0, "ranks %d and %d overlap (%s, %s)", q, r,
+                      o2->cpuset, k->cpuset);
         }
     }
     /* every node here is this machine: its devices are ours, in order */
     for (int i = 0; i < tsr_topology_device_count(t); i++) {
         const tsr_device_info *d = tsr_topology_device(t, i);
-        CHECK(strcmp(t->hosts[d->host].hostname, me) == 0, "host %d is %s", d->host, t->hosts[d->host].hostname);
+        CHECK(strcmp(t->hosts[d->host].hostname, me) == 0, "host %d is %s", d->host,
+              t->hosts[d->host].hostname);
         int first = 0;
         while (first < i && t->devices[first].host != d->host) first++;
         const tsr_device_info *ours = tsr_context_device(ctx, i - first);
-        CHECK(ours && strcmp(ours->name, d->name) == 0 && strcmp(ours->id, d->id) == 0, "devices[%d] is %s", i, d->name);
+        CHECK(ours && strcmp(ours->name, d->name) == 0 && strcmp(ours->id, d->id) == 0,
+              "devices[%d] is %s", i, d->name);
         if (d->same_as >= 0)
             CHECK(t->devices[d->same_as].host == d->host && t->devices[d->same_as].same_as == i,
                   "devices[%d].same_as = %d", i, d->same_as);
@@ -161,7 +170,8 @@ int main(int argc, char **argv) {
     tsr_cpumask m;
     tsr_cpumask_parse(t->ranks[world_rank].cpuset, &m);
     for (int c = 0; c < 64 * TSR_CPUMASK_WORDS && c < CPU_SETSIZE; c++)
-        CHECK(!!CPU_ISSET(c, &now) == tsr_cpumask_isset(&m, (unsigned)c), "CPU %d binding wrong", c);
+        CHECK(!!CPU_ISSET(c, &now) == tsr_cpumask_isset(&m, (unsigned)c), "CPU %d binding wrong",
+              c);
     sched_setaffinity(0, sizeof before, &before);
 
     tsr_topology_free(t);
@@ -171,8 +181,9 @@ int main(int argc, char **argv) {
     int total = 0;
     MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (world_rank == 0)
-        printf("%s: %d ranks, %d nodes: %s\n", CLUSTER_CLIQUES ? "cluster (odd/even cliques)" : "cluster", size,
-               nodes, total ? "FAILED" : "ok");
+        printf("%s: %d ranks, %d nodes: %s\n",
+               CLUSTER_CLIQUES ? "cluster (odd/even cliques)" : "cluster", size, nodes,
+               total ? "FAILED" : "ok");
     MPI_Finalize();
     return total ? 1 : 0;
 }

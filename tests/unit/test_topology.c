@@ -39,7 +39,8 @@ static tsr_topology *sample_topology(tsr_context *ctx) {
     h[1].packages = 1, h[1].numa_nodes = 1, h[1].cores = 8, h[1].pus = 8;
     h[1].memory_bytes = 64ull << 30;
     snprintf(h[1].cpuset, sizeof h[1].cpuset, "0-7");
-    static const char *gpu_bus[4] = {"0000:17:00.0", "0000:65:00.0", "0000:ca:00.0", "0000:e3:00.0"};
+    static const char *gpu_bus[4] = {"0000:17:00.0", "0000:65:00.0", "0000:ca:00.0",
+                                     "0000:e3:00.0"};
     static const char *gpu_cpus[4] = {"0-7,16-23", "0-7,16-23", "8-15,24-31", "8-15,24-31"};
     for (int i = 0; i < 8; i++) {
         tsr_device_info *d = &t->devices[i];
@@ -67,11 +68,13 @@ static tsr_topology *sample_topology(tsr_context *ctx) {
     tsr_device_info *d = t->devices;
     /* node-a: host CPU and its PoCL twin */
     snprintf(d[0].id, sizeof d[0].id, "host");
-    d[0].kind = TSR_DEVICE_HOST, d[0].backend = TSR_BACKEND_HOST, d[0].same_as = 1, d[0].gemm_gflops = 40;
+    d[0].kind = TSR_DEVICE_HOST, d[0].backend = TSR_BACKEND_HOST, d[0].same_as = 1,
+    d[0].gemm_gflops = 40;
     snprintf(d[0].name, sizeof d[0].name, "Xeon");
     snprintf(d[0].cpuset, sizeof d[0].cpuset, "0-31");
     snprintf(d[1].id, sizeof d[1].id, "opencl:0:0");
-    d[1].kind = TSR_DEVICE_CPU, d[1].backend = TSR_BACKEND_OPENCL, d[1].same_as = 0, d[1].gemm_gflops = 2;
+    d[1].kind = TSR_DEVICE_CPU, d[1].backend = TSR_BACKEND_OPENCL, d[1].same_as = 0,
+    d[1].gemm_gflops = 2;
     d[1].platform_index = 0, d[1].device_index = 0, d[1].usable = 0;
     snprintf(d[1].name, sizeof d[1].name, "pthread-Xeon");
     snprintf(d[1].platform, sizeof d[1].platform, "Portable Computing Language");
@@ -233,13 +236,23 @@ static cJSON *item(cJSON *root, const char *array, int index) {
 }
 static void set(cJSON *o, const char *key, cJSON *value) {
     assert_non_null(value);
-    if (cJSON_GetObjectItemCaseSensitive(o, key)) cJSON_ReplaceItemInObjectCaseSensitive(o, key, value);
-    else cJSON_AddItemToObject(o, key, value);
+    if (cJSON_GetObjectItemCaseSensitive(o, key))
+        cJSON_ReplaceItemInObjectCaseSensitive(o, key, value);
+    else
+        cJSON_AddItemToObject(o, key, value);
 }
-static void set_dev(cJSON *r, int i, const char *key, cJSON *v) { set(item(r, "devices", i), key, v); }
-static void set_host(cJSON *r, int i, const char *key, cJSON *v) { set(item(r, "hosts", i), key, v); }
-static void set_rank(cJSON *r, int i, const char *key, cJSON *v) { set(item(r, "ranks", i), key, v); }
-static cJSON *cap(cJSON *r, int i) { return cJSON_GetObjectItemCaseSensitive(item(r, "devices", i), "capability"); }
+static void set_dev(cJSON *r, int i, const char *key, cJSON *v) {
+    set(item(r, "devices", i), key, v);
+}
+static void set_host(cJSON *r, int i, const char *key, cJSON *v) {
+    set(item(r, "hosts", i), key, v);
+}
+static void set_rank(cJSON *r, int i, const char *key, cJSON *v) {
+    set(item(r, "ranks", i), key, v);
+}
+static cJSON *cap(cJSON *r, int i) {
+    return cJSON_GetObjectItemCaseSensitive(item(r, "devices", i), "capability");
+}
 
 typedef struct bad_case {
     const char *what;
@@ -264,14 +277,19 @@ static void apply(cJSON *r, int which) {
     case 11: set_dev(r, 4, "numa_node", cJSON_CreateNumber(-2)); break;
     case 12: set(cap(r, 5), "gemm_gflops", cJSON_CreateNumber(-1)); break;
     case 13: set_dev(r, 5, "capability", cJSON_CreateNumber(3)); break;
-    case 14: set(cJSON_GetArrayItem(cJSON_GetObjectItem(cap(r, 2), "gemm"), 1), "n", cJSON_CreateString("x")); break;
+    case 14:
+        set(cJSON_GetArrayItem(cJSON_GetObjectItem(cap(r, 2), "gemm"), 1), "n",
+            cJSON_CreateString("x"));
+        break;
     case 15:
         memset(long_name, 'x', sizeof long_name - 1);
         long_name[sizeof long_name - 1] = '\0';
         set_dev(r, 5, "name", cJSON_CreateString(long_name));
         break;
     case 16: set(r, "devices", cJSON_CreateObject()); break;
-    case 17: cJSON_ReplaceItemInArray(cJSON_GetObjectItem(r, "devices"), 3, cJSON_CreateNumber(7)); break;
+    case 17:
+        cJSON_ReplaceItemInArray(cJSON_GetObjectItem(r, "devices"), 3, cJSON_CreateNumber(7));
+        break;
     case 18: cJSON_DeleteItemFromObject(r, "hosts"); break;
     case 19: set(r, "hosts", cJSON_CreateArray()); break;
     case 20: set_host(r, 1, "pus", cJSON_CreateNumber(0)); break;
@@ -298,15 +316,21 @@ static void apply(cJSON *r, int which) {
     case 37: set_host(r, 0, "cores", cJSON_CreateNumber(64)); break;
     case 38: cJSON_DeleteItemFromObject(item(r, "devices", 4), "global_mem_bytes"); break;
     case 39: set_dev(r, 3, "usable", cJSON_CreateString("yes")); break;
-    case 40: cJSON_DeleteItemFromObject(cJSON_GetArrayItem(cJSON_GetObjectItem(cap(r, 2), "gemm"), 0), "gflops"); break;
+    case 40:
+        cJSON_DeleteItemFromObject(cJSON_GetArrayItem(cJSON_GetObjectItem(cap(r, 2), "gemm"), 0),
+                                   "gflops");
+        break;
     }
 }
 
 static const bad_case bad_cases[] = {
-    {"negative size", TSR_ERR_PARSE, "devices[2].global_mem_bytes: expected a non-negative integer"},
-    {"fractional size", TSR_ERR_PARSE, "devices[2].global_mem_bytes: expected a non-negative integer"},
+    {"negative size", TSR_ERR_PARSE,
+     "devices[2].global_mem_bytes: expected a non-negative integer"},
+    {"fractional size", TSR_ERR_PARSE,
+     "devices[2].global_mem_bytes: expected a non-negative integer"},
     {"string size", TSR_ERR_PARSE, "devices[2].global_mem_bytes: expected a non-negative integer"},
-    {"huge CU count", TSR_ERR_PARSE, "devices[3].compute_units: expected a non-negative integer below 2^32"},
+    {"huge CU count", TSR_ERR_PARSE,
+     "devices[3].compute_units: expected a non-negative integer below 2^32"},
     {"missing name", TSR_ERR_PARSE, "devices[1].name: missing"},
     {"missing id", TSR_ERR_PARSE, "devices[1].id: missing"},
     {"unknown kind", TSR_ERR_PARSE, "devices[0].kind: \"tpu\" is not one of"},
@@ -315,9 +339,11 @@ static const bad_case bad_cases[] = {
     {"bad bus id", TSR_ERR_PARSE, "devices[4].pci_bus_id: \"65:00\" is not a bus id"},
     {"bad cpuset", TSR_ERR_PARSE, "devices[4].cpuset: \"0-\" is not a CPU list"},
     {"numa below -1", TSR_ERR_PARSE, "devices[4].numa_node: expected an integer >= -1"},
-    {"negative rate", TSR_ERR_PARSE, "devices[5].capability.gemm_gflops: expected a non-negative number"},
+    {"negative rate", TSR_ERR_PARSE,
+     "devices[5].capability.gemm_gflops: expected a non-negative number"},
     {"capability not object", TSR_ERR_PARSE, "devices[5].capability: expected an object"},
-    {"gemm size string", TSR_ERR_PARSE, "devices[2].capability.gemm[1].n: expected a non-negative integer"},
+    {"gemm size string", TSR_ERR_PARSE,
+     "devices[2].capability.gemm[1].n: expected a non-negative integer"},
     {"name too long", TSR_ERR_PARSE, "devices[5].name: longer than 127 characters"},
     {"devices not array", TSR_ERR_PARSE, "devices: expected an array"},
     {"device not object", TSR_ERR_PARSE, "devices[3]: expected an object"},
@@ -334,7 +360,8 @@ static const bad_case bad_cases[] = {
     {"same_as across hosts", TSR_ERR_CORRUPT, "devices[0].same_as: 7 is on another host"},
     {"host out of range", TSR_ERR_CORRUPT, "devices[6].host: 5 out of range"},
     {"alloc above memory", TSR_ERR_CORRUPT, "devices[2].max_alloc_bytes"},
-    {"kind against backend", TSR_ERR_CORRUPT, "devices[0].kind: \"gpu\" contradicts backend \"host\""},
+    {"kind against backend", TSR_ERR_CORRUPT,
+     "devices[0].kind: \"gpu\" contradicts backend \"host\""},
     {"duplicate id", TSR_ERR_CORRUPT, "devices[3].id: \"opencl:1:0\" repeats devices[2]"},
     {"rank on other host's device", TSR_ERR_CORRUPT, "ranks[2].device: 6 is on host 1"},
     {"rank out of order", TSR_ERR_CORRUPT, "ranks[0].rank: 3 at position 0"},
@@ -354,7 +381,8 @@ static void test_malformed_fields(void **state) {
     char *good = tsr_topology_to_json(t, 0);
     assert_non_null(good);
     tsr_topology *out = NULL;
-    assert_int_equal(tsr_topology_parse(ctx, good, strlen(good), &out), TSR_OK); /* the baseline is valid */
+    assert_int_equal(tsr_topology_parse(ctx, good, strlen(good), &out),
+                     TSR_OK); /* the baseline is valid */
     tsr_topology_free(out);
     for (size_t c = 0; c < TSR_ARRAY_SIZE(bad_cases); c++) {
         cJSON *root = cJSON_Parse(good);
@@ -365,8 +393,9 @@ static void test_malformed_fields(void **state) {
         out = (tsr_topology *)0x1;
         tsr_status st = tsr_topology_parse(ctx, text, strlen(text), &out);
         if (st != bad_cases[c].status || !strstr(tsr_context_last_error(ctx), bad_cases[c].expect))
-            fail_msg("case %zu (%s): got %s \"%s\", want %s \"%s\"", c, bad_cases[c].what, tsr_status_name(st),
-                     tsr_context_last_error(ctx), tsr_status_name(bad_cases[c].status), bad_cases[c].expect);
+            fail_msg("case %zu (%s): got %s \"%s\", want %s \"%s\"", c, bad_cases[c].what,
+                     tsr_status_name(st), tsr_context_last_error(ctx),
+                     tsr_status_name(bad_cases[c].status), bad_cases[c].expect);
         assert_null(out);
         free(text);
     }
@@ -398,7 +427,8 @@ static void test_truncated(void **state) {
         tsr_status st = tsr_topology_parse(ctx, text, cut, &out);
         /* a prefix that ends right after the closing brace would be valid: there is none */
         if (st != TSR_ERR_PARSE || !strstr(tsr_context_last_error(ctx), "JSON syntax error"))
-            fail_msg("prefix of %zu bytes: %s \"%s\"", cut, tsr_status_name(st), tsr_context_last_error(ctx));
+            fail_msg("prefix of %zu bytes: %s \"%s\"", cut, tsr_status_name(st),
+                     tsr_context_last_error(ctx));
         assert_null(out);
     }
     /* through a file, the detail names it */
@@ -468,7 +498,8 @@ static void test_cpumask(void **state) {
     assert_int_equal(tsr_cpumask_parse("", &m), 0);
     assert_int_equal(tsr_cpumask_count(&m), 0);
     static const char *bad[] = {"1-", "a", "3-1", "1,,2", "2000", "-1", "1 2", "0-1024"};
-    for (size_t i = 0; i < TSR_ARRAY_SIZE(bad); i++) assert_int_equal(tsr_cpumask_parse(bad[i], &m), -1);
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(bad); i++)
+        assert_int_equal(tsr_cpumask_parse(bad[i], &m), -1);
     /* random masks survive format + parse */
     uint64_t s = 88172645463325252ull;
     for (int iter = 0; iter < 200; iter++) {
@@ -495,7 +526,8 @@ static void test_split_cpus(void **state) {
                 for (int c = 0; c < ncores; c++) {
                     memset(&cores[c], 0, sizeof cores[c]);
                     for (int t = 0; t < threads; t++)
-                        tsr_cpumask_set(&cores[c], (unsigned)(linux_order ? c + t * ncores : c * threads + t));
+                        tsr_cpumask_set(&cores[c],
+                                        (unsigned)(linux_order ? c + t * ncores : c * threads + t));
                 }
                 /* near: all, or every other core's PUs */
                 for (int sub = 0; sub < 2; sub++) {
@@ -505,7 +537,8 @@ static void test_split_cpus(void **state) {
                     for (int c = 0; c < ncores; c++)
                         if (!sub || c % 2 == 0) {
                             nin++;
-                            for (int w = 0; w < TSR_CPUMASK_WORDS; w++) near.bits[w] |= cores[c].bits[w];
+                            for (int w = 0; w < TSR_CPUMASK_WORDS; w++)
+                                near.bits[w] |= cores[c].bits[w];
                         }
                     for (int k = 1; k <= 6; k++) {
                         tsr_cpumask seen;
@@ -517,8 +550,10 @@ static void test_split_cpus(void **state) {
                             int n = tsr_cpumask_count(&out);
                             assert_true(n > 0);
                             for (int w = 0; w < TSR_CPUMASK_WORDS; w++) {
-                                assert_true((out.bits[w] & ~near.bits[w]) == 0); /* inside the locality */
-                                if (nin >= k) assert_true((out.bits[w] & seen.bits[w]) == 0); /* disjoint */
+                                assert_true((out.bits[w] & ~near.bits[w]) ==
+                                            0); /* inside the locality */
+                                if (nin >= k)
+                                    assert_true((out.bits[w] & seen.bits[w]) == 0); /* disjoint */
                                 seen.bits[w] |= out.bits[w];
                             }
                             /* whole cores: a core is in or out */
@@ -535,9 +570,12 @@ static void test_split_cpus(void **state) {
                                     whole++;
                                 }
                             }
-                            /* balanced: floor or ceil of nin/k cores, one core when ranks outnumber them */
-                            if (nin >= k) assert_true(whole == nin / k || whole == (nin + k - 1) / k);
-                            else assert_int_equal(whole, 1);
+                            /* balanced: floor or ceil of nin/k cores, one core when ranks outnumber
+                             * them */
+                            if (nin >= k)
+                                assert_true(whole == nin / k || whole == (nin + k - 1) / k);
+                            else
+                                assert_int_equal(whole, 1);
                             total += whole;
                         }
                         assert_memory_equal(&seen, &near, sizeof near); /* everything used */
@@ -572,10 +610,12 @@ static void test_assign_ranks(void **state) {
         }
         int all_measured = 1;
         for (int a = 0; a < n; a++) all_measured &= t->devices[list[a]].gemm_gflops > 0;
-        for (int a = 0; a < n; a++) { /* stable selection: the best remaining, lowest index on ties */
+        for (int a = 0; a < n;
+             a++) { /* stable selection: the best remaining, lowest index on ties */
             int best = a;
             for (int b = a + 1; b < n; b++)
-                if (ref_score(&t->devices[list[b]], all_measured) > ref_score(&t->devices[list[best]], all_measured))
+                if (ref_score(&t->devices[list[b]], all_measured) >
+                    ref_score(&t->devices[list[best]], all_measured))
                     best = b;
             int x = list[best];
             memmove(&list[a + 1], &list[a], (size_t)(best - a) * sizeof list[0]);
@@ -589,7 +629,8 @@ static void test_assign_ranks(void **state) {
         }
     }
     /* node-a: 4 ranks, 4 GPUs -> one each; the unmeasured GPU counts by its peak */
-    for (int r = 0; r < 4; r++) assert_int_equal(t->devices[t->ranks[r].device].kind, TSR_DEVICE_GPU);
+    for (int r = 0; r < 4; r++)
+        assert_int_equal(t->devices[t->ranks[r].device].kind, TSR_DEVICE_GPU);
     for (int r = 0; r < 4; r++)
         for (int q = 0; q < r; q++) assert_int_not_equal(t->ranks[r].device, t->ranks[q].device);
     /* two GPUs share each NUMA node: their ranks split its CPUs */
@@ -598,11 +639,13 @@ static void test_assign_ranks(void **state) {
         assert_int_equal(tsr_cpumask_parse(t->ranks[r].cpuset, &mine), 0);
         assert_int_equal(tsr_cpumask_parse(t->devices[t->ranks[r].device].cpuset, &near), 0);
         assert_int_equal(tsr_cpumask_count(&mine), 8);
-        for (int w = 0; w < TSR_CPUMASK_WORDS; w++) assert_true((mine.bits[w] & ~near.bits[w]) == 0);
+        for (int w = 0; w < TSR_CPUMASK_WORDS; w++)
+            assert_true((mine.bits[w] & ~near.bits[w]) == 0);
         for (int q = 0; q < 4; q++) {
             if (q == r) continue;
             assert_int_equal(tsr_cpumask_parse(t->ranks[q].cpuset, &other), 0);
-            for (int w = 0; w < TSR_CPUMASK_WORDS; w++) assert_true((mine.bits[w] & other.bits[w]) == 0);
+            for (int w = 0; w < TSR_CPUMASK_WORDS; w++)
+                assert_true((mine.bits[w] & other.bits[w]) == 0);
         }
     }
     /* fpga-node: FPGA (500) before the host CPU (60) */
@@ -611,7 +654,8 @@ static void test_assign_ranks(void **state) {
     /* more ranks than devices: they share, CPUs still split */
     t->devices[2].usable = t->devices[3].usable = t->devices[4].usable = t->devices[5].usable = 0;
     assert_int_equal(tsr_topology_assign_ranks(t), TSR_OK);
-    for (int r = 0; r < 4; r++) assert_int_equal(t->ranks[r].device, 0); /* host beats its PoCL twin */
+    for (int r = 0; r < 4; r++)
+        assert_int_equal(t->ranks[r].device, 0); /* host beats its PoCL twin */
     for (int r = 0; r < 4; r++) {
         tsr_cpumask m;
         assert_int_equal(tsr_cpumask_parse(t->ranks[r].cpuset, &m), 0);
@@ -668,7 +712,8 @@ static void test_context_from_file(void **state) {
         snprintf(x->id, sizeof x->id, "opencl:7:%d", g);
         snprintf(x->name, sizeof x->name, "far away GPU");
         x->kind = TSR_DEVICE_GPU, x->backend = TSR_BACKEND_OPENCL;
-        x->platform_index = 7, x->device_index = g, x->same_as = -1, x->numa_node = -1, x->usable = 1;
+        x->platform_index = 7, x->device_index = g, x->same_as = -1, x->numa_node = -1,
+        x->usable = 1;
         x->compute_units = 132, x->clock_mhz = 1980, x->global_mem_bytes = 80ull << 30;
         x->peak_gflops = 66.9e3;
     }
@@ -692,7 +737,8 @@ static void test_context_from_file(void **state) {
     }
     tsr_context_free(plan);
     /* a file for another machine: nothing can be opened, everything can be planned */
-    snprintf(t->hosts[0].hostname, sizeof t->hosts[0].hostname, "not-%.200s", here->hosts[0].hostname);
+    snprintf(t->hosts[0].hostname, sizeof t->hosts[0].hostname, "not-%.200s",
+             here->hosts[0].hostname);
     assert_int_equal(tsr_topology_save(t, path), TSR_OK);
     plan = new_ctx();
     for (int i = 0; i < tsr_context_device_count(plan); i++) {
@@ -708,8 +754,10 @@ static void test_context_from_file(void **state) {
     /* a malformed file fails context creation with the field named */
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs("{\"format\":\"tessera-topology\",\"version\":1,\"hosts\":[{\"hostname\":\"x\",\"cores\":1,\"pus\":1}],"
-          "\"devices\":[{\"id\":\"a\",\"kind\":\"gpu\",\"backend\":\"opencl\",\"name\":\"n\",\"compute_units\":1,"
+    fputs("{\"format\":\"tessera-topology\",\"version\":1,\"hosts\":[{\"hostname\":\"x\",\"cores\":"
+          "1,\"pus\":1}],"
+          "\"devices\":[{\"id\":\"a\",\"kind\":\"gpu\",\"backend\":\"opencl\",\"name\":\"n\","
+          "\"compute_units\":1,"
           "\"clock_mhz\":1,\"global_mem_bytes\":-1}]}",
           f);
     fclose(f);
@@ -748,7 +796,8 @@ static void test_example_file(void **state) {
         assert_int_equal(tsr_cpumask_parse(k->cpuset, &mine), 0);
         assert_int_equal(tsr_cpumask_parse(d->cpuset, &near), 0);
         assert_int_equal(tsr_cpumask_count(&mine), 32);
-        for (int w = 0; w < TSR_CPUMASK_WORDS; w++) assert_true((mine.bits[w] & ~near.bits[w]) == 0);
+        for (int w = 0; w < TSR_CPUMASK_WORDS; w++)
+            assert_true((mine.bits[w] & ~near.bits[w]) == 0);
     }
     /* the FPGA node: its two devices, one rank each */
     assert_int_not_equal(t->ranks[4].device, t->ranks[5].device);

@@ -125,14 +125,19 @@ static void test_measure_and_cache(void **state) {
  * again and leaves a good cache. */
 static void test_corrupt_cache(void **state) {
     (void)state;
-    static const struct { const char *text; const char *named; } damage[] = {
+    static const struct {
+        const char *text;
+        const char *named;
+    } damage[] = {
         {"{\"format\":\"tessera-capability\",\"version\":1,\"devices\":{", "not valid JSON"},
         {"\x01\x02garbage", "not valid JSON"},
         {"", "not valid JSON"},
         {"[]", "format"},
         {"{\"format\":\"tessera-capability\",\"version\":7,\"devices\":{}}", "version"},
-        {"{\"format\":\"tessera-capability\",\"version\":1,\"devices\":[]}", "devices: expected an object"},
-        {"{\"format\":\"tessera-capability\",\"version\":1,\"devices\":{\"k\":{\"gemm_gflops\":\"fast\"}}}",
+        {"{\"format\":\"tessera-capability\",\"version\":1,\"devices\":[]}",
+         "devices: expected an object"},
+        {"{\"format\":\"tessera-capability\",\"version\":1,\"devices\":{\"k\":{\"gemm_gflops\":"
+         "\"fast\"}}}",
          "devices[0].capability.gemm_gflops: expected a non-negative number"},
         {"{\"format\":\"tessera-capability\",\"version\":1,\"devices\":{\"k\":5}}",
          "devices[0].capability: expected an object"},
@@ -144,7 +149,8 @@ static void test_corrupt_cache(void **state) {
         assert_int_equal(cap.warnings, 1);
         assert_non_null(strstr(cap.last, "ignoring the capability cache"));
         if (!strstr(cap.last, damage[i].named))
-            fail_msg("damage %zu: warning \"%s\" does not name \"%s\"", i, cap.last, damage[i].named);
+            fail_msg("damage %zu: warning \"%s\" does not name \"%s\"", i, cap.last,
+                     damage[i].named);
         assert_true(tsr_context_device(ctx, 0)->gemm_gflops == 0);
         cap.warnings = 0;
         assert_int_equal(tsr_topology_calibrate(ctx, 0), TSR_OK);
@@ -165,7 +171,8 @@ static void test_corrupt_cache(void **state) {
         tsr_context *ctx = new_ctx(&cap);
         assert_int_equal(cap.warnings, 1);
         if (!strstr(cap.last, damage[i].named))
-            fail_msg("damage %zu: warning \"%s\" does not name \"%s\"", i, cap.last, damage[i].named);
+            fail_msg("damage %zu: warning \"%s\" does not name \"%s\"", i, cap.last,
+                     damage[i].named);
         tsr_context_free(ctx);
     }
     /* an unwritable cache dir: figures still measured, a warning, no failure */

@@ -19,29 +19,51 @@ static const char pci_xml[] =
     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
     "<!DOCTYPE topology SYSTEM \"hwloc2.dtd\">\n"
     "<topology version=\"2.0\">\n"
-    " <object type=\"Machine\" os_index=\"0\" cpuset=\"0x0000000f\" complete_cpuset=\"0x0000000f\" allowed_cpuset=\"0x0000000f\" nodeset=\"0x00000003\" complete_nodeset=\"0x00000003\" allowed_nodeset=\"0x00000003\" gp_index=\"1\">\n"
-    "  <object type=\"Package\" os_index=\"0\" cpuset=\"0x00000003\" complete_cpuset=\"0x00000003\" nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" gp_index=\"2\">\n"
-    "   <object type=\"NUMANode\" os_index=\"0\" cpuset=\"0x00000003\" complete_cpuset=\"0x00000003\" nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" gp_index=\"3\" local_memory=\"1073741824\"/>\n"
-    "   <object type=\"Core\" os_index=\"0\" cpuset=\"0x00000001\" complete_cpuset=\"0x00000001\" nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" gp_index=\"4\">\n"
-    "    <object type=\"PU\" os_index=\"0\" cpuset=\"0x00000001\" complete_cpuset=\"0x00000001\" nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" gp_index=\"5\"/>\n"
+    " <object type=\"Machine\" os_index=\"0\" cpuset=\"0x0000000f\" complete_cpuset=\"0x0000000f\" "
+    "allowed_cpuset=\"0x0000000f\" nodeset=\"0x00000003\" complete_nodeset=\"0x00000003\" "
+    "allowed_nodeset=\"0x00000003\" gp_index=\"1\">\n"
+    "  <object type=\"Package\" os_index=\"0\" cpuset=\"0x00000003\" "
+    "complete_cpuset=\"0x00000003\" nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" "
+    "gp_index=\"2\">\n"
+    "   <object type=\"NUMANode\" os_index=\"0\" cpuset=\"0x00000003\" "
+    "complete_cpuset=\"0x00000003\" nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" "
+    "gp_index=\"3\" local_memory=\"1073741824\"/>\n"
+    "   <object type=\"Core\" os_index=\"0\" cpuset=\"0x00000001\" complete_cpuset=\"0x00000001\" "
+    "nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" gp_index=\"4\">\n"
+    "    <object type=\"PU\" os_index=\"0\" cpuset=\"0x00000001\" complete_cpuset=\"0x00000001\" "
+    "nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" gp_index=\"5\"/>\n"
     "   </object>\n"
-    "   <object type=\"Core\" os_index=\"1\" cpuset=\"0x00000002\" complete_cpuset=\"0x00000002\" nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" gp_index=\"6\">\n"
-    "    <object type=\"PU\" os_index=\"1\" cpuset=\"0x00000002\" complete_cpuset=\"0x00000002\" nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" gp_index=\"7\"/>\n"
+    "   <object type=\"Core\" os_index=\"1\" cpuset=\"0x00000002\" complete_cpuset=\"0x00000002\" "
+    "nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" gp_index=\"6\">\n"
+    "    <object type=\"PU\" os_index=\"1\" cpuset=\"0x00000002\" complete_cpuset=\"0x00000002\" "
+    "nodeset=\"0x00000001\" complete_nodeset=\"0x00000001\" gp_index=\"7\"/>\n"
     "   </object>\n"
-    "   <object type=\"Bridge\" gp_index=\"20\" bridge_type=\"0-1\" depth=\"0\" bridge_pci=\"0000:[17-17]\">\n"
-    "    <object type=\"PCIDev\" gp_index=\"21\" pci_busid=\"0000:17:00.0\" pci_type=\"0302 [10de:2330] [10de:16c1] a1\" pci_link_speed=\"0.000000\"/>\n"
+    "   <object type=\"Bridge\" gp_index=\"20\" bridge_type=\"0-1\" depth=\"0\" "
+    "bridge_pci=\"0000:[17-17]\">\n"
+    "    <object type=\"PCIDev\" gp_index=\"21\" pci_busid=\"0000:17:00.0\" pci_type=\"0302 "
+    "[10de:2330] [10de:16c1] a1\" pci_link_speed=\"0.000000\"/>\n"
     "   </object>\n"
     "  </object>\n"
-    "  <object type=\"Package\" os_index=\"1\" cpuset=\"0x0000000c\" complete_cpuset=\"0x0000000c\" nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" gp_index=\"8\">\n"
-    "   <object type=\"NUMANode\" os_index=\"1\" cpuset=\"0x0000000c\" complete_cpuset=\"0x0000000c\" nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" gp_index=\"9\" local_memory=\"1073741824\"/>\n"
-    "   <object type=\"Core\" os_index=\"2\" cpuset=\"0x00000004\" complete_cpuset=\"0x00000004\" nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" gp_index=\"10\">\n"
-    "    <object type=\"PU\" os_index=\"2\" cpuset=\"0x00000004\" complete_cpuset=\"0x00000004\" nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" gp_index=\"11\"/>\n"
+    "  <object type=\"Package\" os_index=\"1\" cpuset=\"0x0000000c\" "
+    "complete_cpuset=\"0x0000000c\" nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" "
+    "gp_index=\"8\">\n"
+    "   <object type=\"NUMANode\" os_index=\"1\" cpuset=\"0x0000000c\" "
+    "complete_cpuset=\"0x0000000c\" nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" "
+    "gp_index=\"9\" local_memory=\"1073741824\"/>\n"
+    "   <object type=\"Core\" os_index=\"2\" cpuset=\"0x00000004\" complete_cpuset=\"0x00000004\" "
+    "nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" gp_index=\"10\">\n"
+    "    <object type=\"PU\" os_index=\"2\" cpuset=\"0x00000004\" complete_cpuset=\"0x00000004\" "
+    "nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" gp_index=\"11\"/>\n"
     "   </object>\n"
-    "   <object type=\"Core\" os_index=\"3\" cpuset=\"0x00000008\" complete_cpuset=\"0x00000008\" nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" gp_index=\"12\">\n"
-    "    <object type=\"PU\" os_index=\"3\" cpuset=\"0x00000008\" complete_cpuset=\"0x00000008\" nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" gp_index=\"13\"/>\n"
+    "   <object type=\"Core\" os_index=\"3\" cpuset=\"0x00000008\" complete_cpuset=\"0x00000008\" "
+    "nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" gp_index=\"12\">\n"
+    "    <object type=\"PU\" os_index=\"3\" cpuset=\"0x00000008\" complete_cpuset=\"0x00000008\" "
+    "nodeset=\"0x00000002\" complete_nodeset=\"0x00000002\" gp_index=\"13\"/>\n"
     "   </object>\n"
-    "   <object type=\"Bridge\" gp_index=\"22\" bridge_type=\"0-1\" depth=\"0\" bridge_pci=\"0000:[65-65]\">\n"
-    "    <object type=\"PCIDev\" gp_index=\"23\" pci_busid=\"0000:65:00.0\" pci_type=\"0302 [10de:2330] [10de:16c1] a1\" pci_link_speed=\"0.000000\"/>\n"
+    "   <object type=\"Bridge\" gp_index=\"22\" bridge_type=\"0-1\" depth=\"0\" "
+    "bridge_pci=\"0000:[65-65]\">\n"
+    "    <object type=\"PCIDev\" gp_index=\"23\" pci_busid=\"0000:65:00.0\" pci_type=\"0302 "
+    "[10de:2330] [10de:16c1] a1\" pci_link_speed=\"0.000000\"/>\n"
     "   </object>\n"
     "  </object>\n"
     " </object>\n"
@@ -67,7 +89,10 @@ static void mask_of(hwloc_const_bitmap_t set, tsr_cpumask *m) {
 static void test_synthetic_summary(void **state) {
     (void)state;
     tsr_context *ctx = new_ctx(TSR_CONTEXT_NO_OPENCL);
-    static const struct { const char *desc; int pack, numa, core, pu; } cases[] = {
+    static const struct {
+        const char *desc;
+        int pack, numa, core, pu;
+    } cases[] = {
         {"pack:2 numa:2 core:4 pu:2", 2, 2, 4, 2},
         {"pack:1 numa:1 core:6 pu:1", 1, 1, 6, 1},
         {"pack:4 numa:1 core:2 pu:4", 4, 1, 2, 4},
@@ -78,7 +103,8 @@ static void test_synthetic_summary(void **state) {
         tsr_host_info h;
         memset(&h, 0, sizeof h);
         tsr_hwloc_host_summary(hw, &h);
-        int numa = cases[c].pack * cases[c].numa, cores = numa * cases[c].core, pus = cores * cases[c].pu;
+        int numa = cases[c].pack * cases[c].numa, cores = numa * cases[c].core,
+            pus = cores * cases[c].pu;
         assert_int_equal(h.packages, cases[c].pack);
         assert_int_equal(h.numa_nodes, numa);
         assert_int_equal(h.cores, cores);
@@ -129,7 +155,8 @@ static void test_synthetic_binding(void **state) {
         for (int g = 0; g < numa; g++) {
             tsr_device_info *d = &t->devices[g];
             snprintf(d->id, sizeof d->id, "opencl:0:%d", g);
-            d->kind = TSR_DEVICE_GPU, d->backend = TSR_BACKEND_OPENCL, d->usable = 1, d->same_as = -1;
+            d->kind = TSR_DEVICE_GPU, d->backend = TSR_BACKEND_OPENCL, d->usable = 1,
+            d->same_as = -1;
             d->peak_gflops = 1000.0 * (g + 1); /* the last NUMA node's device is the best */
             hwloc_obj_t node = hwloc_get_obj_by_type(hw, HWLOC_OBJ_NUMANODE, (unsigned)g);
             d->numa_node = (int)node->os_index;
@@ -166,7 +193,8 @@ static void test_synthetic_binding(void **state) {
             for (int q = 0; q < r && sharing <= 4; q++) {
                 tsr_cpumask other;
                 assert_int_equal(tsr_cpumask_parse(t->ranks[q].cpuset, &other), 0);
-                for (int w = 0; w < TSR_CPUMASK_WORDS; w++) assert_true((mine.bits[w] & other.bits[w]) == 0);
+                for (int w = 0; w < TSR_CPUMASK_WORDS; w++)
+                    assert_true((mine.bits[w] & other.bits[w]) == 0);
             }
         }
         tsr_free(ctx, cores);
@@ -184,28 +212,46 @@ static void test_xml_pci_locality(void **state) {
     assert_int_equal(tsr_hwloc_load_synthetic(ctx, pci_xml, &hwv), TSR_OK);
     hwloc_topology_t hw = hwv;
     assert_int_equal(hwloc_get_nbobjs_by_type(hw, HWLOC_OBJ_PCI_DEVICE), 2);
-    static const struct { unsigned bus; int pack; } gpus[] = {{0x17, 0}, {0x65, 1}};
+    static const struct {
+        unsigned bus;
+        int pack;
+    } gpus[] = {{0x17, 0}, {0x65, 1}};
     for (size_t i = 0; i < TSR_ARRAY_SIZE(gpus); i++) {
         int node = -7;
-        char cpus[128] = "x";
-        assert_int_equal(tsr_hwloc_pci_locality(hw, 0, gpus[i].bus, 0, 0, &node, cpus, sizeof cpus), 0);
+        char cpus[128] = "x", want[128];
+        char found[32];
+        assert_int_equal(tsr_hwloc_pci_locality(hw, 0, gpus[i].bus, 0, 0, found, sizeof found,
+                                                &node, cpus, sizeof cpus),
+                         0);
+        snprintf(want, sizeof want, "0000:%02x:00.0", gpus[i].bus);
+        assert_string_equal(found, want);
         hwloc_obj_t pack = hwloc_get_obj_by_type(hw, HWLOC_OBJ_PACKAGE, (unsigned)gpus[i].pack);
-        char want[128];
         hwloc_bitmap_list_snprintf(want, sizeof want, pack->cpuset);
         assert_string_equal(cpus, want);
         assert_int_equal(node, hwloc_bitmap_first(pack->nodeset));
     }
     int node;
-    char cpus[128];
-    assert_int_equal(tsr_hwloc_pci_locality(hw, 0, 0x99, 0, 0, &node, cpus, sizeof cpus), -1);
+    char cpus[128], found[32];
+    assert_int_equal(
+        tsr_hwloc_pci_locality(hw, 0, 0x99, 0, 0, found, sizeof found, &node, cpus, sizeof cpus),
+        -1);
+    /* a mis-decoded slot on the right bus finds the bus's display controller */
+    assert_int_equal(
+        tsr_hwloc_pci_locality(hw, 0, 0x65, 0x1f, 3, found, sizeof found, &node, cpus, sizeof cpus),
+        0);
+    assert_string_equal(found, "0000:65:00.0");
+    assert_int_equal(node, 1);
     /* two ranks on the GPU of package 1: one core each, both in package 1 */
     tsr_topology *t;
     assert_int_equal(tsr_topology_alloc(ctx, 1, 1, 2, &t), TSR_OK);
     tsr_hwloc_host_summary(hw, &t->hosts[0]);
     tsr_device_info *d = &t->devices[0];
     d->kind = TSR_DEVICE_GPU, d->backend = TSR_BACKEND_OPENCL, d->usable = 1, d->same_as = -1;
-    assert_int_equal(tsr_hwloc_pci_locality(hw, 0, 0x65, 0, 0, &d->numa_node, d->cpuset, sizeof d->cpuset), 0);
-    for (int r = 0; r < 2; r++) t->ranks[r].rank = r, t->ranks[r].local_rank = r, t->ranks[r].local_size = 2;
+    assert_int_equal(tsr_hwloc_pci_locality(hw, 0, 0x65, 0, 0, NULL, 0, &d->numa_node, d->cpuset,
+                                            sizeof d->cpuset),
+                     0);
+    for (int r = 0; r < 2; r++)
+        t->ranks[r].rank = r, t->ranks[r].local_rank = r, t->ranks[r].local_size = 2;
     assert_int_equal(tsr_topology_assign_ranks(t), TSR_OK);
     tsr_cpumask *cores;
     int ncores;
@@ -282,7 +328,8 @@ static void test_bind(void **state) {
     assert_int_equal(tsr_topology_alloc(ctx, 1, 0, 2, &t), TSR_OK);
     snprintf(t->ranks[1].cpuset, sizeof t->ranks[1].cpuset, "%d", last);
     t->ranks[1].rank = 1;
-    char *saved = getenv("POCL_MAX_PTHREAD_COUNT") ? strdup(getenv("POCL_MAX_PTHREAD_COUNT")) : NULL;
+    char *saved =
+        getenv("POCL_MAX_PTHREAD_COUNT") ? strdup(getenv("POCL_MAX_PTHREAD_COUNT")) : NULL;
     unsetenv("POCL_MAX_PTHREAD_COUNT");
     assert_int_equal(tsr_cluster_bind(ctx, t, 1), TSR_OK);
     cpu_set_t now;
@@ -295,8 +342,10 @@ static void test_bind(void **state) {
     assert_non_null(strstr(tsr_context_last_error(ctx), "ranks[0].cpuset"));
     assert_int_equal(tsr_cluster_bind(ctx, t, 5), TSR_ERR_NOT_FOUND);
     assert_int_equal(sched_setaffinity(0, sizeof before, &before), 0);
-    if (saved) setenv("POCL_MAX_PTHREAD_COUNT", saved, 1);
-    else unsetenv("POCL_MAX_PTHREAD_COUNT");
+    if (saved)
+        setenv("POCL_MAX_PTHREAD_COUNT", saved, 1);
+    else
+        unsetenv("POCL_MAX_PTHREAD_COUNT");
     free(saved);
     tsr_topology_free(t);
     tsr_context_free(ctx);
@@ -304,8 +353,10 @@ static void test_bind(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_synthetic_summary), cmocka_unit_test(test_synthetic_binding),
-        cmocka_unit_test(test_xml_pci_locality),  cmocka_unit_test(test_this_machine),
+        cmocka_unit_test(test_synthetic_summary),
+        cmocka_unit_test(test_synthetic_binding),
+        cmocka_unit_test(test_xml_pci_locality),
+        cmocka_unit_test(test_this_machine),
         cmocka_unit_test(test_bind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

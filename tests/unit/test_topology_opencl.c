@@ -44,7 +44,8 @@ static void test_discovery_matches_opencl(void **state) {
     const tsr_device_info *host = tsr_context_device(ctx, 0);
     assert_int_equal(host->kind, TSR_DEVICE_HOST);
     assert_int_equal(host->compute_units, (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
-    assert_true(host->global_mem_bytes == (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE));
+    assert_true(host->global_mem_bytes ==
+                (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE));
     assert_true(host->peak_gflops > 0);
     tsr_cpumask m;
     assert_int_equal(tsr_cpumask_parse(host->cpuset, &m), 0);
@@ -122,7 +123,8 @@ static void test_discovery_matches_opencl(void **state) {
     assert_non_null(text);
     assert_int_equal(tsr_topology_parse(ctx, text, strlen(text), &back), TSR_OK);
     assert_int_equal(back->device_count, t->device_count);
-    for (int i = 0; i < t->device_count; i++) assert_memory_equal(&t->devices[i], &back->devices[i], sizeof t->devices[i]);
+    for (int i = 0; i < t->device_count; i++)
+        assert_memory_equal(&t->devices[i], &back->devices[i], sizeof t->devices[i]);
     free(text);
     tsr_topology_free(back);
     tsr_topology_free(t);
@@ -142,7 +144,8 @@ static void test_hwloc_before_opencl(void **state) {
     tsr_context *ctx = new_ctx(0);
     assert_non_null(ctx->topology);
     assert_non_null(ctx->topology->hwloc);
-    int seen = hwloc_get_nbobjs_by_type((hwloc_topology_t)ctx->topology->hwloc, HWLOC_OBJ_PCI_DEVICE);
+    int seen =
+        hwloc_get_nbobjs_by_type((hwloc_topology_t)ctx->topology->hwloc, HWLOC_OBJ_PCI_DEVICE);
     assert_int_equal(seen, pci_devices_before_opencl);
     tsr_context_free(ctx);
 }
@@ -171,10 +174,12 @@ static void test_cached_pair_keeps_faster(void **state) {
         /* keys: backend|vendor|name|driver|<CUs>cu (topology/calibrate.c) */
         fprintf(f,
                 "{\"format\":\"tessera-capability\",\"version\":1,\"devices\":{"
-                "\"host|%s|%s|%s|%ucu\":{\"gemm_gflops\":%g,\"mem_bw_gbps\":1,\"h2d_gbps\":1,\"d2h_gbps\":1,\"launch_us\":1},"
-                "\"opencl|%s|%s|%s|%ucu\":{\"gemm_gflops\":%g,\"mem_bw_gbps\":2,\"h2d_gbps\":2,\"d2h_gbps\":2,\"launch_us\":9}}}",
-                h.vendor, h.name, h.driver_version, h.compute_units, host_faster ? 50.0 : 5.0, c.vendor, c.name,
-                c.driver_version, c.compute_units, host_faster ? 4.0 : 40.0);
+                "\"host|%s|%s|%s|%ucu\":{\"gemm_gflops\":%g,\"mem_bw_gbps\":1,\"h2d_gbps\":1,\"d2h_"
+                "gbps\":1,\"launch_us\":1},"
+                "\"opencl|%s|%s|%s|%ucu\":{\"gemm_gflops\":%g,\"mem_bw_gbps\":2,\"h2d_gbps\":2,"
+                "\"d2h_gbps\":2,\"launch_us\":9}}}",
+                h.vendor, h.name, h.driver_version, h.compute_units, host_faster ? 50.0 : 5.0,
+                c.vendor, c.name, c.driver_version, c.compute_units, host_faster ? 4.0 : 40.0);
         fclose(f);
         tsr_context_options o;
         tsr_context_options_init(&o);
@@ -200,7 +205,8 @@ int main(void) {
     if (hwloc_topology_init(&ref) == 0) {
         hwloc_topology_set_io_types_filter(ref, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
 #ifdef __linux__
-        hwloc_topology_set_components(ref, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, "pci"); /* as the library */
+        hwloc_topology_set_components(ref, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST,
+                                      "pci"); /* as the library */
 #endif
         if (hwloc_topology_load(ref) == 0)
             pci_devices_before_opencl = hwloc_get_nbobjs_by_type(ref, HWLOC_OBJ_PCI_DEVICE);

@@ -266,9 +266,24 @@ static void device_string(tsr_cl *cl, cl_device_info what, char *dst, size_t n) 
     dst[n - 1] = '\0';
 }
 
+/* Expected misses (no binary file, no cache entry) pass through tsr_error; this puts the
+ * caller's last error back so a successful open leaves no trace of them. */
+typedef struct saved_error {
+    tsr_status status;
+    char text[sizeof ((tsr_context *)0)->last_error];
+} saved_error;
+
+static void restore_error(tsr_context *ctx, const saved_error *e) {
+    ctx->last_status = e->status;
+    memcpy(ctx->last_error, e->text, sizeof e->text);
+}
+
 tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *opts) {
     tsr_cl *cl = be->impl;
     tsr_context *ctx = be->ctx;
+    saved_error saved;
+    saved.status = ctx->last_status;
+    memcpy(saved.text, ctx->last_error, sizeof saved.text);
     char devname[256], driver[256], platname[256] = "";
     device_string(cl, CL_DEVICE_NAME, devname, sizeof devname);
     device_string(cl, CL_DRIVER_VERSION, driver, sizeof driver);
@@ -303,7 +318,7 @@ tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *op
             return tsr_error(ctx, TSR_ERR_NOT_FOUND,
                              "%s (%s) is an accelerator that cannot compile OpenCL C: expected a "
                              "precompiled program at %s", be->device.id, devname, path);
-        tsr_context_clear_error(ctx);
+        restore_error(ctx, &saved);
     } else if (type & CL_DEVICE_TYPE_ACCELERATOR) {
         return tsr_error(ctx, TSR_ERR_NOT_FOUND,
                          "%s (%s) is an accelerator that cannot compile OpenCL C: set "
@@ -335,7 +350,7 @@ tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *op
                     tsr_context_last_error(ctx));
             remove(cpath);
         }
-        tsr_context_clear_error(ctx);
+        restore_error(ctx, &saved);
     }
 
     /* 3. Compile the embedded sources and remember the result. */
@@ -349,7 +364,7 @@ tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *op
             tsr_free(ctx, bin);
             tsr_strlcpy(cl->program_path, cpath, sizeof cl->program_path);
         } else {
-            tsr_context_clear_error(ctx);
+            restore_error(ctx, &saved);
         }
     }
     return TSR_OK;

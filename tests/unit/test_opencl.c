@@ -143,7 +143,11 @@ static int file_exists(const char *path) { return access(path, R_OK) == 0; }
 static void test_cache_hit(void **state) {
     fixture *f = *state;
     NEED_DEVICE(f);
+    /* the expected cache miss leaves the caller's last error as it was */
+    tsr_error(f->ctx, TSR_ERR_PARSE, "an earlier error");
     tsr_backend *a = open_be(f, NULL);
+    assert_string_equal(tsr_context_last_error(f->ctx), "an earlier error");
+    assert_int_equal(tsr_context_last_status(f->ctx), TSR_ERR_PARSE);
     const char *path_a;
     assert_int_equal(tsr_opencl_program_origin(a, &path_a), TSR_CL_FROM_SOURCE);
     assert_non_null(strstr(path_a, "/cache/opencl/"));

@@ -12,6 +12,11 @@ export POCL_MAX_PTHREAD_COUNT=${POCL_MAX_PTHREAD_COUNT:-2}
 tmp=$(mktemp -d /tmp/tsr-test.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 export TSR_CACHE_DIR=${TSR_CACHE_DIR:-$tmp/cache}
+# PoCL's compiled-kernel cache persists in the build folder (CLBlast's kernels take ~a minute
+# to compile on PoCL): one folder for the sequential unit tests, one per rank for MPI tests,
+# since concurrent builds in a shared PoCL cache have crashed.
+pocl_cache=${TSR_TEST_POCL_CACHE:-$BUILD/pocl-cache}
+mkdir -p "$pocl_cache"
 
 run() { # name, command...
     name=$1; shift
@@ -30,7 +35,7 @@ for t in "$BUILD"/tests/test_*; do
     case "$t" in *.d) continue ;; esac
     n=$(basename "$t")
     [ -n "$TSR_TEST_FILTER" ] && case "$n" in *"$TSR_TEST_FILTER"*) ;; *) continue ;; esac
-    POCL_CACHE_DIR="$tmp/pocl-$n" run "$n" $TSR_TEST_WRAPPER "$t"
+    POCL_CACHE_DIR="$pocl_cache/unit" run "$n" $TSR_TEST_WRAPPER "$t"
 done
 
 if [ -z "$TSR_TEST_NO_MPI" ] && [ -d "$BUILD/tests/mpi" ]; then
@@ -41,7 +46,7 @@ if [ -z "$TSR_TEST_NO_MPI" ] && [ -d "$BUILD/tests/mpi" ]; then
         [ -n "$TSR_TEST_FILTER" ] && case "$n" in *"$TSR_TEST_FILTER"*) ;; *) continue ;; esac
         for np in 1 2 3 4; do
             run "$n -n $np" timeout 300 mpiexec -n $np sh -c \
-                "POCL_CACHE_DIR=$tmp/pocl-$n-\$PMI_RANK exec $t"
+                "POCL_CACHE_DIR=$pocl_cache/rank\$PMI_RANK exec $t"
         done
     done
 fi

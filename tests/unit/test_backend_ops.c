@@ -23,6 +23,13 @@
 #include "lib/internal.h"
 #include "support/test_util.h"
 
+/* Sanitizer builds: PoCL and its LLVM leak compiler state on every clBuildProgram; only
+ * blocks allocated inside those libraries are suppressed. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void) {
+    return "leak:libpocl\nleak:libLLVM\nleak:libclang\nleak:libOpenCL\nleak:libclblast\n";
+}
+
 #define U (1.0 / 16777216.0) /* 2^-24 */
 #define MAX_DEVICES 16
 

@@ -1,6 +1,7 @@
 /* OpenCL backend: device opening, one in-order queue, kernels created once, device memory.
  * The operations live in ops_opencl.c, program building and caching in program_opencl.c. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "backends/opencl/opencl.h"
 #include "lib/internal.h"
@@ -164,6 +165,7 @@ tsr_status tsr_backend_opencl_create_ex(tsr_context *ctx, const tsr_device_info 
         }
     }
     if (st == TSR_OK) st = pick_work_groups(ctx, cl);
+    if (st == TSR_OK) st = tsr_opencl_clblast_params(be, getenv("TSR_CLBLAST_PARAMS"));
     if (st != TSR_OK) {
         tsr_opencl_destroy(be);
         return st;

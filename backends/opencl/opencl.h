@@ -94,6 +94,9 @@ tsr_status tsr_opencl_error(tsr_context *ctx, cl_int err, const char *call);
 /* Program creation (program_opencl.c): fills cl->program, origin, program_path. */
 tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *opts);
 
+/* Applies a TSR_CLBLAST_PARAMS-style override list for be's device (ops_opencl.c). */
+tsr_status tsr_opencl_clblast_params(tsr_backend *be, const char *spec);
+
 /* Memory slots (backend_opencl.c), gathered with the ops into the table of ops_opencl.c. */
 void tsr_opencl_destroy(tsr_backend *be);
 tsr_status tsr_opencl_buf_alloc(tsr_backend *be, tsr_buf *buf);

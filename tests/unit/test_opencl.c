@@ -406,6 +406,37 @@ static void test_status_mapping(void **state) {
     tsr_backend_free(be);
 }
 
+/* TSR_CLBLAST_PARAMS: malformed text is a parse error naming it, a set CLBlast refuses is
+ * TSR_ERR_CLBLAST, a complete set is accepted; the variable is read at creation. */
+static void test_clblast_params(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    tsr_backend *be = open_be(f, NULL);
+    assert_int_equal(tsr_opencl_clblast_params(be, NULL), TSR_OK);
+    assert_int_equal(tsr_opencl_clblast_params(be, "Xgemm"), TSR_ERR_PARSE);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "\"Xgemm\""));
+    assert_int_equal(tsr_opencl_clblast_params(be, "XgemmDirect:WGD=32,KWID=x2"), TSR_ERR_PARSE);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "KWID=x2"));
+    assert_int_equal(tsr_opencl_clblast_params(be, "XgemmDirect:WGD=-8"), TSR_ERR_PARSE);
+    assert_int_equal(tsr_opencl_clblast_params(be, "NoSuchKernel:A=1"), TSR_ERR_CLBLAST);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "NoSuchKernel"));
+    /* Xgemm (the large-size path, not used by these tests' small GEMMs) with a full set */
+    const char *xgemm = "Xgemm:GEMMK=0,KREG=1,KWG=16,KWI=2,MDIMA=8,MDIMC=8,MWG=32,NDIMB=8,"
+                        "NDIMC=8,NWG=32,SA=0,SB=0,STRM=0,STRN=0,VWM=1,VWN=1";
+    if (tsr_opencl_clblast_params(be, xgemm) != TSR_OK)
+        fail_msg("%s", tsr_context_last_error(f->ctx));
+    setenv("TSR_CLBLAST_PARAMS", "Xgemm:MWG", 1);
+    tsr_backend *bad = NULL;
+    assert_int_equal(tsr_backend_opencl_create(f->ctx, dev(f), &bad), TSR_ERR_PARSE);
+    assert_null(bad);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "TSR_CLBLAST_PARAMS"));
+    setenv("TSR_CLBLAST_PARAMS", xgemm, 1);
+    tsr_backend *ok = open_be(f, NULL);
+    unsetenv("TSR_CLBLAST_PARAMS");
+    tsr_backend_free(ok);
+    tsr_backend_free(be);
+}
+
 /* Three backends on one device, interleaved: each keeps its own queue and buffers. */
 static void test_many_backends(void **state) {
     fixture *f = *state;
@@ -753,6 +784,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_precompiled_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_build_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_memory_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clblast_params, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_backends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemm_variants, setup, teardown),

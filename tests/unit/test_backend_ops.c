@@ -1352,6 +1352,62 @@ static void test_alloc_failures(void **state) {
     }
 }
 
+/* The host backend splits large ops over threads; the split must not change any bit. */
+static void run_host_sequence(tsr_backend *be, float *out, size_t n) {
+    float *x = random_floats(n, 1234, -2, 2), *g = random_floats(n, 1235, -1, 1);
+    tsr_buf *bx = upload(be, x, n * 4), *bg = upload(be, g, n * 4), *bm = buf_new(be, n * 4);
+    tsr_buf *bv = buf_new(be, n * 4), *bc = buf_new(be, n * 4 * 9), *bs = buf_new(be, 4 * 64);
+    OK(be, tsr_op_fill(be, tsr_ref_at(bm, 0), n, 0.0f));
+    OK(be, tsr_op_fill(be, tsr_ref_at(bv, 0), n, 0.0f));
+    OK(be, tsr_op_fill(be, tsr_ref_at(bs, 0), 64, 0.0f));
+    tsr_adam_params ap = {1e-2f, 0.9f, 0.999f, 1e-8f, 1e-2f, 1, 0.1f, 0.001f};
+    OK(be, tsr_op_adam_update(be, n, &ap, tsr_ref_at(bx, 0), tsr_ref_at(bg, 0), tsr_ref_at(bm, 0),
+                              tsr_ref_at(bv, 0)));
+    OK(be, tsr_op_relu_forward(be, n, tsr_ref_at(bx, 0), tsr_ref_at(bx, 0)));
+    tsr_conv_geom cg = {4, 16, 32, 32, 3, 3, 1, 1, 1, 1, 0, 0}; /* 4*16*32*32 = n */
+    assert_int_equal(tsr_conv_geom_finish(&cg), TSR_OK);
+    OK(be, tsr_op_im2col(be, &cg, tsr_ref_at(bx, 0), tsr_ref_at(bc, 0)));
+    OK(be, tsr_op_col2im(be, &cg, tsr_ref_at(bc, 0), tsr_ref_at(bg, 0)));
+    OK(be, tsr_op_bias_grad(be, 4, 64, 256, tsr_ref_at(bg, 0), tsr_ref_at(bs, 0)));
+    tsr_pool_geom pg = {64, 32, 32, 3, 2, 0, 0};
+    assert_int_equal(tsr_pool_geom_finish(&pg), TSR_OK);
+    OK(be, tsr_op_maxpool_forward(be, &pg, tsr_ref_at(bg, 0), tsr_ref_at(bm, 0), tsr_ref_at(bv, 0)));
+    OK(be, tsr_op_maxpool_backward(be, &pg, tsr_ref_at(bm, 0), tsr_ref_at(bv, 0), tsr_ref_at(bx, 0)));
+    download(bx, out, n * 4);
+    download(bs, out + n, 64 * 4);
+    tsr_buf_free(bx);
+    tsr_buf_free(bg);
+    tsr_buf_free(bm);
+    tsr_buf_free(bv);
+    tsr_buf_free(bc);
+    tsr_buf_free(bs);
+    free(x);
+    free(g);
+}
+
+static void test_host_threads(void **state) {
+    fixture *fx = *state;
+    const size_t n = 4 * 16 * 32 * 32;
+    static const char *const counts[] = {"1", "2", "3", "5"};
+    float *first = xcalloc(n + 64, 4), *got = xcalloc(n + 64, 4);
+    const char *saved = getenv("TSR_HOST_THREADS");
+    char keep[32] = "";
+    if (saved) tsr_strlcpy(keep, saved, sizeof keep);
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(counts); i++) {
+        setenv("TSR_HOST_THREADS", counts[i], 1);
+        tsr_backend *be = NULL;
+        OK(fx->be[0], tsr_backend_host_create(fx->ctx, &be));
+        run_host_sequence(be, i ? got : first, n);
+        tsr_backend_free(be);
+        if (i && memcmp(first, got, (n + 64) * 4) != 0)
+            fail_msg("[host] results with %s threads differ from 1 thread", counts[i]);
+    }
+    if (saved) setenv("TSR_HOST_THREADS", keep, 1);
+    else unsetenv("TSR_HOST_THREADS");
+    free(first);
+    free(got);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memory),        cmocka_unit_test(test_gemm),
@@ -1362,6 +1418,7 @@ int main(void) {
         cmocka_unit_test(test_dropout),       cmocka_unit_test(test_f16),
         cmocka_unit_test(test_sgd),           cmocka_unit_test(test_adam),
         cmocka_unit_test(test_errors),        cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_host_threads),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -55,7 +55,7 @@ typedef struct tsr_allreduce_opts {
     tsr_allreduce_algo algo;
     tsr_comm_wire wire;
     tsr_reduce_mode mode;
-    double weight;         /* WEIGHTED: this rank's weight (> = 0) */
+    double weight;         /* WEIGHTED: this rank's weight (>= 0) */
     double total_weight;   /* WEIGHTED: sum of all weights if known (> 0), else 0: one extra
                               small allreduce computes it */
 } tsr_allreduce_opts;
@@ -101,7 +101,7 @@ tsr_status tsr_comm_barrier(tsr_comm *comm);
  * unique pointer). */
 tsr_status tsr_comm_alloc(tsr_comm *comm, size_t bytes, void **out);
 /* Frees a buffer from tsr_comm_alloc; collective, in the same order on every rank. NULL is a
- * no-op (still collective-free: call it on every rank or none). */
+ * local no-op (pass NULL on every rank or on none). */
 tsr_status tsr_comm_free_mem(tsr_comm *comm, void *ptr);
 /* 1 if [ptr, ptr+bytes) lies in a buffer of tsr_comm_alloc on this communicator. */
 int tsr_comm_is_registered(const tsr_comm *comm, const void *ptr, size_t bytes);

@@ -11,19 +11,13 @@
 #include <time.h>
 #include <unistd.h>
 #include "tessera.h"
+#include "lib/cli.h"
 
 /* Fashion-MNIST training-set pixel statistics (after scaling to [0,1]). */
 #define FMNIST_MEAN 0.2860f
 #define FMNIST_STD 0.3530f
 
-typedef struct args {
-    const char *model, *data, *device, *checkpoint, *resume;
-    const char *optimizer, *schedule;
-    long epochs, batch, limit, warmup;
-    double lr, momentum, weight_decay;
-    unsigned long long seed;
-    int nesterov, json, quiet, summary;
-} args;
+typedef tsr_cli_train args;
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -56,90 +50,15 @@ static int bad_option(const char *opt, const char *why) {
     return 2;
 }
 
-static int parse_long(const char *opt, const char *v, long lo, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo) {
-        fprintf(stderr, "tsr-train: option %s: '%s' is not an integer >= %ld\n", opt, v, lo);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-static int parse_double(const char *opt, const char *v, double lo, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(x) || x < lo) {
-        fprintf(stderr, "tsr-train: option %s: '%s' is not a number >= %g\n", opt, v, lo);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, args *a) {
-    memset(a, 0, sizeof *a);
-    a->model = "mlp";
-    a->epochs = 5;
-    a->batch = 64;
-    a->optimizer = "adam";
-    a->schedule = "cosine";
-    a->lr = -1;
-    a->momentum = 0.9;
-    a->seed = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
-        long l;
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(o, "--json")) a->json = 1, takes = 0;
-        else if (!strcmp(o, "--quiet")) a->quiet = 1, takes = 0;
-        else if (!strcmp(o, "--summary")) a->summary = 1, takes = 0;
-        else if (!strcmp(o, "--nesterov")) a->nesterov = 1, takes = 0;
-        else if (strncmp(o, "--", 2)) return bad_option(o, "unexpected argument");
-        else if (!v) {
-            static const char *const valued[] = {"--model", "--data", "--device", "--checkpoint",
-                                                 "--resume", "--optimizer", "--schedule", "--epochs",
-                                                 "--batch", "--limit", "--warmup", "--seed", "--lr",
-                                                 "--momentum", "--weight-decay"};
-            for (size_t k = 0; k < sizeof valued / sizeof *valued; k++)
-                if (!strcmp(o, valued[k])) return bad_option(o, "needs a value");
-            return bad_option(o, "unknown option");
-        }
-        else if (!strcmp(o, "--model")) a->model = v;
-        else if (!strcmp(o, "--data")) a->data = v;
-        else if (!strcmp(o, "--device")) a->device = v;
-        else if (!strcmp(o, "--checkpoint")) a->checkpoint = v;
-        else if (!strcmp(o, "--resume")) a->resume = v;
-        else if (!strcmp(o, "--optimizer")) a->optimizer = v;
-        else if (!strcmp(o, "--schedule")) a->schedule = v;
-        else if (!strcmp(o, "--epochs")) {
-            if (parse_long(o, v, 1, &a->epochs)) return 2;
-        } else if (!strcmp(o, "--batch")) {
-            if (parse_long(o, v, 1, &a->batch)) return 2;
-        } else if (!strcmp(o, "--limit")) {
-            if (parse_long(o, v, 1, &a->limit)) return 2;
-        } else if (!strcmp(o, "--warmup")) {
-            if (parse_long(o, v, 0, &a->warmup)) return 2;
-        } else if (!strcmp(o, "--seed")) {
-            if (parse_long(o, v, 0, &l)) return 2;
-            a->seed = (unsigned long long)l;
-        } else if (!strcmp(o, "--lr")) {
-            if (parse_double(o, v, 1e-12, &a->lr)) return 2;
-        } else if (!strcmp(o, "--momentum")) {
-            if (parse_double(o, v, 0, &a->momentum)) return 2;
-        } else if (!strcmp(o, "--weight-decay")) {
-            if (parse_double(o, v, 0, &a->weight_decay)) return 2;
-        } else {
-            return bad_option(o, "unknown option");
-        }
-        i += takes;
+    if (tsr_cli_parse_train(argc, argv, a) != TSR_OK) {
+        fprintf(stderr, "tsr-train: %s\n", a->error);
+        usage(stderr);
+        return 2;
+    }
+    if (a->help) {
+        usage(stdout);
+        exit(0);
     }
     return 0;
 }
@@ -173,7 +92,6 @@ int main(int argc, char **argv) {
         return bad_option("--optimizer", "must be sgd, adam or adamw");
     if (tsr_schedule_kind_parse(a.schedule, &to.schedule.kind) != TSR_OK)
         return bad_option("--schedule", "must be constant, step or cosine");
-    if (a.momentum >= 1.0) return bad_option("--momentum", "must be below 1");
     to.optimizer.lr = (float)(a.lr > 0 ? a.lr : to.optimizer.kind == TSR_OPTIM_SGD ? 0.05 : 1e-3);
     to.optimizer.momentum = (float)a.momentum;
     to.optimizer.nesterov = a.nesterov;

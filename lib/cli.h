@@ -1,0 +1,24 @@
+/* Command-line options of tsr-train, parsed without side effects (no exit, no printing), so a
+ * fuzz target can drive the parser (tests/fuzz/fuzz_cli.c). */
+#ifndef TSR_CLI_H
+#define TSR_CLI_H
+#include <stddef.h>
+#include "tessera/status.h"
+
+typedef struct tsr_cli_train {
+    const char *model, *data, *device, *checkpoint, *resume, *manifest;
+    const char *optimizer, *schedule;
+    const char *mode;        /* NULL: single device; other values are checked by the caller */
+    const char *nonfinite;   /* NULL, "skip" or "stop" */
+    long epochs, batch, limit, warmup;
+    double lr, momentum, weight_decay;  /* lr < 0: the optimizer's default */
+    unsigned long long seed;
+    int nesterov, json, quiet, summary, help;
+    char error[256];         /* "option --epochs: '0' is not an integer >= 1" on failure */
+} tsr_cli_train;
+
+/* Fills *out with the defaults, then applies argv[1..argc-1]. The strings point into argv.
+ * TSR_OK (out->help set for --help), or TSR_ERR_PARSE with out->error naming the option. */
+tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *out);
+
+#endif

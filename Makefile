@@ -132,7 +132,7 @@ deps:
 	@sh tools/deps.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all tests
+	@$(MAKE) --no-print-directory all tests $(FUZZ_TEST_TARGETS)
 	@BUILD=$(BUILD) sh tests/run-tests.sh
 
 demo: deps
@@ -189,6 +189,49 @@ size: $(LIB)
 	@set -- $$($(or $(SIZE),size) -t $(LIB) | tail -n 1); \
 	echo "libtessera.a $(or $(PORT),native)$(if $(filter 0,$(WITH_MPI)), WITH_MPI=0)$(if $(filter 0,$(WITH_OPENCL)), WITH_OPENCL=0)$(if $(filter 0,$(WITH_HWLOC)), WITH_HWLOC=0)$(if $(SANITIZE), SANITIZE=$(SANITIZE)):" \
 	     "$$(wc -c < $(LIB)) bytes; code+data $$(($$1 + $$2 + $$3)) bytes (text $$1, data $$2, bss $$3)"
+
+# --- fuzzing (reliability): libFuzzer targets tests/fuzz/fuzz_*.c, built with clang against the
+# library without MPI/OpenCL/hwloc, compiled with coverage + ASan/UBSan in its own folder.
+# `make fuzz` runs each target FUZZ_SECONDS (default 120) on a corpus kept in build/fuzz/corpus
+# plus the seeds; `make test` runs each a few seconds (tests/run-tests.sh, fuzz block).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 120
+FUZZ_BUILD := build/fuzz
+FUZZ_LIB := $(FUZZ_BUILD)/lib/libtessera.a
+FUZZERS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CPPFLAGS := -D_GNU_SOURCE -Iinclude -I. -DTSR_WITH_MPI=0 -DTSR_WITH_OPENCL=0 -DTSR_WITH_HWLOC=0 \
+                 $(shell $(PKG_CONFIG) --cflags libcjson 2>/dev/null)
+FUZZ_LIBS := $(shell $(PKG_CONFIG) --libs openblas libcjson zlib 2>/dev/null) -lm -lpthread
+# make test builds the fuzz targets too, natively and only where clang is installed
+FUZZ_TEST_TARGETS := $(if $(PORT),,$(if $(shell command -v $(FUZZ_CC) 2>/dev/null),fuzz-targets))
+.PHONY: fuzz-targets valgrind FORCE
+FORCE:
+fuzz-targets: $(FUZZERS)
+ifneq ($(BUILD),$(FUZZ_BUILD)/lib)
+$(FUZZ_LIB): FORCE
+	@$(MAKE) --no-print-directory CC=$(FUZZ_CC) WITH_MPI=0 WITH_OPENCL=0 WITH_HWLOC=0 PORT= \
+	    SANITIZE=fuzzer-no-link,address,undefined BUILD=$(FUZZ_BUILD)/lib CFLAGS="-O1 -g" lib
+endif
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)
+	@echo "  FUZZ    $@"
+	$(Q)$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    $(FUZZ_CPPFLAGS) $< -o $@ $(FUZZ_LIB) $(FUZZ_LIBS)
+fuzz: fuzz-targets
+	@mkdir -p $(FUZZ_BUILD)/artifacts; for f in $(FUZZERS); do n=$${f##*/fuzz_}; \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$n; log=$(FUZZ_BUILD)/$$n.log; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$n- $(FUZZ_BUILD)/corpus/$$n \
+	        tests/fuzz/corpus/$$n > $$log 2>&1; rc=$$?; \
+	    echo "$$n: $$(sed -n 's/^stat::number_of_executed_units: *//p' $$log) execs," \
+	         "$$(ls $(FUZZ_BUILD)/corpus/$$n | wc -l) corpus files, exit $$rc"; \
+	    if [ $$rc != 0 ]; then tail -n 40 $$log; exit 1; fi; done
+
+# --- valgrind memcheck over the unit tests (suppressions for third-party libraries only) ---
+VALGRIND ?= valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
+            --suppressions=tests/valgrind.supp --gen-suppressions=all
+valgrind: all tests
+	@BUILD=$(BUILD) TSR_TEST_NO_MPI=1 TSR_TEST_NO_FUZZ=1 TSR_TEST_WRAPPER="$(VALGRIND)" \
+	    TSR_VALGRIND=1 sh tests/run-tests.sh
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libtessera.a $(DESTDIR)$(INCLUDEDIR)/tessera.h $(DESTDIR)$(PKGCONFIGDIR)/tessera.pc

@@ -8,7 +8,7 @@
 #include <string.h>
 
 static tsr_status fail(tsr_cli_train *a, const char *opt, const char *fmt, ...) {
-    int n = snprintf(a->error, sizeof a->error, "option %s: ", opt);
+    int n = snprintf(a->error, sizeof a->error, "option %.64s: ", opt); /* long junk: cut */
     if (n < 0 || (size_t)n >= sizeof a->error) n = 0;
     va_list ap;
     va_start(ap, fmt);

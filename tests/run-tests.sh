@@ -51,6 +51,24 @@ if [ -z "$TSR_TEST_NO_MPI" ] && [ -d "$BUILD/tests/mpi" ]; then
     done
 fi
 
+# --- fuzz block (reliability owner): each libFuzzer target of build/fuzz (made by `make test`
+# where clang exists) replays its seed corpus, regressions included, then fuzzes a few seconds
+# (TSR_FUZZ_SECONDS, default 4). New inputs go to a temp folder, not the repository.
+# TSR_TEST_NO_FUZZ=1 skips it.
+fuzz_build=${TSR_FUZZ_BUILD:-build/fuzz}
+if [ -z "$TSR_TEST_NO_FUZZ" ] && [ -d "$fuzz_build" ]; then
+    for t in "$fuzz_build"/fuzz_*; do
+        [ -x "$t" ] || continue
+        case "$t" in *.d | *.log) continue ;; esac
+        n=$(basename "$t")
+        [ -n "$TSR_TEST_FILTER" ] && case "$n" in *"$TSR_TEST_FILTER"*) ;; *) continue ;; esac
+        c=${n#fuzz_}
+        mkdir -p "$tmp/fuzz-$c"
+        run "$n" "$t" -max_total_time="${TSR_FUZZ_SECONDS:-4}" -rss_limit_mb=2048 \
+            -artifact_prefix="$tmp/fuzz-$c-" "$tmp/fuzz-$c" "tests/fuzz/corpus/$c"
+    done
+fi
+
 [ -n "$failures" ] && echo "failed:$failures"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -8,6 +8,7 @@
 #include "backends/backend.h"
 #include "lib/comm/comm_internal.h"
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define TSR_HAVE_F16C_PATH 1
 #endif
@@ -76,8 +77,10 @@ void tsr_comm_copy(float *restrict dst, const float *restrict src, size_t n) {
 
 #ifdef TSR_HAVE_F16C_PATH
 static int have_f16c(void) {
-    /* __builtin_cpu_supports reads a table filled by a libgcc constructor: no state of ours. */
-    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    /* __builtin_cpu_supports reads a table filled by a libgcc constructor: no state of ours.
+     * F16C from CPUID leaf 1 (ECX bit 29): clang 14 does not know "f16c" as a feature name. */
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
 }
 
 __attribute__((target("avx,f16c"))) static size_t to_f16_x86(uint16_t *h, const float *x,

@@ -41,6 +41,8 @@ export TSR_TEST_WRAPPER ?= $(QEMU) -L $(QEMU_LD_PREFIX) \
     -E LD_LIBRARY_PATH=$(subst $(space),:,$(strip $(SYSROOT_LIBDIRS))) \
     -E OCL_ICD_VENDORS=$(CURDIR)/build/$(TRIPLET)/no-icd -E OPENBLAS_NUM_THREADS=1
 export TSR_TEST_NO_MPI ?= 1
+# The libFuzzer targets (build/fuzz) are native programs, covered by the native `make test`.
+export TSR_TEST_NO_FUZZ ?= 1
 # Emulation is 5-10x slower than native: tests may read this to shrink long runs.
 export TSR_TEST_EMULATED ?= qemu
 empty :=

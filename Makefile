@@ -226,6 +226,16 @@ fuzz: fuzz-targets
 	         "$$(ls $(FUZZ_BUILD)/corpus/$$n | wc -l) corpus files, exit $$rc"; \
 	    if [ $$rc != 0 ]; then tail -n 40 $$log; exit 1; fi; done
 
+# --- fault tests (reliability): tests/fault/*.c are driver programs for tests/fault/*.sh, which
+# tests/run-tests.sh runs (fault block).
+FAULT_BINS := $(patsubst tests/fault/%.c,$(BUILD)/tests/fault/%,$(wildcard tests/fault/*.c))
+tests: $(FAULT_BINS)
+$(BUILD)/tests/fault/%: tests/fault/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP $< -o $@ $(LDFLAGS) $(LIB) $(LIBS)
+-include $(FAULT_BINS:=.d)
+
 # --- valgrind memcheck over the unit tests (suppressions for third-party libraries only) ---
 VALGRIND ?= valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
             --suppressions=tests/valgrind.supp --gen-suppressions=all

@@ -28,9 +28,11 @@
  * The CRC covers the whole file, so any single corrupted byte or burst up to 32 bits is
  * detected; the structural checks still run on every field (fuzzing skips the CRC). */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -149,10 +151,19 @@ typedef struct writer {
     FILE *fp;
     uint32_t crc;
     int err; /* errno of the first failure */
+    long long kill_after; /* fault injection (TSR_FAULT_CKPT_KILL): -1, or bytes before SIGKILL */
+    unsigned long long written;
 } writer;
 
 static void w_bytes(writer *w, const void *p, size_t n) {
     if (w->err || !n) return;
+    if (w->kill_after >= 0 && w->written + n > (unsigned long long)w->kill_after) {
+        /* tests/fault: the process dies mid-write, as under kill -9 or a power cut */
+        size_t part = (size_t)((unsigned long long)w->kill_after - w->written);
+        if (fwrite(p, 1, part, w->fp) == part) fflush(w->fp);
+        raise(SIGKILL);
+    }
+    w->written += n;
     w->crc = crc_update(w->crc, p, n);
     if (fwrite(p, 1, n, w->fp) != n) w->err = errno ? errno : EIO;
 }
@@ -326,7 +337,9 @@ tsr_status tsr_checkpoint_save(tsr_context *ctx, const char *path, const tsr_che
         tsr_free(ctx, tmp);
         return st;
     }
-    writer w = {fp, 0, 0};
+    writer w = {fp, 0, 0, -1, 0};
+    const char *fault = getenv("TSR_FAULT_CKPT_KILL");
+    if (fault && *fault) w.kill_after = strtoll(fault, NULL, 10);
     w.crc = (uint32_t)crc32(0L, Z_NULL, 0);
     errno = 0;
     write_all(&w, ck, table_off, data_off, file_size);

@@ -51,6 +51,18 @@ if [ -z "$TSR_TEST_NO_MPI" ] && [ -d "$BUILD/tests/mpi" ]; then
     done
 fi
 
+# --- fault block (reliability owner): tests/fault/*.sh inject faults (a rank killed, a
+# checkpoint write interrupted, resume after a kill, ...) into build/tests/fault programs.
+# TSR_TEST_NO_FAULT=1 skips it.
+if [ -z "$TSR_TEST_NO_FAULT" ] && [ -d "$BUILD/tests/fault" ]; then
+    for t in tests/fault/*.sh; do
+        [ -f "$t" ] || continue
+        n=fault_$(basename "$t" .sh)
+        [ -n "$TSR_TEST_FILTER" ] && case "$n" in *"$TSR_TEST_FILTER"*) ;; *) continue ;; esac
+        POCL_CACHE_DIR="$pocl_cache/unit" run "$n" env BUILD="$BUILD" sh "$t"
+    done
+fi
+
 # --- fuzz block (reliability owner): each libFuzzer target of build/fuzz (made by `make test`
 # where clang exists) replays its seed corpus, regressions included, then fuzzes a few seconds
 # (TSR_FUZZ_SECONDS, default 4). New inputs go to a temp folder, not the repository.

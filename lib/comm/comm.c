@@ -3,8 +3,10 @@
 #include <math.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "lib/comm/comm_internal.h"
 
 /* Largest element count accepted: 2^40, or half the address space where size_t is 32 bits
@@ -67,7 +69,45 @@ tsr_status tsr_comm_read_env(tsr_context *ctx, tsr_comm *c) {
                          "TSR_ALLREDUCE: unknown algorithm '%s' (auto|ring|rhd|shm|mpi)", a);
     TSR_TRY(env_bytes(ctx, "TSR_ALLREDUCE_SEGMENT", 256u << 10, 4096, &c->segment_bytes));
     TSR_TRY(env_bytes(ctx, "TSR_SHM_BYTES", 16u << 20, 64u << 10, &c->shm_bytes));
+    /* Long enough for the largest allreduce on a slow link, short enough that a dead peer
+     * costs minutes, not a lost night of training. */
+    c->timeout_s = 300;
+    const char *t = getenv("TSR_COMM_TIMEOUT");
+    if (t && *t) {
+        char *end;
+        double x = strtod(t, &end);
+        if (end == t || *end || !(x >= 0) || x > 1e9)
+            return tsr_error(ctx, TSR_ERR_PARSE,
+                             "TSR_COMM_TIMEOUT: expected seconds >= 0 (0: no limit), got '%s'", t);
+        c->timeout_s = x;
+    }
     return TSR_OK;
+}
+
+double tsr_comm_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void mark_broken(tsr_comm *c) {
+    if (!c) return;
+    c->broken = 1;
+#if TSR_WITH_MPI
+    mark_broken(c->node);
+    mark_broken(c->cross);
+#endif
+}
+
+tsr_status tsr_comm_peer_lost(tsr_comm *comm, const char *what) {
+    mark_broken(comm);
+    if (comm->size == 2)
+        return tsr_error(comm->ctx, TSR_ERR_PEER_LOST,
+                         "rank %d lost: no progress for %g s in %s (rank %d waiting; "
+                         "TSR_COMM_TIMEOUT)", 1 - comm->rank, comm->timeout_s, what, comm->rank);
+    return tsr_error(comm->ctx, TSR_ERR_PEER_LOST,
+                     "a peer rank lost: no progress for %g s in %s (rank %d of %d waiting; "
+                     "TSR_COMM_TIMEOUT)", comm->timeout_s, what, comm->rank, comm->size);
 }
 
 tsr_status tsr_comm_self_create(tsr_context *ctx, tsr_comm **out) {
@@ -205,8 +245,10 @@ tsr_status tsr_comm_barrier(tsr_comm *comm) {
     if (!comm) return TSR_ERR_INVALID_ARG;
 #if TSR_WITH_MPI
     if (comm->is_mpi) {
-        int rc = MPI_Barrier(comm->mc);
-        if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(comm->ctx, rc, "MPI_Barrier");
+        MPI_Request rq;
+        int rc = MPI_Ibarrier(comm->mc, &rq);
+        if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(comm->ctx, rc, "MPI_Ibarrier");
+        return tsr_comm_mpi_poll(comm, &rq, "barrier");
     }
 #endif
     return TSR_OK;
@@ -394,8 +436,10 @@ tsr_status tsr_comm_run(tsr_comm *comm, float *buf, size_t count, const tsr_allr
             total = o.weight;
 #if TSR_WITH_MPI
             if (comm->is_mpi) {
-                int rc = MPI_Allreduce(&o.weight, &total, 1, MPI_DOUBLE, MPI_SUM, comm->mc);
-                if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(ctx, rc, "MPI_Allreduce(weight)");
+                MPI_Request rq;
+                int rc = MPI_Iallreduce(&o.weight, &total, 1, MPI_DOUBLE, MPI_SUM, comm->mc, &rq);
+                if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(ctx, rc, "MPI_Iallreduce(weight)");
+                TSR_TRY(tsr_comm_mpi_poll(comm, &rq, "allreduce of the weights"));
             }
 #endif
         }
@@ -487,13 +531,23 @@ tsr_status tsr_comm_test(tsr_comm_request *req, int *done) {
 tsr_status tsr_comm_wait(tsr_comm_request *req) {
     if (!req) return TSR_OK;
     tsr_comm *comm = req->comm;
+    double deadline = comm->timeout_s > 0 ? tsr_comm_now() + comm->timeout_s : 0;
+    tsr_status lost = TSR_OK;
     for (unsigned spins = 0; !req->done; spins++) {
         comm_progress(comm);
         /* With more ranks than cores a spinning rank steals the core its peer needs; with
          * enough cores yielding only hands the core to unrelated work for a time slice. */
         if (!req->done && comm->oversubscribed && spins > 64) sched_yield();
+        if (!req->done && deadline > 0 && (spins & 255) == 255 && tsr_comm_now() > deadline) {
+            char what[96];
+            snprintf(what, sizeof what, "%s of %zu floats", tsr_allreduce_algo_name(req->algo),
+                     req->count);
+            lost = tsr_comm_peer_lost(comm, what);
+            queue_remove(comm, req);
+            break;
+        }
     }
-    tsr_status s = req->status;
+    tsr_status s = lost != TSR_OK ? lost : req->status;
 #if TSR_WITH_MPI
     tsr_comm_request_release(req);
 #endif

@@ -30,6 +30,9 @@ struct tsr_comm {
     tsr_comm_request *active;                   /* FIFO of started, unfinished requests */
     int nactive;
     void *self_regions;                         /* self comm: list of tsr_comm_alloc blocks */
+    double timeout_s;     /* TSR_COMM_TIMEOUT: a wait without completion this long means a
+                             peer is lost (0: wait forever) */
+    int broken;           /* a peer was lost: teardown skips collective MPI calls */
 #if TSR_WITH_MPI
     int is_mpi;
     MPI_Comm mc;          /* our duplicate, MPI_ERRORS_RETURN */
@@ -130,4 +133,14 @@ tsr_status tsr_comm_read_env(tsr_context *ctx, tsr_comm *comm);
 tsr_status tsr_comm_run(tsr_comm *comm, float *buf, size_t count, const tsr_allreduce_opts *opts,
                         int phases, float scale, tsr_comm_request **out);
 
+/* Monotonic seconds. */
+double tsr_comm_now(void);
+/* Marks comm (and its node/cross parts) broken and returns TSR_ERR_PEER_LOST with a detail
+ * naming the lost rank where it is known (two ranks) and what was waiting. */
+tsr_status tsr_comm_peer_lost(tsr_comm *comm, const char *what);
+#if TSR_WITH_MPI
+/* Waits for a non-blocking MPI operation with the communicator's deadline. */
+tsr_status tsr_comm_mpi_poll(tsr_comm *comm, MPI_Request *rq, const char *what);
 #endif
+#endif
+

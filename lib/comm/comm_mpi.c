@@ -1,5 +1,6 @@
 /* MPI communicators: wrapping, node view, errors, and the `mpi` algorithm (MPI_Iallreduce). */
 #include <limits.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 #include "lib/comm/comm_internal.h"
@@ -116,7 +117,28 @@ tsr_status tsr_comm_wrap_mpi(tsr_context *ctx, MPI_Comm mc, int finalize_mpi, in
     return wrap(ctx, mc, finalize_mpi, with_node ? KIND_FULL : KIND_NODE, out);
 }
 
+tsr_status tsr_comm_mpi_poll(tsr_comm *comm, MPI_Request *rq, const char *what) {
+    double deadline = comm->timeout_s > 0 ? tsr_comm_now() + comm->timeout_s : 0;
+    for (unsigned spins = 0;; spins++) {
+        int flag = 0;
+        int rc = MPI_Test(rq, &flag, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(comm->ctx, rc, what);
+        if (flag) return TSR_OK;
+        if (comm->oversubscribed && spins > 64) sched_yield();
+        if (deadline > 0 && (spins & 255) == 255 && tsr_comm_now() > deadline)
+            return tsr_comm_peer_lost(comm, what); /* the request is abandoned, not waited */
+    }
+}
+
 void tsr_comm_free_mpi(tsr_comm *c) {
+    if (c->broken) {
+        /* A peer is gone: collective teardown (window frees, finalize) would wait for it
+         * forever. Free our memory only; the process is expected to exit. */
+        tsr_comm_free(c->cross);
+        tsr_comm_free(c->node);
+        tsr_free(c->ctx, c);
+        return;
+    }
     tsr_comm_shm_free_all(c);
     tsr_comm_free(c->cross);
     tsr_comm_free(c->node);
@@ -164,6 +186,17 @@ tsr_status tsr_comm_mpi_progress(tsr_comm_request *r) {
 
 void tsr_comm_request_release(tsr_comm_request *r) {
     tsr_context *ctx = r->comm->ctx;
+    if (r->comm->broken) { /* waiting on a lost peer would hang: abandon the MPI requests */
+        if (r->lanes) {
+            tsr_free(ctx, r->lane_mem);
+            r->lane_mem = NULL;
+            r->lanes = NULL;
+        }
+        r->inner = NULL; /* still queued on the cross communicator, which frees it */
+        tsr_free(ctx, r->half);
+        r->half = NULL;
+        return;
+    }
     if (r->algo == TSR_ALLREDUCE_MPI && !r->done && r->mreq != MPI_REQUEST_NULL) {
         /* An abandoned collective cannot be cancelled: complete it so MPI state stays sane. */
         MPI_Wait(&r->mreq, MPI_STATUS_IGNORE);

@@ -304,12 +304,18 @@ static void test_malformed(void **state) {
     g = gzip_bytes(buf, 36);
     expect_error(f, "overflow.gz", g.p, g.n, TSR_ERR_CORRUPT, "overflow");
     free(g.p);
-    /* huge but representable dims: truncated, and never allocated in full */
+    /* huge dims: on 64-bit representable, so truncated (and never allocated in full); on a
+     * 32-bit size_t they overflow the address space, which is the right answer there */
     memcpy(buf, raw.p, 16);
     put_be(buf + 4, 0x7fffffffu, 4);
-    expect_error(f, "huge", buf, 16 + 40, TSR_ERR_TRUNCATED, "data bytes expected");
     g = gzip_bytes(buf, 16 + 40);
-    expect_error(f, "huge.gz", g.p, g.n, TSR_ERR_TRUNCATED, "data bytes expected, 40 found");
+    if (sizeof(size_t) >= 8) {
+        expect_error(f, "huge", buf, 16 + 40, TSR_ERR_TRUNCATED, "data bytes expected");
+        expect_error(f, "huge.gz", g.p, g.n, TSR_ERR_TRUNCATED, "data bytes expected, 40 found");
+    } else {
+        expect_error(f, "huge", buf, 16 + 40, TSR_ERR_CORRUPT, "overflow the address space");
+        expect_error(f, "huge.gz", g.p, g.n, TSR_ERR_CORRUPT, "overflow");
+    }
     free(g.p);
     /* header cut: magic, dims */
     expect_error(f, "empty", raw.p, 0, TSR_ERR_TRUNCATED, "0 bytes, the magic needs 4");

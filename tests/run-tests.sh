@@ -51,6 +51,12 @@ if [ -z "$TSR_TEST_NO_MPI" ] && [ -d "$BUILD/tests/mpi" ]; then
     done
 fi
 
+# --- embedding: install into a temporary DESTDIR, build samples/embed out of tree with
+# pkg-config alone, run it (tests/embed-test.sh; it skips itself on cross ports).
+if [ -z "$TSR_TEST_FILTER" ] || case embed in *"$TSR_TEST_FILTER"*) true ;; *) false ;; esac; then
+    run embed env BUILD="$BUILD" sh tests/embed-test.sh
+fi
+
 # --- fault block (reliability owner): tests/fault/*.sh inject faults (a rank killed, a
 # checkpoint write interrupted, resume after a kill, ...) into build/tests/fault programs.
 # TSR_TEST_NO_FAULT=1 skips it.

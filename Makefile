@@ -236,6 +236,15 @@ $(BUILD)/tests/fault/%: tests/fault/%.c $(LIB)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP $< -o $@ $(LDFLAGS) $(LIB) $(LIBS)
 -include $(FAULT_BINS:=.d)
 
+# --- run manifest (reliability): the code version records `git describe` at build time; the
+# manifest object is rebuilt when it changes.
+GIT_DESCRIBE := $(or $(shell git describe --always --dirty 2>/dev/null),unknown)
+$(BUILD)/obj/lib/manifest.o: CPPFLAGS += -DTSR_GIT_DESCRIBE='"$(GIT_DESCRIBE)"'
+$(BUILD)/obj/lib/manifest.o: $(BUILD)/gen/git-describe
+$(BUILD)/gen/git-describe: FORCE
+	@mkdir -p $(dir $@)
+	@[ "$$(cat $@ 2>/dev/null)" = "$(GIT_DESCRIBE)" ] || echo "$(GIT_DESCRIBE)" > $@
+
 # --- valgrind memcheck over the unit tests (suppressions for third-party libraries only) ---
 VALGRIND ?= valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
             --suppressions=tests/valgrind.supp --gen-suppressions=all

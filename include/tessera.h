@@ -15,5 +15,6 @@
 #include "tessera/train.h"
 #include "tessera/topology.h"
 #include "tessera/comm.h"
+#include "tessera/manifest.h"
 
 #endif

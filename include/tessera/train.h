@@ -3,6 +3,7 @@
 #define TESSERA_TRAIN_H
 #include <stddef.h>
 #include <stdint.h>
+#include "comm.h"
 #include "context.h"
 #include "data.h"
 #include "model.h"
@@ -55,6 +56,28 @@ typedef enum tsr_init_kind {
     TSR_INIT_GLOROT_UNIFORM = 1  /* U(+-sqrt(6/(fan_in+fan_out))), zero biases */
 } tsr_init_kind;
 
+/* How ranks share the work. Only DATA exists so far; the others are reserved names. */
+typedef enum tsr_train_mode {
+    TSR_MODE_DATA = 0,      /* replicated model, gradients averaged by allreduce */
+    TSR_MODE_PIPELINE = 1,
+    TSR_MODE_HYBRID = 2,
+    TSR_MODE_ASYNC = 3,
+    TSR_MODE_GOSSIP = 4
+} tsr_train_mode;
+
+/* Gradient compression for data parallelism. */
+typedef enum tsr_compress_kind {
+    TSR_COMPRESS_NONE = 0,
+    TSR_COMPRESS_FP16 = 1,  /* fp16 on the wire (TSR_WIRE_F16) */
+    TSR_COMPRESS_TOPK = 2   /* top-k per bucket with error feedback (Deep Gradient Compression):
+                               the k largest |g + residual| travel as index/value pairs
+                               (allgather), the rest stays in a local residual */
+} tsr_compress_kind;
+
+/* "data" "pipeline" "hybrid" "async" "gossip" / "none" "fp16" "topk"; TSR_ERR_PARSE else. */
+tsr_status tsr_train_mode_parse(const char *name, tsr_train_mode *out);
+tsr_status tsr_compress_kind_parse(const char *name, tsr_compress_kind *out);
+
 typedef struct tsr_trainer_options {
     const char *device;      /* context device id ("host", "opencl:0:0") or index as text;
                                 NULL: device 0 */
@@ -63,10 +86,21 @@ typedef struct tsr_trainer_options {
     tsr_schedule_options schedule;
     uint64_t seed;           /* initialisation, dropout masks */
     tsr_init_kind init;
+    /* Data parallelism. comm NULL (or one rank): a single process. With comm, every rank
+     * calls step with its own local batch (sizes may differ: gradients are weighted by sample
+     * count, so the update is the gradient of the global batch), all ranks in step. Parameters
+     * start identical (same seed) and stay bitwise identical. */
+    tsr_comm *comm;
+    tsr_train_mode mode;
+    size_t fusion_bytes;         /* gradient bucket size; 0: $TSR_FUSION_BYTES, else 4 MiB */
+    tsr_allreduce_algo algo;     /* AUTO: the communicator's choice */
+    tsr_compress_kind compress;  /* 0: $TSR_COMPRESS (none|fp16|topk), else none */
+    double topk_ratio;           /* TOPK: fraction of each bucket sent; 0: 0.01 */
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,
- * constant schedule, seed 1, He-uniform initialisation. */
+ * constant schedule, seed 1, He-uniform initialisation; no communicator, mode data, 4 MiB
+ * buckets, no compression. */
 void tsr_trainer_options_init(tsr_trainer_options *o);
 
 typedef struct tsr_trainer tsr_trainer;
@@ -94,6 +128,19 @@ void tsr_trainer_set_epoch(tsr_trainer *t, uint64_t epoch);
 uint64_t tsr_trainer_seed(const tsr_trainer *t);    /* after a load: the checkpoint's seed */
 float tsr_trainer_lr(const tsr_trainer *t);         /* rate the next step will use */
 const tsr_device_info *tsr_trainer_device(const tsr_trainer *t);
+/* Data parallelism: samples/s of a timed forward+backward (no update) of n samples, after one
+ * warm-up; the trainer's state is unchanged. */
+tsr_status tsr_trainer_measure(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
+                               double *samples_per_s);
+/* Splits a global batch across the ranks of comm in proportion to each rank's rate (>0):
+ * shares[0..size) (same on every rank), each >= 1, summing to global_batch (>= size).
+ * Collective. */
+tsr_status tsr_dp_shares(tsr_comm *comm, size_t global_batch, double rate, size_t *shares);
+/* Mean loss of the last step over the global batch (data mode; the local loss otherwise). */
+float tsr_trainer_global_loss(const tsr_trainer *t);
+/* Gradient buckets of the last step (data mode with more than one rank; 0 otherwise). */
+size_t tsr_trainer_buckets(const tsr_trainer *t);
+
 /* Copies all parameters (tsr_model_param_count floats) to or from the host. */
 tsr_status tsr_trainer_get_params(tsr_trainer *t, float *dst, size_t count);
 tsr_status tsr_trainer_set_params(tsr_trainer *t, const float *src, size_t count);

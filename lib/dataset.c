@@ -203,6 +203,7 @@ struct tsr_loader {
     size_t global;       /* samples per global batch: batch * nranks */
     size_t global_count; /* global batches per epoch */
     size_t next;         /* next global batch */
+    size_t share_off;    /* this rank's slice of a global batch: [share_off, +o.batch) */
 };
 
 tsr_status tsr_loader_create(tsr_context *ctx, const tsr_dataset *d, const tsr_loader_options *o,
@@ -239,6 +240,7 @@ tsr_status tsr_loader_create(tsr_context *ctx, const tsr_dataset *d, const tsr_l
     l->count = d->count;
     l->global = global;
     l->global_count = l->count / global + (!o->drop_last && l->count % global ? 1 : 0);
+    l->share_off = (size_t)o->rank * o->batch;
     tsr_loader_start_epoch(l, 0);
     *out = l;
     return TSR_OK;
@@ -265,13 +267,13 @@ size_t tsr_loader_batches(const tsr_loader *l) {
     if (!l) return 0;
     size_t full = l->count / l->global, rem = l->count % l->global;
     if (l->o.drop_last || rem == 0) return full;
-    return full + (rem > (size_t)l->o.rank * l->o.batch ? 1 : 0);
+    return full + (rem > l->share_off ? 1 : 0);
 }
 
 /* [*start, start + n) of the order for this rank's slice of the next global batch. */
 static size_t next_slice(tsr_loader *l, size_t *start) {
     if (l->next >= l->global_count) return 0;
-    size_t begin = l->next * l->global + (size_t)l->o.rank * l->o.batch;
+    size_t begin = l->next * l->global + l->share_off;
     l->next++;
     if (begin >= l->count) return 0; /* the partial last global batch ends before this rank */
     size_t n = l->count - begin;
@@ -299,4 +301,24 @@ size_t tsr_loader_next(tsr_loader *l, float *images, int32_t *labels) {
         if (labels) labels[i] = d->labels[s];
     }
     return n;
+}
+
+tsr_status tsr_loader_set_shares(tsr_loader *l, const size_t *shares) {
+    if (!l || !shares) return TSR_ERR_INVALID_ARG;
+    size_t global = 0, off = 0;
+    for (int r = 0; r < l->o.nranks; r++) {
+        if (r == l->o.rank) off = global;
+        if (shares[r] > SIZE_MAX - global)
+            return tsr_error(l->ctx, TSR_ERR_INVALID_ARG, "tsr_loader_set_shares: shares overflow");
+        global += shares[r];
+    }
+    if (!shares[l->o.rank])
+        return tsr_error(l->ctx, TSR_ERR_INVALID_ARG,
+                         "tsr_loader_set_shares: rank %d has a share of 0 samples", l->o.rank);
+    l->o.batch = shares[l->o.rank];
+    l->share_off = off;
+    l->global = global;
+    l->global_count = l->count / global + (!l->o.drop_last && l->count % global ? 1 : 0);
+    l->next = 0;
+    return TSR_OK;
 }

@@ -135,6 +135,13 @@ tsr_status tsr_comm_reduce_scatter(tsr_comm *comm, float *buf, size_t count,
 /* In place: every rank's slice of buf is copied to all ranks (float32). algo as above. */
 tsr_status tsr_comm_allgather(tsr_comm *comm, float *buf, size_t count, tsr_allreduce_algo algo);
 
+/* ---- variable-size gather ---- */
+
+/* Every rank contributes send[0..bytes[rank]) and receives all contributions concatenated in
+ * rank order into recv (sum of bytes[] bytes). bytes[] (one entry per rank) must be the same on
+ * every rank (MPI_Allgatherv; used for top-k sparse gradients and timeline gathering). */
+tsr_status tsr_comm_allgatherv(tsr_comm *comm, const void *send, void *recv, const size_t *bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -84,6 +84,11 @@ size_t tsr_loader_next(tsr_loader *l, float *images, int32_t *labels);
 /* As tsr_loader_next, but gives the data set indices of the next batch (no copy). */
 size_t tsr_loader_next_indices(tsr_loader *l, size_t *indices);
 
+/* Heterogeneous shards: rank r takes shares[r] samples of every global batch (shares has
+ * nranks entries, the same on every rank, each >= 1; global batch = their sum), the slice
+ * after the shares of ranks 0..r-1. Restarts the current epoch. */
+tsr_status tsr_loader_set_shares(tsr_loader *l, const size_t *shares);
+
 /* The sample order of epoch `epoch`: perm[0..n) becomes a permutation of 0..n-1, by
  * Fisher-Yates (i = n-1 down to 1, j uniform in [0, i]) driven by a counter-based generator
  * (SplitMix64 outputs at counters 1, 2, ... of a key mixed from seed and epoch; uniform draws

@@ -254,6 +254,21 @@ tsr_status tsr_comm_barrier(tsr_comm *comm) {
     return TSR_OK;
 }
 
+tsr_status tsr_comm_allgatherv(tsr_comm *comm, const void *send, void *recv, const size_t *bytes) {
+    if (!comm || !bytes || (!send && bytes[comm->rank]))
+        return tsr_error(comm ? comm->ctx : NULL, TSR_ERR_INVALID_ARG,
+                         "tsr_comm_allgatherv: NULL %s", !comm ? "communicator" : !bytes ? "bytes" : "send");
+    size_t total = 0;
+    for (int r = 0; r < comm->size; r++) total += bytes[r];
+    if (total && !recv)
+        return tsr_error(comm->ctx, TSR_ERR_INVALID_ARG, "tsr_comm_allgatherv: NULL recv");
+#if TSR_WITH_MPI
+    if (comm->is_mpi) return tsr_comm_mpi_allgatherv(comm, send, recv, bytes);
+#endif
+    if (bytes[0]) memmove(recv, send, bytes[0]);
+    return TSR_OK;
+}
+
 tsr_status tsr_comm_alloc(tsr_comm *comm, size_t bytes, void **out) {
     if (!comm || !out) return TSR_ERR_INVALID_ARG;
     *out = NULL;

@@ -141,6 +141,9 @@ tsr_status tsr_comm_peer_lost(tsr_comm *comm, const char *what);
 #if TSR_WITH_MPI
 /* Waits for a non-blocking MPI operation with the communicator's deadline. */
 tsr_status tsr_comm_mpi_poll(tsr_comm *comm, MPI_Request *rq, const char *what);
+/* MPI_Iallgatherv of bytes (tsr_comm_allgatherv). */
+tsr_status tsr_comm_mpi_allgatherv(tsr_comm *comm, const void *send, void *recv,
+                                   const size_t *bytes);
 #endif
 #endif
 

@@ -130,6 +130,33 @@ tsr_status tsr_comm_mpi_poll(tsr_comm *comm, MPI_Request *rq, const char *what) 
     }
 }
 
+tsr_status tsr_comm_mpi_allgatherv(tsr_comm *comm, const void *send, void *recv,
+                                   const size_t *bytes) {
+    int n = comm->size;
+    int *cnt = tsr_malloc(comm->ctx, 2 * (size_t)n * sizeof *cnt);
+    if (!cnt) return tsr_error(comm->ctx, TSR_ERR_NO_MEMORY, "allgatherv: counts");
+    int *disp = cnt + n;
+    size_t off = 0;
+    for (int r = 0; r < n; r++) {
+        if (bytes[r] > INT_MAX || off > INT_MAX) {
+            tsr_free(comm->ctx, cnt);
+            return tsr_error(comm->ctx, TSR_ERR_UNSUPPORTED,
+                             "allgatherv: %zu bytes from rank %d exceed MPI's int counts", bytes[r], r);
+        }
+        cnt[r] = (int)bytes[r];
+        disp[r] = (int)off;
+        off += bytes[r];
+    }
+    MPI_Request rq;
+    char dummy = 0;
+    int rc = MPI_Iallgatherv(send ? send : &dummy, cnt[comm->rank], MPI_BYTE, recv ? recv : &dummy,
+                             cnt, disp, MPI_BYTE, comm->mc, &rq);
+    tsr_status s = rc != MPI_SUCCESS ? tsr_comm_mpi_error(comm->ctx, rc, "MPI_Iallgatherv")
+                                     : tsr_comm_mpi_poll(comm, &rq, "allgatherv");
+    tsr_free(comm->ctx, cnt);
+    return s;
+}
+
 void tsr_comm_free_mpi(tsr_comm *c) {
     if (c->broken) {
         /* A peer is gone: collective teardown (window frees, finalize) would wait for it

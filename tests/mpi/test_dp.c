@@ -1,0 +1,366 @@
+/* Data-parallel training under mpiexec -n 1..4:
+ *  - parameters stay bitwise identical across ranks after every step (hash gathered to rank 0),
+ *    uncompressed, fp16 on the wire and top-k, with small buckets (several per step);
+ *  - one step with unequal local batches (shares from tsr_dp_shares, slices from the loader's
+ *    tsr_loader_set_shares) equals a single-process step on the same global batch;
+ *  - fp16 and top-k keep convergence: loss after N steps within a margin of the uncompressed run;
+ *  - TSR_TIMELINE: the trace parses with cJSON, has every rank, and its events nest;
+ *  - bad input gives errors that say what was wrong.
+ * Prints each failure and exits non-zero. */
+#include <cJSON.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <mpi.h>
+#include "tessera.h"
+
+const char *__asan_default_options(void);
+const char *__lsan_default_suppressions(void);
+const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0"; }
+const char *__lsan_default_suppressions(void) {
+    return "leak:libucs\nleak:libuct\nleak:libucp\nleak:libmpich\n";
+}
+
+static int failures;
+static int rank, nranks;
+
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        if (!(cond)) {                                                     \
+            failures++;                                                    \
+            fprintf(stderr, "rank %d: %s:%d: ", rank, __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);                                  \
+            fprintf(stderr, "\n");                                         \
+        }                                                                  \
+    } while (0)
+#define CHECK_OK(expr, ctx)                                                                  \
+    do {                                                                                     \
+        tsr_status s_ = (expr);                                                              \
+        CHECK(s_ == TSR_OK, "%s: %s (%s)", #expr, tsr_status_str(s_), tsr_context_last_error(ctx)); \
+    } while (0)
+
+enum { FEATURES = 32, CLASSES = 10, SAMPLES = 480 };
+
+static uint64_t hash_bytes(const void *p, size_t n) {
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+/* A learnable synthetic task, identical on every rank: class c has a fixed random centre,
+ * samples are centre + noise. */
+static tsr_dataset *make_data(tsr_context *ctx) {
+    tsr_dataset *d = NULL;
+    if (tsr_dataset_create(ctx, SAMPLES, 1, 4, FEATURES / 4, CLASSES, &d) != TSR_OK) return NULL;
+    uint64_t x = 12345;
+    float centre[CLASSES][FEATURES];
+    for (int c = 0; c < CLASSES; c++)
+        for (int f = 0; f < FEATURES; f++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            centre[c][f] = (float)((x >> 40) & 0xFFFF) / 65536.0f * 2.0f - 1.0f;
+        }
+    for (size_t i = 0; i < SAMPLES; i++) {
+        int c = (int)(i % CLASSES);
+        d->labels[i] = c;
+        for (int f = 0; f < FEATURES; f++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            float noise = (float)((x >> 40) & 0xFFFF) / 65536.0f - 0.5f;
+            d->images[i * FEATURES + f] = centre[c][f] + 3.0f * noise;
+        }
+    }
+    return d;
+}
+
+static tsr_model *make_model(tsr_context *ctx) {
+    tsr_model *m = NULL;
+    tsr_model_input in = {1, 4, FEATURES / 4, CLASSES};
+    tsr_status s = tsr_model_parse(ctx, "dense:64,relu,dense:32,relu,dense:10", in, &m);
+    CHECK(s == TSR_OK, "model: %s", tsr_context_last_error(ctx));
+    return m;
+}
+
+/* Trains `steps` steps of batch `b` per rank; checks identical parameters after every step;
+ * returns the mean global loss of the last 10 steps (same on every rank). */
+static double train_run(tsr_context *ctx, tsr_comm *comm, const tsr_model *model,
+                        const tsr_dataset *d, tsr_compress_kind compress, int steps, size_t b) {
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    o.batch = b;
+    o.comm = comm;
+    o.compress = compress;
+    /* within a node shm moves float32 (nothing to compress): make fp16 really travel */
+    if (compress == TSR_COMPRESS_FP16) o.algo = TSR_ALLREDUCE_RING;
+    o.topk_ratio = 0.1;
+    o.fusion_bytes = 1024; /* several buckets per step (3 here) */
+    o.optimizer.lr = 3e-3f;
+    tsr_trainer *t = NULL;
+    CHECK_OK(tsr_trainer_create(ctx, model, &o, &t), ctx);
+    if (!t) return NAN;
+    tsr_loader_options lo = {b, 7, 1, rank, nranks, 1};
+    tsr_loader *l = NULL;
+    CHECK_OK(tsr_loader_create(ctx, d, &lo, &l), ctx);
+    size_t np = tsr_model_param_count(model);
+    float *p = malloc(np * sizeof *p), *x = malloc(b * FEATURES * sizeof *x);
+    int32_t *y = malloc(b * sizeof *y);
+    uint64_t *hashes = malloc((size_t)nranks * sizeof *hashes);
+    double tail = 0.0;
+    int mismatch = 0;
+    uint64_t epoch = 0;
+    for (int s = 0; s < steps && l; s++) {
+        size_t n = tsr_loader_next(l, x, y);
+        if (!n) {
+            tsr_loader_start_epoch(l, ++epoch);
+            n = tsr_loader_next(l, x, y);
+        }
+        CHECK_OK(tsr_trainer_step(t, x, y, n, NULL), ctx);
+        if (s >= steps - 10) tail += tsr_trainer_global_loss(t) / 10.0;
+        CHECK_OK(tsr_trainer_get_params(t, p, np), ctx);
+        uint64_t h = hash_bytes(p, np * sizeof *p);
+        MPI_Gather(&h, 1, MPI_UINT64_T, hashes, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+        if (rank == 0)
+            for (int r = 1; r < nranks; r++)
+                if (hashes[r] != hashes[0] && !mismatch++)
+                    CHECK(0, "compress %d step %d: rank %d parameters differ from rank 0's", (int)compress,
+                          s, r);
+    }
+    if (nranks > 1)
+        CHECK(tsr_trainer_buckets(t) >= 3, "expected several gradient buckets, got %zu",
+              tsr_trainer_buckets(t));
+    free(p);
+    free(x);
+    free(y);
+    free(hashes);
+    tsr_loader_free(l);
+    tsr_trainer_free(t);
+    return tail;
+}
+
+static void test_identical_and_convergence(tsr_context *ctx, tsr_comm *comm, const tsr_model *model,
+                                           const tsr_dataset *d) {
+    int steps = nranks <= 2 ? 80 : 40;
+    size_t b = 24 / (size_t)nranks; /* same global batch at every n */
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    double none = train_run(ctx, comm, model, d, TSR_COMPRESS_NONE, steps, b);
+    double f16 = train_run(ctx, comm, model, d, TSR_COMPRESS_FP16, steps, b);
+    double topk = train_run(ctx, comm, model, d, TSR_COMPRESS_TOPK, steps, b);
+    /* initial loss is ln(10) = 2.30; the task is separable */
+    if (rank == 0) printf("n=%d: loss after %d steps: none %.4f fp16 %.4f topk(10%%) %.4f\n", nranks,
+                          steps, none, f16, topk);
+    CHECK(none < 1.2, "uncompressed training did not learn: loss %.4f", none);
+    CHECK(fabs(f16 - none) < 0.05, "fp16 wire: loss %.4f vs %.4f uncompressed (margin 0.05)", f16, none);
+    CHECK(topk < none + 0.3, "top-k: loss %.4f vs %.4f uncompressed (margin 0.3)", topk, none);
+}
+
+/* One step at unequal local batches == one single-process step on the global batch. */
+static void test_weighted_equivalence(tsr_context *ctx, tsr_comm *comm, const tsr_model *model,
+                                      const tsr_dataset *d) {
+    size_t global = 10 * (size_t)nranks + 3, shares[4];
+    CHECK_OK(tsr_dp_shares(comm, global, 1.0 + rank, shares), ctx); /* rank r is r+1 times as fast */
+    size_t sum = 0;
+    for (int r = 0; r < nranks; r++) sum += shares[r];
+    CHECK(sum == global, "shares sum to %zu, not %zu", sum, global);
+    if (nranks > 1) CHECK(shares[nranks - 1] > shares[0], "faster rank got %zu <= %zu", shares[nranks - 1], shares[0]);
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    o.optimizer.kind = TSR_OPTIM_SGD;
+    o.optimizer.lr = 0.5f;
+    o.optimizer.momentum = 0.0f;
+    o.batch = global;
+    size_t np = tsr_model_param_count(model);
+    float *ref = malloc(np * sizeof *ref), *got = malloc(np * sizeof *got);
+    float *x = malloc(global * FEATURES * sizeof *x);
+    int32_t *y = malloc(global * sizeof *y);
+    /* reference: one process, the whole global batch (the loader's first batch) */
+    tsr_trainer *single = NULL, *dp = NULL;
+    tsr_loader_options lo = {global, 3, 1, 0, 1, 1};
+    tsr_loader *l = NULL;
+    CHECK_OK(tsr_loader_create(ctx, d, &lo, &l), ctx);
+    size_t n = tsr_loader_next(l, x, y);
+    CHECK(n == global, "reference batch of %zu", n);
+    CHECK_OK(tsr_trainer_create(ctx, model, &o, &single), ctx);
+    float loss_ref = 0.0f;
+    CHECK_OK(tsr_trainer_step(single, x, y, n, &loss_ref), ctx);
+    CHECK_OK(tsr_trainer_get_params(single, ref, np), ctx);
+    tsr_loader_free(l);
+    /* data parallel: each rank its share of the same global batch */
+    lo.rank = rank;
+    lo.nranks = nranks;
+    lo.batch = 1;
+    CHECK_OK(tsr_loader_create(ctx, d, &lo, &l), ctx);
+    CHECK_OK(tsr_loader_set_shares(l, shares), ctx);
+    n = tsr_loader_next(l, x, y);
+    CHECK(n == shares[rank], "rank's batch %zu, share %zu", n, shares[rank]);
+    o.comm = comm;
+    CHECK_OK(tsr_trainer_create(ctx, model, &o, &dp), ctx);
+    CHECK_OK(tsr_trainer_step(dp, x, y, n, NULL), ctx);
+    CHECK_OK(tsr_trainer_get_params(dp, got, np), ctx);
+    double worst = 0.0, moved = 0.0;
+    float *init = malloc(np * sizeof *init);
+    tsr_trainer *fresh = NULL;
+    o.comm = NULL;
+    CHECK_OK(tsr_trainer_create(ctx, model, &o, &fresh), ctx);
+    CHECK_OK(tsr_trainer_get_params(fresh, init, np), ctx);
+    for (size_t i = 0; i < np; i++) {
+        worst = fmax(worst, fabs((double)got[i] - ref[i]));
+        moved = fmax(moved, fabs((double)ref[i] - init[i]));
+    }
+    CHECK(moved > 1e-3, "the reference step hardly moved the parameters (%g)", moved);
+    CHECK(worst <= 2e-6, "data-parallel step differs from the single-process step by %g (tol 2e-6)",
+          worst);
+    CHECK(fabsf(tsr_trainer_global_loss(dp) - loss_ref) <= 1e-5f * fabsf(loss_ref) + 1e-6f,
+          "global loss %g vs single-process %g", (double)tsr_trainer_global_loss(dp), (double)loss_ref);
+    /* a rank without a sample still takes part (weight 0) */
+    size_t zero_n = rank == 0 ? 0 : n;
+    if (nranks > 1) {
+        CHECK_OK(tsr_trainer_step(dp, x, y, zero_n, NULL), ctx);
+    } else {
+        CHECK(tsr_trainer_step(dp, x, y, 0, NULL) == TSR_ERR_INVALID_ARG &&
+                  strstr(tsr_context_last_error(ctx), "no rank has a sample"),
+              "a step without samples: %s", tsr_context_last_error(ctx));
+    }
+    tsr_trainer_free(fresh);
+    tsr_trainer_free(single);
+    tsr_trainer_free(dp);
+    tsr_loader_free(l);
+    free(init);
+    free(ref);
+    free(got);
+    free(x);
+    free(y);
+}
+
+static double num(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, const tsr_dataset *d) {
+    long id = (long)getpid();
+    MPI_Bcast(&id, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+    char path[256];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/tsr-timeline-%ld.json", tmp && *tmp ? tmp : "/tmp", id);
+    setenv("TSR_TIMELINE", path, 1);
+    int steps = 3;
+    train_run(ctx, comm, model, d, TSR_COMPRESS_NONE, steps, 4);
+    unsetenv("TSR_TIMELINE");
+    if (rank != 0) return;
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL, "timeline %s not written", path);
+    if (!f) return;
+    static char text[1 << 20];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    remove(path);
+    text[len] = 0;
+    cJSON *arr = cJSON_Parse(text);
+    CHECK(cJSON_IsArray(arr), "timeline is not a JSON array");
+    if (!cJSON_IsArray(arr)) return;
+    int steps_seen[4] = {0}, fwd[4] = {0}, ar[4] = {0}, overlapped = 0;
+    const cJSON *e, *s;
+    cJSON_ArrayForEach(e, arr) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
+        const cJSON *ph = cJSON_GetObjectItemCaseSensitive(e, "ph");
+        double ts = num(e, "ts"), dur = num(e, "dur"), pid = num(e, "pid"), tid = num(e, "tid");
+        CHECK(cJSON_IsString(name) && cJSON_IsString(ph) && !strcmp(ph->valuestring, "X") &&
+                  ts >= 0 && dur >= 0 && pid >= 0 && pid < nranks && (tid == 0 || tid == 1),
+              "malformed event %s", cJSON_PrintUnformatted(e));
+        if (!cJSON_IsString(name) || !(pid >= 0 && pid < nranks)) continue;
+        int p = (int)pid;
+        const char *nm = name->valuestring;
+        if (!strcmp(nm, "step")) steps_seen[p]++;
+        if (!strcmp(nm, "forward")) fwd[p]++;
+        if (!strncmp(nm, "allreduce", 9)) ar[p]++;
+        if (strcmp(nm, "step") && tid == 0) {
+            /* forward, backward and waits lie inside a step of the same rank */
+            int inside = 0;
+            cJSON_ArrayForEach(s, arr) {
+                const cJSON *sn = cJSON_GetObjectItemCaseSensitive(s, "name");
+                if (num(s, "pid") == pid && cJSON_IsString(sn) && !strcmp(sn->valuestring, "step") &&
+                    num(s, "ts") <= ts + 1e-3 && ts + dur <= num(s, "ts") + num(s, "dur") + 1e-3)
+                    inside = 1;
+            }
+            CHECK(inside, "event %s of rank %d is not inside a step", nm, p);
+        }
+        if (!strncmp(nm, "allreduce", 9)) {
+            /* a bucket starts during its step's backward */
+            cJSON_ArrayForEach(s, arr) {
+                const cJSON *sn = cJSON_GetObjectItemCaseSensitive(s, "name");
+                if (num(s, "pid") == pid && cJSON_IsString(sn) && !strcmp(sn->valuestring, "backward") &&
+                    num(s, "ts") <= ts && ts < num(s, "ts") + num(s, "dur"))
+                    overlapped++;
+            }
+        }
+    }
+    for (int r = 0; r < nranks; r++) {
+        CHECK(steps_seen[r] == steps && fwd[r] == steps, "rank %d: %d steps, %d forwards in the trace",
+              r, steps_seen[r], fwd[r]);
+        CHECK(ar[r] >= 3 * steps, "rank %d: %d bucket allreduces for %d steps", r, ar[r], steps);
+    }
+    CHECK(overlapped >= nranks * steps, "only %d buckets started during backward", overlapped);
+    cJSON_Delete(arr);
+}
+
+static void test_errors(tsr_context *ctx, tsr_comm *comm, const tsr_model *model) {
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    tsr_trainer *t = NULL;
+    o.compress = TSR_COMPRESS_TOPK;
+    CHECK(tsr_trainer_create(ctx, model, &o, &t) == TSR_ERR_INVALID_ARG &&
+              strstr(tsr_context_last_error(ctx), "communicator"),
+          "compression without a communicator: %s", tsr_context_last_error(ctx));
+    o.compress = TSR_COMPRESS_NONE;
+    o.mode = TSR_MODE_GOSSIP;
+    o.comm = comm;
+    CHECK(tsr_trainer_create(ctx, model, &o, &t) == TSR_ERR_UNSUPPORTED &&
+              strstr(tsr_context_last_error(ctx), "mode"),
+          "gossip mode: %s", tsr_context_last_error(ctx));
+    size_t shares[4];
+    CHECK(tsr_dp_shares(comm, (size_t)nranks - 1, 1.0, shares) == TSR_ERR_INVALID_ARG &&
+              strstr(tsr_context_last_error(ctx), "global batch"),
+          "too small global batch: %s", tsr_context_last_error(ctx));
+    tsr_train_mode m;
+    tsr_compress_kind k;
+    CHECK(tsr_train_mode_parse("data", &m) == TSR_OK && m == TSR_MODE_DATA, "parse data");
+    CHECK(tsr_train_mode_parse("model", &m) == TSR_ERR_PARSE, "parse 'model'");
+    CHECK(tsr_compress_kind_parse("topk", &k) == TSR_OK && k == TSR_COMPRESS_TOPK, "parse topk");
+    CHECK(tsr_compress_kind_parse("zip", &k) == TSR_ERR_PARSE, "parse 'zip'");
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    tsr_context_options co;
+    tsr_context_options_init(&co);
+    co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+    tsr_context *ctx = NULL;
+    if (tsr_context_create(&ctx, &co) != TSR_OK) {
+        fprintf(stderr, "rank %d: context\n", rank);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    tsr_comm *comm = NULL;
+    CHECK_OK(tsr_comm_init_world(ctx, &argc, &argv, &comm), ctx);
+    tsr_dataset *d = make_data(ctx);
+    tsr_model *model = make_model(ctx);
+    if (comm && d && model && nranks <= 4) {
+        test_errors(ctx, comm, model);
+        test_weighted_equivalence(ctx, comm, model, d);
+        test_identical_and_convergence(ctx, comm, model, d);
+        test_timeline(ctx, comm, model, d);
+    }
+    tsr_model_free(model);
+    tsr_dataset_free(ctx, d);
+    tsr_comm_free(comm);
+    int total = 0;
+    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    tsr_context_free(ctx);
+    MPI_Finalize();
+    if (rank == 0) printf("test_dp n=%d: %s\n", nranks, total ? "FAILED" : "ok");
+    return total ? 1 : 0;
+}

@@ -97,12 +97,65 @@ static void gemm_one(tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k, f
                 (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
+/* Threading: with a pool, the GEMMs are split over the pool's threads, each calling a
+ * single-threaded OpenBLAS (set at creation). Per-image conv GEMMs (64x196x800) handed one at a
+ * time to a 2-thread OpenBLAS spent much of their time in its fork-join and spinning, and
+ * collapsed when other processes had the cores; a pool part is a whole run of images. */
+
+/* Below this many multiply-adds a GEMM (or a batch item) is not worth a pool job. */
+#define GEMM_PAR_MIN_WORK ((size_t)1 << 20)
+/* C rows or columns per part of one split GEMM: each part repacks the shared operand. */
+#define GEMM_PAR_MIN_SPAN 32
+
+typedef struct gemm_args {
+    tsr_trans ta, tb;
+    size_t m, n, k, lda, ldb, ldc, sa, sb, sc;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+    int split_rows; /* single GEMM: parts are rows (else columns) of C */
+} gemm_args;
+
+static void gemm_batch_range(void *arg, size_t lo, size_t hi) {
+    const gemm_args *g = arg;
+    for (size_t i = lo; i < hi; i++)
+        gemm_one(g->ta, g->tb, g->m, g->n, g->k, g->alpha, g->a + i * g->sa, g->lda,
+                 g->b + i * g->sb, g->ldb, g->beta, g->c + i * g->sc, g->ldc);
+}
+
+/* C rows [lo, hi) need A's rows (A^T's columns); C columns need B's columns likewise. */
+static void gemm_split_range(void *arg, size_t lo, size_t hi) {
+    const gemm_args *g = arg;
+    if (g->split_rows)
+        gemm_one(g->ta, g->tb, hi - lo, g->n, g->k, g->alpha, g->a + (g->ta ? lo : lo * g->lda),
+                 g->lda, g->b, g->ldb, g->beta, g->c + lo * g->ldc, g->ldc);
+    else
+        gemm_one(g->ta, g->tb, g->m, hi - lo, g->k, g->alpha, g->a, g->lda,
+                 g->b + (g->tb ? lo * g->ldb : lo), g->ldb, g->beta, g->c + lo, g->ldc);
+}
+
+static size_t gemm_work(size_t m, size_t n, size_t k) {
+    /* saturating: only compared against GEMM_PAR_MIN_WORK */
+    size_t mn = n && m > SIZE_MAX / n ? SIZE_MAX : m * n;
+    return k && mn > SIZE_MAX / k ? SIZE_MAX : mn * k;
+}
+
 static tsr_status host_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
                             size_t k, float alpha, tsr_ref a, size_t lda, tsr_ref b, size_t ldb,
                             float beta, tsr_ref c, size_t ldc) {
     TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
-    gemm_one(ta, tb, m, n, k, alpha, tsr_host_f32(a), lda, tsr_host_f32(b), ldb, beta,
-             tsr_host_f32(c), ldc);
+    gemm_args g = {ta, tb, m, n, k, lda, ldb, ldc, 0, 0, 0, alpha, beta,
+                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), m >= n};
+    size_t span = g.split_rows ? m : n, threads = (size_t)tsr_host_pool_threads(be);
+    if (threads < 2 || k == 0 || alpha == 0.0f || gemm_work(m, n, k) < GEMM_PAR_MIN_WORK ||
+        span < 2 * GEMM_PAR_MIN_SPAN) {
+        gemm_one(ta, tb, m, n, k, alpha, g.a, lda, g.b, ldb, beta, g.c, ldc);
+        return TSR_OK;
+    }
+    /* about two parts per thread: some balance on a busy machine, little repacking */
+    size_t grain = span / (2 * threads);
+    if (grain < GEMM_PAR_MIN_SPAN) grain = GEMM_PAR_MIN_SPAN;
+    tsr_host_parallel(be, span, grain, gemm_split_range, &g);
     return TSR_OK;
 }
 
@@ -112,11 +165,17 @@ static tsr_status host_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb,
                                     float beta, tsr_ref c, size_t ldc, size_t stride_c,
                                     size_t batch) {
     TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
-    const float *pa = tsr_host_f32(a), *pb = tsr_host_f32(b);
-    float *pc = tsr_host_f32(c);
-    for (size_t i = 0; i < batch; i++)
-        gemm_one(ta, tb, m, n, k, alpha, pa + i * stride_a, lda, pb + i * stride_b, ldb, beta,
-                 pc + i * stride_c, ldc);
+    gemm_args g = {ta, tb, m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, alpha, beta,
+                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0};
+    if (batch == 1) /* one GEMM: split it instead */
+        return host_gemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    size_t work = gemm_work(m, n, k);
+    if (m && n && stride_c < (m - 1) * ldc + n) { /* outputs overlap: keep the order */
+        gemm_batch_range(&g, 0, batch);
+        return TSR_OK;
+    }
+    size_t grain = work >= GEMM_PAR_MIN_WORK ? 1 : GEMM_PAR_MIN_WORK / (work ? work : 1);
+    tsr_host_parallel(be, batch, grain, gemm_batch_range, &g);
     return TSR_OK;
 }
 
@@ -174,6 +233,9 @@ tsr_status tsr_backend_host_create(tsr_context *ctx, tsr_backend **out) {
         return st;
     }
     be->impl = pool;
+    /* The pool splits the GEMMs itself: OpenBLAS threads on top would oversubscribe the cores.
+     * This is process-wide (OpenBLAS has one setting), and only the host backend calls BLAS. */
+    if (pool) openblas_set_num_threads(1);
     *out = be;
     return TSR_OK;
 }

@@ -78,6 +78,11 @@ typedef enum tsr_compress_kind {
 tsr_status tsr_train_mode_parse(const char *name, tsr_train_mode *out);
 tsr_status tsr_compress_kind_parse(const char *name, tsr_compress_kind *out);
 
+typedef enum tsr_nonfinite_policy {
+    TSR_NONFINITE_STOP = 0,
+    TSR_NONFINITE_SKIP = 1
+} tsr_nonfinite_policy;
+
 typedef struct tsr_trainer_options {
     const char *device;      /* context device id ("host", "opencl:0:0") or index as text;
                                 NULL: device 0 */
@@ -86,6 +91,15 @@ typedef struct tsr_trainer_options {
     tsr_schedule_options schedule;
     uint64_t seed;           /* initialisation, dropout masks */
     tsr_init_kind init;
+    /* Non-finite loss or gradients (data parallel: the averaged gradients, so every rank
+     * decides alike; a NaN input can leave the loss finite, relu drops it, yet poison the
+     * weights): STOP fails the step with TSR_ERR_NUMERIC, SKIP leaves the parameters
+     * untouched, counts the step in tsr_trainer_skipped and returns TSR_OK.
+     * TSR_NONFINITE=skip|stop in the environment sets the policy (and the gradient check).
+     * no_grad_check = 1 saves the gradient check's device-to-host read per step (the loss is
+     * still checked). */
+    tsr_nonfinite_policy nonfinite;
+    int no_grad_check;
     /* Data parallelism. comm NULL (or one rank): a single process. With comm, every rank
      * calls step with its own local batch (sizes may differ: gradients are weighted by sample
      * count, so the update is the gradient of the global batch), all ranks in step. Parameters
@@ -123,6 +137,7 @@ tsr_status tsr_trainer_save(tsr_trainer *t, const char *path);
 tsr_status tsr_trainer_load(tsr_trainer *t, const char *path);
 
 uint64_t tsr_trainer_steps(const tsr_trainer *t);   /* optimizer steps taken */
+uint64_t tsr_trainer_skipped(const tsr_trainer *t); /* steps skipped for non-finite values */
 uint64_t tsr_trainer_epoch(const tsr_trainer *t);   /* completed epochs, as set by the caller */
 void tsr_trainer_set_epoch(tsr_trainer *t, uint64_t epoch);
 uint64_t tsr_trainer_seed(const tsr_trainer *t);    /* after a load: the checkpoint's seed */

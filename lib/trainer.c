@@ -1,11 +1,17 @@
-/* Single-device trainer: one stage holding the whole model, an optimizer, a schedule, an RNG
- * for dropout seeds, and checkpoints through tsr_checkpoint_save/load. */
+/* Trainer: one stage holding the whole model, an optimizer, a schedule, an RNG for dropout
+ * seeds, and checkpoints through tsr_checkpoint_save/load. With a communicator it trains data
+ * parallel (lib/dp.c): the gradients of each step are averaged over the ranks, weighted by
+ * their sample counts, before the (deterministic) optimizer step. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include "lib/comm/comm_internal.h"
+#include "lib/dp.h"
 #include "lib/internal.h"
 #include "lib/optim.h"
 #include "lib/stage.h"
+#include "lib/timeline.h"
 
 struct tsr_trainer {
     tsr_context *ctx;
@@ -20,7 +26,30 @@ struct tsr_trainer {
     float *probs;  /* host copy of batch x classes for evaluation */
     float *grads;  /* host copy of the gradients when check_grads (non-finite check) */
     uint64_t skipped;
+    tsr_dp *dp;            /* data parallel (comm given), else NULL */
+    tsr_timeline *tl;      /* TSR_TIMELINE, else NULL */
+    float global_loss;
 };
+
+tsr_status tsr_train_mode_parse(const char *name, tsr_train_mode *out) {
+    static const char *names[] = {"data", "pipeline", "hybrid", "async", "gossip"};
+    for (int i = 0; name && out && i < 5; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (tsr_train_mode)i;
+            return TSR_OK;
+        }
+    return TSR_ERR_PARSE;
+}
+
+tsr_status tsr_compress_kind_parse(const char *name, tsr_compress_kind *out) {
+    static const char *names[] = {"none", "fp16", "topk"};
+    for (int i = 0; name && out && i < 3; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (tsr_compress_kind)i;
+            return TSR_OK;
+        }
+    return TSR_ERR_PARSE;
+}
 
 void tsr_trainer_options_init(tsr_trainer_options *o) {
     if (!o) return;
@@ -40,6 +69,13 @@ void tsr_trainer_options_init(tsr_trainer_options *o) {
 
 void tsr_trainer_free(tsr_trainer *t) {
     if (!t) return;
+    tsr_dp_free(t->dp);
+    if (t->tl) {
+        /* a failed flush cannot be reported from here; the log says why */
+        if (tsr_timeline_flush(t->tl, t->o.comm) != TSR_OK)
+            tsr_log(t->ctx, TSR_LOG_WARN, "TSR_TIMELINE: %s", tsr_context_last_error(t->ctx));
+        tsr_timeline_free(t->tl);
+    }
     tsr_optim_free(t->optim);
     tsr_stage_free(t->stage);
     tsr_backend_free(t->be);
@@ -60,6 +96,17 @@ tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const ts
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown initialisation %d", (int)o->init);
     if ((unsigned)o->schedule.kind > TSR_SCHEDULE_COSINE)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown schedule %d", (int)o->schedule.kind);
+    if ((unsigned)o->mode > TSR_MODE_GOSSIP)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown training mode %d", (int)o->mode);
+    if (o->mode != TSR_MODE_DATA)
+        return tsr_error(ctx, TSR_ERR_UNSUPPORTED, "training mode %d: only data parallelism exists",
+                         (int)o->mode);
+    if ((unsigned)o->compress > TSR_COMPRESS_TOPK)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown gradient compression %d", (int)o->compress);
+    if (o->compress == TSR_COMPRESS_TOPK && !(o->topk_ratio >= 0.0 && o->topk_ratio <= 1.0))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "top-k ratio %g is not in (0, 1]", o->topk_ratio);
+    if (o->compress != TSR_COMPRESS_NONE && !o->comm)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "gradient compression needs a communicator");
     if ((unsigned)o->nonfinite > TSR_NONFINITE_SKIP)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown non-finite policy %d", (int)o->nonfinite);
     tsr_nonfinite_policy nonfinite = o->nonfinite;
@@ -106,6 +153,20 @@ tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const ts
         tsr_trainer_free(t);
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "evaluation buffer");
     }
+    const char *tl_path = getenv("TSR_TIMELINE");
+    if (tl_path && *tl_path &&
+        (s = tsr_timeline_create(ctx, tl_path, o->comm ? tsr_comm_rank(o->comm) : 0, &t->tl)) != TSR_OK) {
+        tsr_trainer_free(t);
+        return s;
+    }
+    if (o->comm) {
+        if ((s = tsr_dp_create(ctx, model, t->stage, o, t->tl, &t->dp)) != TSR_OK) {
+            t->o.comm = NULL; /* nothing collective at free: the other ranks may have failed too */
+            tsr_trainer_free(t);
+            return s;
+        }
+        tsr_stage_set_hook(t->stage, tsr_dp_hook, t->dp);
+    }
     *out = t;
     return TSR_OK;
 }
@@ -114,7 +175,7 @@ tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const ts
 static tsr_status upload(tsr_trainer *t, const float *images, const int32_t *labels, size_t n) {
     tsr_model_input in = tsr_model_get_input(t->model);
     if (!images || !labels) return tsr_error(t->ctx, TSR_ERR_INVALID_ARG, "NULL images or labels");
-    if (!n || n > t->o.batch)
+    if ((!n && !t->dp) || n > t->o.batch)
         return tsr_error(t->ctx, TSR_ERR_SHAPE, "batch of %zu samples: the trainer takes 1 to %zu", n,
                          t->o.batch);
     for (size_t i = 0; i < n; i++)
@@ -130,13 +191,18 @@ static tsr_status upload(tsr_trainer *t, const float *images, const int32_t *lab
 tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
                             float *loss) {
     if (!t) return TSR_ERR_INVALID_ARG;
-    TSR_TRY(upload(t, images, labels, n));
+    /* data parallel: a rank may get no sample of the last global batch; it still takes part */
+    if (n) TSR_TRY(upload(t, images, labels, n));
     uint64_t dropout_seed = tsr_rng_next(&t->rng);
+    if (t->dp) dropout_seed ^= 0x9E3779B97F4A7C15ull * (uint64_t)tsr_comm_rank(t->o.comm);
     float l = 0.0f;
-    TSR_TRY(tsr_stage_forward(t->stage, n, 1, dropout_seed, &l));
+    double t0 = tsr_timeline_now(t->tl);
+    if (n) TSR_TRY(tsr_stage_forward(t->stage, n, 1, dropout_seed, &l));
+    double t1 = tsr_timeline_now(t->tl);
+    TSR_TRY(tsr_timeline_event(t->tl, "forward", TSR_TRACK_COMPUTE, t0, t1));
     /* Data parallel: a rank must not leave the step alone; its NaN reaches every rank through
      * the averaged gradients, which are then checked on all ranks alike. */
-    int check = !t->o.no_grad_check || (!isfinite(l) && 0);
+    int check = !t->o.no_grad_check || (!isfinite(l) && t->dp);
     if (!isfinite(l) && !check) {
         if (t->o.nonfinite == TSR_NONFINITE_SKIP) {
             if (loss) *loss = l;
@@ -148,7 +214,15 @@ tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *
         return tsr_error(t->ctx, TSR_ERR_NUMERIC, "loss is %g at step %llu (learning rate too high?)",
                          (double)l, (unsigned long long)t->steps);
     }
-    TSR_TRY(tsr_stage_backward(t->stage, n, 0));
+    t->global_loss = l;
+    if (t->dp) TSR_TRY(tsr_dp_begin(t->dp, n, l, &t->global_loss));
+    t1 = tsr_timeline_now(t->tl);
+    if (n) TSR_TRY(tsr_stage_backward(t->stage, n, 0));
+    else TSR_TRY(tsr_op_fill(t->be, tsr_ref_at(tsr_stage_grads(t->stage), 0),
+                             tsr_stage_param_count(t->stage), 0.0f));
+    double t2 = tsr_timeline_now(t->tl);
+    TSR_TRY(tsr_timeline_event(t->tl, "backward", TSR_TRACK_COMPUTE, t1, t2));
+    if (t->dp) TSR_TRY(tsr_dp_finish(t->dp));
     if (check) {
         size_t np = tsr_stage_param_count(t->stage);
         TSR_TRY(tsr_buf_read(tsr_stage_grads(t->stage), 0, t->grads, np * sizeof(float)));
@@ -172,9 +246,83 @@ tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *
     float lr = tsr_schedule_lr(&t->o.schedule, t->o.optimizer.lr, t->steps);
     TSR_TRY(tsr_optim_update(t->optim, tsr_stage_params(t->stage), tsr_stage_grads(t->stage), lr,
                              t->steps));
+    TSR_TRY(tsr_timeline_event(t->tl, "step", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(t->tl)));
     t->steps++;
     if (loss) *loss = l;
     return TSR_OK;
+}
+
+float tsr_trainer_global_loss(const tsr_trainer *t) { return t ? t->global_loss : 0.0f; }
+size_t tsr_trainer_buckets(const tsr_trainer *t) { return t ? tsr_dp_buckets(t->dp) : 0; }
+
+static double mono_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+tsr_status tsr_trainer_measure(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
+                               double *samples_per_s) {
+    if (!t || !samples_per_s) return TSR_ERR_INVALID_ARG;
+    if (!n) return tsr_error(t->ctx, TSR_ERR_SHAPE, "tsr_trainer_measure: 0 samples");
+    TSR_TRY(upload(t, images, labels, n));
+    tsr_stage_set_hook(t->stage, NULL, NULL); /* no allreduce while measuring */
+    tsr_status s = TSR_OK;
+    /* the fastest of several passes (after a warm-up): robust to other processes' bursts */
+    double best = 0.0, spent = 0.0;
+    for (int i = 0; s == TSR_OK && i < 40 && (i < 6 || spent < 0.15); i++) {
+        double t0 = mono_seconds();
+        s = tsr_stage_forward(t->stage, n, 1, 1, NULL);
+        if (s == TSR_OK) s = tsr_stage_backward(t->stage, n, 0);
+        double dt = mono_seconds() - t0;
+        spent += dt;
+        if (i >= 1 && (best == 0.0 || dt < best)) best = dt;
+    }
+    if (t->dp) tsr_stage_set_hook(t->stage, tsr_dp_hook, t->dp);
+    TSR_TRY(s);
+    *samples_per_s = best > 0 ? (double)n / best : 0.0;
+    return TSR_OK;
+}
+
+tsr_status tsr_dp_shares(tsr_comm *comm, size_t global_batch, double rate, size_t *shares) {
+    if (!comm || !shares) return TSR_ERR_INVALID_ARG;
+    int size = tsr_comm_size(comm), me = tsr_comm_rank(comm);
+    tsr_context *ctx = comm->ctx;
+    if (!(rate > 0.0) || !isfinite(rate) || global_batch < (size_t)size)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "tsr_dp_shares: rate %g must be > 0 and the global batch %zu >= %d ranks",
+                         rate, global_batch, size);
+    float *rates = tsr_calloc(ctx, (size_t)size, sizeof *rates);
+    double *frac = tsr_calloc(ctx, (size_t)size, sizeof *frac);
+    if (!rates || !frac) {
+        tsr_free(ctx, rates);
+        tsr_free(ctx, frac);
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "tsr_dp_shares: %d ranks", size);
+    }
+    rates[me] = (float)rate;
+    tsr_status s = tsr_comm_allreduce(comm, rates, (size_t)size, NULL); /* every rank's rate */
+    if (s == TSR_OK) {
+        double sum = 0.0;
+        for (int r = 0; r < size; r++) sum += rates[r];
+        /* one sample each, the rest in proportion to the rates (largest remainder) */
+        size_t rest = global_batch - (size_t)size, given = 0;
+        for (int r = 0; r < size; r++) {
+            double want = (double)rest * rates[r] / sum;
+            shares[r] = 1 + (size_t)want;
+            frac[r] = want - (double)(size_t)want;
+            given += (size_t)want;
+        }
+        for (; given < rest; given++) {
+            int best = 0;
+            for (int r = 1; r < size; r++)
+                if (frac[r] > frac[best]) best = r;
+            shares[best]++;
+            frac[best] = -1.0;
+        }
+    }
+    tsr_free(ctx, rates);
+    tsr_free(ctx, frac);
+    return s;
 }
 
 tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *accuracy, double *loss) {

@@ -1,5 +1,9 @@
-/* tsr-train: trains a model on Fashion-MNIST (or any MNIST-format folder) on one device.
+/* tsr-train: trains a model on Fashion-MNIST (or any MNIST-format folder) on one device, or data
+ * parallel over MPI ranks (one device each):
  *   tsr-train --model cnn --epochs 8 --json
+ *   mpiexec -n 2 tsr-train --mode data --model mlp --epochs 5
+ * In data mode --batch is the global batch, split across the ranks by measured throughput; rank
+ * 0 prints.
  * Progress on stderr; per-epoch test accuracy on stdout (stderr with --json, whose single
  * JSON line is then the only stdout output). */
 #include <cJSON.h>
@@ -38,6 +42,8 @@ static void usage(FILE *f) {
             "  --device ID            device id or index (default 0 = host; see tsr-topo)\n"
             "  --checkpoint FILE      save a checkpoint after every epoch\n"
             "  --resume FILE          continue from a checkpoint\n"
+            "  --mode data            data parallel over the MPI ranks (run under mpiexec);\n"
+            "                         --batch is then the global batch\n"
             "  --summary              print the model summary first\n"
             "  --quiet                no progress bar\n"
             "  --json                 print one JSON result line on stdout\n"
@@ -82,10 +88,53 @@ static void die(tsr_context *ctx, tsr_status s, const char *what) {
     exit(1);
 }
 
+/* Ranks on this node from the launcher's environment (MPICH hydra, Open MPI, Slurm); 1 if none. */
+static int local_ranks(void) {
+    static const char *const vars[] = {"MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
+                                       "SLURM_NTASKS_PER_NODE"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && atoi(v) >= 1) return atoi(v);
+    }
+    return 1;
+}
+
+/* One rank per core share: with k ranks on a node of c cores each rank gets c/k threads
+ * (host pool, OpenBLAS, PoCL) unless the user chose. OpenBLAS reads its variable when it is
+ * loaded, so the process re-executes itself once with the variables set (before MPI or OpenCL
+ * start; the launcher's variables carry over). */
+static void set_rank_threads(char **argv) {
+    int k = local_ranks();
+    if (k <= 1 || getenv("TSR_DP_THREADS_SET")) return;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    char n[32];
+    snprintf(n, sizeof n, "%ld", cores / k >= 1 ? cores / k : 1);
+    setenv("TSR_DP_THREADS_SET", "1", 1);
+    setenv("TSR_HOST_THREADS", n, 0);
+    setenv("OPENBLAS_NUM_THREADS", n, 0);
+    setenv("POCL_MAX_PTHREAD_COUNT", n, 0);
+    const char *rank = getenv("MPI_LOCALRANKID");
+    if (!getenv("POCL_CACHE_DIR") && rank) { /* concurrent builds in one PoCL cache crashed */
+        char dir[256];
+        const char *tmp = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/tsr-pocl-%s", tmp && *tmp ? tmp : "/tmp", rank);
+        setenv("POCL_CACHE_DIR", dir, 1);
+    }
+    execv("/proc/self/exe", argv);
+    /* exec failed: go on with what we have */
+}
+
 int main(int argc, char **argv) {
     args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
+    tsr_train_mode mode = TSR_MODE_DATA;
+    int dp = a.mode != NULL;
+    if (a.mode && tsr_train_mode_parse(a.mode, &mode) != TSR_OK)
+        return bad_option("--mode", "must be data (pipeline, hybrid, async, gossip: not yet)");
+    if (dp && mode != TSR_MODE_DATA)
+        return bad_option("--mode", "only data parallelism is implemented");
+    if (dp) set_rank_threads(argv);
     tsr_trainer_options to;
     tsr_trainer_options_init(&to);
     if (tsr_optimizer_kind_parse(a.optimizer, &to.optimizer.kind) != TSR_OK)
@@ -109,6 +158,19 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tsr-train: context: %s\n", tsr_status_str(s));
         return 1;
     }
+    tsr_comm *comm = NULL;
+    int rank = 0, size = 1;
+    if (dp) {
+        if ((s = tsr_comm_init_world(ctx, &argc, &argv, &comm)) != TSR_OK) die(ctx, s, "MPI");
+        rank = tsr_comm_rank(comm);
+        size = tsr_comm_size(comm);
+        if (rank != 0) a.quiet = 1, a.summary = 0;
+        if (to.batch < (size_t)size) {
+            fprintf(stderr, "tsr-train: option --batch: global batch %zu is smaller than %d ranks\n",
+                    to.batch, size);
+            return 2;
+        }
+    }
     tsr_dataset *train = NULL, *test = NULL;
     if ((s = tsr_dataset_load_mnist_dir(ctx, a.data, 1, &train)) != TSR_OK) die(ctx, s, "training data");
     if ((s = tsr_dataset_load_mnist_dir(ctx, a.data, 0, &test)) != TSR_OK) die(ctx, s, "test data");
@@ -125,7 +187,9 @@ int main(int argc, char **argv) {
     }
     if (a.summary) tsr_model_summary(model, stderr);
 
-    tsr_loader_options lo = {to.batch, a.seed, 1, 0, 1, 0};
+    /* data mode: every rank gets an equal slice until the shares are measured; equal step
+     * counts on every rank need drop_last */
+    tsr_loader_options lo = {dp ? to.batch / (size_t)size : to.batch, a.seed, 1, rank, size, dp};
     tsr_loader *loader;
     if ((s = tsr_loader_create(ctx, train, &lo, &loader)) != TSR_OK) die(ctx, s, "loader");
     size_t per_epoch = tsr_loader_batches(loader);
@@ -135,14 +199,31 @@ int main(int argc, char **argv) {
     to.schedule.total_steps = total > to.schedule.warmup_steps ? total - to.schedule.warmup_steps : 1;
     to.schedule.min_lr = 0.0f;
 
+    to.comm = comm;
     tsr_trainer *tr;
     if ((s = tsr_trainer_create(ctx, model, &to, &tr)) != TSR_OK) die(ctx, s, "trainer");
+    size_t *shares = calloc((size_t)size, sizeof *shares);
+    if (!shares) return 1;
+    shares[0] = to.batch;
+    if (dp) {
+        /* each rank's share of the global batch in proportion to its measured samples/s (a short
+         * timed forward+backward of the model itself); TSR_DP_BALANCE=0 splits evenly */
+        size_t probe = to.batch / (size_t)size;
+        const char *bal = getenv("TSR_DP_BALANCE");
+        double rate = 1.0;
+        if ((!bal || strcmp(bal, "0")) &&
+            (s = tsr_trainer_measure(tr, train->images, train->labels, probe, &rate)) != TSR_OK)
+            die(ctx, s, "throughput measurement");
+        if ((s = tsr_dp_shares(comm, to.batch, rate, shares)) != TSR_OK) die(ctx, s, "batch shares");
+        if ((s = tsr_loader_set_shares(loader, shares)) != TSR_OK) die(ctx, s, "loader shares");
+    }
     if (a.resume && (s = tsr_trainer_load(tr, a.resume)) != TSR_OK) die(ctx, s, "resume");
     if (a.resume) {
         /* shuffling continues from the checkpoint's seed */
         lo.seed = tsr_trainer_seed(tr);
         tsr_loader_free(loader);
         if ((s = tsr_loader_create(ctx, train, &lo, &loader)) != TSR_OK) die(ctx, s, "loader");
+        if (dp && (s = tsr_loader_set_shares(loader, shares)) != TSR_OK) die(ctx, s, "loader shares");
     }
 
     FILE *log = a.json ? stderr : stdout;
@@ -164,6 +245,7 @@ int main(int argc, char **argv) {
         while ((n = tsr_loader_next(loader, images, labels)) > 0) {
             float loss;
             if ((s = tsr_trainer_step(tr, images, labels, n, &loss)) != TSR_OK) die(ctx, s, "step");
+            if (dp) loss = tsr_trainer_global_loss(tr), n = to.batch; /* the global batch */
             sum += loss;
             steps++;
             done += n;
@@ -181,15 +263,18 @@ int main(int argc, char **argv) {
         if (tty) fputc('\n', stderr);
         tsr_trainer_set_epoch(tr, e + 1);
         if ((s = tsr_trainer_evaluate(tr, test, &acc, &test_loss)) != TSR_OK) die(ctx, s, "evaluate");
-        fprintf(log, "epoch %llu: train loss %.4f, test accuracy %.4f, test loss %.4f, %.0f samples/s\n",
+        if (rank == 0)
+            fprintf(log, "epoch %llu: train loss %.4f, test accuracy %.4f, test loss %.4f, %.0f samples/s\n",
                 (unsigned long long)e + 1, last_loss, acc, test_loss, (double)done / dt);
         fflush(log);
-        if (a.checkpoint && (s = tsr_trainer_save(tr, a.checkpoint)) != TSR_OK) die(ctx, s, "checkpoint");
+        /* parameters are identical on every rank: rank 0 writes the checkpoint */
+        if (rank == 0 && a.checkpoint && (s = tsr_trainer_save(tr, a.checkpoint)) != TSR_OK)
+            die(ctx, s, "checkpoint");
     }
     if (!trained && (s = tsr_trainer_evaluate(tr, test, &acc, &test_loss)) != TSR_OK)
         die(ctx, s, "evaluate");
 
-    if (a.json) {
+    if (a.json && rank == 0) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", tsr_model_spec(model));
         cJSON_AddStringToObject(j, "device", tsr_trainer_device(tr)->id);
@@ -205,6 +290,10 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "samples_per_s", train_time > 0 ? (double)trained / train_time : 0);
         cJSON_AddNumberToObject(j, "train_seconds", train_time);
         cJSON_AddNumberToObject(j, "seed", (double)tsr_trainer_seed(tr));
+        cJSON_AddStringToObject(j, "mode", dp ? "data" : "single");
+        cJSON_AddNumberToObject(j, "ranks", size);
+        cJSON *per = cJSON_AddArrayToObject(j, "batch_per_rank");
+        for (int r = 0; r < size; r++) cJSON_AddItemToArray(per, cJSON_CreateNumber((double)shares[r]));
         char *text = cJSON_PrintUnformatted(j);
         printf("%s\n", text);
         cJSON_free(text);
@@ -212,11 +301,13 @@ int main(int argc, char **argv) {
     }
     free(images);
     free(labels);
+    free(shares);
     tsr_trainer_free(tr);
     tsr_loader_free(loader);
     tsr_model_free(model);
     tsr_dataset_free(ctx, train);
     tsr_dataset_free(ctx, test);
+    tsr_comm_free(comm); /* finalises MPI */
     tsr_context_free(ctx);
     return 0;
 }

@@ -192,7 +192,7 @@ tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *
                             float *loss) {
     if (!t) return TSR_ERR_INVALID_ARG;
     /* data parallel: a rank may get no sample of the last global batch; it still takes part */
-    if (n) TSR_TRY(upload(t, images, labels, n));
+    if (n || !t->dp) TSR_TRY(upload(t, images, labels, n));
     uint64_t dropout_seed = tsr_rng_next(&t->rng);
     if (t->dp) dropout_seed ^= 0x9E3779B97F4A7C15ull * (uint64_t)tsr_comm_rank(t->o.comm);
     float l = 0.0f;

@@ -57,14 +57,19 @@ static tsr_model *parse(const char *spec, tsr_model_input in) {
 
 /* CI-sized run: 2000 training images, 3 epochs of the mlp preset with Adam at batch 32 on
  * the host; must reach >= 0.75 accuracy on 1000 held-out test images (a full run reaches
- * ~0.89; chance is 0.10). */
+ * ~0.89; chance is 0.10). Under emulation (TSR_TEST_EMULATED, cross ports under qemu) 600
+ * images, 2 epochs and 500 test images, which must still reach >= 0.65. */
 static void test_train_fashion_mnist_subset(void **state) {
     (void)state;
+    const char *emu = getenv("TSR_TEST_EMULATED");
+    int emulated = emu && *emu;
+    size_t samples = emulated ? 600 : 2000, epochs = emulated ? 2 : 3;
+    double target = emulated ? 0.65 : 0.75;
     tsr_dataset *train, *test;
     assert_int_equal(tsr_dataset_load_mnist_dir(ctx, NULL, 1, &train), TSR_OK);
     assert_int_equal(tsr_dataset_load_mnist_dir(ctx, NULL, 0, &test), TSR_OK);
-    tsr_dataset_truncate(train, 2000);
-    tsr_dataset_truncate(test, 1000);
+    tsr_dataset_truncate(train, samples);
+    tsr_dataset_truncate(test, emulated ? 500 : 1000);
     assert_int_equal(tsr_dataset_normalize(ctx, train, 0.286f, 0.353f), TSR_OK);
     assert_int_equal(tsr_dataset_normalize(ctx, test, 0.286f, 0.353f), TSR_OK);
     tsr_model *m = parse("mlp", TSR_MODEL_INPUT_MNIST);
@@ -83,7 +88,7 @@ static void test_train_fashion_mnist_subset(void **state) {
     int32_t *y = malloc(o.batch * sizeof *y);
     assert_true(x && y);
     double first = 0, last = 0;
-    for (uint64_t e = 0; e < 3; e++) {
+    for (uint64_t e = 0; e < epochs; e++) {
         tsr_loader_start_epoch(l, e);
         size_t n, steps = 0;
         double sum = 0;
@@ -96,11 +101,11 @@ static void test_train_fashion_mnist_subset(void **state) {
         if (e == 0) first = sum / (double)steps;
         last = sum / (double)steps;
     }
-    assert_int_equal(tsr_trainer_steps(t), 3 * ((2000 + 31) / 32));
+    assert_int_equal(tsr_trainer_steps(t), epochs * ((samples + 31) / 32));
     assert_int_equal(tsr_trainer_evaluate(t, test, &acc, &loss), TSR_OK);
     fprintf(stderr, "subset run: held-out accuracy %.4f -> %.4f, loss %.4f -> %.4f; train loss %.4f -> %.4f\n",
             acc0, acc, loss0, loss, first, last);
-    assert_true(acc >= 0.75);
+    assert_true(acc >= target);
     assert_true(loss < loss0);
     assert_true(last < first);
     free(x);

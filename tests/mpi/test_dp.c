@@ -306,6 +306,62 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_model *mod
     cJSON_Delete(arr);
 }
 
+/* tsr-train --mode data in small: the mlp preset on 3000 Fashion-MNIST images, one epoch at a
+ * global batch of 64 split across the ranks, reaches the accuracy of one process trained on the
+ * same global batches (rank 0 trains that reference too): within 0.01 on 1000 test images. */
+static void test_fmnist_accuracy(tsr_context *ctx, tsr_comm *comm) {
+    tsr_dataset *train = NULL, *test = NULL;
+    if (tsr_dataset_load_mnist_dir(ctx, NULL, 1, &train) != TSR_OK ||
+        tsr_dataset_load_mnist_dir(ctx, NULL, 0, &test) != TSR_OK) {
+        CHECK(0, "Fashion-MNIST: %s", tsr_context_last_error(ctx));
+        tsr_dataset_free(ctx, train);
+        return;
+    }
+    tsr_dataset_truncate(train, 3000);
+    tsr_dataset_truncate(test, 1000);
+    tsr_dataset_normalize(ctx, train, 0.286f, 0.353f);
+    tsr_dataset_normalize(ctx, test, 0.286f, 0.353f);
+    tsr_model *m = NULL;
+    tsr_model_input in = {1, 28, 28, 10};
+    CHECK_OK(tsr_model_parse(ctx, "mlp", in, &m), ctx);
+    size_t global = 64, shares[4];
+    CHECK_OK(tsr_dp_shares(comm, global, 1.0, shares), ctx);
+    float *x = malloc(global * train->features * sizeof *x);
+    int32_t *y = malloc(global * sizeof *y);
+    double acc[2] = {0, 0};
+    for (int dp = 0; dp < 2 && m; dp++) {
+        if (!dp && rank != 0) continue; /* the reference: rank 0 alone */
+        tsr_trainer_options o;
+        tsr_trainer_options_init(&o);
+        o.batch = global;
+        o.comm = dp ? comm : NULL;
+        tsr_loader_options lo = {dp ? shares[rank] : global, 5, 1, dp ? rank : 0, dp ? nranks : 1, 1};
+        tsr_trainer *t = NULL;
+        tsr_loader *l = NULL;
+        CHECK_OK(tsr_trainer_create(ctx, m, &o, &t), ctx);
+        CHECK_OK(tsr_loader_create(ctx, train, &lo, &l), ctx);
+        if (dp && l) CHECK_OK(tsr_loader_set_shares(l, shares), ctx);
+        size_t n;
+        while (t && l && (n = tsr_loader_next(l, x, y)) > 0) CHECK_OK(tsr_trainer_step(t, x, y, n, NULL), ctx);
+        if (t) CHECK_OK(tsr_trainer_evaluate(t, test, &acc[dp], NULL), ctx);
+        CHECK(tsr_trainer_steps(t) == 3000 / global, "%llu steps", (unsigned long long)tsr_trainer_steps(t));
+        tsr_loader_free(l);
+        tsr_trainer_free(t);
+    }
+    if (rank == 0) {
+        printf("n=%d: Fashion-MNIST mlp, 1 epoch of 3000: accuracy %.4f data parallel, %.4f one process\n",
+               nranks, acc[1], acc[0]);
+        CHECK(acc[0] > 0.7, "reference accuracy %.4f", acc[0]);
+        CHECK(fabs(acc[1] - acc[0]) <= 0.01, "data parallel %.4f vs one process %.4f (margin 0.01)",
+              acc[1], acc[0]);
+    }
+    free(x);
+    free(y);
+    tsr_model_free(m);
+    tsr_dataset_free(ctx, train);
+    tsr_dataset_free(ctx, test);
+}
+
 static void test_errors(tsr_context *ctx, tsr_comm *comm, const tsr_model *model) {
     tsr_trainer_options o;
     tsr_trainer_options_init(&o);
@@ -353,6 +409,7 @@ int main(int argc, char **argv) {
         test_weighted_equivalence(ctx, comm, model, d);
         test_identical_and_convergence(ctx, comm, model, d);
         test_timeline(ctx, comm, model, d);
+        test_fmnist_accuracy(ctx, comm);
     }
     tsr_model_free(model);
     tsr_dataset_free(ctx, d);

@@ -42,6 +42,10 @@ static void usage(FILE *f) {
             "  --device ID            device id or index (default 0 = host; see tsr-topo)\n"
             "  --checkpoint FILE      save a checkpoint after every epoch\n"
             "  --resume FILE          continue from a checkpoint\n"
+            "  --manifest FILE        run manifest (JSON: config, devices, SHA-256 of data and\n"
+            "                         checkpoints, code version, metrics); default FILE.manifest.json\n"
+            "                         beside the --checkpoint FILE\n"
+            "  --nonfinite skip|stop  NaN/Inf loss or gradients: skip the step or stop (default)\n"
             "  --mode data            data parallel over the MPI ranks (run under mpiexec);\n"
             "                         --batch is then the global batch\n"
             "  --summary              print the model summary first\n"
@@ -124,6 +128,50 @@ static void set_rank_threads(char **argv) {
     /* exec failed: go on with what we have */
 }
 
+/* Run manifest (rank 0): written at the start, after each checkpoint and at the end. */
+static tsr_manifest *manifest_begin(tsr_context *ctx, const args *a, const tsr_trainer_options *to,
+                                    tsr_trainer *tr, const tsr_model *model, int ranks,
+                                    const char **path, char *buf, size_t size) {
+    *path = a->manifest;
+    if (!*path && a->checkpoint) {
+        snprintf(buf, size, "%s.manifest.json", a->checkpoint);
+        *path = buf;
+    }
+    if (!*path) return NULL;
+    tsr_manifest *m;
+    tsr_status s = tsr_manifest_create(ctx, &m);
+    if (s == TSR_OK) {
+        tsr_manifest_set_string(m, "model", tsr_model_spec(model));
+        tsr_manifest_set_string(m, "mode", a->mode ? a->mode : "single");
+        tsr_manifest_set_number(m, "ranks", ranks);
+        tsr_manifest_set_string(m, "optimizer", a->optimizer);
+        tsr_manifest_set_string(m, "schedule", a->schedule);
+        tsr_manifest_set_number(m, "lr", to->optimizer.lr);
+        tsr_manifest_set_number(m, "momentum", to->optimizer.momentum);
+        tsr_manifest_set_number(m, "nesterov", to->optimizer.nesterov);
+        tsr_manifest_set_number(m, "weight_decay", to->optimizer.weight_decay);
+        tsr_manifest_set_number(m, "batch", (double)to->batch);
+        tsr_manifest_set_number(m, "epochs", (double)a->epochs);
+        tsr_manifest_set_number(m, "warmup", (double)a->warmup);
+        tsr_manifest_set_number(m, "limit", (double)a->limit);
+        tsr_manifest_set_number(m, "seed", (double)tsr_trainer_seed(tr));
+        tsr_manifest_set_string(m, "nonfinite", to->nonfinite == TSR_NONFINITE_SKIP ? "skip" : "stop");
+        tsr_manifest_set_string(m, "data", a->data);
+        tsr_manifest_set_string(m, "resume", a->resume);
+        tsr_manifest_set_string(m, "checkpoint", a->checkpoint);
+        tsr_manifest_add_device(m, tsr_trainer_device(tr));
+        s = tsr_manifest_add_data_dir(m, a->data);
+        if (s == TSR_OK && a->resume) s = tsr_manifest_add_file(m, "resumed-from", a->resume);
+        if (s == TSR_OK) s = tsr_manifest_write(m, *path);
+    }
+    if (s != TSR_OK) {
+        fprintf(stderr, "tsr-train: manifest %s: %s (%s)\n", *path, tsr_context_last_error(ctx),
+                tsr_status_str(s));
+        exit(1);
+    }
+    return m;
+}
+
 int main(int argc, char **argv) {
     args a;
     int rc = parse_args(argc, argv, &a);
@@ -148,6 +196,7 @@ int main(int argc, char **argv) {
     to.batch = (size_t)a.batch;
     to.seed = a.seed;
     to.device = a.device;
+    if (a.nonfinite) to.nonfinite = strcmp(a.nonfinite, "skip") ? TSR_NONFINITE_STOP : TSR_NONFINITE_SKIP;
 
     tsr_context *ctx;
     tsr_context_options co;
@@ -227,6 +276,11 @@ int main(int argc, char **argv) {
     }
 
     FILE *log = a.json ? stderr : stdout;
+    const char *mpath = NULL;
+    char mbuf[4096];
+    tsr_manifest *man = rank == 0 ? manifest_begin(ctx, &a, &to, tr, model, size, &mpath, mbuf,
+                                                   sizeof mbuf)
+                                  : NULL;
     float *images = malloc(to.batch * train->features * sizeof *images);
     int32_t *labels = malloc(to.batch * sizeof *labels);
     if (!images || !labels) {
@@ -270,10 +324,27 @@ int main(int argc, char **argv) {
         /* parameters are identical on every rank: rank 0 writes the checkpoint */
         if (rank == 0 && a.checkpoint && (s = tsr_trainer_save(tr, a.checkpoint)) != TSR_OK)
             die(ctx, s, "checkpoint");
+        if (man && a.checkpoint &&
+            ((s = tsr_manifest_add_file(man, "checkpoint", a.checkpoint)) != TSR_OK ||
+             (s = tsr_manifest_set_number(man, "checkpoint_epoch", (double)(e + 1))) != TSR_OK ||
+             (s = tsr_manifest_write(man, mpath)) != TSR_OK))
+            die(ctx, s, "manifest");
     }
     if (!trained && (s = tsr_trainer_evaluate(tr, test, &acc, &test_loss)) != TSR_OK)
         die(ctx, s, "evaluate");
 
+    if (man) {
+        tsr_manifest_set_metric(man, "epochs", (double)tsr_trainer_epoch(tr));
+        tsr_manifest_set_metric(man, "steps", (double)tsr_trainer_steps(tr));
+        tsr_manifest_set_metric(man, "skipped_steps", (double)tsr_trainer_skipped(tr));
+        tsr_manifest_set_metric(man, "test_accuracy", acc);
+        tsr_manifest_set_metric(man, "test_loss", test_loss);
+        tsr_manifest_set_metric(man, "final_loss", last_loss);
+        tsr_manifest_set_metric(man, "samples_per_s", train_time > 0 ? (double)trained / train_time : 0);
+        tsr_manifest_set_metric(man, "train_seconds", train_time);
+        if ((s = tsr_manifest_write(man, mpath)) != TSR_OK) die(ctx, s, "manifest");
+        tsr_manifest_free(man);
+    }
     if (a.json && rank == 0) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", tsr_model_spec(model));

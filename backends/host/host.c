@@ -97,15 +97,19 @@ static void gemm_one(tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k, f
                 (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
-/* Threading: with a pool, the GEMMs are split over the pool's threads, each calling a
- * single-threaded OpenBLAS (set at creation). Per-image conv GEMMs (64x196x800) handed one at a
+/* Threading: the GEMMs are split over the pool's threads, each calling a single-threaded
+ * OpenBLAS (set at creation). Per-image conv GEMMs (64x196x800) handed one at a
  * time to a 2-thread OpenBLAS spent much of their time in its fork-join and spinning, and
  * collapsed when other processes had the cores; a pool part is a whole run of images. */
 
 /* Below this many multiply-adds a GEMM (or a batch item) is not worth a pool job. */
 #define GEMM_PAR_MIN_WORK ((size_t)1 << 20)
-/* C rows or columns per part of one split GEMM: each part repacks the shared operand. */
-#define GEMM_PAR_MIN_SPAN 32
+/* A large single GEMM is cut into at most GEMM_PARTS parts of whole 16-row/column blocks,
+ * at least GEMM_PAR_MIN_SPAN wide (each part repacks the shared operand). The cut depends on
+ * the shape only, never on the thread count: OpenBLAS rounds a part differently from the
+ * whole, so the results are the same bits with any number of threads. */
+#define GEMM_PARTS 8
+#define GEMM_PAR_MIN_SPAN 64
 
 typedef struct gemm_args {
     tsr_trans ta, tb;
@@ -114,6 +118,7 @@ typedef struct gemm_args {
     const float *a, *b;
     float *c;
     int split_rows; /* single GEMM: parts are rows (else columns) of C */
+    size_t part;    /* rows or columns per part */
 } gemm_args;
 
 static void gemm_batch_range(void *arg, size_t lo, size_t hi) {
@@ -123,15 +128,20 @@ static void gemm_batch_range(void *arg, size_t lo, size_t hi) {
                  g->b + i * g->sb, g->ldb, g->beta, g->c + i * g->sc, g->ldc);
 }
 
-/* C rows [lo, hi) need A's rows (A^T's columns); C columns need B's columns likewise. */
+/* Parts [lo, hi) of the C rows (they need A's rows, A^T's columns) or of the C columns. */
 static void gemm_split_range(void *arg, size_t lo, size_t hi) {
     const gemm_args *g = arg;
-    if (g->split_rows)
-        gemm_one(g->ta, g->tb, hi - lo, g->n, g->k, g->alpha, g->a + (g->ta ? lo : lo * g->lda),
-                 g->lda, g->b, g->ldb, g->beta, g->c + lo * g->ldc, g->ldc);
-    else
-        gemm_one(g->ta, g->tb, g->m, hi - lo, g->k, g->alpha, g->a, g->lda,
-                 g->b + (g->tb ? lo * g->ldb : lo), g->ldb, g->beta, g->c + lo, g->ldc);
+    size_t span = g->split_rows ? g->m : g->n;
+    for (size_t p = lo; p < hi; p++) {
+        size_t r0 = p * g->part, r1 = r0 + g->part < span ? r0 + g->part : span;
+        if (g->split_rows)
+            gemm_one(g->ta, g->tb, r1 - r0, g->n, g->k, g->alpha,
+                     g->a + (g->ta ? r0 : r0 * g->lda), g->lda, g->b, g->ldb, g->beta,
+                     g->c + r0 * g->ldc, g->ldc);
+        else
+            gemm_one(g->ta, g->tb, g->m, r1 - r0, g->k, g->alpha, g->a, g->lda,
+                     g->b + (g->tb ? r0 * g->ldb : r0), g->ldb, g->beta, g->c + r0, g->ldc);
+    }
 }
 
 static size_t gemm_work(size_t m, size_t n, size_t k) {
@@ -145,17 +155,16 @@ static tsr_status host_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t 
                             float beta, tsr_ref c, size_t ldc) {
     TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
     gemm_args g = {ta, tb, m, n, k, lda, ldb, ldc, 0, 0, 0, alpha, beta,
-                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), m >= n};
-    size_t span = g.split_rows ? m : n, threads = (size_t)tsr_host_pool_threads(be);
-    if (threads < 2 || k == 0 || alpha == 0.0f || gemm_work(m, n, k) < GEMM_PAR_MIN_WORK ||
+                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), m >= n, 0};
+    size_t span = g.split_rows ? m : n;
+    if (k == 0 || alpha == 0.0f || gemm_work(m, n, k) < GEMM_PAR_MIN_WORK ||
         span < 2 * GEMM_PAR_MIN_SPAN) {
         gemm_one(ta, tb, m, n, k, alpha, g.a, lda, g.b, ldb, beta, g.c, ldc);
         return TSR_OK;
     }
-    /* about two parts per thread: some balance on a busy machine, little repacking */
-    size_t grain = span / (2 * threads);
-    if (grain < GEMM_PAR_MIN_SPAN) grain = GEMM_PAR_MIN_SPAN;
-    tsr_host_parallel(be, span, grain, gemm_split_range, &g);
+    g.part = ((span + GEMM_PARTS - 1) / GEMM_PARTS + 15) & ~(size_t)15;
+    if (g.part < GEMM_PAR_MIN_SPAN) g.part = GEMM_PAR_MIN_SPAN;
+    tsr_host_parallel(be, (span + g.part - 1) / g.part, 1, gemm_split_range, &g);
     return TSR_OK;
 }
 
@@ -166,7 +175,7 @@ static tsr_status host_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb,
                                     size_t batch) {
     TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
     gemm_args g = {ta, tb, m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, alpha, beta,
-                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0};
+                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, 0};
     if (batch == 1) /* one GEMM: split it instead */
         return host_gemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     size_t work = gemm_work(m, n, k);
@@ -233,9 +242,10 @@ tsr_status tsr_backend_host_create(tsr_context *ctx, tsr_backend **out) {
         return st;
     }
     be->impl = pool;
-    /* The pool splits the GEMMs itself: OpenBLAS threads on top would oversubscribe the cores.
-     * This is process-wide (OpenBLAS has one setting), and only the host backend calls BLAS. */
-    if (pool) openblas_set_num_threads(1);
+    /* The pool splits the GEMMs itself: OpenBLAS threads on top would oversubscribe the cores
+     * (and make the bits depend on their count). Process-wide: OpenBLAS has one setting, and
+     * only the host backend calls BLAS. */
+    openblas_set_num_threads(1);
     *out = be;
     return TSR_OK;
 }

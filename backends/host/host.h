@@ -23,8 +23,6 @@ int tsr_host_thread_count(unsigned cores);
 /* threads <= 1 gives *out = NULL (serial). A thread that fails to start is logged, not fatal. */
 tsr_status tsr_host_pool_create(tsr_context *ctx, int threads, tsr_host_pool **out);
 void tsr_host_pool_free(tsr_context *ctx, tsr_host_pool *pool); /* accepts NULL */
-/* Threads that run a job of this backend's pool (1 without a pool). */
-int tsr_host_pool_threads(const tsr_backend *be);
 /* fn(arg, lo, hi) over contiguous parts of [0, n), one per thread, when n >= 2*grain;
  * else fn(arg, 0, n) on the caller. Returns when every part is done. */
 void tsr_host_parallel(tsr_backend *be, size_t n, size_t grain, tsr_host_range_fn fn, void *arg);

@@ -154,11 +154,6 @@ void tsr_host_pool_free(tsr_context *ctx, tsr_host_pool *p) {
     tsr_free(ctx, p);
 }
 
-int tsr_host_pool_threads(const tsr_backend *be) {
-    const struct tsr_host_pool *p = be->impl;
-    return p ? p->threads : 1;
-}
-
 void tsr_host_parallel(tsr_backend *be, size_t n, size_t grain, tsr_host_range_fn fn, void *arg) {
     struct tsr_host_pool *p = be->impl;
     if (!grain) grain = 1;

@@ -300,7 +300,10 @@ static void test_gemm(void **state) {
         /* large enough for BLAS libraries' blocked (indirect) paths */
         gemm_case big[] = {{TSR_NO_TRANS, TSR_NO_TRANS, 384, 256, 600, 1.0f, 0.0f, 0, 0, 1, 0},
                            {TSR_TRANS, TSR_TRANS, 300, 257, 770, 0.75f, 0.5f, 2, 3, 1, 0},
-                           {TSR_NO_TRANS, TSR_TRANS, 128, 1024, 200, 1.0f, 1.0f, 0, 0, 1, 0}};
+                           {TSR_NO_TRANS, TSR_TRANS, 128, 1024, 200, 1.0f, 1.0f, 0, 0, 1, 0},
+                           /* wide C: the host splits it by columns over its threads */
+                           {TSR_NO_TRANS, TSR_NO_TRANS, 40, 1000, 70, 1.0f, 0.0f, 3, 1, 1, 0},
+                           {TSR_TRANS, TSR_NO_TRANS, 33, 700, 90, -0.5f, 2.0f, 1, 2, 1, 0}};
         for (size_t i = 0; i < TSR_ARRAY_SIZE(big); i++) run_gemm(fx->be[d], &big[i], seed++);
         /* k = 0: C = beta*C */
         gemm_case k0 = {TSR_NO_TRANS, TSR_NO_TRANS, 5, 6, 0, 1.0f, 0.5f, 0, 0, 1, 0};
@@ -321,6 +324,11 @@ static void test_gemm_batched(void **state) {
                                     share ? 0.0f : 2.0f, (size_t)share * 2, (size_t)t, 3, share};
                     run_gemm(fx->be[d], &gc, seed++);
                 }
+        /* large enough for the host to run the images on its threads */
+        gemm_case big[] = {{TSR_NO_TRANS, TSR_NO_TRANS, 64, 130, 128, 1.0f, 0.0f, 0, 0, 5, 1},
+                           {TSR_NO_TRANS, TSR_TRANS, 48, 100, 200, 0.5f, 1.0f, 2, 3, 6, 0},
+                           {TSR_TRANS, TSR_NO_TRANS, 100, 70, 160, 1.0f, 0.0f, 1, 0, 4, 1}};
+        for (size_t i = 0; i < TSR_ARRAY_SIZE(big); i++) run_gemm(fx->be[d], &big[i], seed++);
     }
 }
 
@@ -1373,6 +1381,16 @@ static void run_host_sequence(tsr_backend *be, float *out, size_t n) {
     assert_int_equal(tsr_pool_geom_finish(&pg), TSR_OK);
     OK(be, tsr_op_maxpool_forward(be, &pg, tsr_ref_at(bg, 0), tsr_ref_at(bm, 0), tsr_ref_at(bv, 0)));
     OK(be, tsr_op_maxpool_backward(be, &pg, tsr_ref_at(bm, 0), tsr_ref_at(bv, 0), tsr_ref_at(bx, 0)));
+    /* a GEMM split by columns and per-image GEMMs spread over the threads */
+    tsr_buf *bo = buf_new(be, 131072 * 4);
+    OK(be, tsr_op_fill(be, tsr_ref_at(bo, 0), 131072, 0.5f));
+    OK(be, tsr_op_gemm(be, TSR_NO_TRANS, TSR_TRANS, 64, 1024, 144, 1.0f, tsr_ref_at(bx, 0), 144,
+                       tsr_ref_at(bc, 0), 144, 0.0f, tsr_ref_at(bo, 0), 1024));
+    OK(be, tsr_op_gemm_batched(be, TSR_NO_TRANS, TSR_NO_TRANS, 16, 1024, 144, 1.0f,
+                               tsr_ref_at(bx, 0), 144, 0, tsr_ref_at(bc, 0), 1024, 147456, 1.0f,
+                               tsr_ref_at(bo, 65536), 1024, 16384, 4));
+    download(bo, out + n + 64, 131072 * 4);
+    tsr_buf_free(bo);
     download(bx, out, n * 4);
     download(bs, out + n, 64 * 4);
     tsr_buf_free(bx);
@@ -1389,7 +1407,8 @@ static void test_host_threads(void **state) {
     fixture *fx = *state;
     const size_t n = 4 * 16 * 32 * 32;
     static const char *const counts[] = {"1", "2", "3", "5"};
-    float *first = xcalloc(n + 64, 4), *got = xcalloc(n + 64, 4);
+    const size_t total = n + 64 + 131072; /* outputs, bias gradient, GEMM results */
+    float *first = xcalloc(total, 4), *got = xcalloc(total, 4);
     const char *saved = getenv("TSR_HOST_THREADS");
     char keep[32] = "";
     if (saved) tsr_strlcpy(keep, saved, sizeof keep);
@@ -1399,7 +1418,7 @@ static void test_host_threads(void **state) {
         OK(fx->be[0], tsr_backend_host_create(fx->ctx, &be));
         run_host_sequence(be, i ? got : first, n);
         tsr_backend_free(be);
-        if (i && memcmp(first, got, (n + 64) * 4) != 0)
+        if (i && memcmp(first, got, total * 4) != 0)
             fail_msg("[host] results with %s threads differ from 1 thread", counts[i]);
     }
     if (saved) setenv("TSR_HOST_THREADS", keep, 1);

@@ -245,12 +245,13 @@ $(BUILD)/gen/git-describe: FORCE
 	@mkdir -p $(dir $@)
 	@[ "$$(cat $@ 2>/dev/null)" = "$(GIT_DESCRIBE)" ] || echo "$(GIT_DESCRIBE)" > $@
 
-# --- valgrind memcheck over the unit tests (suppressions for third-party libraries only) ---
+# --- valgrind memcheck over the unit tests (suppressions for third-party libraries only);
+# TSR_TEST_EMULATED shrinks the training test's data as under qemu ---
 VALGRIND ?= valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite \
             --suppressions=tests/valgrind.supp --gen-suppressions=all
 valgrind: all tests
-	@BUILD=$(BUILD) TSR_TEST_NO_MPI=1 TSR_TEST_NO_FUZZ=1 TSR_TEST_WRAPPER="$(VALGRIND)" \
-	    TSR_VALGRIND=1 sh tests/run-tests.sh
+	@BUILD=$(BUILD) TSR_TEST_NO_MPI=1 TSR_TEST_NO_FUZZ=1 TSR_TEST_NO_FAULT=1 TSR_TEST_EMULATED=1 \
+	    TSR_TEST_WRAPPER="$(VALGRIND)" sh tests/run-tests.sh
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libtessera.a $(DESTDIR)$(INCLUDEDIR)/tessera.h $(DESTDIR)$(PKGCONFIGDIR)/tessera.pc

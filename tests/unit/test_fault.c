@@ -1,7 +1,7 @@
 /* Fault handling through the public API: non-finite values in a training step (a crafted NaN
  * input, an injected NaN gradient) stop or skip the step as configured, leaving parameters
  * untouched; a model larger than the device gives a clear device-memory error on every device.
- * (An OpenCL build failure carries the build log: test_opencl.c, test_build_failure_log.) */
+ * (An OpenCL build failure carries the build log: test_opencl.c, test_build_error.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -178,8 +178,10 @@ tsr_status tsr_dp_begin(tsr_dp *dp, size_t n, float local_loss, float *global_lo
         return tsr_error(dp->ctx, TSR_ERR_INVALID_ARG, "data parallel step: no rank has a sample");
     dp->weight = (double)n;
     dp->total = (double)v[1];
-    dp->ao.weight = dp->weight;
-    dp->ao.total_weight = dp->total;
+    /* weights as fractions of the global batch (sum 1): a rank holding every sample scales its
+     * gradient by exactly 1 */
+    dp->ao.weight = dp->weight / dp->total;
+    dp->ao.total_weight = 1.0;
     if (global_loss) *global_loss = v[0] / v[1];
     dp->nb = dp->ready = dp->pending = 0;
     dp->armed = 1;

@@ -380,6 +380,24 @@ static void test_errors(tsr_context *ctx, tsr_comm *comm, const tsr_model *model
     CHECK(tsr_dp_shares(comm, (size_t)nranks - 1, 1.0, shares) == TSR_ERR_INVALID_ARG &&
               strstr(tsr_context_last_error(ctx), "global batch"),
           "too small global batch: %s", tsr_context_last_error(ctx));
+    /* a loader share of 0 samples is refused */
+    tsr_dataset *d = NULL;
+    tsr_loader *l = NULL;
+    CHECK_OK(tsr_dataset_create(ctx, 16, 1, 2, 2, 2, &d), ctx);
+    tsr_loader_options lo = {1, 1, 0, rank, nranks, 1};
+    CHECK_OK(tsr_loader_create(ctx, d, &lo, &l), ctx);
+    for (int r = 0; r < nranks; r++) shares[r] = r == rank ? 0 : 2;
+    CHECK(tsr_loader_set_shares(l, shares) == TSR_ERR_INVALID_ARG &&
+              strstr(tsr_context_last_error(ctx), "share of 0"),
+          "zero share: %s", tsr_context_last_error(ctx));
+    tsr_loader_free(l);
+    tsr_dataset_free(ctx, d);
+    /* allgatherv without a send buffer for a non-empty contribution */
+    size_t bytes[4] = {8, 8, 8, 8};
+    char recv[32];
+    CHECK(tsr_comm_allgatherv(comm, NULL, recv, bytes) == TSR_ERR_INVALID_ARG &&
+              strstr(tsr_context_last_error(ctx), "send"),
+          "allgatherv NULL send: %s", tsr_context_last_error(ctx));
     tsr_train_mode m;
     tsr_compress_kind k;
     CHECK(tsr_train_mode_parse("data", &m) == TSR_OK && m == TSR_MODE_DATA, "parse data");

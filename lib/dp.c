@@ -72,14 +72,16 @@ static tsr_status poke(tsr_dp *dp) {
 tsr_status tsr_dp_hook(void *user, size_t layer, size_t byte_off, size_t bytes) {
     tsr_dp *dp = user;
     (void)layer;
-    if (!dp->armed || !bytes) return TSR_OK;
-    if (byte_off != dp->ready * 4)
-        return tsr_error(dp->ctx, TSR_ERR_INTERNAL,
-                         "data parallel: gradient range at byte %zu, expected %zu", byte_off,
-                         dp->ready * 4);
-    dp->ready += bytes / 4;
-    if (dp->ready - dp->pending >= dp->fusion) TSR_TRY(start_bucket(dp, dp->ready));
-    return poke(dp);
+    if (!dp->armed) return TSR_OK;
+    if (bytes) {
+        if (byte_off != dp->ready * 4)
+            return tsr_error(dp->ctx, TSR_ERR_INTERNAL,
+                             "data parallel: gradient range at byte %zu, expected %zu", byte_off,
+                             dp->ready * 4);
+        dp->ready += bytes / 4;
+        if (dp->ready - dp->pending >= dp->fusion) TSR_TRY(start_bucket(dp, dp->ready));
+    }
+    return poke(dp); /* layers without parameters too: progress between every layer */
 }
 
 void tsr_dp_free(tsr_dp *dp) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "lib/comm/comm_internal.h"
 #include "lib/dp.h"
 
 typedef struct dp_bucket {
@@ -29,6 +30,8 @@ struct tsr_dp {
     float *host;              /* gradients as the allreduce sees them */
     int staged;               /* host is a copy (device memory): read before, write after */
     int registered;           /* host came from tsr_comm_alloc */
+    void *own_host;           /* host backend: the gradient buffer's own memory while its data
+                                 lives in registered memory (restored at free) */
     dp_bucket *b;
     size_t nb, cap;
     size_t ready, pending;    /* floats final so far; start of the open bucket */
@@ -88,7 +91,9 @@ void tsr_dp_free(tsr_dp *dp) {
     if (!dp) return;
     tsr_context *ctx = dp->ctx;
     for (size_t i = 0; i < dp->nb; i++) tsr_comm_wait(dp->b[i].req);
-    if (dp->registered) tsr_comm_free_mem(dp->comm, dp->host);
+    if (dp->own_host) dp->grads->host = dp->own_host; /* the backend frees its own block */
+    /* freeing shared memory is collective: after a lost peer it would wait forever */
+    if (dp->registered && !dp->comm->broken) tsr_comm_free_mem(dp->comm, dp->host);
     tsr_free(ctx, dp->b);
     tsr_free(ctx, dp->residual);
     tsr_free(ctx, dp->scratch);
@@ -143,13 +148,22 @@ tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *st
     dp->cap = tsr_model_layer_count(model) + 2;
     dp->b = tsr_calloc(ctx, dp->cap, sizeof *dp->b);
     tsr_status s = dp->b ? TSR_OK : tsr_error(ctx, TSR_ERR_NO_MEMORY, "buckets");
-    if (s == TSR_OK && dp->grads->host) {
-        dp->host = dp->grads->host; /* host backend: reduce the gradients in place, no copy */
-    } else if (s == TSR_OK) {
-        void *p = NULL;
-        s = tsr_comm_alloc(dp->comm, dp->nparams * 4, &p);
+    /* Gradients in registered (node shared) memory, so that shm reduces them in place. On the
+     * host backend the gradient buffer's data pointer moves into that memory: backward writes
+     * there and nothing is copied. Other devices stage each bucket through it. (Collective:
+     * every rank allocates once, whatever its device.) */
+    void *p = NULL;
+    if (s == TSR_OK) s = tsr_comm_alloc(dp->comm, dp->nparams * 4, &p);
+    if (s == TSR_OK) {
         dp->host = p;
-        dp->staged = dp->registered = s == TSR_OK;
+        dp->registered = 1;
+        if (dp->grads->host) {
+            memcpy(p, dp->grads->host, dp->nparams * 4);
+            dp->own_host = dp->grads->host;
+            dp->grads->host = p;
+        } else {
+            dp->staged = 1;
+        }
     }
     if (s == TSR_OK && dp->compress == TSR_COMPRESS_TOPK) {
         size_t n = dp->nparams ? dp->nparams : 1;

@@ -215,7 +215,10 @@ tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *
                          (double)l, (unsigned long long)t->steps);
     }
     t->global_loss = l;
-    if (t->dp) TSR_TRY(tsr_dp_begin(t->dp, n, l, &t->global_loss));
+    if (t->dp) {
+        TSR_TRY(tsr_dp_begin(t->dp, n, l, &t->global_loss));
+        TSR_TRY(tsr_timeline_event(t->tl, "sync", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(t->tl)));
+    }
     t1 = tsr_timeline_now(t->tl);
     if (n) TSR_TRY(tsr_stage_backward(t->stage, n, 0));
     else TSR_TRY(tsr_op_fill(t->be, tsr_ref_at(tsr_stage_grads(t->stage), 0),
@@ -223,6 +226,7 @@ tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *
     double t2 = tsr_timeline_now(t->tl);
     TSR_TRY(tsr_timeline_event(t->tl, "backward", TSR_TRACK_COMPUTE, t1, t2));
     if (t->dp) TSR_TRY(tsr_dp_finish(t->dp));
+    double tc = tsr_timeline_now(t->tl);
     if (check) {
         size_t np = tsr_stage_param_count(t->stage);
         TSR_TRY(tsr_buf_read(tsr_stage_grads(t->stage), 0, t->grads, np * sizeof(float)));
@@ -244,8 +248,11 @@ tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *
         }
     }
     float lr = tsr_schedule_lr(&t->o.schedule, t->o.optimizer.lr, t->steps);
+    double t3 = tsr_timeline_now(t->tl);
+    TSR_TRY(tsr_timeline_event(t->tl, "check", TSR_TRACK_COMPUTE, tc, t3));
     TSR_TRY(tsr_optim_update(t->optim, tsr_stage_params(t->stage), tsr_stage_grads(t->stage), lr,
                              t->steps));
+    TSR_TRY(tsr_timeline_event(t->tl, "update", TSR_TRACK_COMPUTE, t3, tsr_timeline_now(t->tl)));
     TSR_TRY(tsr_timeline_event(t->tl, "step", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(t->tl)));
     t->steps++;
     if (loss) *loss = l;

@@ -103,15 +103,20 @@ void tsr_dp_free(tsr_dp *dp) {
     tsr_free(ctx, dp);
 }
 
-static size_t env_size(const char *name, size_t def) {
+/* A byte count from the environment: digits with an optional K or M suffix; 0 when unset. */
+static tsr_status env_bytes(tsr_context *ctx, const char *name, size_t *out) {
+    *out = 0;
     const char *v = getenv(name);
-    if (!v || !*v) return def;
+    if (!v || !*v) return TSR_OK;
     char *end;
     unsigned long long x = strtoull(v, &end, 10);
-    if (end == v) return def;
-    if (*end == 'k' || *end == 'K') x <<= 10;
-    else if (*end == 'm' || *end == 'M') x <<= 20;
-    return x ? (size_t)x : def;
+    int shift = (*end == 'k' || *end == 'K') ? 10 : (*end == 'm' || *end == 'M') ? 20 : 0;
+    if (shift) end++;
+    if (end == v || *end || *v == '-' || !x || x > (SIZE_MAX >> 20))
+        return tsr_error(ctx, TSR_ERR_PARSE, "%s='%s': expected a byte count > 0 such as 4194304 or 4M",
+                         name, v);
+    *out = (size_t)x << shift;
+    return TSR_OK;
 }
 
 tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *stage, const tsr_trainer_options *o,
@@ -125,7 +130,13 @@ tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *st
     dp->tl = tl;
     dp->grads = tsr_stage_grads(stage);
     dp->nparams = tsr_stage_param_count(stage);
-    size_t fb = o->fusion_bytes ? o->fusion_bytes : env_size("TSR_FUSION_BYTES", (size_t)4 << 20);
+    size_t fb = o->fusion_bytes;
+    tsr_status es = fb ? TSR_OK : env_bytes(ctx, "TSR_FUSION_BYTES", &fb);
+    if (es != TSR_OK) {
+        tsr_dp_free(dp);
+        return es;
+    }
+    if (!fb) fb = (size_t)4 << 20;
     dp->fusion = fb / 4 ? fb / 4 : 1;
     dp->compress = o->compress;
     if (dp->compress == TSR_COMPRESS_NONE) {

@@ -73,7 +73,7 @@ void tsr_trainer_free(tsr_trainer *t) {
     if (t->tl) {
         /* a failed flush cannot be reported from here; the log says why */
         if (tsr_timeline_flush(t->tl, t->o.comm) != TSR_OK)
-            tsr_log(t->ctx, TSR_LOG_WARN, "TSR_TIMELINE: %s", tsr_context_last_error(t->ctx));
+            tsr_log(t->ctx, TSR_LOG_WARN, "%s", tsr_context_last_error(t->ctx));
         tsr_timeline_free(t->tl);
     }
     tsr_optim_free(t->optim);

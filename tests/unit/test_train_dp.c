@@ -182,11 +182,44 @@ static void test_timeline_single(void **state) {
     tsr_comm_free(comm);
 }
 
+/* Bad environment values are refused by name. */
+static void test_bad_env(void **state) {
+    (void)state;
+    tsr_comm *comm = NULL;
+    assert_int_equal(tsr_comm_self_create(ctx, &comm), TSR_OK);
+    tsr_model *m = NULL;
+    tsr_model_input in = {1, 4, F / 4, C};
+    assert_int_equal(tsr_model_parse(ctx, "dense:5", in, &m), TSR_OK);
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    o.comm = comm;
+    tsr_trainer *t = NULL;
+    setenv("TSR_FUSION_BYTES", "4X", 1);
+    assert_int_equal(tsr_trainer_create(ctx, m, &o, &t), TSR_ERR_PARSE);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "TSR_FUSION_BYTES='4X'"));
+    setenv("TSR_FUSION_BYTES", "64K", 1);
+    assert_int_equal(tsr_trainer_create(ctx, m, &o, &t), TSR_OK);
+    tsr_trainer_free(t);
+    unsetenv("TSR_FUSION_BYTES");
+    setenv("TSR_COMPRESS", "zip", 1);
+    assert_int_equal(tsr_trainer_create(ctx, m, &o, &t), TSR_ERR_PARSE);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "TSR_COMPRESS='zip'"));
+    unsetenv("TSR_COMPRESS");
+    o.compress = TSR_COMPRESS_TOPK;
+    o.topk_ratio = 1.5;
+    assert_int_equal(tsr_trainer_create(ctx, m, &o, &t), TSR_ERR_INVALID_ARG);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "top-k ratio 1.5"));
+    assert_null(t);
+    tsr_model_free(m);
+    tsr_comm_free(comm);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_topk_select),
         cmocka_unit_test(test_self_comm_equals_single),
         cmocka_unit_test(test_timeline_single),
+        cmocka_unit_test(test_bad_env),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -196,6 +196,11 @@ tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *st
 }
 
 tsr_status tsr_dp_begin(tsr_dp *dp, size_t n, float local_loss, float *global_loss) {
+    /* a step that failed half way may have left buckets in flight */
+    for (size_t i = 0; i < dp->nb; i++) {
+        tsr_comm_wait(dp->b[i].req);
+        dp->b[i].req = NULL;
+    }
     float v[2] = {local_loss * (float)n, (float)n};
     if (!n) v[0] = 0.0f;
     tsr_allreduce_opts ao;

@@ -112,6 +112,17 @@ tsr_status tsr_timeline_flush(tsr_timeline *tl, tsr_comm *comm) {
             s = tsr_error(ctx, TSR_ERR_IO, "TSR_TIMELINE: cannot write '%s'", tl->path);
         } else {
             fputs("[\n", f);
+            /* track names for the viewers: one process per rank, compute and allreduce tracks */
+            int ranks = comm ? size : 1;
+            for (int r = 0; r < ranks; r++) {
+                int pid = comm ? r : tl->rank;
+                fprintf(f, "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,"
+                        "\"args\":{\"name\":\"rank %d\"}},\n", pid, pid);
+                fprintf(f, "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":0,"
+                        "\"args\":{\"name\":\"compute\"}},\n", pid);
+                fprintf(f, "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":1,"
+                        "\"args\":{\"name\":\"allreduce\"}}%s\n", pid, total || r + 1 < ranks ? "," : "");
+            }
             for (size_t i = 0; i < total; i++)
                 fprintf(f, "{\"name\":\"%s\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,\"pid\":%d,"
                         "\"tid\":%d}%s\n", w[i].e.name, w[i].e.ts, w[i].e.dur, w[i].rank,

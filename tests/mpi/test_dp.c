@@ -261,11 +261,15 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_model *mod
     cJSON *arr = cJSON_Parse(text);
     CHECK(cJSON_IsArray(arr), "timeline is not a JSON array");
     if (!cJSON_IsArray(arr)) return;
-    int steps_seen[4] = {0}, fwd[4] = {0}, ar[4] = {0}, overlapped = 0;
+    int steps_seen[4] = {0}, fwd[4] = {0}, ar[4] = {0}, overlapped = 0, meta = 0;
     const cJSON *e, *s;
     cJSON_ArrayForEach(e, arr) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
         const cJSON *ph = cJSON_GetObjectItemCaseSensitive(e, "ph");
+        if (cJSON_IsString(ph) && !strcmp(ph->valuestring, "M")) { /* track names */
+            meta++;
+            continue;
+        }
         double ts = num(e, "ts"), dur = num(e, "dur"), pid = num(e, "pid"), tid = num(e, "tid");
         CHECK(cJSON_IsString(name) && cJSON_IsString(ph) && !strcmp(ph->valuestring, "X") &&
                   ts >= 0 && dur >= 0 && pid >= 0 && pid < nranks && (tid == 0 || tid == 1),
@@ -303,6 +307,7 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_model *mod
         CHECK(ar[r] >= 3 * steps, "rank %d: %d bucket allreduces for %d steps", r, ar[r], steps);
     }
     CHECK(overlapped >= nranks * steps, "only %d buckets started during backward", overlapped);
+    CHECK(meta == 3 * nranks, "%d track-name records for %d ranks", meta, nranks);
     cJSON_Delete(arr);
 }
 

@@ -87,6 +87,7 @@ tsr_status tsr_timeline_flush(tsr_timeline *tl, tsr_comm *comm) {
     if (!bytes || !counts || !mine) s = tsr_error(ctx, TSR_ERR_NO_MEMORY, "timeline flush");
     for (size_t i = 0; s == TSR_OK && i < tl->n; i++) {
         mine[i].e = tl->ev[i];
+        mine[i].e.ts += tl->origin; /* absolute: the ranks of a node share CLOCK_MONOTONIC */
         mine[i].rank = tl->rank;
     }
     size_t total = tl->n;
@@ -107,6 +108,9 @@ tsr_status tsr_timeline_flush(tsr_timeline *tl, tsr_comm *comm) {
     }
     if (s == TSR_OK && me == 0) {
         const tl_wire *w = all ? all : mine;
+        double t0 = 0.0; /* the trace starts at the earliest event of any rank */
+        for (size_t i = 0; i < total; i++)
+            if (i == 0 || w[i].e.ts < t0) t0 = w[i].e.ts;
         FILE *f = fopen(tl->path, "w");
         if (!f) {
             s = tsr_error(ctx, TSR_ERR_IO, "TSR_TIMELINE: cannot write '%s'", tl->path);
@@ -125,7 +129,7 @@ tsr_status tsr_timeline_flush(tsr_timeline *tl, tsr_comm *comm) {
             }
             for (size_t i = 0; i < total; i++)
                 fprintf(f, "{\"name\":\"%s\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,\"pid\":%d,"
-                        "\"tid\":%d}%s\n", w[i].e.name, w[i].e.ts, w[i].e.dur, w[i].rank,
+                        "\"tid\":%d}%s\n", w[i].e.name, w[i].e.ts - t0, w[i].e.dur, w[i].rank,
                         w[i].e.track, i + 1 < total ? "," : "");
             fputs("]\n", f);
             if (fclose(f) != 0) s = tsr_error(ctx, TSR_ERR_IO, "TSR_TIMELINE: writing '%s' failed", tl->path);

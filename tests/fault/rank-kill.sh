@@ -9,6 +9,7 @@ BUILD=${BUILD:-build}
 prog=$(pwd)/$BUILD/tests/fault/fault_train
 [ -x "$prog" ] || { echo "no $prog"; exit 1; }
 command -v mpiexec > /dev/null || { echo "SKIP: no mpiexec"; exit 0; }
+grep -q "WITH_MPI=0" "$BUILD/config.sh" 2> /dev/null && { echo "SKIP: built without MPI"; exit 0; }
 d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
 trap 'rm -rf "$d"' EXIT
 start=$(date +%s)

@@ -9,6 +9,8 @@ d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
 trap 'rm -rf "$d"' EXIT
 for np in 1 2; do
     [ "$np" = 1 ] || command -v mpiexec > /dev/null || { echo "SKIP n=2: no mpiexec"; continue; }
+    [ "$np" = 1 ] || ! grep -q "WITH_MPI=0" "$BUILD/config.sh" 2> /dev/null ||
+        { echo "SKIP n=2: built without MPI"; continue; }
     launch() { if [ "$np" = 1 ]; then "$prog" "$@"; else
         TSR_COMM_TIMEOUT=3 timeout 60 mpiexec -n 2 sh -c "'$prog' $*"; fi; }
     die=$([ "$np" = 1 ] && echo 0 || echo 1)

@@ -7,6 +7,7 @@ set -u
 BUILD=${BUILD:-build}
 src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 command -v mpiexec > /dev/null || { echo "SKIP: no mpiexec"; exit 0; }
+grep -q "WITH_MPI=0" "$BUILD/config.sh" 2> /dev/null && { echo "SKIP: built without MPI"; exit 0; }
 command -v python3 > /dev/null || { echo "SKIP: no python3"; exit 0; }
 [ -f "$src/train-images-idx3-ubyte.gz" ] || { echo "SKIP: no Fashion-MNIST in $src"; exit 0; }
 grep -q -- "--mode" "$BUILD/bin/tsr-train" 2> /dev/null || { echo "SKIP: tsr-train without --mode"; exit 0; }

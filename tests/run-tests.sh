@@ -59,8 +59,9 @@ fi
 
 # --- fault block (reliability owner): tests/fault/*.sh inject faults (a rank killed, a
 # checkpoint write interrupted, resume after a kill, ...) into build/tests/fault programs.
-# TSR_TEST_NO_FAULT=1 skips it.
-if [ -z "$TSR_TEST_NO_FAULT" ] && [ -d "$BUILD/tests/fault" ]; then
+# TSR_TEST_NO_FAULT=1 skips it, as does a TSR_TEST_WRAPPER (qemu, valgrind): the scripts start
+# their programs themselves.
+if [ -z "$TSR_TEST_NO_FAULT" ] && [ -z "$TSR_TEST_WRAPPER" ] && [ -d "$BUILD/tests/fault" ]; then
     for t in tests/fault/*.sh; do
         [ -f "$t" ] || continue
         n=fault_$(basename "$t" .sh)
@@ -72,9 +73,9 @@ fi
 # --- fuzz block (reliability owner): each libFuzzer target of build/fuzz (made by `make test`
 # where clang exists) replays its seed corpus, regressions included, then fuzzes a few seconds
 # (TSR_FUZZ_SECONDS, default 4). New inputs go to a temp folder, not the repository.
-# TSR_TEST_NO_FUZZ=1 skips it.
+# TSR_TEST_NO_FUZZ=1 skips it, as does a TSR_TEST_WRAPPER (the targets are native programs).
 fuzz_build=${TSR_FUZZ_BUILD:-build/fuzz}
-if [ -z "$TSR_TEST_NO_FUZZ" ] && [ -d "$fuzz_build" ]; then
+if [ -z "$TSR_TEST_NO_FUZZ" ] && [ -z "$TSR_TEST_WRAPPER" ] && [ -d "$fuzz_build" ]; then
     for t in "$fuzz_build"/fuzz_*; do
         [ -x "$t" ] || continue
         case "$t" in *.d | *.log) continue ;; esac

@@ -153,7 +153,9 @@ static tsr_status read_file(tsr_context *ctx, const char *path, unsigned char **
         fclose(f);
         return tsr_error(ctx, TSR_ERR_IO, "%s: cannot determine size", path);
     }
-    unsigned char *buf = tsr_malloc(ctx, (size_t)len + 1);
+    /* Zero padding past the end: PoCL parses a fixed-size header without checking the size,
+     * so a truncated or damaged binary file made it read past the buffer (valgrind). */
+    unsigned char *buf = tsr_calloc(ctx, (size_t)len + 4096, 1);
     if (!buf) {
         fclose(f);
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: %ld bytes", path, len);

@@ -215,8 +215,10 @@ int main(int argc, char **argv) {
         size = tsr_comm_size(comm);
         if (rank != 0) a.quiet = 1, a.summary = 0;
         if (to.batch < (size_t)size) {
-            fprintf(stderr, "tsr-train: option --batch: global batch %zu is smaller than %d ranks\n",
-                    to.batch, size);
+            if (rank == 0)
+                fprintf(stderr, "tsr-train: option --batch: global batch %zu is smaller than %d ranks\n",
+                        to.batch, size);
+            tsr_comm_free(comm);
             return 2;
         }
     }

@@ -303,6 +303,8 @@ tsr_status tsr_trainer_measure(tsr_trainer *t, const float *images, const int32_
         double t0 = mono_seconds();
         s = tsr_stage_forward(t->stage, n, 1, 1, NULL);
         if (s == TSR_OK) s = tsr_stage_backward(t->stage, n, 0);
+        float probe; /* a blocking read waits for the device's queue (OpenCL runs async) */
+        if (s == TSR_OK) s = tsr_buf_read(tsr_stage_grads(t->stage), 0, &probe, sizeof probe);
         double dt = mono_seconds() - t0;
         spent += dt;
         if (i >= 1 && (best == 0.0 || dt < best)) best = dt;

@@ -183,6 +183,40 @@ static void test_timeline_single(void **state) {
     tsr_comm_free(comm);
 }
 
+/* Throughput measurement: a positive rate on every device, parameters and steps unchanged. */
+static void test_measure(void **state) {
+    (void)state;
+    tsr_model *m = NULL;
+    tsr_model_input in = {1, 4, F / 4, C};
+    assert_int_equal(tsr_model_parse(ctx, "dense:16,relu,dense:5", in, &m), TSR_OK);
+    size_t np = tsr_model_param_count(m);
+    float *before = malloc(np * sizeof *before), *after = malloc(np * sizeof *after);
+    float x[B * F];
+    int32_t y[B];
+    batch(x, y, 5);
+    for (int d = 0; d < tsr_context_device_count(ctx); d++) {
+        tsr_trainer_options o;
+        tsr_trainer_options_init(&o);
+        o.device = tsr_context_device(ctx, d)->id;
+        o.batch = B;
+        tsr_trainer *t = NULL;
+        assert_int_equal(tsr_trainer_create(ctx, m, &o, &t), TSR_OK);
+        assert_int_equal(tsr_trainer_get_params(t, before, np), TSR_OK);
+        double rate = 0.0;
+        assert_int_equal(tsr_trainer_measure(t, x, y, B, &rate), TSR_OK);
+        fprintf(stderr, "%s: %.0f samples/s forward+backward\n", o.device, rate);
+        assert_true(rate > 0.0);
+        assert_int_equal(tsr_trainer_get_params(t, after, np), TSR_OK);
+        assert_memory_equal(before, after, np * sizeof *before);
+        assert_int_equal(tsr_trainer_steps(t), 0);
+        assert_int_equal(tsr_trainer_measure(t, x, y, 0, &rate), TSR_ERR_SHAPE);
+        tsr_trainer_free(t);
+    }
+    free(before);
+    free(after);
+    tsr_model_free(m);
+}
+
 /* Bad environment values are refused by name. */
 static void test_bad_env(void **state) {
     (void)state;
@@ -221,6 +255,7 @@ int main(void) {
         cmocka_unit_test(test_self_comm_equals_single),
         cmocka_unit_test(test_timeline_single),
         cmocka_unit_test(test_bad_env),
+        cmocka_unit_test(test_measure),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

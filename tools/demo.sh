@@ -1,16 +1,18 @@
 #!/bin/sh
-# `make demo`: the main job — detect the devices, show what was measured, train Fashion-MNIST
-# on the best device found, and report. TSR_DEMO_EPOCHS / TSR_DEMO_MODEL shorten or change it.
+# `make demo`: the main job — detect the devices and measure them (once, then cached), train
+# Fashion-MNIST data-parallel on them (one MPI rank per core on a CPU-only machine, the global
+# batch split by each rank's measured throughput), report. TSR_DEMO_MODEL / TSR_DEMO_EPOCHS /
+# TSR_DEMO_RANKS change it.
 set -e
 BUILD=${BUILD:-build}
 bin=$BUILD/bin
-export POCL_MAX_PTHREAD_COUNT=${POCL_MAX_PTHREAD_COUNT:-$(nproc)}
+ranks=${TSR_DEMO_RANKS:-2}
+model=${TSR_DEMO_MODEL:-mlp}
+epochs=${TSR_DEMO_EPOCHS:-3}
 
-echo "== 1. devices (hwloc + OpenCL), capability measured once and cached =="
-"$bin/tsr-topo"
+echo "== 1. devices (hwloc + OpenCL) and what each measured =="
+"$bin/tsr-topo" --recalibrate
 
 echo
-echo "== 2. train Fashion-MNIST =="
-model=${TSR_DEMO_MODEL:-cnn}
-epochs=${TSR_DEMO_EPOCHS:-2}
-"$bin/tsr-train" --model "$model" --epochs "$epochs" --json
+echo "== 2. train Fashion-MNIST: $model, $epochs epochs, data parallel on $ranks ranks =="
+mpiexec -n "$ranks" "$bin/tsr-train" --mode data --model "$model" --epochs "$epochs" --json

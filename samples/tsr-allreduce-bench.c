@@ -156,6 +156,7 @@ int main(int argc, char **argv) {
     /* Warm-up: the first second after start-up measured slow in every row here (ranks and
      * the launcher still settling), so spend half a second in small collectives first. */
     for (double t_end = now() + 0.5, go = 1; go;) {
+        /* the decision to go on is collective (each rank's deadline differs slightly) */
         for (int ri = 0; ri < nrows; ri++) {
             tsr_allreduce_opts o;
             tsr_allreduce_opts_init(&o);
@@ -163,9 +164,8 @@ int main(int argc, char **argv) {
             fill(rows[ri].registered ? reg : priv, 1024, rank);
             tsr_comm_allreduce(comm, rows[ri].registered ? reg : priv, 1024, &o);
         }
-        double t = now();
-        MPI_Allreduce(&t, &go, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
-        go = go < t_end;
+        double more = now() < t_end;
+        MPI_Allreduce(&more, &go, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     }
     int all_ok = 1;
     for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= (size_t)step) {

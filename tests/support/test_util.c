@@ -1,6 +1,8 @@
 #include "test_util.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static void *failing_alloc(void *opaque, size_t size) {
     tsr_test_alloc *a = opaque;
@@ -50,4 +52,23 @@ double tsr_test_rel_error(const float *a, const float *b, size_t n, double atol,
     }
     if (worst) *worst = wi;
     return max;
+}
+
+tsr_status tsr_test_quiet_context(tsr_context **out) {
+    tsr_context_options o;
+    tsr_context_options_init(&o);
+    o.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+    o.log_level = TSR_LOG_OFF;
+    return tsr_context_create(out, &o);
+}
+
+int tsr_test_make_dir(char *dir, size_t size, const char *tag) {
+    if (snprintf(dir, size, "/tmp/tsr-%s-XXXXXX", tag) >= (int)size) return -1;
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+int tsr_test_remove_dir(const char *dir) {
+    char cmd[256];
+    if (snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir) >= (int)sizeof cmd) return -1;
+    return system(cmd) == 0 ? 0 : -1;
 }

@@ -22,4 +22,11 @@ void tsr_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi
 double tsr_test_rel_error(const float *a, const float *b, size_t n, double atol, double rtol,
                           size_t *worst);
 
+/* A context without OpenCL, hwloc or log output, for tests of host-only modules. */
+tsr_status tsr_test_quiet_context(tsr_context **out);
+/* mkdtemp of "/tmp/tsr-<tag>-XXXXXX" into dir (>= 64 bytes); 0 on success. */
+int tsr_test_make_dir(char *dir, size_t size, const char *tag);
+/* rm -rf dir; 0 on success. */
+int tsr_test_remove_dir(const char *dir);
+
 #endif

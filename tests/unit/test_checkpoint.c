@@ -28,13 +28,8 @@ typedef struct {
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
-    tsr_context_options o;
-    tsr_context_options_init(&o);
-    o.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
-    o.log_level = TSR_LOG_OFF;
-    if (tsr_context_create(&f->ctx, &o) != TSR_OK) return -1;
-    strcpy(f->dir, "/tmp/tsr-ck-XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
+    if (tsr_test_quiet_context(&f->ctx) != TSR_OK) return -1;
+    if (tsr_test_make_dir(f->dir, sizeof f->dir, "ck") != 0) return -1;
     snprintf(f->path, sizeof f->path, "%s/run.ckpt", f->dir);
     *state = f;
     return 0;
@@ -42,9 +37,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture *f = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    if (system(cmd) != 0) return -1;
+    if (tsr_test_remove_dir(f->dir) != 0) return -1;
     tsr_context_free(f->ctx);
     free(f);
     return 0;

@@ -194,6 +194,13 @@ tsr_status tsr_opencl_buf_alloc(tsr_backend *be, tsr_buf *buf) {
     tsr_cl *cl = be->impl;
     /* OpenCL rejects empty buffers; a 4-byte one keeps zero-sized tensors valid. */
     size_t bytes = buf->bytes ? buf->bytes : 4;
+    /* Some drivers (NVIDIA's) accept buffers beyond their own per-allocation limit and fail
+     * later or never; refuse them here so every device behaves alike. */
+    if (be->device.max_alloc_bytes && bytes > be->device.max_alloc_bytes)
+        return tsr_error(be->ctx, TSR_ERR_DEVICE_MEMORY,
+                         "%s (%s): cannot allocate %zu bytes of device memory: more than "
+                         "CL_DEVICE_MAX_MEM_ALLOC_SIZE (%llu)", be->device.id, be->device.name,
+                         buf->bytes, (unsigned long long)be->device.max_alloc_bytes);
     cl_int err;
     cl_mem mem = clCreateBuffer(cl->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
     if (err == CL_SUCCESS) {

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Trains the same models on the same data, batch, optimizer, schedule and thread count with
-tessera (build/bin/tsr-train --json) and PyTorch (CPU), one after the other in one run, and
+tessera (build/bin/tsr-train --json) and PyTorch (CPU, or CUDA with --torch-device cuda), one after the other in one run, and
 prints samples/s of each, their ratio, and the test accuracies.
 
     /usr/bin/python3 bench/train_vs_torch.py --models mlp,cnn --epochs 1 --threads 2
@@ -81,11 +81,15 @@ def run_torch(args, spec, train, test):
     import torch
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = torch_model(spec, torch)
-    xtr = torch.from_numpy(train[0]).reshape(-1, 1, 28, 28)
-    ytr = torch.from_numpy(train[1])
-    xte = torch.from_numpy(test[0]).reshape(-1, 1, 28, 28)
-    yte = torch.from_numpy(test[1])
+    dev = torch.device(args.torch_device)
+    # tessera computes in FP32: keep PyTorch off TF32 so both do the same arithmetic
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = torch_model(spec, torch).to(dev)
+    xtr = torch.from_numpy(train[0]).reshape(-1, 1, 28, 28).to(dev)
+    ytr = torch.from_numpy(train[1]).to(dev)
+    xte = torch.from_numpy(test[0]).reshape(-1, 1, 28, 28).to(dev)
+    yte = torch.from_numpy(test[1]).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps = args.epochs * math.ceil(len(ytr) / args.batch)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -94,7 +98,7 @@ def run_torch(args, spec, train, test):
     train_time, done, last = 0.0, 0, float("nan")
     for _ in range(args.epochs):
         model.train()
-        perm = torch.randperm(len(ytr), generator=g)
+        perm = torch.randperm(len(ytr), generator=g).to(dev)
         t0, total, nb = time.perf_counter(), 0.0, 0
         for i in range(0, len(ytr), args.batch):
             idx = perm[i:i + args.batch]
@@ -123,6 +127,8 @@ def run_tessera(args, spec):
            "--seed", str(args.seed), "--data", args.data, "--json", "--quiet"]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
+    if args.device:
+        cmd += ["--device", args.device]
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads),
                OMP_NUM_THREADS=str(args.threads), POCL_MAX_PTHREAD_COUNT=str(args.threads))
     out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
@@ -142,6 +148,8 @@ def main():
     ap.add_argument("--data", default=os.environ.get("TSR_DATA_DIR", "/usr/share/datasets/fashion-mnist"))
     ap.add_argument("--tsr-train", default=os.path.join(
         here, "..", os.environ.get("BUILD", "build"), "bin", "tsr-train"))
+    ap.add_argument("--device", default="", help="tessera device id or index (tsr-train --device)")
+    ap.add_argument("--torch-device", default="cpu", help="PyTorch device: cpu or cuda")
     ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
     args = ap.parse_args()
     train = load_split(args.data, "train", args.limit or None)
@@ -154,8 +162,10 @@ def main():
                      "ratio": t["samples_per_s"] / p["samples_per_s"],
                      "tessera_acc": t["test_accuracy"], "torch_acc": p["test_accuracy"],
                      "torch_version": p["version"]})
-    print("batch %d, %d thread(s), %d epoch(s), %s training samples, Adam lr %g, cosine"
-          % (args.batch, args.threads, args.epochs, args.limit or len(train[1]), args.lr))
+    print("batch %d, %d thread(s), %d epoch(s), %s training samples, Adam lr %g, cosine; "
+          "tessera device %s, torch device %s"
+          % (args.batch, args.threads, args.epochs, args.limit or len(train[1]), args.lr,
+             args.device or "0", args.torch_device))
     print("%-6s %14s %14s %7s %10s %10s" % ("model", "tessera smp/s", "torch smp/s", "ratio",
                                              "tsr acc", "torch acc"))
     for r in rows:

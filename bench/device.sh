@@ -1,0 +1,69 @@
+#!/bin/sh
+# Figures that only a GPU machine can give, in one command (device time is short).
+# Build here first with `make BUILD=build/gpu lib samples tests`, copy the data set into
+# .device/data, then on the GPU machine (../shared/device/README.md):
+#   bash .device/env.sh sh bench/device.sh tests|topo|gemm|train|allreduce|scaling|hetero ...
+# Each part prints a header; every figure is a side-by-side ratio against its peer.
+BUILD=${BUILD:-build/gpu}
+export BUILD
+export TSR_DATA_DIR=${TSR_DATA_DIR:-$PWD/.device/data}
+export TSR_CACHE_DIR=${TSR_CACHE_DIR:-/tmp/tsr-cache}
+bin=$BUILD/bin
+gpu=${TSR_BENCH_GPU:-}   # tessera device id of the GPU; found from tsr-topo when empty
+find_gpu() {
+    [ -n "$gpu" ] && return
+    gpu=$($bin/tsr-topo --json 2>/dev/null | python3 -c '
+import json, sys
+t = json.load(sys.stdin)
+for d in t.get("devices", []):
+    if d.get("kind") == "gpu":
+        print(d["id"]); break')
+}
+
+for part in "$@"; do
+    echo "=== $part ($(date -u +%H:%M:%S))"
+    case $part in
+    tests)
+        nvidia-smi -L; clinfo -l
+        TSR_TEST_NO_FUZZ=1 sh tests/run-tests.sh 2>&1 | grep -v '^PASS' | tail -60 ;;
+    topo)
+        $bin/tsr-topo --recalibrate ;;
+    gemm)
+        find_gpu
+        $bin/tsr-gemm-bench --device "$gpu" --sizes 1024,2048,4096,8192
+        TSR_CLBLAST_PARAMS=${TSR_BENCH_CLBLAST_PARAMS:-} $bin/tsr-gemm-bench --device "$gpu" --sizes 4096,8192
+        python3 - <<'EOF'
+import time, torch
+torch.backends.cuda.matmul.allow_tf32 = False
+for n in (1024, 2048, 4096, 8192):
+    a = torch.randn(n, n, device="cuda"); b = torch.randn(n, n, device="cuda")
+    for _ in range(3): a @ b
+    torch.cuda.synchronize(); reps = max(3, int(2e12 / (2 * n**3))); t = time.perf_counter()
+    for _ in range(reps): a @ b
+    torch.cuda.synchronize(); t = time.perf_counter() - t
+    print("cuBLAS FP32 (torch %s) n=%-5d %9.1f GFLOP/s" % (torch.__version__, n, 2 * n**3 * reps / t / 1e9))
+EOF
+        ;;
+    train)
+        find_gpu
+        for b in 64 256; do
+            python3 bench/train_vs_torch.py --tsr-train $bin/tsr-train --models mlp,cnn \
+                --batch $b --threads 16 --device "$gpu" --torch-device cuda --data "$TSR_DATA_DIR"
+        done ;;
+    allreduce)
+        for n in 2 4 8 16; do
+            mpiexec -n $n $bin/tsr-allreduce-bench --algos mpi,auto,ring,rhd,shm --iters 10 --csv
+        done ;;
+    scaling)
+        for n in 1 2 4 8 16; do
+            OPENBLAS_NUM_THREADS=1 TSR_HOST_THREADS=1 mpiexec -n $n $bin/tsr-train --mode data \
+                --model mlp --epochs 1 --batch $((64 * n)) --json --quiet | tail -1
+        done ;;
+    hetero)
+        # rank 0 on the GPU, rank 1 on the host CPU: the batch split follows throughput
+        find_gpu
+        TSR_LOG=info mpiexec -n 1 $bin/tsr-train --mode data --device "$gpu" --model cnn --epochs 1 --json --quiet : \
+            -n 1 $bin/tsr-train --mode data --device 0 --model cnn --epochs 1 --json --quiet 2>&1 | tail -8 ;;
+    *) echo "device.sh: unknown part '$part'" >&2; exit 2 ;;
+    esac
+done

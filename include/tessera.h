@@ -16,5 +16,6 @@
 #include "tessera/topology.h"
 #include "tessera/comm.h"
 #include "tessera/manifest.h"
+#include "tessera/plan.h"
 
 #endif

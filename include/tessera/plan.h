@@ -1,0 +1,100 @@
+/* Placement planner (model parallelism): splits a sequential model into contiguous stages of
+ * layers and places each stage on one device of a topology, by measured capability, so that
+ * the slowest stage of the resulting pipeline is as fast as possible.
+ *
+ * The plan predicts, per stage, forward/backward time of one micro-batch, the hand-over to the
+ * next stage and the memory it needs; the pipeline runtime (lib/pipeline.c) consumes the
+ * stage list. A plan can be written as JSON and read back (tsr_plan_parse), validated against
+ * the model. */
+#ifndef TESSERA_PLAN_H
+#define TESSERA_PLAN_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "context.h"
+#include "model.h"
+#include "topology.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tsr_plan tsr_plan;
+
+#define TSR_PLAN_FORMAT "tessera-plan"
+#define TSR_PLAN_VERSION 1
+
+typedef struct tsr_plan_options {
+    size_t batch;           /* global mini-batch (samples per optimizer step); default 64 */
+    size_t microbatches;    /* pipeline micro-batches per step (0: choose, 4 x stages capped
+                             * by the batch) */
+    int optimizer_slots;    /* extra floats of state per parameter: 0 SGD, 1 momentum, 2 Adam */
+    double memory_fraction; /* of each device's global memory the plan may use (default 0.9) */
+    double network_gbps;    /* between hosts when the topology has no figure (default 10) */
+    size_t max_stages;      /* 0: up to every usable device */
+    int replicas;           /* hybrid: data-parallel copies of the pipeline (0/1: one) */
+} tsr_plan_options;
+
+/* Defaults as above. */
+void tsr_plan_options_init(tsr_plan_options *o);
+
+typedef struct tsr_plan_stage {
+    size_t first, last;           /* layers [first, last) */
+    int device;                   /* index into the topology's devices */
+    char device_id[64];
+    int rank;                     /* cluster rank driving the device (-1: no cluster view) */
+    double forward_s, backward_s; /* predicted per micro-batch */
+    double send_s;                /* activations (and their gradients back) to the next stage */
+    uint64_t memory_bytes;        /* params + grads + optimizer state + in-flight activations */
+    uint64_t memory_limit;        /* memory_fraction x the device's global memory */
+} tsr_plan_stage;
+
+/* Best placement of `model` on the usable devices of `topo` (see lib/plan.c for the cost model
+ * and the search). `o` may be NULL (defaults). Errors: TSR_ERR_INVALID_ARG naming a bad
+ * option, TSR_ERR_NO_DEVICE when the topology has no usable device, TSR_ERR_PLAN when no
+ * placement fits in memory (the detail names the layer that needs most and the largest
+ * device). */
+tsr_status tsr_plan_create(tsr_context *ctx, const tsr_model *model, const tsr_topology *topo,
+                           const tsr_plan_options *o, tsr_plan **out);
+
+/* A fixed placement evaluated with the same cost model: stage i holds layers
+ * [bounds[i], bounds[i+1]) on topology device devices[i]; bounds has stages + 1 entries,
+ * bounds[0] = 0 and bounds[stages] = the layer count. TSR_ERR_PLAN when it does not fit in
+ * memory (detail names the stage). */
+tsr_status tsr_plan_from_bounds(tsr_context *ctx, const tsr_model *model,
+                                const tsr_topology *topo, const tsr_plan_options *o,
+                                const size_t *bounds, const int *devices, size_t stages,
+                                tsr_plan **out);
+
+void tsr_plan_free(tsr_plan *p); /* accepts NULL */
+
+size_t tsr_plan_stage_count(const tsr_plan *p);
+const tsr_plan_stage *tsr_plan_stage_at(const tsr_plan *p, size_t i); /* NULL if out of range */
+size_t tsr_plan_microbatches(const tsr_plan *p);
+size_t tsr_plan_microbatch_size(const tsr_plan *p); /* samples per micro-batch (last may be less) */
+size_t tsr_plan_batch(const tsr_plan *p);
+int tsr_plan_replicas(const tsr_plan *p);
+double tsr_plan_step_seconds(const tsr_plan *p); /* predicted time of one optimizer step */
+double tsr_plan_samples_per_s(const tsr_plan *p);
+double tsr_plan_bubble_fraction(const tsr_plan *p); /* (S-1)/(M+S-1) */
+size_t tsr_plan_bottleneck(const tsr_plan *p);      /* index of the slowest stage */
+
+/* Stage table, totals and a one-line picture. */
+tsr_status tsr_plan_print(const tsr_plan *p, FILE *f);
+/* JSON (cJSON): format, version, model spec, options, stages, predictions. */
+tsr_status tsr_plan_write_json(const tsr_plan *p, FILE *f);
+/* A plan read back (e.g. tsr-plan --json output), validated against the model: layer ranges
+ * must cover [0, layers) without gaps or overlaps. Errors: TSR_ERR_PARSE naming the field,
+ * TSR_ERR_MISMATCH when the plan is for another model. Predicted figures are taken as
+ * written. */
+tsr_status tsr_plan_parse(tsr_context *ctx, const tsr_model *model, const char *text, size_t len,
+                          tsr_plan **out);
+/* The same, also checking every stage's device against `topo` (device id at its index, or
+ * found by id): TSR_ERR_NOT_FOUND naming the stage for an unknown device. */
+tsr_status tsr_plan_parse_for(tsr_context *ctx, const tsr_model *model, const tsr_topology *topo,
+                              const char *text, size_t len, tsr_plan **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

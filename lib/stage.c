@@ -28,6 +28,7 @@ struct tsr_stage {
     int out_grad_idx, in_grad_idx;
     tsr_stage_grad_hook hook;
     void *hook_user;
+    float loss_scale;  /* d(loss)/d(per-sample loss); 0: 1/n (the mean over the batch) */
 };
 
 /* ---- RNG ---- */
@@ -225,6 +226,10 @@ tsr_ref tsr_stage_output_grad(tsr_stage *st) { return tsr_ref_at(st->g[st->out_g
 tsr_ref tsr_stage_labels(tsr_stage *st) { return tsr_ref_at(st->acts, st->labels_off); }
 tsr_ref tsr_stage_probs(tsr_stage *st) { return tsr_ref_at(st->acts, st->probs_off); }
 
+void tsr_stage_set_loss_scale(tsr_stage *st, float scale) {
+    if (st) st->loss_scale = scale;
+}
+
 void tsr_stage_set_hook(tsr_stage *st, tsr_stage_grad_hook hook, void *user) {
     if (!st) return;
     st->hook = hook;
@@ -362,9 +367,10 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
         return tsr_error(st->ctx, TSR_ERR_STATE,
                          "stage backward on %zu samples needs a training forward on the same batch", n);
     tsr_backend *be = st->be;
+    float scale = st->loss_scale > 0.0f ? st->loss_scale : 1.0f / (float)n;
     if (st->is_last)
         TSR_TRY(tsr_op_softmax_xent_backward(be, n, st->model->input.classes, tsr_stage_probs(st),
-                                             tsr_stage_labels(st), 1.0f / (float)n,
+                                             tsr_stage_labels(st), scale,
                                              tsr_ref_at(st->g[st->out_grad_idx], 0)));
     for (size_t i = st->last; i-- > st->first;) {
         const tsr_layer *l = layer(st, i);

@@ -56,6 +56,10 @@ tsr_ref tsr_stage_labels(tsr_stage *st);
 tsr_ref tsr_stage_probs(tsr_stage *st);
 
 void tsr_stage_set_hook(tsr_stage *st, tsr_stage_grad_hook hook, void *user);
+/* Last stage: backward scales each sample's loss gradient by `scale` instead of 1/n (0 restores
+ * 1/n). A pipeline sets 1/(whole batch) so that micro-batch gradients sum to the gradient of
+ * the mean loss over the batch, with the same per-sample arithmetic as one big batch. */
+void tsr_stage_set_loss_scale(tsr_stage *st, float scale);
 
 /* Forward on the first n samples of the input. train = 1 applies dropout with masks from
  * dropout_seed (each layer mixes in its index). On the last stage also computes the

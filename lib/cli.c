@@ -38,11 +38,13 @@ static tsr_status parse_double(tsr_cli_train *a, const char *opt, const char *v,
     return TSR_OK;
 }
 
-static const char *const flags[] = {"--json", "--quiet", "--summary", "--nesterov", "--help", "-h"};
+static const char *const flags[] = {"--json",  "--quiet", "--summary", "--nesterov",
+                                    "--zero", "--help",  "-h"};
 static const char *const valued[] = {
     "--model",  "--data",   "--device", "--checkpoint", "--resume", "--optimizer",
     "--schedule", "--epochs", "--batch", "--limit",     "--warmup", "--seed",
-    "--lr",     "--momentum", "--weight-decay", "--manifest", "--mode", "--nonfinite"};
+    "--lr",     "--momentum", "--weight-decay", "--manifest", "--mode", "--nonfinite",
+    "--compress"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -67,6 +69,7 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
             else if (!strcmp(o, "--quiet")) a->quiet = 1;
             else if (!strcmp(o, "--summary")) a->summary = 1;
             else if (!strcmp(o, "--nesterov")) a->nesterov = 1;
+            else if (!strcmp(o, "--zero")) a->zero = 1;
             else a->help = 1;
             continue;
         }
@@ -91,6 +94,10 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
             if (strcmp(v, "skip") && strcmp(v, "stop"))
                 return fail(a, o, "'%.64s' is not skip or stop", v);
             a->nonfinite = v;
+        } else if (!strcmp(o, "--compress")) {
+            if (strcmp(v, "none") && strcmp(v, "fp16") && strcmp(v, "topk"))
+                return fail(a, o, "'%.64s' is not none, fp16 or topk", v);
+            a->compress = v;
         } else if (!strcmp(o, "--epochs")) st = parse_long(a, o, v, 1, &a->epochs);
         else if (!strcmp(o, "--batch")) st = parse_long(a, o, v, 1, &a->batch);
         else if (!strcmp(o, "--limit")) st = parse_long(a, o, v, 1, &a->limit);

@@ -10,10 +10,12 @@ typedef struct tsr_cli_train {
     const char *optimizer, *schedule;
     const char *mode;        /* NULL: single device; other values are checked by the caller */
     const char *nonfinite;   /* NULL, "skip" or "stop" */
+    const char *compress;    /* NULL, "none", "fp16" or "topk" */
     long epochs, batch, limit, warmup;
     double lr, momentum, weight_decay;  /* lr < 0: the optimizer's default */
     unsigned long long seed;
     int nesterov, json, quiet, summary, help;
+    int zero;                /* --zero: ZeRO-1 sharded optimizer in data mode */
     char error[256];         /* "option --epochs: '0' is not an integer >= 1" on failure */
 } tsr_cli_train;
 

@@ -42,6 +42,14 @@ struct tsr_dp {
     dp_pair *send, *recv;
     size_t pairs_cap;
     tsr_timeline *tl;
+    /* ZeRO-1: the gradients are reduce-scattered, this rank updates parameters [lo, hi) with
+     * optimizer state for that slice only, and the parameters are allgathered. */
+    int shard;
+    size_t lo, hi;
+    tsr_buf *params;
+    float *phost;             /* parameters as the allgather sees them (registered) */
+    int pstaged;              /* phost is a copy of device memory */
+    void *own_phost;          /* host backend: the parameter buffer's own memory (as own_host) */
 };
 
 static tsr_status start_bucket(tsr_dp *dp, size_t end) {
@@ -75,7 +83,7 @@ static tsr_status poke(tsr_dp *dp) {
 tsr_status tsr_dp_hook(void *user, size_t layer, size_t byte_off, size_t bytes) {
     tsr_dp *dp = user;
     (void)layer;
-    if (!dp->armed) return TSR_OK;
+    if (!dp->armed || (dp->shard && dp->compress != TSR_COMPRESS_TOPK)) return TSR_OK;
     if (bytes) {
         if (byte_off != dp->ready * 4)
             return tsr_error(dp->ctx, TSR_ERR_INTERNAL,
@@ -92,7 +100,13 @@ void tsr_dp_free(tsr_dp *dp) {
     tsr_context *ctx = dp->ctx;
     for (size_t i = 0; i < dp->nb; i++) tsr_comm_wait(dp->b[i].req);
     if (dp->own_host) dp->grads->host = dp->own_host; /* the backend frees its own block */
-    /* freeing shared memory is collective: after a lost peer it would wait forever */
+    if (dp->own_phost) {
+        memcpy(dp->own_phost, dp->phost, dp->nparams * 4); /* the trainer may still read them */
+        dp->params->host = dp->own_phost;
+    }
+    /* freeing shared memory is collective: after a lost peer it would wait forever; in the
+     * reverse order of allocation */
+    if (dp->phost && !dp->comm->broken) tsr_comm_free_mem(dp->comm, dp->phost);
     if (dp->registered && !dp->comm->broken) tsr_comm_free_mem(dp->comm, dp->host);
     tsr_free(ctx, dp->b);
     tsr_free(ctx, dp->residual);
@@ -151,6 +165,19 @@ tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *st
         }
     }
     dp->topk_ratio = o->topk_ratio > 0 ? o->topk_ratio : 0.01;
+    dp->shard = o->shard_optimizer > 0;
+    if (!o->shard_optimizer) {
+        const char *z = getenv("TSR_ZERO");
+        if (z && *z && strcmp(z, "0") && strcmp(z, "1")) {
+            tsr_dp_free(dp);
+            return tsr_error(ctx, TSR_ERR_PARSE, "TSR_ZERO='%s': use 0 or 1", z);
+        }
+        dp->shard = z && !strcmp(z, "1");
+    }
+    dp->params = tsr_stage_params(stage);
+    dp->lo = 0;
+    dp->hi = dp->nparams;
+    if (dp->shard) tsr_comm_slice(dp->comm, dp->nparams, tsr_comm_rank(dp->comm), &dp->lo, &dp->hi);
     tsr_allreduce_opts_init(&dp->ao);
     dp->ao.algo = o->algo;
     dp->ao.wire = dp->compress == TSR_COMPRESS_FP16 ? TSR_WIRE_F16 : TSR_WIRE_F32;
@@ -174,6 +201,18 @@ tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *st
             dp->grads->host = p;
         } else {
             dp->staged = 1;
+        }
+    }
+    /* ZeRO-1: the parameters too, so that the allgather writes them in place */
+    if (s == TSR_OK && dp->shard) s = tsr_comm_alloc(dp->comm, dp->nparams * 4, &p);
+    if (s == TSR_OK && dp->shard) {
+        dp->phost = p;
+        if (dp->params->host) {
+            memcpy(p, dp->params->host, dp->nparams * 4);
+            dp->own_phost = dp->params->host;
+            dp->params->host = p;
+        } else {
+            dp->pstaged = 1;
         }
     }
     if (s == TSR_OK && dp->compress == TSR_COMPRESS_TOPK) {
@@ -279,6 +318,16 @@ static tsr_status topk_exchange(tsr_dp *dp) {
 
 tsr_status tsr_dp_finish(tsr_dp *dp) {
     dp->armed = 0;
+    if (dp->shard && dp->compress != TSR_COMPRESS_TOPK) {
+        /* ZeRO-1: one reduce-scatter of the whole buffer; this rank's slice is final */
+        double t0 = tsr_timeline_now(dp->tl);
+        if (dp->staged) TSR_TRY(tsr_buf_read(dp->grads, 0, dp->host, dp->nparams * 4));
+        TSR_TRY(tsr_comm_reduce_scatter(dp->comm, dp->host, dp->nparams, &dp->ao));
+        if (dp->staged)
+            TSR_TRY(tsr_buf_write(dp->grads, dp->lo * 4, dp->host + dp->lo, (dp->hi - dp->lo) * 4));
+        return tsr_timeline_event(dp->tl, "reduce-scatter", TSR_TRACK_COMM, t0,
+                                  tsr_timeline_now(dp->tl));
+    }
     if (dp->pending < dp->nparams || !dp->nb) TSR_TRY(start_bucket(dp, dp->nparams));
     if (dp->compress == TSR_COMPRESS_TOPK) return topk_exchange(dp);
     tsr_status s = TSR_OK;
@@ -302,3 +351,38 @@ tsr_status tsr_dp_finish(tsr_dp *dp) {
 }
 
 size_t tsr_dp_buckets(const tsr_dp *dp) { return dp ? dp->nb : 0; }
+
+int tsr_dp_sharded(const tsr_dp *dp) { return dp && dp->shard; }
+
+void tsr_dp_owned(const tsr_dp *dp, size_t *lo, size_t *hi) {
+    *lo = dp->lo;
+    *hi = dp->hi;
+}
+
+tsr_status tsr_dp_first_bad(tsr_dp *dp, size_t local, size_t *global) {
+    int size = tsr_comm_size(dp->comm);
+    uint64_t mine = local, *all = tsr_calloc(dp->ctx, (size_t)size, sizeof *all);
+    size_t *bytes = tsr_calloc(dp->ctx, (size_t)size, sizeof *bytes);
+    tsr_status s = all && bytes ? TSR_OK : tsr_error(dp->ctx, TSR_ERR_NO_MEMORY, "%d ranks", size);
+    for (int r = 0; s == TSR_OK && r < size; r++) bytes[r] = sizeof mine;
+    if (s == TSR_OK) s = tsr_comm_allgatherv(dp->comm, &mine, all, bytes);
+    *global = dp->nparams;
+    for (int r = 0; s == TSR_OK && r < size; r++)
+        if (all[r] < *global) *global = (size_t)all[r];
+    tsr_free(dp->ctx, all);
+    tsr_free(dp->ctx, bytes);
+    return s;
+}
+
+tsr_status tsr_dp_gather_params(tsr_dp *dp) {
+    double t0 = tsr_timeline_now(dp->tl);
+    size_t lo = dp->lo, n = dp->hi - dp->lo;
+    if (dp->pstaged) TSR_TRY(tsr_buf_read(dp->params, lo * 4, dp->phost + lo, n * 4));
+    TSR_TRY(tsr_comm_allgather(dp->comm, dp->phost, dp->nparams, dp->ao.algo));
+    if (dp->pstaged) TSR_TRY(tsr_buf_write(dp->params, 0, dp->phost, dp->nparams * 4));
+    return tsr_timeline_event(dp->tl, "allgather", TSR_TRACK_COMM, t0, tsr_timeline_now(dp->tl));
+}
+
+tsr_status tsr_dp_gather_slices(tsr_dp *dp, float *full) {
+    return tsr_comm_allgather(dp->comm, full, dp->nparams, dp->ao.algo);
+}

@@ -25,6 +25,22 @@ tsr_status tsr_dp_hook(void *user, size_t layer, size_t byte_off, size_t bytes);
 tsr_status tsr_dp_finish(tsr_dp *dp);
 size_t tsr_dp_buckets(const tsr_dp *dp);
 
+/* ZeRO-1 (options shard_optimizer or TSR_ZERO=1): tsr_dp_finish reduce-scatters, so only
+ * this rank's slice [lo, hi) of the gradient is final; the trainer updates that slice of the
+ * parameters (optimizer state for it alone) and tsr_dp_gather_params allgathers them. Without
+ * sharding the slice is the whole buffer. The parameter buffer of a host stage lives in
+ * registered memory while the dp exists. */
+int tsr_dp_sharded(const tsr_dp *dp);
+void tsr_dp_owned(const tsr_dp *dp, size_t *lo, size_t *hi);
+/* Collective: the smallest of every rank's `local` (first non-finite gradient index found in
+ * its slice, or the parameter count when none) in *global. */
+tsr_status tsr_dp_first_bad(tsr_dp *dp, size_t local, size_t *global);
+/* Collective: every rank's updated slice of the parameters to all ranks. */
+tsr_status tsr_dp_gather_params(tsr_dp *dp);
+/* Collective, in place: full[lo, hi) of every rank to all ranks (parameter-sized host array;
+ * checkpoints gather the sharded optimizer state with it). */
+tsr_status tsr_dp_gather_slices(tsr_dp *dp, float *full);
+
 /* Top-k (compress.c): idx[0..k) = positions of the k largest |v[i]| of v[0..n) (any order;
  * ties broken by position); scratch holds n floats. */
 void tsr_topk_select(const float *v, size_t n, size_t k, uint32_t *idx, float *scratch);

@@ -76,7 +76,7 @@ tsr_status tsr_optim_create(tsr_backend *be, const tsr_optimizer_options *o, siz
 tsr_status tsr_optim_update(tsr_optim *opt, tsr_buf *params, tsr_buf *grads, float lr, uint64_t step) {
     if (!opt || !params || !grads) return TSR_ERR_INVALID_ARG;
     const tsr_optimizer_options *o = &opt->o;
-    tsr_ref w = tsr_ref_at(params, 0), g = tsr_ref_at(grads, 0);
+    tsr_ref w = tsr_ref_at(params, opt->off), g = tsr_ref_at(grads, opt->off);
     if (o->kind == TSR_OPTIM_SGD) {
         tsr_sgd_params p = {lr, o->momentum, o->weight_decay, o->nesterov};
         /* without momentum the velocity is never read; pass the gradient as a placeholder */

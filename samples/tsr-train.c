@@ -48,6 +48,9 @@ static void usage(FILE *f) {
             "  --nonfinite skip|stop  NaN/Inf loss or gradients: skip the step or stop (default)\n"
             "  --mode data            data parallel over the MPI ranks (run under mpiexec);\n"
             "                         --batch is then the global batch\n"
+            "  --compress none|fp16|topk  data mode: gradient compression (default none)\n"
+            "  --zero                 data mode: ZeRO-1, each rank keeps and updates one slice of\n"
+            "                         the optimizer state; parameters are allgathered\n"
             "  --summary              print the model summary first\n"
             "  --quiet                no progress bar\n"
             "  --json                 print one JSON result line on stdout\n"
@@ -197,6 +200,8 @@ int main(int argc, char **argv) {
     to.seed = a.seed;
     to.device = a.device;
     if (a.nonfinite) to.nonfinite = strcmp(a.nonfinite, "skip") ? TSR_NONFINITE_STOP : TSR_NONFINITE_SKIP;
+    if (a.compress && tsr_compress_kind_parse(a.compress, &to.compress) != TSR_OK) return 2;
+    if (a.zero) to.shard_optimizer = 1;
 
     tsr_context *ctx;
     tsr_context_options co;
@@ -258,14 +263,15 @@ int main(int argc, char **argv) {
     shares[0] = to.batch;
     if (dp) {
         /* each rank's share of the global batch in proportion to its measured samples/s (a short
-         * timed forward+backward of the model itself); TSR_DP_BALANCE=0 splits evenly */
+         * timed forward+backward of the model itself; identical devices share one rate);
+         * TSR_DP_BALANCE=0 splits evenly */
         size_t probe = to.batch / (size_t)size;
         const char *bal = getenv("TSR_DP_BALANCE");
-        double rate = 1.0;
-        if ((!bal || strcmp(bal, "0")) &&
-            (s = tsr_trainer_measure(tr, train->images, train->labels, probe, &rate)) != TSR_OK)
-            die(ctx, s, "throughput measurement");
-        if ((s = tsr_dp_shares(comm, to.batch, rate, shares)) != TSR_OK) die(ctx, s, "batch shares");
+        if (bal && !strcmp(bal, "0"))
+            s = tsr_dp_shares(comm, to.batch, 1.0, shares);
+        else
+            s = tsr_trainer_balance(tr, to.batch, train->images, train->labels, probe, shares);
+        if (s != TSR_OK) die(ctx, s, "batch shares");
         if ((s = tsr_loader_set_shares(loader, shares)) != TSR_OK) die(ctx, s, "loader shares");
     }
     if (a.resume && (s = tsr_trainer_load(tr, a.resume)) != TSR_OK) die(ctx, s, "resume");
@@ -323,8 +329,8 @@ int main(int argc, char **argv) {
             fprintf(log, "epoch %llu: train loss %.4f, test accuracy %.4f, test loss %.4f, %.0f samples/s\n",
                 (unsigned long long)e + 1, last_loss, acc, test_loss, (double)done / dt);
         fflush(log);
-        /* parameters are identical on every rank: rank 0 writes the checkpoint */
-        if (rank == 0 && a.checkpoint && (s = tsr_trainer_save(tr, a.checkpoint)) != TSR_OK)
+        /* every rank takes part (a sharded optimizer's state is gathered); rank 0 writes */
+        if (a.checkpoint && (s = tsr_trainer_save(tr, a.checkpoint)) != TSR_OK)
             die(ctx, s, "checkpoint");
         if (man && a.checkpoint &&
             ((s = tsr_manifest_add_file(man, "checkpoint", a.checkpoint)) != TSR_OK ||

@@ -110,6 +110,12 @@ typedef struct tsr_trainer_options {
     tsr_allreduce_algo algo;     /* AUTO: the communicator's choice */
     tsr_compress_kind compress;  /* 0: $TSR_COMPRESS (none|fp16|topk), else none */
     double topk_ratio;           /* TOPK: fraction of each bucket sent; 0: 0.01 */
+    /* ZeRO-1 (Rajbhandari et al.): gradients are reduce-scattered, each rank updates only its
+     * slice of the parameters with optimizer state for that slice (1/ranks of the memory),
+     * then the parameters are allgathered. Same result as without (up to the reduction
+     * order); one reduce-scatter after backward instead of overlapping buckets. 1: on,
+     * -1: off, 0: $TSR_ZERO (0|1), else off. tsr_trainer_save is then collective. */
+    int shard_optimizer;
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,
@@ -132,7 +138,10 @@ tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *
 tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *accuracy, double *loss);
 
 /* Checkpoints hold the parameters, optimizer state, step, epoch, seed and RNG state. Load
- * refuses a checkpoint of another model spec, optimizer or tensor size (TSR_ERR_MISMATCH). */
+ * refuses a checkpoint of another model spec, optimizer or tensor size (TSR_ERR_MISMATCH).
+ * With a communicator only rank 0 writes (the other ranks' calls return TSR_OK); with a
+ * sharded optimizer (shard_optimizer) save is collective: every rank must call it, and rank 0
+ * writes the whole state. The file is the same either way, and any trainer loads it. */
 tsr_status tsr_trainer_save(tsr_trainer *t, const char *path);
 tsr_status tsr_trainer_load(tsr_trainer *t, const char *path);
 
@@ -151,6 +160,13 @@ tsr_status tsr_trainer_measure(tsr_trainer *t, const float *images, const int32_
  * shares[0..size) (same on every rank), each >= 1, summing to global_batch (>= size).
  * Collective. */
 tsr_status tsr_dp_shares(tsr_comm *comm, size_t global_batch, double rate, size_t *shares);
+/* Both steps at once, as tsr-train does: measures this rank's throughput on `probe` samples
+ * (tsr_trainer_measure), gives ranks that drive identical devices (same backend, name, driver,
+ * compute units and host threads) the mean of their rates, so timing noise never splits a
+ * homogeneous cluster unevenly, then tsr_dp_shares. Collective; one rank (or no
+ * communicator): shares[0] = global_batch. */
+tsr_status tsr_trainer_balance(tsr_trainer *t, size_t global_batch, const float *images,
+                               const int32_t *labels, size_t probe, size_t *shares);
 /* Mean loss of the last step over the global batch (data mode; the local loss otherwise). */
 float tsr_trainer_global_loss(const tsr_trainer *t);
 /* Gradient buckets of the last step (data mode with more than one rank; 0 otherwise). */

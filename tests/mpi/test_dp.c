@@ -4,6 +4,8 @@
  *  - one step with unequal local batches (shares from tsr_dp_shares, slices from the loader's
  *    tsr_loader_set_shares) equals a single-process step on the same global batch;
  *  - fp16 and top-k keep convergence: loss after N steps within a margin of the uncompressed run;
+ *  - ZeRO-1: same parameters as plain data parallelism, a collective checkpoint that resumes
+ *    exactly, a NaN in one rank's slice skips the step everywhere;
  *  - TSR_TIMELINE: the trace parses with cJSON, has every rank, and its events nest;
  *  - bad input gives errors that say what was wrong.
  * Prints each failure and exits non-zero. */
@@ -411,6 +413,106 @@ static void test_errors(tsr_context *ctx, tsr_comm *comm, const tsr_model *model
     CHECK(tsr_compress_kind_parse("zip", &k) == TSR_ERR_PARSE, "parse 'zip'");
 }
 
+/* ZeRO-1 (shard_optimizer): the same parameters as plain data parallelism (tolerance: the
+ * reduce-scatter may sum in another order than the allreduce), bitwise identical on every
+ * rank; its collective checkpoint equals the plain trainer's and resumes exactly; a non-finite
+ * gradient in one rank's slice makes every rank skip the step. */
+static void test_zero(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, const tsr_dataset *d) {
+    size_t b = 8, np = tsr_model_param_count(model);
+    tsr_trainer *t[3] = {NULL, NULL, NULL}; /* plain, ZeRO, ZeRO resumed */
+    for (int k = 0; k < 3; k++) {
+        tsr_trainer_options o;
+        tsr_trainer_options_init(&o);
+        o.batch = b;
+        o.comm = comm;
+        o.shard_optimizer = k ? 1 : -1;
+        o.nonfinite = TSR_NONFINITE_SKIP;
+        o.optimizer.lr = 3e-3f;
+        CHECK_OK(tsr_trainer_create(ctx, model, &o, &t[k]), ctx);
+        if (!t[k]) goto out;
+    }
+    tsr_loader_options lo = {b, 3, 1, rank, nranks, 1};
+    tsr_loader *l = NULL;
+    CHECK_OK(tsr_loader_create(ctx, d, &lo, &l), ctx);
+    float *x = malloc(b * FEATURES * sizeof *x), *p0 = malloc(np * 4), *p1 = malloc(np * 4);
+    int32_t *y = malloc(b * sizeof *y);
+    uint64_t *hashes = malloc((size_t)nranks * sizeof *hashes);
+    int pid = (int)getpid();
+    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    char path[2][96];
+    for (int k = 0; k < 2; k++) snprintf(path[k], sizeof path[k], "/tmp/tsr-test-zero-%d-%d.ck", pid, k);
+    double worst = 0.0;
+    for (int s = 0; s < 24 && l; s++) {
+        size_t n = tsr_loader_next(l, x, y);
+        if (!n) {
+            tsr_loader_start_epoch(l, (uint64_t)s);
+            n = tsr_loader_next(l, x, y);
+        }
+        if (s == 23) {
+            /* every rank poisons gradient np / 2, which only its owner's slice holds (n > 1) */
+            setenv("TSR_FAULT_GRAD_NAN", "23", 1);
+            CHECK_OK(tsr_trainer_get_params(t[1], p0, np), ctx);
+            for (int k = 0; k < 3; k++) CHECK_OK(tsr_trainer_step(t[k], x, y, n, NULL), ctx);
+            unsetenv("TSR_FAULT_GRAD_NAN");
+            for (int k = 0; k < 3; k++)
+                CHECK(tsr_trainer_skipped(t[k]) == 1, "trainer %d skipped %llu steps after a NaN", k,
+                      (unsigned long long)tsr_trainer_skipped(t[k]));
+            CHECK_OK(tsr_trainer_get_params(t[1], p1, np), ctx);
+            CHECK(!memcmp(p0, p1, np * 4), "ZeRO: a skipped step changed the parameters");
+            break;
+        }
+        CHECK_OK(tsr_trainer_step(t[0], x, y, n, NULL), ctx);
+        CHECK_OK(tsr_trainer_step(t[1], x, y, n, NULL), ctx);
+        if (s == 16) { /* checkpoints of both; the third (ZeRO) trainer resumes from this one */
+            CHECK_OK(tsr_trainer_save(t[0], path[0]), ctx);
+            CHECK_OK(tsr_trainer_save(t[1], path[1]), ctx);
+            MPI_Barrier(MPI_COMM_WORLD);
+            CHECK_OK(tsr_trainer_load(t[2], path[1]), ctx);
+        }
+        if (s > 16 && s < 23) CHECK_OK(tsr_trainer_step(t[2], x, y, n, NULL), ctx);
+        CHECK_OK(tsr_trainer_get_params(t[0], p0, np), ctx);
+        CHECK_OK(tsr_trainer_get_params(t[1], p1, np), ctx);
+        for (size_t i = 0; i < np; i++) {
+            double e = fabs((double)p0[i] - p1[i]) / (1.0 + fabs((double)p0[i]));
+            if (e > worst) worst = e;
+        }
+        uint64_t h = hash_bytes(p1, np * 4);
+        MPI_Gather(&h, 1, MPI_UINT64_T, hashes, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+        for (int r = 1; rank == 0 && r < nranks; r++)
+            CHECK(hashes[r] == hashes[0], "ZeRO step %d: rank %d parameters differ from rank 0's", s, r);
+        if (s > 16) {
+            CHECK_OK(tsr_trainer_get_params(t[2], p0, np), ctx);
+            CHECK(!memcmp(p0, p1, np * 4), "ZeRO step %d: the resumed trainer differs", s);
+        }
+    }
+    CHECK(worst <= 1e-5, "ZeRO vs plain: parameters differ by %.3g (relative; bound 1e-5)", worst);
+    if (rank == 0) {
+        /* the gathered checkpoint holds the whole optimizer state, as the plain one does */
+        tsr_checkpoint *c[2] = {NULL, NULL};
+        for (int k = 0; k < 2; k++) CHECK_OK(tsr_checkpoint_load(ctx, path[k], &c[k]), ctx);
+        const char *names[] = {"params", "adam.m", "adam.v"};
+        for (int i = 0; c[0] && c[1] && i < 3; i++) {
+            const tsr_checkpoint_tensor *a = tsr_checkpoint_find(c[0], names[i]);
+            const tsr_checkpoint_tensor *z = tsr_checkpoint_find(c[1], names[i]);
+            CHECK(a && z && a->count == np && z->count == np, "checkpoint tensor %s", names[i]);
+            double e = 0.0;
+            for (size_t j = 0; a && z && j < np; j++)
+                e = fmax(e, fabs((double)a->data[j] - z->data[j]) / (1e-6 + fabs((double)a->data[j])));
+            CHECK(e <= 1e-4, "checkpoint %s: ZeRO vs plain differ by %.3g (relative)", names[i], e);
+        }
+        for (int k = 0; k < 2; k++) tsr_checkpoint_free(ctx, c[k]);
+        for (int k = 0; k < 2; k++) remove(path[k]);
+    }
+    free(x);
+    free(y);
+    free(p0);
+    free(p1);
+    free(hashes);
+    tsr_loader_free(l);
+out:
+    for (int k = 0; k < 3; k++) tsr_trainer_free(t[k]);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -431,6 +533,7 @@ int main(int argc, char **argv) {
         test_errors(ctx, comm, model);
         test_weighted_equivalence(ctx, comm, model, d);
         test_identical_and_convergence(ctx, comm, model, d);
+        test_zero(ctx, comm, model, d);
         test_timeline(ctx, comm, model, d);
         test_fmnist_accuracy(ctx, comm);
     }

@@ -26,8 +26,8 @@ typedef struct tsr_plan tsr_plan;
 
 typedef struct tsr_plan_options {
     size_t batch;           /* global mini-batch (samples per optimizer step); default 64 */
-    size_t microbatches;    /* pipeline micro-batches per step (0: choose, 4 x stages capped
-                             * by the batch) */
+    size_t microbatches;    /* pipeline micro-batches per step and replica (0: choose, 4 x
+                             * stages, 1 for one stage, at most the batch) */
     int optimizer_slots;    /* extra floats of state per parameter: 0 SGD, 1 momentum, 2 Adam */
     double memory_fraction; /* of each device's global memory the plan may use (default 0.9) */
     double network_gbps;    /* between hosts when the topology has no figure (default 10) */
@@ -78,6 +78,15 @@ double tsr_plan_step_seconds(const tsr_plan *p); /* predicted time of one optimi
 double tsr_plan_samples_per_s(const tsr_plan *p);
 double tsr_plan_bubble_fraction(const tsr_plan *p); /* (S-1)/(M+S-1) */
 size_t tsr_plan_bottleneck(const tsr_plan *p);      /* index of the slowest stage */
+/* Gradient allreduce between replicas per step (0 with one replica), included in the step. */
+double tsr_plan_allreduce_seconds(const tsr_plan *p);
+/* Hybrid plans: topology device and rank of `stage` in `replica` (replica 0 is the stage list);
+ * -1 when out of range. */
+int tsr_plan_replica_device(const tsr_plan *p, int replica, size_t stage);
+int tsr_plan_replica_rank(const tsr_plan *p, int replica, size_t stage);
+/* 1 when tsr_plan_create proved the plan optimal for its cost model; 0 for fixed or parsed
+ * plans and when the search stopped at its work budget (then it is the best found). */
+int tsr_plan_optimal(const tsr_plan *p);
 
 /* Stage table, totals and a one-line picture. */
 tsr_status tsr_plan_print(const tsr_plan *p, FILE *f);

@@ -1,0 +1,1077 @@
+/* Placement planner: contiguous stages of layers on devices of different speed and memory.
+ *
+ * Cost model (every figure per micro-batch of `mb` samples; each assumption says why):
+ *  - Layer time on a device = its FLOPs / effective rate + kernel launches x launch latency.
+ *    Dense and convolution layers are GEMMs (dense: mb x units x inputs; convolution through
+ *    im2col: filters x (mb * output pixels) x (channels * kh * kw)); their rate is the
+ *    calibrated SGEMM rate at the cube size n = cbrt(M N K) of that GEMM, interpolated in log n
+ *    between calibrated sizes, falling linearly with n below the smallest (small GEMMs are
+ *    bound by latency and occupancy) and flat above the largest. Without calibration by size
+ *    the best measured SGEMM rate is used, and without any measurement PLAN_EFFICIENCY x peak
+ *    (CLBlast reached 32.8 of the H100's 66.9 TFLOP/s, OpenBLAS 77 of 156 GF/s here: ~0.5).
+ *  - Element-wise layers (relu, pooling, dropout) are bound by memory bandwidth: forward moves
+ *    input + output, backward input + 2 x output (output gradient and saved state in, input
+ *    gradient out), at the measured copy bandwidth (else PLAN_BALANCE bytes per FLOP of peak,
+ *    the balance of current GPUs and CPUs). Flatten is a view: no time.
+ *  - Launches: dense/conv 2 kernels forward (GEMM, bias) and 3 backward (two GEMMs, bias
+ *    gradient), element-wise layers 1 each way; latency measured, else 1 us on the host backend
+ *    and 10 us through OpenCL (9 us measured on the H100).
+ *  - Hand-over between stages i and i+1: the boundary layer's output (activations forward,
+ *    their gradients backward: 2 x bytes) costs bytes / d2h of the sender + bytes / h2d of the
+ *    receiver (the host backend copies at its memory bandwidth; unmeasured links 10 GB/s, PCIe
+ *    3 x16), plus bytes / network_gbps when the devices are on different hosts. Charged to the
+ *    sender as send_s: one device's time per micro-batch is forward + backward + send.
+ *  - Micro-batches: M as asked, else 4 x S (1 for one stage), at most the batch; micro-batch
+ *    size ceil(batch / M) (the last may be smaller: the prediction takes all as full).
+ *  - Step (1F1B or GPipe): (M + S - 1) x max over stages of (forward + backward + send): the
+ *    bottleneck stage sets the pace, and the S - 1 extra slots are the bubble. With R replicas,
+ *    plus a ring allreduce of each stage's gradients over its R copies, 2 (R-1)/R x bytes at the
+ *    slower of the device's h2d and d2h (through host memory; they share a host), the largest
+ *    stage's.
+ *  - Memory of stage i: params x 4 x (2 + optimizer slots) (weights, gradients, state) plus, for
+ *    each micro-batch in flight (1F1B keeps S - i, at most M), the activation bytes of its
+ *    layers (outputs and what backward keeps) and, from stage 1 on, the received input. It must
+ *    fit memory_fraction x the device's global memory.
+ *  - Candidates: usable devices, one of each same_as pair (the faster), with a rate (measured or
+ *    peak); with a cluster view, only devices a rank drives.
+ *
+ * Search (tsr_plan_create): for each stage count S (1 .. min(layers, devices, max_stages)), a
+ * depth-first search over device orders, where identical devices (same host, name, memory and
+ * capability) form one class so orders are permutations of a multiset of classes. Along one
+ * order, the optimal contiguous split is the linear-partition dynamic program
+ *   f_j(e) = min over b < e of max(f_{j-1}(b), cost_j(b, e))
+ * (f_j(e): least bottleneck of stages 0..j covering layers [0, e); cost_j includes the send to
+ * stage j+1, so row j is computed when stage j+1's class is chosen). Orders sharing a prefix
+ * share its rows (a trie walk), each row costing O(L^2). Pruning, all exact:
+ *  - bound: a prefix whose rows, completed by the least time any device needs for the remaining
+ *    layers spread over the remaining stages, cannot beat the best step found is cut;
+ *  - dominance: two prefixes that used the same classes and end on the same class have the same
+ *    future; one whose row is nowhere better than a stored one is cut.
+ * Worst case O(S_max x (orders of classes) x L^2); with c classes of n devices the orders of
+ * length S are at most n!/(n-S)!, and dominance bounds the distinct states by
+ * prod(count_k + 1) x c per S (Held-Karp). A work budget (PLAN_BUDGET inner steps) stops the
+ * search on pathological inputs (many distinct devices); the plan then is the best found and
+ * tsr_plan_optimal() says 0. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lib/internal.h"
+#include "lib/plan_internal.h"
+#include "topology/topology.h"
+
+#define PLAN_EFFICIENCY 0.5      /* fraction of peak an uncalibrated device reaches in SGEMM */
+#define PLAN_BALANCE 0.05        /* GB/s of memory bandwidth per GFLOP/s of peak when unmeasured */
+#define PLAN_LINK_GBPS 10.0      /* h2d/d2h when unmeasured (PCIe 3 x16) */
+#define PLAN_LAUNCH_HOST_S 1e-6  /* launch latency when unmeasured, host backend */
+#define PLAN_LAUNCH_OPENCL_S 1e-5
+#define PLAN_BUDGET 4e8          /* inner DP steps before the search settles for the best found */
+#define PLAN_MEMO_BYTES (16u << 20)
+
+void tsr_plan_options_init(tsr_plan_options *o) {
+    if (!o) return;
+    memset(o, 0, sizeof *o);
+    o->batch = 64;
+    o->microbatches = 0;
+    o->optimizer_slots = 0;
+    o->memory_fraction = 0.9;
+    o->network_gbps = 10.0;
+    o->max_stages = 0;
+    o->replicas = 1;
+}
+
+static tsr_status check_options(tsr_context *ctx, const tsr_plan_options *o) {
+    if (o->batch == 0)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option batch: 0, must be >= 1");
+    if (!(o->memory_fraction > 0 && o->memory_fraction <= 1))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "plan option memory_fraction: %g, must be in (0, 1]", o->memory_fraction);
+    if (!(o->network_gbps > 0) || !isfinite(o->network_gbps))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option network_gbps: %g, must be > 0",
+                         o->network_gbps);
+    if (o->optimizer_slots < 0 || o->optimizer_slots > 16)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "plan option optimizer_slots: %d, must be in 0..16 (0 SGD, 2 Adam)",
+                         o->optimizer_slots);
+    if (o->replicas < 0)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option replicas: %d, must be >= 0",
+                         o->replicas);
+    size_t r = o->replicas > 1 ? (size_t)o->replicas : 1;
+    if (o->batch < r)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "plan option batch: %zu is less than the %zu replicas (one sample each)",
+                         o->batch, r);
+    size_t rb = (o->batch + r - 1) / r;
+    if (o->microbatches > rb)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "plan option microbatches: %zu is more than the %zu samples of a "
+                         "replica's batch",
+                         o->microbatches, rb);
+    return TSR_OK;
+}
+
+/* ---------------------------------------------------------------- cost model */
+
+/* One layer, in the figures the cost model uses (per sample where it scales with the batch). */
+typedef struct lay {
+    tsr_layer_kind kind;
+    double flops_f, flops_b;  /* per sample */
+    double gm, gn, gk;        /* GEMM shape at one sample: M, N, K; `per` says which scales */
+    int batch_in_m;           /* dense: M = mb; conv: N = mb x pixels */
+    double in_elems, out_elems;
+    uint64_t param_mem;       /* params x 4 x (2 + slots) */
+    uint64_t act_per_sample;  /* activation bytes of one sample */
+    uint64_t out_per_sample;  /* output bytes of one sample (the hand-over) */
+} lay;
+
+/* A device the plan may use, with every figure the model needs filled in. */
+typedef struct cand {
+    int dev;                  /* topology index */
+    int cls;
+    int host;
+    const tsr_device_info *d;
+    double mem_bw, d2h, h2d;  /* GB/s */
+    double launch_s;
+    uint64_t limit;
+} cand;
+
+static double gemm_rate(const tsr_device_info *d, double n) {
+    if (d->gemm_points > 0) {
+        int k = d->gemm_points > 4 ? 4 : d->gemm_points;
+        /* points sorted by size (calibration measures growing sizes) */
+        if (n <= d->gemm_n[0]) return d->gemm_gflops_n[0] * (n > 1 ? n : 1) / d->gemm_n[0];
+        for (int i = 1; i < k; i++) {
+            if (n <= d->gemm_n[i]) {
+                double a = log(d->gemm_n[i - 1]), b = log(d->gemm_n[i]);
+                double t = b > a ? (log(n) - a) / (b - a) : 1;
+                return d->gemm_gflops_n[i - 1] + t * (d->gemm_gflops_n[i] - d->gemm_gflops_n[i - 1]);
+            }
+        }
+        return d->gemm_gflops_n[k - 1];
+    }
+    if (d->gemm_gflops > 0) return d->gemm_gflops;
+    return d->peak_gflops * PLAN_EFFICIENCY;
+}
+
+static int has_rate(const tsr_device_info *d) {
+    if (d->gemm_points > 0) {
+        for (int i = 0; i < d->gemm_points && i < 4; i++)
+            if (!(d->gemm_gflops_n[i] > 0) || d->gemm_n[i] == 0 ||
+                (i && d->gemm_n[i] <= d->gemm_n[i - 1]))
+                return 0;
+        return 1;
+    }
+    return d->gemm_gflops > 0 || d->peak_gflops > 0;
+}
+
+static void fill_cand(cand *c, const tsr_device_info *d, int dev, double fraction) {
+    memset(c, 0, sizeof *c);
+    c->dev = dev;
+    c->d = d;
+    c->host = d->host;
+    double peak = d->peak_gflops > 0 ? d->peak_gflops : gemm_rate(d, 1e9) / PLAN_EFFICIENCY;
+    c->mem_bw = d->mem_bw_gbps > 0 ? d->mem_bw_gbps : peak * PLAN_BALANCE;
+    if (d->backend == TSR_BACKEND_HOST) {
+        c->d2h = c->h2d = c->mem_bw; /* a memcpy */
+    } else {
+        c->d2h = d->d2h_gbps > 0 ? d->d2h_gbps : PLAN_LINK_GBPS;
+        c->h2d = d->h2d_gbps > 0 ? d->h2d_gbps : PLAN_LINK_GBPS;
+    }
+    c->launch_s = d->launch_us > 0 ? d->launch_us * 1e-6
+                  : d->backend == TSR_BACKEND_HOST ? PLAN_LAUNCH_HOST_S
+                                                   : PLAN_LAUNCH_OPENCL_S;
+    c->limit = (uint64_t)(fraction * (double)d->global_mem_bytes);
+}
+
+/* Forward and backward seconds of layer `l` on `c` at micro-batch `mb`. */
+static void layer_time(const lay *l, const cand *c, size_t mb, double *fwd, double *bwd) {
+    double n = (double)mb;
+    switch (l->kind) {
+    case TSR_LAYER_DENSE:
+    case TSR_LAYER_CONV2D: {
+        double m = l->gm, nn = l->gn, k = l->gk;
+        if (l->batch_in_m)
+            m *= n;
+        else
+            nn *= n;
+        double rate = gemm_rate(c->d, cbrt(m * nn * k)) * 1e9;
+        *fwd = l->flops_f * n / rate + 2 * c->launch_s;
+        *bwd = l->flops_b * n / rate + 3 * c->launch_s;
+        break;
+    }
+    case TSR_LAYER_FLATTEN: *fwd = *bwd = 0; break;
+    default: {
+        double bw = c->mem_bw * 1e9;
+        *fwd = (l->in_elems + l->out_elems) * 4 * n / bw + c->launch_s;
+        *bwd = (l->in_elems + 2 * l->out_elems) * 4 * n / bw + c->launch_s;
+        break;
+    }
+    }
+}
+
+/* Hand-over of `bytes` (one way) from a to b, both directions of one micro-batch. */
+static double xfer(const cand *a, const cand *b, double bytes, double net_gbps) {
+    if (a->dev == b->dev) return 0;
+    double t = 2 * bytes * (1 / (a->d2h * 1e9) + 1 / (b->h2d * 1e9));
+    if (a->host != b->host) t += 2 * bytes / (net_gbps * 1e9);
+    return t;
+}
+
+/* Ring allreduce of `bytes` among `r` copies on devices like c. */
+static double allreduce_time(const cand *c, double bytes, int r) {
+    if (r <= 1) return 0;
+    double bw = (c->d2h < c->h2d ? c->d2h : c->h2d) * 1e9;
+    return 2.0 * (r - 1) / r * bytes / bw;
+}
+
+static tsr_status read_layers(tsr_context *ctx, const tsr_model *model, int slots, lay **out) {
+    size_t L = tsr_model_layer_count(model);
+    lay *ls = tsr_calloc(ctx, L, sizeof *ls);
+    if (!ls) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: layer table");
+    for (size_t i = 0; i < L; i++) {
+        tsr_layer_info in;
+        tsr_status st = tsr_model_layer_info(model, i, 1, &in);
+        if (st != TSR_OK) {
+            tsr_free(ctx, ls);
+            return st;
+        }
+        lay *l = &ls[i];
+        l->kind = in.kind;
+        l->flops_f = (double)in.forward_flops;
+        l->flops_b = (double)in.backward_flops;
+        l->in_elems = (double)in.in_c * in.in_h * in.in_w;
+        l->out_elems = (double)in.out_c * in.out_h * in.out_w;
+        l->param_mem = (uint64_t)in.params * 4u * (2u + (unsigned)slots);
+        l->act_per_sample = in.activation_bytes;
+        l->out_per_sample = (uint64_t)(l->out_elems * 4);
+        if (in.kind == TSR_LAYER_DENSE) {
+            l->gm = 1, l->gn = (double)in.out_c * in.out_h * in.out_w, l->gk = l->in_elems;
+            l->batch_in_m = 1;
+        } else if (in.kind == TSR_LAYER_CONV2D) {
+            /* weights = filters x (channels x kh x kw), plus one bias per filter */
+            double k = in.out_c ? (double)in.params / in.out_c - 1 : 1;
+            l->gm = (double)in.out_c, l->gn = (double)in.out_h * in.out_w, l->gk = k > 1 ? k : 1;
+            l->batch_in_m = 0;
+        }
+    }
+    *out = ls;
+    return TSR_OK;
+}
+
+/* Stage figures for one placement, shared by the search's final plan, fixed placements and
+ * the brute-force checks in the tests. */
+typedef struct env {
+    tsr_context *ctx;
+    const tsr_model *model;
+    const tsr_topology *topo;
+    tsr_plan_options o;
+    size_t L;
+    lay *layers;
+    int replicas;
+    size_t rb;                /* samples per replica per step */
+} env;
+
+static void free_env(env *e) { tsr_free(e->ctx, e->layers); }
+
+static tsr_status make_env(tsr_context *ctx, const tsr_model *model, const tsr_topology *topo,
+                           const tsr_plan_options *o, env *e) {
+    memset(e, 0, sizeof *e);
+    e->ctx = ctx;
+    if (!model || !topo)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan: %s is NULL", model ? "topology" : "model");
+    if (o)
+        e->o = *o;
+    else
+        tsr_plan_options_init(&e->o);
+    TSR_TRY(check_options(ctx, &e->o));
+    e->model = model;
+    e->topo = topo;
+    e->L = tsr_model_layer_count(model);
+    if (e->L == 0) return tsr_error(ctx, TSR_ERR_SHAPE, "plan: the model has no layers");
+    e->replicas = e->o.replicas > 1 ? e->o.replicas : 1;
+    e->rb = (e->o.batch + (size_t)e->replicas - 1) / (size_t)e->replicas;
+    return read_layers(ctx, model, e->o.optimizer_slots, &e->layers);
+}
+
+static size_t choose_m(const env *e, size_t S) {
+    if (e->o.microbatches) return e->o.microbatches;
+    if (S == 1) return 1; /* no pipeline to fill: one pass over the whole batch, larger GEMMs */
+    size_t m = 4 * S;
+    return m < e->rb ? m : e->rb;
+}
+
+static int rank_of(const tsr_topology *t, int dev) {
+    for (int r = 0; r < tsr_topology_rank_count(t); r++)
+        if (tsr_topology_rank(t, r)->device == dev) return tsr_topology_rank(t, r)->rank;
+    return -1;
+}
+
+/* Why device `i` cannot be planned on, or NULL. `ranked`: the topology has ranks. */
+static const char *not_candidate(const tsr_topology *t, int i) {
+    const tsr_device_info *d = tsr_topology_device(t, i);
+    if (!d->usable) return "not usable (a slower path to a device listed twice)";
+    if (d->same_as >= 0) {
+        const tsr_device_info *o = tsr_topology_device(t, d->same_as);
+        /* both paths usable (not calibrated): keep the faster, else the first */
+        if (o && o->usable) {
+            double a = has_rate(d) ? gemm_rate(d, 1024) : 0, b = has_rate(o) ? gemm_rate(o, 1024) : 0;
+            if (b > a || (b == a && d->same_as < i)) return "a second path to a device listed twice";
+        }
+    }
+    if (!has_rate(d)) return "without a compute rate (no peak or SGEMM figure)";
+    if (d->global_mem_bytes == 0) return "without memory size";
+    if (tsr_topology_rank_count(t) && rank_of(t, i) < 0) return "driven by no rank";
+    return NULL;
+}
+
+static void fill_device(tsr_plan_device *pd, const tsr_topology *t, int dev) {
+    const tsr_device_info *d = tsr_topology_device(t, dev);
+    memset(pd, 0, sizeof *pd);
+    pd->index = dev;
+    pd->rank = rank_of(t, dev);
+    pd->host = d->host;
+    pd->kind = d->kind;
+    tsr_strlcpy(pd->id, d->id, sizeof pd->id);
+    tsr_strlcpy(pd->name, d->name, sizeof pd->name);
+    const tsr_host_info *h = tsr_topology_host(t, d->host);
+    if (h) tsr_strlcpy(pd->hostname, h->hostname, sizeof pd->hostname);
+}
+
+/* Builds the plan for bounds[0..S] on cands[0..S) (replica 0) and rep[r*S+i] (topology indices
+ * of every replica; NULL: one replica). Memory that does not fit: TSR_ERR_PLAN naming the
+ * stage. */
+static tsr_status evaluate(const env *e, const size_t *bounds, const cand *cands, size_t S,
+                           const int *rep, tsr_plan **out) {
+    tsr_context *ctx = e->ctx;
+    size_t M = choose_m(e, S);
+    size_t mb = (e->rb + M - 1) / M;
+    tsr_plan *p;
+    TSR_TRY(tsr_plan_alloc(ctx, e->model, S, e->replicas, &p));
+    p->opt = e->o;
+    p->replicas = e->replicas;
+    p->microbatches = M;
+    p->microbatch_size = mb;
+    p->replica_batch = e->rb;
+    double ar = 0;
+    for (size_t i = 0; i < S; i++) {
+        tsr_plan_stage *s = &p->stages[i];
+        const cand *c = &cands[i];
+        s->first = bounds[i];
+        s->last = bounds[i + 1];
+        s->device = c->dev;
+        tsr_strlcpy(s->device_id, c->d->id, sizeof s->device_id);
+        s->rank = rank_of(e->topo, c->dev);
+        uint64_t pmem = 0, act = 0, params = 0;
+        for (size_t l = s->first; l < s->last; l++) {
+            double f, b;
+            layer_time(&e->layers[l], c, mb, &f, &b);
+            s->forward_s += f;
+            s->backward_s += b;
+            pmem += e->layers[l].param_mem;
+            act += e->layers[l].act_per_sample * mb;
+            params += e->layers[l].param_mem / (2u + (unsigned)e->o.optimizer_slots);
+        }
+        if (i > 0) act += e->layers[s->first - 1].out_per_sample * mb;
+        size_t inflight = S - i < M ? S - i : M;
+        s->memory_bytes = pmem + inflight * act;
+        s->memory_limit = c->limit;
+        if (i + 1 < S)
+            s->send_s = xfer(c, &cands[i + 1], (double)e->layers[s->last - 1].out_per_sample * mb,
+                             e->o.network_gbps);
+        double a = allreduce_time(c, (double)params, e->replicas);
+        if (a > ar) ar = a;
+        for (int r = 0; r < e->replicas; r++)
+            fill_device(&p->devices[(size_t)r * S + i], e->topo, rep ? rep[(size_t)r * S + i] : c->dev);
+        if (s->memory_bytes > s->memory_limit) {
+            char need[32], lim[32], mem[32];
+            tsr_plan_format_bytes(need, sizeof need, (double)s->memory_bytes);
+            tsr_plan_format_bytes(lim, sizeof lim, (double)s->memory_limit);
+            tsr_plan_format_bytes(mem, sizeof mem, (double)c->d->global_mem_bytes);
+            tsr_status st = tsr_error(ctx, TSR_ERR_PLAN,
+                                      "stage %zu (layers %zu-%zu) needs %s on %s, which allows %s "
+                                      "(%.2f of %s)",
+                                      i, s->first, s->last - 1, need, c->d->id, lim,
+                                      e->o.memory_fraction, mem);
+            tsr_plan_free(p);
+            return st;
+        }
+    }
+    p->allreduce_s = ar;
+    tsr_plan_finish(p);
+    *out = p;
+    return TSR_OK;
+}
+
+/* ---------------------------------------------------------------- candidates and classes */
+
+typedef struct cands {
+    cand *c;       /* one per candidate device, grouped by class, in topology order within */
+    int n;
+    int ncls;
+    int *cls_first; /* class k: c[cls_first[k] .. cls_first[k] + cls_count[k]) */
+    int *cls_count;
+} cands;
+
+static void free_cands(tsr_context *ctx, cands *cs) {
+    tsr_free(ctx, cs->c);
+    tsr_free(ctx, cs->cls_first);
+    tsr_free(ctx, cs->cls_count);
+    memset(cs, 0, sizeof *cs);
+}
+
+static int same_class(const tsr_device_info *a, const tsr_device_info *b) {
+    if (a->host != b->host || a->kind != b->kind || a->backend != b->backend ||
+        strcmp(a->name, b->name) || a->global_mem_bytes != b->global_mem_bytes ||
+        a->peak_gflops != b->peak_gflops || a->gemm_gflops != b->gemm_gflops ||
+        a->mem_bw_gbps != b->mem_bw_gbps || a->h2d_gbps != b->h2d_gbps ||
+        a->d2h_gbps != b->d2h_gbps || a->launch_us != b->launch_us ||
+        a->gemm_points != b->gemm_points)
+        return 0;
+    for (int i = 0; i < a->gemm_points && i < 4; i++)
+        if (a->gemm_n[i] != b->gemm_n[i] || a->gemm_gflops_n[i] != b->gemm_gflops_n[i]) return 0;
+    return 1;
+}
+
+static tsr_status find_cands(const env *e, cands *cs) {
+    tsr_context *ctx = e->ctx;
+    const tsr_topology *t = e->topo;
+    int nd = tsr_topology_device_count(t);
+    memset(cs, 0, sizeof *cs);
+    cs->c = tsr_calloc(ctx, nd ? (size_t)nd : 1, sizeof *cs->c);
+    cs->cls_first = tsr_calloc(ctx, nd ? (size_t)nd : 1, sizeof *cs->cls_first);
+    cs->cls_count = tsr_calloc(ctx, nd ? (size_t)nd : 1, sizeof *cs->cls_count);
+    int *cls = tsr_calloc(ctx, nd ? (size_t)nd : 1, sizeof *cls);
+    if (!cs->c || !cs->cls_first || !cs->cls_count || !cls) {
+        tsr_free(ctx, cls);
+        free_cands(ctx, cs);
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: device table");
+    }
+    /* classes in order of first appearance; members keep topology order */
+    int *rep = cs->cls_first; /* first: representative device of each class (rewritten below) */
+    for (int i = 0; i < nd; i++) {
+        cls[i] = -1;
+        const char *why = not_candidate(t, i);
+        if (why) {
+            tsr_log(ctx, TSR_LOG_DEBUG, "plan: device %d (%s) skipped: %s", i,
+                    tsr_topology_device(t, i)->id, why);
+            continue;
+        }
+        const tsr_device_info *d = tsr_topology_device(t, i);
+        int k = 0;
+        while (k < cs->ncls && !same_class(tsr_topology_device(t, rep[k]), d)) k++;
+        if (k == cs->ncls) rep[cs->ncls++] = i;
+        cls[i] = k;
+        cs->cls_count[k]++;
+    }
+    int pos = 0;
+    for (int k = 0; k < cs->ncls; k++) {
+        for (int i = 0; i < nd; i++) {
+            if (cls[i] != k) continue;
+            fill_cand(&cs->c[pos], tsr_topology_device(t, i), i, e->o.memory_fraction);
+            cs->c[pos].cls = k;
+            pos++;
+        }
+    }
+    cs->n = pos;
+    for (int k = 0, at = 0; k < cs->ncls; k++) {
+        cs->cls_first[k] = at;
+        at += cs->cls_count[k];
+    }
+    tsr_free(ctx, cls);
+    if (cs->n == 0) {
+        tsr_status st = tsr_error(ctx, TSR_ERR_NO_DEVICE,
+                                  "plan: none of the topology's %d devices can be planned on "
+                                  "(usable, with a compute rate and memory%s)",
+                                  nd, tsr_topology_rank_count(t) ? ", driven by a rank" : "");
+        free_cands(ctx, cs);
+        return st;
+    }
+    return TSR_OK;
+}
+
+/* ---------------------------------------------------------------- search */
+
+typedef struct memo_entry {
+    uint64_t key;  /* 0: empty */
+    double *row;
+} memo_entry;
+
+typedef struct search {
+    const env *e;
+    const cands *cs;
+    int ncls;
+    const cand **cls_rep;   /* a representative of each class */
+    int *avail;             /* per class, per replica */
+    int *used;
+    uint64_t *radix;        /* key = sum used[k] * radix[k] + last * radix[ncls] + 1 */
+    int memo_on;
+    size_t S, M, mb, L;
+    double factor;          /* M + S - 1 */
+    double *t;              /* ncls x (L+1): prefix sums of forward + backward per class */
+    uint64_t *pmem, *act;   /* L+1 prefix sums (act at mb) */
+    double *out_b;          /* L: output bytes of layer l at mb */
+    double *suf_sum, *suf_max; /* L+1: least time any class needs for layers [e, L) */
+    double *rows;           /* S x (L+1) */
+    int *arg;               /* S x (L+1) */
+    int *order;             /* S classes */
+    memo_entry *memo;
+    size_t memo_cap, memo_rows, memo_max_rows;
+    double *memo_pool;
+    double work;
+    int stopped;
+    /* best so far */
+    double best_step;
+    size_t best_S;
+    int *best_order;        /* S_max */
+    size_t *best_bounds;    /* S_max + 1 */
+} search;
+
+static double stage_cost(const search *s, size_t j, size_t b, size_t e, int cls, int next) {
+    const env *en = s->e;
+    const cand *c = s->cls_rep[cls];
+    size_t L1 = s->L + 1;
+    uint64_t act = s->act[e] - s->act[b];
+    if (j > 0) act += (uint64_t)s->out_b[b - 1];
+    size_t inflight = s->S - j < s->M ? s->S - j : s->M;
+    uint64_t mem = s->pmem[e] - s->pmem[b] + inflight * act;
+    if (mem > c->limit) return INFINITY;
+    double t = s->t[(size_t)cls * L1 + e] - s->t[(size_t)cls * L1 + b];
+    if (next >= 0) {
+        /* two members of one class are different devices on one host */
+        const cand *n = s->cls_rep[next];
+        double bytes = s->out_b[e - 1];
+        t += 2 * bytes * (1 / (c->d2h * 1e9) + 1 / (n->h2d * 1e9));
+        if (c->host != n->host) t += 2 * bytes / (en->o.network_gbps * 1e9);
+    }
+    return t;
+}
+
+/* Row j from row j-1 for stage j on class order[j], sending to class `next` (-1: last). Returns
+ * the least value of the row (INFINITY when no split fits). */
+static double compute_row(search *s, size_t j, int next) {
+    size_t L = s->L, L1 = L + 1, S = s->S;
+    double *row = s->rows + j * L1;
+    int *arg = s->arg + j * L1;
+    const double *prev = j ? s->rows + (j - 1) * L1 : NULL;
+    int cls = s->order[j];
+    for (size_t e = 0; e <= L; e++) row[e] = INFINITY, arg[e] = -1;
+    size_t e_lo = j + 1, e_hi = L - (S - 1 - j); /* every later stage keeps one layer */
+    if (j == S - 1) e_lo = L;
+    double best = INFINITY;
+    for (size_t e = e_lo; e <= e_hi; e++) {
+        size_t b_lo = j ? j : 0, b_hi = j ? e - 1 : 0;
+        double v = INFINITY;
+        int a = -1;
+        for (size_t b = b_lo; b <= b_hi; b++) {
+            double pv = prev ? prev[b] : 0;
+            if (!(pv < v)) continue; /* cannot improve: max(pv, .) >= v */
+            double c = stage_cost(s, j, b, e, cls, next);
+            double m = pv > c ? pv : c;
+            if (m < v) v = m, a = (int)b;
+        }
+        s->work += (double)(b_hi - b_lo + 1);
+        row[e] = v;
+        arg[e] = a;
+        if (v < best) best = v;
+    }
+    return best;
+}
+
+/* Least bottleneck reachable from row j (stages 0..j done): the remaining S-1-j stages must
+ * take layers [e, L), each at least as long as on the fastest class. */
+static double lower_bound(const search *s, size_t j) {
+    size_t L1 = s->L + 1, R = s->S - 1 - j;
+    const double *row = s->rows + j * L1;
+    double lb = INFINITY;
+    for (size_t e = 0; e <= s->L; e++) {
+        if (!(row[e] < lb)) continue;
+        double rest = R ? s->suf_sum[e] / (double)R : 0;
+        if (R && s->suf_max[e] > rest) rest = s->suf_max[e];
+        double v = row[e] > rest ? row[e] : rest;
+        if (v < lb) lb = v;
+    }
+    return lb;
+}
+
+/* Dominance check for the state after row j, whose next stage runs on class `next`.
+ * Returns 1 when a stored row is nowhere worse (cut). */
+static int memo_dominated(search *s, size_t j, int next) {
+    if (!s->memo_on) return 0;
+    uint64_t key = 1 + (uint64_t)next * s->radix[s->ncls];
+    for (int k = 0; k < s->ncls; k++) key += (uint64_t)s->used[k] * s->radix[k];
+    size_t L1 = s->L + 1;
+    const double *row = s->rows + j * L1;
+    size_t h = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (s->memo_cap - 1);
+    for (size_t probe = 0; probe < s->memo_cap; probe++, h = (h + 1) & (s->memo_cap - 1)) {
+        memo_entry *m = &s->memo[h];
+        if (m->key == key) {
+            int worse_or_equal = 1, better_or_equal = 1;
+            for (size_t e = 0; e <= s->L; e++) {
+                if (row[e] < m->row[e]) worse_or_equal = 0;
+                if (row[e] > m->row[e]) better_or_equal = 0;
+            }
+            if (worse_or_equal) return 1;
+            if (better_or_equal) memcpy(m->row, row, L1 * sizeof *row);
+            return 0;
+        }
+        if (m->key == 0) {
+            if (s->memo_rows >= s->memo_max_rows) return 0; /* full: no more states kept */
+            m->key = key;
+            m->row = s->memo_pool + s->memo_rows++ * L1;
+            memcpy(m->row, row, L1 * sizeof *row);
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static void record(search *s) {
+    size_t L1 = s->L + 1, S = s->S;
+    double b = s->rows[(S - 1) * L1 + s->L];
+    double step = s->factor * b; /* the allreduce term is added when the plan is evaluated */
+    if (!(step < s->best_step)) return;
+    s->best_step = step;
+    s->best_S = S;
+    memcpy(s->best_order, s->order, S * sizeof *s->order);
+    size_t e = s->L;
+    s->best_bounds[S] = e;
+    for (size_t j = S; j-- > 0;) {
+        int a = s->arg[j * L1 + e];
+        e = (size_t)a;
+        s->best_bounds[j] = e;
+    }
+}
+
+/* Classes in the order children are tried: fastest first (best plans found early). */
+static void dfs(search *s, size_t j, const int *try_order) {
+    if (s->stopped) return;
+    if (s->work > PLAN_BUDGET) {
+        s->stopped = 1;
+        return;
+    }
+    if (j == s->S - 1) {
+        if (compute_row(s, j, -1) < INFINITY) record(s);
+        return;
+    }
+    for (int i = 0; i < s->ncls; i++) {
+        int k = try_order[i];
+        if (s->used[k] >= s->avail[k]) continue;
+        double v = compute_row(s, j, k);
+        if (!(v < INFINITY)) continue;
+        if (lower_bound(s, j) * s->factor >= s->best_step) continue;
+        s->used[k]++;
+        s->order[j + 1] = k;
+        if (!memo_dominated(s, j, k)) dfs(s, j + 1, try_order);
+        s->used[k]--;
+        if (s->stopped) return;
+    }
+}
+
+static void prepare_s(search *s, size_t S) {
+    const env *e = s->e;
+    size_t L = s->L, L1 = L + 1;
+    s->S = S;
+    s->M = choose_m(e, S);
+    size_t mb = (e->rb + s->M - 1) / s->M;
+    s->factor = (double)(s->M + S - 1);
+    if (mb != s->mb) {
+        s->mb = mb;
+        for (int k = 0; k < s->ncls; k++) {
+            double *t = s->t + (size_t)k * L1;
+            t[0] = 0;
+            for (size_t l = 0; l < L; l++) {
+                double f, b;
+                layer_time(&e->layers[l], s->cls_rep[k], mb, &f, &b);
+                t[l + 1] = t[l] + f + b;
+            }
+        }
+        s->pmem[0] = s->act[0] = 0;
+        for (size_t l = 0; l < L; l++) {
+            s->pmem[l + 1] = s->pmem[l] + e->layers[l].param_mem;
+            s->act[l + 1] = s->act[l] + e->layers[l].act_per_sample * mb;
+            s->out_b[l] = (double)e->layers[l].out_per_sample * (double)mb;
+        }
+        s->suf_sum[L] = s->suf_max[L] = 0;
+        for (size_t l = L; l-- > 0;) {
+            double m = INFINITY;
+            for (int k = 0; k < s->ncls; k++) {
+                const double *t = s->t + (size_t)k * L1;
+                if (t[l + 1] - t[l] < m) m = t[l + 1] - t[l];
+            }
+            s->suf_sum[l] = s->suf_sum[l + 1] + m;
+            s->suf_max[l] = s->suf_max[l + 1] > m ? s->suf_max[l + 1] : m;
+        }
+    }
+    /* memo: states of one S only (in-flight counts and micro-batch differ between S) */
+    if (s->memo_on) {
+        memset(s->memo, 0, s->memo_cap * sizeof *s->memo);
+        s->memo_rows = 0;
+    }
+}
+
+static void free_search(tsr_context *ctx, search *s) {
+    tsr_free(ctx, s->cls_rep);
+    tsr_free(ctx, s->avail);
+    tsr_free(ctx, s->used);
+    tsr_free(ctx, s->radix);
+    tsr_free(ctx, s->t);
+    tsr_free(ctx, s->pmem);
+    tsr_free(ctx, s->act);
+    tsr_free(ctx, s->out_b);
+    tsr_free(ctx, s->suf_sum);
+    tsr_free(ctx, s->suf_max);
+    tsr_free(ctx, s->rows);
+    tsr_free(ctx, s->arg);
+    tsr_free(ctx, s->order);
+    tsr_free(ctx, s->memo);
+    tsr_free(ctx, s->memo_pool);
+    tsr_free(ctx, s->best_order);
+    tsr_free(ctx, s->best_bounds);
+}
+
+/* The error when nothing fits: the layer that cannot fit on any device, or the whole model. */
+static tsr_status infeasible(const env *e, const cands *cs, size_t mb) {
+    const cand *big = &cs->c[0];
+    for (int i = 1; i < cs->n; i++)
+        if (cs->c[i].limit > big->limit) big = &cs->c[i];
+    size_t worst = 0;
+    uint64_t worst_need = 0, total = 0;
+    for (size_t l = 0; l < e->L; l++) {
+        uint64_t need = e->layers[l].param_mem + e->layers[l].act_per_sample * mb;
+        total += need;
+        if (need > worst_need) worst_need = need, worst = l;
+    }
+    char need[32], lim[32], mem[32];
+    tsr_plan_format_bytes(lim, sizeof lim, (double)big->limit);
+    tsr_plan_format_bytes(mem, sizeof mem, (double)big->d->global_mem_bytes);
+    if (worst_need > big->limit) {
+        tsr_layer_info in;
+        tsr_model_layer_info(e->model, worst, 1, &in);
+        tsr_plan_format_bytes(need, sizeof need, (double)worst_need);
+        return tsr_error(e->ctx, TSR_ERR_PLAN,
+                         "layer %zu %s needs %s (parameters, gradients and optimizer state, and "
+                         "activations of a %zu-sample micro-batch); the largest usable device, "
+                         "%s, has %s (%.2f of %s)",
+                         worst, in.spec, need, mb, big->d->id, lim, e->o.memory_fraction, mem);
+    }
+    tsr_plan_format_bytes(need, sizeof need, (double)total);
+    return tsr_error(e->ctx, TSR_ERR_PLAN,
+                     "the model needs at least %s (micro-batch %zu) and no split over the %d "
+                     "usable devices fits it; the largest, %s, has %s (%.2f of %s)",
+                     need, mb, cs->n, big->d->id, lim, e->o.memory_fraction, mem);
+}
+
+static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
+    tsr_context *ctx = e->ctx;
+    search s;
+    memset(&s, 0, sizeof s);
+    s.e = e;
+    s.cs = cs;
+    s.ncls = cs->ncls;
+    s.L = e->L;
+    size_t L1 = e->L + 1, nc = (size_t)cs->ncls;
+    int per_total = 0;
+    s.cls_rep = tsr_calloc(ctx, nc, sizeof *s.cls_rep);
+    s.avail = tsr_calloc(ctx, nc, sizeof *s.avail);
+    s.used = tsr_calloc(ctx, nc, sizeof *s.used);
+    s.radix = tsr_calloc(ctx, nc + 1, sizeof *s.radix);
+    int *try_order = tsr_calloc(ctx, nc, sizeof *try_order);
+    double *speed = tsr_calloc(ctx, nc, sizeof *speed);
+    s.t = tsr_calloc(ctx, nc * L1, sizeof *s.t);
+    s.pmem = tsr_calloc(ctx, L1, sizeof *s.pmem);
+    s.act = tsr_calloc(ctx, L1, sizeof *s.act);
+    s.out_b = tsr_calloc(ctx, L1, sizeof *s.out_b);
+    s.suf_sum = tsr_calloc(ctx, L1, sizeof *s.suf_sum);
+    s.suf_max = tsr_calloc(ctx, L1, sizeof *s.suf_max);
+    tsr_status st = TSR_OK;
+    if (!s.cls_rep || !s.avail || !s.used || !s.radix || !try_order || !speed || !s.t || !s.pmem ||
+        !s.act || !s.out_b || !s.suf_sum || !s.suf_max) {
+        st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search tables");
+        goto done;
+    }
+    for (size_t k = 0; k < nc; k++) {
+        s.cls_rep[k] = &cs->c[cs->cls_first[k]];
+        s.avail[k] = cs->cls_count[k] / e->replicas;
+        per_total += s.avail[k];
+    }
+    if (per_total == 0) {
+        st = tsr_error(ctx, TSR_ERR_NO_DEVICE,
+                       "plan option replicas: %d, but no class of identical devices (same host "
+                       "and capability) has that many members",
+                       e->replicas);
+        goto done;
+    }
+    size_t smax = (size_t)per_total < e->L ? (size_t)per_total : e->L;
+    if (e->o.max_stages && e->o.max_stages < smax) smax = e->o.max_stages;
+    s.rows = tsr_calloc(ctx, smax * L1, sizeof *s.rows);
+    s.arg = tsr_calloc(ctx, smax * L1, sizeof *s.arg);
+    s.order = tsr_calloc(ctx, smax, sizeof *s.order);
+    s.best_order = tsr_calloc(ctx, smax, sizeof *s.best_order);
+    s.best_bounds = tsr_calloc(ctx, smax + 1, sizeof *s.best_bounds);
+    if (!s.rows || !s.arg || !s.order || !s.best_order || !s.best_bounds) {
+        st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search rows");
+        goto done;
+    }
+    /* dominance memo: key space prod(avail + 1) x classes must fit in 62 bits */
+    s.memo_on = 1;
+    uint64_t r = 1;
+    for (size_t k = 0; k <= nc && s.memo_on; k++) {
+        s.radix[k] = r;
+        uint64_t m = k < nc ? (uint64_t)s.avail[k] + 1 : nc;
+        if (r > (UINT64_C(1) << 62) / m) s.memo_on = 0;
+        r *= m;
+    }
+    if (s.memo_on) {
+        s.memo_max_rows = PLAN_MEMO_BYTES / (L1 * sizeof(double));
+        s.memo_cap = 1024;
+        while (s.memo_cap < 2 * s.memo_max_rows) s.memo_cap *= 2;
+        s.memo = tsr_calloc(ctx, s.memo_cap, sizeof *s.memo);
+        s.memo_pool = tsr_calloc(ctx, s.memo_max_rows * L1, sizeof *s.memo_pool);
+        if (!s.memo || !s.memo_pool) {
+            st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search memo");
+            goto done;
+        }
+    }
+    /* fastest class first: total time of the model at one sample */
+    for (size_t k = 0; k < nc; k++) {
+        try_order[k] = (int)k;
+        for (size_t l = 0; l < e->L; l++) {
+            double f, b;
+            layer_time(&e->layers[l], s.cls_rep[k], 1, &f, &b);
+            speed[k] += f + b;
+        }
+    }
+    for (size_t i = 1; i < nc; i++)
+        for (size_t j = i; j > 0 && speed[try_order[j]] < speed[try_order[j - 1]]; j--) {
+            int t = try_order[j];
+            try_order[j] = try_order[j - 1];
+            try_order[j - 1] = t;
+        }
+    s.best_step = INFINITY;
+    size_t mb_min = SIZE_MAX;
+    for (size_t S = 1; S <= smax && !s.stopped; S++) {
+        prepare_s(&s, S);
+        if (s.mb < mb_min) mb_min = s.mb;
+        for (size_t i = 0; i < nc && !s.stopped; i++) {
+            int k = try_order[i];
+            if (!s.avail[k]) continue;
+            s.order[0] = k;
+            s.used[k]++;
+            dfs(&s, 0, try_order);
+            s.used[k]--;
+        }
+    }
+    if (s.stopped)
+        tsr_log(ctx, TSR_LOG_WARN,
+                "plan: search stopped after %.3g steps; the plan is the best found, not proven "
+                "optimal",
+                s.work);
+    if (!(s.best_step < INFINITY)) {
+        st = infeasible(e, cs, mb_min);
+        goto done;
+    }
+    {
+        size_t S = s.best_S;
+        cand *cc = tsr_calloc(ctx, S, sizeof *cc);
+        int *rep = tsr_calloc(ctx, S * (size_t)e->replicas, sizeof *rep);
+        int *taken = tsr_calloc(ctx, nc, sizeof *taken);
+        if (!cc || !rep || !taken) {
+            tsr_free(ctx, cc);
+            tsr_free(ctx, rep);
+            tsr_free(ctx, taken);
+            st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: result");
+            goto done;
+        }
+        /* replica r takes block r of each class's members (consecutive devices, one host) */
+        for (size_t i = 0; i < S; i++) {
+            int k = s.best_order[i];
+            int m = taken[k]++;
+            for (int rr = 0; rr < e->replicas; rr++)
+                rep[(size_t)rr * S + i] = cs->c[cs->cls_first[k] + rr * s.avail[k] + m].dev;
+            cc[i] = cs->c[cs->cls_first[k] + m];
+        }
+        st = evaluate(e, s.best_bounds, cc, S, rep, out);
+        if (st == TSR_OK) (*out)->optimal = !s.stopped;
+        tsr_free(ctx, cc);
+        tsr_free(ctx, rep);
+        tsr_free(ctx, taken);
+    }
+done:
+    tsr_free(ctx, try_order);
+    tsr_free(ctx, speed);
+    free_search(ctx, &s);
+    return st;
+}
+
+/* ---------------------------------------------------------------- public */
+
+tsr_status tsr_plan_create(tsr_context *ctx, const tsr_model *model, const tsr_topology *topo,
+                           const tsr_plan_options *o, tsr_plan **out) {
+    if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_plan_create: NULL output");
+    *out = NULL;
+    env e;
+    tsr_status st = make_env(ctx, model, topo, o, &e);
+    if (st != TSR_OK) {
+        free_env(&e);
+        return st;
+    }
+    cands cs;
+    st = find_cands(&e, &cs);
+    if (st == TSR_OK) {
+        st = run_search(&e, &cs, out);
+        free_cands(ctx, &cs);
+    }
+    free_env(&e);
+    return st;
+}
+
+tsr_status tsr_plan_from_bounds(tsr_context *ctx, const tsr_model *model,
+                                const tsr_topology *topo, const tsr_plan_options *o,
+                                const size_t *bounds, const int *devices, size_t stages,
+                                tsr_plan **out) {
+    if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_plan_from_bounds: NULL output");
+    *out = NULL;
+    if (!bounds || !devices || stages == 0)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "tsr_plan_from_bounds: %s", !stages ? "0 stages" : "NULL bounds or devices");
+    env e;
+    tsr_status st = make_env(ctx, model, topo, o, &e);
+    if (st != TSR_OK) {
+        free_env(&e);
+        return st;
+    }
+    if (e.replicas > 1) {
+        free_env(&e);
+        return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
+                         "plan option replicas: %d; a fixed placement describes one pipeline",
+                         e.replicas);
+    }
+    if (bounds[0] != 0 || bounds[stages] != e.L) {
+        free_env(&e);
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "bounds: must run from 0 to the model's %zu layers, not %zu to %zu", e.L,
+                         bounds[0], bounds[stages]);
+    }
+    cand *cc = tsr_calloc(ctx, stages, sizeof *cc);
+    if (!cc) {
+        free_env(&e);
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: stages");
+    }
+    int nd = tsr_topology_device_count(topo);
+    for (size_t i = 0; i < stages && st == TSR_OK; i++) {
+        if (bounds[i + 1] <= bounds[i]) {
+            st = tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                           "bounds[%zu]: %zu, stage %zu would be empty or reversed (from %zu)",
+                           i + 1, bounds[i + 1], i, bounds[i]);
+        } else if (devices[i] < 0 || devices[i] >= nd) {
+            st = tsr_error(ctx, TSR_ERR_NOT_FOUND,
+                           "devices[%zu]: %d is not a device of the topology (%d devices)", i,
+                           devices[i], nd);
+        } else {
+            const char *why = not_candidate(topo, devices[i]);
+            for (size_t j = 0; j < i && !why; j++)
+                if (devices[j] == devices[i]) why = "already running an earlier stage";
+            if (why)
+                st = tsr_error(ctx, TSR_ERR_INVALID_ARG, "devices[%zu]: %d (%s) is %s", i,
+                               devices[i], tsr_topology_device(topo, devices[i])->id, why);
+            else
+                fill_cand(&cc[i], tsr_topology_device(topo, devices[i]), devices[i],
+                          e.o.memory_fraction);
+        }
+    }
+    if (st == TSR_OK) {
+        if (!e.o.max_stages || stages <= e.o.max_stages)
+            st = evaluate(&e, bounds, cc, stages, NULL, out);
+        if (st == TSR_OK) (*out)->origin = TSR_PLAN_FIXED;
+        else
+            st = tsr_error(ctx, TSR_ERR_INVALID_ARG, "stages: %zu, more than max_stages %zu",
+                           stages, e.o.max_stages);
+    }
+    tsr_free(ctx, cc);
+    free_env(&e);
+    return st;
+}
+
+tsr_status tsr_plan_alloc(tsr_context *ctx, const tsr_model *model, size_t stages, int replicas,
+                          tsr_plan **out) {
+    *out = NULL;
+    size_t L = tsr_model_layer_count(model);
+    tsr_plan *p = tsr_calloc(ctx, 1, sizeof *p);
+    if (!p) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan");
+    p->ctx = ctx;
+    p->layers = L;
+    p->stage_count = stages;
+    p->replicas = replicas > 1 ? replicas : 1;
+    p->input = tsr_model_get_input(model);
+    p->model_spec = tsr_strdup(ctx, tsr_model_spec(model));
+    p->layer_spec = tsr_calloc(ctx, L ? L : 1, sizeof *p->layer_spec);
+    p->stages = tsr_calloc(ctx, stages ? stages : 1, sizeof *p->stages);
+    p->devices = tsr_calloc(ctx, (stages ? stages : 1) * (size_t)p->replicas, sizeof *p->devices);
+    if (!p->model_spec || !p->layer_spec || !p->stages || !p->devices) {
+        tsr_plan_free(p);
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan");
+    }
+    for (size_t l = 0; l < L; l++) {
+        tsr_layer_info in;
+        if (tsr_model_layer_info(model, l, 1, &in) == TSR_OK)
+            tsr_strlcpy(p->layer_spec[l], in.spec, sizeof p->layer_spec[l]);
+    }
+    *out = p;
+    return TSR_OK;
+}
+
+void tsr_plan_finish(tsr_plan *p) {
+    double worst = -1;
+    p->bottleneck = 0;
+    for (size_t i = 0; i < p->stage_count; i++) {
+        const tsr_plan_stage *s = &p->stages[i];
+        double t = s->forward_s + s->backward_s + s->send_s;
+        if (t > worst) worst = t, p->bottleneck = i;
+    }
+    p->step_s = (double)(p->microbatches + p->stage_count - 1) * (worst > 0 ? worst : 0) +
+                p->allreduce_s;
+    int hosts = 0;
+    for (size_t i = 0; i < p->stage_count; i++) {
+        int seen = 0;
+        for (size_t j = 0; j < i; j++) seen |= p->devices[j].host == p->devices[i].host;
+        hosts += !seen;
+    }
+    p->host_count = hosts;
+}
+
+void tsr_plan_free(tsr_plan *p) {
+    if (!p) return;
+    tsr_context *ctx = p->ctx;
+    tsr_free(ctx, p->model_spec);
+    tsr_free(ctx, p->layer_spec);
+    tsr_free(ctx, p->stages);
+    tsr_free(ctx, p->devices);
+    tsr_free(ctx, p);
+}
+
+size_t tsr_plan_stage_count(const tsr_plan *p) { return p ? p->stage_count : 0; }
+const tsr_plan_stage *tsr_plan_stage_at(const tsr_plan *p, size_t i) {
+    return p && i < p->stage_count ? &p->stages[i] : NULL;
+}
+size_t tsr_plan_microbatches(const tsr_plan *p) { return p ? p->microbatches : 0; }
+size_t tsr_plan_microbatch_size(const tsr_plan *p) { return p ? p->microbatch_size : 0; }
+size_t tsr_plan_batch(const tsr_plan *p) { return p ? p->opt.batch : 0; }
+int tsr_plan_replicas(const tsr_plan *p) { return p ? p->replicas : 0; }
+int tsr_plan_replica_device(const tsr_plan *p, int replica, size_t stage) {
+    if (!p || replica < 0 || replica >= p->replicas || stage >= p->stage_count) return -1;
+    return p->devices[(size_t)replica * p->stage_count + stage].index;
+}
+int tsr_plan_replica_rank(const tsr_plan *p, int replica, size_t stage) {
+    if (!p || replica < 0 || replica >= p->replicas || stage >= p->stage_count) return -1;
+    return p->devices[(size_t)replica * p->stage_count + stage].rank;
+}
+double tsr_plan_allreduce_seconds(const tsr_plan *p) { return p ? p->allreduce_s : 0; }
+double tsr_plan_step_seconds(const tsr_plan *p) { return p ? p->step_s : 0; }
+double tsr_plan_samples_per_s(const tsr_plan *p) {
+    return p && p->step_s > 0 ? (double)p->opt.batch / p->step_s : 0;
+}
+double tsr_plan_bubble_fraction(const tsr_plan *p) {
+    if (!p || !p->stage_count) return 0;
+    return (double)(p->stage_count - 1) / (double)(p->microbatches + p->stage_count - 1);
+}
+size_t tsr_plan_bottleneck(const tsr_plan *p) { return p ? p->bottleneck : 0; }
+int tsr_plan_optimal(const tsr_plan *p) { return p ? p->optimal : 0; }

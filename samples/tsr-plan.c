@@ -1,0 +1,187 @@
+/* tsr-plan: places a model's layers on the devices of this machine (measured) or of a topology
+ * file as a pipeline of stages, and prints the predicted stage times, memory and throughput.
+ *
+ *   tsr-plan --model cnn
+ *   tsr-plan --model "conv5x5:64,relu,pool2,dense:4096,relu,dense:10" \
+ *            --topology topology/examples/mixed-gpu.json --batch 256 --optimizer adam
+ *   tsr-plan --model mlp --bounds 0,3,8 --devices 0,1   (a fixed placement, evaluated) */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tessera.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: tsr-plan --model SPEC|mlp|cnn [options]\n"
+            "  --topology FILE        plan for a topology file (default: this machine, measured)\n"
+            "  --input CxHxW:K        input shape and classes (default 1x28x28:10, MNIST)\n"
+            "  --batch N              global mini-batch per optimizer step (default 64)\n"
+            "  --microbatches M       micro-batches per step (default 4 x stages)\n"
+            "  --optimizer NAME       sgd, momentum or adam: optimizer state per parameter\n"
+            "                         (default sgd)\n"
+            "  --max-stages K         at most K pipeline stages (default: every usable device)\n"
+            "  --replicas R           data-parallel copies of the pipeline (default 1)\n"
+            "  --memory-fraction F    of each device's memory the plan may use (default 0.9)\n"
+            "  --network-gbps G       GB/s between hosts (default 10)\n"
+            "  --bounds B0,B1,..,BS   fixed placement: stage i holds layers [Bi, Bi+1) ...\n"
+            "  --devices D0,..        ... on these topology device indices (see tsr-topo)\n"
+            "  --no-calibrate         this machine: use cached figures only, measure nothing\n"
+            "  --json                 the plan as JSON (tsr_plan_parse reads it back)\n"
+            "  --help\n");
+}
+
+static int bad(const char *opt, const char *why) {
+    fprintf(stderr, "tsr-plan: option %s: %s\n", opt, why);
+    usage(stderr);
+    return 2;
+}
+
+static void die(tsr_context *ctx, tsr_status st, const char *what) {
+    fprintf(stderr, "tsr-plan: %s: %s (%s)\n", what, ctx ? tsr_context_last_error(ctx) : "",
+            tsr_status_name(st));
+    exit(1);
+}
+
+static int parse_count(const char *s, long lo, size_t *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo) return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+/* Comma-separated non-negative integers; returns the count or -1. */
+static long parse_list(const char *s, long *out, long cap) {
+    long n = 0;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || end == s || v < 0 || n == cap) return -1;
+        out[n++] = v;
+        s = end;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return -1;
+    }
+    return n;
+}
+
+int main(int argc, char **argv) {
+    const char *model_spec = NULL, *topo_file = NULL, *bounds_s = NULL, *devices_s = NULL;
+    int json = 0, calibrate = 1;
+    tsr_plan_options po;
+    tsr_plan_options_init(&po);
+    tsr_model_input in = TSR_MODEL_INPUT_MNIST;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        size_t n;
+        if (!strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        } else if (!strcmp(a, "--no-calibrate")) {
+            calibrate = 0;
+            continue;
+        }
+        if (a[0] != '-' || a[1] != '-') return bad(a, "unknown argument");
+        if (!v) return bad(a, "needs a value");
+        i++;
+        if (!strcmp(a, "--model"))
+            model_spec = v;
+        else if (!strcmp(a, "--topology"))
+            topo_file = v;
+        else if (!strcmp(a, "--bounds"))
+            bounds_s = v;
+        else if (!strcmp(a, "--devices"))
+            devices_s = v;
+        else if (!strcmp(a, "--batch")) {
+            if (parse_count(v, 1, &po.batch)) return bad(a, "expected an integer >= 1");
+        } else if (!strcmp(a, "--microbatches")) {
+            if (parse_count(v, 1, &po.microbatches)) return bad(a, "expected an integer >= 1");
+        } else if (!strcmp(a, "--max-stages")) {
+            if (parse_count(v, 1, &po.max_stages)) return bad(a, "expected an integer >= 1");
+        } else if (!strcmp(a, "--replicas")) {
+            if (parse_count(v, 1, &n) || n > 65536) return bad(a, "expected an integer in 1..65536");
+            po.replicas = (int)n;
+        } else if (!strcmp(a, "--optimizer")) {
+            if (!strcmp(v, "sgd"))
+                po.optimizer_slots = 0;
+            else if (!strcmp(v, "momentum"))
+                po.optimizer_slots = 1;
+            else if (!strcmp(v, "adam") || !strcmp(v, "adamw"))
+                po.optimizer_slots = 2;
+            else
+                return bad(a, "expected sgd, momentum or adam");
+        } else if (!strcmp(a, "--memory-fraction") || !strcmp(a, "--network-gbps")) {
+            char *end;
+            double x = strtod(v, &end);
+            if (end == v || *end) return bad(a, "expected a number");
+            if (a[2] == 'm')
+                po.memory_fraction = x;
+            else
+                po.network_gbps = x;
+        } else if (!strcmp(a, "--input")) {
+            unsigned long c, h, w, k;
+            char tail;
+            if (sscanf(v, "%lux%lux%lu:%lu%c", &c, &h, &w, &k, &tail) != 4 || !c || !h || !w || !k)
+                return bad(a, "expected CxHxW:K, e.g. 3x32x32:10");
+            in = (tsr_model_input){c, h, w, k};
+        } else
+            return bad(a, "unknown option");
+    }
+    if (!model_spec) return bad("--model", "required");
+    if (!bounds_s != !devices_s) return bad(bounds_s ? "--devices" : "--bounds", "goes with the other");
+
+    tsr_context_options co;
+    tsr_context_options_init(&co);
+    if (topo_file) co.flags |= TSR_CONTEXT_NO_OPENCL; /* a file needs no device */
+    tsr_context *ctx;
+    tsr_status st = tsr_context_create(&ctx, &co);
+    if (st != TSR_OK) die(NULL, st, "creating the context");
+    tsr_model *model;
+    if ((st = tsr_model_parse(ctx, model_spec, in, &model)) != TSR_OK) {
+        fprintf(stderr, "tsr-plan: option --model: %s\n", tsr_context_last_error(ctx));
+        return 2;
+    }
+    tsr_topology *topo = NULL;
+    if (topo_file) {
+        st = tsr_topology_load(ctx, topo_file, &topo);
+        /* a cluster description: place its ranks on devices, as tsr_cluster_gather would */
+        if (st == TSR_OK && tsr_topology_rank_count(topo)) st = tsr_topology_assign_ranks(topo);
+        if (st != TSR_OK) die(ctx, st, "reading the topology");
+    } else {
+        if (calibrate && (st = tsr_topology_calibrate(ctx, 0)) != TSR_OK)
+            die(ctx, st, "measuring the devices");
+        if ((st = tsr_topology_from_context(ctx, &topo)) != TSR_OK)
+            die(ctx, st, "describing this machine");
+    }
+    tsr_plan *plan = NULL;
+    if (bounds_s) {
+        long b[257], d[257];
+        long nb = parse_list(bounds_s, b, 257), nd = parse_list(devices_s, d, 256);
+        if (nb < 2) return bad("--bounds", "expected 0,B1,...,LAYERS (at least 2 numbers)");
+        if (nd != nb - 1) return bad("--devices", "expected one device index per stage");
+        size_t bounds[257];
+        int devs[256];
+        for (long i = 0; i < nb; i++) bounds[i] = (size_t)b[i];
+        for (long i = 0; i < nd; i++) devs[i] = (int)d[i];
+        st = tsr_plan_from_bounds(ctx, model, topo, &po, bounds, devs, (size_t)nd, &plan);
+    } else {
+        st = tsr_plan_create(ctx, model, topo, &po, &plan);
+    }
+    if (st != TSR_OK) die(ctx, st, "planning");
+    st = json ? tsr_plan_write_json(plan, stdout) : tsr_plan_print(plan, stdout);
+    if (st != TSR_OK) die(ctx, st, "writing");
+    tsr_plan_free(plan);
+    tsr_topology_free(topo);
+    tsr_model_free(model);
+    tsr_context_free(ctx);
+    return 0;
+}

@@ -142,6 +142,35 @@ tsr_status tsr_comm_allgather(tsr_comm *comm, float *buf, size_t count, tsr_allr
  * every rank (MPI_Allgatherv; used for top-k sparse gradients and timeline gathering). */
 tsr_status tsr_comm_allgatherv(tsr_comm *comm, const void *send, void *recv, const size_t *bytes);
 
+/* ---- point to point (pipeline stages; lib/comm/p2p.c) ----
+ * Bytes between two ranks of an MPI communicator. Tags are 0..TSR_COMM_P2P_MAX_TAG (they live
+ * in their own tag range, apart from the ring allreduce's). A wait that sees no progress for
+ * TSR_COMM_TIMEOUT seconds ends with TSR_ERR_PEER_LOST and marks the communicator broken (as
+ * the collectives do); on a broken communicator every call fails at once. The self
+ * communicator (builds without MPI) has no peer: these calls return TSR_ERR_UNSUPPORTED.
+ * Messages of more than INT_MAX bytes are refused (MPI's int counts). */
+#define TSR_COMM_P2P_MAX_TAG 16383
+typedef struct tsr_comm_p2p tsr_comm_p2p;
+
+/* Blocking: returns once buf may be reused (send) or holds the message (recv). recv requires
+ * a message of exactly `bytes` bytes: a shorter one is TSR_ERR_MISMATCH; a longer one is an MPI
+ * truncation error, which MPICH treats as fatal inside MPI_Test (match the sizes). */
+tsr_status tsr_comm_send(tsr_comm *comm, int dst, int tag, const void *buf, size_t bytes);
+tsr_status tsr_comm_recv(tsr_comm *comm, int src, int tag, void *buf, size_t bytes);
+/* Non-blocking: buf must stay untouched until the request completes. */
+tsr_status tsr_comm_isend(tsr_comm *comm, int dst, int tag, const void *buf, size_t bytes,
+                          tsr_comm_p2p **out);
+tsr_status tsr_comm_irecv(tsr_comm *comm, int src, int tag, void *buf, size_t bytes,
+                          tsr_comm_p2p **out);
+/* *done = 1 once complete (the request still needs tsr_comm_p2p_wait to be freed). */
+tsr_status tsr_comm_p2p_test(tsr_comm_p2p *req, int *done);
+/* Completes and frees the request (NULL: no-op); the operation's status, or
+ * TSR_ERR_PEER_LOST after TSR_COMM_TIMEOUT without completion (the request is abandoned). */
+tsr_status tsr_comm_p2p_wait(tsr_comm_p2p *req);
+/* Error paths: cancels an unfinished request (MPI_Cancel; on a broken communicator it is only
+ * abandoned) and frees it. NULL: no-op. */
+void tsr_comm_p2p_cancel(tsr_comm_p2p *req);
+
 #ifdef __cplusplus
 }
 #endif

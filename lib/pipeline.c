@@ -1,0 +1,807 @@
+/* Pipeline runtime: one stage per rank, micro-batches, GPipe and 1F1B schedules over
+ * non-blocking point-to-point messages, re-materialisation of activations (see pipeline.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lib/comm/comm_internal.h"
+#include "lib/internal.h"
+#include "lib/layers.h"
+#include "lib/optim.h"
+#include "lib/pipeline.h"
+#include "lib/stage.h"
+#include "lib/timeline.h"
+
+/* Message tags: micro-batch (mod 4096) and direction. MPI keeps messages of one pair and tag
+ * in order, and receives are posted in micro-batch order, so the modulus cannot mismatch. */
+enum { DIR_ACT = 0, DIR_GRAD = 1 };
+static int msg_tag(size_t k, int dir) { return (int)((k & 4095u) * 2u) + dir; }
+
+typedef enum { OP_F = 0, OP_B = 1 } op_kind;
+typedef struct pl_op {
+    op_kind kind;
+    size_t k;
+} pl_op;
+
+/* A host buffer with the request using it and the micro-batch it belongs to. */
+typedef struct pl_slot {
+    float *buf;
+    tsr_comm_p2p *req;
+    long mb;  /* -1: free */
+} pl_slot;
+
+struct tsr_pipeline {
+    tsr_context *ctx;
+    const tsr_model *model;
+    tsr_trainer_options o;
+    tsr_comm *comm;          /* NULL: one stage, no messages */
+    size_t *bounds, S, s, M; /* stage count, this stage, micro-batches */
+    size_t *counts;          /* parameter floats of every stage */
+    int schedule;
+    tsr_backend *be;
+    tsr_stage *stage;
+    tsr_optim *optim;
+    tsr_rng rng;
+    uint64_t steps, epoch, seed, skipped, recomputes;
+    int check_grads, broken;
+    size_t mb_max, in_feat, out_feat, classes;
+    size_t in_slots;         /* micro-batches in flight on this stage */
+    pl_slot *in, *fsend;     /* in_slots each: received inputs (the re-materialisation store),
+                                outputs being sent */
+    pl_slot grecv[2], gsend[2];
+    pl_op *ops;
+    float *probs, *grads;    /* evaluation probabilities; host gradients for the check */
+    size_t host_bytes;
+    tsr_timeline *tl;
+};
+
+/* ---- options ---- */
+
+tsr_status tsr_pipeline_schedule_parse(const char *name, int *out) {
+    if (!name || !out) return TSR_ERR_INVALID_ARG;
+    if (!strcmp(name, "gpipe")) *out = TSR_PIPELINE_GPIPE;
+    else if (!strcmp(name, "1f1b")) *out = TSR_PIPELINE_1F1B;
+    else return TSR_ERR_PARSE;
+    return TSR_OK;
+}
+
+tsr_status tsr_pipeline_bounds_parse(tsr_context *ctx, const char *text, size_t layers,
+                                     size_t *bounds, size_t max_bounds, size_t *stages) {
+    if (!text || !bounds || !stages || max_bounds < 2)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_pipeline_bounds_parse: NULL argument");
+    size_t n = 0, sum = 0;
+    bounds[0] = 0;
+    const char *p = text;
+    for (;;) {
+        char *end;
+        if (*p < '0' || *p > '9')
+            return tsr_error(ctx, TSR_ERR_PARSE, "stages '%s': expected layer counts like 3,4,2", text);
+        unsigned long long v = strtoull(p, &end, 10);
+        if (v == 0 || v > layers)
+            return tsr_error(ctx, TSR_ERR_PARSE, "stages '%s': stage %zu has %llu layers (1..%zu)",
+                             text, n, v, layers);
+        if (n + 2 > max_bounds)
+            return tsr_error(ctx, TSR_ERR_PARSE, "stages '%s': more than %zu stages", text,
+                             max_bounds - 1);
+        sum += (size_t)v;
+        bounds[++n] = sum;
+        if (*end == '\0') break;
+        if (*end != ',') return tsr_error(ctx, TSR_ERR_PARSE, "stages '%s': unexpected '%c'", text, *end);
+        p = end + 1;
+    }
+    if (sum != layers)
+        return tsr_error(ctx, TSR_ERR_PARSE, "stages '%s' cover %zu layers, the model has %zu", text,
+                         sum, layers);
+    *stages = n;
+    return TSR_OK;
+}
+
+/* ---- creation ---- */
+
+static void slots_free(tsr_pipeline *p, pl_slot *sl, size_t n) {
+    for (size_t i = 0; sl && i < n; i++) {
+        tsr_comm_p2p_cancel(sl[i].req);
+        sl[i].req = NULL;
+        tsr_free(p->ctx, sl[i].buf);
+    }
+}
+
+void tsr_pipeline_free(tsr_pipeline *p) {
+    if (!p) return;
+    if (p->tl) {
+        tsr_comm *c = p->comm && !p->comm->broken ? p->comm : NULL;
+        if (!p->comm || c) {
+            if (tsr_timeline_flush(p->tl, c) != TSR_OK)
+                tsr_log(p->ctx, TSR_LOG_WARN, "%s", tsr_context_last_error(p->ctx));
+        }
+        tsr_timeline_free(p->tl);
+    }
+    slots_free(p, p->in, p->in_slots);
+    slots_free(p, p->fsend, p->in_slots);
+    slots_free(p, p->grecv, 2);
+    slots_free(p, p->gsend, 2);
+    tsr_free(p->ctx, p->in);
+    tsr_free(p->ctx, p->fsend);
+    tsr_free(p->ctx, p->ops);
+    tsr_free(p->ctx, p->probs);
+    tsr_free(p->ctx, p->grads);
+    tsr_optim_free(p->optim);
+    tsr_stage_free(p->stage);
+    tsr_backend_free(p->be);
+    tsr_free(p->ctx, p->bounds);
+    tsr_free(p->ctx, p->counts);
+    tsr_free(p->ctx, p);
+}
+
+static tsr_status check_options(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                                const tsr_pipeline_options *po) {
+    size_t layers = tsr_model_layer_count(model);
+    size_t ranks = o->comm ? (size_t)tsr_comm_size(o->comm) : 1;
+    if (!o->batch || o->batch > ((size_t)1 << 20))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: batch size %zu is not valid", o->batch);
+    if ((unsigned)o->init > TSR_INIT_GLOROT_UNIFORM)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: unknown initialisation %d", (int)o->init);
+    if ((unsigned)o->schedule.kind > TSR_SCHEDULE_COSINE)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: unknown learning-rate schedule %d",
+                         (int)o->schedule.kind);
+    if ((unsigned)o->nonfinite > TSR_NONFINITE_SKIP)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: unknown non-finite policy %d",
+                         (int)o->nonfinite);
+    if (o->compress != TSR_COMPRESS_NONE)
+        return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
+                         "pipeline: gradient compression %d applies to data parallelism only",
+                         (int)o->compress);
+    if (o->shard_optimizer > 0)
+        return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
+                         "pipeline: a sharded optimizer (shard_optimizer) applies to data parallelism only");
+    if (po->schedule != TSR_PIPELINE_GPIPE && po->schedule != TSR_PIPELINE_1F1B)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: unknown schedule %d (gpipe or 1f1b)",
+                         po->schedule);
+    if (po->stages != ranks)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "pipeline: %zu stages on %zu ranks (one rank per stage)", po->stages, ranks);
+    if (!po->bounds)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: no stage bounds");
+    if (po->bounds[0] != 0 || po->bounds[po->stages] != layers)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "pipeline: stage bounds [%zu, %zu) do not cover the model's %zu layers",
+                         po->bounds[0], po->bounds[po->stages], layers);
+    for (size_t s = 0; s < po->stages; s++)
+        if (po->bounds[s + 1] <= po->bounds[s])
+            return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                             "pipeline: stage %zu has no layers (bounds %zu, %zu)", s, po->bounds[s],
+                             po->bounds[s + 1]);
+    if (!po->microbatches || po->microbatches > o->batch)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: %zu micro-batches; 1 to the batch of %zu",
+                         po->microbatches, o->batch);
+    return TSR_OK;
+}
+
+static tsr_status slots_alloc(tsr_pipeline *p, pl_slot *sl, size_t n, size_t floats) {
+    for (size_t i = 0; i < n; i++) {
+        sl[i].mb = -1;
+        sl[i].buf = tsr_malloc(p->ctx, (floats ? floats : 1) * sizeof(float));
+        if (!sl[i].buf) return tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "pipeline: message buffers");
+        p->host_bytes += floats * sizeof(float);
+    }
+    return TSR_OK;
+}
+
+/* Every rank learns whether any rank failed: 1 allreduce of a flag. */
+static tsr_status agree(tsr_pipeline *p, tsr_comm *comm, tsr_status mine, const char *what) {
+    if (!comm || tsr_comm_size(comm) < 2 || comm->broken) return mine;
+    float flag = mine != TSR_OK;
+    tsr_status s = tsr_comm_allreduce(comm, &flag, 1, NULL);
+    if (s != TSR_OK) return s;
+    if (mine == TSR_OK && flag > 0)
+        return tsr_error(p ? p->ctx : comm->ctx, TSR_ERR_STATE, "pipeline: %s failed on another rank",
+                         what);
+    return mine;
+}
+
+static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
+    tsr_context *ctx = p->ctx;
+    int dev = 0;
+    if (o->device) {
+        dev = tsr_context_find_device(ctx, o->device);
+        if (dev < 0)
+            return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device '%s' not found (%d devices)", o->device,
+                             tsr_context_device_count(ctx));
+    }
+    size_t first = p->bounds[p->s], last = p->bounds[p->s + 1];
+    tsr_stage_options so = {first, last, p->mb_max, p->s > 0};
+    TSR_TRY(tsr_backend_open(ctx, dev, &p->be));
+    TSR_TRY(tsr_stage_create(p->be, p->model, &so, &p->stage));
+    TSR_TRY(tsr_optim_create(p->be, &o->optimizer, tsr_stage_param_count(p->stage), &p->optim));
+    TSR_TRY(tsr_stage_init_params(p->stage, o->init == TSR_INIT_GLOROT_UNIFORM, o->seed));
+    const tsr_layer *l0 = &p->model->layers[first], *l1 = &p->model->layers[last - 1];
+    p->in_feat = tsr_layer_in_size(l0);
+    p->out_feat = tsr_layer_out_size(l1);
+    p->classes = tsr_model_get_input(p->model).classes;
+    /* in flight: GPipe holds every micro-batch; 1F1B at stage s warms up with S-s-1 forwards */
+    p->in_slots = p->schedule == TSR_PIPELINE_GPIPE ? p->M
+                  : (p->S - p->s < p->M ? p->S - p->s : p->M);
+    int first_stage = p->s == 0, last_stage = p->s + 1 == p->S;
+    p->in = tsr_calloc(ctx, p->in_slots, sizeof *p->in);
+    p->fsend = tsr_calloc(ctx, p->in_slots, sizeof *p->fsend);
+    p->ops = tsr_calloc(ctx, 2 * p->M, sizeof *p->ops);
+    p->probs = tsr_calloc(ctx, p->mb_max * p->classes, sizeof *p->probs);
+    p->grads = tsr_calloc(ctx, tsr_stage_param_count(p->stage) + 1, sizeof *p->grads);
+    if (!p->in || !p->fsend || !p->ops || !p->probs || !p->grads)
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "pipeline: buffers");
+    for (size_t i = 0; i < p->in_slots; i++) p->in[i].mb = p->fsend[i].mb = -1;
+    p->grecv[0].mb = p->grecv[1].mb = p->gsend[0].mb = p->gsend[1].mb = -1;
+    size_t in_n = p->mb_max * p->in_feat, out_n = p->mb_max * p->out_feat;
+    if (!first_stage) {
+        TSR_TRY(slots_alloc(p, p->in, p->in_slots, in_n));
+        TSR_TRY(slots_alloc(p, p->gsend, 2, in_n));
+    }
+    if (!last_stage) {
+        TSR_TRY(slots_alloc(p, p->fsend, p->in_slots, out_n));
+        TSR_TRY(slots_alloc(p, p->grecv, 2, out_n));
+    }
+    const char *tl_path = getenv("TSR_TIMELINE");
+    if (tl_path && *tl_path) TSR_TRY(tsr_timeline_create(ctx, tl_path, (int)p->s, &p->tl));
+    return TSR_OK;
+}
+
+tsr_status tsr_pipeline_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                               const tsr_pipeline_options *po, tsr_pipeline **out) {
+    if (!ctx || !model || !o || !po || !out)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_pipeline_create: NULL argument");
+    *out = NULL;
+    TSR_TRY(tsr_model_check(model));
+    TSR_TRY(check_options(ctx, model, o, po));
+    tsr_nonfinite_policy nonfinite = o->nonfinite;
+    int check_grads = !o->no_grad_check;
+    const char *nf = getenv("TSR_NONFINITE");
+    if (nf && *nf) {
+        if (strcmp(nf, "skip") && strcmp(nf, "stop"))
+            return tsr_error(ctx, TSR_ERR_PARSE, "TSR_NONFINITE: '%s' is not skip or stop", nf);
+        nonfinite = strcmp(nf, "skip") ? TSR_NONFINITE_STOP : TSR_NONFINITE_SKIP;
+        check_grads = 1;
+    }
+    tsr_pipeline *p = tsr_calloc(ctx, 1, sizeof *p);
+    if (!p) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "pipeline");
+    p->ctx = ctx;
+    p->model = model;
+    p->o = *o;
+    p->o.device = NULL; /* the caller's string need not outlive the call */
+    p->o.nonfinite = nonfinite;
+    p->check_grads = check_grads;
+    p->comm = o->comm && tsr_comm_size(o->comm) > 1 ? o->comm : NULL;
+    p->S = po->stages;
+    p->s = o->comm ? (size_t)tsr_comm_rank(o->comm) : 0;
+    p->M = po->microbatches;
+    p->schedule = po->schedule;
+    p->seed = o->seed;
+    p->mb_max = (o->batch + p->M - 1) / p->M;
+    tsr_rng_seed(&p->rng, o->seed ^ 0x5DEECE66Dull); /* the trainer's stream: same step seeds */
+    tsr_status s = TSR_OK;
+    p->bounds = tsr_calloc(ctx, p->S + 1, sizeof *p->bounds);
+    p->counts = tsr_calloc(ctx, p->S, sizeof *p->counts);
+    if (!p->bounds || !p->counts) s = tsr_error(ctx, TSR_ERR_NO_MEMORY, "pipeline: stage table");
+    if (s == TSR_OK) {
+        memcpy(p->bounds, po->bounds, (p->S + 1) * sizeof *p->bounds);
+        for (size_t st = 0; st < p->S; st++)
+            for (size_t i = p->bounds[st]; i < p->bounds[st + 1]; i++)
+                p->counts[st] += model->layers[i].weights + model->layers[i].biases;
+        s = setup(p, o);
+    }
+    s = agree(p, p->comm, s, "pipeline creation");
+    if (s != TSR_OK) {
+        tsr_timeline_free(p->tl); /* nothing collective: the other ranks failed too */
+        p->tl = NULL;
+        tsr_pipeline_free(p);
+        return s;
+    }
+    *out = p;
+    return TSR_OK;
+}
+
+/* ---- step ---- */
+
+static void mb_range(size_t n, size_t M, size_t k, size_t *off, size_t *m) {
+    tsr_comm_split_range(n, M, k, off, m);
+}
+
+/* Seed of micro-batch k's dropout masks: the step's seed itself for k = 0 (so M = 1 matches
+ * the single-process trainer), mixed with k otherwise. */
+static uint64_t mb_seed(uint64_t step_seed, size_t k) {
+    return k ? step_seed ^ (0xD6E8FEB86659FD93ull * (uint64_t)k) : step_seed;
+}
+
+static size_t build_ops(tsr_pipeline *p, size_t M) {
+    size_t n = 0;
+    if (p->schedule == TSR_PIPELINE_GPIPE) {
+        for (size_t k = 0; k < M; k++) p->ops[n++] = (pl_op){OP_F, k};
+        for (size_t k = 0; k < M; k++) p->ops[n++] = (pl_op){OP_B, k};
+        return n;
+    }
+    size_t warm = p->S - p->s - 1 < M ? p->S - p->s - 1 : M;
+    for (size_t k = 0; k < warm; k++) p->ops[n++] = (pl_op){OP_F, k};
+    for (size_t i = 0; i + warm < M; i++) {
+        p->ops[n++] = (pl_op){OP_F, warm + i};
+        p->ops[n++] = (pl_op){OP_B, i};
+    }
+    for (size_t k = M - warm; k < M; k++) p->ops[n++] = (pl_op){OP_B, k};
+    return n;
+}
+
+typedef struct step_state {
+    size_t n, M;
+    size_t next_in, next_grad;  /* next micro-batch whose receive is not posted yet */
+    long held;                  /* micro-batch whose activations the stage holds, -1: none */
+} step_state;
+
+/* Posts the receives whose buffers are free, in micro-batch order. */
+static tsr_status post_receives(tsr_pipeline *p, step_state *ss) {
+    int first_stage = p->s == 0, last_stage = p->s + 1 == p->S;
+    while (!first_stage && ss->next_in < ss->M) {
+        pl_slot *sl = &p->in[ss->next_in % p->in_slots];
+        if (sl->mb >= 0) break;
+        size_t off, m;
+        mb_range(ss->n, ss->M, ss->next_in, &off, &m);
+        TSR_TRY(tsr_comm_irecv(p->comm, (int)p->s - 1, msg_tag(ss->next_in, DIR_ACT), sl->buf,
+                               m * p->in_feat * sizeof(float), &sl->req));
+        sl->mb = (long)ss->next_in++;
+    }
+    while (!last_stage && ss->next_grad < ss->M) {
+        pl_slot *sl = &p->grecv[ss->next_grad % 2];
+        if (sl->mb >= 0) break;
+        size_t off, m;
+        mb_range(ss->n, ss->M, ss->next_grad, &off, &m);
+        TSR_TRY(tsr_comm_irecv(p->comm, (int)p->s + 1, msg_tag(ss->next_grad, DIR_GRAD), sl->buf,
+                               m * p->out_feat * sizeof(float), &sl->req));
+        sl->mb = (long)ss->next_grad++;
+    }
+    return TSR_OK;
+}
+
+/* Waits for a slot's request; `what` names the timeline event. */
+static tsr_status slot_wait(tsr_pipeline *p, pl_slot *sl, const char *what, size_t k) {
+    if (!sl->req) return TSR_OK;
+    double t0 = tsr_timeline_now(p->tl);
+    tsr_status s = tsr_comm_p2p_wait(sl->req);
+    sl->req = NULL;
+    TSR_TRY(s);
+    char name[48];
+    snprintf(name, sizeof name, "%s %zu", what, k);
+    return tsr_timeline_event(p->tl, name, TSR_TRACK_COMM, t0, tsr_timeline_now(p->tl));
+}
+
+/* Writes micro-batch k's input (and labels on the last stage) into the stage. */
+static tsr_status load_input(tsr_pipeline *p, const float *images, const int32_t *labels, size_t off,
+                             size_t m, size_t k) {
+    tsr_ref x = tsr_stage_input(p->stage);
+    const float *src = p->s == 0 ? images + off * p->in_feat : p->in[k % p->in_slots].buf;
+    TSR_TRY(tsr_buf_write(x.buf, x.off * 4, src, m * p->in_feat * sizeof(float)));
+    if (p->s + 1 == p->S) {
+        tsr_ref y = tsr_stage_labels(p->stage);
+        TSR_TRY(tsr_buf_write(y.buf, y.off * 4, labels + off, m * sizeof(int32_t)));
+    }
+    return TSR_OK;
+}
+
+static tsr_status run_forward(tsr_pipeline *p, step_state *ss, const float *images,
+                              const int32_t *labels, uint64_t seed, size_t k, double *loss_sum) {
+    size_t off, m;
+    mb_range(ss->n, ss->M, k, &off, &m);
+    pl_slot *in = p->s > 0 ? &p->in[k % p->in_slots] : NULL;
+    if (in) {
+        if (in->mb != (long)k)
+            return tsr_error(p->ctx, TSR_ERR_INTERNAL, "pipeline: input of micro-batch %zu not posted", k);
+        TSR_TRY(slot_wait(p, in, "recv act", k));
+    }
+    TSR_TRY(load_input(p, images, labels, off, m, k));
+    double t0 = tsr_timeline_now(p->tl);
+    float l = 0.0f;
+    int last = p->s + 1 == p->S;
+    TSR_TRY(tsr_stage_forward(p->stage, m, 1, mb_seed(seed, k), last ? &l : NULL));
+    ss->held = (long)k;
+    if (last) *loss_sum += (double)l * (double)m;
+    char name[32];
+    snprintf(name, sizeof name, "forward %zu", k);
+    TSR_TRY(tsr_timeline_event(p->tl, name, TSR_TRACK_COMPUTE, t0, tsr_timeline_now(p->tl)));
+    if (last) return TSR_OK;
+    pl_slot *out = &p->fsend[k % p->in_slots];
+    TSR_TRY(slot_wait(p, out, "send act", (size_t)out->mb)); /* normally done long ago */
+    tsr_ref y = tsr_stage_output(p->stage);
+    TSR_TRY(tsr_buf_read(y.buf, y.off * 4, out->buf, m * p->out_feat * sizeof(float)));
+    out->mb = (long)k;
+    return tsr_comm_isend(p->comm, (int)p->s + 1, msg_tag(k, DIR_ACT), out->buf,
+                          m * p->out_feat * sizeof(float), &out->req);
+}
+
+static tsr_status run_backward(tsr_pipeline *p, step_state *ss, const float *images,
+                               const int32_t *labels, uint64_t seed, size_t k) {
+    size_t off, m;
+    mb_range(ss->n, ss->M, k, &off, &m);
+    int last = p->s + 1 == p->S;
+    if (!last) {
+        pl_slot *g = &p->grecv[k % 2];
+        if (g->mb != (long)k)
+            return tsr_error(p->ctx, TSR_ERR_INTERNAL, "pipeline: gradient of micro-batch %zu not posted", k);
+        TSR_TRY(slot_wait(p, g, "recv grad", k));
+        /* the next stage has run its backward of k, so it holds our output of k: that send is
+         * complete (or completes now) and its buffer is free */
+        pl_slot *out = &p->fsend[k % p->in_slots];
+        TSR_TRY(slot_wait(p, out, "send act", k));
+        out->mb = -1;
+    }
+    if (ss->held != (long)k) { /* re-materialise micro-batch k's activations */
+        double t0 = tsr_timeline_now(p->tl);
+        TSR_TRY(load_input(p, images, labels, off, m, k));
+        TSR_TRY(tsr_stage_forward(p->stage, m, 1, mb_seed(seed, k), NULL));
+        p->recomputes++;
+        char name[32];
+        snprintf(name, sizeof name, "recompute %zu", k);
+        TSR_TRY(tsr_timeline_event(p->tl, name, TSR_TRACK_COMPUTE, t0, tsr_timeline_now(p->tl)));
+    }
+    if (!last) { /* written after the re-materialisation: forward does not touch it, but
+                    keep the gradient beside the activations it belongs to */
+        tsr_ref dy = tsr_stage_output_grad(p->stage);
+        pl_slot *g = &p->grecv[k % 2];
+        TSR_TRY(tsr_buf_write(dy.buf, dy.off * 4, g->buf, m * p->out_feat * sizeof(float)));
+        g->mb = -1;
+    }
+    double t0 = tsr_timeline_now(p->tl);
+    TSR_TRY(tsr_stage_backward(p->stage, m, k > 0));
+    ss->held = -1; /* backward overwrites im2col columns with their gradients */
+    char name[32];
+    snprintf(name, sizeof name, "backward %zu", k);
+    TSR_TRY(tsr_timeline_event(p->tl, name, TSR_TRACK_COMPUTE, t0, tsr_timeline_now(p->tl)));
+    if (p->s > 0) {
+        p->in[k % p->in_slots].mb = -1; /* its input is no longer needed */
+        pl_slot *gs = &p->gsend[k % 2];
+        TSR_TRY(slot_wait(p, gs, "send grad", (size_t)gs->mb));
+        tsr_ref dx = tsr_stage_input_grad(p->stage);
+        TSR_TRY(tsr_buf_read(dx.buf, dx.off * 4, gs->buf, m * p->in_feat * sizeof(float)));
+        gs->mb = (long)k;
+        TSR_TRY(tsr_comm_isend(p->comm, (int)p->s - 1, msg_tag(k, DIR_GRAD), gs->buf,
+                               m * p->in_feat * sizeof(float), &gs->req));
+    }
+    return TSR_OK;
+}
+
+/* Index of the first NaN/Inf of g[0..n), n if none (blocks screened branch-free). */
+static size_t first_nonfinite(const float *g, size_t n) {
+    for (size_t b = 0; b < n; b += 4096) {
+        size_t e = n - b < 4096 ? n : b + 4096;
+        uint32_t bad = 0;
+        for (size_t i = b; i < e; i++) {
+            uint32_t u;
+            memcpy(&u, g + i, sizeof u);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad)
+            for (size_t i = b; i < e; i++)
+                if (!isfinite(g[i])) return i;
+    }
+    return n;
+}
+
+/* After an error inside a step the ranks' messages are out of step: cancel what is pending
+ * and refuse further steps. */
+static tsr_status step_failed(tsr_pipeline *p, tsr_status s) {
+    pl_slot *groups[4] = {p->in, p->fsend, p->grecv, p->gsend};
+    size_t counts[4] = {p->in_slots, p->in_slots, 2, 2};
+    for (int g = 0; g < 4; g++)
+        for (size_t i = 0; groups[g] && i < counts[g]; i++) {
+            tsr_comm_p2p_cancel(groups[g][i].req);
+            groups[g][i].req = NULL;
+            groups[g][i].mb = -1;
+        }
+    p->broken = 1;
+    return s;
+}
+
+static tsr_status check_batch(tsr_pipeline *p, const float *images, const int32_t *labels, size_t n) {
+    if (!images || !labels) return tsr_error(p->ctx, TSR_ERR_INVALID_ARG, "pipeline: NULL images or labels");
+    if (!n || n > p->o.batch)
+        return tsr_error(p->ctx, TSR_ERR_SHAPE, "pipeline: batch of %zu samples; 1 to %zu", n, p->o.batch);
+    for (size_t i = 0; i < n; i++) /* every rank checks: all ranks refuse alike */
+        if (labels[i] < 0 || (size_t)labels[i] >= p->classes)
+            return tsr_error(p->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
+                             (int)labels[i], i, p->classes);
+    if (p->broken)
+        return tsr_error(p->ctx, TSR_ERR_STATE, "pipeline: an earlier step failed mid-way");
+    return TSR_OK;
+}
+
+tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t *labels, size_t n,
+                             float *loss) {
+    if (!p) return TSR_ERR_INVALID_ARG;
+    TSR_TRY(check_batch(p, images, labels, n));
+    step_state ss = {n, p->M < n ? p->M : n, 0, 0, -1};
+    uint64_t seed = tsr_rng_next(&p->rng);
+    int last = p->s + 1 == p->S;
+    if (last) tsr_stage_set_loss_scale(p->stage, 1.0f / (float)n);
+    size_t nops = build_ops(p, ss.M);
+    double loss_sum = 0.0, t_step = tsr_timeline_now(p->tl);
+    tsr_status s = post_receives(p, &ss);
+    for (size_t i = 0; i < nops && s == TSR_OK; i++) {
+        const pl_op *op = &p->ops[i];
+        s = op->kind == OP_F ? run_forward(p, &ss, images, labels, seed, op->k, &loss_sum)
+                             : run_backward(p, &ss, images, labels, seed, op->k);
+        if (s == TSR_OK) s = post_receives(p, &ss);
+    }
+    for (int i = 0; i < 2 && s == TSR_OK; i++) {
+        s = slot_wait(p, &p->gsend[i], "send grad", (size_t)p->gsend[i].mb);
+        p->gsend[i].mb = -1;
+    }
+    if (s != TSR_OK) return step_failed(p, s);
+
+    /* non-finite: this stage's gradients, then one collective decision with the loss */
+    double tc = tsr_timeline_now(p->tl);
+    size_t np = tsr_stage_param_count(p->stage), bad_at = np;
+    float bad_val = 0.0f;
+    if (p->check_grads && np) {
+        tsr_buf *gb = tsr_stage_grads(p->stage);
+        float *g = gb->host ? (float *)gb->host : p->grads;
+        if (!gb->host) s = tsr_buf_read(gb, 0, p->grads, np * sizeof(float));
+        if (s != TSR_OK) return step_failed(p, s);
+        bad_at = first_nonfinite(g, np);
+        if (bad_at < np) bad_val = g[bad_at];
+    }
+    /* the mean in double, rounded once: with one micro-batch it is the stage's own loss */
+    float shared[2] = {last ? (float)(loss_sum / (double)n) : 0.0f, bad_at < np ? 1.0f : 0.0f};
+    if (p->comm && (s = tsr_comm_allreduce(p->comm, shared, 2, NULL)) != TSR_OK)
+        return step_failed(p, s);
+    float l = shared[0];
+    if (loss) *loss = l;
+    TSR_TRY(tsr_timeline_event(p->tl, "check", TSR_TRACK_COMM, tc, tsr_timeline_now(p->tl)));
+    if (!isfinite(l) || shared[1] > 0) {
+        char why[128];
+        if (bad_at < np)
+            snprintf(why, sizeof why, "gradient %zu of stage %zu's %zu is %g", bad_at, p->s, np,
+                     (double)bad_val);
+        else if (shared[1] > 0)
+            snprintf(why, sizeof why, "a gradient of another stage is not finite");
+        else
+            snprintf(why, sizeof why, "loss is %g", (double)l);
+        if (p->o.nonfinite == TSR_NONFINITE_SKIP) {
+            p->skipped++;
+            tsr_log(p->ctx, TSR_LOG_WARN, "step %llu skipped: %s", (unsigned long long)p->steps, why);
+            return TSR_OK;
+        }
+        return tsr_error(p->ctx, TSR_ERR_NUMERIC, "%s at step %llu", why, (unsigned long long)p->steps);
+    }
+    float lr = tsr_schedule_lr(&p->o.schedule, p->o.optimizer.lr, p->steps);
+    double tu = tsr_timeline_now(p->tl);
+    TSR_TRY(tsr_optim_update(p->optim, tsr_stage_params(p->stage), tsr_stage_grads(p->stage), lr,
+                             p->steps));
+    TSR_TRY(tsr_timeline_event(p->tl, "update", TSR_TRACK_COMPUTE, tu, tsr_timeline_now(p->tl)));
+    TSR_TRY(tsr_timeline_event(p->tl, "step", TSR_TRACK_COMM, t_step, tsr_timeline_now(p->tl)));
+    p->steps++;
+    return TSR_OK;
+}
+
+/* ---- evaluation ---- */
+
+tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *accuracy,
+                                 double *loss) {
+    if (!p || !d) return TSR_ERR_INVALID_ARG;
+    tsr_model_input in = tsr_model_get_input(p->model);
+    if (d->features != in.channels * in.height * in.width)
+        return tsr_error(p->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
+                         d->features, in.channels * in.height * in.width);
+    if (!d->count) return tsr_error(p->ctx, TSR_ERR_SHAPE, "evaluation on an empty data set");
+    for (size_t i = 0; i < d->count; i++)
+        if (d->labels[i] < 0 || (size_t)d->labels[i] >= p->classes)
+            return tsr_error(p->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
+                             (int)d->labels[i], i, p->classes);
+    if (p->broken)
+        return tsr_error(p->ctx, TSR_ERR_STATE, "pipeline: an earlier step failed mid-way");
+    int last = p->s + 1 == p->S;
+    double res[2] = {0.0, 0.0}; /* correct, loss sum */
+    tsr_status s = TSR_OK;
+    tsr_ref probs = tsr_stage_probs(p->stage);
+    for (size_t i = 0; i < d->count && s == TSR_OK; i += p->mb_max) {
+        size_t m = d->count - i < p->mb_max ? d->count - i : p->mb_max;
+        tsr_ref x = tsr_stage_input(p->stage);
+        const float *src = d->images + i * d->features;
+        if (p->s > 0) {
+            s = tsr_comm_recv(p->comm, (int)p->s - 1, msg_tag(0, DIR_ACT), p->in[0].buf,
+                              m * p->in_feat * sizeof(float));
+            src = p->in[0].buf;
+        }
+        if (s == TSR_OK) s = tsr_buf_write(x.buf, x.off * 4, src, m * p->in_feat * sizeof(float));
+        if (s == TSR_OK && last) {
+            tsr_ref y = tsr_stage_labels(p->stage);
+            s = tsr_buf_write(y.buf, y.off * 4, d->labels + i, m * sizeof(int32_t));
+        }
+        float l = 0.0f;
+        if (s == TSR_OK) s = tsr_stage_forward(p->stage, m, 0, 0, last ? &l : NULL);
+        if (s == TSR_OK && !last) {
+            tsr_ref y = tsr_stage_output(p->stage);
+            s = tsr_buf_read(y.buf, y.off * 4, p->fsend[0].buf, m * p->out_feat * sizeof(float));
+            if (s == TSR_OK)
+                s = tsr_comm_send(p->comm, (int)p->s + 1, msg_tag(0, DIR_ACT), p->fsend[0].buf,
+                                  m * p->out_feat * sizeof(float));
+        }
+        if (s == TSR_OK && last) {
+            res[1] += (double)l * (double)m;
+            s = tsr_buf_read(probs.buf, probs.off * 4, p->probs, m * p->classes * sizeof(float));
+            for (size_t r = 0; s == TSR_OK && r < m; r++) {
+                const float *pr = p->probs + r * p->classes;
+                size_t best = 0;
+                for (size_t c = 1; c < p->classes; c++)
+                    if (pr[c] > pr[best]) best = c;
+                res[0] += best == (size_t)d->labels[i + r];
+            }
+        }
+    }
+    if (s != TSR_OK) return step_failed(p, s);
+    if (p->comm) { /* the last stage's figures to every rank */
+        size_t *bytes = tsr_calloc(p->ctx, p->S, sizeof *bytes);
+        if (!bytes) return tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "pipeline: evaluation");
+        bytes[p->S - 1] = sizeof res;
+        double got[2];
+        s = tsr_comm_allgatherv(p->comm, last ? res : NULL, got, bytes);
+        tsr_free(p->ctx, bytes);
+        if (s != TSR_OK) return step_failed(p, s);
+        memcpy(res, got, sizeof res);
+    }
+    if (accuracy) *accuracy = res[0] / (double)d->count;
+    if (loss) *loss = res[1] / (double)d->count;
+    return TSR_OK;
+}
+
+/* ---- parameters and checkpoints ---- */
+
+/* Offset of stage st's block in the whole model's layout: gradients and parameters are in
+ * reverse layer order, so the last stage's block comes first. */
+static size_t whole_offset(const tsr_pipeline *p, size_t st) {
+    size_t off = 0;
+    for (size_t t = st + 1; t < p->S; t++) off += p->counts[t];
+    return off;
+}
+
+static size_t whole_count(const tsr_pipeline *p) {
+    size_t n = 0;
+    for (size_t t = 0; t < p->S; t++) n += p->counts[t];
+    return n;
+}
+
+/* dst[whole_count] = every stage's `mine` buffer, on every rank. */
+static tsr_status gather_whole(tsr_pipeline *p, tsr_buf *mine, float *dst) {
+    size_t n = p->counts[p->s], off = whole_offset(p, p->s);
+    if (n) TSR_TRY(tsr_buf_read(mine, 0, dst + off, n * sizeof(float)));
+    if (!p->comm) return TSR_OK;
+    size_t total = whole_count(p);
+    size_t *bytes = tsr_calloc(p->ctx, p->S, sizeof *bytes);
+    float *tmp = tsr_calloc(p->ctx, total + 1, sizeof *tmp);
+    tsr_status s = TSR_OK;
+    if (!bytes || !tmp) s = tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "pipeline: gathering %zu parameters", total);
+    for (size_t t = 0; s == TSR_OK && t < p->S; t++) bytes[t] = p->counts[t] * sizeof(float);
+    /* rank order is stage order: rank t's block lands after those of ranks < t */
+    if (s == TSR_OK) s = tsr_comm_allgatherv(p->comm, dst + off, tmp, bytes);
+    for (size_t t = 0, at = 0; s == TSR_OK && t < p->S; at += p->counts[t], t++)
+        memcpy(dst + whole_offset(p, t), tmp + at, p->counts[t] * sizeof(float));
+    tsr_free(p->ctx, bytes);
+    tsr_free(p->ctx, tmp);
+    return s;
+}
+
+tsr_status tsr_pipeline_get_params(tsr_pipeline *p, float *dst, size_t count) {
+    if (!p || (!dst && count)) return TSR_ERR_INVALID_ARG;
+    size_t n = whole_count(p);
+    if (count != n)
+        return tsr_error(p->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", n, count);
+    return gather_whole(p, tsr_stage_params(p->stage), dst);
+}
+
+tsr_status tsr_pipeline_set_params(tsr_pipeline *p, const float *src, size_t count) {
+    if (!p || (!src && count)) return TSR_ERR_INVALID_ARG;
+    size_t n = whole_count(p);
+    if (count != n)
+        return tsr_error(p->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", n, count);
+    size_t mine = p->counts[p->s];
+    if (!mine) return TSR_OK;
+    return tsr_buf_write(tsr_stage_params(p->stage), 0, src + whole_offset(p, p->s), mine * sizeof(float));
+}
+
+/* Parameters first, then the optimizer's state tensors (as the trainer's checkpoints). */
+static size_t tensor_list(tsr_pipeline *p, const char *names[3], tsr_buf *bufs[3]) {
+    names[0] = "params";
+    bufs[0] = tsr_stage_params(p->stage);
+    return 1 + tsr_optim_state(p->optim, names + 1, bufs + 1);
+}
+
+tsr_status tsr_pipeline_save(tsr_pipeline *p, const char *path) {
+    if (!p || !path) return TSR_ERR_INVALID_ARG;
+    const char *names[3];
+    tsr_buf *bufs[3];
+    size_t nt = tensor_list(p, names, bufs), n = whole_count(p);
+    const char *spec = tsr_model_spec(p->model);
+    if (strlen(spec) >= sizeof ((tsr_checkpoint *)0)->model_spec)
+        return tsr_error(p->ctx, TSR_ERR_UNSUPPORTED, "model spec of %zu bytes is too long for a checkpoint",
+                         strlen(spec));
+    float *data = tsr_calloc(p->ctx, nt * (n ? n : 1), sizeof(float));
+    tsr_status s = data ? TSR_OK : tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
+    /* a failed allocation must not leave the others waiting in the gather: agree first */
+    s = agree(p, p->comm, s, "checkpoint staging");
+    for (size_t i = 0; i < nt && s == TSR_OK; i++) s = gather_whole(p, bufs[i], data + i * n);
+    if (s == TSR_OK && p->s == 0) {
+        tsr_checkpoint ck;
+        tsr_checkpoint_tensor tensors[3];
+        memset(&ck, 0, sizeof ck);
+        memset(tensors, 0, sizeof tensors);
+        tsr_strlcpy(ck.model_spec, spec, sizeof ck.model_spec);
+        tsr_strlcpy(ck.optimizer, tsr_optimizer_kind_name(p->o.optimizer.kind), sizeof ck.optimizer);
+        ck.step = p->steps;
+        ck.epoch = p->epoch;
+        ck.seed = p->seed;
+        memcpy(ck.rng_state, p->rng.s, sizeof ck.rng_state);
+        ck.tensor_count = nt;
+        ck.tensors = tensors;
+        for (size_t i = 0; i < nt; i++) {
+            tsr_strlcpy(tensors[i].name, names[i], sizeof tensors[i].name);
+            tensors[i].count = n;
+            tensors[i].data = data + i * n;
+        }
+        s = tsr_checkpoint_save(p->ctx, path, &ck);
+        s = agree(p, p->comm, s, "checkpoint save (rank 0 writes)");
+    } else if (s == TSR_OK) {
+        s = agree(p, p->comm, s, "checkpoint save (rank 0 writes)");
+    }
+    tsr_free(p->ctx, data);
+    return s;
+}
+
+tsr_status tsr_pipeline_load(tsr_pipeline *p, const char *path) {
+    if (!p || !path) return TSR_ERR_INVALID_ARG;
+    tsr_checkpoint *ck = NULL;
+    tsr_status s = tsr_checkpoint_load(p->ctx, path, &ck);
+    const char *names[3];
+    tsr_buf *bufs[3];
+    size_t nt = tensor_list(p, names, bufs), n = whole_count(p);
+    const char *spec = tsr_model_spec(p->model);
+    const char *opt = tsr_optimizer_kind_name(p->o.optimizer.kind);
+    if (s == TSR_OK && strcmp(ck->model_spec, spec))
+        s = tsr_error(p->ctx, TSR_ERR_MISMATCH, "%s: checkpoint is for model '%s', not '%s'", path,
+                      ck->model_spec, spec);
+    else if (s == TSR_OK && strcmp(ck->optimizer, opt))
+        s = tsr_error(p->ctx, TSR_ERR_MISMATCH, "%s: checkpoint optimizer is '%s', the pipeline uses '%s'",
+                      path, ck->optimizer, opt);
+    for (size_t i = 0; i < nt && s == TSR_OK; i++) {
+        const tsr_checkpoint_tensor *tt = tsr_checkpoint_find(ck, names[i]);
+        if (!tt)
+            s = tsr_error(p->ctx, TSR_ERR_MISMATCH, "%s: checkpoint has no tensor '%s'", path, names[i]);
+        else if (tt->count != n)
+            s = tsr_error(p->ctx, TSR_ERR_MISMATCH, "%s: tensor '%s' has %zu floats, the model needs %zu",
+                          path, names[i], tt->count, n);
+    }
+    /* every rank checked its copy: change nothing unless all can load */
+    s = agree(p, p->comm, s, "checkpoint load");
+    size_t mine = p->counts[p->s], off = whole_offset(p, p->s);
+    for (size_t i = 0; i < nt && s == TSR_OK && mine; i++)
+        s = tsr_buf_write(bufs[i], 0, tsr_checkpoint_find(ck, names[i])->data + off, mine * sizeof(float));
+    if (s == TSR_OK) {
+        p->steps = ck->step;
+        p->epoch = ck->epoch;
+        p->seed = ck->seed;
+        memcpy(p->rng.s, ck->rng_state, sizeof p->rng.s);
+    }
+    tsr_checkpoint_free(p->ctx, ck);
+    return s;
+}
+
+/* ---- accessors ---- */
+
+uint64_t tsr_pipeline_steps(const tsr_pipeline *p) { return p ? p->steps : 0; }
+uint64_t tsr_pipeline_skipped(const tsr_pipeline *p) { return p ? p->skipped : 0; }
+uint64_t tsr_pipeline_epoch(const tsr_pipeline *p) { return p ? p->epoch : 0; }
+void tsr_pipeline_set_epoch(tsr_pipeline *p, uint64_t epoch) {
+    if (p) p->epoch = epoch;
+}
+uint64_t tsr_pipeline_recomputes(const tsr_pipeline *p) { return p ? p->recomputes : 0; }
+size_t tsr_pipeline_host_bytes(const tsr_pipeline *p) { return p ? p->host_bytes : 0; }
+
+void tsr_pipeline_stage_range(const tsr_pipeline *p, size_t *first, size_t *last, size_t *params) {
+    if (!p) return;
+    if (first) *first = p->bounds[p->s];
+    if (last) *last = p->bounds[p->s + 1];
+    if (params) *params = p->counts[p->s];
+}

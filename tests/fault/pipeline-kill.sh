@@ -1,0 +1,36 @@
+#!/bin/sh
+# Fault: a pipeline stage dies (SIGKILL) at the start of step 3 while its neighbours are inside
+# that step waiting for its messages. 2 ranks: rank 0 must stop with "rank 1 lost" (its
+# gradient receive from rank 1); 3 ranks: rank 1 (the middle stage) dies and both rank 0 (waits
+# for gradients) and rank 2 (waits for activations) must stop with TSR_ERR_PEER_LOST. Bounded
+# time (TSR_COMM_TIMEOUT=3 s; limit 30 s, no hang). mpiexec runs with -disable-auto-cleanup and
+# each rank under sh, so the launcher does not end the survivors: the library has to notice
+# (as tests/fault/rank-kill.sh). Env: BUILD.
+set -u
+BUILD=${BUILD:-build}
+prog=$(pwd)/$BUILD/tests/mpi/test_pipeline
+command -v mpiexec > /dev/null || { echo "SKIP: no mpiexec"; exit 0; }
+grep -q "WITH_MPI=0" "$BUILD/config.sh" 2> /dev/null && { echo "SKIP: built without MPI"; exit 0; }
+[ -x "$prog" ] || { echo "no $prog"; exit 1; }
+d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
+trap 'rm -rf "$d"' EXIT
+for n in 2 3; do
+    start=$(date +%s)
+    TSR_COMM_TIMEOUT=3 timeout 60 mpiexec -disable-auto-cleanup -n $n sh -c \
+        "'$prog' --die-rank 1 --die-step 3 2> '$d/err.$n.'\$PMI_RANK; exit \$?" > "$d/out" 2>&1
+    rc=$?
+    took=$(( $(date +%s) - start ))
+    echo "n=$n: mpiexec exit $rc after ${took}s"
+    [ "$rc" != 124 ] || { echo "FAIL: hang (killed by timeout)"; exit 1; }
+    [ "$took" -le 30 ] || { echo "FAIL: took ${took}s"; exit 1; }
+    for r in 0 2; do
+        [ "$r" -lt "$n" ] || continue
+        echo "rank $r said:"; cat "$d/err.$n.$r"
+        grep -q "TSR_ERR_PEER_LOST" "$d/err.$n.$r" || { echo "FAIL: rank $r: no peer-lost error"; exit 1; }
+        grep -q "no progress for 3 s" "$d/err.$n.$r" || { echo "FAIL: rank $r: no timeout detail"; exit 1; }
+    done
+    if [ "$n" = 2 ]; then
+        grep -q "rank 1 lost" "$d/err.2.0" || { echo "FAIL: rank 0 does not name rank 1"; exit 1; }
+    fi
+done
+echo "ok"

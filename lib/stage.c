@@ -29,6 +29,10 @@ struct tsr_stage {
     tsr_stage_grad_hook hook;
     void *hook_user;
     float loss_scale;  /* d(loss)/d(per-sample loss); 0: 1/n (the mean over the batch) */
+    /* activation sets (pipeline micro-batches in flight): acts is slot_acts[slot] */
+    tsr_buf **slot_acts;
+    int *slot_trained;
+    size_t nslots, slot, act_bytes;
 };
 
 /* ---- RNG ---- */
@@ -78,11 +82,29 @@ void tsr_stage_free(tsr_stage *st) {
     if (!st) return;
     tsr_buf_free(st->params);
     tsr_buf_free(st->grads);
-    tsr_buf_free(st->acts);
+    if (st->slot_acts) {
+        for (size_t i = 0; i < st->nslots; i++) tsr_buf_free(st->slot_acts[i]);
+    } else {
+        tsr_buf_free(st->acts);
+    }
+    tsr_free(st->ctx, st->slot_acts);
+    tsr_free(st->ctx, st->slot_trained);
     tsr_buf_free(st->g[0]);
     tsr_buf_free(st->g[1]);
     tsr_free(st->ctx, st->mem);
     tsr_free(st->ctx, st);
+}
+
+/* One zeroed activation set with its row of ones (conv weight-gradient reduction). */
+static tsr_status new_act_set(tsr_stage *st, tsr_buf **out) {
+    TSR_TRY(tsr_buf_alloc(st->be, st->act_bytes, out));
+    tsr_status s = tsr_op_fill(st->be, tsr_ref_at(*out, 0), st->act_bytes / 4, 0.0f);
+    if (s == TSR_OK) s = tsr_op_fill(st->be, tsr_ref_at(*out, st->ones_off), st->max_batch, 1.0f);
+    if (s != TSR_OK) {
+        tsr_buf_free(*out);
+        *out = NULL;
+    }
+    return s;
 }
 
 tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_stage_options *o,
@@ -106,10 +128,13 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
     st->max_batch = o->max_batch;
     st->need_input_grad = o->need_input_grad;
     st->is_last = o->last == model->count;
+    st->nslots = 1;
     size_t nl = o->last - o->first, B = o->max_batch;
     tsr_status s = TSR_ERR_SHAPE;
     st->mem = tsr_calloc(ctx, nl, sizeof *st->mem);
-    if (!st->mem) {
+    st->slot_acts = tsr_calloc(ctx, 1, sizeof *st->slot_acts);
+    st->slot_trained = tsr_calloc(ctx, 1, sizeof *st->slot_trained);
+    if (!st->mem || !st->slot_acts || !st->slot_trained) {
         tsr_stage_free(st);
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "stage layers");
     }
@@ -178,18 +203,18 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
     if (tsr_mul_size(cur, 4, &act_bytes) || tsr_mul_size(gmax, 4, &g_bytes)) goto overflow;
     if ((s = tsr_buf_alloc(be, st->nparams ? st->nparams * 4 : 4, &st->params)) != TSR_OK ||
         (s = tsr_buf_alloc(be, st->nparams ? st->nparams * 4 : 4, &st->grads)) != TSR_OK ||
-        (s = tsr_buf_alloc(be, act_bytes, &st->acts)) != TSR_OK ||
         (s = tsr_buf_alloc(be, g_bytes, &st->g[0])) != TSR_OK ||
-        (s = tsr_buf_alloc(be, g_bytes, &st->g[1])) != TSR_OK) {
+        (s = tsr_buf_alloc(be, g_bytes, &st->g[1])) != TSR_OK ||
+        (s = tsr_op_fill(be, tsr_ref_at(st->grads, 0), st->nparams, 0.0f)) != TSR_OK) {
         tsr_stage_free(st);
         return s;
     }
-    if ((s = tsr_op_fill(be, tsr_ref_at(st->grads, 0), st->nparams, 0.0f)) != TSR_OK ||
-        (s = tsr_op_fill(be, tsr_ref_at(st->acts, 0), cur, 0.0f)) != TSR_OK ||
-        (s = tsr_op_fill(be, tsr_ref_at(st->acts, st->ones_off), B, 1.0f)) != TSR_OK) {
+    st->act_bytes = act_bytes;
+    if ((s = new_act_set(st, &st->slot_acts[0])) != TSR_OK) {
         tsr_stage_free(st);
         return s;
     }
+    st->acts = st->slot_acts[0];
     *out = st;
     return TSR_OK;
 overflow:
@@ -225,6 +250,43 @@ tsr_ref tsr_stage_input_grad(tsr_stage *st) { return tsr_ref_at(st->g[st->in_gra
 tsr_ref tsr_stage_output_grad(tsr_stage *st) { return tsr_ref_at(st->g[st->out_grad_idx], 0); }
 tsr_ref tsr_stage_labels(tsr_stage *st) { return tsr_ref_at(st->acts, st->labels_off); }
 tsr_ref tsr_stage_probs(tsr_stage *st) { return tsr_ref_at(st->acts, st->probs_off); }
+
+tsr_status tsr_stage_select(tsr_stage *st, size_t slot) {
+    if (!st) return TSR_ERR_INVALID_ARG;
+    if (slot >= st->nslots)
+        return tsr_error(st->ctx, TSR_ERR_INVALID_ARG, "activation slot %zu of a stage with %zu", slot,
+                         st->nslots);
+    st->slot_trained[st->slot] = st->trained;
+    st->slot = slot;
+    st->acts = st->slot_acts[slot];
+    st->trained = st->slot_trained[slot];
+    return TSR_OK;
+}
+
+tsr_status tsr_stage_set_slots(tsr_stage *st, size_t slots) {
+    if (!st) return TSR_ERR_INVALID_ARG;
+    if (!slots || slots > 4096)
+        return tsr_error(st->ctx, TSR_ERR_INVALID_ARG, "%zu activation slots (1 to 4096)", slots);
+    if (slots <= st->nslots) return TSR_OK;
+    tsr_buf **a = tsr_calloc(st->ctx, slots, sizeof *a);
+    int *t = tsr_calloc(st->ctx, slots, sizeof *t);
+    if (!a || !t) {
+        tsr_free(st->ctx, a);
+        tsr_free(st->ctx, t);
+        return tsr_error(st->ctx, TSR_ERR_NO_MEMORY, "stage: %zu activation slots", slots);
+    }
+    memcpy(a, st->slot_acts, st->nslots * sizeof *a);
+    memcpy(t, st->slot_trained, st->nslots * sizeof *t);
+    tsr_free(st->ctx, st->slot_acts);
+    tsr_free(st->ctx, st->slot_trained);
+    st->slot_acts = a;
+    st->slot_trained = t;
+    for (; st->nslots < slots; st->nslots++) /* counted as they come: free releases them */
+        TSR_TRY(new_act_set(st, &st->slot_acts[st->nslots]));
+    return TSR_OK;
+}
+
+size_t tsr_stage_act_bytes(const tsr_stage *st) { return st ? st->act_bytes : 0; }
 
 void tsr_stage_set_loss_scale(tsr_stage *st, float scale) {
     if (st) st->loss_scale = scale;

@@ -60,6 +60,15 @@ void tsr_stage_set_hook(tsr_stage *st, tsr_stage_grad_hook hook, void *user);
  * 1/n). A pipeline sets 1/(whole batch) so that micro-batch gradients sum to the gradient of
  * the mean loss over the batch, with the same per-sample arithmetic as one big batch. */
 void tsr_stage_set_loss_scale(tsr_stage *st, float scale);
+/* Pipelines: tsr_stage_set_slots gives the stage `slots` activation sets (input, every layer's
+ * output and backward state, labels, probabilities; one at creation), one per micro-batch in
+ * flight; parameters, gradients and the gradient ping-pong buffers are shared. Forward,
+ * backward and the input/output/labels/probs accessors work on the selected set (slot 0 at
+ * first); each set remembers the training forward it holds. */
+tsr_status tsr_stage_set_slots(tsr_stage *st, size_t slots);
+tsr_status tsr_stage_select(tsr_stage *st, size_t slot);
+/* Device bytes of one activation set. */
+size_t tsr_stage_act_bytes(const tsr_stage *st);
 
 /* Forward on the first n samples of the input. train = 1 applies dropout with masks from
  * dropout_seed (each layer mixes in its index). On the last stage also computes the

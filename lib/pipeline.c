@@ -37,7 +37,7 @@ struct tsr_pipeline {
     tsr_comm *comm;          /* NULL: one stage, no messages */
     size_t *bounds, S, s, M; /* stage count, this stage, micro-batches */
     size_t *counts;          /* parameter floats of every stage */
-    int schedule;
+    int schedule, recompute;
     tsr_backend *be;
     tsr_stage *stage;
     tsr_optim *optim;
@@ -221,6 +221,7 @@ static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
     /* in flight: GPipe holds every micro-batch; 1F1B at stage s warms up with S-s-1 forwards */
     p->in_slots = p->schedule == TSR_PIPELINE_GPIPE ? p->M
                   : (p->S - p->s < p->M ? p->S - p->s : p->M);
+    if (!p->recompute) TSR_TRY(tsr_stage_set_slots(p->stage, p->in_slots));
     int first_stage = p->s == 0, last_stage = p->s + 1 == p->S;
     p->in = tsr_calloc(ctx, p->in_slots, sizeof *p->in);
     p->fsend = tsr_calloc(ctx, p->in_slots, sizeof *p->fsend);
@@ -274,6 +275,7 @@ tsr_status tsr_pipeline_create(tsr_context *ctx, const tsr_model *model, const t
     p->s = o->comm ? (size_t)tsr_comm_rank(o->comm) : 0;
     p->M = po->microbatches;
     p->schedule = po->schedule;
+    p->recompute = po->recompute != 0;
     p->seed = o->seed;
     p->mb_max = (o->batch + p->M - 1) / p->M;
     tsr_rng_seed(&p->rng, o->seed ^ 0x5DEECE66Dull); /* the trainer's stream: same step seeds */
@@ -383,6 +385,11 @@ static tsr_status load_input(tsr_pipeline *p, const float *images, const int32_t
     return TSR_OK;
 }
 
+/* Activation set of micro-batch k (one set when re-materialising). */
+static tsr_status select_slot(tsr_pipeline *p, size_t k) {
+    return tsr_stage_select(p->stage, p->recompute ? 0 : k % p->in_slots);
+}
+
 static tsr_status run_forward(tsr_pipeline *p, step_state *ss, const float *images,
                               const int32_t *labels, uint64_t seed, size_t k, double *loss_sum) {
     size_t off, m;
@@ -393,6 +400,7 @@ static tsr_status run_forward(tsr_pipeline *p, step_state *ss, const float *imag
             return tsr_error(p->ctx, TSR_ERR_INTERNAL, "pipeline: input of micro-batch %zu not posted", k);
         TSR_TRY(slot_wait(p, in, "recv act", k));
     }
+    TSR_TRY(select_slot(p, k));
     TSR_TRY(load_input(p, images, labels, off, m, k));
     double t0 = tsr_timeline_now(p->tl);
     float l = 0.0f;
@@ -429,7 +437,8 @@ static tsr_status run_backward(tsr_pipeline *p, step_state *ss, const float *ima
         TSR_TRY(slot_wait(p, out, "send act", k));
         out->mb = -1;
     }
-    if (ss->held != (long)k) { /* re-materialise micro-batch k's activations */
+    TSR_TRY(select_slot(p, k));
+    if (p->recompute && ss->held != (long)k) { /* re-materialise micro-batch k's activations */
         double t0 = tsr_timeline_now(p->tl);
         TSR_TRY(load_input(p, images, labels, off, m, k));
         TSR_TRY(tsr_stage_forward(p->stage, m, 1, mb_seed(seed, k), NULL));
@@ -595,6 +604,7 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
         return tsr_error(p->ctx, TSR_ERR_STATE, "pipeline: an earlier step failed mid-way");
     int last = p->s + 1 == p->S;
     double res[2] = {0.0, 0.0}; /* correct, loss sum */
+    TSR_TRY(tsr_stage_select(p->stage, 0));
     tsr_status s = TSR_OK;
     tsr_ref probs = tsr_stage_probs(p->stage);
     for (size_t i = 0; i < d->count && s == TSR_OK; i += p->mb_max) {
@@ -798,6 +808,9 @@ void tsr_pipeline_set_epoch(tsr_pipeline *p, uint64_t epoch) {
 }
 uint64_t tsr_pipeline_recomputes(const tsr_pipeline *p) { return p ? p->recomputes : 0; }
 size_t tsr_pipeline_host_bytes(const tsr_pipeline *p) { return p ? p->host_bytes : 0; }
+size_t tsr_pipeline_act_bytes(const tsr_pipeline *p) {
+    return p ? tsr_stage_act_bytes(p->stage) * (p->recompute ? 1 : p->in_slots) : 0;
+}
 
 void tsr_pipeline_stage_range(const tsr_pipeline *p, size_t *first, size_t *last, size_t *params) {
     if (!p) return;

@@ -12,13 +12,14 @@
  * the backwards in micro-batch order, so they do the same arithmetic and give bitwise the same
  * parameters.
  *
- * Memory: a stage keeps the full activations (every layer's output, im2col columns, pooling
- * indices) of ONE micro-batch, plus the stage INPUT of each micro-batch in flight (M with
- * GPipe, at most stages - s with 1F1B). A backward whose micro-batch is not the one last
- * forwarded re-runs that forward from the kept input first (re-materialisation, as in the
- * GPipe paper), which gives bitwise the same activations (dropout masks come from a seed per
- * micro-batch). Costs one extra forward per such backward; saves (in flight - 1) x the stage's
- * activation memory.
+ * Memory: micro-batches in flight on stage s: M with GPipe, min(M, stages - s) with 1F1B.
+ * By default the stage holds one activation set (every layer's output, im2col columns,
+ * pooling indices, at the micro-batch size) per micro-batch in flight (tsr_stage_set_slots).
+ * With recompute = 1 it holds one set and keeps only the stage INPUT of each micro-batch in
+ * flight; a backward whose micro-batch is not the one last forwarded re-runs that forward from
+ * the kept input first (re-materialisation, as in the GPipe paper): bitwise the same
+ * activations (dropout masks come from a seed per micro-batch), one extra forward per such
+ * backward, (in flight - 1) x the activation set saved.
  *
  * Dropout: micro-batch k uses masks from the step's seed mixed with k; with M = 1 they are the
  * masks of tsr_trainer, with M > 1 other (equally distributed) masks. */
@@ -39,6 +40,8 @@ typedef struct tsr_pipeline_options {
     size_t stages;         /* = ranks of o->comm (1 without a communicator) */
     size_t microbatches;   /* 1..o->batch */
     int schedule;          /* tsr_pipeline_schedule */
+    int recompute;         /* 0: one activation set per micro-batch in flight; 1: keep only
+                              the stage inputs and re-run forwards (re-materialisation) */
 } tsr_pipeline_options;
 
 typedef struct tsr_pipeline tsr_pipeline;
@@ -90,6 +93,8 @@ void tsr_pipeline_set_epoch(tsr_pipeline *p, uint64_t epoch);
 void tsr_pipeline_stage_range(const tsr_pipeline *p, size_t *first, size_t *last, size_t *params);
 /* Micro-batch forwards re-run for backward (re-materialisation) since creation, this rank. */
 uint64_t tsr_pipeline_recomputes(const tsr_pipeline *p);
+/* Device bytes of this rank's activation sets (one per micro-batch in flight, or one). */
+size_t tsr_pipeline_act_bytes(const tsr_pipeline *p);
 /* Host bytes this rank keeps for micro-batch inputs and messages (the re-materialisation
  * store and the send/receive buffers). */
 size_t tsr_pipeline_host_bytes(const tsr_pipeline *p);

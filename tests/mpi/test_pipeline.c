@@ -50,6 +50,7 @@ static int rank, nranks;
     } while (0)
 
 enum { BATCH = 10, STEPS = 3 };
+#define RECOMPUTE 2 /* added to a schedule: re-materialise instead of activation sets */
 
 /* Tolerance of pipeline vs trainer parameters: |p - t| <= ATOL + RTOL |t|. The only difference
  * is the order in which micro-batch gradients are summed (float32, a few terms per weight:
@@ -119,7 +120,7 @@ static int run_pipeline(tsr_context *ctx, const tsr_model *m, const model_case *
                         run_result *r) {
     tsr_trainer_options o;
     options(&o, comm, adam);
-    tsr_pipeline_options po = {bounds, (size_t)nranks, M, sched};
+    tsr_pipeline_options po = {bounds, (size_t)nranks, M, sched & 1, (sched & RECOMPUTE) != 0};
     tsr_pipeline *p = NULL;
     size_t np = tsr_model_param_count(m), feat = mc->in.channels * mc->in.height * mc->in.width;
     r->params = calloc(np, sizeof(float));
@@ -183,13 +184,19 @@ static void test_match_trainer(tsr_context *ctx, tsr_comm *comm) {
             split(L, how, b);
             for (int mi = 0; mi < 3; mi++) {
                 if (mi == 2 && Ms[2] <= 3 && nranks != 2) continue; /* already covered */
-                run_result g = {{0}, NULL}, f = {{0}, NULL};
+                run_result g = {{0}, NULL}, f = {{0}, NULL}, gr = {{0}, NULL}, fr = {{0}, NULL};
                 if (run_pipeline(ctx, m, mc, comm, b, Ms[mi], TSR_PIPELINE_GPIPE, 0, &g) ||
-                    run_pipeline(ctx, m, mc, comm, b, Ms[mi], TSR_PIPELINE_1F1B, 0, &f)) {
+                    run_pipeline(ctx, m, mc, comm, b, Ms[mi], TSR_PIPELINE_1F1B, 0, &f) ||
+                    run_pipeline(ctx, m, mc, comm, b, Ms[mi], TSR_PIPELINE_GPIPE | RECOMPUTE, 0, &gr) ||
+                    run_pipeline(ctx, m, mc, comm, b, Ms[mi], TSR_PIPELINE_1F1B | RECOMPUTE, 0, &fr)) {
                     free(g.params);
                     free(f.params);
+                    free(gr.params);
+                    free(fr.params);
                     continue;
                 }
+                CHECK(!memcmp(g.params, gr.params, np * 4) && !memcmp(g.params, fr.params, np * 4),
+                      "%s split %d M=%zu: re-materialisation changed the result", mc->name, how, Ms[mi]);
                 double e = rel_err(g.params, ref.params, np);
                 if (e > worst_seen) worst_seen = e;
                 CHECK(e <= 1.0, "%s split %d M=%zu: parameters differ from the trainer's by %g x tolerance",
@@ -205,6 +212,8 @@ static void test_match_trainer(tsr_context *ctx, tsr_comm *comm) {
                       "%s split %d M=%zu: GPipe and 1F1B differ", mc->name, how, Ms[mi]);
                 free(g.params);
                 free(f.params);
+                free(gr.params);
+                free(fr.params);
             }
         }
         /* Adam, M = 1: bitwise the trainer's as well */
@@ -222,8 +231,8 @@ static void test_match_trainer(tsr_context *ctx, tsr_comm *comm) {
 }
 
 /* Dropout: M = 1 uses the trainer's masks (bitwise the trainer); with M = 3 the re-run
- * forwards of GPipe (re-materialisation) must reproduce each micro-batch's masks, so GPipe
- * and 1F1B stay bitwise equal. */
+ * forwards (re-materialisation) must reproduce each micro-batch's masks: bitwise equal to
+ * activation sets. */
 static void test_dropout(tsr_context *ctx, tsr_comm *comm) {
     model_case mc = {"dropout", "dense:24,relu,dropout:0.3,dense:16,relu,dropout:0.2,dense:10",
                      {1, 4, 8, 10}};
@@ -237,8 +246,8 @@ static void test_dropout(tsr_context *ctx, tsr_comm *comm) {
     if (!run_pipeline(ctx, m, &mc, comm, b, 1, TSR_PIPELINE_GPIPE, 0, &g1))
         CHECK(!memcmp(g1.params, ref.params, np * 4), "dropout M=1: not bitwise the trainer's");
     if (!run_pipeline(ctx, m, &mc, comm, b, 3, TSR_PIPELINE_GPIPE, 0, &g) &&
-        !run_pipeline(ctx, m, &mc, comm, b, 3, TSR_PIPELINE_1F1B, 0, &f)) {
-        CHECK(!memcmp(g.params, f.params, np * 4), "dropout M=3: GPipe and 1F1B differ");
+        !run_pipeline(ctx, m, &mc, comm, b, 3, TSR_PIPELINE_1F1B | RECOMPUTE, 0, &f)) {
+        CHECK(!memcmp(g.params, f.params, np * 4), "dropout M=3: re-materialised 1F1B differs from GPipe");
         CHECK(memcmp(g.params, ref.params, np * 4), "dropout M=3: the trainer's masks (expected others)");
     }
     free(ref.params);
@@ -258,7 +267,7 @@ static void test_params_and_checkpoints(tsr_context *ctx, tsr_comm *comm) {
     tsr_trainer_options o, os;
     options(&o, comm, 1);
     options(&os, NULL, 1);
-    tsr_pipeline_options po = {b, (size_t)nranks, 2, TSR_PIPELINE_1F1B};
+    tsr_pipeline_options po = {b, (size_t)nranks, 2, TSR_PIPELINE_1F1B, 1};
     tsr_pipeline *p = NULL;
     tsr_trainer *t = NULL;
     CHECK_OK(tsr_pipeline_create(ctx, m, &o, &po, &p), ctx);
@@ -374,7 +383,7 @@ static void test_nonfinite(tsr_context *ctx, tsr_comm *comm) {
         tsr_trainer_options o;
         options(&o, comm, 0);
         o.nonfinite = policy ? TSR_NONFINITE_SKIP : TSR_NONFINITE_STOP;
-        tsr_pipeline_options po = {b, (size_t)nranks, 2, TSR_PIPELINE_GPIPE};
+        tsr_pipeline_options po = {b, (size_t)nranks, 2, TSR_PIPELINE_GPIPE, 0};
         tsr_pipeline *p = NULL;
         CHECK_OK(tsr_pipeline_create(ctx, m, &o, &po, &p), ctx);
         if (!p) continue;
@@ -421,7 +430,7 @@ static void test_errors(tsr_context *ctx, tsr_comm *comm) {
     tsr_trainer_options o;
     options(&o, comm, 0);
     tsr_pipeline *p = NULL;
-    tsr_pipeline_options po = {b, (size_t)nranks, 2, TSR_PIPELINE_GPIPE};
+    tsr_pipeline_options po = {b, (size_t)nranks, 2, TSR_PIPELINE_GPIPE, 0};
     size_t S = (size_t)nranks;
     b[S] = L - 1;
     expect_error(ctx, tsr_pipeline_create(ctx, m, &o, &po, &p), TSR_ERR_INVALID_ARG, "do not cover",
@@ -569,7 +578,7 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm) {
     split(tsr_model_layer_count(m), 0, b);
     tsr_trainer_options o;
     options(&o, comm, 0);
-    tsr_pipeline_options po = {b, (size_t)nranks, 4, TSR_PIPELINE_1F1B};
+    tsr_pipeline_options po = {b, (size_t)nranks, 4, TSR_PIPELINE_1F1B, 1};
     tsr_pipeline *p = NULL;
     CHECK_OK(tsr_pipeline_create(ctx, m, &o, &po, &p), ctx);
     unsetenv("TSR_TIMELINE");
@@ -604,7 +613,7 @@ static int fault_mode(tsr_context *ctx, tsr_comm *comm, int die_rank, int die_st
     split(tsr_model_layer_count(m), 0, b);
     tsr_trainer_options o;
     options(&o, comm, 0);
-    tsr_pipeline_options po = {b, (size_t)nranks, 4, TSR_PIPELINE_1F1B};
+    tsr_pipeline_options po = {b, (size_t)nranks, 4, TSR_PIPELINE_1F1B, 1};
     tsr_pipeline *p = NULL;
     if (tsr_pipeline_create(ctx, m, &o, &po, &p) != TSR_OK) return 2;
     float x[BATCH * 32];

@@ -74,25 +74,29 @@ static void test_single_stage_matches_trainer(void **state) {
     o.optimizer.momentum = 0.9f;
     tsr_trainer *t;
     assert_int_equal(tsr_trainer_create(ctx, m, &o, &t), TSR_OK);
-    tsr_pipeline *p[3]; /* GPipe M=4, 1F1B M=4 (self communicator), GPipe M=1 */
-    for (int k = 0; k < 3; k++) {
-        tsr_pipeline_options po = {bounds, 1, k == 2 ? 1 : 4, k == 1 ? TSR_PIPELINE_1F1B : TSR_PIPELINE_GPIPE};
+    /* GPipe M=4 re-materialised, 1F1B M=4 (self communicator), GPipe M=1, GPipe M=4 */
+    tsr_pipeline *p[4];
+    for (int k = 0; k < 4; k++) {
+        tsr_pipeline_options po = {bounds, 1, k == 2 ? 1 : 4, k == 1 ? TSR_PIPELINE_1F1B : TSR_PIPELINE_GPIPE,
+                                   k == 0};
         o.comm = k == 1 ? self : NULL;
         assert_int_equal(tsr_pipeline_create(ctx, m, &o, &po, &p[k]), TSR_OK);
     }
-    float x[B * 64], *pt = malloc(np * 4), *pp[3] = {malloc(np * 4), malloc(np * 4), malloc(np * 4)};
+    float x[B * 64], *pt = malloc(np * 4);
+    float *pp[4] = {malloc(np * 4), malloc(np * 4), malloc(np * 4), malloc(np * 4)};
     int32_t y[B];
     for (int s = 0; s < STEPS; s++) {
         batch(64, s, B, x, y);
-        float lt, lp[3];
+        float lt, lp[4];
         assert_int_equal(tsr_trainer_step(t, x, y, B, &lt), TSR_OK);
-        for (int k = 0; k < 3; k++) assert_int_equal(tsr_pipeline_step(p[k], x, y, B, &lp[k]), TSR_OK);
-        assert_true(lp[0] == lp[1]);
+        for (int k = 0; k < 4; k++) assert_int_equal(tsr_pipeline_step(p[k], x, y, B, &lp[k]), TSR_OK);
+        assert_true(lp[0] == lp[1] && lp[0] == lp[3]);
         assert_true(lp[2] == lt); /* M = 1: the trainer's arithmetic and dropout masks */
     }
     assert_int_equal(tsr_trainer_get_params(t, pt, np), TSR_OK);
-    for (int k = 0; k < 3; k++) assert_int_equal(tsr_pipeline_get_params(p[k], pp[k], np), TSR_OK);
+    for (int k = 0; k < 4; k++) assert_int_equal(tsr_pipeline_get_params(p[k], pp[k], np), TSR_OK);
     assert_memory_equal(pp[0], pp[1], np * 4);
+    assert_memory_equal(pp[0], pp[3], np * 4);
     assert_memory_equal(pp[2], pt, np * 4);
     /* GPipe re-runs every micro-batch's forward before its backward (backwards go in
      * micro-batch order, as 1F1B's, for the same arithmetic: the stage holds micro-batch 3 when
@@ -100,6 +104,11 @@ static void test_single_stage_matches_trainer(void **state) {
     assert_int_equal(tsr_pipeline_recomputes(p[0]), STEPS * 4);
     assert_int_equal(tsr_pipeline_recomputes(p[1]), 0);
     assert_int_equal(tsr_pipeline_recomputes(p[2]), 0);
+    assert_int_equal(tsr_pipeline_recomputes(p[3]), 0);
+    /* memory: GPipe keeps 4 activation sets of 3 samples, re-materialisation one */
+    assert_true(tsr_pipeline_act_bytes(p[0]) > 0);
+    assert_int_equal(tsr_pipeline_act_bytes(p[3]), 4 * tsr_pipeline_act_bytes(p[0]));
+    assert_int_equal(tsr_pipeline_act_bytes(p[1]), tsr_pipeline_act_bytes(p[0]));
     assert_int_equal(tsr_pipeline_steps(p[0]), STEPS);
     size_t first, last, count;
     tsr_pipeline_stage_range(p[0], &first, &last, &count);
@@ -108,7 +117,7 @@ static void test_single_stage_matches_trainer(void **state) {
     tsr_model *m2;
     assert_int_equal(tsr_model_parse(ctx, "conv3x3:4,relu,pool2,dense:16,relu,dense:10", in, &m2), TSR_OK);
     size_t b2[2] = {0, tsr_model_layer_count(m2)};
-    tsr_pipeline_options po = {b2, 1, 4, TSR_PIPELINE_GPIPE};
+    tsr_pipeline_options po = {b2, 1, 4, TSR_PIPELINE_GPIPE, 0};
     o.comm = NULL;
     tsr_trainer *t2;
     tsr_pipeline *q;
@@ -129,7 +138,7 @@ static void test_single_stage_matches_trainer(void **state) {
     tsr_pipeline_free(q);
     tsr_trainer_free(t2);
     tsr_model_free(m2);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         tsr_pipeline_free(p[k]);
         free(pp[k]);
     }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <mpi.h>
 #include "lib/pipeline.h"
+#include "support/test_util.h"
 #include "tessera.h"
 
 const char *__asan_default_options(void);
@@ -255,6 +256,65 @@ static void test_dropout(tsr_context *ctx, tsr_comm *comm) {
     free(g.params);
     free(f.params);
     tsr_model_free(m);
+}
+
+/* Two ranks, two kinds of device: stage 0 on the host, stage 1 on an OpenCL device (PoCL here),
+ * activations staged through host memory. Against the host trainer within a looser bound than
+ * above: the device's GEMMs round differently (|p - t| <= 1e-5 + 1e-4 |t| after 3 steps).
+ * Skipped (said so) where rank 1 has no OpenCL device. */
+static void test_heterogeneous(tsr_comm *comm) {
+    if (nranks != 2) return;
+    tsr_context_options co;
+    tsr_context_options_init(&co);
+    co.flags = TSR_CONTEXT_NO_HWLOC;
+    co.log_level = TSR_LOG_ERROR;
+    tsr_context *ctx = NULL;
+    int have = 0, both = 0;
+    if (rank == 1 && tsr_context_create(&ctx, &co) == TSR_OK)
+        have = tsr_context_find_device(ctx, "opencl:0:0") >= 0;
+    if (rank == 0) have = 1;
+    MPI_Allreduce(&have, &both, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!both) {
+        if (rank == 1) printf("heterogeneous pipeline: skipped, no OpenCL device\n");
+        tsr_context_free(ctx);
+        return;
+    }
+    if (rank == 0) CHECK_OK(tsr_test_quiet_context(&ctx), ctx);
+    tsr_model *m = NULL;
+    CHECK_OK(tsr_model_parse(ctx, CNN.spec, CNN.in, &m), ctx);
+    if (!m) goto out;
+    size_t np = tsr_model_param_count(m), b[8];
+    split(tsr_model_layer_count(m), 0, b);
+    run_result ref = {{0}, NULL}, g = {{0}, NULL};
+    run_trainer(ctx, m, &CNN, 0, &ref);
+    tsr_trainer_options o;
+    options(&o, comm, 0);
+    if (rank == 1) o.device = "opencl:0:0";
+    tsr_pipeline_options po = {b, 2, 3, TSR_PIPELINE_1F1B, 0};
+    tsr_pipeline *p = NULL;
+    g.params = calloc(np, 4);
+    CHECK_OK(tsr_pipeline_create(ctx, m, &o, &po, &p), ctx);
+    float x[BATCH * 64];
+    int32_t y[BATCH];
+    for (int s = 0; p && s < STEPS; s++) {
+        make_batch(64, 10, s, x, y);
+        CHECK_OK(tsr_pipeline_step(p, x, y, BATCH, &g.loss[s]), ctx);
+        CHECK(fabs(g.loss[s] - ref.loss[s]) <= 1e-5 + 1e-4 * fabs(ref.loss[s]), "host+opencl step %d: loss %g vs %g",
+              s, (double)g.loss[s], (double)ref.loss[s]);
+    }
+    if (p) CHECK_OK(tsr_pipeline_get_params(p, g.params, np), ctx);
+    double e = 0.0;
+    for (size_t i = 0; i < np; i++)
+        e = fmax(e, fabs((double)g.params[i] - ref.params[i]) / (1e-5 + 1e-4 * fabs((double)ref.params[i])));
+    CHECK(e <= 1.0, "host+opencl pipeline: parameters off the host trainer's by %g x tolerance", e);
+    if (rank == 0) printf("heterogeneous pipeline (host + %s): worst parameter error %.3g x tolerance\n",
+                          "opencl:0:0", e);
+    tsr_pipeline_free(p);
+    free(ref.params);
+    free(g.params);
+out:
+    tsr_model_free(m);
+    tsr_context_free(ctx);
 }
 
 /* get/set round trip, evaluation, checkpoints both ways. */
@@ -633,11 +693,107 @@ static int fault_mode(tsr_context *ctx, tsr_comm *comm, int die_rank, int die_st
     return 0;
 }
 
+/* Measurement mode (not run by the tests): samples/s of MODEL (spec or preset, 28x28x1 input,
+ * 10 classes, synthetic data) trained as a pipeline over the ranks, or with --micro 0 by the
+ * single-process trainer (one rank). Prints one line on rank 0.
+ *   test_pipeline --bench cnn --batch 64 --steps 20 --micro 4 --sched 1f1b --stages 4,6
+ *                 [--recompute] [--device DEV] [--device1 DEV (rank 1 only)] */
+static int bench_mode(tsr_context *ctx, tsr_comm *comm, int argc, char **argv) {
+    const char *spec = "cnn", *stages = NULL, *dev = NULL, *dev1 = NULL, *sched = "1f1b";
+    size_t batch = 64, micro = 4;
+    int steps = 20, recompute = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+        if (!strcmp(a, "--bench")) spec = v, i++;
+        else if (!strcmp(a, "--batch")) batch = (size_t)atol(v), i++;
+        else if (!strcmp(a, "--steps")) steps = atoi(v), i++;
+        else if (!strcmp(a, "--micro")) micro = (size_t)atol(v), i++;
+        else if (!strcmp(a, "--sched")) sched = v, i++;
+        else if (!strcmp(a, "--stages")) stages = v, i++;
+        else if (!strcmp(a, "--device")) dev = v, i++;
+        else if (!strcmp(a, "--device1")) dev1 = v, i++;
+        else if (!strcmp(a, "--recompute")) recompute = 1;
+    }
+    if (dev1 && rank == 1) dev = dev1;
+    tsr_model_input in = {1, 28, 28, 10};
+    tsr_model *m = NULL;
+    if (tsr_model_parse(ctx, spec, in, &m) != TSR_OK) {
+        fprintf(stderr, "model: %s\n", tsr_context_last_error(ctx));
+        return 2;
+    }
+    size_t L = tsr_model_layer_count(m), b[17], S = 1;
+    if (stages && tsr_pipeline_bounds_parse(ctx, stages, L, b, 17, &S) != TSR_OK) {
+        fprintf(stderr, "stages: %s\n", tsr_context_last_error(ctx));
+        return 2;
+    }
+    if (!stages) b[0] = 0, b[1] = L;
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    o.batch = batch;
+    o.device = dev;
+    o.no_grad_check = 1;
+    float *x = malloc(batch * 784 * sizeof *x);
+    int32_t *y = malloc(batch * sizeof *y);
+    for (size_t i = 0; i < batch; i++) y[i] = (int32_t)(i % 10);
+    uint64_t seed = 5;
+    for (size_t i = 0; i < batch * 784; i++) x[i] = (float)(lcg(&seed) & 0xFFFF) / 65536.0f;
+    tsr_trainer *t = NULL;
+    tsr_pipeline *p = NULL;
+    tsr_status st;
+    int sch = TSR_PIPELINE_1F1B;
+    tsr_pipeline_schedule_parse(sched, &sch);
+    if (!micro) {
+        st = tsr_trainer_create(ctx, m, &o, &t);
+    } else {
+        o.comm = comm;
+        tsr_pipeline_options po = {b, S, micro, sch, recompute};
+        st = tsr_pipeline_create(ctx, m, &o, &po, &p);
+    }
+    if (st != TSR_OK) {
+        fprintf(stderr, "rank %d: create: %s\n", rank, tsr_context_last_error(ctx));
+        return 2;
+    }
+    double t0 = 0;
+    for (int s = -2; s < steps; s++) {
+        if (s == 0) {
+            MPI_Barrier(MPI_COMM_WORLD);
+            t0 = MPI_Wtime();
+        }
+        float l;
+        st = t ? tsr_trainer_step(t, x, y, batch, &l) : tsr_pipeline_step(p, x, y, batch, &l);
+        if (st != TSR_OK) {
+            fprintf(stderr, "rank %d: step: %s\n", rank, tsr_context_last_error(ctx));
+            return 2;
+        }
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    double dt = MPI_Wtime() - t0;
+    unsigned long long act = p ? (unsigned long long)tsr_pipeline_act_bytes(p) : 0, all[16] = {0};
+    MPI_Gather(&act, 1, MPI_UNSIGNED_LONG_LONG, all, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+    if (rank == 0) {
+        printf("%s batch %zu: %s: %.1f samples/s (%.2f ms/step)", spec, batch,
+               t ? "single process" : sched, (double)batch * steps / dt, 1e3 * dt / steps);
+        if (p) {
+            printf(" stages %s M=%zu%s; activation MB per rank:", stages ? stages : "all", micro,
+                   recompute ? " recompute" : "");
+            for (int r = 0; r < nranks && r < 16; r++) printf(" %.1f", (double)all[r] / 1048576.0);
+        }
+        printf("\n");
+    }
+    tsr_trainer_free(t);
+    tsr_pipeline_free(p);
+    free(x);
+    free(y);
+    tsr_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    int die_rank = -1, die_step = -1;
+    int die_rank = -1, die_step = -1, bench = 0;
     for (int i = 1; i + 1 < argc; i++) {
         if (!strcmp(argv[i], "--die-rank")) die_rank = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--die-step")) die_step = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--bench")) bench = 1;
     }
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -645,6 +801,7 @@ int main(int argc, char **argv) {
     tsr_context_options co;
     tsr_context_options_init(&co);
     co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+    if (bench) co.flags = TSR_CONTEXT_NO_HWLOC; /* --device may name an OpenCL device */
     tsr_context *ctx = NULL;
     if (tsr_context_create(&ctx, &co) != TSR_OK) {
         fprintf(stderr, "rank %d: context\n", rank);
@@ -652,6 +809,13 @@ int main(int argc, char **argv) {
     }
     tsr_comm *comm = NULL;
     CHECK_OK(tsr_comm_init_world(ctx, &argc, &argv, &comm), ctx);
+    if (bench) {
+        int rc = bench_mode(ctx, comm, argc, argv);
+        tsr_comm_free(comm);
+        tsr_context_free(ctx);
+        MPI_Finalize();
+        return rc;
+    }
     if (die_rank >= 0) {
         /* hydra (-disable-auto-cleanup) tells the survivors of a failed rank with SIGUSR1, which
          * would end them before they notice anything themselves: that is what is tested here */
@@ -671,6 +835,7 @@ int main(int argc, char **argv) {
         test_params_and_checkpoints(ctx, comm);
         test_nonfinite(ctx, comm);
         test_timeline(ctx, comm);
+        test_heterogeneous(comm);
     }
     tsr_comm_free(comm);
     int total = 0;

@@ -64,8 +64,12 @@
 #define PLAN_LINK_GBPS 10.0      /* h2d/d2h when unmeasured (PCIe 3 x16) */
 #define PLAN_LAUNCH_HOST_S 1e-6  /* launch latency when unmeasured, host backend */
 #define PLAN_LAUNCH_OPENCL_S 1e-5
-#define PLAN_BUDGET 4e8          /* inner DP steps before the search settles for the best found */
-#define PLAN_MEMO_BYTES (16u << 20)
+#ifndef PLAN_BUDGET
+#define PLAN_BUDGET 1.5e8        /* inner DP steps the search plans for (~0.3 s) */
+#endif
+#define PLAN_LEVEL_BYTES (32u << 20) /* candidate states of one level */
+#define PLAN_BEAM_MAX 8192.0
+#define PLAN_BEAM_MIN 16
 
 void tsr_plan_options_init(tsr_plan_options *o) {
     if (!o) return;
@@ -208,9 +212,9 @@ static void layer_time(const lay *l, const cand *c, size_t mb, double *fwd, doub
     }
 }
 
-/* Hand-over of `bytes` (one way) from a to b, both directions of one micro-batch. */
+/* Hand-over of `bytes` (one way) from device a to another device b, both directions of one
+ * micro-batch (the same device: nothing to move). */
 static double xfer(const cand *a, const cand *b, double bytes, double net_gbps) {
-    if (a->dev == b->dev) return 0;
     double t = 2 * bytes * (1 / (a->d2h * 1e9) + 1 / (b->h2d * 1e9));
     if (a->host != b->host) t += 2 * bytes / (net_gbps * 1e9);
     return t;
@@ -374,7 +378,7 @@ static tsr_status evaluate(const env *e, const size_t *bounds, const cand *cands
         size_t inflight = S - i < M ? S - i : M;
         s->memory_bytes = pmem + inflight * act;
         s->memory_limit = c->limit;
-        if (i + 1 < S)
+        if (i + 1 < S && cands[i + 1].dev != c->dev)
             s->send_s = xfer(c, &cands[i + 1], (double)e->layers[s->last - 1].out_per_sample * mb,
                              e->o.network_gbps);
         double a = allreduce_time(c, (double)params, e->replicas);
@@ -490,10 +494,21 @@ static tsr_status find_cands(const env *e, cands *cs) {
 
 /* ---------------------------------------------------------------- search */
 
-typedef struct memo_entry {
-    uint64_t key;  /* 0: empty */
-    double *row;
-} memo_entry;
+/* States of one depth of the dynamic program: after row j, the classes used so far (counts)
+ * and the class of stage j+1 (whose send cost row j already includes). Each entry e of a row
+ * keeps where its value came from: the previous state and the stage's first layer. */
+typedef struct level {
+    size_t n, cap;
+    int *cls;           /* class of the next stage */
+    uint16_t *cnt;      /* n x ncls: devices of each class used, the next stage's included */
+    uint64_t *key;
+    double *val;        /* n x (L+1) */
+    int32_t *from;      /* n x (L+1): first layer of stage j */
+    int32_t *pred;      /* n x (L+1): state of the previous level */
+    double *lb;
+    size_t *table;      /* hash: state index + 1, 0 empty; 2 x cap entries */
+    size_t tsize;
+} level;
 
 typedef struct search {
     const env *e;
@@ -501,229 +516,343 @@ typedef struct search {
     int ncls;
     const cand **cls_rep;   /* a representative of each class */
     int *avail;             /* per class, per replica */
-    int *used;
-    uint64_t *radix;        /* key = sum used[k] * radix[k] + last * radix[ncls] + 1 */
-    int memo_on;
+    uint64_t *radix;        /* key = sum cnt[k] * radix[k] + next * radix[ncls] */
     size_t S, M, mb, L;
     double factor;          /* M + S - 1 */
     double *t;              /* ncls x (L+1): prefix sums of forward + backward per class */
     uint64_t *pmem, *act;   /* L+1 prefix sums (act at mb) */
     double *out_b;          /* L: output bytes of layer l at mb */
-    double *suf_sum, *suf_max; /* L+1: least time any class needs for layers [e, L) */
-    double *rows;           /* S x (L+1) */
-    int *arg;               /* S x (L+1) */
-    int *order;             /* S classes */
-    memo_entry *memo;
-    size_t memo_cap, memo_rows, memo_max_rows;
-    double *memo_pool;
-    double work;
-    int stopped;
-    /* best so far */
+    double *w_suf, *w_max;  /* L+1: least time any class needs for layers [e, L), and the
+                             * largest single such layer */
+    double *inv_rho;        /* ncls x (L+1): 1 / max slowdown of class k against w on [e, L) */
+    double *tmp_val;        /* L+1 */
+    int32_t *tmp_from;
+    int *rho_order;         /* (L+1) x ncls: classes by inv_rho at e, largest first */
+    double *coef;           /* ncls x ncls: send seconds per byte from class a to class b */
+    level *lev;             /* S levels */
+    size_t beam;            /* states kept per level */
+    double work, budget;
+    int truncated;
     double best_step;
     size_t best_S;
     int *best_order;        /* S_max */
     size_t *best_bounds;    /* S_max + 1 */
 } search;
 
-static double stage_cost(const search *s, size_t j, size_t b, size_t e, int cls, int next) {
-    const env *en = s->e;
-    const cand *c = s->cls_rep[cls];
-    size_t L1 = s->L + 1;
-    uint64_t act = s->act[e] - s->act[b];
-    if (j > 0) act += (uint64_t)s->out_b[b - 1];
-    size_t inflight = s->S - j < s->M ? s->S - j : s->M;
-    uint64_t mem = s->pmem[e] - s->pmem[b] + inflight * act;
-    if (mem > c->limit) return INFINITY;
-    double t = s->t[(size_t)cls * L1 + e] - s->t[(size_t)cls * L1 + b];
-    if (next >= 0) {
-        /* two members of one class are different devices on one host */
-        const cand *n = s->cls_rep[next];
-        double bytes = s->out_b[e - 1];
-        t += 2 * bytes * (1 / (c->d2h * 1e9) + 1 / (n->h2d * 1e9));
-        if (c->host != n->host) t += 2 * bytes / (en->o.network_gbps * 1e9);
-    }
-    return t;
-}
-
-/* Row j from row j-1 for stage j on class order[j], sending to class `next` (-1: last). Returns
- * the least value of the row (INFINITY when no split fits). */
-static double compute_row(search *s, size_t j, int next) {
-    size_t L = s->L, L1 = L + 1, S = s->S;
-    double *row = s->rows + j * L1;
-    int *arg = s->arg + j * L1;
-    const double *prev = j ? s->rows + (j - 1) * L1 : NULL;
-    int cls = s->order[j];
-    for (size_t e = 0; e <= L; e++) row[e] = INFINITY, arg[e] = -1;
+/* Row j (stage j on class `cls`, sending to class `next`, -1: the last stage) from the
+ * previous row into tmp_val/tmp_from. Returns the least entry (INFINITY: nothing fits).
+ * The stage's cost for layers [b, e) is the same as evaluate() computes: prefix sums of layer
+ * times, the send of layer e-1's output, memory against the class's limit. */
+static double compute_row(search *s, size_t j, const double *prev, int cls, int next) {
+    size_t L = s->L, S = s->S, L1 = L + 1;
+    double *row = s->tmp_val;
+    int32_t *from = s->tmp_from;
+    const double *t = s->t + (size_t)cls * L1;
+    double coef = next >= 0 ? s->coef[(size_t)cls * (size_t)s->ncls + (size_t)next] : 0;
+    uint64_t limit = s->cls_rep[cls]->limit;
+    uint64_t inflight = s->S - j < s->M ? s->S - j : s->M;
+    for (size_t e = 0; e <= L; e++) row[e] = INFINITY, from[e] = -1;
     size_t e_lo = j + 1, e_hi = L - (S - 1 - j); /* every later stage keeps one layer */
     if (j == S - 1) e_lo = L;
     double best = INFINITY;
     for (size_t e = e_lo; e <= e_hi; e++) {
-        size_t b_lo = j ? j : 0, b_hi = j ? e - 1 : 0;
+        double te = t[e] + (next >= 0 ? coef * s->out_b[e - 1] : 0);
+        uint64_t pe = s->pmem[e], ae = s->act[e];
         double v = INFINITY;
-        int a = -1;
-        for (size_t b = b_lo; b <= b_hi; b++) {
-            double pv = prev ? prev[b] : 0;
-            if (!(pv < v)) continue; /* cannot improve: max(pv, .) >= v */
-            double c = stage_cost(s, j, b, e, cls, next);
+        int32_t a = -1;
+        for (size_t b = j; b < e; b++) {
+            double pv = prev[b];
+            if (!(pv < v)) continue; /* max(pv, .) >= v: cannot improve */
+            uint64_t act = ae - s->act[b] + (j > 0 ? (uint64_t)s->out_b[b - 1] : 0);
+            if (pe - s->pmem[b] + inflight * act > limit) continue;
+            double c = te - t[b];
             double m = pv > c ? pv : c;
-            if (m < v) v = m, a = (int)b;
+            if (m < v) v = m, a = (int32_t)b;
         }
-        s->work += (double)(b_hi - b_lo + 1);
+        s->work += (double)(e - j);
         row[e] = v;
-        arg[e] = a;
+        from[e] = a;
         if (v < best) best = v;
     }
     return best;
 }
 
-/* Least bottleneck reachable from row j (stages 0..j done): the remaining S-1-j stages must
- * take layers [e, L), each at least as long as on the fastest class. */
-static double lower_bound(const search *s, size_t j) {
-    size_t L1 = s->L + 1, R = s->S - 1 - j;
-    const double *row = s->rows + j * L1;
+/* Least bottleneck any completion of state i of level `lv` (row j done) can reach: the
+ * remaining R stages take layers [e, L) on the devices still free, each device k at best
+ * 1/rho_k times as fast as the fastest class on every layer. */
+static double lower_bound(const search *s, const level *lv, size_t i, size_t j) {
+    size_t L = s->L, L1 = L + 1, R = s->S - 1 - j;
+    const double *row = lv->val + i * L1;
+    const uint16_t *cnt = lv->cnt + i * (size_t)s->ncls;
     double lb = INFINITY;
-    for (size_t e = 0; e <= s->L; e++) {
+    for (size_t e = 0; e <= L; e++) {
         if (!(row[e] < lb)) continue;
-        double rest = R ? s->suf_sum[e] / (double)R : 0;
-        if (R && s->suf_max[e] > rest) rest = s->suf_max[e];
+        double rest = 0;
+        if (R) {
+            /* capacity of the R best free devices, in units of the fastest class */
+            double cap = 0;
+            size_t left = R;
+            const int *ord = s->rho_order + e * (size_t)s->ncls;
+            for (int q = 0; q < s->ncls && left; q++) {
+                int k = ord[q];
+                int free_k = s->avail[k] - cnt[k] + (k == lv->cls[i]);
+                if (free_k <= 0) continue;
+                size_t use = (size_t)free_k < left ? (size_t)free_k : left;
+                cap += (double)use * s->inv_rho[(size_t)k * L1 + e];
+                left -= use;
+            }
+            rest = cap > 0 ? s->w_suf[e] / cap : s->w_suf[e] > 0 ? INFINITY : 0;
+            if (s->w_max[e] > rest) rest = s->w_max[e];
+        }
         double v = row[e] > rest ? row[e] : rest;
         if (v < lb) lb = v;
     }
     return lb;
 }
 
-/* Dominance check for the state after row j, whose next stage runs on class `next`.
- * Returns 1 when a stored row is nowhere worse (cut). */
-static int memo_dominated(search *s, size_t j, int next) {
-    if (!s->memo_on) return 0;
-    uint64_t key = 1 + (uint64_t)next * s->radix[s->ncls];
-    for (int k = 0; k < s->ncls; k++) key += (uint64_t)s->used[k] * s->radix[k];
-    size_t L1 = s->L + 1;
-    const double *row = s->rows + j * L1;
-    size_t h = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (s->memo_cap - 1);
-    for (size_t probe = 0; probe < s->memo_cap; probe++, h = (h + 1) & (s->memo_cap - 1)) {
-        memo_entry *m = &s->memo[h];
-        if (m->key == key) {
-            int worse_or_equal = 1, better_or_equal = 1;
-            for (size_t e = 0; e <= s->L; e++) {
-                if (row[e] < m->row[e]) worse_or_equal = 0;
-                if (row[e] > m->row[e]) better_or_equal = 0;
+static void free_level(tsr_context *ctx, level *lv) {
+    tsr_free(ctx, lv->cls);
+    tsr_free(ctx, lv->cnt);
+    tsr_free(ctx, lv->key);
+    tsr_free(ctx, lv->val);
+    tsr_free(ctx, lv->from);
+    tsr_free(ctx, lv->pred);
+    tsr_free(ctx, lv->lb);
+    tsr_free(ctx, lv->table);
+    memset(lv, 0, sizeof *lv);
+}
+
+static tsr_status alloc_level(tsr_context *ctx, level *lv, size_t cap, size_t ncls, size_t L1) {
+    memset(lv, 0, sizeof *lv);
+    lv->cap = cap ? cap : 1;
+    lv->tsize = 16;
+    while (lv->tsize < 2 * lv->cap) lv->tsize *= 2;
+    lv->cls = tsr_calloc(ctx, lv->cap, sizeof *lv->cls);
+    lv->cnt = tsr_calloc(ctx, lv->cap * ncls, sizeof *lv->cnt);
+    lv->key = tsr_calloc(ctx, lv->cap, sizeof *lv->key);
+    lv->val = tsr_calloc(ctx, lv->cap * L1, sizeof *lv->val);
+    lv->from = tsr_calloc(ctx, lv->cap * L1, sizeof *lv->from);
+    lv->pred = tsr_calloc(ctx, lv->cap * L1, sizeof *lv->pred);
+    lv->lb = tsr_calloc(ctx, lv->cap, sizeof *lv->lb);
+    lv->table = tsr_calloc(ctx, lv->tsize, sizeof *lv->table);
+    if (!lv->cls || !lv->cnt || !lv->key || !lv->val || !lv->from || !lv->pred || !lv->lb ||
+        !lv->table) {
+        free_level(ctx, lv);
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search states");
+    }
+    return TSR_OK;
+}
+
+/* The state of `lv` with counts `cnt` (ncls) and next class `next`, created when new (rows
+ * at INFINITY). Returns its index; the level's capacity is never exceeded by construction. */
+static size_t level_find(search *s, level *lv, const uint16_t *cnt, int next) {
+    size_t nc = (size_t)s->ncls, L1 = s->L + 1;
+    uint64_t key = (uint64_t)next * s->radix[nc];
+    for (size_t k = 0; k < nc; k++) key += cnt[k] * s->radix[k];
+    size_t h = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & (lv->tsize - 1);
+    while (lv->table[h]) {
+        size_t i = lv->table[h] - 1;
+        if (lv->key[i] == key && lv->cls[i] == next && !memcmp(lv->cnt + i * nc, cnt, nc * sizeof *cnt))
+            return i;
+        h = (h + 1) & (lv->tsize - 1);
+    }
+    size_t i = lv->n++;
+    lv->table[h] = i + 1;
+    lv->key[i] = key;
+    lv->cls[i] = next;
+    memcpy(lv->cnt + i * nc, cnt, nc * sizeof *cnt);
+    for (size_t e = 0; e < L1; e++) lv->val[i * L1 + e] = INFINITY;
+    for (size_t e = 0; e < L1; e++) lv->from[i * L1 + e] = lv->pred[i * L1 + e] = -1;
+    return i;
+}
+
+typedef struct rank_item {
+    double lb;
+    size_t i;
+} rank_item;
+
+static int by_lb(const void *a, const void *b) {
+    const rank_item *x = a, *y = b;
+    return x->lb < y->lb ? -1 : x->lb > y->lb ? 1 : (x->i > y->i) - (x->i < y->i);
+}
+
+/* Drops the states of level j+1 that cannot beat the best step, and keeps at most `beam` of
+ * the rest (the most promising); a level is compacted in place. */
+static tsr_status prune_level(search *s, level *lv, size_t j) {
+    tsr_context *ctx = s->e->ctx;
+    size_t nc = (size_t)s->ncls, L1 = s->L + 1, n = 0;
+    rank_item *items = tsr_calloc(ctx, lv->n ? lv->n : 1, sizeof *items);
+    if (!items) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search states");
+    for (size_t i = 0; i < lv->n; i++) {
+        double lb = lower_bound(s, lv, i, j);
+        if (lb * s->factor < s->best_step) items[n++] = (rank_item){lb, i};
+    }
+    if (n > s->beam) {
+        qsort(items, n, sizeof *items, by_lb);
+        n = s->beam;
+        s->truncated = 1;
+        /* keep the survivors in index order: compaction below moves each state down only */
+        for (size_t a = 1; a < n; a++)
+            for (size_t b = a; b > 0 && items[b].i < items[b - 1].i; b--) {
+                rank_item t = items[b];
+                items[b] = items[b - 1];
+                items[b - 1] = t;
             }
-            if (worse_or_equal) return 1;
-            if (better_or_equal) memcpy(m->row, row, L1 * sizeof *row);
-            return 0;
-        }
-        if (m->key == 0) {
-            if (s->memo_rows >= s->memo_max_rows) return 0; /* full: no more states kept */
-            m->key = key;
-            m->row = s->memo_pool + s->memo_rows++ * L1;
-            memcpy(m->row, row, L1 * sizeof *row);
-            return 0;
-        }
     }
-    return 0;
-}
-
-static void record(search *s) {
-    size_t L1 = s->L + 1, S = s->S;
-    double b = s->rows[(S - 1) * L1 + s->L];
-    double step = s->factor * b; /* the allreduce term is added when the plan is evaluated */
-    if (!(step < s->best_step)) return;
-    s->best_step = step;
-    s->best_S = S;
-    memcpy(s->best_order, s->order, S * sizeof *s->order);
-    size_t e = s->L;
-    s->best_bounds[S] = e;
-    for (size_t j = S; j-- > 0;) {
-        int a = s->arg[j * L1 + e];
-        e = (size_t)a;
-        s->best_bounds[j] = e;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = items[k].i;
+        lv->lb[k] = items[k].lb;
+        if (i == k) continue;
+        lv->cls[k] = lv->cls[i];
+        lv->key[k] = lv->key[i];
+        memmove(lv->cnt + k * nc, lv->cnt + i * nc, nc * sizeof *lv->cnt);
+        memmove(lv->val + k * L1, lv->val + i * L1, L1 * sizeof *lv->val);
+        memmove(lv->from + k * L1, lv->from + i * L1, L1 * sizeof *lv->from);
+        memmove(lv->pred + k * L1, lv->pred + i * L1, L1 * sizeof *lv->pred);
     }
-}
-
-/* Classes in the order children are tried: fastest first (best plans found early). */
-static void dfs(search *s, size_t j, const int *try_order) {
-    if (s->stopped) return;
-    if (s->work > PLAN_BUDGET) {
-        s->stopped = 1;
-        return;
-    }
-    if (j == s->S - 1) {
-        if (compute_row(s, j, -1) < INFINITY) record(s);
-        return;
-    }
-    for (int i = 0; i < s->ncls; i++) {
-        int k = try_order[i];
-        if (s->used[k] >= s->avail[k]) continue;
-        double v = compute_row(s, j, k);
-        if (!(v < INFINITY)) continue;
-        if (lower_bound(s, j) * s->factor >= s->best_step) continue;
-        s->used[k]++;
-        s->order[j + 1] = k;
-        if (!memo_dominated(s, j, k)) dfs(s, j + 1, try_order);
-        s->used[k]--;
-        if (s->stopped) return;
-    }
+    lv->n = n;
+    tsr_free(ctx, items);
+    return TSR_OK;
 }
 
 static void prepare_s(search *s, size_t S) {
     const env *e = s->e;
-    size_t L = s->L, L1 = L + 1;
+    size_t L = s->L, L1 = L + 1, nc = (size_t)s->ncls;
     s->S = S;
     s->M = choose_m(e, S);
     size_t mb = (e->rb + s->M - 1) / s->M;
     s->factor = (double)(s->M + S - 1);
-    if (mb != s->mb) {
-        s->mb = mb;
-        for (int k = 0; k < s->ncls; k++) {
-            double *t = s->t + (size_t)k * L1;
-            t[0] = 0;
-            for (size_t l = 0; l < L; l++) {
-                double f, b;
-                layer_time(&e->layers[l], s->cls_rep[k], mb, &f, &b);
-                t[l + 1] = t[l] + f + b;
-            }
-        }
-        s->pmem[0] = s->act[0] = 0;
+    if (mb == s->mb) return;
+    s->mb = mb;
+    for (size_t k = 0; k < nc; k++) {
+        double *t = s->t + k * L1;
+        t[0] = 0;
         for (size_t l = 0; l < L; l++) {
-            s->pmem[l + 1] = s->pmem[l] + e->layers[l].param_mem;
-            s->act[l + 1] = s->act[l] + e->layers[l].act_per_sample * mb;
-            s->out_b[l] = (double)e->layers[l].out_per_sample * (double)mb;
+            double f, b;
+            layer_time(&e->layers[l], s->cls_rep[k], mb, &f, &b);
+            t[l + 1] = t[l] + f + b;
         }
-        s->suf_sum[L] = s->suf_max[L] = 0;
-        for (size_t l = L; l-- > 0;) {
-            double m = INFINITY;
-            for (int k = 0; k < s->ncls; k++) {
-                const double *t = s->t + (size_t)k * L1;
-                if (t[l + 1] - t[l] < m) m = t[l + 1] - t[l];
+    }
+    s->pmem[0] = s->act[0] = 0;
+    for (size_t l = 0; l < L; l++) {
+        s->pmem[l + 1] = s->pmem[l] + e->layers[l].param_mem;
+        s->act[l + 1] = s->act[l] + e->layers[l].act_per_sample * mb;
+        s->out_b[l] = (double)e->layers[l].out_per_sample * (double)mb;
+    }
+    s->w_suf[L] = s->w_max[L] = 0;
+    for (size_t k = 0; k < nc; k++) s->inv_rho[k * L1 + L] = 0;
+    for (size_t l = L; l-- > 0;) {
+        double w = INFINITY;
+        for (size_t k = 0; k < nc; k++) {
+            const double *t = s->t + k * L1;
+            if (t[l + 1] - t[l] < w) w = t[l + 1] - t[l];
+        }
+        s->w_suf[l] = s->w_suf[l + 1] + w;
+        s->w_max[l] = s->w_max[l + 1] > w ? s->w_max[l + 1] : w;
+        for (size_t k = 0; k < nc; k++) {
+            /* how fast class k is on layer l relative to the fastest (<= 1); views count not */
+            double tk = s->t[k * L1 + l + 1] - s->t[k * L1 + l];
+            double r = w > 0 && tk > 0 ? w / tk : 0;
+            double next = s->inv_rho[k * L1 + l + 1];
+            s->inv_rho[k * L1 + l] = r > next ? r : next;
+        }
+    }
+    for (size_t e = 0; e <= L; e++) {
+        int *ord = s->rho_order + e * nc;
+        for (size_t k = 0; k < nc; k++) {
+            size_t q = k;
+            for (; q > 0 && s->inv_rho[(size_t)ord[q - 1] * L1 + e] < s->inv_rho[k * L1 + e]; q--)
+                ord[q] = ord[q - 1];
+            ord[q] = (int)k;
+        }
+    }
+}
+
+/* Follows the final state back to the first stage: classes and layer bounds. */
+static void record(search *s, double step, size_t fin, int32_t b_last) {
+    size_t S = s->S, L1 = s->L + 1;
+    s->best_step = step;
+    s->best_S = S;
+    s->best_bounds[S] = s->L;
+    s->best_bounds[S - 1] = (size_t)b_last;
+    size_t i = fin, b = (size_t)b_last;
+    s->best_order[S - 1] = s->lev[S - 1].cls[i];
+    for (size_t j = S - 1; j-- > 0;) {
+        const level *lv = &s->lev[j + 1];
+        size_t prev_b = (size_t)lv->from[i * L1 + b];
+        size_t prev_i = (size_t)lv->pred[i * L1 + b];
+        s->best_bounds[j] = prev_b;
+        s->best_order[j] = s->lev[j].cls[prev_i];
+        i = prev_i, b = prev_b;
+    }
+}
+
+static tsr_status search_s(search *s) {
+    tsr_context *ctx = s->e->ctx;
+    size_t S = s->S, nc = (size_t)s->ncls, L1 = s->L + 1;
+    uint16_t *cnt = tsr_calloc(ctx, nc, sizeof *cnt);
+    if (!cnt) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search");
+    tsr_status st = alloc_level(ctx, &s->lev[0], nc, nc, L1);
+    /* level 0: the first stage's class; an empty prefix ends at layer 0 */
+    for (size_t k = 0; st == TSR_OK && k < nc; k++) {
+        if (!s->avail[k]) continue;
+        memset(cnt, 0, nc * sizeof *cnt);
+        cnt[k] = 1;
+        size_t i = level_find(s, &s->lev[0], cnt, (int)k);
+        s->lev[0].val[i * L1] = 0;
+    }
+    for (size_t j = 0; st == TSR_OK && j + 1 < S; j++) {
+        level *cur = &s->lev[j], *nx = &s->lev[j + 1];
+        if (cur->n == 0) break;
+        st = alloc_level(ctx, nx, cur->n * nc, nc, L1);
+        for (size_t i = 0; st == TSR_OK && i < cur->n; i++) {
+            const uint16_t *ci = cur->cnt + i * nc;
+            for (size_t k = 0; k < nc; k++) {
+                if (ci[k] >= s->avail[k]) continue;
+                if (!(compute_row(s, j, cur->val + i * L1, cur->cls[i], (int)k) < INFINITY))
+                    continue;
+                memcpy(cnt, ci, nc * sizeof *cnt);
+                cnt[k]++;
+                size_t t = level_find(s, nx, cnt, (int)k);
+                double *v = nx->val + t * L1;
+                for (size_t e = 0; e < L1; e++)
+                    if (s->tmp_val[e] < v[e]) {
+                        v[e] = s->tmp_val[e];
+                        nx->from[t * L1 + e] = s->tmp_from[e];
+                        nx->pred[t * L1 + e] = (int32_t)i;
+                    }
             }
-            s->suf_sum[l] = s->suf_sum[l + 1] + m;
-            s->suf_max[l] = s->suf_max[l + 1] > m ? s->suf_max[l + 1] : m;
         }
+        if (st == TSR_OK) st = prune_level(s, nx, j);
     }
-    /* memo: states of one S only (in-flight counts and micro-batch differ between S) */
-    if (s->memo_on) {
-        memset(s->memo, 0, s->memo_cap * sizeof *s->memo);
-        s->memo_rows = 0;
+    /* the last stage, and the best complete plan of this S */
+    const level *lv = &s->lev[S - 1];
+    for (size_t i = 0; st == TSR_OK && i < lv->n; i++) {
+        if (!(compute_row(s, S - 1, lv->val + i * L1, lv->cls[i], -1) < INFINITY)) continue;
+        double step = s->factor * s->tmp_val[s->L]; /* allreduce added when evaluated */
+        if (step < s->best_step) record(s, step, i, s->tmp_from[s->L]);
     }
+    for (size_t j = 0; j < S; j++) free_level(ctx, &s->lev[j]);
+    tsr_free(ctx, cnt);
+    return st;
 }
 
 static void free_search(tsr_context *ctx, search *s) {
     tsr_free(ctx, s->cls_rep);
     tsr_free(ctx, s->avail);
-    tsr_free(ctx, s->used);
     tsr_free(ctx, s->radix);
     tsr_free(ctx, s->t);
     tsr_free(ctx, s->pmem);
     tsr_free(ctx, s->act);
     tsr_free(ctx, s->out_b);
-    tsr_free(ctx, s->suf_sum);
-    tsr_free(ctx, s->suf_max);
-    tsr_free(ctx, s->rows);
-    tsr_free(ctx, s->arg);
-    tsr_free(ctx, s->order);
-    tsr_free(ctx, s->memo);
-    tsr_free(ctx, s->memo_pool);
+    tsr_free(ctx, s->w_suf);
+    tsr_free(ctx, s->w_max);
+    tsr_free(ctx, s->inv_rho);
+    tsr_free(ctx, s->tmp_val);
+    tsr_free(ctx, s->tmp_from);
+    tsr_free(ctx, s->rho_order);
+    tsr_free(ctx, s->coef);
+    tsr_free(ctx, s->lev);
     tsr_free(ctx, s->best_order);
     tsr_free(ctx, s->best_bounds);
 }
@@ -768,23 +897,27 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
     s.cs = cs;
     s.ncls = cs->ncls;
     s.L = e->L;
+    s.mb = 0;
     size_t L1 = e->L + 1, nc = (size_t)cs->ncls;
     int per_total = 0;
     s.cls_rep = tsr_calloc(ctx, nc, sizeof *s.cls_rep);
     s.avail = tsr_calloc(ctx, nc, sizeof *s.avail);
-    s.used = tsr_calloc(ctx, nc, sizeof *s.used);
     s.radix = tsr_calloc(ctx, nc + 1, sizeof *s.radix);
-    int *try_order = tsr_calloc(ctx, nc, sizeof *try_order);
-    double *speed = tsr_calloc(ctx, nc, sizeof *speed);
     s.t = tsr_calloc(ctx, nc * L1, sizeof *s.t);
     s.pmem = tsr_calloc(ctx, L1, sizeof *s.pmem);
     s.act = tsr_calloc(ctx, L1, sizeof *s.act);
     s.out_b = tsr_calloc(ctx, L1, sizeof *s.out_b);
-    s.suf_sum = tsr_calloc(ctx, L1, sizeof *s.suf_sum);
-    s.suf_max = tsr_calloc(ctx, L1, sizeof *s.suf_max);
+    s.w_suf = tsr_calloc(ctx, L1, sizeof *s.w_suf);
+    s.w_max = tsr_calloc(ctx, L1, sizeof *s.w_max);
+    s.inv_rho = tsr_calloc(ctx, nc * L1, sizeof *s.inv_rho);
+    s.tmp_val = tsr_calloc(ctx, L1, sizeof *s.tmp_val);
+    s.tmp_from = tsr_calloc(ctx, L1, sizeof *s.tmp_from);
+    s.rho_order = tsr_calloc(ctx, nc * L1, sizeof *s.rho_order);
+    s.coef = tsr_calloc(ctx, nc * nc, sizeof *s.coef);
     tsr_status st = TSR_OK;
-    if (!s.cls_rep || !s.avail || !s.used || !s.radix || !try_order || !speed || !s.t || !s.pmem ||
-        !s.act || !s.out_b || !s.suf_sum || !s.suf_max) {
+    if (!s.cls_rep || !s.avail || !s.radix || !s.t || !s.pmem || !s.act || !s.out_b || !s.w_suf ||
+        !s.w_max || !s.inv_rho || !s.tmp_val || !s.tmp_from || !s.rho_order ||
+        !s.coef) {
         st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search tables");
         goto done;
     }
@@ -793,6 +926,9 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
         s.avail[k] = cs->cls_count[k] / e->replicas;
         per_total += s.avail[k];
     }
+    /* members of one class are distinct devices: a hand-over between them costs too */
+    for (size_t a = 0; a < nc; a++)
+        for (size_t b = 0; b < nc; b++) s.coef[a * nc + b] = xfer(s.cls_rep[a], s.cls_rep[b], 1, e->o.network_gbps);
     if (per_total == 0) {
         st = tsr_error(ctx, TSR_ERR_NO_DEVICE,
                        "plan option replicas: %d, but no class of identical devices (same host "
@@ -800,71 +936,43 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
                        e->replicas);
         goto done;
     }
+    /* state keys hash the class counts (mixed radix; wraps harmlessly: lookups compare counts) */
+    uint64_t r = 1;
+    for (size_t k = 0; k <= nc; k++) {
+        s.radix[k] = r;
+        r *= k < nc ? (uint64_t)s.avail[k] + 1 : 1;
+    }
     size_t smax = (size_t)per_total < e->L ? (size_t)per_total : e->L;
     if (e->o.max_stages && e->o.max_stages < smax) smax = e->o.max_stages;
-    s.rows = tsr_calloc(ctx, smax * L1, sizeof *s.rows);
-    s.arg = tsr_calloc(ctx, smax * L1, sizeof *s.arg);
-    s.order = tsr_calloc(ctx, smax, sizeof *s.order);
+    s.lev = tsr_calloc(ctx, smax, sizeof *s.lev);
     s.best_order = tsr_calloc(ctx, smax, sizeof *s.best_order);
     s.best_bounds = tsr_calloc(ctx, smax + 1, sizeof *s.best_bounds);
-    if (!s.rows || !s.arg || !s.order || !s.best_order || !s.best_bounds) {
-        st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search rows");
+    if (!s.lev || !s.best_order || !s.best_bounds) {
+        st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search levels");
         goto done;
     }
-    /* dominance memo: key space prod(avail + 1) x classes must fit in 62 bits */
-    s.memo_on = 1;
-    uint64_t r = 1;
-    for (size_t k = 0; k <= nc && s.memo_on; k++) {
-        s.radix[k] = r;
-        uint64_t m = k < nc ? (uint64_t)s.avail[k] + 1 : nc;
-        if (r > (UINT64_C(1) << 62) / m) s.memo_on = 0;
-        r *= m;
-    }
-    if (s.memo_on) {
-        s.memo_max_rows = PLAN_MEMO_BYTES / (L1 * sizeof(double));
-        s.memo_cap = 1024;
-        while (s.memo_cap < 2 * s.memo_max_rows) s.memo_cap *= 2;
-        s.memo = tsr_calloc(ctx, s.memo_cap, sizeof *s.memo);
-        s.memo_pool = tsr_calloc(ctx, s.memo_max_rows * L1, sizeof *s.memo_pool);
-        if (!s.memo || !s.memo_pool) {
-            st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search memo");
-            goto done;
-        }
-    }
-    /* fastest class first: total time of the model at one sample */
-    for (size_t k = 0; k < nc; k++) {
-        try_order[k] = (int)k;
-        for (size_t l = 0; l < e->L; l++) {
-            double f, b;
-            layer_time(&e->layers[l], s.cls_rep[k], 1, &f, &b);
-            speed[k] += f + b;
-        }
-    }
-    for (size_t i = 1; i < nc; i++)
-        for (size_t j = i; j > 0 && speed[try_order[j]] < speed[try_order[j - 1]]; j--) {
-            int t = try_order[j];
-            try_order[j] = try_order[j - 1];
-            try_order[j - 1] = t;
-        }
     s.best_step = INFINITY;
+    s.budget = PLAN_BUDGET;
     size_t mb_min = SIZE_MAX;
-    for (size_t S = 1; S <= smax && !s.stopped; S++) {
+    /* states one level may keep: by the work left for the remaining stage counts, and by
+     * memory (a level of n states holds n x classes candidates of L+1 entries, 16 bytes each) */
+    double state_cost = (double)nc * (double)L1 * (double)L1 / 2;
+    double mem_cap = (double)PLAN_LEVEL_BYTES / ((double)nc * (double)L1 * 16.0);
+    for (size_t S = 1; S <= smax && st == TSR_OK; S++) {
         prepare_s(&s, S);
         if (s.mb < mb_min) mb_min = s.mb;
-        for (size_t i = 0; i < nc && !s.stopped; i++) {
-            int k = try_order[i];
-            if (!s.avail[k]) continue;
-            s.order[0] = k;
-            s.used[k]++;
-            dfs(&s, 0, try_order);
-            s.used[k]--;
-        }
+        double left = s.budget - s.work;
+        double beam = left / ((double)(smax - S + 1) * (double)S * state_cost);
+        if (beam > mem_cap) beam = mem_cap;
+        if (beam > PLAN_BEAM_MAX) beam = PLAN_BEAM_MAX;
+        s.beam = beam < PLAN_BEAM_MIN ? PLAN_BEAM_MIN : (size_t)beam;
+        st = search_s(&s);
     }
-    if (s.stopped)
-        tsr_log(ctx, TSR_LOG_WARN,
-                "plan: search stopped after %.3g steps; the plan is the best found, not proven "
-                "optimal",
-                s.work);
+    if (st != TSR_OK) goto done;
+    if (s.truncated)
+        tsr_log(ctx, TSR_LOG_INFO,
+                "plan: the search kept only the most promising states of some levels (work "
+                "budget); the plan is the best found, not proven optimal");
     if (!(s.best_step < INFINITY)) {
         st = infeasible(e, cs, mb_min);
         goto done;
@@ -890,14 +998,12 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
             cc[i] = cs->c[cs->cls_first[k] + m];
         }
         st = evaluate(e, s.best_bounds, cc, S, rep, out);
-        if (st == TSR_OK) (*out)->optimal = !s.stopped;
+        if (st == TSR_OK) (*out)->optimal = !s.truncated;
         tsr_free(ctx, cc);
         tsr_free(ctx, rep);
         tsr_free(ctx, taken);
     }
 done:
-    tsr_free(ctx, try_order);
-    tsr_free(ctx, speed);
     free_search(ctx, &s);
     return st;
 }
@@ -979,12 +1085,13 @@ tsr_status tsr_plan_from_bounds(tsr_context *ctx, const tsr_model *model,
         }
     }
     if (st == TSR_OK) {
-        if (!e.o.max_stages || stages <= e.o.max_stages)
+        if (!e.o.max_stages || stages <= e.o.max_stages) {
             st = evaluate(&e, bounds, cc, stages, NULL, out);
-        if (st == TSR_OK) (*out)->origin = TSR_PLAN_FIXED;
-        else
+            if (st == TSR_OK) (*out)->origin = TSR_PLAN_FIXED;
+        } else {
             st = tsr_error(ctx, TSR_ERR_INVALID_ARG, "stages: %zu, more than max_stages %zu",
                            stages, e.o.max_stages);
+        }
     }
     tsr_free(ctx, cc);
     free_env(&e);

@@ -35,23 +35,26 @@
  *  - Candidates: usable devices, one of each same_as pair (the faster), with a rate (measured or
  *    peak); with a cluster view, only devices a rank drives.
  *
- * Search (tsr_plan_create): for each stage count S (1 .. min(layers, devices, max_stages)), a
- * depth-first search over device orders, where identical devices (same host, name, memory and
- * capability) form one class so orders are permutations of a multiset of classes. Along one
- * order, the optimal contiguous split is the linear-partition dynamic program
+ * Search (tsr_plan_create): for each stage count S (1 .. min(layers, devices, max_stages)), the
+ * device order and the contiguous split together. Identical devices (same host, name, memory
+ * and capability) form a class, so orders are sequences of classes. For one order the optimal
+ * split is the linear-partition dynamic program (PipeDream's planner)
  *   f_j(e) = min over b < e of max(f_{j-1}(b), cost_j(b, e))
  * (f_j(e): least bottleneck of stages 0..j covering layers [0, e); cost_j includes the send to
- * stage j+1, so row j is computed when stage j+1's class is chosen). Orders sharing a prefix
- * share its rows (a trie walk), each row costing O(L^2). Pruning, all exact:
- *  - bound: a prefix whose rows, completed by the least time any device needs for the remaining
- *    layers spread over the remaining stages, cannot beat the best step found is cut;
- *  - dominance: two prefixes that used the same classes and end on the same class have the same
- *    future; one whose row is nowhere better than a stored one is cut.
- * Worst case O(S_max x (orders of classes) x L^2); with c classes of n devices the orders of
- * length S are at most n!/(n-S)!, and dominance bounds the distinct states by
- * prod(count_k + 1) x c per S (Held-Karp). A work budget (PLAN_BUDGET inner steps) stops the
- * search on pathological inputs (many distinct devices); the plan then is the best found and
- * tsr_plan_optimal() says 0. */
+ * stage j+1, so row j is computed once stage j+1's class is known). The future of a prefix
+ * depends only on which classes it used and the class of its next stage, and the recurrence
+ * distributes over a pointwise minimum of rows, so prefixes reaching the same (class counts,
+ * next class) merge into one state whose row is the pointwise minimum (Held-Karp over
+ * multisets): exact, with at most prod(count_k + 1) x c states per depth for c classes, each
+ * expanded to c successors in O(L^2). Total O(S_max^2 x states x c x L^2); a node with 4 kinds of
+ * GPU/CPU takes a few hundred states. Pruning, exact: a state whose rows, completed by the
+ * remaining layers spread over the free devices at their best relative speed (capacity bound:
+ * a device whose every layer takes >= rho x the fastest class's time does <= 1/rho of the
+ * work), cannot beat the best step found is dropped.
+ * With many distinct devices (16 all different: 2^16 x 16 states per depth) a work budget
+ * (PLAN_BUDGET inner steps, ~0.3 s) caps the states kept per depth to the most promising by
+ * that bound (a beam), then a local search (swap, replace, insert, drop one stage's device,
+ * each with its optimal split) improves the result; tsr_plan_optimal() then says 0. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -529,6 +532,10 @@ typedef struct search {
     int32_t *tmp_from;
     int *rho_order;         /* (L+1) x ncls: classes by inv_rho at e, largest first */
     double *coef;           /* ncls x ncls: send seconds per byte from class a to class b */
+    double *ord_val;        /* improve(): S_max x (L+1) rows of one order */
+    int32_t *ord_from;
+    size_t *ord_bounds;     /* S_max + 2 */
+    int *ord_used, *ord_try, *ord_cur;
     level *lev;             /* S levels */
     size_t beam;            /* states kept per level */
     double work, budget;
@@ -837,6 +844,87 @@ static tsr_status search_s(search *s) {
     return st;
 }
 
+/* Bottleneck of the best split of the class order `order` (s->S stages, prepare_s done), its
+ * bounds into `bounds`; INFINITY when no split fits. */
+static double order_value(search *s, const int *order, size_t *bounds) {
+    size_t S = s->S, L1 = s->L + 1;
+    double *prev = s->ord_val + (S - 1) * L1; /* the last row slot as the empty prefix */
+    for (size_t e = 0; e < L1; e++) prev[e] = e ? INFINITY : 0;
+    for (size_t j = 0; j < S; j++) {
+        double *row = s->ord_val + j * L1;
+        if (!(compute_row(s, j, prev, order[j], j + 1 < S ? order[j + 1] : -1) < INFINITY))
+            return INFINITY;
+        memcpy(row, s->tmp_val, L1 * sizeof *row);
+        memcpy(s->ord_from + j * L1, s->tmp_from, L1 * sizeof *s->tmp_from);
+        prev = row;
+    }
+    size_t e = s->L;
+    bounds[S] = e;
+    for (size_t j = S; j-- > 0;) {
+        e = (size_t)s->ord_from[j * L1 + e];
+        bounds[j] = e;
+    }
+    return s->ord_val[(S - 1) * L1 + s->L];
+}
+
+/* Tries the order `o` of `S` classes; keeps it when it beats the best plan. */
+static int try_order(search *s, const int *o, size_t S) {
+    int *used = s->ord_used;
+    memset(used, 0, (size_t)s->ncls * sizeof *used);
+    for (size_t i = 0; i < S; i++)
+        if (++used[o[i]] > s->avail[o[i]]) return 0;
+    prepare_s(s, S);
+    double v = order_value(s, o, s->ord_bounds);
+    double step = s->factor * v;
+    if (!(step < s->best_step * (1 - 1e-12))) return 0;
+    s->best_step = step;
+    s->best_S = S;
+    memcpy(s->best_order, o, S * sizeof *o);
+    memcpy(s->best_bounds, s->ord_bounds, (S + 1) * sizeof *s->ord_bounds);
+    return 1;
+}
+
+/* After a truncated search: local improvement of the best order by swapping two stages'
+ * classes, replacing one, inserting a free one or dropping one, each with its optimal split,
+ * until no move helps or the whole budget is spent. */
+static void improve(search *s, size_t smax) {
+    int *o = s->ord_try;
+    size_t nc = (size_t)s->ncls;
+    int better = 1;
+    while (better && s->work < s->budget / 0.6) {
+        better = 0;
+        size_t S = s->best_S;
+        int *cur = s->ord_cur;
+        memcpy(cur, s->best_order, S * sizeof *cur);
+        for (size_t i = 0; i < S && !better; i++)
+            for (size_t j = i + 1; j < S && !better; j++) {
+                if (cur[i] == cur[j]) continue;
+                memcpy(o, cur, S * sizeof *o);
+                o[i] = cur[j], o[j] = cur[i];
+                better = try_order(s, o, S);
+            }
+        for (size_t i = 0; i < S && !better; i++)
+            for (size_t k = 0; k < nc && !better; k++) {
+                if ((int)k == cur[i]) continue;
+                memcpy(o, cur, S * sizeof *o);
+                o[i] = (int)k;
+                better = try_order(s, o, S);
+            }
+        for (size_t i = 0; i <= S && S < smax && !better; i++)
+            for (size_t k = 0; k < nc && !better; k++) {
+                memcpy(o, cur, i * sizeof *o);
+                o[i] = (int)k;
+                memcpy(o + i + 1, cur + i, (S - i) * sizeof *o);
+                better = try_order(s, o, S + 1);
+            }
+        for (size_t i = 0; i < S && S > 1 && !better; i++) {
+            memcpy(o, cur, i * sizeof *o);
+            memcpy(o + i, cur + i + 1, (S - i - 1) * sizeof *o);
+            better = try_order(s, o, S - 1);
+        }
+    }
+}
+
 static void free_search(tsr_context *ctx, search *s) {
     tsr_free(ctx, s->cls_rep);
     tsr_free(ctx, s->avail);
@@ -852,6 +940,12 @@ static void free_search(tsr_context *ctx, search *s) {
     tsr_free(ctx, s->tmp_from);
     tsr_free(ctx, s->rho_order);
     tsr_free(ctx, s->coef);
+    tsr_free(ctx, s->ord_val);
+    tsr_free(ctx, s->ord_from);
+    tsr_free(ctx, s->ord_bounds);
+    tsr_free(ctx, s->ord_used);
+    tsr_free(ctx, s->ord_try);
+    tsr_free(ctx, s->ord_cur);
     tsr_free(ctx, s->lev);
     tsr_free(ctx, s->best_order);
     tsr_free(ctx, s->best_bounds);
@@ -945,14 +1039,21 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
     size_t smax = (size_t)per_total < e->L ? (size_t)per_total : e->L;
     if (e->o.max_stages && e->o.max_stages < smax) smax = e->o.max_stages;
     s.lev = tsr_calloc(ctx, smax, sizeof *s.lev);
-    s.best_order = tsr_calloc(ctx, smax, sizeof *s.best_order);
-    s.best_bounds = tsr_calloc(ctx, smax + 1, sizeof *s.best_bounds);
-    if (!s.lev || !s.best_order || !s.best_bounds) {
+    s.best_order = tsr_calloc(ctx, smax + 1, sizeof *s.best_order);
+    s.best_bounds = tsr_calloc(ctx, smax + 2, sizeof *s.best_bounds);
+    s.ord_val = tsr_calloc(ctx, (smax + 1) * L1, sizeof *s.ord_val);
+    s.ord_from = tsr_calloc(ctx, (smax + 1) * L1, sizeof *s.ord_from);
+    s.ord_bounds = tsr_calloc(ctx, smax + 2, sizeof *s.ord_bounds);
+    s.ord_used = tsr_calloc(ctx, nc, sizeof *s.ord_used);
+    s.ord_try = tsr_calloc(ctx, smax + 1, sizeof *s.ord_try);
+    s.ord_cur = tsr_calloc(ctx, smax + 1, sizeof *s.ord_cur);
+    if (!s.lev || !s.best_order || !s.best_bounds || !s.ord_val || !s.ord_from || !s.ord_bounds ||
+        !s.ord_used || !s.ord_try || !s.ord_cur) {
         st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search levels");
         goto done;
     }
     s.best_step = INFINITY;
-    s.budget = PLAN_BUDGET;
+    s.budget = 0.6 * PLAN_BUDGET; /* the rest for improve() when the beam had to cut */
     size_t mb_min = SIZE_MAX;
     /* states one level may keep: by the work left for the remaining stage counts, and by
      * memory (a level of n states holds n x classes candidates of L+1 entries, 16 bytes each) */
@@ -969,6 +1070,7 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
         st = search_s(&s);
     }
     if (st != TSR_OK) goto done;
+    if (s.truncated && s.best_step < INFINITY) improve(&s, smax);
     if (s.truncated)
         tsr_log(ctx, TSR_LOG_INFO,
                 "plan: the search kept only the most promising states of some levels (work "

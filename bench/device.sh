@@ -1,8 +1,8 @@
 #!/bin/sh
 # Figures that only a GPU machine can give, in one command (device time is short).
-# Build here first with `make BUILD=build/gpu lib samples tests`, copy the data set into
-# .device/data, then on the GPU machine (../shared/device/README.md):
-#   bash .device/env.sh sh bench/device.sh tests|topo|gemm|train|allreduce|scaling|hetero ...
+# Build here first with `CFLAGS=-O2 make BUILD=build/gpu lib samples tests`, copy the data set
+# into .device/data, then on the GPU machine (../shared/device/README.md):
+#   bash .device/env.sh sh bench/device.sh tests|quicktests|topo|gemm|blas|train|allreduce|scaling|hetero ...
 # Each part prints a header; every figure is a side-by-side ratio against its peer.
 BUILD=${BUILD:-build/gpu}
 export BUILD
@@ -26,13 +26,23 @@ for part in "$@"; do
     tests)
         nvidia-smi -L; clinfo -l
         TSR_TEST_NO_FUZZ=1 sh tests/run-tests.sh 2>&1 | grep -v '^PASS' | tail -60 ;;
+    quicktests)
+        TSR_TEST_FILTER=${TSR_TEST_FILTER:-test_opencl} TSR_TEST_NO_FUZZ=1 TSR_TEST_NO_FAULT=1 \
+            sh tests/run-tests.sh 2>&1 | tail -12 ;;
     topo)
         $bin/tsr-topo --recalibrate ;;
     gemm)
         find_gpu
         $bin/tsr-gemm-bench --device "$gpu" --sizes 1024,2048,4096,8192
-        TSR_CLBLAST_PARAMS=${TSR_BENCH_CLBLAST_PARAMS:-} $bin/tsr-gemm-bench --device "$gpu" --sizes 4096,8192
-        python3 - <<'EOF'
+        $bin/tsr-gemm-bench --device host --sizes 1024,2048,4096
+        python3 -c '
+import time, numpy as np
+for n in (1024, 2048, 4096):
+    a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)
+    a @ b; reps = 5; t = time.perf_counter()
+    for _ in range(reps): a @ b
+    print("numpy %s host n=%-5d %9.1f GFLOP/s" % (np.__version__, n, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9))'
+        python3 - <<'PY'
 import time, torch
 torch.backends.cuda.matmul.allow_tf32 = False
 for n in (1024, 2048, 4096, 8192):
@@ -42,8 +52,12 @@ for n in (1024, 2048, 4096, 8192):
     for _ in range(reps): a @ b
     torch.cuda.synchronize(); t = time.perf_counter() - t
     print("cuBLAS FP32 (torch %s) n=%-5d %9.1f GFLOP/s" % (torch.__version__, n, 2 * n**3 * reps / t / 1e9))
-EOF
+PY
         ;;
+    blas)
+        # which OpenBLAS kernel the host backend gets, and what forcing SkylakeX gives
+        OPENBLAS_VERBOSE=2 $bin/tsr-gemm-bench --device host --sizes 2048 2>&1 | head -4
+        OPENBLAS_CORETYPE=SkylakeX OPENBLAS_VERBOSE=2 $bin/tsr-gemm-bench --device host --sizes 2048 2>&1 | head -4 ;;
     train)
         find_gpu
         for b in 64 256; do
@@ -52,16 +66,37 @@ EOF
         done ;;
     allreduce)
         for n in 2 4 8 16; do
-            mpiexec -n $n $bin/tsr-allreduce-bench --algos mpi,auto,ring,rhd,shm --iters 10 --csv
+            mpiexec -n $n $bin/tsr-allreduce-bench --algos ${TSR_BENCH_ALGOS:-mpi,auto} --iters 10 --csv
         done ;;
     scaling)
-        for n in 1 2 4 8 16; do
-            OPENBLAS_NUM_THREADS=1 TSR_HOST_THREADS=1 mpiexec -n $n $bin/tsr-train --mode data \
-                --model mlp --epochs 1 --batch $((64 * n)) --json --quiet | tail -1
+        # weak scaling, one core per rank, local batch 64: N ranks against 1 rank, same run
+        for z in ${ZEROS:-0 1}; do
+            for n in 1 2 4 8 16; do
+                printf 'zero=%s ranks=%-2s ' $z $n
+                TSR_ZERO=$z OPENBLAS_NUM_THREADS=1 TSR_HOST_THREADS=1 mpiexec -n $n $bin/tsr-train --mode data \
+                    --model mlp --epochs 1 --batch $((64 * n)) --json --quiet 2>/dev/null | tail -1 |
+                    grep -o '"samples_per_s":[0-9.]*'
+            done
+        done
+        # the issue's setting: 2 ranks on 2 cores against 1 rank on 1 core, with the ceiling of
+        # two independent processes; on SMT siblings of one core and on two separate cores
+        lscpu | grep -iE 'model name|thread|core|socket'
+        sib=$(cat /sys/devices/system/cpu/cpu0/topology/thread_siblings_list)
+        other=$(awk -v s="$sib" 'BEGIN {n = split(s, a, /[,-]/); for (c = 1; c < 64; c++) {f = 0; for (i = 1; i <= n; i++) if (a[i] == c) f = 1; if (!f) {print c; exit}}}')
+        echo "cpu0 siblings: $sib; a separate core: $other"
+        for pair in "$sib" "0,$other"; do
+            case $pair in *,*|*-*) ;; *) continue ;; esac
+            for z in ${ZEROS:-0 1}; do
+                echo "cores $pair, TSR_ZERO=$z:"
+                TSR_ZERO=$z REPEAT=${REPEAT:-3} LIMIT=60000 taskset -c "$pair" sh bench/scaling.sh 2>&1 | tail -1
+            done
         done ;;
     hetero)
         # rank 0 on the GPU, rank 1 on the host CPU: the batch split follows throughput
         find_gpu
+        echo "GPU alone:"
+        mpiexec -n 1 $bin/tsr-train --mode data --device "$gpu" --model cnn --epochs 1 --json --quiet 2>&1 | tail -1
+        echo "GPU + CPU:"
         TSR_LOG=info mpiexec -n 1 $bin/tsr-train --mode data --device "$gpu" --model cnn --epochs 1 --json --quiet : \
             -n 1 $bin/tsr-train --mode data --device 0 --model cnn --epochs 1 --json --quiet 2>&1 | tail -8 ;;
     *) echo "device.sh: unknown part '$part'" >&2; exit 2 ;;

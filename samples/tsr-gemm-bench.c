@@ -24,6 +24,7 @@
 #include "backends/backend.h"
 #include "lib/internal.h"
 #include "tessera.h"
+#include "samples/blas_reexec.h"
 
 #define MAX_SIZES 32
 
@@ -194,6 +195,7 @@ static void bench_device(tsr_context *ctx, int index, const size_t *sizes, int n
 }
 
 int main(int argc, char **argv) {
+    blas_reexec(argv); /* before anything starts: OpenBLAS's kernels are chosen at load */
     size_t sizes[MAX_SIZES] = {256, 512, 1024, 2048, 4096};
     int nsizes = 5, json = 0;
     const char *device = NULL;

@@ -11,6 +11,7 @@
 #include "tessera.h"
 #if TSR_WITH_MPI
 #include <mpi.h>
+#include "samples/blas_reexec.h"
 #endif
 
 static void die(tsr_context *ctx, tsr_status st, const char *what) {
@@ -102,6 +103,7 @@ static void print_table(const tsr_topology *t) {
 }
 
 int main(int argc, char **argv) {
+    blas_reexec(argv); /* before anything starts: OpenBLAS's kernels are chosen at load */
     int json = 0, recalibrate = 0, calibrate = 1, assign = 0;
     const char *file = NULL;
     for (int i = 1; i < argc; i++) {

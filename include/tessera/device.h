@@ -61,6 +61,11 @@ typedef struct tsr_device_info {
 } tsr_device_info;
 
 const char *tsr_device_kind_name(tsr_device_kind kind);
+/* The OpenBLAS core type to set in OPENBLAS_CORETYPE before the process starts when OpenBLAS
+ * chose generic kernels on a CPU that has better ones (VMs that hide the CPU model), e.g.
+ * "SkylakeX"; NULL when its choice is fine or OPENBLAS_CORETYPE is set. The host backend logs
+ * a warning then; the tools re-execute themselves with it (TSR_NO_BLAS_REEXEC=1 stops that). */
+const char *tsr_blas_better_coretype(void);
 
 #ifdef __cplusplus
 }

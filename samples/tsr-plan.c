@@ -27,6 +27,9 @@ static void usage(FILE *f) {
             "  --bounds B0,B1,..,BS   fixed placement: stage i holds layers [Bi, Bi+1) ...\n"
             "  --devices D0,..        ... on these topology device indices (see tsr-topo)\n"
             "  --no-calibrate         this machine: use cached figures only, measure nothing\n"
+            "  --check                this machine: the cost model's time of one forward+backward\n"
+            "                         pass of the whole batch on each usable device next to a\n"
+            "                         timed one (tsr_trainer_measure)\n"
             "  --json                 the plan as JSON (tsr_plan_parse reads it back)\n"
             "  --help\n");
 }
@@ -70,9 +73,61 @@ static long parse_list(const char *s, long *out, long cap) {
     return n;
 }
 
+/* Predicted against measured: one forward+backward pass of the batch on each usable device. */
+static int check_model(tsr_context *ctx, const tsr_model *model, const tsr_topology *topo,
+                       const tsr_plan_options *po) {
+    tsr_model_input in = tsr_model_get_input(model);
+    size_t n = po->batch, features = in.channels * in.height * in.width;
+    float *x = malloc(n * features * sizeof *x);
+    int32_t *y = malloc(n * sizeof *y);
+    if (!x || !y) {
+        fprintf(stderr, "tsr-plan: out of memory\n");
+        return 1;
+    }
+    uint64_t r = 88172645463325252ull;
+    for (size_t i = 0; i < n * features; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        x[i] = (float)((r >> 40) * (1.0 / 16777216.0));
+    }
+    for (size_t i = 0; i < n; i++) y[i] = (int32_t)(i % in.classes);
+    tsr_plan_options one = *po;
+    one.microbatches = 1;
+    one.replicas = 1;
+    size_t bounds[2] = {0, tsr_model_layer_count(model)};
+    printf("%-14s %-40s %14s %14s %8s\n", "device", "name", "predicted/s", "measured/s",
+           "ratio");
+    for (int i = 0; i < tsr_topology_device_count(topo); i++) {
+        const tsr_device_info *d = tsr_topology_device(topo, i);
+        tsr_plan *p = NULL;
+        if (tsr_plan_from_bounds(ctx, model, topo, &one, bounds, &i, 1, &p) != TSR_OK) continue;
+        const tsr_plan_stage *s = tsr_plan_stage_at(p, 0);
+        double predicted = (double)n / (s->forward_s + s->backward_s);
+        tsr_plan_free(p);
+        tsr_trainer_options to;
+        tsr_trainer_options_init(&to);
+        to.device = d->id;
+        to.batch = n;
+        tsr_trainer *t = NULL;
+        double measured = 0;
+        tsr_status st = tsr_trainer_create(ctx, model, &to, &t);
+        if (st == TSR_OK) st = tsr_trainer_measure(t, x, y, n, &measured);
+        tsr_trainer_free(t);
+        if (st != TSR_OK) {
+            printf("%-14s %-40.40s %14.1f %14s  (%s)\n", d->id, d->name, predicted, "-",
+                   tsr_context_last_error(ctx));
+            continue;
+        }
+        printf("%-14s %-40.40s %14.1f %14.1f %8.2f\n", d->id, d->name, predicted, measured,
+               measured / predicted);
+    }
+    free(x);
+    free(y);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *model_spec = NULL, *topo_file = NULL, *bounds_s = NULL, *devices_s = NULL;
-    int json = 0, calibrate = 1;
+    int json = 0, calibrate = 1, check = 0;
     tsr_plan_options po;
     tsr_plan_options_init(&po);
     tsr_model_input in = TSR_MODEL_INPUT_MNIST;
@@ -88,6 +143,9 @@ int main(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--no-calibrate")) {
             calibrate = 0;
+            continue;
+        } else if (!strcmp(a, "--check")) {
+            check = 1;
             continue;
         }
         if (a[0] != '-' || a[1] != '-') return bad(a, "unknown argument");
@@ -138,6 +196,7 @@ int main(int argc, char **argv) {
     }
     if (!model_spec) return bad("--model", "required");
     if (!bounds_s != !devices_s) return bad(bounds_s ? "--devices" : "--bounds", "goes with the other");
+    if (check && topo_file) return bad("--check", "measures this machine, not a --topology file");
 
     tsr_context_options co;
     tsr_context_options_init(&co);
@@ -161,6 +220,13 @@ int main(int argc, char **argv) {
             die(ctx, st, "measuring the devices");
         if ((st = tsr_topology_from_context(ctx, &topo)) != TSR_OK)
             die(ctx, st, "describing this machine");
+    }
+    if (check) {
+        int rc = check_model(ctx, model, topo, &po);
+        tsr_topology_free(topo);
+        tsr_model_free(model);
+        tsr_context_free(ctx);
+        return rc;
     }
     tsr_plan *plan = NULL;
     if (bounds_s) {

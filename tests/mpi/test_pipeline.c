@@ -29,7 +29,10 @@ const char *__asan_default_options(void);
 const char *__lsan_default_suppressions(void);
 const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0"; }
 const char *__lsan_default_suppressions(void) {
-    return "leak:libucs\nleak:libuct\nleak:libucp\nleak:libmpich\n";
+    /* MPICH/UCX keep their MPI_Init allocations; PoCL, LLVM and CLBlast (heterogeneous case)
+     * keep their compiler state */
+    return "leak:libucs\nleak:libuct\nleak:libucp\nleak:libmpich\nleak:libpocl\nleak:libLLVM\n"
+           "leak:libclang\nleak:libOpenCL\nleak:libclblast\n";
 }
 
 static int failures;

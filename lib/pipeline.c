@@ -581,7 +581,7 @@ tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t
     TSR_TRY(tsr_optim_update(p->optim, tsr_stage_params(p->stage), tsr_stage_grads(p->stage), lr,
                              p->steps));
     TSR_TRY(tsr_timeline_event(p->tl, "update", TSR_TRACK_COMPUTE, tu, tsr_timeline_now(p->tl)));
-    TSR_TRY(tsr_timeline_event(p->tl, "step", TSR_TRACK_COMM, t_step, tsr_timeline_now(p->tl)));
+    TSR_TRY(tsr_timeline_event(p->tl, "step", TSR_TRACK_COMPUTE, t_step, tsr_timeline_now(p->tl)));
     p->steps++;
     return TSR_OK;
 }

@@ -96,6 +96,22 @@ tsr_status tsr_pipeline_bounds_parse(tsr_context *ctx, const char *text, size_t 
     return TSR_OK;
 }
 
+tsr_status tsr_pipeline_bounds_from_plan(tsr_context *ctx, const tsr_plan *plan, size_t *bounds,
+                                         size_t max_bounds, size_t *stages) {
+    if (!plan || !bounds || !stages)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_pipeline_bounds_from_plan: NULL argument");
+    size_t n = tsr_plan_stage_count(plan);
+    if (!n || n + 1 > max_bounds)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "plan of %zu stages: room for %zu bounds", n, max_bounds);
+    for (size_t s = 0; s < n; s++) {
+        const tsr_plan_stage *st = tsr_plan_stage_at(plan, s);
+        bounds[s] = st->first;
+        bounds[s + 1] = st->last;
+    }
+    *stages = n;
+    return TSR_OK;
+}
+
 /* ---- creation ---- */
 
 static void slots_free(tsr_pipeline *p, pl_slot *sl, size_t n) {

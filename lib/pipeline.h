@@ -53,6 +53,13 @@ tsr_status tsr_pipeline_schedule_parse(const char *name, int *out);
 tsr_status tsr_pipeline_bounds_parse(tsr_context *ctx, const char *text, size_t layers,
                                      size_t *bounds, size_t max_bounds, size_t *stages);
 
+/* Stage bounds of a plan (tsr_plan_create / tsr_plan_from_bounds: --stages auto) into
+ * bounds[0..stages] (max_bounds entries). The pipeline runs plan stage s on rank s: split the
+ * communicator so that ranks follow the plan's stage order, and give each rank its stage's
+ * device_id. TSR_ERR_SHAPE when bounds is too small. */
+tsr_status tsr_pipeline_bounds_from_plan(tsr_context *ctx, const tsr_plan *plan, size_t *bounds,
+                                         size_t max_bounds, size_t *stages);
+
 /* Collective: every rank creates its stage (device o->device, as for the trainer; each rank may
  * pass its own), initialised from o->seed exactly as tsr_trainer_create would initialise those
  * layers. Options the pipeline does not do (gradient compression) are refused. All ranks fail

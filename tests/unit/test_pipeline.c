@@ -178,11 +178,44 @@ static void test_parse(void **state) {
     tsr_context_free(ctx);
 }
 
+/* Bounds from a plan of the planner: every plan of the topology's (here: host-only) devices
+ * maps to its stage list. */
+static void test_bounds_from_plan(void **state) {
+    (void)state;
+    tsr_context *ctx;
+    assert_int_equal(tsr_test_quiet_context(&ctx), TSR_OK);
+    tsr_model *m;
+    tsr_model_input in = {1, 8, 8, 10};
+    assert_int_equal(tsr_model_parse(ctx, "dense:24,relu,dense:16,relu,dense:10", in, &m), TSR_OK);
+    tsr_topology *topo;
+    assert_int_equal(tsr_topology_from_context(ctx, &topo), TSR_OK);
+    size_t want[2] = {0, 5}, got[3], n = 0;
+    int devices[1] = {0};
+    tsr_plan *plan = NULL, *best = NULL;
+    tsr_status ps = tsr_plan_from_bounds(ctx, m, topo, NULL, want, devices, 1, &plan);
+    if (ps != TSR_OK) fail_msg("plan: %s", tsr_context_last_error(ctx));
+    assert_int_equal(tsr_pipeline_bounds_from_plan(ctx, plan, got, 3, &n), TSR_OK);
+    assert_int_equal(n, 1);
+    assert_memory_equal(got, want, sizeof want);
+    assert_int_equal(tsr_pipeline_bounds_from_plan(ctx, plan, got, 1, &n), TSR_ERR_SHAPE);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "1 stages"));
+    ps = tsr_plan_create(ctx, m, topo, NULL, &best);
+    if (ps != TSR_OK) fail_msg("plan: %s", tsr_context_last_error(ctx));
+    assert_int_equal(tsr_pipeline_bounds_from_plan(ctx, best, got, 3, &n), TSR_OK);
+    assert_true(n == tsr_plan_stage_count(best) && got[0] == 0 && got[n] == 5);
+    tsr_plan_free(best);
+    tsr_plan_free(plan);
+    tsr_topology_free(topo);
+    tsr_model_free(m);
+    tsr_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_p2p_self),
         cmocka_unit_test(test_single_stage_matches_trainer),
         cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_bounds_from_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

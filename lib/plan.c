@@ -13,9 +13,14 @@
  *    input + output, backward input + 2 x output (output gradient and saved state in, input
  *    gradient out), at the measured copy bandwidth (else PLAN_BALANCE bytes per FLOP of peak,
  *    the balance of current GPUs and CPUs). Flatten is a view: no time.
- *  - Launches: dense/conv 2 kernels forward (GEMM, bias) and 3 backward (two GEMMs, bias
- *    gradient), element-wise layers 1 each way; latency measured, else 1 us on the host backend
- *    and 10 us through OpenCL (9 us measured on the H100).
+ *  - Convolutions also move their im2col column matrix (K x N floats per sample) at the copy
+ *    bandwidth: written forward, written and folded back (col2im) backward.
+ *  - Launches: dense/conv 2 kernels forward (GEMM, bias; + im2col) and 3 backward (two GEMMs,
+ *    bias gradient; + col2im), element-wise layers 1 each way; latency measured, else 1 us on
+ *    the host backend and 10 us through OpenCL (9 us measured on the H100). A GEMM rate
+ *    calibrated by size was timed per call, so it already holds the GEMM's launch: only the
+ *    other kernels' launches are added then (H100: counting them twice predicted half the
+ *    measured MLP throughput).
  *  - Hand-over between stages i and i+1: the boundary layer's output (activations forward,
  *    their gradients backward: 2 x bytes) costs bytes / d2h of the sender + bytes / h2d of the
  *    receiver (the host backend copies at its memory bandwidth; unmeasured links 10 GB/s, PCIe
@@ -201,8 +206,16 @@ static void layer_time(const lay *l, const cand *c, size_t mb, double *fwd, doub
         else
             nn *= n;
         double rate = gemm_rate(c->d, cbrt(m * nn * k)) * 1e9;
-        *fwd = l->flops_f * n / rate + 2 * c->launch_s;
-        *bwd = l->flops_b * n / rate + 3 * c->launch_s;
+        /* launches besides the GEMMs: bias (forward), bias gradient (backward); a convolution
+         * adds im2col and col2im. A rate measured by size already holds its GEMM's launch. */
+        int conv = l->kind == TSR_LAYER_CONV2D, by_size = c->d->gemm_points > 0;
+        double lf = 1 + conv + (by_size ? 0 : 1), lb = 1 + conv + (by_size ? 0 : 2);
+        /* im2col writes the column matrix (K x N per sample) from the input; backward writes
+         * the column gradient and col2im folds it back into the input gradient */
+        double cols = conv ? l->gk * l->gn : 0, in = conv ? l->in_elems : 0;
+        double bw = c->mem_bw * 1e9;
+        *fwd = l->flops_f * n / rate + (cols + in) * 4 * n / bw + lf * c->launch_s;
+        *bwd = l->flops_b * n / rate + (2 * cols + in) * 4 * n / bw + lb * c->launch_s;
         break;
     }
     case TSR_LAYER_FLATTEN: *fwd = *bwd = 0; break;

@@ -819,6 +819,7 @@ tsr_status tsr_pipeline_load(tsr_pipeline *p, const char *path) {
 uint64_t tsr_pipeline_steps(const tsr_pipeline *p) { return p ? p->steps : 0; }
 uint64_t tsr_pipeline_skipped(const tsr_pipeline *p) { return p ? p->skipped : 0; }
 uint64_t tsr_pipeline_epoch(const tsr_pipeline *p) { return p ? p->epoch : 0; }
+uint64_t tsr_pipeline_seed(const tsr_pipeline *p) { return p ? p->seed : 0; }
 void tsr_pipeline_set_epoch(tsr_pipeline *p, uint64_t epoch) {
     if (p) p->epoch = epoch;
 }

@@ -95,6 +95,7 @@ tsr_status tsr_pipeline_load(tsr_pipeline *p, const char *path);
 uint64_t tsr_pipeline_steps(const tsr_pipeline *p);
 uint64_t tsr_pipeline_skipped(const tsr_pipeline *p);
 uint64_t tsr_pipeline_epoch(const tsr_pipeline *p);
+uint64_t tsr_pipeline_seed(const tsr_pipeline *p);  /* after a load: the checkpoint's */
 void tsr_pipeline_set_epoch(tsr_pipeline *p, uint64_t epoch);
 /* This rank's stage: first layer, end layer, parameter count. */
 void tsr_pipeline_stage_range(const tsr_pipeline *p, size_t *first, size_t *last, size_t *params);

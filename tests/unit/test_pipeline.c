@@ -110,6 +110,7 @@ static void test_single_stage_matches_trainer(void **state) {
     assert_int_equal(tsr_pipeline_act_bytes(p[3]), 4 * tsr_pipeline_act_bytes(p[0]));
     assert_int_equal(tsr_pipeline_act_bytes(p[1]), tsr_pipeline_act_bytes(p[0]));
     assert_int_equal(tsr_pipeline_steps(p[0]), STEPS);
+    assert_int_equal(tsr_pipeline_seed(p[0]), o.seed);
     size_t first, last, count;
     tsr_pipeline_stage_range(p[0], &first, &last, &count);
     assert_true(first == 0 && last == L && count == np);

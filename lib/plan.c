@@ -5,8 +5,8 @@
  *    Dense and convolution layers are GEMMs (dense: mb x units x inputs; convolution through
  *    im2col: filters x (mb * output pixels) x (channels * kh * kw)); their rate is the
  *    calibrated SGEMM rate at the cube size n = cbrt(M N K) of that GEMM, interpolated in log n
- *    between calibrated sizes, falling linearly with n below the smallest (small GEMMs are
- *    bound by latency and occupancy) and flat above the largest. Without calibration by size
+ *    between calibrated sizes and flat above the largest; below the smallest, launch latency +
+ *    work at that size's rate net of its launch (gemm_seconds). Without calibration by size
  *    the best measured SGEMM rate is used, and without any measurement PLAN_EFFICIENCY x peak
  *    (CLBlast reached 32.8 of the H100's 66.9 TFLOP/s, OpenBLAS 77 of 156 GF/s here: ~0.5).
  *  - Element-wise layers (relu, pooling, dropout) are bound by memory bandwidth: forward moves
@@ -18,9 +18,8 @@
  *  - Launches: dense/conv 2 kernels forward (GEMM, bias; + im2col) and 3 backward (two GEMMs,
  *    bias gradient; + col2im), element-wise layers 1 each way; latency measured, else 1 us on
  *    the host backend and 10 us through OpenCL (9 us measured on the H100). A GEMM rate
- *    calibrated by size was timed per call, so it already holds the GEMM's launch: only the
- *    other kernels' launches are added then (H100: counting them twice predicted half the
- *    measured MLP throughput).
+ *    calibrated by size was timed per call, so it already holds the GEMM's launch (H100:
+ *    counting it twice predicted half the measured MLP throughput).
  *  - Hand-over between stages i and i+1: the boundary layer's output (activations forward,
  *    their gradients backward: 2 x bytes) costs bytes / d2h of the sender + bytes / h2d of the
  *    receiver (the host backend copies at its memory bandwidth; unmeasured links 10 GB/s, PCIe
@@ -150,7 +149,7 @@ static double gemm_rate(const tsr_device_info *d, double n) {
     if (d->gemm_points > 0) {
         int k = d->gemm_points > 4 ? 4 : d->gemm_points;
         /* points sorted by size (calibration measures growing sizes) */
-        if (n <= d->gemm_n[0]) return d->gemm_gflops_n[0] * (n > 1 ? n : 1) / d->gemm_n[0];
+        if (n <= d->gemm_n[0]) return d->gemm_gflops_n[0];
         for (int i = 1; i < k; i++) {
             if (n <= d->gemm_n[i]) {
                 double a = log(d->gemm_n[i - 1]), b = log(d->gemm_n[i]);
@@ -162,6 +161,23 @@ static double gemm_rate(const tsr_device_info *d, double n) {
     }
     if (d->gemm_gflops > 0) return d->gemm_gflops;
     return d->peak_gflops * PLAN_EFFICIENCY;
+}
+
+/* Seconds of `flops` of GEMM work done in `calls` GEMMs of cube size n on c. A rate
+ * calibrated by size was timed per call, its launch included. Below the smallest size timed,
+ * latency + throughput: each call pays the launch, the work runs at the rate that size's time
+ * less one launch gives (continuous at that size; the linear fall of the rate assumed before
+ * made a one-point calibration at 8192^3 predict 8x too slow at 1024). */
+static double gemm_seconds(const cand *c, double flops, double n, int calls) {
+    const tsr_device_info *d = c->d;
+    if (d->gemm_points > 0 && n >= d->gemm_n[0]) return flops / (gemm_rate(d, n) * 1e9);
+    if (d->gemm_points > 0) {
+        double f0 = 2.0 * d->gemm_n[0] * d->gemm_n[0] * d->gemm_n[0];
+        double t0 = f0 / (d->gemm_gflops_n[0] * 1e9), work = t0 - c->launch_s;
+        if (work < 0.1 * t0) work = 0.1 * t0; /* a launch figure larger than the whole call */
+        return flops * work / f0 + calls * c->launch_s;
+    }
+    return flops / (gemm_rate(d, n) * 1e9) + calls * c->launch_s;
 }
 
 static int has_rate(const tsr_device_info *d) {
@@ -205,17 +221,18 @@ static void layer_time(const lay *l, const cand *c, size_t mb, double *fwd, doub
             m *= n;
         else
             nn *= n;
-        double rate = gemm_rate(c->d, cbrt(m * nn * k)) * 1e9;
-        /* launches besides the GEMMs: bias (forward), bias gradient (backward); a convolution
-         * adds im2col and col2im. A rate measured by size already holds its GEMM's launch. */
-        int conv = l->kind == TSR_LAYER_CONV2D, by_size = c->d->gemm_points > 0;
-        double lf = 1 + conv + (by_size ? 0 : 1), lb = 1 + conv + (by_size ? 0 : 2);
+        double gn = cbrt(m * nn * k);
+        /* besides the GEMMs (1 forward, 2 backward): bias, bias gradient; a convolution adds
+         * im2col and col2im */
+        int conv = l->kind == TSR_LAYER_CONV2D;
+        double lf = 1 + conv, lb = 1 + conv;
         /* im2col writes the column matrix (K x N per sample) from the input; backward writes
          * the column gradient and col2im folds it back into the input gradient */
         double cols = conv ? l->gk * l->gn : 0, in = conv ? l->in_elems : 0;
         double bw = c->mem_bw * 1e9;
-        *fwd = l->flops_f * n / rate + (cols + in) * 4 * n / bw + lf * c->launch_s;
-        *bwd = l->flops_b * n / rate + (2 * cols + in) * 4 * n / bw + lb * c->launch_s;
+        *fwd = gemm_seconds(c, l->flops_f * n, gn, 1) + (cols + in) * 4 * n / bw + lf * c->launch_s;
+        *bwd = gemm_seconds(c, l->flops_b * n, gn, 2) + (2 * cols + in) * 4 * n / bw +
+               lb * c->launch_s;
         break;
     }
     case TSR_LAYER_FLATTEN: *fwd = *bwd = 0; break;

@@ -511,6 +511,12 @@ static tsr_status parse_root(rd *r, const tsr_model *model, const cJSON *root, t
                               i, d->index, i, p->stages[i].device);
                     break;
                 }
+                for (size_t u = 0; u < k * S + i && st == TSR_OK; u++)
+                    if (p->devices[u].index == d->index)
+                        st = ferr(r, TSR_ERR_PARSE, "",
+                                  "entry %zu: device %d already runs stage %zu of replica %zu", i,
+                                  d->index, u % S, u / S);
+                if (st != TSR_OK) break;
                 p->devices[k * S + i] = *d;
             }
         }

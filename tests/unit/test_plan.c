@@ -984,6 +984,26 @@ static void test_parse_rejects(void **state) {
     assert_error_has(f.ctx, "plan stages[2].device: 0 already runs stage 0");
     free(a);
     free(b);
+    /* replicas: each stage of each replica on its own device */
+    const char *rep2 = "{\"format\":\"tessera-plan\",\"version\":1,"
+                       "\"model\":\"conv5x5:32,relu,pool2,conv5x5:64,relu,pool2,dense:1024,relu,"
+                       "dense:10\",\"batch\":32,\"microbatches\":4,\"replicas\":2,"
+                       "\"devices\":[{\"index\":1,\"id\":\"host\"},{\"index\":4,\"id\":\"gpu\"}],"
+                       "\"stages\":[{\"first\":0,\"last\":9,\"device\":1,\"device_id\":\"host\"}],"
+                       "\"replica_devices\":[[1],[%d]]}";
+    char rbuf[1024];
+    snprintf(rbuf, sizeof rbuf, rep2, 4);
+    assert_int_equal(tsr_plan_parse(f.ctx, f.m, rbuf, strlen(rbuf), &q), TSR_OK);
+    assert_int_equal(tsr_plan_replicas(q), 2);
+    assert_int_equal(tsr_plan_replica_device(q, 1, 0), 4);
+    tsr_plan_free(q);
+    snprintf(rbuf, sizeof rbuf, rep2, 1);
+    assert_int_equal(tsr_plan_parse(f.ctx, f.m, rbuf, strlen(rbuf), &q), TSR_ERR_PARSE);
+    assert_error_has(f.ctx, "plan replica_devices[1]: entry 0: device 1 already runs stage 0 of "
+                            "replica 0");
+    snprintf(rbuf, sizeof rbuf, rep2, 7);
+    assert_int_equal(tsr_plan_parse(f.ctx, f.m, rbuf, strlen(rbuf), &q), TSR_ERR_NOT_FOUND);
+    assert_error_has(f.ctx, "plan replica_devices[1]: entry 0 is not among the plan's devices");
     /* a hand-written minimal plan: no predictions, a single stage */
     const char *mini = "{\"format\":\"tessera-plan\",\"version\":1,"
                        "\"model\":\"conv5x5:32,relu,pool2,conv5x5:64,relu,pool2,dense:1024,relu,"

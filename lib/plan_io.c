@@ -560,6 +560,11 @@ static tsr_status parse_any(tsr_context *ctx, const tsr_model *model, const tsr_
                                "topology (%s)",
                                i % p->stage_count, d->index, d->id,
                                td ? td->id : "no such index");
+            else if (d->name[0] && strcmp(td->name, d->name))
+                st = tsr_error(ctx, TSR_ERR_NOT_FOUND,
+                               "plan stages[%zu].device: %d ('%s') is a '%s' in the plan, a '%s' "
+                               "in the topology",
+                               i % p->stage_count, d->index, d->id, d->name, td->name);
         }
     }
     if (st != TSR_OK) {

@@ -17,7 +17,7 @@ static void usage(FILE *f) {
             "  --topology FILE        plan for a topology file (default: this machine, measured)\n"
             "  --input CxHxW:K        input shape and classes (default 1x28x28:10, MNIST)\n"
             "  --batch N              global mini-batch per optimizer step (default 64)\n"
-            "  --microbatches M       micro-batches per step (default 4 x stages)\n"
+            "  --microbatches M       micro-batches per step (default 4 x stages, 1 for one)\n"
             "  --optimizer NAME       sgd, momentum or adam: optimizer state per parameter\n"
             "                         (default sgd)\n"
             "  --max-stages K         at most K pipeline stages (default: every usable device)\n"
@@ -31,6 +31,8 @@ static void usage(FILE *f) {
             "                         pass of the whole batch on each usable device next to a\n"
             "                         timed one (tsr_trainer_measure)\n"
             "  --json                 the plan as JSON (tsr_plan_parse reads it back)\n"
+            "  --load FILE            read a plan written by --json, check it against the model\n"
+            "                         (and the --topology's devices) and print it\n"
             "  --help\n");
 }
 
@@ -125,8 +127,52 @@ static int check_model(tsr_context *ctx, const tsr_model *model, const tsr_topol
     return 0;
 }
 
+/* --load: a plan file read back, checked against the model (and a topology file's devices). */
+static int load_plan(tsr_context *ctx, tsr_model *model, const char *topo_file, const char *path,
+                     int json) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "tsr-plan: option --load: cannot open %s\n", path);
+        return 1;
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0, n;
+    char buf[65536];
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (len + n > cap) {
+            cap = 2 * (len + n);
+            char *t = realloc(text, cap);
+            if (!t) {
+                fprintf(stderr, "tsr-plan: out of memory\n");
+                return 1;
+            }
+            text = t;
+        }
+        memcpy(text + len, buf, n);
+        len += n;
+    }
+    fclose(f);
+    tsr_topology *topo = NULL;
+    tsr_status st = TSR_OK;
+    if (topo_file && (st = tsr_topology_load(ctx, topo_file, &topo)) != TSR_OK)
+        die(ctx, st, "reading the topology");
+    tsr_plan *plan = NULL;
+    st = topo ? tsr_plan_parse_for(ctx, model, topo, text, len, &plan)
+              : tsr_plan_parse(ctx, model, text, len, &plan);
+    free(text);
+    if (st != TSR_OK) die(ctx, st, path);
+    st = json ? tsr_plan_write_json(plan, stdout) : tsr_plan_print(plan, stdout);
+    if (st != TSR_OK) die(ctx, st, "writing");
+    tsr_plan_free(plan);
+    tsr_topology_free(topo);
+    tsr_model_free(model);
+    tsr_context_free(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *model_spec = NULL, *topo_file = NULL, *bounds_s = NULL, *devices_s = NULL;
+    const char *load = NULL;
     int json = 0, calibrate = 1, check = 0;
     tsr_plan_options po;
     tsr_plan_options_init(&po);
@@ -155,6 +201,8 @@ int main(int argc, char **argv) {
             model_spec = v;
         else if (!strcmp(a, "--topology"))
             topo_file = v;
+        else if (!strcmp(a, "--load"))
+            load = v;
         else if (!strcmp(a, "--bounds"))
             bounds_s = v;
         else if (!strcmp(a, "--devices"))
@@ -209,6 +257,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tsr-plan: option --model: %s\n", tsr_context_last_error(ctx));
         return 2;
     }
+    if (load) return load_plan(ctx, model, topo_file, load, json);
     tsr_topology *topo = NULL;
     if (topo_file) {
         st = tsr_topology_load(ctx, topo_file, &topo);

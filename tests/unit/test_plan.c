@@ -869,7 +869,11 @@ static void test_json_round_trip(void **state) {
     tsr_plan_free(q);
     assert_int_equal(tsr_plan_parse_for(f.ctx, f.m, f.t, s, strlen(s), &q), TSR_OK);
     tsr_plan_free(q);
-    /* against a topology where device 2 is something else */
+    /* against a topology where device 2 is another model, then has another id */
+    snprintf(f.t->devices[2].name, sizeof f.t->devices[2].name, "older gpu");
+    assert_int_equal(tsr_plan_parse_for(f.ctx, f.m, f.t, s, strlen(s), &q), TSR_ERR_NOT_FOUND);
+    assert_error_has(f.ctx, "stages[2].device: 2 ('opencl:0:0') is a 'gpu' in the plan, a "
+                            "'older gpu' in the topology");
     snprintf(f.t->devices[2].id, sizeof f.t->devices[2].id, "opencl:1:0");
     assert_int_equal(tsr_plan_parse_for(f.ctx, f.m, f.t, s, strlen(s), &q), TSR_ERR_NOT_FOUND);
     assert_null(q);

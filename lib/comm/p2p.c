@@ -18,6 +18,7 @@ struct tsr_comm_p2p {
     int peer, tag, is_send;
     size_t bytes;
     int done;
+    tsr_status status; /* of the completed operation, kept for the wait */
 #if TSR_WITH_MPI
     MPI_Request mreq;
 #endif
@@ -91,7 +92,7 @@ tsr_status tsr_comm_irecv(tsr_comm *comm, int src, int tag, void *buf, size_t by
 
 #if TSR_WITH_MPI
 /* One MPI_Test; a receive checks that the message had the expected size. */
-static tsr_status poll_once(tsr_comm_p2p *r) {
+static tsr_status poll_test(tsr_comm_p2p *r) {
     MPI_Status st;
     int flag = 0;
     int rc = MPI_Test(&r->mreq, &flag, &st);
@@ -111,6 +112,12 @@ static tsr_status poll_once(tsr_comm_p2p *r) {
     }
     return TSR_OK;
 }
+
+static tsr_status poll_once(tsr_comm_p2p *r) {
+    tsr_status s = poll_test(r);
+    if (r->done) r->status = s;
+    return s;
+}
 #endif
 
 tsr_status tsr_comm_p2p_test(tsr_comm_p2p *req, int *done) {
@@ -127,13 +134,13 @@ tsr_status tsr_comm_p2p_test(tsr_comm_p2p *req, int *done) {
     }
 #endif
     *done = 1;
-    return TSR_OK;
+    return req->status;
 }
 
 tsr_status tsr_comm_p2p_wait(tsr_comm_p2p *req) {
     if (!req) return TSR_OK;
     tsr_comm *comm = req->comm;
-    tsr_status s = TSR_OK;
+    tsr_status s = req->status;
 #if TSR_WITH_MPI
     double deadline = comm->timeout_s > 0 ? tsr_comm_now() + comm->timeout_s : 0;
     for (unsigned spins = 0; !req->done && s == TSR_OK; spins++) {

@@ -615,10 +615,18 @@ static void test_p2p(tsr_context *ctx, tsr_comm *comm) {
                  "tag too large");
     expect_error(ctx, tsr_comm_recv(comm, 0, 0, NULL, 4), TSR_ERR_INVALID_ARG, "NULL", "NULL buffer");
     expect_error(ctx, tsr_comm_isend(comm, 0, 0, out, 4, NULL), TSR_ERR_INVALID_ARG, "out", "NULL out");
-    /* a shorter message than expected: named */
+    /* a shorter message than expected: named, by test and then by wait */
     CHECK_OK(tsr_comm_isend(comm, next, 12, out, 8, &sr), ctx);
     expect_error(ctx, tsr_comm_recv(comm, prev, 12, in, 16), TSR_ERR_MISMATCH, "has 8 bytes, 16 expected",
                  "short message");
+    CHECK_OK(tsr_comm_p2p_wait(sr), ctx);
+    CHECK_OK(tsr_comm_isend(comm, next, 14, out, 8, &sr), ctx);
+    CHECK_OK(tsr_comm_irecv(comm, prev, 14, in, 16, &rr), ctx);
+    tsr_status ts = TSR_OK;
+    done = 0;
+    for (int spin = 0; spin < 10000000 && !done && rr; spin++) ts = tsr_comm_p2p_test(rr, &done);
+    CHECK(done && ts == TSR_ERR_MISMATCH, "test of a short message: done %d, %s", done, tsr_status_name(ts));
+    CHECK(tsr_comm_p2p_wait(rr) == TSR_ERR_MISMATCH, "wait after test forgot the short message");
     CHECK_OK(tsr_comm_p2p_wait(sr), ctx);
     tsr_comm_p2p_cancel(NULL);
     CHECK_OK(tsr_comm_p2p_wait(NULL), ctx);

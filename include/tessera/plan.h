@@ -44,23 +44,33 @@ typedef struct tsr_plan_stage {
     char device_id[64];
     int rank;                     /* cluster rank driving the device (-1: no cluster view) */
     double forward_s, backward_s; /* predicted per micro-batch */
-    double send_s;                /* activations (and their gradients back) to the next stage */
+    double send_s;                /* activations to the next stage and their gradients back
+                                   * (0 for the last stage) */
     uint64_t memory_bytes;        /* params + grads + optimizer state + in-flight activations */
     uint64_t memory_limit;        /* memory_fraction x the device's global memory */
 } tsr_plan_stage;
 
 /* Best placement of `model` on the usable devices of `topo` (see lib/plan.c for the cost model
- * and the search). `o` may be NULL (defaults). Errors: TSR_ERR_INVALID_ARG naming a bad
- * option, TSR_ERR_NO_DEVICE when the topology has no usable device, TSR_ERR_PLAN when no
- * placement fits in memory (the detail names the layer that needs most and the largest
- * device). */
+ * and the search): the number of stages, the order of the devices along the pipeline and the
+ * layer split that give the least predicted step time; exact (tsr_plan_optimal) unless many
+ * distinct devices exhaust the search's work budget. Candidates: usable devices with a compute
+ * rate, one path of a device listed twice (same_as), with a cluster view only devices a rank
+ * drives. With replicas > 1 each stage's class of identical devices holds one device per
+ * replica; the split minimises the pipeline, the gradient allreduce is added afterwards.
+ * `o` may be NULL (defaults). Errors: TSR_ERR_INVALID_ARG naming a bad option,
+ * TSR_ERR_NO_DEVICE when no device can be planned on, TSR_ERR_PLAN when no placement fits in
+ * memory (the detail names the layer that needs most and the largest device:
+ * "layer 2 dense:4096 needs 2.0 MiB (...); the largest usable device, gpu-b, has 921.6 KiB
+ * (0.90 of 1.0 MiB)", or says that no split fits). */
 tsr_status tsr_plan_create(tsr_context *ctx, const tsr_model *model, const tsr_topology *topo,
                            const tsr_plan_options *o, tsr_plan **out);
 
-/* A fixed placement evaluated with the same cost model: stage i holds layers
- * [bounds[i], bounds[i+1]) on topology device devices[i]; bounds has stages + 1 entries,
- * bounds[0] = 0 and bounds[stages] = the layer count. TSR_ERR_PLAN when it does not fit in
- * memory (detail names the stage). */
+/* A fixed placement evaluated with the same cost model (to compare with tsr_plan_create's):
+ * stage i holds layers [bounds[i], bounds[i+1]) on topology device devices[i]; bounds has
+ * stages + 1 entries, bounds[0] = 0 and bounds[stages] = the layer count, each device once.
+ * One replica only (TSR_ERR_UNSUPPORTED otherwise). TSR_ERR_INVALID_ARG naming bad bounds or
+ * a device that cannot be planned on, TSR_ERR_PLAN when a stage does not fit in memory (the
+ * detail names the stage). */
 tsr_status tsr_plan_from_bounds(tsr_context *ctx, const tsr_model *model,
                                 const tsr_topology *topo, const tsr_plan_options *o,
                                 const size_t *bounds, const int *devices, size_t stages,
@@ -93,13 +103,16 @@ tsr_status tsr_plan_print(const tsr_plan *p, FILE *f);
 /* JSON (cJSON): format, version, model spec, options, stages, predictions. */
 tsr_status tsr_plan_write_json(const tsr_plan *p, FILE *f);
 /* A plan read back (e.g. tsr-plan --json output), validated against the model: layer ranges
- * must cover [0, layers) without gaps or overlaps. Errors: TSR_ERR_PARSE naming the field,
- * TSR_ERR_MISMATCH when the plan is for another model. Predicted figures are taken as
- * written. */
+ * must cover [0, layers) without gaps or overlaps, every stage's device must be in the plan's
+ * "devices" list (index and id) and run one stage of one replica. Errors: TSR_ERR_PARSE naming
+ * the field ("plan stages[1].first: 4, but the previous stage ends at 3 (a gap)"),
+ * TSR_ERR_NOT_FOUND for an unknown device, TSR_ERR_MISMATCH when the plan is for another model.
+ * Stage figures are taken as written (0 when absent); step, bottleneck and bubble follow from
+ * them. */
 tsr_status tsr_plan_parse(tsr_context *ctx, const tsr_model *model, const char *text, size_t len,
                           tsr_plan **out);
-/* The same, also checking every stage's device against `topo` (device id at its index, or
- * found by id): TSR_ERR_NOT_FOUND naming the stage for an unknown device. */
+/* The same, also checking every stage's device against `topo` (the same id, and name when the
+ * plan gives one, at its index): TSR_ERR_NOT_FOUND naming the stage otherwise. */
 tsr_status tsr_plan_parse_for(tsr_context *ctx, const tsr_model *model, const tsr_topology *topo,
                               const char *text, size_t len, tsr_plan **out);
 

@@ -243,8 +243,11 @@ static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
     p->fsend = tsr_calloc(ctx, p->in_slots, sizeof *p->fsend);
     p->ops = tsr_calloc(ctx, 2 * p->M, sizeof *p->ops);
     p->probs = tsr_calloc(ctx, p->mb_max * p->classes, sizeof *p->probs);
-    p->grads = tsr_calloc(ctx, tsr_stage_param_count(p->stage) + 1, sizeof *p->grads);
-    if (!p->in || !p->fsend || !p->ops || !p->probs || !p->grads)
+    /* the non-finite check reads device gradients to the host (host backend: in place) */
+    if (p->check_grads && !tsr_stage_grads(p->stage)->host)
+        p->grads = tsr_calloc(ctx, tsr_stage_param_count(p->stage) + 1, sizeof *p->grads);
+    if (!p->in || !p->fsend || !p->ops || !p->probs ||
+        (p->check_grads && !tsr_stage_grads(p->stage)->host && !p->grads))
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "pipeline: buffers");
     for (size_t i = 0; i < p->in_slots; i++) p->in[i].mb = p->fsend[i].mb = -1;
     p->grecv[0].mb = p->grecv[1].mb = p->gsend[0].mb = p->gsend[1].mb = -1;

@@ -91,6 +91,17 @@ PY
                 TSR_ZERO=$z REPEAT=${REPEAT:-3} LIMIT=60000 taskset -c "$pair" sh bench/scaling.sh 2>&1 | tail -1
             done
         done ;;
+    pipeline)
+        # model parallelism on GPU + CPU: the planner's choice, then measured single-process
+        # against 2-stage pipelines (GPU first, host CPU second)
+        find_gpu
+        m=${PIPE_MODEL:-conv5x5:64,relu,pool2,conv5x5:128,relu,pool2,dense:4096,relu,dense:4096,relu,dense:10}
+        $bin/tsr-plan --model "$m" --batch 256 --optimizer adam
+        t=$BUILD/tests/mpi/test_pipeline
+        mpiexec -n 1 $t --bench "$m" --batch 256 --steps 10 --micro 0 --device "$gpu"
+        for st in ${PIPE_SPLITS:-10 8}; do
+            mpiexec -n 2 $t --bench "$m" --batch 256 --steps 10 --micro 8 --stages $st --device "$gpu" --device1 host
+        done ;;
     hetero)
         # rank 0 on the GPU, rank 1 on the host CPU: the batch split follows throughput
         find_gpu

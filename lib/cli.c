@@ -39,12 +39,12 @@ static tsr_status parse_double(tsr_cli_train *a, const char *opt, const char *v,
 }
 
 static const char *const flags[] = {"--json",  "--quiet", "--summary", "--nesterov",
-                                    "--zero", "--help",  "-h"};
+                                    "--zero", "--recompute", "--help",  "-h"};
 static const char *const valued[] = {
     "--model",  "--data",   "--device", "--checkpoint", "--resume", "--optimizer",
     "--schedule", "--epochs", "--batch", "--limit",     "--warmup", "--seed",
     "--lr",     "--momentum", "--weight-decay", "--manifest", "--mode", "--nonfinite",
-    "--compress"};
+    "--compress", "--stages", "--microbatches", "--pipeline-schedule"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -70,6 +70,7 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
             else if (!strcmp(o, "--summary")) a->summary = 1;
             else if (!strcmp(o, "--nesterov")) a->nesterov = 1;
             else if (!strcmp(o, "--zero")) a->zero = 1;
+            else if (!strcmp(o, "--recompute")) a->recompute = 1;
             else a->help = 1;
             continue;
         }
@@ -90,6 +91,13 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
         else if (!strcmp(o, "--optimizer")) a->optimizer = v;
         else if (!strcmp(o, "--schedule")) a->schedule = v;
         else if (!strcmp(o, "--mode")) a->mode = v;
+        else if (!strcmp(o, "--stages")) a->stages = v;
+        else if (!strcmp(o, "--microbatches")) st = parse_long(a, o, v, 1, &a->microbatches);
+        else if (!strcmp(o, "--pipeline-schedule")) {
+            if (strcmp(v, "gpipe") && strcmp(v, "1f1b"))
+                return fail(a, o, "'%.64s' is not gpipe or 1f1b", v);
+            a->pipeline_schedule = v;
+        }
         else if (!strcmp(o, "--nonfinite")) {
             if (strcmp(v, "skip") && strcmp(v, "stop"))
                 return fail(a, o, "'%.64s' is not skip or stop", v);

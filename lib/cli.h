@@ -16,6 +16,10 @@ typedef struct tsr_cli_train {
     unsigned long long seed;
     int nesterov, json, quiet, summary, help;
     int zero;                /* --zero: ZeRO-1 sharded optimizer in data mode */
+    const char *stages;      /* pipeline: "a,b,c" layer counts per stage, or "auto" */
+    const char *pipeline_schedule; /* NULL, "gpipe" or "1f1b" */
+    long microbatches;       /* pipeline: micro-batches per step (0: 1) */
+    int recompute;           /* pipeline: re-run forwards instead of keeping activations */
     char error[256];         /* "option --epochs: '0' is not an integer >= 1" on failure */
 } tsr_cli_train;
 

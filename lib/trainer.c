@@ -12,6 +12,7 @@
 #include "lib/dp.h"
 #include "lib/internal.h"
 #include "lib/optim.h"
+#include "lib/pipeline.h"
 #include "lib/stage.h"
 #include "lib/timeline.h"
 
@@ -31,6 +32,7 @@ struct tsr_trainer {
     tsr_dp *dp;            /* data parallel (comm given), else NULL */
     tsr_timeline *tl;      /* TSR_TIMELINE, else NULL */
     float global_loss;
+    tsr_pipeline *pl;      /* mode pipeline: the calls below go to it */
 };
 
 tsr_status tsr_train_mode_parse(const char *name, tsr_train_mode *out) {
@@ -71,6 +73,7 @@ void tsr_trainer_options_init(tsr_trainer_options *o) {
 
 void tsr_trainer_free(tsr_trainer *t) {
     if (!t) return;
+    tsr_pipeline_free(t->pl);
     tsr_dp_free(t->dp);
     if (t->tl) {
         /* a failed flush cannot be reported from here; the log says why */
@@ -84,6 +87,41 @@ void tsr_trainer_free(tsr_trainer *t) {
     tsr_free(t->ctx, t->probs);
     tsr_free(t->ctx, t->grads);
     tsr_free(t->ctx, t);
+}
+
+/* Mode pipeline: this rank's stage of the model (lib/pipeline.c) behind the trainer's API. */
+static tsr_status create_pipeline(tsr_context *ctx, const tsr_model *model,
+                                  const tsr_trainer_options *o, tsr_trainer **out) {
+    size_t stages = o->comm ? (size_t)tsr_comm_size(o->comm) : 1, layers = tsr_model_layer_count(model);
+    int dev = o->device ? tsr_context_find_device(ctx, o->device) : 0;
+    if (dev < 0)
+        return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device '%s' not found (%d devices)", o->device,
+                         tsr_context_device_count(ctx));
+    size_t *even = o->stage_bounds ? NULL : tsr_calloc(ctx, stages + 1, sizeof *even);
+    tsr_trainer *t = tsr_calloc(ctx, 1, sizeof *t);
+    if (!t || (!o->stage_bounds && !even)) {
+        tsr_free(ctx, t);
+        tsr_free(ctx, even);
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "trainer");
+    }
+    for (size_t s = 0; even && s <= stages; s++) even[s] = s * layers / stages;
+    tsr_pipeline_options po = {even ? even : o->stage_bounds, stages,
+                               o->microbatches ? o->microbatches : 1, o->pipeline_schedule,
+                               o->recompute};
+    t->ctx = ctx;
+    t->model = model;
+    t->o = *o;
+    t->o.device = NULL; /* the caller's strings and arrays need not outlive the call */
+    t->o.stage_bounds = NULL;
+    t->device = dev;
+    tsr_status s = tsr_pipeline_create(ctx, model, o, &po, &t->pl);
+    tsr_free(ctx, even);
+    if (s != TSR_OK) {
+        tsr_free(ctx, t);
+        return s;
+    }
+    *out = t;
+    return TSR_OK;
 }
 
 tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
@@ -100,6 +138,7 @@ tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const ts
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown schedule %d", (int)o->schedule.kind);
     if ((unsigned)o->mode > TSR_MODE_GOSSIP)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown training mode %d", (int)o->mode);
+    if (o->mode == TSR_MODE_PIPELINE) return create_pipeline(ctx, model, o, out);
     if (o->mode != TSR_MODE_DATA)
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED, "training mode %d: only data parallelism exists",
                          (int)o->mode);
@@ -237,6 +276,11 @@ static size_t first_nonfinite(const float *g, size_t n) {
 tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
                             float *loss) {
     if (!t) return TSR_ERR_INVALID_ARG;
+    if (t->pl) { /* the pipeline's loss is the whole batch's already */
+        tsr_status s = tsr_pipeline_step(t->pl, images, labels, n, &t->global_loss);
+        if (loss) *loss = t->global_loss;
+        return s;
+    }
     /* data parallel: a rank may get no sample of the last global batch; it still takes part */
     if (n || !t->dp) TSR_TRY(upload(t, images, labels, n));
     uint64_t dropout_seed = tsr_rng_next(&t->rng);
@@ -327,6 +371,7 @@ static double mono_seconds(void) {
 tsr_status tsr_trainer_measure(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
                                double *samples_per_s) {
     if (!t || !samples_per_s) return TSR_ERR_INVALID_ARG;
+    if (t->pl) return tsr_error(t->ctx, TSR_ERR_UNSUPPORTED, "tsr_trainer_measure: not in pipeline mode");
     if (!n) return tsr_error(t->ctx, TSR_ERR_SHAPE, "tsr_trainer_measure: 0 samples");
     TSR_TRY(upload(t, images, labels, n));
     tsr_stage_set_hook(t->stage, NULL, NULL); /* no allreduce while measuring */
@@ -404,6 +449,7 @@ static uint64_t device_class(const tsr_device_info *d) {
 tsr_status tsr_trainer_balance(tsr_trainer *t, size_t global_batch, const float *images,
                                const int32_t *labels, size_t probe, size_t *shares) {
     if (!t || !shares) return TSR_ERR_INVALID_ARG;
+    if (t->pl) return tsr_error(t->ctx, TSR_ERR_UNSUPPORTED, "balance: not in pipeline mode");
     tsr_comm *comm = t->o.comm;
     int size = comm ? tsr_comm_size(comm) : 1;
     if (size == 1) {
@@ -439,6 +485,7 @@ tsr_status tsr_trainer_balance(tsr_trainer *t, size_t global_batch, const float 
 
 tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *accuracy, double *loss) {
     if (!t || !d) return TSR_ERR_INVALID_ARG;
+    if (t->pl) return tsr_pipeline_evaluate(t->pl, d, accuracy, loss);
     tsr_model_input in = tsr_model_get_input(t->model);
     if (d->features != in.channels * in.height * in.width)
         return tsr_error(t->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
@@ -467,15 +514,24 @@ tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *ac
     return TSR_OK;
 }
 
-uint64_t tsr_trainer_steps(const tsr_trainer *t) { return t ? t->steps : 0; }
-uint64_t tsr_trainer_skipped(const tsr_trainer *t) { return t ? t->skipped : 0; }
-uint64_t tsr_trainer_epoch(const tsr_trainer *t) { return t ? t->epoch : 0; }
+uint64_t tsr_trainer_steps(const tsr_trainer *t) {
+    return !t ? 0 : t->pl ? tsr_pipeline_steps(t->pl) : t->steps;
+}
+uint64_t tsr_trainer_skipped(const tsr_trainer *t) {
+    return !t ? 0 : t->pl ? tsr_pipeline_skipped(t->pl) : t->skipped;
+}
+uint64_t tsr_trainer_epoch(const tsr_trainer *t) {
+    return !t ? 0 : t->pl ? tsr_pipeline_epoch(t->pl) : t->epoch;
+}
 void tsr_trainer_set_epoch(tsr_trainer *t, uint64_t epoch) {
     if (t) t->epoch = epoch;
+    if (t) tsr_pipeline_set_epoch(t->pl, epoch);
 }
-uint64_t tsr_trainer_seed(const tsr_trainer *t) { return t ? t->seed : 0; }
+uint64_t tsr_trainer_seed(const tsr_trainer *t) {
+    return !t ? 0 : t->pl ? tsr_pipeline_seed(t->pl) : t->seed;
+}
 float tsr_trainer_lr(const tsr_trainer *t) {
-    return t ? tsr_schedule_lr(&t->o.schedule, t->o.optimizer.lr, t->steps) : 0.0f;
+    return t ? tsr_schedule_lr(&t->o.schedule, t->o.optimizer.lr, tsr_trainer_steps(t)) : 0.0f;
 }
 const tsr_device_info *tsr_trainer_device(const tsr_trainer *t) {
     return t ? tsr_context_device(t->ctx, t->device) : NULL;
@@ -483,6 +539,7 @@ const tsr_device_info *tsr_trainer_device(const tsr_trainer *t) {
 
 tsr_status tsr_trainer_get_params(tsr_trainer *t, float *dst, size_t count) {
     if (!t || (!dst && count)) return TSR_ERR_INVALID_ARG;
+    if (t->pl) return tsr_pipeline_get_params(t->pl, dst, count); /* collective */
     size_t n = tsr_stage_param_count(t->stage);
     if (count != n)
         return tsr_error(t->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", n, count);
@@ -491,6 +548,7 @@ tsr_status tsr_trainer_get_params(tsr_trainer *t, float *dst, size_t count) {
 
 tsr_status tsr_trainer_set_params(tsr_trainer *t, const float *src, size_t count) {
     if (!t || (!src && count)) return TSR_ERR_INVALID_ARG;
+    if (t->pl) return tsr_pipeline_set_params(t->pl, src, count);
     size_t n = tsr_stage_param_count(t->stage);
     if (count != n)
         return tsr_error(t->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", n, count);
@@ -508,6 +566,7 @@ static size_t tensor_list(tsr_trainer *t, const char *names[3], tsr_buf *bufs[3]
 
 tsr_status tsr_trainer_save(tsr_trainer *t, const char *path) {
     if (!t || !path) return TSR_ERR_INVALID_ARG;
+    if (t->pl) return tsr_pipeline_save(t->pl, path); /* collective: rank 0 writes */
     const char *names[3];
     tsr_buf *bufs[3];
     size_t nt = tensor_list(t, names, bufs), n = tsr_stage_param_count(t->stage);
@@ -551,6 +610,7 @@ tsr_status tsr_trainer_save(tsr_trainer *t, const char *path) {
 
 tsr_status tsr_trainer_load(tsr_trainer *t, const char *path) {
     if (!t || !path) return TSR_ERR_INVALID_ARG;
+    if (t->pl) return tsr_pipeline_load(t->pl, path); /* collective */
     tsr_checkpoint *ck = NULL;
     TSR_TRY(tsr_checkpoint_load(t->ctx, path, &ck));
     const char *names[3];

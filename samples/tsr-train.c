@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include "tessera.h"
 #include "lib/cli.h"
+#include "lib/pipeline.h"
 #include "samples/blas_reexec.h"
 
 /* Fashion-MNIST training-set pixel statistics (after scaling to [0,1]). */
@@ -52,6 +53,13 @@ static void usage(FILE *f) {
             "  --compress none|fp16|topk  data mode: gradient compression (default none)\n"
             "  --zero                 data mode: ZeRO-1, each rank keeps and updates one slice of\n"
             "                         the optimizer state; parameters are allgathered\n"
+            "  --mode pipeline        one stage of consecutive layers per MPI rank; every rank\n"
+            "                         reads the same (global) batches\n"
+            "  --stages a,b,..|auto   pipeline: layers per stage (default: even), auto: the\n"
+            "                         planner's placement over the ranks' devices\n"
+            "  --microbatches M       pipeline: micro-batches per step (default 1)\n"
+            "  --pipeline-schedule gpipe|1f1b  pipeline schedule (default 1f1b)\n"
+            "  --recompute            pipeline: re-run forwards instead of keeping activations\n"
             "  --summary              print the model summary first\n"
             "  --quiet                no progress bar\n"
             "  --json                 print one JSON result line on stdout\n"
@@ -182,12 +190,15 @@ int main(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
     tsr_train_mode mode = TSR_MODE_DATA;
-    int dp = a.mode != NULL;
     if (a.mode && tsr_train_mode_parse(a.mode, &mode) != TSR_OK)
-        return bad_option("--mode", "must be data (pipeline, hybrid, async, gossip: not yet)");
-    if (dp && mode != TSR_MODE_DATA)
-        return bad_option("--mode", "only data parallelism is implemented");
-    if (dp) set_rank_threads(argv);
+        return bad_option("--mode", "must be data or pipeline (hybrid, async, gossip: not yet)");
+    int pp = a.mode && mode == TSR_MODE_PIPELINE, dp = a.mode && !pp;
+    if (a.mode && mode != TSR_MODE_DATA && !pp)
+        return bad_option("--mode", "only data and pipeline parallelism are implemented");
+    if (!pp && (a.stages || a.microbatches || a.pipeline_schedule || a.recompute))
+        return bad_option("--stages", "--stages, --microbatches, --pipeline-schedule and --recompute "
+                                      "need --mode pipeline");
+    if (dp || pp) set_rank_threads(argv);
     tsr_trainer_options to;
     tsr_trainer_options_init(&to);
     if (tsr_optimizer_kind_parse(a.optimizer, &to.optimizer.kind) != TSR_OK)
@@ -204,11 +215,20 @@ int main(int argc, char **argv) {
     if (a.nonfinite) to.nonfinite = strcmp(a.nonfinite, "skip") ? TSR_NONFINITE_STOP : TSR_NONFINITE_SKIP;
     if (a.compress && tsr_compress_kind_parse(a.compress, &to.compress) != TSR_OK) return 2;
     if (a.zero) to.shard_optimizer = 1;
+    if (pp) {
+        to.mode = TSR_MODE_PIPELINE;
+        to.microbatches = (size_t)a.microbatches;
+        to.pipeline_schedule = a.pipeline_schedule && !strcmp(a.pipeline_schedule, "gpipe") ? 0 : 1;
+        to.recompute = a.recompute;
+        if (to.microbatches > to.batch) return bad_option("--microbatches", "more than --batch");
+    }
 
     tsr_context *ctx;
     tsr_context_options co;
     tsr_context_options_init(&co);
-    if (!a.device || !strcmp(a.device, "host") || !strcmp(a.device, "0")) co.flags |= TSR_CONTEXT_NO_OPENCL; /* the host needs no OpenCL start-up */
+    if ((!a.device || !strcmp(a.device, "host") || !strcmp(a.device, "0")) &&
+        !(a.stages && !strcmp(a.stages, "auto")))
+        co.flags |= TSR_CONTEXT_NO_OPENCL; /* the host needs no OpenCL start-up */
     tsr_status s = tsr_context_create(&ctx, &co);
     if (s != TSR_OK) {
         fprintf(stderr, "tsr-train: context: %s\n", tsr_status_str(s));
@@ -216,12 +236,12 @@ int main(int argc, char **argv) {
     }
     tsr_comm *comm = NULL;
     int rank = 0, size = 1;
-    if (dp) {
+    if (dp || pp) {
         if ((s = tsr_comm_init_world(ctx, &argc, &argv, &comm)) != TSR_OK) die(ctx, s, "MPI");
         rank = tsr_comm_rank(comm);
         size = tsr_comm_size(comm);
         if (rank != 0) a.quiet = 1, a.summary = 0;
-        if (to.batch < (size_t)size) {
+        if (dp && to.batch < (size_t)size) {
             if (rank == 0)
                 fprintf(stderr, "tsr-train: option --batch: global batch %zu is smaller than %d ranks\n",
                         to.batch, size);
@@ -244,10 +264,68 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (a.summary) tsr_model_summary(model, stderr);
+    size_t bounds[65];
+    char plan_dev[64];
+    tsr_comm *stage_comm = NULL; /* --stages auto: ranks in the plan's stage order */
+    if (pp && a.stages && strcmp(a.stages, "auto")) {
+        size_t stages;
+        if ((s = tsr_pipeline_bounds_parse(ctx, a.stages, tsr_model_layer_count(model), bounds, 65,
+                                           &stages)) != TSR_OK) {
+            fprintf(stderr, "tsr-train: option --stages: %s\n", tsr_context_last_error(ctx));
+            tsr_comm_free(comm);
+            return 2;
+        }
+        if (stages != (size_t)size) {
+            if (rank == 0)
+                fprintf(stderr, "tsr-train: option --stages: %zu stages on %d ranks (one rank each)\n",
+                        stages, size);
+            tsr_comm_free(comm); /* finalises MPI: the launcher then lets rank 0 finish its say */
+            return 2;
+        }
+        to.stage_bounds = bounds;
+    } else if (pp && a.stages) { /* auto: the planner over the ranks' devices */
+        tsr_topology *topo = NULL;
+        tsr_plan *plan = NULL;
+        tsr_plan_options po;
+        tsr_plan_options_init(&po);
+        po.batch = to.batch;
+        po.microbatches = to.microbatches;
+        po.max_stages = (size_t)size;
+        po.optimizer_slots = to.optimizer.kind == TSR_OPTIM_SGD ? 1 : 2;
+        size_t stages = 0;
+        int key = -1;
+        if ((s = tsr_cluster_gather(ctx, NULL, &topo)) != TSR_OK ||
+            (s = tsr_plan_create(ctx, model, topo, &po, &plan)) != TSR_OK ||
+            (s = tsr_pipeline_bounds_from_plan(ctx, plan, bounds, 65, &stages)) != TSR_OK)
+            die(ctx, s, "--stages auto");
+        for (size_t i = 0; i < stages; i++)
+            if (tsr_plan_stage_at(plan, i)->rank == rank) {
+                key = (int)i;
+                snprintf(plan_dev, sizeof plan_dev, "%s", tsr_plan_stage_at(plan, i)->device_id);
+                to.device = plan_dev;
+            }
+        if (stages != (size_t)size || key < 0) {
+            if (rank == 0) {
+                fprintf(stderr, "tsr-train: --stages auto: the plan has %zu stages for %d ranks:\n",
+                        stages, size);
+                tsr_plan_print(plan, stderr);
+            }
+            tsr_plan_free(plan);
+            tsr_topology_free(topo);
+            tsr_comm_free(comm);
+            return 2;
+        }
+        if (rank == 0 && !a.quiet) tsr_plan_print(plan, stderr);
+        if ((s = tsr_comm_split(comm, 0, key, &stage_comm)) != TSR_OK) die(ctx, s, "--stages auto");
+        tsr_plan_free(plan);
+        tsr_topology_free(topo);
+        to.stage_bounds = bounds;
+    }
 
     /* data mode: every rank gets an equal slice until the shares are measured; equal step
      * counts on every rank need drop_last */
-    tsr_loader_options lo = {dp ? to.batch / (size_t)size : to.batch, a.seed, 1, rank, size, dp};
+    tsr_loader_options lo = {dp ? to.batch / (size_t)size : to.batch, a.seed, 1, dp ? rank : 0,
+                             dp ? size : 1, dp}; /* pipeline: every rank the same batches */
     tsr_loader *loader;
     if ((s = tsr_loader_create(ctx, train, &lo, &loader)) != TSR_OK) die(ctx, s, "loader");
     size_t per_epoch = tsr_loader_batches(loader);
@@ -259,13 +337,14 @@ int main(int argc, char **argv) {
 
     /* one rank has nothing to average: without the communicator a device's gradients are not
      * staged through the host every step (3x the samples/s of cnn on an H100) */
-    to.comm = size > 1 ? comm : NULL;
+    to.comm = size > 1 ? (stage_comm ? stage_comm : comm) : NULL;
     if (!to.comm) to.compress = TSR_COMPRESS_NONE, to.shard_optimizer = 0;
     tsr_trainer *tr;
     if ((s = tsr_trainer_create(ctx, model, &to, &tr)) != TSR_OK) die(ctx, s, "trainer");
     size_t *shares = calloc((size_t)size, sizeof *shares);
     if (!shares) return 1;
     shares[0] = to.batch;
+    for (int r = 1; pp && r < size; r++) shares[r] = to.batch; /* each stage sees every sample */
     if (dp) {
         /* each rank's share of the global batch in proportion to its measured samples/s (a short
          * timed forward+backward of the model itself; identical devices share one rate);
@@ -374,7 +453,7 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "samples_per_s", train_time > 0 ? (double)trained / train_time : 0);
         cJSON_AddNumberToObject(j, "train_seconds", train_time);
         cJSON_AddNumberToObject(j, "seed", (double)tsr_trainer_seed(tr));
-        cJSON_AddStringToObject(j, "mode", dp ? "data" : "single");
+        cJSON_AddStringToObject(j, "mode", dp ? "data" : pp ? "pipeline" : "single");
         cJSON_AddNumberToObject(j, "ranks", size);
         cJSON *per = cJSON_AddArrayToObject(j, "batch_per_rank");
         for (int r = 0; r < size; r++) cJSON_AddItemToArray(per, cJSON_CreateNumber((double)shares[r]));
@@ -391,6 +470,7 @@ int main(int argc, char **argv) {
     tsr_model_free(model);
     tsr_dataset_free(ctx, train);
     tsr_dataset_free(ctx, test);
+    tsr_comm_free(stage_comm);
     tsr_comm_free(comm); /* finalises MPI */
     tsr_context_free(ctx);
     return 0;

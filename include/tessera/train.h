@@ -56,7 +56,7 @@ typedef enum tsr_init_kind {
     TSR_INIT_GLOROT_UNIFORM = 1  /* U(+-sqrt(6/(fan_in+fan_out))), zero biases */
 } tsr_init_kind;
 
-/* How ranks share the work. Only DATA exists so far; the others are reserved names. */
+/* How ranks share the work. DATA and PIPELINE exist; the others are reserved names. */
 typedef enum tsr_train_mode {
     TSR_MODE_DATA = 0,      /* replicated model, gradients averaged by allreduce */
     TSR_MODE_PIPELINE = 1,
@@ -116,6 +116,13 @@ typedef struct tsr_trainer_options {
      * order); one reduce-scatter after backward instead of overlapping buckets. 1: on,
      * -1: off, 0: $TSR_ZERO (0|1), else off. tsr_trainer_save is then collective. */
     int shard_optimizer;
+    /* Pipeline (mode PIPELINE, lib/pipeline.h): stage s = layers [stage_bounds[s],
+     * stage_bounds[s+1]) on rank s of comm, one stage per rank (no comm: one stage); every
+     * rank steps with the same (global) batch. */
+    const size_t *stage_bounds;  /* ranks + 1 entries; NULL: layers split evenly */
+    size_t microbatches;         /* per step; 0: 1 */
+    int pipeline_schedule;       /* 0 GPipe, 1 1F1B (PipeDream-Flush) */
+    int recompute;               /* 1: keep stage inputs only, re-run forwards for backward */
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,

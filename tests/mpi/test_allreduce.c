@@ -12,44 +12,10 @@
 #include "tessera.h"
 #include "lib/comm/comm_internal.h"
 #include "support/test_util.h"
+#include "tests/support/mpi_check.h"
 
-/* Sanitizer builds: MPICH's UCX modules leak ~1 KB in MPI_Init/MPI_Finalize (a bare
- * MPI_Init + MPI_Finalize program does too). Full unwinding lets LeakSanitizer attribute those
- * blocks to the UCX/MPICH libraries so that only they are suppressed. Unused otherwise. */
-const char *__asan_default_options(void);
-const char *__lsan_default_suppressions(void);
-const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0"; }
-const char *__lsan_default_suppressions(void) {
-    return "leak:libucs\nleak:libuct\nleak:libucp\nleak:libmpich\n";
-}
-
-static int failures;
 static int world_rank;
 static int shm_unsupported; /* world on uneven fake nodes: explicit shm must refuse */
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            fprintf(stderr, "rank %d: %s:%d: ", world_rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-        }                                                                  \
-    } while (0)
-
-#define CHECK_OK(call, ctx)                                                               \
-    do {                                                                                  \
-        tsr_status s_ = (call);                                                           \
-        CHECK(s_ == TSR_OK, "%s -> %s: %s", #call, tsr_status_name(s_),                   \
-              tsr_context_last_error(ctx));                                               \
-    } while (0)
-
-static uint64_t hash_bytes(const void *p, size_t n) {
-    const unsigned char *b = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
 
 /* 1 if every rank of `mc` holds the same bytes. */
 static int same_everywhere(const float *x, size_t n, MPI_Comm mc) {
@@ -302,6 +268,7 @@ int main(int argc, char **argv) {
     }
     W.mc = MPI_COMM_WORLD;
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    mpi_check_rank = world_rank;
     int size = tsr_comm_size(W.comm);
     CHECK(tsr_comm_rank(W.comm) == world_rank, "rank %d", tsr_comm_rank(W.comm));
     int expect_nodes = hier && size > 1 ? 2 : 1;

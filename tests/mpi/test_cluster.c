@@ -10,44 +10,20 @@
 #include <mpi.h>
 #include "lib/internal.h"
 #include "topology/topology.h"
+#include "tests/support/mpi_check.h"
 
 #ifndef CLUSTER_CLIQUES
 #define CLUSTER_CLIQUES 0
 #endif
 
-/* Sanitizer builds: MPICH (its UCX transport and the hwloc PCI plugin it loads) keeps blocks
- * until exit; full unwinding lets LeakSanitizer attribute them so only those are suppressed. */
-const char *__asan_default_options(void);
-const char *__lsan_default_suppressions(void);
-const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0"; }
-const char *__lsan_default_suppressions(void) {
-    return "leak:libucs\nleak:libuct\nleak:libucp\nleak:libmpich\nleak:libpciaccess\n";
-}
-
-static int failures, world_rank;
-
-#define CHECK(cond, ...)                                                         \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            failures++;                                                          \
-            fprintf(stderr, "rank %d: %s:%d: ", world_rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fprintf(stderr, "\n");                                               \
-        }                                                                        \
-    } while (0)
-
-static uint64_t hash_bytes(const void *p, size_t n) {
-    const unsigned char *b = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
+static int world_rank;
 
 int main(int argc, char **argv) {
     if (CLUSTER_CLIQUES) setenv("MPIR_CVAR_ODD_EVEN_CLIQUES", "1", 1); /* read by MPI_Init */
     MPI_Init(&argc, &argv);
     int size;
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    mpi_check_rank = world_rank;
     MPI_Comm_size(MPI_COMM_WORLD, &size);
 
     tsr_context_options o;

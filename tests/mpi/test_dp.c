@@ -18,40 +18,11 @@
 #include <unistd.h>
 #include <mpi.h>
 #include "tessera.h"
+#include "tests/support/mpi_check.h"
 
-const char *__asan_default_options(void);
-const char *__lsan_default_suppressions(void);
-const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0"; }
-const char *__lsan_default_suppressions(void) {
-    return "leak:libucs\nleak:libuct\nleak:libucp\nleak:libmpich\n";
-}
-
-static int failures;
 static int rank, nranks;
 
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            fprintf(stderr, "rank %d: %s:%d: ", rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-        }                                                                  \
-    } while (0)
-#define CHECK_OK(expr, ctx)                                                                  \
-    do {                                                                                     \
-        tsr_status s_ = (expr);                                                              \
-        CHECK(s_ == TSR_OK, "%s: %s (%s)", #expr, tsr_status_str(s_), tsr_context_last_error(ctx)); \
-    } while (0)
-
 enum { FEATURES = 32, CLASSES = 10, SAMPLES = 480 };
-
-static uint64_t hash_bytes(const void *p, size_t n) {
-    const unsigned char *b = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
 
 /* A learnable synthetic task, identical on every rank: class c has a fixed random centre,
  * samples are centre + noise. */
@@ -516,6 +487,7 @@ out:
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    mpi_check_rank = rank;
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     tsr_context_options co;
     tsr_context_options_init(&co);

@@ -9,35 +9,9 @@
 #include <unistd.h>
 #include <mpi.h>
 #include "tessera.h"
+#include "tests/support/mpi_check.h"
 
-/* Sanitizer builds: MPICH's UCX modules leak ~1 KB in MPI_Init/MPI_Finalize (as in
- * test_allreduce.c); full unwinding lets LeakSanitizer suppress only those libraries' blocks. */
-const char *__asan_default_options(void);
-const char *__lsan_default_suppressions(void);
-const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0"; }
-const char *__lsan_default_suppressions(void) {
-    return "leak:libucs\nleak:libuct\nleak:libucp\nleak:libmpich\n";
-}
-
-static int failures;
 static int rank, nranks;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            fprintf(stderr, "rank %d: %s:%d: ", rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-        }                                                                  \
-    } while (0)
-
-static uint64_t hash_bytes(const void *p, size_t n) {
-    const unsigned char *b = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
 
 static int same_everywhere(const void *p, size_t n) {
     uint64_t h = hash_bytes(p, n), lo, hi;
@@ -142,6 +116,7 @@ static void check_checkpoint(tsr_context *ctx) {
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    mpi_check_rank = rank;
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     tsr_context_options o;
     tsr_context_options_init(&o);

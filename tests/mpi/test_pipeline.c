@@ -24,34 +24,9 @@
 #include "lib/pipeline.h"
 #include "support/test_util.h"
 #include "tessera.h"
+#include "tests/support/mpi_check.h"
 
-const char *__asan_default_options(void);
-const char *__lsan_default_suppressions(void);
-const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0"; }
-const char *__lsan_default_suppressions(void) {
-    /* MPICH/UCX keep their MPI_Init allocations; PoCL, LLVM and CLBlast (heterogeneous case)
-     * keep their compiler state */
-    return "leak:libucs\nleak:libuct\nleak:libucp\nleak:libmpich\nleak:libpocl\nleak:libLLVM\n"
-           "leak:libclang\nleak:libOpenCL\nleak:libclblast\n";
-}
-
-static int failures;
 static int rank, nranks;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            fprintf(stderr, "rank %d: %s:%d: ", rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-        }                                                                  \
-    } while (0)
-#define CHECK_OK(expr, ctx)                                                                  \
-    do {                                                                                     \
-        tsr_status s_ = (expr);                                                              \
-        CHECK(s_ == TSR_OK, "%s: %s (%s)", #expr, tsr_status_str(s_), tsr_context_last_error(ctx)); \
-    } while (0)
 
 enum { BATCH = 10, STEPS = 3 };
 #define RECOMPUTE 2 /* added to a schedule: re-materialise instead of activation sets */
@@ -808,6 +783,7 @@ int main(int argc, char **argv) {
     }
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    mpi_check_rank = rank;
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     tsr_context_options co;
     tsr_context_options_init(&co);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "lib/comm/comm_internal.h"
+#include "lib/dp.h"
 #include "lib/internal.h"
 #include "lib/layers.h"
 #include "lib/optim.h"
@@ -53,6 +54,12 @@ struct tsr_pipeline {
     float *probs, *grads;    /* evaluation probabilities; host gradients for the check */
     size_t host_bytes;
     tsr_timeline *tl;
+    /* Hybrid (tsr_pipeline_create_replicated): this stage's copies in the other replicas
+     * average its gradients through dp; `all` holds every rank of every replica (decisions,
+     * checkpoints, the timeline); NULL comms: a plain pipeline (all = comm). */
+    tsr_comm *rcomm, *all;
+    tsr_dp *dp;
+    size_t R, r;
 };
 
 /* ---- options ---- */
@@ -124,9 +131,10 @@ static void slots_free(tsr_pipeline *p, pl_slot *sl, size_t n) {
 
 void tsr_pipeline_free(tsr_pipeline *p) {
     if (!p) return;
+    tsr_dp_free(p->dp); /* before the stage: it restores the gradient buffer's memory */
     if (p->tl) {
-        tsr_comm *c = p->comm && !p->comm->broken ? p->comm : NULL;
-        if (!p->comm || c) {
+        tsr_comm *c = p->all && !p->all->broken ? p->all : NULL;
+        if (!p->all || c) {
             if (tsr_timeline_flush(p->tl, c) != TSR_OK)
                 tsr_log(p->ctx, TSR_LOG_WARN, "%s", tsr_context_last_error(p->ctx));
         }
@@ -261,12 +269,14 @@ static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
         TSR_TRY(slots_alloc(p, p->grecv, 2, out_n));
     }
     const char *tl_path = getenv("TSR_TIMELINE");
-    if (tl_path && *tl_path) TSR_TRY(tsr_timeline_create(ctx, tl_path, (int)p->s, &p->tl));
+    int tl_rank = p->all ? tsr_comm_rank(p->all) : (int)p->s;
+    if (tl_path && *tl_path) TSR_TRY(tsr_timeline_create(ctx, tl_path, tl_rank, &p->tl));
     return TSR_OK;
 }
 
-tsr_status tsr_pipeline_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
-                               const tsr_pipeline_options *po, tsr_pipeline **out) {
+static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                         const tsr_pipeline_options *po, tsr_comm *replicas, tsr_comm *world,
+                         tsr_pipeline **out) {
     if (!ctx || !model || !o || !po || !out)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_pipeline_create: NULL argument");
     *out = NULL;
@@ -290,6 +300,10 @@ tsr_status tsr_pipeline_create(tsr_context *ctx, const tsr_model *model, const t
     p->o.nonfinite = nonfinite;
     p->check_grads = check_grads;
     p->comm = o->comm && tsr_comm_size(o->comm) > 1 ? o->comm : NULL;
+    p->rcomm = replicas && tsr_comm_size(replicas) > 1 ? replicas : NULL;
+    p->all = world && tsr_comm_size(world) > 1 ? world : p->comm;
+    p->R = p->rcomm ? (size_t)tsr_comm_size(p->rcomm) : 1;
+    p->r = p->rcomm ? (size_t)tsr_comm_rank(p->rcomm) : 0;
     p->S = po->stages;
     p->s = o->comm ? (size_t)tsr_comm_rank(o->comm) : 0;
     p->M = po->microbatches;
@@ -309,7 +323,16 @@ tsr_status tsr_pipeline_create(tsr_context *ctx, const tsr_model *model, const t
                 p->counts[st] += model->layers[i].weights + model->layers[i].biases;
         s = setup(p, o);
     }
-    s = agree(p, p->comm, s, "pipeline creation");
+    s = agree(p, p->all, s, "pipeline creation");
+    if (s == TSR_OK && p->rcomm) {
+        /* the replicas of this stage average its gradients: data parallelism on rcomm (its
+         * bucket hook runs in the last micro-batch's backward); sharding stays off */
+        tsr_trainer_options dpo = *o;
+        dpo.comm = p->rcomm;
+        dpo.shard_optimizer = -1;
+        s = tsr_dp_create(ctx, model, p->stage, &dpo, p->tl, &p->dp);
+        s = agree(p, p->all, s, "replica gradient averaging");
+    }
     if (s != TSR_OK) {
         tsr_timeline_free(p->tl); /* nothing collective: the other ranks failed too */
         p->tl = NULL;
@@ -318,6 +341,18 @@ tsr_status tsr_pipeline_create(tsr_context *ctx, const tsr_model *model, const t
     }
     *out = p;
     return TSR_OK;
+}
+
+tsr_status tsr_pipeline_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                               const tsr_pipeline_options *po, tsr_pipeline **out) {
+    return create(ctx, model, o, po, NULL, NULL, out);
+}
+
+tsr_status tsr_pipeline_create_replicated(tsr_context *ctx, const tsr_model *model,
+                                          const tsr_trainer_options *o,
+                                          const tsr_pipeline_options *po, tsr_comm *replicas,
+                                          tsr_comm *world, tsr_pipeline **out) {
+    return create(ctx, model, o, po, replicas, world, out);
 }
 
 /* ---- step ---- */
@@ -474,7 +509,13 @@ static tsr_status run_backward(tsr_pipeline *p, step_state *ss, const float *ima
         g->mb = -1;
     }
     double t0 = tsr_timeline_now(p->tl);
-    TSR_TRY(tsr_stage_backward(p->stage, m, k > 0));
+    /* hybrid: the last micro-batch's backward makes each layer's gradients final; the
+     * replicas' allreduce of every bucket starts from there, overlapping the rest */
+    int hook = p->dp && k + 1 == ss->M;
+    if (hook) tsr_stage_set_hook(p->stage, tsr_dp_hook, p->dp);
+    tsr_status bs = tsr_stage_backward(p->stage, m, k > 0);
+    if (hook) tsr_stage_set_hook(p->stage, NULL, NULL);
+    TSR_TRY(bs);
     ss->held = -1; /* backward overwrites im2col columns with their gradients */
     char name[32];
     snprintf(name, sizeof name, "backward %zu", k);
@@ -543,8 +584,15 @@ tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t
     TSR_TRY(check_batch(p, images, labels, n));
     step_state ss = {n, p->M < n ? p->M : n, 0, 0, -1};
     uint64_t seed = tsr_rng_next(&p->rng);
+    /* replicas draw their own dropout masks (replica 0 those of the plain pipeline) */
+    if (p->r) seed ^= 0x9E3779B97F4A7C15ull * (uint64_t)p->r;
     int last = p->s + 1 == p->S;
     if (last) tsr_stage_set_loss_scale(p->stage, 1.0f / (float)n);
+    /* hybrid: the replicas' sample counts weight their mean gradients (arms the bucket hook) */
+    if (p->dp) {
+        tsr_status ds = tsr_dp_begin(p->dp, n, 0.0f, NULL);
+        if (ds != TSR_OK) return step_failed(p, ds);
+    }
     size_t nops = build_ops(p, ss.M);
     double loss_sum = 0.0, t_step = tsr_timeline_now(p->tl);
     tsr_status s = post_receives(p, &ss);
@@ -558,6 +606,7 @@ tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t
         s = slot_wait(p, &p->gsend[i], "send grad", (size_t)p->gsend[i].mb);
         p->gsend[i].mb = -1;
     }
+    if (s == TSR_OK && p->dp) s = tsr_dp_finish(p->dp); /* the replicas' mean gradient */
     if (s != TSR_OK) return step_failed(p, s);
 
     /* non-finite: this stage's gradients, then one collective decision with the loss */
@@ -573,9 +622,15 @@ tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t
         if (bad_at < np) bad_val = g[bad_at];
     }
     /* the mean in double, rounded once: with one micro-batch it is the stage's own loss */
-    float shared[2] = {last ? (float)(loss_sum / (double)n) : 0.0f, bad_at < np ? 1.0f : 0.0f};
-    if (p->comm && (s = tsr_comm_allreduce(p->comm, shared, 2, NULL)) != TSR_OK)
+    float shared[3] = {last ? (float)(loss_sum / (double)n) : 0.0f, bad_at < np ? 1.0f : 0.0f, 0.0f};
+    if (p->rcomm) { /* hybrid: every rank of every replica; the loss is the global batch's */
+        shared[0] = last ? (float)loss_sum : 0.0f;
+        shared[2] = last ? (float)n : 0.0f;
+        if ((s = tsr_comm_allreduce(p->all, shared, 3, NULL)) != TSR_OK) return step_failed(p, s);
+        shared[0] /= shared[2];
+    } else if (p->comm && (s = tsr_comm_allreduce(p->comm, shared, 2, NULL)) != TSR_OK) {
         return step_failed(p, s);
+    }
     float l = shared[0];
     if (loss) *loss = l;
     TSR_TRY(tsr_timeline_event(p->tl, "check", TSR_TRACK_COMM, tc, tsr_timeline_now(p->tl)));
@@ -626,8 +681,10 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
     TSR_TRY(tsr_stage_select(p->stage, 0));
     tsr_status s = TSR_OK;
     tsr_ref probs = tsr_stage_probs(p->stage);
-    for (size_t i = 0; i < d->count && s == TSR_OK; i += p->mb_max) {
-        size_t m = d->count - i < p->mb_max ? d->count - i : p->mb_max;
+    size_t lo = 0, cnt = d->count; /* hybrid: replica r takes its slice of the data set */
+    if (p->rcomm) tsr_comm_split_range(d->count, p->R, p->r, &lo, &cnt);
+    for (size_t i = lo; i < lo + cnt && s == TSR_OK; i += p->mb_max) {
+        size_t m = lo + cnt - i < p->mb_max ? lo + cnt - i : p->mb_max;
         tsr_ref x = tsr_stage_input(p->stage);
         const float *src = d->images + i * d->features;
         if (p->s > 0) {
@@ -671,6 +728,23 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
         tsr_free(p->ctx, bytes);
         if (s != TSR_OK) return step_failed(p, s);
         memcpy(res, got, sizeof res);
+    }
+    if (p->rcomm) { /* the replicas' sums, added in replica order: the same on every rank */
+        size_t *bytes = tsr_calloc(p->ctx, p->R, sizeof *bytes);
+        double *got = tsr_calloc(p->ctx, 2 * p->R, sizeof *got);
+        if (!bytes || !got) s = tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "pipeline: evaluation");
+        for (size_t q = 0; s == TSR_OK && q < p->R; q++) bytes[q] = sizeof res;
+        if (s == TSR_OK) s = tsr_comm_allgatherv(p->rcomm, res, got, bytes);
+        if (s == TSR_OK) {
+            res[0] = res[1] = 0.0;
+            for (size_t q = 0; q < p->R; q++) {
+                res[0] += got[2 * q];
+                res[1] += got[2 * q + 1];
+            }
+        }
+        tsr_free(p->ctx, bytes);
+        tsr_free(p->ctx, got);
+        if (s != TSR_OK) return step_failed(p, s);
     }
     if (accuracy) *accuracy = res[0] / (double)d->count;
     if (loss) *loss = res[1] / (double)d->count;
@@ -750,9 +824,10 @@ tsr_status tsr_pipeline_save(tsr_pipeline *p, const char *path) {
     float *data = tsr_calloc(p->ctx, nt * (n ? n : 1), sizeof(float));
     tsr_status s = data ? TSR_OK : tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
     /* a failed allocation must not leave the others waiting in the gather: agree first */
-    s = agree(p, p->comm, s, "checkpoint staging");
+    s = agree(p, p->all, s, "checkpoint staging");
     for (size_t i = 0; i < nt && s == TSR_OK; i++) s = gather_whole(p, bufs[i], data + i * n);
-    if (s == TSR_OK && p->s == 0) {
+    /* replicas hold the same state: replica 0's first stage (rank 0 of all) writes */
+    if (s == TSR_OK && p->s == 0 && p->r == 0) {
         tsr_checkpoint ck;
         tsr_checkpoint_tensor tensors[3];
         memset(&ck, 0, sizeof ck);
@@ -771,9 +846,9 @@ tsr_status tsr_pipeline_save(tsr_pipeline *p, const char *path) {
             tensors[i].data = data + i * n;
         }
         s = tsr_checkpoint_save(p->ctx, path, &ck);
-        s = agree(p, p->comm, s, "checkpoint save (rank 0 writes)");
+        s = agree(p, p->all, s, "checkpoint save (rank 0 writes)");
     } else if (s == TSR_OK) {
-        s = agree(p, p->comm, s, "checkpoint save (rank 0 writes)");
+        s = agree(p, p->all, s, "checkpoint save (rank 0 writes)");
     }
     tsr_free(p->ctx, data);
     return s;
@@ -803,7 +878,7 @@ tsr_status tsr_pipeline_load(tsr_pipeline *p, const char *path) {
                           path, names[i], tt->count, n);
     }
     /* every rank checked its copy: change nothing unless all can load */
-    s = agree(p, p->comm, s, "checkpoint load");
+    s = agree(p, p->all, s, "checkpoint load");
     size_t mine = p->counts[p->s], off = whole_offset(p, p->s);
     for (size_t i = 0; i < nt && s == TSR_OK && mine; i++)
         s = tsr_buf_write(bufs[i], 0, tsr_checkpoint_find(ck, names[i])->data + off, mine * sizeof(float));

@@ -66,6 +66,20 @@ tsr_status tsr_pipeline_bounds_from_plan(tsr_context *ctx, const tsr_plan *plan,
  * alike: a rank whose device fails makes the others fail with TSR_ERR_STATE. */
 tsr_status tsr_pipeline_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
                                const tsr_pipeline_options *po, tsr_pipeline **out);
+/* Hybrid parallelism (lib/hybrid.h builds the communicators): as tsr_pipeline_create on the
+ * replica's communicator o->comm (stage s = its rank), plus `replicas`: the ranks that run this
+ * same stage in the other replicas (its rank = the replica index; NULL or one rank: none) and
+ * `world`: every rank of every replica (NULL: o->comm). Each step averages this stage's
+ * gradients over `replicas`, weighted by every replica's sample count (lib/dp.c: buckets
+ * start during the last micro-batch's backward), so the update is that of the replicas'
+ * union batch; the loss, the non-finite decision, creation, save and load agree over
+ * `world`; evaluate gives replica r the slice r of R of the data set and adds the replicas'
+ * figures; rank 0 of world writes checkpoints and the timeline. Both communicators must
+ * outlive the pipeline. */
+tsr_status tsr_pipeline_create_replicated(tsr_context *ctx, const tsr_model *model,
+                                          const tsr_trainer_options *o,
+                                          const tsr_pipeline_options *po, tsr_comm *replicas,
+                                          tsr_comm *world, tsr_pipeline **out);
 /* Collective (timeline flush) unless the communicator lost a peer. Accepts NULL. */
 void tsr_pipeline_free(tsr_pipeline *p);
 

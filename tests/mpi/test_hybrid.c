@@ -1,0 +1,515 @@
+/* Hybrid data + model parallelism under mpiexec -n 1..4: R replicas x S stages, every layout
+ * of the rank count with R, S <= 4 among 1x1, 2x1, 1x2, 3x1, 1x3, 2x2, against single-process
+ * training (tsr_trainer on the whole global batch, computed on every rank):
+ *  - K steps with a global batch of 11 split unevenly over the replicas (so the sample
+ *    weighting matters), 2 micro-batches, both schedules: loss and parameters within the bound
+ *    below of the trainer's, replicas bitwise identical after every step;
+ *  - evaluation equals the trainer's on the same parameters (each replica takes a slice);
+ *  - hybrid checkpoint -> single-process trainer continues as the hybrid does, and back;
+ *  - a NaN in one replica's samples: every rank skips (or every rank stops);
+ *  - bad options (ranks not R*S, R = 0) refused naming them, on every rank;
+ *  - TSR_TIMELINE: the stage allreduce events of every rank.
+ * Fault mode (tests/fault/hybrid-kill.sh): --die-rank R --die-step K as in test_pipeline.
+ * Prints each failure and exits non-zero. */
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <mpi.h>
+#include "lib/hybrid.h"
+#include "support/test_util.h"
+#include "tessera.h"
+#include "tests/support/mpi_check.h"
+
+static int rank, nranks;
+
+enum { GLOBAL = 11, STEPS = 3, FEAT = 64 };
+
+/* Bound of hybrid vs trainer parameters: |h - t| <= ATOL + RTOL |t|. The hybrid sums the
+ * micro-batch gradients in another order and averages the replicas' mean gradients weighted by
+ * n_r / N instead of summing all samples / N (float32: ~1e-7 relative per step), then 3 SGD
+ * steps with lr 0.05 / Adam steps of lr 1e-3: below 1e-6 absolute on weights of ~0.3. */
+#define ATOL 1e-6
+#define RTOL 1e-5
+/* Loss: the global mean from per-replica float sums (relative ~1e-7). */
+#define LOSS_RTOL 1e-6
+
+static uint64_t lcg(uint64_t *x) {
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    return *x >> 33;
+}
+
+/* Global batch `step` of a learnable task: label = argmax of the first 10 features. */
+static void make_batch(int step, float *x, int32_t *y) {
+    uint64_t s = 2000u + (uint64_t)step;
+    for (size_t i = 0; i < GLOBAL; i++) {
+        size_t best = 0;
+        for (size_t f = 0; f < FEAT; f++) {
+            x[i * FEAT + f] = (float)(lcg(&s) & 0xFFFF) / 65536.0f;
+            if (f < 10 && x[i * FEAT + f] > x[i * FEAT + best]) best = f;
+        }
+        y[i] = (int32_t)best;
+    }
+}
+
+/* Replica r of R: samples [off, off + m) of the global batch (the first G % R replicas take one
+ * more: uneven on purpose). */
+static void share(size_t R, size_t r, size_t *off, size_t *m) {
+    size_t base = GLOBAL / R, extra = GLOBAL % R;
+    *m = base + (r < extra);
+    *off = r * base + (r < extra ? r : extra);
+}
+
+static const char *CNN = "conv3x3:4,relu,pool2,conv3x3:4,relu,dense:12,relu,dense:10";
+static const tsr_model_input IN = {1, 8, 8, 10};
+
+static void options(tsr_trainer_options *o, tsr_comm *comm, int adam) {
+    tsr_trainer_options_init(o);
+    o->batch = GLOBAL;
+    o->seed = 11;
+    o->comm = comm;
+    if (!adam) {
+        o->optimizer.kind = TSR_OPTIM_SGD;
+        o->optimizer.lr = 0.05f;
+        o->optimizer.momentum = 0.9f;
+    }
+}
+
+static void hopts(tsr_hybrid_options *ho, size_t R, size_t S, size_t layers, size_t *b, size_t M,
+                  int sched) {
+    for (size_t s = 0; s <= S; s++) b[s] = s * layers / S;
+    memset(ho, 0, sizeof *ho);
+    ho->replicas = R;
+    ho->pipeline.bounds = b;
+    ho->pipeline.stages = S;
+    ho->pipeline.microbatches = M;
+    ho->pipeline.schedule = sched;
+}
+
+static double worst_seen;
+
+static double rel_err(const float *a, const float *b, size_t n) {
+    double w = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]) / (ATOL + RTOL * fabs((double)b[i]));
+        if (!(e <= w)) w = e; /* NaN counts as worst */
+    }
+    return w;
+}
+
+/* Every rank's hash of the whole parameters is the same (replicas bitwise identical). */
+static int same_everywhere(const float *p, size_t n) {
+    unsigned long long h = hash_bytes(p, n * 4), lo = h, hi = h;
+    MPI_Allreduce(&h, &lo, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(&h, &hi, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
+    return lo == hi;
+}
+
+/* Layouts of nranks: R x S with R * S = nranks. */
+static size_t layouts(size_t out[][2]) {
+    size_t k = 0;
+    for (size_t R = (size_t)nranks; R >= 1; R--)
+        if (nranks % (int)R == 0) {
+            out[k][0] = R;
+            out[k][1] = (size_t)nranks / R;
+            k++;
+        }
+    return k;
+}
+
+static void test_match_trainer(tsr_context *ctx, tsr_comm *comm) {
+    tsr_model *m = NULL;
+    CHECK_OK(tsr_model_parse(ctx, CNN, IN, &m), ctx);
+    if (!m) return;
+    size_t L = tsr_model_layer_count(m), np = tsr_model_param_count(m), lay[8][2];
+    size_t nl = layouts(lay);
+    float *x = calloc(GLOBAL * FEAT, 4), *ref = calloc(np, 4), *got = calloc(np, 4);
+    int32_t y[GLOBAL];
+    for (int adam = 0; adam < 2; adam++) {
+        /* the reference: one process, the whole global batch */
+        tsr_trainer_options o;
+        options(&o, NULL, adam);
+        tsr_trainer *t = NULL;
+        float ref_loss[STEPS];
+        float *ref_params[STEPS];
+        CHECK_OK(tsr_trainer_create(ctx, m, &o, &t), ctx);
+        for (int s = 0; s < STEPS && t; s++) {
+            make_batch(s, x, y);
+            CHECK_OK(tsr_trainer_step(t, x, y, GLOBAL, &ref_loss[s]), ctx);
+            ref_params[s] = calloc(np, 4);
+            CHECK_OK(tsr_trainer_get_params(t, ref_params[s], np), ctx);
+        }
+        tsr_trainer_free(t);
+        if (!t) continue;
+        for (size_t li = 0; li < nl; li++) {
+            size_t R = lay[li][0], S = lay[li][1], b[8];
+            int sched = (int)(li + (size_t)adam) & 1;
+            tsr_hybrid_options ho;
+            hopts(&ho, R, S, L, b, 2, sched);
+            options(&o, comm, adam);
+            tsr_hybrid *h = NULL;
+            CHECK_OK(tsr_hybrid_create(ctx, m, &o, &ho, &h), ctx);
+            if (!h) continue;
+            size_t r = tsr_hybrid_replica(h), off, n;
+            CHECK(r == (size_t)rank / S && tsr_hybrid_stage(h) == (size_t)rank % S,
+                  "%zux%zu: rank %d is replica %zu stage %zu", R, S, rank, r, tsr_hybrid_stage(h));
+            share(R, r, &off, &n);
+            for (int s = 0; s < STEPS; s++) {
+                make_batch(s, x, y);
+                float l = NAN;
+                CHECK_OK(tsr_hybrid_step(h, x + off * FEAT, y + off, n, &l), ctx);
+                CHECK(fabs((double)l - ref_loss[s]) <= LOSS_RTOL * (1.0 + fabs((double)ref_loss[s])),
+                      "%zux%zu %s step %d: loss %.9g, trainer %.9g", R, S, adam ? "adam" : "sgd", s,
+                      (double)l, (double)ref_loss[s]);
+                CHECK_OK(tsr_hybrid_get_params(h, got, np), ctx);
+                CHECK(same_everywhere(got, np), "%zux%zu step %d: replicas differ", R, S, s);
+                double e = rel_err(got, ref_params[s], np);
+                if (e > worst_seen) worst_seen = e;
+                CHECK(e <= 1.0, "%zux%zu %s step %d: parameters %.3g x the bound from the trainer's",
+                      R, S, adam ? "adam" : "sgd", s, e);
+            }
+            CHECK(tsr_hybrid_steps(h) == STEPS, "steps %llu", (unsigned long long)tsr_hybrid_steps(h));
+            tsr_hybrid_free(h);
+        }
+        for (int s = 0; s < STEPS; s++) free(ref_params[s]);
+    }
+    free(x);
+    free(ref);
+    free(got);
+    tsr_model_free(m);
+}
+
+/* Evaluation, parameters and checkpoints, on the layout with the most replicas > 1 stage if
+ * there is one (2x2 at n=4), else the most replicas. */
+static void test_eval_and_checkpoints(tsr_context *ctx, tsr_comm *comm) {
+    tsr_model *m = NULL;
+    CHECK_OK(tsr_model_parse(ctx, CNN, IN, &m), ctx);
+    if (!m) return;
+    size_t L = tsr_model_layer_count(m), np = tsr_model_param_count(m), b[8];
+    size_t R = nranks == 4 ? 2 : (size_t)nranks, S = (size_t)nranks / R;
+    tsr_hybrid_options ho;
+    hopts(&ho, R, S, L, b, 3, TSR_PIPELINE_1F1B);
+    tsr_trainer_options o, os;
+    options(&o, comm, 1);
+    options(&os, NULL, 1);
+    tsr_hybrid *h = NULL;
+    tsr_trainer *t = NULL;
+    CHECK_OK(tsr_hybrid_create(ctx, m, &o, &ho, &h), ctx);
+    CHECK_OK(tsr_trainer_create(ctx, m, &os, &t), ctx);
+    float *a = calloc(np, 4), *c = calloc(np, 4), *x = calloc(GLOBAL * FEAT, 4);
+    int32_t y[GLOBAL];
+    tsr_dataset *d = NULL;
+    int pid = (int)getpid();
+    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    char path[96];
+    snprintf(path, sizeof path, "/tmp/tsr-test-hybrid-%d.ckpt", pid);
+    if (!h || !t) goto out;
+    uint64_t s = 77;
+    for (size_t i = 0; i < np; i++) a[i] = (float)(lcg(&s) & 0xFFFF) / 65536.0f - 0.5f;
+    CHECK_OK(tsr_hybrid_set_params(h, a, np), ctx);
+    CHECK_OK(tsr_hybrid_get_params(h, c, np), ctx);
+    CHECK(!memcmp(a, c, np * 4), "get after set differs");
+    CHECK(tsr_hybrid_get_params(h, c, np + 1) == TSR_ERR_SHAPE, "get with a wrong count");
+    CHECK_OK(tsr_trainer_set_params(t, a, np), ctx);
+    CHECK_OK(tsr_dataset_create(ctx, 29, 1, 8, 8, 10, &d), ctx); /* slices 15/14, 10/10/9 */
+    if (d) {
+        uint64_t q = 5;
+        for (size_t i = 0; i < d->count * d->features; i++) d->images[i] = (float)(lcg(&q) & 0xFFFF) / 65536.0f;
+        for (size_t i = 0; i < d->count; i++) d->labels[i] = (int32_t)(lcg(&q) % 10);
+        double ha = -1, hl = -1, ta = -2, tl = -2;
+        CHECK_OK(tsr_hybrid_evaluate(h, d, &ha, &hl), ctx);
+        CHECK_OK(tsr_trainer_evaluate(t, d, &ta, &tl), ctx);
+        CHECK(ha == ta && fabs(hl - tl) <= 1e-6 * fabs(tl), "evaluate: %.6f / %.9g, trainer %.6f / %.9g",
+              ha, hl, ta, tl);
+    }
+    /* a step, then hybrid -> trainer: both continue alike */
+    make_batch(0, x, y);
+    size_t r = tsr_hybrid_replica(h), off, n;
+    share(R, r, &off, &n);
+    CHECK_OK(tsr_trainer_step(t, x, y, GLOBAL, NULL), ctx);
+    CHECK_OK(tsr_hybrid_step(h, x + off * FEAT, y + off, n, NULL), ctx);
+    CHECK_OK(tsr_hybrid_save(h, path), ctx);
+    tsr_trainer *t2 = NULL;
+    CHECK_OK(tsr_trainer_create(ctx, m, &os, &t2), ctx);
+    if (t2) {
+        CHECK_OK(tsr_trainer_load(t2, path), ctx);
+        CHECK(tsr_trainer_steps(t2) == 1, "trainer from a hybrid checkpoint: step %llu",
+              (unsigned long long)tsr_trainer_steps(t2));
+        CHECK_OK(tsr_trainer_get_params(t2, a, np), ctx);
+        CHECK_OK(tsr_hybrid_get_params(h, c, np), ctx);
+        CHECK(!memcmp(a, c, np * 4), "trainer loaded other parameters than the hybrid's");
+        make_batch(1, x, y);
+        CHECK_OK(tsr_trainer_step(t2, x, y, GLOBAL, NULL), ctx);
+        CHECK_OK(tsr_hybrid_step(h, x + off * FEAT, y + off, n, NULL), ctx);
+        CHECK_OK(tsr_trainer_get_params(t2, a, np), ctx);
+        CHECK_OK(tsr_hybrid_get_params(h, c, np), ctx);
+        double e = rel_err(c, a, np);
+        CHECK(e <= 1.0, "after resuming: hybrid %.3g x the bound from the trainer", e);
+        /* trainer -> hybrid: a fresh hybrid takes the trainer's state bitwise */
+        MPI_Barrier(MPI_COMM_WORLD);
+        if (rank == 0) CHECK_OK(tsr_trainer_save(t2, path), ctx);
+        MPI_Barrier(MPI_COMM_WORLD);
+        tsr_hybrid *h2 = NULL;
+        CHECK_OK(tsr_hybrid_create(ctx, m, &o, &ho, &h2), ctx);
+        if (h2) {
+            CHECK_OK(tsr_hybrid_load(h2, path), ctx);
+            CHECK(tsr_hybrid_steps(h2) == 2, "hybrid from a trainer checkpoint: step %llu",
+                  (unsigned long long)tsr_hybrid_steps(h2));
+            CHECK_OK(tsr_hybrid_get_params(h2, c, np), ctx);
+            CHECK(!memcmp(a, c, np * 4), "hybrid loaded other parameters than the trainer's");
+            make_batch(2, x, y);
+            CHECK_OK(tsr_trainer_step(t2, x, y, GLOBAL, NULL), ctx);
+            CHECK_OK(tsr_hybrid_step(h2, x + off * FEAT, y + off, n, NULL), ctx);
+            CHECK_OK(tsr_trainer_get_params(t2, a, np), ctx);
+            CHECK_OK(tsr_hybrid_get_params(h2, c, np), ctx);
+            e = rel_err(c, a, np);
+            CHECK(e <= 1.0, "after loading a trainer's state: %.3g x the bound", e);
+            CHECK(same_everywhere(c, np), "replicas differ after a load and a step");
+            /* a checkpoint of another model is refused on every rank */
+            tsr_model *m2 = NULL;
+            CHECK_OK(tsr_model_parse(ctx, "dense:10", IN, &m2), ctx);
+            tsr_trainer *t3 = NULL;
+            CHECK_OK(tsr_trainer_create(ctx, m2, &os, &t3), ctx);
+            MPI_Barrier(MPI_COMM_WORLD);
+            if (rank == 0 && t3) CHECK_OK(tsr_trainer_save(t3, path), ctx);
+            MPI_Barrier(MPI_COMM_WORLD);
+            tsr_status ls = tsr_hybrid_load(h2, path);
+            CHECK(ls == TSR_ERR_MISMATCH && strstr(tsr_context_last_error(ctx), "model"),
+                  "other model's checkpoint: %s (%s)", tsr_status_str(ls), tsr_context_last_error(ctx));
+            tsr_trainer_free(t3);
+            tsr_model_free(m2);
+            tsr_hybrid_free(h2);
+        }
+        tsr_trainer_free(t2);
+    }
+out:
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (rank == 0) remove(path);
+    tsr_dataset_free(ctx, d);
+    free(a);
+    free(c);
+    free(x);
+    tsr_hybrid_free(h);
+    tsr_trainer_free(t);
+    tsr_model_free(m);
+}
+
+static void test_nonfinite(tsr_context *ctx, tsr_comm *comm) {
+    tsr_model *m = NULL;
+    CHECK_OK(tsr_model_parse(ctx, CNN, IN, &m), ctx);
+    if (!m) return;
+    size_t L = tsr_model_layer_count(m), np = tsr_model_param_count(m), b[8];
+    size_t R = nranks == 4 ? 2 : (size_t)nranks, S = (size_t)nranks / R;
+    for (int policy = 0; policy < 2; policy++) {
+        tsr_trainer_options o;
+        options(&o, comm, 0);
+        o.nonfinite = policy ? TSR_NONFINITE_SKIP : TSR_NONFINITE_STOP;
+        tsr_hybrid_options ho;
+        hopts(&ho, R, S, L, b, 2, TSR_PIPELINE_GPIPE);
+        tsr_hybrid *h = NULL;
+        CHECK_OK(tsr_hybrid_create(ctx, m, &o, &ho, &h), ctx);
+        if (!h) continue;
+        float *x = calloc(GLOBAL * FEAT, 4), *before = calloc(np, 4), *after = calloc(np, 4);
+        int32_t y[GLOBAL];
+        make_batch(0, x, y);
+        x[3] = NAN; /* in replica 0's slice only */
+        size_t off, n;
+        share(R, tsr_hybrid_replica(h), &off, &n);
+        CHECK_OK(tsr_hybrid_get_params(h, before, np), ctx);
+        tsr_status s = tsr_hybrid_step(h, x + off * FEAT, y + off, n, NULL);
+        if (policy) {
+            CHECK(s == TSR_OK && tsr_hybrid_skipped(h) == 1 && tsr_hybrid_steps(h) == 0,
+                  "skip policy: status %s, skipped %llu", tsr_status_str(s),
+                  (unsigned long long)tsr_hybrid_skipped(h));
+            CHECK_OK(tsr_hybrid_get_params(h, after, np), ctx);
+            CHECK(!memcmp(before, after, np * 4), "a skipped step changed the parameters");
+            make_batch(1, x, y);
+            CHECK_OK(tsr_hybrid_step(h, x + off * FEAT, y + off, n, NULL), ctx);
+            CHECK(tsr_hybrid_steps(h) == 1, "step after a skip");
+        } else {
+            CHECK(s == TSR_ERR_NUMERIC, "stop policy: %s (%s)", tsr_status_str(s),
+                  tsr_context_last_error(ctx));
+        }
+        free(x);
+        free(before);
+        free(after);
+        tsr_hybrid_free(h);
+    }
+    tsr_model_free(m);
+}
+
+static void expect_error(tsr_context *ctx, tsr_status got, tsr_status want, const char *words,
+                         const char *what) {
+    CHECK(got == want && strstr(tsr_context_last_error(ctx), words), "%s: %s (%s), wanted %s with '%s'",
+          what, tsr_status_str(got), tsr_context_last_error(ctx), tsr_status_str(want), words);
+}
+
+static void test_errors(tsr_context *ctx, tsr_comm *comm) {
+    tsr_model *m = NULL;
+    CHECK_OK(tsr_model_parse(ctx, CNN, IN, &m), ctx);
+    if (!m) return;
+    size_t L = tsr_model_layer_count(m), b[8];
+    tsr_trainer_options o;
+    options(&o, comm, 0);
+    tsr_hybrid_options ho;
+    tsr_hybrid *h = NULL;
+    hopts(&ho, 0, (size_t)nranks, L, b, 1, 0);
+    expect_error(ctx, tsr_hybrid_create(ctx, m, &o, &ho, &h), TSR_ERR_INVALID_ARG, "replicas is 0",
+                 "R = 0");
+    CHECK(h == NULL, "R = 0 gave a hybrid");
+    hopts(&ho, 2, (size_t)nranks, L, b, 1, 0); /* 2 x n on n ranks */
+    expect_error(ctx, tsr_hybrid_create(ctx, m, &o, &ho, &h), TSR_ERR_INVALID_ARG,
+                 "ranks are not replicas 2 x stages", "ranks != R*S");
+    if (nranks == 4) {
+        hopts(&ho, 3, 1, L, b, 1, 0);
+        expect_error(ctx, tsr_hybrid_create(ctx, m, &o, &ho, &h), TSR_ERR_INVALID_ARG,
+                     "4 ranks are not replicas 3 x stages 1", "4 ranks as 3x1");
+    }
+    /* the pipeline's own checks still apply, on every rank alike */
+    hopts(&ho, (size_t)nranks, 1, L, b, GLOBAL + 1, 0);
+    expect_error(ctx, tsr_hybrid_create(ctx, m, &o, &ho, &h), TSR_ERR_INVALID_ARG, "micro-batches",
+                 "too many micro-batches");
+    size_t rr = 9, ss = 9;
+    CHECK_OK(tsr_hybrid_layout(ctx, 6, 3, 2, 5, &rr, &ss), ctx);
+    CHECK(rr == 2 && ss == 1, "layout of rank 5 in 3x2: replica %zu stage %zu", rr, ss);
+    expect_error(ctx, tsr_hybrid_layout(ctx, 6, 4, 2, 0, &rr, &ss), TSR_ERR_INVALID_ARG,
+                 "6 ranks are not replicas 4 x stages 2 (= 8)", "layout 4x2 on 6");
+    expect_error(ctx, tsr_hybrid_layout(ctx, 6, 3, 0, 0, &rr, &ss), TSR_ERR_INVALID_ARG,
+                 "stages is 0", "layout S = 0");
+    /* a batch larger than the replica's limit */
+    hopts(&ho, (size_t)nranks, 1, L, b, 1, 0);
+    CHECK_OK(tsr_hybrid_create(ctx, m, &o, &ho, &h), ctx);
+    if (h) {
+        float *x = calloc((GLOBAL + 1) * FEAT, 4);
+        int32_t y[GLOBAL + 1] = {0};
+        expect_error(ctx, tsr_hybrid_step(h, x, y, GLOBAL + 1, NULL), TSR_ERR_SHAPE, "batch of 12",
+                     "batch too large");
+        free(x);
+        tsr_hybrid_free(h);
+    }
+    tsr_model_free(m);
+}
+
+static void test_timeline(tsr_context *ctx, tsr_comm *comm) {
+    int pid = (int)getpid();
+    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    char path[96];
+    snprintf(path, sizeof path, "/tmp/tsr-test-hybrid-tl-%d.json", pid);
+    setenv("TSR_TIMELINE", path, 1);
+    tsr_model *m = NULL;
+    CHECK_OK(tsr_model_parse(ctx, CNN, IN, &m), ctx);
+    size_t b[8], R = nranks == 4 ? 2 : (size_t)nranks, S = (size_t)nranks / R;
+    tsr_trainer_options o;
+    options(&o, comm, 0);
+    tsr_hybrid_options ho;
+    hopts(&ho, R, S, tsr_model_layer_count(m), b, 2, TSR_PIPELINE_1F1B);
+    tsr_hybrid *h = NULL;
+    CHECK_OK(tsr_hybrid_create(ctx, m, &o, &ho, &h), ctx);
+    unsetenv("TSR_TIMELINE");
+    float *x = calloc(GLOBAL * FEAT, 4);
+    int32_t y[GLOBAL];
+    make_batch(0, x, y);
+    size_t off = 0, n = GLOBAL;
+    if (h) share(R, tsr_hybrid_replica(h), &off, &n);
+    if (h) CHECK_OK(tsr_hybrid_step(h, x + off * FEAT, y + off, n, NULL), ctx);
+    tsr_hybrid_free(h);
+    free(x);
+    if (rank == 0) {
+        FILE *f = fopen(path, "rb");
+        CHECK(f != NULL, "no timeline file %s", path);
+        static char text[1 << 20];
+        size_t k = f ? fread(text, 1, sizeof text - 1, f) : 0;
+        text[k] = 0;
+        if (f) fclose(f);
+        CHECK(strstr(text, "\"backward 1\"") && strstr(text, "\"update\""), "timeline lacks steps");
+        if (R > 1) CHECK(strstr(text, "\"allreduce b0\""), "timeline lacks the stage allreduce");
+        char want[32];
+        snprintf(want, sizeof want, "\"pid\":%d", nranks - 1);
+        CHECK(strstr(text, want), "timeline lacks the last rank (%s)", want);
+        remove(path);
+    }
+    tsr_model_free(m);
+}
+
+/* Fault mode: 2x2 (4 ranks) or 2x1 / 1x3 layouts; train until `die_rank` kills itself. */
+static int fault_mode(tsr_context *ctx, tsr_comm *comm, int die_rank, int die_step) {
+    tsr_model *m = NULL;
+    if (tsr_model_parse(ctx, CNN, IN, &m) != TSR_OK) return 2;
+    size_t b[8], R = nranks == 4 || nranks == 2 ? 2 : 1, S = (size_t)nranks / R;
+    tsr_trainer_options o;
+    options(&o, comm, 0);
+    tsr_hybrid_options ho;
+    hopts(&ho, R, S, tsr_model_layer_count(m), b, 2, TSR_PIPELINE_1F1B);
+    tsr_hybrid *h = NULL;
+    if (tsr_hybrid_create(ctx, m, &o, &ho, &h) != TSR_OK) return 2;
+    float *x = calloc(GLOBAL * FEAT, 4);
+    int32_t y[GLOBAL];
+    size_t off, n;
+    share(R, tsr_hybrid_replica(h), &off, &n);
+    for (int s = 0; s < 1000; s++) {
+        if (rank == die_rank && s == die_step) raise(SIGKILL);
+        make_batch(s, x, y);
+        tsr_status st = tsr_hybrid_step(h, x + off * FEAT, y + off, n, NULL);
+        if (st != TSR_OK) {
+            fprintf(stderr, "rank %d: step %d: %s (%s)\n", rank, s, tsr_context_last_error(ctx),
+                    tsr_status_name(st));
+            return st == TSR_ERR_PEER_LOST ? 3 : 4; /* nothing collective after a lost peer */
+        }
+    }
+    tsr_hybrid_free(h);
+    free(x);
+    tsr_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int die_rank = -1, die_step = -1;
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--die-rank")) die_rank = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--die-step")) die_step = atoi(argv[i + 1]);
+    }
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    mpi_check_rank = rank;
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    tsr_context_options co;
+    tsr_context_options_init(&co);
+    co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+    tsr_context *ctx = NULL;
+    if (tsr_context_create(&ctx, &co) != TSR_OK) {
+        fprintf(stderr, "rank %d: context\n", rank);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    tsr_comm *comm = NULL;
+    CHECK_OK(tsr_comm_init_world(ctx, &argc, &argv, &comm), ctx);
+    if (die_rank >= 0) {
+        signal(SIGUSR1, SIG_IGN); /* as test_pipeline: the library must notice by itself */
+        int rc = fault_mode(ctx, comm, die_rank, die_step);
+        if (rc == 3) _exit(3); /* a peer is gone: MPI_Finalize would wait for it */
+        tsr_comm_free(comm);
+        tsr_context_free(ctx);
+        MPI_Finalize();
+        return rc;
+    }
+    if (comm && nranks <= 4) {
+        test_errors(ctx, comm);
+        test_match_trainer(ctx, comm);
+        test_eval_and_checkpoints(ctx, comm);
+        test_nonfinite(ctx, comm);
+        test_timeline(ctx, comm);
+    }
+    tsr_comm_free(comm);
+    int total = 0;
+    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    double worst = 0.0;
+    MPI_Allreduce(&worst_seen, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    tsr_context_free(ctx);
+    MPI_Finalize();
+    if (rank == 0)
+        printf("test_hybrid n=%d: %s (worst parameter error vs trainer: %.3g x tolerance)\n", nranks,
+               total ? "FAILED" : "ok", worst);
+    return total ? 1 : 0;
+}

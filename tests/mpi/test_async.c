@@ -1,0 +1,422 @@
+/* Asynchronous SGD with a parameter server (lib/async.c) under mpiexec -n 1..4:
+ *  - one worker with staleness 0 does the single-process trainer's arithmetic: parameters
+ *    bitwise equal after the same batches, with one server and with the parameters sharded
+ *    over two servers (n >= 3); its checkpoint loads into a single-process trainer unchanged;
+ *  - several workers converge on the synthetic task of test_dp to a loss within 0.15 (stated
+ *    margin) of data-parallel training of the same samples (a single-process trainer on the
+ *    global batch: test_dp shows the two equal), with one server and with two (n = 4);
+ *  - the staleness bound holds with a slow worker (sleeps each step): max clock staleness <= s
+ *    for s = 0, 1, 2, and reaches s when there are two workers or more (the bound matters);
+ *  - Fashion-MNIST mlp, 2 workers (n = 3), 150 steps of 32: test accuracy >= 0.75;
+ *  - non-finite gradients: skip drops that gradient, stop fails the server's step and the
+ *    worker's next pull;
+ *  - bad options are refused naming what was wrong.
+ * Fault mode (tests/fault/async-worker-kill.sh): --die-rank R --die-step K.
+ * Prints each failure and exits non-zero. */
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <mpi.h>
+#include "tessera.h"
+#include "lib/async.h"
+#include "tests/support/mpi_check.h"
+
+static int rank, nranks;
+
+enum { FEATURES = 32, CLASSES = 10, SAMPLES = 480 };
+
+/* test_dp's task: class c has a fixed random centre, samples are centre + noise. */
+static tsr_dataset *make_data(tsr_context *ctx) {
+    tsr_dataset *d = NULL;
+    if (tsr_dataset_create(ctx, SAMPLES, 1, 4, FEATURES / 4, CLASSES, &d) != TSR_OK) return NULL;
+    uint64_t x = 12345;
+    float centre[CLASSES][FEATURES];
+    for (int c = 0; c < CLASSES; c++)
+        for (int f = 0; f < FEATURES; f++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            centre[c][f] = (float)((x >> 40) & 0xFFFF) / 65536.0f * 2.0f - 1.0f;
+        }
+    for (size_t i = 0; i < SAMPLES; i++) {
+        int c = (int)(i % CLASSES);
+        d->labels[i] = c;
+        for (int f = 0; f < FEATURES; f++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            float noise = (float)((x >> 40) & 0xFFFF) / 65536.0f - 0.5f;
+            d->images[i * FEATURES + f] = centre[c][f] + 3.0f * noise;
+        }
+    }
+    return d;
+}
+
+static void options(tsr_trainer_options *o, tsr_comm *comm, size_t b) {
+    tsr_trainer_options_init(o);
+    o->batch = b;
+    o->comm = comm;
+    o->mode = TSR_MODE_ASYNC;
+    o->optimizer.lr = 1e-2f;
+}
+
+/* Batch t of worker w of W: samples ((t * W + w) * b + j) mod count, so the W workers' batches of
+ * step t together are the global batch t of a single trainer with batch W * b. */
+static void batch(const tsr_dataset *d, int t, int w, int W, size_t b, float *x, int32_t *y) {
+    for (size_t j = 0; j < b; j++) {
+        size_t i = (((size_t)t * (size_t)W + (size_t)w) * b + j) % d->count;
+        memcpy(x + j * d->features, d->images + i * d->features, d->features * sizeof(float));
+        y[j] = d->labels[i];
+    }
+}
+
+typedef struct run_cfg {
+    int servers, staleness, steps;
+    size_t b;
+    int slow_rank;     /* sleeps slow_ms before each step; -1: none */
+    int slow_ms;
+} run_cfg;
+
+/* Trains on comm; every rank returns the final parameters (params, may be NULL), the server
+ * stats of rank 0, and the evaluation of the final parameters on d. */
+static void run_async(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d,
+                      const run_cfg *c, float *params, tsr_async_stats *st, double *acc,
+                      double *loss, const char *save) {
+    tsr_trainer_options o;
+    options(&o, comm, c->b);
+    tsr_async_options ao = {c->servers, c->staleness, 0};
+    tsr_async *a = NULL;
+    CHECK_OK(tsr_async_create(ctx, m, &o, &ao, &a), ctx);
+    if (!a) return;
+    int me = tsr_comm_rank(comm), W = tsr_comm_size(comm) - c->servers;
+    float *x = malloc(c->b * d->features * sizeof *x);
+    int32_t *y = malloc(c->b * sizeof *y);
+    for (int t = 0; t < c->steps; t++) {
+        if (me == c->slow_rank) nanosleep(&(struct timespec){0, c->slow_ms * 1000000L}, NULL);
+        batch(d, t, me - c->servers < 0 ? 0 : me - c->servers, W, c->b, x, y);
+        float l;
+        tsr_status s = tsr_async_step(a, x, y, c->b, &l);
+        CHECK(s == TSR_OK, "step %d: %s", t, tsr_context_last_error(ctx));
+        if (s != TSR_OK) break;
+    }
+    CHECK(tsr_async_steps(a) == (uint64_t)c->steps, "%s did %llu steps, %d expected",
+          tsr_async_is_server(a) ? "server" : "worker", (unsigned long long)tsr_async_steps(a),
+          c->steps);
+    size_t np = tsr_model_param_count(m);
+    if (params) CHECK_OK(tsr_async_get_params(a, params, np), ctx);
+    if (acc || loss) CHECK_OK(tsr_async_evaluate(a, d, acc, loss), ctx);
+    if (save) CHECK_OK(tsr_async_save(a, save), ctx);
+    if (st) tsr_async_stats_get(a, st);
+    tsr_async_free(a);
+    free(x);
+    free(y);
+}
+
+/* The single-process trainer on W workers' batches at once (data mode's arithmetic). */
+static tsr_trainer *reference(tsr_context *ctx, const tsr_model *m, const tsr_dataset *d, int W,
+                              size_t b, int steps) {
+    tsr_trainer_options o;
+    options(&o, NULL, b * (size_t)W);
+    o.mode = TSR_MODE_DATA;
+    tsr_trainer *t = NULL;
+    CHECK_OK(tsr_trainer_create(ctx, m, &o, &t), ctx);
+    float *x = malloc(b * (size_t)W * d->features * sizeof *x);
+    int32_t *y = malloc(b * (size_t)W * sizeof *y);
+    for (int s = 0; t && s < steps; s++) {
+        batch(d, s, 0, 1, b * (size_t)W, x, y);
+        CHECK_OK(tsr_trainer_step(t, x, y, b * (size_t)W, NULL), ctx);
+    }
+    free(x);
+    free(y);
+    return t;
+}
+
+/* One worker, staleness 0: bitwise the single-process trainer, with 1 and 2 servers. */
+static void test_sequential(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
+    const char *ck = "/tmp/tsr-test-async.ckpt";
+    for (int servers = 1; servers <= 2 && servers + 1 <= nranks; servers++) {
+        tsr_comm *sub = NULL;
+        CHECK_OK(tsr_comm_split(comm, rank <= servers ? 0 : 1, rank, &sub), ctx);
+        if (!sub) return;
+        size_t np = tsr_model_param_count(m);
+        float *p = calloc(np, sizeof *p), *q = calloc(np, sizeof *q);
+        if (rank <= servers) {
+            run_cfg c = {servers, 0, 25, 16, -1, 0};
+            run_async(ctx, sub, m, d, &c, p, NULL, NULL, NULL, ck);
+            if (rank == 0) {
+                tsr_trainer *t = reference(ctx, m, d, 1, 16, 25);
+                CHECK_OK(tsr_trainer_get_params(t, q, np), ctx);
+                size_t diff = 0;
+                for (size_t i = 0; i < np; i++) diff += memcmp(&p[i], &q[i], sizeof *p) != 0;
+                CHECK(diff == 0, "%d server(s), 1 worker: %zu of %zu parameters differ from the trainer's",
+                      servers, diff, np);
+                tsr_trainer *u = NULL;
+                tsr_trainer_options o;
+                options(&o, NULL, 16);
+                o.mode = TSR_MODE_DATA;
+                CHECK_OK(tsr_trainer_create(ctx, m, &o, &u), ctx);
+                CHECK_OK(tsr_trainer_load(u, ck), ctx);
+                CHECK_OK(tsr_trainer_get_params(u, q, np), ctx);
+                CHECK(!memcmp(p, q, np * sizeof *p), "%d server(s): the checkpoint's parameters differ",
+                      servers);
+                CHECK(tsr_trainer_steps(u) == 25, "checkpoint step %llu, 25 expected",
+                      (unsigned long long)tsr_trainer_steps(u));
+                tsr_trainer_free(u);
+                tsr_trainer_free(t);
+                remove(ck);
+            }
+        }
+        free(p);
+        free(q);
+        tsr_comm_free(sub);
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
+}
+
+/* Several workers: final loss within 0.15 of data-parallel training on the same samples. */
+static void test_converge(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
+    for (int servers = 1; servers <= (nranks == 4 ? 2 : 1); servers++) {
+        int W = nranks - servers, steps = 60;
+        run_cfg c = {servers, 1, steps, 16, -1, 0};
+        double acc = 0, loss = 0;
+        run_async(ctx, comm, m, d, &c, NULL, NULL, &acc, &loss, NULL);
+        if (rank == 0) {
+            tsr_trainer *t = reference(ctx, m, d, W, 16, steps);
+            double racc = 0, rloss = 0;
+            CHECK_OK(tsr_trainer_evaluate(t, d, &racc, &rloss), ctx);
+            printf("converge: %d server(s), %d workers: async loss %.4f acc %.3f; data mode loss %.4f "
+                   "acc %.3f\n", servers, W, loss, acc, rloss, racc);
+            CHECK(loss <= rloss + 0.15, "%d server(s), %d workers: loss %g, data mode %g (margin 0.15)",
+                  servers, W, loss, rloss);
+            CHECK(acc >= 0.9, "%d server(s), %d workers: accuracy %g < 0.9", servers, W, acc);
+            tsr_trainer_free(t);
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
+}
+
+static void test_staleness(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
+    int W = nranks - 1;
+    for (int s = 0; s <= 2; s++) {
+        run_cfg c = {1, s, 12, 8, nranks - 1, 15};
+        tsr_async_stats st;
+        memset(&st, 0, sizeof st);
+        run_async(ctx, comm, m, d, &c, NULL, &st, NULL, NULL, NULL);
+        if (rank == 0) {
+            printf("staleness bound %d, %d workers (one slow): clock staleness mean %.2f max %llu; "
+                   "update staleness mean %.2f max %llu\n", s, W, st.clock_mean,
+                   (unsigned long long)st.clock_max, st.update_mean, (unsigned long long)st.update_max);
+            CHECK(st.applied == (uint64_t)(12 * W), "applied %llu gradients, %d expected",
+                  (unsigned long long)st.applied, 12 * W);
+            CHECK(st.clock_max <= (uint64_t)s, "bound %d: max clock staleness %llu", s,
+                  (unsigned long long)st.clock_max);
+            if (W >= 2)
+                CHECK(st.clock_max == (uint64_t)s, "bound %d with a slow worker: max staleness %llu",
+                      s, (unsigned long long)st.clock_max);
+        }
+    }
+}
+
+static void test_fashion(tsr_context *ctx, tsr_comm *comm) {
+    tsr_dataset *train = NULL, *test = NULL;
+    const char *dir = "/usr/share/datasets/fashion-mnist";
+    if (tsr_dataset_load_mnist_dir(ctx, dir, 1, &train) != TSR_OK ||
+        tsr_dataset_load_mnist_dir(ctx, dir, 0, &test) != TSR_OK) {
+        if (rank == 0) printf("fashion-mnist: SKIP (%s)\n", tsr_context_last_error(ctx));
+        tsr_dataset_free(ctx, train);
+        return;
+    }
+    test->count = 2000;
+    tsr_model *m = NULL;
+    tsr_model_input in = {1, 28, 28, 10};
+    CHECK_OK(tsr_model_parse(ctx, "dense:128,relu,dense:10", in, &m), ctx);
+    tsr_trainer_options o;
+    options(&o, comm, 32);
+    o.optimizer.lr = 1e-3f;
+    tsr_async_options ao = {1, 2, 0};
+    tsr_async *a = NULL;
+    CHECK_OK(tsr_async_create(ctx, m, &o, &ao, &a), ctx);
+    float *x = malloc(32 * 784 * sizeof *x);
+    int32_t *y = malloc(32 * sizeof *y);
+    for (int t = 0; a && t < 150; t++) {
+        batch(train, t, rank - 1 < 0 ? 0 : rank - 1, nranks - 1, 32, x, y);
+        CHECK_OK(tsr_async_step(a, x, y, 32, NULL), ctx);
+    }
+    double acc = 0;
+    if (a) CHECK_OK(tsr_async_evaluate(a, test, &acc, NULL), ctx);
+    if (rank == 0) printf("fashion-mnist mlp, 2 workers, 150 steps of 32: test accuracy %.3f\n", acc);
+    CHECK(acc >= 0.75, "fashion-mnist accuracy %g < 0.75", acc);
+    tsr_async_free(a);
+    free(x);
+    free(y);
+    tsr_model_free(m);
+    tsr_dataset_free(ctx, train);
+    tsr_dataset_free(ctx, test);
+}
+
+/* NaN in worker 1's gradient at step 2 (TSR_FAULT_GRAD_NAN): skip and stop. */
+static void test_nonfinite(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
+    tsr_comm *sub = NULL;
+    CHECK_OK(tsr_comm_split(comm, rank <= 1 ? 0 : 1, rank, &sub), ctx);
+    for (int pol = 0; sub && rank <= 1 && pol < 2; pol++) {
+        tsr_trainer_options o;
+        options(&o, sub, 8);
+        o.nonfinite = pol ? TSR_NONFINITE_SKIP : TSR_NONFINITE_STOP;
+        tsr_async_options ao = {1, 0, 0};
+        tsr_async *a = NULL;
+        CHECK_OK(tsr_async_create(ctx, m, &o, &ao, &a), ctx);
+        if (!a) break;
+        if (rank == 1) setenv("TSR_FAULT_GRAD_NAN", "2", 1);
+        float x[8 * FEATURES];
+        int32_t y[8];
+        tsr_status s = TSR_OK;
+        int t = 0;
+        for (; t < 6 && s == TSR_OK; t++) {
+            batch(d, t, 0, 1, 8, x, y);
+            s = tsr_async_step(a, x, y, 8, NULL);
+        }
+        unsetenv("TSR_FAULT_GRAD_NAN");
+        if (pol) {
+            CHECK(s == TSR_OK, "skip: %s", tsr_context_last_error(ctx));
+            if (rank == 0)
+                CHECK(tsr_async_skipped(a) == 1, "skip: %llu gradients skipped, 1 expected",
+                      (unsigned long long)tsr_async_skipped(a));
+        } else {
+            CHECK(s == TSR_ERR_NUMERIC, "stop: %s, TSR_ERR_NUMERIC expected", tsr_status_name(s));
+            /* the server fails in its step 3 (applying step 2), the worker at the next pull */
+            CHECK(t == 3 + rank, "stop: failed at step %d, %d expected", t - 1, 2 + rank);
+            if (rank == 0)
+                CHECK(strstr(tsr_context_last_error(ctx), "gradient") != NULL, "stop: '%s'",
+                      tsr_context_last_error(ctx));
+        }
+        tsr_async_free(a);
+    }
+    tsr_comm_free(sub);
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+static void expect_error(tsr_context *ctx, tsr_status got, tsr_status want, const char *word) {
+    CHECK(got == want, "expected %s, got %s", tsr_status_name(want), tsr_status_name(got));
+    CHECK(strstr(tsr_context_last_error(ctx), word) != NULL, "error '%s' does not name '%s'",
+          tsr_context_last_error(ctx), word);
+}
+
+static void test_errors(tsr_context *ctx, tsr_comm *comm, const tsr_model *m) {
+    tsr_trainer_options o;
+    options(&o, NULL, 8);
+    tsr_async_options ao = {1, 0, 0};
+    tsr_async *a = NULL;
+    expect_error(ctx, tsr_async_create(ctx, m, &o, &ao, &a), TSR_ERR_INVALID_ARG, "communicator");
+    o.comm = comm;
+    ao.servers = nranks; /* no worker */
+    expect_error(ctx, tsr_async_create(ctx, m, &o, &ao, &a), TSR_ERR_INVALID_ARG, "no worker");
+    ao.servers = -1;
+    expect_error(ctx, tsr_async_create(ctx, m, &o, &ao, &a), TSR_ERR_INVALID_ARG, "servers -1");
+    ao.servers = 1;
+    if (nranks > 1) { /* one rank: the missing worker is named first */
+        ao.staleness = -1;
+        expect_error(ctx, tsr_async_create(ctx, m, &o, &ao, &a), TSR_ERR_INVALID_ARG,
+                     "staleness bound -1");
+        ao.staleness = 0;
+        ao.staleness_lr = 2;
+        expect_error(ctx, tsr_async_create(ctx, m, &o, &ao, &a), TSR_ERR_INVALID_ARG, "staleness_lr 2");
+        ao.staleness_lr = 0;
+        o.compress = TSR_COMPRESS_FP16;
+        expect_error(ctx, tsr_async_create(ctx, m, &o, &ao, &a), TSR_ERR_UNSUPPORTED, "compression");
+    }
+    CHECK(a == NULL, "a refused create left a handle");
+    int v = -5;
+    CHECK(tsr_async_staleness_parse("inf", &v) == TSR_OK && v == TSR_ASYNC_UNBOUNDED, "parse inf");
+    CHECK(tsr_async_staleness_parse("3", &v) == TSR_OK && v == 3, "parse 3");
+    CHECK(tsr_async_staleness_parse("-1", &v) == TSR_ERR_PARSE, "parse -1 accepted");
+    CHECK(tsr_async_staleness_parse("2x", &v) == TSR_ERR_PARSE, "parse 2x accepted");
+}
+
+/* Fault mode: 1 server, workers; rank die_rank kills itself before step die_step. Survivors
+ * train 40 steps and print what they saw. Exit: 0 done, 3 peer lost, 4 other error. */
+static int fault_mode(tsr_context *ctx, tsr_comm *comm, int die_rank, int die_step) {
+    tsr_dataset *d = make_data(ctx);
+    tsr_model *m = NULL;
+    tsr_model_input in = {1, 4, FEATURES / 4, CLASSES};
+    if (!d || tsr_model_parse(ctx, "dense:64,relu,dense:10", in, &m) != TSR_OK) return 4;
+    tsr_trainer_options o;
+    options(&o, comm, 8);
+    tsr_async_options ao = {1, 1, 0};
+    tsr_async *a = NULL;
+    if (tsr_async_create(ctx, m, &o, &ao, &a) != TSR_OK) return 4;
+    float x[8 * FEATURES];
+    int32_t y[8];
+    int rc = 0;
+    for (int t = 0; t < 40 && !rc; t++) {
+        if (rank == die_rank && t == die_step) raise(SIGKILL);
+        batch(d, t, rank, nranks, 8, x, y);
+        tsr_status s = tsr_async_step(a, x, y, 8, NULL);
+        if (s != TSR_OK) {
+            fprintf(stderr, "rank %d: step %d: %s (%s)\n", rank, t, tsr_context_last_error(ctx),
+                    tsr_status_name(s));
+            rc = s == TSR_ERR_PEER_LOST ? 3 : 4;
+        }
+    }
+    tsr_async_stats st;
+    tsr_async_stats_get(a, &st);
+    if (!rc)
+        fprintf(stderr, "rank %d: finished %llu steps; workers lost %llu, gradients applied %llu\n",
+                rank, (unsigned long long)tsr_async_steps(a), (unsigned long long)st.workers_lost,
+                (unsigned long long)st.applied);
+    tsr_async_free(a);
+    tsr_model_free(m);
+    tsr_dataset_free(ctx, d);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    int die_rank = -1, die_step = -1;
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--die-rank")) die_rank = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--die-step")) die_step = atoi(argv[i + 1]);
+    }
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    mpi_check_rank = rank;
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    tsr_context_options co;
+    tsr_context_options_init(&co);
+    co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+    tsr_context *ctx = NULL;
+    if (tsr_context_create(&ctx, &co) != TSR_OK) {
+        fprintf(stderr, "rank %d: context\n", rank);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    tsr_comm *comm = NULL;
+    CHECK_OK(tsr_comm_init_world(ctx, &argc, &argv, &comm), ctx);
+    if (die_rank >= 0) {
+        signal(SIGUSR1, SIG_IGN); /* hydra's notice of a lost rank: the library must notice */
+        int rc = fault_mode(ctx, comm, die_rank, die_step);
+        fflush(stderr);
+        _exit(rc); /* a peer is gone: MPI_Finalize would wait for it */
+    }
+    tsr_dataset *d = make_data(ctx);
+    tsr_model *m = NULL;
+    tsr_model_input in = {1, 4, FEATURES / 4, CLASSES};
+    CHECK_OK(tsr_model_parse(ctx, "dense:64,relu,dense:32,relu,dense:10", in, &m), ctx);
+    if (comm && d && m) {
+        test_errors(ctx, comm, m);
+        if (nranks >= 2) {
+            test_sequential(ctx, comm, m, d);
+            test_nonfinite(ctx, comm, m, d);
+            test_staleness(ctx, comm, m, d);
+        }
+        if (nranks >= 3) test_converge(ctx, comm, m, d);
+        if (nranks == 3) test_fashion(ctx, comm);
+    }
+    tsr_model_free(m);
+    tsr_dataset_free(ctx, d);
+    tsr_comm_free(comm);
+    int total = 0;
+    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    tsr_context_free(ctx);
+    MPI_Finalize();
+    if (rank == 0) printf("test_async n=%d: %s\n", nranks, total ? "FAILED" : "ok");
+    return total ? 1 : 0;
+}

@@ -84,7 +84,9 @@ static void test_single(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d) 
     tsr_trainer *t = NULL;
     tsr_gossip *g[2] = {NULL, NULL};
     tsr_gossip_options go = {TSR_GOSSIP_RING, 1, 0};
+    o.mode = TSR_MODE_DATA;
     CHECK_OK(tsr_trainer_create(ctx, m, &o, &t), ctx);
+    o.mode = TSR_MODE_GOSSIP;
     CHECK_OK(tsr_gossip_create(ctx, m, &o, &go, &g[0]), ctx); /* no communicator */
     if (nranks == 1) { /* a communicator of one rank: no peers either */
         o.comm = comm;
@@ -190,9 +192,6 @@ static void run_mixing(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, con
     size_t b = 4, np = tsr_model_param_count(m);
     tsr_trainer_options o;
     options(&o, comm, b);
-    o.optimizer.kind = TSR_OPTIM_SGD;
-    o.optimizer.lr = 0.0f;
-    o.optimizer.momentum = 0.0f;
     tsr_gossip_options go = {graph, 1, 0};
     tsr_gossip *g = NULL;
     CHECK_OK(tsr_gossip_create(ctx, m, &o, &go, &g), ctx);
@@ -246,8 +245,8 @@ static void run_mixing(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, con
     int worst_step = -1;
     double worst_rel = 0;
     for (int t = 0; t < T; t++) {
-        size_t off = (size_t)(t * 7 + rank * 11) % (SAMPLES - b);
-        CHECK_OK(tsr_gossip_step(g, d->images + off * FEATURES, d->labels + off, b, NULL), ctx);
+        /* no sample: the step only mixes (as a learning rate of 0, which the optimizer refuses) */
+        CHECK_OK(tsr_gossip_step(g, d->images, d->labels, 0, NULL), ctx);
         mixing_matrix(graph, n, (uint64_t)t, W);
         for (int i = 0; i < n; i++)
             for (size_t j = 0; j < np; j++) {
@@ -303,6 +302,7 @@ static void run_mixing(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, con
 static void test_mixing(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d) {
     tsr_model *m = make_model(ctx, "dense:16,relu,dense:10");
     if (!m) return;
+    if (nranks == 1) return tsr_model_free(m); /* nothing to mix; n = 0 is refused (test_errors) */
     run_mixing(ctx, comm, m, d, TSR_GOSSIP_RING, 0);
     run_mixing(ctx, comm, m, d, TSR_GOSSIP_RING, 1);
     run_mixing(ctx, comm, m, d, TSR_GOSSIP_EXPONENTIAL, 0);
@@ -317,6 +317,8 @@ static double train(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const 
                     int graph, int steps, size_t b, double *consensus) {
     tsr_trainer_options o;
     options(&o, comm, b);
+    o.optimizer.kind = TSR_OPTIM_SGD; /* D-PSGD's optimizer; momentum 0.9 */
+    o.optimizer.lr = 0.05f;
     tsr_trainer *t = NULL;
     tsr_gossip *g = NULL;
     tsr_gossip_options go = {graph, 1, 0};
@@ -366,8 +368,8 @@ static void test_training(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d
                "gossip ring %.4f (consensus %.2g), exponential %.4f (consensus %.2g)\n", nranks, steps,
                b, dp, ring, cr, ex, ce);
     CHECK(dp < 1.2, "data-parallel training did not learn: loss %.4f", dp);
-    CHECK(ring < dp + 0.1, "gossip ring: loss %.4f vs %.4f data parallel (margin 0.1)", ring, dp);
-    CHECK(ex < dp + 0.1, "gossip exponential: loss %.4f vs %.4f data parallel (margin 0.1)", ex, dp);
+    CHECK(ring < dp + 0.05, "gossip ring: loss %.4f vs %.4f data parallel (margin 0.05)", ring, dp);
+    CHECK(ex < dp + 0.05, "gossip exponential: loss %.4f vs %.4f data parallel (margin 0.05)", ex, dp);
     CHECK(cr < 1e-2 && ce < 1e-2, "replicas drifted apart: consensus ring %.3g exp %.3g", cr, ce);
     tsr_model_free(m);
 }
@@ -397,6 +399,8 @@ static void test_fmnist(tsr_context *ctx, tsr_comm *comm) {
         if (!gs && rank != 0) continue; /* the reference: rank 0 alone, batch 64 */
         tsr_trainer_options o;
         options(&o, gs ? comm : NULL, gs ? b : 64);
+        o.optimizer.kind = TSR_OPTIM_SGD; /* momentum 0.9 */
+        o.optimizer.lr = 0.02f;
         tsr_gossip_options go = {TSR_GOSSIP_RING, 1, 0};
         tsr_loader_options lo = {gs ? b : 64, 5, 1, gs ? rank : 0, gs ? nranks : 1, 1};
         tsr_gossip *g = NULL;
@@ -585,7 +589,7 @@ static void test_errors(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d) 
         float p[4];
         expect(ctx, tsr_gossip_get_params(g, p, 4), TSR_ERR_SHAPE, "4 asked", "get_params count");
         expect(ctx, tsr_gossip_set_params(g, p, 4), TSR_ERR_SHAPE, "4 given", "set_params count");
-        expect(ctx, tsr_gossip_load(g, "/nonexistent/gossip.ck"), TSR_ERR_IO, "/nonexistent", "load");
+        expect(ctx, tsr_gossip_load(g, "/nonexistent/gossip.ck"), TSR_ERR_NOT_FOUND, "/nonexistent", "load");
         tsr_dataset wrong = *d;
         wrong.features = 5;
         expect(ctx, tsr_gossip_evaluate(g, &wrong, NULL, NULL), TSR_ERR_SHAPE, "5 features", "evaluate");

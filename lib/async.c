@@ -607,6 +607,19 @@ static tsr_status wait_reply(tsr_async *a, int k, tsr_comm_p2p **req) {
     return s;
 }
 
+/* A worker's message to or from server k failed: inside MPI (UCX reports a dead peer as an
+ * endpoint timeout) or by the timeout. That server is lost: the communicator is marked broken
+ * and the error names the server. */
+static tsr_status server_error(tsr_async *a, int k, tsr_status s) {
+    if (s != TSR_ERR_MPI && s != TSR_ERR_PEER_LOST) return s;
+    char detail[400];
+    tsr_strlcpy(detail, tsr_context_last_error(a->ctx), sizeof detail);
+    for (char *c = detail; *c; c++)
+        if (*c == '\n') *c = ' ';
+    if (!a->comm->broken) tsr_comm_peer_lost(a->comm, "async");
+    return tsr_error(a->ctx, TSR_ERR_PEER_LOST, "async: server rank %d lost: %s", k, detail);
+}
+
 /* Sends `kind` to every server and gathers their shards into a->params (pull or collective
  * point). *status: the worst status the servers answered. */
 static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *status) {
@@ -614,14 +627,17 @@ static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *stat
     if (!rh) return tsr_error(a->ctx, TSR_ERR_NO_MEMORY, "async: requests");
     tsr_status s = TSR_OK;
     *status = TSR_OK;
+    int bad = 0; /* the server the failure concerns */
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
         size_t lo = a->bound[k], n = a->bound[k + 1] - lo;
+        bad = k;
         s = tsr_comm_irecv(a->comm, k, TAG_REP, &a->srx[k], sizeof a->srx[k], &rh[k]);
         if (s == TSR_OK) s = tsr_comm_irecv(a->comm, k, TAG_PAR, a->params + lo, n * 4, &rp[k]);
         msg_hdr h = {kind, 0, a->steps, 0, 0, 0.0f, sync};
         if (s == TSR_OK) s = tsr_comm_send(a->comm, k, TAG_REQ, &h, sizeof h);
     }
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
+        bad = k;
         s = wait_reply(a, k, &rh[k]);
         if (s == TSR_OK) {
             s = tsr_comm_p2p_wait(rp[k]);
@@ -635,7 +651,7 @@ static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *stat
     }
     for (int k = 0; k < 2 * a->K; k++) tsr_comm_p2p_cancel(rh[k]);
     tsr_free(a->ctx, rh);
-    return s;
+    return server_error(a, bad, s);
 }
 
 static tsr_status worker_step(tsr_async *a, const float *images, const int32_t *labels, size_t n,
@@ -674,18 +690,21 @@ static tsr_status worker_step(tsr_async *a, const float *images, const int32_t *
     if (!rq) return tsr_error(a->ctx, TSR_ERR_NO_MEMORY, "async: push");
     a->stx = (msg_hdr){K_PUSH, 0, a->steps, 0, 0, l, 0};
     tsr_status s = TSR_OK;
+    int bad = 0; /* the server the failure concerns */
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
+        bad = k;
         size_t lo = a->bound[k], m = a->bound[k + 1] - lo;
         s = tsr_comm_isend(a->comm, k, TAG_REQ, &a->stx, sizeof a->stx, &rq[2 * k]);
         if (s == TSR_OK) s = tsr_comm_isend(a->comm, k, TAG_GRAD, g + lo, m * 4, &rq[2 * k + 1]);
     }
     for (int k = 0; k < 2 * a->K; k++) {
+        if (s == TSR_OK) bad = k / 2;
         if (s == TSR_OK) s = tsr_comm_p2p_wait(rq[k]);
         else tsr_comm_p2p_cancel(rq[k]);
         rq[k] = NULL;
     }
     tsr_free(a->ctx, rq);
-    TSR_TRY(s);
+    TSR_TRY(server_error(a, bad, s));
     a->steps++;
     if (loss) *loss = l;
     return TSR_OK;

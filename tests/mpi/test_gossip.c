@@ -650,7 +650,9 @@ static int bench_mode(tsr_context *ctx, tsr_comm *comm, int argc, char **argv) {
     for (size_t i = 0; i < batch; i++) y[i] = (int32_t)(i % 10);
     for (size_t i = 0; i < batch * 784; i++) x[i] = (float)urand(&seed);
     double rate[3] = {0, 0, 0};
-    for (int k = 0; k < 3; k++) {
+    /* twice in turn, the better of each: the machine is shared */
+    for (int kk = 0; kk < 6; kk++) {
+        int k = kk % 3;
         tsr_trainer_options o;
         options(&o, comm, batch);
         o.no_grad_check = 1;
@@ -669,7 +671,8 @@ static int bench_mode(tsr_context *ctx, tsr_comm *comm, int argc, char **argv) {
             st = t ? tsr_trainer_step(t, x, y, batch, NULL) : tsr_gossip_step(g, x, y, batch, NULL);
         }
         MPI_Barrier(MPI_COMM_WORLD);
-        rate[k] = (double)batch * nranks * steps / (MPI_Wtime() - t0);
+        double r = (double)batch * nranks * steps / (MPI_Wtime() - t0);
+        if (r > rate[k]) rate[k] = r;
         tsr_trainer_free(t);
         tsr_gossip_free(g);
         if (st != TSR_OK) return 2;

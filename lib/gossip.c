@@ -95,7 +95,13 @@ static tsr_status start_exchange(tsr_gossip *g) {
     int n = g->size, i = g->rank;
     tsr_status s = TSR_OK;
     g->pending = 1;
-    if (g->go.graph == TSR_GOSSIP_RING) {
+    if (g->go.graph == TSR_GOSSIP_RING && n == 2) {
+        /* both neighbours are the other rank: one message, weighted 2/3 in the mixing */
+        g->nrecv = 1;
+        s = tsr_comm_irecv(g->comm, 1 - i, TAG_RIGHT, g->recv[0], bytes, &g->req[0]);
+        if (s == TSR_OK) s = tsr_comm_isend(g->comm, 1 - i, TAG_RIGHT, g->own, bytes, &g->req[2]);
+        if (s == TSR_OK) g->bytes_sent += bytes;
+    } else if (g->go.graph == TSR_GOSSIP_RING) {
         int left = (i + n - 1) % n, right = (i + 1) % n;
         g->nrecv = 2;
         /* the left neighbour's message went to ITS right, the right one's to its left */
@@ -129,6 +135,8 @@ static tsr_status mix(tsr_gossip *g) {
     const float *a = g->recv[0], *b = g->recv[1];
     if (g->nrecv == 2)
         for (size_t j = 0; j < g->np; j++) x[j] = (float)(((double)a[j] + (double)x[j] + (double)b[j]) / 3.0);
+    else if (g->go.graph == TSR_GOSSIP_RING) /* two ranks: the neighbour counts twice */
+        for (size_t j = 0; j < g->np; j++) x[j] = (float)(((double)x[j] + 2.0 * (double)a[j]) / 3.0);
     else
         for (size_t j = 0; j < g->np; j++) x[j] = (float)(((double)x[j] + (double)a[j]) * 0.5);
     TSR_TRY(tsr_buf_write(pb, 0, x, bytes));

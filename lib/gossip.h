@@ -10,7 +10,7 @@
  * forward and backward while they travel and completes them just before it mixes.
  *
  * Graphs (n ranks; n = 1 or no communicator: no messages, the single-process trainer):
- *  - RING: x_i <- (x_{i-1} + x_i + x_{i+1}) / 3 (n = 2: the one neighbour counts twice, W =
+ *  - RING: x_i <- (x_{i-1} + x_i + x_{i+1}) / 3 (n = 2: one message, the neighbour counts twice, W =
  *    [[1/3, 2/3], [2/3, 1/3]]). Symmetric; eigenvalues 1/3 + 2/3 cos(2 pi k / n).
  *  - EXPONENTIAL (time-varying, one peer per mixing, SGP's one-peer exponential graph): at mixing
  *    m, with K = ceil(log2 n) and h = 2^(m mod K), rank i sends to i + h and receives from i - h

@@ -465,9 +465,103 @@ static int fault_mode(tsr_context *ctx, tsr_comm *comm, int die_rank, int die_st
     return 0;
 }
 
-int main(int argc, char **argv) {
-    int die_rank = -1, die_step = -1;
+
+/* Measurement mode (not run by the tests): samples/s of cnn (28x28x1, synthetic data, global
+ * batch B) on all ranks as hybrid 2 x (n/2), data parallel (tsr_trainer, n ranks: B/n each)
+ * and a pipeline of n stages (1 x n hybrid: the pipeline itself, micro-batches of the
+ * hybrid's size), interleaved over --rounds rounds of --steps steps so that machine noise hits
+ * each alike; prints every round and the median per layout on rank 0.
+ *   test_hybrid --bench 64 [--steps 8] [--rounds 3] [--micro 2] */
+static double median(double *v, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            double x = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = x;
+        }
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int bench_mode(tsr_context *ctx, tsr_comm *comm, int argc, char **argv) {
+    size_t B = 64, micro = 2;
+    int steps = 8, rounds = 3;
     for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--bench")) B = (size_t)atol(argv[i + 1]);
+        if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--rounds")) rounds = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--micro")) micro = (size_t)atol(argv[i + 1]);
+    }
+    if (rounds > 16) rounds = 16;
+    tsr_model_input in = {1, 28, 28, 10};
+    tsr_model *m = NULL;
+    if (tsr_model_parse(ctx, "cnn", in, &m) != TSR_OK) return 2;
+    size_t L = tsr_model_layer_count(m), b[17];
+    float *x = malloc(B * 784 * sizeof *x);
+    int32_t *y = malloc(B * sizeof *y);
+    uint64_t seed = 5;
+    for (size_t i = 0; i < B * 784; i++) x[i] = (float)(lcg(&seed) & 0xFFFF) / 65536.0f;
+    for (size_t i = 0; i < B; i++) y[i] = (int32_t)(i % 10);
+    const char *names[3] = {"hybrid", "data", "pipeline"};
+    double rate[3][16];
+    size_t R2 = nranks % 2 ? 1 : 2;
+    for (int rd = 0; rd < rounds; rd++)
+        for (int k = 0; k < 3; k++) {
+            tsr_trainer_options o;
+            tsr_trainer_options_init(&o);
+            o.comm = comm;
+            o.no_grad_check = 1;
+            tsr_hybrid *h = NULL;
+            tsr_trainer *t = NULL;
+            size_t R = k == 0 ? R2 : 1, S = (size_t)nranks / R, n = B / R, off = 0;
+            tsr_status st;
+            if (k == 1) {
+                o.batch = B / (size_t)nranks;
+                st = tsr_trainer_create(ctx, m, &o, &t);
+                n = o.batch;
+                off = (size_t)rank * n;
+            } else {
+                tsr_hybrid_options ho;
+                hopts(&ho, R, S, L, b, k == 0 ? micro : micro * R2, TSR_PIPELINE_1F1B);
+                o.batch = n;
+                st = tsr_hybrid_create(ctx, m, &o, &ho, &h);
+                off = (size_t)rank / S * n;
+            }
+            if (st != TSR_OK) {
+                fprintf(stderr, "rank %d: %s: %s\n", rank, names[k], tsr_context_last_error(ctx));
+                return 2;
+            }
+            double t0 = 0;
+            for (int s = -1; s < steps && st == TSR_OK; s++) { /* one warm-up step */
+                if (s == 0) {
+                    MPI_Barrier(MPI_COMM_WORLD);
+                    t0 = MPI_Wtime();
+                }
+                st = t ? tsr_trainer_step(t, x + off * 784, y + off, n, NULL)
+                       : tsr_hybrid_step(h, x + off * 784, y + off, n, NULL);
+            }
+            MPI_Barrier(MPI_COMM_WORLD);
+            rate[k][rd] = (double)B * steps / (MPI_Wtime() - t0);
+            if (st != TSR_OK) fprintf(stderr, "rank %d: step: %s\n", rank, tsr_context_last_error(ctx));
+            if (rank == 0)
+                printf("round %d %-8s %zux%zu: %.1f samples/s\n", rd, names[k], k == 1 ? (size_t)nranks : R,
+                       k == 1 ? (size_t)1 : S, rate[k][rd]);
+            tsr_trainer_free(t);
+            tsr_hybrid_free(h);
+        }
+    if (rank == 0)
+        for (int k = 0; k < 3; k++)
+            printf("median %-8s %.1f samples/s (cnn, global batch %zu, %d ranks)\n", names[k],
+                   median(rate[k], rounds), B, nranks);
+    free(x);
+    free(y);
+    tsr_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int die_rank = -1, die_step = -1, bench = 0;
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--bench")) bench = 1;
         if (!strcmp(argv[i], "--die-rank")) die_rank = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--die-step")) die_step = atoi(argv[i + 1]);
     }
@@ -485,6 +579,13 @@ int main(int argc, char **argv) {
     }
     tsr_comm *comm = NULL;
     CHECK_OK(tsr_comm_init_world(ctx, &argc, &argv, &comm), ctx);
+    if (bench) {
+        int rc = bench_mode(ctx, comm, argc, argv);
+        tsr_comm_free(comm);
+        tsr_context_free(ctx);
+        MPI_Finalize();
+        return rc;
+    }
     if (die_rank >= 0) {
         signal(SIGUSR1, SIG_IGN); /* as test_pipeline: the library must notice by itself */
         int rc = fault_mode(ctx, comm, die_rank, die_step);

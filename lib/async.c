@@ -774,6 +774,16 @@ void tsr_async_free(tsr_async *a) {
                 }
         }
     }
+    if (a->w) {
+        tsr_async_stats st;
+        tsr_async_stats_get(a, &st);
+        tsr_log(a->ctx, TSR_LOG_INFO,
+                "async server rank %d: %llu gradients applied, %llu skipped; staleness in steps mean "
+                "%.2f max %llu (bound %d), in updates mean %.2f max %llu; %llu workers lost",
+                a->rank, (unsigned long long)st.applied, (unsigned long long)a->skipped,
+                st.clock_mean, (unsigned long long)st.clock_max, a->ao.staleness, st.update_mean,
+                (unsigned long long)st.update_max, (unsigned long long)st.workers_lost);
+    }
     for (int i = 0; a->w && i < a->nw; i++) {
         release_peer(a, &a->w[i]);
         tsr_free(a->ctx, a->w[i].tx_buf);

@@ -123,23 +123,25 @@ static tsr_status start_exchange(tsr_gossip *g) {
 
 /* Completes the exchange and mixes: x_i <- sum_j W_ij x_j with this replica's CURRENT
  * parameters as its own term (the snapshot sent, unless set_params changed them since). Each
- * element is summed in double and rounded once to float, so the mean over ranks moves by at
- * most half an ulp of the largest element per mixing. */
+ * element is combined in double and rounded once to float, so the mean over ranks moves by at
+ * most about half an ulp of the largest element per mixing. Host memory: in place. */
 static tsr_status mix(tsr_gossip *g) {
     TSR_TRY(drain(g));
     double t0 = tsr_timeline_now(g->tl);
     size_t bytes = g->np * sizeof(float);
     tsr_buf *pb = tsr_stage_params(g->stage);
-    TSR_TRY(tsr_buf_read(pb, 0, g->own, bytes));
-    float *x = g->own;
+    float *x = pb->host ? (float *)pb->host : g->own;
+    if (!pb->host) TSR_TRY(tsr_buf_read(pb, 0, x, bytes));
     const float *a = g->recv[0], *b = g->recv[1];
+    const double third = 1.0 / 3.0;
     if (g->nrecv == 2)
-        for (size_t j = 0; j < g->np; j++) x[j] = (float)(((double)a[j] + (double)x[j] + (double)b[j]) / 3.0);
+        for (size_t j = 0; j < g->np; j++)
+            x[j] = (float)(((double)a[j] + (double)x[j] + (double)b[j]) * third);
     else if (g->go.graph == TSR_GOSSIP_RING) /* two ranks: the neighbour counts twice */
-        for (size_t j = 0; j < g->np; j++) x[j] = (float)(((double)x[j] + 2.0 * (double)a[j]) / 3.0);
+        for (size_t j = 0; j < g->np; j++) x[j] = (float)(((double)x[j] + 2.0 * (double)a[j]) * third);
     else
         for (size_t j = 0; j < g->np; j++) x[j] = (float)(((double)x[j] + (double)a[j]) * 0.5);
-    TSR_TRY(tsr_buf_write(pb, 0, x, bytes));
+    if (!pb->host) TSR_TRY(tsr_buf_write(pb, 0, x, bytes));
     g->mixes++;
     return tsr_timeline_event(g->tl, "gossip mix", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(g->tl));
 }

@@ -10,6 +10,7 @@
  *    parallel training with the same per-rank batches; Fashion-MNIST mlp reaches an accuracy;
  *  - non-finite gradients on one rank: skipped there, nothing poisoned anywhere;
  *  - checkpoints: save writes the average; load makes every replica that average;
+ *  - TSR_TIMELINE: every rank's steps, gossip waits and mixings in one trace;
  *  - bad options and arguments are refused naming them.
  * Fault mode (tests/fault/gossip-kill.sh): --die-rank R --die-step K. Measurement mode: --bench.
  * Prints each failure and exits non-zero. */
@@ -600,6 +601,43 @@ static void test_errors(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d) 
     tsr_model_free(m);
 }
 
+/* TSR_TIMELINE: every rank's steps, waits and mixings in one trace. */
+static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d) {
+    tsr_model *m = make_model(ctx, "dense:16,relu,dense:10");
+    if (!m) return;
+    long id = (long)getpid();
+    MPI_Bcast(&id, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/tsr-gossip-timeline-%ld.json", id);
+    setenv("TSR_TIMELINE", path, 1);
+    tsr_trainer_options o;
+    options(&o, comm, 8);
+    tsr_gossip_options go = {TSR_GOSSIP_RING, 1, 0};
+    tsr_gossip *g = NULL;
+    CHECK_OK(tsr_gossip_create(ctx, m, &o, &go, &g), ctx);
+    unsetenv("TSR_TIMELINE");
+    for (int s = 0; s < 3 && g; s++) CHECK_OK(tsr_gossip_step(g, d->images, d->labels, 8, NULL), ctx);
+    tsr_gossip_free(g); /* flushes: rank 0 writes every rank's events */
+    tsr_model_free(m);
+    if (rank != 0) return;
+    static char text[1 << 18];
+    FILE *f = fopen(path, "r");
+    size_t len = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    text[len] = 0;
+    if (f) fclose(f);
+    remove(path);
+    int steps = 0;
+    for (const char *p = text; (p = strstr(p, "\"step\"")); p++) steps++;
+    CHECK(steps == 3 * nranks, "timeline: %d step events for %d ranks x 3 steps", steps, nranks);
+    char pid[32];
+    snprintf(pid, sizeof pid, "\"pid\":%d", nranks - 1);
+    CHECK(strstr(text, "\"forward\"") && strstr(text, pid), "timeline lacks forwards or rank %d",
+          nranks - 1);
+    if (nranks > 1)
+        CHECK(strstr(text, "\"gossip wait\"") && strstr(text, "\"gossip mix\""),
+              "timeline lacks the gossip events");
+}
+
 /* ---- fault and measurement modes ---- */
 
 static int fault_mode(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d, int die_rank,
@@ -734,6 +772,7 @@ int main(int argc, char **argv) {
         test_checkpoint(ctx, comm, d);
         test_training(ctx, comm, d);
         test_fmnist(ctx, comm);
+        test_timeline(ctx, comm, d);
     }
     tsr_dataset_free(ctx, d);
     tsr_comm_free(comm);

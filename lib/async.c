@@ -478,6 +478,16 @@ static tsr_status server_step(tsr_async *a, float *loss) {
             a->steps++;
             break;
         }
+        int at_sync = 0;
+        for (int i = 0; i < a->nw; i++)
+            at_sync += !a->w[i].dead && !a->w[i].done && a->w[i].pending == P_SYNC;
+        if (at_sync == live_workers(a)) { /* they wait for this server: it would wait forever */
+            s = tsr_error(a->ctx, TSR_ERR_STATE,
+                          "async server rank %d: step %llu while every worker waits at a collective "
+                          "point (evaluate, get_params, save): do servers and workers take the "
+                          "same number of steps?", a->rank, (unsigned long long)a->steps);
+            break;
+        }
         if (!serve_once(a)) sched_yield();
     }
     if (loss) *loss = a->loss_n ? (float)(a->loss_sum / (double)a->loss_n) : 0.0f;

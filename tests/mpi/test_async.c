@@ -10,6 +10,7 @@
  *  - Fashion-MNIST mlp, 2 workers (n = 3), 150 steps of 32: test accuracy >= 0.75;
  *  - non-finite gradients: skip drops that gradient, stop fails the server's step and the
  *    worker's next pull;
+ *  - a server stepping more often than its workers fails instead of hanging;
  *  - bad options are refused naming what was wrong.
  * Fault mode (tests/fault/async-worker-kill.sh): --die-rank R --die-step K.
  * Prints each failure and exits non-zero. */
@@ -296,6 +297,39 @@ static void test_nonfinite(tsr_context *ctx, tsr_comm *comm, const tsr_model *m,
     MPI_Barrier(MPI_COMM_WORLD);
 }
 
+/* The server steps once more than the worker, which went on to get_params: the server's extra
+ * step fails (TSR_ERR_STATE, not a hang), then both meet at get_params. */
+static void test_uneven(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
+    tsr_comm *sub = NULL;
+    CHECK_OK(tsr_comm_split(comm, rank <= 1 ? 0 : 1, rank, &sub), ctx);
+    if (sub && rank <= 1) {
+        tsr_trainer_options o;
+        options(&o, sub, 8);
+        tsr_async_options ao = {1, 0, 0};
+        tsr_async *a = NULL;
+        CHECK_OK(tsr_async_create(ctx, m, &o, &ao, &a), ctx);
+        float x[8 * FEATURES];
+        int32_t y[8];
+        for (int t = 0; a && t < 2; t++) {
+            batch(d, t, 0, 1, 8, x, y);
+            CHECK_OK(tsr_async_step(a, x, y, 8, NULL), ctx);
+        }
+        if (a && rank == 0) {
+            tsr_status s = tsr_async_step(a, x, y, 8, NULL);
+            CHECK(s == TSR_ERR_STATE, "extra server step: %s, TSR_ERR_STATE expected", tsr_status_name(s));
+            CHECK(strstr(tsr_context_last_error(ctx), "same number of steps") != NULL, "'%s'",
+                  tsr_context_last_error(ctx));
+        }
+        size_t np = tsr_model_param_count(m);
+        float *p = malloc(np * sizeof *p);
+        if (a) CHECK_OK(tsr_async_get_params(a, p, np), ctx);
+        free(p);
+        tsr_async_free(a);
+    }
+    tsr_comm_free(sub);
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
 static void expect_error(tsr_context *ctx, tsr_status got, tsr_status want, const char *word) {
     CHECK(got == want, "expected %s, got %s", tsr_status_name(want), tsr_status_name(got));
     CHECK(strstr(tsr_context_last_error(ctx), word) != NULL, "error '%s' does not name '%s'",
@@ -405,6 +439,7 @@ int main(int argc, char **argv) {
         if (nranks >= 2) {
             test_sequential(ctx, comm, m, d);
             test_nonfinite(ctx, comm, m, d);
+            test_uneven(ctx, comm, m, d);
             test_staleness(ctx, comm, m, d);
         }
         if (nranks >= 3) test_converge(ctx, comm, m, d);

@@ -80,6 +80,16 @@ static tsr_status drain(tsr_gossip *g) {
     return tsr_timeline_event(g->tl, "gossip wait", TSR_TRACK_COMM, t0, tsr_timeline_now(g->tl));
 }
 
+/* One MPI_Test on each request in flight: a rendezvous-size message moves only when MPI is
+ * entered, so the step pokes it between its forward and backward (a failure is kept in the
+ * request and reported by the wait). */
+static void progress(tsr_gossip *g) {
+    for (int i = 0; g->pending && i < 4; i++) {
+        int done;
+        if (g->req[i]) (void)tsr_comm_p2p_test(g->req[i], &done);
+    }
+}
+
 /* Peers of mixing m: ring: both neighbours; exponential: i + h and i - h, h = 2^(m mod K),
  * K = ceil(log2 n). */
 static int exp_hop(const tsr_gossip *g, uint64_t m) {
@@ -332,6 +342,7 @@ static tsr_status compute(tsr_gossip *g, size_t n, float *loss, int *bad, char *
     TSR_TRY(tsr_stage_forward(g->stage, n, 1, dropout_seed, loss));
     double t1 = tsr_timeline_now(g->tl);
     TSR_TRY(tsr_timeline_event(g->tl, "forward", TSR_TRACK_COMPUTE, t0, t1));
+    progress(g);
     if (!isfinite(*loss)) {
         *bad = 1;
         snprintf(why, why_size, "loss is %g", (double)*loss);

@@ -4,7 +4,8 @@
  *    over two servers (n >= 3); its checkpoint loads into a single-process trainer unchanged;
  *  - several workers converge on the synthetic task of test_dp to a loss within 0.15 (stated
  *    margin) of data-parallel training of the same samples (a single-process trainer on the
- *    global batch: test_dp shows the two equal), with one server and with two (n = 4);
+ *    global batch: test_dp shows the two equal), with one server (plain and staleness-aware
+ *    learning rate) and with two (n = 4);
  *  - the staleness bound holds with a slow worker (sleeps each step): max clock staleness <= s
  *    for s = 0, 1, 2, and reaches s when there are two workers or more (the bound matters);
  *  - Fashion-MNIST mlp, 2 workers (n = 3), 150 steps of 32: test accuracy >= 0.75;
@@ -77,6 +78,7 @@ typedef struct run_cfg {
     size_t b;
     int slow_rank;     /* sleeps slow_ms before each step; -1: none */
     int slow_ms;
+    int staleness_lr;  /* 1: lr / max(1, update staleness) */
 } run_cfg;
 
 /* Trains on comm; every rank returns the final parameters (params, may be NULL), the server
@@ -86,7 +88,7 @@ static void run_async(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, cons
                       double *loss, const char *save) {
     tsr_trainer_options o;
     options(&o, comm, c->b);
-    tsr_async_options ao = {c->servers, c->staleness, 0};
+    tsr_async_options ao = {c->servers, c->staleness, c->staleness_lr};
     tsr_async *a = NULL;
     CHECK_OK(tsr_async_create(ctx, m, &o, &ao, &a), ctx);
     if (!a) return;
@@ -143,7 +145,7 @@ static void test_sequential(tsr_context *ctx, tsr_comm *comm, const tsr_model *m
         size_t np = tsr_model_param_count(m);
         float *p = calloc(np, sizeof *p), *q = calloc(np, sizeof *q);
         if (rank <= servers) {
-            run_cfg c = {servers, 0, 25, 16, -1, 0};
+            run_cfg c = {servers, 0, 25, 16, -1, 0, 0};
             run_async(ctx, sub, m, d, &c, p, NULL, NULL, NULL, ck);
             if (rank == 0) {
                 tsr_trainer *t = reference(ctx, m, d, 1, 16, 25);
@@ -177,17 +179,19 @@ static void test_sequential(tsr_context *ctx, tsr_comm *comm, const tsr_model *m
 
 /* Several workers: final loss within 0.15 of data-parallel training on the same samples. */
 static void test_converge(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
-    for (int servers = 1; servers <= (nranks == 4 ? 2 : 1); servers++) {
+    /* 1 server; 1 server with the staleness-aware rate; 2 servers (n = 4) */
+    for (int cfg = 0; cfg < (nranks == 4 ? 3 : 2); cfg++) {
+        int servers = cfg == 2 ? 2 : 1, slr = cfg == 1;
         int W = nranks - servers, steps = 60;
-        run_cfg c = {servers, 1, steps, 16, -1, 0};
+        run_cfg c = {servers, 1, steps, 16, -1, 0, slr};
         double acc = 0, loss = 0;
         run_async(ctx, comm, m, d, &c, NULL, NULL, &acc, &loss, NULL);
         if (rank == 0) {
             tsr_trainer *t = reference(ctx, m, d, W, 16, steps);
             double racc = 0, rloss = 0;
             CHECK_OK(tsr_trainer_evaluate(t, d, &racc, &rloss), ctx);
-            printf("converge: %d server(s), %d workers: async loss %.4f acc %.3f; data mode loss %.4f "
-                   "acc %.3f\n", servers, W, loss, acc, rloss, racc);
+            printf("converge: %d server(s), %d workers%s: async loss %.4f acc %.3f; data mode loss %.4f "
+                   "acc %.3f\n", servers, W, slr ? " (lr / staleness)" : "", loss, acc, rloss, racc);
             CHECK(loss <= rloss + 0.15, "%d server(s), %d workers: loss %g, data mode %g (margin 0.15)",
                   servers, W, loss, rloss);
             CHECK(acc >= 0.9, "%d server(s), %d workers: accuracy %g < 0.9", servers, W, acc);
@@ -200,7 +204,7 @@ static void test_converge(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, 
 static void test_staleness(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
     int W = nranks - 1;
     for (int s = 0; s <= 2; s++) {
-        run_cfg c = {1, s, 12, 8, nranks - 1, 15};
+        run_cfg c = {1, s, 12, 8, nranks - 1, 15, 0};
         tsr_async_stats st;
         memset(&st, 0, sizeof st);
         run_async(ctx, comm, m, d, &c, NULL, &st, NULL, NULL, NULL);

@@ -20,6 +20,7 @@ typedef struct tsr_cli_train {
     const char *pipeline_schedule; /* NULL, "gpipe" or "1f1b" */
     long microbatches;       /* pipeline: micro-batches per step (0: 1) */
     int recompute;           /* pipeline: re-run forwards instead of keeping activations */
+    long replicas;           /* hybrid: data-parallel copies of the pipeline (0: 1) */
     char error[256];         /* "option --epochs: '0' is not an integer >= 1" on failure */
 } tsr_cli_train;
 

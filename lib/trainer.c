@@ -12,6 +12,7 @@
 #include "lib/dp.h"
 #include "lib/internal.h"
 #include "lib/optim.h"
+#include "lib/hybrid.h"
 #include "lib/pipeline.h"
 #include "lib/stage.h"
 #include "lib/timeline.h"
@@ -33,6 +34,7 @@ struct tsr_trainer {
     tsr_timeline *tl;      /* TSR_TIMELINE, else NULL */
     float global_loss;
     tsr_pipeline *pl;      /* mode pipeline: the calls below go to it */
+    tsr_hybrid *hy;        /* mode hybrid: owns pl (its replica's pipeline) */
 };
 
 tsr_status tsr_train_mode_parse(const char *name, tsr_train_mode *out) {
@@ -73,7 +75,8 @@ void tsr_trainer_options_init(tsr_trainer_options *o) {
 
 void tsr_trainer_free(tsr_trainer *t) {
     if (!t) return;
-    tsr_pipeline_free(t->pl);
+    if (t->hy) tsr_hybrid_free(t->hy);
+    else tsr_pipeline_free(t->pl);
     tsr_dp_free(t->dp);
     if (t->tl) {
         /* a failed flush cannot be reported from here; the log says why */
@@ -92,7 +95,9 @@ void tsr_trainer_free(tsr_trainer *t) {
 /* Mode pipeline: this rank's stage of the model (lib/pipeline.c) behind the trainer's API. */
 static tsr_status create_pipeline(tsr_context *ctx, const tsr_model *model,
                                   const tsr_trainer_options *o, tsr_trainer **out) {
-    size_t stages = o->comm ? (size_t)tsr_comm_size(o->comm) : 1, layers = tsr_model_layer_count(model);
+    size_t ranks = o->comm ? (size_t)tsr_comm_size(o->comm) : 1, layers = tsr_model_layer_count(model);
+    size_t replicas = o->mode == TSR_MODE_HYBRID && o->replicas ? o->replicas : 1;
+    size_t stages = ranks / replicas ? ranks / replicas : 1; /* hybrid checks R x S = ranks */
     int dev = o->device ? tsr_context_find_device(ctx, o->device) : 0;
     if (dev < 0)
         return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device '%s' not found (%d devices)", o->device,
@@ -108,13 +113,21 @@ static tsr_status create_pipeline(tsr_context *ctx, const tsr_model *model,
     tsr_pipeline_options po = {even ? even : o->stage_bounds, stages,
                                o->microbatches ? o->microbatches : 1, o->pipeline_schedule,
                                o->recompute};
+    tsr_hybrid_options ho = {replicas, po};
     t->ctx = ctx;
     t->model = model;
     t->o = *o;
     t->o.device = NULL; /* the caller's strings and arrays need not outlive the call */
     t->o.stage_bounds = NULL;
     t->device = dev;
-    tsr_status s = tsr_pipeline_create(ctx, model, o, &po, &t->pl);
+    tsr_status s = TSR_OK;
+    if (o->mode == TSR_MODE_HYBRID) {
+        /* the pipeline behind the calls below is this replica's */
+        s = tsr_hybrid_create(ctx, model, o, &ho, &t->hy);
+        t->pl = tsr_hybrid_pipeline(t->hy);
+    } else {
+        s = tsr_pipeline_create(ctx, model, o, &po, &t->pl);
+    }
     tsr_free(ctx, even);
     if (s != TSR_OK) {
         tsr_free(ctx, t);
@@ -138,7 +151,8 @@ tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const ts
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown schedule %d", (int)o->schedule.kind);
     if ((unsigned)o->mode > TSR_MODE_GOSSIP)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown training mode %d", (int)o->mode);
-    if (o->mode == TSR_MODE_PIPELINE) return create_pipeline(ctx, model, o, out);
+    if (o->mode == TSR_MODE_PIPELINE || o->mode == TSR_MODE_HYBRID)
+        return create_pipeline(ctx, model, o, out);
     if (o->mode != TSR_MODE_DATA)
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED, "training mode %d: only data parallelism exists",
                          (int)o->mode);

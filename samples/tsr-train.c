@@ -60,6 +60,10 @@ static void usage(FILE *f) {
             "  --microbatches M       pipeline: micro-batches per step (default 1)\n"
             "  --pipeline-schedule gpipe|1f1b  pipeline schedule (default 1f1b)\n"
             "  --recompute            pipeline: re-run forwards instead of keeping activations\n"
+            "  --mode hybrid --replicas R  R data-parallel copies of a pipeline of ranks/R stages\n"
+            "                         (rank r*S+s: stage s of replica r); --batch is the global\n"
+            "                         batch, each replica reads 1/R of it; the pipeline options\n"
+            "                         above apply to each replica\n"
             "  --summary              print the model summary first\n"
             "  --quiet                no progress bar\n"
             "  --json                 print one JSON result line on stdout\n"
@@ -191,13 +195,17 @@ int main(int argc, char **argv) {
     if (rc) return rc;
     tsr_train_mode mode = TSR_MODE_DATA;
     if (a.mode && tsr_train_mode_parse(a.mode, &mode) != TSR_OK)
-        return bad_option("--mode", "must be data or pipeline (hybrid, async, gossip: not yet)");
-    int pp = a.mode && mode == TSR_MODE_PIPELINE, dp = a.mode && !pp;
+        return bad_option("--mode", "must be data, pipeline or hybrid (async, gossip: not yet)");
+    /* hybrid: a pipeline per replica (pp), replicas R */
+    int hy = a.mode && mode == TSR_MODE_HYBRID;
+    int pp = a.mode && (mode == TSR_MODE_PIPELINE || hy), dp = a.mode && !pp;
+    size_t R = hy && a.replicas ? (size_t)a.replicas : 1;
     if (a.mode && mode != TSR_MODE_DATA && !pp)
-        return bad_option("--mode", "only data and pipeline parallelism are implemented");
+        return bad_option("--mode", "only data, pipeline and hybrid parallelism are implemented");
     if (!pp && (a.stages || a.microbatches || a.pipeline_schedule || a.recompute))
         return bad_option("--stages", "--stages, --microbatches, --pipeline-schedule and --recompute "
-                                      "need --mode pipeline");
+                                      "need --mode pipeline or hybrid");
+    if (!hy && a.replicas) return bad_option("--replicas", "needs --mode hybrid");
     if (dp || pp) set_rank_threads(argv);
     tsr_trainer_options to;
     tsr_trainer_options_init(&to);
@@ -216,11 +224,14 @@ int main(int argc, char **argv) {
     if (a.compress && tsr_compress_kind_parse(a.compress, &to.compress) != TSR_OK) return 2;
     if (a.zero) to.shard_optimizer = 1;
     if (pp) {
-        to.mode = TSR_MODE_PIPELINE;
+        to.mode = hy ? TSR_MODE_HYBRID : TSR_MODE_PIPELINE;
+        to.replicas = R;
         to.microbatches = (size_t)a.microbatches;
         to.pipeline_schedule = a.pipeline_schedule && !strcmp(a.pipeline_schedule, "gpipe") ? 0 : 1;
         to.recompute = a.recompute;
-        if (to.microbatches > to.batch) return bad_option("--microbatches", "more than --batch");
+        if (to.batch < R) return bad_option("--batch", "smaller than --replicas");
+        if (to.microbatches * R > to.batch)
+            return bad_option("--microbatches", "more than --batch (per replica)");
     }
 
     tsr_context *ctx;
@@ -245,6 +256,13 @@ int main(int argc, char **argv) {
             if (rank == 0)
                 fprintf(stderr, "tsr-train: option --batch: global batch %zu is smaller than %d ranks\n",
                         to.batch, size);
+            tsr_comm_free(comm);
+            return 2;
+        }
+        if (hy && (size_t)size % R) {
+            if (rank == 0)
+                fprintf(stderr, "tsr-train: option --replicas: %d ranks are not %zu replicas x "
+                                "stages\n", size, R);
             tsr_comm_free(comm);
             return 2;
         }
@@ -275,10 +293,10 @@ int main(int argc, char **argv) {
             tsr_comm_free(comm);
             return 2;
         }
-        if (stages != (size_t)size) {
+        if (stages * R != (size_t)size) {
             if (rank == 0)
-                fprintf(stderr, "tsr-train: option --stages: %zu stages on %d ranks (one rank each)\n",
-                        stages, size);
+                fprintf(stderr, "tsr-train: option --stages: %zu stages x %zu replicas on %d ranks "
+                                "(one rank each)\n", stages, R, size);
             tsr_comm_free(comm); /* finalises MPI: the launcher then lets rank 0 finish its say */
             return 2;
         }
@@ -290,7 +308,8 @@ int main(int argc, char **argv) {
         tsr_plan_options_init(&po);
         po.batch = to.batch;
         po.microbatches = to.microbatches;
-        po.max_stages = (size_t)size;
+        po.max_stages = (size_t)size / R;
+        po.replicas = (int)R;
         po.optimizer_slots = to.optimizer.kind == TSR_OPTIM_SGD ? 1 : 2;
         size_t stages = 0;
         int key = -1;
@@ -298,16 +317,21 @@ int main(int argc, char **argv) {
             (s = tsr_plan_create(ctx, model, topo, &po, &plan)) != TSR_OK ||
             (s = tsr_pipeline_bounds_from_plan(ctx, plan, bounds, 65, &stages)) != TSR_OK)
             die(ctx, s, "--stages auto");
-        for (size_t i = 0; i < stages; i++)
-            if (tsr_plan_stage_at(plan, i)->rank == rank) {
-                key = (int)i;
-                snprintf(plan_dev, sizeof plan_dev, "%s", tsr_plan_stage_at(plan, i)->device_id);
-                to.device = plan_dev;
-            }
-        if (stages != (size_t)size || key < 0) {
+        /* rank order of the run: replica q's stage i is rank q * stages + i */
+        for (size_t q = 0; q < R; q++)
+            for (size_t i = 0; i < stages; i++)
+                if (tsr_plan_replica_rank(plan, (int)q, i) == rank) {
+                    const tsr_device_info *di =
+                        tsr_topology_device(topo, tsr_plan_replica_device(plan, (int)q, i));
+                    key = (int)(q * stages + i);
+                    snprintf(plan_dev, sizeof plan_dev, "%s",
+                             q == 0 || !di ? tsr_plan_stage_at(plan, i)->device_id : di->id);
+                    to.device = plan_dev;
+                }
+        if (stages * R != (size_t)size || key < 0) {
             if (rank == 0) {
-                fprintf(stderr, "tsr-train: --stages auto: the plan has %zu stages for %d ranks:\n",
-                        stages, size);
+                fprintf(stderr, "tsr-train: --stages auto: the plan has %zu stages x %zu replicas "
+                                "for %d ranks:\n", stages, R, size);
                 tsr_plan_print(plan, stderr);
             }
             tsr_plan_free(plan);
@@ -326,6 +350,15 @@ int main(int argc, char **argv) {
      * counts on every rank need drop_last */
     tsr_loader_options lo = {dp ? to.batch / (size_t)size : to.batch, a.seed, 1, dp ? rank : 0,
                              dp ? size : 1, dp}; /* pipeline: every rank the same batches */
+    size_t global = to.batch;
+    if (hy) { /* replica q = (rank in the run's order) / stages reads shard q of R */
+        int run_rank = stage_comm ? tsr_comm_rank(stage_comm) : rank;
+        lo.batch = to.batch / R;
+        lo.rank = (int)((size_t)run_rank / ((size_t)size / R));
+        lo.nranks = (int)R;
+        lo.drop_last = 1; /* every replica steps alike */
+        global = lo.batch * R;
+    }
     tsr_loader *loader;
     if ((s = tsr_loader_create(ctx, train, &lo, &loader)) != TSR_OK) die(ctx, s, "loader");
     size_t per_epoch = tsr_loader_batches(loader);
@@ -340,6 +373,7 @@ int main(int argc, char **argv) {
     to.comm = size > 1 ? (stage_comm ? stage_comm : comm) : NULL;
     if (!to.comm) to.compress = TSR_COMPRESS_NONE, to.shard_optimizer = 0;
     tsr_trainer *tr;
+    if (hy) to.batch = lo.batch; /* the largest batch a replica steps with */
     if ((s = tsr_trainer_create(ctx, model, &to, &tr)) != TSR_OK) die(ctx, s, "trainer");
     size_t *shares = calloc((size_t)size, sizeof *shares);
     if (!shares) return 1;
@@ -392,6 +426,7 @@ int main(int argc, char **argv) {
             float loss;
             if ((s = tsr_trainer_step(tr, images, labels, n, &loss)) != TSR_OK) die(ctx, s, "step");
             if (dp) loss = tsr_trainer_global_loss(tr), n = to.batch; /* the global batch */
+            if (hy) n = global; /* the loss is the global batch's already */
             sum += loss;
             steps++;
             done += n;
@@ -453,7 +488,7 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "samples_per_s", train_time > 0 ? (double)trained / train_time : 0);
         cJSON_AddNumberToObject(j, "train_seconds", train_time);
         cJSON_AddNumberToObject(j, "seed", (double)tsr_trainer_seed(tr));
-        cJSON_AddStringToObject(j, "mode", dp ? "data" : pp ? "pipeline" : "single");
+        cJSON_AddStringToObject(j, "mode", dp ? "data" : hy ? "hybrid" : pp ? "pipeline" : "single");
         cJSON_AddNumberToObject(j, "ranks", size);
         cJSON *per = cJSON_AddArrayToObject(j, "batch_per_rank");
         for (int r = 0; r < size; r++) cJSON_AddItemToArray(per, cJSON_CreateNumber((double)shares[r]));

@@ -56,7 +56,7 @@ typedef enum tsr_init_kind {
     TSR_INIT_GLOROT_UNIFORM = 1  /* U(+-sqrt(6/(fan_in+fan_out))), zero biases */
 } tsr_init_kind;
 
-/* How ranks share the work. DATA and PIPELINE exist; the others are reserved names. */
+/* How ranks share the work. DATA, PIPELINE and HYBRID exist; the others are reserved names. */
 typedef enum tsr_train_mode {
     TSR_MODE_DATA = 0,      /* replicated model, gradients averaged by allreduce */
     TSR_MODE_PIPELINE = 1,
@@ -123,6 +123,12 @@ typedef struct tsr_trainer_options {
     size_t microbatches;         /* per step; 0: 1 */
     int pipeline_schedule;       /* 0 GPipe, 1 1F1B (PipeDream-Flush) */
     int recompute;               /* 1: keep stage inputs only, re-run forwards for backward */
+    /* Hybrid (mode HYBRID, lib/hybrid.h): `replicas` copies of a pipeline of
+     * stages = ranks / replicas stages (stage_bounds has stages + 1 entries, the pipeline
+     * options above apply to each copy); rank r * stages + s runs stage s of replica r. Every
+     * rank of replica r steps with replica r's batch (batch: the largest), the stages'
+     * gradients are averaged over the replicas, the loss is the global batch's. */
+    size_t replicas;             /* 0: 1 */
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,

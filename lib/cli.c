@@ -44,7 +44,8 @@ static const char *const valued[] = {
     "--model",  "--data",   "--device", "--checkpoint", "--resume", "--optimizer",
     "--schedule", "--epochs", "--batch", "--limit",     "--warmup", "--seed",
     "--lr",     "--momentum", "--weight-decay", "--manifest", "--mode", "--nonfinite",
-    "--compress", "--stages", "--microbatches", "--pipeline-schedule", "--replicas"};
+    "--compress", "--stages", "--microbatches", "--pipeline-schedule", "--replicas", "--servers",
+    "--staleness"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -94,6 +95,14 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
         else if (!strcmp(o, "--stages")) a->stages = v;
         else if (!strcmp(o, "--microbatches")) st = parse_long(a, o, v, 1, &a->microbatches);
         else if (!strcmp(o, "--replicas")) st = parse_long(a, o, v, 1, &a->replicas);
+        else if (!strcmp(o, "--servers")) st = parse_long(a, o, v, 1, &a->servers);
+        else if (!strcmp(o, "--staleness")) {
+            char *end;
+            long sv = strtol(v, &end, 10);
+            if (strcmp(v, "inf") && (end == v || *end || sv < 0))
+                return fail(a, o, "'%.64s' is not a number >= 0 or inf", v);
+            a->staleness = v;
+        }
         else if (!strcmp(o, "--pipeline-schedule")) {
             if (strcmp(v, "gpipe") && strcmp(v, "1f1b"))
                 return fail(a, o, "'%.64s' is not gpipe or 1f1b", v);

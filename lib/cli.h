@@ -21,6 +21,8 @@ typedef struct tsr_cli_train {
     long microbatches;       /* pipeline: micro-batches per step (0: 1) */
     int recompute;           /* pipeline: re-run forwards instead of keeping activations */
     long replicas;           /* hybrid: data-parallel copies of the pipeline (0: 1) */
+    long servers;            /* async: parameter-server ranks (0: 1) */
+    const char *staleness;   /* async: SSP bound, a number >= 0 or "inf" (NULL: 0) */
     char error[256];         /* "option --epochs: '0' is not an integer >= 1" on failure */
 } tsr_cli_train;
 

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <stdio.h>
 #include "backends/host/host.h"
+#include "lib/async.h"
 #include "lib/comm/comm_internal.h"
 #include "lib/dp.h"
 #include "lib/internal.h"
@@ -35,6 +36,7 @@ struct tsr_trainer {
     float global_loss;
     tsr_pipeline *pl;      /* mode pipeline: the calls below go to it */
     tsr_hybrid *hy;        /* mode hybrid: owns pl (its replica's pipeline) */
+    tsr_async *as;         /* mode async: the calls below go to it */
 };
 
 tsr_status tsr_train_mode_parse(const char *name, tsr_train_mode *out) {
@@ -75,6 +77,7 @@ void tsr_trainer_options_init(tsr_trainer_options *o) {
 
 void tsr_trainer_free(tsr_trainer *t) {
     if (!t) return;
+    tsr_async_free(t->as);
     if (t->hy) tsr_hybrid_free(t->hy);
     else tsr_pipeline_free(t->pl);
     tsr_dp_free(t->dp);
@@ -137,6 +140,31 @@ static tsr_status create_pipeline(tsr_context *ctx, const tsr_model *model,
     return TSR_OK;
 }
 
+/* Mode async: a parameter server or a worker (lib/async.c) behind the trainer's API. */
+static tsr_status create_async(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                               tsr_trainer **out) {
+    int dev = o->device ? tsr_context_find_device(ctx, o->device) : 0;
+    if (dev < 0)
+        return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device '%s' not found (%d devices)", o->device,
+                         tsr_context_device_count(ctx));
+    tsr_trainer *t = tsr_calloc(ctx, 1, sizeof *t);
+    if (!t) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "trainer");
+    t->ctx = ctx;
+    t->model = model;
+    t->o = *o;
+    t->o.device = NULL;
+    t->o.stage_bounds = NULL;
+    t->device = dev;
+    tsr_async_options ao = {o->async_servers, o->async_staleness, o->async_staleness_lr};
+    tsr_status s = tsr_async_create(ctx, model, o, &ao, &t->as);
+    if (s != TSR_OK) {
+        tsr_free(ctx, t);
+        return s;
+    }
+    *out = t;
+    return TSR_OK;
+}
+
 tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
                               tsr_trainer **out) {
     if (!ctx || !model || !o || !out)
@@ -153,6 +181,7 @@ tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const ts
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown training mode %d", (int)o->mode);
     if (o->mode == TSR_MODE_PIPELINE || o->mode == TSR_MODE_HYBRID)
         return create_pipeline(ctx, model, o, out);
+    if (o->mode == TSR_MODE_ASYNC) return create_async(ctx, model, o, out);
     if (o->mode != TSR_MODE_DATA)
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED, "training mode %d: only data parallelism exists",
                          (int)o->mode);
@@ -295,6 +324,11 @@ tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *
         if (loss) *loss = t->global_loss;
         return s;
     }
+    if (t->as) { /* a server's loss: the mean of the gradients it applied in this step */
+        tsr_status s = tsr_async_step(t->as, images, labels, n, &t->global_loss);
+        if (loss) *loss = t->global_loss;
+        return s;
+    }
     /* data parallel: a rank may get no sample of the last global batch; it still takes part */
     if (n || !t->dp) TSR_TRY(upload(t, images, labels, n));
     uint64_t dropout_seed = tsr_rng_next(&t->rng);
@@ -385,7 +419,8 @@ static double mono_seconds(void) {
 tsr_status tsr_trainer_measure(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
                                double *samples_per_s) {
     if (!t || !samples_per_s) return TSR_ERR_INVALID_ARG;
-    if (t->pl) return tsr_error(t->ctx, TSR_ERR_UNSUPPORTED, "tsr_trainer_measure: not in pipeline mode");
+    if (t->pl || t->as)
+        return tsr_error(t->ctx, TSR_ERR_UNSUPPORTED, "tsr_trainer_measure: data mode only");
     if (!n) return tsr_error(t->ctx, TSR_ERR_SHAPE, "tsr_trainer_measure: 0 samples");
     TSR_TRY(upload(t, images, labels, n));
     tsr_stage_set_hook(t->stage, NULL, NULL); /* no allreduce while measuring */
@@ -463,7 +498,7 @@ static uint64_t device_class(const tsr_device_info *d) {
 tsr_status tsr_trainer_balance(tsr_trainer *t, size_t global_batch, const float *images,
                                const int32_t *labels, size_t probe, size_t *shares) {
     if (!t || !shares) return TSR_ERR_INVALID_ARG;
-    if (t->pl) return tsr_error(t->ctx, TSR_ERR_UNSUPPORTED, "balance: not in pipeline mode");
+    if (t->pl || t->as) return tsr_error(t->ctx, TSR_ERR_UNSUPPORTED, "balance: data mode only");
     tsr_comm *comm = t->o.comm;
     int size = comm ? tsr_comm_size(comm) : 1;
     if (size == 1) {
@@ -500,6 +535,7 @@ tsr_status tsr_trainer_balance(tsr_trainer *t, size_t global_batch, const float 
 tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *accuracy, double *loss) {
     if (!t || !d) return TSR_ERR_INVALID_ARG;
     if (t->pl) return tsr_pipeline_evaluate(t->pl, d, accuracy, loss);
+    if (t->as) return tsr_async_evaluate(t->as, d, accuracy, loss); /* collective */
     tsr_model_input in = tsr_model_get_input(t->model);
     if (d->features != in.channels * in.height * in.width)
         return tsr_error(t->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
@@ -529,20 +565,21 @@ tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *ac
 }
 
 uint64_t tsr_trainer_steps(const tsr_trainer *t) {
-    return !t ? 0 : t->pl ? tsr_pipeline_steps(t->pl) : t->steps;
+    return !t ? 0 : t->pl ? tsr_pipeline_steps(t->pl) : t->as ? tsr_async_steps(t->as) : t->steps;
 }
 uint64_t tsr_trainer_skipped(const tsr_trainer *t) {
-    return !t ? 0 : t->pl ? tsr_pipeline_skipped(t->pl) : t->skipped;
+    return !t ? 0 : t->pl ? tsr_pipeline_skipped(t->pl) : t->as ? tsr_async_skipped(t->as) : t->skipped;
 }
 uint64_t tsr_trainer_epoch(const tsr_trainer *t) {
-    return !t ? 0 : t->pl ? tsr_pipeline_epoch(t->pl) : t->epoch;
+    return !t ? 0 : t->pl ? tsr_pipeline_epoch(t->pl) : t->as ? tsr_async_epoch(t->as) : t->epoch;
 }
 void tsr_trainer_set_epoch(tsr_trainer *t, uint64_t epoch) {
     if (t) t->epoch = epoch;
     if (t) tsr_pipeline_set_epoch(t->pl, epoch);
+    if (t) tsr_async_set_epoch(t->as, epoch);
 }
 uint64_t tsr_trainer_seed(const tsr_trainer *t) {
-    return !t ? 0 : t->pl ? tsr_pipeline_seed(t->pl) : t->seed;
+    return !t ? 0 : t->pl ? tsr_pipeline_seed(t->pl) : t->as ? tsr_async_seed(t->as) : t->seed;
 }
 float tsr_trainer_lr(const tsr_trainer *t) {
     return t ? tsr_schedule_lr(&t->o.schedule, t->o.optimizer.lr, tsr_trainer_steps(t)) : 0.0f;
@@ -554,6 +591,7 @@ const tsr_device_info *tsr_trainer_device(const tsr_trainer *t) {
 tsr_status tsr_trainer_get_params(tsr_trainer *t, float *dst, size_t count) {
     if (!t || (!dst && count)) return TSR_ERR_INVALID_ARG;
     if (t->pl) return tsr_pipeline_get_params(t->pl, dst, count); /* collective */
+    if (t->as) return tsr_async_get_params(t->as, dst, count);    /* collective */
     size_t n = tsr_stage_param_count(t->stage);
     if (count != n)
         return tsr_error(t->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", n, count);
@@ -563,6 +601,7 @@ tsr_status tsr_trainer_get_params(tsr_trainer *t, float *dst, size_t count) {
 tsr_status tsr_trainer_set_params(tsr_trainer *t, const float *src, size_t count) {
     if (!t || (!src && count)) return TSR_ERR_INVALID_ARG;
     if (t->pl) return tsr_pipeline_set_params(t->pl, src, count);
+    if (t->as) return tsr_async_set_params(t->as, src, count);
     size_t n = tsr_stage_param_count(t->stage);
     if (count != n)
         return tsr_error(t->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", n, count);
@@ -581,6 +620,7 @@ static size_t tensor_list(tsr_trainer *t, const char *names[3], tsr_buf *bufs[3]
 tsr_status tsr_trainer_save(tsr_trainer *t, const char *path) {
     if (!t || !path) return TSR_ERR_INVALID_ARG;
     if (t->pl) return tsr_pipeline_save(t->pl, path); /* collective: rank 0 writes */
+    if (t->as) return tsr_async_save(t->as, path);    /* collective: rank 0 writes */
     const char *names[3];
     tsr_buf *bufs[3];
     size_t nt = tensor_list(t, names, bufs), n = tsr_stage_param_count(t->stage);
@@ -625,6 +665,7 @@ tsr_status tsr_trainer_save(tsr_trainer *t, const char *path) {
 tsr_status tsr_trainer_load(tsr_trainer *t, const char *path) {
     if (!t || !path) return TSR_ERR_INVALID_ARG;
     if (t->pl) return tsr_pipeline_load(t->pl, path); /* collective */
+    if (t->as) return tsr_async_load(t->as, path);    /* every rank reads its part */
     tsr_checkpoint *ck = NULL;
     TSR_TRY(tsr_checkpoint_load(t->ctx, path, &ck));
     const char *names[3];

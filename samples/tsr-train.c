@@ -8,6 +8,7 @@
  * JSON line is then the only stdout output). */
 #include <cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,10 @@ static void usage(FILE *f) {
             "                         (rank r*S+s: stage s of replica r); --batch is the global\n"
             "                         batch, each replica reads 1/R of it; the pipeline options\n"
             "                         above apply to each replica\n"
+            "  --mode async           asynchronous SGD: ranks 0..K-1 are parameter servers, the\n"
+            "                         others workers on their own slices; --batch is global\n"
+            "  --servers K            async: parameter-server ranks, shards of the model (default 1)\n"
+            "  --staleness S|inf      async: SSP bound, workers at most S steps apart (default 0)\n"
             "  --summary              print the model summary first\n"
             "  --quiet                no progress bar\n"
             "  --json                 print one JSON result line on stdout\n"
@@ -195,18 +200,20 @@ int main(int argc, char **argv) {
     if (rc) return rc;
     tsr_train_mode mode = TSR_MODE_DATA;
     if (a.mode && tsr_train_mode_parse(a.mode, &mode) != TSR_OK)
-        return bad_option("--mode", "must be data, pipeline or hybrid (async, gossip: not yet)");
+        return bad_option("--mode", "must be data, pipeline, hybrid or async (gossip: not yet)");
     /* hybrid: a pipeline per replica (pp), replicas R */
-    int hy = a.mode && mode == TSR_MODE_HYBRID;
-    int pp = a.mode && (mode == TSR_MODE_PIPELINE || hy), dp = a.mode && !pp;
+    int hy = a.mode && mode == TSR_MODE_HYBRID, as = a.mode && mode == TSR_MODE_ASYNC;
+    int pp = a.mode && (mode == TSR_MODE_PIPELINE || hy), dp = a.mode && !pp && !as;
     size_t R = hy && a.replicas ? (size_t)a.replicas : 1;
-    if (a.mode && mode != TSR_MODE_DATA && !pp)
-        return bad_option("--mode", "only data, pipeline and hybrid parallelism are implemented");
+    if (a.mode && mode != TSR_MODE_DATA && !pp && !as)
+        return bad_option("--mode", "only data, pipeline, hybrid and async parallelism are implemented");
     if (!pp && (a.stages || a.microbatches || a.pipeline_schedule || a.recompute))
         return bad_option("--stages", "--stages, --microbatches, --pipeline-schedule and --recompute "
                                       "need --mode pipeline or hybrid");
     if (!hy && a.replicas) return bad_option("--replicas", "needs --mode hybrid");
-    if (dp || pp) set_rank_threads(argv);
+    if (!as && (a.servers || a.staleness))
+        return bad_option("--servers", "--servers and --staleness need --mode async");
+    if (dp || pp || as) set_rank_threads(argv);
     tsr_trainer_options to;
     tsr_trainer_options_init(&to);
     if (tsr_optimizer_kind_parse(a.optimizer, &to.optimizer.kind) != TSR_OK)
@@ -223,6 +230,11 @@ int main(int argc, char **argv) {
     if (a.nonfinite) to.nonfinite = strcmp(a.nonfinite, "skip") ? TSR_NONFINITE_STOP : TSR_NONFINITE_SKIP;
     if (a.compress && tsr_compress_kind_parse(a.compress, &to.compress) != TSR_OK) return 2;
     if (a.zero) to.shard_optimizer = 1;
+    if (as) {
+        to.mode = TSR_MODE_ASYNC;
+        to.async_servers = (int)a.servers;
+        to.async_staleness = !a.staleness ? 0 : !strcmp(a.staleness, "inf") ? INT_MAX : atoi(a.staleness);
+    }
     if (pp) {
         to.mode = hy ? TSR_MODE_HYBRID : TSR_MODE_PIPELINE;
         to.replicas = R;
@@ -247,7 +259,7 @@ int main(int argc, char **argv) {
     }
     tsr_comm *comm = NULL;
     int rank = 0, size = 1;
-    if (dp || pp) {
+    if (dp || pp || as) {
         if ((s = tsr_comm_init_world(ctx, &argc, &argv, &comm)) != TSR_OK) die(ctx, s, "MPI");
         rank = tsr_comm_rank(comm);
         size = tsr_comm_size(comm);
@@ -359,6 +371,23 @@ int main(int argc, char **argv) {
         lo.drop_last = 1; /* every replica steps alike */
         global = lo.batch * R;
     }
+    if (as) {
+        /* async: the workers split the data (and the global batch) as data mode's ranks do; a
+         * server steps as worker 0 (its step serves the workers' step, its batch is unused) */
+        int servers = to.async_servers ? to.async_servers : 1, workers = size - servers;
+        if (workers < 1 || to.batch < (size_t)workers) {
+            if (rank == 0)
+                fprintf(stderr, "tsr-train: option --servers: %d servers on %d ranks, batch %zu: "
+                        "need a worker and a sample per worker\n", servers, size, to.batch);
+            tsr_comm_free(comm);
+            return 2;
+        }
+        lo.batch = to.batch / (size_t)workers;
+        lo.rank = rank >= servers ? rank - servers : 0;
+        lo.nranks = workers;
+        lo.drop_last = 1; /* equal step counts on every rank */
+        global = to.batch; /* a server's step: every worker's batch */
+    }
     tsr_loader *loader;
     if ((s = tsr_loader_create(ctx, train, &lo, &loader)) != TSR_OK) die(ctx, s, "loader");
     size_t per_epoch = tsr_loader_batches(loader);
@@ -379,6 +408,8 @@ int main(int argc, char **argv) {
     if (!shares) return 1;
     shares[0] = to.batch;
     for (int r = 1; pp && r < size; r++) shares[r] = to.batch; /* each stage sees every sample */
+    if (as) /* servers compute nothing; each worker its slice */
+        for (int r = 0; r < size; r++) shares[r] = r < (to.async_servers ? to.async_servers : 1) ? 0 : lo.batch;
     if (dp) {
         /* each rank's share of the global batch in proportion to its measured samples/s (a short
          * timed forward+backward of the model itself; identical devices share one rate);
@@ -426,7 +457,8 @@ int main(int argc, char **argv) {
             float loss;
             if ((s = tsr_trainer_step(tr, images, labels, n, &loss)) != TSR_OK) die(ctx, s, "step");
             if (dp) loss = tsr_trainer_global_loss(tr), n = to.batch; /* the global batch */
-            if (hy) n = global; /* the loss is the global batch's already */
+            if (hy || as) n = global; /* hy: the loss is the global batch's already; as: a server's
+                                       * step serves every worker's batch */
             sum += loss;
             steps++;
             done += n;
@@ -488,7 +520,7 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "samples_per_s", train_time > 0 ? (double)trained / train_time : 0);
         cJSON_AddNumberToObject(j, "train_seconds", train_time);
         cJSON_AddNumberToObject(j, "seed", (double)tsr_trainer_seed(tr));
-        cJSON_AddStringToObject(j, "mode", dp ? "data" : hy ? "hybrid" : pp ? "pipeline" : "single");
+        cJSON_AddStringToObject(j, "mode", dp ? "data" : hy ? "hybrid" : pp ? "pipeline" : as ? "async" : "single");
         cJSON_AddNumberToObject(j, "ranks", size);
         cJSON *per = cJSON_AddArrayToObject(j, "batch_per_rank");
         for (int r = 0; r < size; r++) cJSON_AddItemToArray(per, cJSON_CreateNumber((double)shares[r]));

@@ -56,7 +56,7 @@ typedef enum tsr_init_kind {
     TSR_INIT_GLOROT_UNIFORM = 1  /* U(+-sqrt(6/(fan_in+fan_out))), zero biases */
 } tsr_init_kind;
 
-/* How ranks share the work. DATA, PIPELINE and HYBRID exist; the others are reserved names. */
+/* How ranks share the work. DATA, PIPELINE, HYBRID and ASYNC exist; the others are reserved names. */
 typedef enum tsr_train_mode {
     TSR_MODE_DATA = 0,      /* replicated model, gradients averaged by allreduce */
     TSR_MODE_PIPELINE = 1,
@@ -129,6 +129,13 @@ typedef struct tsr_trainer_options {
      * rank of replica r steps with replica r's batch (batch: the largest), the stages'
      * gradients are averaged over the replicas, the loss is the global batch's. */
     size_t replicas;             /* 0: 1 */
+    /* Asynchronous SGD with a parameter server (mode ASYNC, lib/async.h): ranks
+     * [0, async_servers) hold the parameters sharded and apply each pushed gradient, the rest
+     * are workers; a worker may start step t + s + 1 only once every live worker pushed step t
+     * (SSP bound s = async_staleness: 0 synchronous rounds, INT_MAX unbounded). */
+    int async_servers;           /* 0: 1 */
+    int async_staleness;         /* >= 0; INT_MAX: no bound */
+    int async_staleness_lr;      /* 1: lr / max(1, updates since the worker's pull) */
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,

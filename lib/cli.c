@@ -45,7 +45,7 @@ static const char *const valued[] = {
     "--schedule", "--epochs", "--batch", "--limit",     "--warmup", "--seed",
     "--lr",     "--momentum", "--weight-decay", "--manifest", "--mode", "--nonfinite",
     "--compress", "--stages", "--microbatches", "--pipeline-schedule", "--replicas", "--servers",
-    "--staleness"};
+    "--staleness", "--gossip-graph", "--gossip-period"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -108,6 +108,11 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
                 return fail(a, o, "'%.64s' is not gpipe or 1f1b", v);
             a->pipeline_schedule = v;
         }
+        else if (!strcmp(o, "--gossip-graph")) {
+            if (strcmp(v, "ring") && strcmp(v, "exp"))
+                return fail(a, o, "'%.64s' is not ring or exp", v);
+            a->gossip_graph = v;
+        } else if (!strcmp(o, "--gossip-period")) st = parse_long(a, o, v, 1, &a->gossip_period);
         else if (!strcmp(o, "--nonfinite")) {
             if (strcmp(v, "skip") && strcmp(v, "stop"))
                 return fail(a, o, "'%.64s' is not skip or stop", v);

@@ -23,6 +23,8 @@ typedef struct tsr_cli_train {
     long replicas;           /* hybrid: data-parallel copies of the pipeline (0: 1) */
     long servers;            /* async: parameter-server ranks (0: 1) */
     const char *staleness;   /* async: SSP bound, a number >= 0 or "inf" (NULL: 0) */
+    const char *gossip_graph; /* gossip: NULL, "ring" or "exp" */
+    long gossip_period;      /* gossip: mix every K steps (0: 1) */
     char error[256];         /* "option --epochs: '0' is not an integer >= 1" on failure */
 } tsr_cli_train;
 

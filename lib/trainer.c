@@ -11,6 +11,7 @@
 #include "lib/async.h"
 #include "lib/comm/comm_internal.h"
 #include "lib/dp.h"
+#include "lib/gossip.h"
 #include "lib/internal.h"
 #include "lib/optim.h"
 #include "lib/hybrid.h"
@@ -37,6 +38,7 @@ struct tsr_trainer {
     tsr_pipeline *pl;      /* mode pipeline: the calls below go to it */
     tsr_hybrid *hy;        /* mode hybrid: owns pl (its replica's pipeline) */
     tsr_async *as;         /* mode async: the calls below go to it */
+    tsr_gossip *gs;        /* mode gossip: the calls below go to it */
 };
 
 tsr_status tsr_train_mode_parse(const char *name, tsr_train_mode *out) {
@@ -78,6 +80,7 @@ void tsr_trainer_options_init(tsr_trainer_options *o) {
 void tsr_trainer_free(tsr_trainer *t) {
     if (!t) return;
     tsr_async_free(t->as);
+    tsr_gossip_free(t->gs);
     if (t->hy) tsr_hybrid_free(t->hy);
     else tsr_pipeline_free(t->pl);
     tsr_dp_free(t->dp);
@@ -165,6 +168,31 @@ static tsr_status create_async(tsr_context *ctx, const tsr_model *model, const t
     return TSR_OK;
 }
 
+/* Mode gossip: this rank's replica (lib/gossip.c) behind the trainer's API. */
+static tsr_status create_gossip(tsr_context *ctx, const tsr_model *model,
+                                const tsr_trainer_options *o, tsr_trainer **out) {
+    int dev = o->device ? tsr_context_find_device(ctx, o->device) : 0;
+    if (dev < 0)
+        return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device '%s' not found (%d devices)", o->device,
+                         tsr_context_device_count(ctx));
+    tsr_trainer *t = tsr_calloc(ctx, 1, sizeof *t);
+    if (!t) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "trainer");
+    tsr_gossip_options go = {o->gossip_graph, o->gossip_period, o->gossip_eval_local};
+    t->ctx = ctx;
+    t->model = model;
+    t->o = *o;
+    t->o.device = NULL; /* the caller's strings and arrays need not outlive the call */
+    t->o.stage_bounds = NULL;
+    t->device = dev;
+    tsr_status s = tsr_gossip_create(ctx, model, o, &go, &t->gs);
+    if (s != TSR_OK) {
+        tsr_free(ctx, t);
+        return s;
+    }
+    *out = t;
+    return TSR_OK;
+}
+
 tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
                               tsr_trainer **out) {
     if (!ctx || !model || !o || !out)
@@ -182,6 +210,7 @@ tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const ts
     if (o->mode == TSR_MODE_PIPELINE || o->mode == TSR_MODE_HYBRID)
         return create_pipeline(ctx, model, o, out);
     if (o->mode == TSR_MODE_ASYNC) return create_async(ctx, model, o, out);
+    if (o->mode == TSR_MODE_GOSSIP) return create_gossip(ctx, model, o, out);
     if (o->mode != TSR_MODE_DATA)
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED, "training mode %d: only data parallelism exists",
                          (int)o->mode);
@@ -324,6 +353,11 @@ tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *
         if (loss) *loss = t->global_loss;
         return s;
     }
+    if (t->gs) { /* this rank's own batch and loss */
+        tsr_status s = tsr_gossip_step(t->gs, images, labels, n, &t->global_loss);
+        if (loss) *loss = t->global_loss;
+        return s;
+    }
     if (t->as) { /* a server's loss: the mean of the gradients it applied in this step */
         tsr_status s = tsr_async_step(t->as, images, labels, n, &t->global_loss);
         if (loss) *loss = t->global_loss;
@@ -419,7 +453,7 @@ static double mono_seconds(void) {
 tsr_status tsr_trainer_measure(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
                                double *samples_per_s) {
     if (!t || !samples_per_s) return TSR_ERR_INVALID_ARG;
-    if (t->pl || t->as)
+    if (t->pl || t->as || t->gs)
         return tsr_error(t->ctx, TSR_ERR_UNSUPPORTED, "tsr_trainer_measure: data mode only");
     if (!n) return tsr_error(t->ctx, TSR_ERR_SHAPE, "tsr_trainer_measure: 0 samples");
     TSR_TRY(upload(t, images, labels, n));
@@ -498,7 +532,7 @@ static uint64_t device_class(const tsr_device_info *d) {
 tsr_status tsr_trainer_balance(tsr_trainer *t, size_t global_batch, const float *images,
                                const int32_t *labels, size_t probe, size_t *shares) {
     if (!t || !shares) return TSR_ERR_INVALID_ARG;
-    if (t->pl || t->as) return tsr_error(t->ctx, TSR_ERR_UNSUPPORTED, "balance: data mode only");
+    if (t->pl || t->as || t->gs) return tsr_error(t->ctx, TSR_ERR_UNSUPPORTED, "balance: data mode only");
     tsr_comm *comm = t->o.comm;
     int size = comm ? tsr_comm_size(comm) : 1;
     if (size == 1) {
@@ -536,6 +570,7 @@ tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *ac
     if (!t || !d) return TSR_ERR_INVALID_ARG;
     if (t->pl) return tsr_pipeline_evaluate(t->pl, d, accuracy, loss);
     if (t->as) return tsr_async_evaluate(t->as, d, accuracy, loss); /* collective */
+    if (t->gs) return tsr_gossip_evaluate(t->gs, d, accuracy, loss); /* the average: collective */
     tsr_model_input in = tsr_model_get_input(t->model);
     if (d->features != in.channels * in.height * in.width)
         return tsr_error(t->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
@@ -565,21 +600,26 @@ tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *ac
 }
 
 uint64_t tsr_trainer_steps(const tsr_trainer *t) {
-    return !t ? 0 : t->pl ? tsr_pipeline_steps(t->pl) : t->as ? tsr_async_steps(t->as) : t->steps;
+    return !t ? 0 : t->pl ? tsr_pipeline_steps(t->pl) : t->as ? tsr_async_steps(t->as)
+                                 : t->gs ? tsr_gossip_steps(t->gs) : t->steps;
 }
 uint64_t tsr_trainer_skipped(const tsr_trainer *t) {
-    return !t ? 0 : t->pl ? tsr_pipeline_skipped(t->pl) : t->as ? tsr_async_skipped(t->as) : t->skipped;
+    return !t ? 0 : t->pl ? tsr_pipeline_skipped(t->pl) : t->as ? tsr_async_skipped(t->as)
+                                 : t->gs ? tsr_gossip_skipped(t->gs) : t->skipped;
 }
 uint64_t tsr_trainer_epoch(const tsr_trainer *t) {
-    return !t ? 0 : t->pl ? tsr_pipeline_epoch(t->pl) : t->as ? tsr_async_epoch(t->as) : t->epoch;
+    return !t ? 0 : t->pl ? tsr_pipeline_epoch(t->pl) : t->as ? tsr_async_epoch(t->as)
+                                 : t->gs ? tsr_gossip_epoch(t->gs) : t->epoch;
 }
 void tsr_trainer_set_epoch(tsr_trainer *t, uint64_t epoch) {
     if (t) t->epoch = epoch;
     if (t) tsr_pipeline_set_epoch(t->pl, epoch);
     if (t) tsr_async_set_epoch(t->as, epoch);
+    if (t) tsr_gossip_set_epoch(t->gs, epoch);
 }
 uint64_t tsr_trainer_seed(const tsr_trainer *t) {
-    return !t ? 0 : t->pl ? tsr_pipeline_seed(t->pl) : t->as ? tsr_async_seed(t->as) : t->seed;
+    return !t ? 0 : t->pl ? tsr_pipeline_seed(t->pl) : t->as ? tsr_async_seed(t->as)
+                                 : t->gs ? tsr_gossip_seed(t->gs) : t->seed;
 }
 float tsr_trainer_lr(const tsr_trainer *t) {
     return t ? tsr_schedule_lr(&t->o.schedule, t->o.optimizer.lr, tsr_trainer_steps(t)) : 0.0f;
@@ -592,6 +632,7 @@ tsr_status tsr_trainer_get_params(tsr_trainer *t, float *dst, size_t count) {
     if (!t || (!dst && count)) return TSR_ERR_INVALID_ARG;
     if (t->pl) return tsr_pipeline_get_params(t->pl, dst, count); /* collective */
     if (t->as) return tsr_async_get_params(t->as, dst, count);    /* collective */
+    if (t->gs) return tsr_gossip_get_params(t->gs, dst, count);   /* this rank's replica */
     size_t n = tsr_stage_param_count(t->stage);
     if (count != n)
         return tsr_error(t->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", n, count);
@@ -602,6 +643,7 @@ tsr_status tsr_trainer_set_params(tsr_trainer *t, const float *src, size_t count
     if (!t || (!src && count)) return TSR_ERR_INVALID_ARG;
     if (t->pl) return tsr_pipeline_set_params(t->pl, src, count);
     if (t->as) return tsr_async_set_params(t->as, src, count);
+    if (t->gs) return tsr_gossip_set_params(t->gs, src, count);
     size_t n = tsr_stage_param_count(t->stage);
     if (count != n)
         return tsr_error(t->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", n, count);
@@ -621,6 +663,7 @@ tsr_status tsr_trainer_save(tsr_trainer *t, const char *path) {
     if (!t || !path) return TSR_ERR_INVALID_ARG;
     if (t->pl) return tsr_pipeline_save(t->pl, path); /* collective: rank 0 writes */
     if (t->as) return tsr_async_save(t->as, path);    /* collective: rank 0 writes */
+    if (t->gs) return tsr_gossip_save(t->gs, path);   /* collective: the average, rank 0 writes */
     const char *names[3];
     tsr_buf *bufs[3];
     size_t nt = tensor_list(t, names, bufs), n = tsr_stage_param_count(t->stage);
@@ -666,6 +709,7 @@ tsr_status tsr_trainer_load(tsr_trainer *t, const char *path) {
     if (!t || !path) return TSR_ERR_INVALID_ARG;
     if (t->pl) return tsr_pipeline_load(t->pl, path); /* collective */
     if (t->as) return tsr_async_load(t->as, path);    /* every rank reads its part */
+    if (t->gs) return tsr_gossip_load(t->gs, path);   /* collective: every replica */
     tsr_checkpoint *ck = NULL;
     TSR_TRY(tsr_checkpoint_load(t->ctx, path, &ck));
     const char *names[3];

@@ -69,6 +69,11 @@ static void usage(FILE *f) {
             "                         others workers on their own slices; --batch is global\n"
             "  --servers K            async: parameter-server ranks, shards of the model (default 1)\n"
             "  --staleness S|inf      async: SSP bound, workers at most S steps apart (default 0)\n"
+            "  --mode gossip          decentralised SGD (D-PSGD): every rank trains its own replica\n"
+            "                         on its slice of --batch and averages parameters with its\n"
+            "                         graph neighbours; evaluation and checkpoints: the average\n"
+            "  --gossip-graph ring|exp  gossip: ring (2 neighbours) or one-peer exponential graph\n"
+            "  --gossip-period K      gossip: mix every K steps (default 1)\n"
             "  --summary              print the model summary first\n"
             "  --quiet                no progress bar\n"
             "  --json                 print one JSON result line on stdout\n"
@@ -200,20 +205,23 @@ int main(int argc, char **argv) {
     if (rc) return rc;
     tsr_train_mode mode = TSR_MODE_DATA;
     if (a.mode && tsr_train_mode_parse(a.mode, &mode) != TSR_OK)
-        return bad_option("--mode", "must be data, pipeline, hybrid or async (gossip: not yet)");
+        return bad_option("--mode", "must be data, pipeline, hybrid, async or gossip");
     /* hybrid: a pipeline per replica (pp), replicas R */
     int hy = a.mode && mode == TSR_MODE_HYBRID, as = a.mode && mode == TSR_MODE_ASYNC;
-    int pp = a.mode && (mode == TSR_MODE_PIPELINE || hy), dp = a.mode && !pp && !as;
+    int gs = a.mode && mode == TSR_MODE_GOSSIP; /* gossip: each rank its own slice, as data */
+    int pp = a.mode && (mode == TSR_MODE_PIPELINE || hy), dp = a.mode && !pp && !as && !gs;
     size_t R = hy && a.replicas ? (size_t)a.replicas : 1;
-    if (a.mode && mode != TSR_MODE_DATA && !pp && !as)
-        return bad_option("--mode", "only data, pipeline, hybrid and async parallelism are implemented");
+    if (a.mode && mode != TSR_MODE_DATA && !pp && !as && !gs)
+        return bad_option("--mode", "only data, pipeline, hybrid, async and gossip parallelism are implemented");
+    if (!gs && (a.gossip_graph || a.gossip_period))
+        return bad_option("--gossip-graph", "--gossip-graph and --gossip-period need --mode gossip");
     if (!pp && (a.stages || a.microbatches || a.pipeline_schedule || a.recompute))
         return bad_option("--stages", "--stages, --microbatches, --pipeline-schedule and --recompute "
                                       "need --mode pipeline or hybrid");
     if (!hy && a.replicas) return bad_option("--replicas", "needs --mode hybrid");
     if (!as && (a.servers || a.staleness))
         return bad_option("--servers", "--servers and --staleness need --mode async");
-    if (dp || pp || as) set_rank_threads(argv);
+    if (dp || pp || as || gs) set_rank_threads(argv);
     tsr_trainer_options to;
     tsr_trainer_options_init(&to);
     if (tsr_optimizer_kind_parse(a.optimizer, &to.optimizer.kind) != TSR_OK)
@@ -245,6 +253,11 @@ int main(int argc, char **argv) {
         if (to.microbatches * R > to.batch)
             return bad_option("--microbatches", "more than --batch (per replica)");
     }
+    if (gs) {
+        to.mode = TSR_MODE_GOSSIP;
+        to.gossip_graph = a.gossip_graph && !strcmp(a.gossip_graph, "exp");
+        to.gossip_period = (size_t)a.gossip_period;
+    }
 
     tsr_context *ctx;
     tsr_context_options co;
@@ -259,12 +272,12 @@ int main(int argc, char **argv) {
     }
     tsr_comm *comm = NULL;
     int rank = 0, size = 1;
-    if (dp || pp || as) {
+    if (dp || pp || as || gs) {
         if ((s = tsr_comm_init_world(ctx, &argc, &argv, &comm)) != TSR_OK) die(ctx, s, "MPI");
         rank = tsr_comm_rank(comm);
         size = tsr_comm_size(comm);
         if (rank != 0) a.quiet = 1, a.summary = 0;
-        if (dp && to.batch < (size_t)size) {
+        if ((dp || gs) && to.batch < (size_t)size) {
             if (rank == 0)
                 fprintf(stderr, "tsr-train: option --batch: global batch %zu is smaller than %d ranks\n",
                         to.batch, size);
@@ -363,6 +376,12 @@ int main(int argc, char **argv) {
     tsr_loader_options lo = {dp ? to.batch / (size_t)size : to.batch, a.seed, 1, dp ? rank : 0,
                              dp ? size : 1, dp}; /* pipeline: every rank the same batches */
     size_t global = to.batch;
+    if (gs) { /* gossip: every rank its own equal slice of each global batch, same step counts */
+        lo.batch = to.batch / (size_t)size;
+        lo.rank = rank;
+        lo.nranks = size;
+        lo.drop_last = 1;
+    }
     if (hy) { /* replica q = (rank in the run's order) / stages reads shard q of R */
         int run_rank = stage_comm ? tsr_comm_rank(stage_comm) : rank;
         lo.batch = to.batch / R;
@@ -408,6 +427,7 @@ int main(int argc, char **argv) {
     if (!shares) return 1;
     shares[0] = to.batch;
     for (int r = 1; pp && r < size; r++) shares[r] = to.batch; /* each stage sees every sample */
+    for (int r = 0; gs && r < size; r++) shares[r] = lo.batch; /* gossip slices */
     if (as) /* servers compute nothing; each worker its slice */
         for (int r = 0; r < size; r++) shares[r] = r < (to.async_servers ? to.async_servers : 1) ? 0 : lo.batch;
     if (dp) {
@@ -459,6 +479,7 @@ int main(int argc, char **argv) {
             if (dp) loss = tsr_trainer_global_loss(tr), n = to.batch; /* the global batch */
             if (hy || as) n = global; /* hy: the loss is the global batch's already; as: a server's
                                        * step serves every worker's batch */
+            if (gs) n *= (size_t)size; /* rank 0's loss; every rank a slice this size */
             sum += loss;
             steps++;
             done += n;
@@ -520,7 +541,7 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "samples_per_s", train_time > 0 ? (double)trained / train_time : 0);
         cJSON_AddNumberToObject(j, "train_seconds", train_time);
         cJSON_AddNumberToObject(j, "seed", (double)tsr_trainer_seed(tr));
-        cJSON_AddStringToObject(j, "mode", dp ? "data" : hy ? "hybrid" : pp ? "pipeline" : as ? "async" : "single");
+        cJSON_AddStringToObject(j, "mode", dp ? "data" : hy ? "hybrid" : pp ? "pipeline" : as ? "async" : gs ? "gossip" : "single");
         cJSON_AddNumberToObject(j, "ranks", size);
         cJSON *per = cJSON_AddArrayToObject(j, "batch_per_rank");
         for (int r = 0; r < size; r++) cJSON_AddItemToArray(per, cJSON_CreateNumber((double)shares[r]));

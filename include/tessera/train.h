@@ -56,7 +56,7 @@ typedef enum tsr_init_kind {
     TSR_INIT_GLOROT_UNIFORM = 1  /* U(+-sqrt(6/(fan_in+fan_out))), zero biases */
 } tsr_init_kind;
 
-/* How ranks share the work. DATA, PIPELINE, HYBRID and ASYNC exist; the others are reserved names. */
+/* How ranks share the work: all five modes exist. */
 typedef enum tsr_train_mode {
     TSR_MODE_DATA = 0,      /* replicated model, gradients averaged by allreduce */
     TSR_MODE_PIPELINE = 1,
@@ -136,6 +136,14 @@ typedef struct tsr_trainer_options {
     int async_servers;           /* 0: 1 */
     int async_staleness;         /* >= 0; INT_MAX: no bound */
     int async_staleness_lr;      /* 1: lr / max(1, updates since the worker's pull) */
+    /* Gossip (mode GOSSIP, lib/gossip.h; D-PSGD): every rank trains its own replica on its own
+     * batches and averages parameters with its graph neighbours after each step (point to point,
+     * overlapped with the next step; no allreduce). Evaluation and checkpoints use the average
+     * of the replicas (collective); get_params gives this rank's replica. */
+    int gossip_graph;            /* 0 ring (neighbours i +- 1, weights 1/3), 1 exponential (one
+                                    peer per step: i + 2^(t mod log2 n), weights 1/2) */
+    size_t gossip_period;        /* mix every K steps; 0: 1 */
+    int gossip_eval_local;       /* 1: evaluate this rank's replica instead of the average */
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,
@@ -187,7 +195,8 @@ tsr_status tsr_dp_shares(tsr_comm *comm, size_t global_batch, double rate, size_
  * communicator): shares[0] = global_batch. */
 tsr_status tsr_trainer_balance(tsr_trainer *t, size_t global_batch, const float *images,
                                const int32_t *labels, size_t probe, size_t *shares);
-/* Mean loss of the last step over the global batch (data mode; the local loss otherwise). */
+/* Mean loss of the last step over the global batch (data mode; the local loss otherwise, gossip
+ * included). */
 float tsr_trainer_global_loss(const tsr_trainer *t);
 /* Gradient buckets of the last step (data mode with more than one rank; 0 otherwise). */
 size_t tsr_trainer_buckets(const tsr_trainer *t);

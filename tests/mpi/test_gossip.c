@@ -638,6 +638,44 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d
               "timeline lacks the gossip events");
 }
 
+/* tsr_trainer with mode GOSSIP is tsr_gossip behind the trainer's API: the same replicas
+ * bitwise, the average evaluated, checkpoints of the average. */
+static void test_trainer_mode(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d) {
+    tsr_model *m = make_model(ctx, "dense:16,relu,dense:10");
+    if (!m) return;
+    size_t b = 8, np = tsr_model_param_count(m);
+    tsr_trainer_options o;
+    options(&o, comm, b);
+    o.gossip_graph = TSR_GOSSIP_EXPONENTIAL;
+    tsr_gossip_options go = {TSR_GOSSIP_EXPONENTIAL, 1, 0};
+    tsr_trainer *t = NULL;
+    tsr_gossip *g = NULL;
+    CHECK_OK(tsr_trainer_create(ctx, m, &o, &t), ctx);
+    CHECK_OK(tsr_gossip_create(ctx, m, &o, &go, &g), ctx);
+    float *p0 = malloc(np * 4), *p1 = malloc(np * 4);
+    for (int s = 0; s < 5 && t && g; s++) {
+        size_t off = (size_t)(s * 19 + rank * 23) % (SAMPLES - b);
+        float lt = 0, lg = 0;
+        CHECK_OK(tsr_trainer_step(t, d->images + off * FEATURES, d->labels + off, b, &lt), ctx);
+        CHECK_OK(tsr_gossip_step(g, d->images + off * FEATURES, d->labels + off, b, &lg), ctx);
+        CHECK_OK(tsr_trainer_get_params(t, p0, np), ctx);
+        CHECK_OK(tsr_gossip_get_params(g, p1, np), ctx);
+        CHECK(lt == lg && !memcmp(p0, p1, np * 4), "trainer mode gossip differs at step %d", s);
+    }
+    double a0 = 0, a1 = 1;
+    if (t && g) {
+        CHECK_OK(tsr_trainer_evaluate(t, d, &a0, NULL), ctx);
+        CHECK_OK(tsr_gossip_evaluate(g, d, &a1, NULL), ctx);
+        CHECK(a0 == a1, "trainer mode gossip: accuracy %g vs %g", a0, a1);
+        CHECK(tsr_trainer_steps(t) == 5, "%llu steps", (unsigned long long)tsr_trainer_steps(t));
+    }
+    free(p0);
+    free(p1);
+    tsr_trainer_free(t);
+    tsr_gossip_free(g);
+    tsr_model_free(m);
+}
+
 /* ---- fault and measurement modes ---- */
 
 static int fault_mode(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d, int die_rank,
@@ -773,6 +811,7 @@ int main(int argc, char **argv) {
         test_training(ctx, comm, d);
         test_fmnist(ctx, comm);
         test_timeline(ctx, comm, d);
+        test_trainer_mode(ctx, comm, d);
     }
     tsr_dataset_free(ctx, d);
     tsr_comm_free(comm);

@@ -69,6 +69,11 @@ static void test_refusals(void **state) {
     refused("option --weight-decay: 'inf'", PARSE(&a, "--weight-decay", "inf"), &a);
     refused("option --nonfinite: 'ignore' is not skip or stop", PARSE(&a, "--nonfinite", "ignore"), &a);
     refused("option --model: empty value", PARSE(&a, "--model", ""), &a);
+    refused("option --gossip-graph: 'star' is not ring or exp", PARSE(&a, "--gossip-graph", "star"), &a);
+    refused("option --gossip-period: '0'", PARSE(&a, "--gossip-period", "0"), &a);
+    assert_int_equal(PARSE(&a, "--mode", "gossip", "--gossip-graph", "exp", "--gossip-period", "4"), TSR_OK);
+    assert_string_equal(a.gossip_graph, "exp");
+    assert_int_equal(a.gossip_period, 4);
     /* a long junk option is cut, and the message still starts with the option (fuzz finding) */
     char junk[600];
     memset(junk, 'x', sizeof junk - 1);

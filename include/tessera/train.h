@@ -56,13 +56,13 @@ typedef enum tsr_init_kind {
     TSR_INIT_GLOROT_UNIFORM = 1  /* U(+-sqrt(6/(fan_in+fan_out))), zero biases */
 } tsr_init_kind;
 
-/* How ranks share the work: all five modes exist. */
+/* How ranks share the work. */
 typedef enum tsr_train_mode {
     TSR_MODE_DATA = 0,      /* replicated model, gradients averaged by allreduce */
-    TSR_MODE_PIPELINE = 1,
-    TSR_MODE_HYBRID = 2,
-    TSR_MODE_ASYNC = 3,
-    TSR_MODE_GOSSIP = 4
+    TSR_MODE_PIPELINE = 1,  /* one stage of consecutive layers per rank, micro-batches */
+    TSR_MODE_HYBRID = 2,    /* replicas x pipeline stages; a stage's gradients averaged */
+    TSR_MODE_ASYNC = 3,     /* parameter servers and workers, stale-synchronous bound */
+    TSR_MODE_GOSSIP = 4     /* replicas mixed with graph neighbours (D-PSGD) */
 } tsr_train_mode;
 
 /* Gradient compression for data parallelism. */

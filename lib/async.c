@@ -813,35 +813,14 @@ void tsr_async_free(tsr_async *a) {
 tsr_status tsr_async_evaluate(tsr_async *a, const tsr_dataset *d, double *accuracy, double *loss) {
     if (!a || !d) return TSR_ERR_INVALID_ARG;
     tsr_model_input in = tsr_model_get_input(a->model);
-    if (d->features != in.channels * in.height * in.width)
-        return tsr_error(a->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
-                         d->features, in.channels * in.height * in.width);
-    if (!d->count) return tsr_error(a->ctx, TSR_ERR_SHAPE, "evaluation on an empty data set");
-    for (size_t i = 0; i < d->count; i++)
-        if (d->labels[i] < 0 || (size_t)d->labels[i] >= in.classes)
-            return tsr_error(a->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
-                             (int)d->labels[i], i, in.classes);
+    /* shape checked before the collective, so a bad data set fails every rank alike */
+    if (d->features != in.channels * in.height * in.width || !d->count)
+        return tsr_error(a->ctx, TSR_ERR_SHAPE, "data set of %zu samples, %zu features per sample: "
+                         "the model takes %zu", d->count, d->features, in.channels * in.height * in.width);
     TSR_TRY(sync_point(a, SYNC_GET, NULL));
-    size_t correct = 0, classes = in.classes;
+    size_t correct = 0;
     double total = 0.0;
-    tsr_ref probs = tsr_stage_probs(a->stage);
-    tsr_ref x = tsr_stage_input(a->stage), y = tsr_stage_labels(a->stage);
-    for (size_t i = 0; i < d->count; i += a->o.batch) {
-        size_t n = d->count - i < a->o.batch ? d->count - i : a->o.batch;
-        float l;
-        TSR_TRY(tsr_buf_write(x.buf, x.off * 4, d->images + i * d->features, n * d->features * 4));
-        TSR_TRY(tsr_buf_write(y.buf, y.off * 4, d->labels + i, n * sizeof(int32_t)));
-        TSR_TRY(tsr_stage_forward(a->stage, n, 0, 0, &l));
-        total += (double)l * (double)n;
-        TSR_TRY(tsr_buf_read(probs.buf, probs.off * 4, a->probs, n * classes * sizeof(float)));
-        for (size_t r = 0; r < n; r++) {
-            const float *p = a->probs + r * classes;
-            size_t best = 0;
-            for (size_t c = 1; c < classes; c++)
-                if (p[c] > p[best]) best = c;
-            correct += best == (size_t)d->labels[i + r];
-        }
-    }
+    TSR_TRY(tsr_stage_evaluate(a->stage, d, 0, d->count, a->probs, &correct, &total));
     if (accuracy) *accuracy = (double)correct / (double)d->count;
     if (loss) *loss = total / (double)d->count;
     return TSR_OK;

@@ -408,29 +408,9 @@ tsr_status tsr_gossip_step(tsr_gossip *g, const float *images, const int32_t *la
 /* ---- evaluation and parameters ---- */
 
 static tsr_status eval_current(tsr_gossip *g, const tsr_dataset *d, double *accuracy, double *loss) {
-    tsr_model_input in = tsr_model_get_input(g->model);
-    if (d->features != in.channels * in.height * in.width)
-        return tsr_error(g->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
-                         d->features, in.channels * in.height * in.width);
-    if (!d->count) return tsr_error(g->ctx, TSR_ERR_SHAPE, "evaluation on an empty data set");
-    size_t correct = 0, classes = g->classes;
+    size_t correct = 0;
     double total = 0.0;
-    tsr_ref probs = tsr_stage_probs(g->stage);
-    for (size_t i = 0; i < d->count; i += g->o.batch) {
-        size_t n = d->count - i < g->o.batch ? d->count - i : g->o.batch;
-        float l;
-        TSR_TRY(upload(g, d->images + i * d->features, d->labels + i, n));
-        TSR_TRY(tsr_stage_forward(g->stage, n, 0, 0, &l));
-        total += (double)l * (double)n;
-        TSR_TRY(tsr_buf_read(probs.buf, probs.off * 4, g->probs, n * classes * sizeof(float)));
-        for (size_t r = 0; r < n; r++) {
-            const float *p = g->probs + r * classes;
-            size_t best = 0;
-            for (size_t c = 1; c < classes; c++)
-                if (p[c] > p[best]) best = c;
-            correct += best == (size_t)d->labels[i + r];
-        }
-    }
+    TSR_TRY(tsr_stage_evaluate(g->stage, d, 0, d->count, g->probs, &correct, &total));
     if (accuracy) *accuracy = (double)correct / (double)d->count;
     if (loss) *loss = total / (double)d->count;
     return TSR_OK;

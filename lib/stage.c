@@ -485,3 +485,40 @@ tsr_status tsr_stage_init_params(tsr_stage *st, int glorot, uint64_t seed) {
     tsr_free(st->ctx, host);
     return s;
 }
+
+tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first, size_t count,
+                              float *probs, size_t *correct, double *loss_sum) {
+    tsr_model_input in = tsr_model_get_input(st->model);
+    if (st->first != 0 || st->last != tsr_model_layer_count(st->model))
+        return tsr_error(st->ctx, TSR_ERR_INVALID_ARG, "evaluation needs a stage of the whole model");
+    if (d->features != in.channels * in.height * in.width)
+        return tsr_error(st->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
+                         d->features, in.channels * in.height * in.width);
+    if (!d->count) return tsr_error(st->ctx, TSR_ERR_SHAPE, "evaluation on an empty data set");
+    if (first > d->count || count > d->count - first)
+        return tsr_error(st->ctx, TSR_ERR_SHAPE, "samples [%zu, %zu) of a data set of %zu", first,
+                         first + count, d->count);
+    for (size_t i = first; i < first + count; i++)
+        if (d->labels[i] < 0 || (size_t)d->labels[i] >= in.classes)
+            return tsr_error(st->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
+                             (int)d->labels[i], i, in.classes);
+    size_t classes = in.classes;
+    tsr_ref x = tsr_stage_input(st), y = tsr_stage_labels(st), pr = tsr_stage_probs(st);
+    for (size_t i = first; i < first + count; i += st->max_batch) {
+        size_t n = first + count - i < st->max_batch ? first + count - i : st->max_batch;
+        float l;
+        TSR_TRY(tsr_buf_write(x.buf, x.off * 4, d->images + i * d->features, n * d->features * 4));
+        TSR_TRY(tsr_buf_write(y.buf, y.off * 4, d->labels + i, n * sizeof(int32_t)));
+        TSR_TRY(tsr_stage_forward(st, n, 0, 0, &l));
+        *loss_sum += (double)l * (double)n;
+        TSR_TRY(tsr_buf_read(pr.buf, pr.off * 4, probs, n * classes * sizeof(float)));
+        for (size_t r = 0; r < n; r++) {
+            const float *p = probs + r * classes;
+            size_t best = 0;
+            for (size_t c = 1; c < classes; c++)
+                if (p[c] > p[best]) best = c;
+            *correct += best == (size_t)d->labels[i + r];
+        }
+    }
+    return TSR_OK;
+}

@@ -77,6 +77,13 @@ tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropou
 /* Backward for the same n. accumulate = 0 overwrites the gradient buffer, 1 adds to it. */
 tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate);
 
+/* Evaluation on a stage that holds the whole model: forwards samples [first, first + count)
+ * of d in chunks of at most the stage's max batch (no dropout), adds the correct predictions
+ * to *correct and the summed loss to *loss_sum. probs: host scratch of max_batch x classes
+ * floats. Checks the data set's shape and labels first (TSR_ERR_SHAPE / INVALID_ARG). */
+tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first, size_t count,
+                              float *probs, size_t *correct, double *loss_sum);
+
 /* Seed of layer `layer`'s dropout masks for a forward given `dropout_seed`. */
 uint64_t tsr_stage_dropout_seed(uint64_t dropout_seed, size_t layer);
 

@@ -571,29 +571,9 @@ tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *ac
     if (t->pl) return tsr_pipeline_evaluate(t->pl, d, accuracy, loss);
     if (t->as) return tsr_async_evaluate(t->as, d, accuracy, loss); /* collective */
     if (t->gs) return tsr_gossip_evaluate(t->gs, d, accuracy, loss); /* the average: collective */
-    tsr_model_input in = tsr_model_get_input(t->model);
-    if (d->features != in.channels * in.height * in.width)
-        return tsr_error(t->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
-                         d->features, in.channels * in.height * in.width);
-    if (!d->count) return tsr_error(t->ctx, TSR_ERR_SHAPE, "evaluation on an empty data set");
-    size_t correct = 0, classes = in.classes;
+    size_t correct = 0;
     double total = 0.0;
-    tsr_ref probs = tsr_stage_probs(t->stage);
-    for (size_t i = 0; i < d->count; i += t->o.batch) {
-        size_t n = d->count - i < t->o.batch ? d->count - i : t->o.batch;
-        float l;
-        TSR_TRY(upload(t, d->images + i * d->features, d->labels + i, n));
-        TSR_TRY(tsr_stage_forward(t->stage, n, 0, 0, &l));
-        total += (double)l * (double)n;
-        TSR_TRY(tsr_buf_read(probs.buf, probs.off * 4, t->probs, n * classes * sizeof(float)));
-        for (size_t r = 0; r < n; r++) {
-            const float *p = t->probs + r * classes;
-            size_t best = 0;
-            for (size_t c = 1; c < classes; c++)
-                if (p[c] > p[best]) best = c;
-            correct += best == (size_t)d->labels[i + r];
-        }
-    }
+    TSR_TRY(tsr_stage_evaluate(t->stage, d, 0, d->count, t->probs, &correct, &total));
     if (accuracy) *accuracy = (double)correct / (double)d->count;
     if (loss) *loss = total / (double)d->count;
     return TSR_OK;

@@ -19,33 +19,14 @@
 #include <mpi.h>
 #include "tessera.h"
 #include "tests/support/mpi_check.h"
+#include "tests/support/test_util.h"
 
 static int rank, nranks;
 
 enum { FEATURES = 32, CLASSES = 10, SAMPLES = 480 };
 
-/* A learnable synthetic task, identical on every rank: class c has a fixed random centre,
- * samples are centre + noise. */
 static tsr_dataset *make_data(tsr_context *ctx) {
-    tsr_dataset *d = NULL;
-    if (tsr_dataset_create(ctx, SAMPLES, 1, 4, FEATURES / 4, CLASSES, &d) != TSR_OK) return NULL;
-    uint64_t x = 12345;
-    float centre[CLASSES][FEATURES];
-    for (int c = 0; c < CLASSES; c++)
-        for (int f = 0; f < FEATURES; f++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            centre[c][f] = (float)((x >> 40) & 0xFFFF) / 65536.0f * 2.0f - 1.0f;
-        }
-    for (size_t i = 0; i < SAMPLES; i++) {
-        int c = (int)(i % CLASSES);
-        d->labels[i] = c;
-        for (int f = 0; f < FEATURES; f++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            float noise = (float)((x >> 40) & 0xFFFF) / 65536.0f - 0.5f;
-            d->images[i * FEATURES + f] = centre[c][f] + 3.0f * noise;
-        }
-    }
-    return d;
+    return tsr_test_clusters(ctx, SAMPLES, FEATURES, CLASSES);
 }
 
 static tsr_model *make_model(tsr_context *ctx) {

@@ -72,3 +72,28 @@ int tsr_test_remove_dir(const char *dir) {
     if (snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir) >= (int)sizeof cmd) return -1;
     return system(cmd) == 0 ? 0 : -1;
 }
+
+tsr_dataset *tsr_test_clusters(tsr_context *ctx, size_t samples, size_t features, size_t classes) {
+    tsr_dataset *d = NULL;
+    float *centre = calloc(classes * features, sizeof *centre);
+    if (!centre || tsr_dataset_create(ctx, samples, 1, 4, features / 4, classes, &d) != TSR_OK) {
+        free(centre);
+        return NULL;
+    }
+    uint64_t x = 12345;
+    for (size_t i = 0; i < classes * features; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        centre[i] = (float)((x >> 40) & 0xFFFF) / 65536.0f * 2.0f - 1.0f;
+    }
+    for (size_t i = 0; i < samples; i++) {
+        size_t c = i % classes;
+        d->labels[i] = (int32_t)c;
+        for (size_t f = 0; f < features; f++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            float noise = (float)((x >> 40) & 0xFFFF) / 65536.0f - 0.5f;
+            d->images[i * features + f] = centre[c * features + f] + 3.0f * noise;
+        }
+    }
+    free(centre);
+    return d;
+}

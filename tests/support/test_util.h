@@ -22,6 +22,11 @@ void tsr_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi
 double tsr_test_rel_error(const float *a, const float *b, size_t n, double atol, double rtol,
                           size_t *worst);
 
+/* A learnable synthetic task: `samples` samples of 1 x 4 x (features / 4) floats in `classes`
+ * classes; class c (sample i has class i % classes) has a fixed random centre, samples are
+ * centre + 3 x uniform noise in [-0.5, 0.5). The same on every rank (fixed seed). NULL on error. */
+tsr_dataset *tsr_test_clusters(tsr_context *ctx, size_t samples, size_t features, size_t classes);
+
 /* A context without OpenCL, hwloc or log output, for tests of host-only modules. */
 tsr_status tsr_test_quiet_context(tsr_context **out);
 /* mkdtemp of "/tmp/tsr-<tag>-XXXXXX" into dir (>= 64 bytes); 0 on success. */

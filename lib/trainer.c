@@ -573,7 +573,37 @@ tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *ac
     if (t->gs) return tsr_gossip_evaluate(t->gs, d, accuracy, loss); /* the average: collective */
     size_t correct = 0;
     double total = 0.0;
-    TSR_TRY(tsr_stage_evaluate(t->stage, d, 0, d->count, t->probs, &correct, &total));
+    if (!t->dp) {
+        TSR_TRY(tsr_stage_evaluate(t->stage, d, 0, d->count, t->probs, &correct, &total));
+    } else {
+        /* data mode: each rank evaluates its 1/N of the set; the figures are gathered and
+         * summed in rank order, so every rank gets the same ones */
+        tsr_comm *comm = t->o.comm;
+        int size = tsr_comm_size(comm), r = tsr_comm_rank(comm);
+        size_t lo = d->count * (size_t)r / (size_t)size, hi = d->count * (size_t)(r + 1) / (size_t)size;
+        double mine[3] = {0.0, 0.0, 0.0}; /* correct, loss sum, failed */
+        size_t c = 0;
+        tsr_status es = hi > lo ? tsr_stage_evaluate(t->stage, d, lo, hi - lo, t->probs, &c, &mine[1])
+                                : TSR_OK;
+        mine[0] = (double)c;
+        mine[2] = es != TSR_OK;
+        double *all = tsr_calloc(t->ctx, (size_t)size * 3, sizeof *all);
+        size_t *bytes = tsr_calloc(t->ctx, (size_t)size, sizeof *bytes);
+        tsr_status s = all && bytes ? TSR_OK : tsr_error(t->ctx, TSR_ERR_NO_MEMORY, "evaluation: %d ranks", size);
+        for (int k = 0; s == TSR_OK && k < size; k++) bytes[k] = sizeof mine;
+        if (s == TSR_OK) s = tsr_comm_allgatherv(comm, mine, all, bytes); /* even after a local error */
+        int failed = 0;
+        for (int k = 0; s == TSR_OK && k < size; k++) {
+            correct += (size_t)all[3 * k];
+            total += all[3 * k + 1];
+            failed |= all[3 * k + 2] != 0.0;
+        }
+        tsr_free(t->ctx, all);
+        tsr_free(t->ctx, bytes);
+        TSR_TRY(es);
+        TSR_TRY(s);
+        if (failed) return tsr_error(t->ctx, TSR_ERR_STATE, "evaluation failed on another rank");
+    }
     if (accuracy) *accuracy = (double)correct / (double)d->count;
     if (loss) *loss = total / (double)d->count;
     return TSR_OK;

@@ -162,7 +162,9 @@ void tsr_trainer_free(tsr_trainer *t); /* accepts NULL */
  * [0, classes). *loss (may be NULL) receives the mean cross-entropy before the update. */
 tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
                             float *loss);
-/* Accuracy and mean loss over a whole data set (no dropout). Either output may be NULL. */
+/* Accuracy and mean loss over a whole data set (no dropout). Either output may be NULL.
+ * Data mode with several ranks: collective; every rank passes the same data set, evaluates
+ * 1/N of it, and all get the same figures. */
 tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *accuracy, double *loss);
 
 /* Checkpoints hold the parameters, optimizer state, step, epoch, seed and RNG state. Load

@@ -302,7 +302,28 @@ static void test_fmnist_accuracy(tsr_context *ctx, tsr_comm *comm) {
         if (dp && l) CHECK_OK(tsr_loader_set_shares(l, shares), ctx);
         size_t n;
         while (t && l && (n = tsr_loader_next(l, x, y)) > 0) CHECK_OK(tsr_trainer_step(t, x, y, n, NULL), ctx);
-        if (t) CHECK_OK(tsr_trainer_evaluate(t, test, &acc[dp], NULL), ctx);
+        double loss = 0.0;
+        if (t) CHECK_OK(tsr_trainer_evaluate(t, test, &acc[dp], &loss), ctx);
+        if (t && dp) {
+            /* each rank evaluated 1/N of the test set: the same figures as one process
+             * evaluating all of it with these parameters (loss: other chunks, other rounding) */
+            size_t np = tsr_model_param_count(m);
+            float *p = malloc(np * sizeof *p);
+            tsr_trainer_options lo1;
+            tsr_trainer_options_init(&lo1);
+            lo1.batch = global;
+            tsr_trainer *one = NULL;
+            double a1 = -1.0, l1 = -1.0;
+            CHECK_OK(tsr_trainer_create(ctx, m, &lo1, &one), ctx);
+            CHECK_OK(tsr_trainer_get_params(t, p, np), ctx);
+            if (one) CHECK_OK(tsr_trainer_set_params(one, p, np), ctx);
+            if (one) CHECK_OK(tsr_trainer_evaluate(one, test, &a1, &l1), ctx);
+            CHECK(a1 == acc[dp], "sharded evaluation: accuracy %.6f, one process %.6f", acc[dp], a1);
+            CHECK(fabs(loss - l1) <= 1e-5 * fabs(l1), "sharded evaluation: loss %.9g, one process %.9g",
+                  loss, l1);
+            tsr_trainer_free(one);
+            free(p);
+        }
         CHECK(tsr_trainer_steps(t) == 3000 / global, "%llu steps", (unsigned long long)tsr_trainer_steps(t));
         tsr_loader_free(l);
         tsr_trainer_free(t);

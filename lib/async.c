@@ -17,6 +17,7 @@
 #include <string.h>
 #include "lib/async.h"
 #include "lib/comm/comm_internal.h"
+#include "lib/checkpoint_internal.h"
 #include "lib/internal.h"
 #include "lib/optim.h"
 #include "lib/stage.h"
@@ -858,22 +859,9 @@ tsr_status tsr_async_load(tsr_async *a, const char *path) {
     const char *names[3] = {"params", NULL, NULL};
     tsr_buf *bufs[3] = {tsr_stage_params(a->stage), NULL, NULL};
     size_t nt = 1 + (a->optim ? tsr_optim_state(a->optim, names + 1, bufs + 1) : 0);
-    const char *spec = tsr_model_spec(a->model), *opt = tsr_optimizer_kind_name(a->o.optimizer.kind);
-    tsr_status s = TSR_OK;
-    if (strcmp(ck->model_spec, spec))
-        s = tsr_error(a->ctx, TSR_ERR_MISMATCH, "%s: checkpoint is for model '%s', not '%s'", path,
-                      ck->model_spec, spec);
-    else if (strcmp(ck->optimizer, opt))
-        s = tsr_error(a->ctx, TSR_ERR_MISMATCH, "%s: checkpoint optimizer is '%s', the trainer uses '%s'",
-                      path, ck->optimizer, opt);
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) {
-        const tsr_checkpoint_tensor *tt = tsr_checkpoint_find(ck, names[i]);
-        if (!tt)
-            s = tsr_error(a->ctx, TSR_ERR_MISMATCH, "%s: checkpoint has no tensor '%s'", path, names[i]);
-        else if (tt->count != a->np)
-            s = tsr_error(a->ctx, TSR_ERR_MISMATCH, "%s: tensor '%s' has %zu floats, the model needs %zu",
-                          path, names[i], tt->count, a->np);
-    }
+    tsr_status s = tsr_checkpoint_check_fit(a->ctx, path, ck, tsr_model_spec(a->model),
+                                            tsr_optimizer_kind_name(a->o.optimizer.kind),
+                                            "the trainer", names, nt, a->np);
     for (size_t i = 0; i < nt && s == TSR_OK; i++) {
         const float *src = tsr_checkpoint_find(ck, names[i])->data;
         s = i == 0 ? tsr_buf_write(bufs[i], 0, src, a->np * sizeof(float))

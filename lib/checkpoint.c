@@ -557,3 +557,23 @@ tsr_status tsr_checkpoint_load(tsr_context *ctx, const char *path, tsr_checkpoin
     tsr_free(ctx, data);
     return st;
 }
+
+tsr_status tsr_checkpoint_check_fit(tsr_context *ctx, const char *path, const tsr_checkpoint *ck,
+                                    const char *spec, const char *optimizer, const char *who,
+                                    const char *const *names, size_t nt, size_t count) {
+    if (strcmp(ck->model_spec, spec))
+        return tsr_error(ctx, TSR_ERR_MISMATCH, "%s: checkpoint is for model '%s', not '%s'", path,
+                         ck->model_spec, spec);
+    if (strcmp(ck->optimizer, optimizer))
+        return tsr_error(ctx, TSR_ERR_MISMATCH, "%s: checkpoint optimizer is '%s', %s uses '%s'", path,
+                         ck->optimizer, who, optimizer);
+    for (size_t i = 0; i < nt; i++) {
+        const tsr_checkpoint_tensor *tt = tsr_checkpoint_find(ck, names[i]);
+        if (!tt)
+            return tsr_error(ctx, TSR_ERR_MISMATCH, "%s: checkpoint has no tensor '%s'", path, names[i]);
+        if (tt->count != count)
+            return tsr_error(ctx, TSR_ERR_MISMATCH, "%s: tensor '%s' has %zu floats, the model needs %zu",
+                             path, names[i], tt->count, count);
+    }
+    return TSR_OK;
+}

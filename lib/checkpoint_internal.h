@@ -17,4 +17,12 @@ enum {
 tsr_status tsr_checkpoint_load_mem(tsr_context *ctx, const char *name, const void *data,
                                    size_t size, unsigned flags, tsr_checkpoint **out);
 
+/* A training checkpoint fits a run when its model spec and optimizer are the run's and each
+ * tensor names[0..nt) is present with `count` floats: else TSR_ERR_MISMATCH naming what
+ * differs ("<path>: checkpoint optimizer is 'adam', <who> uses 'sgd'"). Nothing is changed, so
+ * a refused load leaves the run as it was. */
+tsr_status tsr_checkpoint_check_fit(tsr_context *ctx, const char *path, const tsr_checkpoint *ck,
+                                    const char *spec, const char *optimizer, const char *who,
+                                    const char *const *names, size_t nt, size_t count);
+
 #endif

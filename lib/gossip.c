@@ -6,6 +6,7 @@
 #include <string.h>
 #include "lib/comm/comm_internal.h"
 #include "lib/gossip.h"
+#include "lib/checkpoint_internal.h"
 #include "lib/internal.h"
 #include "lib/optim.h"
 #include "lib/stage.h"
@@ -558,22 +559,10 @@ tsr_status tsr_gossip_load(tsr_gossip *g, const char *path) {
     const char *names[3];
     tsr_buf *bufs[3];
     size_t nt = tensor_list(g, names, bufs), n = g->np;
-    const char *spec = tsr_model_spec(g->model);
-    const char *opt = tsr_optimizer_kind_name(g->o.optimizer.kind);
-    if (s == TSR_OK && strcmp(ck->model_spec, spec))
-        s = tsr_error(g->ctx, TSR_ERR_MISMATCH, "%s: checkpoint is for model '%s', not '%s'", path,
-                      ck->model_spec, spec);
-    else if (s == TSR_OK && strcmp(ck->optimizer, opt))
-        s = tsr_error(g->ctx, TSR_ERR_MISMATCH, "%s: checkpoint optimizer is '%s', gossip uses '%s'",
-                      path, ck->optimizer, opt);
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) {
-        const tsr_checkpoint_tensor *tt = tsr_checkpoint_find(ck, names[i]);
-        if (!tt)
-            s = tsr_error(g->ctx, TSR_ERR_MISMATCH, "%s: checkpoint has no tensor '%s'", path, names[i]);
-        else if (tt->count != n)
-            s = tsr_error(g->ctx, TSR_ERR_MISMATCH, "%s: tensor '%s' has %zu floats, the model needs %zu",
-                          path, names[i], tt->count, n);
-    }
+    if (s == TSR_OK)
+        s = tsr_checkpoint_check_fit(g->ctx, path, ck, tsr_model_spec(g->model),
+                                     tsr_optimizer_kind_name(g->o.optimizer.kind), "gossip", names,
+                                     nt, n);
     /* every rank checked its copy: change nothing unless all can load */
     s = agree(g, s, "checkpoint load");
     /* every rank completes the exchange in flight: it carries the old parameters, and the

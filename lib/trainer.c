@@ -12,6 +12,7 @@
 #include "lib/comm/comm_internal.h"
 #include "lib/dp.h"
 #include "lib/gossip.h"
+#include "lib/checkpoint_internal.h"
 #include "lib/internal.h"
 #include "lib/optim.h"
 #include "lib/hybrid.h"
@@ -725,24 +726,10 @@ tsr_status tsr_trainer_load(tsr_trainer *t, const char *path) {
     const char *names[3];
     tsr_buf *bufs[3];
     size_t nt = tensor_list(t, names, bufs), n = tsr_stage_param_count(t->stage);
-    const char *spec = tsr_model_spec(t->model);
-    const char *opt = tsr_optimizer_kind_name(t->o.optimizer.kind);
-    tsr_status s = TSR_OK;
-    if (strcmp(ck->model_spec, spec))
-        s = tsr_error(t->ctx, TSR_ERR_MISMATCH, "%s: checkpoint is for model '%s', not '%s'", path,
-                      ck->model_spec, spec);
-    else if (strcmp(ck->optimizer, opt))
-        s = tsr_error(t->ctx, TSR_ERR_MISMATCH, "%s: checkpoint optimizer is '%s', the trainer uses '%s'",
-                      path, ck->optimizer, opt);
     /* check every tensor before touching the device, so a refused load changes nothing */
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) {
-        const tsr_checkpoint_tensor *tt = tsr_checkpoint_find(ck, names[i]);
-        if (!tt)
-            s = tsr_error(t->ctx, TSR_ERR_MISMATCH, "%s: checkpoint has no tensor '%s'", path, names[i]);
-        else if (tt->count != n)
-            s = tsr_error(t->ctx, TSR_ERR_MISMATCH, "%s: tensor '%s' has %zu floats, the model needs %zu",
-                          path, names[i], tt->count, n);
-    }
+    tsr_status s = tsr_checkpoint_check_fit(t->ctx, path, ck, tsr_model_spec(t->model),
+                                            tsr_optimizer_kind_name(t->o.optimizer.kind),
+                                            "the trainer", names, nt, n);
     size_t lo = 0, hi = n; /* optimizer state: this rank's slice (ZeRO-1) or all */
     if (t->dp) tsr_dp_owned(t->dp, &lo, &hi);
     for (size_t i = 0; i < nt && s == TSR_OK; i++) {

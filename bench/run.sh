@@ -3,6 +3,8 @@
 #  1. GEMM GFLOP/s per device next to its analytic peak      (build/bin/tsr-gemm-bench)
 #  2. allreduce busbw, tessera algorithms vs MPI_Allreduce    (build/bin/tsr-allreduce-bench, n=2)
 #  3. training samples/s and accuracy, tessera vs PyTorch CPU (bench/train_vs_torch.py)
+#  4. data-parallel scaling: 2 ranks vs 1 rank, and the ceiling of 2 independent processes
+#     (bench/scaling.sh; its exit status says whether the 1.8x target was met, not a failure)
 set -e
 BUILD=${BUILD:-build}
 bin=$BUILD/bin
@@ -22,4 +24,10 @@ if [ -f "$here/train_vs_torch.py" ]; then
     echo "== training vs PyTorch (CPU) =="
     TSR_EXTRA_DEBS=python3-torch sh "$here/../tools/deps.sh"
     BUILD=$BUILD /usr/bin/python3 "$here/train_vs_torch.py"
+fi
+
+if [ -x "$bin/tsr-allreduce-bench" ]; then
+    echo
+    echo "== data-parallel scaling, mlp =="
+    BUILD=$BUILD sh "$here/scaling.sh" || true
 fi

@@ -76,6 +76,7 @@ void tsr_trainer_options_init(tsr_trainer_options *o) {
     o->schedule.gamma = 0.1f;
     o->seed = 1;
     o->init = TSR_INIT_HE_UNIFORM;
+    o->fault_grad_nan_step = -1;
 }
 
 void tsr_trainer_free(tsr_trainer *t) {

@@ -144,11 +144,19 @@ typedef struct tsr_trainer_options {
                                     peer per step: i + 2^(t mod log2 n), weights 1/2) */
     size_t gossip_period;        /* mix every K steps; 0: 1 */
     int gossip_eval_local;       /* 1: evaluate this rank's replica instead of the average */
+    /* Knobs that also have a TSR_* environment variable: the configuration layer reads the
+     * environment once into these fields (tsr_trainer_options_from_env); nothing below it
+     * reads the environment. */
+    const char *timeline;        /* Chrome/Perfetto trace file (TSR_TIMELINE); NULL: none */
+    int even_shares;             /* data mode: 1 splits the global batch evenly instead of by
+                                    measured throughput (TSR_DP_BALANCE=0) */
+    int64_t fault_grad_nan_step; /* tests: poison one gradient at this optimizer step
+                                    (TSR_FAULT_GRAD_NAN); -1: never */
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,
  * constant schedule, seed 1, He-uniform initialisation; no communicator, mode data, 4 MiB
- * buckets, no compression. */
+ * buckets, no compression, no timeline, no fault injection. */
 void tsr_trainer_options_init(tsr_trainer_options *o);
 
 typedef struct tsr_trainer tsr_trainer;

@@ -1,10 +1,12 @@
 /* Checkpoints: a versioned little-endian binary file, written atomically, validated on load.
  *
- * Format version 1 (all integers little-endian, offsets from the start of the file):
+ * Format versions 1 and 2 (all integers little-endian, offsets from the start of the file);
+ * version 2 adds the run metadata (a JSON object) and is written only when there is some, so
+ * a checkpoint without metadata stays a version 1 file that older builds read:
  *
  *   off  size  field
  *     0     8  magic "TSRCKPT\0"
- *     8     4  u32 format version (1); a newer version is refused with TSR_ERR_UNSUPPORTED
+ *     8     4  u32 format version (1 or 2); a newer version is refused with TSR_ERR_UNSUPPORTED
  *    12     4  u32 header size (128)
  *    16     4  u32 flags (0; unknown bits are refused)
  *    20     4  u32 tensor count
@@ -17,8 +19,11 @@
  *    92     4  u32 optimizer name length, terminating NUL included (1..64)
  *    96     8  u64 tensor table offset (8-aligned, after the strings)
  *   104     8  u64 tensor data offset (8-aligned, after the table)
- *   112    16  reserved, zero
- *   128        model spec, NUL; optimizer name, NUL; zero padding to 8
+ *   112     4  version 2: u32 metadata length, terminating NUL included (0: none,
+ *              else 3..TSR_CKPT_META_MAX); version 1: zero
+ *   116    12  reserved, zero
+ *   128        model spec, NUL; optimizer name, NUL; [version 2: metadata, NUL;] zero
+ *              padding to 8
  *   table      tensor count entries of 80 bytes: name[64] (NUL-terminated, zero-padded,
  *              1..63 bytes, unique), u64 element count, u64 data offset (8-aligned)
  *   data       each tensor's float32 values in table order, each starting 8-aligned,
@@ -37,6 +42,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <cJSON.h>
 #include "lib/checkpoint_internal.h"
 #include "lib/idx.h"
 #include "lib/internal.h"
@@ -86,6 +92,7 @@ void tsr_checkpoint_free(tsr_context *ctx, tsr_checkpoint *ck) {
     if (ck->tensors)
         for (size_t i = 0; i < ck->tensor_count; i++) tsr_free(ctx, ck->tensors[i].data);
     tsr_free(ctx, ck->tensors);
+    tsr_free(ctx, ck->meta);
     tsr_free(ctx, ck);
 }
 
@@ -102,6 +109,34 @@ const tsr_checkpoint_tensor *tsr_checkpoint_find(const tsr_checkpoint *ck, const
         if (strncmp(ck->tensors[i].name, name, sizeof ck->tensors[i].name) == 0)
             return &ck->tensors[i];
     return NULL;
+}
+
+/* Metadata must be a JSON object of bounded size: checked at save and at load alike. */
+static tsr_status check_meta(tsr_context *ctx, const char *name, const char *meta, size_t len) {
+    if (len + 1 > TSR_CKPT_META_MAX)
+        return tsr_error(ctx, TSR_ERR_CORRUPT, "%s: metadata of %zu bytes exceeds %u", name, len + 1,
+                         TSR_CKPT_META_MAX);
+    cJSON *j = cJSON_ParseWithLength(meta, len);
+    int ok = cJSON_IsObject(j);
+    cJSON_Delete(j);
+    if (!ok) return tsr_error(ctx, TSR_ERR_CORRUPT, "%s: metadata is not a JSON object", name);
+    return TSR_OK;
+}
+
+tsr_status tsr_checkpoint_set_meta(tsr_context *ctx, tsr_checkpoint *ck, const char *json) {
+    if (!ck) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_checkpoint_set_meta: checkpoint is NULL");
+    char *copy = NULL;
+    if (json) {
+        size_t len = strlen(json);
+        tsr_status st = check_meta(ctx, "tsr_checkpoint_set_meta", json, len);
+        if (st != TSR_OK) return st == TSR_ERR_CORRUPT ? TSR_ERR_INVALID_ARG : st;
+        if (!(copy = tsr_malloc(ctx, len + 1)))
+            return tsr_error(ctx, TSR_ERR_NO_MEMORY, "tsr_checkpoint_set_meta: %zu bytes", len + 1);
+        memcpy(copy, json, len + 1);
+    }
+    tsr_free(ctx, ck->meta);
+    ck->meta = copy;
+    return TSR_OK;
 }
 
 tsr_status tsr_checkpoint_add_tensor(tsr_context *ctx, tsr_checkpoint *ck, const char *name,
@@ -216,6 +251,12 @@ static tsr_status check_for_save(tsr_context *ctx, const char *path, const tsr_c
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%s: tensor_count %zu exceeds the format limit",
                          path, ck->tensor_count);
     uint64_t off = TSR_CKPT_HEADER_SIZE + spec + 1 + opt + 1;
+    if (ck->meta) {
+        size_t meta = strlen(ck->meta);
+        tsr_status st = check_meta(ctx, path, ck->meta, meta);
+        if (st != TSR_OK) return st == TSR_ERR_CORRUPT ? TSR_ERR_INVALID_ARG : st;
+        off += meta + 1;
+    }
     *table_off = align8(off);
     *data_off = *table_off + (uint64_t)ck->tensor_count * TSR_CKPT_ENTRY_SIZE;
     off = *data_off;
@@ -246,10 +287,11 @@ static tsr_status check_for_save(tsr_context *ctx, const char *path, const tsr_c
 static void write_all(writer *w, const tsr_checkpoint *ck, uint64_t table_off, uint64_t data_off,
                       uint64_t file_size) {
     size_t spec = strlen(ck->model_spec) + 1, opt = strlen(ck->optimizer) + 1;
+    size_t meta = ck->meta ? strlen(ck->meta) + 1 : 0;
     unsigned char h[TSR_CKPT_HEADER_SIZE];
     memset(h, 0, sizeof h);
     memcpy(h, ckpt_magic, 8);
-    put_u32(h + 8, TSR_CKPT_VERSION);
+    put_u32(h + 8, meta ? TSR_CKPT_VERSION : 1u);
     put_u32(h + 12, TSR_CKPT_HEADER_SIZE);
     put_u32(h + 16, 0);
     put_u32(h + 20, (uint32_t)ck->tensor_count);
@@ -262,10 +304,12 @@ static void write_all(writer *w, const tsr_checkpoint *ck, uint64_t table_off, u
     put_u32(h + 92, (uint32_t)opt);
     put_u64(h + 96, table_off);
     put_u64(h + 104, data_off);
+    put_u32(h + 112, (uint32_t)meta);
     w_bytes(w, h, sizeof h);
     w_bytes(w, ck->model_spec, spec);
     w_bytes(w, ck->optimizer, opt);
-    w_zeros(w, (size_t)(table_off - (TSR_CKPT_HEADER_SIZE + spec + opt)));
+    if (meta) w_bytes(w, ck->meta, meta);
+    w_zeros(w, (size_t)(table_off - (TSR_CKPT_HEADER_SIZE + spec + opt + meta)));
     uint64_t off = data_off;
     for (size_t i = 0; i < ck->tensor_count; i++) {
         unsigned char e[TSR_CKPT_ENTRY_SIZE];
@@ -423,7 +467,7 @@ static tsr_status parse_header(tsr_context *ctx, const char *name, const unsigne
     }
     uint32_t fl = get_u32(p + 16);
     if (fl != 0) BAD(TSR_ERR_UNSUPPORTED, "%s: unknown flags 0x%08x", name, (unsigned)fl);
-    for (size_t i = 112; i < TSR_CKPT_HEADER_SIZE; i++)
+    for (size_t i = version >= 2 ? 116 : 112; i < TSR_CKPT_HEADER_SIZE; i++)
         if (p[i]) BAD(TSR_ERR_CORRUPT, "%s: reserved header byte %zu is not zero", name, i);
     *count = get_u32(p + 20);
     *table_off = get_u64(p + 96);
@@ -451,10 +495,15 @@ tsr_status tsr_checkpoint_load_mem(tsr_context *ctx, const char *name, const voi
     if (opt < 1 || opt > sizeof probe.optimizer)
         BAD(TSR_ERR_CORRUPT, "%s: optimizer name length %u outside 1..%zu", name, (unsigned)opt,
             sizeof probe.optimizer);
-    uint64_t strings_end = (uint64_t)TSR_CKPT_HEADER_SIZE + spec + opt;
+    uint32_t meta = get_u32(p + 112); /* zero in version 1 (checked with the reserved bytes) */
+    if (meta && (meta < 3 || meta > TSR_CKPT_META_MAX))
+        BAD(TSR_ERR_CORRUPT, "%s: metadata length %u outside 3..%u", name, (unsigned)meta,
+            TSR_CKPT_META_MAX);
+    uint64_t strings_end = (uint64_t)TSR_CKPT_HEADER_SIZE + spec + opt + meta;
     if (strings_end > end)
-        BAD(TSR_ERR_CORRUPT, "%s: model spec and optimizer name (%u + %u bytes) run past the data",
-            name, (unsigned)spec, (unsigned)opt);
+        BAD(TSR_ERR_CORRUPT,
+            "%s: model spec, optimizer name and metadata (%u + %u + %u bytes) run past the data",
+            name, (unsigned)spec, (unsigned)opt, (unsigned)meta);
     const char *spec_s = (const char *)p + TSR_CKPT_HEADER_SIZE;
     const char *opt_s = spec_s + spec;
     if (strnlen(spec_s, spec) != spec - 1)
@@ -463,6 +512,11 @@ tsr_status tsr_checkpoint_load_mem(tsr_context *ctx, const char *name, const voi
     if (strnlen(opt_s, opt) != opt - 1)
         BAD(TSR_ERR_CORRUPT, "%s: optimizer name is not a NUL-terminated string of %u bytes", name,
             (unsigned)opt);
+    const char *meta_s = opt_s + opt;
+    if (meta && strnlen(meta_s, meta) != meta - 1)
+        BAD(TSR_ERR_CORRUPT, "%s: metadata is not a NUL-terminated string of %u bytes", name,
+            (unsigned)meta);
+    if (meta) TSR_TRY(check_meta(ctx, name, meta_s, meta - 1));
     if (table_off % 8 || table_off < strings_end || table_off > end)
         BAD(TSR_ERR_CORRUPT,
             "%s: tensor table offset %llu must be 8-aligned and within [%llu, %llu]", name,
@@ -506,6 +560,13 @@ tsr_status tsr_checkpoint_load_mem(tsr_context *ctx, const char *name, const voi
     if (!ck) BAD(TSR_ERR_NO_MEMORY, "%s: cannot allocate the checkpoint", name);
     memcpy(ck->model_spec, spec_s, spec);
     memcpy(ck->optimizer, opt_s, opt);
+    if (meta) {
+        if (!(ck->meta = tsr_malloc(ctx, meta))) {
+            tsr_checkpoint_free(ctx, ck);
+            BAD(TSR_ERR_NO_MEMORY, "%s: cannot allocate %u bytes of metadata", name, (unsigned)meta);
+        }
+        memcpy(ck->meta, meta_s, meta);
+    }
     ck->step = get_u64(p + 32);
     ck->epoch = get_u64(p + 40);
     ck->seed = get_u64(p + 48);

@@ -4,7 +4,8 @@
 #include <stddef.h>
 #include "tessera.h"
 
-#define TSR_CKPT_VERSION 1u
+#define TSR_CKPT_VERSION 2u   /* newest written; 1 when there is no metadata */
+#define TSR_CKPT_META_MAX 65536u /* metadata bytes, NUL included */
 #define TSR_CKPT_HEADER_SIZE 128u
 #define TSR_CKPT_ENTRY_SIZE 80u
 

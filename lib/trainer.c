@@ -40,6 +40,7 @@ struct tsr_trainer {
     tsr_hybrid *hy;        /* mode hybrid: owns pl (its replica's pipeline) */
     tsr_async *as;         /* mode async: the calls below go to it */
     tsr_gossip *gs;        /* mode gossip: the calls below go to it */
+    char *meta;            /* run metadata kept in checkpoints (JSON object), or NULL */
 };
 
 tsr_status tsr_train_mode_parse(const char *name, tsr_train_mode *out) {
@@ -97,6 +98,7 @@ void tsr_trainer_free(tsr_trainer *t) {
     tsr_backend_free(t->be);
     tsr_free(t->ctx, t->probs);
     tsr_free(t->ctx, t->grads);
+    tsr_free(t->ctx, t->meta);
     tsr_free(t->ctx, t);
 }
 
@@ -695,6 +697,7 @@ tsr_status tsr_trainer_save(tsr_trainer *t, const char *path) {
     memcpy(ck.rng_state, t->rng.s, sizeof ck.rng_state);
     ck.tensor_count = nt;
     ck.tensors = tensors;
+    ck.meta = t->meta;
     float *data = tsr_calloc(t->ctx, nt * (n ? n : 1), sizeof(float));
     if (!data) return tsr_error(t->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
     tsr_status s = TSR_OK;
@@ -743,7 +746,24 @@ tsr_status tsr_trainer_load(tsr_trainer *t, const char *path) {
         t->epoch = ck->epoch;
         t->seed = ck->seed;
         memcpy(t->rng.s, ck->rng_state, sizeof t->rng.s);
+        tsr_free(t->ctx, t->meta);
+        t->meta = ck->meta; /* the checkpoint's metadata now belongs to the run */
+        ck->meta = NULL;
     }
     tsr_checkpoint_free(t->ctx, ck);
     return s;
 }
+
+/* ---- run metadata ---- */
+
+tsr_status tsr_trainer_set_metadata(tsr_trainer *t, const char *json) {
+    if (!t) return TSR_ERR_INVALID_ARG;
+    tsr_checkpoint holder; /* the checkpoint module validates and copies it */
+    memset(&holder, 0, sizeof holder);
+    TSR_TRY(tsr_checkpoint_set_meta(t->ctx, &holder, json));
+    tsr_free(t->ctx, t->meta);
+    t->meta = holder.meta;
+    return TSR_OK;
+}
+
+const char *tsr_trainer_metadata(const tsr_trainer *t) { return t ? t->meta : NULL; }

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +197,32 @@ static tsr_manifest *manifest_begin(tsr_context *ctx, const args *a, const tsr_t
         exit(1);
     }
     return m;
+}
+
+/* The checkpoint's metadata: the input normalisation and the figures of the epoch it ends. */
+static tsr_status set_figures(tsr_trainer *tr, double train_loss, double acc, double test_loss) {
+    cJSON *j = cJSON_CreateObject();
+    if (!j) return TSR_ERR_NO_MEMORY;
+    cJSON_AddNumberToObject(j, "input_mean", FMNIST_MEAN);
+    cJSON_AddNumberToObject(j, "input_std", FMNIST_STD);
+    if (isfinite(train_loss)) cJSON_AddNumberToObject(j, "train_loss", train_loss);
+    cJSON_AddNumberToObject(j, "test_accuracy", acc);
+    cJSON_AddNumberToObject(j, "test_loss", test_loss);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!text) return TSR_ERR_NO_MEMORY;
+    tsr_status s = tsr_trainer_set_metadata(tr, text);
+    cJSON_free(text);
+    return s;
+}
+
+/* After --resume: the last epoch's training loss as the checkpoint recorded it (NAN if none). */
+static void resumed_figures(const tsr_trainer *tr, double *train_loss) {
+    const char *meta = tsr_trainer_metadata(tr);
+    cJSON *j = meta ? cJSON_Parse(meta) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "train_loss");
+    if (cJSON_IsNumber(v)) *train_loss = v->valuedouble;
+    cJSON_Delete(j);
 }
 
 int main(int argc, char **argv) {
@@ -466,6 +493,11 @@ int main(int argc, char **argv) {
     }
     double train_time = 0, acc = 0, test_loss = 0, last_loss = NAN;
     size_t trained = 0;
+    if (a.resume) resumed_figures(tr, &last_loss); /* reported when nothing is left to train */
+    /* tests/fault: TSR_FAULT_KILL_AFTER_SAVE=N dies by SIGKILL right after the N-th checkpoint
+     * (and its manifest) is written, a kill at a known point of the run */
+    const char *kill_env = getenv("TSR_FAULT_KILL_AFTER_SAVE");
+    long kill_after = kill_env && *kill_env ? atol(kill_env) : 0, saves = 0;
     int tty = isatty(2) && !a.quiet;
     for (uint64_t e = tsr_trainer_epoch(tr); e < (uint64_t)a.epochs; e++) {
         tsr_loader_start_epoch(loader, e);
@@ -502,13 +534,15 @@ int main(int argc, char **argv) {
                 (unsigned long long)e + 1, last_loss, acc, test_loss, (double)done / dt);
         fflush(log);
         /* every rank takes part (a sharded optimizer's state is gathered); rank 0 writes */
-        if (a.checkpoint && (s = tsr_trainer_save(tr, a.checkpoint)) != TSR_OK)
+        if (a.checkpoint && ((s = set_figures(tr, last_loss, acc, test_loss)) != TSR_OK ||
+                             (s = tsr_trainer_save(tr, a.checkpoint)) != TSR_OK))
             die(ctx, s, "checkpoint");
         if (man && a.checkpoint &&
             ((s = tsr_manifest_add_file(man, "checkpoint", a.checkpoint)) != TSR_OK ||
              (s = tsr_manifest_set_number(man, "checkpoint_epoch", (double)(e + 1))) != TSR_OK ||
              (s = tsr_manifest_write(man, mpath)) != TSR_OK))
             die(ctx, s, "manifest");
+        if (a.checkpoint && kill_after > 0 && ++saves == kill_after) raise(SIGKILL);
     }
     if (!trained && (s = tsr_trainer_evaluate(tr, test, &acc, &test_loss)) != TSR_OK)
         die(ctx, s, "evaluate");

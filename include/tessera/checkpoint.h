@@ -24,6 +24,10 @@ typedef struct tsr_checkpoint {
     uint64_t rng_state[4];   /* trainer RNG state, restored on resume */
     size_t tensor_count;
     tsr_checkpoint_tensor *tensors;
+    /* Run metadata: NULL or a JSON object (at most 64 KiB) the trainer's user chose, e.g.
+     * tsr-train's {"input_mean":..,"input_std":..,"train_loss":..}. Allocated through ctx
+     * (tsr_checkpoint_set_meta, load); a caller's own struct may point it at its string. */
+    char *meta;
 } tsr_checkpoint;
 
 /* Writes `path` atomically: a temp file beside it, fsync, rename, fsync of the folder.
@@ -41,6 +45,9 @@ tsr_status tsr_checkpoint_create(tsr_context *ctx, tsr_checkpoint **out);
  * tsr_checkpoint_create/load. Names are 1..63 bytes and unique (duplicate -> INVALID_ARG). */
 tsr_status tsr_checkpoint_add_tensor(tsr_context *ctx, tsr_checkpoint *ck, const char *name,
                                      const float *data, size_t count);
+/* Replaces the metadata with a copy of `json` (a JSON object; NULL clears it). A text that is
+ * not a JSON object, or longer than 64 KiB, is TSR_ERR_INVALID_ARG. */
+tsr_status tsr_checkpoint_set_meta(tsr_context *ctx, tsr_checkpoint *ck, const char *json);
 /* Tensor by name, NULL if absent. */
 const tsr_checkpoint_tensor *tsr_checkpoint_find(const tsr_checkpoint *ck, const char *name);
 

@@ -183,6 +183,15 @@ tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *ac
 tsr_status tsr_trainer_save(tsr_trainer *t, const char *path);
 tsr_status tsr_trainer_load(tsr_trainer *t, const char *path);
 
+/* Run metadata, a JSON object of at most 64 KiB that checkpoints carry: tsr-train stores the
+ * input normalisation ("input_mean", "input_std") and the last epoch's figures ("train_loss",
+ * "test_loss", "test_accuracy"), so a resumed run that has nothing left to do still reports
+ * them. tsr_trainer_save writes it, tsr_trainer_load replaces it with the checkpoint's (NULL
+ * when the file has none). A text that is not a JSON object: TSR_ERR_INVALID_ARG. Single
+ * process and data mode; the other modes keep it in memory only for now. */
+tsr_status tsr_trainer_set_metadata(tsr_trainer *t, const char *json_object);
+const char *tsr_trainer_metadata(const tsr_trainer *t); /* NULL if none */
+
 uint64_t tsr_trainer_steps(const tsr_trainer *t);   /* optimizer steps taken */
 uint64_t tsr_trainer_skipped(const tsr_trainer *t); /* steps skipped for non-finite values */
 uint64_t tsr_trainer_epoch(const tsr_trainer *t);   /* completed epochs, as set by the caller */

@@ -244,6 +244,71 @@ static void test_every_byte_corruption(void **state) {
     tsr_checkpoint_free(f->ctx, ck);
 }
 
+/* Metadata (format version 2): a JSON object that round-trips; without it the file stays
+ * version 1; bad metadata is refused at save and at load, naming what is wrong. */
+static void test_metadata(void **state) {
+    fixture *f = *state;
+    tsr_checkpoint *ck = sample(f, 3);
+    assert_int_equal(tsr_checkpoint_save(f->ctx, f->path, ck), TSR_OK);
+    size_t n;
+    unsigned char *plain = read_all(f->path, &n);
+    assert_int_equal(le(plain + 8, 4), 1); /* no metadata: a version 1 file, as older builds wrote */
+    free(plain);
+    const char *meta = "{\"input_mean\":0.286,\"train_loss\":0.53886253945529459,\"k\":[1,2]}";
+    assert_int_equal(tsr_checkpoint_set_meta(f->ctx, ck, meta), TSR_OK);
+    assert_int_equal(tsr_checkpoint_save(f->ctx, f->path, ck), TSR_OK);
+    unsigned char *good = read_all(f->path, &n), *p = malloc(n);
+    assert_int_equal(le(good + 8, 4), 2);
+    assert_int_equal(le(good + 112, 4), strlen(meta) + 1);
+    tsr_checkpoint *back;
+    assert_int_equal(tsr_checkpoint_load(f->ctx, f->path, &back), TSR_OK);
+    assert_same(ck, back);
+    assert_string_equal(back->meta, meta);
+    tsr_checkpoint_free(f->ctx, back);
+    /* refused at save: not an object, not JSON, too long; the checkpoint keeps its metadata */
+    const char *bad[] = {"[1,2]", "{\"a\":", "3", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(tsr_checkpoint_set_meta(f->ctx, ck, bad[i]), TSR_ERR_INVALID_ARG);
+        assert_non_null(strstr(tsr_context_last_error(f->ctx), "not a JSON object"));
+        assert_string_equal(ck->meta, meta);
+    }
+    size_t big = TSR_CKPT_META_MAX + 10;
+    char *huge = malloc(big);
+    memset(huge, ' ', big);
+    huge[0] = '{';
+    huge[big - 2] = '}';
+    huge[big - 1] = '\0';
+    assert_int_equal(tsr_checkpoint_set_meta(f->ctx, ck, huge), TSR_ERR_INVALID_ARG);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "exceeds 65536"));
+    free(huge);
+    /* refused at load, behind a valid CRC */
+    size_t at = 128 + le(good + 88, 4) + le(good + 92, 4); /* the metadata's first byte */
+#define MUTATE(stmt, status, what)                         \
+    do {                                                   \
+        memcpy(p, good, n);                                \
+        stmt;                                              \
+        fix_crc(p, n);                                     \
+        expect_load(f, p, n, status, what, #stmt);         \
+    } while (0)
+    MUTATE(p[at] = '[', TSR_ERR_CORRUPT, "metadata is not a JSON object");
+    MUTATE(p[at + strlen(meta)] = ' ', TSR_ERR_CORRUPT, "metadata is not a NUL-terminated string");
+    MUTATE(put_le(p + 112, 2, 4), TSR_ERR_CORRUPT, "metadata length 2 outside 3..65536");
+    MUTATE(put_le(p + 112, 70000, 4), TSR_ERR_CORRUPT, "metadata length 70000");
+    MUTATE(put_le(p + 112, 4000, 4), TSR_ERR_CORRUPT, "run past the data");
+    MUTATE(p[116] = 1, TSR_ERR_CORRUPT, "reserved header byte 116");
+#undef MUTATE
+    /* NULL clears: the file is version 1 again */
+    assert_int_equal(tsr_checkpoint_set_meta(f->ctx, ck, NULL), TSR_OK);
+    assert_null(ck->meta);
+    assert_int_equal(tsr_checkpoint_save(f->ctx, f->path, ck), TSR_OK);
+    free(good);
+    good = read_all(f->path, &n);
+    assert_int_equal(le(good + 8, 4), 1);
+    free(good);
+    free(p);
+    tsr_checkpoint_free(f->ctx, ck);
+}
+
 static void test_every_truncation(void **state) {
     fixture *f = *state;
     tsr_checkpoint *ck = sample(f, 3);
@@ -279,11 +344,12 @@ static void test_structure_checks(void **state) {
         fix_crc(p, n);                                     \
         expect_load(f, p, n, status, what, #stmt);         \
     } while (0)
-    MUTATE(put_le(p + 8, 2, 4), TSR_ERR_UNSUPPORTED, "format version 2 is newer than this build reads (version 1)");
+    MUTATE(put_le(p + 8, 3, 4), TSR_ERR_UNSUPPORTED, "format version 3 is newer than this build reads (version 2)");
     MUTATE(put_le(p + 8, 0, 4), TSR_ERR_CORRUPT, "format version 0");
     MUTATE(put_le(p + 12, 136, 4), TSR_ERR_CORRUPT, "header size 136");
     MUTATE(put_le(p + 16, 4, 4), TSR_ERR_UNSUPPORTED, "unknown flags");
     MUTATE(p[120] = 1, TSR_ERR_CORRUPT, "reserved header byte 120");
+    MUTATE(p[112] = 5, TSR_ERR_CORRUPT, "reserved header byte 112"); /* version 1: no metadata */
     MUTATE(put_le(p + 24, n + 1, 8), TSR_ERR_TRUNCATED, "file size");
     MUTATE(put_le(p + 24, n - 1, 8), TSR_ERR_CORRUPT, "trailing garbage");
     MUTATE(put_le(p + 88, 0, 4), TSR_ERR_CORRUPT, "model spec length 0");
@@ -520,6 +586,7 @@ int main(void) {
         cmocka_unit_test(test_every_byte_corruption),
         cmocka_unit_test(test_every_truncation),
         cmocka_unit_test(test_structure_checks),
+        cmocka_unit_test(test_metadata),
         cmocka_unit_test(test_failed_saves),
         cmocka_unit_test(test_allocator_failures),
         cmocka_unit_test(test_fuzz_seeds),

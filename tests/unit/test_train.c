@@ -157,6 +157,9 @@ static void check_resume(int dev, const char *spec, tsr_optimizer_kind kind) {
         assert_int_equal(tsr_trainer_step(a, x, y, B - (s & 1), NULL), TSR_OK);
     }
     tsr_trainer_set_epoch(a, 3);
+    assert_int_equal(tsr_trainer_set_metadata(a, "[1]"), TSR_ERR_INVALID_ARG); /* not an object */
+    assert_null(tsr_trainer_metadata(a));
+    assert_int_equal(tsr_trainer_set_metadata(a, "{\"train_loss\":0.1}"), TSR_OK);
     assert_int_equal(tsr_trainer_save(a, path), TSR_OK);
     for (size_t s = 0; s < K; s++) {
         make_batch(x, y, B, F, in.classes, 100 + s);
@@ -170,6 +173,7 @@ static void check_resume(int dev, const char *spec, tsr_optimizer_kind kind) {
     assert_int_equal(tsr_trainer_steps(b), K);
     assert_int_equal(tsr_trainer_epoch(b), 3);
     assert_int_equal(tsr_trainer_seed(b), 42);
+    assert_string_equal(tsr_trainer_metadata(b), "{\"train_loss\":0.1}"); /* the checkpoint's */
     assert_true(tsr_trainer_lr(b) == tsr_schedule_lr(&o.schedule, o.optimizer.lr, K));
     for (size_t s = 0; s < K; s++) {
         make_batch(x, y, B, F, in.classes, 100 + s);

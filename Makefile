@@ -43,7 +43,7 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 # --- dependencies through pkg-config (ports point PKG_CONFIG at their sysroot) ---
-pc_pkgs := openblas libcjson zlib
+pc_pkgs := openblas libcjson zlib nettle
 ifeq ($(WITH_OPENCL),1)
 pc_pkgs += OpenCL clblast
 endif

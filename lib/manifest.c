@@ -1,7 +1,8 @@
-/* Run manifest (manifest.h) and SHA-256. */
+/* Run manifest (manifest.h) and the SHA-256 of its files (through nettle). */
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <nettle/sha2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,106 +15,41 @@
 #endif
 #define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 
-/* ---- SHA-256 (FIPS 180-4) ---- */
-typedef struct sha256 {
-    uint32_t h[8];
-    uint64_t bytes;
-    uint8_t block[64];
-    size_t fill;
-} sha256;
-
-static const uint32_t K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-static uint32_t ror(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-static void sha_block(sha256 *s, const uint8_t *p) {
-    uint32_t w[64], v[8];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ror(w[i - 15], 7) ^ ror(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    memcpy(v, s->h, sizeof v);
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = v[7] + (ror(v[4], 6) ^ ror(v[4], 11) ^ ror(v[4], 25)) +
-                      ((v[4] & v[5]) ^ (~v[4] & v[6])) + K[i] + w[i];
-        uint32_t t2 = (ror(v[0], 2) ^ ror(v[0], 13) ^ ror(v[0], 22)) +
-                      ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
-        memmove(v + 1, v, 7 * sizeof *v);
-        v[4] += t1;
-        v[0] = t1 + t2;
-    }
-    for (int i = 0; i < 8; i++) s->h[i] += v[i];
-}
-
-static void sha_init(sha256 *s) {
-    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(s->h, h0, sizeof h0);
-    s->bytes = 0;
-    s->fill = 0;
-}
-
-static void sha_update(sha256 *s, const void *data, size_t n) {
-    const uint8_t *p = data;
-    s->bytes += n;
-    while (n) {
-        size_t k = 64 - s->fill < n ? 64 - s->fill : n;
-        memcpy(s->block + s->fill, p, k);
-        s->fill += k, p += k, n -= k;
-        if (s->fill == 64) sha_block(s, s->block), s->fill = 0;
-    }
-}
-
-static void sha_final(sha256 *s, uint8_t out[32]) {
-    uint64_t bits = s->bytes * 8;
-    uint8_t pad[72] = {0x80};
-    size_t padn = (s->fill < 56 ? 56 : 120) - s->fill;
-    for (int i = 0; i < 8; i++) pad[padn + (size_t)i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha_update(s, pad, padn + 8);
-    for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 4; j++) out[4 * i + j] = (uint8_t)(s->h[i] >> (24 - 8 * j));
-}
+/* ---- SHA-256: nettle's (no global state, no init call) ---- */
+#define SHA_READ_BYTES (1 << 16) /* files are hashed in reads of this size */
 
 void tsr_sha256(const void *data, size_t size, uint8_t digest[32]) {
-    sha256 s;
-    sha_init(&s);
-    sha_update(&s, data, size);
-    sha_final(&s, digest);
+    struct sha256_ctx s;
+    sha256_init(&s);
+    sha256_update(&s, size, data);
+    sha256_digest(&s, SHA256_DIGEST_SIZE, digest);
 }
 
 tsr_status tsr_sha256_file(tsr_context *ctx, const char *path, char hex[65], uint64_t *bytes) {
     if (!path || !hex) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_sha256_file: NULL argument");
     FILE *f = fopen(path, "rb");
     if (!f) return tsr_error(ctx, TSR_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    unsigned char *buf = tsr_malloc(ctx, 1 << 16);
+    uint8_t *buf = tsr_malloc(ctx, SHA_READ_BYTES);
     if (!buf) {
         fclose(f);
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: no memory to hash", path);
     }
-    sha256 s;
-    sha_init(&s);
+    struct sha256_ctx s;
+    sha256_init(&s);
+    uint64_t total = 0;
     size_t n;
-    while ((n = fread(buf, 1, 1 << 16, f)) > 0) sha_update(&s, buf, n);
-    int bad = ferror(f);
+    while ((n = fread(buf, 1, SHA_READ_BYTES, f)) > 0) {
+        sha256_update(&s, n, buf);
+        total += n;
+    }
+    int err = ferror(f) ? errno : 0;
     fclose(f);
     tsr_free(ctx, buf);
-    if (bad) return tsr_error(ctx, TSR_ERR_IO, "%s: read error", path);
-    uint8_t d[32];
-    if (bytes) *bytes = s.bytes;
-    sha_final(&s, d);
-    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    if (err) return tsr_error(ctx, TSR_ERR_IO, "%s: read error: %s", path, strerror(err));
+    uint8_t d[SHA256_DIGEST_SIZE];
+    if (bytes) *bytes = total;
+    sha256_digest(&s, sizeof d, d);
+    for (int i = 0; i < SHA256_DIGEST_SIZE; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
     return TSR_OK;
 }
 

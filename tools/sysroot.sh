@@ -19,8 +19,8 @@ if [ -z "$triplet" ] || [ -z "$arch" ] || [ -z "$suite" ] || [ -z "$dest" ]; the
     exit 2
 fi
 
-pkgs="libopenblas-dev libcjson-dev zlib1g-dev ocl-icd-opencl-dev opencl-headers libclblast-dev
-      libhwloc-dev libudev-dev libmpich-dev libcmocka-dev $SYSROOT_EXTRA_DEBS"
+pkgs="libopenblas-dev libcjson-dev zlib1g-dev nettle-dev ocl-icd-opencl-dev opencl-headers
+      libclblast-dev libhwloc-dev libudev-dev libmpich-dev libcmocka-dev $SYSROOT_EXTRA_DEBS"
 # Never followed: the C toolchain (the cross compiler brings its own), tools that only run on
 # the target (mpiexec, lstopo), and the base system packages the -dev packages name.
 stop="gcc-* g++-* cpp cpp-* gfortran gfortran-* binutils* gcc g++ libgcc-*-dev libstdc++-*-dev

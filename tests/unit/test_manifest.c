@@ -1,5 +1,6 @@
-/* Run manifest and SHA-256: FIPS 180-4 known answers, the manifest's JSON contents read back,
- * file records replaced on rewrite, and every error path. */
+/* Run manifest and SHA-256 (nettle underneath): FIPS 180-2 known answers, files shorter and
+ * longer than the file hash's read size, the manifest's JSON contents read back, file records
+ * replaced on rewrite, and every error path. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,19 +45,89 @@ static void test_sha256_known_answers(void **state) {
     tsr_sha256(a, 1000000, d);
     hex(d, h);
     assert_string_equal(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-    /* the file hash streams in 64 KiB reads: same digest */
-    char path[] = "/tmp/tsr-sha.XXXXXX";
+    free(a);
+}
+
+/* Writes `n` bytes of `data` to a fresh temporary file named from the template `path`. */
+static void write_file(char path[], const uint8_t *data, size_t n) {
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    assert_int_equal(write(fd, a, 1000000), 1000000);
-    close(fd);
+    assert_int_equal(write(fd, data, n), (ssize_t)n);
+    assert_int_equal(close(fd), 0);
+}
+
+/* tsr_sha256_file reads 64 KiB at a time (manifest.c): an empty file, files shorter than one
+ * read, of exactly one and two reads, one byte either side, and several reads plus a tail,
+ * against digests of the same bytes from an independent implementation (Python's hashlib,
+ * agreeing with sha256sum). */
+static void test_sha256_file_streaming(void **state) {
+    (void)state;
+    enum { MAX = 200003 };
+    static const struct {
+        size_t bytes;
+        const char *digest;
+    } want[] = {
+        {0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {1, "ca358758f6d27e6cf45272937977a748fd88391db679ceda7dc7bf1f005ee879"},
+        {63, "f9740f526ff5b76381fbd8f27333de45ff77bc1e6cd2d696357f837f2c6fb3bd"},
+        {64, "0277d2ee9ab7ac130da65c6f8b6612449f1f95adc68597a55393ebfde47d72cb"},
+        {65535, "c7e536cdd632c06b2a75079da86bc8af5b9649e7b6966b5db21af8f16a1200d6"},
+        {65536, "7aee76c81d4ed8bd31e3e5e75e86150caea8f5397989d73ec155d6fd5045c479"},
+        {65537, "75e8966773f5830475602adee3b28fb106e4dee8cec366c56379fcc06b293e9f"},
+        {131072, "e2c58ba07a94650ab342343b5bc3147e3f7fb6b06bace293decb26552d242792"},
+        {MAX, "eb4785eb81e9f53f995ce21fffb016c5eb2b84fabd2d3affb1e8584231dee88c"},
+    };
+    uint8_t *data = malloc(MAX);
+    assert_non_null(data);
+    for (size_t i = 0; i < MAX; i++) data[i] = (uint8_t)((i * 131 + 7) % 251);
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        /* the buffer hash of the same bytes */
+        uint8_t d[32];
+        char h[65];
+        tsr_sha256(data, want[i].bytes, d);
+        hex(d, h);
+        assert_string_equal(h, want[i].digest);
+        /* the file of those bytes, streamed through the 64 KiB reads */
+        char path[] = "/tmp/tsr-sha.XXXXXX";
+        write_file(path, data, want[i].bytes);
+        char fh[65];
+        uint64_t bytes = 0;
+        assert_int_equal(tsr_sha256_file(NULL, path, fh, &bytes), TSR_OK);
+        assert_string_equal(fh, want[i].digest);
+        assert_int_equal(bytes, want[i].bytes);
+        unlink(path);
+    }
+    /* one million 'a' (FIPS 180-2 B.3) as a file: 15 full reads and a tail */
+    free(data);
+    data = malloc(1000000);
+    assert_non_null(data);
+    memset(data, 'a', 1000000);
+    char path[] = "/tmp/tsr-sha.XXXXXX";
+    write_file(path, data, 1000000);
     char fh[65];
     uint64_t bytes = 0;
     assert_int_equal(tsr_sha256_file(NULL, path, fh, &bytes), TSR_OK);
-    assert_string_equal(fh, h);
+    assert_string_equal(fh, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
     assert_int_equal(bytes, 1000000);
     unlink(path);
-    free(a);
+    free(data);
+
+    /* errors: no path, a missing file, a folder (opens, but reading it fails) */
+    tsr_context_options co;
+    tsr_context_options_init(&co);
+    co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+    co.log_level = TSR_LOG_OFF;
+    tsr_context *ctx;
+    assert_int_equal(tsr_context_create(&ctx, &co), TSR_OK);
+    assert_int_equal(tsr_sha256_file(ctx, NULL, fh, NULL), TSR_ERR_INVALID_ARG);
+    assert_int_equal(tsr_sha256_file(ctx, "/tmp/tsr-sha-no-such-file", fh, NULL), TSR_ERR_IO);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "/tmp/tsr-sha-no-such-file: cannot open"));
+    char dir[] = "/tmp/tsr-sha-dir.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(tsr_sha256_file(ctx, dir, fh, NULL), TSR_ERR_IO);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "read error"));
+    rmdir(dir);
+    tsr_context_free(ctx);
 }
 
 static cJSON *read_json(const char *path) {
@@ -178,6 +249,7 @@ static void test_manifest_contents(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_known_answers),
+        cmocka_unit_test(test_sha256_file_streaming),
         cmocka_unit_test(test_manifest_contents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

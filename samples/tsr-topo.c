@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include "tessera.h"
+#include "samples/blas_reexec.h"
 #if TSR_WITH_MPI
 #include <mpi.h>
-#include "samples/blas_reexec.h"
 #endif
 
 static void die(tsr_context *ctx, tsr_status st, const char *what) {

@@ -70,6 +70,14 @@ if [ -z "$TSR_TEST_NO_FAULT" ] && [ -z "$TSR_TEST_WRAPPER" ] && [ -d "$BUILD/tes
     done
 fi
 
+# --- regress block: tests/regress/modes.sh trains mlp and cnn in every mode on a slice of
+# Fashion-MNIST and compares losses, accuracy and parameter hashes bitwise with
+# tests/regress/modes.ref. Skipped under a TSR_TEST_WRAPPER: the script starts its programs.
+if [ -z "$TSR_TEST_WRAPPER" ] && { [ -z "$TSR_TEST_FILTER" ] ||
+    case regress_modes in *"$TSR_TEST_FILTER"*) true ;; *) false ;; esac; }; then
+    run regress_modes env BUILD="$BUILD" sh tests/regress/modes.sh
+fi
+
 # --- fuzz block (reliability owner): each libFuzzer target of build/fuzz (made by `make test`
 # where clang exists) replays its seed corpus, regressions included, then fuzzes a few seconds
 # (TSR_FUZZ_SECONDS, default 4). New inputs go to a temp folder, not the repository.

@@ -1,6 +1,7 @@
 /* tsr-train's option parser (see cli.h). */
 #include "lib/cli.h"
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,14 +18,22 @@ static tsr_status fail(tsr_cli_train *a, const char *opt, const char *fmt, ...) 
     return TSR_ERR_PARSE;
 }
 
-static tsr_status parse_long(tsr_cli_train *a, const char *opt, const char *v, long lo, long *out) {
+/* An integer in [lo, hi]; the message names the range the option accepts. */
+static tsr_status parse_range(tsr_cli_train *a, const char *opt, const char *v, long lo, long hi,
+                              long *out) {
     char *end;
     errno = 0;
     long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo)
-        return fail(a, opt, "'%.64s' is not an integer >= %ld", v, lo);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        if (hi == LONG_MAX) return fail(a, opt, "'%.64s' is not an integer >= %ld", v, lo);
+        return fail(a, opt, "'%.64s' is not an integer in %ld..%ld", v, lo, hi);
+    }
     *out = x;
     return TSR_OK;
+}
+
+static tsr_status parse_long(tsr_cli_train *a, const char *opt, const char *v, long lo, long *out) {
+    return parse_range(a, opt, v, lo, LONG_MAX, out);
 }
 
 static tsr_status parse_double(tsr_cli_train *a, const char *opt, const char *v, double lo,
@@ -122,7 +131,7 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
                 return fail(a, o, "'%.64s' is not none, fp16 or topk", v);
             a->compress = v;
         } else if (!strcmp(o, "--epochs")) st = parse_long(a, o, v, 1, &a->epochs);
-        else if (!strcmp(o, "--batch")) st = parse_long(a, o, v, 1, &a->batch);
+        else if (!strcmp(o, "--batch")) st = parse_range(a, o, v, 1, TSR_CLI_MAX_BATCH, &a->batch);
         else if (!strcmp(o, "--limit")) st = parse_long(a, o, v, 1, &a->limit);
         else if (!strcmp(o, "--warmup")) st = parse_long(a, o, v, 0, &a->warmup);
         else if (!strcmp(o, "--seed")) {

@@ -5,6 +5,9 @@
 #include <stddef.h>
 #include "tessera/status.h"
 
+/* The largest batch a trainer takes (tsr_trainer_create refuses more). */
+#define TSR_CLI_MAX_BATCH (1L << 20)
+
 typedef struct tsr_cli_train {
     const char *model, *data, *device, *checkpoint, *resume, *manifest;
     const char *optimizer, *schedule;

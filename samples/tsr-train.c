@@ -32,7 +32,7 @@ static void usage(FILE *f) {
             "usage: tsr-train [options]\n"
             "  --model SPEC|mlp|cnn   model spec or preset (default mlp)\n"
             "  --epochs N             training epochs (default 5)\n"
-            "  --batch N              mini-batch size (default 64)\n"
+            "  --batch N              mini-batch size, 1..1048576 (default 64)\n"
             "  --optimizer NAME       sgd, adam or adamw (default adam)\n"
             "  --lr X                 base learning rate (default 0.001 for adam, 0.05 for sgd)\n"
             "  --momentum X           SGD momentum (default 0.9)\n"
@@ -155,7 +155,10 @@ static void set_rank_threads(char **argv) {
     /* exec failed: go on with what we have */
 }
 
-/* Run manifest (rank 0): written at the start, after each checkpoint and at the end. */
+/* Run manifest (rank 0): made at the start (the data hashed then), written after each
+ * checkpoint and at the end of the run. Not at the start: the manifest beside a checkpoint
+ * describes that checkpoint, and a run that fails before its first save must leave both as
+ * they were. */
 static tsr_manifest *manifest_begin(tsr_context *ctx, const args *a, const tsr_trainer_options *to,
                                     tsr_trainer *tr, const tsr_model *model, int ranks,
                                     const char **path, char *buf, size_t size) {
@@ -189,7 +192,6 @@ static tsr_manifest *manifest_begin(tsr_context *ctx, const args *a, const tsr_t
         tsr_manifest_add_device(m, tsr_trainer_device(tr));
         s = tsr_manifest_add_data_dir(m, a->data);
         if (s == TSR_OK && a->resume) s = tsr_manifest_add_file(m, "resumed-from", a->resume);
-        if (s == TSR_OK) s = tsr_manifest_write(m, *path);
     }
     if (s != TSR_OK) {
         fprintf(stderr, "tsr-train: manifest %s: %s (%s)\n", *path, tsr_context_last_error(ctx),
@@ -199,12 +201,24 @@ static tsr_manifest *manifest_begin(tsr_context *ctx, const args *a, const tsr_t
     return m;
 }
 
-/* The checkpoint's metadata: the input normalisation and the figures of the epoch it ends. */
-static tsr_status set_figures(tsr_trainer *tr, double train_loss, double acc, double test_loss) {
+/* What one epoch is: the schedule and the epoch boundaries of a resumed run depend on it. */
+typedef struct epoch_shape {
+    size_t steps;   /* optimizer steps per epoch */
+    size_t batch;   /* global batch */
+    size_t samples; /* training samples (after --limit) */
+} epoch_shape;
+
+/* The checkpoint's metadata: the input normalisation, the epoch's shape and the figures of
+ * the epoch it ends. */
+static tsr_status set_figures(tsr_trainer *tr, epoch_shape shape, double train_loss, double acc,
+                              double test_loss) {
     cJSON *j = cJSON_CreateObject();
     if (!j) return TSR_ERR_NO_MEMORY;
     cJSON_AddNumberToObject(j, "input_mean", FMNIST_MEAN);
     cJSON_AddNumberToObject(j, "input_std", FMNIST_STD);
+    cJSON_AddNumberToObject(j, "steps_per_epoch", (double)shape.steps);
+    cJSON_AddNumberToObject(j, "batch", (double)shape.batch);
+    cJSON_AddNumberToObject(j, "train_samples", (double)shape.samples);
     if (isfinite(train_loss)) cJSON_AddNumberToObject(j, "train_loss", train_loss);
     cJSON_AddNumberToObject(j, "test_accuracy", acc);
     cJSON_AddNumberToObject(j, "test_loss", test_loss);
@@ -216,13 +230,31 @@ static tsr_status set_figures(tsr_trainer *tr, double train_loss, double acc, do
     return s;
 }
 
-/* After --resume: the last epoch's training loss as the checkpoint recorded it (NAN if none). */
-static void resumed_figures(const tsr_trainer *tr, double *train_loss) {
+/* After --resume: the last epoch's training loss as the checkpoint recorded it (NAN if none).
+ * A checkpoint of epochs of another shape (another --batch or --limit) cannot continue: its
+ * step count would sit elsewhere in this run's learning-rate schedule (past its end, at rate 0)
+ * and between its epoch boundaries. 0, or 2 after saying why. */
+static int resumed_figures(const tsr_trainer *tr, const char *path, epoch_shape shape,
+                           double *train_loss) {
     const char *meta = tsr_trainer_metadata(tr);
     cJSON *j = meta ? cJSON_Parse(meta) : NULL;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "train_loss");
+    const cJSON *steps = cJSON_GetObjectItemCaseSensitive(j, "steps_per_epoch");
+    const cJSON *batch = cJSON_GetObjectItemCaseSensitive(j, "batch");
+    const cJSON *samples = cJSON_GetObjectItemCaseSensitive(j, "train_samples");
+    int rc = 0;
+    if (cJSON_IsNumber(steps) && steps->valuedouble != (double)shape.steps) {
+        fprintf(stderr, "tsr-train: option --resume: %s was trained with %.0f steps per epoch "
+                "(batch %.0f, %.0f samples); this run has %zu (batch %zu, %zu samples): resume "
+                "with the same --batch and --limit\n", path, steps->valuedouble,
+                cJSON_IsNumber(batch) ? batch->valuedouble : 0.0,
+                cJSON_IsNumber(samples) ? samples->valuedouble : 0.0, shape.steps, shape.batch,
+                shape.samples);
+        rc = 2;
+    }
     if (cJSON_IsNumber(v)) *train_loss = v->valuedouble;
     cJSON_Delete(j);
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -493,7 +525,12 @@ int main(int argc, char **argv) {
     }
     double train_time = 0, acc = 0, test_loss = 0, last_loss = NAN;
     size_t trained = 0;
-    if (a.resume) resumed_figures(tr, &last_loss); /* reported when nothing is left to train */
+    epoch_shape shape = {per_epoch, global, train->count};
+    /* the checkpoint's figures are reported when nothing is left to train */
+    if (a.resume && (rc = resumed_figures(tr, a.resume, shape, &last_loss)) != 0) {
+        tsr_comm_free(comm);
+        return rc;
+    }
     /* tests/fault: TSR_FAULT_KILL_AFTER_SAVE=N dies by SIGKILL right after the N-th checkpoint
      * (and its manifest) is written, a kill at a known point of the run */
     const char *kill_env = getenv("TSR_FAULT_KILL_AFTER_SAVE");
@@ -534,7 +571,7 @@ int main(int argc, char **argv) {
                 (unsigned long long)e + 1, last_loss, acc, test_loss, (double)done / dt);
         fflush(log);
         /* every rank takes part (a sharded optimizer's state is gathered); rank 0 writes */
-        if (a.checkpoint && ((s = set_figures(tr, last_loss, acc, test_loss)) != TSR_OK ||
+        if (a.checkpoint && ((s = set_figures(tr, shape, last_loss, acc, test_loss)) != TSR_OK ||
                              (s = tsr_trainer_save(tr, a.checkpoint)) != TSR_OK))
             die(ctx, s, "checkpoint");
         if (man && a.checkpoint &&

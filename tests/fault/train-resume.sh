@@ -8,20 +8,11 @@
 set -u
 BUILD=${BUILD:-build}
 src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
-command -v python3 > /dev/null || { echo "SKIP: no python3"; exit 0; }
-[ -f "$src/train-images-idx3-ubyte.gz" ] || { echo "SKIP: no Fashion-MNIST in $src"; exit 0; }
+command -v python3 > /dev/null || { echo "SKIP: no python3"; exit 77; }
+[ -f "$src/train-images-idx3-ubyte.gz" ] || { echo "SKIP: no Fashion-MNIST in $src"; exit 77; }
 d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
 trap 'rm -rf "$d"' EXIT
-python3 - "$src" "$d" <<'PY' || exit 1
-import gzip, struct, sys
-src, dst = sys.argv[1:]
-for split, n in (("train", 2048), ("t10k", 128)):
-    for kind, rec in (("images-idx3", 784), ("labels-idx1", 1)):
-        name = "%s-%s-ubyte" % (split, kind)
-        raw = gzip.open("%s/%s.gz" % (src, name)).read()
-        hdr = 16 if rec > 1 else 8
-        open("%s/%s" % (dst, name), "wb").write(raw[:4] + struct.pack(">I", n) + raw[8:hdr] + raw[hdr:hdr + n * rec])
-PY
+python3 tests/support/fmnist_slice.py "$src" "$d" 2048 128 || exit 1
 run() { "$BUILD/bin/tsr-train" --data "$d" --model "dense:64,relu,dropout:0.2,dense:10" --batch 32 \
             --quiet --json "$@" 2> "$d/err" || { cat "$d/err"; echo "FAIL: tsr-train $*"; exit 1; }; }
 run --epochs 4 > "$d/straight.json"

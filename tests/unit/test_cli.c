@@ -60,6 +60,9 @@ static void test_refusals(void **state) {
     refused("option --lr: needs a value", PARSE(&a, "--lr"), &a);
     refused("option --epochs: '0' is not an integer >= 1", PARSE(&a, "--epochs", "0"), &a);
     refused("option --batch: 'x' is not an integer", PARSE(&a, "--batch", "x"), &a);
+    refused("option --batch: '2147483648' is not an integer in 1..1048576",
+            PARSE(&a, "--batch", "2147483648"), &a);
+    assert_int_equal(PARSE(&a, "--batch", "1048576"), TSR_OK);
     refused("option --seed: '-1'", PARSE(&a, "--seed", "-1"), &a);
     refused("option --limit: '99999999999999999999'", PARSE(&a, "--limit", "99999999999999999999"), &a);
     refused("option --warmup: '1.5'", PARSE(&a, "--warmup", "1.5"), &a);

@@ -1,0 +1,42 @@
+#!/bin/sh
+# tsr-train refuses careless use early and loses nothing (issue 14's probe findings):
+#  - resuming with another --batch or --limit is refused, naming both epoch shapes (it used to
+#    continue past the end of the recomputed cosine schedule, at learning rate 0);
+#  - a run that fails before its first checkpoint leaves the manifest of the checkpoint it
+#    would have overwritten byte for byte as it was (it used to replace it, without hashes);
+#  - --batch beyond the trainer's bound names the bound.
+# Env: BUILD.
+set -u
+BUILD=${BUILD:-build}
+src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
+command -v python3 > /dev/null || { echo "SKIP: no python3"; exit 77; }
+[ -f "$src/train-images-idx3-ubyte.gz" ] || { echo "SKIP: no Fashion-MNIST in $src"; exit 77; }
+d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
+trap 'rm -rf "$d"' EXIT
+python3 tests/support/fmnist_slice.py "$src" "$d" 512 128 || exit 1
+train() { "$BUILD/bin/tsr-train" --data "$d" --quiet --epochs 2 "$@"; }
+fail() { echo "FAIL: $*"; sed 's/^/  | /' "$d/err"; exit 1; }
+
+train --batch 32 --checkpoint "$d/ck" > /dev/null 2> "$d/err" || fail "the first run"
+cp "$d/ck.manifest.json" "$d/manifest.before"
+
+# another epoch shape: exit 2 before any epoch, both shapes named
+for opts in "--batch 64" "--limit 256"; do
+    train --epochs 4 --batch 32 $opts --resume "$d/ck" > "$d/out" 2> "$d/err"
+    rc=$?
+    [ $rc = 2 ] || fail "resume with $opts: exit $rc, expected 2"
+    grep -q "was trained with 16 steps per epoch (batch 32, 512 samples); this run has 8" "$d/err" ||
+        fail "resume with $opts: the message does not name both epoch shapes"
+    ! grep -q "^epoch" "$d/out" || fail "resume with $opts trained"
+done
+
+# a run that fails at its first step (a poisoned gradient, policy stop) keeps the manifest
+TSR_FAULT_GRAD_NAN=0 train --batch 32 --checkpoint "$d/ck" > /dev/null 2> "$d/err"
+rc=$?
+[ $rc != 0 ] || fail "the poisoned run succeeded"
+cmp -s "$d/manifest.before" "$d/ck.manifest.json" || fail "the failed run changed the manifest"
+
+# the batch bound is named
+"$BUILD/bin/tsr-train" --batch 2147483648 > /dev/null 2> "$d/err"
+[ $? = 2 ] && grep -q "not an integer in 1..1048576" "$d/err" || fail "--batch 2147483648"
+echo "resume with another --batch or --limit refused; a failed run kept the manifest; the batch bound named"

@@ -119,6 +119,17 @@ static void die(tsr_context *ctx, tsr_status s, const char *what) {
     exit(1);
 }
 
+/* Ranks of the whole launch from the launcher's environment (MPICH hydra, Open MPI, Slurm),
+ * read before MPI starts; 1 without a launcher. */
+static int launched_ranks(void) {
+    static const char *const vars[] = {"PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && atoi(v) >= 1) return atoi(v);
+    }
+    return 1;
+}
+
 /* Ranks on this node from the launcher's environment (MPICH hydra, Open MPI, Slurm); 1 if none. */
 static int local_ranks(void) {
     static const char *const vars[] = {"MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
@@ -263,6 +274,9 @@ int main(int argc, char **argv) {
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
     tsr_train_mode mode = TSR_MODE_DATA;
+    /* under mpiexec without --mode each rank would train alone, all onto one checkpoint */
+    int default_data = !a.mode && launched_ranks() > 1;
+    if (default_data) a.mode = "data";
     if (a.mode && tsr_train_mode_parse(a.mode, &mode) != TSR_OK)
         return bad_option("--mode", "must be data, pipeline, hybrid, async or gossip");
     /* hybrid: a pipeline per replica (pp), replicas R */
@@ -335,6 +349,9 @@ int main(int argc, char **argv) {
         if ((s = tsr_comm_init_world(ctx, &argc, &argv, &comm)) != TSR_OK) die(ctx, s, "MPI");
         rank = tsr_comm_rank(comm);
         size = tsr_comm_size(comm);
+        if (default_data && rank == 0)
+            fprintf(stderr, "tsr-train: %d ranks and no --mode: training data parallel "
+                            "(--mode data)\n", size);
         if (rank != 0) a.quiet = 1, a.summary = 0;
         if ((dp || gs) && to.batch < (size_t)size) {
             if (rank == 0)
@@ -379,8 +396,11 @@ int main(int argc, char **argv) {
         }
         if (stages * R != (size_t)size) {
             if (rank == 0)
-                fprintf(stderr, "tsr-train: option --stages: %zu stages x %zu replicas on %d ranks "
-                                "(one rank each)\n", stages, R, size);
+                fprintf(stderr, "tsr-train: option --stages: '%s' makes %zu stage%s (it lists "
+                                "the layers of each stage, e.g. %s); %d ranks%s need %zu, one rank "
+                                "each\n", a.stages, stages, stages == 1 ? "" : "s",
+                        size / (int)R == 2 ? "3,4 for 2 stages" : "3,2,2 for 3 stages", size,
+                        R > 1 ? " of this many replicas" : "", (size_t)size / R);
             tsr_comm_free(comm); /* finalises MPI: the launcher then lets rank 0 finish its say */
             return 2;
         }

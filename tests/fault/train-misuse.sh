@@ -4,7 +4,9 @@
 #    continue past the end of the recomputed cosine schedule, at learning rate 0);
 #  - a run that fails before its first checkpoint leaves the manifest of the checkpoint it
 #    would have overwritten byte for byte as it was (it used to replace it, without hashes);
-#  - --batch beyond the trainer's bound names the bound.
+#  - --batch beyond the trainer's bound names the bound;
+#  - under mpiexec without --mode the ranks train data parallel (they used to train one model
+#    each, all onto one checkpoint), and --stages naming fewer stages than ranks says why.
 # Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
@@ -39,4 +41,18 @@ cmp -s "$d/manifest.before" "$d/ck.manifest.json" || fail "the failed run change
 # the batch bound is named
 "$BUILD/bin/tsr-train" --batch 2147483648 > /dev/null 2> "$d/err"
 [ $? = 2 ] && grep -q "not an integer in 1..1048576" "$d/err" || fail "--batch 2147483648"
-echo "resume with another --batch or --limit refused; a failed run kept the manifest; the batch bound named"
+
+if command -v mpiexec > /dev/null && [ -x "$BUILD/tests/mpi/test_dp" ]; then
+    mpiexec -n 2 "$BUILD/bin/tsr-train" --data "$d" --quiet --epochs 1 --json > "$d/out" 2> "$d/err" ||
+        fail "mpiexec -n 2 without --mode"
+    grep -q "2 ranks and no --mode: training data parallel" "$d/err" || fail "no note of data mode"
+    [ "$(grep -c '^{' "$d/out")" = 1 ] && grep -q '"mode":"data","ranks":2' "$d/out" ||
+        fail "mpiexec -n 2 without --mode did not train one data-parallel run: $(cat "$d/out")"
+    mpiexec -n 3 "$BUILD/bin/tsr-train" --data "$d" --quiet --mode pipeline --stages 7 > /dev/null 2> "$d/err"
+    [ $? != 0 ] && grep -q "'7' makes 1 stage (it lists the layers of each stage" "$d/err" &&
+        grep -q "3 ranks need 3, one rank each" "$d/err" || fail "--stages 7 on 3 ranks"
+    mpi="; mpiexec without --mode trains data parallel; --stages explained"
+else
+    mpi="; MPI parts not built (WITH_MPI=0)"
+fi
+echo "resume with another --batch or --limit refused; a failed run kept the manifest; the batch bound named$mpi"

@@ -382,8 +382,7 @@ tsr_status tsr_checkpoint_save(tsr_context *ctx, const char *path, const tsr_che
         return st;
     }
     writer w = {fp, 0, 0, -1, 0};
-    const char *fault = getenv("TSR_FAULT_CKPT_KILL");
-    if (fault && *fault) w.kill_after = strtoll(fault, NULL, 10);
+    if (ctx) w.kill_after = ctx->opts.fault_ckpt_kill; /* tests: TSR_FAULT_CKPT_KILL */
     w.crc = (uint32_t)crc32(0L, Z_NULL, 0);
     errno = 0;
     write_all(&w, ck, table_off, data_off, file_size);

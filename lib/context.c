@@ -1,4 +1,4 @@
-/* Context lifetime: options, environment, device discovery. */
+/* Context lifetime: options (the environment through lib/config.c), device discovery. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,57 +18,75 @@ void tsr_context_options_init(tsr_context_options *opts) {
     if (!opts) return;
     memset(opts, 0, sizeof *opts);
     opts->log_level = -1;
+    opts->fault_ckpt_kill = -1;
+    tsr_comm_options_init(&opts->comm);
 }
 
-static void resolve_cache_dir(tsr_context *ctx, const char *requested) {
-    const char *env;
-    if (requested && *requested) {
-        tsr_strlcpy(ctx->cache_dir, requested, sizeof ctx->cache_dir);
-    } else if ((env = getenv("TSR_CACHE_DIR")) && *env) {
-        tsr_strlcpy(ctx->cache_dir, env, sizeof ctx->cache_dir);
-    } else if ((env = getenv("XDG_CACHE_HOME")) && *env) {
-        snprintf(ctx->cache_dir, sizeof ctx->cache_dir, "%s/tessera", env);
-    } else if ((env = getenv("HOME")) && *env) {
-        snprintf(ctx->cache_dir, sizeof ctx->cache_dir, "%s/.cache/tessera", env);
-    } else {
-        tsr_strlcpy(ctx->cache_dir, "/tmp/tessera-cache", sizeof ctx->cache_dir);
+/* Bounds of the values set in code (the environment's are checked in lib/config.c). */
+static int options_valid(const tsr_context_options *o) {
+    return (!o->allocator || (o->allocator->alloc && o->allocator->free)) && o->log_level >= -1 &&
+           o->log_level <= TSR_LOG_DEBUG && o->host_threads >= 0 && o->fault_ckpt_kill >= -1 &&
+           (unsigned)o->comm.algo <= TSR_ALLREDUCE_SHM && o->comm.segment_bytes >= 4096 &&
+           o->comm.shm_bytes >= (64u << 10) && o->comm.timeout_s >= 0;
+}
+
+/* The context keeps its own copy of every string option of `o` (NULL stays NULL). */
+static tsr_status copy_strings(tsr_context *ctx, const tsr_context_options *o) {
+    const char *const from[] = {o->topology_file, o->data_dir, o->kernel_binary_dir,
+                                o->clblast_params};
+    const char **to[] = {&ctx->opts.topology_file, &ctx->opts.data_dir,
+                         &ctx->opts.kernel_binary_dir, &ctx->opts.clblast_params};
+    tsr_status st = TSR_OK;
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(to); i++) {
+        *to[i] = st == TSR_OK && from[i] ? tsr_strdup(ctx, from[i]) : NULL;
+        if (from[i] && !*to[i]) st = TSR_ERR_NO_MEMORY;
     }
+    return st;
 }
 
-static int env_flag(const char *name) {
-    const char *v = getenv(name);
-    return v && *v && strcmp(v, "0") != 0;
+static void free_strings(tsr_context *ctx) {
+    tsr_free(ctx, (char *)ctx->opts.topology_file);
+    tsr_free(ctx, (char *)ctx->opts.data_dir);
+    tsr_free(ctx, (char *)ctx->opts.kernel_binary_dir);
+    tsr_free(ctx, (char *)ctx->opts.clblast_params);
 }
 
 tsr_status tsr_context_create(tsr_context **out, const tsr_context_options *opts) {
     if (!out) return TSR_ERR_INVALID_ARG;
     *out = NULL;
-    tsr_context_options defaults;
-    if (!opts) {
-        tsr_context_options_init(&defaults);
-        opts = &defaults;
-    }
-    if ((opts->allocator && (!opts->allocator->alloc || !opts->allocator->free)) ||
-        opts->log_level > TSR_LOG_DEBUG)
-        return TSR_ERR_INVALID_ARG;
+    tsr_context_options o;
+    if (opts) o = *opts;
+    else tsr_context_options_init(&o);
+    if (o.allocator && (!o.allocator->alloc || !o.allocator->free)) return TSR_ERR_INVALID_ARG;
 
     tsr_allocator alloc = {default_alloc, default_free, NULL};
-    if (opts->allocator) alloc = *opts->allocator;
+    if (o.allocator) alloc = *o.allocator;
     tsr_context *ctx = alloc.alloc(alloc.opaque, sizeof *ctx);
     if (!ctx) return TSR_ERR_NO_MEMORY;
     memset(ctx, 0, sizeof *ctx);
     ctx->alloc = alloc;
-    ctx->log_fn = opts->log_fn;
-    ctx->log_user = opts->log_user;
-    ctx->log_level = opts->log_level >= 0 ? (tsr_log_level)opts->log_level
-                                          : tsr_log_level_parse(getenv("TSR_LOG"), TSR_LOG_WARN);
+    ctx->log_fn = o.log_fn;
+    ctx->log_user = o.log_user;
+    ctx->log_level = o.log_level >= 0 && o.log_level <= TSR_LOG_DEBUG ? (tsr_log_level)o.log_level
+                                                                      : TSR_LOG_WARN;
     ctx->rank = -1;
-    ctx->flags = opts->flags;
-    if (env_flag("TSR_NO_OPENCL")) ctx->flags |= TSR_CONTEXT_NO_OPENCL;
-    if (env_flag("TSR_NO_HWLOC")) ctx->flags |= TSR_CONTEXT_NO_HWLOC;
-    resolve_cache_dir(ctx, opts->cache_dir);
-
-    tsr_status st = tsr_topology_discover(ctx, &ctx->devices, &ctx->device_count);
+    /* The environment, read once here: a bad value fails the creation, and the sink the
+     * caller chose hears why (there is no context left to ask). */
+    char err[512];
+    tsr_status st = tsr_config_context(&o, ctx->cache_dir, sizeof ctx->cache_dir, err, sizeof err);
+    if (st == TSR_OK && !options_valid(&o)) st = TSR_ERR_INVALID_ARG;
+    if (st != TSR_OK) {
+        if (st == TSR_ERR_PARSE) tsr_log(ctx, TSR_LOG_ERROR, "%s", err);
+        alloc.free(alloc.opaque, ctx);
+        return st;
+    }
+    ctx->log_level = o.log_level >= 0 ? (tsr_log_level)o.log_level : TSR_LOG_WARN;
+    ctx->flags = o.flags;
+    ctx->opts = o;
+    ctx->opts.allocator = NULL; /* the caller's may not outlive the call: ctx->alloc is the copy */
+    ctx->opts.cache_dir = ctx->cache_dir;
+    st = copy_strings(ctx, &o);
+    if (st == TSR_OK) st = tsr_topology_discover(ctx, &ctx->devices, &ctx->device_count);
     if (st != TSR_OK) {
         tsr_context_free(ctx);
         return st;
@@ -81,8 +99,26 @@ void tsr_context_free(tsr_context *ctx) {
     if (!ctx) return;
     tsr_topology_release(ctx);
     tsr_free(ctx, ctx->devices);
+    free_strings(ctx);
     tsr_allocator a = ctx->alloc;
     a.free(a.opaque, ctx);
+}
+
+void tsr_context_get_options(const tsr_context *ctx, tsr_context_options *out) {
+    if (!out) return;
+    if (!ctx) {
+        tsr_context_options_init(out);
+        return;
+    }
+    *out = ctx->opts;
+    out->log_fn = ctx->log_fn;
+    out->log_user = ctx->log_user;
+    out->log_level = (int)ctx->log_level;
+    out->flags = ctx->flags;
+}
+
+void tsr_context_set_fault_ckpt_kill(tsr_context *ctx, int64_t bytes) {
+    if (ctx) ctx->opts.fault_ckpt_kill = bytes < 0 ? -1 : bytes;
 }
 
 const char *tsr_context_last_error(const tsr_context *ctx) { return ctx ? ctx->last_error : ""; }

@@ -129,7 +129,7 @@ tsr_status tsr_dataset_load_mnist_dir(tsr_context *ctx, const char *dir, int tra
                                       tsr_dataset **out) {
     if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_dataset_load_mnist_dir: out is NULL");
     *out = NULL;
-    if (!dir || !*dir) dir = getenv("TSR_DATA_DIR");
+    if ((!dir || !*dir) && ctx) dir = ctx->opts.data_dir;
     if (!dir || !*dir) dir = TSR_DEFAULT_DATA_DIR;
     const char *split = train ? "train" : "t10k";
     char name[64], images[4096], labels[4096];

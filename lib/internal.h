@@ -25,7 +25,17 @@ struct tsr_context {
     tsr_device_info *devices;
     int device_count;
     struct tsr_topology *topology; /* topology module state: host record, hwloc handle */
+    /* The options as resolved at creation (environment applied, lib/config.c); its strings
+     * are the context's own copies. log and flags live in the fields above. */
+    tsr_context_options opts;
 };
+
+/* lib/config.c, for tsr_context_create: applies the environment to `o` unless o->flags has
+ * TSR_CONTEXT_NO_ENV (a bad value: TSR_ERR_PARSE, message in err), then writes the cache folder
+ * into cache_dir: o->cache_dir, else $XDG_CACHE_HOME/tessera, else $HOME/.cache/tessera, else
+ * /tmp/tessera-cache. */
+tsr_status tsr_config_context(tsr_context_options *o, char *cache_dir, size_t cache_size,
+                              char *err, size_t err_size);
 
 /* Records status + formatted detail as the context's last error, logs it at debug level and
  * returns `status`, so error paths read `return tsr_error(ctx, TSR_ERR_SHAPE, "...", ...);`.

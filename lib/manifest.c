@@ -183,7 +183,7 @@ tsr_status tsr_manifest_add_file(tsr_manifest *m, const char *role, const char *
 
 tsr_status tsr_manifest_add_data_dir(tsr_manifest *m, const char *dir) {
     if (!m) return TSR_ERR_INVALID_ARG;
-    if (!dir || !*dir) dir = getenv("TSR_DATA_DIR");
+    if (!dir || !*dir) dir = m->ctx ? m->ctx->opts.data_dir : NULL;
     if (!dir || !*dir) dir = DEFAULT_DATA_DIR;
     static const char *const names[] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};

@@ -256,7 +256,7 @@ tsr_status tsr_topology_discover(tsr_context *ctx, tsr_device_info **devices, in
     ctx->devices = list;
     ctx->device_count = n;
     tsr_status st = tsr_capability_apply_cache(ctx);
-    const char *file = getenv("TSR_TOPOLOGY");
+    const char *file = ctx->opts.topology_file;
     if (st == TSR_OK && file && *file) {
         tsr_topology *t;
         st = tsr_topology_load(ctx, file, &t);

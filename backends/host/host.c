@@ -227,9 +227,8 @@ static const tsr_backend_iface host_iface = {
  * DYNAMIC_ARCH OpenBLAS then falls back to its Prescott (SSE3) kernels: on the 16-core AVX-512
  * VM of our GPU machine SGEMM 2048^3 ran at 86 GFLOP/s, and at 535 with OPENBLAS_CORETYPE=SkylakeX.
  * The choice cannot change after load, so all a library can do is say what to set. */
-const char *tsr_blas_better_coretype(void) {
+const char *tsr_host_blas_advice(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (getenv("OPENBLAS_CORETYPE")) return NULL;
     const char *core = openblas_get_corename();
     static const char *const generic[] = {"prescott", "core2", "penryn", "dunnington", "nehalem",
                                           "atom", "opteron", "barcelona", "unknown"};
@@ -261,7 +260,8 @@ tsr_status tsr_backend_host_create(tsr_context *ctx, tsr_backend **out) {
     be->ctx = ctx;
     be->device = *info;
     tsr_host_pool *pool = NULL;
-    tsr_status st = tsr_host_pool_create(ctx, tsr_host_thread_count(info->compute_units), &pool);
+    tsr_status st = tsr_host_pool_create(
+        ctx, tsr_host_threads(ctx->opts.host_threads, info->compute_units), &pool);
     if (st != TSR_OK) {
         tsr_free(ctx, be);
         return st;
@@ -271,7 +271,7 @@ tsr_status tsr_backend_host_create(tsr_context *ctx, tsr_backend **out) {
      * (and make the bits depend on their count). Process-wide: OpenBLAS has one setting, and
      * only the host backend calls BLAS. */
     openblas_set_num_threads(1);
-    const char *better = tsr_blas_better_coretype();
+    const char *better = ctx->opts.no_blas_advice ? NULL : tsr_host_blas_advice();
     if (better)
         tsr_log(ctx, TSR_LOG_WARN,
                 "host: OpenBLAS runs its generic %s kernels on a CPU that has %s's instructions; "

@@ -18,8 +18,14 @@ static inline uint16_t *tsr_host_u16(tsr_ref r) {
 /* Fork-join pool (host_pool.c); be->impl holds it, NULL runs everything on the caller. */
 typedef struct tsr_host_pool tsr_host_pool;
 typedef void (*tsr_host_range_fn)(void *arg, size_t lo, size_t hi);
-/* Threads to use: TSR_HOST_THREADS, else OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else cores. */
+/* Threads to use: `configured` (the context's host_threads) when > 0, else the cores; 1..64. */
+int tsr_host_threads(int configured, unsigned cores);
+/* Transitional (lib/config.c): the same from the environment, for lib/trainer.c's device
+ * classes that have no context at hand yet. */
 int tsr_host_thread_count(unsigned cores);
+/* The OpenBLAS core type worth setting when OpenBLAS chose generic kernels on a better CPU
+ * ("SkylakeX"), else NULL; tsr_blas_better_coretype adds the OPENBLAS_CORETYPE check. */
+const char *tsr_host_blas_advice(void);
 /* threads <= 1 gives *out = NULL (serial). A thread that fails to start is logged, not fatal. */
 tsr_status tsr_host_pool_create(tsr_context *ctx, int threads, tsr_host_pool **out);
 void tsr_host_pool_free(tsr_context *ctx, tsr_host_pool *pool); /* accepts NULL */

@@ -80,20 +80,9 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-/* Threads for the host ops: TSR_HOST_THREADS, else what OpenBLAS is told to use
- * (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS), else the online cores. */
-int tsr_host_thread_count(unsigned cores) {
-    static const char *const vars[] = {"TSR_HOST_THREADS", "OPENBLAS_NUM_THREADS",
-                                       "OMP_NUM_THREADS"};
-    for (size_t i = 0; i < TSR_ARRAY_SIZE(vars); i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v) {
-            char *end;
-            long t = strtol(v, &end, 10);
-            if (*end == '\0' && t >= 1) return t > 64 ? 64 : (int)t;
-        }
-    }
-    return cores >= 1 ? (cores > 64 ? 64 : (int)cores) : 1;
+int tsr_host_threads(int configured, unsigned cores) {
+    unsigned t = configured > 0 ? (unsigned)configured : cores;
+    return t < 1 ? 1 : t > 64 ? 64 : (int)t;
 }
 
 tsr_status tsr_host_pool_create(tsr_context *ctx, int threads, tsr_host_pool **out) {

@@ -165,7 +165,7 @@ tsr_status tsr_backend_opencl_create_ex(tsr_context *ctx, const tsr_device_info 
         }
     }
     if (st == TSR_OK) st = pick_work_groups(ctx, cl);
-    if (st == TSR_OK) st = tsr_opencl_clblast_params(be, getenv("TSR_CLBLAST_PARAMS"));
+    if (st == TSR_OK) st = tsr_opencl_clblast_params(be, ctx->opts.clblast_params);
     if (st != TSR_OK) {
         tsr_opencl_destroy(be);
         return st;

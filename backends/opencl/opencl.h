@@ -41,7 +41,7 @@ typedef enum tsr_cl_batched {
 
 /* Creation knobs beyond the device record (environment fallbacks in brackets). */
 typedef struct tsr_opencl_options {
-    const char *kernel_binary_dir; /* precompiled programs [TSR_KERNEL_BINARY_DIR]; NULL: env */
+    const char *kernel_binary_dir; /* precompiled programs; NULL: the context's (TSR_KERNEL_BINARY_DIR) */
     int no_cache;                  /* 1: neither read nor write the on-disk program cache */
     int batched_gemm;              /* a tsr_cl_batched; 0 = AUTO */
 } tsr_opencl_options;

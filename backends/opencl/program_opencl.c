@@ -298,7 +298,7 @@ tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *op
 
     /* 1. A precompiled program for this device (the only way on FPGAs). */
     const char *bindir = opts->kernel_binary_dir ? opts->kernel_binary_dir
-                                                 : getenv("TSR_KERNEL_BINARY_DIR");
+                                                 : ctx->opts.kernel_binary_dir;
     char name[160], path[1024];
     tsr_opencl_binary_name(devname, name, sizeof name);
     if (bindir && *bindir) {

@@ -5,7 +5,8 @@
  * collective below must be called by all ranks of the communicator in the same order.
  *
  * Allreduce works in place on float32 buffers of any length (0 included) on any rank count.
- * Algorithms (TSR_ALLREDUCE=auto|ring|rhd|shm|mpi overrides the automatic choice):
+ * Algorithms (tsr_comm_options.algo, TSR_ALLREDUCE=auto|ring|rhd|shm|mpi, overrides the
+ * automatic choice):
  *   mpi   MPI_Allreduce / MPI_Iallreduce;
  *   ring  reduce-scatter + allgather around a ring, each chunk cut into segments that travel
  *         as independent pipelined rings with MPI_Isend/MPI_Irecv (Baidu's design);
@@ -22,17 +23,20 @@
 #ifndef TESSERA_COMM_H
 #define TESSERA_COMM_H
 #include <stddef.h>
-#include "context.h"
+#include "status.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+/* context.h embeds tsr_comm_options, so this header only names the context (the same typedef
+ * as there, which C11 allows twice). */
+typedef struct tsr_context tsr_context;
 typedef struct tsr_comm tsr_comm;
 typedef struct tsr_comm_request tsr_comm_request;
 
 typedef enum tsr_allreduce_algo {
-    TSR_ALLREDUCE_AUTO = 0, /* by size and topology, or TSR_ALLREDUCE from the environment */
+    TSR_ALLREDUCE_AUTO = 0, /* by size and topology */
     TSR_ALLREDUCE_MPI = 1,
     TSR_ALLREDUCE_RING = 2,
     TSR_ALLREDUCE_RHD = 3,
@@ -59,6 +63,19 @@ typedef struct tsr_allreduce_opts {
     double total_weight;   /* WEIGHTED: sum of all weights if known (> 0), else 0: one extra
                               small allreduce computes it */
 } tsr_allreduce_opts;
+
+/* Communicator knobs, part of tsr_context_options (.comm): every communicator created from
+ * that context uses them. Environment variables in brackets (lib/config.c). */
+typedef struct tsr_comm_options {
+    tsr_allreduce_algo algo; /* AUTO: by size and topology [TSR_ALLREDUCE] */
+    size_t segment_bytes;    /* ring/rhd pipeline segment, >= 4096; 256 KiB [TSR_ALLREDUCE_SEGMENT] */
+    size_t shm_bytes;        /* shm scratch per rank, >= 64 KiB; 16 MiB [TSR_SHM_BYTES] */
+    double timeout_s;        /* a wait without progress this long means a peer is lost; 0: no
+                                limit; 300 [TSR_COMM_TIMEOUT] */
+} tsr_comm_options;
+
+/* The defaults above: AUTO, 256 KiB, 16 MiB, 300 s. */
+void tsr_comm_options_init(tsr_comm_options *opts);
 
 /* algo AUTO, wire F32, mode SUM, weight 1, total_weight 0. */
 void tsr_allreduce_opts_init(tsr_allreduce_opts *opts);
@@ -121,7 +138,8 @@ tsr_status tsr_comm_test(tsr_comm_request *req, int *done);
 /* Completes and frees the request (NULL: no-op); returns the operation's status. */
 tsr_status tsr_comm_wait(tsr_comm_request *req);
 
-/* The algorithm `auto` takes for `count` floats on this communicator (after TSR_ALLREDUCE). */
+/* The algorithm `auto` takes for `count` floats on this communicator (after the context's
+ * comm.algo). */
 tsr_allreduce_algo tsr_comm_choose_algo(const tsr_comm *comm, size_t count);
 
 /* ---- ZeRO-1 style: reduce-scatter, update your own slice, allgather ---- */
@@ -145,8 +163,9 @@ tsr_status tsr_comm_allgatherv(tsr_comm *comm, const void *send, void *recv, con
 /* ---- point to point (pipeline stages; lib/comm/p2p.c) ----
  * Bytes between two ranks of an MPI communicator. Tags are 0..TSR_COMM_P2P_MAX_TAG (they live
  * in their own tag range, apart from the ring allreduce's). A wait that sees no progress for
- * TSR_COMM_TIMEOUT seconds ends with TSR_ERR_PEER_LOST and marks the communicator broken (as
- * the collectives do); on a broken communicator every call fails at once. The self
+ * comm.timeout_s seconds (TSR_COMM_TIMEOUT) ends with TSR_ERR_PEER_LOST and marks the
+ * communicator broken (as the collectives do); on a broken communicator every call fails at
+ * once. The self
  * communicator (builds without MPI) has no peer: these calls return TSR_ERR_UNSUPPORTED.
  * Messages of more than INT_MAX bytes are refused (MPI's int counts). */
 #define TSR_COMM_P2P_MAX_TAG 16383
@@ -165,7 +184,7 @@ tsr_status tsr_comm_irecv(tsr_comm *comm, int src, int tag, void *buf, size_t by
 /* *done = 1 once complete (the request still needs tsr_comm_p2p_wait to be freed). */
 tsr_status tsr_comm_p2p_test(tsr_comm_p2p *req, int *done);
 /* Completes and frees the request (NULL: no-op); the operation's status, or
- * TSR_ERR_PEER_LOST after TSR_COMM_TIMEOUT without completion (the request is abandoned). */
+ * TSR_ERR_PEER_LOST after comm.timeout_s without completion (the request is abandoned). */
 tsr_status tsr_comm_p2p_wait(tsr_comm_p2p *req);
 /* Error paths: cancels an unfinished request (MPI_Cancel; on a broken communicator it is only
  * abandoned) and frees it. NULL: no-op. */
@@ -174,4 +193,6 @@ void tsr_comm_p2p_cancel(tsr_comm_p2p *req);
 #ifdef __cplusplus
 }
 #endif
+/* Last: context.h needs tsr_comm_options from above (either header may come first). */
+#include "context.h"
 #endif

@@ -2,7 +2,9 @@
 #ifndef TESSERA_CONTEXT_H
 #define TESSERA_CONTEXT_H
 #include <stddef.h>
+#include <stdint.h>
 #include "alloc.h"
+#include "comm.h"
 #include "device.h"
 #include "log.h"
 #include "status.h"
@@ -14,23 +16,50 @@ extern "C" {
 typedef struct tsr_context tsr_context;
 
 enum tsr_context_flags {
-    TSR_CONTEXT_NO_OPENCL = 1u << 0,  /* do not look for OpenCL devices */
-    TSR_CONTEXT_NO_HWLOC = 1u << 1    /* do not read the hwloc topology */
+    TSR_CONTEXT_NO_OPENCL = 1u << 0, /* do not look for OpenCL devices [TSR_NO_OPENCL=1] */
+    TSR_CONTEXT_NO_HWLOC = 1u << 1,  /* do not read the hwloc topology [TSR_NO_HWLOC=1] */
+    TSR_CONTEXT_NO_ENV = 1u << 2     /* tsr_context_create reads no environment variable */
 };
 
+/* Every knob of a context. The environment variable in brackets sets the default: unless
+ * flags has TSR_CONTEXT_NO_ENV, tsr_context_create fills each field still at its
+ * tsr_context_options_init value from its variable (tsr_context_options_from_env, config.h,
+ * does the same on your struct and says which value was wrong). A value set in code wins.
+ * The context copies everything it keeps: the strings need not outlive the call. */
 typedef struct tsr_context_options {
     const tsr_allocator *allocator; /* NULL: malloc/free */
     tsr_log_fn log_fn;              /* NULL: stderr sink, filtered by log_level */
     void *log_user;
-    int log_level;                  /* a tsr_log_level, or -1: from TSR_LOG (default "warn") */
-    const char *cache_dir;          /* NULL: TSR_CACHE_DIR, else $XDG_CACHE_HOME/tessera, else ~/.cache/tessera */
-    unsigned flags;                 /* tsr_context_flags; TSR_NO_OPENCL=1 in the environment adds NO_OPENCL */
+    int log_level;                  /* a tsr_log_level; -1: warn [TSR_LOG] */
+    const char *cache_dir;          /* capability cache, program binaries; NULL: [TSR_CACHE_DIR],
+                                       else $XDG_CACHE_HOME/tessera, else ~/.cache/tessera,
+                                       else /tmp/tessera-cache */
+    unsigned flags;                 /* tsr_context_flags */
+    const char *topology_file;      /* a topology JSON (tsr-topo --json) used instead of
+                                       discovery; NULL: discover [TSR_TOPOLOGY] */
+    const char *data_dir;           /* MNIST-format IDX files when a load names no folder; NULL:
+                                       /usr/share/datasets/fashion-mnist [TSR_DATA_DIR] */
+    int host_threads;               /* host backend threads (clamped to 64); 0: [TSR_HOST_THREADS],
+                                       else OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, else cores */
+    const char *kernel_binary_dir;  /* precompiled OpenCL programs <device name>.clbin; NULL:
+                                       none [TSR_KERNEL_BINARY_DIR] */
+    const char *clblast_params;     /* CLBlast tuning override "Xgemm:MWG=128,...;Kernel:..."
+                                       applied to every OpenCL backend; NULL: none
+                                       [TSR_CLBLAST_PARAMS] */
+    int no_blas_advice;             /* 1: the host backend does not warn about OpenBLAS's generic
+                                       kernels (1 when OPENBLAS_CORETYPE is set: the user chose) */
+    int64_t fault_ckpt_kill;        /* tests: a checkpoint writer SIGKILLs its process after
+                                       this many bytes; -1: never [TSR_FAULT_CKPT_KILL] */
+    tsr_comm_options comm;          /* communicators created from this context (comm.h) */
 } tsr_context_options;
 
-/* Fills `opts` with the defaults (all NULL/0, log_level -1). */
+/* Fills `opts` with the defaults: all NULL/0, log_level -1, fault_ckpt_kill -1, comm from
+ * tsr_comm_options_init. Reads no environment. */
 void tsr_context_options_init(tsr_context_options *opts);
 
-/* Creates a context and discovers the devices. `opts` may be NULL. On failure *out is NULL. */
+/* Creates a context and discovers the devices. `opts` may be NULL (the defaults, with the
+ * environment). On failure *out is NULL; a bad environment value is TSR_ERR_PARSE, logged at
+ * error level through opts' log sink (tsr_context_options_from_env gives you the message). */
 tsr_status tsr_context_create(tsr_context **out, const tsr_context_options *opts);
 /* Accepts NULL. */
 void tsr_context_free(tsr_context *ctx);
@@ -46,6 +75,10 @@ void tsr_context_set_log(tsr_context *ctx, tsr_log_fn fn, void *user, tsr_log_le
 void tsr_context_set_rank(tsr_context *ctx, int rank);
 
 const char *tsr_context_cache_dir(const tsr_context *ctx);
+/* The options the context runs with, environment applied (strings owned by the context). */
+void tsr_context_get_options(const tsr_context *ctx, tsr_context_options *out);
+/* Fault injection for tests: the next checkpoint writes die after `bytes` (-1: never). */
+void tsr_context_set_fault_ckpt_kill(tsr_context *ctx, int64_t bytes);
 
 /* Devices found at creation. Index order is stable for a machine and driver set. */
 int tsr_context_device_count(const tsr_context *ctx);

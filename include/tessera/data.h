@@ -39,7 +39,8 @@ typedef struct tsr_dataset {
 tsr_status tsr_dataset_load_idx(tsr_context *ctx, const char *images_path, const char *labels_path,
                                 tsr_dataset **out);
 /* `dir` holds {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (the plain file is used when
- * both exist). NULL or "" dir: $TSR_DATA_DIR, else /usr/share/datasets/fashion-mnist.
+ * both exist). NULL or "" dir: the context's data_dir (TSR_DATA_DIR), else
+ * /usr/share/datasets/fashion-mnist.
  * `train` 1 = training split, 0 = test split. A missing file -> TSR_ERR_NOT_FOUND. */
 tsr_status tsr_dataset_load_mnist_dir(tsr_context *ctx, const char *dir, int train,
                                       tsr_dataset **out);

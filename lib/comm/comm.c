@@ -42,46 +42,25 @@ tsr_status tsr_allreduce_algo_parse(const char *text, tsr_allreduce_algo *out) {
     return TSR_ERR_PARSE;
 }
 
-/* Reads a byte count such as "262144", "256k", "16M" from the environment. */
-static tsr_status env_bytes(tsr_context *ctx, const char *name, size_t def, size_t min,
-                            size_t *out) {
-    const char *v = getenv(name);
-    *out = def;
-    if (!v || !*v) return TSR_OK;
-    char *end;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (end == v) goto bad;
-    if (*end == 'k' || *end == 'K') x <<= 10, end++;
-    else if (*end == 'm' || *end == 'M') x <<= 20, end++;
-    if (*end || x < min || x > COMM_MAX_COUNT) goto bad;
-    *out = (size_t)x;
-    return TSR_OK;
-bad:
-    return tsr_error(ctx, TSR_ERR_PARSE, "%s: expected a byte count >= %zu (e.g. 256k), got '%s'",
-                     name, min, v);
-}
-
-tsr_status tsr_comm_read_env(tsr_context *ctx, tsr_comm *c) {
-    const char *a = getenv("TSR_ALLREDUCE");
-    c->env_algo = TSR_ALLREDUCE_AUTO;
-    if (a && *a && tsr_allreduce_algo_parse(a, &c->env_algo) != TSR_OK)
-        return tsr_error(ctx, TSR_ERR_PARSE,
-                         "TSR_ALLREDUCE: unknown algorithm '%s' (auto|ring|rhd|shm|mpi)", a);
-    TSR_TRY(env_bytes(ctx, "TSR_ALLREDUCE_SEGMENT", 256u << 10, 4096, &c->segment_bytes));
-    TSR_TRY(env_bytes(ctx, "TSR_SHM_BYTES", 16u << 20, 64u << 10, &c->shm_bytes));
+void tsr_comm_options_init(tsr_comm_options *opts) {
+    if (!opts) return;
+    memset(opts, 0, sizeof *opts);
+    opts->algo = TSR_ALLREDUCE_AUTO;
+    opts->segment_bytes = 256u << 10;
+    opts->shm_bytes = 16u << 20;
     /* Long enough for the largest allreduce on a slow link, short enough that a dead peer
      * costs minutes, not a lost night of training. */
-    c->timeout_s = 300;
-    const char *t = getenv("TSR_COMM_TIMEOUT");
-    if (t && *t) {
-        char *end;
-        double x = strtod(t, &end);
-        if (end == t || *end || !(x >= 0) || x > 1e9)
-            return tsr_error(ctx, TSR_ERR_PARSE,
-                             "TSR_COMM_TIMEOUT: expected seconds >= 0 (0: no limit), got '%s'", t);
-        c->timeout_s = x;
-    }
-    return TSR_OK;
+    opts->timeout_s = 300;
+}
+
+void tsr_comm_apply_options(tsr_comm *c) {
+    tsr_comm_options defaults;
+    tsr_comm_options_init(&defaults);
+    const tsr_comm_options *o = c->ctx ? &c->ctx->opts.comm : &defaults; /* checked at creation */
+    c->forced_algo = o->algo;
+    c->segment_bytes = o->segment_bytes;
+    c->shm_bytes = o->shm_bytes;
+    c->timeout_s = o->timeout_s;
 }
 
 double tsr_comm_now(void) {
@@ -122,11 +101,7 @@ tsr_status tsr_comm_self_create(tsr_context *ctx, tsr_comm **out) {
     c->local_size = 1;
     c->nodes = 1;
     c->uniform = 1;
-    tsr_status s = tsr_comm_read_env(ctx, c);
-    if (s != TSR_OK) {
-        tsr_free(ctx, c);
-        return s;
-    }
+    tsr_comm_apply_options(c);
     *out = c;
     return TSR_OK;
 }
@@ -333,7 +308,7 @@ void tsr_comm_slice(const tsr_comm *comm, size_t count, int rank, size_t *lo, si
 
 tsr_allreduce_algo tsr_comm_choose_algo(const tsr_comm *comm, size_t count) {
     if (!comm) return TSR_ALLREDUCE_AUTO;
-    if (comm->env_algo != TSR_ALLREDUCE_AUTO) return comm->env_algo;
+    if (comm->forced_algo != TSR_ALLREDUCE_AUTO) return comm->forced_algo;
     if (comm->size == 1) return TSR_ALLREDUCE_RING; /* nothing moves: any algorithm is a copy */
     size_t bytes = count * sizeof(float);
     /* One node: shared memory beats the MPI stack at every size measured here (flags in

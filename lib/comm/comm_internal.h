@@ -22,16 +22,17 @@ struct tsr_comm {
     tsr_context *ctx;
     int rank, size;
     int local_rank, local_size, nodes, uniform; /* uniform: same local_size on every node */
-    tsr_allreduce_algo env_algo;                /* TSR_ALLREDUCE at creation (AUTO if unset) */
-    size_t segment_bytes;                       /* ring/rhd segment (TSR_ALLREDUCE_SEGMENT) */
-    size_t shm_bytes;                           /* shm scratch per rank (TSR_SHM_BYTES) */
+    /* from the context's comm options (tsr_comm_apply_options) */
+    tsr_allreduce_algo forced_algo;             /* algo (AUTO: by size and topology) */
+    size_t segment_bytes;                       /* ring/rhd segment */
+    size_t shm_bytes;                           /* shm scratch per rank */
     unsigned seq;                               /* requests started: tags and shm epochs */
     int oversubscribed;                         /* more ranks on this node than CPUs */
     tsr_comm_request *active;                   /* FIFO of started, unfinished requests */
     int nactive;
     void *self_regions;                         /* self comm: list of tsr_comm_alloc blocks */
-    double timeout_s;     /* TSR_COMM_TIMEOUT: a wait without completion this long means a
-                             peer is lost (0: wait forever) */
+    double timeout_s;     /* a wait without completion this long means a peer is lost (0: wait
+                             forever) */
     int broken;           /* a peer was lost: teardown skips collective MPI calls */
 #if TSR_WITH_MPI
     int is_mpi;
@@ -124,8 +125,8 @@ int tsr_comm_shm_is_registered(const tsr_comm *comm, const void *ptr, size_t byt
 void tsr_comm_shm_free_all(tsr_comm *comm);
 #endif
 
-/* TSR_ALLREDUCE, TSR_ALLREDUCE_SEGMENT, TSR_SHM_BYTES into the communicator. */
-tsr_status tsr_comm_read_env(tsr_context *ctx, tsr_comm *comm);
+/* Copies the knobs of c->ctx's comm options into c (the defaults without a context). */
+void tsr_comm_apply_options(tsr_comm *comm);
 
 /* Builds a request for `phases` on buf (shared by allreduce, reduce-scatter, allgather) and
  * runs it to completion when `out` is NULL. scale >= 0 replaces the scale of opts->mode (the

@@ -69,11 +69,8 @@ static tsr_status wrap(tsr_context *ctx, MPI_Comm mc, int finalize_mpi, int kind
     c->is_mpi = 1;
     c->mc = MPI_COMM_NULL;
     c->f16_sum = MPI_OP_NULL;
-    tsr_status s = tsr_comm_read_env(ctx, c);
-    if (s != TSR_OK) {
-        tsr_free(ctx, c);
-        return s;
-    }
+    tsr_comm_apply_options(c);
+    tsr_status s;
     int rc = MPI_Comm_dup(mc, &c->mc);
     if (rc != MPI_SUCCESS) {
         c->mc = MPI_COMM_NULL;

@@ -75,6 +75,11 @@ int main(int argc, char **argv) {
     tsr_context_options co;
     tsr_context_options_init(&co);
     co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+    char env_err[256];
+    if (tsr_context_options_from_env(&co, env_err, sizeof env_err) != TSR_OK) {
+        fprintf(stderr, "tsr-allreduce-bench: %s\n", env_err);
+        return 2;
+    }
     if (tsr_context_create(&ctx, &co) != TSR_OK) return 1;
     tsr_comm *comm;
     if (tsr_comm_init_world(ctx, &argc, &argv, &comm) != TSR_OK) {

@@ -215,8 +215,15 @@ int main(int argc, char **argv) {
             return !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") ? 0 : 2;
         }
     }
+    tsr_context_options co;
+    tsr_context_options_init(&co);
+    char env_err[256];
+    if (tsr_context_options_from_env(&co, env_err, sizeof env_err) != TSR_OK) {
+        fprintf(stderr, "tsr-gemm-bench: %s\n", env_err);
+        return 2;
+    }
     tsr_context *ctx;
-    tsr_status st = tsr_context_create(&ctx, NULL);
+    tsr_status st = tsr_context_create(&ctx, &co);
     if (st != TSR_OK) die("context", NULL, st);
     int first = 0, last = tsr_context_device_count(ctx) - 1;
     if (device) {

@@ -249,6 +249,11 @@ int main(int argc, char **argv) {
     tsr_context_options co;
     tsr_context_options_init(&co);
     if (topo_file) co.flags |= TSR_CONTEXT_NO_OPENCL; /* a file needs no device */
+    char env_err[256];
+    if (tsr_context_options_from_env(&co, env_err, sizeof env_err) != TSR_OK) {
+        fprintf(stderr, "tsr-plan: %s\n", env_err);
+        return 2;
+    }
     tsr_context *ctx;
     tsr_status st = tsr_context_create(&ctx, &co);
     if (st != TSR_OK) die(NULL, st, "creating the context");

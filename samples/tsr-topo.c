@@ -125,6 +125,14 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    tsr_context_options o;
+    tsr_context_options_init(&o);
+    if (file) o.flags |= TSR_CONTEXT_NO_OPENCL; /* showing a file needs no device */
+    char env_err[256];
+    if (tsr_context_options_from_env(&o, env_err, sizeof env_err) != TSR_OK) {
+        fprintf(stderr, "tsr-topo: %s\n", env_err);
+        return 2;
+    }
     int rank = 0, size = 1;
 #if TSR_WITH_MPI
     /* under mpiexec (PMI_SIZE / OMPI_COMM_WORLD_SIZE set), show the cluster view */
@@ -139,9 +147,6 @@ int main(int argc, char **argv) {
         MPI_Comm_rank(local, &local_rank);
     }
 #endif
-    tsr_context_options o;
-    tsr_context_options_init(&o);
-    if (file) o.flags |= TSR_CONTEXT_NO_OPENCL; /* showing a file needs no device */
     tsr_context *ctx;
     tsr_status st = tsr_context_create(&ctx, &o);
     if (st != TSR_OK) die(NULL, st, "creating the context");

@@ -297,6 +297,11 @@ int main(int argc, char **argv) {
     if (dp || pp || as || gs) set_rank_threads(argv);
     tsr_trainer_options to;
     tsr_trainer_options_init(&to);
+    char env_err[256];
+    if (tsr_trainer_options_from_env(&to, env_err, sizeof env_err) != TSR_OK) {
+        fprintf(stderr, "tsr-train: %s\n", env_err);
+        return 2;
+    }
     if (tsr_optimizer_kind_parse(a.optimizer, &to.optimizer.kind) != TSR_OK)
         return bad_option("--optimizer", "must be sgd, adam or adamw");
     if (tsr_schedule_kind_parse(a.schedule, &to.schedule.kind) != TSR_OK)
@@ -338,6 +343,10 @@ int main(int argc, char **argv) {
     if ((!a.device || !strcmp(a.device, "host") || !strcmp(a.device, "0")) &&
         !(a.stages && !strcmp(a.stages, "auto")))
         co.flags |= TSR_CONTEXT_NO_OPENCL; /* the host needs no OpenCL start-up */
+    if (tsr_context_options_from_env(&co, env_err, sizeof env_err) != TSR_OK) {
+        fprintf(stderr, "tsr-train: %s\n", env_err);
+        return 2;
+    }
     tsr_status s = tsr_context_create(&ctx, &co);
     if (s != TSR_OK) {
         fprintf(stderr, "tsr-train: context: %s\n", tsr_status_str(s));
@@ -512,10 +521,9 @@ int main(int argc, char **argv) {
     if (dp) {
         /* each rank's share of the global batch in proportion to its measured samples/s (a short
          * timed forward+backward of the model itself; identical devices share one rate);
-         * TSR_DP_BALANCE=0 splits evenly */
+         * even_shares (TSR_DP_BALANCE=0) splits evenly */
         size_t probe = to.batch / (size_t)size;
-        const char *bal = getenv("TSR_DP_BALANCE");
-        if (bal && !strcmp(bal, "0"))
+        if (to.even_shares)
             s = tsr_dp_shares(comm, to.batch, 1.0, shares);
         else
             s = tsr_trainer_balance(tr, to.batch, train->images, train->labels, probe, shares);

@@ -1409,20 +1409,23 @@ static void test_host_threads(void **state) {
     static const char *const counts[] = {"1", "2", "3", "5"};
     const size_t total = n + 64 + 131072; /* outputs, bias gradient, GEMM results */
     float *first = xcalloc(total, 4), *got = xcalloc(total, 4);
-    const char *saved = getenv("TSR_HOST_THREADS");
-    char keep[32] = "";
-    if (saved) tsr_strlcpy(keep, saved, sizeof keep);
     for (size_t i = 0; i < TSR_ARRAY_SIZE(counts); i++) {
-        setenv("TSR_HOST_THREADS", counts[i], 1);
+        /* the context's host_threads (what TSR_HOST_THREADS sets) */
+        tsr_context_options o;
+        tsr_context_options_init(&o);
+        o.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+        o.log_level = TSR_LOG_OFF;
+        o.host_threads = atoi(counts[i]);
+        tsr_context *ctx = NULL;
+        OK(fx->be[0], tsr_context_create(&ctx, &o));
         tsr_backend *be = NULL;
-        OK(fx->be[0], tsr_backend_host_create(fx->ctx, &be));
+        OK(fx->be[0], tsr_backend_host_create(ctx, &be));
         run_host_sequence(be, i ? got : first, n);
         tsr_backend_free(be);
+        tsr_context_free(ctx);
         if (i && memcmp(first, got, total * 4) != 0)
             fail_msg("[host] results with %s threads differ from 1 thread", counts[i]);
     }
-    if (saved) setenv("TSR_HOST_THREADS", keep, 1);
-    else unsetenv("TSR_HOST_THREADS");
     free(first);
     free(got);
 }

@@ -141,9 +141,12 @@ static void test_generated_dir(void **state) {
     fixture *f = *state;
     make_split(f->dir, "train", 9, 1, 0);  /* [n, c, h, w], plain */
     make_split(f->dir, "t10k", 5, 0, 1);   /* [n, h, w], gzip */
+    /* no folder given: the context's data_dir, read from TSR_DATA_DIR when it was made */
     setenv("TSR_DATA_DIR", f->dir, 1);
+    tsr_context *env_ctx;
+    assert_int_equal(tsr_test_quiet_context(&env_ctx), TSR_OK);
     tsr_dataset *d;
-    assert_int_equal(tsr_dataset_load_mnist_dir(f->ctx, NULL, 1, &d), TSR_OK);
+    assert_int_equal(tsr_dataset_load_mnist_dir(env_ctx, NULL, 1, &d), TSR_OK);
     assert_int_equal(d->count, 9);
     assert_int_equal(d->channels, 2);
     assert_int_equal(d->height, 3);
@@ -167,13 +170,14 @@ static void test_generated_dir(void **state) {
     assert_int_equal(d->count, 9);
     tsr_dataset_truncate(d, 4);
     assert_int_equal(d->count, 4);
-    tsr_dataset_free(f->ctx, d);
+    tsr_dataset_free(env_ctx, d);
 
-    assert_int_equal(tsr_dataset_load_mnist_dir(f->ctx, "", 0, &d), TSR_OK); /* "" -> env */
+    assert_int_equal(tsr_dataset_load_mnist_dir(env_ctx, "", 0, &d), TSR_OK); /* "" too */
     assert_int_equal(d->count, 5);
     assert_int_equal(d->channels, 1);
     assert_int_equal(d->features, 12);
-    tsr_dataset_free(f->ctx, d);
+    tsr_dataset_free(env_ctx, d);
+    tsr_context_free(env_ctx);
     unsetenv("TSR_DATA_DIR");
     tsr_dataset_free(f->ctx, NULL);
 }

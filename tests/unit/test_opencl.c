@@ -107,6 +107,22 @@ static tsr_backend *open_be(fixture *f, const tsr_opencl_options *o) {
     return be;
 }
 
+/* A second context on this machine that reads the environment when made (as the fixture's
+ * does, with its cache): the OpenCL knobs reach the backend through the context. */
+static tsr_context *env_context(fixture *f) {
+    char cache[300];
+    snprintf(cache, sizeof cache, "%s/cache", f->dir);
+    tsr_context_options o;
+    tsr_context_options_init(&o);
+    o.cache_dir = cache;
+    o.log_level = TSR_LOG_OFF;
+    o.flags = TSR_CONTEXT_NO_HWLOC;
+    tsr_context *ctx = NULL;
+    assert_int_equal(tsr_context_create(&ctx, &o), TSR_OK);
+    assert_true(f->device < tsr_context_device_count(ctx));
+    return ctx;
+}
+
 static tsr_buf *upload(tsr_backend *be, const float *x, size_t n) {
     tsr_buf *b = NULL;
     assert_int_equal(tsr_buf_alloc(be, n * sizeof(float), &b), TSR_OK);
@@ -281,12 +297,16 @@ static void test_precompiled_binary(void **state) {
     tsr_buf_free(bc);
     tsr_backend_free(b);
 
-    /* the environment variable selects the folder too */
+    /* the environment variable selects the folder too (the context's kernel_binary_dir) */
     setenv("TSR_KERNEL_BINARY_DIR", bindir, 1);
-    tsr_backend *e = open_be(f, NULL);
+    tsr_context *ec = env_context(f);
+    unsetenv("TSR_KERNEL_BINARY_DIR");
+    tsr_backend *e = NULL;
+    assert_int_equal(
+        tsr_backend_opencl_create(ec, tsr_context_device(ec, f->device), &e), TSR_OK);
     assert_int_equal(tsr_opencl_program_origin(e, NULL), TSR_CL_FROM_BINARY);
     tsr_backend_free(e);
-    unsetenv("TSR_KERNEL_BINARY_DIR");
+    tsr_context_free(ec);
 
     /* a damaged binary is an error naming the file, not a silent rebuild */
     write_bytes(path, "garbage", 7);
@@ -425,15 +445,23 @@ static void test_clblast_params(void **state) {
                         "NDIMC=8,NWG=32,SA=0,SB=0,STRM=0,STRN=0,VWM=1,VWN=1";
     if (tsr_opencl_clblast_params(be, xgemm) != TSR_OK)
         fail_msg("%s", tsr_context_last_error(f->ctx));
+    /* TSR_CLBLAST_PARAMS: the context's clblast_params, applied by every OpenCL backend */
     setenv("TSR_CLBLAST_PARAMS", "Xgemm:MWG", 1);
+    tsr_context *ec = env_context(f);
     tsr_backend *bad = NULL;
-    assert_int_equal(tsr_backend_opencl_create(f->ctx, dev(f), &bad), TSR_ERR_PARSE);
+    assert_int_equal(tsr_backend_opencl_create(ec, tsr_context_device(ec, f->device), &bad),
+                     TSR_ERR_PARSE);
     assert_null(bad);
-    assert_non_null(strstr(tsr_context_last_error(f->ctx), "TSR_CLBLAST_PARAMS"));
+    assert_non_null(strstr(tsr_context_last_error(ec), "TSR_CLBLAST_PARAMS"));
+    tsr_context_free(ec);
     setenv("TSR_CLBLAST_PARAMS", xgemm, 1);
-    tsr_backend *ok = open_be(f, NULL);
+    ec = env_context(f);
     unsetenv("TSR_CLBLAST_PARAMS");
+    tsr_backend *ok = NULL;
+    assert_int_equal(tsr_backend_opencl_create(ec, tsr_context_device(ec, f->device), &ok),
+                     TSR_OK);
     tsr_backend_free(ok);
+    tsr_context_free(ec);
     tsr_backend_free(be);
 }
 

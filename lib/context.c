@@ -22,12 +22,17 @@ void tsr_context_options_init(tsr_context_options *opts) {
     tsr_comm_options_init(&opts->comm);
 }
 
-/* Bounds of the values set in code (the environment's are checked in lib/config.c). */
-static int options_valid(const tsr_context_options *o) {
-    return (!o->allocator || (o->allocator->alloc && o->allocator->free)) && o->log_level >= -1 &&
-           o->log_level <= TSR_LOG_DEBUG && o->host_threads >= 0 && o->fault_ckpt_kill >= -1 &&
-           (unsigned)o->comm.algo <= TSR_ALLREDUCE_SHM && o->comm.segment_bytes >= 4096 &&
-           o->comm.shm_bytes >= (64u << 10) && o->comm.timeout_s >= 0;
+/* The first option set in code out of its bounds, or NULL (the environment's values are
+ * checked in lib/config.c). */
+static const char *invalid_option(const tsr_context_options *o) {
+    if (o->log_level < -1 || o->log_level > TSR_LOG_DEBUG) return "log_level (-1..TSR_LOG_DEBUG)";
+    if (o->host_threads < 0) return "host_threads (>= 0)";
+    if (o->fault_ckpt_kill < -1) return "fault_ckpt_kill (>= -1)";
+    if ((unsigned)o->comm.algo > TSR_ALLREDUCE_SHM) return "comm.algo (a tsr_allreduce_algo)";
+    if (o->comm.segment_bytes < 4096) return "comm.segment_bytes (>= 4096)";
+    if (o->comm.shm_bytes < (64u << 10)) return "comm.shm_bytes (>= 65536)";
+    if (!(o->comm.timeout_s >= 0)) return "comm.timeout_s (>= 0)";
+    return NULL;
 }
 
 /* The context keeps its own copy of every string option of `o` (NULL stays NULL). */
@@ -72,11 +77,15 @@ tsr_status tsr_context_create(tsr_context **out, const tsr_context_options *opts
     ctx->rank = -1;
     /* The environment, read once here: a bad value fails the creation, and the sink the
      * caller chose hears why (there is no context left to ask). */
-    char err[512];
+    char err[512] = "";
     tsr_status st = tsr_config_context(&o, ctx->cache_dir, sizeof ctx->cache_dir, err, sizeof err);
-    if (st == TSR_OK && !options_valid(&o)) st = TSR_ERR_INVALID_ARG;
+    const char *invalid = st == TSR_OK ? invalid_option(&o) : NULL;
+    if (invalid) {
+        snprintf(err, sizeof err, "tsr_context_create: option %s out of range", invalid);
+        st = TSR_ERR_INVALID_ARG;
+    }
     if (st != TSR_OK) {
-        if (st == TSR_ERR_PARSE) tsr_log(ctx, TSR_LOG_ERROR, "%s", err);
+        tsr_log(ctx, TSR_LOG_ERROR, "%s", err);
         alloc.free(alloc.opaque, ctx);
         return st;
     }

@@ -128,7 +128,8 @@ tsr_status tsr_context_options_from_env(tsr_context_options *o, char *err, size_
     const char *v;
     if (o->log_level == d.log_level && (v = env("TSR_LOG"))) {
         tsr_log_level l = tsr_log_level_parse(v, (tsr_log_level)-1);
-        if ((int)l < 0) return bad_value(err, err_size, "TSR_LOG", v, "off, error, warn, info or debug");
+        if ((int)l < 0)
+            return bad_value(err, err_size, "TSR_LOG", v, "off, error, warn, info or debug");
         o->log_level = (int)l;
     }
     env_string("TSR_CACHE_DIR", &o->cache_dir);

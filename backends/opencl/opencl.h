@@ -39,9 +39,9 @@ typedef enum tsr_cl_batched {
     TSR_CL_BATCHED_LOOP = 2
 } tsr_cl_batched;
 
-/* Creation knobs beyond the device record (environment fallbacks in brackets). */
+/* Creation knobs beyond the device record and the context's options. */
 typedef struct tsr_opencl_options {
-    const char *kernel_binary_dir; /* precompiled programs; NULL: the context's (TSR_KERNEL_BINARY_DIR) */
+    const char *kernel_binary_dir; /* precompiled programs; NULL: the context's */
     int no_cache;                  /* 1: neither read nor write the on-disk program cache */
     int batched_gemm;              /* a tsr_cl_batched; 0 = AUTO */
 } tsr_opencl_options;

@@ -68,7 +68,8 @@ typedef struct tsr_allreduce_opts {
  * that context uses them. Environment variables in brackets (lib/config.c). */
 typedef struct tsr_comm_options {
     tsr_allreduce_algo algo; /* AUTO: by size and topology [TSR_ALLREDUCE] */
-    size_t segment_bytes;    /* ring/rhd pipeline segment, >= 4096; 256 KiB [TSR_ALLREDUCE_SEGMENT] */
+    size_t segment_bytes;    /* ring/rhd pipeline segment, >= 4096; 256 KiB
+                                [TSR_ALLREDUCE_SEGMENT] */
     size_t shm_bytes;        /* shm scratch per rank, >= 64 KiB; 16 MiB [TSR_SHM_BYTES] */
     double timeout_s;        /* a wait without progress this long means a peer is lost; 0: no
                                 limit; 300 [TSR_COMM_TIMEOUT] */

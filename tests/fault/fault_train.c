@@ -3,7 +3,8 @@
  * tsr_comm_allreduce (model averaging after every step) and each rank checkpoints its own
  * trainer state every --ckpt-every steps. Faults: --die-at S (rank 1 kills itself with SIGKILL
  * before step S), the checkpoint writer dies mid-write (the context's fault_ckpt_kill, which
- * TSR_FAULT_CKPT_KILL sets, set for the save of --ckpt-kill-at S). Losses (mean over ranks) go to --losses FILE as "step %a" lines.
+ * TSR_FAULT_CKPT_KILL sets, set for the save of --ckpt-kill-at S). Losses (mean over ranks)
+ * go to --losses FILE as "step %a" lines.
  *   fault_train --steps N --ckpt PREFIX [--ckpt-every K] [--resume] [--die-at S]
  *               [--ckpt-kill-at S --ckpt-kill-bytes B] [--losses FILE]
  *   fault_train --verify PREFIX.rank0   prints the step of a checkpoint (exit 0 if it loads) */
@@ -154,7 +155,8 @@ int main(int argc, char **argv) {
         }
         if (lf) fprintf(lf, "%ld %a\n", step, (double)p[np]), fflush(lf);
         if (every > 0 && step % every == 0) {
-            if (step == kill_at && rank == 0) tsr_context_set_fault_ckpt_kill(ctx, atoll(kill_bytes));
+            if (step == kill_at && rank == 0)
+                tsr_context_set_fault_ckpt_kill(ctx, atoll(kill_bytes));
             if ((s = tsr_trainer_save(tr, path)) != TSR_OK) {
                 rc = fail(ctx, rank, step, "checkpoint", s);
                 break;

@@ -18,7 +18,8 @@ typedef struct tsr_context tsr_context;
 enum tsr_context_flags {
     TSR_CONTEXT_NO_OPENCL = 1u << 0, /* do not look for OpenCL devices [TSR_NO_OPENCL=1] */
     TSR_CONTEXT_NO_HWLOC = 1u << 1,  /* do not read the hwloc topology [TSR_NO_HWLOC=1] */
-    TSR_CONTEXT_NO_ENV = 1u << 2     /* tsr_context_create reads no environment variable */
+    TSR_CONTEXT_NO_ENV = 1u << 2     /* tsr_context_create reads no TSR_* variable (a NULL
+                                        cache_dir still follows XDG_CACHE_HOME and HOME) */
 };
 
 /* Every knob of a context. The environment variable in brackets sets the default: unless
@@ -75,7 +76,8 @@ void tsr_context_set_log(tsr_context *ctx, tsr_log_fn fn, void *user, tsr_log_le
 void tsr_context_set_rank(tsr_context *ctx, int rank);
 
 const char *tsr_context_cache_dir(const tsr_context *ctx);
-/* The options the context runs with, environment applied (strings owned by the context). */
+/* The options the context runs with, environment applied (strings owned by the context;
+ * allocator NULL: the context keeps a copy of yours). */
 void tsr_context_get_options(const tsr_context *ctx, tsr_context_options *out);
 /* Fault injection for tests: the next checkpoint writes die after `bytes` (-1: never). */
 void tsr_context_set_fault_ckpt_kill(tsr_context *ctx, int64_t bytes);

@@ -17,5 +17,6 @@
 #include "tessera/comm.h"
 #include "tessera/manifest.h"
 #include "tessera/plan.h"
+#include "tessera/tokens.h"
 
 #endif

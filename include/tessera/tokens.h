@@ -83,7 +83,10 @@ tsr_status tsr_tokens_probe_dir(tsr_context *ctx, const char *dir, tsr_data_form
  * every token 1 .. count-1 exactly once; the last window may be short. Global window
  * k*nranks*batch + r*batch + b is row b of rank r's batch k. Rows past the end of the data
  * are padding: input 0, target -1 (nanoGPT's ignore_index), so every rank draws the same
- * number of batches, tsr_tokens_sampler_batches. */
+ * number of batches, tsr_tokens_sampler_batches.
+ *
+ * Ids are written as int32: check the file against the model's vocabulary first
+ * (tsr_tokens_check_vocab), which keeps them below 2^31. */
 typedef enum tsr_tokens_order { TSR_TOKENS_RANDOM = 0, TSR_TOKENS_SEQUENTIAL = 1 } tsr_tokens_order;
 
 typedef struct tsr_tokens_sampler_options {

@@ -243,10 +243,21 @@ tsr_status tsr_tokens_save(tsr_context *ctx, const char *path, const uint32_t *t
     for (size_t i = 0; i < count && width == 2; i++)
         if (tokens[i] > 0xFFFF) width = 4;
 
+    /* One allocation holds the temp name and the folder name, so nothing can fail for want
+     * of memory once the new file is in place. */
     size_t len = strlen(path), tmp_size = len + 32;
-    char *tmp = tsr_malloc(ctx, tmp_size);
+    char *tmp = tsr_malloc(ctx, tmp_size + len + 2);
     if (!tmp) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: no memory for the temp file name", path);
     snprintf(tmp, tmp_size, "%s.tmp.%ld", path, (long)getpid());
+    char *dir = tmp + tmp_size;
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        strcpy(dir, ".");
+    } else {
+        size_t n = slash == path ? 1 : (size_t)(slash - path);
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
         int e = errno;
@@ -268,17 +279,12 @@ tsr_status tsr_tokens_save(tsr_context *ctx, const char *path, const uint32_t *t
         tsr_free(ctx, tmp);
         return st;
     }
-    tsr_free(ctx, tmp);
     /* sync the folder so the rename itself survives a crash */
-    char *dir = tsr_strdup(ctx, path);
-    if (!dir) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: no memory for its folder name", path);
-    char *slash = strrchr(dir, '/');
-    const char *folder = !slash ? "." : slash == dir ? "/" : (*slash = '\0', dir);
-    int dfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     e = dfd < 0 ? errno : 0;
     if (dfd >= 0 && fsync(dfd) != 0 && errno != EINVAL) e = errno; /* EINVAL: cannot sync */
     if (dfd >= 0) close(dfd);
-    tsr_free(ctx, dir);
+    tsr_free(ctx, tmp);
     if (e)
         return tsr_error(ctx, TSR_ERR_IO,
                          "%s: written and renamed, but syncing its folder failed: %s", path,

@@ -1,4 +1,4 @@
-/* Token files (llm.c / nanoGPT layout), their atomic writer, and the window samplers. */
+/* Token files (llm.c's layout), their atomic writer, and the window samplers. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -52,8 +52,10 @@ static tsr_status check_layout(tsr_context *ctx, const char *name, const unsigne
         *width = 4;
     } else {
         return tsr_error(ctx, TSR_ERR_CORRUPT,
-                         "%s: bad magic %d (a token file starts with %d or %d)", name,
-                         (int32_t)magic, TSR_TOKENS_MAGIC_U16, TSR_TOKENS_MAGIC_U32);
+                         "%s: bad magic %d (a token file starts with %d or %d; raw tokens "
+                         "without llm.c's 1024-byte header, as nanoGPT's prepare.py writes, "
+                         "are not read)",
+                         name, (int32_t)magic, TSR_TOKENS_MAGIC_U16, TSR_TOKENS_MAGIC_U32);
     }
     if (n > TSR_TOKENS_MAX_COUNT)
         return tsr_error(ctx, TSR_ERR_CORRUPT, "%s: negative token count %d in the header", name,

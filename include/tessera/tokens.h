@@ -1,4 +1,4 @@
-/* Token data for language models: the token files llm.c and nanoGPT users already have,
+/* Token data for language models: the token files of llm.c (its dev/data scripts),
  * seeded random training windows sharded over data-parallel ranks, and sequential passes over
  * a validation file. */
 #ifndef TESSERA_TOKENS_H
@@ -13,7 +13,8 @@ extern "C" {
 
 /* File layout (llm.c's dev/data/data_common.py write_datafile): a header of 256 little-endian
  * int32 - magic, version, token count, the rest unused - then the tokens, little-endian:
- *   magic 20240520, version 1: uint16 tokens (GPT-2 vocabularies, nanoGPT's .bin as well);
+ *   magic 20240520, version 1: uint16 tokens (GPT-2 vocabularies; nanoGPT's prepare.py
+ *     writes the same tokens without the header, which this reader refuses as a bad magic);
  *   magic 20240801, version 7: uint32 tokens (llm.c's layout for larger vocabularies).
  * The file holds exactly 1024 + count x token-width bytes. */
 #define TSR_TOKENS_MAGIC_U16 20240520

@@ -18,5 +18,6 @@
 #include "tessera/manifest.h"
 #include "tessera/plan.h"
 #include "tessera/config.h"
+#include "tessera/tokens.h"
 
 #endif

@@ -1,10 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages tessera needs, only those missing. Prints what it does.
+# fortunes: English text (/usr/share/games/fortunes) for the language-model demo and tests.
 # Extra packages may be named in TSR_EXTRA_DEBS (the bench adds python3-torch).
 set -e
 pkgs="build-essential pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
       libclblast-dev libmpich-dev mpich libhwloc-dev hwloc libopenblas-dev libcjson-dev
-      zlib1g-dev nettle-dev libcmocka-dev dataset-fashion-mnist clang libudev-dev $TSR_EXTRA_DEBS"
+      zlib1g-dev nettle-dev libcmocka-dev dataset-fashion-mnist clang libudev-dev fortunes
+      $TSR_EXTRA_DEBS"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "lib/atomic_file.h"
 #include "lib/internal.h"
 #include "tessera.h"
 
@@ -211,27 +212,13 @@ tsr_status tsr_manifest_write(tsr_manifest *m, const char *path) {
                          m ? "empty path" : "manifest is NULL");
     char *text = cJSON_Print(m->root);
     if (!text) return tsr_error(m->ctx, TSR_ERR_NO_MEMORY, "%s: manifest text", path);
-    size_t len = strlen(path) + 32;
-    char *tmp = tsr_malloc(m->ctx, len);
-    if (!tmp) {
-        cJSON_free(text);
-        return tsr_error(m->ctx, TSR_ERR_NO_MEMORY, "%s: temp name", path);
+    tsr_atomic_file file;
+    tsr_status st = tsr_atomic_open(m->ctx, path, &file);
+    if (st == TSR_OK) {
+        tsr_atomic_write(&file, text, strlen(text));
+        tsr_atomic_write(&file, "\n", 1);
+        st = tsr_atomic_commit(&file);
     }
-    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-    tsr_status st = TSR_OK;
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        st = tsr_error(m->ctx, TSR_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    } else {
-        size_t n = strlen(text);
-        int bad = fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF;
-        bad |= fclose(f) != 0;
-        if (bad || rename(tmp, path) != 0) {
-            st = tsr_error(m->ctx, TSR_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-            unlink(tmp);
-        }
-    }
-    tsr_free(m->ctx, tmp);
     cJSON_free(text);
     return st;
 }

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "backends/backend.h"
+#include "lib/atomic_file.h"
 #include "lib/internal.h"
 #include "topology/topology.h"
 
@@ -103,9 +104,8 @@ static int cache_apply(tsr_context *ctx, const cJSON *root, tsr_device_info *d) 
 }
 
 static tsr_status cache_store(tsr_context *ctx, cJSON *root) {
-    char path[600], tmp[640];
+    char path[600];
     cache_path(ctx, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     if (mkdir(ctx->cache_dir, 0755) != 0 && errno != EEXIST) {
         /* one level of parents (~/.cache) is enough for the defaults */
         char parent[512];
@@ -120,19 +120,8 @@ static tsr_status cache_store(tsr_context *ctx, cJSON *root) {
     }
     char *text = cJSON_Print(root);
     if (!text) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "capability cache text");
-    FILE *f = fopen(tmp, "w");
-    tsr_status st = TSR_OK;
-    if (!f)
-        st = tsr_error(ctx, TSR_ERR_IO, "%s: %s", tmp, strerror(errno));
-    else {
-        int bad = fputs(text, f) < 0;
-        if (fclose(f) != 0) bad = 1;
-        /* rename is atomic: ranks sharing the cache never read half a file */
-        if (bad || rename(tmp, path) != 0) {
-            st = tsr_error(ctx, TSR_ERR_IO, "writing %s: %s", path, strerror(errno));
-            remove(tmp);
-        }
-    }
+    /* atomic: ranks sharing the cache never read half a file */
+    tsr_status st = tsr_atomic_write_file(ctx, path, text, strlen(text));
     free(text);
     return st;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "lib/atomic_file.h"
 #include "lib/internal.h"
 #include "topology/topology.h"
 #if TSR_WITH_HWLOC
@@ -221,17 +222,14 @@ tsr_status tsr_topology_save(const tsr_topology *t, const char *path) {
     if (!t || !path)
         return tsr_error(t ? t->ctx : NULL, TSR_ERR_INVALID_ARG,
                          "tsr_topology_save: NULL argument");
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return tsr_error(t->ctx, TSR_ERR_IO, "%s: %s", tmp, strerror(errno));
-    tsr_status st = tsr_topology_write(t, f);
-    if (fclose(f) != 0 && st == TSR_OK)
-        st = tsr_error(t->ctx, TSR_ERR_IO, "%s: %s", tmp, strerror(errno));
-    if (st == TSR_OK && rename(tmp, path) != 0)
-        st = tsr_error(t->ctx, TSR_ERR_IO, "rename %s to %s: %s", tmp, path, strerror(errno));
-    if (st != TSR_OK) remove(tmp);
-    return st;
+    tsr_atomic_file file;
+    TSR_TRY(tsr_atomic_open(t->ctx, path, &file));
+    tsr_status st = tsr_topology_write(t, file.fp);
+    if (st != TSR_OK) {
+        tsr_atomic_abort(&file);
+        return st;
+    }
+    return tsr_atomic_commit(&file);
 }
 
 /* ------------------------------------------------------------------ reading */

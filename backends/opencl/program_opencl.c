@@ -1,34 +1,28 @@
 /* OpenCL program creation: precompiled binaries (FPGAs), an on-disk binary cache, or the
  * embedded kernel sources, in that order.
  *
- * Cache entry: <cache dir>/opencl/<16 hex digits>.bin, the digits a 64-bit FNV-1a hash of
- * platform name, device name, driver version, build options and every source. The file holds
- * a 32-byte header {"TSRCLB1\0", key, payload size, payload FNV-1a} and the program binary. */
+ * Cache entry: <cache dir>/opencl/<64 hex digits>.bin, the digits the SHA-256 key of platform
+ * name, device name, driver version, build options and every source (each with its NUL, which
+ * separates the fields). The file holds an 80-byte header {"TSRCLB2\0", key (32 bytes),
+ * payload size (u64 LE), payload SHA-256 (32 bytes)} and the program binary. */
 #include <errno.h>
+#include <nettle/sha2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "backends/opencl/opencl.h"
+#include "lib/atomic_file.h"
 #include "lib/internal.h"
 #include "tsr_kernels.h"
 
-#define CACHE_MAGIC "TSRCLB1"
-#define CACHE_HEADER 32
+#define CACHE_MAGIC "TSRCLB2" /* 2: SHA-256 key and checksum (1 had 64-bit FNV-1a) */
+#define KEY_BYTES SHA256_DIGEST_SIZE
+#define CACHE_HEADER (8 + KEY_BYTES + 8 + SHA256_DIGEST_SIZE)
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001B3ull;
-    }
-    return h;
-}
-#define FNV_INIT 0xCBF29CE484222325ull
-
-static uint64_t fnv_str(uint64_t h, const char *s) {
-    return fnv1a(h, s, strlen(s) + 1); /* the terminator separates fields */
+static void key_add(struct sha256_ctx *s, const char *field) {
+    sha256_update(s, strlen(field) + 1, (const uint8_t *)field); /* the NUL separates fields */
 }
 
 void tsr_opencl_binary_name(const char *device_name, char *out, size_t size) {
@@ -211,48 +205,50 @@ static uint64_t get64(const unsigned char *p) {
     return v;
 }
 
-/* Writes the entry through a temporary file and rename, so readers never see half a file.
- * Failures only cost a rebuild next time: they are logged, not returned. */
-static void cache_store(tsr_backend *be, const char *dir, const char *path, uint64_t key,
-                        const unsigned char *bin, size_t size) {
-    char d[1024], tmp[1100];
+/* Writes the entry through tsr_atomic_*, so readers never see half a file; 1 when written.
+ * Failures only cost a rebuild next time: they are logged, not returned (the caller restores
+ * its error). */
+static int cache_store(tsr_backend *be, const char *dir, const char *path,
+                        const uint8_t key[KEY_BYTES], const unsigned char *bin, size_t size) {
+    char d[1024];
     tsr_strlcpy(d, dir, sizeof d);
     if (mkdir_p(d) != 0) {
         tsr_log(be->ctx, TSR_LOG_WARN, "OpenCL program cache: cannot create %s: %s", dir,
                 strerror(errno));
-        return;
-    }
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%p", path, (long)getpid(), (void *)be);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        tsr_log(be->ctx, TSR_LOG_WARN, "OpenCL program cache: cannot write %s: %s", tmp,
-                strerror(errno));
-        return;
+        return 0;
     }
     unsigned char hdr[CACHE_HEADER];
     memcpy(hdr, CACHE_MAGIC, 8);
-    put64(hdr + 8, key);
-    put64(hdr + 16, size);
-    put64(hdr + 24, fnv1a(FNV_INIT, bin, size));
-    int ok = fwrite(hdr, 1, sizeof hdr, f) == sizeof hdr && fwrite(bin, 1, size, f) == size;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        tsr_log(be->ctx, TSR_LOG_WARN, "OpenCL program cache: cannot write %s", path);
-        remove(tmp);
+    memcpy(hdr + 8, key, KEY_BYTES);
+    put64(hdr + 8 + KEY_BYTES, size);
+    tsr_sha256(bin, size, hdr + 16 + KEY_BYTES);
+    tsr_atomic_file file;
+    tsr_status st = tsr_atomic_open(be->ctx, path, &file);
+    if (st == TSR_OK) {
+        tsr_atomic_write(&file, hdr, sizeof hdr);
+        tsr_atomic_write(&file, bin, size);
+        st = tsr_atomic_commit(&file);
     }
+    if (st != TSR_OK)
+        tsr_log(be->ctx, TSR_LOG_WARN, "OpenCL program cache not written: %s",
+                tsr_context_last_error(be->ctx));
+    return st == TSR_OK;
 }
 
 /* Loads a cache entry. TSR_ERR_NOT_FOUND when absent; TSR_ERR_CORRUPT (detail says why) when
  * the file is damaged or the driver rejects its binary. */
-static tsr_status cache_load(tsr_backend *be, const char *path, uint64_t key, cl_program *out) {
+static tsr_status cache_load(tsr_backend *be, const char *path, const uint8_t key[KEY_BYTES],
+                             cl_program *out) {
     tsr_context *ctx = be->ctx;
     unsigned char *data;
     size_t size;
     tsr_status st = read_file(ctx, path, &data, &size);
     if (st != TSR_OK) return st;
-    if (size < CACHE_HEADER || memcmp(data, CACHE_MAGIC, 8) != 0 || get64(data + 8) != key ||
-        get64(data + 16) != size - CACHE_HEADER ||
-        get64(data + 24) != fnv1a(FNV_INIT, data + CACHE_HEADER, size - CACHE_HEADER)) {
+    uint8_t sum[SHA256_DIGEST_SIZE];
+    if (size >= CACHE_HEADER) tsr_sha256(data + CACHE_HEADER, size - CACHE_HEADER, sum);
+    if (size < CACHE_HEADER || memcmp(data, CACHE_MAGIC, 8) != 0 ||
+        memcmp(data + 8, key, KEY_BYTES) != 0 || get64(data + 8 + KEY_BYTES) != size - CACHE_HEADER ||
+        memcmp(data + 16 + KEY_BYTES, sum, sizeof sum) != 0) {
         tsr_free(ctx, data);
         return tsr_error(ctx, TSR_ERR_CORRUPT, "%s: bad header or checksum", path);
     }
@@ -328,18 +324,23 @@ tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *op
     }
 
     /* 2. The binary cache. */
-    uint64_t key = FNV_INIT;
-    key = fnv_str(key, platname);
-    key = fnv_str(key, devname);
-    key = fnv_str(key, driver);
-    key = fnv_str(key, cl->build_options);
+    uint8_t key[KEY_BYTES];
+    struct sha256_ctx hash;
+    sha256_init(&hash);
+    key_add(&hash, platname);
+    key_add(&hash, devname);
+    key_add(&hash, driver);
+    key_add(&hash, cl->build_options);
     for (size_t i = 0; i < TSR_ARRAY_SIZE(tsr_kernel_sources); i++)
-        key = fnv_str(key, tsr_kernel_sources[i].source);
+        key_add(&hash, tsr_kernel_sources[i].source);
+    sha256_digest(&hash, sizeof key, key);
     int use_cache = !opts->no_cache && ctx->cache_dir[0];
     char dir[1024] = "", cpath[1024] = "";
     if (use_cache) {
+        char hex[2 * KEY_BYTES + 1];
+        for (int i = 0; i < KEY_BYTES; i++) snprintf(hex + 2 * i, 3, "%02x", key[i]);
         snprintf(dir, sizeof dir, "%s/opencl", ctx->cache_dir);
-        snprintf(cpath, sizeof cpath, "%s/%016llx.bin", dir, (unsigned long long)key);
+        snprintf(cpath, sizeof cpath, "%s/%s.bin", dir, hex);
         tsr_status st = cache_load(be, cpath, key, &cl->program);
         if (st == TSR_OK) {
             cl->origin = TSR_CL_FROM_CACHE;
@@ -362,12 +363,11 @@ tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *op
         unsigned char *bin;
         size_t size;
         if (program_binary(be, cl->program, &bin, &size) == TSR_OK) {
-            cache_store(be, dir, cpath, key, bin, size);
+            if (cache_store(be, dir, cpath, key, bin, size))
+                tsr_strlcpy(cl->program_path, cpath, sizeof cl->program_path);
             tsr_free(ctx, bin);
-            tsr_strlcpy(cl->program_path, cpath, sizeof cl->program_path);
-        } else {
-            restore_error(ctx, &saved);
         }
+        restore_error(ctx, &saved);
     }
     return TSR_OK;
 }

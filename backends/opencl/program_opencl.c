@@ -141,6 +141,11 @@ static tsr_status read_file(tsr_context *ctx, const char *path, unsigned char **
         return tsr_error(ctx, e == ENOENT ? TSR_ERR_NOT_FOUND : TSR_ERR_IO, "%s: %s", path,
                          strerror(e));
     }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f); /* a folder "opens" and has a size of LONG_MAX */
+        return tsr_error(ctx, TSR_ERR_IO, "%s: not a regular file", path);
+    }
     long len = -1;
     if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
     if (len < 0 || fseek(f, 0, SEEK_SET) != 0) {

@@ -6,10 +6,12 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <cJSON.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "tessera.h"
 #include "support/test_util.h"
@@ -229,6 +231,19 @@ static void test_manifest_contents(void **state) {
     snprintf(missing, sizeof missing, "%s/no/such/folder/m.json", dir);
     assert_int_equal(tsr_manifest_write(m, missing), TSR_ERR_IO);
     assert_non_null(strstr(tsr_context_last_error(ctx), "cannot create"));
+    /* the target is a folder: the rename fails, the folder stays, no temp file is left */
+    char folder[300];
+    snprintf(folder, sizeof folder, "%s/as-folder.json", dir);
+    assert_int_equal(mkdir(folder, 0755), 0);
+    assert_int_equal(tsr_manifest_write(m, folder), TSR_ERR_IO);
+    assert_non_null(strstr(tsr_context_last_error(ctx), folder));
+    assert_non_null(strstr(tsr_context_last_error(ctx), "rename of temp file"));
+    assert_non_null(strstr(tsr_context_last_error(ctx), "(previous file kept)"));
+    assert_int_equal(rmdir(folder), 0);
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    for (struct dirent *e; (e = readdir(dp));) assert_null(strstr(e->d_name, ".tmp."));
+    closedir(dp);
     assert_int_equal(tsr_manifest_write(m, ""), TSR_ERR_INVALID_ARG);
     assert_int_equal(tsr_manifest_set_string(m, NULL, "x"), TSR_ERR_INVALID_ARG);
     assert_int_equal(tsr_manifest_set_metric(NULL, "x", 1), TSR_ERR_INVALID_ARG);

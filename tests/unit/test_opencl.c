@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "backends/opencl/opencl.h"
 #include "lib/internal.h"
 #include "support/test_util.h"
+#include "tsr_kernels.h"
 
 /* Sanitizer builds: PoCL and its LLVM leak compiler state on every clBuildProgram; only
  * blocks allocated inside those libraries are suppressed. */
@@ -198,7 +200,116 @@ static size_t file_size(const char *path) {
     return (size_t)n;
 }
 
-/* Garbage, a truncated entry and a flipped payload byte are each rebuilt with a warning. */
+static unsigned char *read_whole(const char *path, size_t *n) {
+    *n = file_size(path);
+    unsigned char *data = malloc(*n);
+    assert_non_null(data);
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    assert_int_equal(fread(data, 1, *n, fp), *n);
+    fclose(fp);
+    return data;
+}
+
+static void hex32(const uint8_t d[32], char out[65]) {
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/* The entry is <cache>/opencl/<hex SHA-256 of platform, device, driver, build options and every
+ * kernel source, each with its NUL>.bin, holding {"TSRCLB2\0", that key, payload size (u64 LE),
+ * SHA-256 of the payload} and then the program binary: all recomputed here. */
+static void test_cache_entry_layout(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    tsr_backend *be = open_be(f, NULL);
+    const char *path;
+    assert_int_equal(tsr_opencl_program_origin(be, &path), TSR_CL_FROM_SOURCE);
+    tsr_cl *cl = tsr_opencl_state(be);
+    char fields[4][256];
+    assert_int_equal(clGetPlatformInfo(cl->platform, CL_PLATFORM_NAME, 256, fields[0], NULL), CL_SUCCESS);
+    assert_int_equal(clGetDeviceInfo(cl->device, CL_DEVICE_NAME, 256, fields[1], NULL), CL_SUCCESS);
+    assert_int_equal(clGetDeviceInfo(cl->device, CL_DRIVER_VERSION, 256, fields[2], NULL), CL_SUCCESS);
+    tsr_strlcpy(fields[3], cl->build_options, sizeof fields[3]);
+    size_t total = 0;
+    for (int i = 0; i < 4; i++) total += strlen(fields[i]) + 1;
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(tsr_kernel_sources); i++)
+        total += strlen(tsr_kernel_sources[i].source) + 1;
+    char *all = malloc(total), *o = all;
+    assert_non_null(all);
+    for (int i = 0; i < 4; i++) o = stpcpy(o, fields[i]) + 1;
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(tsr_kernel_sources); i++)
+        o = stpcpy(o, tsr_kernel_sources[i].source) + 1;
+    assert_int_equal((size_t)(o - all), total);
+    uint8_t key[32];
+    tsr_sha256(all, total, key);
+    free(all);
+    char want[400], hex[65];
+    hex32(key, hex);
+    snprintf(want, sizeof want, "%s/cache/opencl/%s.bin", f->dir, hex);
+    assert_string_equal(path, want);
+
+    size_t n;
+    unsigned char *entry = read_whole(path, &n);
+    assert_true(n > 80);
+    assert_memory_equal(entry, "TSRCLB2", 8);
+    assert_memory_equal(entry + 8, key, 32);
+    uint64_t size = 0;
+    for (int i = 0; i < 8; i++) size |= (uint64_t)entry[40 + i] << (8 * i);
+    assert_int_equal(size, n - 80);
+    uint8_t sum[32];
+    tsr_sha256(entry + 80, n - 80, sum);
+    assert_memory_equal(entry + 48, sum, 32);
+    unsigned char *bin;
+    size_t bin_size;
+    assert_int_equal(tsr_opencl_program_binary(be, &bin, &bin_size), TSR_OK);
+    assert_int_equal(bin_size, n - 80);
+    assert_memory_equal(entry + 80, bin, bin_size);
+    tsr_free(f->ctx, bin);
+    free(entry);
+    tsr_backend_free(be);
+}
+
+/* An entry that cannot be written costs a warning naming the failed step, nothing else: the
+ * backend works, the caller's last error is as it was, no temp file is left. */
+static void test_cache_store_fails(void **state) {
+    fixture *f = *state;
+    NEED_DEVICE(f);
+    tsr_backend *a = open_be(f, NULL);
+    const char *p;
+    tsr_opencl_program_origin(a, &p);
+    char path[1024], inside[1100];
+    tsr_strlcpy(path, p, sizeof path);
+    tsr_backend_free(a);
+    /* the entry's name is taken by a folder that cannot be removed (not empty) */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(inside, sizeof inside, "%s/x", path);
+    write_bytes(inside, "x", 1);
+    tsr_error(f->ctx, TSR_ERR_PARSE, "an earlier error");
+    int before = f->log.warnings;
+    tsr_backend *b = open_be(f, NULL);
+    const char *pb;
+    assert_int_equal(tsr_opencl_program_origin(b, &pb), TSR_CL_FROM_SOURCE);
+    assert_string_equal(pb, "");
+    assert_int_equal(f->log.warnings, before + 2); /* entry unusable; new entry not written */
+    assert_non_null(strstr(f->log.last_warning, "OpenCL program cache not written"));
+    assert_non_null(strstr(f->log.last_warning, "rename of temp file"));
+    assert_non_null(strstr(f->log.last_warning, path));
+    assert_string_equal(tsr_context_last_error(f->ctx), "an earlier error");
+    check_program_runs(b);
+    tsr_backend_free(b);
+    char dir[1024];
+    tsr_strlcpy(dir, path, sizeof dir);
+    *strrchr(dir, '/') = '\0';
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d))) assert_null(strstr(e->d_name, ".tmp."));
+    closedir(d);
+}
+
+/* Garbage, a truncated entry, a flipped payload byte, a flipped checksum byte and a flipped key
+ * byte are each rebuilt with a warning. */
 static void test_cache_corrupt(void **state) {
     fixture *f = *state;
     NEED_DEVICE(f);
@@ -209,19 +320,18 @@ static void test_cache_corrupt(void **state) {
     tsr_strlcpy(path, p, sizeof path);
     tsr_backend_free(a);
     size_t good = file_size(path);
-    assert_true(good > 32);
+    assert_true(good > 80);
 
-    for (int mode = 0; mode < 3; mode++) {
+    for (int mode = 0; mode < 5; mode++) {
         if (mode == 0) {
             write_bytes(path, "not a program binary", 20);
         } else {
-            unsigned char *data = malloc(good);
-            assert_non_null(data);
-            FILE *fp = fopen(path, "rb");
-            assert_non_null(fp);
-            assert_int_equal(fread(data, 1, good, fp), good);
-            fclose(fp);
-            if (mode == 2) data[good / 2] ^= 0x5A;
+            size_t n;
+            unsigned char *data = read_whole(path, &n);
+            assert_int_equal(n, good);
+            if (mode == 2) data[good / 2] ^= 0x5A; /* payload */
+            if (mode == 3) data[60] ^= 0x01;       /* its checksum */
+            if (mode == 4) data[20] ^= 0x01;       /* the key */
             write_bytes(path, data, mode == 1 ? good / 2 : good);
             free(data);
         }
@@ -809,6 +919,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_status_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_hit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_corrupt, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_entry_layout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_store_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_precompiled_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_build_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_memory_errors, setup, teardown),

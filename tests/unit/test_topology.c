@@ -6,9 +6,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <cJSON.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "backends/backend.h"
 #include "lib/internal.h"
@@ -217,6 +219,21 @@ static void test_round_trip(void **state) {
     tsr_topology_free(back);
     tsr_topology_free(here);
     remove(path);
+    /* failed saves name the target and the step, and leave no temp file */
+    char missing[300], folder[256];
+    snprintf(missing, sizeof missing, "/tmp/tsr-test-topology-%ld-none/t.json", (long)getpid());
+    assert_int_equal(tsr_topology_save(t, missing), TSR_ERR_IO);
+    assert_non_null(strstr(tsr_context_last_error(ctx), missing));
+    assert_non_null(strstr(tsr_context_last_error(ctx), "cannot create temp file"));
+    tmp_path(folder, sizeof folder, "folder.json");
+    assert_int_equal(mkdir(folder, 0755), 0);
+    assert_int_equal(tsr_topology_save(t, folder), TSR_ERR_IO);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "rename of temp file"));
+    assert_int_equal(rmdir(folder), 0);
+    char pattern[300];
+    snprintf(pattern, sizeof pattern, "/tmp/tsr-test-topology-%ld-*.tmp.*", (long)getpid());
+    glob_t g;
+    assert_int_equal(glob(pattern, 0, NULL, &g), GLOB_NOMATCH);
     tsr_topology_free(t);
     /* accessors out of range */
     assert_null(tsr_topology_device(NULL, 0));

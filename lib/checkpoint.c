@@ -34,13 +34,11 @@
  * detected; the structural checks still run on every field (fuzzing skips the CRC). */
 #include <errno.h>
 #include <signal.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
 #include <cJSON.h>
 #include "lib/atomic_file.h"

@@ -214,7 +214,7 @@ static uint64_t get64(const unsigned char *p) {
  * Failures only cost a rebuild next time: they are logged, not returned (the caller restores
  * its error). */
 static int cache_store(tsr_backend *be, const char *dir, const char *path,
-                        const uint8_t key[KEY_BYTES], const unsigned char *bin, size_t size) {
+                       const uint8_t key[KEY_BYTES], const unsigned char *bin, size_t size) {
     char d[1024];
     tsr_strlcpy(d, dir, sizeof d);
     if (mkdir_p(d) != 0) {

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "lib/atomic_file.h"
 #include "lib/internal.h"
 #include "lib/stage.h"
 
@@ -204,19 +205,8 @@ tsr_status tsr_tokens_check_vocab(tsr_context *ctx, const tsr_tokens *t, uint32_
 
 /* ------------------------------------------------------------------ writing */
 
-static int write_all(int fd, const unsigned char *p, size_t n) {
-    while (n) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return k < 0 ? errno : EIO;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-/* Writes the whole file to fd: header, then the tokens little-endian. 0 or an errno. */
-static int write_tokens(int fd, const uint32_t *tokens, size_t count, int width) {
+/* Writes the whole file: header, then the tokens little-endian (a failure stays in file->err). */
+static void write_tokens(tsr_atomic_file *file, const uint32_t *tokens, size_t count, int width) {
     unsigned char buf[16384];
     memset(buf, 0, TSR_TOKENS_HEADER_BYTES);
     put_le32(buf, width == 2 ? TSR_TOKENS_MAGIC_U16 : TSR_TOKENS_MAGIC_U32);
@@ -226,8 +216,7 @@ static int write_tokens(int fd, const uint32_t *tokens, size_t count, int width)
     for (;;) {
         for (; i < count && fill + (size_t)width <= sizeof buf; i++)
             for (int b = 0; b < width; b++) buf[fill++] = (unsigned char)(tokens[i] >> (8 * b));
-        int e = write_all(fd, buf, fill);
-        if (e || i == count) return e;
+        if (tsr_atomic_write(file, buf, fill) || i == count) return;
         fill = 0;
     }
 }
@@ -245,53 +234,10 @@ tsr_status tsr_tokens_save(tsr_context *ctx, const char *path, const uint32_t *t
     for (size_t i = 0; i < count && width == 2; i++)
         if (tokens[i] > 0xFFFF) width = 4;
 
-    /* One allocation holds the temp name and the folder name, so nothing can fail for want
-     * of memory once the new file is in place. */
-    size_t len = strlen(path), tmp_size = len + 32;
-    char *tmp = tsr_malloc(ctx, tmp_size + len + 2);
-    if (!tmp) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: no memory for the temp file name", path);
-    snprintf(tmp, tmp_size, "%s.tmp.%ld", path, (long)getpid());
-    char *dir = tmp + tmp_size;
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else {
-        size_t n = slash == path ? 1 : (size_t)(slash - path);
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
-        int e = errno;
-        tsr_status st = tsr_error(ctx, TSR_ERR_IO, "%s: cannot create temp file %s: %s", path,
-                                  tmp, strerror(e));
-        tsr_free(ctx, tmp);
-        return st;
-    }
-    const char *what = "write";
-    int e = write_tokens(fd, tokens, count, width);
-    if (!e && fsync(fd) != 0) e = errno, what = "fsync";
-    if (close(fd) != 0 && !e) e = errno, what = "close";
-    if (!e && rename(tmp, path) != 0) e = errno, what = "rename";
-    if (e) {
-        unlink(tmp);
-        tsr_status st = tsr_error(ctx, TSR_ERR_IO,
-                                  "%s: %s of temp file %s failed: %s (previous file kept)", path,
-                                  what, tmp, strerror(e));
-        tsr_free(ctx, tmp);
-        return st;
-    }
-    /* sync the folder so the rename itself survives a crash */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    e = dfd < 0 ? errno : 0;
-    if (dfd >= 0 && fsync(dfd) != 0 && errno != EINVAL) e = errno; /* EINVAL: cannot sync */
-    if (dfd >= 0) close(dfd);
-    tsr_free(ctx, tmp);
-    if (e)
-        return tsr_error(ctx, TSR_ERR_IO,
-                         "%s: written and renamed, but syncing its folder failed: %s", path,
-                         strerror(e));
-    return TSR_OK;
+    tsr_atomic_file file;
+    TSR_TRY(tsr_atomic_open(ctx, path, &file));
+    write_tokens(&file, tokens, count, width);
+    return tsr_atomic_commit(&file);
 }
 
 /* ------------------------------------------------------------------ data folders */

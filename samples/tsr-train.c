@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "tessera.h"
+#include "lib/atomic_file.h"
 #include "lib/cli.h"
 #include "lib/pipeline.h"
 #include "samples/blas_reexec.h"
@@ -539,6 +540,17 @@ int main(int argc, char **argv) {
         if (dp && (s = tsr_loader_set_shares(loader, shares)) != TSR_OK) die(ctx, s, "loader shares");
     }
 
+    /* a checkpoint that cannot be written is refused now, not after an epoch of training:
+     * a folder, a missing folder, no right to create files, no room for parameters and
+     * optimizer state (the writer checks; every rank calls save) */
+    if (a.checkpoint && rank == 0) {
+        size_t slots = to.optimizer.kind == TSR_OPTIM_SGD ? 1 : 2;
+        uint64_t bytes = (uint64_t)tsr_model_param_count(model) * 4 * (1 + slots) + 65536;
+        if ((s = tsr_file_check_writable(ctx, a.checkpoint, bytes)) != TSR_OK) {
+            fprintf(stderr, "tsr-train: option --checkpoint: %s\n", tsr_context_last_error(ctx));
+            return 2;
+        }
+    }
     FILE *log = a.json ? stderr : stdout;
     const char *mpath = NULL;
     char mbuf[4096];

@@ -5,6 +5,8 @@
 #  - a run that fails before its first checkpoint leaves the manifest of the checkpoint it
 #    would have overwritten byte for byte as it was (it used to replace it, without hashes);
 #  - --batch beyond the trainer's bound names the bound;
+#  - a --checkpoint that cannot be written (a folder, a missing folder, no room) is refused
+#    before the first epoch, not after it;
 #  - under mpiexec without --mode the ranks train data parallel (they used to train one model
 #    each, all onto one checkpoint), and --stages naming fewer stages than ranks says why.
 # Env: BUILD.
@@ -38,6 +40,20 @@ rc=$?
 [ $rc != 0 ] || fail "the poisoned run succeeded"
 cmp -s "$d/manifest.before" "$d/ck.manifest.json" || fail "the failed run changed the manifest"
 
+# a checkpoint that cannot be written is refused before any training: a folder, a missing
+# folder, a file size limit below the checkpoint's size (ulimit -f, in 1 KiB blocks here)
+mkdir "$d/folder"
+for target in "$d/folder" "$d/missing/ck"; do
+    train --checkpoint "$target" > "$d/out" 2> "$d/err"
+    rc=$?
+    [ $rc = 2 ] && grep -q "option --checkpoint: $target" "$d/err" || fail "--checkpoint $target: exit $rc"
+    ! grep -q "^epoch" "$d/out" || fail "--checkpoint $target trained first"
+done
+(ulimit -f 100 && train --checkpoint "$d/small" > "$d/out" 2> "$d/err")
+rc=$?
+[ $rc = 2 ] && grep -q "file size limit (RLIMIT_FSIZE, ulimit -f) allows" "$d/err" || fail "ulimit -f 100: exit $rc"
+! grep -q "^epoch" "$d/out" || fail "ulimit -f 100: trained first"
+
 # the batch bound is named
 "$BUILD/bin/tsr-train" --batch 2147483648 > /dev/null 2> "$d/err"
 [ $? = 2 ] && grep -q "not an integer in 1..1048576" "$d/err" || fail "--batch 2147483648"
@@ -55,4 +71,4 @@ if command -v mpiexec > /dev/null && [ -x "$BUILD/tests/mpi/test_dp" ]; then
 else
     mpi="; MPI parts not built (WITH_MPI=0)"
 fi
-echo "resume with another --batch or --limit refused; a failed run kept the manifest; the batch bound named$mpi"
+echo "resume with another --batch or --limit refused; a failed run kept the manifest; unwritable checkpoints refused up front; the batch bound named$mpi"

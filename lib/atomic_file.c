@@ -23,7 +23,8 @@ tsr_status tsr_atomic_file_begin(tsr_context *ctx, const char *path, tsr_atomic_
      * of memory once the new file is in place. */
     size_t len = strlen(path), tmp_size = len + 32;
     char *tmp = tsr_malloc(ctx, tmp_size + len + 2);
-    if (!tmp) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: no memory for the temp file name", path);
+    if (!tmp)
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: no memory for the temp file name", path);
     snprintf(tmp, tmp_size, "%s.tmp.%ld", path, (long)getpid());
     char *dir = tmp + tmp_size;
     const char *slash = strrchr(path, '/');

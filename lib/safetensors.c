@@ -96,6 +96,13 @@ static void put_le(unsigned char *p, uint64_t v, int n) {
     for (int i = 0; i < n; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 
+static int host_is_little_endian(void) {
+    const uint32_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
 static float bits_f32(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);
@@ -223,7 +230,8 @@ static int cmp_offset(const void *a, const void *b) {
 }
 
 static int cmp_name_ptr(const void *a, const void *b) {
-    return strcmp((*(const tsr_st_tensor *const *)a)->name, (*(const tsr_st_tensor *const *)b)->name);
+    const tsr_st_tensor *const *x = a, *const *y = b;
+    return strcmp((*x)->name, (*y)->name);
 }
 
 static int cmp_meta(const void *a, const void *b) {
@@ -596,6 +604,10 @@ tsr_status tsr_safetensors_to_f32(tsr_context *ctx, const tsr_st_tensor *t, floa
     const unsigned char *p = t->data;
     switch (t->dtype) {
     case TSR_ST_F32:
+        if (host_is_little_endian()) {
+            if (count) memcpy(out, p, 4 * count);
+            break;
+        }
         for (size_t i = 0; i < count; i++) out[i] = bits_f32((uint32_t)get_le(p + 4 * i, 4));
         break;
     case TSR_ST_F16:
@@ -900,7 +912,10 @@ static void header_text(text *t, const tsr_st_writer *w, const entry **order,
 
 /* Writes one tensor's data; returns 0 or errno. */
 static int write_entry(FILE *fp, const entry *e) {
-    if (e->raw) return e->bytes && fwrite(e->raw, 1, e->bytes, fp) != e->bytes ? (errno ? errno : EIO) : 0;
+    if (e->dtype == TSR_ST_F32 && e->f32 && host_is_little_endian()) /* already the file's bytes */
+        return e->bytes && fwrite(e->f32, 1, e->bytes, fp) != e->bytes ? (errno ? errno : EIO) : 0;
+    if (e->raw)
+        return e->bytes && fwrite(e->raw, 1, e->bytes, fp) != e->bytes ? (errno ? errno : EIO) : 0;
     unsigned char buf[8192];
     unsigned size = dtype_info[e->dtype].bits / 8;
     size_t per = sizeof buf / size;

@@ -97,9 +97,10 @@ typedef struct tsr_st_writer tsr_st_writer;
 tsr_status tsr_st_writer_create(tsr_context *ctx, tsr_st_writer **out);
 /* Accepts NULL. */
 void tsr_st_writer_free(tsr_context *ctx, tsr_st_writer *w);
-/* Adds tensor `name` (UTF-8, not "__metadata__", unique) of `dtype` and shape[0..ndim) (ndim 0:
- * a scalar) whose little-endian bytes are data[0..bytes); `bytes` must be the shape's element
- * count times the dtype's size. The data is not copied: it must stay unchanged until the save.
+/* Adds tensor `name` (UTF-8, not "__metadata__", unique) of `dtype` and shape[0..ndim) (ndim
+ * 0..1024, 0 for a scalar; each size at most 2^53) whose little-endian bytes are
+ * data[0..bytes); `bytes` must be the shape's element count times the dtype's size. The data
+ * is not copied: it must stay unchanged until the save.
  * Errors: TSR_ERR_INVALID_ARG (name, dtype), TSR_ERR_SHAPE (size mismatch or overflow). */
 tsr_status tsr_st_writer_add(tsr_context *ctx, tsr_st_writer *w, const char *name,
                              tsr_st_dtype dtype, int ndim, const uint64_t *shape,

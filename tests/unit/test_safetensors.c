@@ -205,9 +205,9 @@ static void test_every_dtype_round_trip(void **state) {
         sizes[d] = 8 * bits / 8;
         for (size_t i = 0; i < sizes[d]; i++) raw[d][i] = (unsigned char)(37 * i + 11 * d + 1);
         snprintf(names[d], sizeof names[d], "t.%s", tsr_st_dtype_name((tsr_st_dtype)d));
-        assert_int_equal(tsr_st_writer_add(f->ctx, w, names[d], (tsr_st_dtype)d, 2, shapes[d],
-                                           raw[d], sizes[d]),
-                         TSR_OK);
+        assert_int_equal(
+            tsr_st_writer_add(f->ctx, w, names[d], (tsr_st_dtype)d, 2, shapes[d], raw[d], sizes[d]),
+            TSR_OK);
     }
     assert_int_equal(tsr_st_writer_save(f->ctx, w, f->path), TSR_OK);
     tsr_st_writer_free(f->ctx, w);
@@ -268,8 +268,8 @@ static void check_narrowed(const char *what, float x, double got, double want, u
         return;
     }
     if (!(got == want && !!signbit(got) == !!signbit(want)))
-        fail_msg("%s(%a = 0x%08x) = 0x%04x = %a, nearest even is %a", what, (double)x,
-                 f32_bits(x), bits, got, want);
+        fail_msg("%s(%a = 0x%08x) = 0x%04x = %a, nearest even is %a", what, (double)x, f32_bits(x),
+                 bits, got, want);
 }
 
 static void test_f32_narrowing_nearest_even(void **state) {
@@ -304,8 +304,10 @@ static void test_f32_narrowing_nearest_even(void **state) {
         uint64_t db = get_le((const unsigned char *)d->data + 8 * i, 8);
         double dv;
         memcpy(&dv, &db, 8);
-        if (isnan(x[i])) assert_true(isnan(dv) && !!signbit(dv) == !!signbit(x[i]));
-        else assert_true(dv == (double)x[i] && !!signbit(dv) == !!signbit(x[i]));
+        if (isnan(x[i]))
+            assert_true(isnan(dv) && !!signbit(dv) == !!signbit(x[i]));
+        else
+            assert_true(dv == (double)x[i] && !!signbit(dv) == !!signbit(x[i]));
     }
     float *back = malloc(n * sizeof *back);
     assert_int_equal(tsr_safetensors_to_f32(f->ctx, s, back, n), TSR_OK);
@@ -324,7 +326,8 @@ static void test_f16_bf16_widening_exhaustive(void **state) {
     tsr_st_writer *w;
     assert_int_equal(tsr_st_writer_create(f->ctx, &w), TSR_OK);
     uint64_t shape[] = {256, 256};
-    assert_int_equal(tsr_st_writer_add(f->ctx, w, "h", TSR_ST_F16, 2, shape, raw, 2 * 65536), TSR_OK);
+    assert_int_equal(tsr_st_writer_add(f->ctx, w, "h", TSR_ST_F16, 2, shape, raw, 2 * 65536),
+                     TSR_OK);
     assert_int_equal(tsr_st_writer_add(f->ctx, w, "b", TSR_ST_BF16, 2, shape, raw, 2 * 65536),
                      TSR_OK);
     assert_int_equal(tsr_st_writer_save(f->ctx, w, f->path), TSR_OK);
@@ -332,15 +335,17 @@ static void test_f16_bf16_widening_exhaustive(void **state) {
     tsr_safetensors *st;
     assert_int_equal(tsr_safetensors_open(f->ctx, f->path, &st), TSR_OK);
     float *out = malloc(65536 * sizeof *out);
-    assert_int_equal(tsr_safetensors_to_f32(f->ctx, tsr_safetensors_find(st, "h"), out, 65536), TSR_OK);
+    const tsr_st_tensor *h = tsr_safetensors_find(st, "h"), *b = tsr_safetensors_find(st, "b");
+    assert_int_equal(tsr_safetensors_to_f32(f->ctx, h, out, 65536), TSR_OK);
     for (uint32_t i = 0; i < 65536; i++) {
         double want = ref_f16((uint16_t)i);
         if (isnan(want))
-            assert_int_equal(f32_bits(out[i]), (i & 0x8000u) << 16 | 0x7F800000u | (i & 0x3FFu) << 13);
+            assert_int_equal(f32_bits(out[i]),
+                             (i & 0x8000u) << 16 | 0x7F800000u | (i & 0x3FFu) << 13);
         else if (!((double)out[i] == want && !!signbit(out[i]) == !!signbit(want)))
             fail_msg("f16 0x%04x -> %a, want %a", i, (double)out[i], want);
     }
-    assert_int_equal(tsr_safetensors_to_f32(f->ctx, tsr_safetensors_find(st, "b"), out, 65536), TSR_OK);
+    assert_int_equal(tsr_safetensors_to_f32(f->ctx, b, out, 65536), TSR_OK);
     for (uint32_t i = 0; i < 65536; i++) {
         double want = ref_bf16((uint16_t)i);
         assert_int_equal(f32_bits(out[i]), i << 16);
@@ -359,9 +364,18 @@ static void test_f64_to_f32_nearest_even(void **state) {
         uint64_t u = k * UINT64_C(0x0004630B5A1E1F3B);
         memcpy(&x[n++], &u, 8);
     }
-    static const double special[] = {0.0, -0.0, 1e-46, -1e-46, 7.006492321624085e-46,
-                                     1.401298464324817e-45, 3.4028235677973366e38,
-                                     3.4028235677973362e38, -3.5e38, 1e300, 5e-324, 0.1};
+    static const double special[] = {0.0,
+                                     -0.0,
+                                     1e-46,
+                                     -1e-46,
+                                     7.006492321624085e-46,
+                                     1.401298464324817e-45,
+                                     3.4028235677973366e38,
+                                     3.4028235677973362e38,
+                                     -3.5e38,
+                                     1e300,
+                                     5e-324,
+                                     0.1};
     for (size_t i = 0; i < sizeof special / sizeof *special; i++) x[n++] = special[i];
     for (int k = 0; k < 4096; k++) /* exact ties between neighbouring floats */
         x[n++] = ldexp(2.0 * (8388608 + k) + 1, -24 + (k % 64) - 32);
@@ -383,7 +397,8 @@ static void test_f64_to_f32_nearest_even(void **state) {
     assert_int_equal(tsr_safetensors_to_f32(f->ctx, &st->tensors[0], out, n), TSR_OK);
     for (size_t i = 0; i < n; i++) {
         double want = ref_round(x[i], 24, -126, FLT_MAX);
-        if (isnan(x[i])) assert_true(isnan(out[i]));
+        if (isnan(x[i]))
+            assert_true(isnan(out[i]));
         else if (!((double)out[i] == want && !!signbit(out[i]) == !!signbit(want)))
             fail_msg("f64 %a -> %a, nearest even is %a", x[i], (double)out[i], want);
     }
@@ -402,9 +417,11 @@ static void test_scalar_empty_and_metadata(void **state) {
     float one = 42.0f;
     uint64_t empty[] = {3, 0, 5};
     assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "scalar", TSR_ST_F32, 0, NULL, &one), TSR_OK);
-    assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "empty", TSR_ST_BF16, 3, empty, NULL), TSR_OK);
+    assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "empty", TSR_ST_BF16, 3, empty, NULL),
+                     TSR_OK);
     assert_int_equal(tsr_st_writer_add(f->ctx, w, "empty2", TSR_ST_I32, 3, empty, NULL, 0), TSR_OK);
-    const char *odd = "quote \" backslash \\ newline \n tab \t bell \x07 del \x7f caf\xc3\xa9 \xe2\x82\xac";
+    const char *odd =
+        "quote \" backslash \\ newline \n tab \t bell \x07 del \x7f caf\xc3\xa9 \xe2\x82\xac";
     assert_int_equal(tsr_st_writer_set_meta(f->ctx, w, "format", "pt"), TSR_OK);
     assert_int_equal(tsr_st_writer_set_meta(f->ctx, w, "odd", "first"), TSR_OK);
     assert_int_equal(tsr_st_writer_set_meta(f->ctx, w, "odd", odd), TSR_OK); /* replaces */
@@ -418,7 +435,8 @@ static void test_scalar_empty_and_metadata(void **state) {
     assert_non_null(strstr((char *)b.p + 8,
                            "\"odd\":\"quote \\\" backslash \\\\ newline \\n tab \\t bell \\u0007 "
                            "del \x7f caf\xc3\xa9 \xe2\x82\xac\""));
-    assert_non_null(strstr((char *)b.p + 8, "{\"__metadata__\":{\"\":\"\",\"format\":\"pt\",\"odd\""));
+    assert_non_null(
+        strstr((char *)b.p + 8, "{\"__metadata__\":{\"\":\"\",\"format\":\"pt\",\"odd\""));
     free(b.p);
 
     tsr_safetensors *st;
@@ -451,10 +469,12 @@ static void test_writer_argument_errors(void **state) {
     tsr_st_writer *w;
     assert_int_equal(tsr_st_writer_create(f->ctx, &w), TSR_OK);
     float x[4] = {1, 2, 3, 4};
-    uint64_t s4[] = {4}, big[] = {UINT64_C(1) << 40, UINT64_C(1) << 40}, huge[] = {UINT64_C(1) << 60};
+    uint64_t s4[] = {4}, big[] = {UINT64_C(1) << 40, UINT64_C(1) << 40};
+    uint64_t huge[] = {UINT64_C(1) << 60};
     uint64_t f4odd[] = {3};
     assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "a", TSR_ST_F32, 1, s4, x), TSR_OK);
-    assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "a", TSR_ST_F32, 1, s4, x), TSR_ERR_INVALID_ARG);
+    assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "a", TSR_ST_F32, 1, s4, x),
+                     TSR_ERR_INVALID_ARG);
     assert_non_null(strstr(tsr_context_last_error(f->ctx), "\"a\" already added"));
     assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "__metadata__", TSR_ST_F32, 1, s4, x),
                      TSR_ERR_INVALID_ARG);
@@ -462,9 +482,11 @@ static void test_writer_argument_errors(void **state) {
     assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "bad\xc3(", TSR_ST_F32, 1, s4, x),
                      TSR_ERR_INVALID_ARG);
     assert_non_null(strstr(tsr_context_last_error(f->ctx), "not valid UTF-8"));
-    assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "i", TSR_ST_I32, 1, s4, x), TSR_ERR_INVALID_ARG);
+    assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "i", TSR_ST_I32, 1, s4, x),
+                     TSR_ERR_INVALID_ARG);
     assert_int_equal(tsr_st_writer_add(f->ctx, w, "r", TSR_ST_F32, 1, s4, x, 15), TSR_ERR_SHAPE);
-    assert_non_null(strstr(tsr_context_last_error(f->ctx), "15 bytes given, 4 elements of F32 are 16"));
+    assert_non_null(
+        strstr(tsr_context_last_error(f->ctx), "15 bytes given, 4 elements of F32 are 16"));
     assert_int_equal(tsr_st_writer_add(f->ctx, w, "o", TSR_ST_F32, 2, big, x, 16), TSR_ERR_SHAPE);
     assert_int_equal(tsr_st_writer_add(f->ctx, w, "o", TSR_ST_U8, 1, huge, x, 16), TSR_ERR_SHAPE);
     assert_non_null(strstr(tsr_context_last_error(f->ctx), "exceeds 2^53"));
@@ -474,7 +496,8 @@ static void test_writer_argument_errors(void **state) {
     assert_int_equal(tsr_st_writer_add(f->ctx, w, "d", (tsr_st_dtype)99, 1, s4, x, 16),
                      TSR_ERR_INVALID_ARG);
     assert_int_equal(tsr_st_writer_set_meta(f->ctx, w, "k", "\xff"), TSR_ERR_INVALID_ARG);
-    assert_int_equal(tsr_st_writer_save(f->ctx, w, "/nonexistent-tsr/dir/x.safetensors"), TSR_ERR_IO);
+    assert_int_equal(tsr_st_writer_save(f->ctx, w, "/nonexistent-tsr/dir/x.safetensors"),
+                     TSR_ERR_IO);
     assert_non_null(strstr(tsr_context_last_error(f->ctx), "/nonexistent-tsr/dir/x.safetensors"));
     assert_int_equal(tsr_st_writer_save(f->ctx, w, ""), TSR_ERR_INVALID_ARG);
     /* the writer is unharmed by the refusals */
@@ -522,17 +545,21 @@ typedef struct {
     const char *detail;
 } bad_case;
 
-#define T(name, dtype, shape, b, e) "\"" name "\":{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":[" #b "," #e "]}"
+#define T(name, dtype, shape, b, e)                                                                \
+    "\"" name "\":{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":[" #b "," #e "]}"
 
 static const bad_case bad_cases[] = {
-    {"{" T("a", "F128", "[1]", 0, 4) "}", 4, TSR_ERR_CORRUPT, "tensor \"a\": dtype \"F128\" is not one of"},
+    {"{" T("a", "F128", "[1]", 0, 4) "}", 4, TSR_ERR_CORRUPT,
+     "tensor \"a\": dtype \"F128\" is not one of"},
     {"{" T("a", "f32", "[1]", 0, 4) "}", 4, TSR_ERR_CORRUPT, "dtype \"f32\" is not one of"},
-    {"{\"a\":{\"dtype\":3,\"shape\":[1],\"data_offsets\":[0,4]}}", 4, TSR_ERR_CORRUPT, "dtype (not a string)"},
+    {"{\"a\":{\"dtype\":3,\"shape\":[1],\"data_offsets\":[0,4]}}", 4, TSR_ERR_CORRUPT,
+     "dtype (not a string)"},
     {"{" T("a", "F32", "[2,2]", 0, 12) "}", 12, TSR_ERR_CORRUPT,
      "tensor \"a\": data_offsets [0, 12] hold 12 bytes, but 4 elements of F32 need 16"},
     {"{" T("a", "F32", "[1]", 0, 4) "}", 2, TSR_ERR_TRUNCATED,
      "tensor \"a\": data_offsets end 4 is past the data buffer of 2 bytes"},
-    {"{" T("a", "F32", "[1]", 4, 0) "}", 4, TSR_ERR_CORRUPT, "data_offsets [4, 0] end before they begin"},
+    {"{" T("a", "F32", "[1]", 4, 0) "}", 4, TSR_ERR_CORRUPT,
+     "data_offsets [4, 0] end before they begin"},
     {"{" T("a", "F32", "[2]", 0, 8) "," T("b", "F32", "[2]", 4, 12) "}", 12, TSR_ERR_CORRUPT,
      "tensor \"b\" at data offset 4 overlaps tensor \"a\", which ends at 8"},
     {"{" T("a", "F32", "[1]", 0, 4) "," T("b", "F32", "[1]", 0, 4) "}", 8, TSR_ERR_CORRUPT,
@@ -546,18 +573,22 @@ static const bad_case bad_cases[] = {
     {"{}", 4, TSR_ERR_CORRUPT, "4 bytes after the last tensor: the data buffer is 4 bytes"},
     {"{" T("a", "F32", "[1]", 0, 4) "," T("a", "F32", "[1]", 4, 8) "}", 8, TSR_ERR_CORRUPT,
      "tensor \"a\" appears twice"},
-    {"{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0, TSR_ERR_CORRUPT, "metadata \"k\" appears twice"},
-    {"{\"__metadata__\":{},\"__metadata__\":{}}", 0, TSR_ERR_CORRUPT, "\"__metadata__\" appears twice"},
+    {"{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0, TSR_ERR_CORRUPT,
+     "metadata \"k\" appears twice"},
+    {"{\"__metadata__\":{},\"__metadata__\":{}}", 0, TSR_ERR_CORRUPT,
+     "\"__metadata__\" appears twice"},
     {"{\"__metadata__\":{\"k\":1}}", 0, TSR_ERR_CORRUPT, "metadata \"k\" is not a string"},
     {"{\"__metadata__\":{\"k\":null}}", 0, TSR_ERR_CORRUPT, "metadata \"k\" is not a string"},
-    {"{\"__metadata__\":\"x\"}", 0, TSR_ERR_CORRUPT, "\"__metadata__\" is not an object of strings"},
+    {"{\"__metadata__\":\"x\"}", 0, TSR_ERR_CORRUPT,
+     "\"__metadata__\" is not an object of strings"},
     {"{" T("a", "F32", "[4294967296,4294967296]", 0, 0) "}", 0, TSR_ERR_CORRUPT,
      "tensor \"a\": shape times the 32-bit F32 size overflows 64 bits"},
     {"{" T("a", "U8", "[9007199254740993]", 0, 0) "}", 0, TSR_ERR_CORRUPT,
      "number '9007199254740993' at byte 36 is not an integer in 0..2^53"},
     {"{" T("a", "U8", "[18446744073709551616]", 0, 0) "}", 0, TSR_ERR_CORRUPT,
      "number '18446744073709551616' at byte 36 is not an integer in 0..2^53"},
-    {"{" T("a", "U8", "[3]", -1, 2) "}", 3, TSR_ERR_CORRUPT, "number '-1' at byte 55 is not an integer"},
+    {"{" T("a", "U8", "[3]", -1, 2) "}", 3, TSR_ERR_CORRUPT,
+     "number '-1' at byte 55 is not an integer"},
     {"{" T("a", "U8", "[1.5]", 0, 1) "}", 1, TSR_ERR_CORRUPT, "number '1.5' at byte 36 is not"},
     {"{" T("a", "U8", "[1e2]", 0, 100) "}", 100, TSR_ERR_CORRUPT, "number '1e2' at byte 36 is not"},
     {"{" T("a", "U8", "[01]", 0, 1) "}", 1, TSR_ERR_CORRUPT, "number '01' at byte 36 is not"},
@@ -574,9 +605,12 @@ static const bad_case bad_cases[] = {
     {"{\"a\":{\"dtype\":\"F32\",\"shape\":[\"1\"],\"data_offsets\":[0,4]}}", 4, TSR_ERR_CORRUPT,
      "shape[0] is not a non-negative integer"},
     {"{\"a\":3}", 0, TSR_ERR_CORRUPT, "tensor \"a\": entry is not a JSON object"},
-    {"{" T("a", "F4", "[3]", 0, 1) "}", 1, TSR_ERR_CORRUPT, "3 elements of F4 are not a whole number of bytes"},
-    {"{" T("a\\u0000b", "U8", "[1]", 0, 1) "}", 1, TSR_ERR_CORRUPT, "a string holds \\u0000 at byte 11"},
-    {"{" T("a\tb", "U8", "[1]", 0, 1) "}", 1, TSR_ERR_PARSE, "control character 0x09 inside a string at byte 11"},
+    {"{" T("a", "F4", "[3]", 0, 1) "}", 1, TSR_ERR_CORRUPT,
+     "3 elements of F4 are not a whole number of bytes"},
+    {"{" T("a\\u0000b", "U8", "[1]", 0, 1) "}", 1, TSR_ERR_CORRUPT,
+     "a string holds \\u0000 at byte 11"},
+    {"{" T("a\tb", "U8", "[1]", 0, 1) "}", 1, TSR_ERR_PARSE,
+     "control character 0x09 inside a string at byte 11"},
     {"[1]", 0, TSR_ERR_CORRUPT, "header is not a JSON object (it does not start with '{')"},
     {"        ", 0, TSR_ERR_CORRUPT, "header is not a JSON object (it is blank)"},
     {"{\"a\":", 0, TSR_ERR_PARSE, "header is not valid JSON"},
@@ -607,15 +641,18 @@ static void test_refusals(void **state) {
     }
     /* the length prefix itself */
     unsigned char small[5] = {0};
-    expect_refused(f->ctx, small, 5, TSR_ERR_TRUNCATED, "5 bytes, shorter than the 8-byte header length");
+    expect_refused(f->ctx, small, 5, TSR_ERR_TRUNCATED,
+                   "5 bytes, shorter than the 8-byte header length");
     expect_refused(f->ctx, NULL, 0, TSR_ERR_TRUNCATED, "0 bytes, shorter");
     bytes b = image("{}      ", 8, 0);
     put_le(b.p, 100000001, 8);
-    expect_refused(f->ctx, b.p, b.n, TSR_ERR_CORRUPT, "header length 100000001 exceeds the limit of 100000000");
+    expect_refused(f->ctx, b.p, b.n, TSR_ERR_CORRUPT,
+                   "header length 100000001 exceeds the limit of 100000000");
     put_le(b.p, UINT64_MAX, 8);
     expect_refused(f->ctx, b.p, b.n, TSR_ERR_CORRUPT, "header length 18446744073709551615 exceeds");
     put_le(b.p, 9, 8);
-    expect_refused(f->ctx, b.p, b.n, TSR_ERR_TRUNCATED, "header length 9 runs past the end of the file (16 bytes)");
+    expect_refused(f->ctx, b.p, b.n, TSR_ERR_TRUNCATED,
+                   "header length 9 runs past the end of the file (16 bytes)");
     free(b.p);
     /* files */
     char missing[160];
@@ -636,9 +673,12 @@ static void test_refusals(void **state) {
  * leaves the data unaligned. */
 static void test_accepted_variants(void **state) {
     fixture *f = *state;
-    const char *h = " \n{\"__metadata__\":null," T("c", "I16", "[2]", 5, 9) ","
-                    "\"b\":{\"shape\":[0],\"data_offsets\":[5,5],\"dtype\":\"F64\",\"extra\":[1]},"
-                    T("a", "U8", "[5]", 0, 5) "," T("z", "F32", "[0,7]", 9, 9) "," T("", "BOOL", "[]", 9, 10) "}  ";
+    const char *h = " \n{\"__metadata__\":null," T(
+        "c", "I16", "[2]", 5,
+        9) ","
+           "\"b\":{\"shape\":[0],\"data_offsets\":[5,5],\"dtype\":\"F64\",\"extra\":[1]}," T(
+               "a", "U8", "[5]", 0, 5) "," T("z", "F32", "[0,7]", 9, 9) "," T("", "BOOL", "[]", 9,
+                                                                              10) "}  ";
     bytes b = image(h, strlen(h), 10);
     tsr_safetensors *st;
     assert_int_equal(tsr_safetensors_open_memory(f->ctx, "mem", b.p, b.n, &st), TSR_OK);
@@ -790,8 +830,18 @@ static void test_python_reads_tessera(void **state) {
     if (!py) skip();
     tsr_st_writer *w;
     assert_int_equal(tsr_st_writer_create(f->ctx, &w), TSR_OK);
-    float x[12] = {0.0f, -0.0f, 1.0f / 3, -65520.0f, 1e-8f, 3.0e38f, INFINITY, -INFINITY,
-                   bits_f32(0x7FA00001), bits_f32(0xFFC12345), 1e-40f, 2.5f};
+    float x[12] = {0.0f,
+                   -0.0f,
+                   1.0f / 3,
+                   -65520.0f,
+                   1e-8f,
+                   3.0e38f,
+                   INFINITY,
+                   -INFINITY,
+                   bits_f32(0x7FA00001),
+                   bits_f32(0xFFC12345),
+                   1e-40f,
+                   2.5f};
     uint64_t s12[] = {12}, s34[] = {3, 4}, s0[] = {0}, s2[] = {2};
     int64_t ids[2] = {-1, INT64_C(1) << 62};
     unsigned char ids_le[16], flags[2] = {1, 0};
@@ -801,20 +851,23 @@ static void test_python_reads_tessera(void **state) {
     assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "half", TSR_ST_F16, 1, s12, x), TSR_OK);
     assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "brain", TSR_ST_BF16, 1, s12, x), TSR_OK);
     assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "double", TSR_ST_F64, 1, s12, x), TSR_OK);
-    assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "scalar", TSR_ST_F32, 0, NULL, x + 2), TSR_OK);
+    assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "scalar", TSR_ST_F32, 0, NULL, x + 2),
+                     TSR_OK);
     assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "empty", TSR_ST_F32, 1, s0, NULL), TSR_OK);
     assert_int_equal(tsr_st_writer_add(f->ctx, w, "ids", TSR_ST_I64, 1, s2, ids_le, 16), TSR_OK);
-    assert_int_equal(tsr_st_writer_add(f->ctx, w, "m\xc3\xa4sk \"\\\n", TSR_ST_BOOL, 1, s2, flags, 2),
-                     TSR_OK);
+    assert_int_equal(
+        tsr_st_writer_add(f->ctx, w, "m\xc3\xa4sk \"\\\n", TSR_ST_BOOL, 1, s2, flags, 2), TSR_OK);
     assert_int_equal(tsr_st_writer_set_meta(f->ctx, w, "format", "pt"), TSR_OK);
-    assert_int_equal(tsr_st_writer_set_meta(f->ctx, w, "note", "tab\there \xe2\x82\xac \x01"), TSR_OK);
+    assert_int_equal(tsr_st_writer_set_meta(f->ctx, w, "note", "tab\there \xe2\x82\xac \x01"),
+                     TSR_OK);
     assert_int_equal(tsr_st_writer_save(f->ctx, w, f->path), TSR_OK);
     tsr_st_writer_free(f->ctx, w);
 
     tsr_safetensors *st;
     assert_int_equal(tsr_safetensors_open(f->ctx, f->path, &st), TSR_OK);
     /* what tessera wrote is what the reference encoder gives */
-    const tsr_st_tensor *h = tsr_safetensors_find(st, "half"), *b = tsr_safetensors_find(st, "brain");
+    const tsr_st_tensor *h = tsr_safetensors_find(st, "half"),
+                        *b = tsr_safetensors_find(st, "brain");
     for (int i = 0; i < 12; i++) {
         uint16_t hb = (uint16_t)get_le((const unsigned char *)h->data + 2 * i, 2);
         uint16_t bb = (uint16_t)get_le((const unsigned char *)b->data + 2 * i, 2);
@@ -845,7 +898,8 @@ static void test_tessera_reads_python(void **state) {
     snprintf(cmd, sizeof cmd, "%s %s dump %s", py, SCRIPT, f->path);
     assert_int_equal(check_dump(cmd, st, 0), 12);
     /* the float tensors widen as the reference decoders say */
-    static const char *floats[] = {"wte.weight", "h.0.attn.c_attn.weight", "h.0.ln_1.bias", "double"};
+    static const char *floats[] = {"wte.weight", "h.0.attn.c_attn.weight", "h.0.ln_1.bias",
+                                   "double"};
     for (int k = 0; k < 4; k++) {
         const tsr_st_tensor *t = tsr_safetensors_find(st, floats[k]);
         float out[16];
@@ -854,16 +908,21 @@ static void test_tessera_reads_python(void **state) {
         const unsigned char *d = t->data;
         for (size_t i = 0; i < t->count; i++) {
             double want;
-            if (t->dtype == TSR_ST_F32) want = bits_f32((uint32_t)get_le(d + 4 * i, 4));
-            else if (t->dtype == TSR_ST_F16) want = ref_f16((uint16_t)get_le(d + 2 * i, 2));
-            else if (t->dtype == TSR_ST_BF16) want = ref_bf16((uint16_t)get_le(d + 2 * i, 2));
+            if (t->dtype == TSR_ST_F32)
+                want = bits_f32((uint32_t)get_le(d + 4 * i, 4));
+            else if (t->dtype == TSR_ST_F16)
+                want = ref_f16((uint16_t)get_le(d + 2 * i, 2));
+            else if (t->dtype == TSR_ST_BF16)
+                want = ref_bf16((uint16_t)get_le(d + 2 * i, 2));
             else {
                 uint64_t u = get_le(d + 8 * i, 8);
                 memcpy(&want, &u, 8);
                 want = ref_round(want, 24, -126, FLT_MAX);
             }
-            if (isnan(want)) assert_true(isnan(out[i]));
-            else assert_true((double)out[i] == want && !!signbit(out[i]) == !!signbit(want));
+            if (isnan(want))
+                assert_true(isnan(out[i]));
+            else
+                assert_true((double)out[i] == want && !!signbit(out[i]) == !!signbit(want));
         }
     }
     assert_string_equal(tsr_safetensors_meta(st, "note"), "line\nbreak \"quoted\" \xc3\xa9");

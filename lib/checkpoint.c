@@ -43,6 +43,7 @@
 #include <unistd.h>
 #include <zlib.h>
 #include <cJSON.h>
+#include "lib/atomic_file.h"
 #include "lib/checkpoint_internal.h"
 #include "lib/idx.h"
 #include "lib/internal.h"
@@ -330,93 +331,20 @@ static void write_all(writer *w, const tsr_checkpoint *ck, uint64_t table_off, u
     w_bytes(w, c, 4);
 }
 
-/* fsync of folder `dir`, so the rename itself is durable. */
-static int sync_folder(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    int e = 0;
-    if (fsync(fd) != 0 && errno != EINVAL) e = errno; /* EINVAL: fs cannot sync folders */
-    close(fd);
-    return e;
-}
-
 tsr_status tsr_checkpoint_save(tsr_context *ctx, const char *path, const tsr_checkpoint *ck) {
     if (!path || !*path || !ck)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_checkpoint_save: %s is %s",
                          !path || !*path ? "path" : "checkpoint", path ? "empty" : "NULL");
     uint64_t table_off = 0, data_off = 0, file_size = 0;
     TSR_TRY(check_for_save(ctx, path, ck, &table_off, &data_off, &file_size));
-
-    /* One allocation holds the temp name and the folder name, so nothing can fail for want
-     * of memory once the new file is in place. */
-    size_t len = strlen(path), tmp_size = len + 32;
-    char *tmp = tsr_malloc(ctx, tmp_size + len + 2);
-    if (!tmp) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: no memory for the temp file name", path);
-    snprintf(tmp, tmp_size, "%s.tmp.%ld", path, (long)getpid());
-    char *dir = tmp + tmp_size;
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        strcpy(dir, ".");
-    } else {
-        size_t n = slash == path ? 1 : (size_t)(slash - path);
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-
-    tsr_status st = TSR_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
-        int e = errno;
-        st = tsr_error(ctx, TSR_ERR_IO, "%s: cannot create temp file %s: %s", path, tmp,
-                       strerror(e));
-        tsr_free(ctx, tmp);
-        return st;
-    }
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        st = tsr_error(ctx, TSR_ERR_IO, "%s: fdopen of %s: %s", path, tmp, strerror(e));
-        tsr_free(ctx, tmp);
-        return st;
-    }
-    writer w = {fp, 0, 0, -1, 0};
+    tsr_atomic_file af;
+    TSR_TRY(tsr_atomic_file_begin(ctx, path, &af));
+    writer w = {af.fp, 0, 0, -1, 0};
     if (ctx) w.kill_after = ctx->opts.fault_ckpt_kill; /* tests: TSR_FAULT_CKPT_KILL */
     w.crc = (uint32_t)crc32(0L, Z_NULL, 0);
     errno = 0;
     write_all(&w, ck, table_off, data_off, file_size);
-    const char *what = "write";
-    if (!w.err && fflush(fp) != 0) {
-        w.err = errno ? errno : EIO;
-        what = "flush";
-    }
-    if (!w.err && fsync(fileno(fp)) != 0) {
-        w.err = errno;
-        what = "fsync";
-    }
-    if (fclose(fp) != 0 && !w.err) { /* delayed write errors can surface only here */
-        w.err = errno ? errno : EIO;
-        what = "close";
-    }
-    if (!w.err && rename(tmp, path) != 0) {
-        w.err = errno;
-        what = "rename";
-    }
-    if (w.err) {
-        unlink(tmp);
-        st = tsr_error(ctx, TSR_ERR_IO, "%s: %s of temp file %s failed: %s (previous file kept)",
-                       path, what, tmp, strerror(w.err));
-        tsr_free(ctx, tmp);
-        return st;
-    }
-    int e = sync_folder(dir);
-    tsr_free(ctx, tmp);
-    if (e)
-        return tsr_error(ctx, TSR_ERR_IO,
-                         "%s: written and renamed, but syncing its folder failed: %s", path,
-                         strerror(e));
-    return TSR_OK;
+    return tsr_atomic_file_commit(ctx, &af, w.err);
 }
 
 /* ------------------------------------------------------------------ load */

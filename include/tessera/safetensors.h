@@ -68,7 +68,8 @@ typedef struct tsr_safetensors {
     struct tsr_st_image *image_; /* private: the mapping or buffer, and the strings */
 } tsr_safetensors;
 
-/* Maps (or reads) `path` and validates it. Missing file -> TSR_ERR_NOT_FOUND; unreadable ->
+/* Maps (or reads) `path` and validates it. A mapped file must not be truncated while open
+ * (replacing it by rename, as the writer does, is safe). Missing file -> TSR_ERR_NOT_FOUND; unreadable ->
  * TSR_ERR_IO; shorter than its header says -> TSR_ERR_TRUNCATED; anything else wrong ->
  * TSR_ERR_CORRUPT (or TSR_ERR_PARSE for JSON that does not parse). Close with
  * tsr_safetensors_close. */

@@ -68,11 +68,11 @@ typedef struct tsr_safetensors {
     struct tsr_st_image *image_; /* private: the mapping or buffer, and the strings */
 } tsr_safetensors;
 
-/* Maps (or reads) `path` and validates it. A mapped file must not be truncated while open
- * (replacing it by rename, as the writer does, is safe). Missing file -> TSR_ERR_NOT_FOUND; unreadable ->
+/* Maps (or reads) `path` and validates it. Missing file -> TSR_ERR_NOT_FOUND; unreadable ->
  * TSR_ERR_IO; shorter than its header says -> TSR_ERR_TRUNCATED; anything else wrong ->
  * TSR_ERR_CORRUPT (or TSR_ERR_PARSE for JSON that does not parse). Close with
- * tsr_safetensors_close. */
+ * tsr_safetensors_close. A mapped file must not be truncated while open (replacing it by
+ * rename, as the writer does, is safe). */
 tsr_status tsr_safetensors_open(tsr_context *ctx, const char *path, tsr_safetensors **out);
 /* The same from a file image in memory, which the caller keeps unchanged and alive until
  * tsr_safetensors_close; `name` stands for the file name in error details. */

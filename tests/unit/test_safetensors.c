@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "lib/internal.h"
 #include "support/test_util.h"
@@ -940,6 +941,66 @@ static void test_tessera_reads_python(void **state) {
     }
 }
 
+/* tsr-safetensors, found beside this test binary (build/bin next to build/tests): --json lists
+ * what the library reads; a refused file exits 1 with the reason. Skips where it is absent. */
+static void test_tool(void **state) {
+    fixture *f = *state;
+    char self[512], tool[600], cmd[1024];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) skip();
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (!slash) skip();
+    *slash = 0;
+    snprintf(tool, sizeof tool, "%s/../bin/tsr-safetensors", self);
+    if (access(tool, X_OK) != 0) skip();
+    tsr_st_writer *w;
+    assert_int_equal(tsr_st_writer_create(f->ctx, &w), TSR_OK);
+    float x[6] = {1, 2, 3, 4, 5, 6};
+    uint64_t s23[] = {2, 3};
+    assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "b\"q", TSR_ST_BF16, 2, s23, x), TSR_OK);
+    assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "a", TSR_ST_F32, 0, NULL, x), TSR_OK);
+    assert_int_equal(tsr_st_writer_set_meta(f->ctx, w, "format", "pt"), TSR_OK);
+    assert_int_equal(tsr_st_writer_save(f->ctx, w, f->path), TSR_OK);
+    tsr_st_writer_free(f->ctx, w);
+    snprintf(cmd, sizeof cmd, "%s --json %s", tool, f->path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    static char out[65536];
+    size_t len = fread(out, 1, sizeof out - 1, p);
+    out[len] = 0;
+    assert_int_equal(pclose(p), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    tsr_safetensors *st;
+    assert_int_equal(tsr_safetensors_open(f->ctx, f->path, &st), TSR_OK);
+    assert_true(cJSON_GetObjectItem(j, "file_bytes")->valuedouble == (double)st->file_bytes);
+    const cJSON *meta = cJSON_GetObjectItem(j, "metadata");
+    assert_string_equal(cJSON_GetObjectItem(meta, "format")->valuestring, "pt");
+    const cJSON *list = cJSON_GetObjectItem(j, "tensors");
+    assert_int_equal(cJSON_GetArraySize(list), st->count);
+    for (size_t i = 0; i < st->count; i++) {
+        const cJSON *t = cJSON_GetArrayItem(list, (int)i);
+        assert_string_equal(cJSON_GetObjectItem(t, "name")->valuestring, st->tensors[i].name);
+        assert_string_equal(cJSON_GetObjectItem(t, "dtype")->valuestring,
+                            tsr_st_dtype_name(st->tensors[i].dtype));
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(t, "shape")), st->tensors[i].ndim);
+        assert_true(cJSON_GetObjectItem(t, "bytes")->valuedouble == (double)st->tensors[i].bytes);
+        assert_true(cJSON_GetObjectItem(t, "offset")->valuedouble == (double)st->tensors[i].offset);
+    }
+    tsr_safetensors_close(f->ctx, st);
+    cJSON_Delete(j);
+    /* a file cut short: exit status 1, the reason on stderr */
+    assert_int_equal(truncate(f->path, 20), 0);
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", tool, f->path);
+    p = popen(cmd, "r");
+    len = fread(out, 1, sizeof out - 1, p);
+    out[len] = 0;
+    int rc = pclose(p);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    assert_non_null(strstr(out, "runs past the end of the file (20 bytes) (TSR_ERR_TRUNCATED)"));
+}
+
 /* The fuzzing seed corpus holds valid files only (run from the repository root). */
 static void test_fuzz_seeds(void **state) {
     fixture *f = *state;
@@ -977,6 +1038,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_allocator_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_python_reads_tessera, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tessera_reads_python, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tool, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fuzz_seeds, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -941,11 +941,12 @@ static void test_tessera_reads_python(void **state) {
     }
 }
 
-/* tsr-safetensors, found beside this test binary (build/bin next to build/tests): --json lists
- * what the library reads; a refused file exits 1 with the reason. Skips where it is absent. */
+/* tsr-safetensors, found beside this test binary (build/bin next to build/tests) and run under
+ * the same TSR_TEST_WRAPPER (qemu-user, valgrind): --json lists what the library reads; a
+ * refused file exits 1 with the reason. Skips where the tool is absent. */
 static void test_tool(void **state) {
     fixture *f = *state;
-    char self[512], tool[600], cmd[1024];
+    char self[512], tool[600], cmd[2048];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) skip();
     self[n] = 0;
@@ -954,6 +955,8 @@ static void test_tool(void **state) {
     *slash = 0;
     snprintf(tool, sizeof tool, "%s/../bin/tsr-safetensors", self);
     if (access(tool, X_OK) != 0) skip();
+    const char *wrapper = getenv("TSR_TEST_WRAPPER");
+    if (!wrapper) wrapper = "";
     tsr_st_writer *w;
     assert_int_equal(tsr_st_writer_create(f->ctx, &w), TSR_OK);
     float x[6] = {1, 2, 3, 4, 5, 6};
@@ -963,7 +966,7 @@ static void test_tool(void **state) {
     assert_int_equal(tsr_st_writer_set_meta(f->ctx, w, "format", "pt"), TSR_OK);
     assert_int_equal(tsr_st_writer_save(f->ctx, w, f->path), TSR_OK);
     tsr_st_writer_free(f->ctx, w);
-    snprintf(cmd, sizeof cmd, "%s --json %s", tool, f->path);
+    snprintf(cmd, sizeof cmd, "%s %s --json %s", wrapper, tool, f->path);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     static char out[65536];
@@ -992,7 +995,7 @@ static void test_tool(void **state) {
     cJSON_Delete(j);
     /* a file cut short: exit status 1, the reason on stderr */
     assert_int_equal(truncate(f->path, 20), 0);
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", tool, f->path);
+    snprintf(cmd, sizeof cmd, "%s %s %s 2>&1", wrapper, tool, f->path);
     p = popen(cmd, "r");
     len = fread(out, 1, sizeof out - 1, p);
     out[len] = 0;

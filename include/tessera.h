@@ -19,5 +19,6 @@
 #include "tessera/plan.h"
 #include "tessera/config.h"
 #include "tessera/tokens.h"
+#include "tessera/safetensors.h"
 
 #endif

@@ -6,8 +6,9 @@
 set -u
 BUILD=${BUILD:-build}
 src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
-command -v python3 > /dev/null || { echo "SKIP: no python3"; exit 0; }
-[ -f "$src/train-images-idx3-ubyte.gz" ] || { echo "SKIP: no Fashion-MNIST in $src"; exit 0; }
+. "$(dirname "$0")/../support/prereq.sh"
+need_python3
+need_fashion_mnist "$src"
 d=$(mktemp -d /tmp/tsr-manifest.XXXXXX)
 trap 'rm -rf "$d"' EXIT
 python3 - "$src" "$d" <<'PY' || exit 1

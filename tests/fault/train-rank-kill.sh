@@ -14,16 +14,7 @@ need_python3
 need_fashion_mnist "$src"
 d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
 trap 'rm -rf "$d"' EXIT
-python3 - "$src" "$d" <<'PY' || exit 1
-import gzip, struct, sys
-src, dst = sys.argv[1:]
-for split, n in (("train", 4096), ("t10k", 128)):
-    for kind, rec in (("images-idx3", 784), ("labels-idx1", 1)):
-        name = "%s-%s-ubyte" % (split, kind)
-        raw = gzip.open("%s/%s.gz" % (src, name)).read()
-        hdr = 16 if rec > 1 else 8
-        open("%s/%s" % (dst, name), "wb").write(raw[:4] + struct.pack(">I", n) + raw[8:hdr] + raw[hdr:hdr + n * rec])
-PY
+python3 tests/support/fmnist_slice.py "$src" "$d" 4096 128 || exit 1
 prog=$(pwd)/$BUILD/bin/tsr-train
 # 3 epochs: rank 1 dies after the first, rank 0 must notice in the second. The 180 s bound only
 # turns a hang into a failure.

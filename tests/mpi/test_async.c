@@ -83,8 +83,8 @@ static void order_before(const run_cfg *c, int me, int w, int W, int t) {
         MPI_Recv(&token, 1, MPI_INT, me - w + (w + W - 1) % W, TAG_ORDER, MPI_COMM_WORLD,
                  MPI_STATUS_IGNORE);
     if (c->order == ORDER_SLOW && w == W - 1) {
-        /* each other worker sends one token per step it finished: those of steps
-         * (before step t - 1's wait, up to step t + staleness] are the new ones */
+        /* each other worker sends one token per step it finished; before step t the last
+         * worker takes those of steps (had, need]: had was needed before step t - 1 */
         int last = c->steps - 1, need = t + c->staleness < last ? t + c->staleness : last,
             had = t == 0 ? -1 : t - 1 + c->staleness < last ? t - 1 + c->staleness : last;
         for (int v = 0; v < W - 1; v++)
@@ -205,9 +205,12 @@ static void test_sequential(tsr_context *ctx, tsr_comm *comm, const tsr_model *m
 
 /* n = 4: 2 servers + 2 workers against 1 server + the same 2 workers (ranks 0, 2, 3), staleness
  * 0, the workers taking turns (ORDER_TURNS) so that each round runs worker 0 then worker 1 on
- * the parameters the other left. Every gradient then meets the parameters it was computed on
- * (update staleness 0 on every server, checked), and both runs must equal the single-process
- * trainer fed the batches in that order, bitwise: the same arithmetic per shard. */
+ * the parameters the other left: worker 1 sends its pull only after worker 0's push was sent,
+ * and a server applies a push as soon as it takes its header, polling workers in rank order
+ * (worker 0's next pull waits for worker 1's push through the bound). The library sends no
+ * acknowledgement of a push, so the order is also checked: update staleness 0 on every server.
+ * Both runs must then equal the single-process trainer fed the batches in that order,
+ * bitwise: the same arithmetic per shard. */
 static void test_sharded(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
     size_t np = tsr_model_param_count(m);
     float *p[2] = {calloc(np, sizeof(float)), calloc(np, sizeof(float))};

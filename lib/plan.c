@@ -71,9 +71,6 @@
 #define PLAN_LINK_GBPS 10.0      /* h2d/d2h when unmeasured (PCIe 3 x16) */
 #define PLAN_LAUNCH_HOST_S 1e-6  /* launch latency when unmeasured, host backend */
 #define PLAN_LAUNCH_OPENCL_S 1e-5
-#ifndef PLAN_BUDGET
-#define PLAN_BUDGET 1.5e8        /* inner DP steps the search plans for (~0.3 s) */
-#endif
 #define PLAN_LEVEL_BYTES (32u << 20) /* candidate states of one level */
 #define PLAN_BEAM_MAX 8192.0
 #define PLAN_BEAM_MIN 16
@@ -1130,7 +1127,10 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
             cc[i] = cs->c[cs->cls_first[k] + m];
         }
         st = evaluate(e, s.best_bounds, cc, S, rep, out);
-        if (st == TSR_OK) (*out)->optimal = !s.truncated;
+        if (st == TSR_OK) {
+            (*out)->optimal = !s.truncated;
+            (*out)->search_work = s.work;
+        }
         tsr_free(ctx, cc);
         tsr_free(ctx, rep);
         tsr_free(ctx, taken);

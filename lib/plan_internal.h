@@ -4,6 +4,10 @@
 #define TSR_PLAN_INTERNAL_H
 #include "lib/internal.h"
 
+#ifndef PLAN_BUDGET
+#define PLAN_BUDGET 1.5e8 /* inner DP steps the search plans for (~0.3 s) */
+#endif
+
 /* A device a stage runs on, as the plan names it (replica r, stage i at [r * S + i]). */
 typedef struct tsr_plan_device {
     int index;        /* into the topology's devices */
@@ -35,6 +39,8 @@ struct tsr_plan {
     double step_s;
     size_t bottleneck;
     int optimal;                  /* 1 when the search proved it optimal for the cost model */
+    double search_work;           /* inner DP steps the search took (tests bound its cost by
+                                   * this count, not by the clock) */
     int host_count;               /* hosts the stages span (for the picture) */
     int origin;                   /* TSR_PLAN_SEARCHED, _FIXED or _PARSED */
 };

@@ -4,7 +4,8 @@
 # Env: BUILD (build folder, default build). The build's configuration (WITH_*, SANITIZE) comes
 # from $BUILD/config.sh, written by make. Cross ports are skipped (the app would need the
 # port's sysroot and qemu; their libraries are covered by the unit tests).
-# Prints PASS/FAIL/SKIP lines like tests/run-tests.sh; exit status 0 unless it failed.
+# Prints a PASS or FAIL line like tests/run-tests.sh, exit status 0 or 1; a skip prints
+# "SKIP: <why>" and exits 77 (tests/support/prereq.sh).
 BUILD=${BUILD:-build}
 MAKE=${MAKE:-make}
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,10 +14,8 @@ if [ ! -f "$BUILD/config.sh" ]; then
     exit 1
 fi
 . "$BUILD/config.sh"
-if [ "$TSR_CROSS" = 1 ]; then
-    echo "SKIP  embed (cross port $TSR_PORT)"
-    exit 0
-fi
+. "$top/tests/support/prereq.sh"
+[ "$TSR_CROSS" = 1 ] && skip "cross port $TSR_PORT (the app would need its sysroot and qemu)"
 tmp=$(mktemp -d /tmp/tsr-embed.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)

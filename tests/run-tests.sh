@@ -1,11 +1,21 @@
 #!/bin/sh
-# Runs every unit test binary, then the MPI tests at 1..4 ranks. Prints one closing line
-# "N passed, N failed". Env: BUILD (build folder), TSR_TEST_FILTER (substring of test names),
-# TSR_TEST_WRAPPER (e.g. "valgrind --error-exitcode=9 --leak-check=full" or a qemu runner),
-# TSR_TEST_NO_MPI=1 to skip the MPI tests.
+# Runs every unit test binary, then the MPI tests at 1..4 ranks, the embedding test, the fault
+# scripts and the fuzz targets. Prints PASS, SKIP or FAIL per test and one closing line
+# "N passed, N failed, N skipped".
+# A test passes with exit status 0 and is skipped with 77 (the automake convention; a cmocka
+# binary that exits 0 after skip() counts as skipped too); anything else fails. The reason shown
+# for a skip is the test's last "SKIP: <why>" line, else its last line. A reason that starts with
+# "missing " names a prerequisite the suite promises (Fashion-MNIST, mpiexec, python3, an OpenCL
+# device): with TSR_TEST_REQUIRE=1 (`make test` sets it) such a skip is a failure.
+# Env: BUILD (build folder), TSR_TEST_FILTER (substring of test names), TSR_TEST_REQUIRE (1: a
+# missing prerequisite fails; default 0 here, 1 under make test), TSR_TEST_WRAPPER (e.g.
+# "valgrind --error-exitcode=9 --leak-check=full" or a qemu runner), TSR_TEST_NO_MPI=1 to leave
+# out the MPI tests.
 BUILD=${BUILD:-build}
+TSR_TEST_REQUIRE=${TSR_TEST_REQUIRE:-0}
 passed=0
 failed=0
+skipped=0
 failures=""
 # Every rank and test gets its own PoCL cache and a bounded thread count (DESIGN.md gotchas).
 export POCL_MAX_PTHREAD_COUNT=${POCL_MAX_PTHREAD_COUNT:-2}
@@ -18,16 +28,33 @@ export TSR_CACHE_DIR=${TSR_CACHE_DIR:-$tmp/cache}
 pocl_cache=${TSR_TEST_POCL_CACHE:-$BUILD/pocl-cache}
 mkdir -p "$pocl_cache"
 
+# report NAME STATUS SECONDS: counts and prints the outcome of a test whose output is $tmp/out.
+report() {
+    case $2 in
+    0) passed=$((passed + 1)); echo "PASS  $1 (${3}s)"; return ;;
+    77)
+        missing=$(grep '^SKIP: missing ' "$tmp/out" | head -n 1)
+        if [ "$TSR_TEST_REQUIRE" = 1 ] && [ -n "$missing" ]; then
+            failed=$((failed + 1)); failures="$failures $1"
+            echo "FAIL  $1 (${missing#SKIP: }: a prerequisite of the suite; TSR_TEST_REQUIRE=0 skips instead)"
+            return
+        fi
+        why=$(grep '^SKIP: ' "$tmp/out" | tail -n 1)
+        [ -n "$why" ] || why=$(grep -v '^[[:space:]]*$' "$tmp/out" | tail -n 1)
+        skipped=$((skipped + 1)); echo "SKIP  $1 (${why#SKIP: })"; return ;;
+    esac
+    failed=$((failed + 1)); failures="$failures $1"
+    echo "FAIL  $1 (exit $2)"; sed 's/^/      | /' "$tmp/out" | tail -40
+}
+
 run() { # name, command...
     name=$1; shift
     start=$(date +%s)
-    if "$@" > "$tmp/out" 2>&1; then
-        passed=$((passed + 1)); echo "PASS  $name ($(( $(date +%s) - start ))s)"
-    else
-        rc=$?
-        failed=$((failed + 1)); failures="$failures $name"
-        echo "FAIL  $name (exit $rc)"; sed 's/^/      | /' "$tmp/out" | tail -40
-    fi
+    "$@" > "$tmp/out" 2>&1
+    rc=$?
+    # cmocka cannot exit 77: a binary whose tests passed but some skipped says "[  SKIPPED ]"
+    [ "$rc" = 0 ] && grep -q '^\[  SKIPPED \]' "$tmp/out" && rc=77
+    report "$name" "$rc" $(( $(date +%s) - start ))
 }
 
 for t in "$BUILD"/tests/test_*; do
@@ -44,6 +71,11 @@ if [ -z "$TSR_TEST_NO_MPI" ] && [ -d "$BUILD/tests/mpi" ]; then
         case "$t" in *.d) continue ;; esac
         n=$(basename "$t")
         [ -n "$TSR_TEST_FILTER" ] && case "$n" in *"$TSR_TEST_FILTER"*) ;; *) continue ;; esac
+        if ! command -v mpiexec > /dev/null; then
+            echo "SKIP: missing mpiexec (Debian package mpich)" > "$tmp/out"
+            report "$n" 77 0
+            continue
+        fi
         for np in 1 2 3 4; do
             run "$n -n $np" timeout 300 mpiexec -n $np sh -c \
                 "POCL_CACHE_DIR=$pocl_cache/rank\$PMI_RANK exec $t"
@@ -52,7 +84,7 @@ if [ -z "$TSR_TEST_NO_MPI" ] && [ -d "$BUILD/tests/mpi" ]; then
 fi
 
 # --- embedding: install into a temporary DESTDIR, build samples/embed out of tree with
-# pkg-config alone, run it (tests/embed-test.sh; it skips itself on cross ports).
+# pkg-config alone, run it (tests/embed-test.sh; skipped on cross ports).
 if [ -z "$TSR_TEST_FILTER" ] || case embed in *"$TSR_TEST_FILTER"*) true ;; *) false ;; esac; then
     run embed env BUILD="$BUILD" sh tests/embed-test.sh
 fi
@@ -97,5 +129,5 @@ if [ -z "$TSR_TEST_NO_FUZZ" ] && [ -z "$TSR_TEST_WRAPPER" ] && [ -d "$fuzz_build
 fi
 
 [ -n "$failures" ] && echo "failed:$failures"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

@@ -3,7 +3,8 @@
 #  1. A worker (the last rank) dies (SIGKILL) before its step 5: the server and the other
 #     workers must finish all 40 steps, the server logging the lost worker (TSR_COMM_TIMEOUT=3 s).
 #  2. The server dies before its step 5: every worker must stop with TSR_ERR_PEER_LOST naming
-#     the server, within the timeout (limit 30 s, no hang).
+#     the server, through the timeout (no hang).
+# Each dies by SIGKILL of its own at a known step (test_async's fault mode).
 # mpiexec runs with -disable-auto-cleanup and each rank under sh ignoring hydra's SIGUSR1, so
 # the launcher does not end the survivors: the library has to notice. UCX_TLS=^cma: UCX's CMA
 # transport aborts the whole process (ucs fatal error, process_vm_readv: No such process) when
@@ -12,21 +13,18 @@
 set -u
 BUILD=${BUILD:-build}
 prog=$(pwd)/$BUILD/tests/mpi/test_async
-command -v mpiexec > /dev/null || { echo "SKIP: no mpiexec"; exit 0; }
-grep -q "WITH_MPI=0" "$BUILD/config.sh" 2> /dev/null && { echo "SKIP: built without MPI"; exit 0; }
+. "$(dirname "$0")/../support/prereq.sh"
+need_mpi
 [ -x "$prog" ] || { echo "no $prog"; exit 1; }
 d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
 trap 'rm -rf "$d"' EXIT
-run() { # n die_rank
-    start=$(date +%s)
-    UCX_TLS=^cma TSR_LOG=warn TSR_COMM_TIMEOUT=3 timeout 60 mpiexec -disable-auto-cleanup -n $1 sh -c \
+run() { # n die_rank; the 120 s bound only turns a hang into a failure
+    UCX_TLS=^cma TSR_LOG=warn TSR_COMM_TIMEOUT=3 timeout 120 mpiexec -disable-auto-cleanup -n $1 sh -c \
         "trap '' USR1; '$prog' --die-rank $2 --die-step 5 2> '$d/err.$1.$2.'\$PMI_RANK; exit \$?" \
         > "$d/out" 2>&1
     rc=$?
-    took=$(( $(date +%s) - start ))
-    echo "n=$1, rank $2 killed: mpiexec exit $rc after ${took}s"
-    [ "$rc" != 124 ] || { echo "FAIL: hang (killed by timeout)"; exit 1; }
-    [ "$took" -le 30 ] || { echo "FAIL: took ${took}s"; exit 1; }
+    echo "n=$1, rank $2 killed: mpiexec exit $rc"
+    [ "$rc" != 124 ] || { echo "FAIL: hang (killed after 120 s)"; exit 1; }
 }
 for n in 3 4; do
     last=$((n - 1))

@@ -6,21 +6,12 @@
 set -u
 BUILD=${BUILD:-build}
 src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
-command -v python3 > /dev/null || { echo "SKIP: no python3"; exit 0; }
-[ -f "$src/train-images-idx3-ubyte.gz" ] || { echo "SKIP: no Fashion-MNIST in $src"; exit 0; }
+. "$(dirname "$0")/../support/prereq.sh"
+need_python3
+need_fashion_mnist "$src"
 d=$(mktemp -d /tmp/tsr-manifest.XXXXXX)
 trap 'rm -rf "$d"' EXIT
-python3 - "$src" "$d" <<'PY' || exit 1
-import gzip, struct, sys
-src, dst = sys.argv[1:]
-for split, n in (("train", 256), ("t10k", 128)):
-    for kind, rec in (("images-idx3", 784), ("labels-idx1", 1)):
-        name = "%s-%s-ubyte" % (split, kind)
-        raw = gzip.open("%s/%s.gz" % (src, name)).read()
-        hdr = 16 if rec > 1 else 8
-        out = raw[:4] + struct.pack(">I", n) + raw[8:hdr] + raw[hdr:hdr + n * rec]
-        open("%s/%s" % (dst, name), "wb").write(out)
-PY
+python3 tests/support/fmnist_slice.py "$src" "$d" 256 128 || exit 1
 "$BUILD/bin/tsr-train" --data "$d" --epochs 2 --batch 32 --seed 3 --checkpoint "$d/run.ckpt" \
     --quiet --json > "$d/result.json" 2> "$d/err" || { cat "$d/err"; echo "FAIL: tsr-train"; exit 1; }
 python3 - "$d" <<'PY'

@@ -53,12 +53,9 @@ int main(int argc, char **argv) {
     }
 
     tsr_topology *t = NULL;
-    double t0 = MPI_Wtime();
-    st = tsr_cluster_gather(ctx, NULL, &t);
-    double took = MPI_Wtime() - t0;
+    st = tsr_cluster_gather(ctx, NULL, &t); /* a hang is run-tests.sh's timeout's to catch */
     CHECK(st == TSR_OK, "gather: %s %s", tsr_status_name(st), tsr_context_last_error(ctx));
     if (st != TSR_OK) MPI_Abort(MPI_COMM_WORLD, 1);
-    CHECK(took < 20, "gather took %.1f s", took);
 
     CHECK(tsr_topology_rank_count(t) == size, "%d ranks, want %d", tsr_topology_rank_count(t),
           size);

@@ -1,10 +1,12 @@
 /* Shared by the MPI test programs (tests/mpi/test_*.c: one program each, run under mpiexec,
  * no cmocka): sanitizer settings for the libraries that keep allocations for the whole
- * process, a CHECK that counts failures and names the rank, and a hash to compare buffers
- * across ranks. main sets mpi_check_rank after MPI_Init. */
+ * process, a CHECK that counts failures and names the rank, a SKIP that counts the parts not
+ * run, the exit status that reports both, and a hash to compare buffers across ranks. main
+ * sets mpi_check_rank after MPI_Init. */
 #ifndef TSR_TESTS_MPI_CHECK_H
 #define TSR_TESTS_MPI_CHECK_H
 #include <stdint.h>
+#include <mpi.h>
 #include <stdio.h>
 #include "tessera.h"
 
@@ -19,6 +21,7 @@ const char *__lsan_default_suppressions(void) {
 }
 
 static int failures;
+static int skips;
 static int mpi_check_rank;
 
 #define CHECK(cond, ...)                                                             \
@@ -36,6 +39,28 @@ static int mpi_check_rank;
         CHECK(s_ == TSR_OK, "%s: %s (%s)", #expr, tsr_status_str(s_),                    \
               tsr_context_last_error(ctx));                                              \
     } while (0)
+
+/* A part of the test that cannot run here: prints "SKIP: <why>" (tests/run-tests.sh reports the
+ * last such line as the reason) and counts it. A reason that starts with "missing " names a
+ * prerequisite the suite promises (Fashion-MNIST, an OpenCL device): `make test` fails on it
+ * (TSR_TEST_REQUIRE); any other reason says why the part does not apply here. */
+#define SKIP(...)                      \
+    do {                               \
+        skips++;                       \
+        printf("SKIP: " __VA_ARGS__);  \
+        printf("\n");                  \
+        fflush(stdout);                \
+    } while (0)
+
+/* The exit status of every rank, agreed over MPI_COMM_WORLD (call before MPI_Finalize): 1 when a
+ * check failed on any rank, else 77 (the automake convention for "skipped") when a part was
+ * skipped on any rank, else 0. *total_failures (may be NULL) gets the failures of all ranks. */
+static inline int mpi_check_status(int *total_failures) {
+    int mine[2] = {failures, skips}, all[2] = {0, 0};
+    MPI_Allreduce(mine, all, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (total_failures) *total_failures = all[0];
+    return all[0] ? 1 : all[1] ? 77 : 0;
+}
 
 /* FNV-1a */
 static inline uint64_t hash_bytes(const void *p, size_t n) {

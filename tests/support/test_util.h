@@ -27,6 +27,17 @@ double tsr_test_rel_error(const float *a, const float *b, size_t n, double atol,
  * centre + 3 x uniform noise in [-0.5, 0.5). The same on every rank (fixed seed). NULL on error. */
 tsr_dataset *tsr_test_clusters(tsr_context *ctx, size_t samples, size_t features, size_t classes);
 
+/* Skips the running cmocka test, saying why on a line "SKIP: <why>" (printf-style, a literal
+ * format first) that tests/run-tests.sh reports. A reason that starts with "missing " names a
+ * prerequisite the suite promises (Fashion-MNIST, an OpenCL device, the fuzz corpus): `make test`
+ * fails on it (TSR_TEST_REQUIRE); any other reason says why the test does not apply here. */
+#define TSR_TEST_SKIP(...)                   \
+    do {                                     \
+        print_message("SKIP: " __VA_ARGS__); \
+        print_message("\n");                 \
+        skip();                              \
+    } while (0)
+
 /* A context without OpenCL, hwloc or log output, for tests of host-only modules. */
 tsr_status tsr_test_quiet_context(tsr_context **out);
 /* mkdtemp of "/tmp/tsr-<tag>-XXXXXX" into dir (>= 64 bytes); 0 on success. */

@@ -74,7 +74,8 @@ static void gz_peek(const char *path, size_t off, unsigned char *dst, size_t n) 
 
 static void test_fashion_mnist(void **state) {
     fixture *f = *state;
-    if (access(FMNIST "/train-labels-idx1-ubyte.gz", R_OK) != 0) skip();
+    if (access(FMNIST "/train-labels-idx1-ubyte.gz", R_OK) != 0)
+        TSR_TEST_SKIP("missing Fashion-MNIST in " FMNIST);
     static const struct {
         int train;
         size_t count;

@@ -439,7 +439,7 @@ static void test_fuzz_seeds(void **state) {
     fixture *f = *state;
     const char *dir = "tests/fuzz/corpus/idx";
     DIR *d = opendir(dir);
-    if (!d) skip();
+    if (!d) TSR_TEST_SKIP("missing %s (run from the repository root)", dir);
     struct dirent *e;
     int loaded = 0;
     while ((e = readdir(d))) {

@@ -95,8 +95,8 @@ static int teardown(void **state) {
 #define NEED_DEVICE(f)                                        \
     do {                                                      \
         if ((f)->device < 0) {                                \
-            print_message("no OpenCL device: skipped\n");     \
-            skip();                                           \
+            TSR_TEST_SKIP("missing an OpenCL device (PoCL: "  \
+                          "Debian package pocl-opencl-icd)"); \
         }                                                     \
     } while (0)
 

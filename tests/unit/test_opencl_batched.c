@@ -88,14 +88,13 @@ static void test_strided_batched_shared_a(void **state) {
     }
     tsr_context_free(ctx);
     if (!tested) {
-        print_message("no OpenCL device: skipped\n");
-        skip();
+        TSR_TEST_SKIP("missing an OpenCL device (PoCL: Debian package pocl-opencl-icd)");
     }
 }
 #else
 static void test_strided_batched_shared_a(void **state) {
     (void)state;
-    skip();
+    TSR_TEST_SKIP("built without OpenCL (WITH_OPENCL=0)");
 }
 #endif
 

@@ -77,10 +77,9 @@ static void test_measure_and_cache(void **state) {
     (void)state;
     tsr_context *ctx = new_ctx(NULL);
     assert_true(tsr_context_device(ctx, 0)->gemm_gflops == 0); /* nothing cached yet */
-    double t0 = tsr_now();
+    /* what the measurement costs is bounded by what it measures (at most 4 GEMM sizes, checked
+     * in assert_measured), not by a wall-clock limit */
     assert_int_equal(tsr_topology_calibrate(ctx, 0), TSR_OK);
-    double took = tsr_now() - t0;
-    assert_true(took < 10.0);
     tsr_device_info first = *tsr_context_device(ctx, 0);
     assert_measured(&first);
     /* the cache holds exactly these figures under the device's identity */

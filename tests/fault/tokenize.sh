@@ -7,7 +7,8 @@
 set -u
 BUILD=${BUILD:-build}
 tok="$BUILD/bin/tsr-tokenize"
-command -v python3 > /dev/null || { echo "SKIP: no python3"; exit 77; }
+. "$(dirname "$0")/../support/prereq.sh"
+need_python3
 d=$(mktemp -d /tmp/tsr-tokenize.XXXXXX)
 trap 'rm -rf "$d"' EXIT
 fail() { echo "FAIL: $*"; [ -f "$d/err" ] && sed 's/^/  | /' "$d/err"; exit 1; }

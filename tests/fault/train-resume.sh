@@ -8,8 +8,9 @@
 set -u
 BUILD=${BUILD:-build}
 src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
-command -v python3 > /dev/null || { echo "SKIP: no python3"; exit 77; }
-[ -f "$src/train-images-idx3-ubyte.gz" ] || { echo "SKIP: no Fashion-MNIST in $src"; exit 77; }
+. "$(dirname "$0")/../support/prereq.sh"
+need_python3
+need_fashion_mnist "$src"
 d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
 trap 'rm -rf "$d"' EXIT
 python3 tests/support/fmnist_slice.py "$src" "$d" 2048 128 || exit 1

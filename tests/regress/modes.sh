@@ -21,10 +21,10 @@ case "${1:-}" in
 esac
 src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 train=$BUILD/bin/tsr-train
-command -v python3 > /dev/null || { echo "SKIP: no python3"; exit 77; }
-command -v mpiexec > /dev/null || { echo "SKIP: no mpiexec"; exit 77; }
-grep -q "WITH_MPI=0" "$BUILD/config.sh" 2> /dev/null && { echo "SKIP: built without MPI"; exit 77; }
-[ -f "$src/train-images-idx3-ubyte.gz" ] || { echo "SKIP: no Fashion-MNIST in $src"; exit 77; }
+. "$(dirname "$0")/../support/prereq.sh"
+need_python3
+need_mpi
+need_fashion_mnist "$src"
 [ -x "$train" ] || { echo "FAIL: no $train (make first)"; exit 1; }
 d=$(mktemp -d /tmp/tsr-regress.XXXXXX)
 trap 'rm -rf "$d"' EXIT

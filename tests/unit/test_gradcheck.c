@@ -44,17 +44,23 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
     size_t n = r->n, maxsz = tsr_layer_in_size(&m->layers[0]);
     for (size_t i = 0; i < m->count; i++)
         if (tsr_layer_out_size(&m->layers[i]) > maxsz) maxsz = tsr_layer_out_size(&m->layers[i]);
-    double *a = calloc(n * maxsz, sizeof *a), *b = calloc(n * maxsz, sizeof *b);
-    assert_non_null(a);
-    assert_non_null(b);
-    memcpy(a, x, n * tsr_layer_in_size(&m->layers[0]) * sizeof *a);
+    /* every tensor by id: 0 the input, i + 1 the output of layer i */
+    double **t = calloc(m->count + 1, sizeof *t);
+    assert_non_null(t);
+    for (size_t i = 0; i <= m->count; i++) {
+        t[i] = calloc(n * maxsz, sizeof *t[i]);
+        assert_non_null(t[i]);
+    }
+    memcpy(t[0], x, n * tsr_layer_in_size(&m->layers[0]) * sizeof *t[0]);
     for (size_t li = 0; li < m->count; li++) {
         const tsr_layer *l = &m->layers[li];
+        const double *a = t[l->inputs[0]], *a1 = l->ninputs > 1 ? t[l->inputs[1]] : NULL;
+        double *b = t[li + 1];
         size_t in = tsr_layer_in_size(l), out = tsr_layer_out_size(l), wo, bo;
         assert_int_equal(tsr_stage_layer_params(r->st, li, &wo, NULL, &bo, NULL), TSR_OK);
         const double *W = p + wo, *B = p + bo;
         for (size_t s = 0; s < n; s++) {
-            const double *xs = a + s * in;
+            const double *xs = a + s * in, *xs1 = a1 ? a1 + s * in : NULL;
             double *ys = b + s * out;
             switch (l->kind) {
             case TSR_LAYER_DENSE:
@@ -107,12 +113,14 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
                 break;
             }
             case TSR_LAYER_FLATTEN: memcpy(ys, xs, out * sizeof *ys); break;
+            case TSR_LAYER_ADD:
+                for (size_t k = 0; k < out; k++) ys[k] = xs[k] + xs1[k];
+                break;
+            case TSR_LAYER_SOFTMAX_XENT: fail(); break;
             }
         }
-        double *t = a;
-        a = b;
-        b = t;
     }
+    const double *a = t[m->count];
     size_t classes = m->input.classes;
     double loss = 0;
     for (size_t s = 0; s < n; s++) {
@@ -122,8 +130,8 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
         for (size_t c = 0; c < classes; c++) sum += exp(z[c] - mx);
         loss += mx + log(sum) - z[r->labels[s]];
     }
-    free(a);
-    free(b);
+    for (size_t i = 0; i <= m->count; i++) free(t[i]);
+    free(t);
     return loss / (double)n;
 }
 
@@ -264,6 +272,13 @@ static const struct {
     {"flatten", {2, 2, 2, 8}},
     {"dense:8,relu,dense:4", {1, 3, 3, 4}},
     {"conv3x3:4,relu,pool2,conv3x3:4/s2/p1,relu,flatten,dropout:0.25,dense:6,relu,dense:5", {1, 8, 8, 5}},
+    /* residuals: a gradient read twice accumulates (in place, through a dense, a relu's
+     * scratch, a conv's col2im, the stage input) */
+    {"dense:6,relu,dense:6,add:1,relu,dense:4", {1, 2, 3, 4}},
+    {"dense:6,add:in,relu,add:0,dense:6", {6, 1, 1, 6}},
+    {"relu,dense:12,add:0,relu,add:2,dense:3", {12, 1, 1, 3}},
+    {"conv3x3:2,relu,conv3x3:2,add:1,add:in,pool2,flatten,add:6,dense:4", {2, 4, 4, 4}},
+    {"dense:5,add:0,add:1,dense:5", {1, 1, 5, 5}},
 };
 
 static void test_gradcheck_all_devices(void **state) {

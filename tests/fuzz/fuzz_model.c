@@ -1,11 +1,14 @@
 /* libFuzzer target for the model spec parser (tsr_model_parse). The first 4 bytes choose the
  * input shape (channels, height, width, classes); the rest is the spec text. Whatever parses
- * must round-trip: its canonical spec parses to the same spec and parameter count. */
+ * must round-trip: its canonical spec parses to the same spec and parameter count, its named
+ * parameter tensors cover the parameters, and its memory plan (the stage's, without device
+ * memory) can be made or is refused with a reason. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lib/internal.h"
+#include "lib/stage.h"
 #include "tessera.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -37,6 +40,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             tsr_layer_info li;
             if (tsr_model_layer_info(m, i, 2, &li) != TSR_OK) __builtin_trap();
         }
+        size_t floats = 0;
+        for (size_t i = 0; i < tsr_model_param_tensor_count(m); i++) {
+            tsr_param_info pi;
+            if (tsr_model_param_tensor(m, i, &pi) != TSR_OK ||
+                pi.offset + pi.count > tsr_model_param_count(m))
+                __builtin_trap();
+            floats += pi.count;
+        }
+        if (floats != tsr_model_param_count(m)) __builtin_trap();
+        size_t L = tsr_model_layer_count(m);
+        tsr_stage_options so = {data[0] % L, L, 1 + data[1] % 3, data[2] & 1};
+        tsr_stage_memory mem;
+        tsr_status ps = tsr_stage_plan_memory(&ctx, m, &so, &mem);
+        if (ps == TSR_OK ? mem.total_bytes < 2 * mem.param_bytes + mem.act_set_bytes
+                         : ctx.last_error[0] == '\0')
+            __builtin_trap();
         tsr_model_free(again);
     } else if (m != NULL || ctx.last_error[0] == '\0') {
         __builtin_trap(); /* a failure leaves no model and says why */

@@ -23,12 +23,14 @@ typedef struct tsr_layer {
     size_t units;                       /* dense: outputs; conv: filters */
     size_t kh, kw, stride, pad_h, pad_w; /* conv (padding resolved); pool: kh = kw = size */
     float p;                            /* dropout */
+    size_t vocab;                       /* embed: rows of its table */
     size_t weights, biases;             /* parameter floats ("weight" and "bias" tensors) */
 } tsr_layer;
 
 struct tsr_model {
     tsr_context *ctx;
-    tsr_model_input input;
+    tsr_model_input input;              /* the input as layers see it (c x h x w) */
+    tsr_model_input_desc desc;          /* as given: dtype, rank, dims, vocab */
     tsr_layer *layers;
     size_t count, cap;
     tsr_layer loss;                     /* the loss layer after the last one (softmax_xent) */

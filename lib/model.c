@@ -24,6 +24,39 @@ const char *tsr_model_preset(const char *name) {
     return NULL;
 }
 
+tsr_status tsr_model_create_desc(tsr_context *ctx, const tsr_model_input_desc *d, tsr_model **out) {
+    if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_create: NULL output");
+    *out = NULL;
+    if (!d) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_create: NULL input");
+    if (d->dtype != TSR_DTYPE_F32 && d->dtype != TSR_DTYPE_I32)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "model input type %d is not float or int32", (int)d->dtype);
+    if (d->rank < 1 || d->rank > 3)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "model input rank %zu: 1 to 3 dimensions", d->rank);
+    size_t dims[3] = {1, 1, 1}, total = 1;
+    for (size_t k = 0; k < d->rank; k++) {
+        if (!d->dims[k] || d->dims[k] > MAX_DIM || (total *= d->dims[k]) > MAX_DIM)
+            return tsr_error(ctx, TSR_ERR_SHAPE,
+                             "model input dimension %zu of %zu is %zu: each and their product must be 1 "
+                             "to %zu",
+                             k, d->rank, d->dims[k], MAX_DIM);
+        dims[k] = d->dims[k];
+    }
+    if (!d->classes || d->classes > MAX_DIM)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "model classes %zu: 1 to %zu", d->classes, MAX_DIM);
+    if (d->dtype == TSR_DTYPE_I32 && (!d->vocab || d->vocab > ((size_t)1 << 31)))
+        return tsr_error(ctx, TSR_ERR_SHAPE, "token ids need a vocabulary of 1 to 2^31, got %zu", d->vocab);
+    tsr_model *m = tsr_calloc(ctx, 1, sizeof *m);
+    if (!m) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "model");
+    m->ctx = ctx;
+    m->desc = *d;
+    for (size_t k = d->rank; k < 3; k++) m->desc.dims[k] = 0;
+    if (d->dtype == TSR_DTYPE_F32) m->desc.vocab = 0;
+    m->input.channels = dims[0], m->input.height = dims[1], m->input.width = dims[2];
+    m->input.classes = d->classes;
+    *out = m;
+    return TSR_OK;
+}
+
 tsr_status tsr_model_create(tsr_context *ctx, tsr_model_input input, tsr_model **out) {
     if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_create: NULL output");
     *out = NULL;
@@ -33,12 +66,8 @@ tsr_status tsr_model_create(tsr_context *ctx, tsr_model_input input, tsr_model *
         input.channels * input.height > MAX_DIM || input.channels * input.height * input.width > MAX_DIM)
         return tsr_error(ctx, TSR_ERR_SHAPE, "model input %zux%zux%zu with %zu classes is not valid",
                          input.channels, input.height, input.width, input.classes);
-    tsr_model *m = tsr_calloc(ctx, 1, sizeof *m);
-    if (!m) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "model");
-    m->ctx = ctx;
-    m->input = input;
-    *out = m;
-    return TSR_OK;
+    tsr_model_input_desc d = {TSR_DTYPE_F32, 3, {input.channels, input.height, input.width}, 0, input.classes};
+    return tsr_model_create_desc(ctx, &d, out);
 }
 
 void tsr_model_free(tsr_model *m) {
@@ -50,9 +79,11 @@ void tsr_model_free(tsr_model *m) {
 
 /* Tensor ids: 0 is the model input, i + 1 the output of layer i. */
 static tsr_tshape tensor_shape(const tsr_model *m, size_t id) {
-    tsr_tshape s;
+    tsr_tshape s = {0, 0, 0, 0, 0};
     if (!id) {
         s.c = m->input.channels, s.h = m->input.height, s.w = m->input.width;
+        s.tokens = m->desc.dtype == TSR_DTYPE_I32;
+        s.vocab = m->desc.vocab;
     } else {
         const tsr_layer *l = &m->layers[id - 1];
         s.c = l->out_c, s.h = l->out_h, s.w = l->out_w;
@@ -71,7 +102,7 @@ static tsr_layer config(tsr_layer_kind kind) {
 /* The loss layer over the last layer's output (logits) and the labels. */
 static void set_loss(tsr_model *m) {
     tsr_layer loss = config(TSR_LAYER_SOFTMAX_XENT);
-    tsr_tshape in[2] = {tensor_shape(m, m->count), {1, 1, 1}};
+    tsr_tshape in[2] = {tensor_shape(m, m->count), {1, 1, 1, 0, 0}};
     loss.ninputs = 2;
     loss.inputs[0] = m->count;
     loss.in_c = in[0].c, loss.in_h = in[0].h, loss.in_w = in[0].w;
@@ -108,6 +139,15 @@ static tsr_status add_layer(tsr_model *m, const tsr_layer *cfg) {
         }
         in[k] = tensor_shape(m, l.inputs[k]);
     }
+    for (size_t k = 0; k < l.ninputs; k++)
+        if (l.inputs[k] == 0 && m->desc.dtype == TSR_DTYPE_I32 && !(k == 0 && l.ops->token_input)) {
+            char tok[64];
+            l.ops->print(&l, tok, sizeof tok);
+            return tsr_error(m->ctx, TSR_ERR_SHAPE,
+                             "layer %zu (%s) needs float input, but the model input is int32 token ids "
+                             "(a token kind must read them first)",
+                             m->count, tok);
+        }
     l.in_c = in[0].c, l.in_h = in[0].h, l.in_w = in[0].w;
     l.out_c = in[0].c, l.out_h = in[0].h, l.out_w = in[0].w;
     TSR_TRY(l.ops->shape(m->ctx, &l, in));
@@ -298,15 +338,10 @@ static tsr_status parse_layer(tsr_spec_cursor *p, tsr_model *m) {
     return st == TSR_OK ? TSR_OK : located(p, start, st);
 }
 
-tsr_status tsr_model_parse(tsr_context *ctx, const char *spec, tsr_model_input input,
-                           tsr_model **out) {
-    if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL output");
-    *out = NULL;
-    if (!spec) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL spec");
+/* Parses `spec` into the empty model m (freed on error). */
+static tsr_status parse_into(tsr_context *ctx, const char *spec, tsr_model *m, tsr_model **out) {
     const char *preset = tsr_model_preset(spec);
     tsr_spec_cursor p = {ctx, preset ? preset : spec, 0};
-    tsr_model *m;
-    TSR_TRY(tsr_model_create(ctx, input, &m));
     tsr_status st = TSR_OK;
     tsr_spec_skip_ws(&p);
     if (!p.s[p.pos]) st = tsr_spec_error(&p, 0, TSR_ERR_PARSE, "empty model spec");
@@ -326,11 +361,37 @@ tsr_status tsr_model_parse(tsr_context *ctx, const char *spec, tsr_model_input i
     return TSR_OK;
 }
 
+tsr_status tsr_model_parse(tsr_context *ctx, const char *spec, tsr_model_input input,
+                           tsr_model **out) {
+    if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL output");
+    *out = NULL;
+    if (!spec) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL spec");
+    tsr_model *m;
+    TSR_TRY(tsr_model_create(ctx, input, &m));
+    return parse_into(ctx, spec, m, out);
+}
+
+tsr_status tsr_model_parse_desc(tsr_context *ctx, const char *spec, const tsr_model_input_desc *input,
+                                tsr_model **out) {
+    if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL output");
+    *out = NULL;
+    if (!spec) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL spec");
+    tsr_model *m;
+    TSR_TRY(tsr_model_create_desc(ctx, input, &m));
+    return parse_into(ctx, spec, m, out);
+}
+
 /* ---- inspection ---- */
 
 tsr_model_input tsr_model_get_input(const tsr_model *m) {
     tsr_model_input z = {0, 0, 0, 0};
     return m ? m->input : z;
+}
+
+tsr_model_input_desc tsr_model_get_input_desc(const tsr_model *m) {
+    tsr_model_input_desc z;
+    memset(&z, 0, sizeof z);
+    return m ? m->desc : z;
 }
 
 size_t tsr_model_layer_count(const tsr_model *m) { return m ? m->count : 0; }
@@ -424,8 +485,12 @@ static void human(char *buf, size_t size, double v) {
 
 static void summary(const tsr_model *m, sbuf *b) {
     sb_printf(b, "Model: %s\n", tsr_model_spec(m));
-    sb_printf(b, "Input: %zux%zux%zu, %zu classes\n", m->input.channels, m->input.height,
-              m->input.width, m->input.classes);
+    if (m->desc.dtype == TSR_DTYPE_I32)
+        sb_printf(b, "Input: %zu token ids below %zu, %zu classes\n", tsr_tshape_size(tensor_shape(m, 0)),
+                  m->desc.vocab, m->input.classes);
+    else
+        sb_printf(b, "Input: %zux%zux%zu, %zu classes\n", m->input.channels, m->input.height,
+                  m->input.width, m->input.classes);
     sb_printf(b, "%-3s %-16s %-14s %10s %10s %10s %12s\n", "#", "Layer", "Output", "Params",
               "FLOPs fwd", "FLOPs bwd", "Act bytes");
     uint64_t tf = 0, tb = 0;

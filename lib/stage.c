@@ -227,7 +227,9 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
         int taken = 0;
         for (size_t k = 0; k < l->ninputs; k++) {
             size_t src = store[l->inputs[k] - first];
-            if (src == store[0] && !o->need_input_grad) continue;
+            /* the stage input's gradient only when asked for, and token ids have none */
+            if (src == store[0] && (!o->need_input_grad || (first == 0 && model->desc.dtype == TSR_DTYPE_I32)))
+                continue;
             if (slot_of[src] >= 0) {
                 m->add[k] = 1;
                 if (!l->ops->accumulate_din) m->scratch[k] = slot_take(&pool);

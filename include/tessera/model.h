@@ -10,6 +10,8 @@
  *                           (K-1)/2), /same, /valid (= /p0):  conv3x3:64/s2/p1
  *   poolK / maxpoolK        max pooling, K x K window; /sS stride (default K): pool3/s2
  *   relu, flatten, dropout:P (0 <= P < 1)
+ *   embed:D                 token embedding: each int32 id of the model input becomes a row
+ *                           of D floats ("weight" [vocab][D]); output [ids, D] (ids x D x 1)
  *   add:N / add:in          residual: the previous output plus the output of layer N (an
  *                           earlier layer) or of the model input, of the same shape:
  *                           "dense:64,relu,dense:64,add:1,relu,dense:10" adds layer 1's
@@ -39,6 +41,23 @@ typedef struct tsr_model_input {
 
 #define TSR_MODEL_INPUT_MNIST ((tsr_model_input){1, 28, 28, 10})
 
+/* Element types of a model input. */
+typedef enum tsr_dtype {
+    TSR_DTYPE_F32 = 0,  /* float */
+    TSR_DTYPE_I32       /* int32 token ids in [0, vocab) */
+} tsr_dtype;
+
+/* The general input: one sample is a tensor of rank 1 to 3 (row-major dims: [N] vectors,
+ * [T] token sequences, [A, B] matrices, [C, H, W] images) of floats or int32 token ids. Layers
+ * see rank 1 as N x 1 x 1 and rank 2 as A x B x 1 (tsr_layer_info, tsr_model_get_input).
+ * Only kinds made for token ids take them as input; every other layer needs floats. */
+typedef struct tsr_model_input_desc {
+    tsr_dtype dtype;
+    size_t rank, dims[3];
+    size_t vocab;              /* TSR_DTYPE_I32: ids are in [0, vocab), 1 <= vocab <= 2^31 */
+    size_t classes;
+} tsr_model_input_desc;
+
 typedef enum tsr_layer_kind {
     TSR_LAYER_DENSE = 0,
     TSR_LAYER_CONV2D,
@@ -47,7 +66,8 @@ typedef enum tsr_layer_kind {
     TSR_LAYER_DROPOUT,
     TSR_LAYER_FLATTEN,
     TSR_LAYER_ADD,          /* residual sum of two outputs */
-    TSR_LAYER_SOFTMAX_XENT  /* the loss every model ends with (not a spec layer) */
+    TSR_LAYER_SOFTMAX_XENT, /* the loss every model ends with (not a spec layer) */
+    TSR_LAYER_EMBED         /* token embedding */
 } tsr_layer_kind;
 
 /* tsr_model_add_residual's `from` naming the model input rather than a layer. */
@@ -73,6 +93,8 @@ typedef struct tsr_layer_info {
 /* ---- builder ---- */
 tsr_status tsr_model_create(tsr_context *ctx, tsr_model_input input, tsr_model **out);
 void tsr_model_free(tsr_model *model); /* accepts NULL */
+/* The same from a general input (tsr_model_create's input is {3, {channels, height, width}}). */
+tsr_status tsr_model_create_desc(tsr_context *ctx, const tsr_model_input_desc *input, tsr_model **out);
 tsr_status tsr_model_add_dense(tsr_model *model, size_t units);
 /* pad: a count or TSR_PAD_SAME. */
 tsr_status tsr_model_add_conv2d(tsr_model *model, size_t filters, size_t kernel_h, size_t kernel_w,
@@ -93,6 +115,8 @@ tsr_status tsr_model_check(const tsr_model *model);
  * 1-based character position in the detail ("model spec at 14: unknown layer 'conv5x'"). */
 tsr_status tsr_model_parse(tsr_context *ctx, const char *spec, tsr_model_input input,
                            tsr_model **out);
+tsr_status tsr_model_parse_desc(tsr_context *ctx, const char *spec, const tsr_model_input_desc *input,
+                                tsr_model **out);
 /* Spec of a preset ("mlp", "cnn"), NULL if unknown. */
 const char *tsr_model_preset(const char *name);
 /* Canonical spec: parsing it gives the same model. Valid while the model lives. */
@@ -100,6 +124,7 @@ const char *tsr_model_spec(const tsr_model *model);
 
 /* ---- inspection ---- */
 tsr_model_input tsr_model_get_input(const tsr_model *model);
+tsr_model_input_desc tsr_model_get_input_desc(const tsr_model *model);
 size_t tsr_model_layer_count(const tsr_model *model);
 size_t tsr_model_param_count(const tsr_model *model);
 

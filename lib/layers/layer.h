@@ -14,6 +14,8 @@
 /* Shape of one sample of a tensor (channels x height x width; vectors are c x 1 x 1). */
 typedef struct tsr_tshape {
     size_t c, h, w;
+    int tokens;           /* int32 token ids in [0, vocab) (only the model input), else floats */
+    size_t vocab;
 } tsr_tshape;
 
 typedef enum tsr_init_rule {
@@ -107,6 +109,7 @@ struct tsr_layer_ops {
     int view;             /* output is input 0 itself (flatten): no memory, no work */
     int inplace_din;      /* backward may write d(input 0) over d(out) */
     int accumulate_din;   /* backward honours add_din (else the stage adds through scratch) */
+    int token_input;      /* input 0 may be the model's int32 token ids (other kinds need floats) */
     /* FLOPs at batch n (multiply-add = 2). */
     void (*flops)(const tsr_layer *l, uint64_t n, uint64_t *forward, uint64_t *backward);
     tsr_status (*forward)(const tsr_layer_run *r);
@@ -122,7 +125,7 @@ const tsr_layer_ops *tsr_layer_ops_of(tsr_layer_kind kind);
 
 /* The kinds (one file each). */
 extern const tsr_layer_ops tsr_layer_dense, tsr_layer_conv2d, tsr_layer_maxpool, tsr_layer_relu,
-    tsr_layer_dropout, tsr_layer_flatten, tsr_layer_add, tsr_layer_softmax_xent;
+    tsr_layer_dropout, tsr_layer_flatten, tsr_layer_add, tsr_layer_softmax_xent, tsr_layer_embed;
 
 /* Helpers for kinds. */
 static inline size_t tsr_tshape_size(tsr_tshape s) { return s.c * s.h * s.w; }

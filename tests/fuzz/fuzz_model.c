@@ -1,8 +1,9 @@
 /* libFuzzer target for the model spec parser (tsr_model_parse). The first 4 bytes choose the
- * input shape (channels, height, width, classes); the rest is the spec text. Whatever parses
- * must round-trip: its canonical spec parses to the same spec and parameter count, its named
- * parameter tensors cover the parameters, and its memory plan (the stage's, without device
- * memory) can be made or is refused with a reason. */
+ * input shape (channels, height, width, classes; with the first byte's top bit: int32 token
+ * ids of rank 1 or 2, height x width of them, vocabulary 1 + the fourth byte); the rest is
+ * the spec text. Whatever parses must round-trip: its canonical spec parses to the same spec
+ * and parameter count, its named parameter tensors cover the parameters, and its memory plan
+ * (the stage's, without device memory) can be made or is refused with a reason. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -25,12 +26,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(spec, data + 4, size - 4);
     spec[size - 4] = '\0';
     tsr_model *m = NULL;
-    tsr_status st = tsr_model_parse(&ctx, spec, in, &m);
+    /* the top bit of the first byte asks for int32 token ids of rank 1 or 2 instead */
+    tsr_model_input_desc tok = {TSR_DTYPE_I32, 1 + (data[0] >> 6 & 1), {in.height, in.width, 0},
+                                1 + data[3], in.classes};
+    int tokens = data[0] & 0x80;
+    tsr_status st = tokens ? tsr_model_parse_desc(&ctx, spec, &tok, &m) : tsr_model_parse(&ctx, spec, in, &m);
     if (st == TSR_OK) {
         if (!m) __builtin_trap();
         tsr_model *again = NULL;
         const char *canon = tsr_model_spec(m);
-        if (tsr_model_parse(&ctx, canon, in, &again) != TSR_OK ||
+        if ((tokens ? tsr_model_parse_desc(&ctx, canon, &tok, &again) : tsr_model_parse(&ctx, canon, in, &again)) !=
+                TSR_OK ||
             strcmp(tsr_model_spec(again), canon) != 0 ||
             tsr_model_param_count(again) != tsr_model_param_count(m))
             __builtin_trap();

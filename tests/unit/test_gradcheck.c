@@ -113,6 +113,10 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
                 break;
             }
             case TSR_LAYER_FLATTEN: memcpy(ys, xs, out * sizeof *ys); break;
+            case TSR_LAYER_EMBED: /* xs holds the ids */
+                for (size_t k = 0; k < in; k++)
+                    for (size_t c = 0; c < l->units; c++) ys[k * l->units + c] = W[(size_t)xs[k] * l->units + c];
+                break;
             case TSR_LAYER_ADD:
                 for (size_t k = 0; k < out; k++) ys[k] = xs[k] + xs1[k];
                 break;
@@ -160,10 +164,10 @@ static int check_close(const char *what, const char *spec, const char *dev, size
 }
 
 /* One model on one device: returns the number of mismatches. */
-static int check_model(tsr_context *ctx, int dev, const char *spec, tsr_model_input in,
+static int check_model(tsr_context *ctx, int dev, const char *spec, const tsr_model_input_desc *desc,
                        size_t max_checks) {
     tsr_model *m;
-    if (tsr_model_parse(ctx, spec, in, &m) != TSR_OK) {
+    if (tsr_model_parse_desc(ctx, spec, desc, &m) != TSR_OK) {
         fprintf(stderr, "%s: %s\n", spec, tsr_context_last_error(ctx));
         fail();
     }
@@ -184,10 +188,16 @@ static int check_model(tsr_context *ctx, int dev, const char *spec, tsr_model_in
     assert_true(pf && xf && gf && dxf && p && x);
     uint64_t seed = 0x1234 + (uint64_t)strlen(spec);
     tsr_test_fill_uniform(pf, np, seed, -0.5f, 0.5f);
+    tsr_model_input in = tsr_model_get_input(m);
+    int tokens = desc->dtype == TSR_DTYPE_I32; /* x holds ids (written as int32), no gradient */
     tsr_test_fill_uniform(xf, nx, seed + 1, -1.0f, 1.0f);
     for (size_t s = 0; s < BATCH; s++) labels[s] = (int32_t)((s * 7 + 3) % in.classes);
     for (size_t i = 0; i < np; i++) p[i] = pf[i];
-    for (size_t i = 0; i < nx; i++) x[i] = xf[i];
+    for (size_t i = 0; i < nx; i++) {
+        int32_t id = (int32_t)((i * 5 + i / 3) % desc->vocab); /* ids repeat within a sample */
+        if (tokens) memcpy(&xf[i], &id, 4);
+        x[i] = tokens ? (double)id : xf[i];
+    }
     assert_int_equal(tsr_buf_write(tsr_stage_params(st), 0, pf, np * 4), TSR_OK);
     tsr_ref xi = tsr_stage_input(st), li = tsr_stage_labels(st);
     assert_int_equal(tsr_buf_write(xi.buf, xi.off * 4, xf, nx * 4), TSR_OK);
@@ -224,7 +234,7 @@ static int check_model(tsr_context *ctx, int dev, const char *spec, tsr_model_in
         bad += check_close("parameter", spec, dname, i, gf[i], (lp - lm) / (2 * h));
     }
     stride = nx > max_checks ? nx / max_checks + 1 : 1;
-    for (size_t i = 0; i < nx; i += stride) {
+    for (size_t i = 0; i < nx && !tokens; i += stride) {
         double keep = x[i];
         x[i] = keep + h;
         double lp = ref_loss(&r, p, x);
@@ -256,6 +266,15 @@ static int check_model(tsr_context *ctx, int dev, const char *spec, tsr_model_in
     tsr_model_free(m);
     return bad;
 }
+
+/* Token models: the embedding's table gradient (ids repeat, so rows accumulate). */
+static const struct {
+    const char *spec;
+    tsr_model_input_desc in;
+} token_cases[] = {
+    {"embed:3,dense:4", {TSR_DTYPE_I32, 1, {5, 0, 0}, 7, 4}},
+    {"embed:4,relu,add:0,dropout:0.25,dense:3", {TSR_DTYPE_I32, 2, {2, 3, 0}, 5, 3}},
+};
 
 static const struct {
     const char *spec;
@@ -292,8 +311,13 @@ static void test_gradcheck_all_devices(void **state) {
     for (int d = 0; d < devices; d++) {
         const tsr_device_info *info = tsr_context_device(ctx, d);
         fprintf(stderr, "device %s\n", info->id);
-        for (size_t c = 0; c < TSR_ARRAY_SIZE(cases); c++)
-            bad += check_model(ctx, d, cases[c].spec, cases[c].in, 400);
+        for (size_t c = 0; c < TSR_ARRAY_SIZE(cases); c++) {
+            tsr_model_input in = cases[c].in;
+            tsr_model_input_desc desc = {TSR_DTYPE_F32, 3, {in.channels, in.height, in.width}, 0, in.classes};
+            bad += check_model(ctx, d, cases[c].spec, &desc, 400);
+        }
+        for (size_t c = 0; c < TSR_ARRAY_SIZE(token_cases); c++)
+            bad += check_model(ctx, d, token_cases[c].spec, &token_cases[c].in, 400);
     }
     tsr_context_free(ctx);
     assert_int_equal(bad, 0);

@@ -292,6 +292,86 @@ static void test_memory_plan_is_allocation(void **state) {
     tsr_backend_free(be);
 }
 
+/* General inputs: rank 1 to 3 floats, or int32 token ids that only a token kind reads. */
+static void test_input_desc(void **state) {
+    (void)state;
+    tsr_model *m;
+    static const struct {
+        tsr_model_input_desc d;
+        const char *detail;
+    } bad[] = {
+        {{TSR_DTYPE_F32, 0, {1, 0, 0}, 0, 10}, "model input rank 0: 1 to 3 dimensions"},
+        {{TSR_DTYPE_F32, 4, {1, 1, 1}, 0, 10}, "model input rank 4: 1 to 3 dimensions"},
+        {{TSR_DTYPE_F32, 2, {5, 0, 0}, 0, 10}, "model input dimension 1 of 2 is 0"},
+        {{TSR_DTYPE_F32, 2, {1 << 13, 1 << 12, 0}, 0, 10}, "each and their product must be 1 to 16777216"},
+        {{TSR_DTYPE_F32, 1, {5, 0, 0}, 0, 0}, "model classes 0: 1 to 16777216"},
+        {{TSR_DTYPE_I32, 1, {5, 0, 0}, 0, 10}, "token ids need a vocabulary of 1 to 2^31, got 0"},
+        {{(tsr_dtype)7, 1, {5, 0, 0}, 0, 10}, "model input type 7 is not float or int32"},
+    };
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(bad); i++) {
+        m = (tsr_model *)1;
+        assert_int_not_equal(tsr_model_create_desc(ctx, &bad[i].d, &m), TSR_OK);
+        assert_null(m);
+        assert_error_has(bad[i].detail);
+    }
+    /* a rank-1 float input is N x 1 x 1 to the layers */
+    tsr_model_input_desc vec = {TSR_DTYPE_F32, 1, {784, 0, 0}, 0, 10};
+    assert_int_equal(tsr_model_parse_desc(ctx, "dense:32,relu,dense:10", &vec, &m), TSR_OK);
+    tsr_model_input in = tsr_model_get_input(m);
+    assert_int_equal(in.channels, 784);
+    assert_int_equal(in.height * in.width, 1);
+    assert_int_equal(tsr_model_get_input_desc(m).rank, 1);
+    tsr_model_free(m);
+    /* token ids: an embedding reads them; its table is [vocab][D]; nothing else may */
+    tsr_model_input_desc tok = {TSR_DTYPE_I32, 2, {4, 4, 0}, 100, 10};
+    assert_int_equal(tsr_model_parse_desc(ctx, "embed:8,relu,add:0,flatten,dense:10", &tok, &m), TSR_OK);
+    assert_string_equal(tsr_model_spec(m), "embed:8,relu,add:0,flatten,dense:10");
+    tsr_layer_info li;
+    assert_int_equal(tsr_model_layer_info(m, 0, 1, &li), TSR_OK);
+    assert_string_equal(li.type, "embed");
+    assert_int_equal(li.out_c, 16);
+    assert_int_equal(li.out_h, 8);
+    assert_int_equal(li.params, 800);
+    tsr_param_info p;
+    assert_int_equal(tsr_model_param_tensor_count(m), 3);
+    assert_int_equal(tsr_model_param_tensor(m, 0, &p), TSR_OK);
+    assert_string_equal(p.name, "0.weight");
+    assert_int_equal(p.shape[0], 100);
+    assert_int_equal(p.shape[1], 8);
+    assert_int_equal(p.offset, 16 * 8 * 10 + 10);
+    char text[512];
+    tsr_model_summary_string(m, text, sizeof text);
+    assert_non_null(strstr(text, "Input: 16 token ids below 100, 10 classes"));
+    /* no gradient buffer for the ids, even when the input gradient is asked for */
+    tsr_stage_memory with, without;
+    tsr_stage_options o1 = {0, 5, 4, 1}, o0 = {0, 5, 4, 0};
+    assert_int_equal(tsr_stage_plan_memory(ctx, m, &o1, &with), TSR_OK);
+    assert_int_equal(tsr_stage_plan_memory(ctx, m, &o0, &without), TSR_OK);
+    assert_int_equal(with.total_bytes, without.total_bytes);
+    tsr_backend *be;
+    tsr_stage *st;
+    assert_int_equal(tsr_backend_open(ctx, 0, &be), TSR_OK);
+    assert_int_equal(tsr_stage_create(be, m, &o1, &st), TSR_OK);
+    assert_int_equal(tsr_stage_device_bytes(st), with.total_bytes);
+    tsr_stage_free(st);
+    tsr_backend_free(be);
+    tsr_model_free(m);
+    static const struct {
+        const char *spec, *detail;
+    } refused[] = {
+        {"dense:10", "model spec at 1: layer 0 (dense:10) needs float input, but the model input is int32 token ids"},
+        {"embed:4,add:in,dense:10", "model spec at 9: layer 1 (add:in) needs float input"},
+        {"embed:4,embed:4,dense:10", "model spec at 9: embed:4 reads int32 token ids, but its input holds floats"},
+        {"embed,dense:10", "model spec at 6: embed needs a positive width (':D')"},
+    };
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(refused); i++) {
+        assert_int_not_equal(tsr_model_parse_desc(ctx, refused[i].spec, &tok, &m), TSR_OK);
+        assert_error_has(refused[i].detail);
+    }
+    assert_int_equal(tsr_model_parse(ctx, "embed:4,dense:10", TSR_MODEL_INPUT_MNIST, &m), TSR_ERR_SHAPE);
+    assert_error_has("embed:4 reads int32 token ids, but its input holds floats");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_every_kind),
@@ -299,6 +379,7 @@ int main(void) {
         cmocka_unit_test(test_residual_spec_errors),
         cmocka_unit_test(test_param_tensors),
         cmocka_unit_test(test_memory_plan_is_allocation),
+        cmocka_unit_test(test_input_desc),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

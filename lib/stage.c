@@ -583,6 +583,10 @@ tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first,
     tsr_model_input in = tsr_model_get_input(st->model);
     if (st->first != 0 || st->last != tsr_model_layer_count(st->model))
         return tsr_error(st->ctx, TSR_ERR_INVALID_ARG, "evaluation needs a stage of the whole model");
+    if (st->model->desc.dtype != TSR_DTYPE_F32)
+        return tsr_error(st->ctx, TSR_ERR_UNSUPPORTED,
+                         "evaluation from an image data set needs a model of float input, this one reads "
+                         "token ids");
     if (d->features != in.channels * in.height * in.width)
         return tsr_error(st->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
                          d->features, in.channels * in.height * in.width);

@@ -353,6 +353,15 @@ static void test_input_desc(void **state) {
     assert_int_equal(tsr_backend_open(ctx, 0, &be), TSR_OK);
     assert_int_equal(tsr_stage_create(be, m, &o1, &st), TSR_OK);
     assert_int_equal(tsr_stage_device_bytes(st), with.total_bytes);
+    /* image data sets hold floats, not ids */
+    tsr_dataset *data = tsr_test_clusters(ctx, 8, 16, 10);
+    float probs[4 * 10];
+    size_t correct = 0;
+    double loss = 0;
+    assert_non_null(data);
+    assert_int_equal(tsr_stage_evaluate(st, data, 0, 8, probs, &correct, &loss), TSR_ERR_UNSUPPORTED);
+    assert_error_has("this one reads token ids");
+    tsr_dataset_free(ctx, data);
     tsr_stage_free(st);
     tsr_backend_free(be);
     tsr_model_free(m);

@@ -4,6 +4,7 @@
  * and the planner reads the same plan (tsr_stage_plan_memory). Every operation goes through
  * the checked tsr_op_* wrappers, so a stage runs on any backend. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include "lib/internal.h"
 #include "lib/layers/layer.h"
@@ -144,19 +145,22 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
         goto done;
     }
     for (size_t i = first; i < last; i++)
-        for (size_t k = 0; k < (&model->layers[i])->ninputs; k++)
-            if ((&model->layers[i])->inputs[k] < first) {
+        for (size_t k = 0; k < model->layers[i].ninputs; k++)
+            if (model->layers[i].inputs[k] < first) {
+                size_t id = model->layers[i].inputs[k];
+                char what[48];
+                if (id) snprintf(what, sizeof what, "layer %zu's output", id - 1);
+                else snprintf(what, sizeof what, "the model input");
                 s = tsr_error(ctx, TSR_ERR_INVALID_ARG,
                               "stage layers [%zu, %zu): layer %zu reads %s, which an earlier stage holds",
-                              first, last, i, (&model->layers[i])->inputs[k] ? "an earlier layer's output"
-                                                                            : "the model input");
+                              first, last, i, what);
                 goto done;
             }
 
     /* parameters in reverse layer order, each layer's tensors in its kind's order */
     size_t poff = 0;
     for (size_t i = last; i-- > first;) {
-        const tsr_layer *l = (&model->layers[i]);
+        const tsr_layer *l = &model->layers[i];
         layer_mem *m = &p->mem[i - first];
         tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
         size_t np = l->ops->params ? l->ops->params(l, d) : 0;
@@ -175,7 +179,7 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
     toff[0] = p->input_off;
     store[0] = 0;
     for (size_t i = first; i < last; i++) {
-        const tsr_layer *l = (&model->layers[i]);
+        const tsr_layer *l = &model->layers[i];
         const tsr_layer_ops *ops = l->ops;
         layer_mem *m = &p->mem[i - first];
         size_t t = i + 1 - first, outn, aux = 0, w = 0;
@@ -215,7 +219,7 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
     p->out_grad_idx = slot_of[store[nl]] = slot_take(&pool);
     if (is_last) p->mem[nl].gin[0] = p->out_grad_idx;
     for (size_t i = last; i-- > first;) {
-        const tsr_layer *l = (&model->layers[i]);
+        const tsr_layer *l = &model->layers[i];
         layer_mem *m = &p->mem[i - first];
         size_t t = i + 1 - first;
         m->gout = slot_of[store[t]];

@@ -280,7 +280,7 @@ static void test_memory_plan_is_allocation(void **state) {
     /* the stage [3, 6) would read layer 1's output, held by the stage before */
     tsr_stage_options cut = {3, 6, 4, 1};
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &cut, &b), TSR_ERR_INVALID_ARG);
-    assert_error_has("stage layers [3, 6): layer 3 reads an earlier layer's output, which an earlier stage holds");
+    assert_error_has("stage layers [3, 6): layer 3 reads layer 1's output, which an earlier stage holds");
     tsr_model_free(m);
     /* the conv weight-gradient workspace (per-image partials) is in the plan */
     assert_int_equal(tsr_model_parse(ctx, "conv5x5:8,flatten,dense:10", TSR_MODEL_INPUT_MNIST, &m), TSR_OK);

@@ -1,4 +1,6 @@
-/* Sequential models: builder, spec parser, canonical spec, per-layer costs and summary. */
+/* Models: builder, spec parser (each layer kind parses and prints itself through the registry
+ * of lib/layers/), canonical spec, inputs by tensor id, per-layer costs, named parameter
+ * tensors and the summary. */
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,4 +1,5 @@
-/* Models: a stack of layers over an image input, followed by a softmax cross-entropy loss.
+/* Models: a stack of layers over an input (an image, any float tensor of rank 1 to 3, or int32
+ * token ids: tsr_model_input_desc), followed by a softmax cross-entropy loss.
  * Each layer reads the previous layer's output; a residual add also reads an earlier one.
  * Built from a spec string or with the builder calls.
  *

@@ -376,6 +376,32 @@ tsr_status tsr_op_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t s
     return n ? be->iface->dropout_forward(be, n, p, seed, x, y, mask) : TSR_OK;
 }
 
+tsr_status tsr_op_embed_forward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
+                                tsr_ref table, tsr_ref y) {
+    BE_CHECK();
+    size_t rows, tab;
+    TSR_TRY(check_3d(be, op, count, dim, 1, &rows));
+    TSR_TRY(check_3d(be, op, vocab, dim, 1, &tab));
+    if (vocab > INT32_MAX) return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: vocabulary %zu above 2^31 - 1", op, vocab);
+    CHECK("ids", ids, count, F);
+    CHECK("table", table, tab, F);
+    CHECK("y", y, rows, F);
+    return rows ? be->iface->embed_forward(be, count, dim, vocab, ids, table, y) : TSR_OK;
+}
+
+tsr_status tsr_op_embed_backward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
+                                 tsr_ref dy, tsr_ref dtable) {
+    BE_CHECK();
+    size_t rows, tab;
+    TSR_TRY(check_3d(be, op, count, dim, 1, &rows));
+    TSR_TRY(check_3d(be, op, vocab, dim, 1, &tab));
+    if (vocab > INT32_MAX) return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: vocabulary %zu above 2^31 - 1", op, vocab);
+    CHECK("ids", ids, count, F);
+    CHECK("dy", dy, rows, F);
+    CHECK("dtable", dtable, tab, F);
+    return rows ? be->iface->embed_backward(be, count, dim, vocab, ids, dy, dtable) : TSR_OK;
+}
+
 tsr_status tsr_op_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
     BE_CHECK();
     CHECK("x", x, n, F);

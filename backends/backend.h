@@ -125,6 +125,14 @@ struct tsr_backend_iface {
     /* mask[i] = keep ? 1/(1-p) : 0 with keep = tsr_dropout_keep(seed, i, p); y = x*mask */
     tsr_status (*dropout_forward)(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
                                   tsr_ref y, tsr_ref mask);
+    /* Embedding lookup of `count` int32 ids into rows of `dim` floats of a [vocab][dim] table:
+     * y[i][:] = table[ids[i]][:]; an id outside [0, vocab) gives a NaN row. */
+    tsr_status (*embed_forward)(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
+                                tsr_ref table, tsr_ref y);
+    /* dtable[ids[i]][:] += dy[i][:] for i = 0, 1, ... in that order (ids outside [0, vocab)
+     * skipped): every backend adds in the same order, so results match bit for bit. */
+    tsr_status (*embed_backward)(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
+                                 tsr_ref dy, tsr_ref dtable);
 
     /* --- conversion --- */
     tsr_status (*f32_to_f16)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h); /* round to nearest even */
@@ -198,6 +206,10 @@ tsr_status tsr_op_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_
                                    tsr_ref idx, tsr_ref dx);
 tsr_status tsr_op_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
                                   tsr_ref y, tsr_ref mask);
+tsr_status tsr_op_embed_forward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
+                                tsr_ref table, tsr_ref y);
+tsr_status tsr_op_embed_backward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
+                                 tsr_ref dy, tsr_ref dtable);
 tsr_status tsr_op_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h);
 tsr_status tsr_op_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
 tsr_status tsr_op_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,

@@ -1,24 +1,39 @@
-/* Private layout of models and layers, shared by model.c, stage.c and the trainer. */
+/* Private layout of models and layers, shared by model.c, stage.c, the layer kinds
+ * (lib/layers/) and the trainer. */
 #ifndef TSR_LAYERS_H
 #define TSR_LAYERS_H
 #include <stddef.h>
 #include "tessera.h"
 
+#define TSR_LAYER_MAX_INPUTS 2
+#define TSR_LAYER_MAX_PARAMS 2
+
+typedef struct tsr_layer_ops tsr_layer_ops;
+
+/* One layer: its kind's ops table, its configuration, and the shapes its kind resolved. */
 typedef struct tsr_layer {
     tsr_layer_kind kind;
-    size_t in_c, in_h, in_w;
+    const tsr_layer_ops *ops;
+    /* inputs by tensor id: 0 = the model input, i + 1 = the output of layer i; input 0 is
+     * the previous layer's output unless the kind says otherwise */
+    size_t inputs[TSR_LAYER_MAX_INPUTS];
+    size_t ninputs;
+    size_t in_c, in_h, in_w;            /* shape of input 0 (one sample) */
     size_t out_c, out_h, out_w;
     size_t units;                       /* dense: outputs; conv: filters */
     size_t kh, kw, stride, pad_h, pad_w; /* conv (padding resolved); pool: kh = kw = size */
     float p;                            /* dropout */
-    size_t weights, biases;             /* parameter floats */
+    size_t vocab;                       /* embed: rows of its table */
+    size_t weights, biases;             /* parameter floats ("weight" and "bias" tensors) */
 } tsr_layer;
 
 struct tsr_model {
     tsr_context *ctx;
-    tsr_model_input input;
+    tsr_model_input input;              /* the input as layers see it (c x h x w) */
+    tsr_model_input_desc desc;          /* as given: dtype, rank, dims, vocab */
     tsr_layer *layers;
     size_t count, cap;
+    tsr_layer loss;                     /* the loss layer after the last one (softmax_xent) */
     char *spec;                         /* canonical spec, rebuilt on demand */
 };
 

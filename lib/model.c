@@ -1,14 +1,16 @@
-/* Sequential models: builder, spec parser, canonical spec, per-layer costs and summary. */
+/* Models: builder, spec parser (each layer kind parses and prints itself through the registry
+ * of lib/layers/), canonical spec, inputs by tensor id, per-layer costs, named parameter
+ * tensors and the summary. */
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lib/internal.h"
-#include "lib/layers.h"
+#include "lib/layers/layer.h"
 
 /* Sizes past this are certainly typos, and keep every product far from overflow. */
-#define MAX_DIM ((size_t)1 << 24)
+#define MAX_DIM TSR_MODEL_MAX_DIM
 
 static const struct {
     const char *name, *spec;
@@ -24,6 +26,39 @@ const char *tsr_model_preset(const char *name) {
     return NULL;
 }
 
+tsr_status tsr_model_create_desc(tsr_context *ctx, const tsr_model_input_desc *d, tsr_model **out) {
+    if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_create: NULL output");
+    *out = NULL;
+    if (!d) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_create: NULL input");
+    if (d->dtype != TSR_DTYPE_F32 && d->dtype != TSR_DTYPE_I32)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "model input type %d is not float or int32", (int)d->dtype);
+    if (d->rank < 1 || d->rank > 3)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "model input rank %zu: 1 to 3 dimensions", d->rank);
+    size_t dims[3] = {1, 1, 1}, total = 1;
+    for (size_t k = 0; k < d->rank; k++) {
+        if (!d->dims[k] || d->dims[k] > MAX_DIM || (total *= d->dims[k]) > MAX_DIM)
+            return tsr_error(ctx, TSR_ERR_SHAPE,
+                             "model input dimension %zu of %zu is %zu: each and their product must be 1 "
+                             "to %zu",
+                             k, d->rank, d->dims[k], MAX_DIM);
+        dims[k] = d->dims[k];
+    }
+    if (!d->classes || d->classes > MAX_DIM)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "model classes %zu: 1 to %zu", d->classes, MAX_DIM);
+    if (d->dtype == TSR_DTYPE_I32 && (!d->vocab || d->vocab > ((size_t)1 << 31)))
+        return tsr_error(ctx, TSR_ERR_SHAPE, "token ids need a vocabulary of 1 to 2^31, got %zu", d->vocab);
+    tsr_model *m = tsr_calloc(ctx, 1, sizeof *m);
+    if (!m) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "model");
+    m->ctx = ctx;
+    m->desc = *d;
+    for (size_t k = d->rank; k < 3; k++) m->desc.dims[k] = 0;
+    if (d->dtype == TSR_DTYPE_F32) m->desc.vocab = 0;
+    m->input.channels = dims[0], m->input.height = dims[1], m->input.width = dims[2];
+    m->input.classes = d->classes;
+    *out = m;
+    return TSR_OK;
+}
+
 tsr_status tsr_model_create(tsr_context *ctx, tsr_model_input input, tsr_model **out) {
     if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_create: NULL output");
     *out = NULL;
@@ -33,12 +68,8 @@ tsr_status tsr_model_create(tsr_context *ctx, tsr_model_input input, tsr_model *
         input.channels * input.height > MAX_DIM || input.channels * input.height * input.width > MAX_DIM)
         return tsr_error(ctx, TSR_ERR_SHAPE, "model input %zux%zux%zu with %zu classes is not valid",
                          input.channels, input.height, input.width, input.classes);
-    tsr_model *m = tsr_calloc(ctx, 1, sizeof *m);
-    if (!m) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "model");
-    m->ctx = ctx;
-    m->input = input;
-    *out = m;
-    return TSR_OK;
+    tsr_model_input_desc d = {TSR_DTYPE_F32, 3, {input.channels, input.height, input.width}, 0, input.classes};
+    return tsr_model_create_desc(ctx, &d, out);
 }
 
 void tsr_model_free(tsr_model *m) {
@@ -48,8 +79,43 @@ void tsr_model_free(tsr_model *m) {
     tsr_free(m->ctx, m);
 }
 
-/* Appends a layer whose input is the previous output; fills the input shape. */
-static tsr_status push(tsr_model *m, tsr_layer **out) {
+/* Tensor ids: 0 is the model input, i + 1 the output of layer i. */
+static tsr_tshape tensor_shape(const tsr_model *m, size_t id) {
+    tsr_tshape s = {0, 0, 0, 0, 0};
+    if (!id) {
+        s.c = m->input.channels, s.h = m->input.height, s.w = m->input.width;
+        s.tokens = m->desc.dtype == TSR_DTYPE_I32;
+        s.vocab = m->desc.vocab;
+    } else {
+        const tsr_layer *l = &m->layers[id - 1];
+        s.c = l->out_c, s.h = l->out_h, s.w = l->out_w;
+    }
+    return s;
+}
+
+static tsr_layer config(tsr_layer_kind kind) {
+    tsr_layer l;
+    memset(&l, 0, sizeof l);
+    l.kind = kind;
+    l.ops = tsr_layer_ops_of(kind);
+    return l;
+}
+
+/* The loss layer over the last layer's output (logits) and the labels. */
+static void set_loss(tsr_model *m) {
+    tsr_layer loss = config(TSR_LAYER_SOFTMAX_XENT);
+    tsr_tshape in[2] = {tensor_shape(m, m->count), {1, 1, 1, 0, 0}};
+    loss.ninputs = 2;
+    loss.inputs[0] = m->count;
+    loss.in_c = in[0].c, loss.in_h = in[0].h, loss.in_w = in[0].w;
+    (void)loss.ops->shape(m->ctx, &loss, in); /* cannot fail */
+    m->loss = loss;
+}
+
+/* Appends the layer configured in `cfg` (kind, ops, its arguments; inputs[1..] for kinds with
+ * several inputs): input 0 is the previous output; the kind checks the shapes and fills the
+ * output shape. */
+static tsr_status add_layer(tsr_model *m, const tsr_layer *cfg) {
     if (m->count == m->cap) {
         size_t cap = m->cap ? 2 * m->cap : 8;
         tsr_layer *n = tsr_calloc(m->ctx, cap, sizeof *n);
@@ -59,119 +125,68 @@ static tsr_status push(tsr_model *m, tsr_layer **out) {
         m->layers = n;
         m->cap = cap;
     }
-    tsr_layer *l = &m->layers[m->count];
-    memset(l, 0, sizeof *l);
-    if (m->count) {
-        const tsr_layer *p = &m->layers[m->count - 1];
-        l->in_c = p->out_c;
-        l->in_h = p->out_h;
-        l->in_w = p->out_w;
-    } else {
-        l->in_c = m->input.channels;
-        l->in_h = m->input.height;
-        l->in_w = m->input.width;
+    tsr_layer l = *cfg;
+    if (!l.ninputs) l.ninputs = 1;
+    l.inputs[0] = m->count;
+    tsr_tshape in[TSR_LAYER_MAX_INPUTS];
+    for (size_t k = 0; k < l.ninputs; k++) {
+        if (l.inputs[k] > m->count) {
+            char tok[64];
+            l.ops->print(&l, tok, sizeof tok);
+            return tsr_error(m->ctx, TSR_ERR_SHAPE,
+                             "layer %zu (%s) reads layer %zu's output, which is not before it "
+                             "(layers 0 to %zu%s, or 'in')",
+                             m->count, tok, l.inputs[k] - 1, m->count ? m->count - 1 : 0,
+                             m->count ? "" : " do not exist yet");
+        }
+        in[k] = tensor_shape(m, l.inputs[k]);
     }
-    l->out_c = l->in_c;
-    l->out_h = l->in_h;
-    l->out_w = l->in_w;
-    *out = l;
+    for (size_t k = 0; k < l.ninputs; k++)
+        if (l.inputs[k] == 0 && m->desc.dtype == TSR_DTYPE_I32 && !(k == 0 && l.ops->token_input)) {
+            char tok[64];
+            l.ops->print(&l, tok, sizeof tok);
+            return tsr_error(m->ctx, TSR_ERR_SHAPE,
+                             "layer %zu (%s) needs float input, but the model input is int32 token ids "
+                             "(a token kind must read them first)",
+                             m->count, tok);
+        }
+    l.in_c = in[0].c, l.in_h = in[0].h, l.in_w = in[0].w;
+    l.out_c = in[0].c, l.out_h = in[0].h, l.out_w = in[0].w;
+    TSR_TRY(l.ops->shape(m->ctx, &l, in));
+    m->layers[m->count++] = l;
+    set_loss(m);
+    tsr_free(m->ctx, m->spec);
+    m->spec = NULL;
     return TSR_OK;
 }
 
-static void commit(tsr_model *m) {
-    m->count++;
-    tsr_free(m->ctx, m->spec);
-    m->spec = NULL;
-}
 
 tsr_status tsr_model_add_dense(tsr_model *m, size_t units) {
     if (!m) return TSR_ERR_INVALID_ARG;
-    if (!units || units > MAX_DIM)
-        return tsr_error(m->ctx, TSR_ERR_SHAPE, "dense needs a positive unit count below %zu, got %zu",
-                         MAX_DIM, units);
-    tsr_layer *l;
-    TSR_TRY(push(m, &l));
-    size_t in = tsr_layer_in_size(l);
-    if (in > SIZE_MAX / 8 / units)
-        return tsr_error(m->ctx, TSR_ERR_SHAPE, "dense:%zu on %zu inputs is too large", units, in);
-    l->kind = TSR_LAYER_DENSE;
-    l->units = units;
-    l->out_c = units;
-    l->out_h = l->out_w = 1;
-    l->weights = units * in;
-    l->biases = units;
-    commit(m);
-    return TSR_OK;
+    tsr_layer l = config(TSR_LAYER_DENSE);
+    l.units = units;
+    return add_layer(m, &l);
 }
 
 tsr_status tsr_model_add_conv2d(tsr_model *m, size_t filters, size_t kh, size_t kw, size_t stride,
                                 size_t pad) {
     if (!m) return TSR_ERR_INVALID_ARG;
-    if (!filters || filters > MAX_DIM)
-        return tsr_error(m->ctx, TSR_ERR_SHAPE, "conv needs a positive filter count, got %zu", filters);
-    if (!kh || !kw || kh > 1024 || kw > 1024)
-        return tsr_error(m->ctx, TSR_ERR_SHAPE, "conv kernel %zux%zu is not valid", kh, kw);
-    if (!stride || stride > 1024)
-        return tsr_error(m->ctx, TSR_ERR_SHAPE, "conv stride %zu is not valid", stride);
-    tsr_layer *l;
-    TSR_TRY(push(m, &l));
-    size_t ph = pad == TSR_PAD_SAME ? (kh - 1) / 2 : pad;
-    size_t pw = pad == TSR_PAD_SAME ? (kw - 1) / 2 : pad;
-    if (ph >= kh || pw >= kw)
-        return tsr_error(m->ctx, TSR_ERR_SHAPE, "conv padding %zu must be smaller than the kernel %zux%zu",
-                         pad, kh, kw);
-    if (l->in_h + 2 * ph < kh || l->in_w + 2 * pw < kw)
-        return tsr_error(m->ctx, TSR_ERR_SHAPE, "conv kernel %zux%zu does not fit a %zux%zu input",
-                         kh, kw, l->in_h, l->in_w);
-    l->kind = TSR_LAYER_CONV2D;
-    l->units = filters;
-    l->kh = kh;
-    l->kw = kw;
-    l->stride = stride;
-    l->pad_h = ph;
-    l->pad_w = pw;
-    l->out_c = filters;
-    l->out_h = (l->in_h + 2 * ph - kh) / stride + 1;
-    l->out_w = (l->in_w + 2 * pw - kw) / stride + 1;
-    l->weights = filters * l->in_c * kh * kw;
-    l->biases = filters;
-    if (l->out_c * l->out_h * l->out_w > MAX_DIM || l->in_c * kh * kw > MAX_DIM)
-        return tsr_error(m->ctx, TSR_ERR_SHAPE, "conv output %zux%zux%zu is too large", l->out_c,
-                         l->out_h, l->out_w);
-    commit(m);
-    return TSR_OK;
+    tsr_layer l = config(TSR_LAYER_CONV2D);
+    l.units = filters, l.kh = kh, l.kw = kw, l.stride = stride, l.pad_h = l.pad_w = pad;
+    return add_layer(m, &l);
 }
 
 tsr_status tsr_model_add_maxpool(tsr_model *m, size_t size, size_t stride) {
     if (!m) return TSR_ERR_INVALID_ARG;
-    if (!size || size > 1024) return tsr_error(m->ctx, TSR_ERR_SHAPE, "pool size %zu is not valid", size);
-    if (!stride) stride = size;
-    if (stride > 1024) return tsr_error(m->ctx, TSR_ERR_SHAPE, "pool stride %zu is not valid", stride);
-    tsr_layer *l;
-    TSR_TRY(push(m, &l));
-    if (l->in_h < size || l->in_w < size)
-        return tsr_error(m->ctx, TSR_ERR_SHAPE, "pool%zu does not fit a %zux%zu input", size, l->in_h,
-                         l->in_w);
-    l->kind = TSR_LAYER_MAXPOOL;
-    l->kh = l->kw = size;
-    l->stride = stride;
-    l->out_h = (l->in_h - size) / stride + 1;
-    l->out_w = (l->in_w - size) / stride + 1;
-    commit(m);
-    return TSR_OK;
+    tsr_layer l = config(TSR_LAYER_MAXPOOL);
+    l.kh = l.kw = size, l.stride = stride;
+    return add_layer(m, &l);
 }
 
 static tsr_status add_simple(tsr_model *m, tsr_layer_kind kind) {
     if (!m) return TSR_ERR_INVALID_ARG;
-    tsr_layer *l;
-    TSR_TRY(push(m, &l));
-    l->kind = kind;
-    if (kind == TSR_LAYER_FLATTEN) {
-        l->out_c = tsr_layer_in_size(l);
-        l->out_h = l->out_w = 1;
-    }
-    commit(m);
-    return TSR_OK;
+    tsr_layer l = config(kind);
+    return add_layer(m, &l);
 }
 
 tsr_status tsr_model_add_relu(tsr_model *m) { return add_simple(m, TSR_LAYER_RELU); }
@@ -179,11 +194,22 @@ tsr_status tsr_model_add_flatten(tsr_model *m) { return add_simple(m, TSR_LAYER_
 
 tsr_status tsr_model_add_dropout(tsr_model *m, float p) {
     if (!m) return TSR_ERR_INVALID_ARG;
-    if (!(p >= 0.0f && p < 1.0f))
-        return tsr_error(m->ctx, TSR_ERR_SHAPE, "dropout probability %g must be in [0, 1)", (double)p);
-    TSR_TRY(add_simple(m, TSR_LAYER_DROPOUT));
-    m->layers[m->count - 1].p = p;
-    return TSR_OK;
+    tsr_layer l = config(TSR_LAYER_DROPOUT);
+    l.p = p;
+    return add_layer(m, &l);
+}
+
+tsr_status tsr_model_add_residual(tsr_model *m, size_t from) {
+    if (!m) return TSR_ERR_INVALID_ARG;
+    tsr_layer l = config(TSR_LAYER_ADD);
+    l.ninputs = 2;
+    l.inputs[1] = from == TSR_MODEL_INPUT_TENSOR ? 0 : from + 1;
+    if (from != TSR_MODEL_INPUT_TENSOR && from >= m->count)
+        return tsr_error(m->ctx, TSR_ERR_SHAPE,
+                         "layer %zu (add:%zu) reads layer %zu's output, which is not before it (layers "
+                         "0 to %zu, or the input)",
+                         m->count, from, from, m->count ? m->count - 1 : 0);
+    return add_layer(m, &l);
 }
 
 tsr_status tsr_model_check(const tsr_model *m) {
@@ -200,37 +226,7 @@ tsr_status tsr_model_check(const tsr_model *m) {
 
 /* ---- canonical spec ---- */
 
-static void layer_token(const tsr_layer *l, char *buf, size_t size) {
-    int n = 0;
-    switch (l->kind) {
-    case TSR_LAYER_DENSE: snprintf(buf, size, "dense:%zu", l->units); return;
-    case TSR_LAYER_CONV2D: {
-        n = snprintf(buf, size, "conv%zux%zu:%zu", l->kh, l->kw, l->units);
-        if (l->stride != 1 && n > 0 && (size_t)n < size)
-            n += snprintf(buf + n, size - (size_t)n, "/s%zu", l->stride);
-        if ((l->pad_h != (l->kh - 1) / 2 || l->pad_w != (l->kw - 1) / 2) && n > 0 &&
-            (size_t)n < size)
-            snprintf(buf + n, size - (size_t)n, "/p%zu", l->pad_h);
-        return;
-    }
-    case TSR_LAYER_MAXPOOL:
-        if (l->stride == l->kh) snprintf(buf, size, "pool%zu", l->kh);
-        else snprintf(buf, size, "pool%zu/s%zu", l->kh, l->stride);
-        return;
-    case TSR_LAYER_RELU: snprintf(buf, size, "relu"); return;
-    case TSR_LAYER_FLATTEN: snprintf(buf, size, "flatten"); return;
-    case TSR_LAYER_DROPOUT:
-        snprintf(buf, size, "dropout:%g", (double)l->p);
-        if (strtof(buf + 8, NULL) != l->p) snprintf(buf, size, "dropout:%.9g", (double)l->p);
-        return;
-    }
-    snprintf(buf, size, "?");
-}
-
-static const char *kind_name(tsr_layer_kind k) {
-    static const char *const names[] = {"dense", "conv2d", "maxpool", "relu", "dropout", "flatten"};
-    return (unsigned)k < TSR_ARRAY_SIZE(names) ? names[k] : "?";
-}
+static void layer_token(const tsr_layer *l, char *buf, size_t size) { l->ops->print(l, buf, size); }
 
 const char *tsr_model_spec(const tsr_model *cm) {
     if (!cm) return NULL;
@@ -252,14 +248,7 @@ const char *tsr_model_spec(const tsr_model *cm) {
 
 /* ---- parser ---- */
 
-typedef struct parser {
-    tsr_context *ctx;
-    const char *s;
-    size_t pos;
-} parser;
-
-static tsr_status perr(parser *p, size_t pos, tsr_status st, const char *fmt, ...) TSR_PRINTF(4, 5);
-static tsr_status perr(parser *p, size_t pos, tsr_status st, const char *fmt, ...) {
+tsr_status tsr_spec_error(tsr_spec_cursor *p, size_t pos, tsr_status st, const char *fmt, ...) {
     char detail[512];
     va_list ap;
     va_start(ap, fmt);
@@ -268,12 +257,11 @@ static tsr_status perr(parser *p, size_t pos, tsr_status st, const char *fmt, ..
     return tsr_error(p->ctx, st, "model spec at %zu: %s", pos + 1, detail);
 }
 
-static void skip_ws(parser *p) {
+void tsr_spec_skip_ws(tsr_spec_cursor *p) {
     while (p->s[p->pos] && isspace((unsigned char)p->s[p->pos])) p->pos++;
 }
 
-/* Decimal count at p->pos; -1 when there are no digits or it is too large. */
-static int parse_count(parser *p, size_t *out) {
+int tsr_spec_count(tsr_spec_cursor *p, size_t *out) {
     size_t v = 0, start = p->pos;
     while (isdigit((unsigned char)p->s[p->pos])) {
         v = v * 10 + (size_t)(p->s[p->pos] - '0');
@@ -285,8 +273,7 @@ static int parse_count(parser *p, size_t *out) {
     return 0;
 }
 
-/* Matches `tok` (length n) against "name<d>[x<d>]"; returns 1 and the sizes when it fits. */
-static int match_sized(const char *tok, size_t n, const char *name, int two, size_t *a, size_t *b) {
+int tsr_spec_match_sized(const char *tok, size_t n, const char *name, int two, size_t *a, size_t *b) {
     size_t ln = strlen(name);
     if (n <= ln || strncmp(tok, name, ln)) return 0;
     size_t i = ln, v = 0, d = 0;
@@ -304,125 +291,68 @@ static int match_sized(const char *tok, size_t n, const char *name, int two, siz
     return 1;
 }
 
-/* Re-labels a builder error with the position of the token that caused it. */
-static tsr_status located(parser *p, size_t pos, tsr_status st) {
-    char detail[1024];
-    tsr_strlcpy(detail, tsr_context_last_error(p->ctx), sizeof detail);
-    return perr(p, pos, st, "%s", detail);
+tsr_status tsr_spec_no_arg(tsr_spec_cursor *p, const char *name, size_t n) {
+    if (p->s[p->pos] != ':') return TSR_OK;
+    return tsr_spec_error(p, p->pos, TSR_ERR_PARSE, "%.*s takes no ':' argument", (int)n, name);
 }
 
-static tsr_status parse_layer(parser *p, tsr_model *m) {
-    skip_ws(p);
+/* Re-labels a builder error with the position of the token that caused it. */
+static tsr_status located(tsr_spec_cursor *p, size_t pos, tsr_status st) {
+    char detail[1024];
+    tsr_strlcpy(detail, tsr_context_last_error(p->ctx), sizeof detail);
+    return tsr_spec_error(p, pos, st, "%s", detail);
+}
+
+/* One layer token: a name the registry knows, then its kind's ':' argument and '/' options. */
+static tsr_status parse_layer(tsr_spec_cursor *p, tsr_model *m) {
+    tsr_spec_skip_ws(p);
     size_t start = p->pos, n = 0;
     const char *tok = p->s + start;
     while (tok[n] && tok[n] != ',' && tok[n] != ':' && tok[n] != '/' && !isspace((unsigned char)tok[n]))
         n++;
     if (!n) {
-        if (tok[0]) return perr(p, start, TSR_ERR_PARSE, "expected a layer before '%c'", tok[0]);
-        return perr(p, start, TSR_ERR_PARSE, "expected a layer");
+        if (tok[0]) return tsr_spec_error(p, start, TSR_ERR_PARSE, "expected a layer before '%c'", tok[0]);
+        return tsr_spec_error(p, start, TSR_ERR_PARSE, "expected a layer");
     }
     p->pos += n;
-    size_t a = 0, b = 0;
-    enum { L_DENSE, L_CONV, L_POOL, L_RELU, L_FLATTEN, L_DROPOUT } kind;
-    if (n == 5 && !strncmp(tok, "dense", 5)) kind = L_DENSE;
-    else if (n == 4 && !strncmp(tok, "relu", 4)) kind = L_RELU;
-    else if (n == 7 && !strncmp(tok, "flatten", 7)) kind = L_FLATTEN;
-    else if (n == 7 && !strncmp(tok, "dropout", 7)) kind = L_DROPOUT;
-    else if (match_sized(tok, n, "conv", 1, &a, &b)) kind = L_CONV;
-    else if (match_sized(tok, n, "pool", 0, &a, &b) || match_sized(tok, n, "maxpool", 0, &a, &b))
-        kind = L_POOL;
-    else
-        return perr(p, start, TSR_ERR_PARSE, "unknown layer '%.*s'", (int)(n > 40 ? 40 : n), tok);
-
-    size_t arg = 0, argpos = p->pos + 1;
-    float prob = 0.0f;
-    int has_arg = p->s[p->pos] == ':';
-    if (kind == L_DENSE || kind == L_CONV) {
-        const char *what = kind == L_DENSE ? "dense needs a positive unit count"
-                                           : "conv needs a positive filter count";
-        if (!has_arg) return perr(p, p->pos, TSR_ERR_PARSE, "%s (':N')", what);
+    tsr_layer l;
+    memset(&l, 0, sizeof l);
+    const tsr_layer_ops *ops = tsr_layer_ops_match(tok, n, &l);
+    if (!ops)
+        return tsr_spec_error(p, start, TSR_ERR_PARSE, "unknown layer '%.*s'", (int)(n > 40 ? 40 : n), tok);
+    l.kind = ops->kind;
+    l.ops = ops;
+    if (ops->parse_arg) TSR_TRY(ops->parse_arg(p, tok, n, start, &l));
+    else TSR_TRY(tsr_spec_no_arg(p, tok, n));
+    tsr_spec_skip_ws(p);
+    for (; p->s[p->pos] == '/'; tsr_spec_skip_ws(p)) {
         p->pos++;
-        if (parse_count(p, &arg) || !arg) return perr(p, argpos, TSR_ERR_PARSE, "%s", what);
-    } else if (kind == L_DROPOUT) {
-        if (!has_arg) return perr(p, p->pos, TSR_ERR_PARSE, "dropout needs a probability (':P')");
-        p->pos++;
-        char *end;
-        prob = strtof(p->s + p->pos, &end);
-        if (end == p->s + p->pos || !(prob >= 0.0f && prob < 1.0f))
-            return perr(p, argpos, TSR_ERR_PARSE, "dropout needs a probability in [0, 1)");
-        p->pos = (size_t)(end - p->s);
-    } else if (has_arg) {
-        return perr(p, p->pos, TSR_ERR_PARSE, "%.*s takes no ':' argument", (int)n, tok);
+        tsr_spec_skip_ws(p);
+        if (!ops->parse_option)
+            return tsr_spec_error(p, p->pos, TSR_ERR_PARSE, "%.*s takes no '/' options", (int)n, tok);
+        TSR_TRY(ops->parse_option(p, tok, n, &l));
     }
-
-    size_t stride = 0, pad = TSR_PAD_SAME;
-    skip_ws(p);
-    for (; p->s[p->pos] == '/'; skip_ws(p)) {
-        p->pos++;
-        skip_ws(p);
-        size_t opos = p->pos;
-        if (kind != L_CONV && kind != L_POOL)
-            return perr(p, opos, TSR_ERR_PARSE, "%.*s takes no '/' options", (int)n, tok);
-        char c = p->s[p->pos];
-        if (!strncmp(p->s + p->pos, "same", 4) && kind == L_CONV) {
-            p->pos += 4;
-            pad = TSR_PAD_SAME;
-        } else if (!strncmp(p->s + p->pos, "valid", 5) && kind == L_CONV) {
-            p->pos += 5;
-            pad = 0;
-        } else if (c == 's' || (c == 'p' && kind == L_CONV)) {
-            p->pos++;
-            size_t v;
-            if (parse_count(p, &v) || (c == 's' && !v))
-                return perr(p, opos, TSR_ERR_PARSE, "option '/%c' needs a %s number", c,
-                            c == 's' ? "positive" : "non-negative");
-            if (c == 's') stride = v;
-            else pad = v;
-        } else {
-            return perr(p, opos, TSR_ERR_PARSE, "unknown option '/%c' for %.*s (%s)", c ? c : ' ',
-                        (int)n, tok, kind == L_CONV ? "use /sN, /pN, /same or /valid" : "use /sN");
-        }
-    }
-    skip_ws(p);
+    tsr_spec_skip_ws(p);
     if (p->s[p->pos] && p->s[p->pos] != ',')
-        return perr(p, p->pos, TSR_ERR_PARSE, "unexpected '%c' after %.*s", p->s[p->pos], (int)n, tok);
-
-    tsr_status st = TSR_OK;
-    switch (kind) {
-    case L_DENSE: st = tsr_model_add_dense(m, arg); break;
-    case L_CONV:
-        if (!a || !b) return perr(p, start, TSR_ERR_PARSE, "conv kernel size must be positive");
-        st = tsr_model_add_conv2d(m, arg, a, b, stride ? stride : 1, pad);
-        break;
-    case L_POOL:
-        if (!a) return perr(p, start, TSR_ERR_PARSE, "pool size must be positive");
-        st = tsr_model_add_maxpool(m, a, stride ? stride : a);
-        break;
-    case L_RELU: st = tsr_model_add_relu(m); break;
-    case L_FLATTEN: st = tsr_model_add_flatten(m); break;
-    case L_DROPOUT: st = tsr_model_add_dropout(m, prob); break;
-    }
+        return tsr_spec_error(p, p->pos, TSR_ERR_PARSE, "unexpected '%c' after %.*s", p->s[p->pos], (int)n,
+                              tok);
+    tsr_status st = add_layer(m, &l);
     return st == TSR_OK ? TSR_OK : located(p, start, st);
 }
 
-tsr_status tsr_model_parse(tsr_context *ctx, const char *spec, tsr_model_input input,
-                           tsr_model **out) {
-    if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL output");
-    *out = NULL;
-    if (!spec) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL spec");
+/* Parses `spec` into the empty model m (freed on error). */
+static tsr_status parse_into(tsr_context *ctx, const char *spec, tsr_model *m, tsr_model **out) {
     const char *preset = tsr_model_preset(spec);
-    parser p = {ctx, preset ? preset : spec, 0};
-    tsr_model *m;
-    TSR_TRY(tsr_model_create(ctx, input, &m));
+    tsr_spec_cursor p = {ctx, preset ? preset : spec, 0};
     tsr_status st = TSR_OK;
-    skip_ws(&p);
-    if (!p.s[p.pos]) st = perr(&p, 0, TSR_ERR_PARSE, "empty model spec");
+    tsr_spec_skip_ws(&p);
+    if (!p.s[p.pos]) st = tsr_spec_error(&p, 0, TSR_ERR_PARSE, "empty model spec");
     while (st == TSR_OK) {
         st = parse_layer(&p, m);
         if (st != TSR_OK || !p.s[p.pos]) break;
         p.pos++; /* ',' */
-        skip_ws(&p);
-        if (!p.s[p.pos]) st = perr(&p, p.pos, TSR_ERR_PARSE, "expected a layer after ','");
+        tsr_spec_skip_ws(&p);
+        if (!p.s[p.pos]) st = tsr_spec_error(&p, p.pos, TSR_ERR_PARSE, "expected a layer after ','");
     }
     if (st == TSR_OK) st = tsr_model_check(m);
     if (st != TSR_OK) {
@@ -433,11 +363,37 @@ tsr_status tsr_model_parse(tsr_context *ctx, const char *spec, tsr_model_input i
     return TSR_OK;
 }
 
+tsr_status tsr_model_parse(tsr_context *ctx, const char *spec, tsr_model_input input,
+                           tsr_model **out) {
+    if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL output");
+    *out = NULL;
+    if (!spec) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL spec");
+    tsr_model *m;
+    TSR_TRY(tsr_model_create(ctx, input, &m));
+    return parse_into(ctx, spec, m, out);
+}
+
+tsr_status tsr_model_parse_desc(tsr_context *ctx, const char *spec, const tsr_model_input_desc *input,
+                                tsr_model **out) {
+    if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL output");
+    *out = NULL;
+    if (!spec) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_parse: NULL spec");
+    tsr_model *m;
+    TSR_TRY(tsr_model_create_desc(ctx, input, &m));
+    return parse_into(ctx, spec, m, out);
+}
+
 /* ---- inspection ---- */
 
 tsr_model_input tsr_model_get_input(const tsr_model *m) {
     tsr_model_input z = {0, 0, 0, 0};
     return m ? m->input : z;
+}
+
+tsr_model_input_desc tsr_model_get_input_desc(const tsr_model *m) {
+    tsr_model_input_desc z;
+    memset(&z, 0, sizeof z);
+    return m ? m->desc : z;
 }
 
 size_t tsr_model_layer_count(const tsr_model *m) { return m ? m->count : 0; }
@@ -448,6 +404,41 @@ size_t tsr_model_param_count(const tsr_model *m) {
     return n;
 }
 
+/* Parameter tensors in model order; offsets follow the flat layout (reverse layer order, each
+ * layer's tensors in the order its kind lists them). */
+size_t tsr_model_param_tensor_count(const tsr_model *m) {
+    size_t n = 0;
+    tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
+    for (size_t i = 0; m && i < m->count; i++)
+        if (m->layers[i].ops->params) n += m->layers[i].ops->params(&m->layers[i], d);
+    return n;
+}
+
+tsr_status tsr_model_param_tensor(const tsr_model *m, size_t index, tsr_param_info *info) {
+    if (!m || !info) return TSR_ERR_INVALID_ARG;
+    size_t seen = 0, after = 0; /* floats of the layers after layer i (they come first) */
+    for (size_t i = 0; i < m->count; i++) after += m->layers[i].weights + m->layers[i].biases;
+    for (size_t i = 0; i < m->count; i++) {
+        const tsr_layer *l = &m->layers[i];
+        after -= l->weights + l->biases;
+        tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
+        size_t np = l->ops->params ? l->ops->params(l, d) : 0, off = after;
+        for (size_t k = 0; k < np; off += d[k].count, k++, seen++) {
+            if (seen != index) continue;
+            memset(info, 0, sizeof *info);
+            snprintf(info->name, sizeof info->name, "%zu.%s", i, d[k].name);
+            info->layer = i;
+            info->rank = d[k].rank;
+            memcpy(info->shape, d[k].shape, sizeof info->shape);
+            info->count = d[k].count;
+            info->offset = off;
+            return TSR_OK;
+        }
+    }
+    return tsr_error(m->ctx, TSR_ERR_NOT_FOUND, "parameter tensor %zu does not exist (%zu tensors)", index,
+                     seen);
+}
+
 tsr_status tsr_model_layer_info(const tsr_model *m, size_t index, size_t batch, tsr_layer_info *info) {
     if (!m || !info) return TSR_ERR_INVALID_ARG;
     if (index >= m->count)
@@ -456,42 +447,17 @@ tsr_status tsr_model_layer_info(const tsr_model *m, size_t index, size_t batch, 
     const tsr_layer *l = &m->layers[index];
     memset(info, 0, sizeof *info);
     info->kind = l->kind;
-    info->type = kind_name(l->kind);
+    info->type = l->ops->type;
     layer_token(l, info->spec, sizeof info->spec);
     info->in_c = l->in_c, info->in_h = l->in_h, info->in_w = l->in_w;
     info->out_c = l->out_c, info->out_h = l->out_h, info->out_w = l->out_w;
     info->params = l->weights + l->biases;
     info->param_bytes = info->params * sizeof(float);
-    uint64_t n = batch, in = tsr_layer_in_size(l), out = tsr_layer_out_size(l);
-    size_t act = (size_t)(n * out * sizeof(float));
-    switch (l->kind) {
-    case TSR_LAYER_DENSE:
-        info->forward_flops = n * (2 * l->weights + l->biases);
-        info->backward_flops = n * (4 * l->weights + l->biases);
-        break;
-    case TSR_LAYER_CONV2D: {
-        uint64_t ohw = l->out_h * l->out_w;
-        info->forward_flops = n * ohw * (2 * l->weights + l->biases);
-        info->backward_flops = n * ohw * (4 * l->weights + l->biases);
-        act += (size_t)(n * l->in_c * l->kh * l->kw * ohw * sizeof(float)); /* im2col kept */
-        break;
-    }
-    case TSR_LAYER_MAXPOOL:
-        info->forward_flops = n * out * l->kh * l->kw;
-        info->backward_flops = n * (in + out);
-        act += (size_t)(n * out * sizeof(int32_t)); /* argmax indices */
-        break;
-    case TSR_LAYER_RELU:
-        info->forward_flops = n * out;
-        info->backward_flops = n * out;
-        break;
-    case TSR_LAYER_DROPOUT:
-        info->forward_flops = n * out;
-        info->backward_flops = n * out;
-        act += (size_t)(n * out * sizeof(float)); /* mask */
-        break;
-    case TSR_LAYER_FLATTEN: act = 0; break; /* a view of its input */
-    }
+    uint64_t n = batch;
+    l->ops->flops(l, n, &info->forward_flops, &info->backward_flops);
+    /* the output and the state kept for backward (a view keeps nothing) */
+    size_t state = l->ops->state ? l->ops->state(l) : 0;
+    size_t act = l->ops->view ? 0 : (size_t)(n * (tsr_layer_out_size(l) + state) * sizeof(float));
     info->activation_bytes = act;
     return TSR_OK;
 }
@@ -521,8 +487,12 @@ static void human(char *buf, size_t size, double v) {
 
 static void summary(const tsr_model *m, sbuf *b) {
     sb_printf(b, "Model: %s\n", tsr_model_spec(m));
-    sb_printf(b, "Input: %zux%zux%zu, %zu classes\n", m->input.channels, m->input.height,
-              m->input.width, m->input.classes);
+    if (m->desc.dtype == TSR_DTYPE_I32)
+        sb_printf(b, "Input: %zu token ids below %zu, %zu classes\n", tsr_tshape_size(tensor_shape(m, 0)),
+                  m->desc.vocab, m->input.classes);
+    else
+        sb_printf(b, "Input: %zux%zux%zu, %zu classes\n", m->input.channels, m->input.height,
+                  m->input.width, m->input.classes);
     sb_printf(b, "%-3s %-16s %-14s %10s %10s %10s %12s\n", "#", "Layer", "Output", "Params",
               "FLOPs fwd", "FLOPs bwd", "Act bytes");
     uint64_t tf = 0, tb = 0;

@@ -32,10 +32,13 @@
  *    plus a ring allreduce of each stage's gradients over its R copies, 2 (R-1)/R x bytes at the
  *    slower of the device's h2d and d2h (through host memory; they share a host), the largest
  *    stage's.
- *  - Memory of stage i: params x 4 x (2 + optimizer slots) (weights, gradients, state) plus, for
- *    each micro-batch in flight (1F1B keeps S - i, at most M), the activation bytes of its
- *    layers (outputs and what backward keeps) and, from stage 1 on, the received input. It must
- *    fit memory_fraction x the device's global memory.
+ *  - Memory of stage i: the stage's own memory plan at the micro-batch size (lib/stage.c's
+ *    tsr_stage_plan_memory, what tsr_stage_create allocates: parameters, gradients, one
+ *    activation set with its input, outputs, backward state and workspace, the
+ *    activation-gradient buffers), plus one more activation set for each further micro-batch in
+ *    flight (1F1B keeps S - i, at most M) and the optimizer state (slots x parameter bytes). It
+ *    must fit memory_fraction x the device's global memory. A split that would leave a layer
+ *    reading another stage's output (other than its input) is not a stage.
  *  - Candidates: usable devices, one of each same_as pair (the faster), with a rate (measured or
  *    peak); with a cluster view, only devices a rank drives.
  *
@@ -64,6 +67,7 @@
 #include <string.h>
 #include "lib/internal.h"
 #include "lib/plan_internal.h"
+#include "lib/stage.h"
 #include "topology/topology.h"
 
 #define PLAN_EFFICIENCY 0.5      /* fraction of peak an uncalibrated device reaches in SGEMM */
@@ -127,7 +131,6 @@ typedef struct lay {
     int batch_in_m;           /* dense: M = mb; conv: N = mb x pixels */
     double in_elems, out_elems;
     uint64_t param_mem;       /* params x 4 x (2 + slots) */
-    uint64_t act_per_sample;  /* activation bytes of one sample */
     uint64_t out_per_sample;  /* output bytes of one sample (the hand-over) */
 } lay;
 
@@ -275,7 +278,6 @@ static tsr_status read_layers(tsr_context *ctx, const tsr_model *model, int slot
         l->in_elems = (double)in.in_c * in.in_h * in.in_w;
         l->out_elems = (double)in.out_c * in.out_h * in.out_w;
         l->param_mem = (uint64_t)in.params * 4u * (2u + (unsigned)slots);
-        l->act_per_sample = in.activation_bytes;
         l->out_per_sample = (uint64_t)(l->out_elems * 4);
         if (in.kind == TSR_LAYER_DENSE) {
             l->gm = 1, l->gn = (double)in.out_c * in.out_h * in.out_w, l->gk = l->in_elems;
@@ -305,6 +307,34 @@ typedef struct env {
 } env;
 
 static void free_env(env *e) { tsr_free(e->ctx, e->layers); }
+
+/* Memory of a stage of layers [b, end): `fixed` bytes whatever the micro-batches in flight,
+ * plus `act` per micro-batch held; fixed = UINT64_MAX: not a stage (*err: out of memory). */
+typedef struct stage_need {
+    uint64_t fixed, act;
+} stage_need;
+
+static stage_need stage_memory(const env *e, size_t b, size_t end, size_t mb, tsr_status *err) {
+    stage_need n = {UINT64_MAX, 0};
+    for (size_t l = b; l < end; l++) /* a layer reading an earlier stage's output */
+        for (size_t k = 0; k < e->model->layers[l].ninputs; k++)
+            if (e->model->layers[l].inputs[k] < b) return n;
+    tsr_stage_options so = {b, end, mb, b > 0};
+    tsr_stage_memory m;
+    tsr_status st = tsr_stage_plan_memory(e->ctx, e->model, &so, &m);
+    if (st != TSR_OK) {
+        if (st == TSR_ERR_NO_MEMORY && *err == TSR_OK) *err = st; /* else: not a stage */
+        return n;
+    }
+    n.fixed = (uint64_t)m.total_bytes - m.act_set_bytes +
+              (uint64_t)m.param_bytes * (unsigned)e->o.optimizer_slots;
+    n.act = m.act_set_bytes;
+    return n;
+}
+
+static uint64_t need_bytes(stage_need n, uint64_t inflight) {
+    return n.fixed == UINT64_MAX ? UINT64_MAX : n.fixed + inflight * n.act;
+}
 
 static tsr_status make_env(tsr_context *ctx, const tsr_model *model, const tsr_topology *topo,
                            const tsr_plan_options *o, env *e) {
@@ -394,19 +424,31 @@ static tsr_status evaluate(const env *e, const size_t *bounds, const cand *cands
         s->device = c->dev;
         tsr_strlcpy(s->device_id, c->d->id, sizeof s->device_id);
         s->rank = rank_of(e->topo, c->dev);
-        uint64_t pmem = 0, act = 0, params = 0;
+        uint64_t params = 0;
         for (size_t l = s->first; l < s->last; l++) {
             double f, b;
             layer_time(&e->layers[l], c, mb, &f, &b);
             s->forward_s += f;
             s->backward_s += b;
-            pmem += e->layers[l].param_mem;
-            act += e->layers[l].act_per_sample * mb;
             params += e->layers[l].param_mem / (2u + (unsigned)e->o.optimizer_slots);
         }
-        if (i > 0) act += e->layers[s->first - 1].out_per_sample * mb;
         size_t inflight = S - i < M ? S - i : M;
-        s->memory_bytes = pmem + inflight * act;
+        tsr_status err = TSR_OK;
+        stage_need need = stage_memory(e, s->first, s->last, mb, &err);
+        if (err != TSR_OK) {
+            tsr_plan_free(p);
+            return err;
+        }
+        if (need.fixed == UINT64_MAX) {
+            tsr_status st = tsr_error(ctx, TSR_ERR_PLAN,
+                                      "stage %zu (layers %zu-%zu) cannot be planned: a layer reads an "
+                                      "earlier stage's output (a residual across the split) or its "
+                                      "memory overflows",
+                                      i, s->first, s->last - 1);
+            tsr_plan_free(p);
+            return st;
+        }
+        s->memory_bytes = need_bytes(need, inflight);
         s->memory_limit = c->limit;
         if (i + 1 < S && cands[i + 1].dev != c->dev)
             s->send_s = xfer(c, &cands[i + 1], (double)e->layers[s->last - 1].out_per_sample * mb,
@@ -550,7 +592,8 @@ typedef struct search {
     size_t S, M, mb, L;
     double factor;          /* M + S - 1 */
     double *t;              /* ncls x (L+1): prefix sums of forward + backward per class */
-    uint64_t *pmem, *act;   /* L+1 prefix sums (act at mb) */
+    stage_need *need;       /* (L+1) x (L+1): memory of the stage [b, e) at mb, [b * (L+1) + e] */
+    tsr_status err;         /* out of memory while filling `need` */
     double *out_b;          /* L: output bytes of layer l at mb */
     double *w_suf, *w_max;  /* L+1: least time any class needs for layers [e, L), and the
                              * largest single such layer */
@@ -591,14 +634,12 @@ static double compute_row(search *s, size_t j, const double *prev, int cls, int 
     double best = INFINITY;
     for (size_t e = e_lo; e <= e_hi; e++) {
         double te = t[e] + (next >= 0 ? coef * s->out_b[e - 1] : 0);
-        uint64_t pe = s->pmem[e], ae = s->act[e];
         double v = INFINITY;
         int32_t a = -1;
         for (size_t b = j; b < e; b++) {
             double pv = prev[b];
             if (!(pv < v)) continue; /* max(pv, .) >= v: cannot improve */
-            uint64_t act = ae - s->act[b] + (j > 0 ? (uint64_t)s->out_b[b - 1] : 0);
-            if (pe - s->pmem[b] + inflight * act > limit) continue;
+            if (need_bytes(s->need[b * L1 + e], inflight) > limit) continue;
             double c = te - t[b];
             double m = pv > c ? pv : c;
             if (m < v) v = m, a = (int32_t)b;
@@ -767,12 +808,9 @@ static void prepare_s(search *s, size_t S) {
             t[l + 1] = t[l] + f + b;
         }
     }
-    s->pmem[0] = s->act[0] = 0;
-    for (size_t l = 0; l < L; l++) {
-        s->pmem[l + 1] = s->pmem[l] + e->layers[l].param_mem;
-        s->act[l + 1] = s->act[l] + e->layers[l].act_per_sample * mb;
-        s->out_b[l] = (double)e->layers[l].out_per_sample * (double)mb;
-    }
+    for (size_t b = 0; b < L; b++)
+        for (size_t end = b + 1; end <= L; end++) s->need[b * L1 + end] = stage_memory(e, b, end, mb, &s->err);
+    for (size_t l = 0; l < L; l++) s->out_b[l] = (double)e->layers[l].out_per_sample * (double)mb;
     s->w_suf[L] = s->w_max[L] = 0;
     for (size_t k = 0; k < nc; k++) s->inv_rho[k * L1 + L] = 0;
     for (size_t l = L; l-- > 0;) {
@@ -901,6 +939,7 @@ static int try_order(search *s, const int *o, size_t S) {
     for (size_t i = 0; i < S; i++)
         if (++used[o[i]] > s->avail[o[i]]) return 0;
     prepare_s(s, S);
+    if (s->err != TSR_OK) return 0;
     double v = order_value(s, o, s->ord_bounds);
     double step = s->factor * v;
     if (!(step < s->best_step * (1 - 1e-12))) return 0;
@@ -957,8 +996,7 @@ static void free_search(tsr_context *ctx, search *s) {
     tsr_free(ctx, s->avail);
     tsr_free(ctx, s->radix);
     tsr_free(ctx, s->t);
-    tsr_free(ctx, s->pmem);
-    tsr_free(ctx, s->act);
+    tsr_free(ctx, s->need);
     tsr_free(ctx, s->out_b);
     tsr_free(ctx, s->w_suf);
     tsr_free(ctx, s->w_max);
@@ -985,11 +1023,13 @@ static tsr_status infeasible(const env *e, const cands *cs, size_t mb) {
         if (cs->c[i].limit > big->limit) big = &cs->c[i];
     size_t worst = 0;
     uint64_t worst_need = 0, total = 0;
+    tsr_status err = TSR_OK;
     for (size_t l = 0; l < e->L; l++) {
-        uint64_t need = e->layers[l].param_mem + e->layers[l].act_per_sample * mb;
-        total += need;
-        if (need > worst_need) worst_need = need, worst = l;
+        uint64_t need = need_bytes(stage_memory(e, l, l + 1, mb, &err), 1);
+        if (need != UINT64_MAX && need > worst_need) worst_need = need, worst = l;
     }
+    total = need_bytes(stage_memory(e, 0, e->L, mb, &err), 1);
+    if (err != TSR_OK) return err;
     char need[32], lim[32], mem[32];
     tsr_plan_format_bytes(lim, sizeof lim, (double)big->limit);
     tsr_plan_format_bytes(mem, sizeof mem, (double)big->d->global_mem_bytes);
@@ -1025,8 +1065,7 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
     s.avail = tsr_calloc(ctx, nc, sizeof *s.avail);
     s.radix = tsr_calloc(ctx, nc + 1, sizeof *s.radix);
     s.t = tsr_calloc(ctx, nc * L1, sizeof *s.t);
-    s.pmem = tsr_calloc(ctx, L1, sizeof *s.pmem);
-    s.act = tsr_calloc(ctx, L1, sizeof *s.act);
+    s.need = tsr_calloc(ctx, L1 * L1, sizeof *s.need);
     s.out_b = tsr_calloc(ctx, L1, sizeof *s.out_b);
     s.w_suf = tsr_calloc(ctx, L1, sizeof *s.w_suf);
     s.w_max = tsr_calloc(ctx, L1, sizeof *s.w_max);
@@ -1036,7 +1075,7 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
     s.rho_order = tsr_calloc(ctx, nc * L1, sizeof *s.rho_order);
     s.coef = tsr_calloc(ctx, nc * nc, sizeof *s.coef);
     tsr_status st = TSR_OK;
-    if (!s.cls_rep || !s.avail || !s.radix || !s.t || !s.pmem || !s.act || !s.out_b || !s.w_suf ||
+    if (!s.cls_rep || !s.avail || !s.radix || !s.t || !s.need || !s.out_b || !s.w_suf ||
         !s.w_max || !s.inv_rho || !s.tmp_val || !s.tmp_from || !s.rho_order ||
         !s.coef) {
         st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "plan: search tables");
@@ -1088,6 +1127,10 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
     double mem_cap = (double)PLAN_LEVEL_BYTES / ((double)nc * (double)L1 * 16.0);
     for (size_t S = 1; S <= smax && st == TSR_OK; S++) {
         prepare_s(&s, S);
+        if (s.err != TSR_OK) {
+            st = s.err;
+            break;
+        }
         if (s.mb < mb_min) mb_min = s.mb;
         double left = s.budget - s.work;
         double beam = left / ((double)(smax - S + 1) * (double)S * state_cost);
@@ -1098,6 +1141,7 @@ static tsr_status run_search(const env *e, const cands *cs, tsr_plan **out) {
     }
     if (st != TSR_OK) goto done;
     if (s.truncated && s.best_step < INFINITY) improve(&s, smax);
+    if ((st = s.err) != TSR_OK) goto done;
     if (s.truncated)
         tsr_log(ctx, TSR_LOG_INFO,
                 "plan: the search kept only the most promising states of some levels (work "

@@ -1,18 +1,38 @@
 /* Stages: device memory of a layer range and its forward/backward passes (llm.c style: plain
- * functions per layer over one activation buffer, gradients accumulated). Every operation
- * goes through the checked tsr_op_* wrappers, so a stage runs on any backend. */
+ * functions per layer over one activation buffer, gradients accumulated). Each layer's work is
+ * its kind's ops table (lib/layers/); memory is planned once from those tables (plan_stage),
+ * and the planner reads the same plan (tsr_stage_plan_memory). Every operation goes through
+ * the checked tsr_op_* wrappers, so a stage runs on any backend. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include "lib/internal.h"
+#include "lib/layers/layer.h"
 #include "lib/stage.h"
 
+/* Where one layer's tensors live. Activation gradients live in `slots` buffers of one size
+ * (the largest tensor), assigned by walking backward: a tensor's gradient takes a free slot
+ * when its last reader writes it and frees it once its producer has read it, so a chain uses
+ * two (ping-pong) and a residual keeps a third alive across the branch. */
 typedef struct layer_mem {
-    size_t in;        /* element offset of the layer input in acts */
-    size_t out;       /* element offset of the output in acts */
-    size_t aux;       /* im2col columns, pooling indices or dropout mask */
-    size_t w, b;      /* parameter offsets (params and grads share the layout) */
-    int gin, gout;    /* ping-pong index holding d(input) / d(output) during backward */
+    size_t in[TSR_LAYER_MAX_INPUTS];   /* element offsets in acts */
+    size_t out, aux;
+    size_t param[TSR_LAYER_MAX_PARAMS]; /* offsets in params/grads (the running offset if none) */
+    int gout;                          /* slot of d(out) */
+    int gin[TSR_LAYER_MAX_INPUTS];     /* slot of d(input k); -1: not wanted */
+    int add[TSR_LAYER_MAX_INPUTS];     /* d(input k) already holds another reader's part */
+    int scratch[TSR_LAYER_MAX_INPUTS]; /* slot the kind writes into before it is added; -1 */
 } layer_mem;
+
+/* The memory plan of a stage: computed once, without allocating device memory. */
+typedef struct stage_plan {
+    size_t nparams;
+    layer_mem *mem;         /* last - first layers, then the loss on the last stage */
+    size_t input_off, labels_off, losssum_off, ws_off, ones_off;
+    size_t act_floats;      /* one activation set */
+    size_t slot_floats;     /* one gradient slot */
+    int slots, out_grad_idx, in_grad_idx;
+} stage_plan;
 
 struct tsr_stage {
     tsr_context *ctx;
@@ -20,12 +40,10 @@ struct tsr_stage {
     const tsr_model *model;
     size_t first, last, max_batch;
     int need_input_grad, is_last, trained;
+    stage_plan plan;
     size_t nparams;
-    tsr_buf *params, *grads, *acts, *g[2];
-    layer_mem *mem;   /* indexed by layer - first */
-    size_t input_off, labels_off, probs_off, lossrows_off, losssum_off;
-    size_t ws_off, ones_off;  /* per-image conv weight gradients; a row of max_batch ones */
-    int out_grad_idx, in_grad_idx;
+    tsr_buf *params, *grads, *acts;
+    tsr_buf **g;      /* plan.slots activation-gradient buffers */
     tsr_stage_grad_hook hook;
     void *hook_user;
     float loss_scale;  /* d(loss)/d(per-sample loss); 0: 1/n (the mean over the batch) */
@@ -64,7 +82,7 @@ uint64_t tsr_rng_next(tsr_rng *r) {
 
 double tsr_rng_uniform(tsr_rng *r) { return (double)(tsr_rng_next(r) >> 11) * 0x1.0p-53; }
 
-/* ---- creation ---- */
+/* ---- the memory plan ---- */
 
 static const tsr_layer *layer(const tsr_stage *st, size_t i) { return &st->model->layers[i]; }
 
@@ -78,6 +96,200 @@ static int reserve(size_t *cursor, size_t count, size_t *off) {
     return 0;
 }
 
+/* Gradient slots in use while the plan walks backward. */
+typedef struct slot_pool {
+    unsigned char *busy;
+    int cap, used;
+} slot_pool;
+
+static int slot_take(slot_pool *p) {
+    int i = 0;
+    while (p->busy[i]) i++; /* cap is never reached: at most inputs + 2 per layer are live */
+    p->busy[i] = 1;
+    if (i + 1 > p->used) p->used = i + 1;
+    return i;
+}
+
+static void plan_free(tsr_context *ctx, stage_plan *p) {
+    tsr_free(ctx, p->mem);
+    p->mem = NULL;
+}
+
+static size_t tensor_size(const tsr_model *m, size_t id) {
+    tsr_model_input in = m->input;
+    return id ? tsr_layer_out_size(&m->layers[id - 1]) : in.channels * in.height * in.width;
+}
+
+/* Plans parameters, activations, backward state, workspace and gradient slots of layers
+ * [o->first, o->last) at batch o->max_batch. */
+static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
+                             stage_plan *p) {
+    memset(p, 0, sizeof *p);
+    TSR_TRY(tsr_model_check(model));
+    if (o->first >= o->last || o->last > model->count)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "stage layers [%zu, %zu) not within the %zu layers",
+                         o->first, o->last, model->count);
+    if (!o->max_batch || o->max_batch > ((size_t)1 << 20))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "stage batch %zu is not valid", o->max_batch);
+    size_t first = o->first, last = o->last, nl = last - first, B = o->max_batch;
+    int is_last = last == model->count;
+    /* tensor ids first..last (the stage input and every output) by local index t - first */
+    size_t nt = nl + 1;
+    p->mem = tsr_calloc(ctx, nl + 1, sizeof *p->mem);
+    size_t *toff = tsr_calloc(ctx, nt, sizeof *toff), *store = tsr_calloc(ctx, nt, sizeof *store);
+    int *slot_of = tsr_calloc(ctx, nt, sizeof *slot_of);
+    slot_pool pool = {tsr_calloc(ctx, 2 * nt + 8, 1), (int)(2 * nt + 8), 0};
+    tsr_status s = TSR_OK;
+    if (!p->mem || !toff || !store || !slot_of || !pool.busy) {
+        s = tsr_error(ctx, TSR_ERR_NO_MEMORY, "stage plan");
+        goto done;
+    }
+    for (size_t i = first; i < last; i++)
+        for (size_t k = 0; k < model->layers[i].ninputs; k++)
+            if (model->layers[i].inputs[k] < first) {
+                size_t id = model->layers[i].inputs[k];
+                char what[48];
+                if (id) snprintf(what, sizeof what, "layer %zu's output", id - 1);
+                else snprintf(what, sizeof what, "the model input");
+                s = tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                              "stage layers [%zu, %zu): layer %zu reads %s, which an earlier stage holds",
+                              first, last, i, what);
+                goto done;
+            }
+
+    /* parameters in reverse layer order, each layer's tensors in its kind's order */
+    size_t poff = 0;
+    for (size_t i = last; i-- > first;) {
+        const tsr_layer *l = &model->layers[i];
+        layer_mem *m = &p->mem[i - first];
+        tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
+        size_t np = l->ops->params ? l->ops->params(l, d) : 0;
+        for (size_t k = 0; k < TSR_LAYER_MAX_PARAMS; k++) {
+            m->param[k] = poff;
+            if (k < np) poff += d[k].count;
+        }
+    }
+    p->nparams = poff;
+
+    /* activations and backward state; a view shares its input's storage */
+    size_t cur = 0, gmax = 0, ws = 0, count;
+    if (tsr_mul_size(B, tensor_size(model, first), &count) || reserve(&cur, count, &p->input_off))
+        goto overflow;
+    gmax = count;
+    toff[0] = p->input_off;
+    store[0] = 0;
+    for (size_t i = first; i < last; i++) {
+        const tsr_layer *l = &model->layers[i];
+        const tsr_layer_ops *ops = l->ops;
+        layer_mem *m = &p->mem[i - first];
+        size_t t = i + 1 - first, outn, aux = 0, w = 0;
+        for (size_t k = 0; k < l->ninputs; k++) m->in[k] = toff[l->inputs[k] - first];
+        if (tsr_mul_size(B, tsr_layer_out_size(l), &outn)) goto overflow;
+        if (outn > gmax) gmax = outn;
+        if (ops->view) {
+            m->out = m->in[0];
+            store[t] = store[l->inputs[0] - first];
+        } else {
+            if (reserve(&cur, outn, &m->out)) goto overflow;
+            store[t] = t;
+        }
+        toff[t] = m->out;
+        if (ops->state && tsr_mul_size(B, ops->state(l), &aux)) goto overflow;
+        if (aux && reserve(&cur, aux, &m->aux)) goto overflow;
+        if (ops->workspace && tsr_mul_size(B, ops->workspace(l), &w)) goto overflow;
+        if (w > ws) ws = w;
+    }
+    if (reserve(&cur, ws, &p->ws_off) || reserve(&cur, B, &p->ones_off)) goto overflow;
+    if (is_last) {
+        const tsr_layer *loss = &model->loss;
+        layer_mem *m = &p->mem[nl];
+        size_t probs, rows;
+        m->in[0] = toff[nl];
+        if (tsr_mul_size(B, loss->ops->state(loss), &probs) || tsr_mul_size(B, tsr_layer_out_size(loss), &rows) ||
+            reserve(&cur, B, &p->labels_off) || reserve(&cur, probs, &m->aux) || reserve(&cur, rows, &m->out) ||
+            reserve(&cur, 1, &p->losssum_off))
+            goto overflow;
+        m->in[1] = p->labels_off;
+    }
+    p->act_floats = cur;
+    p->slot_floats = gmax;
+
+    /* gradient slots, walked as backward will walk them */
+    for (size_t t = 0; t < nt; t++) slot_of[t] = -1;
+    p->out_grad_idx = slot_of[store[nl]] = slot_take(&pool);
+    if (is_last) p->mem[nl].gin[0] = p->out_grad_idx;
+    for (size_t i = last; i-- > first;) {
+        const tsr_layer *l = &model->layers[i];
+        layer_mem *m = &p->mem[i - first];
+        size_t t = i + 1 - first;
+        m->gout = slot_of[store[t]];
+        for (size_t k = 0; k < TSR_LAYER_MAX_INPUTS; k++) m->gin[k] = m->scratch[k] = -1;
+        if (l->ops->view) {
+            m->gin[0] = m->gout;
+            continue;
+        }
+        int taken = 0;
+        for (size_t k = 0; k < l->ninputs; k++) {
+            size_t src = store[l->inputs[k] - first];
+            /* the stage input's gradient only when asked for, and token ids have none */
+            if (src == store[0] && (!o->need_input_grad || (first == 0 && model->desc.dtype == TSR_DTYPE_I32)))
+                continue;
+            if (slot_of[src] >= 0) {
+                m->add[k] = 1;
+                if (!l->ops->accumulate_din) m->scratch[k] = slot_take(&pool);
+            } else if (k == 0 && l->ops->inplace_din) {
+                slot_of[src] = m->gout;
+                taken = 1;
+            } else {
+                slot_of[src] = slot_take(&pool);
+            }
+            m->gin[k] = slot_of[src];
+        }
+        for (size_t k = 0; k < l->ninputs; k++)
+            if (m->scratch[k] >= 0) pool.busy[m->scratch[k]] = 0;
+        if (!taken) pool.busy[m->gout] = 0; /* its producer (this layer) has read it */
+    }
+    p->in_grad_idx = slot_of[store[0]] >= 0 ? slot_of[store[0]] : 0;
+    p->slots = pool.used;
+    goto done;
+overflow:
+    s = tsr_error(ctx, TSR_ERR_SHAPE, "stage memory for batch %zu overflows", B);
+done:
+    tsr_free(ctx, toff);
+    tsr_free(ctx, store);
+    tsr_free(ctx, slot_of);
+    tsr_free(ctx, pool.busy);
+    if (s != TSR_OK) plan_free(ctx, p);
+    return s;
+}
+
+/* The device bytes of each buffer the plan asks for (a stage without parameters still holds
+ * a 4-byte params/grads pair). */
+static int plan_bytes(const stage_plan *p, tsr_stage_memory *m) {
+    memset(m, 0, sizeof *m);
+    m->param_bytes = p->nparams ? p->nparams * 4 : 4;
+    if (p->nparams > SIZE_MAX / 4 || tsr_mul_size(p->act_floats, 4, &m->act_set_bytes) ||
+        tsr_mul_size(p->slot_floats, 4, &m->grad_buffer_bytes))
+        return -1;
+    m->grad_buffers = (size_t)p->slots;
+    size_t g;
+    if (tsr_mul_size(m->grad_buffers, m->grad_buffer_bytes, &g)) return -1;
+    m->total_bytes = 2 * m->param_bytes + m->act_set_bytes + g;
+    return m->total_bytes < g ? -1 : 0;
+}
+
+tsr_status tsr_stage_plan_memory(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
+                                 tsr_stage_memory *out) {
+    if (!model || !o || !out) return TSR_ERR_INVALID_ARG;
+    stage_plan p;
+    TSR_TRY(plan_stage(ctx, model, o, &p));
+    int bad = plan_bytes(&p, out);
+    plan_free(ctx, &p);
+    return bad ? tsr_error(ctx, TSR_ERR_SHAPE, "stage memory for batch %zu overflows", o->max_batch) : TSR_OK;
+}
+
+/* ---- creation ---- */
+
 void tsr_stage_free(tsr_stage *st) {
     if (!st) return;
     tsr_buf_free(st->params);
@@ -89,9 +301,9 @@ void tsr_stage_free(tsr_stage *st) {
     }
     tsr_free(st->ctx, st->slot_acts);
     tsr_free(st->ctx, st->slot_trained);
-    tsr_buf_free(st->g[0]);
-    tsr_buf_free(st->g[1]);
-    tsr_free(st->ctx, st->mem);
+    for (int i = 0; st->g && i < st->plan.slots; i++) tsr_buf_free(st->g[i]);
+    tsr_free(st->ctx, st->g);
+    plan_free(st->ctx, &st->plan);
     tsr_free(st->ctx, st);
 }
 
@@ -99,7 +311,7 @@ void tsr_stage_free(tsr_stage *st) {
 static tsr_status new_act_set(tsr_stage *st, tsr_buf **out) {
     TSR_TRY(tsr_buf_alloc(st->be, st->act_bytes, out));
     tsr_status s = tsr_op_fill(st->be, tsr_ref_at(*out, 0), st->act_bytes / 4, 0.0f);
-    if (s == TSR_OK) s = tsr_op_fill(st->be, tsr_ref_at(*out, st->ones_off), st->max_batch, 1.0f);
+    if (s == TSR_OK) s = tsr_op_fill(st->be, tsr_ref_at(*out, st->plan.ones_off), st->max_batch, 1.0f);
     if (s != TSR_OK) {
         tsr_buf_free(*out);
         *out = NULL;
@@ -112,14 +324,18 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
     if (!be || !model || !o || !out) return TSR_ERR_INVALID_ARG;
     *out = NULL;
     tsr_context *ctx = be->ctx;
-    TSR_TRY(tsr_model_check(model));
-    if (o->first >= o->last || o->last > model->count)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "stage layers [%zu, %zu) not within the %zu layers",
-                         o->first, o->last, model->count);
-    if (!o->max_batch || o->max_batch > ((size_t)1 << 20))
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "stage batch %zu is not valid", o->max_batch);
+    stage_plan plan;
+    tsr_stage_memory mem;
+    TSR_TRY(plan_stage(ctx, model, o, &plan));
+    if (plan_bytes(&plan, &mem)) {
+        plan_free(ctx, &plan);
+        return tsr_error(ctx, TSR_ERR_SHAPE, "stage memory for batch %zu overflows", o->max_batch);
+    }
     tsr_stage *st = tsr_calloc(ctx, 1, sizeof *st);
-    if (!st) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "stage");
+    if (!st) {
+        plan_free(ctx, &plan);
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "stage");
+    }
     st->ctx = ctx;
     st->be = be;
     st->model = model;
@@ -129,87 +345,28 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
     st->need_input_grad = o->need_input_grad;
     st->is_last = o->last == model->count;
     st->nslots = 1;
-    size_t nl = o->last - o->first, B = o->max_batch;
-    tsr_status s = TSR_ERR_SHAPE;
-    st->mem = tsr_calloc(ctx, nl, sizeof *st->mem);
+    st->plan = plan;
+    st->nparams = plan.nparams;
+    st->act_bytes = mem.act_set_bytes;
     st->slot_acts = tsr_calloc(ctx, 1, sizeof *st->slot_acts);
     st->slot_trained = tsr_calloc(ctx, 1, sizeof *st->slot_trained);
-    if (!st->mem || !st->slot_acts || !st->slot_trained) {
+    st->g = tsr_calloc(ctx, (size_t)plan.slots, sizeof *st->g);
+    if (!st->slot_acts || !st->slot_trained || !st->g) {
         tsr_stage_free(st);
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "stage layers");
     }
-
-    /* parameters in reverse layer order */
-    size_t poff = 0;
-    for (size_t i = o->last; i-- > o->first;) {
-        const tsr_layer *l = layer(st, i);
-        st->mem[i - o->first].w = poff;
-        poff += l->weights;
-        st->mem[i - o->first].b = poff;
-        poff += l->biases;
-    }
-    st->nparams = poff;
-
-    /* activations, state and, for the last stage, the loss */
-    size_t cur = 0, gmax = 0, count, ws = 0;
-    const tsr_layer *l0 = layer(st, o->first);
-    if (tsr_mul_size(B, tsr_layer_in_size(l0), &count) || reserve(&cur, count, &st->input_off))
-        goto overflow;
-    gmax = count;
-    size_t prev = st->input_off;
-    for (size_t i = o->first; i < o->last; i++) {
-        const tsr_layer *l = layer(st, i);
-        layer_mem *m = &st->mem[i - o->first];
-        m->in = prev;
-        size_t outn;
-        if (tsr_mul_size(B, tsr_layer_out_size(l), &outn)) goto overflow;
-        if (outn > gmax) gmax = outn;
-        if (l->kind == TSR_LAYER_FLATTEN) m->out = m->in;
-        else if (reserve(&cur, outn, &m->out)) goto overflow;
-        size_t aux = 0;
-        if (l->kind == TSR_LAYER_CONV2D) {
-            size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, t;
-            if (tsr_mul_size(rows, ohw, &t) || tsr_mul_size(t, B, &aux)) goto overflow;
-            if (tsr_mul_size(l->weights, B, &t)) goto overflow;
-            if (t > ws) ws = t;
-        } else if (l->kind == TSR_LAYER_MAXPOOL || l->kind == TSR_LAYER_DROPOUT) {
-            aux = outn;
-        }
-        if (aux && reserve(&cur, aux, &m->aux)) goto overflow;
-        prev = m->out;
-    }
-    if (reserve(&cur, ws, &st->ws_off) || reserve(&cur, B, &st->ones_off)) goto overflow;
-    if (st->is_last) {
-        size_t classes = model->input.classes, pc;
-        if (tsr_mul_size(B, classes, &pc) || reserve(&cur, B, &st->labels_off) ||
-            reserve(&cur, pc, &st->probs_off) || reserve(&cur, B, &st->lossrows_off) ||
-            reserve(&cur, 1, &st->losssum_off))
-            goto overflow;
-    }
-
-    /* ping-pong plan for activation gradients, walked as backward will walk it */
-    int g = 0;
-    st->out_grad_idx = 0;
-    for (size_t i = o->last; i-- > o->first;) {
-        const tsr_layer *l = layer(st, i);
-        layer_mem *m = &st->mem[i - o->first];
-        m->gout = g;
-        if (l->kind != TSR_LAYER_RELU && l->kind != TSR_LAYER_FLATTEN) g ^= 1; /* in place */
-        m->gin = g;
-    }
-    st->in_grad_idx = g;
-
-    size_t act_bytes, g_bytes;
-    if (tsr_mul_size(cur, 4, &act_bytes) || tsr_mul_size(gmax, 4, &g_bytes)) goto overflow;
-    if ((s = tsr_buf_alloc(be, st->nparams ? st->nparams * 4 : 4, &st->params)) != TSR_OK ||
-        (s = tsr_buf_alloc(be, st->nparams ? st->nparams * 4 : 4, &st->grads)) != TSR_OK ||
-        (s = tsr_buf_alloc(be, g_bytes, &st->g[0])) != TSR_OK ||
-        (s = tsr_buf_alloc(be, g_bytes, &st->g[1])) != TSR_OK ||
+    tsr_status s;
+    if ((s = tsr_buf_alloc(be, mem.param_bytes, &st->params)) != TSR_OK ||
+        (s = tsr_buf_alloc(be, mem.param_bytes, &st->grads)) != TSR_OK ||
         (s = tsr_op_fill(be, tsr_ref_at(st->grads, 0), st->nparams, 0.0f)) != TSR_OK) {
         tsr_stage_free(st);
         return s;
     }
-    st->act_bytes = act_bytes;
+    for (int i = 0; i < plan.slots; i++)
+        if ((s = tsr_buf_alloc(be, mem.grad_buffer_bytes, &st->g[i])) != TSR_OK) {
+            tsr_stage_free(st);
+            return s;
+        }
     if ((s = new_act_set(st, &st->slot_acts[0])) != TSR_OK) {
         tsr_stage_free(st);
         return s;
@@ -217,9 +374,14 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
     st->acts = st->slot_acts[0];
     *out = st;
     return TSR_OK;
-overflow:
-    tsr_stage_free(st);
-    return tsr_error(ctx, TSR_ERR_SHAPE, "stage memory for batch %zu overflows", B);
+}
+
+size_t tsr_stage_device_bytes(const tsr_stage *st) {
+    if (!st) return 0;
+    size_t n = st->params->bytes + st->grads->bytes;
+    for (size_t i = 0; i < st->nslots; i++) n += st->slot_acts[i]->bytes;
+    for (int i = 0; i < st->plan.slots; i++) n += st->g[i]->bytes;
+    return n;
 }
 
 /* ---- accessors ---- */
@@ -234,22 +396,26 @@ tsr_status tsr_stage_layer_params(const tsr_stage *st, size_t i, size_t *w_off, 
     if (i < st->first || i >= st->last)
         return tsr_error(st->ctx, TSR_ERR_NOT_FOUND, "layer %zu is not in stage [%zu, %zu)", i,
                          st->first, st->last);
-    const layer_mem *m = &st->mem[i - st->first];
-    if (w_off) *w_off = m->w;
-    if (b_off) *b_off = m->b;
+    const layer_mem *m = &st->plan.mem[i - st->first];
+    if (w_off) *w_off = m->param[0];
+    if (b_off) *b_off = m->param[1];
     if (w_count) *w_count = layer(st, i)->weights;
     if (b_count) *b_count = layer(st, i)->biases;
     return TSR_OK;
 }
 
-tsr_ref tsr_stage_input(tsr_stage *st) { return tsr_ref_at(st->acts, st->input_off); }
+static tsr_ref slot_ref(tsr_stage *st, int slot) { return tsr_ref_at(st->g[slot], 0); }
+
+tsr_ref tsr_stage_input(tsr_stage *st) { return tsr_ref_at(st->acts, st->plan.input_off); }
 tsr_ref tsr_stage_output(tsr_stage *st) {
-    return tsr_ref_at(st->acts, st->mem[st->last - 1 - st->first].out);
+    return tsr_ref_at(st->acts, st->plan.mem[st->last - 1 - st->first].out);
 }
-tsr_ref tsr_stage_input_grad(tsr_stage *st) { return tsr_ref_at(st->g[st->in_grad_idx], 0); }
-tsr_ref tsr_stage_output_grad(tsr_stage *st) { return tsr_ref_at(st->g[st->out_grad_idx], 0); }
-tsr_ref tsr_stage_labels(tsr_stage *st) { return tsr_ref_at(st->acts, st->labels_off); }
-tsr_ref tsr_stage_probs(tsr_stage *st) { return tsr_ref_at(st->acts, st->probs_off); }
+tsr_ref tsr_stage_input_grad(tsr_stage *st) { return slot_ref(st, st->plan.in_grad_idx); }
+tsr_ref tsr_stage_output_grad(tsr_stage *st) { return slot_ref(st, st->plan.out_grad_idx); }
+tsr_ref tsr_stage_labels(tsr_stage *st) { return tsr_ref_at(st->acts, st->plan.labels_off); }
+tsr_ref tsr_stage_probs(tsr_stage *st) {
+    return tsr_ref_at(st->acts, st->plan.mem[st->last - st->first].aux);
+}
 
 tsr_status tsr_stage_select(tsr_stage *st, size_t slot) {
     if (!st) return TSR_ERR_INVALID_ARG;
@@ -298,82 +464,32 @@ void tsr_stage_set_hook(tsr_stage *st, tsr_stage_grad_hook hook, void *user) {
     st->hook_user = user;
 }
 
-/* ---- layers ---- */
-
-static tsr_conv_geom conv_geom(const tsr_layer *l, size_t n) {
-    tsr_conv_geom g = {n, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride, l->stride,
-                       l->pad_h, l->pad_w, l->out_h, l->out_w};
-    return g;
-}
-
-static tsr_pool_geom pool_geom(const tsr_layer *l, size_t n) {
-    tsr_pool_geom g = {n * l->in_c, l->in_h, l->in_w, l->kh, l->stride, l->out_h, l->out_w};
-    return g;
-}
+/* ---- forward and backward through the kinds' tables ---- */
 
 uint64_t tsr_stage_dropout_seed(uint64_t seed, size_t i) {
     return ((uint64_t)tsr_hash32(seed, 2 * i) << 32) | tsr_hash32(seed, 2 * i + 1);
 }
 
-static tsr_status dense_forward(tsr_stage *st, const tsr_layer *l, const layer_mem *m, size_t n) {
-    size_t in = tsr_layer_in_size(l), u = l->units;
-    tsr_backend *be = st->be;
-    TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_TRANS, n, u, in, 1.0f, tsr_ref_at(st->acts, m->in), in,
-                        tsr_ref_at(st->params, m->w), in, 0.0f, tsr_ref_at(st->acts, m->out), u));
-    return tsr_op_bias_add(be, n, u, 1, tsr_ref_at(st->params, m->b), tsr_ref_at(st->acts, m->out));
-}
-
-static tsr_status dense_backward(tsr_stage *st, const tsr_layer *l, const layer_mem *m, size_t n,
-                                 int accumulate, int want_dx) {
-    size_t in = tsr_layer_in_size(l), u = l->units;
-    tsr_backend *be = st->be;
-    tsr_ref dy = tsr_ref_at(st->g[m->gout], 0);
-    TSR_TRY(tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, u, in, n, 1.0f, dy, u,
-                        tsr_ref_at(st->acts, m->in), in, accumulate ? 1.0f : 0.0f,
-                        tsr_ref_at(st->grads, m->w), in));
-    if (!accumulate) TSR_TRY(tsr_op_fill(be, tsr_ref_at(st->grads, m->b), u, 0.0f));
-    TSR_TRY(tsr_op_bias_grad(be, n, u, 1, dy, tsr_ref_at(st->grads, m->b)));
-    if (!want_dx) return TSR_OK;
-    return tsr_op_gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, n, in, u, 1.0f, dy, u,
-                       tsr_ref_at(st->params, m->w), in, 0.0f, tsr_ref_at(st->g[m->gin], 0), in);
-}
-
-static tsr_status conv_forward(tsr_stage *st, const tsr_layer *l, const layer_mem *m, size_t n) {
-    tsr_conv_geom g = conv_geom(l, n);
-    size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units;
-    tsr_backend *be = st->be;
-    TSR_TRY(tsr_op_im2col(be, &g, tsr_ref_at(st->acts, m->in), tsr_ref_at(st->acts, m->aux)));
-    /* one weight matrix (stride 0) against every image's columns */
-    TSR_TRY(tsr_op_gemm_batched(be, TSR_NO_TRANS, TSR_NO_TRANS, f, ohw, rows, 1.0f,
-                                tsr_ref_at(st->params, m->w), rows, 0, tsr_ref_at(st->acts, m->aux),
-                                ohw, rows * ohw, 0.0f, tsr_ref_at(st->acts, m->out), ohw, f * ohw, n));
-    return tsr_op_bias_add(be, n, f, ohw, tsr_ref_at(st->params, m->b), tsr_ref_at(st->acts, m->out));
-}
-
-static tsr_status conv_backward(tsr_stage *st, const tsr_layer *l, const layer_mem *m, size_t n,
-                                int accumulate, int want_dx) {
-    size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units;
-    tsr_backend *be = st->be;
-    tsr_buf *dyb = st->g[m->gout];
-    /* dW += sum over images of dY_i * col_i^T: one batched GEMM into per-image partials (the
-     * backend may run the images in parallel), then a ones-row GEMM sums them */
-    TSR_TRY(tsr_op_gemm_batched(be, TSR_NO_TRANS, TSR_TRANS, f, rows, ohw, 1.0f, tsr_ref_at(dyb, 0),
-                                ohw, f * ohw, tsr_ref_at(st->acts, m->aux), ohw, rows * ohw, 0.0f,
-                                tsr_ref_at(st->acts, st->ws_off), rows, f * rows, n));
-    TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, 1, f * rows, n, 1.0f,
-                        tsr_ref_at(st->acts, st->ones_off), n, tsr_ref_at(st->acts, st->ws_off),
-                        f * rows, accumulate ? 1.0f : 0.0f, tsr_ref_at(st->grads, m->w), f * rows));
-    if (!accumulate) TSR_TRY(tsr_op_fill(be, tsr_ref_at(st->grads, m->b), f, 0.0f));
-    TSR_TRY(tsr_op_bias_grad(be, n, f, ohw, tsr_ref_at(dyb, 0), tsr_ref_at(st->grads, m->b)));
-    if (!want_dx) return TSR_OK;
-    /* d(col) = W^T dY_i, written over the columns (no longer needed), then folded back */
-    TSR_TRY(tsr_op_gemm_batched(be, TSR_TRANS, TSR_NO_TRANS, rows, ohw, f, 1.0f,
-                                tsr_ref_at(st->params, m->w), rows, 0, tsr_ref_at(dyb, 0), ohw, f * ohw,
-                                0.0f, tsr_ref_at(st->acts, m->aux), ohw, rows * ohw, n));
-    tsr_ref dx = tsr_ref_at(st->g[m->gin], 0);
-    TSR_TRY(tsr_op_fill(be, dx, n * tsr_layer_in_size(l), 0.0f));
-    tsr_conv_geom g = conv_geom(l, n);
-    return tsr_op_col2im(be, &g, tsr_ref_at(st->acts, m->aux), dx);
+/* The references of layer i (the loss when i == st->last) for a call on n samples. */
+static tsr_layer_run layer_run(tsr_stage *st, size_t i, size_t n) {
+    const tsr_layer *l = i < st->last ? layer(st, i) : &st->model->loss;
+    const layer_mem *m = &st->plan.mem[i - st->first];
+    tsr_layer_run r;
+    memset(&r, 0, sizeof r);
+    r.be = st->be;
+    r.l = l;
+    r.index = i;
+    r.n = n;
+    for (size_t k = 0; k < l->ninputs; k++) r.in[k] = tsr_ref_at(st->acts, m->in[k]);
+    r.out = tsr_ref_at(st->acts, m->out);
+    r.state = tsr_ref_at(st->acts, m->aux);
+    r.ws = tsr_ref_at(st->acts, st->plan.ws_off);
+    r.ones = tsr_ref_at(st->acts, st->plan.ones_off);
+    for (size_t k = 0; k < TSR_LAYER_MAX_PARAMS; k++) {
+        r.param[k] = tsr_ref_at(st->params, m->param[k]);
+        r.grad[k] = tsr_ref_at(st->grads, m->param[k]);
+    }
+    return r;
 }
 
 tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropout_seed, float *loss) {
@@ -381,43 +497,21 @@ tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropou
     if (!n || n > st->max_batch)
         return tsr_error(st->ctx, TSR_ERR_SHAPE, "batch of %zu samples: the stage holds 1 to %zu", n,
                          st->max_batch);
-    tsr_backend *be = st->be;
     st->trained = 0;
-    for (size_t i = st->first; i < st->last; i++) {
-        const tsr_layer *l = layer(st, i);
-        const layer_mem *m = &st->mem[i - st->first];
-        size_t count = n * tsr_layer_out_size(l);
-        tsr_ref x = tsr_ref_at(st->acts, m->in), y = tsr_ref_at(st->acts, m->out);
-        switch (l->kind) {
-        case TSR_LAYER_DENSE: TSR_TRY(dense_forward(st, l, m, n)); break;
-        case TSR_LAYER_CONV2D: TSR_TRY(conv_forward(st, l, m, n)); break;
-        case TSR_LAYER_MAXPOOL: {
-            tsr_pool_geom g = pool_geom(l, n);
-            TSR_TRY(tsr_op_maxpool_forward(be, &g, x, y, tsr_ref_at(st->acts, m->aux)));
-            break;
-        }
-        case TSR_LAYER_RELU: TSR_TRY(tsr_op_relu_forward(be, count, x, y)); break;
-        case TSR_LAYER_DROPOUT:
-            if (train)
-                TSR_TRY(tsr_op_dropout_forward(be, count, l->p, tsr_stage_dropout_seed(dropout_seed, i), x, y,
-                                               tsr_ref_at(st->acts, m->aux)));
-            else
-                TSR_TRY(tsr_buf_copy(st->acts, m->out * 4, st->acts, m->in * 4, count * 4));
-            break;
-        case TSR_LAYER_FLATTEN: break;
-        }
+    size_t end = st->is_last ? st->last + 1 : st->last; /* the loss after the last layer */
+    for (size_t i = st->first; i < end; i++) {
+        tsr_layer_run r = layer_run(st, i, n);
+        if (r.l->ops->view) continue;
+        r.train = train;
+        r.seed = tsr_stage_dropout_seed(dropout_seed, i);
+        TSR_TRY(r.l->ops->forward(&r));
     }
-    if (st->is_last) {
-        size_t classes = st->model->input.classes;
-        TSR_TRY(tsr_op_softmax_xent_forward(be, n, classes, tsr_stage_output(st), tsr_stage_labels(st),
-                                            tsr_stage_probs(st), tsr_ref_at(st->acts, st->lossrows_off)));
-        if (loss) {
-            float sum;
-            TSR_TRY(tsr_op_sum(be, n, tsr_ref_at(st->acts, st->lossrows_off),
-                               tsr_ref_at(st->acts, st->losssum_off)));
-            TSR_TRY(tsr_buf_read(st->acts, st->losssum_off * 4, &sum, 4));
-            *loss = sum / (float)n;
-        }
+    if (st->is_last && loss) {
+        float sum;
+        tsr_ref rows = tsr_ref_at(st->acts, st->plan.mem[st->last - st->first].out);
+        TSR_TRY(tsr_op_sum(st->be, n, rows, tsr_ref_at(st->acts, st->plan.losssum_off)));
+        TSR_TRY(tsr_buf_read(st->acts, st->plan.losssum_off * 4, &sum, 4));
+        *loss = sum / (float)n;
     }
     st->trained = train ? (int)n : -(int)n;
     return TSR_OK;
@@ -428,37 +522,34 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
     if (st->trained != (int)n)
         return tsr_error(st->ctx, TSR_ERR_STATE,
                          "stage backward on %zu samples needs a training forward on the same batch", n);
-    tsr_backend *be = st->be;
-    float scale = st->loss_scale > 0.0f ? st->loss_scale : 1.0f / (float)n;
-    if (st->is_last)
-        TSR_TRY(tsr_op_softmax_xent_backward(be, n, st->model->input.classes, tsr_stage_probs(st),
-                                             tsr_stage_labels(st), scale,
-                                             tsr_ref_at(st->g[st->out_grad_idx], 0)));
+    if (st->is_last) {
+        tsr_layer_run r = layer_run(st, st->last, n);
+        r.loss_scale = st->loss_scale > 0.0f ? st->loss_scale : 1.0f / (float)n;
+        r.want_din[0] = 1;
+        r.din[0] = slot_ref(st, st->plan.out_grad_idx);
+        TSR_TRY(r.l->ops->backward(&r));
+    }
     for (size_t i = st->last; i-- > st->first;) {
-        const tsr_layer *l = layer(st, i);
-        const layer_mem *m = &st->mem[i - st->first];
-        int want_dx = i > st->first || st->need_input_grad;
-        size_t count = n * tsr_layer_out_size(l);
-        tsr_ref dy = tsr_ref_at(st->g[m->gout], 0), dx = tsr_ref_at(st->g[m->gin], 0);
-        switch (l->kind) {
-        case TSR_LAYER_DENSE: TSR_TRY(dense_backward(st, l, m, n, accumulate, want_dx)); break;
-        case TSR_LAYER_CONV2D: TSR_TRY(conv_backward(st, l, m, n, accumulate, want_dx)); break;
-        case TSR_LAYER_MAXPOOL:
-            if (want_dx) {
-                tsr_pool_geom g = pool_geom(l, n);
-                TSR_TRY(tsr_op_maxpool_backward(be, &g, dy, tsr_ref_at(st->acts, m->aux), dx));
+        const layer_mem *m = &st->plan.mem[i - st->first];
+        tsr_layer_run r = layer_run(st, i, n);
+        const tsr_layer *l = r.l;
+        if (!l->ops->view) {
+            r.accumulate = accumulate;
+            r.dout = slot_ref(st, m->gout);
+            for (size_t k = 0; k < l->ninputs; k++) {
+                if (m->gin[k] < 0) continue;
+                r.want_din[k] = 1;
+                r.add_din[k] = m->add[k] && m->scratch[k] < 0;
+                r.din[k] = slot_ref(st, m->scratch[k] >= 0 ? m->scratch[k] : m->gin[k]);
             }
-            break;
-        case TSR_LAYER_RELU:
-            if (want_dx) TSR_TRY(tsr_op_relu_backward(be, count, tsr_ref_at(st->acts, m->out), dy, dx));
-            break;
-        case TSR_LAYER_DROPOUT:
-            if (want_dx) TSR_TRY(tsr_op_mul(be, count, dy, tsr_ref_at(st->acts, m->aux), dx));
-            break;
-        case TSR_LAYER_FLATTEN: break;
+            TSR_TRY(l->ops->backward(&r));
+            /* a second reader's part of a gradient, through scratch for kinds that overwrite */
+            for (size_t k = 0; k < l->ninputs; k++)
+                if (m->scratch[k] >= 0)
+                    TSR_TRY(tsr_op_axpy(st->be, n * tensor_size(st->model, l->inputs[k]), 1.0f, r.din[k],
+                                        slot_ref(st, m->gin[k])));
         }
-        if (st->hook)
-            TSR_TRY(st->hook(st->hook_user, i, m->w * 4, (l->weights + l->biases) * 4));
+        if (st->hook) TSR_TRY(st->hook(st->hook_user, i, m->param[0] * 4, (l->weights + l->biases) * 4));
     }
     return TSR_OK;
 }
@@ -470,16 +561,21 @@ tsr_status tsr_stage_init_params(tsr_stage *st, int glorot, uint64_t seed) {
     if (!host) return tsr_error(st->ctx, TSR_ERR_NO_MEMORY, "initial parameters");
     for (size_t i = st->first; i < st->last; i++) {
         const tsr_layer *l = layer(st, i);
-        const layer_mem *m = &st->mem[i - st->first];
-        if (!l->weights) continue;
-        size_t fan_in = l->kind == TSR_LAYER_CONV2D ? l->in_c * l->kh * l->kw : tsr_layer_in_size(l);
-        size_t fan_out = l->kind == TSR_LAYER_CONV2D ? l->units * l->kh * l->kw : l->units;
-        double bound = glorot ? sqrt(6.0 / (double)(fan_in + fan_out)) : sqrt(6.0 / (double)fan_in);
+        const layer_mem *m = &st->plan.mem[i - st->first];
+        tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
+        size_t np = l->ops->params ? l->ops->params(l, d) : 0;
         tsr_rng r; /* one stream per layer: the same values however the model is split */
         tsr_rng_seed(&r, seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(i + 1)));
-        for (size_t k = 0; k < l->weights; k++)
-            host[m->w + k] = (float)((2.0 * tsr_rng_uniform(&r) - 1.0) * bound);
-        memset(host + m->b, 0, l->biases * sizeof *host);
+        for (size_t k = 0; k < np; k++) {
+            float *w = host + m->param[k];
+            if (d[k].init == TSR_INIT_ZERO) {
+                memset(w, 0, d[k].count * sizeof *w);
+                continue;
+            }
+            double bound = glorot ? sqrt(6.0 / (double)(d[k].fan_in + d[k].fan_out))
+                                  : sqrt(6.0 / (double)d[k].fan_in);
+            for (size_t e = 0; e < d[k].count; e++) w[e] = (float)((2.0 * tsr_rng_uniform(&r) - 1.0) * bound);
+        }
     }
     tsr_status s = tsr_buf_write(st->params, 0, host, st->nparams * sizeof *host);
     tsr_free(st->ctx, host);
@@ -491,6 +587,10 @@ tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first,
     tsr_model_input in = tsr_model_get_input(st->model);
     if (st->first != 0 || st->last != tsr_model_layer_count(st->model))
         return tsr_error(st->ctx, TSR_ERR_INVALID_ARG, "evaluation needs a stage of the whole model");
+    if (st->model->desc.dtype != TSR_DTYPE_F32)
+        return tsr_error(st->ctx, TSR_ERR_UNSUPPORTED,
+                         "evaluation from an image data set needs a model of float input, this one reads "
+                         "token ids");
     if (d->features != in.channels * in.height * in.width)
         return tsr_error(st->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
                          d->features, in.channels * in.height * in.width);

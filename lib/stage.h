@@ -8,9 +8,11 @@
  *    data-parallel trainer can start an allreduce on each range as backward proceeds;
  *  - acts:   the stage input and every layer's output at the maximum batch, plus the state
  *    backward needs (im2col columns, pooling indices, dropout masks);
- *  - two ping-pong buffers for activation gradients.
- * When the stage holds the model's last layer it also computes the softmax cross-entropy
- * (mean over the batch). */
+ *  - buffers for activation gradients: two (ping-pong) for a chain, more while a residual's
+ *    gradient waits for its second reader (tsr_stage_memory.grad_buffers).
+ * Layers may read earlier outputs of the same stage (a residual add), not another stage's.
+ * When the stage holds the model's last layer it also runs the loss layer (softmax
+ * cross-entropy, mean over the batch). */
 #ifndef TSR_STAGE_H
 #define TSR_STAGE_H
 #include <stddef.h>
@@ -69,6 +71,22 @@ tsr_status tsr_stage_set_slots(tsr_stage *st, size_t slots);
 tsr_status tsr_stage_select(tsr_stage *st, size_t slot);
 /* Device bytes of one activation set. */
 size_t tsr_stage_act_bytes(const tsr_stage *st);
+
+/* The stage's device memory, planned once from the layer kinds' tables: tsr_stage_create
+ * allocates exactly this (one activation set), and the planner reads it. */
+typedef struct tsr_stage_memory {
+    size_t param_bytes;        /* the params buffer; grads the same */
+    size_t act_set_bytes;      /* one activation set (input, outputs, kept state, workspace,
+                                * labels/probabilities/losses on the last stage) */
+    size_t grad_buffers, grad_buffer_bytes; /* activation-gradient buffers */
+    size_t total_bytes;        /* 2 x param_bytes + act_set_bytes + the gradient buffers */
+} tsr_stage_memory;
+/* The plan of a stage with options `o`, without allocating device memory (errors as
+ * tsr_stage_create's). */
+tsr_status tsr_stage_plan_memory(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
+                                 tsr_stage_memory *out);
+/* Device bytes the stage holds now: every buffer it allocated, all activation sets. */
+size_t tsr_stage_device_bytes(const tsr_stage *st);
 
 /* Forward on the first n samples of the input. train = 1 applies dropout with masks from
  * dropout_seed (each layer mixes in its index). On the last stage also computes the

@@ -657,3 +657,37 @@ tsr_status tsr_host_adam_update(tsr_backend *be, size_t n, const tsr_adam_params
     tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS, adam_range, &a);
     return TSR_OK;
 }
+
+/* ---- embedding ---- */
+
+tsr_status tsr_host_embed_forward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
+                                  tsr_ref table, tsr_ref y) {
+    (void)be;
+    const int32_t *pi = (const int32_t *)tsr_host_f32(ids);
+    const float *pt = tsr_host_f32(table);
+    float *py = tsr_host_f32(y);
+    for (size_t i = 0; i < count; i++) {
+        int32_t id = pi[i];
+        float *row = py + i * dim;
+        if (id < 0 || (size_t)id >= vocab)
+            for (size_t c = 0; c < dim; c++) row[c] = NAN;
+        else
+            memcpy(row, pt + (size_t)id * dim, dim * sizeof *row);
+    }
+    return TSR_OK;
+}
+
+tsr_status tsr_host_embed_backward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
+                                   tsr_ref dy, tsr_ref dtable) {
+    (void)be;
+    const int32_t *pi = (const int32_t *)tsr_host_f32(ids);
+    const float *pd = tsr_host_f32(dy);
+    float *pt = tsr_host_f32(dtable);
+    for (size_t i = 0; i < count; i++) {
+        int32_t id = pi[i];
+        if (id < 0 || (size_t)id >= vocab) continue;
+        float *row = pt + (size_t)id * dim;
+        for (size_t c = 0; c < dim; c++) row[c] += pd[i * dim + c];
+    }
+    return TSR_OK;
+}

@@ -13,7 +13,7 @@
     X(softmax_xent_forward) X(softmax_xent_backward) X(im2col) X(im2col_wide) X(col2im)          \
     X(col2im_wide) X(maxpool_forward) X(maxpool_forward_wide) X(maxpool_backward)                \
     X(maxpool_backward_wide) X(dropout_forward) X(f32_to_f16) X(f16_to_f32) X(sgd_update)        \
-    X(adam_update)
+    X(adam_update) X(embed_forward) X(embed_backward)
 
 enum {
 #define TSR_CL_ENUM(name) TSR_CL_K_##name,

@@ -470,6 +470,30 @@ static tsr_status cl_dropout_forward(tsr_backend *be, size_t n, float p, uint64_
     return launch(&a, n, 0);
 }
 
+static tsr_status cl_embed_forward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
+                                   tsr_ref table, tsr_ref y) {
+    kargs a = args_begin(be, TSR_CL_K_embed_forward);
+    arg_u64(&a, dim);
+    arg_u64(&a, vocab);
+    arg_ref(&a, ids);
+    arg_ref(&a, table);
+    arg_ref(&a, y);
+    return launch2d(&a, dim, count);
+}
+
+/* One work-item per column walks the ids in order: the host's order of additions. */
+static tsr_status cl_embed_backward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
+                                    tsr_ref dy, tsr_ref dtable) {
+    kargs a = args_begin(be, TSR_CL_K_embed_backward);
+    arg_u64(&a, count);
+    arg_u64(&a, dim);
+    arg_u64(&a, vocab);
+    arg_ref(&a, ids);
+    arg_ref(&a, dy);
+    arg_ref(&a, dtable);
+    return launch(&a, dim, 0);
+}
+
 /* ---- conversion ---- */
 
 static tsr_status cl_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
@@ -556,6 +580,8 @@ const tsr_backend_iface tsr_opencl_iface = {
     .maxpool_forward = cl_maxpool_forward,
     .maxpool_backward = cl_maxpool_backward,
     .dropout_forward = cl_dropout_forward,
+    .embed_forward = cl_embed_forward,
+    .embed_backward = cl_embed_backward,
     .f32_to_f16 = cl_f32_to_f16,
     .f16_to_f32 = cl_f16_to_f32,
     .sgd_update = cl_sgd_update,

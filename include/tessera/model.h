@@ -1,13 +1,22 @@
-/* Models: a sequential stack of layers over an image input, followed by a softmax
- * cross-entropy loss. Built from a spec string or with the builder calls.
+/* Models: a stack of layers over an input (an image, any float tensor of rank 1 to 3, or int32
+ * token ids: tsr_model_input_desc), followed by a softmax cross-entropy loss.
+ * Each layer reads the previous layer's output; a residual add also reads an earlier one.
+ * Built from a spec string or with the builder calls.
  *
- * Spec syntax: comma-separated layers, whitespace ignored.
+ * Spec syntax: comma-separated layers, whitespace ignored. Layers are numbered from 0 in
+ * order (the index tsr_model_summary prints).
  *   dense:N                 fully connected, N units (flattens its input)
  *   convKxK:F / convK:F     2-D convolution, F filters, K x K kernel (or convKHxKW:F);
  *                           options /sS (stride, default 1), /pP (padding, default "same" =
  *                           (K-1)/2), /same, /valid (= /p0):  conv3x3:64/s2/p1
  *   poolK / maxpoolK        max pooling, K x K window; /sS stride (default K): pool3/s2
  *   relu, flatten, dropout:P (0 <= P < 1)
+ *   embed:D                 token embedding: each int32 id of the model input becomes a row
+ *                           of D floats ("weight" [vocab][D]); output [ids, D] (ids x D x 1)
+ *   add:N / add:in          residual: the previous output plus the output of layer N (an
+ *                           earlier layer) or of the model input, of the same shape:
+ *                           "dense:64,relu,dense:64,add:1,relu,dense:10" adds layer 1's
+ *                           output (the relu) to layer 2's (the second dense)
  * Presets: "mlp" = dense:256,relu,dense:128,relu,dense:100,relu,dense:10
  *          "cnn" = conv5x5:32,relu,pool2,conv5x5:64,relu,pool2,dense:1024,relu,dense:10
  *          (the 2-conv model of Fashion-MNIST's benchmark/convnet.py). */
@@ -33,14 +42,37 @@ typedef struct tsr_model_input {
 
 #define TSR_MODEL_INPUT_MNIST ((tsr_model_input){1, 28, 28, 10})
 
+/* Element types of a model input. */
+typedef enum tsr_dtype {
+    TSR_DTYPE_F32 = 0,  /* float */
+    TSR_DTYPE_I32       /* int32 token ids in [0, vocab) */
+} tsr_dtype;
+
+/* The general input: one sample is a tensor of rank 1 to 3 (row-major dims: [N] vectors,
+ * [T] token sequences, [A, B] matrices, [C, H, W] images) of floats or int32 token ids. Layers
+ * see rank 1 as N x 1 x 1 and rank 2 as A x B x 1 (tsr_layer_info, tsr_model_get_input).
+ * Only kinds made for token ids take them as input; every other layer needs floats. */
+typedef struct tsr_model_input_desc {
+    tsr_dtype dtype;
+    size_t rank, dims[3];
+    size_t vocab;              /* TSR_DTYPE_I32: ids are in [0, vocab), 1 <= vocab <= 2^31 */
+    size_t classes;
+} tsr_model_input_desc;
+
 typedef enum tsr_layer_kind {
     TSR_LAYER_DENSE = 0,
     TSR_LAYER_CONV2D,
     TSR_LAYER_MAXPOOL,
     TSR_LAYER_RELU,
     TSR_LAYER_DROPOUT,
-    TSR_LAYER_FLATTEN
+    TSR_LAYER_FLATTEN,
+    TSR_LAYER_ADD,          /* residual sum of two outputs */
+    TSR_LAYER_SOFTMAX_XENT, /* the loss every model ends with (not a spec layer) */
+    TSR_LAYER_EMBED         /* token embedding */
 } tsr_layer_kind;
+
+/* tsr_model_add_residual's `from` naming the model input rather than a layer. */
+#define TSR_MODEL_INPUT_TENSOR ((size_t)-1)
 
 /* Padding value meaning "same": (kernel-1)/2 on each side. */
 #define TSR_PAD_SAME ((size_t)-1)
@@ -48,7 +80,7 @@ typedef enum tsr_layer_kind {
 /* Everything a planner needs to know about one layer. */
 typedef struct tsr_layer_info {
     tsr_layer_kind kind;
-    const char *type;          /* "dense", "conv2d", "maxpool", "relu", "dropout", "flatten" */
+    const char *type;          /* "dense", "conv2d", "maxpool", "relu", "dropout", "flatten", "add" */
     char spec[64];             /* canonical spec token: "conv5x5:32", "pool3/s2" */
     size_t in_c, in_h, in_w;   /* input shape of one sample */
     size_t out_c, out_h, out_w;
@@ -62,6 +94,8 @@ typedef struct tsr_layer_info {
 /* ---- builder ---- */
 tsr_status tsr_model_create(tsr_context *ctx, tsr_model_input input, tsr_model **out);
 void tsr_model_free(tsr_model *model); /* accepts NULL */
+/* The same from a general input (tsr_model_create's input is {3, {channels, height, width}}). */
+tsr_status tsr_model_create_desc(tsr_context *ctx, const tsr_model_input_desc *input, tsr_model **out);
 tsr_status tsr_model_add_dense(tsr_model *model, size_t units);
 /* pad: a count or TSR_PAD_SAME. */
 tsr_status tsr_model_add_conv2d(tsr_model *model, size_t filters, size_t kernel_h, size_t kernel_w,
@@ -70,6 +104,9 @@ tsr_status tsr_model_add_maxpool(tsr_model *model, size_t size, size_t stride);
 tsr_status tsr_model_add_relu(tsr_model *model);
 tsr_status tsr_model_add_dropout(tsr_model *model, float p);
 tsr_status tsr_model_add_flatten(tsr_model *model);
+/* Residual add: the previous output plus the output of layer `from` (< the layer count) or,
+ * with TSR_MODEL_INPUT_TENSOR, the model input; both of one shape. Spec "add:N" / "add:in". */
+tsr_status tsr_model_add_residual(tsr_model *model, size_t from);
 /* Checks the model is complete: at least one layer and a last layer producing exactly
  * `classes` features. Trainers call it; TSR_ERR_SHAPE with a detail otherwise. */
 tsr_status tsr_model_check(const tsr_model *model);
@@ -79,6 +116,8 @@ tsr_status tsr_model_check(const tsr_model *model);
  * 1-based character position in the detail ("model spec at 14: unknown layer 'conv5x'"). */
 tsr_status tsr_model_parse(tsr_context *ctx, const char *spec, tsr_model_input input,
                            tsr_model **out);
+tsr_status tsr_model_parse_desc(tsr_context *ctx, const char *spec, const tsr_model_input_desc *input,
+                                tsr_model **out);
 /* Spec of a preset ("mlp", "cnn"), NULL if unknown. */
 const char *tsr_model_preset(const char *name);
 /* Canonical spec: parsing it gives the same model. Valid while the model lives. */
@@ -86,8 +125,25 @@ const char *tsr_model_spec(const tsr_model *model);
 
 /* ---- inspection ---- */
 tsr_model_input tsr_model_get_input(const tsr_model *model);
+tsr_model_input_desc tsr_model_get_input_desc(const tsr_model *model);
 size_t tsr_model_layer_count(const tsr_model *model);
 size_t tsr_model_param_count(const tsr_model *model);
+
+/* Parameters. All of a model's parameters form one flat float vector (the one checkpoints,
+ * stages and optimizers hold), laid out in REVERSE layer order: the last layer's tensors at
+ * offset 0, then the layer before it, ...; within a layer its tensors in the order its kind
+ * lists them (dense: "weight" [units][inputs] then "bias" [units]; conv2d: "weight"
+ * [filters][channels][kh][kw] then "bias" [filters]). Gradients use the same layout.
+ * tsr_model_param_tensor lists the tensors in model order (index 0: layer 0's first). */
+typedef struct tsr_param_info {
+    char name[64];          /* "<layer>.<name>": "0.weight", "0.bias" */
+    size_t layer;
+    size_t rank, shape[4];  /* row-major, shape[rank..3] = 0 */
+    size_t count;           /* floats */
+    size_t offset;          /* element offset in the flat vector */
+} tsr_param_info;
+size_t tsr_model_param_tensor_count(const tsr_model *model);
+tsr_status tsr_model_param_tensor(const tsr_model *model, size_t index, tsr_param_info *info);
 tsr_status tsr_model_layer_info(const tsr_model *model, size_t index, size_t batch,
                                 tsr_layer_info *info);
 /* Keras-like table (layer, output shape, parameters, FLOPs per sample) plus totals.

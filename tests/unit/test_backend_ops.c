@@ -946,6 +946,74 @@ static void test_dropout(void **state) {
     free(tol);
 }
 
+/* ---- embedding ---- */
+
+/* Lookup and scatter-add against plain C: forward copies rows exactly (NaN for an id outside
+ * the vocabulary); backward adds in token order, so a float reference in the same order is
+ * matched bit for bit, repeated ids included, on every device alike. */
+static void test_embed(void **state) {
+    fixture *fx = *state;
+    const size_t count = 300, dim = 37, vocab = 11, off = 3;
+    int32_t *ids = xcalloc(count + off, sizeof *ids);
+    for (size_t i = 0; i < count; i++) ids[off + i] = (int32_t)((i * 7 + i / 5) % vocab);
+    ids[off + 5] = -1;                /* outside the vocabulary: NaN row, no gradient */
+    ids[off + 9] = (int32_t)vocab;
+    float *table = random_floats(vocab * dim + off, 901, -1, 1);
+    float *dy = random_floats(count * dim + off, 902, -1, 1);
+    float *dt0 = random_floats(vocab * dim + off, 903, -1, 1);
+    float *ref = xcalloc(count * dim, 4), *refg = xcalloc(vocab * dim, 4);
+    float *got = xcalloc(count * dim + off, 4), *gotg = xcalloc(vocab * dim + off, 4);
+    for (size_t i = 0; i < count; i++)
+        for (size_t c = 0; c < dim; c++) {
+            int32_t id = ids[off + i];
+            ref[i * dim + c] = id < 0 || (size_t)id >= vocab ? NAN : table[off + (size_t)id * dim + c];
+        }
+    memcpy(refg, dt0 + off, vocab * dim * 4);
+    for (size_t i = 0; i < count; i++) {
+        int32_t id = ids[off + i];
+        if (id < 0 || (size_t)id >= vocab) continue;
+        for (size_t c = 0; c < dim; c++) refg[(size_t)id * dim + c] += dy[off + i * dim + c];
+    }
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        tsr_buf *bi = upload(be, ids, (count + off) * 4), *bt = upload(be, table, (vocab * dim + off) * 4);
+        tsr_buf *by = buf_new(be, (count * dim + off) * 4), *bd = upload(be, dy, (count * dim + off) * 4);
+        tsr_buf *bg = upload(be, dt0, (vocab * dim + off) * 4);
+        OK(be, tsr_op_embed_forward(be, count, dim, vocab, tsr_ref_at(bi, off), tsr_ref_at(bt, off),
+                                    tsr_ref_at(by, off)));
+        download(by, got, (count * dim + off) * 4);
+        for (size_t i = 0; i < count * dim; i++)
+            if (isnan(ref[i]) ? !isnan(got[off + i]) : memcmp(&ref[i], &got[off + i], 4))
+                fail_msg("[%s] embed_forward element %zu: %g, expected %g", be->device.id, i,
+                         (double)got[off + i], (double)ref[i]);
+        OK(be, tsr_op_embed_backward(be, count, dim, vocab, tsr_ref_at(bi, off), tsr_ref_at(bd, off),
+                                     tsr_ref_at(bg, off)));
+        download(bg, gotg, (vocab * dim + off) * 4);
+        check_exact(be, "embed_backward", gotg + off, refg, vocab * dim);
+        if (memcmp(gotg, dt0, off * 4)) fail_msg("[%s] embed_backward wrote before its range", be->device.id);
+        /* ranges are checked before dispatch */
+        check_error(be, tsr_op_embed_forward(be, count + 1, dim, vocab, tsr_ref_at(bi, off), tsr_ref_at(bt, off),
+                                             tsr_ref_at(by, off)),
+                    TSR_ERR_SHAPE, "ids", "embed_forward past the ids");
+        check_error(be, tsr_op_embed_backward(be, count, dim, vocab + 1, tsr_ref_at(bi, off), tsr_ref_at(bd, off),
+                                              tsr_ref_at(bg, off)),
+                    TSR_ERR_SHAPE, "dtable", "embed_backward past the table");
+        tsr_buf_free(bi);
+        tsr_buf_free(bt);
+        tsr_buf_free(by);
+        tsr_buf_free(bd);
+        tsr_buf_free(bg);
+    }
+    free(ids);
+    free(table);
+    free(dy);
+    free(dt0);
+    free(ref);
+    free(refg);
+    free(got);
+    free(gotg);
+}
+
 /* ---- half precision ---- */
 
 /* Value of a finite non-negative half with bits h (h <= 0x7BFF), from the definition. */
@@ -1437,7 +1505,8 @@ int main(void) {
         cmocka_unit_test(test_sum),           cmocka_unit_test(test_bias),
         cmocka_unit_test(test_relu),          cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_im2col_col2im), cmocka_unit_test(test_maxpool),
-        cmocka_unit_test(test_dropout),       cmocka_unit_test(test_f16),
+        cmocka_unit_test(test_dropout),       cmocka_unit_test(test_embed),
+        cmocka_unit_test(test_f16),
         cmocka_unit_test(test_sgd),           cmocka_unit_test(test_adam),
         cmocka_unit_test(test_errors),        cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_host_threads),

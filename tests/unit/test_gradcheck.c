@@ -44,17 +44,23 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
     size_t n = r->n, maxsz = tsr_layer_in_size(&m->layers[0]);
     for (size_t i = 0; i < m->count; i++)
         if (tsr_layer_out_size(&m->layers[i]) > maxsz) maxsz = tsr_layer_out_size(&m->layers[i]);
-    double *a = calloc(n * maxsz, sizeof *a), *b = calloc(n * maxsz, sizeof *b);
-    assert_non_null(a);
-    assert_non_null(b);
-    memcpy(a, x, n * tsr_layer_in_size(&m->layers[0]) * sizeof *a);
+    /* every tensor by id: 0 the input, i + 1 the output of layer i */
+    double **t = calloc(m->count + 1, sizeof *t);
+    assert_non_null(t);
+    for (size_t i = 0; i <= m->count; i++) {
+        t[i] = calloc(n * maxsz, sizeof *t[i]);
+        assert_non_null(t[i]);
+    }
+    memcpy(t[0], x, n * tsr_layer_in_size(&m->layers[0]) * sizeof *t[0]);
     for (size_t li = 0; li < m->count; li++) {
         const tsr_layer *l = &m->layers[li];
+        const double *a = t[l->inputs[0]], *a1 = l->ninputs > 1 ? t[l->inputs[1]] : NULL;
+        double *b = t[li + 1];
         size_t in = tsr_layer_in_size(l), out = tsr_layer_out_size(l), wo, bo;
         assert_int_equal(tsr_stage_layer_params(r->st, li, &wo, NULL, &bo, NULL), TSR_OK);
         const double *W = p + wo, *B = p + bo;
         for (size_t s = 0; s < n; s++) {
-            const double *xs = a + s * in;
+            const double *xs = a + s * in, *xs1 = a1 ? a1 + s * in : NULL;
             double *ys = b + s * out;
             switch (l->kind) {
             case TSR_LAYER_DENSE:
@@ -107,12 +113,18 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
                 break;
             }
             case TSR_LAYER_FLATTEN: memcpy(ys, xs, out * sizeof *ys); break;
+            case TSR_LAYER_EMBED: /* xs holds the ids */
+                for (size_t k = 0; k < in; k++)
+                    for (size_t c = 0; c < l->units; c++) ys[k * l->units + c] = W[(size_t)xs[k] * l->units + c];
+                break;
+            case TSR_LAYER_ADD:
+                for (size_t k = 0; k < out; k++) ys[k] = xs[k] + xs1[k];
+                break;
+            case TSR_LAYER_SOFTMAX_XENT: fail(); break;
             }
         }
-        double *t = a;
-        a = b;
-        b = t;
     }
+    const double *a = t[m->count];
     size_t classes = m->input.classes;
     double loss = 0;
     for (size_t s = 0; s < n; s++) {
@@ -122,8 +134,8 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
         for (size_t c = 0; c < classes; c++) sum += exp(z[c] - mx);
         loss += mx + log(sum) - z[r->labels[s]];
     }
-    free(a);
-    free(b);
+    for (size_t i = 0; i <= m->count; i++) free(t[i]);
+    free(t);
     return loss / (double)n;
 }
 
@@ -152,10 +164,10 @@ static int check_close(const char *what, const char *spec, const char *dev, size
 }
 
 /* One model on one device: returns the number of mismatches. */
-static int check_model(tsr_context *ctx, int dev, const char *spec, tsr_model_input in,
+static int check_model(tsr_context *ctx, int dev, const char *spec, const tsr_model_input_desc *desc,
                        size_t max_checks) {
     tsr_model *m;
-    if (tsr_model_parse(ctx, spec, in, &m) != TSR_OK) {
+    if (tsr_model_parse_desc(ctx, spec, desc, &m) != TSR_OK) {
         fprintf(stderr, "%s: %s\n", spec, tsr_context_last_error(ctx));
         fail();
     }
@@ -176,10 +188,16 @@ static int check_model(tsr_context *ctx, int dev, const char *spec, tsr_model_in
     assert_true(pf && xf && gf && dxf && p && x);
     uint64_t seed = 0x1234 + (uint64_t)strlen(spec);
     tsr_test_fill_uniform(pf, np, seed, -0.5f, 0.5f);
+    tsr_model_input in = tsr_model_get_input(m);
+    int tokens = desc->dtype == TSR_DTYPE_I32; /* x holds ids (written as int32), no gradient */
     tsr_test_fill_uniform(xf, nx, seed + 1, -1.0f, 1.0f);
     for (size_t s = 0; s < BATCH; s++) labels[s] = (int32_t)((s * 7 + 3) % in.classes);
     for (size_t i = 0; i < np; i++) p[i] = pf[i];
-    for (size_t i = 0; i < nx; i++) x[i] = xf[i];
+    for (size_t i = 0; i < nx; i++) {
+        int32_t id = (int32_t)((i * 5 + i / 3) % desc->vocab); /* ids repeat within a sample */
+        if (tokens) memcpy(&xf[i], &id, 4);
+        x[i] = tokens ? (double)id : xf[i];
+    }
     assert_int_equal(tsr_buf_write(tsr_stage_params(st), 0, pf, np * 4), TSR_OK);
     tsr_ref xi = tsr_stage_input(st), li = tsr_stage_labels(st);
     assert_int_equal(tsr_buf_write(xi.buf, xi.off * 4, xf, nx * 4), TSR_OK);
@@ -216,7 +234,7 @@ static int check_model(tsr_context *ctx, int dev, const char *spec, tsr_model_in
         bad += check_close("parameter", spec, dname, i, gf[i], (lp - lm) / (2 * h));
     }
     stride = nx > max_checks ? nx / max_checks + 1 : 1;
-    for (size_t i = 0; i < nx; i += stride) {
+    for (size_t i = 0; i < nx && !tokens; i += stride) {
         double keep = x[i];
         x[i] = keep + h;
         double lp = ref_loss(&r, p, x);
@@ -249,6 +267,15 @@ static int check_model(tsr_context *ctx, int dev, const char *spec, tsr_model_in
     return bad;
 }
 
+/* Token models: the embedding's table gradient (ids repeat, so rows accumulate). */
+static const struct {
+    const char *spec;
+    tsr_model_input_desc in;
+} token_cases[] = {
+    {"embed:3,dense:4", {TSR_DTYPE_I32, 1, {5, 0, 0}, 7, 4}},
+    {"embed:4,relu,add:0,dropout:0.25,dense:3", {TSR_DTYPE_I32, 2, {2, 3, 0}, 5, 3}},
+};
+
 static const struct {
     const char *spec;
     tsr_model_input in;
@@ -264,6 +291,13 @@ static const struct {
     {"flatten", {2, 2, 2, 8}},
     {"dense:8,relu,dense:4", {1, 3, 3, 4}},
     {"conv3x3:4,relu,pool2,conv3x3:4/s2/p1,relu,flatten,dropout:0.25,dense:6,relu,dense:5", {1, 8, 8, 5}},
+    /* residuals: a gradient read twice accumulates (in place, through a dense, a relu's
+     * scratch, a conv's col2im, the stage input) */
+    {"dense:6,relu,dense:6,add:1,relu,dense:4", {1, 2, 3, 4}},
+    {"dense:6,add:in,relu,add:0,dense:6", {6, 1, 1, 6}},
+    {"relu,dense:12,add:0,relu,add:2,dense:3", {12, 1, 1, 3}},
+    {"conv3x3:2,relu,conv3x3:2,add:1,add:in,pool2,flatten,add:6,dense:4", {2, 4, 4, 4}},
+    {"dense:5,add:0,add:1,dense:5", {1, 1, 5, 5}},
 };
 
 static void test_gradcheck_all_devices(void **state) {
@@ -277,8 +311,13 @@ static void test_gradcheck_all_devices(void **state) {
     for (int d = 0; d < devices; d++) {
         const tsr_device_info *info = tsr_context_device(ctx, d);
         fprintf(stderr, "device %s\n", info->id);
-        for (size_t c = 0; c < TSR_ARRAY_SIZE(cases); c++)
-            bad += check_model(ctx, d, cases[c].spec, cases[c].in, 400);
+        for (size_t c = 0; c < TSR_ARRAY_SIZE(cases); c++) {
+            tsr_model_input in = cases[c].in;
+            tsr_model_input_desc desc = {TSR_DTYPE_F32, 3, {in.channels, in.height, in.width}, 0, in.classes};
+            bad += check_model(ctx, d, cases[c].spec, &desc, 400);
+        }
+        for (size_t c = 0; c < TSR_ARRAY_SIZE(token_cases); c++)
+            bad += check_model(ctx, d, token_cases[c].spec, &token_cases[c].in, 400);
     }
     tsr_context_free(ctx);
     assert_int_equal(bad, 0);

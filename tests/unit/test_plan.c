@@ -351,9 +351,13 @@ static void test_cost_model_reference(void **state) {
     assert_true(fabs(b->forward_s - f1) < 1e-12 * f1);
     assert_true(fabs(b->backward_s - b1) < 1e-12 * b1);
     assert_true(b->send_s == 0);
-    /* params x 4 x (2 + 1 slot) + in-flight (stage 0: 2, stage 1: 1) x activations */
-    assert_int_equal(a->memory_bytes, (16 * 8 + 8) * 4 * 3 + 2 * (4 * 8 * 4 + 4 * 8 * 4));
-    assert_int_equal(b->memory_bytes, (8 * 3 + 3) * 4 * 3 + 1 * (4 * 3 * 4 + 4 * 8 * 4));
+    /* the stage's memory plan: params x 4 x (2 + 1 slot) + in-flight (stage 0: 2, stage 1: 1) x
+     * one activation set (regions of 16 floats: stage 0 input 64, dense 32, relu 32, ones 16;
+     * stage 1 input 32, dense 16, ones 16, labels, probabilities, losses and their sum 16 each)
+     * + activation-gradient buffers of the largest tensor (stage 0: 1, its relu in place and
+     * no input gradient; stage 1: 2) */
+    assert_int_equal(a->memory_bytes, (16 * 8 + 8) * 4 * 3 + 2 * (64 + 32 + 32 + 16) * 4 + 1 * 64 * 4);
+    assert_int_equal(b->memory_bytes, (8 * 3 + 3) * 4 * 3 + 1 * (32 + 16 + 16 + 4 * 16) * 4 + 2 * 32 * 4);
     assert_int_equal(a->memory_limit, (uint64_t)(0.9 * (double)(1ull << 30)));
     double worst = fmax(f0 + b0 + s0, f1 + b1);
     assert_true(fabs(tsr_plan_step_seconds(p) - (2 + 2 - 1) * worst) < 1e-12 * worst);
@@ -538,10 +542,11 @@ static void test_infeasible_names_layer(void **state) {
     tsr_context *ctx = new_ctx();
     devspec ds[2] = {
         {"gpu-a", "a", TSR_DEVICE_GPU, 0, 512ull << 10, 1000, 100, 10, 10, 1},
-        {"gpu-b", "b", TSR_DEVICE_GPU, 0, 4ull << 20, 1000, 100, 10, 10, 1},
+        {"gpu-b", "b", TSR_DEVICE_GPU, 0, 16ull << 20, 1000, 100, 10, 10, 1},
     };
     tsr_topology *t = make_topo(ctx, 1, ds, 2);
-    /* layer 2, dense:4096 after dense:64: 266 kfloats x 4 bytes x 2 = 2.03 MiB with SGD */
+    /* layer 2, dense:4096 after dense:64: 266 kfloats x 4 bytes x 2 = 2.03 MiB with SGD, plus
+     * its activations and their gradients at a micro-batch of 8 (0.38 MiB) */
     tsr_model *m = make_model(ctx, "dense:64,relu,dense:4096,relu,dense:10", TSR_MODEL_INPUT_MNIST);
     tsr_plan *p = NULL;
     assert_int_equal(tsr_plan_create(ctx, m, t, NULL, &p), TSR_OK); /* fits on gpu-b */

@@ -247,3 +247,24 @@ __kernel void dropout_forward(ulong n, float p, float scale, ulong seed, __globa
     mask[mo + i] = m;
     y[yo + i] = x[xo + i] * m;
 }
+
+/* y[i][c] = table[ids[i]][c]; an id outside [0, vocab) gives NaN. 2-D: c, i. */
+__kernel void embed_forward(ulong dim, ulong vocab, __global const int *ids, ulong io,
+                            __global const float *table, ulong to, __global float *y, ulong yo) {
+    size_t c = get_global_id(0), i = get_global_id(1);
+    if (c >= dim) return;
+    int id = ids[io + i];
+    y[yo + i * dim + c] = id < 0 || (ulong)id >= vocab ? NAN : table[to + (ulong)id * dim + c];
+}
+
+/* dtable[ids[i]][c] += dy[i][c] for i in order, one work-item per column c. */
+__kernel void embed_backward(ulong count, ulong dim, ulong vocab, __global const int *ids, ulong io,
+                             __global const float *dy, ulong dyo, __global float *dt, ulong dto) {
+    size_t c = get_global_id(0);
+    if (c >= dim) return;
+    for (ulong i = 0; i < count; i++) {
+        int id = ids[io + i];
+        if (id < 0 || (ulong)id >= vocab) continue;
+        dt[dto + (ulong)id * dim + c] += dy[dyo + i * dim + c];
+    }
+}

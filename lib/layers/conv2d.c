@@ -1,0 +1,157 @@
+/* convKxK:F / convKHxKW:F — 2-D convolution through im2col: F filters, options /sS (stride),
+ * /pP, /same ((K-1)/2, the default), /valid (= /p0). weight [F][C][KH][KW], bias [F]. Keeps
+ * the im2col columns for backward; its per-image weight gradients use the workspace. */
+#include <stdio.h>
+#include <string.h>
+#include "lib/internal.h"
+#include "lib/layers/layer.h"
+
+static int match(const char *name, size_t n, tsr_layer *l) {
+    return tsr_spec_match_sized(name, n, "conv", 1, &l->kh, &l->kw);
+}
+
+static tsr_status parse_arg(tsr_spec_cursor *c, const char *name, size_t n, size_t start, tsr_layer *l) {
+    (void)name, (void)n;
+    const char *what = "conv needs a positive filter count";
+    if (c->s[c->pos] != ':') return tsr_spec_error(c, c->pos, TSR_ERR_PARSE, "%s (':N')", what);
+    size_t argpos = ++c->pos;
+    if (tsr_spec_count(c, &l->units) || !l->units) return tsr_spec_error(c, argpos, TSR_ERR_PARSE, "%s", what);
+    if (!l->kh || !l->kw) return tsr_spec_error(c, start, TSR_ERR_PARSE, "conv kernel size must be positive");
+    l->stride = 1;
+    l->pad_h = l->pad_w = TSR_PAD_SAME;
+    return TSR_OK;
+}
+
+static tsr_status parse_option(tsr_spec_cursor *c, const char *name, size_t n, tsr_layer *l) {
+    size_t opos = c->pos;
+    char ch = c->s[c->pos];
+    if (!strncmp(c->s + c->pos, "same", 4)) {
+        c->pos += 4;
+        l->pad_h = l->pad_w = TSR_PAD_SAME;
+    } else if (!strncmp(c->s + c->pos, "valid", 5)) {
+        c->pos += 5;
+        l->pad_h = l->pad_w = 0;
+    } else if (ch == 's' || ch == 'p') {
+        c->pos++;
+        size_t v;
+        if (tsr_spec_count(c, &v) || (ch == 's' && !v))
+            return tsr_spec_error(c, opos, TSR_ERR_PARSE, "option '/%c' needs a %s number", ch,
+                                  ch == 's' ? "positive" : "non-negative");
+        if (ch == 's') l->stride = v;
+        else l->pad_h = l->pad_w = v;
+    } else {
+        return tsr_spec_error(c, opos, TSR_ERR_PARSE, "unknown option '/%c' for %.*s (%s)", ch ? ch : ' ',
+                              (int)n, name, "use /sN, /pN, /same or /valid");
+    }
+    return TSR_OK;
+}
+
+static void print(const tsr_layer *l, char *buf, size_t size) {
+    int n = snprintf(buf, size, "conv%zux%zu:%zu", l->kh, l->kw, l->units);
+    if (l->stride != 1 && n > 0 && (size_t)n < size)
+        n += snprintf(buf + n, size - (size_t)n, "/s%zu", l->stride);
+    if ((l->pad_h != (l->kh - 1) / 2 || l->pad_w != (l->kw - 1) / 2) && n > 0 && (size_t)n < size)
+        snprintf(buf + n, size - (size_t)n, "/p%zu", l->pad_h);
+}
+
+/* l->pad_h holds the padding asked for (a count or TSR_PAD_SAME) until resolved here. */
+static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
+    size_t filters = l->units, kh = l->kh, kw = l->kw, stride = l->stride, pad = l->pad_h;
+    if (!filters || filters > TSR_MODEL_MAX_DIM)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "conv needs a positive filter count, got %zu", filters);
+    if (!kh || !kw || kh > 1024 || kw > 1024)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "conv kernel %zux%zu is not valid", kh, kw);
+    if (!stride || stride > 1024)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "conv stride %zu is not valid", stride);
+    size_t ph = pad == TSR_PAD_SAME ? (kh - 1) / 2 : pad;
+    size_t pw = pad == TSR_PAD_SAME ? (kw - 1) / 2 : pad;
+    if (ph >= kh || pw >= kw)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "conv padding %zu must be smaller than the kernel %zux%zu",
+                         pad, kh, kw);
+    if (in[0].h + 2 * ph < kh || in[0].w + 2 * pw < kw)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "conv kernel %zux%zu does not fit a %zux%zu input", kh, kw,
+                         in[0].h, in[0].w);
+    l->pad_h = ph;
+    l->pad_w = pw;
+    l->out_c = filters;
+    l->out_h = (in[0].h + 2 * ph - kh) / stride + 1;
+    l->out_w = (in[0].w + 2 * pw - kw) / stride + 1;
+    l->weights = filters * in[0].c * kh * kw;
+    l->biases = filters;
+    if (l->out_c * l->out_h * l->out_w > TSR_MODEL_MAX_DIM || in[0].c * kh * kw > TSR_MODEL_MAX_DIM)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "conv output %zux%zux%zu is too large", l->out_c, l->out_h,
+                         l->out_w);
+    return TSR_OK;
+}
+
+static size_t params(const tsr_layer *l, tsr_param_desc *out) {
+    tsr_param_desc w = {"weight", 4, {l->units, l->in_c, l->kh, l->kw}, l->weights, TSR_INIT_FAN,
+                        l->in_c * l->kh * l->kw, l->units * l->kh * l->kw};
+    out[0] = w;
+    out[1] = tsr_param_1d("bias", l->units, TSR_INIT_ZERO);
+    return 2;
+}
+
+static size_t state(const tsr_layer *l) { return l->in_c * l->kh * l->kw * l->out_h * l->out_w; }
+static size_t workspace(const tsr_layer *l) { return l->weights; }
+
+static void flops(const tsr_layer *l, uint64_t n, uint64_t *f, uint64_t *b) {
+    uint64_t ohw = (uint64_t)l->out_h * l->out_w;
+    *f = n * ohw * (2 * (uint64_t)l->weights + l->biases);
+    *b = n * ohw * (4 * (uint64_t)l->weights + l->biases);
+}
+
+static tsr_conv_geom geom(const tsr_layer *l, size_t n) {
+    tsr_conv_geom g = {n, l->in_c, l->in_h, l->in_w, l->kh, l->kw, l->stride, l->stride,
+                       l->pad_h, l->pad_w, l->out_h, l->out_w};
+    return g;
+}
+
+static tsr_status forward(const tsr_layer_run *r) {
+    const tsr_layer *l = r->l;
+    tsr_conv_geom g = geom(l, r->n);
+    size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units;
+    TSR_TRY(tsr_op_im2col(r->be, &g, r->in[0], r->state));
+    /* one weight matrix (stride 0) against every image's columns */
+    TSR_TRY(tsr_op_gemm_batched(r->be, TSR_NO_TRANS, TSR_NO_TRANS, f, ohw, rows, 1.0f, r->param[0], rows,
+                                0, r->state, ohw, rows * ohw, 0.0f, r->out, ohw, f * ohw, r->n));
+    return tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
+}
+
+static tsr_status backward(const tsr_layer_run *r) {
+    const tsr_layer *l = r->l;
+    size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units, n = r->n;
+    tsr_backend *be = r->be;
+    /* dW += sum over images of dY_i * col_i^T: one batched GEMM into per-image partials (the
+     * backend may run the images in parallel), then a ones-row GEMM sums them */
+    TSR_TRY(tsr_op_gemm_batched(be, TSR_NO_TRANS, TSR_TRANS, f, rows, ohw, 1.0f, r->dout, ohw, f * ohw,
+                                r->state, ohw, rows * ohw, 0.0f, r->ws, rows, f * rows, n));
+    TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, 1, f * rows, n, 1.0f, r->ones, n, r->ws, f * rows,
+                        r->accumulate ? 1.0f : 0.0f, r->grad[0], f * rows));
+    if (!r->accumulate) TSR_TRY(tsr_op_fill(be, r->grad[1], f, 0.0f));
+    TSR_TRY(tsr_op_bias_grad(be, n, f, ohw, r->dout, r->grad[1]));
+    if (!r->want_din[0]) return TSR_OK;
+    /* d(col) = W^T dY_i, written over the columns (no longer needed), then folded back */
+    TSR_TRY(tsr_op_gemm_batched(be, TSR_TRANS, TSR_NO_TRANS, rows, ohw, f, 1.0f, r->param[0], rows, 0,
+                                r->dout, ohw, f * ohw, 0.0f, r->state, ohw, rows * ohw, n));
+    if (!r->add_din[0]) TSR_TRY(tsr_op_fill(be, r->din[0], n * tsr_layer_in_size(l), 0.0f));
+    tsr_conv_geom g = geom(l, n);
+    return tsr_op_col2im(be, &g, r->state, r->din[0]);
+}
+
+const tsr_layer_ops tsr_layer_conv2d = {
+    .kind = TSR_LAYER_CONV2D,
+    .type = "conv2d",
+    .match = match,
+    .parse_arg = parse_arg,
+    .parse_option = parse_option,
+    .print = print,
+    .shape = shape,
+    .params = params,
+    .state = state,
+    .workspace = workspace,
+    .accumulate_din = 1,
+    .flops = flops,
+    .forward = forward,
+    .backward = backward,
+};

@@ -1,0 +1,142 @@
+/* The ops table of a layer kind: everything the model, the stage and the planner need to know
+ * about one kind lives in its own file (lib/layers/<kind>.c) behind one of these tables, and
+ * the registry (registry.c) is the only place kinds are looked up.
+ *
+ * Adding a kind: write lib/layers/<kind>.c with its table, list it in registry.c, add its
+ * backend kernels (backends/) if it needs new ones, and its tests. */
+#ifndef TSR_LAYERS_LAYER_H
+#define TSR_LAYERS_LAYER_H
+#include <stddef.h>
+#include <stdint.h>
+#include "backends/backend.h"
+#include "lib/layers.h"
+
+/* Shape of one sample of a tensor (channels x height x width; vectors are c x 1 x 1). */
+typedef struct tsr_tshape {
+    size_t c, h, w;
+    int tokens;           /* int32 token ids in [0, vocab) (only the model input), else floats */
+    size_t vocab;
+} tsr_tshape;
+
+typedef enum tsr_init_rule {
+    TSR_INIT_ZERO = 0,    /* zeros, no draws */
+    TSR_INIT_FAN          /* He or Glorot uniform from fan_in / fan_out (one draw per float) */
+} tsr_init_rule;
+
+/* One named parameter tensor of a layer. */
+typedef struct tsr_param_desc {
+    const char *name;     /* "weight", "bias" */
+    size_t rank, shape[4];
+    size_t count;         /* product of the shape */
+    tsr_init_rule init;
+    size_t fan_in, fan_out;
+} tsr_param_desc;
+
+/* Text position of a spec being parsed; kinds parse their own arguments through it. */
+typedef struct tsr_spec_cursor {
+    tsr_context *ctx;
+    const char *s;
+    size_t pos;
+} tsr_spec_cursor;
+
+/* "model spec at <pos+1>: <detail>" */
+tsr_status tsr_spec_error(tsr_spec_cursor *c, size_t pos, tsr_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+/* Decimal count at c->pos (at most TSR_MODEL_MAX_DIM); -1 without digits or when too large. */
+int tsr_spec_count(tsr_spec_cursor *c, size_t *out);
+void tsr_spec_skip_ws(tsr_spec_cursor *c);
+/* Matches name (n chars) against "<prefix><d>" or, with two, "<prefix><d>x<d>": 1 and the
+ * sizes (*a = *b for one) when it fits. */
+int tsr_spec_match_sized(const char *name, size_t n, const char *prefix, int two, size_t *a, size_t *b);
+/* TSR_ERR_PARSE "<name> takes no ':' argument" when c is at a ':'. */
+tsr_status tsr_spec_no_arg(tsr_spec_cursor *c, const char *name, size_t n);
+
+/* Sizes past this are certainly typos, and keep every product far from overflow. */
+#define TSR_MODEL_MAX_DIM ((size_t)1 << 24)
+
+/* What a forward or backward call works on: device references resolved by the stage's
+ * memory plan. */
+typedef struct tsr_layer_run {
+    tsr_backend *be;
+    const tsr_layer *l;
+    size_t index;                         /* layer index in the model */
+    size_t n;                             /* samples */
+    tsr_ref in[TSR_LAYER_MAX_INPUTS];     /* inputs (loss: logits, labels) */
+    tsr_ref out;                          /* output (loss: per-sample losses) */
+    tsr_ref state;                        /* what the kind keeps for backward */
+    tsr_ref ws;                           /* workspace shared by the stage's layers */
+    tsr_ref ones;                         /* max_batch ones */
+    tsr_ref param[TSR_LAYER_MAX_PARAMS], grad[TSR_LAYER_MAX_PARAMS];
+    /* forward */
+    int train;
+    uint64_t seed;                        /* dropout: this layer's mask seed */
+    /* backward */
+    int accumulate;                       /* parameter gradients: 1 add, 0 overwrite */
+    tsr_ref dout;                         /* d(loss)/d(out) */
+    tsr_ref din[TSR_LAYER_MAX_INPUTS];    /* where d(loss)/d(input k) goes */
+    int want_din[TSR_LAYER_MAX_INPUTS];   /* 0: not needed */
+    int add_din[TSR_LAYER_MAX_INPUTS];    /* 1: add into din (kinds with accumulate_din) */
+    float loss_scale;                     /* loss: d(loss)/d(per-sample loss) */
+} tsr_layer_run;
+
+struct tsr_layer_ops {
+    tsr_layer_kind kind;
+    const char *type;                     /* "dense", "conv2d", ... (tsr_layer_info.type) */
+    /* Claims a spec name ("dense", "conv5x5"): 1 and what the name holds (kernel size) put in
+     * l, else 0. */
+    int (*match)(const char *name, size_t n, tsr_layer *l);
+    /* Parses the ':' argument into l, c->pos at the character after the name (which began at
+     * `start`); errors through tsr_spec_error. NULL: the kind takes no argument. */
+    tsr_status (*parse_arg)(tsr_spec_cursor *c, const char *name, size_t n, size_t start,
+                            tsr_layer *l);
+    /* One '/' option, c->pos after the '/'. NULL: the kind takes no options. */
+    tsr_status (*parse_option)(tsr_spec_cursor *c, const char *name, size_t n, tsr_layer *l);
+    /* Canonical spec token. */
+    void (*print)(const tsr_layer *l, char *buf, size_t size);
+    /* Checks the configuration against the input shapes (in[k], k < l->ninputs; l->in_* is
+     * in[0]) and fills the output shape and l->weights / l->biases. Errors name the layer and
+     * the bound broken. */
+    tsr_status (*shape)(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in);
+    /* Its parameter tensors in layout order (at most TSR_LAYER_MAX_PARAMS); returns the count. */
+    size_t (*params)(const tsr_layer *l, tsr_param_desc *out);
+    /* Floats per sample kept from forward for backward (im2col columns, indices, masks). */
+    size_t (*state)(const tsr_layer *l);
+    /* Floats per sample of scratch it needs during a call (shared by the stage's layers). */
+    size_t (*workspace)(const tsr_layer *l);
+    int view;             /* output is input 0 itself (flatten): no memory, no work */
+    int inplace_din;      /* backward may write d(input 0) over d(out) */
+    int accumulate_din;   /* backward honours add_din (else the stage adds through scratch) */
+    int token_input;      /* input 0 may be the model's int32 token ids (other kinds need floats) */
+    /* FLOPs at batch n (multiply-add = 2). */
+    void (*flops)(const tsr_layer *l, uint64_t n, uint64_t *forward, uint64_t *backward);
+    tsr_status (*forward)(const tsr_layer_run *r);
+    tsr_status (*backward)(const tsr_layer_run *r);
+};
+
+/* ---- registry (registry.c) ---- */
+/* The kind claiming spec name `name` (n chars), with what the name holds put in l; NULL if
+ * none. */
+const tsr_layer_ops *tsr_layer_ops_match(const char *name, size_t n, tsr_layer *l);
+/* The table of a kind; NULL if unknown. */
+const tsr_layer_ops *tsr_layer_ops_of(tsr_layer_kind kind);
+
+/* The kinds (one file each). */
+extern const tsr_layer_ops tsr_layer_dense, tsr_layer_conv2d, tsr_layer_maxpool, tsr_layer_relu,
+    tsr_layer_dropout, tsr_layer_flatten, tsr_layer_add, tsr_layer_softmax_xent, tsr_layer_embed;
+
+/* Helpers for kinds. */
+static inline size_t tsr_tshape_size(tsr_tshape s) { return s.c * s.h * s.w; }
+static inline tsr_param_desc tsr_param_2d(const char *name, size_t a, size_t b, tsr_init_rule init,
+                                          size_t fan_in, size_t fan_out) {
+    tsr_param_desc d = {name, 2, {a, b, 0, 0}, a * b, init, fan_in, fan_out};
+    return d;
+}
+static inline tsr_param_desc tsr_param_1d(const char *name, size_t a, tsr_init_rule init) {
+    tsr_param_desc d = {name, 1, {a, 0, 0, 0}, a, init, 0, 0};
+    return d;
+}
+
+#endif

@@ -1,0 +1,20 @@
+/* The registry of layer kinds: the only place the parser, the model and the stage find them. */
+#include "lib/internal.h"
+#include "lib/layers/layer.h"
+
+static const tsr_layer_ops *const kinds[] = {
+    &tsr_layer_dense, &tsr_layer_conv2d, &tsr_layer_maxpool, &tsr_layer_relu,
+    &tsr_layer_dropout, &tsr_layer_flatten, &tsr_layer_add, &tsr_layer_softmax_xent, &tsr_layer_embed,
+};
+
+const tsr_layer_ops *tsr_layer_ops_match(const char *name, size_t n, tsr_layer *l) {
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(kinds); i++)
+        if (kinds[i]->match && kinds[i]->match(name, n, l)) return kinds[i];
+    return NULL;
+}
+
+const tsr_layer_ops *tsr_layer_ops_of(tsr_layer_kind kind) {
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(kinds); i++)
+        if (kinds[i]->kind == kind) return kinds[i];
+    return NULL;
+}

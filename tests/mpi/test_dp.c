@@ -37,6 +37,9 @@ static tsr_model *make_model(tsr_context *ctx) {
     return m;
 }
 
+/* The trace train_run asks for (options.timeline), NULL: none. */
+static const char *timeline_path;
+
 /* Trains `steps` steps of batch `b` per rank; checks identical parameters after every step;
  * returns the mean global loss of the last 10 steps (same on every rank). */
 static double train_run(tsr_context *ctx, tsr_comm *comm, const tsr_model *model,
@@ -51,6 +54,7 @@ static double train_run(tsr_context *ctx, tsr_comm *comm, const tsr_model *model
     o.topk_ratio = 0.1;
     o.fusion_bytes = 1024; /* several buckets per step (3 here) */
     o.optimizer.lr = 3e-3f;
+    o.timeline = timeline_path;
     tsr_trainer *t = NULL;
     CHECK_OK(tsr_trainer_create(ctx, model, &o, &t), ctx);
     if (!t) return NAN;
@@ -199,10 +203,10 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_model *mod
     char path[256];
     const char *tmp = getenv("TMPDIR");
     snprintf(path, sizeof path, "%s/tsr-timeline-%ld.json", tmp && *tmp ? tmp : "/tmp", id);
-    setenv("TSR_TIMELINE", path, 1);
+    timeline_path = path;
     int steps = 3;
     train_run(ctx, comm, model, d, TSR_COMPRESS_NONE, steps, 4);
-    unsetenv("TSR_TIMELINE");
+    timeline_path = NULL;
     if (rank != 0) return;
     FILE *f = fopen(path, "r");
     CHECK(f != NULL, "timeline %s not written", path);
@@ -401,6 +405,7 @@ static void test_zero(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, 
         o.shard_optimizer = k ? 1 : -1;
         o.nonfinite = TSR_NONFINITE_SKIP;
         o.optimizer.lr = 3e-3f;
+        o.fault_grad_nan_step = 23; /* the last step below */
         CHECK_OK(tsr_trainer_create(ctx, model, &o, &t[k]), ctx);
         if (!t[k]) goto out;
     }
@@ -422,11 +427,10 @@ static void test_zero(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, 
             n = tsr_loader_next(l, x, y);
         }
         if (s == 23) {
-            /* every rank poisons gradient np / 2, which only its owner's slice holds (n > 1) */
-            setenv("TSR_FAULT_GRAD_NAN", "23", 1);
+            /* every rank poisons gradient np / 2 (fault_grad_nan_step), which only its owner's
+             * slice holds (n > 1) */
             CHECK_OK(tsr_trainer_get_params(t[1], p0, np), ctx);
             for (int k = 0; k < 3; k++) CHECK_OK(tsr_trainer_step(t[k], x, y, n, NULL), ctx);
-            unsetenv("TSR_FAULT_GRAD_NAN");
             for (int k = 0; k < 3; k++)
                 CHECK(tsr_trainer_skipped(t[k]) == 1, "trainer %d skipped %llu steps after a NaN", k,
                       (unsigned long long)tsr_trainer_skipped(t[k]));

@@ -1,0 +1,343 @@
+/* Data strategy: one stage holding the whole model, in one process or data parallel over the
+ * options' communicator (lib/dp.c: the gradients of each step are averaged over the ranks,
+ * weighted by their sample counts, before the deterministic optimizer step), optionally with
+ * the optimizer state sharded (ZeRO-1). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include "backends/host/host.h"
+#include "lib/comm/comm_internal.h"
+#include "lib/dp.h"
+#include "lib/optim.h"
+#include "lib/train/strategy.h"
+
+typedef struct data_mode {
+    tsr_run run;
+    tsr_backend *be;
+    tsr_stage *stage;
+    tsr_optim *optim;
+    tsr_dp *dp;     /* data parallel (a communicator given), else NULL */
+    size_t np;
+    float *probs;   /* host copy of batch x classes for evaluation */
+    float *grads;   /* host copy of the gradients for the non-finite scan (device backends) */
+    float global_loss;
+} data_mode;
+
+static tsr_status validate(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o) {
+    (void)model;
+    if ((unsigned)o->compress > TSR_COMPRESS_TOPK)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown gradient compression %d", (int)o->compress);
+    if (o->compress == TSR_COMPRESS_TOPK && !(o->topk_ratio >= 0.0 && o->topk_ratio <= 1.0))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "top-k ratio %g is not in (0, 1]", o->topk_ratio);
+    if (o->compress != TSR_COMPRESS_NONE && !o->comm)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "gradient compression needs a communicator");
+    return TSR_OK;
+}
+
+static void destroy(void *mode) {
+    data_mode *m = mode;
+    if (!m) return;
+    tsr_context *ctx = m->run.ctx;
+    tsr_dp_free(m->dp); /* before the stage: it restores the gradient buffer's memory */
+    tsr_run_release(&m->run, 1);
+    tsr_optim_free(m->optim);
+    tsr_stage_free(m->stage);
+    tsr_backend_free(m->be);
+    tsr_free(ctx, m->probs);
+    tsr_free(ctx, m->grads);
+    tsr_free(ctx, m);
+}
+
+static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                         void **out) {
+    data_mode *m = tsr_calloc(ctx, 1, sizeof *m);
+    if (!m) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "trainer");
+    tsr_status s = tsr_run_init(&m->run, ctx, model, o, o->comm, o->comm ? tsr_comm_rank(o->comm) : 0);
+    if (s != TSR_OK) {
+        tsr_free(ctx, m);
+        return s;
+    }
+    tsr_run *r = &m->run;
+    tsr_stage_options so = {0, tsr_model_layer_count(model), o->batch, 0};
+    size_t classes = tsr_model_get_input(model).classes;
+    if ((s = tsr_run_open_stage(r, &so, &m->be, &m->stage, &m->optim)) != TSR_OK) {
+        destroy(m);
+        return s;
+    }
+    m->np = tsr_stage_param_count(m->stage);
+    m->probs = tsr_calloc(ctx, o->batch * classes, sizeof *m->probs);
+    m->grads = tsr_calloc(ctx, m->np ? m->np : 1, sizeof *m->grads);
+    if (!m->probs || !m->grads) {
+        destroy(m);
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "evaluation buffer");
+    }
+    if (o->comm) {
+        if ((s = tsr_dp_create(ctx, model, m->stage, o, r->tl, &m->dp)) != TSR_OK) {
+            r->world = NULL; /* nothing collective at free: the other ranks may have failed too */
+            destroy(m);
+            return s;
+        }
+        tsr_stage_set_hook(m->stage, tsr_dp_hook, m->dp);
+        if (tsr_dp_sharded(m->dp)) {
+            /* ZeRO-1: optimizer state for this rank's slice only */
+            size_t lo, hi;
+            tsr_dp_owned(m->dp, &lo, &hi);
+            tsr_optim_free(m->optim);
+            m->optim = NULL;
+            if ((s = tsr_optim_create(m->be, &o->optimizer, hi - lo, &m->optim)) != TSR_OK) {
+                destroy(m);
+                return s;
+            }
+            m->optim->off = lo;
+        }
+    }
+    *out = m;
+    return TSR_OK;
+}
+
+static tsr_run *run_of(void *mode) { return &((data_mode *)mode)->run; }
+
+/* forward (and, data parallel, the exchange of sample counts and losses), backward: the
+ * stage's gradient buffer holds this rank's gradient, the buckets are on their way */
+static tsr_status compute(data_mode *m, size_t n, float *l, int *early_bad) {
+    tsr_run *r = &m->run;
+    uint64_t dropout_seed = tsr_run_dropout_seed(r, m->dp ? (uint64_t)tsr_comm_rank(r->o.comm) : 0);
+    double t0 = tsr_timeline_now(r->tl);
+    if (n) TSR_TRY(tsr_stage_forward(m->stage, n, 1, dropout_seed, l));
+    double t1 = tsr_timeline_now(r->tl);
+    TSR_TRY(tsr_timeline_event(r->tl, "forward", TSR_TRACK_COMPUTE, t0, t1));
+    /* Data parallel: a rank must not leave the step alone; its NaN reaches every rank through
+     * the averaged gradients, which are then checked on all ranks alike. */
+    *early_bad = !isfinite(*l) && !m->dp && !r->check_grads;
+    if (*early_bad) return TSR_OK;
+    m->global_loss = *l;
+    if (m->dp) {
+        TSR_TRY(tsr_dp_begin(m->dp, n, *l, &m->global_loss));
+        TSR_TRY(tsr_timeline_event(r->tl, "sync", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(r->tl)));
+    }
+    t1 = tsr_timeline_now(r->tl);
+    if (n) TSR_TRY(tsr_stage_backward(m->stage, n, 0));
+    else TSR_TRY(tsr_op_fill(m->be, tsr_ref_at(tsr_stage_grads(m->stage), 0), m->np, 0.0f));
+    return tsr_timeline_event(r->tl, "backward", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(r->tl));
+}
+
+/* The one non-finite decision of the step, alike on every rank: *bad = 1 when the step must
+ * not be applied (why says what). */
+static tsr_status decide(data_mode *m, float l, int *bad, char *why, size_t size) {
+    tsr_run *r = &m->run;
+    *bad = 0;
+    if (!r->check_grads && !(!isfinite(l) && m->dp)) return TSR_OK;
+    size_t lo = 0, hi = m->np, i;
+    float value = 0.0f;
+    if (m->dp) tsr_dp_owned(m->dp, &lo, &hi); /* ZeRO-1: only this slice is reduced */
+    TSR_TRY(tsr_run_scan_grads(r, tsr_stage_grads(m->stage), m->grads, lo, hi, m->np, &i, &value));
+    if (tsr_dp_sharded(m->dp)) TSR_TRY(tsr_dp_first_bad(m->dp, i, &i)); /* every rank alike */
+    if (i < m->np) {
+        char text[32] = "not finite"; /* the value itself where this rank holds it */
+        if (i >= lo && i < hi) snprintf(text, sizeof text, "%g", (double)value);
+        snprintf(why, size, "gradient %zu of %zu is %s%s", i, m->np, text,
+                 isfinite(l) ? "" : " (non-finite loss)");
+        *bad = 1;
+    }
+    return TSR_OK;
+}
+
+static tsr_status step(void *mode, const float *images, const int32_t *labels, size_t n, float *loss) {
+    data_mode *m = mode;
+    tsr_run *r = &m->run;
+    /* data parallel: a rank may get no sample of the last global batch; it still takes part */
+    TSR_TRY(tsr_run_check_batch(r, images, labels, n, m->dp ? 0 : 1, ""));
+    if (n) TSR_TRY(tsr_run_upload(r, m->stage, images, labels, n));
+    float l = 0.0f;
+    int bad = 0;
+    char why[96];
+    double t0 = tsr_timeline_now(r->tl);
+    TSR_TRY(compute(m, n, &l, &bad));
+    if (loss) *loss = l;
+    if (bad) {
+        snprintf(why, sizeof why, "loss is %g", (double)l);
+        return tsr_run_nonfinite(r, why);
+    }
+    if (m->dp) TSR_TRY(tsr_dp_finish(m->dp)); /* combine: the averaged gradient */
+    double tc = tsr_timeline_now(r->tl);
+    TSR_TRY(decide(m, l, &bad, why, sizeof why));
+    if (bad) return tsr_run_nonfinite(r, why);
+    float lr = tsr_run_lr(r);
+    double t3 = tsr_timeline_now(r->tl);
+    TSR_TRY(tsr_timeline_event(r->tl, "check", TSR_TRACK_COMPUTE, tc, t3));
+    TSR_TRY(tsr_optim_update(m->optim, tsr_stage_params(m->stage), tsr_stage_grads(m->stage), lr,
+                             r->steps));
+    if (tsr_dp_sharded(m->dp)) TSR_TRY(tsr_dp_gather_params(m->dp));
+    TSR_TRY(tsr_timeline_event(r->tl, "update", TSR_TRACK_COMPUTE, t3, tsr_timeline_now(r->tl)));
+    TSR_TRY(tsr_timeline_event(r->tl, "step", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(r->tl)));
+    r->steps++;
+    r->last_loss = l;
+    return TSR_OK;
+}
+
+static tsr_status evaluate(void *mode, const tsr_dataset *d, double *accuracy, double *loss) {
+    data_mode *m = mode;
+    tsr_context *ctx = m->run.ctx;
+    size_t correct = 0;
+    double total = 0.0;
+    if (!m->dp) {
+        TSR_TRY(tsr_stage_evaluate(m->stage, d, 0, d->count, m->probs, &correct, &total));
+    } else {
+        /* each rank evaluates its 1/N of the set; the figures are gathered and summed in rank
+         * order, so every rank gets the same ones */
+        tsr_comm *comm = m->run.o.comm;
+        int size = tsr_comm_size(comm), rk = tsr_comm_rank(comm);
+        size_t lo = d->count * (size_t)rk / (size_t)size, hi = d->count * (size_t)(rk + 1) / (size_t)size;
+        double mine[3] = {0.0, 0.0, 0.0}; /* correct, loss sum, failed */
+        size_t c = 0;
+        tsr_status es = hi > lo ? tsr_stage_evaluate(m->stage, d, lo, hi - lo, m->probs, &c, &mine[1])
+                                : TSR_OK;
+        mine[0] = (double)c;
+        mine[2] = es != TSR_OK;
+        double *all = tsr_calloc(ctx, (size_t)size * 3, sizeof *all);
+        size_t *bytes = tsr_calloc(ctx, (size_t)size, sizeof *bytes);
+        tsr_status s = all && bytes ? TSR_OK : tsr_error(ctx, TSR_ERR_NO_MEMORY, "evaluation: %d ranks", size);
+        for (int k = 0; s == TSR_OK && k < size; k++) bytes[k] = sizeof mine;
+        if (s == TSR_OK) s = tsr_comm_allgatherv(comm, mine, all, bytes); /* even after a local error */
+        int failed = 0;
+        for (int k = 0; s == TSR_OK && k < size; k++) {
+            correct += (size_t)all[3 * k];
+            total += all[3 * k + 1];
+            failed |= all[3 * k + 2] != 0.0;
+        }
+        tsr_free(ctx, all);
+        tsr_free(ctx, bytes);
+        TSR_TRY(es);
+        TSR_TRY(s);
+        if (failed) return tsr_error(ctx, TSR_ERR_STATE, "evaluation failed on another rank");
+    }
+    if (accuracy) *accuracy = (double)correct / (double)d->count;
+    if (loss) *loss = total / (double)d->count;
+    return TSR_OK;
+}
+
+static tsr_status get_params(void *mode, float *dst, size_t count) {
+    data_mode *m = mode;
+    if (count != m->np)
+        return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", m->np, count);
+    return tsr_buf_read(tsr_stage_params(m->stage), 0, dst, m->np * sizeof(float));
+}
+
+static tsr_status set_params(void *mode, const float *src, size_t count) {
+    data_mode *m = mode;
+    if (count != m->np)
+        return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", m->np, count);
+    return tsr_buf_write(tsr_stage_params(m->stage), 0, src, m->np * sizeof(float));
+}
+
+/* ---- checkpoints: the whole state on every rank that writes; optimizer state by slice ---- */
+
+static size_t state_bufs(data_mode *m, const char *names[3], tsr_buf *bufs[3]) {
+    names[0] = "params";
+    bufs[0] = tsr_stage_params(m->stage);
+    return 1 + tsr_optim_state(m->optim, names + 1, bufs + 1);
+}
+
+static tsr_status save(void *mode, const char *path) {
+    data_mode *m = mode;
+    tsr_run *r = &m->run;
+    const char *names[3];
+    tsr_buf *bufs[3];
+    size_t nt = state_bufs(m, names, bufs), n = m->np, lo = 0, hi = n;
+    float *data = tsr_calloc(r->ctx, nt * (n ? n : 1), sizeof(float)), *parts[3];
+    if (!data) return tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
+    tsr_status s = TSR_OK;
+    if (m->dp) tsr_dp_owned(m->dp, &lo, &hi); /* optimizer state: this rank's slice (ZeRO-1) */
+    for (size_t i = 0; i < nt && s == TSR_OK; i++) { /* gather_state */
+        parts[i] = data + i * n;
+        if (i == 0) {
+            s = tsr_buf_read(bufs[i], 0, parts[i], n * sizeof(float));
+        } else {
+            s = tsr_buf_read(bufs[i], 0, parts[i] + lo, (hi - lo) * sizeof(float));
+            if (s == TSR_OK && tsr_dp_sharded(m->dp)) s = tsr_dp_gather_slices(m->dp, parts[i]);
+        }
+    }
+    if (s == TSR_OK && r->rank == 0) /* rank 0 writes for all */
+        s = tsr_run_checkpoint_write(r, path, names, parts, nt, n);
+    tsr_free(r->ctx, data);
+    return s;
+}
+
+static tsr_status load(void *mode, const char *path) {
+    data_mode *m = mode;
+    tsr_run *r = &m->run;
+    const char *names[3];
+    tsr_buf *bufs[3];
+    size_t nt = state_bufs(m, names, bufs), n = m->np, lo = 0, hi = n;
+    tsr_checkpoint *ck;
+    TSR_TRY(tsr_run_checkpoint_read(r, path, "the trainer", names, nt, n, &ck));
+    if (m->dp) tsr_dp_owned(m->dp, &lo, &hi); /* optimizer state: this rank's slice (ZeRO-1) */
+    tsr_status s = TSR_OK;
+    for (size_t i = 0; i < nt && s == TSR_OK; i++) { /* scatter_state */
+        const float *src = tsr_checkpoint_find(ck, names[i])->data;
+        s = i == 0 ? tsr_buf_write(bufs[i], 0, src, n * sizeof(float))
+                   : tsr_buf_write(bufs[i], 0, src + lo, (hi - lo) * sizeof(float));
+    }
+    if (s == TSR_OK) tsr_run_checkpoint_restore(r, ck);
+    tsr_checkpoint_free(r->ctx, ck);
+    return s;
+}
+
+/* Data parallel: every rank an equal slice of each global batch until the shares are measured
+ * (tsr_trainer_balance); equal step counts on every rank need drop_last. */
+static tsr_status shard_data(void *mode, size_t global_batch, uint64_t seed, tsr_loader_options *lo,
+                             size_t *shares, size_t *step_samples) {
+    data_mode *m = mode;
+    tsr_comm *comm = m->dp ? m->run.o.comm : NULL;
+    int size = comm ? tsr_comm_size(comm) : 1, rank = comm ? tsr_comm_rank(comm) : 0;
+    *lo = (tsr_loader_options){global_batch / (size_t)size, seed, 1, rank, size, comm != NULL};
+    *step_samples = comm ? global_batch : 0; /* one process: the batch the loader gives */
+    if (!comm) {
+        shares[0] = global_batch;
+        return TSR_OK;
+    }
+    return tsr_dp_shares(comm, global_batch, 1.0, shares);
+}
+
+const tsr_strategy tsr_strategy_data = {"data", validate, create, destroy, run_of, step, evaluate,
+                                        get_params, set_params, save, load, shard_data};
+
+/* ---- throughput ---- */
+
+static double mono_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+tsr_status tsr_data_measure(void *mode, const float *images, const int32_t *labels, size_t n,
+                            double *samples_per_s) {
+    data_mode *m = mode;
+    tsr_run *r = &m->run;
+    if (!n) return tsr_error(r->ctx, TSR_ERR_SHAPE, "tsr_trainer_measure: 0 samples");
+    TSR_TRY(tsr_run_check_batch(r, images, labels, n, 1, ""));
+    TSR_TRY(tsr_run_upload(r, m->stage, images, labels, n));
+    tsr_stage_set_hook(m->stage, NULL, NULL); /* no allreduce while measuring */
+    tsr_status s = TSR_OK;
+    /* the fastest of several passes (after a warm-up): robust to other processes' bursts */
+    double best = 0.0, spent = 0.0;
+    for (int i = 0; s == TSR_OK && i < 40 && (i < 6 || spent < 0.15); i++) {
+        double t0 = mono_seconds();
+        s = tsr_stage_forward(m->stage, n, 1, 1, NULL);
+        if (s == TSR_OK) s = tsr_stage_backward(m->stage, n, 0);
+        float probe; /* a blocking read waits for the device's queue (OpenCL runs async) */
+        if (s == TSR_OK) s = tsr_buf_read(tsr_stage_grads(m->stage), 0, &probe, sizeof probe);
+        double dt = mono_seconds() - t0;
+        spent += dt;
+        if (i >= 1 && (best == 0.0 || dt < best)) best = dt;
+    }
+    if (m->dp) tsr_stage_set_hook(m->stage, tsr_dp_hook, m->dp);
+    TSR_TRY(s);
+    *samples_per_s = best > 0 ? (double)n / best : 0.0;
+    return TSR_OK;
+}
+
+const tsr_device_info *tsr_data_device_info(void *mode) { return &((data_mode *)mode)->be->device; }
+float tsr_data_global_loss(void *mode) { return ((data_mode *)mode)->global_loss; }
+size_t tsr_data_buckets(void *mode) { return tsr_dp_buckets(((data_mode *)mode)->dp); }

@@ -1,0 +1,94 @@
+/* The run core: the state every training mode shares (context, model, resolved options, world
+ * communicator, timeline, RNG, counters, run metadata) and the pieces of a step written once:
+ * option checks, device lookup, batch checks and upload, the one non-finite scan (with the
+ * gradient fault knob) and skip/stop rule, the learning rate, checkpoint assembly.
+ *
+ * A mode embeds a tsr_run and is a strategy table (lib/train/strategy.h) behind tsr_trainer. */
+#ifndef TSR_TRAIN_RUN_H
+#define TSR_TRAIN_RUN_H
+#include <stddef.h>
+#include <stdint.h>
+#include "lib/internal.h"
+#include "lib/optim.h"
+#include "lib/stage.h"
+#include "lib/timeline.h"
+#include "tessera.h"
+
+typedef struct tsr_run {
+    tsr_context *ctx;
+    const tsr_model *model;
+    tsr_trainer_options o;   /* resolved copy: device, stage_bounds, timeline cleared */
+    tsr_comm *world;         /* every rank of the run with >= 2 ranks; NULL: one process */
+    int rank;                /* in world (0 without); the timeline's pid */
+    int device;              /* context device index */
+    int check_grads;         /* scan the gradients (not no_grad_check) */
+    tsr_timeline *tl;        /* options->timeline, else NULL */
+    tsr_rng rng;             /* one draw per step: the dropout seed */
+    uint64_t steps, epoch, seed, skipped;
+    float last_loss;
+    char *meta;              /* run metadata (JSON object) kept in checkpoints, or NULL */
+} tsr_run;
+
+/* Checks common to every mode (batch, initialisation, schedule, non-finite policy); `who`
+ * prefixes the message ("" or "gossip: "). */
+tsr_status tsr_run_check_options(tsr_context *ctx, const tsr_trainer_options *o, const char *who);
+/* Looks the device up, seeds the RNG, copies the options, opens the timeline. world: the run's
+ * communicator (may be NULL); rank: this rank's timeline pid. On failure r holds nothing. */
+tsr_status tsr_run_init(tsr_run *r, tsr_context *ctx, const tsr_model *model,
+                        const tsr_trainer_options *o, tsr_comm *world, int rank);
+/* Flushes the timeline (collective on world unless it is broken; flush = 0 after a failed
+ * creation: the other ranks may not be there) and frees what the run holds. */
+void tsr_run_release(tsr_run *r, int flush);
+
+/* Every rank of comm learns whether any rank failed (one allreduce of a flag); comm NULL, of
+ * one rank or broken: mine. */
+tsr_status tsr_run_agree(tsr_run *r, tsr_comm *comm, tsr_status mine, const char *what);
+
+/* Backend, stage over layers [first, last) at max_batch, optimizer for the stage's parameters
+ * and the parameters initialised from the seed: what every mode opens the same way. */
+tsr_status tsr_run_open_stage(tsr_run *r, const tsr_stage_options *so, tsr_backend **be,
+                              tsr_stage **stage, tsr_optim **optim);
+
+/* Images, labels and n of a step: n in [min_n, batch], each label in [0, classes).
+ * `who` prefixes the message. */
+tsr_status tsr_run_check_batch(tsr_run *r, const float *images, const int32_t *labels, size_t n,
+                               size_t min_n, const char *who);
+/* Writes n samples and their labels into the stage's input (the stage holds the loss). */
+tsr_status tsr_run_upload(tsr_run *r, tsr_stage *st, const float *images, const int32_t *labels,
+                          size_t n);
+
+/* This step's dropout seed: the next draw, mixed with `stream` (a rank or replica; 0 keeps the
+ * single-process masks). */
+uint64_t tsr_run_dropout_seed(tsr_run *r, uint64_t stream);
+
+/* Index of the first NaN/Inf of g[0..n), n if none (vectorised screen, one streaming read). */
+size_t tsr_run_first_nonfinite(const float *g, size_t n);
+/* Scans gradients [lo, hi) of a buffer of np (host backend: where they are; else read into
+ * scratch, np floats). The options' fault_grad_nan_step poisons gradient np / 2 at that step.
+ * *bad: the first non-finite index, np if none; *value: its value (when bad < np). */
+tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi,
+                              size_t np, size_t *bad, float *value);
+/* The one skip/stop rule on a non-finite step: SKIP counts it, logs `why` and returns TSR_OK;
+ * STOP fails with TSR_ERR_NUMERIC "<why> at step N". */
+tsr_status tsr_run_nonfinite(tsr_run *r, const char *why);
+
+/* Learning rate of the next step. */
+float tsr_run_lr(const tsr_run *r);
+
+/* ---- checkpoints: assembly written once ---- */
+
+/* The tensors a checkpoint holds: "params" then the optimizer's state names. */
+size_t tsr_run_state_names(const tsr_optim *optim, const char *names[3]);
+/* Writes the checkpoint of this run: names[0..nt) with data[i] (n floats each), the counters,
+ * the RNG and the metadata. */
+tsr_status tsr_run_checkpoint_write(tsr_run *r, const char *path, const char *const *names,
+                                    float *const *data, size_t nt, size_t n);
+/* Reads path and checks it fits this run (spec, optimizer, names with n floats each);
+ * *out NULL on failure. */
+tsr_status tsr_run_checkpoint_read(tsr_run *r, const char *path, const char *who,
+                                   const char *const *names, size_t nt, size_t n,
+                                   tsr_checkpoint **out);
+/* Takes the checkpoint's counters, RNG state and metadata (ck keeps its tensors). */
+void tsr_run_checkpoint_restore(tsr_run *r, tsr_checkpoint *ck);
+
+#endif

@@ -873,17 +873,19 @@ static tsr_status st_save(void *mode, const char *path) { return tsr_async_save(
 static tsr_status st_load(void *mode, const char *path) { return tsr_async_load(mode, path); }
 /* the workers split the data (and the global batch) as data mode's ranks do; a server reads as
  * worker 0 (its step serves the workers' steps, its batch is unused) */
-static tsr_status st_shard(void *mode, size_t global_batch, uint64_t seed, tsr_loader_options *lo,
-                           size_t *shares, size_t *step_samples) {
-    tsr_async *a = mode;
-    int workers = a->size - a->K;
-    if (global_batch < (size_t)workers)
-        return tsr_error(a->run.ctx, TSR_ERR_INVALID_ARG,
-                         "async: global batch %zu is smaller than the %d workers", global_batch, workers);
-    *lo = (tsr_loader_options){global_batch / (size_t)workers, seed, 1,
-                               a->server >= 0 ? 0 : a->rank - a->K, workers, 1};
-    for (int r = 0; r < a->size; r++) shares[r] = r < a->K ? 0 : lo->batch;
-    *step_samples = global_batch; /* a server's step: every worker's batch */
+static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                           uint64_t seed, tsr_data_split *split, size_t *shares) {
+    int size = o->comm ? tsr_comm_size(o->comm) : 1, rank = o->comm ? tsr_comm_rank(o->comm) : 0;
+    int servers = o->async_servers ? o->async_servers : 1, workers = size - servers;
+    if (workers < 1 || global_batch < (size_t)workers)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "async: %d servers on %d ranks, global batch %zu: need a worker and a "
+                         "sample per worker", servers, size, global_batch);
+    split->loader = (tsr_loader_options){global_batch / (size_t)workers, seed, 1,
+                                         rank >= servers ? rank - servers : 0, workers, 1};
+    split->step_batch = global_batch;
+    split->step_samples = global_batch; /* a server's step: every worker's batch */
+    for (int r = 0; r < size; r++) shares[r] = r < servers ? 0 : split->loader.batch;
     return TSR_OK;
 }
 

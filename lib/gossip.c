@@ -517,15 +517,16 @@ static tsr_status st_set(void *mode, const float *src, size_t count) {
 static tsr_status st_save(void *mode, const char *path) { return tsr_gossip_save(mode, path); }
 static tsr_status st_load(void *mode, const char *path) { return tsr_gossip_load(mode, path); }
 /* every rank its own equal slice of each global batch, the same step counts */
-static tsr_status st_shard(void *mode, size_t global_batch, uint64_t seed, tsr_loader_options *lo,
-                           size_t *shares, size_t *step_samples) {
-    tsr_gossip *g = mode;
-    if (global_batch < (size_t)g->size)
-        return tsr_error(g->run.ctx, TSR_ERR_INVALID_ARG,
-                         "gossip: global batch %zu is smaller than the %d ranks", global_batch, g->size);
-    *lo = (tsr_loader_options){global_batch / (size_t)g->size, seed, 1, g->rank, g->size, 1};
-    for (int r = 0; r < g->size; r++) shares[r] = lo->batch;
-    *step_samples = lo->batch * (size_t)g->size;
+static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                           uint64_t seed, tsr_data_split *split, size_t *shares) {
+    int size = o->comm ? tsr_comm_size(o->comm) : 1, rank = o->comm ? tsr_comm_rank(o->comm) : 0;
+    if (global_batch < (size_t)size)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "gossip: global batch %zu is smaller than %d ranks",
+                         global_batch, size);
+    split->loader = (tsr_loader_options){global_batch / (size_t)size, seed, 1, rank, size, 1};
+    split->step_batch = global_batch;
+    split->step_samples = split->loader.batch * (size_t)size;
+    for (int r = 0; r < size; r++) shares[r] = split->loader.batch;
     return TSR_OK;
 }
 

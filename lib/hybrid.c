@@ -158,15 +158,18 @@ static tsr_status st_set(void *mode, const float *src, size_t count) {
 static tsr_status st_save(void *mode, const char *path) { return tsr_hybrid_save(mode, path); }
 static tsr_status st_load(void *mode, const char *path) { return tsr_hybrid_load(mode, path); }
 /* replica r reads shard r of R; every stage of a replica the same batches */
-static tsr_status st_shard(void *mode, size_t global_batch, uint64_t seed, tsr_loader_options *lo,
-                           size_t *shares, size_t *step_samples) {
-    tsr_hybrid *h = mode;
-    if (global_batch < h->R)
-        return tsr_error(h->ctx, TSR_ERR_INVALID_ARG,
-                         "hybrid: global batch %zu is smaller than the %zu replicas", global_batch, h->R);
-    *lo = (tsr_loader_options){global_batch / h->R, seed, 1, (int)h->r, (int)h->R, 1};
-    for (size_t k = 0; k < h->R * h->S; k++) shares[k] = lo->batch;
-    *step_samples = lo->batch * h->R;
+static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                           uint64_t seed, tsr_data_split *split, size_t *shares) {
+    size_t R = replicas_of(o), S = stages_of(o), ranks = o->comm ? (size_t)tsr_comm_size(o->comm) : 1;
+    size_t rank = o->comm ? (size_t)tsr_comm_rank(o->comm) : 0, r, s;
+    TSR_TRY(tsr_hybrid_layout(ctx, ranks, R, S, rank, &r, &s));
+    if (global_batch < R)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "hybrid: global batch %zu is smaller than %zu replicas",
+                         global_batch, R);
+    split->loader = (tsr_loader_options){global_batch / R, seed, 1, (int)r, (int)R, 1};
+    split->step_batch = global_batch / R; /* the largest batch a replica steps with */
+    split->step_samples = split->loader.batch * R;
+    for (size_t k = 0; k < ranks; k++) shares[k] = split->loader.batch;
     return TSR_OK;
 }
 

@@ -843,12 +843,13 @@ static tsr_status st_set(void *mode, const float *src, size_t count) {
 static tsr_status st_save(void *mode, const char *path) { return tsr_pipeline_save(mode, path); }
 static tsr_status st_load(void *mode, const char *path) { return tsr_pipeline_load(mode, path); }
 /* every stage steps with the same (global) batches */
-static tsr_status st_shard(void *mode, size_t global_batch, uint64_t seed, tsr_loader_options *lo,
-                           size_t *shares, size_t *step_samples) {
-    tsr_pipeline *p = mode;
-    *lo = (tsr_loader_options){global_batch, seed, 1, 0, 1, 0};
-    for (size_t r = 0; r < p->S; r++) shares[r] = global_batch;
-    *step_samples = 0;
+static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                           uint64_t seed, tsr_data_split *split, size_t *shares) {
+    (void)ctx;
+    split->loader = (tsr_loader_options){global_batch, seed, 1, 0, 1, 0};
+    split->step_batch = global_batch;
+    split->step_samples = 0;
+    for (size_t r = 0; r < ranks_of(o); r++) shares[r] = global_batch;
     return TSR_OK;
 }
 

@@ -94,6 +94,7 @@ tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *
     if (!t) return TSR_ERR_INVALID_ARG;
     float l = 0.0f;
     tsr_status s = t->st->step(t->mode, images, labels, n, &l);
+    run_of(t)->last_loss = l;
     if (loss) *loss = l;
     return s;
 }
@@ -123,12 +124,14 @@ tsr_status tsr_trainer_load(tsr_trainer *t, const char *path) {
     return t->st->load(t->mode, path);
 }
 
-tsr_status tsr_trainer_loader_options(tsr_trainer *t, size_t global_batch, uint64_t seed,
-                                      tsr_loader_options *lo, size_t *shares, size_t *step_samples) {
-    if (!t || !lo || !shares || !step_samples) return TSR_ERR_INVALID_ARG;
-    if (!global_batch)
-        return tsr_error(run_of(t)->ctx, TSR_ERR_INVALID_ARG, "loader options: global batch 0");
-    return t->st->shard_data(t->mode, global_batch, seed, lo, shares, step_samples);
+tsr_status tsr_trainer_data_split(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                                  uint64_t seed, tsr_data_split *split, size_t *shares) {
+    if (!ctx || !o || !split || !shares)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_trainer_data_split: NULL argument");
+    if ((unsigned)o->mode > TSR_MODE_GOSSIP)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown training mode %d", (int)o->mode);
+    if (!global_batch) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "global batch 0");
+    return strategies[o->mode]->shard_data(ctx, o, global_batch, seed, split, shares);
 }
 
 uint64_t tsr_trainer_steps(const tsr_trainer *t) { return t ? run_of(t)->steps : 0; }
@@ -222,6 +225,7 @@ tsr_status tsr_trainer_balance(tsr_trainer *t, size_t global_batch, const float 
         shares[0] = global_batch;
         return TSR_OK;
     }
+    if (r->o.even_shares) return tsr_dp_shares(comm, global_batch, 1.0, shares);
     double rate = 0.0;
     TSR_TRY(tsr_trainer_measure(t, images, labels, probe, &rate));
     /* every rank's (device class, rate) */

@@ -212,19 +212,30 @@ tsr_status tsr_dp_shares(tsr_comm *comm, size_t global_batch, double rate, size_
  * (tsr_trainer_measure), gives ranks that drive identical devices (same backend, name, driver,
  * compute units and host threads) the mean of their rates, so timing noise never splits a
  * homogeneous cluster unevenly, then tsr_dp_shares. Collective; one rank (or no
- * communicator): shares[0] = global_batch. */
+ * communicator): shares[0] = global_batch. With options->even_shares the shares are even and
+ * nothing is measured. */
 tsr_status tsr_trainer_balance(tsr_trainer *t, size_t global_batch, const float *images,
                                const int32_t *labels, size_t probe, size_t *shares);
-/* How this rank reads the training data in the trainer's mode, so that an application need
- * not know how each mode splits it: *lo: the loader options for a global batch of
- * global_batch samples shuffled from `seed` (data, gossip: an equal slice per rank; pipeline:
- * every rank the same batches; hybrid: replica r's shard of R; async: the workers split it, a
- * server reads as worker 0); shares[ranks]: each rank's samples per step (data mode: even
- * shares, collective; tsr_trainer_balance measures better ones; async servers 0);
- * *step_samples: samples of the whole run one step covers (0: the n this rank's step got).
- * Bad splits (fewer samples than ranks that need one): TSR_ERR_INVALID_ARG naming them. */
-tsr_status tsr_trainer_loader_options(tsr_trainer *t, size_t global_batch, uint64_t seed,
-                                      tsr_loader_options *lo, size_t *shares, size_t *step_samples);
+/* How a mode splits the training data over the ranks, so that an application need not know. */
+typedef struct tsr_data_split {
+    tsr_loader_options loader; /* this rank's loader (batch, shard, drop_last; seed as given) */
+    size_t step_batch;         /* options->batch to create the trainer with: the most samples
+                                  one step of this rank takes */
+    size_t step_samples;       /* samples of the whole run one step covers; 0: the n this rank's
+                                  step got (one process, pipeline) */
+} tsr_data_split;
+
+/* The split of a global batch of global_batch samples, shuffled from `seed`, for the mode,
+ * communicator and mode options of `o` (call it before tsr_trainer_create: the loader's batch
+ * count sets the schedule): data and gossip: an equal slice per rank (data: drop_last with a
+ * communicator); pipeline: every rank the same batches; hybrid: replica r reads shard r of R,
+ * its steps take global_batch / R; async: the workers split it, a server reads as worker 0.
+ * shares[ranks of o->comm] receives each rank's samples per step (data mode with a
+ * communicator: even shares, collective; tsr_trainer_balance measures better ones; async
+ * servers 0). A global batch smaller than the ranks that need a sample each:
+ * TSR_ERR_INVALID_ARG naming both. */
+tsr_status tsr_trainer_data_split(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                                  uint64_t seed, tsr_data_split *split, size_t *shares);
 /* Mean loss of the last step over the global batch (data mode; the local loss otherwise, gossip
  * included). */
 float tsr_trainer_global_loss(const tsr_trainer *t);

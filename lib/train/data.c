@@ -286,13 +286,16 @@ static tsr_status load(void *mode, const char *path) {
 
 /* Data parallel: every rank an equal slice of each global batch until the shares are measured
  * (tsr_trainer_balance); equal step counts on every rank need drop_last. */
-static tsr_status shard_data(void *mode, size_t global_batch, uint64_t seed, tsr_loader_options *lo,
-                             size_t *shares, size_t *step_samples) {
-    data_mode *m = mode;
-    tsr_comm *comm = m->dp ? m->run.o.comm : NULL;
+static tsr_status shard_data(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                             uint64_t seed, tsr_data_split *split, size_t *shares) {
+    tsr_comm *comm = o->comm;
     int size = comm ? tsr_comm_size(comm) : 1, rank = comm ? tsr_comm_rank(comm) : 0;
-    *lo = (tsr_loader_options){global_batch / (size_t)size, seed, 1, rank, size, comm != NULL};
-    *step_samples = comm ? global_batch : 0; /* one process: the batch the loader gives */
+    if (global_batch < (size_t)size)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "global batch %zu is smaller than %d ranks",
+                         global_batch, size);
+    split->loader = (tsr_loader_options){global_batch / (size_t)size, seed, 1, rank, size, comm != NULL};
+    split->step_batch = global_batch;
+    split->step_samples = comm ? global_batch : 0; /* one process: the batch the loader gives */
     if (!comm) {
         shares[0] = global_batch;
         return TSR_OK;

@@ -26,10 +26,10 @@ typedef struct tsr_strategy {
     /* Checkpoints in the one format (lib/train/run.h assembles it). */
     tsr_status (*save)(void *mode, const char *path);
     tsr_status (*load)(void *mode, const char *path);
-    /* How this rank reads the data: its loader options for a global batch, and every rank's
-     * samples per step (shares[ranks]); see tsr_trainer_loader_options. */
-    tsr_status (*shard_data)(void *mode, size_t global_batch, uint64_t seed,
-                             tsr_loader_options *lo, size_t *shares, size_t *step_samples);
+    /* How this rank reads the data, from the options alone (tsr_trainer_data_split); global_batch
+     * >= 1 and the ranks of o->comm are checked. */
+    tsr_status (*shard_data)(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                             uint64_t seed, tsr_data_split *split, size_t *shares);
 } tsr_strategy;
 
 extern const tsr_strategy tsr_strategy_data;     /* one process, data parallel, ZeRO-1 */

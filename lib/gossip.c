@@ -35,6 +35,8 @@ struct tsr_gossip {
     tsr_comm_p2p *req[4];    /* receives, then sends, of the exchange in flight */
     int pending;             /* an exchange is in flight */
     int nrecv;               /* receives of that exchange (1 or 2) */
+    int mixing;              /* the step in progress mixes */
+    size_t step_n;           /* its samples */
 };
 
 tsr_status tsr_gossip_graph_parse(const char *name, int *out) {
@@ -252,71 +254,89 @@ tsr_status tsr_gossip_create(tsr_context *ctx, const tsr_model *model, const tsr
 
 /* ---- step ---- */
 
-/* Forward and backward at the current parameters; *bad = 1 (with a message in why) when the
- * loss or a gradient is not finite: decided LOCALLY (a collective per step is what gossip
- * avoids). */
-static tsr_status compute(tsr_gossip *g, size_t n, float *loss, int *bad, char *why, size_t why_size) {
+/* The step's parts (the loop is tsr_run_step). The non-finite decision is LOCAL: a collective
+ * per step is what gossip avoids; a replica that skips keeps its parameters finite, so it never
+ * sends poisoned values, and STOP still completes this step's exchange. */
+
+static size_t min_batch(void *mode) { return ((tsr_gossip *)mode)->comm ? 0 : 1; }
+static tsr_stage *input(void *mode) { return ((tsr_gossip *)mode)->stage; }
+/* replicas draw their own masks (rank 0 and a single process: the trainer's) */
+static uint64_t stream(void *mode) { return (uint64_t)((tsr_gossip *)mode)->rank; }
+
+/* forward and backward at the current parameters, while the exchange travels */
+static tsr_status compute(void *mode, const float *images, const int32_t *labels, size_t n,
+                          uint64_t seed, float *loss, int *early) {
+    tsr_gossip *g = mode;
     tsr_run *r = &g->run;
-    /* replicas draw their own masks (rank 0 and a single process: the trainer's) */
-    uint64_t dropout_seed = tsr_run_dropout_seed(r, (uint64_t)g->rank);
-    *bad = 0;
+    (void)images, (void)labels;
+    g->step_n = n;
+    g->mixing = g->comm && g->rounds % g->go.period == 0;
+    /* first round, or after a load: nothing in flight yet, send now (no overlap this once) */
+    if (g->mixing && !g->pending) TSR_TRY(start_exchange(g));
     if (!n) return TSR_OK;
     double t0 = tsr_timeline_now(r->tl);
-    TSR_TRY(tsr_stage_forward(g->stage, n, 1, dropout_seed, loss));
+    TSR_TRY(tsr_stage_forward(g->stage, n, 1, seed, loss));
     double t1 = tsr_timeline_now(r->tl);
     TSR_TRY(tsr_timeline_event(r->tl, "forward", TSR_TRACK_COMPUTE, t0, t1));
     progress(g);
-    if (!isfinite(*loss)) {
-        *bad = 1;
-        snprintf(why, why_size, "gossip rank %d: loss is %g", g->rank, (double)*loss);
-        return TSR_OK;
-    }
+    *early = !isfinite(*loss); /* no backward: the loss decides */
+    if (*early) return TSR_OK;
     TSR_TRY(tsr_stage_backward(g->stage, n, 0));
-    TSR_TRY(tsr_timeline_event(r->tl, "backward", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(r->tl)));
-    if (!r->check_grads) return TSR_OK;
-    size_t i;
-    float value = 0.0f;
-    TSR_TRY(tsr_run_scan_grads(r, tsr_stage_grads(g->stage), g->grads, 0, g->np, g->np, &i, &value));
-    if (i < g->np) {
-        *bad = 1;
-        snprintf(why, why_size, "gossip rank %d: gradient %zu of %zu is %g", g->rank, i, g->np,
-                 (double)value);
-    }
+    return tsr_timeline_event(r->tl, "backward", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(r->tl));
+}
+
+/* the mixing: x_i <- sum_j W_ij x_j (the gradient stays this replica's own) */
+static tsr_status combine(void *mode, size_t n, float *loss) {
+    tsr_gossip *g = mode;
+    (void)n;
+    g->run.last_loss = *loss;
+    if (g->mixing) TSR_TRY(mix(g));
+    g->rounds++;
     return TSR_OK;
 }
+
+static int grads(void *mode, float loss, tsr_buf **gb, float **scratch, size_t *lo, size_t *hi,
+                 size_t *np) {
+    tsr_gossip *g = mode;
+    (void)loss;
+    if (!g->run.check_grads || !g->step_n) return 0;
+    *gb = tsr_stage_grads(g->stage);
+    *scratch = g->grads;
+    *lo = 0, *hi = *np = g->np;
+    return 1;
+}
+
+static tsr_status decide(void *mode, float *loss, int early, size_t bad, float value, size_t np,
+                         int *skip, char *why, size_t size) {
+    tsr_gossip *g = mode;
+    *skip = early || bad < np;
+    if (early) snprintf(why, size, "gossip rank %d: loss is %g", g->rank, (double)*loss);
+    else if (bad < np)
+        snprintf(why, size, "gossip rank %d: gradient %zu of %zu is %g", g->rank, bad, np, (double)value);
+    return TSR_OK;
+}
+
+static tsr_status apply(void *mode, float lr, int *applied) {
+    tsr_gossip *g = mode;
+    *applied = g->step_n > 0; /* no sample: this rank only mixes */
+    if (!*applied) return TSR_OK;
+    return tsr_optim_update(g->optim, tsr_stage_params(g->stage), tsr_stage_grads(g->stage), lr,
+                            g->run.steps);
+}
+
+/* the next mixing's messages travel while the next step computes */
+static tsr_status after(void *mode) {
+    tsr_gossip *g = mode;
+    return g->comm && g->rounds % g->go.period == 0 ? start_exchange(g) : TSR_OK;
+}
+
+static const tsr_step_ops step_ops = {"", min_batch, input, stream, compute, combine, grads,
+                                      decide, apply, after, NULL};
 
 tsr_status tsr_gossip_step(tsr_gossip *g, const float *images, const int32_t *labels, size_t n,
                            float *loss) {
     if (!g) return TSR_ERR_INVALID_ARG;
-    tsr_run *r = &g->run;
-    TSR_TRY(tsr_run_check_batch(r, images, labels, n, g->comm ? 0 : 1, ""));
-    if (n) TSR_TRY(tsr_run_upload(r, g->stage, images, labels, n));
-    double t0 = tsr_timeline_now(r->tl);
-    int mixing = g->comm && g->rounds % g->go.period == 0;
-    /* first round, or after a load: nothing in flight yet, send now (no overlap this once) */
-    if (mixing && !g->pending) TSR_TRY(start_exchange(g));
-    float l = 0.0f;
-    int bad = 0;
-    char why[128] = "";
-    TSR_TRY(compute(g, n, &l, &bad, why, sizeof why));
-    r->last_loss = l;
-    if (mixing) TSR_TRY(mix(g)); /* combine */
-    g->rounds++;
-    if (loss) *loss = l;
-    if (bad) {
-        /* this replica's parameters stay finite (never sent poisoned); STOP still completes
-         * this step's exchange */
-        TSR_TRY(tsr_run_nonfinite(r, why));
-    } else if (n) {
-        double t3 = tsr_timeline_now(r->tl);
-        TSR_TRY(tsr_optim_update(g->optim, tsr_stage_params(g->stage), tsr_stage_grads(g->stage),
-                                 tsr_run_lr(r), r->steps));
-        TSR_TRY(tsr_timeline_event(r->tl, "update", TSR_TRACK_COMPUTE, t3, tsr_timeline_now(r->tl)));
-        r->steps++;
-    }
-    /* the next mixing's messages travel while the next step computes */
-    if (g->comm && g->rounds % g->go.period == 0) TSR_TRY(start_exchange(g));
-    return tsr_timeline_event(r->tl, "step", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(r->tl));
+    return tsr_run_step(&g->run, &step_ops, g, images, labels, n, loss);
 }
 
 /* ---- evaluation and parameters ---- */

@@ -58,6 +58,8 @@ struct tsr_pipeline {
     tsr_comm *rcomm, *all;
     tsr_dp *dp;
     size_t R, r;
+    double loss_sum;         /* the step in progress: this stage's summed loss, samples */
+    size_t step_n;
 };
 
 /* ---- options ---- */
@@ -494,34 +496,33 @@ static tsr_status step_failed(tsr_pipeline *p, tsr_status s) {
     return s;
 }
 
-static tsr_status check_batch(tsr_pipeline *p, const float *images, const int32_t *labels, size_t n) {
-    /* every rank checks: all ranks refuse alike */
-    TSR_TRY(tsr_run_check_batch(&p->run, images, labels, n, 1, "pipeline: "));
+/* ---- the step's parts (the loop is tsr_run_step) ---- */
+
+static size_t min_batch(void *mode) {
+    (void)mode;
+    return 1;
+}
+/* replicas draw their own dropout masks (replica 0 those of the plain pipeline) */
+static uint64_t stream(void *mode) { return (uint64_t)((tsr_pipeline *)mode)->r; }
+
+/* the schedule's forwards and backwards over the micro-batches, the messages between stages */
+static tsr_status compute(void *mode, const float *images, const int32_t *labels, size_t n,
+                          uint64_t seed, float *loss, int *early) {
+    tsr_pipeline *p = mode;
+    (void)loss, (void)early;
     if (p->broken)
         return tsr_error(p->run.ctx, TSR_ERR_STATE, "pipeline: an earlier step failed mid-way");
-    return TSR_OK;
-}
-
-tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t *labels, size_t n,
-                             float *loss) {
-    if (!p) return TSR_ERR_INVALID_ARG;
-    TSR_TRY(check_batch(p, images, labels, n));
     step_state ss = {n, p->M < n ? p->M : n, 0, 0, -1};
-    /* replicas draw their own dropout masks (replica 0 those of the plain pipeline) */
-    uint64_t seed = tsr_run_dropout_seed(&p->run, (uint64_t)p->r);
-    int last = p->s + 1 == p->S;
-    if (last) tsr_stage_set_loss_scale(p->stage, 1.0f / (float)n);
+    p->step_n = n;
+    p->loss_sum = 0.0;
+    if (p->s + 1 == p->S) tsr_stage_set_loss_scale(p->stage, 1.0f / (float)n);
     /* hybrid: the replicas' sample counts weight their mean gradients (arms the bucket hook) */
-    if (p->dp) {
-        tsr_status ds = tsr_dp_begin(p->dp, n, 0.0f, NULL);
-        if (ds != TSR_OK) return step_failed(p, ds);
-    }
+    if (p->dp) TSR_TRY(tsr_dp_begin(p->dp, n, 0.0f, NULL));
     size_t nops = build_ops(p, ss.M);
-    double loss_sum = 0.0, t_step = tsr_timeline_now(p->run.tl);
     tsr_status s = post_receives(p, &ss);
     for (size_t i = 0; i < nops && s == TSR_OK; i++) {
         const pl_op *op = &p->ops[i];
-        s = op->kind == OP_F ? run_forward(p, &ss, images, labels, seed, op->k, &loss_sum)
+        s = op->kind == OP_F ? run_forward(p, &ss, images, labels, seed, op->k, &p->loss_sum)
                              : run_backward(p, &ss, images, labels, seed, op->k);
         if (s == TSR_OK) s = post_receives(p, &ss);
     }
@@ -529,50 +530,71 @@ tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t
         s = slot_wait(p, &p->gsend[i], "send grad", (size_t)p->gsend[i].mb);
         p->gsend[i].mb = -1;
     }
-    if (s == TSR_OK && p->dp) s = tsr_dp_finish(p->dp); /* the replicas' mean gradient */
-    if (s != TSR_OK) return step_failed(p, s);
+    return s;
+}
 
-    /* non-finite: this stage's gradients, then one collective decision with the loss */
-    double tc = tsr_timeline_now(p->run.tl);
-    size_t np = tsr_stage_param_count(p->stage), bad_at = np;
-    float bad_val = 0.0f;
-    if (p->run.check_grads) {
-        s = tsr_run_scan_grads(&p->run, tsr_stage_grads(p->stage), p->grads, 0, np, np, &bad_at, &bad_val);
-        if (s != TSR_OK) return step_failed(p, s);
-    }
+/* hybrid: the replicas' mean gradient of this stage */
+static tsr_status combine(void *mode, size_t n, float *loss) {
+    tsr_pipeline *p = mode;
+    (void)n, (void)loss;
+    return p->dp ? tsr_dp_finish(p->dp) : TSR_OK;
+}
+
+static int grads(void *mode, float loss, tsr_buf **g, float **scratch, size_t *lo, size_t *hi,
+                 size_t *np) {
+    tsr_pipeline *p = mode;
+    (void)loss;
+    if (!p->run.check_grads) return 0;
+    *g = tsr_stage_grads(p->stage);
+    *scratch = p->grads;
+    *lo = 0, *hi = *np = tsr_stage_param_count(p->stage);
+    return 1;
+}
+
+/* one allreduce of the loss and this stage's flag over every rank (hybrid: of every replica) */
+static tsr_status decide(void *mode, float *loss, int early, size_t bad, float value, size_t np,
+                         int *skip, char *why, size_t size) {
+    tsr_pipeline *p = mode;
+    (void)early;
+    int last = p->s + 1 == p->S;
+    size_t n = p->step_n;
     /* the mean in double, rounded once: with one micro-batch it is the stage's own loss */
-    float shared[3] = {last ? (float)(loss_sum / (double)n) : 0.0f, bad_at < np ? 1.0f : 0.0f, 0.0f};
+    float shared[3] = {last ? (float)(p->loss_sum / (double)n) : 0.0f, bad < np ? 1.0f : 0.0f, 0.0f};
     if (p->rcomm) { /* hybrid: every rank of every replica; the loss is the global batch's */
-        shared[0] = last ? (float)loss_sum : 0.0f;
+        shared[0] = last ? (float)p->loss_sum : 0.0f;
         shared[2] = last ? (float)n : 0.0f;
-        if ((s = tsr_comm_allreduce(p->all, shared, 3, NULL)) != TSR_OK) return step_failed(p, s);
+        TSR_TRY(tsr_comm_allreduce(p->all, shared, 3, NULL));
         shared[0] /= shared[2];
-    } else if (p->comm && (s = tsr_comm_allreduce(p->comm, shared, 2, NULL)) != TSR_OK) {
-        return step_failed(p, s);
+    } else if (p->comm) {
+        TSR_TRY(tsr_comm_allreduce(p->comm, shared, 2, NULL));
     }
-    float l = shared[0];
-    if (loss) *loss = l;
-    TSR_TRY(tsr_timeline_event(p->run.tl, "check", TSR_TRACK_COMM, tc, tsr_timeline_now(p->run.tl)));
-    if (!isfinite(l) || shared[1] > 0) {
-        char why[128];
-        if (bad_at < np)
-            snprintf(why, sizeof why, "gradient %zu of stage %zu's %zu is %g", bad_at, p->s, np,
-                     (double)bad_val);
-        else if (shared[1] > 0)
-            snprintf(why, sizeof why, "a gradient of another stage is not finite");
-        else
-            snprintf(why, sizeof why, "loss is %g", (double)l);
-        return tsr_run_nonfinite(&p->run, why);
-    }
-    float lr = tsr_run_lr(&p->run);
-    double tu = tsr_timeline_now(p->run.tl);
-    TSR_TRY(tsr_optim_update(p->optim, tsr_stage_params(p->stage), tsr_stage_grads(p->stage), lr,
-                             p->run.steps));
-    TSR_TRY(tsr_timeline_event(p->run.tl, "update", TSR_TRACK_COMPUTE, tu, tsr_timeline_now(p->run.tl)));
-    TSR_TRY(tsr_timeline_event(p->run.tl, "step", TSR_TRACK_COMPUTE, t_step, tsr_timeline_now(p->run.tl)));
-    p->run.steps++;
-    p->run.last_loss = l;
+    *loss = shared[0];
+    *skip = !isfinite(*loss) || shared[1] > 0;
+    if (bad < np)
+        snprintf(why, size, "gradient %zu of stage %zu's %zu is %g", bad, p->s, np, (double)value);
+    else if (shared[1] > 0)
+        snprintf(why, size, "a gradient of another stage is not finite");
+    else
+        snprintf(why, size, "loss is %g", (double)*loss);
     return TSR_OK;
+}
+
+static tsr_status apply(void *mode, float lr, int *applied) {
+    tsr_pipeline *p = mode;
+    *applied = 1;
+    return tsr_optim_update(p->optim, tsr_stage_params(p->stage), tsr_stage_grads(p->stage), lr,
+                            p->run.steps);
+}
+
+static tsr_status failed(void *mode, tsr_status s) { return step_failed(mode, s); }
+
+static const tsr_step_ops step_ops = {"pipeline: ", min_batch, NULL, stream, compute, combine,
+                                      grads, decide, apply, NULL, failed};
+
+tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t *labels, size_t n,
+                             float *loss) {
+    if (!p) return TSR_ERR_INVALID_ARG;
+    return tsr_run_step(&p->run, &step_ops, p, images, labels, n, loss);
 }
 
 /* ---- evaluation ---- */

@@ -98,19 +98,32 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
 
 static tsr_run *run_of(void *mode) { return &((data_mode *)mode)->run; }
 
+/* ---- the step's parts (the loop is tsr_run_step) ---- */
+
+static size_t min_batch(void *mode) {
+    return ((data_mode *)mode)->dp ? 0 : 1; /* a rank may get no sample of the last global batch */
+}
+static tsr_stage *input(void *mode) { return ((data_mode *)mode)->stage; }
+static uint64_t stream(void *mode) {
+    data_mode *m = mode;
+    return m->dp ? (uint64_t)tsr_comm_rank(m->run.o.comm) : 0; /* ranks draw their own masks */
+}
+
 /* forward (and, data parallel, the exchange of sample counts and losses), backward: the
  * stage's gradient buffer holds this rank's gradient, the buckets are on their way */
-static tsr_status compute(data_mode *m, size_t n, float *l, int *early_bad) {
+static tsr_status compute(void *mode, const float *images, const int32_t *labels, size_t n,
+                          uint64_t seed, float *l, int *early) {
+    data_mode *m = mode;
     tsr_run *r = &m->run;
-    uint64_t dropout_seed = tsr_run_dropout_seed(r, m->dp ? (uint64_t)tsr_comm_rank(r->o.comm) : 0);
+    (void)images, (void)labels;
     double t0 = tsr_timeline_now(r->tl);
-    if (n) TSR_TRY(tsr_stage_forward(m->stage, n, 1, dropout_seed, l));
+    if (n) TSR_TRY(tsr_stage_forward(m->stage, n, 1, seed, l));
     double t1 = tsr_timeline_now(r->tl);
     TSR_TRY(tsr_timeline_event(r->tl, "forward", TSR_TRACK_COMPUTE, t0, t1));
     /* Data parallel: a rank must not leave the step alone; its NaN reaches every rank through
      * the averaged gradients, which are then checked on all ranks alike. */
-    *early_bad = !isfinite(*l) && !m->dp && !r->check_grads;
-    if (*early_bad) return TSR_OK;
+    *early = !isfinite(*l) && !m->dp && !r->check_grads;
+    if (*early) return TSR_OK;
     m->global_loss = *l;
     if (m->dp) {
         TSR_TRY(tsr_dp_begin(m->dp, n, *l, &m->global_loss));
@@ -122,58 +135,61 @@ static tsr_status compute(data_mode *m, size_t n, float *l, int *early_bad) {
     return tsr_timeline_event(r->tl, "backward", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(r->tl));
 }
 
-/* The one non-finite decision of the step, alike on every rank: *bad = 1 when the step must
- * not be applied (why says what). */
-static tsr_status decide(data_mode *m, float l, int *bad, char *why, size_t size) {
-    tsr_run *r = &m->run;
-    *bad = 0;
-    if (!r->check_grads && !(!isfinite(l) && m->dp)) return TSR_OK;
-    size_t lo = 0, hi = m->np, i;
-    float value = 0.0f;
-    if (m->dp) tsr_dp_owned(m->dp, &lo, &hi); /* ZeRO-1: only this slice is reduced */
-    TSR_TRY(tsr_run_scan_grads(r, tsr_stage_grads(m->stage), m->grads, lo, hi, m->np, &i, &value));
-    if (tsr_dp_sharded(m->dp)) TSR_TRY(tsr_dp_first_bad(m->dp, i, &i)); /* every rank alike */
-    if (i < m->np) {
+/* the averaged gradient (ZeRO-1: this rank's slice of it) */
+static tsr_status combine(void *mode, size_t n, float *l) {
+    data_mode *m = mode;
+    (void)n, (void)l;
+    return m->dp ? tsr_dp_finish(m->dp) : TSR_OK;
+}
+
+static int grads(void *mode, float l, tsr_buf **g, float **scratch, size_t *lo, size_t *hi, size_t *np) {
+    data_mode *m = mode;
+    if (!m->run.check_grads && !(!isfinite(l) && m->dp)) return 0;
+    *g = tsr_stage_grads(m->stage);
+    *scratch = m->grads;
+    *np = m->np;
+    *lo = 0, *hi = m->np;
+    if (m->dp) tsr_dp_owned(m->dp, lo, hi); /* ZeRO-1: only this slice is reduced */
+    return 1;
+}
+
+/* every rank scanned the same averaged gradient (ZeRO-1: its slice; the first bad index is
+ * agreed) */
+static tsr_status agree(void *mode, float *l, int early, size_t bad, float value, size_t np,
+                        int *skip, char *why, size_t size) {
+    data_mode *m = mode;
+    *skip = 0;
+    if (early) {
+        snprintf(why, size, "loss is %g", (double)*l);
+        *skip = 1;
+        return TSR_OK;
+    }
+    size_t lo = 0, hi = np;
+    if (m->dp) tsr_dp_owned(m->dp, &lo, &hi);
+    if (np && tsr_dp_sharded(m->dp)) TSR_TRY(tsr_dp_first_bad(m->dp, bad, &bad));
+    if (bad < np) {
         char text[32] = "not finite"; /* the value itself where this rank holds it */
-        if (i >= lo && i < hi) snprintf(text, sizeof text, "%g", (double)value);
-        snprintf(why, size, "gradient %zu of %zu is %s%s", i, m->np, text,
-                 isfinite(l) ? "" : " (non-finite loss)");
-        *bad = 1;
+        if (bad >= lo && bad < hi) snprintf(text, sizeof text, "%g", (double)value);
+        snprintf(why, size, "gradient %zu of %zu is %s%s", bad, np, text,
+                 isfinite(*l) ? "" : " (non-finite loss)");
+        *skip = 1;
     }
     return TSR_OK;
 }
 
-static tsr_status step(void *mode, const float *images, const int32_t *labels, size_t n, float *loss) {
+static tsr_status apply(void *mode, float lr, int *applied) {
     data_mode *m = mode;
-    tsr_run *r = &m->run;
-    /* data parallel: a rank may get no sample of the last global batch; it still takes part */
-    TSR_TRY(tsr_run_check_batch(r, images, labels, n, m->dp ? 0 : 1, ""));
-    if (n) TSR_TRY(tsr_run_upload(r, m->stage, images, labels, n));
-    float l = 0.0f;
-    int bad = 0;
-    char why[96];
-    double t0 = tsr_timeline_now(r->tl);
-    TSR_TRY(compute(m, n, &l, &bad));
-    if (loss) *loss = l;
-    if (bad) {
-        snprintf(why, sizeof why, "loss is %g", (double)l);
-        return tsr_run_nonfinite(r, why);
-    }
-    if (m->dp) TSR_TRY(tsr_dp_finish(m->dp)); /* combine: the averaged gradient */
-    double tc = tsr_timeline_now(r->tl);
-    TSR_TRY(decide(m, l, &bad, why, sizeof why));
-    if (bad) return tsr_run_nonfinite(r, why);
-    float lr = tsr_run_lr(r);
-    double t3 = tsr_timeline_now(r->tl);
-    TSR_TRY(tsr_timeline_event(r->tl, "check", TSR_TRACK_COMPUTE, tc, t3));
+    *applied = 1;
     TSR_TRY(tsr_optim_update(m->optim, tsr_stage_params(m->stage), tsr_stage_grads(m->stage), lr,
-                             r->steps));
-    if (tsr_dp_sharded(m->dp)) TSR_TRY(tsr_dp_gather_params(m->dp));
-    TSR_TRY(tsr_timeline_event(r->tl, "update", TSR_TRACK_COMPUTE, t3, tsr_timeline_now(r->tl)));
-    TSR_TRY(tsr_timeline_event(r->tl, "step", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(r->tl)));
-    r->steps++;
-    r->last_loss = l;
-    return TSR_OK;
+                             m->run.steps));
+    return tsr_dp_sharded(m->dp) ? tsr_dp_gather_params(m->dp) : TSR_OK;
+}
+
+static const tsr_step_ops step_ops = {"", min_batch, input, stream, compute, combine, grads,
+                                      agree, apply, NULL, NULL};
+
+static tsr_status step(void *mode, const float *images, const int32_t *labels, size_t n, float *loss) {
+    return tsr_run_step(&((data_mode *)mode)->run, &step_ops, mode, images, labels, n, loss);
 }
 
 static tsr_status evaluate(void *mode, const tsr_dataset *d, double *accuracy, double *loss) {

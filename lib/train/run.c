@@ -177,6 +177,57 @@ float tsr_run_lr(const tsr_run *r) {
     return tsr_schedule_lr(&r->o.schedule, r->o.optimizer.lr, r->steps);
 }
 
+/* ---- the step loop ---- */
+
+static tsr_status step_failed(const tsr_step_ops *ops, void *mode, tsr_status s) {
+    return s != TSR_OK && ops->failed ? ops->failed(mode, s) : s;
+}
+
+tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const float *images,
+                        const int32_t *labels, size_t n, float *loss) {
+    TSR_TRY(tsr_run_check_batch(r, images, labels, n, ops->min_batch(mode), ops->who));
+    tsr_stage *in = ops->input ? ops->input(mode) : NULL;
+    if (n && in) TSR_TRY(tsr_run_upload(r, in, images, labels, n));
+    uint64_t seed = tsr_run_dropout_seed(r, ops->stream(mode));
+    double t0 = tsr_timeline_now(r->tl);
+    float l = 0.0f;
+    int early = 0, skip = 0, applied = 1;
+    tsr_status s = ops->compute(mode, images, labels, n, seed, &l, &early);
+    if (s == TSR_OK) s = ops->combine(mode, n, &l);
+    if (s != TSR_OK) {
+        if (loss) *loss = l;
+        return step_failed(ops, mode, s);
+    }
+    /* the one non-finite decision: this rank's scan, then what every rank of the mode agrees */
+    double tc = tsr_timeline_now(r->tl);
+    tsr_buf *g;
+    float *scratch, value = 0.0f;
+    size_t lo, hi, np = 0, bad = 0;
+    char why[160] = "";
+    if (!early && ops->grads(mode, l, &g, &scratch, &lo, &hi, &np))
+        s = tsr_run_scan_grads(r, g, scratch, lo, hi, np, &bad, &value);
+    else
+        bad = np;
+    if (s == TSR_OK) s = ops->agree(mode, &l, early, bad, value, np, &skip, why, sizeof why);
+    if (loss) *loss = l;
+    if (s != TSR_OK) return step_failed(ops, mode, s);
+    double tu = tsr_timeline_now(r->tl);
+    TSR_TRY(tsr_timeline_event(r->tl, "check", TSR_TRACK_COMPUTE, tc, tu));
+    if (skip) {
+        TSR_TRY(tsr_run_nonfinite(r, why));
+    } else {
+        TSR_TRY(ops->apply(mode, tsr_run_lr(r), &applied));
+        if (applied) {
+            TSR_TRY(tsr_timeline_event(r->tl, "update", TSR_TRACK_COMPUTE, tu, tsr_timeline_now(r->tl)));
+            r->steps++;
+        }
+    }
+    if (ops->after) TSR_TRY(ops->after(mode));
+    TSR_TRY(tsr_timeline_event(r->tl, "step", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(r->tl)));
+    if (!skip) r->last_loss = l;
+    return TSR_OK;
+}
+
 /* ---- checkpoints ---- */
 
 size_t tsr_run_state_names(const tsr_optim *optim, const char *names[3]) {

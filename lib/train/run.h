@@ -75,6 +75,47 @@ tsr_status tsr_run_nonfinite(tsr_run *r, const char *why);
 /* Learning rate of the next step. */
 float tsr_run_lr(const tsr_run *r);
 
+/* ---- the step loop, written once ---- */
+
+/* A strategy's parts of a step (mode = the strategy's state). The loop (tsr_run_step): check
+ * the batch -> upload -> compute -> combine -> scan the gradients -> agree on one non-finite
+ * decision -> skip/stop rule -> learning rate -> apply -> after -> timeline, counters. */
+typedef struct tsr_step_ops {
+    const char *who;  /* message prefix: "" or "pipeline: " */
+    /* the fewest samples a step takes (1; 0 where a rank without samples still takes part) */
+    size_t (*min_batch)(void *mode);
+    /* the stage the host batch goes to before compute; NULL: compute reads the host batch */
+    tsr_stage *(*input)(void *mode);
+    /* the stream mixed into the dropout seed (a rank or replica; 0: the trainer's masks) */
+    uint64_t (*stream)(void *mode);
+    /* forward and backward (and what overlaps them) on n samples; *loss: this rank's loss;
+     * *early = 1: no backward ran, the (non-finite) loss decides the step */
+    tsr_status (*compute)(void *mode, const float *images, const int32_t *labels, size_t n,
+                          uint64_t seed, float *loss, int *early);
+    /* the step's gradients made final on this rank (allreduce, mixing); may replace *loss */
+    tsr_status (*combine)(void *mode, size_t n, float *loss);
+    /* the gradients to scan: 0 for none this step (no check wanted); else the buffer, np
+     * floats of host scratch, this rank's slice [lo, hi) of np */
+    int (*grads)(void *mode, float loss, tsr_buf **g, float **scratch, size_t *lo, size_t *hi,
+                 size_t *np);
+    /* the decision every rank of the mode shares, from this rank's first non-finite gradient
+     * (bad = np: none; value its value) and the loss (may be replaced by the agreed one):
+     * *skip = 1 with why (without " at step N") when the step must not be applied */
+    tsr_status (*agree)(void *mode, float *loss, int early, size_t bad, float value, size_t np,
+                        int *skip, char *why, size_t size);
+    /* the optimizer step at rate lr; *applied = 0 when nothing was applied (no sample) */
+    tsr_status (*apply)(void *mode, float lr, int *applied);
+    /* after the update or a skip (gossip: the next exchange starts); NULL: none */
+    tsr_status (*after)(void *mode);
+    /* an error inside compute/combine/agree (a pipeline refuses later steps); NULL: none */
+    tsr_status (*failed)(void *mode, tsr_status s);
+} tsr_step_ops;
+
+/* One optimizer step of a strategy: *loss (may be NULL) receives the step's loss, set even
+ * when the step is skipped or stopped. */
+tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const float *images,
+                        const int32_t *labels, size_t n, float *loss);
+
 /* ---- checkpoints: assembly written once ---- */
 
 /* The tensors a checkpoint holds: "params" then the optimizer's state names. */

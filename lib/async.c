@@ -795,28 +795,36 @@ tsr_status tsr_async_save(tsr_async *a, const char *path) {
     return sync_point(a, SYNC_SAVE, path);
 }
 
+/* A load is local: every rank takes the parameters, a server its shard of the optimizer state. */
+static size_t state_count(void *mode) { return ((tsr_async *)mode)->np; }
+static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) {
+    tsr_async *a = mode;
+    names[0] = "params";
+    bufs[0] = tsr_stage_params(a->stage);
+    return 1 + (a->optim ? tsr_optim_state(a->optim, names + 1, bufs + 1) : 0);
+}
+static tsr_comm *state_comm(void *mode) {
+    (void)mode;
+    return NULL;
+}
+static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
+    tsr_async *a = mode;
+    return i == 0 ? tsr_buf_write(buf, 0, whole, a->np * sizeof(float))
+                  : tsr_buf_write(buf, 0, whole + shard_lo(a), shard_n(a) * sizeof(float));
+}
+static void loaded(void *mode, const tsr_checkpoint *ck) {
+    tsr_async *a = mode;
+    a->version = ck->step;
+    if (a->server < 0) a->run.rng.s[0] ^= 0x9E3779B97F4A7C15ull * (uint64_t)(a->rank - a->K);
+    for (int i = 0; i < a->nw; i++) a->w[i].clock = a->w[i].pull_min = a->w[i].pull_ver = ck->step;
+}
+
+/* load only: saving is the servers' exchange (server_sync) */
+static const tsr_state_ops state_ops = {"the trainer", state_count, state_tensors, state_comm,
+                                        NULL, NULL, scatter, NULL, loaded};
+
 tsr_status tsr_async_load(tsr_async *a, const char *path) {
-    if (!a || !path) return TSR_ERR_INVALID_ARG;
-    const char *names[3] = {"params", NULL, NULL};
-    tsr_buf *bufs[3] = {tsr_stage_params(a->stage), NULL, NULL};
-    size_t nt = 1 + (a->optim ? tsr_optim_state(a->optim, names + 1, bufs + 1) : 0);
-    tsr_checkpoint *ck;
-    TSR_TRY(tsr_run_checkpoint_read(&a->run, path, "the trainer", names, nt, a->np, &ck));
-    tsr_status s = TSR_OK;
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) { /* scatter_state: a server takes its shard */
-        const float *src = tsr_checkpoint_find(ck, names[i])->data;
-        s = i == 0 ? tsr_buf_write(bufs[i], 0, src, a->np * sizeof(float))
-                   : tsr_buf_write(bufs[i], 0, src + shard_lo(a), shard_n(a) * sizeof(float));
-    }
-    if (s == TSR_OK) {
-        tsr_run_checkpoint_restore(&a->run, ck);
-        a->version = ck->step;
-        if (a->server < 0) a->run.rng.s[0] ^= 0x9E3779B97F4A7C15ull * (uint64_t)(a->rank - a->K);
-        for (int i = 0; i < a->nw; i++) a->w[i].clock = a->w[i].pull_min = ck->step;
-        for (int i = 0; i < a->nw; i++) a->w[i].pull_ver = ck->step;
-    }
-    tsr_checkpoint_free(a->run.ctx, ck);
-    return s;
+    return a && path ? tsr_run_load(&a->run, &state_ops, a, path) : TSR_ERR_INVALID_ARG;
 }
 
 /* ---- accessors ---- */

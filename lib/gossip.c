@@ -433,60 +433,43 @@ tsr_status tsr_gossip_average_params(tsr_gossip *g, float *dst, size_t count) {
     return average_buf(g, tsr_stage_params(g->stage), dst);
 }
 
-/* ---- checkpoints ---- */
+/* ---- checkpoints: the average of the replicas; a load sets every replica ---- */
 
-static size_t tensor_list(tsr_gossip *g, const char *names[3], tsr_buf *bufs[3]) {
+static size_t state_count(void *mode) { return ((tsr_gossip *)mode)->np; }
+static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) {
+    tsr_gossip *g = mode;
     names[0] = "params";
     bufs[0] = tsr_stage_params(g->stage);
     return 1 + tsr_optim_state(g->optim, names + 1, bufs + 1);
 }
-
-tsr_status tsr_gossip_save(tsr_gossip *g, const char *path) {
-    if (!g || !path) return TSR_ERR_INVALID_ARG;
-    tsr_run *r = &g->run;
-    const char *names[3];
-    tsr_buf *bufs[3];
-    size_t nt = tensor_list(g, names, bufs), n = g->np;
-    float *data = tsr_calloc(r->ctx, nt * (n ? n : 1), sizeof(float)), *parts[3];
-    tsr_status s = data ? TSR_OK : tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
-    /* a failed allocation must not leave the others waiting in the allreduce: agree first */
-    s = agree(g, s, "gossip: checkpoint staging");
-    /* gather_state: the average of the replicas' parameters and optimizer state */
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) {
-        parts[i] = data + i * n;
-        s = average_buf(g, bufs[i], parts[i]);
-    }
-    /* rank 0's counters (a resumed run restarts its mixing schedule from this step on every
-     * rank alike) */
-    int writing = s == TSR_OK;
-    if (writing && g->rank == 0) s = tsr_run_checkpoint_write(r, path, names, parts, nt, n);
-    if (writing) s = agree(g, s, "gossip: checkpoint save (rank 0 writes)");
-    tsr_free(r->ctx, data);
-    return s;
+static tsr_comm *state_comm(void *mode) { return ((tsr_gossip *)mode)->comm; }
+/* rank 0's counters (a resumed run restarts its mixing schedule from this step on every rank) */
+static int state_writer(void *mode) { return ((tsr_gossip *)mode)->rank == 0; }
+static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
+    (void)i;
+    return average_buf(mode, buf, whole);
+}
+static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
+    (void)i;
+    return tsr_buf_write(buf, 0, whole, ((tsr_gossip *)mode)->np * sizeof(float));
+}
+/* the exchange in flight carries the old parameters: complete it; the first step after the load
+ * starts a fresh one from the loaded values */
+static tsr_status before_load(void *mode) { return drain(mode); }
+static void loaded(void *mode, const tsr_checkpoint *ck) {
+    tsr_gossip *g = mode;
+    g->rounds = ck->step;
+    g->mixes = g->rounds / g->go.period + (g->rounds % g->go.period != 0);
 }
 
+static const tsr_state_ops state_ops = {"gossip", state_count, state_tensors, state_comm,
+                                        state_writer, gather, scatter, before_load, loaded};
+
+tsr_status tsr_gossip_save(tsr_gossip *g, const char *path) {
+    return g && path ? tsr_run_save(&g->run, &state_ops, g, path) : TSR_ERR_INVALID_ARG;
+}
 tsr_status tsr_gossip_load(tsr_gossip *g, const char *path) {
-    if (!g || !path) return TSR_ERR_INVALID_ARG;
-    tsr_run *r = &g->run;
-    const char *names[3];
-    tsr_buf *bufs[3];
-    size_t nt = tensor_list(g, names, bufs), n = g->np;
-    tsr_checkpoint *ck = NULL;
-    tsr_status s = tsr_run_checkpoint_read(r, path, "gossip", names, nt, n, &ck);
-    /* every rank checked its copy: change nothing unless all can load */
-    s = agree(g, s, "gossip: checkpoint load");
-    /* every rank completes the exchange in flight: it carries the old parameters, and the
-     * first step after the load starts a fresh one from the loaded values */
-    if (s == TSR_OK) s = drain(g);
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) /* scatter_state: every replica the same */
-        s = tsr_buf_write(bufs[i], 0, tsr_checkpoint_find(ck, names[i])->data, n * sizeof(float));
-    if (s == TSR_OK) {
-        tsr_run_checkpoint_restore(r, ck);
-        g->rounds = r->steps;
-        g->mixes = g->rounds / g->go.period + (g->rounds % g->go.period != 0);
-    }
-    if (ck) tsr_checkpoint_free(r->ctx, ck);
-    return s;
+    return g && path ? tsr_run_load(&g->run, &state_ops, g, path) : TSR_ERR_INVALID_ARG;
 }
 
 /* ---- accessors ---- */

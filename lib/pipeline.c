@@ -742,51 +742,40 @@ tsr_status tsr_pipeline_set_params(tsr_pipeline *p, const float *src, size_t cou
     return tsr_buf_write(tsr_stage_params(p->stage), 0, src + whole_offset(p, p->s), mine * sizeof(float));
 }
 
-/* Parameters first, then the optimizer's state tensors (as the trainer's checkpoints). */
-static size_t tensor_list(tsr_pipeline *p, const char *names[3], tsr_buf *bufs[3]) {
+/* ---- checkpoints: every stage's block gathered; a load takes this stage's ---- */
+
+static size_t state_count(void *mode) { return whole_count(mode); }
+static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) {
+    tsr_pipeline *p = mode;
     names[0] = "params";
     bufs[0] = tsr_stage_params(p->stage);
     return 1 + tsr_optim_state(p->optim, names + 1, bufs + 1);
 }
-
-tsr_status tsr_pipeline_save(tsr_pipeline *p, const char *path) {
-    if (!p || !path) return TSR_ERR_INVALID_ARG;
-    tsr_run *r = &p->run;
-    const char *names[3];
-    tsr_buf *bufs[3];
-    size_t nt = tensor_list(p, names, bufs), n = whole_count(p);
-    float *data = tsr_calloc(r->ctx, nt * (n ? n : 1), sizeof(float)), *parts[3];
-    tsr_status s = data ? TSR_OK : tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
-    /* a failed allocation must not leave the others waiting in the gather: agree first */
-    s = agree(p, p->all, s, "pipeline: checkpoint staging");
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) { /* gather_state: every stage's block */
-        parts[i] = data + i * n;
-        s = gather_whole(p, bufs[i], parts[i]);
-    }
-    /* replicas hold the same state: replica 0's first stage (rank 0 of all) writes */
-    int writing = s == TSR_OK;
-    if (writing && p->s == 0 && p->r == 0) s = tsr_run_checkpoint_write(r, path, names, parts, nt, n);
-    if (writing) s = agree(p, p->all, s, "pipeline: checkpoint save (rank 0 writes)");
-    tsr_free(r->ctx, data);
-    return s;
+static tsr_comm *state_comm(void *mode) { return ((tsr_pipeline *)mode)->all; }
+/* replicas hold the same state: replica 0's first stage (rank 0 of all) writes */
+static int state_writer(void *mode) {
+    tsr_pipeline *p = mode;
+    return p->s == 0 && p->r == 0;
+}
+static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
+    (void)i;
+    return gather_whole(mode, buf, whole);
+}
+static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
+    tsr_pipeline *p = mode;
+    size_t mine = p->counts[p->s];
+    (void)i;
+    return mine ? tsr_buf_write(buf, 0, whole + whole_offset(p, p->s), mine * sizeof(float)) : TSR_OK;
 }
 
+static const tsr_state_ops state_ops = {"the pipeline", state_count, state_tensors, state_comm,
+                                        state_writer, gather, scatter, NULL, NULL};
+
+tsr_status tsr_pipeline_save(tsr_pipeline *p, const char *path) {
+    return p && path ? tsr_run_save(&p->run, &state_ops, p, path) : TSR_ERR_INVALID_ARG;
+}
 tsr_status tsr_pipeline_load(tsr_pipeline *p, const char *path) {
-    if (!p || !path) return TSR_ERR_INVALID_ARG;
-    tsr_run *r = &p->run;
-    const char *names[3];
-    tsr_buf *bufs[3];
-    size_t nt = tensor_list(p, names, bufs), n = whole_count(p);
-    tsr_checkpoint *ck = NULL;
-    tsr_status s = tsr_run_checkpoint_read(r, path, "the pipeline", names, nt, n, &ck);
-    /* every rank checked its copy: change nothing unless all can load */
-    s = agree(p, p->all, s, "pipeline: checkpoint load");
-    size_t mine = p->counts[p->s], off = whole_offset(p, p->s);
-    for (size_t i = 0; i < nt && s == TSR_OK && mine; i++) /* scatter_state: this stage's block */
-        s = tsr_buf_write(bufs[i], 0, tsr_checkpoint_find(ck, names[i])->data + off, mine * sizeof(float));
-    if (s == TSR_OK) tsr_run_checkpoint_restore(r, ck);
-    if (ck) tsr_checkpoint_free(r->ctx, ck);
-    return s;
+    return p && path ? tsr_run_load(&p->run, &state_ops, p, path) : TSR_ERR_INVALID_ARG;
 }
 
 /* ---- accessors ---- */

@@ -247,57 +247,49 @@ static tsr_status set_params(void *mode, const float *src, size_t count) {
     return tsr_buf_write(tsr_stage_params(m->stage), 0, src, m->np * sizeof(float));
 }
 
-/* ---- checkpoints: the whole state on every rank that writes; optimizer state by slice ---- */
+/* ---- checkpoint state: the parameters whole, the optimizer state by slice (ZeRO-1) ---- */
 
-static size_t state_bufs(data_mode *m, const char *names[3], tsr_buf *bufs[3]) {
+static size_t state_count(void *mode) { return ((data_mode *)mode)->np; }
+static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) {
+    data_mode *m = mode;
     names[0] = "params";
     bufs[0] = tsr_stage_params(m->stage);
     return 1 + tsr_optim_state(m->optim, names + 1, bufs + 1);
 }
-
-static tsr_status save(void *mode, const char *path) {
+/* each rank stands alone: rank 0 writes, the others' calls only take part in ZeRO's gather */
+static tsr_comm *state_comm(void *mode) {
+    (void)mode;
+    return NULL;
+}
+static int state_writer(void *mode) { return ((data_mode *)mode)->run.rank == 0; }
+static void owned(data_mode *m, size_t *lo, size_t *hi) {
+    *lo = 0, *hi = m->np;
+    if (m->dp) tsr_dp_owned(m->dp, lo, hi);
+}
+static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
     data_mode *m = mode;
-    tsr_run *r = &m->run;
-    const char *names[3];
-    tsr_buf *bufs[3];
-    size_t nt = state_bufs(m, names, bufs), n = m->np, lo = 0, hi = n;
-    float *data = tsr_calloc(r->ctx, nt * (n ? n : 1), sizeof(float)), *parts[3];
-    if (!data) return tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
-    tsr_status s = TSR_OK;
-    if (m->dp) tsr_dp_owned(m->dp, &lo, &hi); /* optimizer state: this rank's slice (ZeRO-1) */
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) { /* gather_state */
-        parts[i] = data + i * n;
-        if (i == 0) {
-            s = tsr_buf_read(bufs[i], 0, parts[i], n * sizeof(float));
-        } else {
-            s = tsr_buf_read(bufs[i], 0, parts[i] + lo, (hi - lo) * sizeof(float));
-            if (s == TSR_OK && tsr_dp_sharded(m->dp)) s = tsr_dp_gather_slices(m->dp, parts[i]);
-        }
-    }
-    if (s == TSR_OK && r->rank == 0) /* rank 0 writes for all */
-        s = tsr_run_checkpoint_write(r, path, names, parts, nt, n);
-    tsr_free(r->ctx, data);
-    return s;
+    size_t lo, hi;
+    if (i == 0) return tsr_buf_read(buf, 0, whole, m->np * sizeof(float));
+    owned(m, &lo, &hi);
+    TSR_TRY(tsr_buf_read(buf, 0, whole + lo, (hi - lo) * sizeof(float)));
+    return tsr_dp_sharded(m->dp) ? tsr_dp_gather_slices(m->dp, whole) : TSR_OK;
+}
+static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
+    data_mode *m = mode;
+    size_t lo, hi;
+    if (i == 0) return tsr_buf_write(buf, 0, whole, m->np * sizeof(float));
+    owned(m, &lo, &hi);
+    return tsr_buf_write(buf, 0, whole + lo, (hi - lo) * sizeof(float));
 }
 
+static const tsr_state_ops state_ops = {"the trainer", state_count, state_tensors, state_comm,
+                                        state_writer, gather, scatter, NULL, NULL};
+
+static tsr_status save(void *mode, const char *path) {
+    return tsr_run_save(&((data_mode *)mode)->run, &state_ops, mode, path);
+}
 static tsr_status load(void *mode, const char *path) {
-    data_mode *m = mode;
-    tsr_run *r = &m->run;
-    const char *names[3];
-    tsr_buf *bufs[3];
-    size_t nt = state_bufs(m, names, bufs), n = m->np, lo = 0, hi = n;
-    tsr_checkpoint *ck;
-    TSR_TRY(tsr_run_checkpoint_read(r, path, "the trainer", names, nt, n, &ck));
-    if (m->dp) tsr_dp_owned(m->dp, &lo, &hi); /* optimizer state: this rank's slice (ZeRO-1) */
-    tsr_status s = TSR_OK;
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) { /* scatter_state */
-        const float *src = tsr_checkpoint_find(ck, names[i])->data;
-        s = i == 0 ? tsr_buf_write(bufs[i], 0, src, n * sizeof(float))
-                   : tsr_buf_write(bufs[i], 0, src + lo, (hi - lo) * sizeof(float));
-    }
-    if (s == TSR_OK) tsr_run_checkpoint_restore(r, ck);
-    tsr_checkpoint_free(r->ctx, ck);
-    return s;
+    return tsr_run_load(&((data_mode *)mode)->run, &state_ops, mode, path);
 }
 
 /* Data parallel: every rank an equal slice of each global batch until the shares are measured

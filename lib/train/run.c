@@ -230,12 +230,6 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
 
 /* ---- checkpoints ---- */
 
-size_t tsr_run_state_names(const tsr_optim *optim, const char *names[3]) {
-    tsr_buf *bufs[2];
-    names[0] = "params";
-    return 1 + tsr_optim_state((tsr_optim *)optim, names + 1, bufs);
-}
-
 tsr_status tsr_run_checkpoint_write(tsr_run *r, const char *path, const char *const *names,
                                     float *const *data, size_t nt, size_t n) {
     tsr_checkpoint ck;
@@ -264,30 +258,52 @@ tsr_status tsr_run_checkpoint_write(tsr_run *r, const char *path, const char *co
     return tsr_checkpoint_save(r->ctx, path, &ck);
 }
 
-tsr_status tsr_run_checkpoint_read(tsr_run *r, const char *path, const char *who,
-                                   const char *const *names, size_t nt, size_t n,
-                                   tsr_checkpoint **out) {
-    *out = NULL;
-    tsr_checkpoint *ck = NULL;
-    TSR_TRY(tsr_checkpoint_load(r->ctx, path, &ck));
-    /* checks every tensor before anything changes, so a refused load leaves the run as it was */
-    tsr_status s = tsr_checkpoint_check_fit(r->ctx, path, ck, tsr_model_spec(r->model),
-                                            tsr_optimizer_kind_name(r->o.optimizer.kind), who,
-                                            names, nt, n);
-    if (s != TSR_OK) {
-        tsr_checkpoint_free(r->ctx, ck);
-        return s;
+tsr_status tsr_run_save(tsr_run *r, const tsr_state_ops *ops, void *mode, const char *path) {
+    const char *names[3];
+    tsr_buf *bufs[3];
+    size_t nt = ops->tensors(mode, names, bufs), n = ops->count(mode);
+    tsr_comm *comm = ops->comm(mode);
+    float *data = tsr_calloc(r->ctx, nt * (n ? n : 1), sizeof(float)), *parts[3];
+    tsr_status s = data ? TSR_OK : tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
+    /* a failed allocation must not leave the others waiting in a gather: agree first */
+    s = tsr_run_agree(r, comm, s, "checkpoint staging");
+    for (size_t i = 0; i < nt && s == TSR_OK; i++) {
+        parts[i] = data + i * n;
+        s = ops->gather(mode, i, bufs[i], parts[i]);
     }
-    *out = ck;
-    return TSR_OK;
+    int writing = s == TSR_OK;
+    if (writing && ops->writer(mode)) s = tsr_run_checkpoint_write(r, path, names, parts, nt, n);
+    if (writing) s = tsr_run_agree(r, comm, s, "checkpoint save (rank 0 writes)");
+    tsr_free(r->ctx, data);
+    return s;
 }
 
-void tsr_run_checkpoint_restore(tsr_run *r, tsr_checkpoint *ck) {
-    r->steps = ck->step;
-    r->epoch = ck->epoch;
-    r->seed = ck->seed;
-    memcpy(r->rng.s, ck->rng_state, sizeof r->rng.s);
-    tsr_free(r->ctx, r->meta);
-    r->meta = ck->meta; /* the checkpoint's metadata now belongs to the run */
-    ck->meta = NULL;
+tsr_status tsr_run_load(tsr_run *r, const tsr_state_ops *ops, void *mode, const char *path) {
+    const char *names[3];
+    tsr_buf *bufs[3];
+    size_t nt = ops->tensors(mode, names, bufs), n = ops->count(mode);
+    tsr_checkpoint *ck = NULL;
+    tsr_status s = tsr_checkpoint_load(r->ctx, path, &ck);
+    /* checks every tensor before anything changes, so a refused load leaves the run as it was */
+    if (s == TSR_OK)
+        s = tsr_checkpoint_check_fit(r->ctx, path, ck, tsr_model_spec(r->model),
+                                     tsr_optimizer_kind_name(r->o.optimizer.kind), ops->who, names,
+                                     nt, n);
+    /* every rank checked its copy: change nothing unless all can load */
+    s = tsr_run_agree(r, ops->comm(mode), s, "checkpoint load");
+    if (s == TSR_OK && ops->before_load) s = ops->before_load(mode);
+    for (size_t i = 0; i < nt && s == TSR_OK; i++)
+        s = ops->scatter(mode, i, bufs[i], tsr_checkpoint_find(ck, names[i])->data);
+    if (s == TSR_OK) {
+        r->steps = ck->step;
+        r->epoch = ck->epoch;
+        r->seed = ck->seed;
+        memcpy(r->rng.s, ck->rng_state, sizeof r->rng.s);
+        tsr_free(r->ctx, r->meta);
+        r->meta = ck->meta; /* the checkpoint's metadata now belongs to the run */
+        ck->meta = NULL;
+        if (ops->loaded) ops->loaded(mode, ck);
+    }
+    if (ck) tsr_checkpoint_free(r->ctx, ck);
+    return s;
 }

@@ -116,20 +116,38 @@ typedef struct tsr_step_ops {
 tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const float *images,
                         const int32_t *labels, size_t n, float *loss);
 
-/* ---- checkpoints: assembly written once ---- */
+/* ---- checkpoints: written once on the strategies' gather/scatter ---- */
 
-/* The tensors a checkpoint holds: "params" then the optimizer's state names. */
-size_t tsr_run_state_names(const tsr_optim *optim, const char *names[3]);
-/* Writes the checkpoint of this run: names[0..nt) with data[i] (n floats each), the counters,
- * the RNG and the metadata. */
+/* A strategy's state as checkpoints see it: tensors "params" and the optimizer's, each the
+ * whole model's count floats in tsr_trainer_get_params's layout. */
+typedef struct tsr_state_ops {
+    const char *who;  /* in a refusal: "the trainer", "the pipeline", "gossip" */
+    size_t (*count)(void *mode);
+    /* names[0] = "params", then the optimizer's; this rank's buffers of them */
+    size_t (*tensors)(void *mode, const char *names[3], tsr_buf *bufs[3]);
+    /* the ranks that agree on every outcome (allocation, write, fit); NULL: none, each rank
+     * stands alone (data mode: only rank 0 writes) */
+    tsr_comm *(*comm)(void *mode);
+    /* writer and gather: NULL where the mode saves itself (async: its servers' exchange) */
+    int (*writer)(void *mode);  /* 1 on the rank that writes */
+    /* tensor i of this rank (buf) into the whole state (count floats, every writer) */
+    tsr_status (*gather)(void *mode, size_t i, tsr_buf *buf, float *whole);
+    /* this rank's part of the whole tensor i into buf */
+    tsr_status (*scatter)(void *mode, size_t i, tsr_buf *buf, const float *whole);
+    /* before anything is written into the buffers (gossip: the exchange in flight); NULL */
+    tsr_status (*before_load)(void *mode);
+    /* after the counters were restored (the mode's own counters from ck); NULL */
+    void (*loaded)(void *mode, const tsr_checkpoint *ck);
+} tsr_state_ops;
+
+/* The run's checkpoint: gather, then the writer writes (counters, RNG, metadata). */
+tsr_status tsr_run_save(tsr_run *r, const tsr_state_ops *ops, void *mode, const char *path);
+/* Reads and checks path (every rank of comm agrees before anything changes), scatters it and
+ * restores the counters, RNG and metadata. */
+tsr_status tsr_run_load(tsr_run *r, const tsr_state_ops *ops, void *mode, const char *path);
+/* The pieces, for a mode that assembles its state itself (async: its servers' exchange):
+ * writes names[0..nt) with data[i] (n floats each) and the run's counters, RNG, metadata. */
 tsr_status tsr_run_checkpoint_write(tsr_run *r, const char *path, const char *const *names,
                                     float *const *data, size_t nt, size_t n);
-/* Reads path and checks it fits this run (spec, optimizer, names with n floats each);
- * *out NULL on failure. */
-tsr_status tsr_run_checkpoint_read(tsr_run *r, const char *path, const char *who,
-                                   const char *const *names, size_t nt, size_t n,
-                                   tsr_checkpoint **out);
-/* Takes the checkpoint's counters, RNG state and metadata (ck keeps its tensors). */
-void tsr_run_checkpoint_restore(tsr_run *r, tsr_checkpoint *ck);
 
 #endif

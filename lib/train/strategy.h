@@ -23,11 +23,12 @@ typedef struct tsr_strategy {
     /* The whole model's parameters in tsr_trainer_get_params's layout. */
     tsr_status (*get_params)(void *mode, float *dst, size_t count);
     tsr_status (*set_params)(void *mode, const float *src, size_t count);
-    /* Checkpoints in the one format (lib/train/run.h assembles it). */
+    /* Checkpoints in the one format: tsr_run_save / tsr_run_load on the mode's gather and
+     * scatter (lib/train/run.h). */
     tsr_status (*save)(void *mode, const char *path);
     tsr_status (*load)(void *mode, const char *path);
-    /* How this rank reads the data, from the options alone (tsr_trainer_data_split); global_batch
-     * >= 1 and the ranks of o->comm are checked. */
+    /* How this rank reads the data, from the options alone (tsr_trainer_data_split; global_batch
+     * >= 1 is checked there, the mode checks its own bounds). */
     tsr_status (*shard_data)(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
                              uint64_t seed, tsr_data_split *split, size_t *shares);
 } tsr_strategy;

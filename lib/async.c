@@ -21,6 +21,7 @@
 #include "lib/internal.h"
 #include "lib/optim.h"
 #include "lib/stage.h"
+#include "lib/train/strategy.h"
 
 enum { TAG_REQ = 9000, TAG_GRAD, TAG_REP, TAG_PAR, TAG_SRV };
 enum { K_PULL = 1, K_PUSH, K_SYNC, K_DONE, K_PING, K_REPLY, K_WAIT };
@@ -47,9 +48,7 @@ typedef struct peer {
 } peer;
 
 struct tsr_async {
-    tsr_context *ctx;
-    const tsr_model *model;
-    tsr_trainer_options o;
+    tsr_run run;               /* steps: a worker's pushed, a server's completed */
     tsr_async_options ao;
     tsr_comm *comm;
     int rank, size, K, server; /* server: this rank's shard index, -1 on workers */
@@ -57,9 +56,7 @@ struct tsr_async {
     tsr_backend *be;
     tsr_stage *stage;
     tsr_optim *optim;          /* servers: state for their shard */
-    tsr_rng rng;
-    uint64_t steps, epoch, seed, skipped, version;
-    int check_grads;
+    uint64_t version;
     double timeout;
     float *params, *grads, *probs; /* host: full parameters, gradients, evaluation */
     /* server */
@@ -110,15 +107,7 @@ static tsr_status check_options(tsr_context *ctx, const tsr_trainer_options *o,
     if (ao->staleness_lr != 0 && ao->staleness_lr != 1)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "async: staleness_lr %d is not 0 or 1",
                          ao->staleness_lr);
-    if (!o->batch || o->batch > ((size_t)1 << 20))
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "async: batch size %zu is not valid", o->batch);
-    if ((unsigned)o->init > TSR_INIT_GLOROT_UNIFORM)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "async: unknown initialisation %d", (int)o->init);
-    if ((unsigned)o->schedule.kind > TSR_SCHEDULE_COSINE)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "async: unknown schedule %d", (int)o->schedule.kind);
-    if ((unsigned)o->nonfinite > TSR_NONFINITE_SKIP)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "async: unknown non-finite policy %d",
-                         (int)o->nonfinite);
+    TSR_TRY(tsr_run_check_options(ctx, o, "async: "));
     if (o->compress != TSR_COMPRESS_NONE || o->shard_optimizer > 0)
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
                          "async: gradient compression and shard_optimizer apply to data mode only");
@@ -141,7 +130,7 @@ static void drop(tsr_async *a, peer *w, const char *why) {
     a->st.workers_lost++;
     int live = 0;
     for (int i = 0; i < a->nw; i++) live += !a->w[i].dead && !a->w[i].done;
-    tsr_log(a->ctx, TSR_LOG_WARN, "async server rank %d: worker rank %d lost (%s); %d worker%s left",
+    tsr_log(a->run.ctx, TSR_LOG_WARN, "async server rank %d: worker rank %d lost (%s); %d worker%s left",
             a->rank, w->rank, why, live, live == 1 ? "" : "s");
 }
 
@@ -158,44 +147,28 @@ tsr_status tsr_async_create(tsr_context *ctx, const tsr_model *model, const tsr_
     *out = NULL;
     TSR_TRY(tsr_model_check(model));
     TSR_TRY(check_options(ctx, o, ao));
-    int dev = o->device ? tsr_context_find_device(ctx, o->device) : 0;
-    if (dev < 0)
-        return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device '%s' not found (%d devices)", o->device,
-                         tsr_context_device_count(ctx));
     tsr_async *a = tsr_calloc(ctx, 1, sizeof *a);
     if (!a) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "async trainer");
-    a->ctx = ctx;
-    a->model = model;
-    a->o = *o;
-    a->o.device = NULL;
-    a->o.stage_bounds = NULL;
     a->ao = *ao;
     a->K = ao->servers ? ao->servers : 1;
     a->comm = o->comm;
     a->rank = tsr_comm_rank(o->comm);
     a->size = tsr_comm_size(o->comm);
     a->server = a->rank < a->K ? a->rank : -1;
-    a->seed = o->seed;
     a->timeout = a->comm->timeout_s;
     a->failed = TSR_OK;
-    a->check_grads = !o->no_grad_check;
-    const char *nf = getenv("TSR_NONFINITE");
-    if (nf && *nf) {
-        if (strcmp(nf, "skip") && strcmp(nf, "stop")) {
-            tsr_free(ctx, a);
-            return tsr_error(ctx, TSR_ERR_PARSE, "TSR_NONFINITE: '%s' is not skip or stop", nf);
-        }
-        a->o.nonfinite = strcmp(nf, "skip") ? TSR_NONFINITE_STOP : TSR_NONFINITE_SKIP;
-        a->check_grads = 1;
+    /* the trainer's RNG; worker w mixes in its index below (worker 0 draws the trainer's seeds) */
+    tsr_status s = tsr_run_init(&a->run, ctx, model, o, o->comm, a->rank);
+    if (s != TSR_OK) {
+        tsr_free(ctx, a);
+        return s;
     }
-    /* the trainer's RNG; worker w mixes in its index (worker 0 draws the trainer's seeds) */
-    tsr_rng_seed(&a->rng, o->seed ^ 0x5DEECE66Dull);
     tsr_stage_options so = {0, tsr_model_layer_count(model), o->batch, 0};
     size_t classes = tsr_model_get_input(model).classes;
-    tsr_status s;
-    if ((s = tsr_backend_open(ctx, dev, &a->be)) != TSR_OK ||
+    if ((s = tsr_backend_open(ctx, a->run.device, &a->be)) != TSR_OK ||
         (s = tsr_stage_create(a->be, model, &so, &a->stage)) != TSR_OK ||
         (s = tsr_stage_init_params(a->stage, o->init == TSR_INIT_GLOROT_UNIFORM, o->seed)) != TSR_OK) {
+        tsr_run_release(&a->run, 0);
         tsr_async_free(a); /* before any message: nothing to tell the others */
         return s;
     }
@@ -206,6 +179,7 @@ tsr_status tsr_async_create(tsr_context *ctx, const tsr_model *model, const tsr_
     a->probs = tsr_calloc(ctx, o->batch * classes, sizeof *a->probs);
     a->srx = tsr_calloc(ctx, (size_t)a->K, sizeof *a->srx);
     if (!a->bound || !a->params || !a->grads || !a->probs || !a->srx) {
+        tsr_run_release(&a->run, 0);
         tsr_async_free(a);
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "async: %zu parameters", a->np);
     }
@@ -217,7 +191,8 @@ tsr_status tsr_async_create(tsr_context *ctx, const tsr_model *model, const tsr_
         a->nw = a->size - a->K;
         a->w = tsr_calloc(ctx, (size_t)a->nw, sizeof *a->w);
         if (!a->w) {
-            tsr_async_free(a);
+            tsr_run_release(&a->run, 0);
+        tsr_async_free(a);
             return tsr_error(ctx, TSR_ERR_NO_MEMORY, "async: %d workers", a->size - a->K);
         }
         s = tsr_optim_create(a->be, &o->optimizer, shard_n(a), &a->optim);
@@ -232,11 +207,12 @@ tsr_status tsr_async_create(tsr_context *ctx, const tsr_model *model, const tsr_
             else s = tsr_comm_irecv(a->comm, w->rank, TAG_REQ, &w->rx, sizeof w->rx, &w->rx_req);
         }
         if (s != TSR_OK) {
-            tsr_async_free(a);
+            tsr_run_release(&a->run, 0);
+        tsr_async_free(a);
             return s;
         }
     } else {
-        a->rng.s[0] ^= 0x9E3779B97F4A7C15ull * (uint64_t)(a->rank - a->K); /* a stream each */
+        a->run.rng.s[0] ^= 0x9E3779B97F4A7C15ull * (uint64_t)(a->rank - a->K); /* a stream each */
     }
     *out = a;
     return TSR_OK;
@@ -320,12 +296,6 @@ static void answer_pulls(tsr_async *a) {
     }
 }
 
-static size_t first_nonfinite(const float *g, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(g[i])) return i;
-    return n;
-}
-
 /* A PUSH header came: take the gradient shard and apply it. */
 static void apply_push(tsr_async *a, peer *w) {
     size_t lo = shard_lo(a), n = shard_n(a);
@@ -358,27 +328,21 @@ static void apply_push(tsr_async *a, peer *w) {
     float l = w->rx.loss;
     w->clock = t + 1;
     if (a->failed != TSR_OK) return;
-    size_t bad = a->check_grads || !isfinite(l) ? first_nonfinite(a->grads + lo, n) : n;
+    size_t bad = a->run.check_grads || !isfinite(l) ? tsr_run_first_nonfinite(a->grads + lo, n) : n;
     if (!isfinite(l) || bad < n) {
-        char why[128];
+        char why[160], what[64];
         if (bad < n)
-            snprintf(why, sizeof why, "gradient %zu of %zu is %g", lo + bad, a->np,
+            snprintf(what, sizeof what, "gradient %zu of %zu is %g", lo + bad, a->np,
                      (double)a->grads[lo + bad]);
         else
-            snprintf(why, sizeof why, "loss is %g", (double)l);
-        if (a->o.nonfinite == TSR_NONFINITE_SKIP) {
-            a->skipped++;
-            tsr_log(a->ctx, TSR_LOG_WARN, "async server rank %d: step %llu of worker rank %d skipped: %s",
-                    a->rank, (unsigned long long)t, w->rank, why);
-            return;
-        }
-        a->failed = tsr_error(a->ctx, TSR_ERR_NUMERIC,
-                              "async server rank %d: %s in step %llu of worker rank %d", a->rank, why,
-                              (unsigned long long)t, w->rank);
+            snprintf(what, sizeof what, "loss is %g", (double)l);
+        snprintf(why, sizeof why, "async server rank %d: %s in step %llu of worker rank %d", a->rank,
+                 what, (unsigned long long)t, w->rank);
+        a->failed = tsr_run_nonfinite(&a->run, why); /* skip: TSR_OK, that gradient dropped */
         return;
     }
     uint64_t cs = t - (w->pull_min < t ? w->pull_min : t), us = a->version - w->pull_ver;
-    float lr = tsr_schedule_lr(&a->o.schedule, a->o.optimizer.lr, a->steps);
+    float lr = tsr_run_lr(&a->run);
     if (a->ao.staleness_lr && us > 1) lr /= (float)us;
     tsr_status s = tsr_buf_write(tsr_stage_grads(a->stage), lo * 4, a->grads + lo, n * sizeof(float));
     if (s == TSR_OK)
@@ -458,7 +422,7 @@ static int serve_once(tsr_async *a) {
 static tsr_status none_left(tsr_async *a) {
     for (int i = 0; i < a->nw; i++)
         if (!a->w[i].dead) return TSR_OK; /* some finished normally */
-    return tsr_error(a->ctx, TSR_ERR_PEER_LOST, "async server rank %d: every worker was lost",
+    return tsr_error(a->run.ctx, TSR_ERR_PEER_LOST, "async server rank %d: every worker was lost",
                      a->rank);
 }
 
@@ -475,18 +439,18 @@ static tsr_status server_step(tsr_async *a, float *loss) {
             s = none_left(a);
             break;
         }
-        if (min_clock(a) >= a->steps + 1) {
-            a->steps++;
+        if (min_clock(a) >= a->run.steps + 1) {
+            a->run.steps++;
             break;
         }
         int at_sync = 0;
         for (int i = 0; i < a->nw; i++)
             at_sync += !a->w[i].dead && !a->w[i].done && a->w[i].pending == P_SYNC;
         if (at_sync == live_workers(a)) { /* they wait for this server: it would wait forever */
-            s = tsr_error(a->ctx, TSR_ERR_STATE,
+            s = tsr_error(a->run.ctx, TSR_ERR_STATE,
                           "async server rank %d: step %llu while every worker waits at a collective "
                           "point (evaluate, get_params, save): do servers and workers take the "
-                          "same number of steps?", a->rank, (unsigned long long)a->steps);
+                          "same number of steps?", a->rank, (unsigned long long)a->run.steps);
             break;
         }
         if (!serve_once(a)) sched_yield();
@@ -507,15 +471,15 @@ static tsr_status server_sync(tsr_async *a, int kind, const char *path, float *s
     }
     size_t lo = shard_lo(a), n = shard_n(a);
     tsr_status s = tsr_buf_read(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float));
-    const char *names[2];
+    const char *names[2] = {NULL, NULL};
     tsr_buf *bufs[2];
     size_t nt = a->optim ? tsr_optim_state(a->optim, names, bufs) : 0;
     for (size_t i = 0; s == TSR_OK && kind == SYNC_SAVE && i < nt && i < nst; i++)
         s = tsr_buf_read(bufs[i], 0, state[i] + lo, n * sizeof(float));
     /* shards between servers: parameters to all, optimizer state to rank 0 */
     int nreq = 0, cap = 4 * a->K;
-    tsr_comm_p2p **req = tsr_calloc(a->ctx, (size_t)cap, sizeof *req);
-    if (!req && s == TSR_OK) s = tsr_error(a->ctx, TSR_ERR_NO_MEMORY, "async: exchange");
+    tsr_comm_p2p **req = tsr_calloc(a->run.ctx, (size_t)cap, sizeof *req);
+    if (!req && s == TSR_OK) s = tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: exchange");
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
         if (k == a->server) continue;
         size_t klo = a->bound[k], kn = a->bound[k + 1] - klo;
@@ -547,31 +511,13 @@ static tsr_status server_sync(tsr_async *a, int kind, const char *path, float *s
         }
     }
     for (int i = 0; req && i < nreq; i++) tsr_comm_p2p_cancel(req[i]);
-    tsr_free(a->ctx, req);
+    tsr_free(a->run.ctx, req);
     if (s == TSR_OK)
         s = tsr_buf_write(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float));
     if (s == TSR_OK && kind == SYNC_SAVE && a->rank == 0) {
-        tsr_checkpoint ck;
-        tsr_checkpoint_tensor tensors[3];
-        memset(&ck, 0, sizeof ck);
-        memset(tensors, 0, sizeof tensors);
-        tsr_strlcpy(ck.model_spec, tsr_model_spec(a->model), sizeof ck.model_spec);
-        tsr_strlcpy(ck.optimizer, tsr_optimizer_kind_name(a->o.optimizer.kind), sizeof ck.optimizer);
-        ck.step = a->steps;
-        ck.epoch = a->epoch;
-        ck.seed = a->seed;
-        memcpy(ck.rng_state, a->rng.s, sizeof ck.rng_state);
-        ck.tensor_count = 1 + nt;
-        ck.tensors = tensors;
-        tsr_strlcpy(tensors[0].name, "params", sizeof tensors[0].name);
-        tensors[0].count = a->np;
-        tensors[0].data = a->params;
-        for (size_t i = 0; i < nt; i++) {
-            tsr_strlcpy(tensors[i + 1].name, names[i], sizeof tensors[i + 1].name);
-            tensors[i + 1].count = a->np;
-            tensors[i + 1].data = state[i];
-        }
-        s = tsr_checkpoint_save(a->ctx, path, &ck);
+        const char *all[3] = {"params", names[0], names[1]};
+        float *data[3] = {a->params, state[0], state[1]};
+        s = tsr_run_checkpoint_write(&a->run, path, all, data, 1 + nt, a->np);
     }
     for (int i = 0; i < a->nw; i++)
         if (!a->w[i].dead && a->w[i].pending == P_SYNC) reply(a, &a->w[i], s);
@@ -601,7 +547,7 @@ static tsr_status wait_reply(tsr_async *a, int k, tsr_comm_p2p **req) {
         if (a->timeout <= 0 || (spins & 63)) continue;
         double t = now();
         if (t - ping > a->timeout / 4) {
-            msg_hdr p = {K_PING, 0, a->steps, 0, 0, 0.0f, 0};
+            msg_hdr p = {K_PING, 0, a->run.steps, 0, 0, 0.0f, 0};
             ping = t;
             if ((s = tsr_comm_send(a->comm, k, TAG_REQ, &p, sizeof p)) != TSR_OK) break;
         }
@@ -624,18 +570,18 @@ static tsr_status wait_reply(tsr_async *a, int k, tsr_comm_p2p **req) {
 static tsr_status server_error(tsr_async *a, int k, tsr_status s) {
     if (s != TSR_ERR_MPI && s != TSR_ERR_PEER_LOST) return s;
     char detail[400];
-    tsr_strlcpy(detail, tsr_context_last_error(a->ctx), sizeof detail);
+    tsr_strlcpy(detail, tsr_context_last_error(a->run.ctx), sizeof detail);
     for (char *c = detail; *c; c++)
         if (*c == '\n') *c = ' ';
     if (!a->comm->broken) tsr_comm_peer_lost(a->comm, "async");
-    return tsr_error(a->ctx, TSR_ERR_PEER_LOST, "async: server rank %d lost: %s", k, detail);
+    return tsr_error(a->run.ctx, TSR_ERR_PEER_LOST, "async: server rank %d lost: %s", k, detail);
 }
 
 /* Sends `kind` to every server and gathers their shards into a->params (pull or collective
  * point). *status: the worst status the servers answered. */
 static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *status) {
-    tsr_comm_p2p **rh = tsr_calloc(a->ctx, (size_t)a->K * 2, sizeof *rh), **rp = rh ? rh + a->K : NULL;
-    if (!rh) return tsr_error(a->ctx, TSR_ERR_NO_MEMORY, "async: requests");
+    tsr_comm_p2p **rh = tsr_calloc(a->run.ctx, (size_t)a->K * 2, sizeof *rh), **rp = rh ? rh + a->K : NULL;
+    if (!rh) return tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: requests");
     tsr_status s = TSR_OK;
     *status = TSR_OK;
     int bad = 0; /* the server the failure concerns */
@@ -644,7 +590,7 @@ static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *stat
         bad = k;
         s = tsr_comm_irecv(a->comm, k, TAG_REP, &a->srx[k], sizeof a->srx[k], &rh[k]);
         if (s == TSR_OK) s = tsr_comm_irecv(a->comm, k, TAG_PAR, a->params + lo, n * 4, &rp[k]);
-        msg_hdr h = {kind, 0, a->steps, 0, 0, 0.0f, sync};
+        msg_hdr h = {kind, 0, a->run.steps, 0, 0, 0.0f, sync};
         if (s == TSR_OK) s = tsr_comm_send(a->comm, k, TAG_REQ, &h, sizeof h);
     }
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
@@ -656,50 +602,44 @@ static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *stat
         }
         if (s == TSR_OK && a->srx[k].status != TSR_OK && *status == TSR_OK) {
             *status = a->srx[k].status;
-            tsr_error(a->ctx, *status, "async: server rank %d answered %s (its log says why)", k,
+            tsr_error(a->run.ctx, *status, "async: server rank %d answered %s (its log says why)", k,
                       tsr_status_name(*status));
         }
     }
     for (int k = 0; k < 2 * a->K; k++) tsr_comm_p2p_cancel(rh[k]);
-    tsr_free(a->ctx, rh);
+    tsr_free(a->run.ctx, rh);
     return server_error(a, bad, s);
 }
 
 static tsr_status worker_step(tsr_async *a, const float *images, const int32_t *labels, size_t n,
                               float *loss) {
-    tsr_model_input in = tsr_model_get_input(a->model);
-    if (!images || !labels) return tsr_error(a->ctx, TSR_ERR_INVALID_ARG, "NULL images or labels");
-    if (!n || n > a->o.batch)
-        return tsr_error(a->ctx, TSR_ERR_SHAPE, "batch of %zu samples: the trainer takes 1 to %zu", n,
-                         a->o.batch);
-    for (size_t i = 0; i < n; i++)
-        if (labels[i] < 0 || (size_t)labels[i] >= in.classes)
-            return tsr_error(a->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
-                             (int)labels[i], i, in.classes);
-    size_t features = in.channels * in.height * in.width;
-    tsr_ref x = tsr_stage_input(a->stage), y = tsr_stage_labels(a->stage);
-    TSR_TRY(tsr_buf_write(x.buf, x.off * 4, images, n * features * sizeof(float)));
-    TSR_TRY(tsr_buf_write(y.buf, y.off * 4, labels, n * sizeof(int32_t)));
+    tsr_run *r = &a->run;
+    TSR_TRY(tsr_run_check_batch(r, images, labels, n, 1, ""));
+    TSR_TRY(tsr_run_upload(r, a->stage, images, labels, n));
+    double t0 = tsr_timeline_now(r->tl);
     tsr_status answered;
     TSR_TRY(request_all(a, K_PULL, 0, &answered));
     if (answered != TSR_OK) return answered;
+    double t1 = tsr_timeline_now(r->tl);
+    TSR_TRY(tsr_timeline_event(r->tl, "pull", TSR_TRACK_COMM, t0, t1));
     TSR_TRY(tsr_buf_write(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float)));
     float l = 0.0f;
-    TSR_TRY(tsr_stage_forward(a->stage, n, 1, tsr_rng_next(&a->rng), &l));
+    TSR_TRY(tsr_stage_forward(a->stage, n, 1, tsr_rng_next(&r->rng), &l));
     TSR_TRY(tsr_stage_backward(a->stage, n, 0));
     tsr_buf *gb = tsr_stage_grads(a->stage);
     const float *g = gb->host ? (const float *)gb->host : a->grads;
     if (!gb->host) TSR_TRY(tsr_buf_read(gb, 0, a->grads, a->np * sizeof(float)));
-    /* tests/fault: TSR_FAULT_GRAD_NAN=<step> poisons one gradient at that step (as the trainer) */
-    const char *fault = getenv("TSR_FAULT_GRAD_NAN");
-    if (fault && *fault && strtoull(fault, NULL, 10) == a->steps && a->np) {
+    double t2 = tsr_timeline_now(r->tl);
+    TSR_TRY(tsr_timeline_event(r->tl, "forward+backward", TSR_TRACK_COMPUTE, t1, t2));
+    /* tests/fault: one poisoned gradient at that step (the servers decide, as the trainer) */
+    if (r->o.fault_grad_nan_step >= 0 && (uint64_t)r->o.fault_grad_nan_step == r->steps && a->np) {
         if (g != a->grads) memcpy(a->grads, g, a->np * sizeof(float));
         g = a->grads;
         a->grads[a->np / 2] = NAN;
     }
-    tsr_comm_p2p **rq = tsr_calloc(a->ctx, (size_t)a->K * 2, sizeof *rq);
-    if (!rq) return tsr_error(a->ctx, TSR_ERR_NO_MEMORY, "async: push");
-    a->stx = (msg_hdr){K_PUSH, 0, a->steps, 0, 0, l, 0};
+    tsr_comm_p2p **rq = tsr_calloc(a->run.ctx, (size_t)a->K * 2, sizeof *rq);
+    if (!rq) return tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: push");
+    a->stx = (msg_hdr){K_PUSH, 0, a->run.steps, 0, 0, l, 0};
     tsr_status s = TSR_OK;
     int bad = 0; /* the server the failure concerns */
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
@@ -714,9 +654,11 @@ static tsr_status worker_step(tsr_async *a, const float *images, const int32_t *
         else tsr_comm_p2p_cancel(rq[k]);
         rq[k] = NULL;
     }
-    tsr_free(a->ctx, rq);
+    tsr_free(a->run.ctx, rq);
     TSR_TRY(server_error(a, bad, s));
-    a->steps++;
+    TSR_TRY(tsr_timeline_event(r->tl, "push", TSR_TRACK_COMM, t2, tsr_timeline_now(r->tl)));
+    r->steps++;
+    r->last_loss = l;
     if (loss) *loss = l;
     return TSR_OK;
 }
@@ -727,14 +669,14 @@ tsr_status tsr_async_step(tsr_async *a, const float *images, const int32_t *labe
                           float *loss) {
     if (!a) return TSR_ERR_INVALID_ARG;
     if (a->comm->broken)
-        return tsr_error(a->ctx, TSR_ERR_PEER_LOST, "async: the communicator lost a server earlier");
+        return tsr_error(a->run.ctx, TSR_ERR_PEER_LOST, "async: the communicator lost a server earlier");
     return a->server >= 0 ? server_step(a, loss) : worker_step(a, images, labels, n, loss);
 }
 
 /* Every rank ends with the latest parameters in a->params and its stage. */
 static tsr_status sync_point(tsr_async *a, int kind, const char *path) {
     if (a->comm->broken)
-        return tsr_error(a->ctx, TSR_ERR_PEER_LOST, "async: the communicator lost a server earlier");
+        return tsr_error(a->run.ctx, TSR_ERR_PEER_LOST, "async: the communicator lost a server earlier");
     if (a->server >= 0) {
         float *state[2] = {NULL, NULL};
         size_t nst = 0;
@@ -744,15 +686,15 @@ static tsr_status sync_point(tsr_async *a, int kind, const char *path) {
             tsr_buf *bufs[2];
             nst = tsr_optim_state(a->optim, names, bufs);
             for (size_t i = 0; i < nst; i++) {
-                state[i] = tsr_calloc(a->ctx, a->np + 1, sizeof(float));
-                if (!state[i]) s = tsr_error(a->ctx, TSR_ERR_NO_MEMORY, "async: checkpoint staging");
+                state[i] = tsr_calloc(a->run.ctx, a->np + 1, sizeof(float));
+                if (!state[i]) s = tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: checkpoint staging");
             }
         }
         /* a failed allocation still answers the workers (with the error), or they would wait */
         if (s == TSR_OK) s = server_sync(a, kind, path, state, nst);
         else server_sync(a, SYNC_GET, path, state, 0);
-        tsr_free(a->ctx, state[0]);
-        tsr_free(a->ctx, state[1]);
+        tsr_free(a->run.ctx, state[0]);
+        tsr_free(a->run.ctx, state[1]);
         return s;
     }
     tsr_status answered;
@@ -765,7 +707,7 @@ void tsr_async_free(tsr_async *a) {
     if (!a) return;
     if (a->comm && !a->comm->broken && a->bound && a->srx) {
         if (a->server < 0) {
-            msg_hdr h = {K_DONE, 0, a->steps, 0, 0, 0.0f, 0};
+            msg_hdr h = {K_DONE, 0, a->run.steps, 0, 0, 0.0f, 0};
             for (int k = 0; k < a->K; k++)
                 if (tsr_comm_send(a->comm, k, TAG_REQ, &h, sizeof h) != TSR_OK) break;
         } else if (a->w) {
@@ -775,7 +717,7 @@ void tsr_async_free(tsr_async *a) {
                 for (int i = 0; i < a->nw; i++)
                     if (!a->w[i].dead && a->w[i].pending == P_SYNC)
                         reply(a, &a->w[i],
-                              tsr_error(a->ctx, TSR_ERR_STATE, "async: the servers are shutting down"));
+                              tsr_error(a->run.ctx, TSR_ERR_STATE, "async: the servers are shutting down"));
                 if (!serve_once(a)) sched_yield();
             }
             for (int i = 0; i < a->nw; i++)
@@ -788,35 +730,36 @@ void tsr_async_free(tsr_async *a) {
     if (a->w) {
         tsr_async_stats st;
         tsr_async_stats_get(a, &st);
-        tsr_log(a->ctx, TSR_LOG_INFO,
+        tsr_log(a->run.ctx, TSR_LOG_INFO,
                 "async server rank %d: %llu gradients applied, %llu skipped; staleness in steps mean "
                 "%.2f max %llu (bound %d), in updates mean %.2f max %llu; %llu workers lost",
-                a->rank, (unsigned long long)st.applied, (unsigned long long)a->skipped,
+                a->rank, (unsigned long long)st.applied, (unsigned long long)a->run.skipped,
                 st.clock_mean, (unsigned long long)st.clock_max, a->ao.staleness, st.update_mean,
                 (unsigned long long)st.update_max, (unsigned long long)st.workers_lost);
     }
+    tsr_run_release(&a->run, 1);
     for (int i = 0; a->w && i < a->nw; i++) {
         release_peer(a, &a->w[i]);
-        tsr_free(a->ctx, a->w[i].tx_buf);
+        tsr_free(a->run.ctx, a->w[i].tx_buf);
     }
-    tsr_free(a->ctx, a->w);
+    tsr_free(a->run.ctx, a->w);
     tsr_optim_free(a->optim);
     tsr_stage_free(a->stage);
     tsr_backend_free(a->be);
-    tsr_free(a->ctx, a->bound);
-    tsr_free(a->ctx, a->params);
-    tsr_free(a->ctx, a->grads);
-    tsr_free(a->ctx, a->probs);
-    tsr_free(a->ctx, a->srx);
-    tsr_free(a->ctx, a);
+    tsr_free(a->run.ctx, a->bound);
+    tsr_free(a->run.ctx, a->params);
+    tsr_free(a->run.ctx, a->grads);
+    tsr_free(a->run.ctx, a->probs);
+    tsr_free(a->run.ctx, a->srx);
+    tsr_free(a->run.ctx, a);
 }
 
 tsr_status tsr_async_evaluate(tsr_async *a, const tsr_dataset *d, double *accuracy, double *loss) {
     if (!a || !d) return TSR_ERR_INVALID_ARG;
-    tsr_model_input in = tsr_model_get_input(a->model);
+    tsr_model_input in = tsr_model_get_input(a->run.model);
     /* shape checked before the collective, so a bad data set fails every rank alike */
     if (d->features != in.channels * in.height * in.width || !d->count)
-        return tsr_error(a->ctx, TSR_ERR_SHAPE, "data set of %zu samples, %zu features per sample: "
+        return tsr_error(a->run.ctx, TSR_ERR_SHAPE, "data set of %zu samples, %zu features per sample: "
                          "the model takes %zu", d->count, d->features, in.channels * in.height * in.width);
     TSR_TRY(sync_point(a, SYNC_GET, NULL));
     size_t correct = 0;
@@ -830,7 +773,7 @@ tsr_status tsr_async_evaluate(tsr_async *a, const tsr_dataset *d, double *accura
 tsr_status tsr_async_get_params(tsr_async *a, float *dst, size_t count) {
     if (!a || (!dst && count)) return TSR_ERR_INVALID_ARG;
     if (count != a->np)
-        return tsr_error(a->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", a->np, count);
+        return tsr_error(a->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", a->np, count);
     TSR_TRY(sync_point(a, SYNC_GET, NULL));
     memcpy(dst, a->params, a->np * sizeof(float));
     return TSR_OK;
@@ -839,57 +782,61 @@ tsr_status tsr_async_get_params(tsr_async *a, float *dst, size_t count) {
 tsr_status tsr_async_set_params(tsr_async *a, const float *src, size_t count) {
     if (!a || (!src && count)) return TSR_ERR_INVALID_ARG;
     if (count != a->np)
-        return tsr_error(a->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", a->np, count);
+        return tsr_error(a->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", a->np, count);
     return tsr_buf_write(tsr_stage_params(a->stage), 0, src, a->np * sizeof(float));
 }
 
 tsr_status tsr_async_save(tsr_async *a, const char *path) {
     if (!a || !path) return TSR_ERR_INVALID_ARG;
-    const char *spec = tsr_model_spec(a->model);
+    const char *spec = tsr_model_spec(a->run.model);
     if (strlen(spec) >= sizeof ((tsr_checkpoint *)0)->model_spec)
-        return tsr_error(a->ctx, TSR_ERR_UNSUPPORTED, "model spec of %zu bytes is too long for a checkpoint",
+        return tsr_error(a->run.ctx, TSR_ERR_UNSUPPORTED, "model spec of %zu bytes is too long for a checkpoint",
                          strlen(spec));
     return sync_point(a, SYNC_SAVE, path);
 }
 
+/* A load is local: every rank takes the parameters, a server its shard of the optimizer state. */
+static size_t state_count(void *mode) { return ((tsr_async *)mode)->np; }
+static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) {
+    tsr_async *a = mode;
+    names[0] = "params";
+    bufs[0] = tsr_stage_params(a->stage);
+    return 1 + (a->optim ? tsr_optim_state(a->optim, names + 1, bufs + 1) : 0);
+}
+static tsr_comm *state_comm(void *mode) {
+    (void)mode;
+    return NULL;
+}
+static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
+    tsr_async *a = mode;
+    return i == 0 ? tsr_buf_write(buf, 0, whole, a->np * sizeof(float))
+                  : tsr_buf_write(buf, 0, whole + shard_lo(a), shard_n(a) * sizeof(float));
+}
+static void loaded(void *mode, const tsr_checkpoint *ck) {
+    tsr_async *a = mode;
+    a->version = ck->step;
+    if (a->server < 0) a->run.rng.s[0] ^= 0x9E3779B97F4A7C15ull * (uint64_t)(a->rank - a->K);
+    for (int i = 0; i < a->nw; i++) a->w[i].clock = a->w[i].pull_min = a->w[i].pull_ver = ck->step;
+}
+
+/* load only: saving is the servers' exchange (server_sync) */
+static const tsr_state_ops state_ops = {"the trainer", state_count, state_tensors, state_comm,
+                                        NULL, NULL, scatter, NULL, loaded};
+
 tsr_status tsr_async_load(tsr_async *a, const char *path) {
-    if (!a || !path) return TSR_ERR_INVALID_ARG;
-    tsr_checkpoint *ck = NULL;
-    TSR_TRY(tsr_checkpoint_load(a->ctx, path, &ck));
-    const char *names[3] = {"params", NULL, NULL};
-    tsr_buf *bufs[3] = {tsr_stage_params(a->stage), NULL, NULL};
-    size_t nt = 1 + (a->optim ? tsr_optim_state(a->optim, names + 1, bufs + 1) : 0);
-    tsr_status s = tsr_checkpoint_check_fit(a->ctx, path, ck, tsr_model_spec(a->model),
-                                            tsr_optimizer_kind_name(a->o.optimizer.kind),
-                                            "the trainer", names, nt, a->np);
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) {
-        const float *src = tsr_checkpoint_find(ck, names[i])->data;
-        s = i == 0 ? tsr_buf_write(bufs[i], 0, src, a->np * sizeof(float))
-                   : tsr_buf_write(bufs[i], 0, src + shard_lo(a), shard_n(a) * sizeof(float));
-    }
-    if (s == TSR_OK) {
-        a->steps = a->version = ck->step;
-        a->epoch = ck->epoch;
-        a->seed = ck->seed;
-        memcpy(a->rng.s, ck->rng_state, sizeof a->rng.s);
-        if (a->server < 0) a->rng.s[0] ^= 0x9E3779B97F4A7C15ull * (uint64_t)(a->rank - a->K);
-        for (int i = 0; i < a->nw; i++) a->w[i].clock = a->w[i].pull_min = ck->step;
-        for (int i = 0; i < a->nw; i++) a->w[i].pull_ver = ck->step;
-    }
-    tsr_checkpoint_free(a->ctx, ck);
-    return s;
+    return a && path ? tsr_run_load(&a->run, &state_ops, a, path) : TSR_ERR_INVALID_ARG;
 }
 
 /* ---- accessors ---- */
 
 int tsr_async_is_server(const tsr_async *a) { return a && a->server >= 0; }
-uint64_t tsr_async_steps(const tsr_async *a) { return a ? a->steps : 0; }
-uint64_t tsr_async_skipped(const tsr_async *a) { return a ? a->skipped : 0; }
-uint64_t tsr_async_epoch(const tsr_async *a) { return a ? a->epoch : 0; }
+uint64_t tsr_async_steps(const tsr_async *a) { return a ? a->run.steps : 0; }
+uint64_t tsr_async_skipped(const tsr_async *a) { return a ? a->run.skipped : 0; }
+uint64_t tsr_async_epoch(const tsr_async *a) { return a ? a->run.epoch : 0; }
 void tsr_async_set_epoch(tsr_async *a, uint64_t epoch) {
-    if (a) a->epoch = epoch;
+    if (a) a->run.epoch = epoch;
 }
-uint64_t tsr_async_seed(const tsr_async *a) { return a ? a->seed : 0; }
+uint64_t tsr_async_seed(const tsr_async *a) { return a ? a->run.seed : 0; }
 void tsr_async_stats_get(const tsr_async *a, tsr_async_stats *out) {
     if (!a || !out) return;
     *out = a->st;
@@ -897,3 +844,58 @@ void tsr_async_stats_get(const tsr_async *a, tsr_async_stats *out) {
     out->update_mean = a->st.applied ? a->update_sum / (double)a->st.applied : 0.0;
     out->wait_s_x1000 = (uint64_t)(a->wait_s * 1000.0);
 }
+
+/* ---- the async strategy behind tsr_trainer: it overrides the whole step ---- */
+
+static tsr_async_options async_options(const tsr_trainer_options *o) {
+    tsr_async_options ao = {o->async_servers, o->async_staleness, o->async_staleness_lr};
+    return ao;
+}
+static tsr_status st_validate(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o) {
+    (void)model;
+    tsr_async_options ao = async_options(o);
+    return check_options(ctx, o, &ao);
+}
+static tsr_status st_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                            void **mode) {
+    tsr_async_options ao = async_options(o);
+    return tsr_async_create(ctx, model, o, &ao, (tsr_async **)mode);
+}
+static void st_destroy(void *mode) { tsr_async_free(mode); }
+static tsr_run *st_run(void *mode) { return &((tsr_async *)mode)->run; }
+static tsr_status st_step(void *mode, const float *images, const int32_t *labels, size_t n,
+                          float *loss) {
+    /* a server's loss: the mean of the gradients it applied in this step */
+    return tsr_async_step(mode, images, labels, n, loss);
+}
+static tsr_status st_evaluate(void *mode, const tsr_dataset *d, double *accuracy, double *loss) {
+    return tsr_async_evaluate(mode, d, accuracy, loss); /* collective */
+}
+static tsr_status st_get(void *mode, float *dst, size_t count) {
+    return tsr_async_get_params(mode, dst, count); /* collective */
+}
+static tsr_status st_set(void *mode, const float *src, size_t count) {
+    return tsr_async_set_params(mode, src, count);
+}
+static tsr_status st_save(void *mode, const char *path) { return tsr_async_save(mode, path); }
+static tsr_status st_load(void *mode, const char *path) { return tsr_async_load(mode, path); }
+/* the workers split the data (and the global batch) as data mode's ranks do; a server reads as
+ * worker 0 (its step serves the workers' steps, its batch is unused) */
+static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                           uint64_t seed, tsr_data_split *split, size_t *shares) {
+    int size = o->comm ? tsr_comm_size(o->comm) : 1, rank = o->comm ? tsr_comm_rank(o->comm) : 0;
+    int servers = o->async_servers ? o->async_servers : 1, workers = size - servers;
+    if (workers < 1 || global_batch < (size_t)workers)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                         "async: %d servers on %d ranks, global batch %zu: need a worker and a "
+                         "sample per worker", servers, size, global_batch);
+    split->loader = (tsr_loader_options){global_batch / (size_t)workers, seed, 1,
+                                         rank >= servers ? rank - servers : 0, workers, 1};
+    split->step_batch = global_batch;
+    split->step_samples = global_batch; /* a server's step: every worker's batch */
+    for (int r = 0; r < size; r++) shares[r] = r < servers ? 0 : split->loader.batch;
+    return TSR_OK;
+}
+
+const tsr_strategy tsr_strategy_async = {"async", st_validate, st_create, st_destroy, st_run, st_step,
+                                         st_evaluate, st_get, st_set, st_save, st_load, st_shard};

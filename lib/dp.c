@@ -117,22 +117,6 @@ void tsr_dp_free(tsr_dp *dp) {
     tsr_free(ctx, dp);
 }
 
-/* A byte count from the environment: digits with an optional K or M suffix; 0 when unset. */
-static tsr_status env_bytes(tsr_context *ctx, const char *name, size_t *out) {
-    *out = 0;
-    const char *v = getenv(name);
-    if (!v || !*v) return TSR_OK;
-    char *end;
-    unsigned long long x = strtoull(v, &end, 10);
-    int shift = (*end == 'k' || *end == 'K') ? 10 : (*end == 'm' || *end == 'M') ? 20 : 0;
-    if (shift) end++;
-    if (end == v || *end || *v == '-' || !x || x > (SIZE_MAX >> 20))
-        return tsr_error(ctx, TSR_ERR_PARSE, "%s='%s': expected a byte count > 0 such as 4194304 or 4M",
-                         name, v);
-    *out = (size_t)x << shift;
-    return TSR_OK;
-}
-
 tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *stage, const tsr_trainer_options *o,
                          tsr_timeline *tl, tsr_dp **out) {
     *out = NULL;
@@ -144,36 +128,11 @@ tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *st
     dp->tl = tl;
     dp->grads = tsr_stage_grads(stage);
     dp->nparams = tsr_stage_param_count(stage);
-    size_t fb = o->fusion_bytes;
-    tsr_status es = fb ? TSR_OK : env_bytes(ctx, "TSR_FUSION_BYTES", &fb);
-    if (es != TSR_OK) {
-        tsr_dp_free(dp);
-        return es;
-    }
-    if (!fb) fb = (size_t)4 << 20;
+    size_t fb = o->fusion_bytes ? o->fusion_bytes : (size_t)4 << 20;
     dp->fusion = fb / 4 ? fb / 4 : 1;
     dp->compress = o->compress;
-    if (dp->compress == TSR_COMPRESS_NONE) {
-        const char *c = getenv("TSR_COMPRESS");
-        tsr_compress_kind k;
-        if (c && *c) {
-            if (tsr_compress_kind_parse(c, &k) != TSR_OK) {
-                tsr_dp_free(dp);
-                return tsr_error(ctx, TSR_ERR_PARSE, "TSR_COMPRESS='%s': use none, fp16 or topk", c);
-            }
-            dp->compress = k;
-        }
-    }
     dp->topk_ratio = o->topk_ratio > 0 ? o->topk_ratio : 0.01;
     dp->shard = o->shard_optimizer > 0;
-    if (!o->shard_optimizer) {
-        const char *z = getenv("TSR_ZERO");
-        if (z && *z && strcmp(z, "0") && strcmp(z, "1")) {
-            tsr_dp_free(dp);
-            return tsr_error(ctx, TSR_ERR_PARSE, "TSR_ZERO='%s': use 0 or 1", z);
-        }
-        dp->shard = z && !strcmp(z, "1");
-    }
     dp->params = tsr_stage_params(stage);
     dp->lo = 0;
     dp->hi = dp->nparams;

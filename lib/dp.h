@@ -25,7 +25,7 @@ tsr_status tsr_dp_hook(void *user, size_t layer, size_t byte_off, size_t bytes);
 tsr_status tsr_dp_finish(tsr_dp *dp);
 size_t tsr_dp_buckets(const tsr_dp *dp);
 
-/* ZeRO-1 (options shard_optimizer or TSR_ZERO=1): tsr_dp_finish reduce-scatters, so only
+/* ZeRO-1 (options shard_optimizer = 1): tsr_dp_finish reduce-scatters, so only
  * this rank's slice [lo, hi) of the gradient is final; the trainer updates that slice of the
  * parameters (optimizer state for it alone) and tsr_dp_gather_params allgathers them. Without
  * sharding the slice is the whole buffer. The parameter buffer of a host stage lives in

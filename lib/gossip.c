@@ -11,6 +11,7 @@
 #include "lib/optim.h"
 #include "lib/stage.h"
 #include "lib/timeline.h"
+#include "lib/train/strategy.h"
 
 /* Tags: ring messages to the right neighbour / to the left one (n = 2: the same rank, told
  * apart by the tag); the exponential graph's one message. Exchanges never overlap (one is
@@ -18,19 +19,14 @@
 enum { TAG_RIGHT = 0, TAG_LEFT = 1, TAG_EXP = 2 };
 
 struct tsr_gossip {
-    tsr_context *ctx;
-    const tsr_model *model;
-    tsr_trainer_options o;
+    tsr_run run;             /* counters: steps applied, skipped; last_loss: this rank's */
     tsr_gossip_options go;
     tsr_comm *comm;          /* NULL: one rank, no messages */
     int rank, size;
     tsr_backend *be;
     tsr_stage *stage;
     tsr_optim *optim;
-    tsr_rng rng;
-    uint64_t steps, skipped, rounds, mixes, epoch, seed, bytes_sent;
-    float last_loss;
-    int check_grads;
+    uint64_t rounds, mixes, bytes_sent;
     size_t np, classes;
     float *own;              /* host copy of the parameters being sent (and the mixing result) */
     float *recv[2];          /* neighbours' parameters */
@@ -39,7 +35,8 @@ struct tsr_gossip {
     tsr_comm_p2p *req[4];    /* receives, then sends, of the exchange in flight */
     int pending;             /* an exchange is in flight */
     int nrecv;               /* receives of that exchange (1 or 2) */
-    tsr_timeline *tl;
+    int mixing;              /* the step in progress mixes */
+    size_t step_n;           /* its samples */
 };
 
 tsr_status tsr_gossip_graph_parse(const char *name, int *out) {
@@ -67,7 +64,7 @@ static void cancel_all(tsr_gossip *g) {
 /* Waits for every request of the exchange in flight; on a failure abandons the rest. */
 static tsr_status drain(tsr_gossip *g) {
     if (!g->pending) return TSR_OK;
-    double t0 = tsr_timeline_now(g->tl);
+    double t0 = tsr_timeline_now(g->run.tl);
     tsr_status s = TSR_OK;
     for (int i = 0; i < 4; i++) {
         tsr_comm_p2p *r = g->req[i];
@@ -78,7 +75,7 @@ static tsr_status drain(tsr_gossip *g) {
     }
     g->pending = 0;
     TSR_TRY(s);
-    return tsr_timeline_event(g->tl, "gossip wait", TSR_TRACK_COMM, t0, tsr_timeline_now(g->tl));
+    return tsr_timeline_event(g->run.tl, "gossip wait", TSR_TRACK_COMM, t0, tsr_timeline_now(g->run.tl));
 }
 
 /* One MPI_Test on each request in flight: a rendezvous-size message moves only when MPI is
@@ -138,7 +135,7 @@ static tsr_status start_exchange(tsr_gossip *g) {
  * most about half an ulp of the largest element per mixing. Host memory: in place. */
 static tsr_status mix(tsr_gossip *g) {
     TSR_TRY(drain(g));
-    double t0 = tsr_timeline_now(g->tl);
+    double t0 = tsr_timeline_now(g->run.tl);
     size_t bytes = g->np * sizeof(float);
     tsr_buf *pb = tsr_stage_params(g->stage);
     float *x = pb->host ? (float *)pb->host : g->own;
@@ -154,51 +151,36 @@ static tsr_status mix(tsr_gossip *g) {
         for (size_t j = 0; j < g->np; j++) x[j] = (float)(((double)x[j] + (double)a[j]) * 0.5);
     if (!pb->host) TSR_TRY(tsr_buf_write(pb, 0, x, bytes));
     g->mixes++;
-    return tsr_timeline_event(g->tl, "gossip mix", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(g->tl));
+    return tsr_timeline_event(g->run.tl, "gossip mix", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(g->run.tl));
 }
 
 /* ---- creation ---- */
 
 void tsr_gossip_free(tsr_gossip *g) {
     if (!g) return;
+    tsr_context *ctx = g->run.ctx;
     /* a healthy communicator: complete the exchange in flight (the neighbours post the matching
      * operations in the same round); a broken one: abandon it */
     if (g->pending && g->comm && !g->comm->broken) {
-        if (drain(g) != TSR_OK) tsr_log(g->ctx, TSR_LOG_WARN, "%s", tsr_context_last_error(g->ctx));
+        if (drain(g) != TSR_OK) tsr_log(ctx, TSR_LOG_WARN, "%s", tsr_context_last_error(ctx));
     }
     cancel_all(g);
-    if (g->tl) {
-        tsr_comm *c = g->comm && !g->comm->broken ? g->comm : NULL;
-        if (!g->comm || c) {
-            if (tsr_timeline_flush(g->tl, c) != TSR_OK)
-                tsr_log(g->ctx, TSR_LOG_WARN, "%s", tsr_context_last_error(g->ctx));
-        }
-        tsr_timeline_free(g->tl);
-    }
-    tsr_free(g->ctx, g->own);
-    tsr_free(g->ctx, g->recv[0]);
-    tsr_free(g->ctx, g->recv[1]);
-    tsr_free(g->ctx, g->tmp);
-    tsr_free(g->ctx, g->probs);
-    tsr_free(g->ctx, g->grads);
+    tsr_run_release(&g->run, 1);
+    tsr_free(ctx, g->own);
+    tsr_free(ctx, g->recv[0]);
+    tsr_free(ctx, g->recv[1]);
+    tsr_free(ctx, g->tmp);
+    tsr_free(ctx, g->probs);
+    tsr_free(ctx, g->grads);
     tsr_optim_free(g->optim);
     tsr_stage_free(g->stage);
     tsr_backend_free(g->be);
-    tsr_free(g->ctx, g);
+    tsr_free(ctx, g);
 }
 
 static tsr_status check_options(tsr_context *ctx, const tsr_trainer_options *o,
                                 const tsr_gossip_options *go) {
-    if (!o->batch || o->batch > ((size_t)1 << 20))
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "gossip: batch size %zu is not valid", o->batch);
-    if ((unsigned)o->init > TSR_INIT_GLOROT_UNIFORM)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "gossip: unknown initialisation %d", (int)o->init);
-    if ((unsigned)o->schedule.kind > TSR_SCHEDULE_COSINE)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "gossip: unknown learning-rate schedule %d",
-                         (int)o->schedule.kind);
-    if ((unsigned)o->nonfinite > TSR_NONFINITE_SKIP)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "gossip: unknown non-finite policy %d",
-                         (int)o->nonfinite);
+    TSR_TRY(tsr_run_check_options(ctx, o, "gossip: "));
     if (o->compress != TSR_COMPRESS_NONE)
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
                          "gossip: gradient compression %d applies to data parallelism only",
@@ -219,49 +201,27 @@ static tsr_status check_options(tsr_context *ctx, const tsr_trainer_options *o,
 
 /* Every rank learns whether any rank failed: one allreduce of a flag. */
 static tsr_status agree(tsr_gossip *g, tsr_status mine, const char *what) {
-    tsr_comm *comm = g->comm;
-    if (!comm || comm->broken) return mine;
-    float flag = mine != TSR_OK;
-    tsr_status s = tsr_comm_allreduce(comm, &flag, 1, NULL);
-    if (s != TSR_OK) return s;
-    if (mine == TSR_OK && flag > 0)
-        return tsr_error(g->ctx, TSR_ERR_STATE, "gossip: %s failed on another rank", what);
-    return mine;
+    return tsr_run_agree(&g->run, g->comm, mine, what);
 }
 
 static tsr_status setup(tsr_gossip *g, const tsr_trainer_options *o) {
-    tsr_context *ctx = g->ctx;
-    int dev = 0;
-    if (o->device) {
-        dev = tsr_context_find_device(ctx, o->device);
-        if (dev < 0)
-            return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device '%s' not found (%d devices)", o->device,
-                             tsr_context_device_count(ctx));
-    }
-    tsr_stage_options so = {0, tsr_model_layer_count(g->model), o->batch, 0};
-    TSR_TRY(tsr_backend_open(ctx, dev, &g->be));
-    TSR_TRY(tsr_stage_create(g->be, g->model, &so, &g->stage));
+    tsr_context *ctx = g->run.ctx;
+    tsr_stage_options so = {0, tsr_model_layer_count(g->run.model), o->batch, 0};
+    TSR_TRY(tsr_run_open_stage(&g->run, &so, &g->be, &g->stage, &g->optim));
     g->np = tsr_stage_param_count(g->stage);
-    TSR_TRY(tsr_optim_create(g->be, &o->optimizer, g->np, &g->optim));
-    TSR_TRY(tsr_stage_init_params(g->stage, o->init == TSR_INIT_GLOROT_UNIFORM, o->seed));
     if (g->np * sizeof(float) > (size_t)0x7fffffff)
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED, "gossip: %zu parameters exceed one message", g->np);
-    g->classes = tsr_model_get_input(g->model).classes;
+    g->classes = tsr_model_get_input(g->run.model).classes;
     size_t words = g->np ? g->np : 1;
     g->own = tsr_malloc(ctx, words * sizeof(float));
     g->tmp = tsr_malloc(ctx, words * sizeof(float));
     g->recv[0] = tsr_malloc(ctx, words * sizeof(float));
     g->recv[1] = tsr_malloc(ctx, words * sizeof(float));
     g->probs = tsr_calloc(ctx, o->batch * g->classes, sizeof *g->probs);
-    if (!g->own || !g->tmp || !g->recv[0] || !g->recv[1] || !g->probs)
+    /* the non-finite scan reads device gradients to the host (host backend: in place) */
+    g->grads = tsr_calloc(ctx, words, sizeof *g->grads);
+    if (!g->own || !g->tmp || !g->recv[0] || !g->recv[1] || !g->probs || !g->grads)
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "gossip: buffers of %zu parameters", g->np);
-    /* the non-finite check reads device gradients to the host (host backend: in place) */
-    if (g->check_grads && !tsr_stage_grads(g->stage)->host) {
-        g->grads = tsr_calloc(ctx, words, sizeof *g->grads);
-        if (!g->grads) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "gossip: gradient check buffer");
-    }
-    const char *tl_path = getenv("TSR_TIMELINE");
-    if (tl_path && *tl_path) TSR_TRY(tsr_timeline_create(ctx, tl_path, g->rank, &g->tl));
     return TSR_OK;
 }
 
@@ -272,36 +232,19 @@ tsr_status tsr_gossip_create(tsr_context *ctx, const tsr_model *model, const tsr
     *out = NULL;
     TSR_TRY(tsr_model_check(model));
     TSR_TRY(check_options(ctx, o, go));
-    tsr_nonfinite_policy nonfinite = o->nonfinite;
-    int check_grads = !o->no_grad_check;
-    const char *nf = getenv("TSR_NONFINITE");
-    if (nf && *nf) {
-        if (strcmp(nf, "skip") && strcmp(nf, "stop"))
-            return tsr_error(ctx, TSR_ERR_PARSE, "TSR_NONFINITE: '%s' is not skip or stop", nf);
-        nonfinite = strcmp(nf, "skip") ? TSR_NONFINITE_STOP : TSR_NONFINITE_SKIP;
-        check_grads = 1;
-    }
     tsr_gossip *g = tsr_calloc(ctx, 1, sizeof *g);
     if (!g) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "gossip");
-    g->ctx = ctx;
-    g->model = model;
-    g->o = *o;
-    g->o.device = NULL; /* the caller's strings need not outlive the call */
-    g->o.stage_bounds = NULL;
-    g->o.nonfinite = nonfinite;
     g->go = *go;
     if (!g->go.period) g->go.period = 1;
-    g->check_grads = check_grads;
     g->comm = o->comm && tsr_comm_size(o->comm) > 1 ? o->comm : NULL;
     g->rank = o->comm ? tsr_comm_rank(o->comm) : 0;
     g->size = g->comm ? tsr_comm_size(g->comm) : 1;
-    g->seed = o->seed;
-    tsr_rng_seed(&g->rng, o->seed ^ 0x5DEECE66Dull); /* the trainer's stream: same step seeds */
-    tsr_status s = setup(g, o);
-    s = agree(g, s, "gossip creation");
+    tsr_status s = tsr_run_init(&g->run, ctx, model, o, g->comm, g->rank);
+    if (s == TSR_OK) s = setup(g, o);
+    s = tsr_run_agree(&g->run, g->comm, s, "gossip creation");
     if (s != TSR_OK) {
-        tsr_timeline_free(g->tl); /* nothing collective at free: the other ranks failed too */
-        g->tl = NULL;
+        g->run.ctx = ctx;
+        tsr_run_release(&g->run, 0); /* nothing collective at free: the other ranks failed too */
         tsr_gossip_free(g);
         return s;
     }
@@ -311,99 +254,89 @@ tsr_status tsr_gossip_create(tsr_context *ctx, const tsr_model *model, const tsr
 
 /* ---- step ---- */
 
-static tsr_status upload(tsr_gossip *g, const float *images, const int32_t *labels, size_t n) {
-    tsr_model_input in = tsr_model_get_input(g->model);
-    if (!images || !labels) return tsr_error(g->ctx, TSR_ERR_INVALID_ARG, "NULL images or labels");
-    for (size_t i = 0; i < n; i++)
-        if (labels[i] < 0 || (size_t)labels[i] >= in.classes)
-            return tsr_error(g->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
-                             (int)labels[i], i, in.classes);
-    size_t features = in.channels * in.height * in.width;
-    tsr_ref x = tsr_stage_input(g->stage), y = tsr_stage_labels(g->stage);
-    TSR_TRY(tsr_buf_write(x.buf, x.off * 4, images, n * features * sizeof(float)));
-    return tsr_buf_write(y.buf, y.off * 4, labels, n * sizeof(int32_t));
-}
+/* The step's parts (the loop is tsr_run_step). The non-finite decision is LOCAL: a collective
+ * per step is what gossip avoids; a replica that skips keeps its parameters finite, so it never
+ * sends poisoned values, and STOP still completes this step's exchange. */
 
-/* Index of the first NaN/Inf of g[0..n), n if none. */
-static size_t first_nonfinite(const float *v, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i])) return i;
-    return n;
-}
+static size_t min_batch(void *mode) { return ((tsr_gossip *)mode)->comm ? 0 : 1; }
+static tsr_stage *input(void *mode) { return ((tsr_gossip *)mode)->stage; }
+/* replicas draw their own masks (rank 0 and a single process: the trainer's) */
+static uint64_t stream(void *mode) { return (uint64_t)((tsr_gossip *)mode)->rank; }
 
-/* Forward and backward at the current parameters; *bad = 1 (with a message in why) when the
- * loss or a gradient is not finite. */
-static tsr_status compute(tsr_gossip *g, size_t n, float *loss, int *bad, char *why, size_t why_size) {
-    uint64_t dropout_seed = tsr_rng_next(&g->rng);
-    /* replicas draw their own masks (rank 0 and a single process: the trainer's) */
-    dropout_seed ^= 0x9E3779B97F4A7C15ull * (uint64_t)g->rank;
-    *bad = 0;
+/* forward and backward at the current parameters, while the exchange travels */
+static tsr_status compute(void *mode, const float *images, const int32_t *labels, size_t n,
+                          uint64_t seed, float *loss, int *early) {
+    tsr_gossip *g = mode;
+    tsr_run *r = &g->run;
+    (void)images, (void)labels;
+    g->step_n = n;
+    g->mixing = g->comm && g->rounds % g->go.period == 0;
+    /* first round, or after a load: nothing in flight yet, send now (no overlap this once) */
+    if (g->mixing && !g->pending) TSR_TRY(start_exchange(g));
     if (!n) return TSR_OK;
-    double t0 = tsr_timeline_now(g->tl);
-    TSR_TRY(tsr_stage_forward(g->stage, n, 1, dropout_seed, loss));
-    double t1 = tsr_timeline_now(g->tl);
-    TSR_TRY(tsr_timeline_event(g->tl, "forward", TSR_TRACK_COMPUTE, t0, t1));
+    double t0 = tsr_timeline_now(r->tl);
+    TSR_TRY(tsr_stage_forward(g->stage, n, 1, seed, loss));
+    double t1 = tsr_timeline_now(r->tl);
+    TSR_TRY(tsr_timeline_event(r->tl, "forward", TSR_TRACK_COMPUTE, t0, t1));
     progress(g);
-    if (!isfinite(*loss)) {
-        *bad = 1;
-        snprintf(why, why_size, "loss is %g", (double)*loss);
-        return TSR_OK;
-    }
+    *early = !isfinite(*loss); /* no backward: the loss decides */
+    if (*early) return TSR_OK;
     TSR_TRY(tsr_stage_backward(g->stage, n, 0));
-    TSR_TRY(tsr_timeline_event(g->tl, "backward", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(g->tl)));
-    if (!g->check_grads) return TSR_OK;
-    tsr_buf *gb = tsr_stage_grads(g->stage);
-    float *gr = gb->host ? (float *)gb->host : g->grads;
-    if (!gb->host) TSR_TRY(tsr_buf_read(gb, 0, g->grads, g->np * sizeof(float)));
-    /* tests/fault: TSR_FAULT_GRAD_NAN=<step> poisons one gradient at that step */
-    const char *fault = getenv("TSR_FAULT_GRAD_NAN");
-    if (fault && *fault && strtoull(fault, NULL, 10) == g->steps && g->np) gr[g->np / 2] = NAN;
-    size_t i = first_nonfinite(gr, g->np);
-    if (i < g->np) {
-        *bad = 1;
-        snprintf(why, why_size, "gradient %zu of %zu is %g", i, g->np, (double)gr[i]);
-    }
+    return tsr_timeline_event(r->tl, "backward", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(r->tl));
+}
+
+/* the mixing: x_i <- sum_j W_ij x_j (the gradient stays this replica's own) */
+static tsr_status combine(void *mode, size_t n, float *loss) {
+    tsr_gossip *g = mode;
+    (void)n;
+    g->run.last_loss = *loss;
+    if (g->mixing) TSR_TRY(mix(g));
+    g->rounds++;
     return TSR_OK;
 }
+
+static int grads(void *mode, float loss, tsr_buf **gb, float **scratch, size_t *lo, size_t *hi,
+                 size_t *np) {
+    tsr_gossip *g = mode;
+    (void)loss;
+    if (!g->run.check_grads || !g->step_n) return 0;
+    *gb = tsr_stage_grads(g->stage);
+    *scratch = g->grads;
+    *lo = 0, *hi = *np = g->np;
+    return 1;
+}
+
+static tsr_status decide(void *mode, float *loss, int early, size_t bad, float value, size_t np,
+                         int *skip, char *why, size_t size) {
+    tsr_gossip *g = mode;
+    *skip = early || bad < np;
+    if (early) snprintf(why, size, "gossip rank %d: loss is %g", g->rank, (double)*loss);
+    else if (bad < np)
+        snprintf(why, size, "gossip rank %d: gradient %zu of %zu is %g", g->rank, bad, np, (double)value);
+    return TSR_OK;
+}
+
+static tsr_status apply(void *mode, float lr, int *applied) {
+    tsr_gossip *g = mode;
+    *applied = g->step_n > 0; /* no sample: this rank only mixes */
+    if (!*applied) return TSR_OK;
+    return tsr_optim_update(g->optim, tsr_stage_params(g->stage), tsr_stage_grads(g->stage), lr,
+                            g->run.steps);
+}
+
+/* the next mixing's messages travel while the next step computes */
+static tsr_status after(void *mode) {
+    tsr_gossip *g = mode;
+    return g->comm && g->rounds % g->go.period == 0 ? start_exchange(g) : TSR_OK;
+}
+
+static const tsr_step_ops step_ops = {"", min_batch, input, stream, compute, combine, grads,
+                                      decide, apply, after, NULL};
 
 tsr_status tsr_gossip_step(tsr_gossip *g, const float *images, const int32_t *labels, size_t n,
                            float *loss) {
     if (!g) return TSR_ERR_INVALID_ARG;
-    if ((!n && !g->comm) || n > g->o.batch)
-        return tsr_error(g->ctx, TSR_ERR_SHAPE, "batch of %zu samples: the trainer takes %d to %zu", n,
-                         g->comm ? 0 : 1, g->o.batch);
-    if (n) TSR_TRY(upload(g, images, labels, n));
-    double t0 = tsr_timeline_now(g->tl);
-    int mixing = g->comm && g->rounds % g->go.period == 0;
-    /* first round, or after a load: nothing in flight yet, send now (no overlap this once) */
-    if (mixing && !g->pending) TSR_TRY(start_exchange(g));
-    float l = 0.0f;
-    int bad = 0;
-    char why[96] = "";
-    TSR_TRY(compute(g, n, &l, &bad, why, sizeof why));
-    g->last_loss = l;
-    if (mixing) TSR_TRY(mix(g));
-    g->rounds++;
-    if (loss) *loss = l;
-    if (bad) {
-        /* decided locally; this replica's parameters stay finite (never sent poisoned) */
-        if (g->o.nonfinite != TSR_NONFINITE_SKIP)
-            return tsr_error(g->ctx, TSR_ERR_NUMERIC, "gossip rank %d: %s at step %llu", g->rank, why,
-                             (unsigned long long)g->steps);
-        g->skipped++;
-        tsr_log(g->ctx, TSR_LOG_WARN, "gossip rank %d: step %llu skipped: %s", g->rank,
-                (unsigned long long)g->steps, why);
-    } else if (n) {
-        double t3 = tsr_timeline_now(g->tl);
-        float lr = tsr_schedule_lr(&g->o.schedule, g->o.optimizer.lr, g->steps);
-        TSR_TRY(tsr_optim_update(g->optim, tsr_stage_params(g->stage), tsr_stage_grads(g->stage), lr,
-                                 g->steps));
-        TSR_TRY(tsr_timeline_event(g->tl, "update", TSR_TRACK_COMPUTE, t3, tsr_timeline_now(g->tl)));
-        g->steps++;
-    }
-    /* the next mixing's messages travel while the next step computes */
-    if (g->comm && g->rounds % g->go.period == 0) TSR_TRY(start_exchange(g));
-    return tsr_timeline_event(g->tl, "step", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(g->tl));
+    return tsr_run_step(&g->run, &step_ops, g, images, labels, n, loss);
 }
 
 /* ---- evaluation and parameters ---- */
@@ -440,14 +373,14 @@ tsr_status tsr_gossip_evaluate(tsr_gossip *g, const tsr_dataset *d, double *accu
     tsr_buf *pb = tsr_stage_params(g->stage);
     size_t bytes = g->np * sizeof(float);
     TSR_TRY(tsr_buf_read(pb, 0, g->tmp, bytes));
-    float *avg = tsr_malloc(g->ctx, (g->np ? g->np : 1) * sizeof(float));
-    tsr_status s = avg ? TSR_OK : tsr_error(g->ctx, TSR_ERR_NO_MEMORY, "gossip: average parameters");
+    float *avg = tsr_malloc(g->run.ctx, (g->np ? g->np : 1) * sizeof(float));
+    tsr_status s = avg ? TSR_OK : tsr_error(g->run.ctx, TSR_ERR_NO_MEMORY, "gossip: average parameters");
     s = agree(g, s, "evaluation buffer");
     if (s == TSR_OK) s = average_buf(g, pb, avg);
     if (s == TSR_OK) s = tsr_buf_write(pb, 0, avg, bytes);
     if (s == TSR_OK) s = eval_current(g, d, accuracy, loss);
     tsr_status r = tsr_buf_write(pb, 0, g->tmp, bytes);
-    tsr_free(g->ctx, avg);
+    tsr_free(g->run.ctx, avg);
     return s != TSR_OK ? s : r;
 }
 
@@ -457,8 +390,8 @@ tsr_status tsr_gossip_consensus(tsr_gossip *g, double *distance) {
     if (!g->comm) return TSR_OK;
     /* tmp: the average; own is busy with the exchange in flight */
     TSR_TRY(average_buf(g, tsr_stage_params(g->stage), g->tmp));
-    float *mine = tsr_malloc(g->ctx, (g->np ? g->np : 1) * sizeof(float));
-    tsr_status s = mine ? TSR_OK : tsr_error(g->ctx, TSR_ERR_NO_MEMORY, "gossip: consensus buffer");
+    float *mine = tsr_malloc(g->run.ctx, (g->np ? g->np : 1) * sizeof(float));
+    tsr_status s = mine ? TSR_OK : tsr_error(g->run.ctx, TSR_ERR_NO_MEMORY, "gossip: consensus buffer");
     s = agree(g, s, "consensus buffer");
     if (s == TSR_OK) s = tsr_buf_read(tsr_stage_params(g->stage), 0, mine, g->np * sizeof(float));
     double num = 0.0, den = 0.0;
@@ -467,7 +400,7 @@ tsr_status tsr_gossip_consensus(tsr_gossip *g, double *distance) {
         num += e * e;
         den += (double)g->tmp[j] * (double)g->tmp[j];
     }
-    tsr_free(g->ctx, mine);
+    tsr_free(g->run.ctx, mine);
     float ratio = (float)(den > 0.0 ? num / den : num > 0.0 ? INFINITY : 0.0);
     tsr_allreduce_opts ao;
     tsr_allreduce_opts_init(&ao);
@@ -480,14 +413,14 @@ tsr_status tsr_gossip_consensus(tsr_gossip *g, double *distance) {
 tsr_status tsr_gossip_get_params(tsr_gossip *g, float *dst, size_t count) {
     if (!g || (!dst && count)) return TSR_ERR_INVALID_ARG;
     if (count != g->np)
-        return tsr_error(g->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", g->np, count);
+        return tsr_error(g->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", g->np, count);
     return tsr_buf_read(tsr_stage_params(g->stage), 0, dst, g->np * sizeof(float));
 }
 
 tsr_status tsr_gossip_set_params(tsr_gossip *g, const float *src, size_t count) {
     if (!g || (!src && count)) return TSR_ERR_INVALID_ARG;
     if (count != g->np)
-        return tsr_error(g->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", g->np, count);
+        return tsr_error(g->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", g->np, count);
     /* the exchange in flight keeps its snapshot (neighbours see the new values from the next
      * one); this replica's own term of the next mixing is the new values */
     return tsr_buf_write(tsr_stage_params(g->stage), 0, src, g->np * sizeof(float));
@@ -496,101 +429,110 @@ tsr_status tsr_gossip_set_params(tsr_gossip *g, const float *src, size_t count) 
 tsr_status tsr_gossip_average_params(tsr_gossip *g, float *dst, size_t count) {
     if (!g || (!dst && count)) return TSR_ERR_INVALID_ARG;
     if (count != g->np)
-        return tsr_error(g->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", g->np, count);
+        return tsr_error(g->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", g->np, count);
     return average_buf(g, tsr_stage_params(g->stage), dst);
 }
 
-/* ---- checkpoints ---- */
+/* ---- checkpoints: the average of the replicas; a load sets every replica ---- */
 
-static size_t tensor_list(tsr_gossip *g, const char *names[3], tsr_buf *bufs[3]) {
+static size_t state_count(void *mode) { return ((tsr_gossip *)mode)->np; }
+static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) {
+    tsr_gossip *g = mode;
     names[0] = "params";
     bufs[0] = tsr_stage_params(g->stage);
     return 1 + tsr_optim_state(g->optim, names + 1, bufs + 1);
 }
-
-tsr_status tsr_gossip_save(tsr_gossip *g, const char *path) {
-    if (!g || !path) return TSR_ERR_INVALID_ARG;
-    const char *names[3];
-    tsr_buf *bufs[3];
-    size_t nt = tensor_list(g, names, bufs), n = g->np;
-    const char *spec = tsr_model_spec(g->model);
-    if (strlen(spec) >= sizeof ((tsr_checkpoint *)0)->model_spec)
-        return tsr_error(g->ctx, TSR_ERR_UNSUPPORTED, "model spec of %zu bytes is too long for a checkpoint",
-                         strlen(spec));
-    float *data = tsr_calloc(g->ctx, nt * (n ? n : 1), sizeof(float));
-    tsr_status s = data ? TSR_OK : tsr_error(g->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
-    /* a failed allocation must not leave the others waiting in the allreduce: agree first */
-    s = agree(g, s, "checkpoint staging");
-    /* the average of the replicas' parameters and optimizer state */
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) s = average_buf(g, bufs[i], data + i * n);
-    if (s == TSR_OK && g->rank == 0) {
-        tsr_checkpoint ck;
-        tsr_checkpoint_tensor tensors[3];
-        memset(&ck, 0, sizeof ck);
-        memset(tensors, 0, sizeof tensors);
-        tsr_strlcpy(ck.model_spec, spec, sizeof ck.model_spec);
-        tsr_strlcpy(ck.optimizer, tsr_optimizer_kind_name(g->o.optimizer.kind), sizeof ck.optimizer);
-        /* rank 0's counters (a resumed run restarts its mixing schedule from this step on
-         * every rank alike) */
-        ck.step = g->steps;
-        ck.epoch = g->epoch;
-        ck.seed = g->seed;
-        memcpy(ck.rng_state, g->rng.s, sizeof ck.rng_state);
-        ck.tensor_count = nt;
-        ck.tensors = tensors;
-        for (size_t i = 0; i < nt; i++) {
-            tsr_strlcpy(tensors[i].name, names[i], sizeof tensors[i].name);
-            tensors[i].count = n;
-            tensors[i].data = data + i * n;
-        }
-        s = tsr_checkpoint_save(g->ctx, path, &ck);
-        s = agree(g, s, "checkpoint save (rank 0 writes)");
-    } else if (s == TSR_OK) {
-        s = agree(g, s, "checkpoint save (rank 0 writes)");
-    }
-    tsr_free(g->ctx, data);
-    return s;
+static tsr_comm *state_comm(void *mode) { return ((tsr_gossip *)mode)->comm; }
+/* rank 0's counters (a resumed run restarts its mixing schedule from this step on every rank) */
+static int state_writer(void *mode) { return ((tsr_gossip *)mode)->rank == 0; }
+static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
+    (void)i;
+    return average_buf(mode, buf, whole);
+}
+static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
+    (void)i;
+    return tsr_buf_write(buf, 0, whole, ((tsr_gossip *)mode)->np * sizeof(float));
+}
+/* the exchange in flight carries the old parameters: complete it; the first step after the load
+ * starts a fresh one from the loaded values */
+static tsr_status before_load(void *mode) { return drain(mode); }
+static void loaded(void *mode, const tsr_checkpoint *ck) {
+    tsr_gossip *g = mode;
+    g->rounds = ck->step;
+    g->mixes = g->rounds / g->go.period + (g->rounds % g->go.period != 0);
 }
 
+static const tsr_state_ops state_ops = {"gossip", state_count, state_tensors, state_comm,
+                                        state_writer, gather, scatter, before_load, loaded};
+
+tsr_status tsr_gossip_save(tsr_gossip *g, const char *path) {
+    return g && path ? tsr_run_save(&g->run, &state_ops, g, path) : TSR_ERR_INVALID_ARG;
+}
 tsr_status tsr_gossip_load(tsr_gossip *g, const char *path) {
-    if (!g || !path) return TSR_ERR_INVALID_ARG;
-    tsr_checkpoint *ck = NULL;
-    tsr_status s = tsr_checkpoint_load(g->ctx, path, &ck);
-    const char *names[3];
-    tsr_buf *bufs[3];
-    size_t nt = tensor_list(g, names, bufs), n = g->np;
-    if (s == TSR_OK)
-        s = tsr_checkpoint_check_fit(g->ctx, path, ck, tsr_model_spec(g->model),
-                                     tsr_optimizer_kind_name(g->o.optimizer.kind), "gossip", names,
-                                     nt, n);
-    /* every rank checked its copy: change nothing unless all can load */
-    s = agree(g, s, "checkpoint load");
-    /* every rank completes the exchange in flight: it carries the old parameters, and the
-     * first step after the load starts a fresh one from the loaded values */
-    if (s == TSR_OK) s = drain(g);
-    for (size_t i = 0; i < nt && s == TSR_OK; i++)
-        s = tsr_buf_write(bufs[i], 0, tsr_checkpoint_find(ck, names[i])->data, n * sizeof(float));
-    if (s == TSR_OK) {
-        g->steps = g->rounds = ck->step;
-        g->mixes = g->rounds / g->go.period + (g->rounds % g->go.period != 0);
-        g->epoch = ck->epoch;
-        g->seed = ck->seed;
-        memcpy(g->rng.s, ck->rng_state, sizeof g->rng.s);
-    }
-    tsr_checkpoint_free(g->ctx, ck);
-    return s;
+    return g && path ? tsr_run_load(&g->run, &state_ops, g, path) : TSR_ERR_INVALID_ARG;
 }
 
 /* ---- accessors ---- */
 
-uint64_t tsr_gossip_steps(const tsr_gossip *g) { return g ? g->steps : 0; }
-uint64_t tsr_gossip_skipped(const tsr_gossip *g) { return g ? g->skipped : 0; }
+uint64_t tsr_gossip_steps(const tsr_gossip *g) { return g ? g->run.steps : 0; }
+uint64_t tsr_gossip_skipped(const tsr_gossip *g) { return g ? g->run.skipped : 0; }
 uint64_t tsr_gossip_rounds(const tsr_gossip *g) { return g ? g->rounds : 0; }
 uint64_t tsr_gossip_mixes(const tsr_gossip *g) { return g ? g->mixes : 0; }
-uint64_t tsr_gossip_epoch(const tsr_gossip *g) { return g ? g->epoch : 0; }
-uint64_t tsr_gossip_seed(const tsr_gossip *g) { return g ? g->seed : 0; }
+uint64_t tsr_gossip_epoch(const tsr_gossip *g) { return g ? g->run.epoch : 0; }
+uint64_t tsr_gossip_seed(const tsr_gossip *g) { return g ? g->run.seed : 0; }
 void tsr_gossip_set_epoch(tsr_gossip *g, uint64_t epoch) {
-    if (g) g->epoch = epoch;
+    if (g) g->run.epoch = epoch;
 }
-float tsr_gossip_last_loss(const tsr_gossip *g) { return g ? g->last_loss : 0.0f; }
+float tsr_gossip_last_loss(const tsr_gossip *g) { return g ? g->run.last_loss : 0.0f; }
 uint64_t tsr_gossip_bytes_sent(const tsr_gossip *g) { return g ? g->bytes_sent : 0; }
+
+/* ---- the gossip strategy behind tsr_trainer ---- */
+
+static tsr_gossip_options gossip_options(const tsr_trainer_options *o) {
+    tsr_gossip_options go = {o->gossip_graph, o->gossip_period, o->gossip_eval_local};
+    return go;
+}
+static tsr_status st_validate(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o) {
+    (void)model;
+    tsr_gossip_options go = gossip_options(o);
+    return check_options(ctx, o, &go);
+}
+static tsr_status st_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                            void **mode) {
+    tsr_gossip_options go = gossip_options(o);
+    return tsr_gossip_create(ctx, model, o, &go, (tsr_gossip **)mode);
+}
+static void st_destroy(void *mode) { tsr_gossip_free(mode); }
+static tsr_run *st_run(void *mode) { return &((tsr_gossip *)mode)->run; }
+static tsr_status st_step(void *mode, const float *images, const int32_t *labels, size_t n,
+                          float *loss) {
+    return tsr_gossip_step(mode, images, labels, n, loss); /* this rank's own batch and loss */
+}
+static tsr_status st_evaluate(void *mode, const tsr_dataset *d, double *accuracy, double *loss) {
+    return tsr_gossip_evaluate(mode, d, accuracy, loss); /* the average: collective */
+}
+static tsr_status st_get(void *mode, float *dst, size_t count) {
+    return tsr_gossip_get_params(mode, dst, count); /* this rank's replica */
+}
+static tsr_status st_set(void *mode, const float *src, size_t count) {
+    return tsr_gossip_set_params(mode, src, count);
+}
+static tsr_status st_save(void *mode, const char *path) { return tsr_gossip_save(mode, path); }
+static tsr_status st_load(void *mode, const char *path) { return tsr_gossip_load(mode, path); }
+/* every rank its own equal slice of each global batch, the same step counts */
+static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                           uint64_t seed, tsr_data_split *split, size_t *shares) {
+    int size = o->comm ? tsr_comm_size(o->comm) : 1, rank = o->comm ? tsr_comm_rank(o->comm) : 0;
+    if (global_batch < (size_t)size)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "gossip: global batch %zu is smaller than %d ranks",
+                         global_batch, size);
+    split->loader = (tsr_loader_options){global_batch / (size_t)size, seed, 1, rank, size, 1};
+    split->step_batch = global_batch;
+    split->step_samples = split->loader.batch * (size_t)size;
+    for (int r = 0; r < size; r++) shares[r] = split->loader.batch;
+    return TSR_OK;
+}
+
+const tsr_strategy tsr_strategy_gossip = {"gossip", st_validate, st_create, st_destroy, st_run,
+                                          st_step, st_evaluate, st_get, st_set, st_save, st_load,
+                                          st_shard};

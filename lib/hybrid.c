@@ -4,6 +4,7 @@
 #include "lib/comm/comm_internal.h"
 #include "lib/hybrid.h"
 #include "lib/internal.h"
+#include "lib/train/strategy.h"
 
 struct tsr_hybrid {
     tsr_context *ctx;
@@ -115,3 +116,63 @@ size_t tsr_hybrid_replica(const tsr_hybrid *h) { return h ? h->r : 0; }
 size_t tsr_hybrid_stage(const tsr_hybrid *h) { return h ? h->s : 0; }
 size_t tsr_hybrid_replicas(const tsr_hybrid *h) { return h ? h->R : 0; }
 tsr_pipeline *tsr_hybrid_pipeline(tsr_hybrid *h) { return h ? h->pl : NULL; }
+
+/* ---- the hybrid strategy behind tsr_trainer ---- */
+
+static size_t replicas_of(const tsr_trainer_options *o) { return o->replicas ? o->replicas : 1; }
+static size_t stages_of(const tsr_trainer_options *o) {
+    size_t ranks = o->comm ? (size_t)tsr_comm_size(o->comm) : 1, R = replicas_of(o);
+    return ranks / R ? ranks / R : 1; /* create checks R x S = ranks */
+}
+
+static tsr_status st_validate(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o) {
+    (void)model;
+    size_t ranks = o->comm ? (size_t)tsr_comm_size(o->comm) : 1, r, s;
+    size_t rank = o->comm ? (size_t)tsr_comm_rank(o->comm) : 0;
+    return tsr_hybrid_layout(ctx, ranks, replicas_of(o), stages_of(o), rank, &r, &s);
+}
+static tsr_status st_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                            void **mode) {
+    size_t stages = stages_of(o), *even = tsr_calloc(ctx, stages + 1, sizeof *even);
+    if (!even) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "hybrid: stage table");
+    tsr_hybrid_options ho = {replicas_of(o), tsr_pipeline_options_of(o, model, stages, even)};
+    tsr_status s = tsr_hybrid_create(ctx, model, o, &ho, (tsr_hybrid **)mode);
+    tsr_free(ctx, even);
+    return s;
+}
+static void st_destroy(void *mode) { tsr_hybrid_free(mode); }
+static tsr_run *st_run(void *mode) { return tsr_pipeline_run(((tsr_hybrid *)mode)->pl); }
+static tsr_status st_step(void *mode, const float *images, const int32_t *labels, size_t n,
+                          float *loss) {
+    return tsr_hybrid_step(mode, images, labels, n, loss); /* the global batch's loss */
+}
+static tsr_status st_evaluate(void *mode, const tsr_dataset *d, double *accuracy, double *loss) {
+    return tsr_hybrid_evaluate(mode, d, accuracy, loss);
+}
+static tsr_status st_get(void *mode, float *dst, size_t count) {
+    return tsr_hybrid_get_params(mode, dst, count);
+}
+static tsr_status st_set(void *mode, const float *src, size_t count) {
+    return tsr_hybrid_set_params(mode, src, count);
+}
+static tsr_status st_save(void *mode, const char *path) { return tsr_hybrid_save(mode, path); }
+static tsr_status st_load(void *mode, const char *path) { return tsr_hybrid_load(mode, path); }
+/* replica r reads shard r of R; every stage of a replica the same batches */
+static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                           uint64_t seed, tsr_data_split *split, size_t *shares) {
+    size_t R = replicas_of(o), S = stages_of(o), ranks = o->comm ? (size_t)tsr_comm_size(o->comm) : 1;
+    size_t rank = o->comm ? (size_t)tsr_comm_rank(o->comm) : 0, r, s;
+    TSR_TRY(tsr_hybrid_layout(ctx, ranks, R, S, rank, &r, &s));
+    if (global_batch < R)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "hybrid: global batch %zu is smaller than %zu replicas",
+                         global_batch, R);
+    split->loader = (tsr_loader_options){global_batch / R, seed, 1, (int)r, (int)R, 1};
+    split->step_batch = global_batch / R; /* the largest batch a replica steps with */
+    split->step_samples = split->loader.batch * R;
+    for (size_t k = 0; k < ranks; k++) shares[k] = split->loader.batch;
+    return TSR_OK;
+}
+
+const tsr_strategy tsr_strategy_hybrid = {"hybrid", st_validate, st_create, st_destroy, st_run,
+                                          st_step, st_evaluate, st_get, st_set, st_save, st_load,
+                                          st_shard};

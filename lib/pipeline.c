@@ -13,6 +13,7 @@
 #include "lib/pipeline.h"
 #include "lib/stage.h"
 #include "lib/timeline.h"
+#include "lib/train/strategy.h"
 
 /* Message tags: micro-batch (mod 4096) and direction. MPI keeps messages of one pair and tag
  * in order, and receives are posted in micro-batch order, so the modulus cannot mismatch. */
@@ -33,9 +34,7 @@ typedef struct pl_slot {
 } pl_slot;
 
 struct tsr_pipeline {
-    tsr_context *ctx;
-    const tsr_model *model;
-    tsr_trainer_options o;
+    tsr_run run;             /* world: `all` below */
     tsr_comm *comm;          /* NULL: one stage, no messages */
     size_t *bounds, S, s, M; /* stage count, this stage, micro-batches */
     size_t *counts;          /* parameter floats of every stage */
@@ -43,9 +42,8 @@ struct tsr_pipeline {
     tsr_backend *be;
     tsr_stage *stage;
     tsr_optim *optim;
-    tsr_rng rng;
-    uint64_t steps, epoch, seed, skipped, recomputes;
-    int check_grads, broken;
+    uint64_t recomputes;
+    int broken;
     size_t mb_max, in_feat, out_feat, classes;
     size_t in_slots;         /* micro-batches in flight on this stage */
     pl_slot *in, *fsend;     /* in_slots each: received inputs (the re-materialisation store),
@@ -54,13 +52,14 @@ struct tsr_pipeline {
     pl_op *ops;
     float *probs, *grads;    /* evaluation probabilities; host gradients for the check */
     size_t host_bytes;
-    tsr_timeline *tl;
     /* Hybrid (tsr_pipeline_create_replicated): this stage's copies in the other replicas
      * average its gradients through dp; `all` holds every rank of every replica (decisions,
      * checkpoints, the timeline); NULL comms: a plain pipeline (all = comm). */
     tsr_comm *rcomm, *all;
     tsr_dp *dp;
     size_t R, r;
+    double loss_sum;         /* the step in progress: this stage's summed loss, samples */
+    size_t step_n;
 };
 
 /* ---- options ---- */
@@ -126,52 +125,36 @@ static void slots_free(tsr_pipeline *p, pl_slot *sl, size_t n) {
     for (size_t i = 0; sl && i < n; i++) {
         tsr_comm_p2p_cancel(sl[i].req);
         sl[i].req = NULL;
-        tsr_free(p->ctx, sl[i].buf);
+        tsr_free(p->run.ctx, sl[i].buf);
     }
 }
 
 void tsr_pipeline_free(tsr_pipeline *p) {
     if (!p) return;
     tsr_dp_free(p->dp); /* before the stage: it restores the gradient buffer's memory */
-    if (p->tl) {
-        tsr_comm *c = p->all && !p->all->broken ? p->all : NULL;
-        if (!p->all || c) {
-            if (tsr_timeline_flush(p->tl, c) != TSR_OK)
-                tsr_log(p->ctx, TSR_LOG_WARN, "%s", tsr_context_last_error(p->ctx));
-        }
-        tsr_timeline_free(p->tl);
-    }
+    tsr_run_release(&p->run, 1);
     slots_free(p, p->in, p->in_slots);
     slots_free(p, p->fsend, p->in_slots);
     slots_free(p, p->grecv, 2);
     slots_free(p, p->gsend, 2);
-    tsr_free(p->ctx, p->in);
-    tsr_free(p->ctx, p->fsend);
-    tsr_free(p->ctx, p->ops);
-    tsr_free(p->ctx, p->probs);
-    tsr_free(p->ctx, p->grads);
+    tsr_free(p->run.ctx, p->in);
+    tsr_free(p->run.ctx, p->fsend);
+    tsr_free(p->run.ctx, p->ops);
+    tsr_free(p->run.ctx, p->probs);
+    tsr_free(p->run.ctx, p->grads);
     tsr_optim_free(p->optim);
     tsr_stage_free(p->stage);
     tsr_backend_free(p->be);
-    tsr_free(p->ctx, p->bounds);
-    tsr_free(p->ctx, p->counts);
-    tsr_free(p->ctx, p);
+    tsr_free(p->run.ctx, p->bounds);
+    tsr_free(p->run.ctx, p->counts);
+    tsr_free(p->run.ctx, p);
 }
 
 static tsr_status check_options(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
                                 const tsr_pipeline_options *po) {
     size_t layers = tsr_model_layer_count(model);
     size_t ranks = o->comm ? (size_t)tsr_comm_size(o->comm) : 1;
-    if (!o->batch || o->batch > ((size_t)1 << 20))
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: batch size %zu is not valid", o->batch);
-    if ((unsigned)o->init > TSR_INIT_GLOROT_UNIFORM)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: unknown initialisation %d", (int)o->init);
-    if ((unsigned)o->schedule.kind > TSR_SCHEDULE_COSINE)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: unknown learning-rate schedule %d",
-                         (int)o->schedule.kind);
-    if ((unsigned)o->nonfinite > TSR_NONFINITE_SKIP)
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "pipeline: unknown non-finite policy %d",
-                         (int)o->nonfinite);
+    TSR_TRY(tsr_run_check_options(ctx, o, "pipeline: "));
     if (o->compress != TSR_COMPRESS_NONE)
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
                          "pipeline: gradient compression %d applies to data parallelism only",
@@ -205,8 +188,8 @@ static tsr_status check_options(tsr_context *ctx, const tsr_model *model, const 
 static tsr_status slots_alloc(tsr_pipeline *p, pl_slot *sl, size_t n, size_t floats) {
     for (size_t i = 0; i < n; i++) {
         sl[i].mb = -1;
-        sl[i].buf = tsr_malloc(p->ctx, (floats ? floats : 1) * sizeof(float));
-        if (!sl[i].buf) return tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "pipeline: message buffers");
+        sl[i].buf = tsr_malloc(p->run.ctx, (floats ? floats : 1) * sizeof(float));
+        if (!sl[i].buf) return tsr_error(p->run.ctx, TSR_ERR_NO_MEMORY, "pipeline: message buffers");
         p->host_bytes += floats * sizeof(float);
     }
     return TSR_OK;
@@ -214,35 +197,19 @@ static tsr_status slots_alloc(tsr_pipeline *p, pl_slot *sl, size_t n, size_t flo
 
 /* Every rank learns whether any rank failed: 1 allreduce of a flag. */
 static tsr_status agree(tsr_pipeline *p, tsr_comm *comm, tsr_status mine, const char *what) {
-    if (!comm || tsr_comm_size(comm) < 2 || comm->broken) return mine;
-    float flag = mine != TSR_OK;
-    tsr_status s = tsr_comm_allreduce(comm, &flag, 1, NULL);
-    if (s != TSR_OK) return s;
-    if (mine == TSR_OK && flag > 0)
-        return tsr_error(p ? p->ctx : comm->ctx, TSR_ERR_STATE, "pipeline: %s failed on another rank",
-                         what);
-    return mine;
+    return tsr_run_agree(&p->run, comm, mine, what);
 }
 
 static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
-    tsr_context *ctx = p->ctx;
-    int dev = 0;
-    if (o->device) {
-        dev = tsr_context_find_device(ctx, o->device);
-        if (dev < 0)
-            return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device '%s' not found (%d devices)", o->device,
-                             tsr_context_device_count(ctx));
-    }
+    tsr_context *ctx = p->run.ctx;
+    (void)o;
     size_t first = p->bounds[p->s], last = p->bounds[p->s + 1];
     tsr_stage_options so = {first, last, p->mb_max, p->s > 0};
-    TSR_TRY(tsr_backend_open(ctx, dev, &p->be));
-    TSR_TRY(tsr_stage_create(p->be, p->model, &so, &p->stage));
-    TSR_TRY(tsr_optim_create(p->be, &o->optimizer, tsr_stage_param_count(p->stage), &p->optim));
-    TSR_TRY(tsr_stage_init_params(p->stage, o->init == TSR_INIT_GLOROT_UNIFORM, o->seed));
-    const tsr_layer *l0 = &p->model->layers[first], *l1 = &p->model->layers[last - 1];
+    TSR_TRY(tsr_run_open_stage(&p->run, &so, &p->be, &p->stage, &p->optim));
+    const tsr_layer *l0 = &p->run.model->layers[first], *l1 = &p->run.model->layers[last - 1];
     p->in_feat = tsr_layer_in_size(l0);
     p->out_feat = tsr_layer_out_size(l1);
-    p->classes = tsr_model_get_input(p->model).classes;
+    p->classes = tsr_model_get_input(p->run.model).classes;
     /* in flight: GPipe holds every micro-batch; 1F1B at stage s warms up with S-s-1 forwards */
     p->in_slots = p->schedule == TSR_PIPELINE_GPIPE ? p->M
                   : (p->S - p->s < p->M ? p->S - p->s : p->M);
@@ -252,11 +219,9 @@ static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
     p->fsend = tsr_calloc(ctx, p->in_slots, sizeof *p->fsend);
     p->ops = tsr_calloc(ctx, 2 * p->M, sizeof *p->ops);
     p->probs = tsr_calloc(ctx, p->mb_max * p->classes, sizeof *p->probs);
-    /* the non-finite check reads device gradients to the host (host backend: in place) */
-    if (p->check_grads && !tsr_stage_grads(p->stage)->host)
-        p->grads = tsr_calloc(ctx, tsr_stage_param_count(p->stage) + 1, sizeof *p->grads);
-    if (!p->in || !p->fsend || !p->ops || !p->probs ||
-        (p->check_grads && !tsr_stage_grads(p->stage)->host && !p->grads))
+    /* the non-finite scan reads device gradients to the host (host backend: in place) */
+    p->grads = tsr_calloc(ctx, tsr_stage_param_count(p->stage) + 1, sizeof *p->grads);
+    if (!p->in || !p->fsend || !p->ops || !p->probs || !p->grads)
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "pipeline: buffers");
     for (size_t i = 0; i < p->in_slots; i++) p->in[i].mb = p->fsend[i].mb = -1;
     p->grecv[0].mb = p->grecv[1].mb = p->gsend[0].mb = p->gsend[1].mb = -1;
@@ -269,9 +234,6 @@ static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
         TSR_TRY(slots_alloc(p, p->fsend, p->in_slots, out_n));
         TSR_TRY(slots_alloc(p, p->grecv, 2, out_n));
     }
-    const char *tl_path = getenv("TSR_TIMELINE");
-    int tl_rank = p->all ? tsr_comm_rank(p->all) : (int)p->s;
-    if (tl_path && *tl_path) TSR_TRY(tsr_timeline_create(ctx, tl_path, tl_rank, &p->tl));
     return TSR_OK;
 }
 
@@ -283,23 +245,8 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
     *out = NULL;
     TSR_TRY(tsr_model_check(model));
     TSR_TRY(check_options(ctx, model, o, po));
-    tsr_nonfinite_policy nonfinite = o->nonfinite;
-    int check_grads = !o->no_grad_check;
-    const char *nf = getenv("TSR_NONFINITE");
-    if (nf && *nf) {
-        if (strcmp(nf, "skip") && strcmp(nf, "stop"))
-            return tsr_error(ctx, TSR_ERR_PARSE, "TSR_NONFINITE: '%s' is not skip or stop", nf);
-        nonfinite = strcmp(nf, "skip") ? TSR_NONFINITE_STOP : TSR_NONFINITE_SKIP;
-        check_grads = 1;
-    }
     tsr_pipeline *p = tsr_calloc(ctx, 1, sizeof *p);
     if (!p) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "pipeline");
-    p->ctx = ctx;
-    p->model = model;
-    p->o = *o;
-    p->o.device = NULL; /* the caller's string need not outlive the call */
-    p->o.nonfinite = nonfinite;
-    p->check_grads = check_grads;
     p->comm = o->comm && tsr_comm_size(o->comm) > 1 ? o->comm : NULL;
     p->rcomm = replicas && tsr_comm_size(replicas) > 1 ? replicas : NULL;
     p->all = world && tsr_comm_size(world) > 1 ? world : p->comm;
@@ -310,13 +257,13 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
     p->M = po->microbatches;
     p->schedule = po->schedule;
     p->recompute = po->recompute != 0;
-    p->seed = o->seed;
     p->mb_max = (o->batch + p->M - 1) / p->M;
-    tsr_rng_seed(&p->rng, o->seed ^ 0x5DEECE66Dull); /* the trainer's stream: same step seeds */
-    tsr_status s = TSR_OK;
+    p->run.ctx = ctx; /* freeable before the run is initialised */
+    tsr_status s = tsr_run_init(&p->run, ctx, model, o, p->all,
+                                p->all ? tsr_comm_rank(p->all) : (int)p->s);
     p->bounds = tsr_calloc(ctx, p->S + 1, sizeof *p->bounds);
     p->counts = tsr_calloc(ctx, p->S, sizeof *p->counts);
-    if (!p->bounds || !p->counts) s = tsr_error(ctx, TSR_ERR_NO_MEMORY, "pipeline: stage table");
+    if (s == TSR_OK && (!p->bounds || !p->counts)) s = tsr_error(ctx, TSR_ERR_NO_MEMORY, "pipeline: stage table");
     if (s == TSR_OK) {
         memcpy(p->bounds, po->bounds, (p->S + 1) * sizeof *p->bounds);
         for (size_t st = 0; st < p->S; st++)
@@ -331,12 +278,12 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
         tsr_trainer_options dpo = *o;
         dpo.comm = p->rcomm;
         dpo.shard_optimizer = -1;
-        s = tsr_dp_create(ctx, model, p->stage, &dpo, p->tl, &p->dp);
+        s = tsr_dp_create(ctx, model, p->stage, &dpo, p->run.tl, &p->dp);
         s = agree(p, p->all, s, "replica gradient averaging");
     }
     if (s != TSR_OK) {
-        tsr_timeline_free(p->tl); /* nothing collective: the other ranks failed too */
-        p->tl = NULL;
+        p->run.ctx = ctx;
+        tsr_run_release(&p->run, 0); /* nothing collective: the other ranks failed too */
         tsr_pipeline_free(p);
         return s;
     }
@@ -418,13 +365,13 @@ static tsr_status post_receives(tsr_pipeline *p, step_state *ss) {
 /* Waits for a slot's request; `what` names the timeline event. */
 static tsr_status slot_wait(tsr_pipeline *p, pl_slot *sl, const char *what, size_t k) {
     if (!sl->req) return TSR_OK;
-    double t0 = tsr_timeline_now(p->tl);
+    double t0 = tsr_timeline_now(p->run.tl);
     tsr_status s = tsr_comm_p2p_wait(sl->req);
     sl->req = NULL;
     TSR_TRY(s);
     char name[48];
     snprintf(name, sizeof name, "%s %zu", what, k);
-    return tsr_timeline_event(p->tl, name, TSR_TRACK_COMM, t0, tsr_timeline_now(p->tl));
+    return tsr_timeline_event(p->run.tl, name, TSR_TRACK_COMM, t0, tsr_timeline_now(p->run.tl));
 }
 
 /* Writes micro-batch k's input (and labels on the last stage) into the stage. */
@@ -452,12 +399,12 @@ static tsr_status run_forward(tsr_pipeline *p, step_state *ss, const float *imag
     pl_slot *in = p->s > 0 ? &p->in[k % p->in_slots] : NULL;
     if (in) {
         if (in->mb != (long)k)
-            return tsr_error(p->ctx, TSR_ERR_INTERNAL, "pipeline: input of micro-batch %zu not posted", k);
+            return tsr_error(p->run.ctx, TSR_ERR_INTERNAL, "pipeline: input of micro-batch %zu not posted", k);
         TSR_TRY(slot_wait(p, in, "recv act", k));
     }
     TSR_TRY(select_slot(p, k));
     TSR_TRY(load_input(p, images, labels, off, m, k));
-    double t0 = tsr_timeline_now(p->tl);
+    double t0 = tsr_timeline_now(p->run.tl);
     float l = 0.0f;
     int last = p->s + 1 == p->S;
     TSR_TRY(tsr_stage_forward(p->stage, m, 1, mb_seed(seed, k), last ? &l : NULL));
@@ -465,7 +412,7 @@ static tsr_status run_forward(tsr_pipeline *p, step_state *ss, const float *imag
     if (last) *loss_sum += (double)l * (double)m;
     char name[32];
     snprintf(name, sizeof name, "forward %zu", k);
-    TSR_TRY(tsr_timeline_event(p->tl, name, TSR_TRACK_COMPUTE, t0, tsr_timeline_now(p->tl)));
+    TSR_TRY(tsr_timeline_event(p->run.tl, name, TSR_TRACK_COMPUTE, t0, tsr_timeline_now(p->run.tl)));
     if (last) return TSR_OK;
     pl_slot *out = &p->fsend[k % p->in_slots];
     TSR_TRY(slot_wait(p, out, "send act", (size_t)out->mb)); /* normally done long ago */
@@ -484,7 +431,7 @@ static tsr_status run_backward(tsr_pipeline *p, step_state *ss, const float *ima
     if (!last) {
         pl_slot *g = &p->grecv[k % 2];
         if (g->mb != (long)k)
-            return tsr_error(p->ctx, TSR_ERR_INTERNAL, "pipeline: gradient of micro-batch %zu not posted", k);
+            return tsr_error(p->run.ctx, TSR_ERR_INTERNAL, "pipeline: gradient of micro-batch %zu not posted", k);
         TSR_TRY(slot_wait(p, g, "recv grad", k));
         /* the next stage has run its backward of k, so it holds our output of k: that send is
          * complete (or completes now) and its buffer is free */
@@ -494,13 +441,13 @@ static tsr_status run_backward(tsr_pipeline *p, step_state *ss, const float *ima
     }
     TSR_TRY(select_slot(p, k));
     if (p->recompute && ss->held != (long)k) { /* re-materialise micro-batch k's activations */
-        double t0 = tsr_timeline_now(p->tl);
+        double t0 = tsr_timeline_now(p->run.tl);
         TSR_TRY(load_input(p, images, labels, off, m, k));
         TSR_TRY(tsr_stage_forward(p->stage, m, 1, mb_seed(seed, k), NULL));
         p->recomputes++;
         char name[32];
         snprintf(name, sizeof name, "recompute %zu", k);
-        TSR_TRY(tsr_timeline_event(p->tl, name, TSR_TRACK_COMPUTE, t0, tsr_timeline_now(p->tl)));
+        TSR_TRY(tsr_timeline_event(p->run.tl, name, TSR_TRACK_COMPUTE, t0, tsr_timeline_now(p->run.tl)));
     }
     if (!last) { /* written after the re-materialisation: forward does not touch it, but
                     keep the gradient beside the activations it belongs to */
@@ -509,7 +456,7 @@ static tsr_status run_backward(tsr_pipeline *p, step_state *ss, const float *ima
         TSR_TRY(tsr_buf_write(dy.buf, dy.off * 4, g->buf, m * p->out_feat * sizeof(float)));
         g->mb = -1;
     }
-    double t0 = tsr_timeline_now(p->tl);
+    double t0 = tsr_timeline_now(p->run.tl);
     /* hybrid: the last micro-batch's backward makes each layer's gradients final; the
      * replicas' allreduce of every bucket starts from there, overlapping the rest */
     int hook = p->dp && k + 1 == ss->M;
@@ -520,7 +467,7 @@ static tsr_status run_backward(tsr_pipeline *p, step_state *ss, const float *ima
     ss->held = -1; /* backward overwrites im2col columns with their gradients */
     char name[32];
     snprintf(name, sizeof name, "backward %zu", k);
-    TSR_TRY(tsr_timeline_event(p->tl, name, TSR_TRACK_COMPUTE, t0, tsr_timeline_now(p->tl)));
+    TSR_TRY(tsr_timeline_event(p->run.tl, name, TSR_TRACK_COMPUTE, t0, tsr_timeline_now(p->run.tl)));
     if (p->s > 0) {
         p->in[k % p->in_slots].mb = -1; /* its input is no longer needed */
         pl_slot *gs = &p->gsend[k % 2];
@@ -532,23 +479,6 @@ static tsr_status run_backward(tsr_pipeline *p, step_state *ss, const float *ima
                                m * p->in_feat * sizeof(float), &gs->req));
     }
     return TSR_OK;
-}
-
-/* Index of the first NaN/Inf of g[0..n), n if none (blocks screened branch-free). */
-static size_t first_nonfinite(const float *g, size_t n) {
-    for (size_t b = 0; b < n; b += 4096) {
-        size_t e = n - b < 4096 ? n : b + 4096;
-        uint32_t bad = 0;
-        for (size_t i = b; i < e; i++) {
-            uint32_t u;
-            memcpy(&u, g + i, sizeof u);
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
-        }
-        if (bad)
-            for (size_t i = b; i < e; i++)
-                if (!isfinite(g[i])) return i;
-    }
-    return n;
 }
 
 /* After an error inside a step the ranks' messages are out of step: cancel what is pending
@@ -566,40 +496,33 @@ static tsr_status step_failed(tsr_pipeline *p, tsr_status s) {
     return s;
 }
 
-static tsr_status check_batch(tsr_pipeline *p, const float *images, const int32_t *labels, size_t n) {
-    if (!images || !labels) return tsr_error(p->ctx, TSR_ERR_INVALID_ARG, "pipeline: NULL images or labels");
-    if (!n || n > p->o.batch)
-        return tsr_error(p->ctx, TSR_ERR_SHAPE, "pipeline: batch of %zu samples; 1 to %zu", n, p->o.batch);
-    for (size_t i = 0; i < n; i++) /* every rank checks: all ranks refuse alike */
-        if (labels[i] < 0 || (size_t)labels[i] >= p->classes)
-            return tsr_error(p->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
-                             (int)labels[i], i, p->classes);
-    if (p->broken)
-        return tsr_error(p->ctx, TSR_ERR_STATE, "pipeline: an earlier step failed mid-way");
-    return TSR_OK;
-}
+/* ---- the step's parts (the loop is tsr_run_step) ---- */
 
-tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t *labels, size_t n,
-                             float *loss) {
-    if (!p) return TSR_ERR_INVALID_ARG;
-    TSR_TRY(check_batch(p, images, labels, n));
+static size_t min_batch(void *mode) {
+    (void)mode;
+    return 1;
+}
+/* replicas draw their own dropout masks (replica 0 those of the plain pipeline) */
+static uint64_t stream(void *mode) { return (uint64_t)((tsr_pipeline *)mode)->r; }
+
+/* the schedule's forwards and backwards over the micro-batches, the messages between stages */
+static tsr_status compute(void *mode, const float *images, const int32_t *labels, size_t n,
+                          uint64_t seed, float *loss, int *early) {
+    tsr_pipeline *p = mode;
+    (void)loss, (void)early;
+    if (p->broken)
+        return tsr_error(p->run.ctx, TSR_ERR_STATE, "pipeline: an earlier step failed mid-way");
     step_state ss = {n, p->M < n ? p->M : n, 0, 0, -1};
-    uint64_t seed = tsr_rng_next(&p->rng);
-    /* replicas draw their own dropout masks (replica 0 those of the plain pipeline) */
-    if (p->r) seed ^= 0x9E3779B97F4A7C15ull * (uint64_t)p->r;
-    int last = p->s + 1 == p->S;
-    if (last) tsr_stage_set_loss_scale(p->stage, 1.0f / (float)n);
+    p->step_n = n;
+    p->loss_sum = 0.0;
+    if (p->s + 1 == p->S) tsr_stage_set_loss_scale(p->stage, 1.0f / (float)n);
     /* hybrid: the replicas' sample counts weight their mean gradients (arms the bucket hook) */
-    if (p->dp) {
-        tsr_status ds = tsr_dp_begin(p->dp, n, 0.0f, NULL);
-        if (ds != TSR_OK) return step_failed(p, ds);
-    }
+    if (p->dp) TSR_TRY(tsr_dp_begin(p->dp, n, 0.0f, NULL));
     size_t nops = build_ops(p, ss.M);
-    double loss_sum = 0.0, t_step = tsr_timeline_now(p->tl);
     tsr_status s = post_receives(p, &ss);
     for (size_t i = 0; i < nops && s == TSR_OK; i++) {
         const pl_op *op = &p->ops[i];
-        s = op->kind == OP_F ? run_forward(p, &ss, images, labels, seed, op->k, &loss_sum)
+        s = op->kind == OP_F ? run_forward(p, &ss, images, labels, seed, op->k, &p->loss_sum)
                              : run_backward(p, &ss, images, labels, seed, op->k);
         if (s == TSR_OK) s = post_receives(p, &ss);
     }
@@ -607,58 +530,71 @@ tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t
         s = slot_wait(p, &p->gsend[i], "send grad", (size_t)p->gsend[i].mb);
         p->gsend[i].mb = -1;
     }
-    if (s == TSR_OK && p->dp) s = tsr_dp_finish(p->dp); /* the replicas' mean gradient */
-    if (s != TSR_OK) return step_failed(p, s);
+    return s;
+}
 
-    /* non-finite: this stage's gradients, then one collective decision with the loss */
-    double tc = tsr_timeline_now(p->tl);
-    size_t np = tsr_stage_param_count(p->stage), bad_at = np;
-    float bad_val = 0.0f;
-    if (p->check_grads && np) {
-        tsr_buf *gb = tsr_stage_grads(p->stage);
-        float *g = gb->host ? (float *)gb->host : p->grads;
-        if (!gb->host) s = tsr_buf_read(gb, 0, p->grads, np * sizeof(float));
-        if (s != TSR_OK) return step_failed(p, s);
-        bad_at = first_nonfinite(g, np);
-        if (bad_at < np) bad_val = g[bad_at];
-    }
+/* hybrid: the replicas' mean gradient of this stage */
+static tsr_status combine(void *mode, size_t n, float *loss) {
+    tsr_pipeline *p = mode;
+    (void)n, (void)loss;
+    return p->dp ? tsr_dp_finish(p->dp) : TSR_OK;
+}
+
+static int grads(void *mode, float loss, tsr_buf **g, float **scratch, size_t *lo, size_t *hi,
+                 size_t *np) {
+    tsr_pipeline *p = mode;
+    (void)loss;
+    if (!p->run.check_grads) return 0;
+    *g = tsr_stage_grads(p->stage);
+    *scratch = p->grads;
+    *lo = 0, *hi = *np = tsr_stage_param_count(p->stage);
+    return 1;
+}
+
+/* one allreduce of the loss and this stage's flag over every rank (hybrid: of every replica) */
+static tsr_status decide(void *mode, float *loss, int early, size_t bad, float value, size_t np,
+                         int *skip, char *why, size_t size) {
+    tsr_pipeline *p = mode;
+    (void)early;
+    int last = p->s + 1 == p->S;
+    size_t n = p->step_n;
     /* the mean in double, rounded once: with one micro-batch it is the stage's own loss */
-    float shared[3] = {last ? (float)(loss_sum / (double)n) : 0.0f, bad_at < np ? 1.0f : 0.0f, 0.0f};
+    float shared[3] = {last ? (float)(p->loss_sum / (double)n) : 0.0f, bad < np ? 1.0f : 0.0f, 0.0f};
     if (p->rcomm) { /* hybrid: every rank of every replica; the loss is the global batch's */
-        shared[0] = last ? (float)loss_sum : 0.0f;
+        shared[0] = last ? (float)p->loss_sum : 0.0f;
         shared[2] = last ? (float)n : 0.0f;
-        if ((s = tsr_comm_allreduce(p->all, shared, 3, NULL)) != TSR_OK) return step_failed(p, s);
+        TSR_TRY(tsr_comm_allreduce(p->all, shared, 3, NULL));
         shared[0] /= shared[2];
-    } else if (p->comm && (s = tsr_comm_allreduce(p->comm, shared, 2, NULL)) != TSR_OK) {
-        return step_failed(p, s);
+    } else if (p->comm) {
+        TSR_TRY(tsr_comm_allreduce(p->comm, shared, 2, NULL));
     }
-    float l = shared[0];
-    if (loss) *loss = l;
-    TSR_TRY(tsr_timeline_event(p->tl, "check", TSR_TRACK_COMM, tc, tsr_timeline_now(p->tl)));
-    if (!isfinite(l) || shared[1] > 0) {
-        char why[128];
-        if (bad_at < np)
-            snprintf(why, sizeof why, "gradient %zu of stage %zu's %zu is %g", bad_at, p->s, np,
-                     (double)bad_val);
-        else if (shared[1] > 0)
-            snprintf(why, sizeof why, "a gradient of another stage is not finite");
-        else
-            snprintf(why, sizeof why, "loss is %g", (double)l);
-        if (p->o.nonfinite == TSR_NONFINITE_SKIP) {
-            p->skipped++;
-            tsr_log(p->ctx, TSR_LOG_WARN, "step %llu skipped: %s", (unsigned long long)p->steps, why);
-            return TSR_OK;
-        }
-        return tsr_error(p->ctx, TSR_ERR_NUMERIC, "%s at step %llu", why, (unsigned long long)p->steps);
-    }
-    float lr = tsr_schedule_lr(&p->o.schedule, p->o.optimizer.lr, p->steps);
-    double tu = tsr_timeline_now(p->tl);
-    TSR_TRY(tsr_optim_update(p->optim, tsr_stage_params(p->stage), tsr_stage_grads(p->stage), lr,
-                             p->steps));
-    TSR_TRY(tsr_timeline_event(p->tl, "update", TSR_TRACK_COMPUTE, tu, tsr_timeline_now(p->tl)));
-    TSR_TRY(tsr_timeline_event(p->tl, "step", TSR_TRACK_COMPUTE, t_step, tsr_timeline_now(p->tl)));
-    p->steps++;
+    *loss = shared[0];
+    *skip = !isfinite(*loss) || shared[1] > 0;
+    if (bad < np)
+        snprintf(why, size, "gradient %zu of stage %zu's %zu is %g", bad, p->s, np, (double)value);
+    else if (shared[1] > 0)
+        snprintf(why, size, "a gradient of another stage is not finite");
+    else
+        snprintf(why, size, "loss is %g", (double)*loss);
     return TSR_OK;
+}
+
+static tsr_status apply(void *mode, float lr, int *applied) {
+    tsr_pipeline *p = mode;
+    *applied = 1;
+    return tsr_optim_update(p->optim, tsr_stage_params(p->stage), tsr_stage_grads(p->stage), lr,
+                            p->run.steps);
+}
+
+static tsr_status failed(void *mode, tsr_status s) { return step_failed(mode, s); }
+
+static const tsr_step_ops step_ops = {"pipeline: ", min_batch, NULL, stream, compute, combine,
+                                      grads, decide, apply, NULL, failed};
+
+tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t *labels, size_t n,
+                             float *loss) {
+    if (!p) return TSR_ERR_INVALID_ARG;
+    return tsr_run_step(&p->run, &step_ops, p, images, labels, n, loss);
 }
 
 /* ---- evaluation ---- */
@@ -666,17 +602,17 @@ tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t
 tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *accuracy,
                                  double *loss) {
     if (!p || !d) return TSR_ERR_INVALID_ARG;
-    tsr_model_input in = tsr_model_get_input(p->model);
+    tsr_model_input in = tsr_model_get_input(p->run.model);
     if (d->features != in.channels * in.height * in.width)
-        return tsr_error(p->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
+        return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
                          d->features, in.channels * in.height * in.width);
-    if (!d->count) return tsr_error(p->ctx, TSR_ERR_SHAPE, "evaluation on an empty data set");
+    if (!d->count) return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "evaluation on an empty data set");
     for (size_t i = 0; i < d->count; i++)
         if (d->labels[i] < 0 || (size_t)d->labels[i] >= p->classes)
-            return tsr_error(p->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
+            return tsr_error(p->run.ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
                              (int)d->labels[i], i, p->classes);
     if (p->broken)
-        return tsr_error(p->ctx, TSR_ERR_STATE, "pipeline: an earlier step failed mid-way");
+        return tsr_error(p->run.ctx, TSR_ERR_STATE, "pipeline: an earlier step failed mid-way");
     int last = p->s + 1 == p->S;
     double res[2] = {0.0, 0.0}; /* correct, loss sum */
     TSR_TRY(tsr_stage_select(p->stage, 0));
@@ -721,19 +657,19 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
     }
     if (s != TSR_OK) return step_failed(p, s);
     if (p->comm) { /* the last stage's figures to every rank */
-        size_t *bytes = tsr_calloc(p->ctx, p->S, sizeof *bytes);
-        if (!bytes) return tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "pipeline: evaluation");
+        size_t *bytes = tsr_calloc(p->run.ctx, p->S, sizeof *bytes);
+        if (!bytes) return tsr_error(p->run.ctx, TSR_ERR_NO_MEMORY, "pipeline: evaluation");
         bytes[p->S - 1] = sizeof res;
         double got[2];
         s = tsr_comm_allgatherv(p->comm, last ? res : NULL, got, bytes);
-        tsr_free(p->ctx, bytes);
+        tsr_free(p->run.ctx, bytes);
         if (s != TSR_OK) return step_failed(p, s);
         memcpy(res, got, sizeof res);
     }
     if (p->rcomm) { /* the replicas' sums, added in replica order: the same on every rank */
-        size_t *bytes = tsr_calloc(p->ctx, p->R, sizeof *bytes);
-        double *got = tsr_calloc(p->ctx, 2 * p->R, sizeof *got);
-        if (!bytes || !got) s = tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "pipeline: evaluation");
+        size_t *bytes = tsr_calloc(p->run.ctx, p->R, sizeof *bytes);
+        double *got = tsr_calloc(p->run.ctx, 2 * p->R, sizeof *got);
+        if (!bytes || !got) s = tsr_error(p->run.ctx, TSR_ERR_NO_MEMORY, "pipeline: evaluation");
         for (size_t q = 0; s == TSR_OK && q < p->R; q++) bytes[q] = sizeof res;
         if (s == TSR_OK) s = tsr_comm_allgatherv(p->rcomm, res, got, bytes);
         if (s == TSR_OK) {
@@ -743,8 +679,8 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
                 res[1] += got[2 * q + 1];
             }
         }
-        tsr_free(p->ctx, bytes);
-        tsr_free(p->ctx, got);
+        tsr_free(p->run.ctx, bytes);
+        tsr_free(p->run.ctx, got);
         if (s != TSR_OK) return step_failed(p, s);
     }
     if (accuracy) *accuracy = res[0] / (double)d->count;
@@ -774,17 +710,17 @@ static tsr_status gather_whole(tsr_pipeline *p, tsr_buf *mine, float *dst) {
     if (n) TSR_TRY(tsr_buf_read(mine, 0, dst + off, n * sizeof(float)));
     if (!p->comm) return TSR_OK;
     size_t total = whole_count(p);
-    size_t *bytes = tsr_calloc(p->ctx, p->S, sizeof *bytes);
-    float *tmp = tsr_calloc(p->ctx, total + 1, sizeof *tmp);
+    size_t *bytes = tsr_calloc(p->run.ctx, p->S, sizeof *bytes);
+    float *tmp = tsr_calloc(p->run.ctx, total + 1, sizeof *tmp);
     tsr_status s = TSR_OK;
-    if (!bytes || !tmp) s = tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "pipeline: gathering %zu parameters", total);
+    if (!bytes || !tmp) s = tsr_error(p->run.ctx, TSR_ERR_NO_MEMORY, "pipeline: gathering %zu parameters", total);
     for (size_t t = 0; s == TSR_OK && t < p->S; t++) bytes[t] = p->counts[t] * sizeof(float);
     /* rank order is stage order: rank t's block lands after those of ranks < t */
     if (s == TSR_OK) s = tsr_comm_allgatherv(p->comm, dst + off, tmp, bytes);
     for (size_t t = 0, at = 0; s == TSR_OK && t < p->S; at += p->counts[t], t++)
         memcpy(dst + whole_offset(p, t), tmp + at, p->counts[t] * sizeof(float));
-    tsr_free(p->ctx, bytes);
-    tsr_free(p->ctx, tmp);
+    tsr_free(p->run.ctx, bytes);
+    tsr_free(p->run.ctx, tmp);
     return s;
 }
 
@@ -792,7 +728,7 @@ tsr_status tsr_pipeline_get_params(tsr_pipeline *p, float *dst, size_t count) {
     if (!p || (!dst && count)) return TSR_ERR_INVALID_ARG;
     size_t n = whole_count(p);
     if (count != n)
-        return tsr_error(p->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", n, count);
+        return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", n, count);
     return gather_whole(p, tsr_stage_params(p->stage), dst);
 }
 
@@ -800,95 +736,56 @@ tsr_status tsr_pipeline_set_params(tsr_pipeline *p, const float *src, size_t cou
     if (!p || (!src && count)) return TSR_ERR_INVALID_ARG;
     size_t n = whole_count(p);
     if (count != n)
-        return tsr_error(p->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", n, count);
+        return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", n, count);
     size_t mine = p->counts[p->s];
     if (!mine) return TSR_OK;
     return tsr_buf_write(tsr_stage_params(p->stage), 0, src + whole_offset(p, p->s), mine * sizeof(float));
 }
 
-/* Parameters first, then the optimizer's state tensors (as the trainer's checkpoints). */
-static size_t tensor_list(tsr_pipeline *p, const char *names[3], tsr_buf *bufs[3]) {
+/* ---- checkpoints: every stage's block gathered; a load takes this stage's ---- */
+
+static size_t state_count(void *mode) { return whole_count(mode); }
+static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) {
+    tsr_pipeline *p = mode;
     names[0] = "params";
     bufs[0] = tsr_stage_params(p->stage);
     return 1 + tsr_optim_state(p->optim, names + 1, bufs + 1);
 }
-
-tsr_status tsr_pipeline_save(tsr_pipeline *p, const char *path) {
-    if (!p || !path) return TSR_ERR_INVALID_ARG;
-    const char *names[3];
-    tsr_buf *bufs[3];
-    size_t nt = tensor_list(p, names, bufs), n = whole_count(p);
-    const char *spec = tsr_model_spec(p->model);
-    if (strlen(spec) >= sizeof ((tsr_checkpoint *)0)->model_spec)
-        return tsr_error(p->ctx, TSR_ERR_UNSUPPORTED, "model spec of %zu bytes is too long for a checkpoint",
-                         strlen(spec));
-    float *data = tsr_calloc(p->ctx, nt * (n ? n : 1), sizeof(float));
-    tsr_status s = data ? TSR_OK : tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
-    /* a failed allocation must not leave the others waiting in the gather: agree first */
-    s = agree(p, p->all, s, "checkpoint staging");
-    for (size_t i = 0; i < nt && s == TSR_OK; i++) s = gather_whole(p, bufs[i], data + i * n);
-    /* replicas hold the same state: replica 0's first stage (rank 0 of all) writes */
-    if (s == TSR_OK && p->s == 0 && p->r == 0) {
-        tsr_checkpoint ck;
-        tsr_checkpoint_tensor tensors[3];
-        memset(&ck, 0, sizeof ck);
-        memset(tensors, 0, sizeof tensors);
-        tsr_strlcpy(ck.model_spec, spec, sizeof ck.model_spec);
-        tsr_strlcpy(ck.optimizer, tsr_optimizer_kind_name(p->o.optimizer.kind), sizeof ck.optimizer);
-        ck.step = p->steps;
-        ck.epoch = p->epoch;
-        ck.seed = p->seed;
-        memcpy(ck.rng_state, p->rng.s, sizeof ck.rng_state);
-        ck.tensor_count = nt;
-        ck.tensors = tensors;
-        for (size_t i = 0; i < nt; i++) {
-            tsr_strlcpy(tensors[i].name, names[i], sizeof tensors[i].name);
-            tensors[i].count = n;
-            tensors[i].data = data + i * n;
-        }
-        s = tsr_checkpoint_save(p->ctx, path, &ck);
-        s = agree(p, p->all, s, "checkpoint save (rank 0 writes)");
-    } else if (s == TSR_OK) {
-        s = agree(p, p->all, s, "checkpoint save (rank 0 writes)");
-    }
-    tsr_free(p->ctx, data);
-    return s;
+static tsr_comm *state_comm(void *mode) { return ((tsr_pipeline *)mode)->all; }
+/* replicas hold the same state: replica 0's first stage (rank 0 of all) writes */
+static int state_writer(void *mode) {
+    tsr_pipeline *p = mode;
+    return p->s == 0 && p->r == 0;
+}
+static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
+    (void)i;
+    return gather_whole(mode, buf, whole);
+}
+static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
+    tsr_pipeline *p = mode;
+    size_t mine = p->counts[p->s];
+    (void)i;
+    return mine ? tsr_buf_write(buf, 0, whole + whole_offset(p, p->s), mine * sizeof(float)) : TSR_OK;
 }
 
+static const tsr_state_ops state_ops = {"the pipeline", state_count, state_tensors, state_comm,
+                                        state_writer, gather, scatter, NULL, NULL};
+
+tsr_status tsr_pipeline_save(tsr_pipeline *p, const char *path) {
+    return p && path ? tsr_run_save(&p->run, &state_ops, p, path) : TSR_ERR_INVALID_ARG;
+}
 tsr_status tsr_pipeline_load(tsr_pipeline *p, const char *path) {
-    if (!p || !path) return TSR_ERR_INVALID_ARG;
-    tsr_checkpoint *ck = NULL;
-    tsr_status s = tsr_checkpoint_load(p->ctx, path, &ck);
-    const char *names[3];
-    tsr_buf *bufs[3];
-    size_t nt = tensor_list(p, names, bufs), n = whole_count(p);
-    if (s == TSR_OK)
-        s = tsr_checkpoint_check_fit(p->ctx, path, ck, tsr_model_spec(p->model),
-                                     tsr_optimizer_kind_name(p->o.optimizer.kind), "the pipeline",
-                                     names, nt, n);
-    /* every rank checked its copy: change nothing unless all can load */
-    s = agree(p, p->all, s, "checkpoint load");
-    size_t mine = p->counts[p->s], off = whole_offset(p, p->s);
-    for (size_t i = 0; i < nt && s == TSR_OK && mine; i++)
-        s = tsr_buf_write(bufs[i], 0, tsr_checkpoint_find(ck, names[i])->data + off, mine * sizeof(float));
-    if (s == TSR_OK) {
-        p->steps = ck->step;
-        p->epoch = ck->epoch;
-        p->seed = ck->seed;
-        memcpy(p->rng.s, ck->rng_state, sizeof p->rng.s);
-    }
-    tsr_checkpoint_free(p->ctx, ck);
-    return s;
+    return p && path ? tsr_run_load(&p->run, &state_ops, p, path) : TSR_ERR_INVALID_ARG;
 }
 
 /* ---- accessors ---- */
 
-uint64_t tsr_pipeline_steps(const tsr_pipeline *p) { return p ? p->steps : 0; }
-uint64_t tsr_pipeline_skipped(const tsr_pipeline *p) { return p ? p->skipped : 0; }
-uint64_t tsr_pipeline_epoch(const tsr_pipeline *p) { return p ? p->epoch : 0; }
-uint64_t tsr_pipeline_seed(const tsr_pipeline *p) { return p ? p->seed : 0; }
+uint64_t tsr_pipeline_steps(const tsr_pipeline *p) { return p ? p->run.steps : 0; }
+uint64_t tsr_pipeline_skipped(const tsr_pipeline *p) { return p ? p->run.skipped : 0; }
+uint64_t tsr_pipeline_epoch(const tsr_pipeline *p) { return p ? p->run.epoch : 0; }
+uint64_t tsr_pipeline_seed(const tsr_pipeline *p) { return p ? p->run.seed : 0; }
 void tsr_pipeline_set_epoch(tsr_pipeline *p, uint64_t epoch) {
-    if (p) p->epoch = epoch;
+    if (p) p->run.epoch = epoch;
 }
 uint64_t tsr_pipeline_recomputes(const tsr_pipeline *p) { return p ? p->recomputes : 0; }
 size_t tsr_pipeline_host_bytes(const tsr_pipeline *p) { return p ? p->host_bytes : 0; }
@@ -902,3 +799,71 @@ void tsr_pipeline_stage_range(const tsr_pipeline *p, size_t *first, size_t *last
     if (last) *last = p->bounds[p->s + 1];
     if (params) *params = p->counts[p->s];
 }
+
+/* ---- the pipeline strategy behind tsr_trainer ---- */
+
+tsr_run *tsr_pipeline_run(tsr_pipeline *p) { return p ? &p->run : NULL; }
+
+/* options->stage_bounds, or the layers split evenly over `stages` (even[stages + 1]) */
+tsr_pipeline_options tsr_pipeline_options_of(const tsr_trainer_options *o, const tsr_model *model,
+                                             size_t stages, size_t *even) {
+    size_t layers = tsr_model_layer_count(model);
+    for (size_t s = 0; s <= stages; s++) even[s] = s * layers / stages;
+    tsr_pipeline_options po = {o->stage_bounds ? o->stage_bounds : even, stages,
+                               o->microbatches ? o->microbatches : 1, o->pipeline_schedule,
+                               o->recompute};
+    return po;
+}
+
+static size_t ranks_of(const tsr_trainer_options *o) {
+    return o->comm ? (size_t)tsr_comm_size(o->comm) : 1;
+}
+
+static tsr_status st_validate(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o) {
+    size_t stages = ranks_of(o), *even = tsr_calloc(ctx, stages + 1, sizeof *even);
+    if (!even) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "pipeline: stage table");
+    tsr_pipeline_options po = tsr_pipeline_options_of(o, model, stages, even);
+    tsr_status s = check_options(ctx, model, o, &po);
+    tsr_free(ctx, even);
+    return s;
+}
+static tsr_status st_create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                            void **mode) {
+    size_t stages = ranks_of(o), *even = tsr_calloc(ctx, stages + 1, sizeof *even);
+    if (!even) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "pipeline: stage table");
+    tsr_pipeline_options po = tsr_pipeline_options_of(o, model, stages, even);
+    tsr_status s = tsr_pipeline_create(ctx, model, o, &po, (tsr_pipeline **)mode);
+    tsr_free(ctx, even);
+    return s;
+}
+static void st_destroy(void *mode) { tsr_pipeline_free(mode); }
+static tsr_run *st_run(void *mode) { return &((tsr_pipeline *)mode)->run; }
+static tsr_status st_step(void *mode, const float *images, const int32_t *labels, size_t n,
+                          float *loss) {
+    return tsr_pipeline_step(mode, images, labels, n, loss); /* the whole batch's loss */
+}
+static tsr_status st_evaluate(void *mode, const tsr_dataset *d, double *accuracy, double *loss) {
+    return tsr_pipeline_evaluate(mode, d, accuracy, loss);
+}
+static tsr_status st_get(void *mode, float *dst, size_t count) {
+    return tsr_pipeline_get_params(mode, dst, count); /* collective */
+}
+static tsr_status st_set(void *mode, const float *src, size_t count) {
+    return tsr_pipeline_set_params(mode, src, count);
+}
+static tsr_status st_save(void *mode, const char *path) { return tsr_pipeline_save(mode, path); }
+static tsr_status st_load(void *mode, const char *path) { return tsr_pipeline_load(mode, path); }
+/* every stage steps with the same (global) batches */
+static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                           uint64_t seed, tsr_data_split *split, size_t *shares) {
+    (void)ctx;
+    split->loader = (tsr_loader_options){global_batch, seed, 1, 0, 1, 0};
+    split->step_batch = global_batch;
+    split->step_samples = 0;
+    for (size_t r = 0; r < ranks_of(o); r++) shares[r] = global_batch;
+    return TSR_OK;
+}
+
+const tsr_strategy tsr_strategy_pipeline = {"pipeline", st_validate, st_create, st_destroy, st_run,
+                                            st_step, st_evaluate, st_get, st_set, st_save, st_load,
+                                            st_shard};

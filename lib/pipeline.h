@@ -113,6 +113,13 @@ uint64_t tsr_pipeline_seed(const tsr_pipeline *p);  /* after a load: the checkpo
 void tsr_pipeline_set_epoch(tsr_pipeline *p, uint64_t epoch);
 /* This rank's stage: first layer, end layer, parameter count. */
 void tsr_pipeline_stage_range(const tsr_pipeline *p, size_t *first, size_t *last, size_t *params);
+
+/* The run core state behind the pipeline (lib/train/run.h): counters, RNG, timeline. */
+struct tsr_run *tsr_pipeline_run(tsr_pipeline *p);
+/* The pipeline options of trainer options: options->stage_bounds, or the model's layers split
+ * evenly over `stages` (written to even[stages + 1]). */
+tsr_pipeline_options tsr_pipeline_options_of(const tsr_trainer_options *o, const tsr_model *model,
+                                             size_t stages, size_t *even);
 /* Micro-batch forwards re-run for backward (re-materialisation) since creation, this rank. */
 uint64_t tsr_pipeline_recomputes(const tsr_pipeline *p);
 /* Device bytes of this rank's activation sets (one per micro-batch in flight, or one). */

@@ -113,7 +113,7 @@ tsr_status tsr_timeline_flush(tsr_timeline *tl, tsr_comm *comm) {
             if (i == 0 || w[i].e.ts < t0) t0 = w[i].e.ts;
         FILE *f = fopen(tl->path, "w");
         if (!f) {
-            s = tsr_error(ctx, TSR_ERR_IO, "TSR_TIMELINE: cannot write '%s'", tl->path);
+            s = tsr_error(ctx, TSR_ERR_IO, "timeline: cannot write '%s'", tl->path);
         } else {
             fputs("[\n", f);
             /* track names for the viewers: one process per rank, compute and allreduce tracks */
@@ -132,7 +132,7 @@ tsr_status tsr_timeline_flush(tsr_timeline *tl, tsr_comm *comm) {
                         "\"tid\":%d}%s\n", w[i].e.name, w[i].e.ts - t0, w[i].e.dur, w[i].rank,
                         w[i].e.track, i + 1 < total ? "," : "");
             fputs("]\n", f);
-            if (fclose(f) != 0) s = tsr_error(ctx, TSR_ERR_IO, "TSR_TIMELINE: writing '%s' failed", tl->path);
+            if (fclose(f) != 0) s = tsr_error(ctx, TSR_ERR_IO, "timeline: writing '%s' failed", tl->path);
         }
     }
     tsr_free(ctx, all);

@@ -1,6 +1,7 @@
-/* Chrome/Perfetto trace of a run (TSR_TIMELINE=file.json, after Horovod's HOROVOD_TIMELINE):
- * complete events {"name","ph":"X","ts","dur","pid":rank,"tid":track} in microseconds since the
- * timeline was created. Events are kept in memory; tsr_timeline_flush gathers every rank's events
+/* Chrome/Perfetto trace of a run (trainer options' timeline = file.json, which TSR_TIMELINE
+ * sets; after Horovod's HOROVOD_TIMELINE): complete events
+ * {"name","ph":"X","ts","dur","pid":rank,"tid":track} in microseconds since the timeline was
+ * created. Events are kept in memory; tsr_timeline_flush gathers every rank's events
  * to rank 0 (collective when a communicator is given), which writes one JSON array. */
 #ifndef TSR_TIMELINE_H
 #define TSR_TIMELINE_H

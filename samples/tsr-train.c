@@ -460,42 +460,19 @@ int main(int argc, char **argv) {
         to.stage_bounds = bounds;
     }
 
-    /* data mode: every rank gets an equal slice until the shares are measured; equal step
-     * counts on every rank need drop_last */
-    tsr_loader_options lo = {dp ? to.batch / (size_t)size : to.batch, a.seed, 1, dp ? rank : 0,
-                             dp ? size : 1, dp}; /* pipeline: every rank the same batches */
-    size_t global = to.batch;
-    if (gs) { /* gossip: every rank its own equal slice of each global batch, same step counts */
-        lo.batch = to.batch / (size_t)size;
-        lo.rank = rank;
-        lo.nranks = size;
-        lo.drop_last = 1;
+    /* how the mode splits the data over the ranks is the library's rule; a data-parallel
+     * run's shares start even (measured below) */
+    to.comm = stage_comm ? stage_comm : comm;
+    size_t *shares = calloc((size_t)size, sizeof *shares);
+    if (!shares) return 1;
+    tsr_data_split split;
+    if ((s = tsr_trainer_data_split(ctx, &to, to.batch, a.seed, &split, shares)) != TSR_OK) {
+        if (rank == 0) fprintf(stderr, "tsr-train: %s\n", tsr_context_last_error(ctx));
+        tsr_comm_free(comm);
+        return 2;
     }
-    if (hy) { /* replica q = (rank in the run's order) / stages reads shard q of R */
-        int run_rank = stage_comm ? tsr_comm_rank(stage_comm) : rank;
-        lo.batch = to.batch / R;
-        lo.rank = (int)((size_t)run_rank / ((size_t)size / R));
-        lo.nranks = (int)R;
-        lo.drop_last = 1; /* every replica steps alike */
-        global = lo.batch * R;
-    }
-    if (as) {
-        /* async: the workers split the data (and the global batch) as data mode's ranks do; a
-         * server steps as worker 0 (its step serves the workers' step, its batch is unused) */
-        int servers = to.async_servers ? to.async_servers : 1, workers = size - servers;
-        if (workers < 1 || to.batch < (size_t)workers) {
-            if (rank == 0)
-                fprintf(stderr, "tsr-train: option --servers: %d servers on %d ranks, batch %zu: "
-                        "need a worker and a sample per worker\n", servers, size, to.batch);
-            tsr_comm_free(comm);
-            return 2;
-        }
-        lo.batch = to.batch / (size_t)workers;
-        lo.rank = rank >= servers ? rank - servers : 0;
-        lo.nranks = workers;
-        lo.drop_last = 1; /* equal step counts on every rank */
-        global = to.batch; /* a server's step: every worker's batch */
-    }
+    tsr_loader_options lo = split.loader;
+    size_t global = hy ? split.step_samples : to.batch; /* the epoch's shape records it */
     tsr_loader *loader;
     if ((s = tsr_loader_create(ctx, train, &lo, &loader)) != TSR_OK) die(ctx, s, "loader");
     size_t per_epoch = tsr_loader_batches(loader);
@@ -510,24 +487,14 @@ int main(int argc, char **argv) {
     to.comm = size > 1 ? (stage_comm ? stage_comm : comm) : NULL;
     if (!to.comm) to.compress = TSR_COMPRESS_NONE, to.shard_optimizer = 0;
     tsr_trainer *tr;
-    if (hy) to.batch = lo.batch; /* the largest batch a replica steps with */
+    to.batch = split.step_batch; /* hybrid: the largest batch a replica steps with */
     if ((s = tsr_trainer_create(ctx, model, &to, &tr)) != TSR_OK) die(ctx, s, "trainer");
-    size_t *shares = calloc((size_t)size, sizeof *shares);
-    if (!shares) return 1;
-    shares[0] = to.batch;
-    for (int r = 1; pp && r < size; r++) shares[r] = to.batch; /* each stage sees every sample */
-    for (int r = 0; gs && r < size; r++) shares[r] = lo.batch; /* gossip slices */
-    if (as) /* servers compute nothing; each worker its slice */
-        for (int r = 0; r < size; r++) shares[r] = r < (to.async_servers ? to.async_servers : 1) ? 0 : lo.batch;
     if (dp) {
         /* each rank's share of the global batch in proportion to its measured samples/s (a short
          * timed forward+backward of the model itself; identical devices share one rate);
-         * even_shares (TSR_DP_BALANCE=0) splits evenly */
+         * even_shares (TSR_DP_BALANCE=0) keeps them even */
         size_t probe = to.batch / (size_t)size;
-        if (to.even_shares)
-            s = tsr_dp_shares(comm, to.batch, 1.0, shares);
-        else
-            s = tsr_trainer_balance(tr, to.batch, train->images, train->labels, probe, shares);
+        s = tsr_trainer_balance(tr, to.batch, train->images, train->labels, probe, shares);
         if (s != TSR_OK) die(ctx, s, "batch shares");
         if ((s = tsr_loader_set_shares(loader, shares)) != TSR_OK) die(ctx, s, "loader shares");
     }
@@ -585,10 +552,8 @@ int main(int argc, char **argv) {
         while ((n = tsr_loader_next(loader, images, labels)) > 0) {
             float loss;
             if ((s = tsr_trainer_step(tr, images, labels, n, &loss)) != TSR_OK) die(ctx, s, "step");
-            if (dp) loss = tsr_trainer_global_loss(tr), n = to.batch; /* the global batch */
-            if (hy || as) n = global; /* hy: the loss is the global batch's already; as: a server's
-                                       * step serves every worker's batch */
-            if (gs) n *= (size_t)size; /* rank 0's loss; every rank a slice this size */
+            if (dp) loss = tsr_trainer_global_loss(tr); /* the global batch's */
+            if (split.step_samples) n = split.step_samples; /* what the step covered everywhere */
             sum += loss;
             steps++;
             done += n;

@@ -95,7 +95,8 @@ typedef struct tsr_trainer_options {
      * decides alike; a NaN input can leave the loss finite, relu drops it, yet poison the
      * weights): STOP fails the step with TSR_ERR_NUMERIC, SKIP leaves the parameters
      * untouched, counts the step in tsr_trainer_skipped and returns TSR_OK.
-     * TSR_NONFINITE=skip|stop in the environment sets the policy (and the gradient check).
+     * Every mode applies the same rule (gossip decides per rank, an async server per pushed
+     * gradient). TSR_NONFINITE=skip|stop sets the policy and clears no_grad_check.
      * no_grad_check = 1 saves the gradient check's device-to-host read per step (the loss is
      * still checked). */
     tsr_nonfinite_policy nonfinite;
@@ -106,15 +107,15 @@ typedef struct tsr_trainer_options {
      * start identical (same seed) and stay bitwise identical. */
     tsr_comm *comm;
     tsr_train_mode mode;
-    size_t fusion_bytes;         /* gradient bucket size; 0: $TSR_FUSION_BYTES, else 4 MiB */
+    size_t fusion_bytes;         /* gradient bucket size; 0: 4 MiB (TSR_FUSION_BYTES) */
     tsr_allreduce_algo algo;     /* AUTO: the communicator's choice */
-    tsr_compress_kind compress;  /* 0: $TSR_COMPRESS (none|fp16|topk), else none */
+    tsr_compress_kind compress;  /* none (TSR_COMPRESS=none|fp16|topk) */
     double topk_ratio;           /* TOPK: fraction of each bucket sent; 0: 0.01 */
     /* ZeRO-1 (Rajbhandari et al.): gradients are reduce-scattered, each rank updates only its
      * slice of the parameters with optimizer state for that slice (1/ranks of the memory),
      * then the parameters are allgathered. Same result as without (up to the reduction
      * order); one reduce-scatter after backward instead of overlapping buckets. 1: on,
-     * -1: off, 0: $TSR_ZERO (0|1), else off. tsr_trainer_save is then collective. */
+     * 0 or -1: off (TSR_ZERO=1 sets 1). tsr_trainer_save is then collective. */
     int shard_optimizer;
     /* Pipeline (mode PIPELINE, lib/pipeline.h): stage s = layers [stage_bounds[s],
      * stage_bounds[s+1]) on rank s of comm, one stage per rank (no comm: one stage); every
@@ -187,8 +188,8 @@ tsr_status tsr_trainer_load(tsr_trainer *t, const char *path);
  * input normalisation ("input_mean", "input_std") and the last epoch's figures ("train_loss",
  * "test_loss", "test_accuracy"), so a resumed run that has nothing left to do still reports
  * them. tsr_trainer_save writes it, tsr_trainer_load replaces it with the checkpoint's (NULL
- * when the file has none). A text that is not a JSON object: TSR_ERR_INVALID_ARG. Single
- * process and data mode; the other modes keep it in memory only for now. */
+ * when the file has none). A text that is not a JSON object: TSR_ERR_INVALID_ARG. Every mode:
+ * the rank that writes the checkpoint writes its own copy. */
 tsr_status tsr_trainer_set_metadata(tsr_trainer *t, const char *json_object);
 const char *tsr_trainer_metadata(const tsr_trainer *t); /* NULL if none */
 
@@ -211,9 +212,30 @@ tsr_status tsr_dp_shares(tsr_comm *comm, size_t global_batch, double rate, size_
  * (tsr_trainer_measure), gives ranks that drive identical devices (same backend, name, driver,
  * compute units and host threads) the mean of their rates, so timing noise never splits a
  * homogeneous cluster unevenly, then tsr_dp_shares. Collective; one rank (or no
- * communicator): shares[0] = global_batch. */
+ * communicator): shares[0] = global_batch. With options->even_shares the shares are even and
+ * nothing is measured. */
 tsr_status tsr_trainer_balance(tsr_trainer *t, size_t global_batch, const float *images,
                                const int32_t *labels, size_t probe, size_t *shares);
+/* How a mode splits the training data over the ranks, so that an application need not know. */
+typedef struct tsr_data_split {
+    tsr_loader_options loader; /* this rank's loader (batch, shard, drop_last; seed as given) */
+    size_t step_batch;         /* options->batch to create the trainer with: the most samples
+                                  one step of this rank takes */
+    size_t step_samples;       /* samples of the whole run one step covers; 0: the n this rank's
+                                  step got (one process, pipeline) */
+} tsr_data_split;
+
+/* The split of a global batch of global_batch samples, shuffled from `seed`, for the mode,
+ * communicator and mode options of `o` (call it before tsr_trainer_create: the loader's batch
+ * count sets the schedule): data and gossip: an equal slice per rank (data: drop_last with a
+ * communicator); pipeline: every rank the same batches; hybrid: replica r reads shard r of R,
+ * its steps take global_batch / R; async: the workers split it, a server reads as worker 0.
+ * shares[ranks of o->comm] receives each rank's samples per step (data mode with a
+ * communicator: even shares, collective; tsr_trainer_balance measures better ones; async
+ * servers 0). A global batch smaller than the ranks that need a sample each:
+ * TSR_ERR_INVALID_ARG naming both. */
+tsr_status tsr_trainer_data_split(tsr_context *ctx, const tsr_trainer_options *o, size_t global_batch,
+                                  uint64_t seed, tsr_data_split *split, size_t *shares);
 /* Mean loss of the last step over the global batch (data mode; the local loss otherwise, gossip
  * included). */
 float tsr_trainer_global_loss(const tsr_trainer *t);

@@ -345,7 +345,7 @@ static void test_fashion(tsr_context *ctx, tsr_comm *comm) {
     tsr_dataset_free(ctx, test);
 }
 
-/* NaN in worker 1's gradient at step 2 (TSR_FAULT_GRAD_NAN): skip and stop. */
+/* NaN in worker 1's gradient at step 2 (fault_grad_nan_step): skip and stop. */
 static void test_nonfinite(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
     tsr_comm *sub = NULL;
     CHECK_OK(tsr_comm_split(comm, rank <= 1 ? 0 : 1, rank, &sub), ctx);
@@ -353,11 +353,11 @@ static void test_nonfinite(tsr_context *ctx, tsr_comm *comm, const tsr_model *m,
         tsr_trainer_options o;
         options(&o, sub, 8);
         o.nonfinite = pol ? TSR_NONFINITE_SKIP : TSR_NONFINITE_STOP;
+        if (rank == 1) o.fault_grad_nan_step = 2;
         tsr_async_options ao = {1, 0, 0};
         tsr_async *a = NULL;
         CHECK_OK(tsr_async_create(ctx, m, &o, &ao, &a), ctx);
         if (!a) break;
-        if (rank == 1) setenv("TSR_FAULT_GRAD_NAN", "2", 1);
         float x[8 * FEATURES];
         int32_t y[8];
         tsr_status s = TSR_OK;
@@ -366,7 +366,6 @@ static void test_nonfinite(tsr_context *ctx, tsr_comm *comm, const tsr_model *m,
             batch(d, t, 0, 1, 8, x, y);
             s = tsr_async_step(a, x, y, 8, NULL);
         }
-        unsetenv("TSR_FAULT_GRAD_NAN");
         if (pol) {
             CHECK(s == TSR_OK, "skip: %s", tsr_context_last_error(ctx));
             if (rank == 0)

@@ -37,6 +37,9 @@ static tsr_model *make_model(tsr_context *ctx) {
     return m;
 }
 
+/* The trace train_run asks for (options.timeline), NULL: none. */
+static const char *timeline_path;
+
 /* Trains `steps` steps of batch `b` per rank; checks identical parameters after every step;
  * returns the mean global loss of the last 10 steps (same on every rank). */
 static double train_run(tsr_context *ctx, tsr_comm *comm, const tsr_model *model,
@@ -51,6 +54,7 @@ static double train_run(tsr_context *ctx, tsr_comm *comm, const tsr_model *model
     o.topk_ratio = 0.1;
     o.fusion_bytes = 1024; /* several buckets per step (3 here) */
     o.optimizer.lr = 3e-3f;
+    o.timeline = timeline_path;
     tsr_trainer *t = NULL;
     CHECK_OK(tsr_trainer_create(ctx, model, &o, &t), ctx);
     if (!t) return NAN;
@@ -199,10 +203,10 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_model *mod
     char path[256];
     const char *tmp = getenv("TMPDIR");
     snprintf(path, sizeof path, "%s/tsr-timeline-%ld.json", tmp && *tmp ? tmp : "/tmp", id);
-    setenv("TSR_TIMELINE", path, 1);
+    timeline_path = path;
     int steps = 3;
     train_run(ctx, comm, model, d, TSR_COMPRESS_NONE, steps, 4);
-    unsetenv("TSR_TIMELINE");
+    timeline_path = NULL;
     if (rank != 0) return;
     FILE *f = fopen(path, "r");
     CHECK(f != NULL, "timeline %s not written", path);
@@ -401,6 +405,7 @@ static void test_zero(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, 
         o.shard_optimizer = k ? 1 : -1;
         o.nonfinite = TSR_NONFINITE_SKIP;
         o.optimizer.lr = 3e-3f;
+        o.fault_grad_nan_step = 23; /* the last step below */
         CHECK_OK(tsr_trainer_create(ctx, model, &o, &t[k]), ctx);
         if (!t[k]) goto out;
     }
@@ -422,11 +427,10 @@ static void test_zero(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, 
             n = tsr_loader_next(l, x, y);
         }
         if (s == 23) {
-            /* every rank poisons gradient np / 2, which only its owner's slice holds (n > 1) */
-            setenv("TSR_FAULT_GRAD_NAN", "23", 1);
+            /* every rank poisons gradient np / 2 (fault_grad_nan_step), which only its owner's
+             * slice holds (n > 1) */
             CHECK_OK(tsr_trainer_get_params(t[1], p0, np), ctx);
             for (int k = 0; k < 3; k++) CHECK_OK(tsr_trainer_step(t[k], x, y, n, NULL), ctx);
-            unsetenv("TSR_FAULT_GRAD_NAN");
             for (int k = 0; k < 3; k++)
                 CHECK(tsr_trainer_skipped(t[k]) == 1, "trainer %d skipped %llu steps after a NaN", k,
                       (unsigned long long)tsr_trainer_skipped(t[k]));
@@ -486,6 +490,73 @@ out:
     for (int k = 0; k < 3; k++) tsr_trainer_free(t[k]);
 }
 
+/* tsr_trainer_data_split: how each mode reads a global batch of 24 (shard, batch, drop_last),
+ * the trainer batch and the samples a step covers, against the rules written out here. */
+static void test_data_split(tsr_context *ctx, tsr_comm *comm) {
+    size_t G = 24, shares[4];
+    tsr_data_split sp;
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    o.comm = comm;
+    /* data: an equal slice per rank, even shares summing to G */
+    CHECK_OK(tsr_trainer_data_split(ctx, &o, G, 9, &sp, shares), ctx);
+    size_t sum = 0;
+    for (int r = 0; r < nranks; r++) sum += shares[r];
+    CHECK(sp.loader.batch == G / (size_t)nranks && sp.loader.rank == rank &&
+              sp.loader.nranks == nranks && sp.loader.drop_last && sp.loader.seed == 9 &&
+              sp.step_batch == G && sp.step_samples == G && sum == G,
+          "data split: batch %zu rank %d of %d, shares sum %zu", sp.loader.batch, sp.loader.rank,
+          sp.loader.nranks, sum);
+    /* one process (no communicator): the whole batch, the last one may be partial */
+    o.comm = NULL;
+    CHECK_OK(tsr_trainer_data_split(ctx, &o, G, 9, &sp, shares), ctx);
+    CHECK(sp.loader.batch == G && sp.loader.nranks == 1 && !sp.loader.drop_last &&
+              sp.step_samples == 0 && shares[0] == G, "single split");
+    o.comm = comm;
+    /* pipeline: every stage the same global batches */
+    o.mode = TSR_MODE_PIPELINE;
+    CHECK_OK(tsr_trainer_data_split(ctx, &o, G, 9, &sp, shares), ctx);
+    CHECK(sp.loader.batch == G && sp.loader.rank == 0 && sp.loader.nranks == 1 &&
+              !sp.loader.drop_last && sp.step_samples == 0 && shares[nranks - 1] == G,
+          "pipeline split: batch %zu", sp.loader.batch);
+    /* gossip: an equal slice per rank; a step covers every rank's */
+    o.mode = TSR_MODE_GOSSIP;
+    CHECK_OK(tsr_trainer_data_split(ctx, &o, G, 9, &sp, shares), ctx);
+    CHECK(sp.loader.batch == G / (size_t)nranks && sp.loader.rank == rank && sp.loader.drop_last &&
+              sp.step_samples == G / (size_t)nranks * (size_t)nranks, "gossip split");
+    /* hybrid: replica r = rank / stages reads shard r of R, steps take G / R */
+    o.mode = TSR_MODE_HYBRID;
+    o.replicas = nranks % 2 ? 1 : 2;
+    size_t R = o.replicas, S = (size_t)nranks / R;
+    CHECK_OK(tsr_trainer_data_split(ctx, &o, G, 9, &sp, shares), ctx);
+    CHECK(sp.loader.batch == G / R && sp.loader.rank == (int)((size_t)rank / S) &&
+              sp.loader.nranks == (int)R && sp.step_batch == G / R && sp.step_samples == G,
+          "hybrid split: shard %d of %d", sp.loader.rank, sp.loader.nranks);
+    o.replicas = 3; /* ranks are not 3 x stages */
+    if (nranks % 3) CHECK(tsr_trainer_data_split(ctx, &o, G, 9, &sp, shares) == TSR_ERR_INVALID_ARG,
+                          "hybrid: 3 replicas on %d ranks accepted", nranks);
+    o.replicas = 0;
+    /* async: the workers split it; a server reads as worker 0 and computes nothing */
+    o.mode = TSR_MODE_ASYNC;
+    tsr_status s = tsr_trainer_data_split(ctx, &o, G, 9, &sp, shares);
+    if (nranks == 1) {
+        CHECK(s == TSR_ERR_INVALID_ARG && strstr(tsr_context_last_error(ctx), "need a worker"),
+              "async on one rank: %s", tsr_context_last_error(ctx));
+    } else {
+        int w = nranks - 1;
+        CHECK(s == TSR_OK && sp.loader.batch == G / (size_t)w && sp.loader.nranks == w &&
+                  sp.loader.rank == (rank ? rank - 1 : 0) && shares[0] == 0 &&
+                  shares[nranks - 1] == G / (size_t)w && sp.step_samples == G,
+              "async split: batch %zu rank %d of %d", sp.loader.batch, sp.loader.rank, sp.loader.nranks);
+    }
+    o.mode = TSR_MODE_DATA;
+    CHECK(tsr_trainer_data_split(ctx, &o, 0, 9, &sp, shares) == TSR_ERR_INVALID_ARG, "global batch 0");
+    if (nranks > 1)
+        CHECK(tsr_trainer_data_split(ctx, &o, 1, 9, &sp, shares) == TSR_ERR_INVALID_ARG &&
+                  strstr(tsr_context_last_error(ctx), "smaller than"),
+              "a global batch of 1 on %d ranks", nranks);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -505,6 +576,7 @@ int main(int argc, char **argv) {
     tsr_model *model = make_model(ctx);
     if (comm && d && model && nranks <= 4) {
         test_errors(ctx, comm, model);
+        test_data_split(ctx, comm);
         test_weighted_equivalence(ctx, comm, model, d);
         test_identical_and_convergence(ctx, comm, model, d);
         test_zero(ctx, comm, model, d);

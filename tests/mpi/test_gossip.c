@@ -422,20 +422,21 @@ static void test_nonfinite(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *
     o.nonfinite = TSR_NONFINITE_SKIP;
     tsr_gossip_options go = {TSR_GOSSIP_RING, 1, 0};
     tsr_gossip *g = NULL;
+    /* rank 0's 4th step; a skipped step is not counted, so rank 0 stays at it (3 skipped) */
+    if (rank == 0) o.fault_grad_nan_step = 3;
     CHECK_OK(tsr_gossip_create(ctx, m, &o, &go, &g), ctx);
     float *p = malloc(np * 4);
     for (int s = 0; s < 6 && g; s++) {
-        if (rank == 0 && s == 3) setenv("TSR_FAULT_GRAD_NAN", "3", 1); /* rank 0's 4th step */
         size_t off = (size_t)(s * 13 + rank * 29) % (SAMPLES - b);
         CHECK_OK(tsr_gossip_step(g, d->images + off * FEATURES, d->labels + off, b, NULL), ctx);
-        unsetenv("TSR_FAULT_GRAD_NAN");
     }
     if (g) {
         CHECK_OK(tsr_gossip_get_params(g, p, np), ctx);
         size_t bad = 0;
         for (size_t j = 0; j < np; j++) bad += !isfinite(p[j]);
         CHECK(bad == 0, "%zu non-finite parameters after a skipped step", bad);
-        CHECK(tsr_gossip_skipped(g) == (rank == 0) && tsr_gossip_steps(g) == 6u - (rank == 0) &&
+        CHECK(tsr_gossip_skipped(g) == (rank == 0 ? 3u : 0u) &&
+                  tsr_gossip_steps(g) == (rank == 0 ? 3u : 6u) &&
                   tsr_gossip_rounds(g) == 6,
               "skipped %llu steps %llu rounds %llu", (unsigned long long)tsr_gossip_skipped(g),
               (unsigned long long)tsr_gossip_steps(g), (unsigned long long)tsr_gossip_rounds(g));
@@ -444,13 +445,17 @@ static void test_nonfinite(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *
     g = NULL;
     /* STOP on every rank at the same step: each says why, after completing the exchange */
     o.nonfinite = TSR_NONFINITE_STOP;
+    o.fault_grad_nan_step = 0;
     CHECK_OK(tsr_gossip_create(ctx, m, &o, &go, &g), ctx);
-    setenv("TSR_FAULT_GRAD_NAN", "0", 1);
     tsr_status s = g ? tsr_gossip_step(g, d->images, d->labels, b, NULL) : TSR_OK;
-    unsetenv("TSR_FAULT_GRAD_NAN");
     CHECK(s == TSR_ERR_NUMERIC && strstr(tsr_context_last_error(ctx), "gradient"),
           "STOP: %s (%s)", tsr_status_str(s), tsr_context_last_error(ctx));
-    if (g) CHECK_OK(tsr_gossip_step(g, d->images, d->labels, b, NULL), ctx); /* goes on in step */
+    /* the ranks stay in step: the unapplied step 0 is poisoned again, the exchange completes */
+    if (g) {
+        s = tsr_gossip_step(g, d->images, d->labels, b, NULL);
+        CHECK(s == TSR_ERR_NUMERIC && tsr_gossip_rounds(g) == 2 && tsr_gossip_steps(g) == 0,
+              "STOP again: %s, %llu rounds", tsr_status_str(s), (unsigned long long)tsr_gossip_rounds(g));
+    }
     tsr_gossip_free(g);
     free(p);
     tsr_model_free(m);
@@ -591,13 +596,12 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d
     MPI_Bcast(&id, 1, MPI_LONG, 0, MPI_COMM_WORLD);
     char path[256];
     snprintf(path, sizeof path, "/tmp/tsr-gossip-timeline-%ld.json", id);
-    setenv("TSR_TIMELINE", path, 1);
     tsr_trainer_options o;
     options(&o, comm, 8);
+    o.timeline = path;
     tsr_gossip_options go = {TSR_GOSSIP_RING, 1, 0};
     tsr_gossip *g = NULL;
     CHECK_OK(tsr_gossip_create(ctx, m, &o, &go, &g), ctx);
-    unsetenv("TSR_TIMELINE");
     for (int s = 0; s < 3 && g; s++) CHECK_OK(tsr_gossip_step(g, d->images, d->labels, 8, NULL), ctx);
     tsr_gossip_free(g); /* flushes: rank 0 writes every rank's events */
     tsr_model_free(m);

@@ -398,17 +398,16 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm) {
     MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
     char path[96];
     snprintf(path, sizeof path, "/tmp/tsr-test-hybrid-tl-%d.json", pid);
-    setenv("TSR_TIMELINE", path, 1);
     tsr_model *m = NULL;
     CHECK_OK(tsr_model_parse(ctx, CNN, IN, &m), ctx);
     size_t b[8], R = nranks == 4 ? 2 : (size_t)nranks, S = (size_t)nranks / R;
     tsr_trainer_options o;
     options(&o, comm, 0);
+    o.timeline = path;
     tsr_hybrid_options ho;
     hopts(&ho, R, S, tsr_model_layer_count(m), b, 2, TSR_PIPELINE_1F1B);
     tsr_hybrid *h = NULL;
     CHECK_OK(tsr_hybrid_create(ctx, m, &o, &ho, &h), ctx);
-    unsetenv("TSR_TIMELINE");
     float *x = calloc(GLOBAL * FEAT, 4);
     int32_t y[GLOBAL];
     make_batch(0, x, y);

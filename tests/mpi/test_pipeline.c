@@ -624,17 +624,16 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm) {
     MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
     char path[96];
     snprintf(path, sizeof path, "/tmp/tsr-test-pipeline-tl-%d.json", pid);
-    setenv("TSR_TIMELINE", path, 1);
     tsr_model *m = NULL;
     CHECK_OK(tsr_model_parse(ctx, MLP.spec, MLP.in, &m), ctx);
     size_t b[8];
     split(tsr_model_layer_count(m), 0, b);
     tsr_trainer_options o;
     options(&o, comm, 0);
+    o.timeline = path;
     tsr_pipeline_options po = {b, (size_t)nranks, 4, TSR_PIPELINE_1F1B, 1};
     tsr_pipeline *p = NULL;
     CHECK_OK(tsr_pipeline_create(ctx, m, &o, &po, &p), ctx);
-    unsetenv("TSR_TIMELINE");
     float x[BATCH * 32];
     int32_t y[BATCH];
     make_batch(32, 10, 0, x, y);

@@ -1,0 +1,309 @@
+/* The run core: state and step pieces every training mode shares (see run.h). */
+#include "lib/train/run.h"
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "lib/checkpoint_internal.h"
+#include "lib/comm/comm_internal.h"
+#include "lib/optim.h"
+
+/* The RNG stream of the step seeds: every mode draws the same seeds as the trainer. */
+#define RUN_RNG_MIX 0x5DEECE66Dull
+/* Mixes a rank or replica into a dropout seed (0 keeps it). */
+#define RUN_STREAM_MIX 0x9E3779B97F4A7C15ull
+
+tsr_status tsr_run_check_options(tsr_context *ctx, const tsr_trainer_options *o, const char *who) {
+    if (!o->batch || o->batch > ((size_t)1 << 20))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sbatch size %zu is not valid", who, o->batch);
+    if ((unsigned)o->init > TSR_INIT_GLOROT_UNIFORM)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sunknown initialisation %d", who, (int)o->init);
+    if ((unsigned)o->schedule.kind > TSR_SCHEDULE_COSINE)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sunknown learning-rate schedule %d", who,
+                         (int)o->schedule.kind);
+    if ((unsigned)o->nonfinite > TSR_NONFINITE_SKIP)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sunknown non-finite policy %d", who,
+                         (int)o->nonfinite);
+    if (o->fault_grad_nan_step < -1)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sfault_grad_nan_step %lld is not -1 or a step",
+                         who, (long long)o->fault_grad_nan_step);
+    return TSR_OK;
+}
+
+tsr_status tsr_run_init(tsr_run *r, tsr_context *ctx, const tsr_model *model,
+                        const tsr_trainer_options *o, tsr_comm *world, int rank) {
+    memset(r, 0, sizeof *r);
+    int dev = 0;
+    if (o->device) {
+        dev = tsr_context_find_device(ctx, o->device);
+        if (dev < 0)
+            return tsr_error(ctx, TSR_ERR_NOT_FOUND, "device '%s' not found (%d devices)", o->device,
+                             tsr_context_device_count(ctx));
+    }
+    r->ctx = ctx;
+    r->model = model;
+    r->o = *o;
+    r->o.device = NULL; /* the caller's strings and arrays need not outlive the call */
+    r->o.stage_bounds = NULL;
+    r->o.timeline = NULL;
+    r->world = world && tsr_comm_size(world) > 1 ? world : NULL;
+    r->rank = rank;
+    r->device = dev;
+    r->check_grads = !o->no_grad_check;
+    r->seed = o->seed;
+    tsr_rng_seed(&r->rng, o->seed ^ RUN_RNG_MIX);
+    if (o->timeline && *o->timeline) return tsr_timeline_create(ctx, o->timeline, rank, &r->tl);
+    return TSR_OK;
+}
+
+void tsr_run_release(tsr_run *r, int flush) {
+    if (!r || !r->ctx) return;
+    if (r->tl && flush && (!r->world || !r->world->broken)) {
+        /* a failed flush cannot be reported from here; the log says why */
+        if (tsr_timeline_flush(r->tl, r->world) != TSR_OK)
+            tsr_log(r->ctx, TSR_LOG_WARN, "%s", tsr_context_last_error(r->ctx));
+    }
+    tsr_timeline_free(r->tl);
+    r->tl = NULL;
+    tsr_free(r->ctx, r->meta);
+    r->meta = NULL;
+}
+
+tsr_status tsr_run_agree(tsr_run *r, tsr_comm *comm, tsr_status mine, const char *what) {
+    if (!comm || tsr_comm_size(comm) < 2 || comm->broken) return mine;
+    float flag = mine != TSR_OK;
+    tsr_status s = tsr_comm_allreduce(comm, &flag, 1, NULL);
+    if (s != TSR_OK) return s;
+    if (mine == TSR_OK && flag > 0)
+        return tsr_error(r->ctx, TSR_ERR_STATE, "%s failed on another rank", what);
+    return mine;
+}
+
+tsr_status tsr_run_open_stage(tsr_run *r, const tsr_stage_options *so, tsr_backend **be,
+                              tsr_stage **stage, tsr_optim **optim) {
+    TSR_TRY(tsr_backend_open(r->ctx, r->device, be));
+    TSR_TRY(tsr_stage_create(*be, r->model, so, stage));
+    TSR_TRY(tsr_optim_create(*be, &r->o.optimizer, tsr_stage_param_count(*stage), optim));
+    return tsr_stage_init_params(*stage, r->o.init == TSR_INIT_GLOROT_UNIFORM, r->o.seed);
+}
+
+tsr_status tsr_run_check_batch(tsr_run *r, const float *images, const int32_t *labels, size_t n,
+                               size_t min_n, const char *who) {
+    if (n && (!images || !labels))
+        return tsr_error(r->ctx, TSR_ERR_INVALID_ARG, "%sNULL images or labels", who);
+    if (n < min_n || n > r->o.batch)
+        return tsr_error(r->ctx, TSR_ERR_SHAPE, "%sbatch of %zu samples: the trainer takes %zu to %zu",
+                         who, n, min_n, r->o.batch);
+    size_t classes = tsr_model_get_input(r->model).classes;
+    for (size_t i = 0; i < n; i++) /* every rank checks its own: refused before any message */
+        if (labels[i] < 0 || (size_t)labels[i] >= classes)
+            return tsr_error(r->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
+                             (int)labels[i], i, classes);
+    return TSR_OK;
+}
+
+tsr_status tsr_run_upload(tsr_run *r, tsr_stage *st, const float *images, const int32_t *labels,
+                          size_t n) {
+    tsr_model_input in = tsr_model_get_input(r->model);
+    size_t features = in.channels * in.height * in.width;
+    tsr_ref x = tsr_stage_input(st), y = tsr_stage_labels(st);
+    TSR_TRY(tsr_buf_write(x.buf, x.off * 4, images, n * features * sizeof(float)));
+    return tsr_buf_write(y.buf, y.off * 4, labels, n * sizeof(int32_t));
+}
+
+uint64_t tsr_run_dropout_seed(tsr_run *r, uint64_t stream) {
+    uint64_t seed = tsr_rng_next(&r->rng);
+    return stream ? seed ^ (RUN_STREAM_MIX * stream) : seed;
+}
+
+/* Whole blocks are screened branch-free on the exponent bits: (exponent & all-ones) + 1
+ * carries into bit 31 only for NaN/Inf. The fixed trip count lets gcc vectorise at -O2 (4.5x
+ * the scalar loop), so a clean gradient costs one streaming read. */
+#define SCREEN_BLOCK 4096
+static uint32_t screen_block(const float *g) {
+    uint32_t bad = 0;
+    for (size_t i = 0; i < SCREEN_BLOCK; i++) {
+        uint32_t u;
+        memcpy(&u, g + i, sizeof u);
+        bad |= (u & 0x7f800000u) + 0x00800000u;
+    }
+    return bad;
+}
+
+size_t tsr_run_first_nonfinite(const float *g, size_t n) {
+    float tail[SCREEN_BLOCK];
+    for (size_t b = 0; b < n; b += SCREEN_BLOCK) {
+        size_t len = n - b < SCREEN_BLOCK ? n - b : SCREEN_BLOCK;
+        const float *blk = g + b;
+        if (len < SCREEN_BLOCK) { /* the last, short block: zero-padded copy */
+            memset(tail, 0, sizeof tail);
+            memcpy(tail, g + b, len * sizeof *g);
+            blk = tail;
+        }
+        if (screen_block(blk) & 0x80000000u)
+            for (size_t i = b; i < b + len; i++)
+                if (!isfinite(g[i])) return i;
+    }
+    return n;
+}
+
+tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi,
+                              size_t np, size_t *bad, float *value) {
+    *bad = np;
+    if (!np) return TSR_OK;
+    /* host backend: scan the gradients where they are (no copy: memory bandwidth is what two
+     * ranks on one socket share) */
+    float *g = grads->host ? (float *)grads->host : scratch;
+    if (!grads->host) TSR_TRY(tsr_buf_read(grads, lo * 4, scratch + lo, (hi - lo) * sizeof(float)));
+    /* tests/fault: one poisoned gradient at that step */
+    if (r->o.fault_grad_nan_step >= 0 && (uint64_t)r->o.fault_grad_nan_step == r->steps) g[np / 2] = NAN;
+    size_t i = lo + tsr_run_first_nonfinite(g + lo, hi - lo);
+    if (i < hi) {
+        *bad = i;
+        if (value) *value = g[i];
+    }
+    return TSR_OK;
+}
+
+tsr_status tsr_run_nonfinite(tsr_run *r, const char *why) {
+    if (r->o.nonfinite == TSR_NONFINITE_SKIP) {
+        r->skipped++;
+        tsr_log(r->ctx, TSR_LOG_WARN, "step %llu skipped: %s", (unsigned long long)r->steps, why);
+        return TSR_OK;
+    }
+    return tsr_error(r->ctx, TSR_ERR_NUMERIC, "%s at step %llu", why, (unsigned long long)r->steps);
+}
+
+float tsr_run_lr(const tsr_run *r) {
+    return tsr_schedule_lr(&r->o.schedule, r->o.optimizer.lr, r->steps);
+}
+
+/* ---- the step loop ---- */
+
+static tsr_status step_failed(const tsr_step_ops *ops, void *mode, tsr_status s) {
+    return s != TSR_OK && ops->failed ? ops->failed(mode, s) : s;
+}
+
+tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const float *images,
+                        const int32_t *labels, size_t n, float *loss) {
+    TSR_TRY(tsr_run_check_batch(r, images, labels, n, ops->min_batch(mode), ops->who));
+    tsr_stage *in = ops->input ? ops->input(mode) : NULL;
+    if (n && in) TSR_TRY(tsr_run_upload(r, in, images, labels, n));
+    uint64_t seed = tsr_run_dropout_seed(r, ops->stream(mode));
+    double t0 = tsr_timeline_now(r->tl);
+    float l = 0.0f;
+    int early = 0, skip = 0, applied = 1;
+    tsr_status s = ops->compute(mode, images, labels, n, seed, &l, &early);
+    if (s == TSR_OK) s = ops->combine(mode, n, &l);
+    if (s != TSR_OK) {
+        if (loss) *loss = l;
+        return step_failed(ops, mode, s);
+    }
+    /* the one non-finite decision: this rank's scan, then what every rank of the mode agrees */
+    double tc = tsr_timeline_now(r->tl);
+    tsr_buf *g;
+    float *scratch, value = 0.0f;
+    size_t lo, hi, np = 0, bad = 0;
+    char why[160] = "";
+    if (!early && ops->grads(mode, l, &g, &scratch, &lo, &hi, &np))
+        s = tsr_run_scan_grads(r, g, scratch, lo, hi, np, &bad, &value);
+    else
+        bad = np;
+    if (s == TSR_OK) s = ops->agree(mode, &l, early, bad, value, np, &skip, why, sizeof why);
+    if (loss) *loss = l;
+    if (s != TSR_OK) return step_failed(ops, mode, s);
+    double tu = tsr_timeline_now(r->tl);
+    TSR_TRY(tsr_timeline_event(r->tl, "check", TSR_TRACK_COMPUTE, tc, tu));
+    if (skip) {
+        TSR_TRY(tsr_run_nonfinite(r, why));
+    } else {
+        TSR_TRY(ops->apply(mode, tsr_run_lr(r), &applied));
+        if (applied) {
+            TSR_TRY(tsr_timeline_event(r->tl, "update", TSR_TRACK_COMPUTE, tu, tsr_timeline_now(r->tl)));
+            r->steps++;
+        }
+    }
+    if (ops->after) TSR_TRY(ops->after(mode));
+    TSR_TRY(tsr_timeline_event(r->tl, "step", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(r->tl)));
+    if (!skip) r->last_loss = l;
+    return TSR_OK;
+}
+
+/* ---- checkpoints ---- */
+
+tsr_status tsr_run_checkpoint_write(tsr_run *r, const char *path, const char *const *names,
+                                    float *const *data, size_t nt, size_t n) {
+    tsr_checkpoint ck;
+    tsr_checkpoint_tensor tensors[3];
+    memset(&ck, 0, sizeof ck);
+    memset(tensors, 0, sizeof tensors);
+    const char *spec = tsr_model_spec(r->model);
+    if (strlen(spec) >= sizeof ck.model_spec)
+        return tsr_error(r->ctx, TSR_ERR_UNSUPPORTED, "model spec of %zu bytes is too long for a checkpoint",
+                         strlen(spec));
+    if (nt > 3) return tsr_error(r->ctx, TSR_ERR_STATE, "checkpoint: %zu tensors", nt);
+    tsr_strlcpy(ck.model_spec, spec, sizeof ck.model_spec);
+    tsr_strlcpy(ck.optimizer, tsr_optimizer_kind_name(r->o.optimizer.kind), sizeof ck.optimizer);
+    ck.step = r->steps;
+    ck.epoch = r->epoch;
+    ck.seed = r->seed;
+    memcpy(ck.rng_state, r->rng.s, sizeof ck.rng_state);
+    ck.tensor_count = nt;
+    ck.tensors = tensors;
+    ck.meta = r->meta;
+    for (size_t i = 0; i < nt; i++) {
+        tsr_strlcpy(tensors[i].name, names[i], sizeof tensors[i].name);
+        tensors[i].count = n;
+        tensors[i].data = data[i];
+    }
+    return tsr_checkpoint_save(r->ctx, path, &ck);
+}
+
+tsr_status tsr_run_save(tsr_run *r, const tsr_state_ops *ops, void *mode, const char *path) {
+    const char *names[3];
+    tsr_buf *bufs[3];
+    size_t nt = ops->tensors(mode, names, bufs), n = ops->count(mode);
+    tsr_comm *comm = ops->comm(mode);
+    float *data = tsr_calloc(r->ctx, nt * (n ? n : 1), sizeof(float)), *parts[3];
+    tsr_status s = data ? TSR_OK : tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "checkpoint staging");
+    /* a failed allocation must not leave the others waiting in a gather: agree first */
+    s = tsr_run_agree(r, comm, s, "checkpoint staging");
+    for (size_t i = 0; i < nt && s == TSR_OK; i++) {
+        parts[i] = data + i * n;
+        s = ops->gather(mode, i, bufs[i], parts[i]);
+    }
+    int writing = s == TSR_OK;
+    if (writing && ops->writer(mode)) s = tsr_run_checkpoint_write(r, path, names, parts, nt, n);
+    if (writing) s = tsr_run_agree(r, comm, s, "checkpoint save (rank 0 writes)");
+    tsr_free(r->ctx, data);
+    return s;
+}
+
+tsr_status tsr_run_load(tsr_run *r, const tsr_state_ops *ops, void *mode, const char *path) {
+    const char *names[3];
+    tsr_buf *bufs[3];
+    size_t nt = ops->tensors(mode, names, bufs), n = ops->count(mode);
+    tsr_checkpoint *ck = NULL;
+    tsr_status s = tsr_checkpoint_load(r->ctx, path, &ck);
+    /* checks every tensor before anything changes, so a refused load leaves the run as it was */
+    if (s == TSR_OK)
+        s = tsr_checkpoint_check_fit(r->ctx, path, ck, tsr_model_spec(r->model),
+                                     tsr_optimizer_kind_name(r->o.optimizer.kind), ops->who, names,
+                                     nt, n);
+    /* every rank checked its copy: change nothing unless all can load */
+    s = tsr_run_agree(r, ops->comm(mode), s, "checkpoint load");
+    if (s == TSR_OK && ops->before_load) s = ops->before_load(mode);
+    for (size_t i = 0; i < nt && s == TSR_OK; i++)
+        s = ops->scatter(mode, i, bufs[i], tsr_checkpoint_find(ck, names[i])->data);
+    if (s == TSR_OK) {
+        r->steps = ck->step;
+        r->epoch = ck->epoch;
+        r->seed = ck->seed;
+        memcpy(r->rng.s, ck->rng_state, sizeof r->rng.s);
+        tsr_free(r->ctx, r->meta);
+        r->meta = ck->meta; /* the checkpoint's metadata now belongs to the run */
+        ck->meta = NULL;
+        if (ops->loaded) ops->loaded(mode, ck);
+    }
+    if (ck) tsr_checkpoint_free(r->ctx, ck);
+    return s;
+}

@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 #include "backends/backend.h"
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 
 tsr_status tsr_backend_open(tsr_context *ctx, int index, tsr_backend **out) {
     if (!ctx || !out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_backend_open: NULL argument");

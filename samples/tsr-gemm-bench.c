@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "backends/backend.h"
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "tessera.h"
 #include "samples/blas_reexec.h"
 

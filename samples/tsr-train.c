@@ -17,9 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 #include "tessera.h"
-#include "lib/atomic_file.h"
-#include "lib/cli.h"
-#include "lib/pipeline.h"
+#include "lib/core/atomic_file.h"
+#include "lib/cli/cli.h"
+#include "lib/train/pipeline.h"
 #include "samples/blas_reexec.h"
 
 /* Fashion-MNIST training-set pixel statistics (after scaling to [0,1]). */

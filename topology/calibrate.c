@@ -8,8 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "backends/backend.h"
-#include "lib/atomic_file.h"
-#include "lib/internal.h"
+#include "lib/core/atomic_file.h"
+#include "lib/core/internal.h"
 #include "topology/topology.h"
 
 #define CACHE_FORMAT "tessera-capability"

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "topology/topology.h"
 
 /* Measured SGEMM rates compare with each other, peaks with peaks: a host where some device

@@ -4,7 +4,7 @@
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "topology/topology.h"
 
 #define MPI_TRY(call, what)                                                                        \

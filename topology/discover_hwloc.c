@@ -4,7 +4,7 @@
 #include <hwloc.h>
 #include <stdio.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "topology/topology.h"
 
 static tsr_status finish_load(tsr_context *ctx, hwloc_topology_t t, const char *what) {

@@ -5,7 +5,7 @@
 #include <CL/cl_ext.h>
 #include <stdio.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "topology/topology.h"
 
 #define NV_COMPUTE_CAPABILITY_MAJOR 0x4000 /* cl_nv_device_attribute_query */

@@ -1,6 +1,6 @@
 /* Locality of an OpenCL device through hwloc/opencl.h (AMD/NVIDIA attribute queries). The
  * caller falls back to cl_khr_pci_bus_info when this fails or disagrees with it. */
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "topology/topology.h"
 #if TSR_WITH_OPENCL
 #define CL_TARGET_OPENCL_VERSION 120

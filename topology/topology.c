@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "lib/atomic_file.h"
-#include "lib/internal.h"
+#include "lib/core/atomic_file.h"
+#include "lib/core/internal.h"
 #include "topology/topology.h"
 #if TSR_WITH_HWLOC
 #define TSR_HWLOC_FREE(h) tsr_hwloc_free(h)

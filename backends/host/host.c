@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "backends/host/host.h"
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 
 /* Data blocks are aligned for AVX-512 loads and cache lines. */
 #define HOST_ALIGN 64

@@ -20,7 +20,7 @@ typedef struct tsr_host_pool tsr_host_pool;
 typedef void (*tsr_host_range_fn)(void *arg, size_t lo, size_t hi);
 /* Threads to use: `configured` (the context's host_threads) when > 0, else the cores; 1..64. */
 int tsr_host_threads(int configured, unsigned cores);
-/* Transitional (lib/config.c): the same from the environment, for lib/trainer.c's device
+/* Transitional (lib/core/config.c): the same from the environment, for lib/train/trainer.c's device
  * classes that have no context at hand yet. */
 int tsr_host_thread_count(unsigned cores);
 /* The OpenBLAS core type worth setting when OpenBLAS chose generic kernels on a better CPU

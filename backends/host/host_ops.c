@@ -14,7 +14,7 @@
 #endif
 #include <string.h>
 #include "backends/host/host.h"
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 
 /* Element-wise work is split into blocks of BLOCK elements (aligned parts for the threads);
  * below GRAIN elements per thread an op runs on the caller alone. */

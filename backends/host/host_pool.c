@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include "backends/host/host.h"
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 
 /* chunks per thread: enough to balance, few enough to keep the claiming cheap */
 #define CHUNKS_PER_THREAD 8

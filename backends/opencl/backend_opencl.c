@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "backends/opencl/opencl.h"
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 
 static const char *const kernel_names[TSR_CL_K_COUNT] = {
 #define TSR_CL_NAME(name) #name,

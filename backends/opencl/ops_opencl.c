@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 
 static const char *const knames[TSR_CL_K_COUNT] = {
 #define TSR_CL_NAME(name) #name,

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "backends/opencl/opencl.h"
-#include "lib/atomic_file.h"
-#include "lib/internal.h"
+#include "lib/core/atomic_file.h"
+#include "lib/core/internal.h"
 #include "tsr_kernels.h"
 
 #define CACHE_MAGIC "TSRCLB2" /* 2: SHA-256 key and checksum (1 had 64-bit FNV-1a) */

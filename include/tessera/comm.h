@@ -65,7 +65,7 @@ typedef struct tsr_allreduce_opts {
 } tsr_allreduce_opts;
 
 /* Communicator knobs, part of tsr_context_options (.comm): every communicator created from
- * that context uses them. Environment variables in brackets (lib/config.c). */
+ * that context uses them. Environment variables in brackets (lib/core/config.c). */
 typedef struct tsr_comm_options {
     tsr_allreduce_algo algo; /* AUTO: by size and topology [TSR_ALLREDUCE] */
     size_t segment_bytes;    /* ring/rhd pipeline segment, >= 4096; 256 KiB

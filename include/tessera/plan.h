@@ -3,7 +3,7 @@
  * the slowest stage of the resulting pipeline is as fast as possible.
  *
  * The plan predicts, per stage, forward/backward time of one micro-batch, the hand-over to the
- * next stage and the memory it needs; the pipeline runtime (lib/pipeline.c) consumes the
+ * next stage and the memory it needs; the pipeline runtime (lib/train/pipeline.c) consumes the
  * stage list. A plan can be written as JSON and read back (tsr_plan_parse), validated against
  * the model. */
 #ifndef TESSERA_PLAN_H
@@ -50,7 +50,7 @@ typedef struct tsr_plan_stage {
     uint64_t memory_limit;        /* memory_fraction x the device's global memory */
 } tsr_plan_stage;
 
-/* Best placement of `model` on the usable devices of `topo` (see lib/plan.c for the cost model
+/* Best placement of `model` on the usable devices of `topo` (see lib/plan/plan.c for the cost model
  * and the search): the number of stages, the order of the devices along the pipeline and the
  * layer split that give the least predicted step time; exact (tsr_plan_optimal) unless many
  * distinct devices exhaust the search's work budget. Candidates: usable devices with a compute

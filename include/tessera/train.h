@@ -117,27 +117,27 @@ typedef struct tsr_trainer_options {
      * order); one reduce-scatter after backward instead of overlapping buckets. 1: on,
      * 0 or -1: off (TSR_ZERO=1 sets 1). tsr_trainer_save is then collective. */
     int shard_optimizer;
-    /* Pipeline (mode PIPELINE, lib/pipeline.h): stage s = layers [stage_bounds[s],
+    /* Pipeline (mode PIPELINE, lib/train/pipeline.h): stage s = layers [stage_bounds[s],
      * stage_bounds[s+1]) on rank s of comm, one stage per rank (no comm: one stage); every
      * rank steps with the same (global) batch. */
     const size_t *stage_bounds;  /* ranks + 1 entries; NULL: layers split evenly */
     size_t microbatches;         /* per step; 0: 1 */
     int pipeline_schedule;       /* 0 GPipe, 1 1F1B (PipeDream-Flush) */
     int recompute;               /* 1: keep stage inputs only, re-run forwards for backward */
-    /* Hybrid (mode HYBRID, lib/hybrid.h): `replicas` copies of a pipeline of
+    /* Hybrid (mode HYBRID, lib/train/hybrid.h): `replicas` copies of a pipeline of
      * stages = ranks / replicas stages (stage_bounds has stages + 1 entries, the pipeline
      * options above apply to each copy); rank r * stages + s runs stage s of replica r. Every
      * rank of replica r steps with replica r's batch (batch: the largest), the stages'
      * gradients are averaged over the replicas, the loss is the global batch's. */
     size_t replicas;             /* 0: 1 */
-    /* Asynchronous SGD with a parameter server (mode ASYNC, lib/async.h): ranks
+    /* Asynchronous SGD with a parameter server (mode ASYNC, lib/train/async.h): ranks
      * [0, async_servers) hold the parameters sharded and apply each pushed gradient, the rest
      * are workers; a worker may start step t + s + 1 only once every live worker pushed step t
      * (SSP bound s = async_staleness: 0 synchronous rounds, INT_MAX unbounded). */
     int async_servers;           /* 0: 1 */
     int async_staleness;         /* >= 0; INT_MAX: no bound */
     int async_staleness_lr;      /* 1: lr / max(1, updates since the worker's pull) */
-    /* Gossip (mode GOSSIP, lib/gossip.h; D-PSGD): every rank trains its own replica on its own
+    /* Gossip (mode GOSSIP, lib/train/gossip.h; D-PSGD): every rank trains its own replica on its own
      * batches and averages parameters with its graph neighbours after each step (point to point,
      * overlapped with the next step; no allreduce). Evaluation and checkpoints use the average
      * of the replicas (collective); get_params gives this rank's replica. */

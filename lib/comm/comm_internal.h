@@ -3,7 +3,7 @@
 #define TSR_COMM_INTERNAL_H
 #include <stddef.h>
 #include <stdint.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #if TSR_WITH_MPI
 #include <mpi.h>
 #endif

@@ -3,7 +3,7 @@
  * the im2col columns for backward; its per-image weight gradients use the workspace. */
 #include <stdio.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "lib/layers/layer.h"
 
 static int match(const char *name, size_t n, tsr_layer *l) {

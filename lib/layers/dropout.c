@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "lib/layers/layer.h"
 
 static int match(const char *name, size_t n, tsr_layer *l) {

@@ -1,7 +1,7 @@
 /* flatten — a view of its input as one vector: no memory, no work. */
 #include <stdio.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "lib/layers/layer.h"
 
 static int match(const char *name, size_t n, tsr_layer *l) {

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "backends/backend.h"
-#include "lib/layers.h"
+#include "lib/model/layers.h"
 
 /* Shape of one sample of a tensor (channels x height x width; vectors are c x 1 x 1). */
 typedef struct tsr_tshape {

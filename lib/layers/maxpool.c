@@ -2,7 +2,7 @@
  * argmax indices (int32) for backward. */
 #include <stdio.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "lib/layers/layer.h"
 
 static int match(const char *name, size_t n, tsr_layer *l) {

@@ -1,5 +1,5 @@
 /* The registry of layer kinds: the only place the parser, the model and the stage find them. */
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "lib/layers/layer.h"
 
 static const tsr_layer_ops *const kinds[] = {

@@ -1,7 +1,7 @@
 /* relu — y = max(x, 0); backward may run in place over the output gradient. */
 #include <stdio.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "lib/layers/layer.h"
 
 static int match(const char *name, size_t n, tsr_layer *l) {

@@ -3,7 +3,7 @@
  * probabilities. Backward: d(logits) = loss_scale * (probs - onehot(labels)). Every model
  * ends with it (it is not written in the spec). */
 #include <stdio.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "lib/layers/layer.h"
 
 static void print(const tsr_layer *l, char *buf, size_t size) {

@@ -1,5 +1,5 @@
 /* Data strategy: one stage holding the whole model, in one process or data parallel over the
- * options' communicator (lib/dp.c: the gradients of each step are averaged over the ranks,
+ * options' communicator (lib/train/dp.c: the gradients of each step are averaged over the ranks,
  * weighted by their sample counts, before the deterministic optimizer step), optionally with
  * the optimizer state sharded (ZeRO-1). */
 #include <math.h>
@@ -8,8 +8,8 @@
 #include <time.h>
 #include "backends/host/host.h"
 #include "lib/comm/comm_internal.h"
-#include "lib/dp.h"
-#include "lib/optim.h"
+#include "lib/train/dp.h"
+#include "lib/train/optim.h"
 #include "lib/train/strategy.h"
 
 typedef struct data_mode {

@@ -3,9 +3,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include "lib/checkpoint_internal.h"
+#include "lib/io/checkpoint_internal.h"
 #include "lib/comm/comm_internal.h"
-#include "lib/optim.h"
+#include "lib/train/optim.h"
 
 /* The RNG stream of the step seeds: every mode draws the same seeds as the trainer. */
 #define RUN_RNG_MIX 0x5DEECE66Dull

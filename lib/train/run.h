@@ -8,10 +8,10 @@
 #define TSR_TRAIN_RUN_H
 #include <stddef.h>
 #include <stdint.h>
-#include "lib/internal.h"
-#include "lib/optim.h"
-#include "lib/stage.h"
-#include "lib/timeline.h"
+#include "lib/core/internal.h"
+#include "lib/train/optim.h"
+#include "lib/model/stage.h"
+#include "lib/core/timeline.h"
 #include "tessera.h"
 
 typedef struct tsr_run {

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Fault: asynchronous SGD with a parameter server (lib/async.c), 1 server (rank 0) and workers.
+# Fault: asynchronous SGD with a parameter server (lib/train/async.c), 1 server (rank 0) and workers.
 #  1. A worker (the last rank) dies (SIGKILL) before its step 5: the server and the other
 #     workers must finish all 40 steps, the server logging the lost worker (TSR_COMM_TIMEOUT=3 s).
 #  2. The server dies before its step 5: every worker must stop with TSR_ERR_PEER_LOST naming

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "tessera.h"
 #include "topology/topology.h"
 

@@ -4,13 +4,13 @@
  * Build (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -I. -D_GNU_SOURCE \
  *     -DTSR_WITH_MPI=0 -DTSR_WITH_OPENCL=0 -DTSR_WITH_HWLOC=0 tests/fuzz/fuzz_checkpoint.c \
- *     lib/checkpoint.c lib/idx.c lib/util.c lib/log.c lib/status.c -lz -o build/fuzz_checkpoint
+ *     lib/io/checkpoint.c lib/io/idx.c lib/core/util.c lib/core/log.c lib/core/status.c -lz -o build/fuzz_checkpoint
  * Run: build/fuzz_checkpoint -max_total_time=60 -rss_limit_mb=1024 tests/fuzz/corpus/checkpoint */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include "lib/checkpoint_internal.h"
-#include "lib/internal.h"
+#include "lib/io/checkpoint_internal.h"
+#include "lib/core/internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

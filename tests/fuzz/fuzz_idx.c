@@ -1,14 +1,14 @@
 /* libFuzzer target for the IDX reader (plain and gzip input through tsr_idx_load_mem).
  * Build (from the repository root):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -I. -D_GNU_SOURCE \
- *     -DTSR_WITH_MPI=0 -DTSR_WITH_OPENCL=0 -DTSR_WITH_HWLOC=0 tests/fuzz/fuzz_idx.c lib/idx.c \
- *     lib/util.c lib/log.c lib/status.c -lz -o build/fuzz_idx
+ *     -DTSR_WITH_MPI=0 -DTSR_WITH_OPENCL=0 -DTSR_WITH_HWLOC=0 tests/fuzz/fuzz_idx.c lib/io/idx.c \
+ *     lib/core/util.c lib/core/log.c lib/core/status.c -lz -o build/fuzz_idx
  * Run: build/fuzz_idx -max_total_time=60 -rss_limit_mb=1024 tests/fuzz/corpus/idx */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include "lib/idx.h"
-#include "lib/internal.h"
+#include "lib/io/idx.h"
+#include "lib/core/internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

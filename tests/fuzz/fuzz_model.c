@@ -8,8 +8,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
-#include "lib/stage.h"
+#include "lib/core/internal.h"
+#include "lib/model/stage.h"
 #include "tessera.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "tessera.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "tessera.h"
 #include "topology/topology.h"
 

@@ -1,4 +1,4 @@
-/* Asynchronous SGD with a parameter server (lib/async.c) under mpiexec -n 1..4:
+/* Asynchronous SGD with a parameter server (lib/train/async.c) under mpiexec -n 1..4:
  *  - one worker with staleness 0 does the single-process trainer's arithmetic: parameters
  *    bitwise equal after the same batches, with one server and with the parameters sharded
  *    over two servers (n >= 3); its checkpoint loads into a single-process trainer unchanged;
@@ -27,7 +27,7 @@
 #include <unistd.h>
 #include <mpi.h>
 #include "tessera.h"
-#include "lib/async.h"
+#include "lib/train/async.h"
 #include "tests/support/mpi_check.h"
 #include "tests/support/test_util.h"
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <mpi.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "topology/topology.h"
 #include "tests/support/mpi_check.h"
 

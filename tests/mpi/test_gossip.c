@@ -1,4 +1,4 @@
-/* Gossip averaging (lib/gossip.c) under mpiexec -n 1..4:
+/* Gossip averaging (lib/train/gossip.c) under mpiexec -n 1..4:
  *  - a gossip trainer without peers equals the single-process trainer bitwise (with dropout);
  *  - mixing only (learning rate 0), ring and exponential graph: every rank's consensus distance
  *    matches a plain-C double reference of x <- W(t) x over all ranks; it shrinks at least as
@@ -22,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <mpi.h>
-#include "lib/gossip.h"
+#include "lib/train/gossip.h"
 #include "tessera.h"
 #include "tests/support/mpi_check.h"
 #include "tests/support/test_util.h"

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <mpi.h>
-#include "lib/hybrid.h"
+#include "lib/train/hybrid.h"
 #include "support/test_util.h"
 #include "tessera.h"
 #include "tests/support/mpi_check.h"

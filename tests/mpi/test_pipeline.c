@@ -21,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <mpi.h>
-#include "lib/pipeline.h"
+#include "lib/train/pipeline.h"
 #include "support/test_util.h"
 #include "tessera.h"
 #include "tests/support/mpi_check.h"

@@ -100,7 +100,7 @@ def machine():
     return "%s, %s" % (model, isa)
 
 def checkpoint(path):
-    """Step count and {name: float32 bytes} of a checkpoint (layout: top of lib/checkpoint.c)."""
+    """Step count and {name: float32 bytes} of a checkpoint (layout: top of lib/io/checkpoint.c)."""
     raw = open(path, "rb").read()
     assert raw[:8] == b"TSRCKPT\0", "%s: not a checkpoint" % path
     count, = struct.unpack_from("<I", raw, 20)

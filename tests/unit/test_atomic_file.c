@@ -1,4 +1,4 @@
-/* Atomic whole-file saves (lib/atomic_file.h): contents replaced whole, every failure keeps the
+/* Atomic whole-file saves (lib/core/atomic_file.h): contents replaced whole, every failure keeps the
  * previous file and removes its temp file, errors name the step, stale temp files of dead
  * processes removed by the next save, and the writability check before a save. */
 #include <setjmp.h>
@@ -17,8 +17,8 @@
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "lib/atomic_file.h"
-#include "lib/internal.h"
+#include "lib/core/atomic_file.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 
 typedef struct {

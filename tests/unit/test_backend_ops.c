@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "backends/backend.h"
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 
 /* Sanitizer builds: PoCL and its LLVM leak compiler state on every clBuildProgram; only

@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
-#include "lib/checkpoint_internal.h"
-#include "lib/internal.h"
+#include "lib/io/checkpoint_internal.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 
 typedef struct {

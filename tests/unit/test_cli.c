@@ -1,4 +1,4 @@
-/* tsr-train's option parser (lib/cli.c): defaults, every accepted option, and every refusal with
+/* tsr-train's option parser (lib/cli/cli.c): defaults, every accepted option, and every refusal with
  * the option it names; TSR_COMM_TIMEOUT parsing (lib/comm). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -6,7 +6,7 @@
 #include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/cli.h"
+#include "lib/cli/cli.h"
 #include "tessera.h"
 
 #define PARSE(a, ...)                                                                          \

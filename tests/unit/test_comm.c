@@ -186,7 +186,7 @@ static tsr_status env_ctx(tsr_allreduce_algo algo, tsr_context **ctx) {
 }
 
 /* The communicator takes its knobs from its context, which read the environment when it was
- * made (lib/config.c); a bad value fails there, naming the variable and the value. */
+ * made (lib/core/config.c); a bad value fails there, naming the variable and the value. */
 static void test_environment(void **state) {
     (void)state;
     tsr_context *ctx = (tsr_context *)0x1;

@@ -1,7 +1,7 @@
-/* Configuration at the edge (lib/config.c): every variable parsed into its field, every bad
+/* Configuration at the edge (lib/core/config.c): every variable parsed into its field, every bad
  * value refused with the variable and the value named, defaults without an environment, a
  * value set in code winning; and two checks of the tree: no getenv in lib/ backends/
- * topology/ outside lib/config.c, and every variable of lib/config.c in the README's table. */
+ * topology/ outside lib/core/config.c, and every variable of lib/core/config.c in the README's table. */
 #define _XOPEN_SOURCE 700
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,10 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 
-/* Everything lib/config.c reads, cleared before each test so the run's own environment
+/* Everything lib/core/config.c reads, cleared before each test so the run's own environment
  * (tests/run-tests.sh sets TSR_CACHE_DIR) cannot leak in. */
 static const char *const all_vars[] = {
     "TSR_LOG", "TSR_CACHE_DIR", "TSR_NO_OPENCL", "TSR_NO_HWLOC", "TSR_TOPOLOGY",
@@ -386,7 +386,7 @@ static char *read_text(const char *path) {
 
 #define NEED_SOURCE_TREE()                                                   \
     do {                                                                     \
-        FILE *probe_ = fopen("lib/config.c", "r");                           \
+        FILE *probe_ = fopen("lib/core/config.c", "r");                           \
         if (!probe_) {                                                       \
             print_message("not run from the source root: skipped\n");        \
             skip();                                                          \
@@ -402,7 +402,7 @@ static int find_getenv(const char *path, const struct stat *sb, int type, struct
     size_t n = strlen(path);
     if (type != FTW_F || n < 2 || (strcmp(path + n - 2, ".c") && strcmp(path + n - 2, ".h")))
         return 0;
-    if (!strcmp(path, "lib/config.c")) return 0;
+    if (!strcmp(path, "lib/core/config.c")) return 0;
     char *text = read_text(path);
     if (!text) return 0;
     int hit = strstr(text, "getenv") != NULL;
@@ -421,7 +421,7 @@ static void test_no_getenv_below_the_edge(void **state) {
     const char *const roots[] = {"lib", "backends", "topology"};
     for (size_t i = 0; i < TSR_ARRAY_SIZE(roots); i++)
         assert_int_equal(nftw(roots[i], find_getenv, 16, FTW_PHYS), 0);
-    if (offenders[0]) fail_msg("getenv outside lib/config.c:%s", offenders);
+    if (offenders[0]) fail_msg("getenv outside lib/core/config.c:%s", offenders);
 }
 
 /* Whether `name` occurs in `text` as a whole word. */
@@ -437,12 +437,12 @@ static int has_word(const char *text, const char *name) {
     return 0;
 }
 
-/* Every variable lib/config.c names ("NAME" string literals in capitals) is in the README's
- * configuration table, and every TSR_ variable of the table is read by lib/config.c or a tool. */
+/* Every variable lib/core/config.c names ("NAME" string literals in capitals) is in the README's
+ * configuration table, and every TSR_ variable of the table is read by lib/core/config.c or a tool. */
 static void test_readme_table(void **state) {
     (void)state;
     NEED_SOURCE_TREE();
-    char *config = read_text("lib/config.c"), *readme = read_text("README.md");
+    char *config = read_text("lib/core/config.c"), *readme = read_text("README.md");
     char *train = read_text("samples/tsr-train.c"), *reexec = read_text("samples/blas_reexec.h");
     assert_non_null(config);
     assert_non_null(readme);
@@ -458,7 +458,7 @@ static void test_readme_table(void **state) {
         if (n < 3 || p[1 + n] != '"') continue;
         char name[64];
         snprintf(name, sizeof name, "%.*s", (int)n, p + 1);
-        if (!has_word(table, name)) fail_msg("%s (lib/config.c) is not in README's table", name);
+        if (!has_word(table, name)) fail_msg("%s (lib/core/config.c) is not in README's table", name);
         names++;
         p += n + 1;
     }

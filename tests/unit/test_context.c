@@ -6,7 +6,7 @@
 #include <cmocka.h>
 #include <string.h>
 #include <stdlib.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 
 static void test_status_strings(void **state) {

@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/gossip.h"
-#include "lib/internal.h"
+#include "lib/train/gossip.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 
 enum { F = 12, C = 4, N = 64, B = 8 };

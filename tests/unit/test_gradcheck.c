@@ -13,8 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
-#include "lib/stage.h"
+#include "lib/core/internal.h"
+#include "lib/model/stage.h"
 #include "support/test_util.h"
 
 /* Sanitizer builds: PoCL and its LLVM leak their compiler state (a bare clBuildProgram does

@@ -10,8 +10,8 @@
 #include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/hybrid.h"
-#include "lib/internal.h"
+#include "lib/train/hybrid.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 
 static const char *SPEC = "conv3x3:4,relu,pool2,dense:12,relu,dense:10";

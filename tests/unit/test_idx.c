@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
-#include "lib/idx.h"
-#include "lib/internal.h"
+#include "lib/io/idx.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 
 typedef struct {

@@ -10,9 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "lib/layers/layer.h"
-#include "lib/stage.h"
+#include "lib/model/stage.h"
 #include "support/test_util.h"
 
 static tsr_context *ctx;

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "backends/opencl/opencl.h"
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 #include "tsr_kernels.h"
 

@@ -8,7 +8,7 @@
 #include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 
 /* Sanitizer builds: PoCL and its LLVM leak compiler state on every clBuildProgram; only

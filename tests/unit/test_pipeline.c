@@ -11,8 +11,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
-#include "lib/pipeline.h"
+#include "lib/core/internal.h"
+#include "lib/train/pipeline.h"
 #include "support/test_util.h"
 
 static void test_p2p_self(void **state) {

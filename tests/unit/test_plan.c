@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lib/internal.h"
-#include "lib/plan_internal.h"
+#include "lib/core/internal.h"
+#include "lib/plan/plan_internal.h"
 #include "support/test_util.h"
 #include "topology/topology.h"
 

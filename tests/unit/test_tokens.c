@@ -14,8 +14,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "lib/internal.h"
-#include "lib/stage.h"
+#include "lib/core/internal.h"
+#include "lib/model/stage.h"
 #include "support/test_util.h"
 
 typedef struct {

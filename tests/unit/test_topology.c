@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "backends/backend.h"
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 #include "topology/topology.h"
 

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "lib/internal.h"
+#include "lib/core/internal.h"
 #include "support/test_util.h"
 #include "topology/topology.h"
 

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "lib/internal.h"
-#include "lib/optim.h"
+#include "lib/core/internal.h"
+#include "lib/train/optim.h"
 #include "support/test_util.h"
 
 /* Sanitizer builds: PoCL and its LLVM leak their compiler state (a bare clBuildProgram does

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <cJSON.h>
 #include "tessera.h"
-#include "lib/dp.h"
+#include "lib/train/dp.h"
 
 const char *__asan_default_options(void);
 const char *__lsan_default_suppressions(void);
@@ -221,7 +221,7 @@ static void test_measure(void **state) {
     tsr_model_free(m);
 }
 
-/* Bad option values are refused by name (the environment's are lib/config.c's). */
+/* Bad option values are refused by name (the environment's are lib/core/config.c's). */
 static void test_bad_options(void **state) {
     (void)state;
     tsr_comm *comm = NULL;

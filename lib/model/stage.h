@@ -1,0 +1,123 @@
+/* A stage: a contiguous range of a model's layers on one backend, with its device memory.
+ *
+ * Memory (all device buffers of the stage's backend):
+ *  - params: ONE buffer with every parameter of the stage;
+ *  - grads:  ONE buffer of the same size and layout; both are laid out in REVERSE layer
+ *    order (the last layer's weights, then its biases, at offset 0), so the gradient bytes
+ *    that are final after a layer's backward form the prefix [0, end) of the buffer: the
+ *    data-parallel trainer can start an allreduce on each range as backward proceeds;
+ *  - acts:   the stage input and every layer's output at the maximum batch, plus the state
+ *    backward needs (im2col columns, pooling indices, dropout masks);
+ *  - buffers for activation gradients: two (ping-pong) for a chain, more while a residual's
+ *    gradient waits for its second reader (tsr_stage_memory.grad_buffers).
+ * Layers may read earlier outputs of the same stage (a residual add), not another stage's.
+ * When the stage holds the model's last layer it also runs the loss layer (softmax
+ * cross-entropy, mean over the batch). */
+#ifndef TSR_STAGE_H
+#define TSR_STAGE_H
+#include <stddef.h>
+#include <stdint.h>
+#include "backends/backend.h"
+#include "lib/model/layers.h"
+
+typedef struct tsr_stage tsr_stage;
+
+/* Called after layer `layer`'s backward with the byte range of the gradient buffer that is
+ * now final (that layer's parameters; bytes may be 0 for layers without parameters). */
+typedef tsr_status (*tsr_stage_grad_hook)(void *user, size_t layer, size_t byte_off, size_t bytes);
+
+typedef struct tsr_stage_options {
+    size_t first, last;      /* layers [first, last) of the model */
+    size_t max_batch;
+    int need_input_grad;     /* 1: backward also produces d(loss)/d(input) */
+} tsr_stage_options;
+
+tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_stage_options *o,
+                            tsr_stage **out);
+void tsr_stage_free(tsr_stage *st); /* accepts NULL */
+
+/* Buffers and their element offsets. */
+tsr_buf *tsr_stage_params(tsr_stage *st);
+tsr_buf *tsr_stage_grads(tsr_stage *st);
+size_t tsr_stage_param_count(const tsr_stage *st);
+/* Element offsets of layer `layer`'s weights and biases in params/grads (0 counts for
+ * layers without parameters). Weights: dense [units][inputs], conv [filters][c][kh][kw]. */
+tsr_status tsr_stage_layer_params(const tsr_stage *st, size_t layer, size_t *w_off, size_t *w_count,
+                                  size_t *b_off, size_t *b_count);
+/* Where to write the stage input (batch x input features, float) before forward. */
+tsr_ref tsr_stage_input(tsr_stage *st);
+/* Output of the last layer of the stage (logits on the last stage). */
+tsr_ref tsr_stage_output(tsr_stage *st);
+/* Gradient of the input after backward (only with need_input_grad). */
+tsr_ref tsr_stage_input_grad(tsr_stage *st);
+/* Where a non-final stage receives d(loss)/d(output) before backward. */
+tsr_ref tsr_stage_output_grad(tsr_stage *st);
+/* Last stage: labels (int32, batch) go here before forward with the loss. */
+tsr_ref tsr_stage_labels(tsr_stage *st);
+/* Last stage: softmax probabilities (batch x classes) after forward. */
+tsr_ref tsr_stage_probs(tsr_stage *st);
+
+void tsr_stage_set_hook(tsr_stage *st, tsr_stage_grad_hook hook, void *user);
+/* Last stage: backward scales each sample's loss gradient by `scale` instead of 1/n (0 restores
+ * 1/n). A pipeline sets 1/(whole batch) so that micro-batch gradients sum to the gradient of
+ * the mean loss over the batch, with the same per-sample arithmetic as one big batch. */
+void tsr_stage_set_loss_scale(tsr_stage *st, float scale);
+/* Pipelines: tsr_stage_set_slots gives the stage `slots` activation sets (input, every layer's
+ * output and backward state, labels, probabilities; one at creation), one per micro-batch in
+ * flight; parameters, gradients and the gradient ping-pong buffers are shared. Forward,
+ * backward and the input/output/labels/probs accessors work on the selected set (slot 0 at
+ * first); each set remembers the training forward it holds. */
+tsr_status tsr_stage_set_slots(tsr_stage *st, size_t slots);
+tsr_status tsr_stage_select(tsr_stage *st, size_t slot);
+/* Device bytes of one activation set. */
+size_t tsr_stage_act_bytes(const tsr_stage *st);
+
+/* The stage's device memory, planned once from the layer kinds' tables: tsr_stage_create
+ * allocates exactly this (one activation set), and the planner reads it. */
+typedef struct tsr_stage_memory {
+    size_t param_bytes;        /* the params buffer; grads the same */
+    size_t act_set_bytes;      /* one activation set (input, outputs, kept state, workspace,
+                                * labels/probabilities/losses on the last stage) */
+    size_t grad_buffers, grad_buffer_bytes; /* activation-gradient buffers */
+    size_t total_bytes;        /* 2 x param_bytes + act_set_bytes + the gradient buffers */
+} tsr_stage_memory;
+/* The plan of a stage with options `o`, without allocating device memory (errors as
+ * tsr_stage_create's). */
+tsr_status tsr_stage_plan_memory(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
+                                 tsr_stage_memory *out);
+/* Device bytes the stage holds now: every buffer it allocated, all activation sets. */
+size_t tsr_stage_device_bytes(const tsr_stage *st);
+
+/* Forward on the first n samples of the input. train = 1 applies dropout with masks from
+ * dropout_seed (each layer mixes in its index). On the last stage also computes the
+ * per-sample losses; *loss (may be NULL) receives their mean, which synchronises. */
+tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropout_seed, float *loss);
+/* Backward for the same n. accumulate = 0 overwrites the gradient buffer, 1 adds to it. */
+tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate);
+
+/* Evaluation on a stage that holds the whole model: forwards samples [first, first + count)
+ * of d in chunks of at most the stage's max batch (no dropout), adds the correct predictions
+ * to *correct and the summed loss to *loss_sum. probs: host scratch of max_batch x classes
+ * floats. Checks the data set's shape and labels first (TSR_ERR_SHAPE / INVALID_ARG). */
+tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first, size_t count,
+                              float *probs, size_t *correct, double *loss_sum);
+
+/* Seed of layer `layer`'s dropout masks for a forward given `dropout_seed`. */
+uint64_t tsr_stage_dropout_seed(uint64_t dropout_seed, size_t layer);
+
+/* Parameter initialisation on the host, identical on every backend: He (Kaiming) uniform
+ * U(-sqrt(6/fan_in), +sqrt(6/fan_in)) or Glorot uniform U(+-sqrt(6/(fan_in+fan_out))) for
+ * weights, zero biases; draws come from xoshiro256** seeded with `seed`, layer by layer in
+ * model order. Writes the stage's parameters. */
+tsr_status tsr_stage_init_params(tsr_stage *st, int glorot, uint64_t seed);
+
+/* xoshiro256** (Blackman & Vigna), used for initialisation and per-step seeds. */
+typedef struct tsr_rng {
+    uint64_t s[4];
+} tsr_rng;
+void tsr_rng_seed(tsr_rng *r, uint64_t seed);
+uint64_t tsr_rng_next(tsr_rng *r);
+/* Uniform in [0, 1) with 53 bits. */
+double tsr_rng_uniform(tsr_rng *r);
+
+#endif

@@ -1,0 +1,58 @@
+/* Internal: the plan object shared by the planner (lib/plan/plan.c) and its text forms
+ * (lib/plan/plan_io.c). */
+#ifndef TSR_PLAN_INTERNAL_H
+#define TSR_PLAN_INTERNAL_H
+#include "lib/core/internal.h"
+
+#ifndef PLAN_BUDGET
+#define PLAN_BUDGET 1.5e8 /* inner DP steps the search plans for (~0.3 s) */
+#endif
+
+/* A device a stage runs on, as the plan names it (replica r, stage i at [r * S + i]). */
+typedef struct tsr_plan_device {
+    int index;        /* into the topology's devices */
+    int rank;         /* -1: no cluster view */
+    int host;         /* topology host index */
+    tsr_device_kind kind;
+    char id[64];
+    char name[128];
+    char hostname[64];
+} tsr_plan_device;
+
+enum { TSR_PLAN_SEARCHED = 0, TSR_PLAN_FIXED = 1, TSR_PLAN_PARSED = 2 };
+
+struct tsr_plan {
+    tsr_context *ctx;
+    char *model_spec;             /* canonical spec of the model it is for */
+    tsr_model_input input;
+    size_t layers;
+    char (*layer_spec)[64];       /* per layer, for the picture */
+    tsr_plan_options opt;
+    size_t stage_count;
+    size_t microbatches;          /* per replica */
+    size_t microbatch_size;
+    size_t replica_batch;         /* samples per replica per step */
+    int replicas;
+    tsr_plan_stage *stages;       /* replica 0 */
+    tsr_plan_device *devices;     /* replicas x stage_count */
+    double allreduce_s;           /* gradient allreduce between replicas per step */
+    double step_s;
+    size_t bottleneck;
+    int optimal;                  /* 1 when the search proved it optimal for the cost model */
+    double search_work;           /* inner DP steps the search took (tests bound its cost by
+                                   * this count, not by the clock) */
+    int host_count;               /* hosts the stages span (for the picture) */
+    int origin;                   /* TSR_PLAN_SEARCHED, _FIXED or _PARSED */
+};
+
+/* Allocates an empty plan for `model` with `stages` stages and `replicas` replicas; the caller
+ * fills stages and devices, then calls tsr_plan_finish. */
+tsr_status tsr_plan_alloc(tsr_context *ctx, const tsr_model *model, size_t stages, int replicas,
+                          tsr_plan **out);
+/* Derives step time, bottleneck and host count from the stage figures. */
+void tsr_plan_finish(tsr_plan *p);
+
+/* "1.2 GiB", "512.0 MiB", "12 B" */
+void tsr_plan_format_bytes(char *buf, size_t size, double bytes);
+
+#endif

@@ -1,0 +1,105 @@
+/* SGD (momentum, Nesterov) and Adam/AdamW through the backends' fused update kernels. */
+#include <math.h>
+#include <string.h>
+#include "lib/core/internal.h"
+#include "lib/train/optim.h"
+
+static const char *const kind_names[] = {"sgd", "adam", "adamw"};
+
+const char *tsr_optimizer_kind_name(tsr_optimizer_kind k) {
+    return (unsigned)k < TSR_ARRAY_SIZE(kind_names) ? kind_names[k] : "?";
+}
+
+tsr_status tsr_optimizer_kind_parse(const char *name, tsr_optimizer_kind *out) {
+    if (!name || !out) return TSR_ERR_INVALID_ARG;
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(kind_names); i++)
+        if (!strcmp(name, kind_names[i])) {
+            *out = (tsr_optimizer_kind)i;
+            return TSR_OK;
+        }
+    return TSR_ERR_PARSE;
+}
+
+void tsr_optim_free(tsr_optim *opt) {
+    if (!opt) return;
+    tsr_buf_free(opt->m);
+    tsr_buf_free(opt->v);
+    tsr_free(opt->be->ctx, opt);
+}
+
+static tsr_status check_options(tsr_context *ctx, const tsr_optimizer_options *o) {
+    if ((unsigned)o->kind > TSR_OPTIM_ADAMW)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "unknown optimizer kind %d", (int)o->kind);
+    if (!(o->lr > 0.0f) || !isfinite(o->lr))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "learning rate %g must be positive", (double)o->lr);
+    if (!(o->weight_decay >= 0.0f) || !isfinite(o->weight_decay))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "weight decay %g must be >= 0", (double)o->weight_decay);
+    if (o->kind == TSR_OPTIM_SGD && !(o->momentum >= 0.0f && o->momentum < 1.0f))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "momentum %g must be in [0, 1)", (double)o->momentum);
+    if (o->kind == TSR_OPTIM_SGD && o->nesterov && o->momentum == 0.0f)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "Nesterov momentum needs momentum > 0");
+    if (o->kind != TSR_OPTIM_SGD) {
+        if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f))
+            return tsr_error(ctx, TSR_ERR_INVALID_ARG, "Adam beta1 %g must be in [0, 1)", (double)o->beta1);
+        if (!(o->beta2 >= 0.0f && o->beta2 < 1.0f))
+            return tsr_error(ctx, TSR_ERR_INVALID_ARG, "Adam beta2 %g must be in [0, 1)", (double)o->beta2);
+        if (!(o->eps > 0.0f))
+            return tsr_error(ctx, TSR_ERR_INVALID_ARG, "Adam eps %g must be positive", (double)o->eps);
+    }
+    return TSR_OK;
+}
+
+tsr_status tsr_optim_create(tsr_backend *be, const tsr_optimizer_options *o, size_t n, tsr_optim **out) {
+    if (!be || !o || !out) return TSR_ERR_INVALID_ARG;
+    *out = NULL;
+    TSR_TRY(check_options(be->ctx, o));
+    tsr_optim *opt = tsr_calloc(be->ctx, 1, sizeof *opt);
+    if (!opt) return tsr_error(be->ctx, TSR_ERR_NO_MEMORY, "optimizer");
+    opt->be = be;
+    opt->o = *o;
+    opt->n = n;
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    tsr_status s = TSR_OK;
+    if (o->kind != TSR_OPTIM_SGD && (s = tsr_buf_alloc(be, bytes, &opt->m)) == TSR_OK)
+        s = tsr_op_fill(be, tsr_ref_at(opt->m, 0), n, 0.0f);
+    if (s == TSR_OK && (o->kind != TSR_OPTIM_SGD || o->momentum != 0.0f) &&
+        (s = tsr_buf_alloc(be, bytes, &opt->v)) == TSR_OK)
+        s = tsr_op_fill(be, tsr_ref_at(opt->v, 0), n, 0.0f);
+    if (s != TSR_OK) {
+        tsr_optim_free(opt);
+        return s;
+    }
+    *out = opt;
+    return TSR_OK;
+}
+
+tsr_status tsr_optim_update(tsr_optim *opt, tsr_buf *params, tsr_buf *grads, float lr, uint64_t step) {
+    if (!opt || !params || !grads) return TSR_ERR_INVALID_ARG;
+    const tsr_optimizer_options *o = &opt->o;
+    tsr_ref w = tsr_ref_at(params, opt->off), g = tsr_ref_at(grads, opt->off);
+    if (o->kind == TSR_OPTIM_SGD) {
+        tsr_sgd_params p = {lr, o->momentum, o->weight_decay, o->nesterov};
+        /* without momentum the velocity is never read; pass the gradient as a placeholder */
+        return tsr_op_sgd_update(opt->be, opt->n, &p, w, g, opt->v ? tsr_ref_at(opt->v, 0) : g);
+    }
+    double t = (double)step + 1.0;
+    tsr_adam_params p = {lr, o->beta1, o->beta2, o->eps, o->weight_decay, o->kind == TSR_OPTIM_ADAMW,
+                         (float)(1.0 - pow((double)o->beta1, t)), (float)(1.0 - pow((double)o->beta2, t))};
+    /* beta1 = 0 gives bias correction 1; tiny betas^t may round the correction to 1: fine */
+    return tsr_op_adam_update(opt->be, opt->n, &p, w, g, tsr_ref_at(opt->m, 0), tsr_ref_at(opt->v, 0));
+}
+
+size_t tsr_optim_state(tsr_optim *opt, const char *names[2], tsr_buf *bufs[2]) {
+    if (!opt) return 0;
+    if (opt->o.kind == TSR_OPTIM_SGD) {
+        if (!opt->v) return 0;
+        names[0] = "sgd.velocity";
+        bufs[0] = opt->v;
+        return 1;
+    }
+    names[0] = "adam.m";
+    bufs[0] = opt->m;
+    names[1] = "adam.v";
+    bufs[1] = opt->v;
+    return 2;
+}

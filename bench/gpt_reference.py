@@ -211,15 +211,22 @@ def read_safetensors(path):
         header = json.loads(data[8:8 + n])
     except ValueError as e:
         sys.exit("%s: header is not JSON: %s" % (path, e))
+    if not isinstance(header, dict):
+        sys.exit("%s: header is not a JSON object" % path)
     body = memoryview(data)[8 + n:]
     metadata = header.pop("__metadata__", {}) or {}
     tensors, spans = {}, []
     for name, info in header.items():
-        dt = info.get("dtype")
+        dt = info.get("dtype") if isinstance(info, dict) else None
         if dt not in DTYPES:
             sys.exit("%s: %s has dtype %r, not one of %s" % (path, name, dt, sorted(DTYPES)))
-        shape = info.get("shape")
-        begin, end = info.get("data_offsets", (None, None))
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            sys.exit("%s: %s has shape %r, not a list of sizes" % (path, name, shape))
+        if not isinstance(offsets, list) or len(offsets) != 2 or \
+                not all(isinstance(o, int) for o in offsets):
+            sys.exit("%s: %s has data_offsets %r, not [begin, end]" % (path, name, offsets))
+        begin, end = offsets
         count = int(np.prod(shape, dtype=np.int64))
         if not (0 <= begin <= end <= len(body)):
             sys.exit("%s: %s offsets [%s, %s] outside the %d data bytes"
@@ -263,14 +270,14 @@ def run_reference(model, tokens):
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW(model.parameters(), **ADAMW)
     losses = []
-    for step in range(STEPS):
+    for _ in range(STEPS):
         _, step_loss = forward_backward(model, tokens)
         losses.append(step_loss.item())
         opt.step()
     with torch.no_grad():
         _, loss_after = model(tokens[:, :-1], tokens[:, 1:])
     after = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model.load_state_dict({n: v for n, v in state.items()}, strict=False)
+    model.load_state_dict(state, strict=False)  # the caller's model is left as it came
     return dict(logits=logits, loss=loss.item(), grads=grads, losses=losses,
                 loss_after=loss_after.item(), after=after)
 

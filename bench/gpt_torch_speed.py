@@ -23,6 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402  (after OMP_WAIT_POLICY: libgomp reads it once, at load)
 
+sys.dont_write_bytecode = True  # no bench/__pycache__ left in the tree by the import below
+
 from gpt_reference import ADAMW, CONFIGS, SEED, init_weights, make_model  # noqa: E402
 
 

@@ -118,6 +118,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--file") && i + 1 < argc)
             file = argv[++i];
         else {
+            if (!strcmp(argv[i], "--file"))
+                fprintf(stderr, "tsr-topo: option --file: needs a value\n");
+            else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+                ; /* just the usage */
+            else
+                fprintf(stderr, "tsr-topo: option %.64s: %s\n", argv[i],
+                        strncmp(argv[i], "--", 2) ? "unexpected argument" : "unknown option");
             fprintf(stderr,
                     "usage: %s [--json] [--file topo.json [--assign]] [--recalibrate] "
                     "[--no-calibrate]\n",

@@ -264,6 +264,11 @@ tsr_status tsr_topology_discover(tsr_context *ctx, tsr_device_info **devices, in
             st = tsr_context_use_topology(ctx, t);
             tsr_topology_free(t);
         }
+        if (st != TSR_OK) { /* say which setting named the file; the detail names the file */
+            char detail[sizeof ctx->last_error];
+            snprintf(detail, sizeof detail, "%s", ctx->last_error);
+            tsr_error(ctx, st, "TSR_TOPOLOGY (topology_file): %s", detail);
+        }
     }
     if (st != TSR_OK) { /* the context frees ctx->topology */
         tsr_free(ctx, ctx->devices);

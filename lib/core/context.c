@@ -97,6 +97,8 @@ tsr_status tsr_context_create(tsr_context **out, const tsr_context_options *opts
     st = copy_strings(ctx, &o);
     if (st == TSR_OK) st = tsr_topology_discover(ctx, &ctx->devices, &ctx->device_count);
     if (st != TSR_OK) {
+        /* the context holding the detail is about to go: the log sink gets it */
+        tsr_log(ctx, TSR_LOG_ERROR, "creating the context: %s", ctx->last_error);
         tsr_context_free(ctx);
         return st;
     }

@@ -7,6 +7,7 @@
 #  - --batch beyond the trainer's bound names the bound;
 #  - a --checkpoint that cannot be written (a folder, a missing folder, no room) is refused
 #    before the first epoch, not after it;
+#  - a TSR_TOPOLOGY file that cannot be read is named; tsr-topo names an unknown option;
 #  - under mpiexec without --mode the ranks train data parallel (they used to train one model
 #    each, all onto one checkpoint), and --stages naming fewer stages than ranks says why.
 # Env: BUILD.
@@ -54,6 +55,13 @@ done
 rc=$?
 [ $rc = 2 ] && grep -q "file size limit (RLIMIT_FSIZE, ulimit -f) allows" "$d/err" || fail "ulimit -f 100: exit $rc"
 ! grep -q "^epoch" "$d/out" || fail "ulimit -f 100: trained first"
+
+# a TSR_TOPOLOGY file that cannot be read is named with the setting (the detail used to be lost
+# with the context: "context: I/O error"); tsr-topo names an unknown option
+TSR_TOPOLOGY="$d/none.json" "$BUILD/bin/tsr-train" --data "$d" > /dev/null 2> "$d/err"
+[ $? != 0 ] && grep -q "TSR_TOPOLOGY (topology_file): .*$d/none.json" "$d/err" || fail "TSR_TOPOLOGY detail"
+"$BUILD/bin/tsr-topo" --bogus > /dev/null 2> "$d/err"
+[ $? = 2 ] && grep -q "option --bogus: unknown option" "$d/err" || fail "tsr-topo --bogus"
 
 # the batch bound is named
 "$BUILD/bin/tsr-train" --batch 2147483648 > /dev/null 2> "$d/err"

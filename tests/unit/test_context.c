@@ -52,6 +52,28 @@ static void capture(tsr_log_level level, const char *msg, void *user) {
     strncpy(c->last, msg, sizeof c->last - 1);
 }
 
+/* A context that cannot be made still tells why: its topology file's error reaches the log
+ * sink, naming the setting and the file (the detail used to be lost with the context). */
+static void test_create_failure_detail(void **state) {
+    (void)state;
+    const char *files[] = {"/nonexistent/topo.json", "tests/unit/test_context.c"}; /* missing; not JSON */
+    for (int i = 0; i < 2; i++) {
+        log_capture cap = {0};
+        tsr_context_options o;
+        tsr_context_options_init(&o);
+        o.log_fn = capture;
+        o.log_user = &cap;
+        o.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_ENV;
+        o.topology_file = files[i];
+        tsr_context *ctx = (tsr_context *)0x1;
+        assert_int_not_equal(tsr_context_create(&ctx, &o), TSR_OK);
+        assert_null(ctx);
+        assert_int_equal(cap.level, TSR_LOG_ERROR);
+        if (!strstr(cap.last, "TSR_TOPOLOGY (topology_file)") || !strstr(cap.last, files[i]))
+            fail_msg("the log does not name the setting and the file: %s", cap.last);
+    }
+}
+
 static void test_errors_and_log(void **state) {
     (void)state;
     log_capture cap = {0};
@@ -132,7 +154,7 @@ static void test_bad_options(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_strings),     cmocka_unit_test(test_create_free),
-        cmocka_unit_test(test_errors_and_log),     cmocka_unit_test(test_log_level_parse),
+        cmocka_unit_test(test_errors_and_log),     cmocka_unit_test(test_create_failure_detail),     cmocka_unit_test(test_log_level_parse),
         cmocka_unit_test(test_allocator_failures), cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

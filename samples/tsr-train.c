@@ -385,11 +385,31 @@ int main(int argc, char **argv) {
     tsr_dataset_normalize(ctx, train, FMNIST_MEAN, FMNIST_STD);
     tsr_dataset_normalize(ctx, test, FMNIST_MEAN, FMNIST_STD);
 
+    if (test->channels != train->channels || test->height != train->height ||
+        test->width != train->width) {
+        fprintf(stderr, "tsr-train: test data: images are %zux%zux%zu (channels x height x width), "
+                        "the training images %zux%zux%zu\n", test->channels, test->height,
+                test->width, train->channels, train->height, train->width);
+        return 2;
+    }
     tsr_model *model;
     tsr_model_input in = {train->channels, train->height, train->width,
                           train->classes > test->classes ? train->classes : test->classes};
     if ((s = tsr_model_parse(ctx, a.model, in, &model)) != TSR_OK) {
         fprintf(stderr, "tsr-train: option --model: %s\n", tsr_context_last_error(ctx));
+        if (s == TSR_ERR_SHAPE) { /* the class count comes from the data: show its evidence */
+            const tsr_dataset *d = train->classes >= test->classes ? train : test;
+            size_t at = 0;
+            for (size_t i = 0; i < d->count; i++)
+                if ((size_t)d->labels[i] + 1 == d->classes) {
+                    at = i;
+                    break;
+                }
+            fprintf(stderr, "tsr-train: the class count %zu comes from the %s labels, whose "
+                            "largest is %d (sample %zu): a label out of range, or a model whose "
+                            "last layer must give %zu outputs\n", d->classes,
+                    d == train ? "training" : "test", d->labels[at], at, d->classes);
+        }
         return 2;
     }
     if (a.summary) tsr_model_summary(model, stderr);

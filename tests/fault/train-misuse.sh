@@ -7,6 +7,7 @@
 #  - --batch beyond the trainer's bound names the bound;
 #  - a --checkpoint that cannot be written (a folder, a missing folder, no room) is refused
 #    before the first epoch, not after it;
+#  - a label out of range and test images of another shape are blamed on the data;
 #  - a TSR_TOPOLOGY file that cannot be read is named; tsr-topo names an unknown option;
 #  - under mpiexec without --mode the ranks train data parallel (they used to train one model
 #    each, all onto one checkpoint), and --stages naming fewer stages than ranks says why.
@@ -62,6 +63,30 @@ TSR_TOPOLOGY="$d/none.json" "$BUILD/bin/tsr-train" --data "$d" > /dev/null 2> "$
 [ $? != 0 ] && grep -q "TSR_TOPOLOGY (topology_file): .*$d/none.json" "$d/err" || fail "TSR_TOPOLOGY detail"
 "$BUILD/bin/tsr-topo" --bogus > /dev/null 2> "$d/err"
 [ $? = 2 ] && grep -q "option --bogus: unknown option" "$d/err" || fail "tsr-topo --bogus"
+
+# data errors are blamed on the data: a label of 200 among Fashion-MNIST's 0..9 is shown with
+# its sample; test images of another shape (14x56, the same pixel count) are refused
+mkdir "$d/bad"
+cp "$d"/*-ubyte "$d/bad/"
+python3 - "$d/bad" <<'PY'
+import struct, sys
+d = sys.argv[1]
+p = d + "/train-labels-idx1-ubyte"
+b = bytearray(open(p, "rb").read()); b[8 + 17] = 200; open(p, "wb").write(b)
+PY
+"$BUILD/bin/tsr-train" --data "$d/bad" > /dev/null 2> "$d/err"
+[ $? = 2 ] && grep -q "the class count 201 comes from the training labels, whose largest is 200 (sample 17)" "$d/err" ||
+    fail "label 200"
+cp "$d"/train-labels-idx1-ubyte "$d/bad/"
+python3 - "$d/bad" <<'PY'
+import struct, sys
+d = sys.argv[1]
+p = d + "/t10k-images-idx3-ubyte"
+b = bytearray(open(p, "rb").read()); b[8:16] = struct.pack(">II", 14, 56); open(p, "wb").write(b)
+PY
+"$BUILD/bin/tsr-train" --data "$d/bad" > /dev/null 2> "$d/err"
+[ $? = 2 ] && grep -q "test data: images are 1x14x56 (channels x height x width), the training images 1x28x28" "$d/err" ||
+    fail "test images 14x56"
 
 # the batch bound is named
 "$BUILD/bin/tsr-train" --batch 2147483648 > /dev/null 2> "$d/err"

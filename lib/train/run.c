@@ -1,5 +1,6 @@
 /* The run core: state and step pieces every training mode shares (see run.h). */
 #include "lib/train/run.h"
+#include "lib/model/fit.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -80,6 +81,10 @@ tsr_status tsr_run_agree(tsr_run *r, tsr_comm *comm, tsr_status mine, const char
 
 tsr_status tsr_run_open_stage(tsr_run *r, const tsr_stage_options *so, tsr_backend **be,
                               tsr_stage **stage, tsr_optim **optim) {
+    /* refused with the figures before anything is allocated (an oversized model used to be
+     * OOM-killed half-way through its allocations) */
+    TSR_TRY(tsr_stage_check_fit(r->ctx, r->model, so, tsr_context_device(r->ctx, r->device),
+                                r->o.optimizer.kind == TSR_OPTIM_SGD ? 1 : 2, 1, NULL));
     TSR_TRY(tsr_backend_open(r->ctx, r->device, be));
     TSR_TRY(tsr_stage_create(*be, r->model, so, stage));
     TSR_TRY(tsr_optim_create(*be, &r->o.optimizer, tsr_stage_param_count(*stage), optim));

@@ -7,6 +7,7 @@
 #  - --batch beyond the trainer's bound names the bound;
 #  - a --checkpoint that cannot be written (a folder, a missing folder, no room) is refused
 #    before the first epoch, not after it;
+#  - a model too large for the host's memory is refused before anything is allocated;
 #  - a label out of range and test images of another shape are blamed on the data;
 #  - a TSR_TOPOLOGY file that cannot be read is named; tsr-topo names an unknown option;
 #  - under mpiexec without --mode the ranks train data parallel (they used to train one model
@@ -87,6 +88,15 @@ PY
 "$BUILD/bin/tsr-train" --data "$d/bad" > /dev/null 2> "$d/err"
 [ $? = 2 ] && grep -q "test data: images are 1x14x56 (channels x height x width), the training images 1x28x28" "$d/err" ||
     fail "test images 14x56"
+
+# a model that does not fit the host's memory is refused with the figures before allocating
+# (it used to grow to ~24 GB and be OOM-killed without a word); skipped where it would fit
+train --model "dense:65536,dense:65536,dense:10" > /dev/null 2> "$d/err"
+rc=$?
+if ! grep -q "MemAvailable" /proc/meminfo || [ "$(awk '/MemAvailable/ {print $2}' /proc/meminfo)" -lt 60000000 ]; then
+    [ $rc = 1 ] && grep -q "model does not fit the host's memory for device host: it needs .* GiB (parameters" "$d/err" ||
+        fail "the oversized model: exit $rc"
+fi
 
 # the batch bound is named
 "$BUILD/bin/tsr-train" --batch 2147483648 > /dev/null 2> "$d/err"

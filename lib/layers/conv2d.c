@@ -12,7 +12,7 @@ static int match(const char *name, size_t n, tsr_layer *l) {
 
 static tsr_status parse_arg(tsr_spec_cursor *c, const char *name, size_t n, size_t start, tsr_layer *l) {
     (void)name, (void)n;
-    const char *what = "conv needs a positive filter count";
+    const char *what = "conv needs a filter count in 1..16777216";
     if (c->s[c->pos] != ':') return tsr_spec_error(c, c->pos, TSR_ERR_PARSE, "%s (':N')", what);
     size_t argpos = ++c->pos;
     if (tsr_spec_count(c, &l->units) || !l->units) return tsr_spec_error(c, argpos, TSR_ERR_PARSE, "%s", what);
@@ -58,7 +58,8 @@ static void print(const tsr_layer *l, char *buf, size_t size) {
 static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
     size_t filters = l->units, kh = l->kh, kw = l->kw, stride = l->stride, pad = l->pad_h;
     if (!filters || filters > TSR_MODEL_MAX_DIM)
-        return tsr_error(ctx, TSR_ERR_SHAPE, "conv needs a positive filter count, got %zu", filters);
+        return tsr_error(ctx, TSR_ERR_SHAPE, "conv needs a filter count in 1..%zu, got %zu",
+                         TSR_MODEL_MAX_DIM, filters);
     if (!kh || !kw || kh > 1024 || kw > 1024)
         return tsr_error(ctx, TSR_ERR_SHAPE, "conv kernel %zux%zu is not valid", kh, kw);
     if (!stride || stride > 1024)

@@ -12,7 +12,7 @@ static int match(const char *name, size_t n, tsr_layer *l) {
 
 static tsr_status parse_arg(tsr_spec_cursor *c, const char *name, size_t n, size_t start, tsr_layer *l) {
     (void)name, (void)n, (void)start;
-    const char *what = "dense needs a positive unit count";
+    const char *what = "dense needs a unit count in 1..16777216";
     if (c->s[c->pos] != ':') return tsr_spec_error(c, c->pos, TSR_ERR_PARSE, "%s (':N')", what);
     size_t argpos = ++c->pos;
     if (tsr_spec_count(c, &l->units) || !l->units) return tsr_spec_error(c, argpos, TSR_ERR_PARSE, "%s", what);
@@ -24,7 +24,7 @@ static void print(const tsr_layer *l, char *buf, size_t size) { snprintf(buf, si
 static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
     size_t units = l->units, inputs = tsr_tshape_size(in[0]);
     if (!units || units > TSR_MODEL_MAX_DIM)
-        return tsr_error(ctx, TSR_ERR_SHAPE, "dense needs a positive unit count below %zu, got %zu",
+        return tsr_error(ctx, TSR_ERR_SHAPE, "dense needs a unit count in 1..%zu, got %zu",
                          TSR_MODEL_MAX_DIM, units);
     if (inputs > SIZE_MAX / 8 / units)
         return tsr_error(ctx, TSR_ERR_SHAPE, "dense:%zu on %zu inputs is too large", units, inputs);

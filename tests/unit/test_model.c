@@ -107,11 +107,12 @@ static void test_malformed(void **state) {
         const char *detail;
     } cases[] = {
         {"conv5x5:32,relu,pool2,conv5x:64", TSR_ERR_PARSE, "model spec at 23: unknown layer 'conv5x'"},
-        {"dense:0,dense:10", TSR_ERR_PARSE, "model spec at 7: dense needs a positive unit count"},
-        {"dense", TSR_ERR_PARSE, "model spec at 6: dense needs a positive unit count"},
-        {"dense:abc", TSR_ERR_PARSE, "model spec at 7: dense needs a positive unit count"},
-        {"dense:99999999999", TSR_ERR_PARSE, "model spec at 7: dense needs a positive unit count"},
-        {"conv3x3:0", TSR_ERR_PARSE, "model spec at 9: conv needs a positive filter count"},
+        {"dense:0,dense:10", TSR_ERR_PARSE, "model spec at 7: dense needs a unit count in 1..16777216"},
+        {"dense", TSR_ERR_PARSE, "model spec at 6: dense needs a unit count in 1..16777216"},
+        {"dense:abc", TSR_ERR_PARSE, "model spec at 7: dense needs a unit count in 1..16777216"},
+        {"dense:99999999999", TSR_ERR_PARSE, "model spec at 7: dense needs a unit count in 1..16777216"},
+        {"dense:2000000000", TSR_ERR_PARSE, "model spec at 7: dense needs a unit count in 1..16777216"},
+        {"conv3x3:0", TSR_ERR_PARSE, "model spec at 9: conv needs a filter count in 1..16777216"},
         {"dense:10,", TSR_ERR_PARSE, "model spec at 10: expected a layer after ','"},
         {"dense:10,,relu", TSR_ERR_PARSE, "model spec at 10: expected a layer before ','"},
         {"", TSR_ERR_PARSE, "model spec at 1: empty model spec"},
@@ -167,7 +168,7 @@ static void test_builder(void **state) {
     tsr_model_free(p);
     /* bad layers are refused and leave the model as it was */
     assert_int_equal(tsr_model_add_dense(m, 0), TSR_ERR_SHAPE);
-    assert_non_null(strstr(tsr_context_last_error(ctx), "dense needs a positive unit count"));
+    assert_non_null(strstr(tsr_context_last_error(ctx), "dense needs a unit count in 1..16777216"));
     assert_int_equal(tsr_model_add_dropout(m, 1.0f), TSR_ERR_SHAPE);
     assert_non_null(strstr(tsr_context_last_error(ctx), "dropout probability 1 must be in [0, 1)"));
     assert_int_equal(tsr_model_add_maxpool(m, 20, 0), TSR_ERR_SHAPE);

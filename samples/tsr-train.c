@@ -220,6 +220,18 @@ typedef struct epoch_shape {
     size_t samples; /* training samples (after --limit) */
 } epoch_shape;
 
+/* tests/fault: TSR_FAULT_KILL_AFTER_SAVE=N[@RANK] — the process (every rank, or rank RANK alone)
+ * dies by SIGKILL right after its N-th checkpoint: a kill at a known point of the run. Only in
+ * a job's first attempt (tsr-launch sets TSR_RESTART=k for attempt k), so a restarted job runs
+ * through. 0: no kill. */
+static long fault_kill_after_save(int rank) {
+    const char *v = getenv("TSR_FAULT_KILL_AFTER_SAVE"), *restart = getenv("TSR_RESTART");
+    if (!v || !*v || (restart && strcmp(restart, "0"))) return 0;
+    const char *at = strchr(v, '@');
+    if (at && atoi(at + 1) != rank) return 0;
+    return atol(v);
+}
+
 /* The checkpoint's metadata: the input normalisation, the epoch's shape and the figures of
  * the epoch it ends. */
 static tsr_status set_figures(tsr_trainer *tr, epoch_shape shape, double train_loss, double acc,
@@ -558,10 +570,7 @@ int main(int argc, char **argv) {
         tsr_comm_free(comm);
         return rc;
     }
-    /* tests/fault: TSR_FAULT_KILL_AFTER_SAVE=N dies by SIGKILL right after the N-th checkpoint
-     * (and its manifest) is written, a kill at a known point of the run */
-    const char *kill_env = getenv("TSR_FAULT_KILL_AFTER_SAVE");
-    long kill_after = kill_env && *kill_env ? atol(kill_env) : 0, saves = 0;
+    long kill_after = fault_kill_after_save(rank), saves = 0;
     int tty = isatty(2) && !a.quiet;
     for (uint64_t e = tsr_trainer_epoch(tr); e < (uint64_t)a.epochs; e++) {
         tsr_loader_start_epoch(loader, e);

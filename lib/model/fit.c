@@ -59,18 +59,23 @@ tsr_status tsr_stage_check_fit(tsr_context *ctx, const tsr_model *model, const t
                          "(--mode pipeline)";
     if (f.device_limit && f.device_total > f.device_limit)
         return tsr_error(ctx, TSR_ERR_DEVICE_MEMORY,
-                         "model does not fit device %s (%s): it needs %s (parameters %s, gradients %s, "
-                         "optimizer state %s, activations and workspace %s at batch %zu), the device "
-                         "has %s: %s", dev->id, dev->name, human(f.device_total, need, sizeof need),
+                         "model does not fit device %s (%s): it needs %s (%llu bytes: parameters %s, "
+                         "gradients %s, optimizer state %s, activations and workspace %s at batch %zu), "
+                         "the device has %s: %s", dev->id, dev->name,
+                         human(f.device_total, need, sizeof need), (unsigned long long)f.device_total,
                          human(f.params, p, sizeof p), human(f.grads, g, sizeof g),
                          human(f.optimizer, s, sizeof s), human(f.activations, a, sizeof a),
                          o->max_batch, human(f.device_limit, have, sizeof have), advice);
     if (f.host_limit && f.host_total > f.host_limit)
-        return tsr_error(ctx, TSR_ERR_NO_MEMORY,
-                         "model does not fit the host's memory for device %s: it needs %s (parameters "
-                         "%s, gradients %s, optimizer state %s, activations and workspace %s at batch "
-                         "%zu, host copies %s), %s is available: %s", dev->id,
-                         human(f.host_total, need, sizeof need), human(f.params, p, sizeof p),
+        /* the device's own footprint on host memory is the device's memory; host copies alone
+         * are the host's */
+        return tsr_error(ctx, host_memory && f.device_total > f.host_limit ? TSR_ERR_DEVICE_MEMORY
+                                                                           : TSR_ERR_NO_MEMORY,
+                         "model does not fit the host's memory for device %s: it needs %s (%llu bytes: "
+                         "parameters %s, gradients %s, optimizer state %s, activations and workspace "
+                         "%s at batch %zu, host copies %s), %s is available: %s", dev->id,
+                         human(f.host_total, need, sizeof need), (unsigned long long)f.host_total,
+                         human(f.params, p, sizeof p),
                          human(f.grads, g, sizeof g), human(f.optimizer, s, sizeof s),
                          human(f.activations, a, sizeof a), o->max_batch,
                          human(f.host_total - (host_memory ? f.device_total : 0), c, sizeof c),

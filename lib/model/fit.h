@@ -19,8 +19,10 @@ typedef struct tsr_fit {
 
 /* Figures of stage `o` of `model` on `dev` with `optimizer_slots` state tensors per parameter
  * (SGD 1, Adam 2) and `act_sets` activation sets (micro-batches in flight), and the check:
- * TSR_ERR_DEVICE_MEMORY or TSR_ERR_NO_MEMORY naming the device, the bytes needed by kind and
- * the bytes available, and what to change. `fit` (may be NULL) receives the figures either way. */
+ * TSR_ERR_DEVICE_MEMORY when the device's footprint does not fit its memory (host memory for
+ * the host backend and OpenCL CPU devices), TSR_ERR_NO_MEMORY when only the trainer's host
+ * copies do not; the message names the device, the bytes needed by kind and the bytes
+ * available, and what to change. `fit` (may be NULL) receives the figures either way. */
 tsr_status tsr_stage_check_fit(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
                                const tsr_device_info *dev, size_t optimizer_slots, size_t act_sets,
                                tsr_fit *fit);

@@ -94,7 +94,7 @@ PY
 train --model "dense:65536,dense:65536,dense:10" > /dev/null 2> "$d/err"
 rc=$?
 if ! grep -q "MemAvailable" /proc/meminfo || [ "$(awk '/MemAvailable/ {print $2}' /proc/meminfo)" -lt 60000000 ]; then
-    [ $rc = 1 ] && grep -q "model does not fit the host's memory for device host: it needs .* GiB (parameters" "$d/err" ||
+    [ $rc = 1 ] && grep -q "model does not fit the host's memory for device host: it needs .* GiB ([0-9]* bytes: parameters" "$d/err" ||
         fail "the oversized model: exit $rc"
 fi
 

@@ -111,7 +111,7 @@ static void test_trainer_refuses_oversized(void **state) {
     tsr_trainer_options o;
     tsr_trainer_options_init(&o);
     tsr_trainer *t = (tsr_trainer *)0x1;
-    expect_refusal(tsr_trainer_create(ctx, m, &o, &t), TSR_ERR_NO_MEMORY, "host");
+    expect_refusal(tsr_trainer_create(ctx, m, &o, &t), TSR_ERR_DEVICE_MEMORY, "host");
     assert_null(t);
     tsr_model_free(m);
 }

@@ -165,7 +165,7 @@ static void test_errors(void **state) {
 static void test_allocation_failures(void **state) {
     (void)state;
     int created = 0;
-    for (long k = 1; k <= 40 && !created; k++) {
+    for (long k = 1; k <= 200 && !created; k++) { /* every allocation of creation fails once */
         tsr_test_alloc fa;
         tsr_test_alloc_init(&fa, 0);
         tsr_context_options co;

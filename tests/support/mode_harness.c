@@ -57,13 +57,13 @@ int tsr_mh_world_end(tsr_mh_world *w, int failures, int skips, const char *name)
 }
 #endif
 
-void tsr_mh_shared_path(char *path, size_t size, const char *tag) {
+void tsr_mh_shared_path(char *path, size_t size, const char *tag, const char *ext) {
     long id = (long)getpid();
 #if TSR_WITH_MPI
     if (mpi_running()) MPI_Bcast(&id, 1, MPI_LONG, 0, MPI_COMM_WORLD);
 #endif
     const char *tmp = getenv("TMPDIR");
-    snprintf(path, size, "%s/tsr-%s-%ld.ck", tmp && *tmp ? tmp : "/tmp", tag, id);
+    snprintf(path, size, "%s/tsr-%s-%ld%s", tmp && *tmp ? tmp : "/tmp", tag, id, ext);
 }
 
 tsr_dataset *tsr_mh_synthetic_data(tsr_context *ctx, size_t samples) {

@@ -44,14 +44,20 @@ tsr_status tsr_mh_world_init(tsr_mh_world *w, int *argc, char ***argv, unsigned 
     return tsr_comm_init_world(w->ctx, argc, argv, &w->comm);
 }
 
-int tsr_mh_world_end(tsr_mh_world *w, int failures, int skips, const char *name) {
+void tsr_mh_world_close(tsr_mh_world *w) {
     tsr_comm_free(w->comm);
-    w->comm = NULL;
-    int mine[2] = {failures, skips}, all[2] = {0, 0};
-    MPI_Allreduce(mine, all, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     tsr_context_free(w->ctx);
+    w->comm = NULL;
     w->ctx = NULL;
     MPI_Finalize();
+}
+
+int tsr_mh_world_end(tsr_mh_world *w, int failures, int skips, const char *name) {
+    int mine[2] = {failures, skips}, all[2] = {0, 0};
+    tsr_comm_free(w->comm); /* MPI_COMM_WORLD stays usable until MPI_Finalize */
+    w->comm = NULL;
+    MPI_Allreduce(mine, all, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    tsr_mh_world_close(w);
     if (w->rank == 0) printf("%s n=%d: %s\n", name, w->nranks, all[0] ? "FAILED" : "ok");
     return all[0] ? 1 : all[1] ? 77 : 0;
 }

@@ -27,6 +27,9 @@ tsr_status tsr_mh_world_init(tsr_mh_world *w, int *argc, char ***argv, unsigned 
  * counted a failure, else 77 if any skipped a part, else 0), prints "<name> n=<ranks>: ok|FAILED"
  * on rank 0 and finalises MPI. Returns the exit status. */
 int tsr_mh_world_end(tsr_mh_world *w, int failures, int skips, const char *name);
+/* Frees the communicator and context and finalises MPI, agreeing on nothing (fault and
+ * measurement modes, which return their own status). */
+void tsr_mh_world_close(tsr_mh_world *w);
 /* A path "<TMPDIR or /tmp>/tsr-<tag>-<rank 0's pid><ext>" that is the same on every rank of
  * MPI_COMM_WORLD (collective under MPI); size >= 96. */
 void tsr_mh_shared_path(char *path, size_t size, const char *tag, const char *ext);

@@ -99,6 +99,59 @@ tsr_status tsr_mh_fmnist(tsr_context *ctx, const char *dir, size_t train_n, size
     return s;
 }
 
+uint64_t tsr_mh_lcg(uint64_t *state) {
+    *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+    return *state >> 33;
+}
+
+void tsr_mh_argmax_batch(uint64_t seed, size_t n, size_t features, size_t classes, float *x,
+                         int32_t *y) {
+    for (size_t i = 0; i < n; i++) {
+        size_t best = 0;
+        for (size_t f = 0; f < features; f++) {
+            x[i * features + f] = (float)(tsr_mh_lcg(&seed) & 0xFFFF) / 65536.0f;
+            if (f < classes && x[i * features + f] > x[i * features + best]) best = f;
+        }
+        y[i] = (int32_t)best;
+    }
+}
+
+void tsr_mh_options(tsr_trainer_options *o, tsr_comm *comm, size_t batch, uint64_t seed, int adam) {
+    tsr_trainer_options_init(o);
+    o->batch = batch;
+    o->seed = seed;
+    o->comm = comm;
+    if (!adam) {
+        o->optimizer.kind = TSR_OPTIM_SGD;
+        o->optimizer.lr = 0.05f;
+        o->optimizer.momentum = 0.9f;
+    }
+}
+
+tsr_status tsr_mh_reference(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                            int steps, size_t n, size_t features, size_t classes, uint64_t batch_seed,
+                            float *losses, float *params) {
+    tsr_trainer_options single = *o;
+    single.comm = NULL;
+    tsr_trainer *t = NULL;
+    tsr_status s = tsr_trainer_create(ctx, model, &single, &t);
+    size_t np = tsr_model_param_count(model);
+    float *x = malloc(n * features * sizeof *x);
+    int32_t *y = malloc(n * sizeof *y);
+    if (s == TSR_OK && (!x || !y)) s = TSR_ERR_NO_MEMORY;
+    for (int k = 0; s == TSR_OK && k < steps; k++) {
+        float loss = 0.0f;
+        tsr_mh_argmax_batch(batch_seed + (uint64_t)k, n, features, classes, x, y);
+        s = tsr_trainer_step(t, x, y, n, &loss);
+        if (s == TSR_OK && losses) losses[k] = loss;
+        if (s == TSR_OK) s = tsr_trainer_get_params(t, params + (size_t)k * np, np);
+    }
+    free(x);
+    free(y);
+    tsr_trainer_free(t);
+    return s;
+}
+
 void tsr_mh_run_init(tsr_mh_run *r) {
     memset(r, 0, sizeof *r);
     tsr_trainer_options_init(&r->options);
@@ -169,6 +222,10 @@ double tsr_mh_max_abs_diff(const float *a, const float *b, size_t n) {
     double worst = 0.0;
     for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - (double)b[i]));
     return worst;
+}
+
+int tsr_mh_error_is(tsr_context *ctx, tsr_status got, tsr_status want, const char *words) {
+    return got == want && strstr(tsr_context_last_error(ctx), words) != NULL;
 }
 
 int tsr_mh_bitwise(const float *a, const float *b, size_t n) { return !memcmp(a, b, n * sizeof *a); }

@@ -47,6 +47,23 @@ tsr_model *tsr_mh_synthetic_model(tsr_context *ctx, const char *spec);
 tsr_status tsr_mh_fmnist(tsr_context *ctx, const char *dir, size_t train_n, size_t test_n,
                          int normalize, tsr_dataset **train, tsr_dataset **test);
 
+/* The argmax task of the pipeline and hybrid tests: n samples of `features` uniform [0, 1)
+ * values from an LCG seeded with `seed`, the label the index of the largest of the first
+ * `classes` features. */
+uint64_t tsr_mh_lcg(uint64_t *state); /* the next 31-bit value */
+void tsr_mh_argmax_batch(uint64_t seed, size_t n, size_t features, size_t classes, float *x,
+                         int32_t *y);
+/* Trainer options of the pipeline and hybrid comparisons: batch, seed, comm; Adam at the
+ * defaults, or (adam 0) SGD lr 0.05 momentum 0.9. */
+void tsr_mh_options(tsr_trainer_options *o, tsr_comm *comm, size_t batch, uint64_t seed, int adam);
+/* The single-process reference: a trainer of options *o without communicator takes `steps`
+ * steps of tsr_mh_argmax_batch(batch_seed + k, n, features, classes); losses[k] (NULL: not kept)
+ * gets step k's loss and params + k * param_count the parameters after it (params: steps x
+ * param_count floats). Returns the first failing call's status. */
+tsr_status tsr_mh_reference(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                            int steps, size_t n, size_t features, size_t classes, uint64_t batch_seed,
+                            float *losses, float *params);
+
 /* --- running a mode --- */
 typedef struct tsr_mh_run {
     /* in */
@@ -80,6 +97,8 @@ tsr_status tsr_mh_run_train(tsr_context *ctx, const tsr_model *model, const tsr_
 void tsr_mh_run_free(tsr_mh_run *r);
 
 /* --- comparisons --- */
+/* 1 if `got` is `want` and the context's last error contains `words`. */
+int tsr_mh_error_is(tsr_context *ctx, tsr_status got, tsr_status want, const char *words);
 /* Max |a - b| over n. */
 double tsr_mh_max_abs_diff(const float *a, const float *b, size_t n);
 /* 1 if the n floats agree bit for bit. */

@@ -104,7 +104,8 @@ static void test_match_trainer(tsr_context *ctx, tsr_comm *comm) {
         tsr_trainer_options o;
         options(&o, NULL, adam);
         float ref_loss[STEPS];
-        tsr_status rs = tsr_mh_reference(ctx, m, &o, STEPS, GLOBAL, FEAT, 10, BATCH_SEED, ref_loss, ref);
+        tsr_status rs = tsr_mh_reference(ctx, m, &o, STEPS, GLOBAL, FEAT, 10, BATCH_SEED, ref_loss, ref,
+                                         1);
         CHECK_OK(rs, ctx);
         if (rs != TSR_OK) continue;
         for (size_t li = 0; li < nl; li++) {

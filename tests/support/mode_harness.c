@@ -130,7 +130,7 @@ void tsr_mh_options(tsr_trainer_options *o, tsr_comm *comm, size_t batch, uint64
 
 tsr_status tsr_mh_reference(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
                             int steps, size_t n, size_t features, size_t classes, uint64_t batch_seed,
-                            float *losses, float *params) {
+                            float *losses, float *params, int every_step) {
     tsr_trainer_options single = *o;
     single.comm = NULL;
     tsr_trainer *t = NULL;
@@ -144,7 +144,8 @@ tsr_status tsr_mh_reference(tsr_context *ctx, const tsr_model *model, const tsr_
         tsr_mh_argmax_batch(batch_seed + (uint64_t)k, n, features, classes, x, y);
         s = tsr_trainer_step(t, x, y, n, &loss);
         if (s == TSR_OK && losses) losses[k] = loss;
-        if (s == TSR_OK) s = tsr_trainer_get_params(t, params + (size_t)k * np, np);
+        if (s == TSR_OK && (every_step || k == steps - 1))
+            s = tsr_trainer_get_params(t, params + (every_step ? (size_t)k * np : 0), np);
     }
     free(x);
     free(y);

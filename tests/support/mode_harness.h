@@ -58,11 +58,12 @@ void tsr_mh_argmax_batch(uint64_t seed, size_t n, size_t features, size_t classe
 void tsr_mh_options(tsr_trainer_options *o, tsr_comm *comm, size_t batch, uint64_t seed, int adam);
 /* The single-process reference: a trainer of options *o without communicator takes `steps`
  * steps of tsr_mh_argmax_batch(batch_seed + k, n, features, classes); losses[k] (NULL: not kept)
- * gets step k's loss and params + k * param_count the parameters after it (params: steps x
- * param_count floats). Returns the first failing call's status. */
+ * gets step k's loss; params the parameters after the last step, or with every_step those after
+ * each step k at params + k * param_count (steps x param_count floats). Returns the first
+ * failing call's status. */
 tsr_status tsr_mh_reference(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
                             int steps, size_t n, size_t features, size_t classes, uint64_t batch_seed,
-                            float *losses, float *params);
+                            float *losses, float *params, int every_step);
 
 /* --- running a mode --- */
 typedef struct tsr_mh_run {

@@ -442,6 +442,19 @@ out:
     for (int k = 0; k < 3; k++) tsr_trainer_free(t[k]);
 }
 
+/* A NaN gradient at step 4 on every rank: SKIP leaves the parameters bitwise as they were and
+ * counts the step, STOP fails that very step with TSR_ERR_NUMERIC. */
+static void test_nonfinite(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, const tsr_dataset *d) {
+    tsr_mh_run proto;
+    tsr_mh_run_init(&proto);
+    proto.options.comm = comm;
+    proto.global_batch = 4 * (size_t)nranks;
+    tsr_mh_nonfinite_result nf;
+    char why[256];
+    CHECK_OK(tsr_mh_nonfinite(ctx, model, d, &proto, 4, &nf), ctx);
+    CHECK(tsr_mh_nonfinite_expected(&nf, 4, why, sizeof why), "data mode: %s", why);
+}
+
 /* tsr_trainer_data_split: how each mode reads a global batch of 24 (shard, batch, drop_last),
  * the trainer batch and the samples a step covers, against the rules written out here. */
 static void test_data_split(tsr_context *ctx, tsr_comm *comm) {
@@ -526,6 +539,7 @@ int main(int argc, char **argv) {
         test_weighted_equivalence(ctx, comm, model, d);
         test_identical_and_convergence(ctx, comm, model, d);
         test_zero(ctx, comm, model, d);
+        test_nonfinite(ctx, comm, model, d);
         test_timeline(ctx, comm, model, d);
         test_fmnist_accuracy(ctx, comm);
     }

@@ -159,6 +159,7 @@ void tsr_mh_run_init(tsr_mh_run *r) {
     r->shuffle_seed = 7;
     r->failed_step = -1;
     r->rank_mismatch = -1;
+    r->snapshot_before = -1;
 }
 
 tsr_status tsr_mh_run_train(tsr_context *ctx, const tsr_model *model, const tsr_dataset *data,
@@ -188,6 +189,12 @@ tsr_status tsr_mh_run_train(tsr_context *ctx, const tsr_model *model, const tsr_
             tsr_loader_start_epoch(l, ++epoch);
             n = tsr_loader_next(l, x, y);
         }
+        if (k == r->snapshot_before) {
+            r->snapshot = malloc(r->param_count * sizeof *r->snapshot);
+            s = r->snapshot ? tsr_trainer_get_params(r->trainer, r->snapshot, r->param_count)
+                            : TSR_ERR_NO_MEMORY;
+            if (s != TSR_OK) break;
+        }
         tsr_status st = tsr_trainer_step(r->trainer, x, y, n, NULL);
         if (st != TSR_OK) {
             r->failed = st;
@@ -215,8 +222,49 @@ void tsr_mh_run_free(tsr_mh_run *r) {
     tsr_trainer_free(r->trainer);
     free(r->losses);
     free(r->params);
+    free(r->snapshot);
     r->trainer = NULL;
-    r->losses = r->params = NULL;
+    r->losses = r->params = r->snapshot = NULL;
+}
+
+tsr_status tsr_mh_nonfinite(tsr_context *ctx, const tsr_model *model, const tsr_dataset *data,
+                            const tsr_mh_run *proto, int nan_step, tsr_mh_nonfinite_result *out) {
+    out->skip_failed = out->stop_failed = TSR_OK;
+    out->skipped = 0;
+    out->skip_unchanged = 0;
+    out->stop_step = -1;
+    tsr_status s = TSR_OK;
+    for (int policy = 0; policy < 2 && s == TSR_OK; policy++) {
+        tsr_mh_run r;
+        tsr_mh_run_init(&r);
+        r.options = proto->options;
+        r.global_batch = proto->global_batch;
+        r.shuffle_seed = proto->shuffle_seed;
+        r.options.fault_grad_nan_step = nan_step;
+        r.options.nonfinite = policy ? TSR_NONFINITE_SKIP : TSR_NONFINITE_STOP;
+        r.steps = nan_step + 1;
+        r.snapshot_before = nan_step;
+        s = tsr_mh_run_train(ctx, model, data, &r);
+        if (s == TSR_OK && policy) {
+            out->skip_failed = r.failed;
+            out->skipped = r.skipped;
+            out->skip_unchanged = r.snapshot && tsr_mh_bitwise(r.snapshot, r.params, r.param_count);
+        } else if (s == TSR_OK) {
+            out->stop_failed = r.failed;
+            out->stop_step = r.failed_step;
+        }
+        tsr_mh_run_free(&r);
+    }
+    return s;
+}
+
+int tsr_mh_nonfinite_expected(const tsr_mh_nonfinite_result *r, int nan_step, char *why, size_t size) {
+    snprintf(why, size, "skip: %s, %llu skipped, parameters %s; stop: %s at step %d (step %d expected)",
+             tsr_status_str(r->skip_failed), (unsigned long long)r->skipped,
+             r->skip_unchanged ? "unchanged" : "changed", tsr_status_str(r->stop_failed), r->stop_step,
+             nan_step);
+    return r->skip_failed == TSR_OK && r->skipped == 1 && r->skip_unchanged &&
+           r->stop_failed == TSR_ERR_NUMERIC && r->stop_step == nan_step;
 }
 
 double tsr_mh_max_abs_diff(const float *a, const float *b, size_t n) {

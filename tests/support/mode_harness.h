@@ -84,9 +84,12 @@ typedef struct tsr_mh_run {
     int rank_mismatch;           /* first step whose parameters differed between ranks (checked
                                     after every step when check_ranks), -1 if none */
     int check_ranks;
+    int snapshot_before;         /* >= 0: the parameters before this step go to snapshot */
+    float *snapshot;             /* [param_count] when snapshot_before was reached, else NULL */
 } tsr_mh_run;
 
-/* Defaults: options from tsr_trainer_options_init, seed 7, no steps, no rank check. */
+/* Defaults: options from tsr_trainer_options_init, seed 7, no steps, no rank check, no
+ * snapshot. */
 void tsr_mh_run_init(tsr_mh_run *r);
 /* Creates the trainer of r->options on `model`, splits r->global_batch over the ranks of
  * r->options.comm with tsr_trainer_data_split (a loader of `data` with this rank's slice; data
@@ -96,6 +99,21 @@ void tsr_mh_run_init(tsr_mh_run *r);
 tsr_status tsr_mh_run_train(tsr_context *ctx, const tsr_model *model, const tsr_dataset *data,
                             tsr_mh_run *r);
 void tsr_mh_run_free(tsr_mh_run *r);
+
+/* A non-finite gradient at step `nan_step` (options.fault_grad_nan_step, on every rank) in a run
+ * like `proto` (its options, batch and seed; nan_step + 1 steps), once under each policy. */
+typedef struct tsr_mh_nonfinite_result {
+    tsr_status skip_failed;   /* SKIP: the first failing step's status (TSR_OK expected) */
+    uint64_t skipped;         /* SKIP: steps the trainer counts as skipped (1 expected) */
+    int skip_unchanged;       /* SKIP: 1 if the step left the parameters bitwise as they were */
+    tsr_status stop_failed;   /* STOP: the failing step's status (TSR_ERR_NUMERIC expected) */
+    int stop_step;            /* STOP: which step failed (nan_step expected), -1 none */
+} tsr_mh_nonfinite_result;
+tsr_status tsr_mh_nonfinite(tsr_context *ctx, const tsr_model *model, const tsr_dataset *data,
+                            const tsr_mh_run *proto, int nan_step, tsr_mh_nonfinite_result *out);
+/* 1 if *r is what the rule says (SKIP: no error, 1 skipped, parameters unchanged; STOP:
+ * TSR_ERR_NUMERIC at nan_step); else 0 and `why` says what differed. */
+int tsr_mh_nonfinite_expected(const tsr_mh_nonfinite_result *r, int nan_step, char *why, size_t size);
 
 /* --- comparisons --- */
 /* 1 if `got` is `want` and the context's last error contains `words`. */

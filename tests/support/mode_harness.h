@@ -100,20 +100,14 @@ tsr_status tsr_mh_run_train(tsr_context *ctx, const tsr_model *model, const tsr_
                             tsr_mh_run *r);
 void tsr_mh_run_free(tsr_mh_run *r);
 
-/* A non-finite gradient at step `nan_step` (options.fault_grad_nan_step, on every rank) in a run
- * like `proto` (its options, batch and seed; nan_step + 1 steps), once under each policy. */
-typedef struct tsr_mh_nonfinite_result {
-    tsr_status skip_failed;   /* SKIP: the first failing step's status (TSR_OK expected) */
-    uint64_t skipped;         /* SKIP: steps the trainer counts as skipped (1 expected) */
-    int skip_unchanged;       /* SKIP: 1 if the step left the parameters bitwise as they were */
-    tsr_status stop_failed;   /* STOP: the failing step's status (TSR_ERR_NUMERIC expected) */
-    int stop_step;            /* STOP: which step failed (nan_step expected), -1 none */
-} tsr_mh_nonfinite_result;
-tsr_status tsr_mh_nonfinite(tsr_context *ctx, const tsr_model *model, const tsr_dataset *data,
-                            const tsr_mh_run *proto, int nan_step, tsr_mh_nonfinite_result *out);
-/* 1 if *r is what the rule says (SKIP: no error, 1 skipped, parameters unchanged; STOP:
- * TSR_ERR_NUMERIC at nan_step); else 0 and `why` says what differed. */
-int tsr_mh_nonfinite_expected(const tsr_mh_nonfinite_result *r, int nan_step, char *why, size_t size);
+/* The non-finite rule of a mode: runs of nan_step + 1 steps with options *o (mode, comm and mode
+ * options) on the synthetic task (96 samples, global batch 8, model `spec`), a NaN gradient at
+ * step nan_step on every rank (fault_grad_nan_step), once under SKIP (expected: no error, one
+ * step skipped, the parameters bitwise as before that step) and once under STOP (expected:
+ * TSR_ERR_NUMERIC from that very step). *as_expected gets 1 when both hold, else 0; `why` says
+ * what happened either way. Returns the first error of the set-up. */
+tsr_status tsr_mh_nonfinite(tsr_context *ctx, const tsr_trainer_options *o, const char *spec,
+                            int nan_step, int *as_expected, char *why, size_t size);
 
 /* --- comparisons --- */
 /* 1 if `got` is `want` and the context's last error contains `words`. */

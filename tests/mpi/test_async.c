@@ -28,16 +28,12 @@
 #include <mpi.h>
 #include "tessera.h"
 #include "lib/train/async.h"
+#include "tests/support/mode_harness.h"
 #include "tests/support/mpi_check.h"
-#include "tests/support/test_util.h"
 
 static int rank, nranks;
 
-enum { FEATURES = 32, CLASSES = 10, SAMPLES = 480 };
-
-static tsr_dataset *make_data(tsr_context *ctx) {
-    return tsr_test_clusters(ctx, SAMPLES, FEATURES, CLASSES);
-}
+enum { FEATURES = TSR_MH_FEATURES, SAMPLES = 480 };
 
 static void options(tsr_trainer_options *o, tsr_comm *comm, size_t b) {
     tsr_trainer_options_init(o);
@@ -163,7 +159,8 @@ static tsr_trainer *reference(tsr_context *ctx, const tsr_model *m, const tsr_da
 
 /* One worker, staleness 0: bitwise the single-process trainer, with 1 and 2 servers. */
 static void test_sequential(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
-    const char *ck = "/tmp/tsr-test-async.ckpt";
+    char ck[256];
+    tsr_mh_shared_path(ck, sizeof ck, "test-async", ".ckpt");
     for (int servers = 1; servers <= 2 && servers + 1 <= nranks; servers++) {
         tsr_comm *sub = NULL;
         CHECK_OK(tsr_comm_split(comm, rank <= servers ? 0 : 1, rank, &sub), ctx);
@@ -310,14 +307,11 @@ static void test_staleness(tsr_context *ctx, tsr_comm *comm, const tsr_model *m,
 static void test_fashion(tsr_context *ctx, tsr_comm *comm) {
     tsr_dataset *train = NULL, *test = NULL;
     const char *dir = "/usr/share/datasets/fashion-mnist";
-    if (tsr_dataset_load_mnist_dir(ctx, dir, 1, &train) != TSR_OK ||
-        tsr_dataset_load_mnist_dir(ctx, dir, 0, &test) != TSR_OK) {
+    if (tsr_mh_fmnist(ctx, dir, 0, 2000, 0, &train, &test) != TSR_OK) {
         if (rank == 0) SKIP("fashion-mnist: missing Fashion-MNIST in %s (%s)", dir,
                             tsr_context_last_error(ctx));
-        tsr_dataset_free(ctx, train);
         return;
     }
-    test->count = 2000;
     tsr_model *m = NULL;
     tsr_model_input in = {1, 28, 28, 10};
     CHECK_OK(tsr_model_parse(ctx, "dense:128,relu,dense:10", in, &m), ctx);
@@ -458,10 +452,9 @@ static void test_errors(tsr_context *ctx, tsr_comm *comm, const tsr_model *m) {
 /* Fault mode: 1 server, workers; rank die_rank kills itself before step die_step. Survivors
  * train 40 steps and print what they saw. Exit: 0 done, 3 peer lost, 4 other error. */
 static int fault_mode(tsr_context *ctx, tsr_comm *comm, int die_rank, int die_step) {
-    tsr_dataset *d = make_data(ctx);
-    tsr_model *m = NULL;
-    tsr_model_input in = {1, 4, FEATURES / 4, CLASSES};
-    if (!d || tsr_model_parse(ctx, "dense:64,relu,dense:10", in, &m) != TSR_OK) return 4;
+    tsr_dataset *d = tsr_mh_synthetic_data(ctx, SAMPLES);
+    tsr_model *m = tsr_mh_synthetic_model(ctx, "dense:64,relu,dense:10");
+    if (!d || !m) return 4;
     tsr_trainer_options o;
     options(&o, comm, 8);
     tsr_async_options ao = {1, 1, 0};
@@ -498,30 +491,22 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--die-rank")) die_rank = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--die-step")) die_step = atoi(argv[i + 1]);
     }
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    mpi_check_rank = rank;
-    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    tsr_context_options co;
-    tsr_context_options_init(&co);
-    co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
-    tsr_context *ctx = NULL;
-    if (tsr_context_create(&ctx, &co) != TSR_OK) {
-        fprintf(stderr, "rank %d: context\n", rank);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    tsr_comm *comm = NULL;
-    CHECK_OK(tsr_comm_init_world(ctx, &argc, &argv, &comm), ctx);
+    tsr_mh_world w;
+    tsr_status ws = tsr_mh_world_init(&w, &argc, &argv, TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC);
+    rank = mpi_check_rank = w.rank;
+    nranks = w.nranks;
+    tsr_context *ctx = w.ctx;
+    tsr_comm *comm = w.comm;
+    CHECK_OK(ws, ctx);
     if (die_rank >= 0) {
         signal(SIGUSR1, SIG_IGN); /* hydra's notice of a lost rank: the library must notice */
         int rc = fault_mode(ctx, comm, die_rank, die_step);
         fflush(stderr);
         _exit(rc); /* a peer is gone: MPI_Finalize would wait for it */
     }
-    tsr_dataset *d = make_data(ctx);
-    tsr_model *m = NULL;
-    tsr_model_input in = {1, 4, FEATURES / 4, CLASSES};
-    CHECK_OK(tsr_model_parse(ctx, "dense:64,relu,dense:32,relu,dense:10", in, &m), ctx);
+    tsr_dataset *d = tsr_mh_synthetic_data(ctx, SAMPLES);
+    tsr_model *m = tsr_mh_synthetic_model(ctx, "dense:64,relu,dense:32,relu,dense:10");
+    CHECK(m, "model: %s", tsr_context_last_error(ctx));
     if (comm && d && m) {
         test_errors(ctx, comm, m);
         if (nranks >= 2) {
@@ -536,10 +521,5 @@ int main(int argc, char **argv) {
     }
     tsr_model_free(m);
     tsr_dataset_free(ctx, d);
-    tsr_comm_free(comm);
-    int total = 0, status = mpi_check_status(&total);
-    tsr_context_free(ctx);
-    MPI_Finalize();
-    if (rank == 0) printf("test_async n=%d: %s\n", nranks, total ? "FAILED" : "ok");
-    return status;
+    return tsr_mh_world_end(&w, failures, skips, "test_async");
 }

@@ -18,35 +18,27 @@
 #include <unistd.h>
 #include <mpi.h>
 #include "tessera.h"
+#include "tests/support/mode_harness.h"
 #include "tests/support/mpi_check.h"
-#include "tests/support/test_util.h"
 
 static int rank, nranks;
 
-enum { FEATURES = 32, CLASSES = 10, SAMPLES = 480 };
-
-static tsr_dataset *make_data(tsr_context *ctx) {
-    return tsr_test_clusters(ctx, SAMPLES, FEATURES, CLASSES);
-}
-
-static tsr_model *make_model(tsr_context *ctx) {
-    tsr_model *m = NULL;
-    tsr_model_input in = {1, 4, FEATURES / 4, CLASSES};
-    tsr_status s = tsr_model_parse(ctx, "dense:64,relu,dense:32,relu,dense:10", in, &m);
-    CHECK(s == TSR_OK, "model: %s", tsr_context_last_error(ctx));
-    return m;
-}
+enum { FEATURES = TSR_MH_FEATURES, SAMPLES = 480 };
 
 /* The trace train_run asks for (options.timeline), NULL: none. */
 static const char *timeline_path;
 
-/* Trains `steps` steps of batch `b` per rank; checks identical parameters after every step;
- * returns the mean global loss of the last 10 steps (same on every rank). */
+/* Trains `steps` steps of batch `b` per rank (the library's split of b x ranks); checks
+ * identical parameters after every step; returns the mean global loss of the last 10 steps
+ * (same on every rank). */
 static double train_run(tsr_context *ctx, tsr_comm *comm, const tsr_model *model,
                         const tsr_dataset *d, tsr_compress_kind compress, int steps, size_t b) {
-    tsr_trainer_options o;
-    tsr_trainer_options_init(&o);
-    o.batch = b;
+    tsr_mh_run r;
+    tsr_mh_run_init(&r);
+    r.global_batch = b * (size_t)nranks;
+    r.steps = steps;
+    r.check_ranks = 1;
+    tsr_trainer_options o = r.options;
     o.comm = comm;
     o.compress = compress;
     /* within a node shm moves float32 (nothing to compress): make fp16 really travel */
@@ -55,45 +47,19 @@ static double train_run(tsr_context *ctx, tsr_comm *comm, const tsr_model *model
     o.fusion_bytes = 1024; /* several buckets per step (3 here) */
     o.optimizer.lr = 3e-3f;
     o.timeline = timeline_path;
-    tsr_trainer *t = NULL;
-    CHECK_OK(tsr_trainer_create(ctx, model, &o, &t), ctx);
-    if (!t) return NAN;
-    tsr_loader_options lo = {b, 7, 1, rank, nranks, 1};
-    tsr_loader *l = NULL;
-    CHECK_OK(tsr_loader_create(ctx, d, &lo, &l), ctx);
-    size_t np = tsr_model_param_count(model);
-    float *p = malloc(np * sizeof *p), *x = malloc(b * FEATURES * sizeof *x);
-    int32_t *y = malloc(b * sizeof *y);
-    uint64_t *hashes = malloc((size_t)nranks * sizeof *hashes);
-    double tail = 0.0;
-    int mismatch = 0;
-    uint64_t epoch = 0;
-    for (int s = 0; s < steps && l; s++) {
-        size_t n = tsr_loader_next(l, x, y);
-        if (!n) {
-            tsr_loader_start_epoch(l, ++epoch);
-            n = tsr_loader_next(l, x, y);
-        }
-        CHECK_OK(tsr_trainer_step(t, x, y, n, NULL), ctx);
-        if (s >= steps - 10) tail += tsr_trainer_global_loss(t) / 10.0;
-        CHECK_OK(tsr_trainer_get_params(t, p, np), ctx);
-        uint64_t h = hash_bytes(p, np * sizeof *p);
-        MPI_Gather(&h, 1, MPI_UINT64_T, hashes, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-        if (rank == 0)
-            for (int r = 1; r < nranks; r++)
-                if (hashes[r] != hashes[0] && !mismatch++)
-                    CHECK(0, "compress %d step %d: rank %d parameters differ from rank 0's", (int)compress,
-                          s, r);
-    }
-    if (nranks > 1)
-        CHECK(tsr_trainer_buckets(t) >= 3, "expected several gradient buckets, got %zu",
-              tsr_trainer_buckets(t));
-    free(p);
-    free(x);
-    free(y);
-    free(hashes);
-    tsr_loader_free(l);
-    tsr_trainer_free(t);
+    r.options = o;
+    CHECK_OK(tsr_mh_run_train(ctx, model, d, &r), ctx);
+    CHECK(r.failed == TSR_OK, "compress %d step %d: %s (%s)", (int)compress, r.failed_step,
+          tsr_status_str(r.failed), tsr_context_last_error(ctx));
+    CHECK(r.rank_mismatch < 0, "compress %d step %d: the ranks' parameters differ", (int)compress,
+          r.rank_mismatch);
+    double tail = r.steps_done == steps ? 0.0 : NAN;
+    for (int s = steps - 10; s < steps && r.losses; s++)
+        if (s >= 0) tail += r.losses[s] / 10.0;
+    if (nranks > 1 && r.trainer)
+        CHECK(tsr_trainer_buckets(r.trainer) >= 3, "expected several gradient buckets, got %zu",
+              tsr_trainer_buckets(r.trainer));
+    tsr_mh_run_free(&r);
     return tail;
 }
 
@@ -157,16 +123,12 @@ static void test_weighted_equivalence(tsr_context *ctx, tsr_comm *comm, const ts
     CHECK_OK(tsr_trainer_create(ctx, model, &o, &dp), ctx);
     CHECK_OK(tsr_trainer_step(dp, x, y, n, NULL), ctx);
     CHECK_OK(tsr_trainer_get_params(dp, got, np), ctx);
-    double worst = 0.0, moved = 0.0;
     float *init = malloc(np * sizeof *init);
     tsr_trainer *fresh = NULL;
     o.comm = NULL;
     CHECK_OK(tsr_trainer_create(ctx, model, &o, &fresh), ctx);
     CHECK_OK(tsr_trainer_get_params(fresh, init, np), ctx);
-    for (size_t i = 0; i < np; i++) {
-        worst = fmax(worst, fabs((double)got[i] - ref[i]));
-        moved = fmax(moved, fabs((double)ref[i] - init[i]));
-    }
+    double worst = tsr_mh_max_abs_diff(got, ref, np), moved = tsr_mh_max_abs_diff(ref, init, np);
     CHECK(moved > 1e-3, "the reference step hardly moved the parameters (%g)", moved);
     CHECK(worst <= 2e-6, "data-parallel step differs from the single-process step by %g (tol 2e-6)",
           worst);
@@ -198,11 +160,8 @@ static double num(const cJSON *o, const char *k) {
 }
 
 static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, const tsr_dataset *d) {
-    long id = (long)getpid();
-    MPI_Bcast(&id, 1, MPI_LONG, 0, MPI_COMM_WORLD);
     char path[256];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/tsr-timeline-%ld.json", tmp && *tmp ? tmp : "/tmp", id);
+    tsr_mh_shared_path(path, sizeof path, "timeline", ".json");
     timeline_path = path;
     int steps = 3;
     train_run(ctx, comm, model, d, TSR_COMPRESS_NONE, steps, 4);
@@ -274,16 +233,10 @@ static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_model *mod
  * same global batches (rank 0 trains that reference too): within 0.01 on 1000 test images. */
 static void test_fmnist_accuracy(tsr_context *ctx, tsr_comm *comm) {
     tsr_dataset *train = NULL, *test = NULL;
-    if (tsr_dataset_load_mnist_dir(ctx, NULL, 1, &train) != TSR_OK ||
-        tsr_dataset_load_mnist_dir(ctx, NULL, 0, &test) != TSR_OK) {
+    if (tsr_mh_fmnist(ctx, NULL, 3000, 1000, 1, &train, &test) != TSR_OK) {
         CHECK(0, "Fashion-MNIST: %s", tsr_context_last_error(ctx));
-        tsr_dataset_free(ctx, train);
         return;
     }
-    tsr_dataset_truncate(train, 3000);
-    tsr_dataset_truncate(test, 1000);
-    tsr_dataset_normalize(ctx, train, 0.286f, 0.353f);
-    tsr_dataset_normalize(ctx, test, 0.286f, 0.353f);
     tsr_model *m = NULL;
     tsr_model_input in = {1, 28, 28, 10};
     CHECK_OK(tsr_model_parse(ctx, "mlp", in, &m), ctx);
@@ -415,10 +368,9 @@ static void test_zero(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, 
     float *x = malloc(b * FEATURES * sizeof *x), *p0 = malloc(np * 4), *p1 = malloc(np * 4);
     int32_t *y = malloc(b * sizeof *y);
     uint64_t *hashes = malloc((size_t)nranks * sizeof *hashes);
-    int pid = (int)getpid();
-    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    char path[2][96];
-    for (int k = 0; k < 2; k++) snprintf(path[k], sizeof path[k], "/tmp/tsr-test-zero-%d-%d.ck", pid, k);
+    char path[2][256];
+    tsr_mh_shared_path(path[0], sizeof path[0], "test-zero-plain", ".ck");
+    tsr_mh_shared_path(path[1], sizeof path[1], "test-zero-sharded", ".ck");
     double worst = 0.0;
     for (int s = 0; s < 24 && l; s++) {
         size_t n = tsr_loader_next(l, x, y);
@@ -442,9 +394,9 @@ static void test_zero(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, 
         CHECK_OK(tsr_trainer_step(t[1], x, y, n, NULL), ctx);
         if (s == 16) { /* checkpoints of both; the third (ZeRO) trainer resumes from this one */
             CHECK_OK(tsr_trainer_save(t[0], path[0]), ctx);
-            CHECK_OK(tsr_trainer_save(t[1], path[1]), ctx);
-            MPI_Barrier(MPI_COMM_WORLD);
-            CHECK_OK(tsr_trainer_load(t[2], path[1]), ctx);
+            int differs = 1;
+            CHECK_OK(tsr_mh_checkpoint_round_trip(t[1], t[2], np, path[1], &differs), ctx);
+            CHECK(!differs, "ZeRO: the resumed trainer differs right after the load");
         }
         if (s > 16 && s < 23) CHECK_OK(tsr_trainer_step(t[2], x, y, n, NULL), ctx);
         CHECK_OK(tsr_trainer_get_params(t[0], p0, np), ctx);
@@ -488,6 +440,18 @@ static void test_zero(tsr_context *ctx, tsr_comm *comm, const tsr_model *model, 
     tsr_loader_free(l);
 out:
     for (int k = 0; k < 3; k++) tsr_trainer_free(t[k]);
+}
+
+/* A NaN gradient at step 4 on every rank: SKIP leaves the parameters bitwise as they were and
+ * counts the step, STOP fails that very step with TSR_ERR_NUMERIC. */
+static void test_nonfinite(tsr_context *ctx, tsr_comm *comm) {
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    o.comm = comm;
+    int ok = 0;
+    char why[256];
+    CHECK_OK(tsr_mh_nonfinite(ctx, &o, "dense:64,relu,dense:32,relu,dense:10", 4, &ok, why, sizeof why), ctx);
+    CHECK(ok, "data mode: %s", why);
 }
 
 /* tsr_trainer_data_split: how each mode reads a global batch of 24 (shard, batch, drop_last),
@@ -558,38 +522,27 @@ static void test_data_split(tsr_context *ctx, tsr_comm *comm) {
 }
 
 int main(int argc, char **argv) {
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    mpi_check_rank = rank;
-    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    tsr_context_options co;
-    tsr_context_options_init(&co);
-    co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
-    tsr_context *ctx = NULL;
-    if (tsr_context_create(&ctx, &co) != TSR_OK) {
-        fprintf(stderr, "rank %d: context\n", rank);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    tsr_comm *comm = NULL;
-    CHECK_OK(tsr_comm_init_world(ctx, &argc, &argv, &comm), ctx);
-    tsr_dataset *d = make_data(ctx);
-    tsr_model *model = make_model(ctx);
+    tsr_mh_world w;
+    tsr_status ws = tsr_mh_world_init(&w, &argc, &argv, TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC);
+    rank = mpi_check_rank = w.rank;
+    nranks = w.nranks;
+    tsr_context *ctx = w.ctx;
+    tsr_comm *comm = w.comm;
+    CHECK_OK(ws, ctx);
+    tsr_dataset *d = tsr_mh_synthetic_data(ctx, SAMPLES);
+    tsr_model *model = tsr_mh_synthetic_model(ctx, "dense:64,relu,dense:32,relu,dense:10");
+    CHECK(model, "model: %s", tsr_context_last_error(ctx));
     if (comm && d && model && nranks <= 4) {
         test_errors(ctx, comm, model);
         test_data_split(ctx, comm);
         test_weighted_equivalence(ctx, comm, model, d);
         test_identical_and_convergence(ctx, comm, model, d);
         test_zero(ctx, comm, model, d);
+        test_nonfinite(ctx, comm);
         test_timeline(ctx, comm, model, d);
         test_fmnist_accuracy(ctx, comm);
     }
     tsr_model_free(model);
     tsr_dataset_free(ctx, d);
-    tsr_comm_free(comm);
-    int total = 0;
-    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    tsr_context_free(ctx);
-    MPI_Finalize();
-    if (rank == 0) printf("test_dp n=%d: %s\n", nranks, total ? "FAILED" : "ok");
-    return total ? 1 : 0;
+    return tsr_mh_world_end(&w, failures, skips, "test_dp");
 }

@@ -24,22 +24,16 @@
 #include <mpi.h>
 #include "lib/train/gossip.h"
 #include "tessera.h"
+#include "tests/support/mode_harness.h"
 #include "tests/support/mpi_check.h"
-#include "tests/support/test_util.h"
 
 static int rank, nranks;
 
-enum { FEATURES = 32, CLASSES = 10, SAMPLES = 480 };
-
-static tsr_dataset *make_data(tsr_context *ctx) {
-    return tsr_test_clusters(ctx, SAMPLES, FEATURES, CLASSES);
-}
+enum { FEATURES = TSR_MH_FEATURES, SAMPLES = 480 };
 
 static tsr_model *make_model(tsr_context *ctx, const char *spec) {
-    tsr_model *m = NULL;
-    tsr_model_input in = {1, 4, FEATURES / 4, CLASSES};
-    tsr_status s = tsr_model_parse(ctx, spec, in, &m);
-    CHECK(s == TSR_OK, "model: %s", tsr_context_last_error(ctx));
+    tsr_model *m = tsr_mh_synthetic_model(ctx, spec);
+    CHECK(m, "model: %s", tsr_context_last_error(ctx));
     return m;
 }
 
@@ -361,16 +355,10 @@ static void test_training(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d
  * rank): the average of the replicas reaches 0.70 and within 0.03 of one process. */
 static void test_fmnist(tsr_context *ctx, tsr_comm *comm) {
     tsr_dataset *train_d = NULL, *test_d = NULL;
-    if (tsr_dataset_load_mnist_dir(ctx, NULL, 1, &train_d) != TSR_OK ||
-        tsr_dataset_load_mnist_dir(ctx, NULL, 0, &test_d) != TSR_OK) {
+    if (tsr_mh_fmnist(ctx, NULL, 3000, 1000, 1, &train_d, &test_d) != TSR_OK) {
         CHECK(0, "Fashion-MNIST: %s", tsr_context_last_error(ctx));
-        tsr_dataset_free(ctx, train_d);
         return;
     }
-    tsr_dataset_truncate(train_d, 3000);
-    tsr_dataset_truncate(test_d, 1000);
-    tsr_dataset_normalize(ctx, train_d, 0.286f, 0.353f);
-    tsr_dataset_normalize(ctx, test_d, 0.286f, 0.353f);
     tsr_model *m = NULL;
     tsr_model_input in = {1, 28, 28, 10};
     CHECK_OK(tsr_model_parse(ctx, "mlp", in, &m), ctx);
@@ -474,10 +462,8 @@ static void test_checkpoint(tsr_context *ctx, tsr_comm *comm, const tsr_dataset 
     CHECK_OK(tsr_gossip_create(ctx, m, &o, &go, &g), ctx);
     CHECK_OK(tsr_gossip_create(ctx, m, &o, &go, &h), ctx);
     CHECK_OK(tsr_gossip_create(ctx, other, &o, &go, &wrong), ctx);
-    int pid = (int)getpid();
-    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    char path[96];
-    snprintf(path, sizeof path, "/tmp/tsr-test-gossip-%d.ck", pid);
+    char path[256];
+    tsr_mh_shared_path(path, sizeof path, "test-gossip", ".ck");
     float *avg = malloc(np * 4), *p = malloc(np * 4);
     for (int s = 0; s < 4 && g && h; s++) { /* 4 rounds, period 2: an exchange in flight */
         size_t off = (size_t)(s * 17 + rank * 31) % (SAMPLES - b);
@@ -592,10 +578,8 @@ static void test_errors(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d) 
 static void test_timeline(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d) {
     tsr_model *m = make_model(ctx, "dense:16,relu,dense:10");
     if (!m) return;
-    long id = (long)getpid();
-    MPI_Bcast(&id, 1, MPI_LONG, 0, MPI_COMM_WORLD);
     char path[256];
-    snprintf(path, sizeof path, "/tmp/tsr-gossip-timeline-%ld.json", id);
+    tsr_mh_shared_path(path, sizeof path, "gossip-timeline", ".json");
     tsr_trainer_options o;
     options(&o, comm, 8);
     o.timeline = path;
@@ -756,21 +740,14 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--die-step")) die_step = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--bench")) bench = 1;
     }
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    mpi_check_rank = rank;
-    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    tsr_context_options co;
-    tsr_context_options_init(&co);
-    co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
-    tsr_context *ctx = NULL;
-    if (tsr_context_create(&ctx, &co) != TSR_OK) {
-        fprintf(stderr, "rank %d: context\n", rank);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    tsr_comm *comm = NULL;
-    CHECK_OK(tsr_comm_init_world(ctx, &argc, &argv, &comm), ctx);
-    tsr_dataset *d = make_data(ctx);
+    tsr_mh_world w;
+    tsr_status ws = tsr_mh_world_init(&w, &argc, &argv, TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC);
+    rank = mpi_check_rank = w.rank;
+    nranks = w.nranks;
+    tsr_context *ctx = w.ctx;
+    tsr_comm *comm = w.comm;
+    CHECK_OK(ws, ctx);
+    tsr_dataset *d = tsr_mh_synthetic_data(ctx, SAMPLES);
     if (bench || die_rank >= 0) {
         int rc;
         if (bench) {
@@ -783,9 +760,7 @@ int main(int argc, char **argv) {
             if (rc == 3) _exit(3); /* a peer is gone: MPI_Finalize would wait for it */
         }
         tsr_dataset_free(ctx, d);
-        tsr_comm_free(comm);
-        tsr_context_free(ctx);
-        MPI_Finalize();
+        tsr_mh_world_close(&w);
         return rc;
     }
     if (comm && d && nranks <= 4) {
@@ -800,11 +775,5 @@ int main(int argc, char **argv) {
         test_trainer_mode(ctx, comm, d);
     }
     tsr_dataset_free(ctx, d);
-    tsr_comm_free(comm);
-    int total = 0;
-    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    tsr_context_free(ctx);
-    MPI_Finalize();
-    if (rank == 0) printf("test_gossip n=%d: %s\n", nranks, total ? "FAILED" : "ok");
-    return total ? 1 : 0;
+    return tsr_mh_world_end(&w, failures, skips, "test_gossip");
 }

@@ -24,11 +24,12 @@
 #include "lib/train/pipeline.h"
 #include "support/test_util.h"
 #include "tessera.h"
+#include "tests/support/mode_harness.h"
 #include "tests/support/mpi_check.h"
 
 static int rank, nranks;
 
-enum { BATCH = 10, STEPS = 3 };
+enum { BATCH = 10, STEPS = 3, BATCH_SEED = 1000 };
 #define RECOMPUTE 2 /* added to a schedule: re-materialise instead of activation sets */
 
 /* Tolerance of pipeline vs trainer parameters: |p - t| <= ATOL + RTOL |t|. The only difference
@@ -38,22 +39,9 @@ enum { BATCH = 10, STEPS = 3 };
 #define ATOL 1e-6
 #define RTOL 1e-5
 
-static uint64_t lcg(uint64_t *x) {
-    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
-    return *x >> 33;
-}
-
 /* Batch `step` of a learnable task: label = argmax of the first `classes` features. */
 static void make_batch(size_t features, size_t classes, int step, float *x, int32_t *y) {
-    uint64_t s = 1000u + (uint64_t)step;
-    for (size_t i = 0; i < BATCH; i++) {
-        size_t best = 0;
-        for (size_t f = 0; f < features; f++) {
-            x[i * features + f] = (float)(lcg(&s) & 0xFFFF) / 65536.0f;
-            if (f < classes && x[i * features + f] > x[i * features + best]) best = f;
-        }
-        y[i] = (int32_t)best;
-    }
+    tsr_mh_argmax_batch(BATCH_SEED + (uint64_t)step, BATCH, features, classes, x, y);
 }
 
 typedef struct model_case {
@@ -66,15 +54,7 @@ static const model_case CNN = {"cnn", "conv3x3:4,relu,pool2,conv3x3:4,relu,dense
                                {1, 8, 8, 10}};
 
 static void options(tsr_trainer_options *o, tsr_comm *comm, int adam) {
-    tsr_trainer_options_init(o);
-    o->batch = BATCH;
-    o->seed = 7;
-    o->comm = comm;
-    if (!adam) {
-        o->optimizer.kind = TSR_OPTIM_SGD;
-        o->optimizer.lr = 0.05f;
-        o->optimizer.momentum = 0.9f;
-    }
+    tsr_mh_options(o, comm, BATCH, 7, adam);
 }
 
 /* Bounds for `nranks` stages of `layers` layers: 0 even; 1 uneven (stages 1.. one layer each,
@@ -120,31 +100,17 @@ static void run_trainer(tsr_context *ctx, const tsr_model *m, const model_case *
                         run_result *r) {
     tsr_trainer_options o;
     options(&o, NULL, adam);
-    tsr_trainer *t = NULL;
     size_t np = tsr_model_param_count(m), feat = mc->in.channels * mc->in.height * mc->in.width;
     r->params = calloc(np, sizeof(float));
-    CHECK_OK(tsr_trainer_create(ctx, m, &o, &t), ctx);
-    if (!t) return;
-    float x[BATCH * 64];
-    int32_t y[BATCH];
-    for (int s = 0; s < STEPS; s++) {
-        make_batch(feat, mc->in.classes, s, x, y);
-        CHECK_OK(tsr_trainer_step(t, x, y, BATCH, &r->loss[s]), ctx);
-    }
-    CHECK_OK(tsr_trainer_get_params(t, r->params, np), ctx);
-    tsr_trainer_free(t);
+    CHECK_OK(tsr_mh_reference(ctx, m, &o, STEPS, BATCH, feat, mc->in.classes, BATCH_SEED, r->loss,
+                              r->params, 0), ctx);
 }
 
 static double worst_seen;
 
-/* max over elements of |a-b| / (ATOL + RTOL |b|) */
+/* max over elements of |a-b| / (ATOL + RTOL |b|); a NaN counts as infinitely far */
 static double rel_err(const float *a, const float *b, size_t n) {
-    double w = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - (double)b[i]) / (ATOL + RTOL * fabs((double)b[i]));
-        if (!(e <= w)) w = e; /* NaN counts as worst */
-    }
-    return w;
+    return tsr_test_rel_error(a, b, n, ATOL, RTOL, NULL);
 }
 
 static void test_match_trainer(tsr_context *ctx, tsr_comm *comm) {
@@ -322,7 +288,7 @@ static void test_params_and_checkpoints(tsr_context *ctx, tsr_comm *comm) {
     if (!p || !t) goto out;
     /* round trip of arbitrary values (same on every rank) */
     uint64_t s = 99;
-    for (size_t i = 0; i < np; i++) a[i] = (float)(lcg(&s) & 0xFFFF) / 65536.0f - 0.5f;
+    for (size_t i = 0; i < np; i++) a[i] = (float)(tsr_mh_lcg(&s) & 0xFFFF) / 65536.0f - 0.5f;
     CHECK_OK(tsr_pipeline_set_params(p, a, np), ctx);
     CHECK_OK(tsr_pipeline_get_params(p, c, np), ctx);
     CHECK(!memcmp(a, c, np * 4), "get after set differs");
@@ -351,11 +317,9 @@ static void test_params_and_checkpoints(tsr_context *ctx, tsr_comm *comm) {
         make_batch(feat, 10, st, x, y);
         CHECK_OK(tsr_pipeline_step(p, x, y, BATCH, NULL), ctx);
     }
-    int pid = (int)getpid();
-    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    char path[96], path2[96];
-    snprintf(path, sizeof path, "/tmp/tsr-test-pipeline-%d.ck", pid);
-    snprintf(path2, sizeof path2, "/tmp/tsr-test-pipeline-%d-t.ck", pid);
+    char path[256], path2[256];
+    tsr_mh_shared_path(path, sizeof path, "test-pipeline", ".ck");
+    tsr_mh_shared_path(path2, sizeof path2, "test-pipeline-t", ".ck");
     CHECK_OK(tsr_pipeline_save(p, path), ctx);
     CHECK_OK(tsr_trainer_load(t, path), ctx);
     CHECK(tsr_trainer_steps(t) == 2, "trainer resumed at step %llu", (unsigned long long)tsr_trainer_steps(t));
@@ -460,9 +424,23 @@ static void test_nonfinite(tsr_context *ctx, tsr_comm *comm) {
     tsr_model_free(m);
 }
 
+/* The same through tsr_trainer in pipeline mode, the fault injected (fault_grad_nan_step) into
+ * every stage's gradients at step 4. */
+static void test_nonfinite_injected(tsr_context *ctx, tsr_comm *comm) {
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    o.comm = comm;
+    o.mode = TSR_MODE_PIPELINE;
+    o.microbatches = 2;
+    int ok = 0;
+    char why[256];
+    CHECK_OK(tsr_mh_nonfinite(ctx, &o, MLP.spec, 4, &ok, why, sizeof why), ctx);
+    CHECK(ok, "pipeline mode: %s", why);
+}
+
 static void expect_error(tsr_context *ctx, tsr_status got, tsr_status want, const char *words,
                          const char *what) {
-    CHECK(got == want && strstr(tsr_context_last_error(ctx), words), "%s: %s (%s), wanted %s with '%s'",
+    CHECK(tsr_mh_error_is(ctx, got, want, words), "%s: %s (%s), wanted %s with '%s'",
           what, tsr_status_str(got), tsr_context_last_error(ctx), tsr_status_str(want), words);
 }
 
@@ -620,10 +598,8 @@ static void test_p2p(tsr_context *ctx, tsr_comm *comm) {
 
 /* TSR_TIMELINE: every rank's micro-batch events reach rank 0's file. */
 static void test_timeline(tsr_context *ctx, tsr_comm *comm) {
-    int pid = (int)getpid();
-    MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    char path[96];
-    snprintf(path, sizeof path, "/tmp/tsr-test-pipeline-tl-%d.json", pid);
+    char path[256];
+    tsr_mh_shared_path(path, sizeof path, "test-pipeline-tl", ".json");
     tsr_model *m = NULL;
     CHECK_OK(tsr_model_parse(ctx, MLP.spec, MLP.in, &m), ctx);
     size_t b[8];
@@ -728,7 +704,7 @@ static int bench_mode(tsr_context *ctx, tsr_comm *comm, int argc, char **argv) {
     int32_t *y = malloc(batch * sizeof *y);
     for (size_t i = 0; i < batch; i++) y[i] = (int32_t)(i % 10);
     uint64_t seed = 5;
-    for (size_t i = 0; i < batch * 784; i++) x[i] = (float)(lcg(&seed) & 0xFFFF) / 65536.0f;
+    for (size_t i = 0; i < batch * 784; i++) x[i] = (float)(tsr_mh_lcg(&seed) & 0xFFFF) / 65536.0f;
     tsr_trainer *t = NULL;
     tsr_pipeline *p = NULL;
     tsr_status st;
@@ -787,26 +763,18 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--die-step")) die_step = atoi(argv[i + 1]);
         if (!strcmp(argv[i], "--bench")) bench = 1;
     }
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    mpi_check_rank = rank;
-    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    tsr_context_options co;
-    tsr_context_options_init(&co);
-    co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
-    if (bench) co.flags = TSR_CONTEXT_NO_HWLOC; /* --device may name an OpenCL device */
-    tsr_context *ctx = NULL;
-    if (tsr_context_create(&ctx, &co) != TSR_OK) {
-        fprintf(stderr, "rank %d: context\n", rank);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    tsr_comm *comm = NULL;
-    CHECK_OK(tsr_comm_init_world(ctx, &argc, &argv, &comm), ctx);
+    tsr_mh_world w;
+    /* --bench's --device may name an OpenCL device */
+    unsigned flags = TSR_CONTEXT_NO_HWLOC | (bench ? 0u : (unsigned)TSR_CONTEXT_NO_OPENCL);
+    tsr_status ws = tsr_mh_world_init(&w, &argc, &argv, flags);
+    rank = mpi_check_rank = w.rank;
+    nranks = w.nranks;
+    tsr_context *ctx = w.ctx;
+    tsr_comm *comm = w.comm;
+    CHECK_OK(ws, ctx);
     if (bench) {
         int rc = bench_mode(ctx, comm, argc, argv);
-        tsr_comm_free(comm);
-        tsr_context_free(ctx);
-        MPI_Finalize();
+        tsr_mh_world_close(&w);
         return rc;
     }
     if (die_rank >= 0) {
@@ -815,9 +783,7 @@ int main(int argc, char **argv) {
         signal(SIGUSR1, SIG_IGN);
         int rc = fault_mode(ctx, comm, die_rank, die_step);
         if (rc == 3) _exit(3); /* a peer is gone: MPI_Finalize would wait for it */
-        tsr_comm_free(comm);
-        tsr_context_free(ctx);
-        MPI_Finalize();
+        tsr_mh_world_close(&w);
         return rc;
     }
     if (comm && nranks <= 4) {
@@ -827,17 +793,13 @@ int main(int argc, char **argv) {
         test_dropout(ctx, comm);
         test_params_and_checkpoints(ctx, comm);
         test_nonfinite(ctx, comm);
+        test_nonfinite_injected(ctx, comm);
         test_timeline(ctx, comm);
         test_heterogeneous(comm);
     }
-    tsr_comm_free(comm);
-    int total = 0, status = mpi_check_status(&total);
     double worst = 0.0;
     MPI_Allreduce(&worst_seen, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    tsr_context_free(ctx);
-    MPI_Finalize();
     if (rank == 0)
-        printf("test_pipeline n=%d: %s (worst parameter error vs trainer: %.3g x tolerance)\n", nranks,
-               total ? "FAILED" : "ok", worst);
-    return status;
+        printf("test_pipeline n=%d: worst parameter error vs trainer: %.3g x tolerance\n", nranks, worst);
+    return tsr_mh_world_end(&w, failures, skips, "test_pipeline");
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include "lib/core/internal.h"
 #include "lib/train/optim.h"
+#include "support/mode_harness.h"
 #include "support/test_util.h"
 
 /* Sanitizer builds: PoCL and its LLVM leak their compiler state (a bare clBuildProgram does
@@ -29,8 +30,7 @@ static char tmpdir[64];
 
 static int setup(void **state) {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/tsr-train-test.XXXXXX");
-    if (!mkdtemp(tmpdir)) return -1;
+    if (tsr_test_make_dir(tmpdir, sizeof tmpdir, "train-test")) return -1;
     tsr_context_options o;
     tsr_context_options_init(&o);
     o.flags = TSR_CONTEXT_NO_HWLOC; /* devices through OpenCL only; keeps sanitizer runs clean */
@@ -39,9 +39,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (system(cmd)) return -1;
+    if (tsr_test_remove_dir(tmpdir)) return -1;
     tsr_context_free(ctx);
     return 0;
 }
@@ -66,12 +64,7 @@ static void test_train_fashion_mnist_subset(void **state) {
     size_t samples = emulated ? 600 : 2000, epochs = emulated ? 2 : 3;
     double target = emulated ? 0.65 : 0.75;
     tsr_dataset *train, *test;
-    assert_int_equal(tsr_dataset_load_mnist_dir(ctx, NULL, 1, &train), TSR_OK);
-    assert_int_equal(tsr_dataset_load_mnist_dir(ctx, NULL, 0, &test), TSR_OK);
-    tsr_dataset_truncate(train, samples);
-    tsr_dataset_truncate(test, emulated ? 500 : 1000);
-    assert_int_equal(tsr_dataset_normalize(ctx, train, 0.286f, 0.353f), TSR_OK);
-    assert_int_equal(tsr_dataset_normalize(ctx, test, 0.286f, 0.353f), TSR_OK);
+    assert_int_equal(tsr_mh_fmnist(ctx, NULL, samples, emulated ? 500 : 1000, 1, &train, &test), TSR_OK);
     tsr_model *m = parse("mlp", TSR_MODEL_INPUT_MNIST);
     tsr_trainer_options o;
     tsr_trainer_options_init(&o);

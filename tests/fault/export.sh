@@ -2,10 +2,12 @@
 # tsr-export and tsr-train --init (issue 12, weights interchange): an mlp trained one epoch on a
 # slice of Fashion-MNIST, exported, gives tsr-train's test loss and accuracy when the file is
 # evaluated by tests/support/export_check.py (stdlib reader, plain Python arithmetic; and,
-# where PyTorch is installed, an nn.Sequential with load_state_dict(strict=True)). The file
-# then initialises tsr-train (also as BF16); a model it does not fit, a residual add and
-# --init with --resume are refused naming what is wrong.
-# Env: BUILD.
+# where PyTorch is installed, an nn.Sequential with load_state_dict(strict=True)); so does the
+# cnn, in PyTorch only (reported as skipped without it). The mlp's file then initialises
+# tsr-train (also as BF16); a model it does not fit, a residual add and --init with --resume
+# are refused naming what is wrong.
+# Env: BUILD, TSR_TEST_PYTHON (an interpreter to try for PyTorch before python3 and Debian's
+# /usr/bin/python3, which python3-torch installs into).
 set -u
 BUILD=${BUILD:-build}
 src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
@@ -19,11 +21,18 @@ train() { "$BUILD/bin/tsr-train" --data "$d" --quiet --epochs 1 "$@"; }
 fail() { echo "FAIL: $*"; sed 's/^/  | /' "$d/err"; exit 1; }
 field() { python3 -c 'import json,sys; print(repr(json.load(sys.stdin)[sys.argv[1]]))' "$1" < "$d/out"; }
 
-train --json --checkpoint "$d/ck" > "$d/out" 2> "$d/err" || fail "training the mlp"
-"$BUILD/bin/tsr-export" "$d/ck" "$d/mlp.safetensors" 2> "$d/err" || fail "tsr-export"
-python3 tests/support/export_check.py "$d/mlp.safetensors" "$d" "$(field test_loss)" \
-    "$(field test_accuracy)" > "$d/err" 2>&1 || fail "the exported mlp's figures"
-cat "$d/err"
+# the first interpreter that imports torch, else python3 (whose check then skips that part)
+py=python3
+for p in ${TSR_TEST_PYTHON:-} python3 /usr/bin/python3; do
+    if "$p" -c "import torch" 2> /dev/null; then py=$p; break; fi
+done
+for model in cnn mlp; do # the mlp's run is the one the rest of the test uses
+    train --model $model --json --checkpoint "$d/ck" > "$d/out" 2> "$d/err" || fail "training the $model"
+    "$BUILD/bin/tsr-export" "$d/ck" "$d/$model.safetensors" 2> "$d/err" || fail "tsr-export ($model)"
+    "$py" tests/support/export_check.py "$d/$model.safetensors" "$d" "$(field test_loss)" \
+        "$(field test_accuracy)" > "$d/err" 2>&1 || fail "the exported $model's figures"
+    sed "s/^/$model: /" "$d/err"
+done
 
 # the file initialises a run, as F32 and as BF16 (widened exactly by the reader); an epoch
 # from the trained weights ends below the first run's training loss

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Checks a tsr-export file of an MLP against tessera's own figures, without PyTorch: reads it
-with the stdlib reader (safetensors_ref.py), normalises the test images of DIR as its metadata
-says, runs the nn.Sequential its metadata names (Flatten, Linear, ReLU; plain Python arithmetic
-in double precision) and compares the mean cross-entropy and the accuracy with tsr-train's.
-Where PyTorch is importable it also loads the file into that nn.Sequential with a strict
-load_state_dict and compares its loss; otherwise it says that part was skipped.
+"""Checks a tsr-export file against tessera's own figures. Reads it with the stdlib reader
+(safetensors_ref.py) and normalises the test images of DIR as its metadata says. An MLP (the
+nn.Sequential its metadata names holds only Flatten, Linear, ReLU, Dropout) is run without
+PyTorch, in plain Python arithmetic in double precision, and its mean cross-entropy and accuracy
+compared with tsr-train's. Where PyTorch is importable, the file is also loaded into that
+nn.Sequential with a strict load_state_dict (any model: convolutions too) and its loss compared;
+otherwise that part says it was skipped.
 
   export_check.py FILE DIR TEST_LOSS TEST_ACCURACY
 Exit 0 when every figure agrees (relative 1e-5 for the losses), 1 otherwise."""
@@ -45,8 +46,9 @@ def main():
 
     # the modules, in order; parameters by state_dict name
     mods = re.findall(r"nn\.(\w+)\(([^()]*)\)", module[len("nn.Sequential("):-1])
-    params = {}
+    params, shapes = {}, {}
     for name, (dtype, shape, raw) in tensors.items():
+        shapes[name] = shape
         assert dtype == "F32", (name, dtype)
         vals = struct.unpack("<%df" % math.prod(shape), raw)
         params[name] = [vals[r * shape[1]:(r + 1) * shape[1]] for r in range(shape[0])] \
@@ -55,7 +57,7 @@ def main():
 
     def forward(x):
         for i, (kind, args) in enumerate(mods):
-            if kind == "Flatten":
+            if kind in ("Flatten", "Dropout"):  # evaluation: dropout passes through
                 pass  # one image is already a flat list
             elif kind == "ReLU":
                 x = [v if v > 0 else 0.0 for v in x]
@@ -68,6 +70,10 @@ def main():
                 raise SystemExit("export_check.py: module nn.%s is not an MLP's" % kind)
         return x
 
+    ok = True
+    if any(kind not in ("Flatten", "Linear", "ReLU", "Dropout") for kind, _ in mods):
+        print("python (no torch): %s is not an MLP: only PyTorch checks it" % meta["tessera_model"])
+        return torch_check(module, params, shapes, images, labels, (n, h, w), want_loss, ok)
     loss, right = 0.0, 0
     for img, label in zip(images, labels):
         z = forward(img)
@@ -80,7 +86,11 @@ def main():
     ok = abs(loss - want_loss) <= 1e-5 * abs(want_loss) and right / n == want_acc
     print("python (no torch): test loss %.9f accuracy %.6f; tsr-train: %.9f %.6f: %s"
           % (loss, right / n, want_loss, want_acc, "same" if ok else "DIFFERENT"))
+    return torch_check(module, params, shapes, images, labels, (n, h, w), want_loss, ok)
 
+
+def torch_check(module, params, shapes, images, labels, nhw, want_loss, ok):
+    n, h, w = nhw
     try:
         import torch
         from torch import nn
@@ -88,7 +98,7 @@ def main():
         print("SKIP (part): PyTorch is not installed: load_state_dict comparison skipped")
         return 0 if ok else 1
     net = eval(module, {"nn": nn})
-    state = {k: torch.tensor(params[k], dtype=torch.float32) for k in params}
+    state = {k: torch.tensor(v, dtype=torch.float32).reshape(shapes[k]) for k, v in params.items()}
     net.load_state_dict(state, strict=True)
     net.eval()
     x = torch.tensor(images, dtype=torch.float32).reshape(n, 1, h, w)

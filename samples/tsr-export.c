@@ -92,8 +92,11 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    tsr_context_options co;
+    tsr_context_options_init(&co);
+    co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC; /* files only: no device */
     tsr_context *ctx;
-    if (tsr_context_create(&ctx, NULL) != TSR_OK) {
+    if (tsr_context_create(&ctx, &co) != TSR_OK) {
         fprintf(stderr, "tsr-export: cannot create a context\n");
         return 1;
     }

@@ -197,13 +197,12 @@ tsr_status tsr_model_save_safetensors(tsr_context *ctx, const tsr_model *model,
     char input[96], classes[32];
     shape_text(input, sizeof input, in.rank, in.dims);
     snprintf(classes, sizeof classes, "%zu", in.classes);
-    if (s == TSR_OK) s = tsr_st_writer_set_meta(ctx, w, "format", "pt");
-    if (s == TSR_OK) s = tsr_st_writer_set_meta(ctx, w, "tessera_model", tsr_model_spec(model));
-    if (s == TSR_OK) s = tsr_st_writer_set_meta(ctx, w, "input_shape", input);
-    if (s == TSR_OK)
-        s = tsr_st_writer_set_meta(ctx, w, "input_dtype", in.dtype == TSR_DTYPE_I32 ? "int32" : "float32");
-    if (s == TSR_OK) s = tsr_st_writer_set_meta(ctx, w, "classes", classes);
-    if (s == TSR_OK) s = tsr_st_writer_set_meta(ctx, w, "pytorch_module", text);
+    const tsr_st_meta own[] = {
+        {"format", "pt"}, {"tessera_model", tsr_model_spec(model)}, {"input_shape", input},
+        {"input_dtype", in.dtype == TSR_DTYPE_I32 ? "int32" : "float32"}, {"classes", classes},
+        {"pytorch_module", text}};
+    for (size_t k = 0; s == TSR_OK && k < sizeof own / sizeof *own; k++)
+        s = tsr_st_writer_set_meta(ctx, w, own[k].key, own[k].value);
     for (size_t k = 0; s == TSR_OK && k < meta_count; k++)
         s = tsr_st_writer_set_meta(ctx, w, meta[k].key, meta[k].value);
     if (s == TSR_OK) s = tsr_st_writer_save(ctx, w, path);
@@ -260,7 +259,9 @@ tsr_status tsr_model_load_safetensors(tsr_context *ctx, const tsr_model *model, 
         torch_name(index, &p, name);
         const tsr_st_tensor *t = tsr_safetensors_find(st, name);
         if (t) matched++, tensor_mismatch(t, &p, why, sizeof why);
-        else snprintf(why, sizeof why, "is missing (layer %zu's %s)", p.layer, strchr(p.name, '.') + 1);
+        else
+            snprintf(why, sizeof why, "is missing (layer %zu's %s)", p.layer,
+                     strchr(p.name, '.') + 1);
         if (why[0] && !mismatches++) snprintf(first, sizeof first, "tensor '%s' %s", name, why);
     }
     for (size_t k = 0; matched < st->count && k < st->count; k++) {

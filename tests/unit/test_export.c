@@ -1,8 +1,8 @@
 /* Weights interchange with PyTorch (lib/io/export.c): the nn.Sequential names, shapes and
- * module text of mlp, cnn and a dropout model against hand-written expectations; export ->
- * init round trips bitwise (through trainers too); every mismatch refused with its message and
- * the parameters untouched; F16/BF16 accepted; a residual add refused naming the layer; no
- * allocation leaked on any failing allocation. */
+ * module text of mlp, cnn, a dropout model and an embedding model against hand-written
+ * expectations; export -> init round trips bitwise (through trainers too); every mismatch
+ * refused with its message and the parameters untouched; F16/BF16 accepted; a residual add
+ * refused naming the layer; no allocation leaked on any failing allocation. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -65,9 +65,8 @@ static tsr_model *parse(fixture *f, const char *spec, tsr_model_input in) {
 
 /* Exports random parameters, checks the file's names, shapes, values (bitwise, against the
  * flat layout) and metadata, reads it back bitwise. */
-static void check_export(fixture *f, const char *spec, tsr_model_input in, const char *module,
+static void check_export(fixture *f, tsr_model *m, const char *input_shape, const char *module,
                          const expected *want, size_t nwant) {
-    tsr_model *m = parse(f, spec, in);
     size_t n = tsr_model_param_count(m);
     float *p = malloc(n * sizeof *p), *q = malloc(n * sizeof *q);
     assert_true(p && q);
@@ -101,8 +100,9 @@ static void check_export(fixture *f, const char *spec, tsr_model_input in, const
     }
     assert_string_equal(tsr_safetensors_meta(st, "format"), "pt");
     assert_string_equal(tsr_safetensors_meta(st, "tessera_model"), tsr_model_spec(m));
-    assert_string_equal(tsr_safetensors_meta(st, "input_shape"), "[1, 28, 28]");
-    assert_string_equal(tsr_safetensors_meta(st, "input_dtype"), "float32");
+    assert_string_equal(tsr_safetensors_meta(st, "input_shape"), input_shape);
+    assert_string_equal(tsr_safetensors_meta(st, "input_dtype"),
+                        tsr_model_get_input_desc(m).dtype == TSR_DTYPE_I32 ? "int32" : "float32");
     assert_string_equal(tsr_safetensors_meta(st, "classes"), "10");
     assert_string_equal(tsr_safetensors_meta(st, "pytorch_module"), module);
     assert_string_equal(tsr_safetensors_meta(st, "input_mean"), "0.25");
@@ -120,7 +120,8 @@ static void test_mlp(void **state) {
         {"1.weight", 2, {256, 784}}, {"1.bias", 1, {256}}, {"3.weight", 2, {128, 256}},
         {"3.bias", 1, {128}},        {"5.weight", 2, {100, 128}}, {"5.bias", 1, {100}},
         {"7.weight", 2, {10, 100}},  {"7.bias", 1, {10}}};
-    check_export(*state, "mlp", TSR_MODEL_INPUT_MNIST, MLP_MODULE, want, 8);
+    check_export(*state, parse(*state, "mlp", TSR_MODEL_INPUT_MNIST), "[1, 28, 28]", MLP_MODULE,
+                 want, 8);
 }
 
 static void test_cnn(void **state) {
@@ -129,7 +130,8 @@ static void test_cnn(void **state) {
         {"3.weight", 4, {64, 32, 5, 5}}, {"3.bias", 1, {64}},
         {"7.weight", 2, {1024, 3136}},   {"7.bias", 1, {1024}},
         {"9.weight", 2, {10, 1024}},     {"9.bias", 1, {10}}};
-    check_export(*state, "cnn", TSR_MODEL_INPUT_MNIST, CNN_MODULE, want, 8);
+    check_export(*state, parse(*state, "cnn", TSR_MODEL_INPUT_MNIST), "[1, 28, 28]", CNN_MODULE,
+                 want, 8);
 }
 
 static void test_dropout_model(void **state) {
@@ -137,7 +139,20 @@ static void test_dropout_model(void **state) {
                                     {"4.weight", 2, {72, 676}},   {"4.bias", 1, {72}},
                                     {"7.weight", 4, {8, 72, 1, 1}}, {"7.bias", 1, {8}},
                                     {"9.weight", 2, {10, 8}},     {"9.bias", 1, {10}}};
-    check_export(*state, DROP_SPEC, TSR_MODEL_INPUT_MNIST, DROP_MODULE, want, 8);
+    check_export(*state, parse(*state, DROP_SPEC, TSR_MODEL_INPUT_MNIST), "[1, 28, 28]", DROP_MODULE,
+                 want, 8);
+}
+
+/* token ids [5] of a vocabulary of 20: nn.Embedding gives [N, 5, 8], flattened for the Linear */
+static void test_embed_model(void **state) {
+    fixture *f = *state;
+    static const expected want[] = {{"0.weight", 2, {20, 8}},
+                                    {"2.weight", 2, {10, 40}}, {"2.bias", 1, {10}}};
+    tsr_model_input_desc in = {TSR_DTYPE_I32, 1, {5, 0, 0}, 20, 10};
+    tsr_model *m = NULL;
+    assert_int_equal(tsr_model_parse_desc(f->ctx, "embed:8,dense:10", &in, &m), TSR_OK);
+    check_export(f, m, "[5]",
+                 "nn.Sequential(nn.Embedding(20, 8), nn.Flatten(), nn.Linear(40, 10))", want, 3);
 }
 
 /* What tsr-train --init does: one trainer's initial parameters, exported, set into a trainer
@@ -265,10 +280,12 @@ static void test_residual_refused(void **state) {
     assert_non_null(p);
     const char *want = "layer 3 (add:1): a residual add has no torch.nn.Sequential equivalent";
     char text[256], name[64];
-    assert_int_equal(tsr_model_torch_module(f->ctx, m, text, sizeof text, NULL), TSR_ERR_UNSUPPORTED);
+    assert_int_equal(tsr_model_torch_module(f->ctx, m, text, sizeof text, NULL),
+                     TSR_ERR_UNSUPPORTED);
     assert_string_equal(tsr_context_last_error(f->ctx), want);
     assert_int_equal(tsr_model_torch_name(f->ctx, m, 0, name), TSR_ERR_UNSUPPORTED);
-    assert_int_equal(tsr_model_save_safetensors(f->ctx, m, p, n, NULL, 0, f->path), TSR_ERR_UNSUPPORTED);
+    assert_int_equal(tsr_model_save_safetensors(f->ctx, m, p, n, NULL, 0, f->path),
+                     TSR_ERR_UNSUPPORTED);
     assert_string_equal(tsr_context_last_error(f->ctx), want);
     assert_null(fopen(f->path, "rb")); /* nothing written */
     assert_int_equal(tsr_model_load_safetensors(f->ctx, m, f->path, p, n), TSR_ERR_UNSUPPORTED);
@@ -324,6 +341,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_mlp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cnn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dropout_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_embed_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trainer_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_residual_refused, setup, teardown),

@@ -47,6 +47,8 @@ static void usage(FILE *f) {
             "  --device ID            device id or index (default 0 = host; see tsr-topo)\n"
             "  --checkpoint FILE      save a checkpoint after every epoch\n"
             "  --resume FILE          continue from a checkpoint\n"
+            "  --init FILE            initial parameters from a safetensors file (tsr-export's\n"
+            "                         PyTorch nn.Sequential names; F32, F16 or BF16)\n"
             "  --manifest FILE        run manifest (JSON: config, devices, SHA-256 of data and\n"
             "                         checkpoints, code version, metrics); default FILE.manifest.json\n"
             "                         beside the --checkpoint FILE\n"
@@ -98,6 +100,9 @@ static int parse_args(int argc, char **argv, args *a) {
         usage(stdout);
         exit(0);
     }
+    if (a->init && a->resume)
+        return bad_option("--init", "cannot be combined with --resume (whose checkpoint holds "
+                                    "the parameters)");
     return 0;
 }
 
@@ -204,6 +209,7 @@ static tsr_manifest *manifest_begin(tsr_context *ctx, const args *a, const tsr_t
         tsr_manifest_add_device(m, tsr_trainer_device(tr));
         s = tsr_manifest_add_data_dir(m, a->data);
         if (s == TSR_OK && a->resume) s = tsr_manifest_add_file(m, "resumed-from", a->resume);
+        if (s == TSR_OK && a->init) s = tsr_manifest_add_file(m, "initialised-from", a->init);
     }
     if (s != TSR_OK) {
         fprintf(stderr, "tsr-train: manifest %s: %s (%s)\n", *path, tsr_context_last_error(ctx),
@@ -251,6 +257,18 @@ static tsr_status set_figures(tsr_trainer *tr, epoch_shape shape, double train_l
     if (!text) return TSR_ERR_NO_MEMORY;
     tsr_status s = tsr_trainer_set_metadata(tr, text);
     cJSON_free(text);
+    return s;
+}
+
+/* --init FILE: the parameters from a safetensors file, named as tsr-export names them. */
+static tsr_status init_params(tsr_context *ctx, tsr_trainer *tr, const tsr_model *model,
+                              const char *path) {
+    size_t n = tsr_model_param_count(model);
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    if (!p) return TSR_ERR_NO_MEMORY;
+    tsr_status s = tsr_model_load_safetensors(ctx, model, path, p, n);
+    if (s == TSR_OK) s = tsr_trainer_set_params(tr, p, n);
+    free(p);
     return s;
 }
 
@@ -530,6 +548,7 @@ int main(int argc, char **argv) {
         if (s != TSR_OK) die(ctx, s, "batch shares");
         if ((s = tsr_loader_set_shares(loader, shares)) != TSR_OK) die(ctx, s, "loader shares");
     }
+    if (a.init && (s = init_params(ctx, tr, model, a.init)) != TSR_OK) die(ctx, s, "option --init");
     if (a.resume && (s = tsr_trainer_load(tr, a.resume)) != TSR_OK) die(ctx, s, "resume");
     if (a.resume) {
         /* shuffling continues from the checkpoint's seed */

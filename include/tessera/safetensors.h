@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "context.h"
+#include "model.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -121,6 +122,47 @@ tsr_status tsr_st_writer_set_meta(tsr_context *ctx, tsr_st_writer *w, const char
  * metadata first (keys sorted); the header padded with spaces to a multiple of 8. The writer
  * can be saved again or freed afterwards. */
 tsr_status tsr_st_writer_save(tsr_context *ctx, const tsr_st_writer *w, const char *path);
+
+/* ---- a model's parameters as PyTorch's (lib/io/export.c) ----
+ *
+ * The image models map onto a torch.nn.Sequential, one module per layer, in order, with the
+ * model's logits as its output (tessera's softmax cross-entropy is nn.CrossEntropyLoss):
+ *   dense:N      nn.Linear(in, N), preceded by an nn.Flatten() when its input is not flat
+ *                (tessera's dense flattens, nn.Linear does not); "weight" [N, in] as tessera's
+ *   convKHxKW:F  nn.Conv2d(C, F, (KH, KW), stride=S, padding=(P, P)); "weight" [F, C, KH, KW]
+ *   poolK/sS     nn.MaxPool2d(K, stride=S)
+ *   relu, dropout:P, flatten, embed:D   nn.ReLU(), nn.Dropout(P), nn.Flatten(),
+ *                nn.Embedding(vocab, D) ("weight" [vocab, D])
+ * A conv or pool whose input is flat gets an nn.Unflatten(1, (C, H, W)) first. A tensor is
+ * named "<module index>.<weight|bias>" as nn.Sequential's state_dict names it: tessera's mlp
+ * "dense:256,relu,dense:128,relu,dense:100,relu,dense:10" on a 1x28x28 input is
+ * nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), ...), its tensors "1.weight"
+ * [256, 784], "1.bias", "3.weight", ... A residual add has no nn.Sequential equivalent: every
+ * call below refuses a model with one (TSR_ERR_UNSUPPORTED naming the layer). */
+
+/* The Python text of the model's nn.Sequential ("nn.Sequential(nn.Flatten(), ...)", torch.nn
+ * imported as nn) into buf[0..size), terminated; *needed (may be NULL) receives its length.
+ * Too small a buffer: TSR_ERR_INVALID_ARG (call with size 0 to learn the length). */
+tsr_status tsr_model_torch_module(tsr_context *ctx, const tsr_model *model, char *buf,
+                                  size_t size, size_t *needed);
+/* The state_dict name of parameter tensor `tensor` (tsr_model_param_tensor's index). */
+tsr_status tsr_model_torch_name(tsr_context *ctx, const tsr_model *model, size_t tensor,
+                                char name[64]);
+/* Writes the flat parameters params[0..count) (count = tsr_model_param_count) to `path` as F32
+ * tensors under their state_dict names, with "__metadata__": "format" "pt", "tessera_model"
+ * (the spec), "input_shape" ("[1, 28, 28]"), "input_dtype" ("float32" or "int32"), "classes",
+ * "pytorch_module" (tsr_model_torch_module's text), then meta[0..meta_count) (which may
+ * replace those). Atomic, as tsr_st_writer_save. */
+tsr_status tsr_model_save_safetensors(tsr_context *ctx, const tsr_model *model,
+                                      const float *params, size_t count, const tsr_st_meta *meta,
+                                      size_t meta_count, const char *path);
+/* Reads such a file into the flat parameters params[0..count). The file must hold exactly the
+ * model's tensors, by name, of the model's shapes, as F32 (or F16, BF16, F64: converted as
+ * tsr_safetensors_to_f32); otherwise TSR_ERR_MISMATCH naming the file, the first mismatch (a
+ * missing tensor, one the model does not have, a wrong shape or dtype) and how many there are,
+ * and params is untouched. Metadata is not consulted. */
+tsr_status tsr_model_load_safetensors(tsr_context *ctx, const tsr_model *model, const char *path,
+                                      float *params, size_t count);
 
 #ifdef __cplusplus
 }

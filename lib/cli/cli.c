@@ -54,7 +54,7 @@ static const char *const valued[] = {
     "--schedule", "--epochs", "--batch", "--limit",     "--warmup", "--seed",
     "--lr",     "--momentum", "--weight-decay", "--manifest", "--mode", "--nonfinite",
     "--compress", "--stages", "--microbatches", "--pipeline-schedule", "--replicas", "--servers",
-    "--staleness", "--gossip-graph", "--gossip-period"};
+    "--staleness", "--gossip-graph", "--gossip-period", "--init"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -97,6 +97,7 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
         else if (!strcmp(o, "--device")) a->device = v;
         else if (!strcmp(o, "--checkpoint")) a->checkpoint = v;
         else if (!strcmp(o, "--resume")) a->resume = v;
+        else if (!strcmp(o, "--init")) a->init = v;
         else if (!strcmp(o, "--manifest")) a->manifest = v;
         else if (!strcmp(o, "--optimizer")) a->optimizer = v;
         else if (!strcmp(o, "--schedule")) a->schedule = v;

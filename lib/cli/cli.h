@@ -10,6 +10,7 @@
 
 typedef struct tsr_cli_train {
     const char *model, *data, *device, *checkpoint, *resume, *manifest;
+    const char *init;        /* --init: initial parameters from a safetensors file */
     const char *optimizer, *schedule;
     const char *mode;        /* NULL: single device; other values are checked by the caller */
     const char *nonfinite;   /* NULL, "skip" or "stop" */

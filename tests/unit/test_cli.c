@@ -43,6 +43,9 @@ static void test_defaults_and_values(void **state) {
     assert_string_equal(a.mode, "data");
     assert_string_equal(a.optimizer, "sgd");
     assert_string_equal(a.schedule, "step");
+    assert_null(a.init);
+    assert_int_equal(PARSE(&a, "--init", "w.safetensors"), TSR_OK);
+    assert_string_equal(a.init, "w.safetensors");
     assert_int_equal(PARSE(&a, "--help"), TSR_OK);
     assert_true(a.help);
 }

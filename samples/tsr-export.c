@@ -22,9 +22,10 @@
  * text) and the checkpoint's input normalisation "input_mean" / "input_std" (the model sees
  * (pixel / 255 - mean) / std).
  *
- * A checkpoint names its model spec but not the input it was built on: --input (default
- * 1x28x28, the MNIST-format images tsr-train reads) and --classes (default 10) give it; a
- * parameter count that does not match is refused. tsr-train --init FILE reads such a file back. */
+ * The input the model was built on comes from the checkpoint's metadata ("input_shape",
+ * "classes", which tsr-train records); without them --input (default 1x28x28, the
+ * MNIST-format images tsr-train reads) and --classes (default 10) give it, and they override
+ * the metadata; a parameter count that does not match is refused. tsr-train --init FILE reads such a file back. */
 #include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,7 @@ static void meta_number(const cJSON *j, const char *key, char *buf, size_t size,
 int main(int argc, char **argv) {
     const char *in_path = NULL, *out_path = NULL;
     tsr_model_input input = TSR_MODEL_INPUT_MNIST;
+    int input_given = 0, classes_given = 0;
     for (int i = 1; i < argc; i++) {
         char *end;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -71,11 +73,13 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "tsr-export: option --input: '%s' is not CxHxW (sizes 1..2^24)\n", v);
                 return 2;
             }
+            input_given = 1;
         } else if (!strcmp(argv[i], "--classes") && i + 1 < argc) {
             if (parse_size(argv[++i], &input.classes, &end) || *end) {
                 fprintf(stderr, "tsr-export: option --classes: '%s' is not a count 1..2^24\n", argv[i]);
                 return 2;
             }
+            classes_given = 1;
         } else if (!strncmp(argv[i], "--", 2)) {
             fprintf(stderr, "tsr-export: option %s: unknown or without its value\n", argv[i]);
             usage(stderr);
@@ -111,6 +115,21 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tsr-export: %s holds no \"params\" tensor\n", in_path);
         goto done;
     }
+    if (ck->meta && (meta_json = cJSON_Parse(ck->meta))) {
+        /* tsr-train records the input it trained on: the options only override it */
+        const cJSON *shape = cJSON_GetObjectItemCaseSensitive(meta_json, "input_shape");
+        const cJSON *classes = cJSON_GetObjectItemCaseSensitive(meta_json, "classes");
+        size_t dims[3];
+        int n = 0;
+        const cJSON *x;
+        cJSON_ArrayForEach(x, shape) if (n < 3 && cJSON_IsNumber(x) && x->valuedouble >= 1 &&
+                                         x->valuedouble <= 16777216) dims[n++] = (size_t)x->valuedouble;
+        if (!input_given && n == 3 && cJSON_GetArraySize(shape) == 3)
+            input.channels = dims[0], input.height = dims[1], input.width = dims[2];
+        if (!classes_given && cJSON_IsNumber(classes) && classes->valuedouble >= 1 &&
+            classes->valuedouble <= 16777216)
+            input.classes = (size_t)classes->valuedouble;
+    }
     if ((s = tsr_model_parse(ctx, ck->model_spec, input, &model)) != TSR_OK) goto fail;
     if (params->count != tsr_model_param_count(model)) {
         fprintf(stderr, "tsr-export: %s: %zu parameters, but model %s on a %zux%zux%zu input "
@@ -124,7 +143,7 @@ int main(int argc, char **argv) {
     size_t nmeta = 0;
     char mean[32], std[32];
     const char *v;
-    if (ck->meta && (meta_json = cJSON_Parse(ck->meta))) {
+    if (meta_json) {
         meta_number(meta_json, "input_mean", mean, sizeof mean, &v);
         if (v) meta[nmeta++] = (tsr_st_meta){"input_mean", v};
         meta_number(meta_json, "input_std", std, sizeof std, &v);

@@ -240,10 +240,14 @@ static long fault_kill_after_save(int rank) {
 
 /* The checkpoint's metadata: the input normalisation, the epoch's shape and the figures of
  * the epoch it ends. */
-static tsr_status set_figures(tsr_trainer *tr, epoch_shape shape, double train_loss, double acc,
-                              double test_loss) {
+static tsr_status set_figures(tsr_trainer *tr, const tsr_model *model, epoch_shape shape,
+                              double train_loss, double acc, double test_loss) {
     cJSON *j = cJSON_CreateObject();
     if (!j) return TSR_ERR_NO_MEMORY;
+    tsr_model_input in = tsr_model_get_input(model);
+    const double dims[3] = {(double)in.channels, (double)in.height, (double)in.width};
+    cJSON_AddItemToObject(j, "input_shape", cJSON_CreateDoubleArray(dims, 3));
+    cJSON_AddNumberToObject(j, "classes", (double)in.classes);
     cJSON_AddNumberToObject(j, "input_mean", FMNIST_MEAN);
     cJSON_AddNumberToObject(j, "input_std", FMNIST_STD);
     cJSON_AddNumberToObject(j, "steps_per_epoch", (double)shape.steps);
@@ -624,7 +628,7 @@ int main(int argc, char **argv) {
                 (unsigned long long)e + 1, last_loss, acc, test_loss, (double)done / dt);
         fflush(log);
         /* every rank takes part (a sharded optimizer's state is gathered); rank 0 writes */
-        if (a.checkpoint && ((s = set_figures(tr, shape, last_loss, acc, test_loss)) != TSR_OK ||
+        if (a.checkpoint && ((s = set_figures(tr, model, shape, last_loss, acc, test_loss)) != TSR_OK ||
                              (s = tsr_trainer_save(tr, a.checkpoint)) != TSR_OK))
             die(ctx, s, "checkpoint");
         if (man && a.checkpoint &&

@@ -76,4 +76,29 @@ refused "exporting a residual add" \
 [ ! -e "$d/res.safetensors" ] || fail "a refused export left a file"
 refused "exporting for another input" "parameters, but model" \
     "$BUILD/bin/tsr-export" "$d/ck" "$d/x.safetensors" --input 3x28x28
+# the checkpoint records the input it was trained on: a model of 14x14 images exports without
+# --input (the metadata's "input_shape" and "classes" are used)
+mkdir "$d/small"
+python3 - "$d" "$d/small" <<'PY' || exit 1
+import struct, sys
+src, dst = sys.argv[1:]
+for split in ("train", "t10k"):
+    raw = open("%s/%s-images-idx3-ubyte" % (src, split), "rb").read()
+    n = struct.unpack(">I", raw[4:8])[0]
+    px = raw[16:]
+    out = bytearray(raw[:4] + struct.pack(">III", n, 14, 14))
+    for i in range(n):
+        img = px[i * 784:(i + 1) * 784]
+        out += bytes(img[(2 * r) * 28 + 2 * c] for r in range(14) for c in range(14))
+    open("%s/%s-images-idx3-ubyte" % (dst, split), "wb").write(out)
+    lab = "%s/%s-labels-idx1-ubyte" % (src, split)
+    open("%s/%s-labels-idx1-ubyte" % (dst, split), "wb").write(open(lab, "rb").read())
+PY
+"$BUILD/bin/tsr-train" --data "$d/small" --model "dense:32,relu,dense:10" --epochs 1 --quiet \
+    --checkpoint "$d/small.ckpt" > /dev/null 2> "$d/err" || fail "training on 14x14 images"
+"$BUILD/bin/tsr-export" "$d/small.ckpt" "$d/small.safetensors" 2> "$d/err" ||
+    fail "tsr-export without --input of a 14x14 model"
+"$BUILD/bin/tsr-safetensors" --json "$d/small.safetensors" > "$d/small.json" || fail "tsr-safetensors"
+grep -q '"1.weight"' "$d/small.json" && grep -q '196' "$d/small.json" ||
+    fail "the export is not the 14x14 model: $(cat "$d/small.json")"
 echo "PASS: export"

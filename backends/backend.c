@@ -102,8 +102,14 @@ static int range_ok(const tsr_buf *buf, size_t off, size_t len) {
     return buf && off <= buf->bytes && len <= buf->bytes - off;
 }
 
-/* The byte range of `count` elements of t at r.off, checked against the buffer: the one place
- * where element offsets become byte offsets. */
+/* The byte range of `count` elements of `elem` bytes at r.off: the one place where element
+ * offsets become byte offsets. 0 when it overflows or leaves the buffer. */
+static int ref_bytes(tsr_ref r, size_t elem, size_t count, size_t *byte_off, size_t *bytes) {
+    return !tsr_mul_size(r.off, elem, byte_off) && !tsr_mul_size(count, elem, bytes) &&
+           range_ok(r.buf, *byte_off, *bytes);
+}
+
+/* ref_bytes for `count` elements of t, with an error naming the buffer, range and size. */
 static tsr_status elem_range(const char *what, tsr_ref r, tsr_dtype t, size_t count,
                              size_t *byte_off, size_t *bytes) {
     if (!r.buf) return TSR_ERR_INVALID_ARG;
@@ -111,8 +117,7 @@ static tsr_status elem_range(const char *what, tsr_ref r, tsr_dtype t, size_t co
     if (!es)
         return tsr_error(r.buf->backend->ctx, TSR_ERR_INVALID_ARG, "%s of %s: element type %d "
                          "is not a tsr_dtype", what, buf_name(r.buf), (int)t);
-    if (tsr_mul_size(r.off, es, byte_off) || tsr_mul_size(count, es, bytes) ||
-        !range_ok(r.buf, *byte_off, *bytes))
+    if (!ref_bytes(r, es, count, byte_off, bytes))
         return tsr_error(r.buf->backend->ctx, TSR_ERR_SHAPE,
                          "%s of %s elements [%zu, %zu + %zu) past the end of %s (%zu bytes, "
                          "%zu elements)", what, tsr_dtype_name(t), r.off, r.off, count,
@@ -243,11 +248,10 @@ static tsr_status check_ref(tsr_backend *be, const char *op, const char *name, t
         return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: operand %s belongs to another backend",
                          op, name);
     size_t off_bytes, len_bytes;
-    if (tsr_mul_size(r.off, elem, &off_bytes) || tsr_mul_size(count, elem, &len_bytes) ||
-        !range_ok(r.buf, off_bytes, len_bytes))
+    if (!ref_bytes(r, elem, count, &off_bytes, &len_bytes))
         return tsr_error(be->ctx, TSR_ERR_SHAPE,
-                         "%s: operand %s needs %zu elements at offset %zu, buffer holds %zu bytes",
-                         op, name, count, r.off, r.buf->bytes);
+                         "%s: operand %s needs %zu elements at offset %zu, %s holds %zu bytes",
+                         op, name, count, r.off, buf_name(r.buf), r.buf->bytes);
     return TSR_OK;
 }
 #define CHECK(name, ref, count, elem) TSR_TRY(check_ref(be, op, name, ref, count, elem))

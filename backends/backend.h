@@ -187,6 +187,7 @@ void tsr_backend_free(tsr_backend *be); /* accepts NULL */
 /* ---- memory ---- */
 tsr_status tsr_buf_alloc(tsr_backend *be, size_t bytes, tsr_buf **out);
 void tsr_buf_free(tsr_buf *buf); /* accepts NULL */
+/* Byte-level access for untyped data; element data goes through the typed helpers below. */
 tsr_status tsr_buf_write(tsr_buf *dst, size_t byte_off, const void *src, size_t bytes);
 tsr_status tsr_buf_read(tsr_buf *src, size_t byte_off, void *dst, size_t bytes);
 tsr_status tsr_buf_copy(tsr_buf *dst, size_t dst_byte_off, tsr_buf *src, size_t src_byte_off,

@@ -228,7 +228,11 @@ static inline tsr_status tsr_write_f32(tsr_buf *dst, size_t off, const float *sr
  * tsr_buf_unmap writes a copy back when the mode has TSR_MAP_WRITE and frees what map
  * allocated; a READ map into the caller's staging holds nothing to release. Unmap accepts a
  * zeroed map or one whose map failed. While mapped, no backend op runs on the range. */
-typedef enum tsr_map_mode { TSR_MAP_READ = 1, TSR_MAP_WRITE = 2, TSR_MAP_READ_WRITE = 3 } tsr_map_mode;
+typedef enum tsr_map_mode {
+    TSR_MAP_READ = 1,      /* the view starts with the buffer's data */
+    TSR_MAP_WRITE = 2,     /* the view's data goes to the buffer at unmap */
+    TSR_MAP_READ_WRITE = 3
+} tsr_map_mode;
 typedef struct tsr_map {
     void *data;
     tsr_buf *buf;

@@ -627,7 +627,8 @@ static tsr_status worker_step(tsr_async *a, const float *images, const int32_t *
     TSR_TRY(tsr_stage_forward(a->stage, n, 1, tsr_rng_next(&r->rng), &l));
     TSR_TRY(tsr_stage_backward(a->stage, n, 0));
     tsr_map gm;
-    TSR_TRY(tsr_buf_map(tsr_ref_at(tsr_stage_grads(a->stage), 0), TSR_DTYPE_F32, a->np, TSR_MAP_READ, a->grads, &gm));
+    TSR_TRY(tsr_buf_map(tsr_ref_at(tsr_stage_grads(a->stage), 0), TSR_DTYPE_F32, a->np,
+                        TSR_MAP_READ, a->grads, &gm));
     const float *g = gm.data;
     double t2 = tsr_timeline_now(r->tl);
     TSR_TRY(tsr_timeline_event(r->tl, "forward+backward", TSR_TRACK_COMPUTE, t1, t2));

@@ -99,7 +99,8 @@ tsr_status tsr_dp_hook(void *user, size_t layer, size_t first, size_t count) {
  * *own): backward writes there and nothing is copied. Other devices stage through it. */
 static tsr_status registered(tsr_dp *dp, tsr_stage_buffer which, float **mem, tsr_buf **own,
                              int *staged) {
-    tsr_buf *cur = which == TSR_STAGE_GRADS ? tsr_stage_grads(dp->stage) : tsr_stage_params(dp->stage);
+    tsr_buf *cur =
+        which == TSR_STAGE_GRADS ? tsr_stage_grads(dp->stage) : tsr_stage_params(dp->stage);
     void *p = NULL;
     TSR_TRY(tsr_comm_alloc(dp->comm, cur->bytes, &p));
     *mem = p;

@@ -137,7 +137,8 @@ static tsr_status mix(tsr_gossip *g) {
     TSR_TRY(drain(g));
     double t0 = tsr_timeline_now(g->run.tl);
     tsr_map xm;
-    TSR_TRY(tsr_buf_map(tsr_ref_at(tsr_stage_params(g->stage), 0), TSR_DTYPE_F32, g->np, TSR_MAP_READ_WRITE, g->own, &xm));
+    TSR_TRY(tsr_buf_map(tsr_ref_at(tsr_stage_params(g->stage), 0), TSR_DTYPE_F32, g->np,
+                        TSR_MAP_READ_WRITE, g->own, &xm));
     float *x = xm.data;
     const float *a = g->recv[0], *b = g->recv[1];
     const double third = 1.0 / 3.0;

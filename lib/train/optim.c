@@ -70,7 +70,8 @@ tsr_status tsr_optim_create(tsr_backend *be, const tsr_optimizer_options *o, siz
         return s;
     }
     tsr_buf_set_name(opt->m, "optimizer first moment");
-    tsr_buf_set_name(opt->v, o->kind == TSR_OPTIM_SGD ? "optimizer velocity" : "optimizer second moment");
+    tsr_buf_set_name(opt->v, o->kind == TSR_OPTIM_SGD ? "optimizer velocity"
+                                                      : "optimizer second moment");
     *out = opt;
     return TSR_OK;
 }

@@ -158,7 +158,8 @@ tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, float *scratch, size_t
     /* host backend: scan the gradients where they are (no copy: memory bandwidth is what two
      * ranks on one socket share) */
     tsr_map gm;
-    TSR_TRY(tsr_buf_map(tsr_ref_at(grads, lo), TSR_DTYPE_F32, hi - lo, TSR_MAP_READ, scratch + lo, &gm));
+    TSR_TRY(tsr_buf_map(tsr_ref_at(grads, lo), TSR_DTYPE_F32, hi - lo, TSR_MAP_READ, scratch + lo,
+                        &gm));
     float *g = (float *)gm.data - lo;
     /* tests/fault: one poisoned gradient at that step */
     if (r->o.fault_grad_nan_step >= 0 && (uint64_t)r->o.fault_grad_nan_step == r->steps) g[np / 2] = NAN;

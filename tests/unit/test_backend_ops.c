@@ -192,11 +192,14 @@ static void test_typed_access_and_map(void **state) {
         check_exact(be, "typed copy", got, want + 10, 100);
 
         /* bounds: one element past the end, named */
-        check_error(be, tsr_read_f32(a, 290, got, 11), TSR_ERR_SHAPE, "test vector", "read past end");
-        check_error(be, tsr_read_f32(a, 290, got, 11), TSR_ERR_SHAPE, "[290, 290 + 11)", "read range");
+        check_error(be, tsr_read_f32(a, 290, got, 11), TSR_ERR_SHAPE, "test vector",
+                    "read past end");
+        check_error(be, tsr_read_f32(a, 290, got, 11), TSR_ERR_SHAPE, "[290, 290 + 11)",
+                    "read range");
         check_error(be, tsr_read_f32(a, 290, got, 11), TSR_ERR_SHAPE, "1200 bytes, 300 elements",
                     "read size");
-        check_error(be, tsr_write_f32(a, 301, src, 0), TSR_ERR_SHAPE, "test vector", "write offset");
+        check_error(be, tsr_write_f32(a, 301, src, 0), TSR_ERR_SHAPE, "test vector",
+                    "write offset");
         check_error(be, tsr_ref_copy(tsr_ref_at(b, 250), tsr_ref_at(a, 0), TSR_DTYPE_F32, 51),
                     TSR_ERR_SHAPE, "buffer (1200 bytes", "copy into an unnamed buffer");
         check_error(be, tsr_ref_read(tsr_ref_at(a, 0), (tsr_dtype)99, got, 1), TSR_ERR_INVALID_ARG,

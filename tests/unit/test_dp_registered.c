@@ -53,8 +53,10 @@ static void check_device(tsr_context *ctx, int dev, int shard) {
     int host = tsr_backend_wraps_host(be);
     tsr_buf *gb = tsr_stage_grads(st), *pb = tsr_stage_params(st);
     tsr_map gm, pm;
-    assert_int_equal(tsr_buf_map(tsr_ref_at(gb, 0), TSR_DTYPE_F32, np, TSR_MAP_READ, NULL, &gm), TSR_OK);
-    assert_int_equal(tsr_buf_map(tsr_ref_at(pb, 0), TSR_DTYPE_F32, np, TSR_MAP_READ, NULL, &pm), TSR_OK);
+    assert_int_equal(tsr_buf_map(tsr_ref_at(gb, 0), TSR_DTYPE_F32, np, TSR_MAP_READ, NULL, &gm),
+                     TSR_OK);
+    assert_int_equal(tsr_buf_map(tsr_ref_at(pb, 0), TSR_DTYPE_F32, np, TSR_MAP_READ, NULL, &pm),
+                     TSR_OK);
     /* host: the stage computes on registered memory; a device keeps its own buffers */
     assert_int_equal(tsr_comm_is_registered(comm, gm.data, np * 4), host);
     assert_int_equal(tsr_comm_is_registered(comm, pm.data, np * 4), host && shard);

@@ -50,11 +50,51 @@ tsr_status tsr_buf_alloc(tsr_backend *be, size_t bytes, tsr_buf **out) {
     return TSR_OK;
 }
 
+int tsr_backend_wraps_host(const tsr_backend *be) { return be && be->iface->buf_wrap; }
+
+tsr_status tsr_buf_wrap(tsr_backend *be, void *mem, size_t bytes, tsr_buf **out) {
+    if (!be || !out || (!mem && bytes)) return TSR_ERR_INVALID_ARG;
+    *out = NULL;
+    if (!be->iface->buf_wrap)
+        return tsr_error(be->ctx, TSR_ERR_UNSUPPORTED,
+                         "%s: the %s backend cannot compute on host memory it did not allocate",
+                         be->device.id, be->iface->name);
+    if ((uintptr_t)mem % 64)
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG,
+                         "tsr_buf_wrap: memory at %p is not 64-byte aligned", mem);
+    tsr_buf *buf = tsr_calloc(be->ctx, 1, sizeof *buf);
+    if (!buf) return tsr_error(be->ctx, TSR_ERR_NO_MEMORY, "buffer header");
+    buf->backend = be;
+    buf->bytes = bytes;
+    tsr_status st = be->iface->buf_wrap(be, buf, mem);
+    if (st != TSR_OK) {
+        tsr_free(be->ctx, buf);
+        return st;
+    }
+    buf->wrapped = mem;
+    *out = buf;
+    return TSR_OK;
+}
+
 void tsr_buf_free(tsr_buf *buf) {
     if (!buf) return;
     tsr_backend *be = buf->backend;
-    be->iface->buf_free(be, buf);
+    if (!buf->wrapped) be->iface->buf_free(be, buf); /* wrapped memory stays the caller's */
     tsr_free(be->ctx, buf);
+}
+
+void tsr_buf_set_name(tsr_buf *buf, const char *name) {
+    if (buf) buf->name = name;
+}
+
+static const char *buf_name(const tsr_buf *buf) { return buf->name ? buf->name : "buffer"; }
+
+const char *tsr_dtype_name(tsr_dtype t) {
+    switch (t) {
+    case TSR_DTYPE_F32: return "float32";
+    case TSR_DTYPE_I32: return "int32";
+    }
+    return "?";
 }
 
 /* A byte range [off, off+len) inside buf. */
@@ -62,12 +102,112 @@ static int range_ok(const tsr_buf *buf, size_t off, size_t len) {
     return buf && off <= buf->bytes && len <= buf->bytes - off;
 }
 
+/* The byte range of `count` elements of `elem` bytes at r.off: the one place where element
+ * offsets become byte offsets. 0 when it overflows or leaves the buffer. */
+static int ref_bytes(tsr_ref r, size_t elem, size_t count, size_t *byte_off, size_t *bytes) {
+    return !tsr_mul_size(r.off, elem, byte_off) && !tsr_mul_size(count, elem, bytes) &&
+           range_ok(r.buf, *byte_off, *bytes);
+}
+
+/* ref_bytes for `count` elements of t, with an error naming the buffer, range and size. */
+static tsr_status elem_range(const char *what, tsr_ref r, tsr_dtype t, size_t count,
+                             size_t *byte_off, size_t *bytes) {
+    if (!r.buf) return TSR_ERR_INVALID_ARG;
+    size_t es = tsr_dtype_size(t);
+    if (!es)
+        return tsr_error(r.buf->backend->ctx, TSR_ERR_INVALID_ARG, "%s of %s: element type %d "
+                         "is not a tsr_dtype", what, buf_name(r.buf), (int)t);
+    if (!ref_bytes(r, es, count, byte_off, bytes))
+        return tsr_error(r.buf->backend->ctx, TSR_ERR_SHAPE,
+                         "%s of %s elements [%zu, %zu + %zu) past the end of %s (%zu bytes, "
+                         "%zu elements)", what, tsr_dtype_name(t), r.off, r.off, count,
+                         buf_name(r.buf), r.buf->bytes, r.buf->bytes / es);
+    return TSR_OK;
+}
+
+tsr_status tsr_ref_read(tsr_ref src, tsr_dtype t, void *dst, size_t count) {
+    size_t off, bytes;
+    if (!dst && count) return TSR_ERR_INVALID_ARG;
+    TSR_TRY(elem_range("read", src, t, count, &off, &bytes));
+    if (!bytes) return TSR_OK;
+    return src.buf->backend->iface->read(src.buf->backend, src.buf, off, dst, bytes);
+}
+
+tsr_status tsr_ref_write(tsr_ref dst, tsr_dtype t, const void *src, size_t count) {
+    size_t off, bytes;
+    if (!src && count) return TSR_ERR_INVALID_ARG;
+    TSR_TRY(elem_range("write", dst, t, count, &off, &bytes));
+    if (!bytes) return TSR_OK;
+    return dst.buf->backend->iface->write(dst.buf->backend, dst.buf, off, src, bytes);
+}
+
+tsr_status tsr_ref_copy(tsr_ref dst, tsr_ref src, tsr_dtype t, size_t count) {
+    size_t doff, soff, bytes;
+    if (!dst.buf || !src.buf) return TSR_ERR_INVALID_ARG;
+    if (dst.buf->backend != src.buf->backend)
+        return tsr_error(dst.buf->backend->ctx, TSR_ERR_INVALID_ARG,
+                         "copy from %s to %s: two backends", buf_name(src.buf), buf_name(dst.buf));
+    TSR_TRY(elem_range("copy", src, t, count, &soff, &bytes));
+    TSR_TRY(elem_range("copy", dst, t, count, &doff, &bytes));
+    if (!bytes) return TSR_OK;
+    tsr_backend *be = dst.buf->backend;
+    return be->iface->copy(be, dst.buf, doff, src.buf, soff, bytes);
+}
+
+tsr_status tsr_buf_map(tsr_ref r, tsr_dtype t, size_t count, tsr_map_mode mode, void *staging,
+                       tsr_map *m) {
+    if (!m) return TSR_ERR_INVALID_ARG;
+    memset(m, 0, sizeof *m);
+    if (!(mode & TSR_MAP_READ_WRITE) || (mode & ~TSR_MAP_READ_WRITE))
+        return r.buf ? tsr_error(r.buf->backend->ctx, TSR_ERR_INVALID_ARG,
+                                 "map of %s: mode %d is not READ, WRITE or READ_WRITE",
+                                 buf_name(r.buf), (int)mode)
+                     : TSR_ERR_INVALID_ARG;
+    size_t off, bytes;
+    TSR_TRY(elem_range("map", r, t, count, &off, &bytes));
+    if (r.buf->host) { /* host memory: a view, nothing to copy */
+        m->data = (char *)r.buf->host + off;
+    } else {
+        tsr_backend *be = r.buf->backend;
+        m->data = staging ? staging : tsr_malloc(be->ctx, bytes ? bytes : 1);
+        if (!m->data)
+            return tsr_error(be->ctx, TSR_ERR_NO_MEMORY, "map of %zu bytes of %s", bytes,
+                             buf_name(r.buf));
+        if ((mode & TSR_MAP_READ) && bytes) {
+            tsr_status s = be->iface->read(be, r.buf, off, m->data, bytes);
+            if (s != TSR_OK) {
+                if (!staging) tsr_free(be->ctx, m->data);
+                m->data = NULL;
+                return s;
+            }
+        }
+        m->copied = 1;
+        m->allocated = !staging;
+    }
+    m->buf = r.buf;
+    m->byte_off = off;
+    m->bytes = bytes;
+    m->mode = mode;
+    return TSR_OK;
+}
+
+tsr_status tsr_buf_unmap(tsr_map *m) {
+    if (!m || !m->buf) return TSR_OK;
+    tsr_status s = TSR_OK;
+    tsr_backend *be = m->buf->backend;
+    if (m->copied && (m->mode & TSR_MAP_WRITE) && m->bytes)
+        s = be->iface->write(be, m->buf, m->byte_off, m->data, m->bytes);
+    if (m->allocated) tsr_free(be->ctx, m->data);
+    memset(m, 0, sizeof *m);
+    return s;
+}
+
 tsr_status tsr_buf_write(tsr_buf *dst, size_t byte_off, const void *src, size_t bytes) {
     if (!dst || (!src && bytes)) return TSR_ERR_INVALID_ARG;
     if (!range_ok(dst, byte_off, bytes))
         return tsr_error(dst->backend->ctx, TSR_ERR_SHAPE,
-                         "write of %zu bytes at %zu past the end of a %zu-byte buffer", bytes,
-                         byte_off, dst->bytes);
+                         "write of %zu bytes at %zu past the end of %s (%zu bytes)", bytes,
+                         byte_off, buf_name(dst), dst->bytes);
     if (!bytes) return TSR_OK;
     return dst->backend->iface->write(dst->backend, dst, byte_off, src, bytes);
 }
@@ -76,8 +216,8 @@ tsr_status tsr_buf_read(tsr_buf *src, size_t byte_off, void *dst, size_t bytes) 
     if (!src || (!dst && bytes)) return TSR_ERR_INVALID_ARG;
     if (!range_ok(src, byte_off, bytes))
         return tsr_error(src->backend->ctx, TSR_ERR_SHAPE,
-                         "read of %zu bytes at %zu past the end of a %zu-byte buffer", bytes,
-                         byte_off, src->bytes);
+                         "read of %zu bytes at %zu past the end of %s (%zu bytes)", bytes,
+                         byte_off, buf_name(src), src->bytes);
     if (!bytes) return TSR_OK;
     return src->backend->iface->read(src->backend, src, byte_off, dst, bytes);
 }
@@ -108,11 +248,10 @@ static tsr_status check_ref(tsr_backend *be, const char *op, const char *name, t
         return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: operand %s belongs to another backend",
                          op, name);
     size_t off_bytes, len_bytes;
-    if (tsr_mul_size(r.off, elem, &off_bytes) || tsr_mul_size(count, elem, &len_bytes) ||
-        !range_ok(r.buf, off_bytes, len_bytes))
+    if (!ref_bytes(r, elem, count, &off_bytes, &len_bytes))
         return tsr_error(be->ctx, TSR_ERR_SHAPE,
-                         "%s: operand %s needs %zu elements at offset %zu, buffer holds %zu bytes",
-                         op, name, count, r.off, r.buf->bytes);
+                         "%s: operand %s needs %zu elements at offset %zu, %s holds %zu bytes",
+                         op, name, count, r.off, buf_name(r.buf), r.buf->bytes);
     return TSR_OK;
 }
 #define CHECK(name, ref, count, elem) TSR_TRY(check_ref(be, op, name, ref, count, elem))

@@ -17,12 +17,27 @@
 typedef struct tsr_backend tsr_backend;
 typedef struct tsr_backend_iface tsr_backend_iface;
 
-/* Device memory. Allocated by the backend; the common header is filled by tsr_buf_alloc. */
+/* Element types of buffer data are the public tsr_dtype (tessera/model.h: float32, int32; a new
+ * type such as bf16 joins that enum and these two functions). */
+static inline size_t tsr_dtype_size(tsr_dtype t) {
+    switch (t) {
+    case TSR_DTYPE_F32:
+    case TSR_DTYPE_I32: return 4;
+    }
+    return 0; /* not a dtype: the helpers reject it */
+}
+const char *tsr_dtype_name(tsr_dtype t); /* "float32", "int32" */
+
+/* Device memory. Allocated by the backend; the common header is filled by tsr_buf_alloc.
+ * Library code never touches `host` or `impl`: it reads and writes through the element
+ * helpers below, or maps a range (tsr_buf_map), which costs nothing on host memory. */
 typedef struct tsr_buf {
     tsr_backend *backend;
     size_t bytes;
-    void *host;   /* host-addressable data (host backend), NULL otherwise */
-    void *impl;   /* backend handle (cl_mem for OpenCL) */
+    void *host;   /* backend-private: host-addressable data (host backend), NULL otherwise */
+    void *impl;   /* backend-private handle (cl_mem for OpenCL) */
+    const char *name;           /* for error messages (static string); NULL: "buffer" */
+    void *wrapped;              /* tsr_buf_wrap: the caller's memory (not freed with the buffer) */
 } tsr_buf;
 
 typedef struct tsr_ref {
@@ -72,6 +87,9 @@ struct tsr_backend_iface {
     /* --- memory --- */
     tsr_status (*buf_alloc)(tsr_backend *be, tsr_buf *buf); /* buf->bytes set; fill host/impl */
     void (*buf_free)(tsr_backend *be, tsr_buf *buf);
+    /* Optional (NULL: unsupported): makes buf (bytes set) use `mem`, host memory of at least
+     * buf->bytes bytes that the backend does not own; buf_free is not called for it. */
+    tsr_status (*buf_wrap)(tsr_backend *be, tsr_buf *buf, void *mem);
     tsr_status (*write)(tsr_backend *be, tsr_buf *dst, size_t byte_off, const void *src, size_t bytes);
     tsr_status (*read)(tsr_backend *be, tsr_buf *src, size_t byte_off, void *dst, size_t bytes);
     tsr_status (*copy)(tsr_backend *be, tsr_buf *dst, size_t dst_byte_off, tsr_buf *src,
@@ -169,11 +187,63 @@ void tsr_backend_free(tsr_backend *be); /* accepts NULL */
 /* ---- memory ---- */
 tsr_status tsr_buf_alloc(tsr_backend *be, size_t bytes, tsr_buf **out);
 void tsr_buf_free(tsr_buf *buf); /* accepts NULL */
+/* Byte-level access for untyped data; element data goes through the typed helpers below. */
 tsr_status tsr_buf_write(tsr_buf *dst, size_t byte_off, const void *src, size_t bytes);
 tsr_status tsr_buf_read(tsr_buf *src, size_t byte_off, void *dst, size_t bytes);
 tsr_status tsr_buf_copy(tsr_buf *dst, size_t dst_byte_off, tsr_buf *src, size_t src_byte_off,
                         size_t bytes);
 tsr_status tsr_backend_finish(tsr_backend *be);
+/* Names buf in error messages (a static string: "gradients", "parameters", ...). */
+void tsr_buf_set_name(tsr_buf *buf, const char *name);
+
+/* A buffer over host memory the caller provides (registered memory of a communicator, so that
+ * collectives work on the data in place): the backend computes on `mem` directly, nothing is
+ * copied. `mem` holds `bytes` bytes, is 64-byte aligned and outlives the buffer: tsr_buf_free
+ * leaves it to the caller. TSR_ERR_UNSUPPORTED when the backend cannot compute on host memory
+ * (OpenCL; tsr_backend_wraps_host says so beforehand): the caller then stages the data through
+ * `mem` with the helpers below. */
+tsr_status tsr_buf_wrap(tsr_backend *be, void *mem, size_t bytes, tsr_buf **out);
+int tsr_backend_wraps_host(const tsr_backend *be);
+
+/* ---- typed element access: offsets and counts in elements of a dtype ----
+ * Byte offsets are computed here and nowhere else. A range past the end of the buffer is
+ * TSR_ERR_SHAPE naming the buffer, the element range and the buffer's size. */
+tsr_status tsr_ref_read(tsr_ref src, tsr_dtype t, void *dst, size_t count);
+tsr_status tsr_ref_write(tsr_ref dst, tsr_dtype t, const void *src, size_t count);
+/* count elements from src to dst (same backend; overlapping ranges allowed) */
+tsr_status tsr_ref_copy(tsr_ref dst, tsr_ref src, tsr_dtype t, size_t count);
+/* float32 shorthands, the common case */
+static inline tsr_status tsr_read_f32(tsr_buf *src, size_t off, float *dst, size_t count) {
+    return tsr_ref_read(tsr_ref_at(src, off), TSR_DTYPE_F32, dst, count);
+}
+static inline tsr_status tsr_write_f32(tsr_buf *dst, size_t off, const float *src, size_t count) {
+    return tsr_ref_write(tsr_ref_at(dst, off), TSR_DTYPE_F32, src, count);
+}
+
+/* ---- mapping: a host-visible view of a range ----
+ * tsr_buf_map gives m->data, `count` elements of type t at r. On host memory it points into
+ * the buffer: no copy (m->copied = 0), the host backend's speed. Otherwise it is a host copy,
+ * read from the device when the mode has TSR_MAP_READ, held in `staging` (the caller's, at
+ * least count elements, reused step after step) or, when staging is NULL, allocated.
+ * tsr_buf_unmap writes a copy back when the mode has TSR_MAP_WRITE and frees what map
+ * allocated; a READ map into the caller's staging holds nothing to release. Unmap accepts a
+ * zeroed map or one whose map failed. While mapped, no backend op runs on the range. */
+typedef enum tsr_map_mode {
+    TSR_MAP_READ = 1,      /* the view starts with the buffer's data */
+    TSR_MAP_WRITE = 2,     /* the view's data goes to the buffer at unmap */
+    TSR_MAP_READ_WRITE = 3
+} tsr_map_mode;
+typedef struct tsr_map {
+    void *data;
+    tsr_buf *buf;
+    size_t byte_off, bytes;
+    tsr_map_mode mode;
+    int copied;     /* data is a host copy, not the buffer's memory */
+    int allocated;  /* the copy was allocated by map (no staging): unmap frees it */
+} tsr_map;
+tsr_status tsr_buf_map(tsr_ref r, tsr_dtype t, size_t count, tsr_map_mode mode, void *staging,
+                       tsr_map *m);
+tsr_status tsr_buf_unmap(tsr_map *m);
 
 /* ---- checked operation wrappers: same arguments as the iface slots ---- */
 tsr_status tsr_op_fill(tsr_backend *be, tsr_ref x, size_t n, float value);

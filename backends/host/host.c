@@ -39,6 +39,14 @@ static void host_buf_free(tsr_backend *be, tsr_buf *buf) {
     buf->host = NULL;
 }
 
+/* Registered memory from a communicator: computed on in place. */
+static tsr_status host_buf_wrap(tsr_backend *be, tsr_buf *buf, void *mem) {
+    (void)be;
+    buf->impl = NULL;
+    buf->host = mem;
+    return TSR_OK;
+}
+
 static tsr_status host_write(tsr_backend *be, tsr_buf *dst, size_t byte_off, const void *src,
                              size_t bytes) {
     (void)be;
@@ -195,6 +203,7 @@ static const tsr_backend_iface host_iface = {
     .destroy = host_destroy,
     .buf_alloc = host_buf_alloc,
     .buf_free = host_buf_free,
+    .buf_wrap = host_buf_wrap,
     .write = host_write,
     .read = host_read,
     .copy = host_copy,

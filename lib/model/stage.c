@@ -362,6 +362,8 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
         tsr_stage_free(st);
         return s;
     }
+    tsr_buf_set_name(st->params, "parameters");
+    tsr_buf_set_name(st->grads, "gradients");
     for (int i = 0; i < plan.slots; i++)
         if ((s = tsr_buf_alloc(be, mem.grad_buffer_bytes, &st->g[i])) != TSR_OK) {
             tsr_stage_free(st);
@@ -389,6 +391,22 @@ size_t tsr_stage_device_bytes(const tsr_stage *st) {
 tsr_buf *tsr_stage_params(tsr_stage *st) { return st ? st->params : NULL; }
 tsr_buf *tsr_stage_grads(tsr_stage *st) { return st ? st->grads : NULL; }
 size_t tsr_stage_param_count(const tsr_stage *st) { return st ? st->nparams : 0; }
+
+tsr_status tsr_stage_exchange_buffer(tsr_stage *st, tsr_stage_buffer which, tsr_buf *in,
+                                     tsr_buf **old) {
+    if (!st || !in || !old) return TSR_ERR_INVALID_ARG;
+    tsr_buf **slot = which == TSR_STAGE_GRADS ? &st->grads : &st->params;
+    if (in->backend != st->be || in->bytes < (*slot)->bytes)
+        return tsr_error(st->ctx, TSR_ERR_INVALID_ARG,
+                         "stage %s: a replacement of %zu bytes on %s for %zu bytes on %s",
+                         (*slot)->name, in->bytes, in->backend->device.id, (*slot)->bytes,
+                         st->be->device.id);
+    TSR_TRY(tsr_ref_copy(tsr_ref_at(in, 0), tsr_ref_at(*slot, 0), TSR_DTYPE_F32, st->nparams));
+    tsr_buf_set_name(in, (*slot)->name);
+    *old = *slot;
+    *slot = in;
+    return TSR_OK;
+}
 
 tsr_status tsr_stage_layer_params(const tsr_stage *st, size_t i, size_t *w_off, size_t *w_count,
                                   size_t *b_off, size_t *b_count) {
@@ -510,7 +528,7 @@ tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropou
         float sum;
         tsr_ref rows = tsr_ref_at(st->acts, st->plan.mem[st->last - st->first].out);
         TSR_TRY(tsr_op_sum(st->be, n, rows, tsr_ref_at(st->acts, st->plan.losssum_off)));
-        TSR_TRY(tsr_buf_read(st->acts, st->plan.losssum_off * 4, &sum, 4));
+        TSR_TRY(tsr_read_f32(st->acts, st->plan.losssum_off, &sum, 1));
         *loss = sum / (float)n;
     }
     st->trained = train ? (int)n : -(int)n;
@@ -549,7 +567,7 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
                     TSR_TRY(tsr_op_axpy(st->be, n * tensor_size(st->model, l->inputs[k]), 1.0f, r.din[k],
                                         slot_ref(st, m->gin[k])));
         }
-        if (st->hook) TSR_TRY(st->hook(st->hook_user, i, m->param[0] * 4, (l->weights + l->biases) * 4));
+        if (st->hook) TSR_TRY(st->hook(st->hook_user, i, m->param[0], l->weights + l->biases));
     }
     return TSR_OK;
 }
@@ -577,7 +595,7 @@ tsr_status tsr_stage_init_params(tsr_stage *st, int glorot, uint64_t seed) {
             for (size_t e = 0; e < d[k].count; e++) w[e] = (float)((2.0 * tsr_rng_uniform(&r) - 1.0) * bound);
         }
     }
-    tsr_status s = tsr_buf_write(st->params, 0, host, st->nparams * sizeof *host);
+    tsr_status s = tsr_write_f32(st->params, 0, host, st->nparams);
     tsr_free(st->ctx, host);
     return s;
 }
@@ -607,11 +625,11 @@ tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first,
     for (size_t i = first; i < first + count; i += st->max_batch) {
         size_t n = first + count - i < st->max_batch ? first + count - i : st->max_batch;
         float l;
-        TSR_TRY(tsr_buf_write(x.buf, x.off * 4, d->images + i * d->features, n * d->features * 4));
-        TSR_TRY(tsr_buf_write(y.buf, y.off * 4, d->labels + i, n * sizeof(int32_t)));
+        TSR_TRY(tsr_ref_write(x, TSR_DTYPE_F32, d->images + i * d->features, n * d->features));
+        TSR_TRY(tsr_ref_write(y, TSR_DTYPE_I32, d->labels + i, n));
         TSR_TRY(tsr_stage_forward(st, n, 0, 0, &l));
         *loss_sum += (double)l * (double)n;
-        TSR_TRY(tsr_buf_read(pr.buf, pr.off * 4, probs, n * classes * sizeof(float)));
+        TSR_TRY(tsr_ref_read(pr, TSR_DTYPE_F32, probs, n * classes));
         for (size_t r = 0; r < n; r++) {
             const float *p = probs + r * classes;
             size_t best = 0;

@@ -22,9 +22,10 @@
 
 typedef struct tsr_stage tsr_stage;
 
-/* Called after layer `layer`'s backward with the byte range of the gradient buffer that is
- * now final (that layer's parameters; bytes may be 0 for layers without parameters). */
-typedef tsr_status (*tsr_stage_grad_hook)(void *user, size_t layer, size_t byte_off, size_t bytes);
+/* Called after layer `layer`'s backward with the range of the gradient buffer that is now
+ * final, in floats: [first, first + count) (that layer's parameters; count may be 0 for layers
+ * without parameters). */
+typedef tsr_status (*tsr_stage_grad_hook)(void *user, size_t layer, size_t first, size_t count);
 
 typedef struct tsr_stage_options {
     size_t first, last;      /* layers [first, last) of the model */
@@ -39,6 +40,14 @@ void tsr_stage_free(tsr_stage *st); /* accepts NULL */
 /* Buffers and their element offsets. */
 tsr_buf *tsr_stage_params(tsr_stage *st);
 tsr_buf *tsr_stage_grads(tsr_stage *st);
+/* The stage's parameter or gradient buffer. */
+typedef enum tsr_stage_buffer { TSR_STAGE_PARAMS, TSR_STAGE_GRADS } tsr_stage_buffer;
+/* Puts `in` (same backend, at least as large) in the place of the stage's parameter or gradient
+ * buffer and copies the contents into it; *old receives the buffer it replaces, now the
+ * caller's. Data parallelism moves both into registered memory this way (tsr_buf_wrap) and
+ * back before it frees that memory. */
+tsr_status tsr_stage_exchange_buffer(tsr_stage *st, tsr_stage_buffer which, tsr_buf *in,
+                                     tsr_buf **old);
 size_t tsr_stage_param_count(const tsr_stage *st);
 /* Element offsets of layer `layer`'s weights and biases in params/grads (0 counts for
  * layers without parameters). Weights: dense [units][inputs], conv [filters][c][kh][kw]. */

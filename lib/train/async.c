@@ -272,7 +272,7 @@ static void send_hdr(tsr_async *a, peer *w, int kind, tsr_status status, uint64_
 static void reply(tsr_async *a, peer *w, tsr_status status) {
     if (!drain(a, w, &w->tx_par)) return;
     size_t lo = shard_lo(a), n = shard_n(a);
-    tsr_status s = tsr_buf_read(tsr_stage_params(a->stage), lo * 4, w->tx_buf, n * sizeof(float));
+    tsr_status s = tsr_read_f32(tsr_stage_params(a->stage), lo, w->tx_buf, n);
     if (s != TSR_OK && status == TSR_OK) status = s;
     w->pull_min = min_clock(a);
     w->pull_ver = a->version;
@@ -344,7 +344,7 @@ static void apply_push(tsr_async *a, peer *w) {
     uint64_t cs = t - (w->pull_min < t ? w->pull_min : t), us = a->version - w->pull_ver;
     float lr = tsr_run_lr(&a->run);
     if (a->ao.staleness_lr && us > 1) lr /= (float)us;
-    tsr_status s = tsr_buf_write(tsr_stage_grads(a->stage), lo * 4, a->grads + lo, n * sizeof(float));
+    tsr_status s = tsr_write_f32(tsr_stage_grads(a->stage), lo, a->grads + lo, n);
     if (s == TSR_OK)
         s = tsr_optim_update(a->optim, tsr_stage_params(a->stage), tsr_stage_grads(a->stage), lr,
                              a->version);
@@ -626,9 +626,10 @@ static tsr_status worker_step(tsr_async *a, const float *images, const int32_t *
     float l = 0.0f;
     TSR_TRY(tsr_stage_forward(a->stage, n, 1, tsr_rng_next(&r->rng), &l));
     TSR_TRY(tsr_stage_backward(a->stage, n, 0));
-    tsr_buf *gb = tsr_stage_grads(a->stage);
-    const float *g = gb->host ? (const float *)gb->host : a->grads;
-    if (!gb->host) TSR_TRY(tsr_buf_read(gb, 0, a->grads, a->np * sizeof(float)));
+    tsr_map gm;
+    TSR_TRY(tsr_buf_map(tsr_ref_at(tsr_stage_grads(a->stage), 0), TSR_DTYPE_F32, a->np,
+                        TSR_MAP_READ, a->grads, &gm));
+    const float *g = gm.data;
     double t2 = tsr_timeline_now(r->tl);
     TSR_TRY(tsr_timeline_event(r->tl, "forward+backward", TSR_TRACK_COMPUTE, t1, t2));
     /* tests/fault: one poisoned gradient at that step (the servers decide, as the trainer) */

@@ -27,11 +27,10 @@ struct tsr_dp {
     tsr_compress_kind compress;
     double topk_ratio;
     tsr_allreduce_opts ao;
-    float *host;              /* gradients as the allreduce sees them */
-    int staged;               /* host is a copy (device memory): read before, write after */
-    int registered;           /* host came from tsr_comm_alloc */
-    void *own_host;           /* host backend: the gradient buffer's own memory while its data
-                                 lives in registered memory (restored at free) */
+    float *reg;               /* gradients as the allreduce sees them: registered memory */
+    int staged;               /* reg is a copy (device memory): read before, write after */
+    tsr_buf *own_grads;       /* host backend: the stage's own gradient buffer while a buffer
+                                 over registered memory stands in for it (back at free) */
     dp_bucket *b;
     size_t nb, cap;
     size_t ready, pending;    /* floats final so far; start of the open bucket */
@@ -47,9 +46,9 @@ struct tsr_dp {
     int shard;
     size_t lo, hi;
     tsr_buf *params;
-    float *phost;             /* parameters as the allgather sees them (registered) */
-    int pstaged;              /* phost is a copy of device memory */
-    void *own_phost;          /* host backend: the parameter buffer's own memory (as own_host) */
+    float *preg;              /* parameters as the allgather sees them (registered) */
+    int pstaged;              /* preg is a copy of device memory */
+    tsr_buf *own_params;      /* host backend: the stage's own parameter buffer (as own_grads) */
 };
 
 static tsr_status start_bucket(tsr_dp *dp, size_t end) {
@@ -62,9 +61,8 @@ static tsr_status start_bucket(tsr_dp *dp, size_t end) {
     dp->pending = end;
     b->t0 = tsr_timeline_now(dp->tl);
     if (dp->compress == TSR_COMPRESS_TOPK) return TSR_OK; /* selected and gathered at the end */
-    if (dp->staged)
-        TSR_TRY(tsr_buf_read(dp->grads, b->off * 4, dp->host + b->off, b->count * 4));
-    return tsr_comm_allreduce_start(dp->comm, dp->host + b->off, b->count, &dp->ao, &b->req);
+    if (dp->staged) TSR_TRY(tsr_read_f32(dp->grads, b->off, dp->reg + b->off, b->count));
+    return tsr_comm_allreduce_start(dp->comm, dp->reg + b->off, b->count, &dp->ao, &b->req);
 }
 
 /* Lets the communicator progress the buckets in flight and notes their completion time. */
@@ -80,34 +78,59 @@ static tsr_status poke(tsr_dp *dp) {
     return TSR_OK;
 }
 
-tsr_status tsr_dp_hook(void *user, size_t layer, size_t byte_off, size_t bytes) {
+tsr_status tsr_dp_hook(void *user, size_t layer, size_t first, size_t count) {
     tsr_dp *dp = user;
     (void)layer;
     if (!dp->armed || (dp->shard && dp->compress != TSR_COMPRESS_TOPK)) return TSR_OK;
-    if (bytes) {
-        if (byte_off != dp->ready * 4)
+    if (count) {
+        if (first != dp->ready)
             return tsr_error(dp->ctx, TSR_ERR_INTERNAL,
-                             "data parallel: gradient range at byte %zu, expected %zu", byte_off,
-                             dp->ready * 4);
-        dp->ready += bytes / 4;
+                             "data parallel: gradient range at float %zu, expected %zu", first,
+                             dp->ready);
+        dp->ready += count;
         if (dp->ready - dp->pending >= dp->fusion) TSR_TRY(start_bucket(dp, dp->ready));
     }
     return poke(dp); /* layers without parameters too: progress between every layer */
+}
+
+/* Registered (node shared) memory for the stage's buffer `which`, so that shm reduces or
+ * gathers it in place; collective: every rank allocates once, whatever its device. Where the
+ * backend computes on host memory a buffer over it takes the place of the stage's own (kept in
+ * *own): backward writes there and nothing is copied. Other devices stage through it. */
+static tsr_status registered(tsr_dp *dp, tsr_stage_buffer which, float **mem, tsr_buf **own,
+                             int *staged) {
+    tsr_buf *cur =
+        which == TSR_STAGE_GRADS ? tsr_stage_grads(dp->stage) : tsr_stage_params(dp->stage);
+    void *p = NULL;
+    TSR_TRY(tsr_comm_alloc(dp->comm, cur->bytes, &p));
+    *mem = p;
+    if (!tsr_backend_wraps_host(cur->backend)) {
+        *staged = 1;
+        return TSR_OK;
+    }
+    tsr_buf *reg;
+    TSR_TRY(tsr_buf_wrap(cur->backend, p, cur->bytes, &reg));
+    tsr_status s = tsr_stage_exchange_buffer(dp->stage, which, reg, own);
+    if (s != TSR_OK) tsr_buf_free(reg);
+    return s;
+}
+
+/* The stage gets its own buffer back with the data (the trainer may still read the
+ * parameters), then the registered memory goes: collective, so not after a lost peer (it
+ * would wait forever). */
+static void unregister(tsr_dp *dp, tsr_stage_buffer which, float *mem, tsr_buf *own) {
+    tsr_buf *reg = NULL;
+    if (own && tsr_stage_exchange_buffer(dp->stage, which, own, &reg) == TSR_OK) tsr_buf_free(reg);
+    if (mem && !dp->comm->broken) tsr_comm_free_mem(dp->comm, mem);
 }
 
 void tsr_dp_free(tsr_dp *dp) {
     if (!dp) return;
     tsr_context *ctx = dp->ctx;
     for (size_t i = 0; i < dp->nb; i++) tsr_comm_wait(dp->b[i].req);
-    if (dp->own_host) dp->grads->host = dp->own_host; /* the backend frees its own block */
-    if (dp->own_phost) {
-        memcpy(dp->own_phost, dp->phost, dp->nparams * 4); /* the trainer may still read them */
-        dp->params->host = dp->own_phost;
-    }
-    /* freeing shared memory is collective: after a lost peer it would wait forever; in the
-     * reverse order of allocation */
-    if (dp->phost && !dp->comm->broken) tsr_comm_free_mem(dp->comm, dp->phost);
-    if (dp->registered && !dp->comm->broken) tsr_comm_free_mem(dp->comm, dp->host);
+    /* in the reverse order of allocation */
+    unregister(dp, TSR_STAGE_PARAMS, dp->preg, dp->own_params);
+    unregister(dp, TSR_STAGE_GRADS, dp->reg, dp->own_grads);
     tsr_free(ctx, dp->b);
     tsr_free(ctx, dp->residual);
     tsr_free(ctx, dp->scratch);
@@ -126,14 +149,12 @@ tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *st
     dp->comm = o->comm;
     dp->stage = stage;
     dp->tl = tl;
-    dp->grads = tsr_stage_grads(stage);
     dp->nparams = tsr_stage_param_count(stage);
     size_t fb = o->fusion_bytes ? o->fusion_bytes : (size_t)4 << 20;
-    dp->fusion = fb / 4 ? fb / 4 : 1;
+    dp->fusion = fb / sizeof(float) ? fb / sizeof(float) : 1;
     dp->compress = o->compress;
     dp->topk_ratio = o->topk_ratio > 0 ? o->topk_ratio : 0.01;
     dp->shard = o->shard_optimizer > 0;
-    dp->params = tsr_stage_params(stage);
     dp->lo = 0;
     dp->hi = dp->nparams;
     if (dp->shard) tsr_comm_slice(dp->comm, dp->nparams, tsr_comm_rank(dp->comm), &dp->lo, &dp->hi);
@@ -145,35 +166,13 @@ tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *st
     dp->cap = tsr_model_layer_count(model) + 2;
     dp->b = tsr_calloc(ctx, dp->cap, sizeof *dp->b);
     tsr_status s = dp->b ? TSR_OK : tsr_error(ctx, TSR_ERR_NO_MEMORY, "buckets");
-    /* Gradients in registered (node shared) memory, so that shm reduces them in place. On the
-     * host backend the gradient buffer's data pointer moves into that memory: backward writes
-     * there and nothing is copied. Other devices stage each bucket through it. (Collective:
-     * every rank allocates once, whatever its device.) */
-    void *p = NULL;
-    if (s == TSR_OK) s = tsr_comm_alloc(dp->comm, dp->nparams * 4, &p);
-    if (s == TSR_OK) {
-        dp->host = p;
-        dp->registered = 1;
-        if (dp->grads->host) {
-            memcpy(p, dp->grads->host, dp->nparams * 4);
-            dp->own_host = dp->grads->host;
-            dp->grads->host = p;
-        } else {
-            dp->staged = 1;
-        }
-    }
-    /* ZeRO-1: the parameters too, so that the allgather writes them in place */
-    if (s == TSR_OK && dp->shard) s = tsr_comm_alloc(dp->comm, dp->nparams * 4, &p);
-    if (s == TSR_OK && dp->shard) {
-        dp->phost = p;
-        if (dp->params->host) {
-            memcpy(p, dp->params->host, dp->nparams * 4);
-            dp->own_phost = dp->params->host;
-            dp->params->host = p;
-        } else {
-            dp->pstaged = 1;
-        }
-    }
+    /* gradients in registered memory; with ZeRO-1 the parameters too, so that the allgather
+     * writes them in place */
+    if (s == TSR_OK) s = registered(dp, TSR_STAGE_GRADS, &dp->reg, &dp->own_grads, &dp->staged);
+    if (s == TSR_OK && dp->shard)
+        s = registered(dp, TSR_STAGE_PARAMS, &dp->preg, &dp->own_params, &dp->pstaged);
+    dp->grads = tsr_stage_grads(stage);
+    dp->params = tsr_stage_params(stage);
     if (s == TSR_OK && dp->compress == TSR_COMPRESS_TOPK) {
         size_t n = dp->nparams ? dp->nparams : 1;
         dp->residual = tsr_calloc(ctx, n, sizeof *dp->residual);
@@ -227,7 +226,7 @@ static int cmp_pair(const void *a, const void *b) {
  * the rest stays in the residual; every rank sums all ranks' pairs in the same order. */
 static tsr_status topk_exchange(tsr_dp *dp) {
     tsr_context *ctx = dp->ctx;
-    if (dp->staged) TSR_TRY(tsr_buf_read(dp->grads, 0, dp->host, dp->nparams * 4));
+    if (dp->staged) TSR_TRY(tsr_read_f32(dp->grads, 0, dp->reg, dp->nparams));
     float w = (float)(dp->weight / dp->total);
     size_t total_k = 0;
     for (size_t i = 0; i < dp->nb; i++) {
@@ -247,7 +246,7 @@ static tsr_status topk_exchange(tsr_dp *dp) {
     for (size_t i = 0; i < dp->nb; i++) {
         const dp_bucket *b = &dp->b[i];
         float *v = dp->residual + b->off;
-        const float *g = dp->host + b->off;
+        const float *g = dp->reg + b->off;
         for (size_t j = 0; j < b->count; j++) v[j] += w * g[j];
         size_t k = (size_t)((double)b->count * dp->topk_ratio + 0.5);
         if (!k && b->count) k = 1;
@@ -269,9 +268,9 @@ static tsr_status topk_exchange(tsr_dp *dp) {
     tsr_free(ctx, bytes);
     TSR_TRY(s);
     TSR_TRY(tsr_timeline_event(dp->tl, "topk allgather", TSR_TRACK_COMM, t0, tsr_timeline_now(dp->tl)));
-    memset(dp->host, 0, dp->nparams * 4);
-    for (size_t j = 0; j < m * (size_t)size; j++) dp->host[dp->recv[j].idx] += dp->recv[j].val;
-    if (dp->staged) TSR_TRY(tsr_buf_write(dp->grads, 0, dp->host, dp->nparams * 4));
+    memset(dp->reg, 0, dp->nparams * sizeof *dp->reg);
+    for (size_t j = 0; j < m * (size_t)size; j++) dp->reg[dp->recv[j].idx] += dp->recv[j].val;
+    if (dp->staged) TSR_TRY(tsr_write_f32(dp->grads, 0, dp->reg, dp->nparams));
     return TSR_OK;
 }
 
@@ -280,10 +279,10 @@ tsr_status tsr_dp_finish(tsr_dp *dp) {
     if (dp->shard && dp->compress != TSR_COMPRESS_TOPK) {
         /* ZeRO-1: one reduce-scatter of the whole buffer; this rank's slice is final */
         double t0 = tsr_timeline_now(dp->tl);
-        if (dp->staged) TSR_TRY(tsr_buf_read(dp->grads, 0, dp->host, dp->nparams * 4));
-        TSR_TRY(tsr_comm_reduce_scatter(dp->comm, dp->host, dp->nparams, &dp->ao));
+        if (dp->staged) TSR_TRY(tsr_read_f32(dp->grads, 0, dp->reg, dp->nparams));
+        TSR_TRY(tsr_comm_reduce_scatter(dp->comm, dp->reg, dp->nparams, &dp->ao));
         if (dp->staged)
-            TSR_TRY(tsr_buf_write(dp->grads, dp->lo * 4, dp->host + dp->lo, (dp->hi - dp->lo) * 4));
+            TSR_TRY(tsr_write_f32(dp->grads, dp->lo, dp->reg + dp->lo, dp->hi - dp->lo));
         return tsr_timeline_event(dp->tl, "reduce-scatter", TSR_TRACK_COMM, t0,
                                   tsr_timeline_now(dp->tl));
     }
@@ -304,7 +303,7 @@ tsr_status tsr_dp_finish(tsr_dp *dp) {
         snprintf(name, sizeof name, "wait b%u", (unsigned)(i % 1000));
         if (s == TSR_OK) s = tsr_timeline_event(dp->tl, name, TSR_TRACK_COMPUTE, w0, w1);
         if (s == TSR_OK && dp->staged)
-            s = tsr_buf_write(dp->grads, b->off * 4, dp->host + b->off, b->count * 4);
+            s = tsr_write_f32(dp->grads, b->off, dp->reg + b->off, b->count);
     }
     return s;
 }
@@ -336,9 +335,9 @@ tsr_status tsr_dp_first_bad(tsr_dp *dp, size_t local, size_t *global) {
 tsr_status tsr_dp_gather_params(tsr_dp *dp) {
     double t0 = tsr_timeline_now(dp->tl);
     size_t lo = dp->lo, n = dp->hi - dp->lo;
-    if (dp->pstaged) TSR_TRY(tsr_buf_read(dp->params, lo * 4, dp->phost + lo, n * 4));
-    TSR_TRY(tsr_comm_allgather(dp->comm, dp->phost, dp->nparams, dp->ao.algo));
-    if (dp->pstaged) TSR_TRY(tsr_buf_write(dp->params, 0, dp->phost, dp->nparams * 4));
+    if (dp->pstaged) TSR_TRY(tsr_read_f32(dp->params, lo, dp->preg + lo, n));
+    TSR_TRY(tsr_comm_allgather(dp->comm, dp->preg, dp->nparams, dp->ao.algo));
+    if (dp->pstaged) TSR_TRY(tsr_write_f32(dp->params, 0, dp->preg, dp->nparams));
     return tsr_timeline_event(dp->tl, "allgather", TSR_TRACK_COMM, t0, tsr_timeline_now(dp->tl));
 }
 

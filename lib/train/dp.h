@@ -19,7 +19,7 @@ void tsr_dp_free(tsr_dp *dp); /* accepts NULL; collective (registered staging me
  * sample. */
 tsr_status tsr_dp_begin(tsr_dp *dp, size_t n, float local_loss, float *global_loss);
 /* The stage hook (user = dp). */
-tsr_status tsr_dp_hook(void *user, size_t layer, size_t byte_off, size_t bytes);
+tsr_status tsr_dp_hook(void *user, size_t layer, size_t first, size_t count);
 /* After backward: starts what is left, waits for every bucket, leaves the averaged gradient in
  * the stage's gradient buffer. */
 tsr_status tsr_dp_finish(tsr_dp *dp);

@@ -136,10 +136,10 @@ static tsr_status start_exchange(tsr_gossip *g) {
 static tsr_status mix(tsr_gossip *g) {
     TSR_TRY(drain(g));
     double t0 = tsr_timeline_now(g->run.tl);
-    size_t bytes = g->np * sizeof(float);
-    tsr_buf *pb = tsr_stage_params(g->stage);
-    float *x = pb->host ? (float *)pb->host : g->own;
-    if (!pb->host) TSR_TRY(tsr_buf_read(pb, 0, x, bytes));
+    tsr_map xm;
+    TSR_TRY(tsr_buf_map(tsr_ref_at(tsr_stage_params(g->stage), 0), TSR_DTYPE_F32, g->np,
+                        TSR_MAP_READ_WRITE, g->own, &xm));
+    float *x = xm.data;
     const float *a = g->recv[0], *b = g->recv[1];
     const double third = 1.0 / 3.0;
     if (g->nrecv == 2)
@@ -149,7 +149,7 @@ static tsr_status mix(tsr_gossip *g) {
         for (size_t j = 0; j < g->np; j++) x[j] = (float)(((double)x[j] + 2.0 * (double)a[j]) * third);
     else
         for (size_t j = 0; j < g->np; j++) x[j] = (float)(((double)x[j] + (double)a[j]) * 0.5);
-    if (!pb->host) TSR_TRY(tsr_buf_write(pb, 0, x, bytes));
+    TSR_TRY(tsr_buf_unmap(&xm));
     g->mixes++;
     return tsr_timeline_event(g->run.tl, "gossip mix", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(g->run.tl));
 }

@@ -58,7 +58,7 @@ tsr_status tsr_optim_create(tsr_backend *be, const tsr_optimizer_options *o, siz
     opt->be = be;
     opt->o = *o;
     opt->n = n;
-    size_t bytes = (n ? n : 1) * sizeof(float);
+    size_t bytes = (n ? n : 1) * tsr_dtype_size(TSR_DTYPE_F32);
     tsr_status s = TSR_OK;
     if (o->kind != TSR_OPTIM_SGD && (s = tsr_buf_alloc(be, bytes, &opt->m)) == TSR_OK)
         s = tsr_op_fill(be, tsr_ref_at(opt->m, 0), n, 0.0f);
@@ -69,6 +69,9 @@ tsr_status tsr_optim_create(tsr_backend *be, const tsr_optimizer_options *o, siz
         tsr_optim_free(opt);
         return s;
     }
+    tsr_buf_set_name(opt->m, "optimizer first moment");
+    tsr_buf_set_name(opt->v, o->kind == TSR_OPTIM_SGD ? "optimizer velocity"
+                                                      : "optimizer second moment");
     *out = opt;
     return TSR_OK;
 }

@@ -379,10 +379,10 @@ static tsr_status load_input(tsr_pipeline *p, const float *images, const int32_t
                              size_t m, size_t k) {
     tsr_ref x = tsr_stage_input(p->stage);
     const float *src = p->s == 0 ? images + off * p->in_feat : p->in[k % p->in_slots].buf;
-    TSR_TRY(tsr_buf_write(x.buf, x.off * 4, src, m * p->in_feat * sizeof(float)));
+    TSR_TRY(tsr_ref_write(x, TSR_DTYPE_F32, src, m * p->in_feat));
     if (p->s + 1 == p->S) {
         tsr_ref y = tsr_stage_labels(p->stage);
-        TSR_TRY(tsr_buf_write(y.buf, y.off * 4, labels + off, m * sizeof(int32_t)));
+        TSR_TRY(tsr_ref_write(y, TSR_DTYPE_I32, labels + off, m));
     }
     return TSR_OK;
 }
@@ -417,7 +417,7 @@ static tsr_status run_forward(tsr_pipeline *p, step_state *ss, const float *imag
     pl_slot *out = &p->fsend[k % p->in_slots];
     TSR_TRY(slot_wait(p, out, "send act", (size_t)out->mb)); /* normally done long ago */
     tsr_ref y = tsr_stage_output(p->stage);
-    TSR_TRY(tsr_buf_read(y.buf, y.off * 4, out->buf, m * p->out_feat * sizeof(float)));
+    TSR_TRY(tsr_ref_read(y, TSR_DTYPE_F32, out->buf, m * p->out_feat));
     out->mb = (long)k;
     return tsr_comm_isend(p->comm, (int)p->s + 1, msg_tag(k, DIR_ACT), out->buf,
                           m * p->out_feat * sizeof(float), &out->req);
@@ -453,7 +453,7 @@ static tsr_status run_backward(tsr_pipeline *p, step_state *ss, const float *ima
                     keep the gradient beside the activations it belongs to */
         tsr_ref dy = tsr_stage_output_grad(p->stage);
         pl_slot *g = &p->grecv[k % 2];
-        TSR_TRY(tsr_buf_write(dy.buf, dy.off * 4, g->buf, m * p->out_feat * sizeof(float)));
+        TSR_TRY(tsr_ref_write(dy, TSR_DTYPE_F32, g->buf, m * p->out_feat));
         g->mb = -1;
     }
     double t0 = tsr_timeline_now(p->run.tl);
@@ -473,7 +473,7 @@ static tsr_status run_backward(tsr_pipeline *p, step_state *ss, const float *ima
         pl_slot *gs = &p->gsend[k % 2];
         TSR_TRY(slot_wait(p, gs, "send grad", (size_t)gs->mb));
         tsr_ref dx = tsr_stage_input_grad(p->stage);
-        TSR_TRY(tsr_buf_read(dx.buf, dx.off * 4, gs->buf, m * p->in_feat * sizeof(float)));
+        TSR_TRY(tsr_ref_read(dx, TSR_DTYPE_F32, gs->buf, m * p->in_feat));
         gs->mb = (long)k;
         TSR_TRY(tsr_comm_isend(p->comm, (int)p->s - 1, msg_tag(k, DIR_GRAD), gs->buf,
                                m * p->in_feat * sizeof(float), &gs->req));
@@ -629,23 +629,23 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
                               m * p->in_feat * sizeof(float));
             src = p->in[0].buf;
         }
-        if (s == TSR_OK) s = tsr_buf_write(x.buf, x.off * 4, src, m * p->in_feat * sizeof(float));
+        if (s == TSR_OK) s = tsr_ref_write(x, TSR_DTYPE_F32, src, m * p->in_feat);
         if (s == TSR_OK && last) {
             tsr_ref y = tsr_stage_labels(p->stage);
-            s = tsr_buf_write(y.buf, y.off * 4, d->labels + i, m * sizeof(int32_t));
+            s = tsr_ref_write(y, TSR_DTYPE_I32, d->labels + i, m);
         }
         float l = 0.0f;
         if (s == TSR_OK) s = tsr_stage_forward(p->stage, m, 0, 0, last ? &l : NULL);
         if (s == TSR_OK && !last) {
             tsr_ref y = tsr_stage_output(p->stage);
-            s = tsr_buf_read(y.buf, y.off * 4, p->fsend[0].buf, m * p->out_feat * sizeof(float));
+            s = tsr_ref_read(y, TSR_DTYPE_F32, p->fsend[0].buf, m * p->out_feat);
             if (s == TSR_OK)
                 s = tsr_comm_send(p->comm, (int)p->s + 1, msg_tag(0, DIR_ACT), p->fsend[0].buf,
                                   m * p->out_feat * sizeof(float));
         }
         if (s == TSR_OK && last) {
             res[1] += (double)l * (double)m;
-            s = tsr_buf_read(probs.buf, probs.off * 4, p->probs, m * p->classes * sizeof(float));
+            s = tsr_ref_read(probs, TSR_DTYPE_F32, p->probs, m * p->classes);
             for (size_t r = 0; s == TSR_OK && r < m; r++) {
                 const float *pr = p->probs + r * p->classes;
                 size_t best = 0;
@@ -707,7 +707,7 @@ static size_t whole_count(const tsr_pipeline *p) {
 /* dst[whole_count] = every stage's `mine` buffer, on every rank. */
 static tsr_status gather_whole(tsr_pipeline *p, tsr_buf *mine, float *dst) {
     size_t n = p->counts[p->s], off = whole_offset(p, p->s);
-    if (n) TSR_TRY(tsr_buf_read(mine, 0, dst + off, n * sizeof(float)));
+    if (n) TSR_TRY(tsr_read_f32(mine, 0, dst + off, n));
     if (!p->comm) return TSR_OK;
     size_t total = whole_count(p);
     size_t *bytes = tsr_calloc(p->run.ctx, p->S, sizeof *bytes);
@@ -739,7 +739,7 @@ tsr_status tsr_pipeline_set_params(tsr_pipeline *p, const float *src, size_t cou
         return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", n, count);
     size_t mine = p->counts[p->s];
     if (!mine) return TSR_OK;
-    return tsr_buf_write(tsr_stage_params(p->stage), 0, src + whole_offset(p, p->s), mine * sizeof(float));
+    return tsr_write_f32(tsr_stage_params(p->stage), 0, src + whole_offset(p, p->s), mine);
 }
 
 /* ---- checkpoints: every stage's block gathered; a load takes this stage's ---- */
@@ -765,7 +765,7 @@ static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole
     tsr_pipeline *p = mode;
     size_t mine = p->counts[p->s];
     (void)i;
-    return mine ? tsr_buf_write(buf, 0, whole + whole_offset(p, p->s), mine * sizeof(float)) : TSR_OK;
+    return mine ? tsr_write_f32(buf, 0, whole + whole_offset(p, p->s), mine) : TSR_OK;
 }
 
 static const tsr_state_ops state_ops = {"the pipeline", state_count, state_tensors, state_comm,

@@ -111,8 +111,8 @@ tsr_status tsr_run_upload(tsr_run *r, tsr_stage *st, const float *images, const 
     tsr_model_input in = tsr_model_get_input(r->model);
     size_t features = in.channels * in.height * in.width;
     tsr_ref x = tsr_stage_input(st), y = tsr_stage_labels(st);
-    TSR_TRY(tsr_buf_write(x.buf, x.off * 4, images, n * features * sizeof(float)));
-    return tsr_buf_write(y.buf, y.off * 4, labels, n * sizeof(int32_t));
+    TSR_TRY(tsr_ref_write(x, TSR_DTYPE_F32, images, n * features));
+    return tsr_ref_write(y, TSR_DTYPE_I32, labels, n);
 }
 
 uint64_t tsr_run_dropout_seed(tsr_run *r, uint64_t stream) {
@@ -157,8 +157,10 @@ tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, float *scratch, size_t
     if (!np) return TSR_OK;
     /* host backend: scan the gradients where they are (no copy: memory bandwidth is what two
      * ranks on one socket share) */
-    float *g = grads->host ? (float *)grads->host : scratch;
-    if (!grads->host) TSR_TRY(tsr_buf_read(grads, lo * 4, scratch + lo, (hi - lo) * sizeof(float)));
+    tsr_map gm;
+    TSR_TRY(tsr_buf_map(tsr_ref_at(grads, lo), TSR_DTYPE_F32, hi - lo, TSR_MAP_READ, scratch + lo,
+                        &gm));
+    float *g = (float *)gm.data - lo;
     /* tests/fault: one poisoned gradient at that step */
     if (r->o.fault_grad_nan_step >= 0 && (uint64_t)r->o.fault_grad_nan_step == r->steps) g[np / 2] = NAN;
     size_t i = lo + tsr_run_first_nonfinite(g + lo, hi - lo);

@@ -158,6 +158,125 @@ static void check_error(tsr_backend *be, tsr_status got, tsr_status want, const 
 
 /* ---- memory ---- */
 
+/* Typed element access and mapping: element offsets become byte offsets in the backend, bad
+ * ranges name the buffer, the range and the size; a map of device memory is a copy that
+ * round-trips, a map of host memory is the buffer itself. */
+static void test_typed_access_and_map(void **state) {
+    fixture *fx = *state;
+    const size_t n = 300;
+    float *src = random_floats(n, 7, -5, 5), *got = xcalloc(n, sizeof *got);
+    float *want = xcalloc(n, sizeof *want);
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        tsr_buf *a = buf_new(be, n * 4), *b = buf_new(be, n * 4);
+        tsr_buf_set_name(a, "test vector");
+        OK(be, tsr_write_f32(a, 0, src, n));
+        /* element offsets: 17 floats at element 40 land at byte 160 */
+        float part[17];
+        for (int i = 0; i < 17; i++) part[i] = (float)i - 8.5f;
+        OK(be, tsr_ref_write(tsr_ref_at(a, 40), TSR_DTYPE_F32, part, 17));
+        memcpy(want, src, n * 4);
+        memcpy(want + 40, part, sizeof part);
+        download(a, got, n * 4);
+        check_exact(be, "typed write at element 40", got, want, n);
+        OK(be, tsr_read_f32(a, 35, got, 30));
+        check_exact(be, "typed read at element 35", got, want + 35, 30);
+        /* int32 elements through the same path */
+        int32_t ids[5] = {3, -1, 2147483647, 0, 9}, back[5];
+        OK(be, tsr_ref_write(tsr_ref_at(b, 295), TSR_DTYPE_I32, ids, 5));
+        OK(be, tsr_ref_read(tsr_ref_at(b, 295), TSR_DTYPE_I32, back, 5));
+        assert_memory_equal(ids, back, sizeof ids);
+        /* copy: 100 floats from a[10] to b[150] */
+        OK(be, tsr_ref_copy(tsr_ref_at(b, 150), tsr_ref_at(a, 10), TSR_DTYPE_F32, 100));
+        OK(be, tsr_read_f32(b, 150, got, 100));
+        check_exact(be, "typed copy", got, want + 10, 100);
+
+        /* bounds: one element past the end, named */
+        check_error(be, tsr_read_f32(a, 290, got, 11), TSR_ERR_SHAPE, "test vector",
+                    "read past end");
+        check_error(be, tsr_read_f32(a, 290, got, 11), TSR_ERR_SHAPE, "[290, 290 + 11)",
+                    "read range");
+        check_error(be, tsr_read_f32(a, 290, got, 11), TSR_ERR_SHAPE, "1200 bytes, 300 elements",
+                    "read size");
+        check_error(be, tsr_write_f32(a, 301, src, 0), TSR_ERR_SHAPE, "test vector",
+                    "write offset");
+        check_error(be, tsr_ref_copy(tsr_ref_at(b, 250), tsr_ref_at(a, 0), TSR_DTYPE_F32, 51),
+                    TSR_ERR_SHAPE, "buffer (1200 bytes", "copy into an unnamed buffer");
+        check_error(be, tsr_ref_read(tsr_ref_at(a, 0), (tsr_dtype)99, got, 1), TSR_ERR_INVALID_ARG,
+                    "not a tsr_dtype", "bad dtype");
+        /* (size_t)-1 elements: the byte count overflows, still a bounds error */
+        check_error(be, tsr_read_f32(a, 0, got, (size_t)-1), TSR_ERR_SHAPE, "test vector",
+                    "overflowing count");
+        tsr_map m;
+        check_error(be, tsr_buf_map(tsr_ref_at(a, 200), TSR_DTYPE_F32, 101, TSR_MAP_READ, NULL, &m),
+                    TSR_ERR_SHAPE, "map of float32 elements [200, 200 + 101)", "map past end");
+        assert_null(m.data);
+        OK(be, tsr_buf_unmap(&m)); /* a failed map unmaps to nothing */
+        check_error(be, tsr_buf_map(tsr_ref_at(a, 0), TSR_DTYPE_F32, 1, (tsr_map_mode)4, NULL, &m),
+                    TSR_ERR_INVALID_ARG, "mode 4", "bad map mode");
+        download(a, got, n * 4);
+        check_exact(be, "failed calls leave the buffer alone", got, want, n);
+
+        /* read-write map of [100, 160): edit through it, unmap, read back */
+        int host = be->iface->buf_wrap != NULL;
+        OK(be, tsr_buf_map(tsr_ref_at(a, 100), TSR_DTYPE_F32, 60, TSR_MAP_READ_WRITE, NULL, &m));
+        assert_int_equal(m.copied, !host);
+        check_exact(be, "map reads", m.data, want + 100, 60);
+        float *v = m.data;
+        for (int i = 0; i < 60; i++) v[i] = v[i] * 2.0f + 1.0f;
+        for (int i = 0; i < 60; i++) want[100 + i] = want[100 + i] * 2.0f + 1.0f;
+        OK(be, tsr_buf_unmap(&m));
+        assert_null(m.buf);
+        download(a, got, n * 4);
+        check_exact(be, "read-write map round trip", got, want, n);
+        /* write-only map into caller staging: nothing read, everything written back */
+        float *staging = xcalloc(n, sizeof *staging);
+        for (size_t i = 0; i < n; i++) staging[i] = NAN;
+        OK(be, tsr_buf_map(tsr_ref_at(a, 0), TSR_DTYPE_F32, 10, TSR_MAP_WRITE, staging, &m));
+        assert_true(host ? m.data != staging : m.data == staging);
+        if (!host) assert_true(isnan(((float *)m.data)[0])); /* not read */
+        for (int i = 0; i < 10; i++) ((float *)m.data)[i] = want[i] = (float)(100 + i);
+        OK(be, tsr_buf_unmap(&m));
+        download(a, got, n * 4);
+        check_exact(be, "write map into staging", got, want, n);
+        /* read-only map into staging: a later change of the copy does not reach the device */
+        OK(be, tsr_buf_map(tsr_ref_at(a, 5), TSR_DTYPE_F32, 20, TSR_MAP_READ, staging, &m));
+        check_exact(be, "read map into staging", m.data, want + 5, 20);
+        OK(be, tsr_buf_unmap(&m));
+        free(staging);
+
+        /* host memory the caller owns: the backend computes on it in place, or says it cannot */
+        float *mem = aligned_alloc(64, n * 4);
+        assert_non_null(mem);
+        memcpy(mem, src, n * 4);
+        tsr_buf *w = NULL;
+        if (!host) {
+            check_error(be, tsr_buf_wrap(be, mem, n * 4, &w), TSR_ERR_UNSUPPORTED, be->device.id,
+                        "wrap on a device");
+            assert_null(w);
+            assert_false(tsr_backend_wraps_host(be));
+        } else {
+            assert_true(tsr_backend_wraps_host(be));
+            check_error(be, tsr_buf_wrap(be, (char *)mem + 4, n * 4 - 4, &w), TSR_ERR_INVALID_ARG,
+                        "64-byte aligned", "misaligned wrap");
+            OK(be, tsr_buf_wrap(be, mem, n * 4, &w));
+            OK(be, tsr_op_scale(be, n, 0.5f, tsr_ref_at(w, 0)));
+            for (size_t i = 0; i < n; i++) assert_true(mem[i] == src[i] * 0.5f);
+            OK(be, tsr_buf_map(tsr_ref_at(w, 3), TSR_DTYPE_F32, 4, TSR_MAP_READ, NULL, &m));
+            assert_ptr_equal(m.data, mem + 3); /* no copy */
+            OK(be, tsr_buf_unmap(&m));
+            tsr_buf_free(w); /* leaves mem to us */
+            mem[0] = 1.0f;
+        }
+        free(mem);
+        tsr_buf_free(a);
+        tsr_buf_free(b);
+    }
+    free(src);
+    free(got);
+    free(want);
+}
+
 static void test_memory(void **state) {
     fixture *fx = *state;
     const size_t n = 1000;
@@ -1500,7 +1619,8 @@ static void test_host_threads(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_memory),        cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_memory),        cmocka_unit_test(test_typed_access_and_map),
+        cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_batched),  cmocka_unit_test(test_axpy_scale_mul),
         cmocka_unit_test(test_sum),           cmocka_unit_test(test_bias),
         cmocka_unit_test(test_relu),          cmocka_unit_test(test_softmax_xent),

@@ -145,11 +145,11 @@ typedef struct hook_log {
 } hook_log;
 
 /* Checks that ranges arrive in reverse layer order as one growing prefix of the buffer. */
-static tsr_status hook(void *user, size_t layer, size_t off, size_t bytes) {
+static tsr_status hook(void *user, size_t layer, size_t first, size_t count) {
     hook_log *h = user;
     if (h->calls && layer >= h->last_layer) h->bad = 1;
-    if (bytes && off != h->next_off) h->bad = 1;
-    h->next_off += bytes;
+    if (count && first != h->next_off) h->bad = 1;
+    h->next_off += count;
     h->last_layer = layer;
     h->calls++;
     return TSR_OK;
@@ -213,7 +213,7 @@ static int check_model(tsr_context *ctx, int dev, const char *spec, const tsr_mo
     /* the hook saw every layer once, last to first, covering the gradient buffer */
     assert_int_equal(hl.calls, m->count);
     assert_int_equal(hl.bad, 0);
-    assert_int_equal(hl.next_off, np * 4);
+    assert_int_equal(hl.next_off, np);
 
     ref r = {m, st, dseed, BATCH, labels};
     double l0 = ref_loss(&r, p, x);

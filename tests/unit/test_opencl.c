@@ -479,7 +479,7 @@ static void test_device_memory_errors(void **state) {
     assert_int_equal(tsr_buf_alloc(be, (size_t)too_big, &b), TSR_ERR_DEVICE_MEMORY);
     assert_null(b);
     /* straight to the backend: the driver's refusal becomes DEVICE_MEMORY with the CL name */
-    tsr_buf raw = {be, (size_t)too_big, NULL, NULL};
+    tsr_buf raw = {.backend = be, .bytes = (size_t)too_big};
     assert_int_equal(be->iface->buf_alloc(be, &raw), TSR_ERR_DEVICE_MEMORY);
     const char *err = tsr_context_last_error(f->ctx);
     assert_non_null(strstr(err, "device memory"));

@@ -577,6 +577,147 @@ tsr_status tsr_op_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *
     return n ? be->iface->adam_update(be, n, p, w, g, m, v) : TSR_OK;
 }
 
+/* ---- transformer pieces: optional slots ---- */
+
+#define HAS_SLOT(slot)                                                                     \
+    if (!be->iface->slot)                                                                  \
+    return tsr_error(be->ctx, TSR_ERR_UNSUPPORTED, "%s: not implemented by the %s backend", \
+                     op, be->iface->name)
+
+tsr_status tsr_op_layernorm_forward(tsr_backend *be, size_t rows, size_t dim, float eps, tsr_ref x,
+                                    tsr_ref gamma, tsr_ref beta, tsr_ref y, tsr_ref mean,
+                                    tsr_ref rstd) {
+    BE_CHECK();
+    HAS_SLOT(layernorm_forward);
+    if (!(eps > 0.0f) || !isfinite(eps))
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: eps %g must be finite and > 0", op,
+                         (double)eps);
+    size_t total;
+    TSR_TRY(check_3d(be, op, rows, dim, 1, &total));
+    if (!total) return TSR_OK;
+    CHECK("x", x, total, F);
+    CHECK("gamma", gamma, dim, F);
+    CHECK("beta", beta, dim, F);
+    CHECK("y", y, total, F);
+    CHECK("mean", mean, rows, F);
+    CHECK("rstd", rstd, rows, F);
+    return be->iface->layernorm_forward(be, rows, dim, eps, x, gamma, beta, y, mean, rstd);
+}
+
+tsr_status tsr_op_layernorm_backward(tsr_backend *be, size_t rows, size_t dim, tsr_ref x,
+                                     tsr_ref gamma, tsr_ref mean, tsr_ref rstd, tsr_ref dy,
+                                     tsr_ref dx, tsr_ref dgamma, tsr_ref dbeta, int add_dx) {
+    BE_CHECK();
+    HAS_SLOT(layernorm_backward);
+    size_t total;
+    TSR_TRY(check_3d(be, op, rows, dim, 1, &total));
+    if (!total) return TSR_OK;
+    CHECK("x", x, total, F);
+    CHECK("gamma", gamma, dim, F);
+    CHECK("mean", mean, rows, F);
+    CHECK("rstd", rstd, rows, F);
+    CHECK("dy", dy, total, F);
+    CHECK("dx", dx, total, F);
+    CHECK("dgamma", dgamma, dim, F);
+    CHECK("dbeta", dbeta, dim, F);
+    return be->iface->layernorm_backward(be, rows, dim, x, gamma, mean, rstd, dy, dx, dgamma,
+                                         dbeta, add_dx);
+}
+
+tsr_status tsr_op_gelu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y) {
+    BE_CHECK();
+    HAS_SLOT(gelu_forward);
+    CHECK("x", x, n, F);
+    CHECK("y", y, n, F);
+    return n ? be->iface->gelu_forward(be, n, x, y) : TSR_OK;
+}
+
+tsr_status tsr_op_gelu_backward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref dy, tsr_ref dx) {
+    BE_CHECK();
+    HAS_SLOT(gelu_backward);
+    CHECK("x", x, n, F);
+    CHECK("dy", dy, n, F);
+    CHECK("dx", dx, n, F);
+    return n ? be->iface->gelu_backward(be, n, x, dy, dx) : TSR_OK;
+}
+
+/* Element counts of the attention operands: qkv/out (batch*tokens*3C / *C) and att. */
+static tsr_status check_attn(tsr_backend *be, const char *op, const tsr_attn_geom *g,
+                             size_t *qkv, size_t *out, size_t *att) {
+    if (!g) return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: NULL geometry", op);
+    if (!g->heads || g->channels % g->heads)
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: %zu channels do not split into %zu heads",
+                         op, g->channels, g->heads);
+    size_t bt, c3, bh;
+    if (tsr_mul_size(g->batch, g->tokens, &bt) || tsr_mul_size(g->channels, 3, &c3) ||
+        tsr_mul_size(bt, c3, qkv) || tsr_mul_size(bt, g->channels, out) ||
+        tsr_mul_size(g->batch, g->heads, &bh) || tsr_mul_size(bh, g->tokens, att) ||
+        tsr_mul_size(*att, g->tokens, att))
+        return tsr_error(be->ctx, TSR_ERR_SHAPE,
+                         "%s: batch %zu x tokens %zu x channels %zu x heads %zu overflows", op,
+                         g->batch, g->tokens, g->channels, g->heads);
+    return TSR_OK;
+}
+
+tsr_status tsr_op_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                    tsr_ref att, tsr_ref out) {
+    BE_CHECK();
+    HAS_SLOT(attention_forward);
+    size_t nqkv, nout, natt;
+    TSR_TRY(check_attn(be, op, g, &nqkv, &nout, &natt));
+    if (!nout) return TSR_OK;
+    CHECK("qkv", qkv, nqkv, F);
+    CHECK("att", att, natt, F);
+    CHECK("out", out, nout, F);
+    return be->iface->attention_forward(be, g, qkv, att, out);
+}
+
+tsr_status tsr_op_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                     tsr_ref att, tsr_ref dout, tsr_ref scratch, tsr_ref dqkv) {
+    BE_CHECK();
+    HAS_SLOT(attention_backward);
+    size_t nqkv, nout, natt;
+    TSR_TRY(check_attn(be, op, g, &nqkv, &nout, &natt));
+    if (!nout) return TSR_OK;
+    CHECK("qkv", qkv, nqkv, F);
+    CHECK("att", att, natt, F);
+    CHECK("dout", dout, nout, F);
+    CHECK("scratch", scratch, natt, F);
+    CHECK("dqkv", dqkv, nqkv, F);
+    return be->iface->attention_backward(be, g, qkv, att, dout, scratch, dqkv);
+}
+
+tsr_status tsr_op_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
+                               tsr_ref targets, tsr_ref probs, tsr_ref loss) {
+    BE_CHECK();
+    HAS_SLOT(xent_forward);
+    size_t total;
+    TSR_TRY(check_3d(be, op, rows, cols, 1, &total));
+    if (!rows) return TSR_OK;
+    if (!cols || cols > INT32_MAX)
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: %zu classes not in [1, 2^31 - 1]", op, cols);
+    CHECK("logits", logits, total, F);
+    CHECK("targets", targets, rows, F);
+    CHECK("probs", probs, total, F);
+    CHECK("loss", loss, rows, F);
+    return be->iface->xent_forward(be, rows, cols, logits, targets, probs, loss);
+}
+
+tsr_status tsr_op_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
+                                tsr_ref targets, float scale, tsr_ref dlogits) {
+    BE_CHECK();
+    HAS_SLOT(xent_backward);
+    size_t total;
+    TSR_TRY(check_3d(be, op, rows, cols, 1, &total));
+    if (!rows) return TSR_OK;
+    if (!cols || cols > INT32_MAX)
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: %zu classes not in [1, 2^31 - 1]", op, cols);
+    CHECK("probs", probs, total, F);
+    CHECK("targets", targets, rows, F);
+    CHECK("dlogits", dlogits, total, F);
+    return be->iface->xent_backward(be, rows, cols, probs, targets, scale, dlogits);
+}
+
 /* ---- IEEE half <-> float, shared by the host backend and the tests ---- */
 uint16_t tsr_f32_to_f16_scalar(float f) {
     uint32_t x;

@@ -80,6 +80,14 @@ typedef struct tsr_adam_params {
     float bias_correction2; /* 1 - beta2^t */
 } tsr_adam_params;
 
+/* Causal multi-head self-attention over `batch` sequences of `tokens` positions. qkv is
+ * [batch][tokens][3*channels] (Hugging Face GPT-2's c_attn output: the q, k and v blocks of
+ * `channels` each, head h at columns h*head_size.. of each block), out is
+ * [batch][tokens][channels], att [batch][heads][tokens][tokens]. */
+typedef struct tsr_attn_geom {
+    size_t batch, tokens, channels, heads; /* channels % heads == 0 */
+} tsr_attn_geom;
+
 struct tsr_backend_iface {
     const char *name; /* "host", "opencl" */
     void (*destroy)(tsr_backend *be);
@@ -164,6 +172,40 @@ struct tsr_backend_iface {
      * w -= lr * (m/bc1) / (sqrt(v/bc2) + eps) [+ lr*wd*w when decoupled] */
     tsr_status (*adam_update)(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
                               tsr_ref g, tsr_ref m, tsr_ref v);
+
+    /* --- transformer (GPT-2) pieces; optional: NULL where a backend lacks them, and the
+     *     tsr_op_* wrapper then answers TSR_ERR_UNSUPPORTED naming the op and backend --- */
+    /* Layer norm over the last dimension of rows x dim (biased variance):
+     * mean[r], rstd[r] = 1/sqrt(var + eps), y = (x - mean) * rstd * gamma + beta. */
+    tsr_status (*layernorm_forward)(tsr_backend *be, size_t rows, size_t dim, float eps,
+                                    tsr_ref x, tsr_ref gamma, tsr_ref beta, tsr_ref y,
+                                    tsr_ref mean, tsr_ref rstd);
+    /* With xhat = (x - mean) * rstd and g = gamma * dy: dgamma += sum over rows of dy * xhat,
+     * dbeta += sum of dy, dx = (add_dx: +=) rstd * (g - mean(g) - xhat * mean(g * xhat)). */
+    tsr_status (*layernorm_backward)(tsr_backend *be, size_t rows, size_t dim, tsr_ref x,
+                                     tsr_ref gamma, tsr_ref mean, tsr_ref rstd, tsr_ref dy,
+                                     tsr_ref dx, tsr_ref dgamma, tsr_ref dbeta, int add_dx);
+    /* GELU, tanh form: y = x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))). */
+    tsr_status (*gelu_forward)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);
+    /* dx = gelu'(x) * dy (dx may alias dy). */
+    tsr_status (*gelu_backward)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref dy, tsr_ref dx);
+    /* Causal self-attention core (see tsr_attn_geom): att[b][h] = softmax over j <= t of
+     * q_t . k_j / sqrt(head size) (0 for j > t), out[b][t][h-th head] = att[b][h] @ v. */
+    tsr_status (*attention_forward)(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                    tsr_ref att, tsr_ref out);
+    /* dqkv = d(loss)/d(qkv) (overwritten) from dout and the forward's att; scratch holds
+     * batch*heads*tokens*tokens floats. */
+    tsr_status (*attention_backward)(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                     tsr_ref att, tsr_ref dout, tsr_ref scratch, tsr_ref dqkv);
+    /* Cross-entropy per row of logits (rows x cols) against int32 targets: probs = softmax,
+     * loss[r] = -log probs[r][target]; target -1 is ignored (loss 0), another target outside
+     * [0, cols) gives NaN. probs may alias logits. */
+    tsr_status (*xent_forward)(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
+                               tsr_ref targets, tsr_ref probs, tsr_ref loss);
+    /* dlogits = scale * (probs - onehot(target)), a zero row for target -1, NaN for another
+     * target outside [0, cols); dlogits may alias probs. */
+    tsr_status (*xent_backward)(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
+                                tsr_ref targets, float scale, tsr_ref dlogits);
 };
 
 struct tsr_backend {
@@ -286,6 +328,23 @@ tsr_status tsr_op_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p,
                              tsr_ref g, tsr_ref v);
 tsr_status tsr_op_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
                               tsr_ref g, tsr_ref m, tsr_ref v);
+/* transformer pieces (optional slots) */
+tsr_status tsr_op_layernorm_forward(tsr_backend *be, size_t rows, size_t dim, float eps, tsr_ref x,
+                                    tsr_ref gamma, tsr_ref beta, tsr_ref y, tsr_ref mean,
+                                    tsr_ref rstd);
+tsr_status tsr_op_layernorm_backward(tsr_backend *be, size_t rows, size_t dim, tsr_ref x,
+                                     tsr_ref gamma, tsr_ref mean, tsr_ref rstd, tsr_ref dy,
+                                     tsr_ref dx, tsr_ref dgamma, tsr_ref dbeta, int add_dx);
+tsr_status tsr_op_gelu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);
+tsr_status tsr_op_gelu_backward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref dy, tsr_ref dx);
+tsr_status tsr_op_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                    tsr_ref att, tsr_ref out);
+tsr_status tsr_op_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                     tsr_ref att, tsr_ref dout, tsr_ref scratch, tsr_ref dqkv);
+tsr_status tsr_op_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
+                               tsr_ref targets, tsr_ref probs, tsr_ref loss);
+tsr_status tsr_op_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
+                                tsr_ref targets, float scale, tsr_ref dlogits);
 
 /* Fills out_h/out_w from the other fields; TSR_ERR_SHAPE when the window does not fit. */
 tsr_status tsr_conv_geom_finish(tsr_conv_geom *g);

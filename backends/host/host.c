@@ -232,6 +232,14 @@ static const tsr_backend_iface host_iface = {
     .f16_to_f32 = tsr_host_f16_to_f32,
     .sgd_update = tsr_host_sgd_update,
     .adam_update = tsr_host_adam_update,
+    .layernorm_forward = tsr_host_layernorm_forward,
+    .layernorm_backward = tsr_host_layernorm_backward,
+    .gelu_forward = tsr_host_gelu_forward,
+    .gelu_backward = tsr_host_gelu_backward,
+    .attention_forward = tsr_host_attention_forward,
+    .attention_backward = tsr_host_attention_backward,
+    .xent_forward = tsr_host_xent_forward,
+    .xent_backward = tsr_host_xent_backward,
 };
 
 /* OpenBLAS picks its kernels from CPUID when it loads. Some VMs report a generic CPU model and a

@@ -68,5 +68,22 @@ tsr_status tsr_host_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *
                                tsr_ref g, tsr_ref v);
 tsr_status tsr_host_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
                                 tsr_ref g, tsr_ref m, tsr_ref v);
+/* transformer pieces (host_gpt.c) */
+tsr_status tsr_host_layernorm_forward(tsr_backend *be, size_t rows, size_t dim, float eps,
+                                      tsr_ref x, tsr_ref gamma, tsr_ref beta, tsr_ref y,
+                                      tsr_ref mean, tsr_ref rstd);
+tsr_status tsr_host_layernorm_backward(tsr_backend *be, size_t rows, size_t dim, tsr_ref x,
+                                       tsr_ref gamma, tsr_ref mean, tsr_ref rstd, tsr_ref dy,
+                                       tsr_ref dx, tsr_ref dgamma, tsr_ref dbeta, int add_dx);
+tsr_status tsr_host_gelu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);
+tsr_status tsr_host_gelu_backward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref dy, tsr_ref dx);
+tsr_status tsr_host_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                      tsr_ref att, tsr_ref out);
+tsr_status tsr_host_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                       tsr_ref att, tsr_ref dout, tsr_ref scratch, tsr_ref dqkv);
+tsr_status tsr_host_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
+                                 tsr_ref targets, tsr_ref probs, tsr_ref loss);
+tsr_status tsr_host_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
+                                  tsr_ref targets, float scale, tsr_ref dlogits);
 
 #endif

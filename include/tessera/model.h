@@ -11,6 +11,7 @@
  *                           (K-1)/2), /same, /valid (= /p0):  conv3x3:64/s2/p1
  *   poolK / maxpoolK        max pooling, K x K window; /sS stride (default K): pool3/s2
  *   relu, flatten, dropout:P (0 <= P < 1)
+ *   gelu                    GELU, tanh form (GPT-2's); host backend only for now
  *   embed:D                 token embedding: each int32 id of the model input becomes a row
  *                           of D floats ("weight" [vocab][D]); output [ids, D] (ids x D x 1)
  *   add:N / add:in          residual: the previous output plus the output of layer N (an
@@ -68,7 +69,8 @@ typedef enum tsr_layer_kind {
     TSR_LAYER_FLATTEN,
     TSR_LAYER_ADD,          /* residual sum of two outputs */
     TSR_LAYER_SOFTMAX_XENT, /* the loss every model ends with (not a spec layer) */
-    TSR_LAYER_EMBED         /* token embedding */
+    TSR_LAYER_EMBED,        /* token embedding */
+    TSR_LAYER_GELU          /* GELU, tanh form */
 } tsr_layer_kind;
 
 /* tsr_model_add_residual's `from` naming the model input rather than a layer. */

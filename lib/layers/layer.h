@@ -125,7 +125,8 @@ const tsr_layer_ops *tsr_layer_ops_of(tsr_layer_kind kind);
 
 /* The kinds (one file each). */
 extern const tsr_layer_ops tsr_layer_dense, tsr_layer_conv2d, tsr_layer_maxpool, tsr_layer_relu,
-    tsr_layer_dropout, tsr_layer_flatten, tsr_layer_add, tsr_layer_softmax_xent, tsr_layer_embed;
+    tsr_layer_dropout, tsr_layer_flatten, tsr_layer_add, tsr_layer_softmax_xent, tsr_layer_embed,
+    tsr_layer_gelu;
 
 /* Helpers for kinds. */
 static inline size_t tsr_tshape_size(tsr_tshape s) { return s.c * s.h * s.w; }

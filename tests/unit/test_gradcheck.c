@@ -105,6 +105,11 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
             case TSR_LAYER_RELU:
                 for (size_t k = 0; k < out; k++) ys[k] = xs[k] > 0 ? xs[k] : 0;
                 break;
+            case TSR_LAYER_GELU:
+                for (size_t k = 0; k < out; k++)
+                    ys[k] = 0.5 * xs[k] *
+                            (1 + tanh(0.79788456080286535588 * (xs[k] + 0.044715 * xs[k] * xs[k] * xs[k])));
+                break;
             case TSR_LAYER_DROPOUT: {
                 uint64_t seed = tsr_stage_dropout_seed(r->seed, li);
                 float scale = 1.0f / (1.0f - l->p);
@@ -300,6 +305,15 @@ static const struct {
     {"dense:5,add:0,add:1,dense:5", {1, 1, 5, 5}},
 };
 
+/* Kinds whose kernels only the host backend has so far (transformer pieces). */
+static const struct {
+    const char *spec;
+    tsr_model_input in;
+} host_cases[] = {
+    {"gelu", {1, 3, 5, 15}},
+    {"dense:6,gelu,dense:6,add:1,gelu,dense:4", {1, 2, 3, 4}},
+};
+
 static void test_gradcheck_all_devices(void **state) {
     (void)state;
     tsr_context *ctx;
@@ -318,6 +332,11 @@ static void test_gradcheck_all_devices(void **state) {
         }
         for (size_t c = 0; c < TSR_ARRAY_SIZE(token_cases); c++)
             bad += check_model(ctx, d, token_cases[c].spec, &token_cases[c].in, 400);
+        for (size_t c = 0; c < TSR_ARRAY_SIZE(host_cases) && info->backend == TSR_BACKEND_HOST; c++) {
+            tsr_model_input in = host_cases[c].in;
+            tsr_model_input_desc desc = {TSR_DTYPE_F32, 3, {in.channels, in.height, in.width}, 0, in.classes};
+            bad += check_model(ctx, d, host_cases[c].spec, &desc, 400);
+        }
     }
     tsr_context_free(ctx);
     assert_int_equal(bad, 0);

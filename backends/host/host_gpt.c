@@ -1,0 +1,345 @@
+/* Host CPU backend: the transformer (GPT-2) pieces — layer norm, GELU (tanh form), the causal
+ * self-attention core and cross-entropy with ignored positions. Formulas follow llm.c's
+ * train_gpt2.c; attention runs its score and value products through single-threaded
+ * OpenBLAS calls, one (sequence, head) pair per pool part. Every sum runs in a fixed order
+ * that does not depend on the thread count, so results are the same bits with any pool. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O3") /* as host_ops.c: vectorised remainder loops */
+#endif
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+#include "backends/host/host.h"
+#include "lib/core/internal.h"
+
+/* Below about this many floats of work a part is not worth a pool job. */
+#define GRAIN 32768
+static size_t grain_of(size_t work_per_unit) {
+    return work_per_unit >= GRAIN ? 1 : GRAIN / (work_per_unit ? work_per_unit : 1);
+}
+
+/* ---- layer norm ---- */
+
+typedef struct ln_args {
+    size_t rows, dim;
+    float eps;
+    int add_dx;
+    const float *x, *gamma, *beta, *dy, *mean, *rstd;
+    float *y, *mean_out, *rstd_out, *dx, *dgamma, *dbeta;
+} ln_args;
+
+static void ln_forward_rows(void *arg, size_t lo, size_t hi) {
+    const ln_args *a = arg;
+    size_t d = a->dim;
+    for (size_t r = lo; r < hi; r++) {
+        const float *x = a->x + r * d;
+        float *y = a->y + r * d;
+        float m = 0.0f;
+        for (size_t j = 0; j < d; j++) m += x[j];
+        m /= (float)d;
+        float v = 0.0f;
+        for (size_t j = 0; j < d; j++) {
+            float c = x[j] - m;
+            v += c * c;
+        }
+        v /= (float)d;
+        float s = 1.0f / sqrtf(v + a->eps);
+        for (size_t j = 0; j < d; j++) y[j] = (x[j] - m) * s * a->gamma[j] + a->beta[j];
+        a->mean_out[r] = m;
+        a->rstd_out[r] = s;
+    }
+}
+
+tsr_status tsr_host_layernorm_forward(tsr_backend *be, size_t rows, size_t dim, float eps,
+                                      tsr_ref x, tsr_ref gamma, tsr_ref beta, tsr_ref y,
+                                      tsr_ref mean, tsr_ref rstd) {
+    ln_args a = {rows, dim, eps, 0, tsr_host_f32(x), tsr_host_f32(gamma), tsr_host_f32(beta),
+                 NULL, NULL, NULL, tsr_host_f32(y), tsr_host_f32(mean), tsr_host_f32(rstd),
+                 NULL, NULL, NULL};
+    tsr_host_parallel(be, rows, grain_of(3 * dim), ln_forward_rows, &a);
+    return TSR_OK;
+}
+
+/* dx rows: independent of each other. */
+static void ln_backward_rows(void *arg, size_t lo, size_t hi) {
+    const ln_args *a = arg;
+    size_t d = a->dim;
+    for (size_t r = lo; r < hi; r++) {
+        const float *x = a->x + r * d, *dy = a->dy + r * d;
+        float *dx = a->dx + r * d;
+        float m = a->mean[r], s = a->rstd[r];
+        float g_mean = 0.0f, gx_mean = 0.0f;
+        for (size_t j = 0; j < d; j++) {
+            float g = a->gamma[j] * dy[j];
+            g_mean += g;
+            gx_mean += g * ((x[j] - m) * s);
+        }
+        g_mean /= (float)d;
+        gx_mean /= (float)d;
+        for (size_t j = 0; j < d; j++) {
+            float g = a->gamma[j] * dy[j];
+            float v = (g - g_mean - ((x[j] - m) * s) * gx_mean) * s;
+            dx[j] = a->add_dx ? dx[j] + v : v;
+        }
+    }
+}
+
+/* dgamma/dbeta columns [lo, hi): each part sums its columns over every row, in row order. */
+static void ln_backward_cols(void *arg, size_t lo, size_t hi) {
+    const ln_args *a = arg;
+    size_t d = a->dim, w = hi - lo;
+    float sg[256], sb[256]; /* columns are done in slices of 256 */
+    for (size_t c0 = lo; c0 < hi; c0 += 256) {
+        w = hi - c0 < 256 ? hi - c0 : 256;
+        memset(sg, 0, sizeof sg);
+        memset(sb, 0, sizeof sb);
+        for (size_t r = 0; r < a->rows; r++) {
+            const float *x = a->x + r * d + c0, *dy = a->dy + r * d + c0;
+            float m = a->mean[r], s = a->rstd[r];
+            for (size_t j = 0; j < w; j++) {
+                sg[j] += dy[j] * ((x[j] - m) * s);
+                sb[j] += dy[j];
+            }
+        }
+        for (size_t j = 0; j < w; j++) {
+            a->dgamma[c0 + j] += sg[j];
+            a->dbeta[c0 + j] += sb[j];
+        }
+    }
+}
+
+tsr_status tsr_host_layernorm_backward(tsr_backend *be, size_t rows, size_t dim, tsr_ref x,
+                                       tsr_ref gamma, tsr_ref mean, tsr_ref rstd, tsr_ref dy,
+                                       tsr_ref dx, tsr_ref dgamma, tsr_ref dbeta, int add_dx) {
+    ln_args a = {rows, dim, 0.0f, add_dx, tsr_host_f32(x), tsr_host_f32(gamma), NULL,
+                 tsr_host_f32(dy), tsr_host_f32(mean), tsr_host_f32(rstd), NULL, NULL, NULL,
+                 tsr_host_f32(dx), tsr_host_f32(dgamma), tsr_host_f32(dbeta)};
+    /* the parameter sums read dy before dx (which may alias it) is written */
+    tsr_host_parallel(be, dim, grain_of(2 * rows), ln_backward_cols, &a);
+    tsr_host_parallel(be, rows, grain_of(4 * dim), ln_backward_rows, &a);
+    return TSR_OK;
+}
+
+/* ---- GELU, tanh form ---- */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_C 0.044715f
+
+typedef struct gelu_args {
+    const float *x, *dy;
+    float *y;
+} gelu_args;
+
+static void gelu_forward_range(void *arg, size_t lo, size_t hi) {
+    const gelu_args *a = arg;
+    for (size_t i = lo; i < hi; i++) {
+        float x = a->x[i];
+        a->y[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
+    }
+}
+
+static void gelu_backward_range(void *arg, size_t lo, size_t hi) {
+    const gelu_args *a = arg;
+    for (size_t i = lo; i < hi; i++) {
+        float x = a->x[i];
+        float t = tanhf(GELU_K * (x + GELU_C * x * x * x));
+        float sech2 = 1.0f - t * t; /* = 1/cosh^2, without cosh's overflow */
+        float local = 0.5f * (1.0f + t) +
+                      0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+        a->y[i] = local * a->dy[i];
+    }
+}
+
+tsr_status tsr_host_gelu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y) {
+    gelu_args a = {tsr_host_f32(x), NULL, tsr_host_f32(y)};
+    tsr_host_parallel(be, n, GRAIN / 4, gelu_forward_range, &a);
+    return TSR_OK;
+}
+
+tsr_status tsr_host_gelu_backward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref dy, tsr_ref dx) {
+    gelu_args a = {tsr_host_f32(x), tsr_host_f32(dy), tsr_host_f32(dx)};
+    tsr_host_parallel(be, n, GRAIN / 4, gelu_backward_range, &a);
+    return TSR_OK;
+}
+
+/* ---- causal self-attention core ---- */
+
+typedef struct attn_args {
+    size_t T, C, NH, hs;
+    float scale; /* 1/sqrt(head size) */
+    const float *qkv, *dout;
+    float *att, *out, *scratch, *dqkv;
+} attn_args;
+
+/* Row-major single-threaded GEMM (the pool supplies the parallelism; sizes fit int, checked
+ * by the callers). */
+static void sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                  size_t lda, const float *b, size_t ldb, float *c, size_t ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, 0.0f, c, (int)ldc);
+}
+
+/* Rows t of a T x T score matrix: softmax over j <= t, zero above the diagonal. */
+static void causal_softmax(float *s, size_t T) {
+    for (size_t t = 0; t < T; t++) {
+        float *row = s + t * T;
+        float mx = row[0];
+        for (size_t j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = 0.0f;
+        for (size_t j = 0; j <= t; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (size_t j = 0; j <= t; j++) row[j] *= inv;
+        for (size_t j = t + 1; j < T; j++) row[j] = 0.0f;
+    }
+}
+
+static void attn_forward_pairs(void *arg, size_t lo, size_t hi) {
+    const attn_args *a = arg;
+    size_t T = a->T, C = a->C, hs = a->hs;
+    for (size_t p = lo; p < hi; p++) {
+        size_t b = p / a->NH, h = p % a->NH;
+        const float *q = a->qkv + b * T * 3 * C + h * hs, *k = q + C, *v = q + 2 * C;
+        float *att = a->att + p * T * T, *out = a->out + b * T * C + h * hs;
+        sgemm(0, 1, T, T, hs, a->scale, q, 3 * C, k, 3 * C, att, T); /* scaled q k^T */
+        causal_softmax(att, T);
+        sgemm(0, 0, T, hs, T, 1.0f, att, T, v, 3 * C, out, C); /* att v */
+    }
+}
+
+static void attn_backward_pairs(void *arg, size_t lo, size_t hi) {
+    const attn_args *a = arg;
+    size_t T = a->T, C = a->C, hs = a->hs;
+    for (size_t p = lo; p < hi; p++) {
+        size_t b = p / a->NH, h = p % a->NH;
+        size_t qo = b * T * 3 * C + h * hs;
+        const float *q = a->qkv + qo, *k = q + C, *v = q + 2 * C;
+        const float *att = a->att + p * T * T, *dout = a->dout + b * T * C + h * hs;
+        float *ds = a->scratch + p * T * T;
+        float *dq = a->dqkv + qo, *dk = dq + C, *dv = dq + 2 * C;
+        sgemm(0, 1, T, T, hs, 1.0f, dout, C, v, 3 * C, ds, T); /* d att = dout v^T */
+        sgemm(1, 0, T, hs, T, 1.0f, att, T, dout, C, dv, 3 * C); /* dv = att^T dout */
+        /* softmax backward: d score[t][j] = att (d att - sum_k att d att), causal part only */
+        for (size_t t = 0; t < T; t++) {
+            const float *ar = att + t * T;
+            float *dr = ds + t * T;
+            float dot = 0.0f;
+            for (size_t j = 0; j <= t; j++) dot += ar[j] * dr[j];
+            for (size_t j = 0; j <= t; j++) dr[j] = ar[j] * (dr[j] - dot);
+            for (size_t j = t + 1; j < T; j++) dr[j] = 0.0f;
+        }
+        sgemm(0, 0, T, hs, T, a->scale, ds, T, k, 3 * C, dq, 3 * C); /* dq = scale ds k */
+        sgemm(1, 0, T, hs, T, a->scale, ds, T, q, 3 * C, dk, 3 * C); /* dk = scale ds^T q */
+    }
+}
+
+static tsr_status attn_setup(tsr_backend *be, const tsr_attn_geom *g, attn_args *a) {
+    if (g->tokens > INT_MAX || g->channels > INT_MAX / 3)
+        return tsr_error(be->ctx, TSR_ERR_UNSUPPORTED,
+                         "attention: %zu tokens or 3 x %zu channels exceed the BLAS int range",
+                         g->tokens, g->channels);
+    memset(a, 0, sizeof *a);
+    a->T = g->tokens;
+    a->C = g->channels;
+    a->NH = g->heads;
+    a->hs = g->channels / g->heads;
+    a->scale = 1.0f / sqrtf((float)a->hs);
+    return TSR_OK;
+}
+
+tsr_status tsr_host_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                      tsr_ref att, tsr_ref out) {
+    attn_args a;
+    TSR_TRY(attn_setup(be, g, &a));
+    a.qkv = tsr_host_f32(qkv);
+    a.att = tsr_host_f32(att);
+    a.out = tsr_host_f32(out);
+    tsr_host_parallel(be, g->batch * g->heads, grain_of(2 * a.T * a.T * a.hs), attn_forward_pairs,
+                      &a);
+    return TSR_OK;
+}
+
+tsr_status tsr_host_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                       tsr_ref att, tsr_ref dout, tsr_ref scratch, tsr_ref dqkv) {
+    attn_args a;
+    TSR_TRY(attn_setup(be, g, &a));
+    a.qkv = tsr_host_f32(qkv);
+    a.att = tsr_host_f32(att);
+    a.dout = tsr_host_f32(dout);
+    a.scratch = tsr_host_f32(scratch);
+    a.dqkv = tsr_host_f32(dqkv);
+    tsr_host_parallel(be, g->batch * g->heads, grain_of(4 * a.T * a.T * a.hs),
+                      attn_backward_pairs, &a);
+    return TSR_OK;
+}
+
+/* ---- cross-entropy with ignored positions ---- */
+
+typedef struct xent_args {
+    size_t cols;
+    float scale;
+    const float *in;
+    const int32_t *targets;
+    float *out, *loss;
+} xent_args;
+
+static void xent_forward_rows(void *arg, size_t lo, size_t hi) {
+    const xent_args *a = arg;
+    size_t V = a->cols;
+    for (size_t r = lo; r < hi; r++) {
+        const float *l = a->in + r * V;
+        float *p = a->out + r * V;
+        int32_t y = a->targets[r];
+        float mx = l[0];
+        for (size_t j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
+        /* the target's logit is read before p (which may alias l) is written */
+        float zy = y == -1 ? 0.0f : (y >= 0 && (size_t)y < V) ? l[y] - mx : NAN;
+        double s = 0;
+        for (size_t j = 0; j < V; j++) {
+            float e = expf(l[j] - mx);
+            p[j] = e;
+            s += e;
+        }
+        float inv = (float)(1.0 / s);
+        for (size_t j = 0; j < V; j++) p[j] *= inv;
+        a->loss[r] = y == -1 ? 0.0f : (float)(log(s) - (double)zy);
+    }
+}
+
+static void xent_backward_rows(void *arg, size_t lo, size_t hi) {
+    const xent_args *a = arg;
+    size_t V = a->cols;
+    for (size_t r = lo; r < hi; r++) {
+        const float *p = a->in + r * V;
+        float *d = a->out + r * V;
+        int32_t y = a->targets[r];
+        if (y == -1) {
+            memset(d, 0, V * sizeof *d);
+            continue;
+        }
+        for (size_t j = 0; j < V; j++) d[j] = a->scale * p[j];
+        if (y >= 0 && (size_t)y < V)
+            d[y] -= a->scale;
+        else
+            for (size_t j = 0; j < V; j++) d[j] = NAN;
+    }
+}
+
+tsr_status tsr_host_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
+                                 tsr_ref targets, tsr_ref probs, tsr_ref loss) {
+    xent_args a = {cols, 0.0f, tsr_host_f32(logits), tsr_host_i32(targets), tsr_host_f32(probs),
+                   tsr_host_f32(loss)};
+    tsr_host_parallel(be, rows, grain_of(3 * cols), xent_forward_rows, &a);
+    return TSR_OK;
+}
+
+tsr_status tsr_host_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
+                                  tsr_ref targets, float scale, tsr_ref dlogits) {
+    xent_args a = {cols, scale, tsr_host_f32(probs), tsr_host_i32(targets), tsr_host_f32(dlogits),
+                   NULL};
+    tsr_host_parallel(be, rows, grain_of(cols), xent_backward_rows, &a);
+    return TSR_OK;
+}

@@ -310,7 +310,7 @@ void tsr_comm_slice(const tsr_comm *comm, size_t count, int rank, size_t *lo, si
 }
 
 /* Built-in rules, for sizes the tuning table does not cover (or no table). */
-static tsr_allreduce_algo builtin_algo(const tsr_comm *comm, size_t count) {
+tsr_allreduce_algo tsr_comm_builtin_algo(const tsr_comm *comm, size_t count) {
     size_t bytes = count * sizeof(float);
     /* One node: shared memory beats the MPI stack at every size measured here (flags in
      * shared memory cost less than a message). Several nodes with the same rank count: the
@@ -341,7 +341,7 @@ tsr_allreduce_choice tsr_comm_auto_choice(const tsr_comm *comm, size_t count, in
             c.busbw_GBps = e->busbw;
             c.mpi_busbw_GBps = e->mpi_busbw;
         } else {
-            c.algo = builtin_algo(comm, count);
+            c.algo = tsr_comm_builtin_algo(comm, count);
         }
     }
     return c;

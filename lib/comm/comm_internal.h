@@ -130,6 +130,9 @@ int tsr_comm_shm_is_registered(const tsr_comm *comm, const void *ptr, size_t byt
 void tsr_comm_shm_free_all(tsr_comm *comm);
 #endif
 
+/* What auto runs where no tuning table covers the size (rules measured once, by hand). */
+tsr_allreduce_algo tsr_comm_builtin_algo(const tsr_comm *comm, size_t count);
+
 /* Copies the knobs of c->ctx's comm options into c (the defaults without a context). */
 void tsr_comm_apply_options(tsr_comm *comm);
 

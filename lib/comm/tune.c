@@ -12,6 +12,7 @@
 #define TUNE_FORMAT "tessera-allreduce-tune"
 #define TUNE_VERSION 1
 #define KEY_FIELDS 6
+#define TUNE_MARGIN 1.10 /* a winner must beat the built-in choice by 10% */
 
 typedef struct tune_key {
     char value[KEY_FIELDS][256];
@@ -396,10 +397,17 @@ tsr_status tsr_comm_tune(tsr_comm *comm, int quick, size_t max_bytes) {
         for (int r = 0; r < 2 && s == TSR_OK; r++) {
             s = measure(comm, r ? reg : priv, bytes, cand, ncand, calls, busbw);
             if (s != TSR_OK) break;
-            int best = -1;
-            for (int c = 0; c < ncand; c++)
+            int best = -1, builtin = -1;
+            tsr_allreduce_algo rule = tsr_comm_builtin_algo(comm, bytes / sizeof(float));
+            for (int c = 0; c < ncand; c++) {
                 if (busbw[c] > 0 && (best < 0 || busbw[c] > busbw[best])) best = c;
+                if (cand[c].algo == rule && !cand[c].segment_bytes && !cand[c].lanes) builtin = c;
+            }
             if (best < 0) continue; /* nothing exact: leave the built-in rule */
+            /* On a busy machine the order of close candidates is noise: the built-in choice
+             * keeps its place unless another beats it by TUNE_MARGIN. */
+            if (builtin >= 0 && busbw[builtin] > 0 && busbw[best] < TUNE_MARGIN * busbw[builtin])
+                best = builtin;
             tsr_tune_entry *e = &t->e[r][tsr_tune_bucket(bytes)];
             e->valid = 1;
             e->algo = (int)cand[best].algo;

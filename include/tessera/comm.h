@@ -62,6 +62,9 @@ typedef struct tsr_allreduce_opts {
     double weight;         /* WEIGHTED: this rank's weight (>= 0) */
     double total_weight;   /* WEIGHTED: sum of all weights if known (> 0), else 0: one extra
                               small allreduce computes it */
+    size_t segment_bytes;  /* ring/rhd segment, shm piece: 0 (the tuning table's or the
+                              communicator's) or 4096 .. 1 GiB */
+    int lanes;             /* ring/rhd segments in flight: 0 (table or default) or 1 .. 16 */
 } tsr_allreduce_opts;
 
 /* Communicator knobs, part of tsr_context_options (.comm): every communicator created from
@@ -139,9 +142,46 @@ tsr_status tsr_comm_test(tsr_comm_request *req, int *done);
 /* Completes and frees the request (NULL: no-op); returns the operation's status. */
 tsr_status tsr_comm_wait(tsr_comm_request *req);
 
-/* The algorithm `auto` takes for `count` floats on this communicator (after the context's
- * comm.algo). */
+/* The algorithm `auto` takes for `count` floats in private buffers on this communicator
+ * (after the context's comm.algo); tsr_comm_auto_choice().algo. */
 tsr_allreduce_algo tsr_comm_choose_algo(const tsr_comm *comm, size_t count);
+
+/* ---- tuning (lib/comm/tune.c) ----
+ * `auto` follows a table measured on this machine when there is one: per message size (powers
+ * of two, 4 KiB .. 256 MiB) and per buffer kind (private, registered) the algorithm, segment
+ * bytes and lane count that measured fastest, with the busbw measured for them and for
+ * MPI_Allreduce. The table lives in the context's cache folder (TSR_CACHE_DIR) as
+ * allreduce-<hash>.json, keyed by the MPI library version, ranks, ranks per node, nodes, host
+ * name and CPU model; tsr-allreduce-bench --tune writes it. A communicator reads it at its
+ * first `auto` allreduce (collective: rank 0 reads, broadcasts, so every rank picks alike);
+ * with no table, a corrupt one or another key's (both logged as warnings and ignored) `auto`
+ * uses built-in rules. Nothing is measured implicitly: a measurement at start-up would cost
+ * seconds and busy every core in a job that did not ask for it.
+ * `auto` with a registered buffer on some ranks and a private one on others may pick different
+ * algorithms per rank: register on every rank or on none (tessera's own users do). */
+typedef struct tsr_allreduce_choice {
+    tsr_allreduce_algo algo;
+    size_t segment_bytes;   /* 0: the communicator's (TSR_ALLREDUCE_SEGMENT; shm: its scratch) */
+    int lanes;              /* 0: the algorithm's default cap */
+    int tuned;              /* 1: from the tuning table */
+    double busbw_GBps;      /* tuned: busbw measured for this choice */
+    double mpi_busbw_GBps;  /* tuned: busbw of MPI_Allreduce in the same measurement */
+} tsr_allreduce_choice;
+/* What `auto` runs for `count` floats in a private (registered 0) or registered buffer. Local:
+ * reflects the table once the communicator has loaded it (tsr_comm_tune_load). */
+tsr_allreduce_choice tsr_comm_auto_choice(const tsr_comm *comm, size_t count, int registered);
+/* Collective: loads the tuning table of this communicator's key now (otherwise the first `auto`
+ * allreduce does). A missing, corrupt or foreign table is not an error (see above). */
+tsr_status tsr_comm_tune_load(tsr_comm *comm);
+/* Collective: measures every candidate (mpi; shm with several piece sizes; ring and rhd with
+ * several segment sizes and lane counts) at each power of two from 4 KiB to max_bytes (0: 256
+ * MiB) in private and registered buffers, candidates taking turns call by call; keeps per size
+ * the fastest whose results were exact, writes the table atomically (rank 0) and installs it on
+ * comm. quick: fewer candidates, sizes 4 KiB .. min(max_bytes, 1 MiB) by 4x, fewer calls. Needs
+ * an MPI communicator of more than one rank. */
+tsr_status tsr_comm_tune(tsr_comm *comm, int quick, size_t max_bytes);
+/* The table's file for this communicator as this rank sees it (rank 0's is the one used). */
+tsr_status tsr_comm_tune_path(const tsr_comm *comm, char *buf, size_t size);
 
 /* ---- ZeRO-1 style: reduce-scatter, update your own slice, allgather ---- */
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include "lib/comm/comm_internal.h"
+#include "lib/comm/tune.h"
 
 /* Largest element count accepted: 2^40, or half the address space where size_t is 32 bits
  * (a plain (size_t)1 << 40 overflows there). */
@@ -195,6 +196,8 @@ void tsr_comm_free(tsr_comm *comm) {
 #endif
         tsr_free(comm->ctx, r);
     }
+    tsr_free(comm->ctx, comm->tune);
+    comm->tune = NULL;
     self_block *b = comm->self_regions;
     while (b) {
         self_block *n = b->next;
@@ -306,10 +309,8 @@ void tsr_comm_slice(const tsr_comm *comm, size_t count, int rank, size_t *lo, si
     if (hi) *hi = b < count ? b : count;
 }
 
-tsr_allreduce_algo tsr_comm_choose_algo(const tsr_comm *comm, size_t count) {
-    if (!comm) return TSR_ALLREDUCE_AUTO;
-    if (comm->forced_algo != TSR_ALLREDUCE_AUTO) return comm->forced_algo;
-    if (comm->size == 1) return TSR_ALLREDUCE_RING; /* nothing moves: any algorithm is a copy */
+/* Built-in rules, for sizes the tuning table does not cover (or no table). */
+tsr_allreduce_algo tsr_comm_builtin_algo(const tsr_comm *comm, size_t count) {
     size_t bytes = count * sizeof(float);
     /* One node: shared memory beats the MPI stack at every size measured here (flags in
      * shared memory cost less than a message). Several nodes with the same rank count: the
@@ -320,6 +321,36 @@ tsr_allreduce_algo tsr_comm_choose_algo(const tsr_comm *comm, size_t count) {
     return bytes >= (64u << 10) ? TSR_ALLREDUCE_SHM : TSR_ALLREDUCE_MPI;
 }
 
+tsr_allreduce_choice tsr_comm_auto_choice(const tsr_comm *comm, size_t count, int registered) {
+    tsr_allreduce_choice c;
+    memset(&c, 0, sizeof c);
+    if (!comm) return c;
+    if (comm->forced_algo != TSR_ALLREDUCE_AUTO) {
+        c.algo = comm->forced_algo;
+    } else if (comm->size == 1) {
+        c.algo = TSR_ALLREDUCE_RING; /* nothing moves: any algorithm is a copy */
+    } else {
+        size_t bytes = count > SIZE_MAX / sizeof(float) ? SIZE_MAX : count * sizeof(float);
+        const tsr_tune_entry *e =
+            comm->tune ? &comm->tune->e[registered ? 1 : 0][tsr_tune_bucket(bytes)] : NULL;
+        if (e && e->valid) {
+            c.algo = (tsr_allreduce_algo)e->algo;
+            c.segment_bytes = (size_t)e->segment_bytes;
+            c.lanes = e->lanes;
+            c.tuned = 1;
+            c.busbw_GBps = e->busbw;
+            c.mpi_busbw_GBps = e->mpi_busbw;
+        } else {
+            c.algo = tsr_comm_builtin_algo(comm, count);
+        }
+    }
+    return c;
+}
+
+tsr_allreduce_algo tsr_comm_choose_algo(const tsr_comm *comm, size_t count) {
+    return comm ? tsr_comm_auto_choice(comm, count, 0).algo : TSR_ALLREDUCE_AUTO;
+}
+
 static tsr_status check_opts(tsr_comm *comm, const tsr_allreduce_opts *o, const char *fn) {
     tsr_context *ctx = comm->ctx;
     if ((int)o->algo < 0 || o->algo > TSR_ALLREDUCE_SHM)
@@ -328,6 +359,12 @@ static tsr_status check_opts(tsr_comm *comm, const tsr_allreduce_opts *o, const 
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%s: unknown wire type %d", fn, (int)o->wire);
     if ((int)o->mode < 0 || o->mode > TSR_REDUCE_WEIGHTED)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%s: unknown reduce mode %d", fn, (int)o->mode);
+    if (o->segment_bytes && (o->segment_bytes < 4096 || o->segment_bytes > ((size_t)1 << 30)))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%s: segment_bytes %zu is outside 4096 .. "
+                         "1073741824 (0: default)", fn, o->segment_bytes);
+    if (o->lanes < 0 || o->lanes > TSR_COMM_MAX_LANES)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%s: lanes %d is outside 0 .. %d", fn,
+                         o->lanes, TSR_COMM_MAX_LANES);
     if (o->mode == TSR_REDUCE_WEIGHTED) {
         if (!(o->weight >= 0.0) || !isfinite(o->weight))
             return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%s: weight %g must be finite and >= 0",
@@ -404,8 +441,19 @@ tsr_status tsr_comm_run(tsr_comm *comm, float *buf, size_t count, const tsr_allr
         return tsr_error(ctx, TSR_ERR_STATE, "%s: %d requests already in flight; wait for some",
                          fn, comm->nactive);
 
-    tsr_allreduce_algo algo = o.algo == TSR_ALLREDUCE_AUTO ? tsr_comm_choose_algo(comm, count)
-                                                           : o.algo;
+    tsr_allreduce_algo algo = o.algo;
+    size_t seg_bytes = o.segment_bytes;
+    int max_lanes = o.lanes;
+    if (algo == TSR_ALLREDUCE_AUTO) {
+        /* the first auto allreduce looks for the tuning table (collective, like this call) */
+        if (comm->forced_algo == TSR_ALLREDUCE_AUTO && comm->size > 1)
+            TSR_TRY(tsr_tune_ensure(comm));
+        tsr_allreduce_choice ch = tsr_comm_auto_choice(
+            comm, count, tsr_comm_is_registered(comm, buf, count * sizeof(float)));
+        algo = ch.algo;
+        if (!seg_bytes) seg_bytes = ch.segment_bytes;
+        if (!max_lanes) max_lanes = ch.lanes;
+    }
     if (phases != TSR_PHASE_ALL) {
         /* Slices follow tsr_comm_slice: shm on one node and the ring produce that layout. */
         if (algo == TSR_ALLREDUCE_SHM && comm->nodes > 1) algo = TSR_ALLREDUCE_RING;
@@ -450,6 +498,8 @@ tsr_status tsr_comm_run(tsr_comm *comm, float *buf, size_t count, const tsr_allr
     r->scale = phases & TSR_PHASE_RS ? (float)scale : 1.0f;
     if (scale_override >= 0.0f) r->scale = scale_override;
     r->tag = comm->seq++;
+    r->seg_bytes = seg_bytes;
+    r->max_lanes = max_lanes;
     if (pre != 1.0 && (phases & TSR_PHASE_RS)) tsr_comm_scale(buf, count, (float)pre);
 
     tsr_status s = TSR_OK;

@@ -17,6 +17,7 @@ enum { TSR_PHASE_RS = 1, TSR_PHASE_AG = 2, TSR_PHASE_ALL = 3 };
 
 typedef struct tsr_shm tsr_shm;
 typedef struct tsr_region tsr_region;
+typedef struct tsr_tune_table tsr_tune_table;
 
 struct tsr_comm {
     tsr_context *ctx;
@@ -34,6 +35,8 @@ struct tsr_comm {
     double timeout_s;     /* a wait without completion this long means a peer is lost (0: wait
                              forever) */
     int broken;           /* a peer was lost: teardown skips collective MPI calls */
+    tsr_tune_table *tune; /* what auto runs per size (lib/comm/tune.c); NULL: built-in rules */
+    int tune_loaded;      /* the table was looked for (its first auto allreduce) */
 #if TSR_WITH_MPI
     int is_mpi;
     MPI_Comm mc;          /* our duplicate, MPI_ERRORS_RETURN */
@@ -62,6 +65,8 @@ struct tsr_comm_request {
     int done;
     tsr_status status;
     unsigned tag;         /* request number: lane tags and shm ordering */
+    size_t seg_bytes;     /* ring/rhd segment; shm piece cap (0: its whole scratch) */
+    int max_lanes;        /* ring/rhd lanes cap (0: the algorithm's default) */
 #if TSR_WITH_MPI
     /* lane engine (ring, rhd) */
     int nlanes;
@@ -124,6 +129,9 @@ tsr_status tsr_comm_shm_free_mem(tsr_comm *comm, void *ptr);
 int tsr_comm_shm_is_registered(const tsr_comm *comm, const void *ptr, size_t bytes);
 void tsr_comm_shm_free_all(tsr_comm *comm);
 #endif
+
+/* What auto runs where no tuning table covers the size (rules measured once, by hand). */
+tsr_allreduce_algo tsr_comm_builtin_algo(const tsr_comm *comm, size_t count);
 
 /* Copies the knobs of c->ctx's comm options into c (the defaults without a context). */
 void tsr_comm_apply_options(tsr_comm *comm);

@@ -130,17 +130,20 @@ static int get_step(const tsr_comm_request *r, tsr_lane *l, int lane, step *st) 
 
 tsr_status tsr_comm_lanes_start(tsr_comm_request *r) {
     tsr_comm *c = r->comm;
-    size_t es = r->wire == TSR_WIRE_F16 ? 2 : 4, seg = c->segment_bytes / es, maxseg;
+    size_t es = r->wire == TSR_WIRE_F16 ? 2 : 4, maxseg;
+    size_t seg = (r->seg_bytes ? r->seg_bytes : c->segment_bytes) / es;
     int rhd = r->algo == TSR_ALLREDUCE_RHD;
+    size_t cap = rhd ? 8 : TSR_COMM_MAX_LANES; /* rhd: 8 lanes' steps fit its staging */
+    if (r->max_lanes > 0 && (size_t)r->max_lanes < cap) cap = (size_t)r->max_lanes;
     if (rhd) {
         size_t nl = (r->count + 2 * seg - 1) / (2 * seg);
-        r->nlanes = (int)(nl < 1 ? 1 : nl > 8 ? 8 : nl);
+        r->nlanes = (int)(nl < 1 ? 1 : nl > cap ? cap : nl);
         maxseg = r->count / (size_t)r->nlanes + 1;
     } else {
         size_t lo, hi;
         tsr_comm_slice(c, r->count, 0, &lo, &hi); /* chunk 0 is a largest one */
         size_t nl = (hi - lo + seg - 1) / seg;
-        r->nlanes = (int)(nl < 1 ? 1 : nl > TSR_COMM_MAX_LANES ? TSR_COMM_MAX_LANES : nl);
+        r->nlanes = (int)(nl < 1 ? 1 : nl > cap ? cap : nl);
         maxseg = (hi - lo) / (size_t)r->nlanes + 1;
     }
     if (maxseg > INT_MAX)

@@ -261,6 +261,8 @@ tsr_status tsr_comm_shm_start(tsr_comm_request *r) {
     size_t lo, hi;
     node_slice(r->count, n, 0, &lo, &hi); /* slice 0 is a largest one */
     r->sub = (c->shm->scratch_floats / (size_t)n) & ~(size_t)(TSR_COMM_ALIGN - 1);
+    if (r->seg_bytes && r->sub > r->seg_bytes / sizeof(float)) /* a tuned piece size */
+        r->sub = (r->seg_bytes / sizeof(float)) & ~(size_t)(TSR_COMM_ALIGN - 1);
     if (r->sub == 0) r->sub = TSR_COMM_ALIGN;
     if (c->shm->scratch_floats < r->sub * (size_t)n)
         return tsr_error(c->ctx, TSR_ERR_INVALID_ARG,

@@ -120,6 +120,32 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Preemption: SIGTERM (what cluster schedulers send before they kill a job) or SIGINT sets
+ * this flag, the library's stop request (tsr_trainer_options.stop_flag): every rank ends the
+ * same step, saves it and exits with 128 + the signal number (143, 130), the code a shell
+ * gives a process ended by that signal, so schedulers and scripts read it as "stopped by
+ * SIGTERM" yet tell it from a failure (1) or a usage error (2). The handler restores the
+ * default actions: a second signal ends the process at once. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGTERM, &dfl, NULL); /* async-signal-safe */
+    sigaction(SIGINT, &dfl, NULL);
+    stop_signal = sig;
+}
+
+static void catch_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
 static void die(tsr_context *ctx, tsr_status s, const char *what) {
     fprintf(stderr, "tsr-train: %s: %s (%s)\n", what, tsr_context_last_error(ctx), tsr_status_str(s));
     exit(1);
@@ -238,10 +264,20 @@ static long fault_kill_after_save(int rank) {
     return atol(v);
 }
 
-/* The checkpoint's metadata: the input normalisation, the epoch's shape and the figures of
- * the epoch it ends. */
+/* Where inside an epoch a checkpoint was taken (all 0 at an epoch's end): the batches of the
+ * epoch already trained (skipped non-finite steps do not count as steps, so the step count
+ * cannot say it), the sum of their losses and their samples, so that the resumed epoch
+ * reports the same mean loss. */
+typedef struct epoch_position {
+    size_t batches;
+    double loss_sum;
+    size_t samples;
+} epoch_position;
+
+/* The checkpoint's metadata: the input normalisation, the epoch's shape, the figures of the
+ * last finished epoch and the position inside the current one. */
 static tsr_status set_figures(tsr_trainer *tr, const tsr_model *model, epoch_shape shape,
-                              double train_loss, double acc, double test_loss) {
+                              double train_loss, double acc, double test_loss, epoch_position at) {
     cJSON *j = cJSON_CreateObject();
     if (!j) return TSR_ERR_NO_MEMORY;
     tsr_model_input in = tsr_model_get_input(model);
@@ -256,6 +292,11 @@ static tsr_status set_figures(tsr_trainer *tr, const tsr_model *model, epoch_sha
     if (isfinite(train_loss)) cJSON_AddNumberToObject(j, "train_loss", train_loss);
     cJSON_AddNumberToObject(j, "test_accuracy", acc);
     cJSON_AddNumberToObject(j, "test_loss", test_loss);
+    if (at.batches) { /* cJSON prints a double that reads back exactly (17 digits if need be) */
+        cJSON_AddNumberToObject(j, "epoch_batches", (double)at.batches);
+        cJSON_AddNumberToObject(j, "epoch_loss_sum", at.loss_sum);
+        cJSON_AddNumberToObject(j, "epoch_samples", (double)at.samples);
+    }
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!text) return TSR_ERR_NO_MEMORY;
@@ -281,7 +322,7 @@ static tsr_status init_params(tsr_context *ctx, tsr_trainer *tr, const tsr_model
  * step count would sit elsewhere in this run's learning-rate schedule (past its end, at rate 0)
  * and between its epoch boundaries. 0, or 2 after saying why. */
 static int resumed_figures(const tsr_trainer *tr, const char *path, epoch_shape shape,
-                           double *train_loss) {
+                           double *train_loss, epoch_position *at) {
     const char *meta = tsr_trainer_metadata(tr);
     cJSON *j = meta ? cJSON_Parse(meta) : NULL;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "train_loss");
@@ -299,8 +340,54 @@ static int resumed_figures(const tsr_trainer *tr, const char *path, epoch_shape 
         rc = 2;
     }
     if (cJSON_IsNumber(v)) *train_loss = v->valuedouble;
+    const cJSON *pb = cJSON_GetObjectItemCaseSensitive(j, "epoch_batches");
+    const cJSON *ps = cJSON_GetObjectItemCaseSensitive(j, "epoch_loss_sum");
+    const cJSON *pn = cJSON_GetObjectItemCaseSensitive(j, "epoch_samples");
+    if (cJSON_IsNumber(pb) && cJSON_IsNumber(ps) && cJSON_IsNumber(pn) && !rc) {
+        if (!(pb->valuedouble >= 0 && pb->valuedouble <= (double)shape.steps)) {
+            fprintf(stderr, "tsr-train: option --resume: %s stopped after batch %.0f of an epoch "
+                    "of %zu\n", path, pb->valuedouble, shape.steps);
+            rc = 2;
+        } else {
+            at->batches = (size_t)pb->valuedouble;
+            at->loss_sum = ps->valuedouble;
+            at->samples = (size_t)pn->valuedouble;
+        }
+    }
     cJSON_Delete(j);
     return rc;
+}
+
+/* The interrupted step's checkpoint (every rank takes part, as at an epoch's end; rank 0
+ * writes it and the manifest) and the message. e: the epoch in progress (0-based). */
+static void save_interrupted(tsr_context *ctx, const args *a, tsr_trainer *tr,
+                             const tsr_model *model, tsr_manifest *man,
+                             const char *mpath, epoch_shape shape, double last_loss, double acc,
+                             double test_loss, epoch_position at, uint64_t e, int sig,
+                             int term_again, int rank) {
+    const char *name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal";
+    unsigned long long step = (unsigned long long)tsr_trainer_steps(tr), epoch = e + 1;
+    if (!a->checkpoint) {
+        if (rank == 0)
+            fprintf(stderr, "tsr-train: interrupted by %s at step %llu (epoch %llu): no "
+                            "--checkpoint, nothing saved\n", name, step, epoch);
+        return;
+    }
+    if (term_again) raise(SIGTERM); /* tests/fault: the second signal ends the process here */
+    tsr_status s;
+    if ((s = set_figures(tr, model, shape, last_loss, acc, test_loss, at)) != TSR_OK ||
+        (s = tsr_trainer_save(tr, a->checkpoint)) != TSR_OK)
+        die(ctx, s, "checkpoint");
+    if (man && ((s = tsr_manifest_add_file(man, "checkpoint", a->checkpoint)) != TSR_OK ||
+                (s = tsr_manifest_set_number(man, "checkpoint_epoch", (double)e)) != TSR_OK ||
+                (s = tsr_manifest_set_number(man, "checkpoint_step", (double)step)) != TSR_OK ||
+                (s = tsr_manifest_set_string(man, "interrupted_by", name)) != TSR_OK ||
+                (s = tsr_manifest_write(man, mpath)) != TSR_OK))
+        die(ctx, s, "manifest");
+    if (rank == 0)
+        fprintf(stderr, "tsr-train: interrupted by %s at step %llu (epoch %llu): checkpoint %s "
+                        "written; resume with --resume %s\n", name, step, epoch, a->checkpoint,
+                a->checkpoint);
 }
 
 int main(int argc, char **argv) {
@@ -372,6 +459,9 @@ int main(int argc, char **argv) {
         to.gossip_period = (size_t)a.gossip_period;
     }
 
+    /* async: no step every rank shares to stop at; SIGTERM keeps its default action there */
+    if (!as) to.stop_flag = &stop_signal;
+
     tsr_context *ctx;
     tsr_context_options co;
     tsr_context_options_init(&co);
@@ -412,6 +502,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    if (!as) catch_stop_signals(); /* after MPI started: ours, not the launcher library's */
     tsr_dataset *train = NULL, *test = NULL;
     if ((s = tsr_dataset_load_mnist_dir(ctx, a.data, 1, &train)) != TSR_OK) die(ctx, s, "training data");
     if ((s = tsr_dataset_load_mnist_dir(ctx, a.data, 0, &test)) != TSR_OK) die(ctx, s, "test data");
@@ -588,27 +679,49 @@ int main(int argc, char **argv) {
     double train_time = 0, acc = 0, test_loss = 0, last_loss = NAN;
     size_t trained = 0;
     epoch_shape shape = {per_epoch, global, train->count};
+    epoch_position resume_at = {0, 0.0, 0}; /* inside the checkpoint's epoch */
     /* the checkpoint's figures are reported when nothing is left to train */
-    if (a.resume && (rc = resumed_figures(tr, a.resume, shape, &last_loss)) != 0) {
+    if (a.resume && (rc = resumed_figures(tr, a.resume, shape, &last_loss, &resume_at)) != 0) {
         tsr_comm_free(comm);
         return rc;
     }
     long kill_after = fault_kill_after_save(rank), saves = 0;
-    int tty = isatty(2) && !a.quiet;
-    for (uint64_t e = tsr_trainer_epoch(tr); e < (uint64_t)a.epochs; e++) {
+    /* tests/fault: TSR_FAULT_SIGTERM_AT_STEP=N raises SIGTERM on rank 0 before the step that
+     * starts at optimizer step N (the other ranks learn it through the step's agreement);
+     * TSR_FAULT_SIGTERM_AGAIN=1 raises a second one as the interrupted run starts its save.
+     * As the kill above, only in a job's first attempt. */
+    const char *term_env = getenv("TSR_FAULT_SIGTERM_AT_STEP"), *restart = getenv("TSR_RESTART");
+    long long term_at = term_env && *term_env && rank == 0 && (!restart || !strcmp(restart, "0"))
+                            ? atoll(term_env) : -1;
+    int term_again = term_at >= 0 && getenv("TSR_FAULT_SIGTERM_AGAIN") &&
+                     !strcmp(getenv("TSR_FAULT_SIGTERM_AGAIN"), "1");
+    int tty = isatty(2) && !a.quiet, interrupted = 0;
+    for (uint64_t e = tsr_trainer_epoch(tr); e < (uint64_t)a.epochs && !interrupted; e++) {
         tsr_loader_start_epoch(loader, e);
         char what[32];
         snprintf(what, sizeof what, "epoch %llu/%ld", (unsigned long long)e + 1, a.epochs);
-        double t0 = now_seconds(), last_print = 0, sum = 0;
-        size_t done = 0, n, steps = 0;
+        double t0 = now_seconds(), last_print = 0, sum = resume_at.loss_sum;
+        size_t done = resume_at.samples, n, steps = resume_at.batches;
+        /* a checkpoint taken inside this epoch: the batches it trained are skipped */
+        if (resume_at.batches && (s = tsr_loader_seek(loader, resume_at.batches)) != TSR_OK)
+            die(ctx, s, "resume");
+        resume_at = (epoch_position){0, 0.0, 0};
         while ((n = tsr_loader_next(loader, images, labels)) > 0) {
             float loss;
-            if ((s = tsr_trainer_step(tr, images, labels, n, &loss)) != TSR_OK) die(ctx, s, "step");
+            if (term_at >= 0 && tsr_trainer_steps(tr) == (uint64_t)term_at) {
+                term_at = -1;
+                raise(SIGTERM);
+            }
+            s = tsr_trainer_step(tr, images, labels, n, &loss);
+            /* interrupted: the step was completed on every rank; counted, then saved below */
+            if (s == TSR_ERR_INTERRUPTED) interrupted = stop_signal ? stop_signal : SIGTERM;
+            else if (s != TSR_OK) die(ctx, s, "step");
             if (dp) loss = tsr_trainer_global_loss(tr); /* the global batch's */
             if (split.step_samples) n = split.step_samples; /* what the step covered everywhere */
             sum += loss;
             steps++;
             done += n;
+            if (interrupted) break;
             double now = now_seconds();
             if (!a.quiet && (now - last_print > (tty ? 0.2 : 5.0) || done == train->count)) {
                 progress(what, done, train->count, (double)done / (now - t0), sum / (double)steps);
@@ -619,6 +732,13 @@ int main(int argc, char **argv) {
         double dt = now_seconds() - t0;
         train_time += dt;
         trained += done;
+        if (interrupted) {
+            if (tty) fputc('\n', stderr);
+            epoch_position at = {steps, sum, done};
+            save_interrupted(ctx, &a, tr, model, man, mpath, shape, last_loss, acc, test_loss, at, e,
+                             interrupted, term_again, rank);
+            break;
+        }
         last_loss = sum / (double)(steps ? steps : 1);
         if (tty) fputc('\n', stderr);
         tsr_trainer_set_epoch(tr, e + 1);
@@ -628,7 +748,8 @@ int main(int argc, char **argv) {
                 (unsigned long long)e + 1, last_loss, acc, test_loss, (double)done / dt);
         fflush(log);
         /* every rank takes part (a sharded optimizer's state is gathered); rank 0 writes */
-        if (a.checkpoint && ((s = set_figures(tr, model, shape, last_loss, acc, test_loss)) != TSR_OK ||
+        epoch_position end = {0, 0.0, 0};
+        if (a.checkpoint && ((s = set_figures(tr, model, shape, last_loss, acc, test_loss, end)) != TSR_OK ||
                              (s = tsr_trainer_save(tr, a.checkpoint)) != TSR_OK))
             die(ctx, s, "checkpoint");
         if (man && a.checkpoint &&
@@ -638,9 +759,13 @@ int main(int argc, char **argv) {
             die(ctx, s, "manifest");
         if (a.checkpoint && kill_after > 0 && ++saves == kill_after) raise(SIGKILL);
     }
-    if (!trained && (s = tsr_trainer_evaluate(tr, test, &acc, &test_loss)) != TSR_OK)
+    if (!trained && !interrupted && (s = tsr_trainer_evaluate(tr, test, &acc, &test_loss)) != TSR_OK)
         die(ctx, s, "evaluate");
 
+    if (interrupted) { /* the manifest describes the checkpoint; no final figures */
+        tsr_manifest_free(man);
+        man = NULL;
+    }
     if (man) {
         tsr_manifest_set_metric(man, "epochs", (double)tsr_trainer_epoch(tr));
         tsr_manifest_set_metric(man, "steps", (double)tsr_trainer_steps(tr));
@@ -653,7 +778,7 @@ int main(int argc, char **argv) {
         if ((s = tsr_manifest_write(man, mpath)) != TSR_OK) die(ctx, s, "manifest");
         tsr_manifest_free(man);
     }
-    if (a.json && rank == 0) {
+    if (a.json && rank == 0 && !interrupted) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", tsr_model_spec(model));
         cJSON_AddStringToObject(j, "device", tsr_trainer_device(tr)->id);
@@ -689,5 +814,5 @@ int main(int argc, char **argv) {
     tsr_comm_free(stage_comm);
     tsr_comm_free(comm); /* finalises MPI */
     tsr_context_free(ctx);
-    return 0;
+    return interrupted ? 128 + interrupted : 0;
 }

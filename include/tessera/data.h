@@ -77,6 +77,9 @@ tsr_status tsr_loader_create(tsr_context *ctx, const tsr_dataset *d, const tsr_l
 void tsr_loader_free(tsr_loader *l); /* accepts NULL */
 /* Starts epoch `epoch` (reshuffles). tsr_loader_create starts epoch 0. */
 void tsr_loader_start_epoch(tsr_loader *l, uint64_t epoch);
+/* Skips to global batch k of the current epoch (0 <= k <= the epoch's global batches), as if
+ * k batches had been taken: a run resumed inside an epoch continues with the same batches. */
+tsr_status tsr_loader_seek(tsr_loader *l, size_t k);
 /* Batches this rank gets per epoch. */
 size_t tsr_loader_batches(const tsr_loader *l);
 /* Copies the next batch into images (batch x features) and labels (either may be NULL);

@@ -15,6 +15,7 @@ extern "C" {
  * -500..      MPI and peers
  * -600..      hwloc
  * -700..      numerics
+ * -800..      the run was stopped on request (not a failure: see TSR_ERR_INTERRUPTED)
  * -900        internal error (a bug in tessera)
  */
 typedef enum tsr_status {
@@ -50,6 +51,10 @@ typedef enum tsr_status {
     TSR_ERR_HWLOC = -600,
 
     TSR_ERR_NUMERIC = -700,        /* NaN or Inf where finite values are required */
+
+    /* the caller's stop request (tsr_trainer_options.stop_flag) was honoured: the step that
+     * returns it was completed on every rank, the run is consistent and can be saved */
+    TSR_ERR_INTERRUPTED = -800,
 
     TSR_ERR_INTERNAL = -900
 } tsr_status;

@@ -1,6 +1,7 @@
 /* Training: optimizers, learning-rate schedules, and the (single-device) trainer. */
 #ifndef TESSERA_TRAIN_H
 #define TESSERA_TRAIN_H
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "comm.h"
@@ -153,6 +154,15 @@ typedef struct tsr_trainer_options {
                                     measured throughput (TSR_DP_BALANCE=0) */
     int64_t fault_grad_nan_step; /* tests: poison one gradient at this optimizer step
                                     (TSR_FAULT_GRAD_NAN); -1: never */
+    /* Stop request (preemption): a flag the application sets, typically from a SIGTERM
+     * handler (a sig_atomic_t store is async-signal-safe); the library only reads it, once per
+     * step. Every rank's request goes into the step's existing agreement (data and ZeRO: the
+     * allreduce of sample counts and losses; pipeline and hybrid: the loss/non-finite
+     * allreduce; gossip, which has none: one allreduce of the flag per step, only when set),
+     * so all ranks see it at the same step: that step is completed, then tsr_trainer_step
+     * returns TSR_ERR_INTERRUPTED on every rank (the step counted, *loss set), and the caller
+     * saves as usual. Async mode refuses it (its workers step independently). NULL: none. */
+    const volatile sig_atomic_t *stop_flag;
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,

@@ -32,6 +32,7 @@ static const status_entry entries[] = {
     {TSR_ERR_TIMEOUT, "TSR_ERR_TIMEOUT", "timed out"},
     {TSR_ERR_HWLOC, "TSR_ERR_HWLOC", "hwloc error"},
     {TSR_ERR_NUMERIC, "TSR_ERR_NUMERIC", "NaN or Inf"},
+    {TSR_ERR_INTERRUPTED, "TSR_ERR_INTERRUPTED", "stopped on request"},
     {TSR_ERR_INTERNAL, "TSR_ERR_INTERNAL", "internal error"},
     /* OpenCL 1.2 codes, passed through as statuses -1..-68 */
     {-1, "CL_DEVICE_NOT_FOUND", "OpenCL: device not found"},

@@ -263,6 +263,16 @@ void tsr_loader_start_epoch(tsr_loader *l, uint64_t epoch) {
     }
 }
 
+tsr_status tsr_loader_seek(tsr_loader *l, size_t k) {
+    if (!l) return TSR_ERR_INVALID_ARG;
+    if (k > l->global_count)
+        return tsr_error(l->ctx, TSR_ERR_INVALID_ARG,
+                         "tsr_loader_seek: batch %zu is past the epoch's %zu global batches", k,
+                         l->global_count);
+    l->next = k; /* the epoch's order is already drawn: only the position moves */
+    return TSR_OK;
+}
+
 size_t tsr_loader_batches(const tsr_loader *l) {
     if (!l) return 0;
     size_t full = l->count / l->global, rem = l->count % l->global;

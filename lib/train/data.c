@@ -126,7 +126,7 @@ static tsr_status compute(void *mode, const float *images, const int32_t *labels
     if (*early) return TSR_OK;
     m->global_loss = *l;
     if (m->dp) {
-        TSR_TRY(tsr_dp_begin(m->dp, n, *l, &m->global_loss));
+        TSR_TRY(tsr_dp_begin(m->dp, n, *l, &m->global_loss, &r->stop));
         TSR_TRY(tsr_timeline_event(r->tl, "sync", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(r->tl)));
     }
     t1 = tsr_timeline_now(r->tl);

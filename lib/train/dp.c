@@ -192,17 +192,19 @@ tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *st
     return TSR_OK;
 }
 
-tsr_status tsr_dp_begin(tsr_dp *dp, size_t n, float local_loss, float *global_loss) {
+tsr_status tsr_dp_begin(tsr_dp *dp, size_t n, float local_loss, float *global_loss, int *stop) {
     /* a step that failed half way may have left buckets in flight */
     for (size_t i = 0; i < dp->nb; i++) {
         tsr_comm_wait(dp->b[i].req);
         dp->b[i].req = NULL;
     }
-    float v[2] = {local_loss * (float)n, (float)n};
+    /* the stop request rides along: the same message, one more float */
+    float v[3] = {local_loss * (float)n, (float)n, stop && *stop ? 1.0f : 0.0f};
     if (!n) v[0] = 0.0f;
     tsr_allreduce_opts ao;
     tsr_allreduce_opts_init(&ao);
-    TSR_TRY(tsr_comm_allreduce(dp->comm, v, 2, &ao));
+    TSR_TRY(tsr_comm_allreduce(dp->comm, v, 3, &ao));
+    if (stop) *stop = v[2] > 0.0f;
     if (!(v[1] > 0.0f))
         return tsr_error(dp->ctx, TSR_ERR_INVALID_ARG, "data parallel step: no rank has a sample");
     dp->weight = (double)n;

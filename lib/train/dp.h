@@ -16,8 +16,8 @@ tsr_status tsr_dp_create(tsr_context *ctx, const tsr_model *model, tsr_stage *st
 void tsr_dp_free(tsr_dp *dp); /* accepts NULL; collective (registered staging memory) */
 /* After forward: exchanges (n, loss) with every rank; *global_loss = mean over the global
  * batch. Arms the hook for the backward that follows. TSR_ERR_INVALID_ARG when no rank has a
- * sample. */
-tsr_status tsr_dp_begin(tsr_dp *dp, size_t n, float local_loss, float *global_loss);
+ * sample. stop (may be NULL): this rank's stop request in, any rank's out (same message). */
+tsr_status tsr_dp_begin(tsr_dp *dp, size_t n, float local_loss, float *global_loss, int *stop);
 /* The stage hook (user = dp). */
 tsr_status tsr_dp_hook(void *user, size_t layer, size_t first, size_t count);
 /* After backward: starts what is left, waits for every bucket, leaves the averaged gradient in

@@ -309,6 +309,13 @@ static int grads(void *mode, float loss, tsr_buf **gb, float **scratch, size_t *
 static tsr_status decide(void *mode, float *loss, int early, size_t bad, float value, size_t np,
                          int *skip, char *why, size_t size) {
     tsr_gossip *g = mode;
+    /* gossip has no per-step collective to carry a stop request: with a stop flag set, one
+     * allreduce of it (no flag: none) */
+    if (g->comm && g->run.o.stop_flag) {
+        float stop = g->run.stop ? 1.0f : 0.0f;
+        TSR_TRY(tsr_comm_allreduce(g->comm, &stop, 1, NULL));
+        g->run.stop = stop > 0.0f;
+    }
     *skip = early || bad < np;
     if (early) snprintf(why, size, "gossip rank %d: loss is %g", g->rank, (double)*loss);
     else if (bad < np)

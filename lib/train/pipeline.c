@@ -517,7 +517,7 @@ static tsr_status compute(void *mode, const float *images, const int32_t *labels
     p->loss_sum = 0.0;
     if (p->s + 1 == p->S) tsr_stage_set_loss_scale(p->stage, 1.0f / (float)n);
     /* hybrid: the replicas' sample counts weight their mean gradients (arms the bucket hook) */
-    if (p->dp) TSR_TRY(tsr_dp_begin(p->dp, n, 0.0f, NULL));
+    if (p->dp) TSR_TRY(tsr_dp_begin(p->dp, n, 0.0f, NULL, NULL)); /* stop: in decide */
     size_t nops = build_ops(p, ss.M);
     tsr_status s = post_receives(p, &ss);
     for (size_t i = 0; i < nops && s == TSR_OK; i++) {
@@ -559,15 +559,18 @@ static tsr_status decide(void *mode, float *loss, int early, size_t bad, float v
     int last = p->s + 1 == p->S;
     size_t n = p->step_n;
     /* the mean in double, rounded once: with one micro-batch it is the stage's own loss */
-    float shared[3] = {last ? (float)(p->loss_sum / (double)n) : 0.0f, bad < np ? 1.0f : 0.0f, 0.0f};
+    /* loss, non-finite flag, hybrid's sample count, the stop request (run.h) */
+    float shared[4] = {last ? (float)(p->loss_sum / (double)n) : 0.0f, bad < np ? 1.0f : 0.0f, 0.0f,
+                       p->run.stop ? 1.0f : 0.0f};
     if (p->rcomm) { /* hybrid: every rank of every replica; the loss is the global batch's */
         shared[0] = last ? (float)p->loss_sum : 0.0f;
         shared[2] = last ? (float)n : 0.0f;
-        TSR_TRY(tsr_comm_allreduce(p->all, shared, 3, NULL));
+        TSR_TRY(tsr_comm_allreduce(p->all, shared, 4, NULL));
         shared[0] /= shared[2];
     } else if (p->comm) {
-        TSR_TRY(tsr_comm_allreduce(p->comm, shared, 2, NULL));
+        TSR_TRY(tsr_comm_allreduce(p->comm, shared, 4, NULL));
     }
+    p->run.stop = shared[3] > 0;
     *loss = shared[0];
     *skip = !isfinite(*loss) || shared[1] > 0;
     if (bad < np)

@@ -180,6 +180,8 @@ tsr_status tsr_run_nonfinite(tsr_run *r, const char *why) {
     return tsr_error(r->ctx, TSR_ERR_NUMERIC, "%s at step %llu", why, (unsigned long long)r->steps);
 }
 
+int tsr_run_stop_requested(const tsr_run *r) { return r->o.stop_flag && *r->o.stop_flag; }
+
 float tsr_run_lr(const tsr_run *r) {
     return tsr_schedule_lr(&r->o.schedule, r->o.optimizer.lr, r->steps);
 }
@@ -196,6 +198,7 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
     tsr_stage *in = ops->input ? ops->input(mode) : NULL;
     if (n && in) TSR_TRY(tsr_run_upload(r, in, images, labels, n));
     uint64_t seed = tsr_run_dropout_seed(r, ops->stream(mode));
+    r->stop = tsr_run_stop_requested(r); /* agreed on inside the step (compute or agree) */
     double t0 = tsr_timeline_now(r->tl);
     float l = 0.0f;
     int early = 0, skip = 0, applied = 1;
@@ -232,6 +235,9 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
     if (ops->after) TSR_TRY(ops->after(mode));
     TSR_TRY(tsr_timeline_event(r->tl, "step", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(r->tl)));
     if (!skip) r->last_loss = l;
+    if (r->stop)
+        return tsr_error(r->ctx, TSR_ERR_INTERRUPTED, "stopped on request after step %llu",
+                         (unsigned long long)r->steps);
     return TSR_OK;
 }
 

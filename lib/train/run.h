@@ -26,6 +26,10 @@ typedef struct tsr_run {
     tsr_rng rng;             /* one draw per step: the dropout seed */
     uint64_t steps, epoch, seed, skipped;
     float last_loss;
+    /* the caller's stop request: read into `stop` at the start of each step; a mode with
+     * several ranks replaces it by the agreed value (any rank's request) inside the step's
+     * agreement, so every rank ends the same step with TSR_ERR_INTERRUPTED */
+    int stop;
     char *meta;              /* run metadata (JSON object) kept in checkpoints, or NULL */
 } tsr_run;
 
@@ -71,6 +75,9 @@ tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, float *scratch, size_t
 /* The one skip/stop rule on a non-finite step: SKIP counts it, logs `why` and returns TSR_OK;
  * STOP fails with TSR_ERR_NUMERIC "<why> at step N". */
 tsr_status tsr_run_nonfinite(tsr_run *r, const char *why);
+
+/* This process's stop request (options.stop_flag set and non-zero): 1 or 0. */
+int tsr_run_stop_requested(const tsr_run *r);
 
 /* Learning rate of the next step. */
 float tsr_run_lr(const tsr_run *r);

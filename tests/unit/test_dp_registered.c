@@ -69,7 +69,7 @@ static void check_device(tsr_context *ctx, int dev, int shard) {
 
     /* one rank holding the whole batch: the averaged gradient is its own, bit for bit */
     float global = 0.0f;
-    assert_int_equal(tsr_dp_begin(dp, BATCH, 0.5f, &global), TSR_OK);
+    assert_int_equal(tsr_dp_begin(dp, BATCH, 0.5f, &global, NULL), TSR_OK);
     assert_true(global == 0.5f);
     assert_int_equal(tsr_dp_finish(dp), TSR_OK);
     read_all(tsr_stage_grads(st), got, np);

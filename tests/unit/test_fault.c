@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,12 +200,91 @@ static void test_device_memory_exhausted(void **state) {
     tsr_context_free(ctx);
 }
 
+/* The stop request (preemption): read once per step; the step in flight is completed and
+ * counted, then TSR_ERR_INTERRUPTED; the parameters equal an uninterrupted trainer's after as
+ * many steps, and clearing the flag lets training go on. Async refuses it. */
+static void test_stop_request(void **state) {
+    fixture *f = *state;
+    static volatile sig_atomic_t stop;
+    stop = 0;
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    o.batch = B;
+    tsr_trainer *ref = NULL, *t = NULL;
+    assert_int_equal(tsr_trainer_create(f->ctx, f->model, &o, &ref), TSR_OK);
+    o.stop_flag = &stop;
+    assert_int_equal(tsr_trainer_create(f->ctx, f->model, &o, &t), TSR_OK);
+    float loss = 0, ref_loss = 0;
+    assert_int_equal(tsr_trainer_step(t, f->x, f->y, B, &loss), TSR_OK);
+    stop = 1; /* what a SIGTERM handler does */
+    assert_int_equal(tsr_trainer_step(t, f->x, f->y, B, &loss), TSR_ERR_INTERRUPTED);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "stopped on request after step 2"));
+    assert_int_equal(tsr_trainer_steps(t), 2);
+    for (int i = 0; i < 2; i++) assert_int_equal(tsr_trainer_step(ref, f->x, f->y, B, &ref_loss), TSR_OK);
+    assert_memory_equal(&loss, &ref_loss, sizeof loss);
+    size_t np = tsr_model_param_count(f->model);
+    float *a = malloc(np * sizeof *a), *b = malloc(np * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(tsr_trainer_get_params(t, a, np), TSR_OK);
+    assert_int_equal(tsr_trainer_get_params(ref, b, np), TSR_OK);
+    assert_memory_equal(a, b, np * sizeof *a);
+    stop = 0;
+    assert_int_equal(tsr_trainer_step(t, f->x, f->y, B, &loss), TSR_OK);
+    assert_int_equal(tsr_trainer_steps(t), 3);
+    assert_string_equal(tsr_status_name(TSR_ERR_INTERRUPTED), "TSR_ERR_INTERRUPTED");
+    assert_string_equal(tsr_status_str(TSR_ERR_INTERRUPTED), "stopped on request");
+    free(a);
+    free(b);
+    tsr_trainer_free(t);
+    tsr_trainer_free(ref);
+    o.mode = TSR_MODE_ASYNC;
+    assert_int_not_equal(tsr_trainer_create(f->ctx, f->model, &o, &t), TSR_OK);
+}
+
+/* tsr_loader_seek(k): the batches that follow are those of a loader that took k of them. */
+static void test_loader_seek(void **state) {
+    fixture *f = *state;
+    enum { N = 37 };
+    float img[N * 16];
+    int32_t lab[N];
+    for (int i = 0; i < N; i++) lab[i] = i % 3;
+    tsr_test_fill_uniform(img, N * 16, 3, 0, 1);
+    tsr_dataset d;
+    memset(&d, 0, sizeof d);
+    d.count = N, d.channels = 1, d.height = 4, d.width = 4, d.features = 16, d.classes = 3;
+    d.images = img, d.labels = lab;
+    tsr_loader_options lo = {5, 9, 1, 0, 1, 0};
+    tsr_loader *a = NULL, *b = NULL;
+    assert_int_equal(tsr_loader_create(f->ctx, &d, &lo, &a), TSR_OK);
+    assert_int_equal(tsr_loader_create(f->ctx, &d, &lo, &b), TSR_OK);
+    size_t ia[5], ib[5];
+    tsr_loader_start_epoch(a, 2);
+    tsr_loader_start_epoch(b, 2);
+    for (int k = 0; k < 3; k++) assert_int_equal(tsr_loader_next_indices(a, ia), 5);
+    assert_int_equal(tsr_loader_seek(b, 3), TSR_OK);
+    size_t n;
+    while ((n = tsr_loader_next_indices(a, ia)) > 0) {
+        assert_int_equal(tsr_loader_next_indices(b, ib), n);
+        assert_memory_equal(ia, ib, n * sizeof *ia);
+    }
+    assert_int_equal(tsr_loader_next_indices(b, ib), 0);
+    assert_int_equal(tsr_loader_seek(b, 8), TSR_OK); /* the end: nothing left */
+    assert_int_equal(tsr_loader_next_indices(b, ib), 0);
+    assert_int_equal(tsr_loader_seek(b, 9), TSR_ERR_INVALID_ARG);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "past the epoch's 8 global batches"));
+    tsr_loader_free(a);
+    tsr_loader_free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_nan_input_stop_and_skip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nan_gradient_stop_and_skip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nonfinite_bad_config, setup, teardown),
         cmocka_unit_test(test_device_memory_exhausted),
+        cmocka_unit_test_setup_teardown(test_stop_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loader_seek, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -125,25 +125,44 @@ static double now_seconds(void) {
  * same step, saves it and exits with 128 + the signal number (143, 130), the code a shell
  * gives a process ended by that signal, so schedulers and scripts read it as "stopped by
  * SIGTERM" yet tell it from a failure (1) or a usage error (2). The handler restores the
- * default actions: a second signal ends the process at once. */
+ * previous (default) actions: a second signal ends the process at once. */
 static volatile sig_atomic_t stop_signal;
+static const int stop_signals[2] = {SIGTERM, SIGINT};
+static struct sigaction stop_saved[2]; /* the actions before ours */
 
 static void on_stop_signal(int sig) {
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigaction(SIGTERM, &dfl, NULL); /* async-signal-safe */
-    sigaction(SIGINT, &dfl, NULL);
+    for (int i = 0; i < 2; i++) sigaction(stop_signals[i], &stop_saved[i], NULL); /* signal-safe */
     stop_signal = sig;
 }
 
+/* Which of them the process was started with ignored (a shell's background job ignores
+ * SIGINT, nohup-style launchers): read first thing in main, since libraries loaded later
+ * (PoCL's LLVM) put their own handlers, chained to what was there, in front. */
+static int stop_ignored[2];
+
+static void note_ignored_signals(void) {
+    for (int i = 0; i < 2; i++) {
+        struct sigaction old;
+        stop_ignored[i] = sigaction(stop_signals[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN;
+    }
+}
+
+/* Ours in front of whatever is there now (restored on the first signal); an ignored one is
+ * ignored again (LLVM's handler would otherwise take it and, on the way out, reset the others
+ * to their default actions). */
 static void catch_stop_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    for (int i = 0; i < 2; i++) {
+        sigaddset(&sa.sa_mask, stop_signals[i]); /* the handler is not re-entered by the other */
+        sigaction(stop_signals[i], NULL, &stop_saved[i]);
+    }
+    struct sigaction ign;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    for (int i = 0; i < 2; i++) sigaction(stop_signals[i], stop_ignored[i] ? &ign : &sa, NULL);
 }
 
 static void die(tsr_context *ctx, tsr_status s, const char *what) {
@@ -392,6 +411,7 @@ static void save_interrupted(tsr_context *ctx, const args *a, tsr_trainer *tr,
 
 int main(int argc, char **argv) {
     blas_reexec(argv); /* before anything starts: OpenBLAS's kernels are chosen at load */
+    note_ignored_signals();
     args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;

@@ -7,7 +7,7 @@
 # (mid-epoch: the epoch's position is in the checkpoint's metadata), the message names the
 # step, and the exit code is 143 (128 + SIGTERM). The resumed run's JSON figures (final loss,
 # test loss and accuracy, 17 digits) must equal the uninterrupted run's: single process, data
-# parallel and pipeline on 2 ranks. A second signal during the save ends the process at once:
+# parallel, ZeRO and pipeline on 2 ranks, hybrid on 4 (2 replicas of 2 stages). A second signal during the save ends the process at once:
 # no message, the previous checkpoint left as it was.
 # Env: BUILD.
 set -u
@@ -59,7 +59,9 @@ PY
 
 check single "" ""
 check data "mpiexec -n 2" "--mode data"
+check zero "mpiexec -n 2" "--mode data --zero"
 check pipeline "mpiexec -n 2" "--mode pipeline"
+check hybrid "mpiexec -n 4" "--mode hybrid --replicas 2"
 
 # a second SIGTERM as the save begins: the default action, at once; the epoch-1 checkpoint
 # (left by a run killed after its first save) stays as it was

@@ -33,6 +33,8 @@ typedef struct msg_hdr {
     uint64_t step, version, clock;
     float loss;
     int32_t sync;
+    uint64_t bad;    /* PUSH: the worker's first non-finite gradient (the run core's scan), or np */
+    float bad_value; /* its value */
 } msg_hdr;
 
 /* A worker as its server sees it. */
@@ -70,6 +72,9 @@ struct tsr_async {
     /* worker */
     msg_hdr *srx, stx;
     double wait_s;
+    size_t bad;                /* this step's first non-finite gradient, np if none */
+    float bad_value, loss;     /* its value; this step's loss */
+    int synced;                /* this save reached the collective point */
 };
 
 static double now(void) { return tsr_comm_now(); }
@@ -328,12 +333,14 @@ static void apply_push(tsr_async *a, peer *w) {
     float l = w->rx.loss;
     w->clock = t + 1;
     if (a->failed != TSR_OK) return;
-    size_t bad = a->run.check_grads || !isfinite(l) ? tsr_run_first_nonfinite(a->grads + lo, n) : n;
-    if (!isfinite(l) || bad < n) {
+    /* the worker scanned its whole gradient (tsr_run_step): a non-finite step is dropped by
+     * every server, as the trainer skips a step as a whole */
+    uint64_t bad = w->rx.bad;
+    if (!isfinite(l) || bad < a->np) {
         char why[160], what[64];
-        if (bad < n)
-            snprintf(what, sizeof what, "gradient %zu of %zu is %g", lo + bad, a->np,
-                     (double)a->grads[lo + bad]);
+        if (bad < a->np)
+            snprintf(what, sizeof what, "gradient %llu of %zu is %g", (unsigned long long)bad, a->np,
+                     (double)w->rx.bad_value);
         else
             snprintf(what, sizeof what, "loss is %g", (double)l);
         snprintf(why, sizeof why, "async server rank %d: %s in step %llu of worker rank %d", a->rank,
@@ -459,9 +466,8 @@ static tsr_status server_step(tsr_async *a, float *loss) {
     return s;
 }
 
-/* Collective point: waits (serving) until every live worker asked, brings every server's shard
- * (and for SAVE the optimizer state) together, writes the checkpoint on rank 0, answers. */
-static tsr_status server_sync(tsr_async *a, int kind, const char *path, float *state[2], size_t nst) {
+/* Collective point, the servers' side: serves until every live worker waits at it. */
+static void sync_wait(tsr_async *a) {
     for (;;) {
         int waiting = 0;
         for (int i = 0; i < a->nw; i++)
@@ -469,30 +475,11 @@ static tsr_status server_sync(tsr_async *a, int kind, const char *path, float *s
         if (!waiting) break;
         if (!serve_once(a)) sched_yield();
     }
-    size_t lo = shard_lo(a), n = shard_n(a);
-    tsr_status s = tsr_buf_read(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float));
-    const char *names[2] = {NULL, NULL};
-    tsr_buf *bufs[2];
-    size_t nt = a->optim ? tsr_optim_state(a->optim, names, bufs) : 0;
-    for (size_t i = 0; s == TSR_OK && kind == SYNC_SAVE && i < nt && i < nst; i++)
-        s = tsr_buf_read(bufs[i], 0, state[i] + lo, n * sizeof(float));
-    /* shards between servers: parameters to all, optimizer state to rank 0 */
-    int nreq = 0, cap = 4 * a->K;
-    tsr_comm_p2p **req = tsr_calloc(a->run.ctx, (size_t)cap, sizeof *req);
-    if (!req && s == TSR_OK) s = tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: exchange");
-    for (int k = 0; s == TSR_OK && k < a->K; k++) {
-        if (k == a->server) continue;
-        size_t klo = a->bound[k], kn = a->bound[k + 1] - klo;
-        s = tsr_comm_isend(a->comm, k, TAG_SRV, a->params + lo, n * 4, &req[nreq++]);
-        if (s == TSR_OK) s = tsr_comm_irecv(a->comm, k, TAG_SRV, a->params + klo, kn * 4, &req[nreq++]);
-        for (size_t i = 0; s == TSR_OK && kind == SYNC_SAVE && i < nt && i < nst; i++) {
-            if (a->rank == 0) s = tsr_comm_irecv(a->comm, k, TAG_SRV + 1 + (int)i, state[i] + klo,
-                                                 kn * 4, &req[nreq++]);
-            else if (k == 0) s = tsr_comm_isend(a->comm, 0, TAG_SRV + 1 + (int)i, state[i] + lo, n * 4,
-                                                &req[nreq++]);
-        }
-    }
-    /* a peer server may still be waiting for a worker this one already dropped: 2 timeouts */
+}
+
+/* Completes the shard exchange between servers, serving the workers meanwhile (a peer server
+ * may still be waiting for a worker this one already dropped: 2 timeouts). */
+static tsr_status exchange(tsr_async *a, tsr_comm_p2p **req, int nreq, tsr_status s) {
     double t0 = now();
     for (int left = nreq; s == TSR_OK && left;) {
         left = 0;
@@ -510,18 +497,53 @@ static tsr_status server_sync(tsr_async *a, int kind, const char *path, float *s
                 s = tsr_comm_peer_lost(a->comm, "async: shards between servers");
         }
     }
-    for (int i = 0; req && i < nreq; i++) tsr_comm_p2p_cancel(req[i]);
+    for (int i = 0; i < nreq; i++) tsr_comm_p2p_cancel(req[i]);
+    return s;
+}
+
+/* Every server's parameter shard to every server: a->params and the stage hold the latest
+ * parameters. */
+static tsr_status share_params(tsr_async *a) {
+    size_t lo = shard_lo(a), n = shard_n(a);
+    tsr_status s = tsr_buf_read(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float));
+    int nreq = 0;
+    tsr_comm_p2p **req = tsr_calloc(a->run.ctx, 2 * (size_t)a->K, sizeof *req);
+    if (!req && s == TSR_OK) s = tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: exchange");
+    for (int k = 0; s == TSR_OK && k < a->K; k++) {
+        if (k == a->server) continue;
+        size_t klo = a->bound[k], kn = a->bound[k + 1] - klo;
+        s = tsr_comm_isend(a->comm, k, TAG_SRV, a->params + lo, n * 4, &req[nreq++]);
+        if (s == TSR_OK) s = tsr_comm_irecv(a->comm, k, TAG_SRV, a->params + klo, kn * 4, &req[nreq++]);
+    }
+    s = exchange(a, req, nreq, s);
     tsr_free(a->run.ctx, req);
     if (s == TSR_OK)
         s = tsr_buf_write(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float));
-    if (s == TSR_OK && kind == SYNC_SAVE && a->rank == 0) {
-        const char *all[3] = {"params", names[0], names[1]};
-        float *data[3] = {a->params, state[0], state[1]};
-        s = tsr_run_checkpoint_write(&a->run, path, all, data, 1 + nt, a->np);
+    return s;
+}
+
+/* Optimizer state tensor i (this server's shard in buf) into rank 0's whole copy. */
+static tsr_status gather_state(tsr_async *a, size_t i, tsr_buf *buf, float *whole) {
+    size_t lo = shard_lo(a), n = shard_n(a);
+    tsr_status s = tsr_buf_read(buf, 0, whole + lo, n * sizeof(float));
+    int nreq = 0, tag = TAG_SRV + 1 + (int)i;
+    tsr_comm_p2p **req = tsr_calloc(a->run.ctx, (size_t)a->K, sizeof *req);
+    if (!req && s == TSR_OK) s = tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: exchange");
+    for (int k = 0; s == TSR_OK && k < a->K; k++) {
+        if (k == a->server) continue;
+        size_t klo = a->bound[k], kn = a->bound[k + 1] - klo;
+        if (a->rank == 0) s = tsr_comm_irecv(a->comm, k, tag, whole + klo, kn * 4, &req[nreq++]);
+        else if (k == 0) s = tsr_comm_isend(a->comm, 0, tag, whole + lo, n * 4, &req[nreq++]);
     }
+    s = exchange(a, req, nreq, s);
+    tsr_free(a->run.ctx, req);
+    return s;
+}
+
+/* The workers waiting at the collective point get the latest parameters and the outcome. */
+static void answer_sync(tsr_async *a, tsr_status s) {
     for (int i = 0; i < a->nw; i++)
         if (!a->w[i].dead && a->w[i].pending == P_SYNC) reply(a, &a->w[i], s);
-    return s;
 }
 
 /* ---- worker ---- */
@@ -547,7 +569,7 @@ static tsr_status wait_reply(tsr_async *a, int k, tsr_comm_p2p **req) {
         if (a->timeout <= 0 || (spins & 63)) continue;
         double t = now();
         if (t - ping > a->timeout / 4) {
-            msg_hdr p = {K_PING, 0, a->run.steps, 0, 0, 0.0f, 0};
+            msg_hdr p = {K_PING, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f};
             ping = t;
             if ((s = tsr_comm_send(a->comm, k, TAG_REQ, &p, sizeof p)) != TSR_OK) break;
         }
@@ -590,7 +612,7 @@ static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *stat
         bad = k;
         s = tsr_comm_irecv(a->comm, k, TAG_REP, &a->srx[k], sizeof a->srx[k], &rh[k]);
         if (s == TSR_OK) s = tsr_comm_irecv(a->comm, k, TAG_PAR, a->params + lo, n * 4, &rp[k]);
-        msg_hdr h = {kind, 0, a->run.steps, 0, 0, 0.0f, sync};
+        msg_hdr h = {kind, 0, a->run.steps, 0, 0, 0.0f, sync, 0, 0.0f};
         if (s == TSR_OK) s = tsr_comm_send(a->comm, k, TAG_REQ, &h, sizeof h);
     }
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
@@ -611,11 +633,26 @@ static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *stat
     return server_error(a, bad, s);
 }
 
-static tsr_status worker_step(tsr_async *a, const float *images, const int32_t *labels, size_t n,
-                              float *loss) {
+/* ---- a worker's step: the run core's loop (tsr_run_step) on these parts; the servers make
+ * the non-finite decision from the worker's scan, which travels with the push ---- */
+
+static size_t w_min_batch(void *mode) {
+    (void)mode;
+    return 1;
+}
+static tsr_stage *w_input(void *mode) { return ((tsr_async *)mode)->stage; }
+static uint64_t w_stream(void *mode) {
+    (void)mode;
+    return 0; /* a worker's stream is mixed into its RNG state at creation */
+}
+
+/* pull every server's shard, then forward and backward from those parameters */
+static tsr_status w_compute(void *mode, const float *images, const int32_t *labels, size_t n,
+                           uint64_t seed, float *l, int *early) {
+    tsr_async *a = mode;
     tsr_run *r = &a->run;
-    TSR_TRY(tsr_run_check_batch(r, images, labels, n, 1, ""));
-    TSR_TRY(tsr_run_upload(r, a->stage, images, labels, n));
+    (void)images, (void)labels;
+    *early = 0;
     double t0 = tsr_timeline_now(r->tl);
     tsr_status answered;
     TSR_TRY(request_all(a, K_PULL, 0, &answered));
@@ -623,24 +660,51 @@ static tsr_status worker_step(tsr_async *a, const float *images, const int32_t *
     double t1 = tsr_timeline_now(r->tl);
     TSR_TRY(tsr_timeline_event(r->tl, "pull", TSR_TRACK_COMM, t0, t1));
     TSR_TRY(tsr_buf_write(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float)));
-    float l = 0.0f;
-    TSR_TRY(tsr_stage_forward(a->stage, n, 1, tsr_rng_next(&r->rng), &l));
+    TSR_TRY(tsr_stage_forward(a->stage, n, 1, seed, l));
     TSR_TRY(tsr_stage_backward(a->stage, n, 0));
+    return tsr_timeline_event(r->tl, "forward+backward", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(r->tl));
+}
+static tsr_status w_combine(void *mode, size_t n, float *l) {
+    (void)mode, (void)n, (void)l;
+    return TSR_OK; /* a worker's gradient is its own: the servers apply it as it comes */
+}
+/* the whole gradient (with a non-finite loss too: the servers name the first bad gradient) */
+static int w_grads(void *mode, float l, tsr_buf **g, float **scratch, size_t *lo, size_t *hi,
+                   size_t *np) {
+    tsr_async *a = mode;
+    if (!a->run.check_grads && isfinite(l)) return 0;
+    *g = tsr_stage_grads(a->stage);
+    *scratch = a->grads;
+    *lo = 0, *hi = *np = a->np;
+    return 1;
+}
+/* the worker never skips: its scan goes with the push and the servers decide */
+static tsr_status w_agree(void *mode, float *l, int early, size_t bad, float value, size_t np,
+                         int *skip, char *why, size_t size) {
+    tsr_async *a = mode;
+    (void)early, (void)why, (void)size;
+    a->bad = bad < np ? bad : a->np;
+    a->bad_value = value;
+    a->loss = *l;
+    *skip = 0;
+    return TSR_OK;
+}
+/* push each gradient shard to its server, with the loss and the scan */
+static tsr_status w_apply(void *mode, float lr, int *applied) {
+    tsr_async *a = mode;
+    tsr_run *r = &a->run;
+    (void)lr; /* the servers' schedule (and staleness) set the rate */
+    *applied = 1;
+    double t0 = tsr_timeline_now(r->tl);
+    /* a view on host memory, else a copy in a->grads (read again after a scan: the servers
+     * decide on the scan's figures in the header, not on a poisoned copy) */
     tsr_map gm;
-    TSR_TRY(tsr_buf_map(tsr_ref_at(tsr_stage_grads(a->stage), 0), TSR_DTYPE_F32, a->np,
-                        TSR_MAP_READ, a->grads, &gm));
+    TSR_TRY(tsr_buf_map(tsr_ref_at(tsr_stage_grads(a->stage), 0), TSR_DTYPE_F32, a->np, TSR_MAP_READ,
+                        a->grads, &gm));
     const float *g = gm.data;
-    double t2 = tsr_timeline_now(r->tl);
-    TSR_TRY(tsr_timeline_event(r->tl, "forward+backward", TSR_TRACK_COMPUTE, t1, t2));
-    /* tests/fault: one poisoned gradient at that step (the servers decide, as the trainer) */
-    if (r->o.fault_grad_nan_step >= 0 && (uint64_t)r->o.fault_grad_nan_step == r->steps && a->np) {
-        if (g != a->grads) memcpy(a->grads, g, a->np * sizeof(float));
-        g = a->grads;
-        a->grads[a->np / 2] = NAN;
-    }
-    tsr_comm_p2p **rq = tsr_calloc(a->run.ctx, (size_t)a->K * 2, sizeof *rq);
-    if (!rq) return tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: push");
-    a->stx = (msg_hdr){K_PUSH, 0, a->run.steps, 0, 0, l, 0};
+    tsr_comm_p2p **rq = tsr_calloc(r->ctx, (size_t)a->K * 2, sizeof *rq);
+    if (!rq) return tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "async: push");
+    a->stx = (msg_hdr){K_PUSH, 0, r->steps, 0, 0, a->loss, 0, a->bad, a->bad_value};
     tsr_status s = TSR_OK;
     int bad = 0; /* the server the failure concerns */
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
@@ -655,14 +719,13 @@ static tsr_status worker_step(tsr_async *a, const float *images, const int32_t *
         else tsr_comm_p2p_cancel(rq[k]);
         rq[k] = NULL;
     }
-    tsr_free(a->run.ctx, rq);
+    tsr_free(r->ctx, rq);
     TSR_TRY(server_error(a, bad, s));
-    TSR_TRY(tsr_timeline_event(r->tl, "push", TSR_TRACK_COMM, t2, tsr_timeline_now(r->tl)));
-    r->steps++;
-    r->last_loss = l;
-    if (loss) *loss = l;
-    return TSR_OK;
+    return tsr_timeline_event(r->tl, "push", TSR_TRACK_COMM, t0, tsr_timeline_now(r->tl));
 }
+
+static const tsr_step_ops worker_ops = {"", w_min_batch, w_input, w_stream, w_compute, w_combine,
+                                        w_grads, w_agree, w_apply, NULL, NULL};
 
 /* ---- the trainer's calls ---- */
 
@@ -671,35 +734,23 @@ tsr_status tsr_async_step(tsr_async *a, const float *images, const int32_t *labe
     if (!a) return TSR_ERR_INVALID_ARG;
     if (a->comm->broken)
         return tsr_error(a->run.ctx, TSR_ERR_PEER_LOST, "async: the communicator lost a server earlier");
-    return a->server >= 0 ? server_step(a, loss) : worker_step(a, images, labels, n, loss);
+    return a->server >= 0 ? server_step(a, loss)
+                          : tsr_run_step(&a->run, &worker_ops, a, images, labels, n, loss);
 }
 
-/* Every rank ends with the latest parameters in a->params and its stage. */
-static tsr_status sync_point(tsr_async *a, int kind, const char *path) {
+/* The collective point of evaluate and get_params: every rank ends with the latest parameters
+ * in a->params and its stage. */
+static tsr_status sync_point(tsr_async *a) {
     if (a->comm->broken)
         return tsr_error(a->run.ctx, TSR_ERR_PEER_LOST, "async: the communicator lost a server earlier");
     if (a->server >= 0) {
-        float *state[2] = {NULL, NULL};
-        size_t nst = 0;
-        tsr_status s = TSR_OK;
-        if (kind == SYNC_SAVE) {
-            const char *names[2];
-            tsr_buf *bufs[2];
-            nst = tsr_optim_state(a->optim, names, bufs);
-            for (size_t i = 0; i < nst; i++) {
-                state[i] = tsr_calloc(a->run.ctx, a->np + 1, sizeof(float));
-                if (!state[i]) s = tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: checkpoint staging");
-            }
-        }
-        /* a failed allocation still answers the workers (with the error), or they would wait */
-        if (s == TSR_OK) s = server_sync(a, kind, path, state, nst);
-        else server_sync(a, SYNC_GET, path, state, 0);
-        tsr_free(a->run.ctx, state[0]);
-        tsr_free(a->run.ctx, state[1]);
+        sync_wait(a);
+        tsr_status s = share_params(a);
+        answer_sync(a, s);
         return s;
     }
     tsr_status answered;
-    TSR_TRY(request_all(a, K_SYNC, kind, &answered));
+    TSR_TRY(request_all(a, K_SYNC, SYNC_GET, &answered));
     TSR_TRY(tsr_buf_write(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float)));
     return answered;
 }
@@ -708,7 +759,7 @@ void tsr_async_free(tsr_async *a) {
     if (!a) return;
     if (a->comm && !a->comm->broken && a->bound && a->srx) {
         if (a->server < 0) {
-            msg_hdr h = {K_DONE, 0, a->run.steps, 0, 0, 0.0f, 0};
+            msg_hdr h = {K_DONE, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f};
             for (int k = 0; k < a->K; k++)
                 if (tsr_comm_send(a->comm, k, TAG_REQ, &h, sizeof h) != TSR_OK) break;
         } else if (a->w) {
@@ -762,7 +813,7 @@ tsr_status tsr_async_evaluate(tsr_async *a, const tsr_dataset *d, double *accura
     if (d->features != in.channels * in.height * in.width || !d->count)
         return tsr_error(a->run.ctx, TSR_ERR_SHAPE, "data set of %zu samples, %zu features per sample: "
                          "the model takes %zu", d->count, d->features, in.channels * in.height * in.width);
-    TSR_TRY(sync_point(a, SYNC_GET, NULL));
+    TSR_TRY(sync_point(a));
     size_t correct = 0;
     double total = 0.0;
     TSR_TRY(tsr_stage_evaluate(a->stage, d, 0, d->count, a->probs, &correct, &total));
@@ -775,7 +826,7 @@ tsr_status tsr_async_get_params(tsr_async *a, float *dst, size_t count) {
     if (!a || (!dst && count)) return TSR_ERR_INVALID_ARG;
     if (count != a->np)
         return tsr_error(a->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", a->np, count);
-    TSR_TRY(sync_point(a, SYNC_GET, NULL));
+    TSR_TRY(sync_point(a));
     memcpy(dst, a->params, a->np * sizeof(float));
     return TSR_OK;
 }
@@ -787,16 +838,10 @@ tsr_status tsr_async_set_params(tsr_async *a, const float *src, size_t count) {
     return tsr_buf_write(tsr_stage_params(a->stage), 0, src, a->np * sizeof(float));
 }
 
-tsr_status tsr_async_save(tsr_async *a, const char *path) {
-    if (!a || !path) return TSR_ERR_INVALID_ARG;
-    const char *spec = tsr_model_spec(a->run.model);
-    if (strlen(spec) >= sizeof ((tsr_checkpoint *)0)->model_spec)
-        return tsr_error(a->run.ctx, TSR_ERR_UNSUPPORTED, "model spec of %zu bytes is too long for a checkpoint",
-                         strlen(spec));
-    return sync_point(a, SYNC_SAVE, path);
-}
-
-/* A load is local: every rank takes the parameters, a server its shard of the optimizer state. */
+/* ---- checkpoints: tsr_run_save / tsr_run_load on this state ----
+ * Saving is a collective point: the servers gather the parameters (every server's shard to every
+ * server, the workers get them in the answer) and the optimizer state (to rank 0, which writes).
+ * A load is local: every rank takes the parameters, a server its shard of the optimizer state. */
 static size_t state_count(void *mode) { return ((tsr_async *)mode)->np; }
 static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) {
     tsr_async *a = mode;
@@ -806,7 +851,26 @@ static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) 
 }
 static tsr_comm *state_comm(void *mode) {
     (void)mode;
-    return NULL;
+    return NULL; /* the servers agree through their exchange, the workers through the answer */
+}
+static int writer(void *mode) { return ((tsr_async *)mode)->rank == 0; }
+static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
+    tsr_async *a = mode;
+    (void)buf;
+    if (i > 0) return gather_state(a, i - 1, buf, whole); /* servers only: a worker has no state */
+    a->synced = 1;
+    tsr_status s = TSR_OK, answered = TSR_OK;
+    if (a->server >= 0) {
+        sync_wait(a);
+        s = share_params(a);
+    } else {
+        /* rank 0's write is in the servers' answer */
+        s = request_all(a, K_SYNC, SYNC_SAVE, &answered);
+        if (s == TSR_OK) s = tsr_buf_write(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float));
+        if (s == TSR_OK) s = answered;
+    }
+    if (s == TSR_OK) memcpy(whole, a->params, a->np * sizeof(float));
+    return s;
 }
 static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
     tsr_async *a = mode;
@@ -820,9 +884,31 @@ static void loaded(void *mode, const tsr_checkpoint *ck) {
     for (int i = 0; i < a->nw; i++) a->w[i].clock = a->w[i].pull_min = a->w[i].pull_ver = ck->step;
 }
 
-/* load only: saving is the servers' exchange (server_sync) */
 static const tsr_state_ops state_ops = {"the trainer", state_count, state_tensors, state_comm,
-                                        NULL, NULL, scatter, NULL, loaded};
+                                        writer, gather, scatter, NULL, loaded};
+
+tsr_status tsr_async_save(tsr_async *a, const char *path) {
+    if (!a || !path) return TSR_ERR_INVALID_ARG;
+    if (a->comm->broken)
+        return tsr_error(a->run.ctx, TSR_ERR_PEER_LOST, "async: the communicator lost a server earlier");
+    const char *spec = tsr_model_spec(a->run.model);
+    if (strlen(spec) >= sizeof ((tsr_checkpoint *)0)->model_spec) /* every rank alike */
+        return tsr_error(a->run.ctx, TSR_ERR_UNSUPPORTED, "model spec of %zu bytes is too long for a checkpoint",
+                         strlen(spec));
+    a->synced = 0;
+    tsr_status s = tsr_run_save(&a->run, &state_ops, a, path);
+    if (!a->synced) { /* failed before the collective point: reach it anyway, with the error */
+        tsr_status answered;
+        if (a->server >= 0) {
+            sync_wait(a);
+            share_params(a); /* the other servers exchange with this one */
+        } else {
+            request_all(a, K_SYNC, SYNC_SAVE, &answered);
+        }
+    }
+    if (a->server >= 0) answer_sync(a, s);
+    return s;
+}
 
 tsr_status tsr_async_load(tsr_async *a, const char *path) {
     return a && path ? tsr_run_load(&a->run, &state_ops, a, path) : TSR_ERR_INVALID_ARG;

@@ -37,14 +37,16 @@
  * call with TSR_ERR_PEER_LOST (the communicator is marked broken). A worker step that computes
  * longer than TSR_COMM_TIMEOUT looks dead: set the timeout above the slowest step.
  *
- * Non-finite loss or gradients: the server checks the loss and its shard of every push; with
- * the trainer's policy SKIP it drops that gradient (tsr_async_skipped), with STOP its step
- * fails with TSR_ERR_NUMERIC and every later pull is answered with that error.
+ * Non-finite loss or gradients: a worker's step is the run core's loop (tsr_run_step), whose one
+ * scan of the whole gradient travels with the push; every server decides on it with the
+ * trainer's rule: SKIP drops that gradient on every server (tsr_async_skipped: the step is not
+ * half applied), STOP fails the server's step with TSR_ERR_NUMERIC and every later pull is
+ * answered with that error.
  *
  * Collective points (every rank calls them; workers may be at different steps: the servers
  * serve until every live worker has arrived): tsr_async_get_params, tsr_async_evaluate (pulls
  * the latest parameters everywhere, then evaluates locally: every rank gets the same figures),
- * tsr_async_save (rank 0 writes the whole state in the trainer's checkpoint format) and
+ * tsr_async_save (tsr_run_save: rank 0 writes the whole state in the trainer's checkpoint format) and
  * tsr_async_free (workers tell the servers they are done; a server returns once every worker
  * is done or lost). tsr_async_set_params and tsr_async_load are local (each server takes its
  * shard): call them on every rank before the first step. */

@@ -628,15 +628,20 @@ tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first,
         TSR_TRY(tsr_ref_write(x, TSR_DTYPE_F32, d->images + i * d->features, n * d->features));
         TSR_TRY(tsr_ref_write(y, TSR_DTYPE_I32, d->labels + i, n));
         TSR_TRY(tsr_stage_forward(st, n, 0, 0, &l));
-        *loss_sum += (double)l * (double)n;
         TSR_TRY(tsr_ref_read(pr, TSR_DTYPE_F32, probs, n * classes));
-        for (size_t r = 0; r < n; r++) {
-            const float *p = probs + r * classes;
-            size_t best = 0;
-            for (size_t c = 1; c < classes; c++)
-                if (p[c] > p[best]) best = c;
-            *correct += best == (size_t)d->labels[i + r];
-        }
+        tsr_stage_score(probs, n, classes, d->labels + i, l, correct, loss_sum);
     }
     return TSR_OK;
+}
+
+void tsr_stage_score(const float *probs, size_t n, size_t classes, const int32_t *labels, float loss,
+                     size_t *correct, double *loss_sum) {
+    *loss_sum += (double)loss * (double)n;
+    for (size_t r = 0; r < n; r++) {
+        const float *p = probs + r * classes;
+        size_t best = 0;
+        for (size_t c = 1; c < classes; c++)
+            if (p[c] > p[best]) best = c;
+        *correct += best == (size_t)labels[r];
+    }
 }

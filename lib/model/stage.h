@@ -110,6 +110,11 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate);
  * floats. Checks the data set's shape and labels first (TSR_ERR_SHAPE / INVALID_ARG). */
 tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first, size_t count,
                               float *probs, size_t *correct, double *loss_sum);
+/* The scoring of one evaluated chunk, shared with the pipeline's last stage: adds the n
+ * samples whose most probable class (the first of equal ones) is their label to *correct, and
+ * the chunk's mean loss times n to *loss_sum. probs: n x classes on the host. */
+void tsr_stage_score(const float *probs, size_t n, size_t classes, const int32_t *labels, float loss,
+                     size_t *correct, double *loss_sum);
 
 /* Seed of layer `layer`'s dropout masks for a forward given `dropout_seed`. */
 uint64_t tsr_stage_dropout_seed(uint64_t dropout_seed, size_t layer);

@@ -618,6 +618,7 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
         return tsr_error(p->run.ctx, TSR_ERR_STATE, "pipeline: an earlier step failed mid-way");
     int last = p->s + 1 == p->S;
     double res[2] = {0.0, 0.0}; /* correct, loss sum */
+    size_t correct = 0;
     TSR_TRY(tsr_stage_select(p->stage, 0));
     tsr_status s = TSR_OK;
     tsr_ref probs = tsr_stage_probs(p->stage);
@@ -647,18 +648,12 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
                                   m * p->out_feat * sizeof(float));
         }
         if (s == TSR_OK && last) {
-            res[1] += (double)l * (double)m;
             s = tsr_ref_read(probs, TSR_DTYPE_F32, p->probs, m * p->classes);
-            for (size_t r = 0; s == TSR_OK && r < m; r++) {
-                const float *pr = p->probs + r * p->classes;
-                size_t best = 0;
-                for (size_t c = 1; c < p->classes; c++)
-                    if (pr[c] > pr[best]) best = c;
-                res[0] += best == (size_t)d->labels[i + r];
-            }
+            if (s == TSR_OK) tsr_stage_score(p->probs, m, p->classes, d->labels + i, l, &correct, &res[1]);
         }
     }
     if (s != TSR_OK) return step_failed(p, s);
+    res[0] = (double)correct;
     if (p->comm) { /* the last stage's figures to every rank */
         size_t *bytes = tsr_calloc(p->run.ctx, p->S, sizeof *bytes);
         if (!bytes) return tsr_error(p->run.ctx, TSR_ERR_NO_MEMORY, "pipeline: evaluation");

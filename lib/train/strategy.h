@@ -45,5 +45,8 @@ tsr_status tsr_data_measure(void *mode, const float *images, const int32_t *labe
 const tsr_device_info *tsr_data_device_info(void *mode);
 float tsr_data_global_loss(void *mode);
 size_t tsr_data_buckets(void *mode);
+/* tsr_trainer_balance of a data-mode run (lib/train/balance.c). */
+tsr_status tsr_data_balance(void *mode, size_t global_batch, const float *images,
+                            const int32_t *labels, size_t probe, size_t *shares);
 
 #endif

@@ -255,6 +255,16 @@ size_t tsr_trainer_buckets(const tsr_trainer *t);
 /* Copies all parameters (tsr_model_param_count floats) to or from the host. */
 tsr_status tsr_trainer_get_params(tsr_trainer *t, float *dst, size_t count);
 tsr_status tsr_trainer_set_params(tsr_trainer *t, const float *src, size_t count);
+/* The gradients of the last step (of the mean loss over its batch, before the update; a skipped
+ * step's too), in the parameters' flat layout (tsr_model_param_tensor's offsets). Local, never
+ * collective. Data mode: count = tsr_model_param_count, the gradient averaged over the ranks
+ * (TSR_ERR_UNSUPPORTED with shard_optimizer: a rank averages only its slice). Pipeline and
+ * hybrid: this rank's stage only, count = its parameters: the slice of the flat layout that
+ * holds its layers' tensors (the first stage's at offset 0, then the next stage's), averaged
+ * over the replicas in hybrid mode. Gossip: this replica's own gradient (mixing averages the
+ * parameters). Async: a worker's last pushed gradient (TSR_ERR_UNSUPPORTED on a server).
+ * TSR_ERR_STATE before any step computed gradients; TSR_ERR_SHAPE for another count. */
+tsr_status tsr_trainer_get_grads(tsr_trainer *t, float *dst, size_t count);
 
 #ifdef __cplusplus
 }

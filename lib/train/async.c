@@ -964,6 +964,13 @@ static tsr_status st_get(void *mode, float *dst, size_t count) {
 static tsr_status st_set(void *mode, const float *src, size_t count) {
     return tsr_async_set_params(mode, src, count);
 }
+static tsr_status st_grads(void *mode, float *dst, size_t count) {
+    tsr_async *a = mode; /* a worker's last pushed gradient; a server applies its workers' */
+    if (a->server >= 0)
+        return tsr_error(a->run.ctx, TSR_ERR_UNSUPPORTED, "async server rank %d has no gradient of its "
+                         "own: it applies its workers' as they come", a->rank);
+    return tsr_run_read_grads(&a->run, a->stage, dst, count);
+}
 static tsr_status st_save(void *mode, const char *path) { return tsr_async_save(mode, path); }
 static tsr_status st_load(void *mode, const char *path) { return tsr_async_load(mode, path); }
 /* the workers split the data (and the global batch) as data mode's ranks do; a server reads as
@@ -985,4 +992,4 @@ static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_
 }
 
 const tsr_strategy tsr_strategy_async = {"async", st_validate, st_create, st_destroy, st_run, st_step,
-                                         st_evaluate, st_get, st_set, st_save, st_load, st_shard};
+                                         st_evaluate, st_get, st_set, st_grads, st_save, st_load, st_shard};

@@ -247,6 +247,19 @@ static tsr_status set_params(void *mode, const float *src, size_t count) {
     return tsr_buf_write(tsr_stage_params(m->stage), 0, src, m->np * sizeof(float));
 }
 
+/* the averaged gradient with a communicator; ZeRO-1 averages only this rank's slice */
+static tsr_status get_grads(void *mode, float *dst, size_t count) {
+    data_mode *m = mode;
+    if (tsr_dp_sharded(m->dp)) {
+        size_t lo, hi;
+        tsr_dp_owned(m->dp, &lo, &hi);
+        return tsr_error(m->run.ctx, TSR_ERR_UNSUPPORTED,
+                         "gradients with shard_optimizer: this rank averages only [%zu, %zu) of %zu",
+                         lo, hi, m->np);
+    }
+    return tsr_run_read_grads(&m->run, m->stage, dst, count);
+}
+
 /* ---- checkpoint state: the parameters whole, the optimizer state by slice (ZeRO-1) ---- */
 
 static size_t state_count(void *mode) { return ((data_mode *)mode)->np; }
@@ -312,7 +325,7 @@ static tsr_status shard_data(tsr_context *ctx, const tsr_trainer_options *o, siz
 }
 
 const tsr_strategy tsr_strategy_data = {"data", validate, create, destroy, run_of, step, evaluate,
-                                        get_params, set_params, save, load, shard_data};
+                                        get_params, set_params, get_grads, save, load, shard_data};
 
 /* ---- throughput ---- */
 

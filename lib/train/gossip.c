@@ -524,6 +524,10 @@ static tsr_status st_get(void *mode, float *dst, size_t count) {
 static tsr_status st_set(void *mode, const float *src, size_t count) {
     return tsr_gossip_set_params(mode, src, count);
 }
+static tsr_status st_grads(void *mode, float *dst, size_t count) {
+    tsr_gossip *g = mode; /* this replica's own gradient (the mixing averages parameters) */
+    return tsr_run_read_grads(&g->run, g->stage, dst, count);
+}
 static tsr_status st_save(void *mode, const char *path) { return tsr_gossip_save(mode, path); }
 static tsr_status st_load(void *mode, const char *path) { return tsr_gossip_load(mode, path); }
 /* every rank its own equal slice of each global batch, the same step counts */
@@ -541,5 +545,5 @@ static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_
 }
 
 const tsr_strategy tsr_strategy_gossip = {"gossip", st_validate, st_create, st_destroy, st_run,
-                                          st_step, st_evaluate, st_get, st_set, st_save, st_load,
+                                          st_step, st_evaluate, st_get, st_set, st_grads, st_save, st_load,
                                           st_shard};

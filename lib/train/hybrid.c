@@ -155,6 +155,9 @@ static tsr_status st_get(void *mode, float *dst, size_t count) {
 static tsr_status st_set(void *mode, const float *src, size_t count) {
     return tsr_hybrid_set_params(mode, src, count);
 }
+static tsr_status st_grads(void *mode, float *dst, size_t count) {
+    return tsr_pipeline_get_grads(((tsr_hybrid *)mode)->pl, dst, count); /* replica-averaged */
+}
 static tsr_status st_save(void *mode, const char *path) { return tsr_hybrid_save(mode, path); }
 static tsr_status st_load(void *mode, const char *path) { return tsr_hybrid_load(mode, path); }
 /* replica r reads shard r of R; every stage of a replica the same batches */
@@ -174,5 +177,5 @@ static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_
 }
 
 const tsr_strategy tsr_strategy_hybrid = {"hybrid", st_validate, st_create, st_destroy, st_run,
-                                          st_step, st_evaluate, st_get, st_set, st_save, st_load,
+                                          st_step, st_evaluate, st_get, st_set, st_grads, st_save, st_load,
                                           st_shard};

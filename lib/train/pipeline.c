@@ -730,6 +730,17 @@ tsr_status tsr_pipeline_get_params(tsr_pipeline *p, float *dst, size_t count) {
     return gather_whole(p, tsr_stage_params(p->stage), dst);
 }
 
+tsr_status tsr_pipeline_get_grads(tsr_pipeline *p, float *dst, size_t count) {
+    if (!p || (!dst && count)) return TSR_ERR_INVALID_ARG;
+    size_t mine = p->counts[p->s];
+    if (count != mine)
+        return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "pipeline: stage %zu has %zu parameters, %zu gradients "
+                         "asked for", p->s, mine, count);
+    if (!p->run.has_grads)
+        return tsr_error(p->run.ctx, TSR_ERR_STATE, "no step has computed gradients yet");
+    return mine ? tsr_buf_read(tsr_stage_grads(p->stage), 0, dst, mine * sizeof(float)) : TSR_OK;
+}
+
 tsr_status tsr_pipeline_set_params(tsr_pipeline *p, const float *src, size_t count) {
     if (!p || (!src && count)) return TSR_ERR_INVALID_ARG;
     size_t n = whole_count(p);
@@ -849,6 +860,9 @@ static tsr_status st_get(void *mode, float *dst, size_t count) {
 static tsr_status st_set(void *mode, const float *src, size_t count) {
     return tsr_pipeline_set_params(mode, src, count);
 }
+static tsr_status st_grads(void *mode, float *dst, size_t count) {
+    return tsr_pipeline_get_grads(mode, dst, count); /* this stage's slice */
+}
 static tsr_status st_save(void *mode, const char *path) { return tsr_pipeline_save(mode, path); }
 static tsr_status st_load(void *mode, const char *path) { return tsr_pipeline_load(mode, path); }
 /* every stage steps with the same (global) batches */
@@ -863,5 +877,5 @@ static tsr_status st_shard(tsr_context *ctx, const tsr_trainer_options *o, size_
 }
 
 const tsr_strategy tsr_strategy_pipeline = {"pipeline", st_validate, st_create, st_destroy, st_run,
-                                            st_step, st_evaluate, st_get, st_set, st_save, st_load,
+                                            st_step, st_evaluate, st_get, st_set, st_grads, st_save, st_load,
                                             st_shard};

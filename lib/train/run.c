@@ -182,6 +182,14 @@ tsr_status tsr_run_nonfinite(tsr_run *r, const char *why) {
 
 int tsr_run_stop_requested(const tsr_run *r) { return r->o.stop_flag && *r->o.stop_flag; }
 
+tsr_status tsr_run_read_grads(tsr_run *r, tsr_stage *st, float *dst, size_t count) {
+    size_t np = tsr_stage_param_count(st);
+    if (count != np)
+        return tsr_error(r->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu gradients asked for", np, count);
+    if (!r->has_grads) return tsr_error(r->ctx, TSR_ERR_STATE, "no step has computed gradients yet");
+    return tsr_buf_read(tsr_stage_grads(st), 0, dst, np * sizeof(float));
+}
+
 float tsr_run_lr(const tsr_run *r) {
     return tsr_schedule_lr(&r->o.schedule, r->o.optimizer.lr, r->steps);
 }
@@ -208,6 +216,7 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
         if (loss) *loss = l;
         return step_failed(ops, mode, s);
     }
+    r->has_grads = !early;
     /* the one non-finite decision: this rank's scan, then what every rank of the mode agrees */
     double tc = tsr_timeline_now(r->tl);
     tsr_buf *g;

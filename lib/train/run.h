@@ -25,6 +25,7 @@ typedef struct tsr_run {
     tsr_timeline *tl;        /* options->timeline, else NULL */
     tsr_rng rng;             /* one draw per step: the dropout seed */
     uint64_t steps, epoch, seed, skipped;
+    int has_grads;           /* a step computed gradients (tsr_trainer_get_grads) */
     float last_loss;
     /* the caller's stop request: read into `stop` at the start of each step; a mode with
      * several ranks replaces it by the agreed value (any rank's request) inside the step's
@@ -78,6 +79,10 @@ tsr_status tsr_run_nonfinite(tsr_run *r, const char *why);
 
 /* This process's stop request (options.stop_flag set and non-zero): 1 or 0. */
 int tsr_run_stop_requested(const tsr_run *r);
+
+/* The gradients of the last step from a stage's gradient buffer (count: its parameters):
+ * TSR_ERR_STATE before any step computed some. */
+tsr_status tsr_run_read_grads(tsr_run *r, tsr_stage *st, float *dst, size_t count);
 
 /* Learning rate of the next step. */
 float tsr_run_lr(const tsr_run *r);

@@ -23,6 +23,8 @@ typedef struct tsr_strategy {
     /* The whole model's parameters in tsr_trainer_get_params's layout. */
     tsr_status (*get_params)(void *mode, float *dst, size_t count);
     tsr_status (*set_params)(void *mode, const float *src, size_t count);
+    /* The gradients of the last step in the same layout (tsr_trainer_get_grads). */
+    tsr_status (*get_grads)(void *mode, float *dst, size_t count);
     /* Checkpoints in the one format: tsr_run_save / tsr_run_load on the mode's gather and
      * scatter (lib/train/run.h). */
     tsr_status (*save)(void *mode, const char *path);

@@ -115,6 +115,11 @@ tsr_status tsr_trainer_set_params(tsr_trainer *t, const float *src, size_t count
     return t->st->set_params(t->mode, src, count);
 }
 
+tsr_status tsr_trainer_get_grads(tsr_trainer *t, float *dst, size_t count) {
+    if (!t || (!dst && count)) return TSR_ERR_INVALID_ARG;
+    return t->st->get_grads(t->mode, dst, count);
+}
+
 tsr_status tsr_trainer_save(tsr_trainer *t, const char *path) {
     if (!t || !path) return TSR_ERR_INVALID_ARG;
     return t->st->save(t->mode, path);

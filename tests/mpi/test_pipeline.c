@@ -71,7 +71,27 @@ static void split(size_t layers, int how, size_t *b) {
 typedef struct run_result {
     float loss[STEPS];
     float *params;
+    float *grads;   /* the last step's gradients: the trainer's whole, a pipeline's stage slice */
+    size_t lo, n;   /* a pipeline: where this rank's slice lies in the flat layout */
 } run_result;
+
+static void free_result(run_result *r) {
+    free(r->params);
+    free(r->grads);
+}
+
+/* Where stage layers [first, last) lie in the flat parameter layout (tsr_model_param_tensor). */
+static void stage_slice(const tsr_model *m, size_t first, size_t last, size_t *lo, size_t *n) {
+    *lo = tsr_model_param_count(m);
+    *n = 0;
+    for (size_t i = 0; i < tsr_model_param_tensor_count(m); i++) {
+        tsr_param_info pi;
+        if (tsr_model_param_tensor(m, i, &pi) != TSR_OK || pi.layer < first || pi.layer >= last) continue;
+        if (pi.offset < *lo) *lo = pi.offset;
+        *n += pi.count;
+    }
+    if (!*n) *lo = 0;
+}
 
 /* STEPS steps of the pipeline; results into r (params malloc'ed). */
 static int run_pipeline(tsr_context *ctx, const tsr_model *m, const model_case *mc,
@@ -92,6 +112,9 @@ static int run_pipeline(tsr_context *ctx, const tsr_model *m, const model_case *
         CHECK_OK(tsr_pipeline_step(p, x, y, BATCH, &r->loss[s]), ctx);
     }
     CHECK_OK(tsr_pipeline_get_params(p, r->params, np), ctx);
+    stage_slice(m, bounds[rank], bounds[rank + 1], &r->lo, &r->n);
+    r->grads = calloc(r->n + 1, sizeof(float));
+    CHECK_OK(tsr_pipeline_get_grads(p, r->grads, r->n), ctx);
     tsr_pipeline_free(p);
     return 0;
 }
@@ -102,8 +125,9 @@ static void run_trainer(tsr_context *ctx, const tsr_model *m, const model_case *
     options(&o, NULL, adam);
     size_t np = tsr_model_param_count(m), feat = mc->in.channels * mc->in.height * mc->in.width;
     r->params = calloc(np, sizeof(float));
-    CHECK_OK(tsr_mh_reference(ctx, m, &o, STEPS, BATCH, feat, mc->in.classes, BATCH_SEED, r->loss,
-                              r->params, 0), ctx);
+    r->grads = calloc(np, sizeof(float));
+    CHECK_OK(tsr_mh_reference_grads(ctx, m, &o, STEPS, BATCH, feat, mc->in.classes, BATCH_SEED, r->loss,
+                                    r->params, r->grads), ctx);
 }
 
 static double worst_seen;
@@ -121,7 +145,7 @@ static void test_match_trainer(tsr_context *ctx, tsr_comm *comm) {
         CHECK_OK(tsr_model_parse(ctx, mc->spec, mc->in, &m), ctx);
         if (!m) continue;
         size_t L = tsr_model_layer_count(m), np = tsr_model_param_count(m);
-        run_result ref;
+        run_result ref = {{0}, NULL, NULL, 0, 0};
         run_trainer(ctx, m, mc, 0, &ref);
         size_t Ms[3] = {1, 3, (size_t)nranks};
         for (int how = 0; how < (c == 1 ? 3 : 2); how++) {
@@ -129,17 +153,26 @@ static void test_match_trainer(tsr_context *ctx, tsr_comm *comm) {
             split(L, how, b);
             for (int mi = 0; mi < 3; mi++) {
                 if (mi == 2 && Ms[2] <= 3 && nranks != 2) continue; /* already covered */
-                run_result g = {{0}, NULL}, f = {{0}, NULL}, gr = {{0}, NULL}, fr = {{0}, NULL};
+                run_result g = {{0}, NULL, NULL, 0, 0}, f = g, gr = g, fr = g;
                 if (run_pipeline(ctx, m, mc, comm, b, Ms[mi], TSR_PIPELINE_GPIPE, 0, &g) ||
                     run_pipeline(ctx, m, mc, comm, b, Ms[mi], TSR_PIPELINE_1F1B, 0, &f) ||
                     run_pipeline(ctx, m, mc, comm, b, Ms[mi], TSR_PIPELINE_GPIPE | RECOMPUTE, 0, &gr) ||
                     run_pipeline(ctx, m, mc, comm, b, Ms[mi], TSR_PIPELINE_1F1B | RECOMPUTE, 0, &fr)) {
-                    free(g.params);
-                    free(f.params);
-                    free(gr.params);
-                    free(fr.params);
+                    free_result(&g);
+                    free_result(&f);
+                    free_result(&gr);
+                    free_result(&fr);
                     continue;
                 }
+                /* the last step's gradients: this stage's slice of the trainer's (the step's
+                 * parameters already differ within the tolerance above) */
+                double ge = rel_err(g.grads, ref.grads + g.lo, g.n);
+                CHECK(ge <= 10.0, "%s split %d M=%zu: stage %d's gradients differ from the trainer's "
+                      "slice [%zu, %zu) by %g x tolerance", mc->name, how, Ms[mi], rank, g.lo,
+                      g.lo + g.n, ge);
+                if (Ms[mi] == 1)
+                    CHECK(!memcmp(g.grads, ref.grads + g.lo, g.n * 4),
+                          "%s split %d M=1: gradients not bitwise the trainer's", mc->name, how);
                 CHECK(!memcmp(g.params, gr.params, np * 4) && !memcmp(g.params, fr.params, np * 4),
                       "%s split %d M=%zu: re-materialisation changed the result", mc->name, how, Ms[mi]);
                 double e = rel_err(g.params, ref.params, np);
@@ -155,22 +188,22 @@ static void test_match_trainer(tsr_context *ctx, tsr_comm *comm) {
                           mc->name, how);
                 CHECK(!memcmp(g.params, f.params, np * 4) && !memcmp(g.loss, f.loss, sizeof g.loss),
                       "%s split %d M=%zu: GPipe and 1F1B differ", mc->name, how, Ms[mi]);
-                free(g.params);
-                free(f.params);
-                free(gr.params);
-                free(fr.params);
+                free_result(&g);
+                free_result(&f);
+                free_result(&gr);
+                free_result(&fr);
             }
         }
         /* Adam, M = 1: bitwise the trainer's as well */
-        run_result ra = {{0}, NULL}, pa = {{0}, NULL};
+        run_result ra = {{0}, NULL, NULL, 0, 0}, pa = ra;
         run_trainer(ctx, m, mc, 1, &ra);
         size_t b[8];
         split(L, 0, b);
         if (!run_pipeline(ctx, m, mc, comm, b, 1, TSR_PIPELINE_1F1B, 1, &pa))
             CHECK(!memcmp(pa.params, ra.params, np * 4), "%s Adam M=1: not bitwise the trainer's", mc->name);
-        free(ra.params);
-        free(pa.params);
-        free(ref.params);
+        free_result(&ra);
+        free_result(&pa);
+        free_result(&ref);
         tsr_model_free(m);
     }
 }
@@ -186,7 +219,7 @@ static void test_dropout(tsr_context *ctx, tsr_comm *comm) {
     if (!m) return;
     size_t np = tsr_model_param_count(m), b[8];
     split(tsr_model_layer_count(m), 0, b);
-    run_result ref = {{0}, NULL}, g1 = {{0}, NULL}, g = {{0}, NULL}, f = {{0}, NULL};
+    run_result ref = {{0}, NULL, NULL, 0, 0}, g1 = ref, g = ref, f = ref;
     run_trainer(ctx, m, &mc, 0, &ref);
     if (!run_pipeline(ctx, m, &mc, comm, b, 1, TSR_PIPELINE_GPIPE, 0, &g1))
         CHECK(!memcmp(g1.params, ref.params, np * 4), "dropout M=1: not bitwise the trainer's");
@@ -195,10 +228,10 @@ static void test_dropout(tsr_context *ctx, tsr_comm *comm) {
         CHECK(!memcmp(g.params, f.params, np * 4), "dropout M=3: re-materialised 1F1B differs from GPipe");
         CHECK(memcmp(g.params, ref.params, np * 4), "dropout M=3: the trainer's masks (expected others)");
     }
-    free(ref.params);
-    free(g1.params);
-    free(g.params);
-    free(f.params);
+    free_result(&ref);
+    free_result(&g1);
+    free_result(&g);
+    free_result(&f);
     tsr_model_free(m);
 }
 
@@ -236,7 +269,7 @@ static void test_heterogeneous(tsr_comm *comm) {
     if (!m) goto out;
     size_t np = tsr_model_param_count(m), b[8];
     split(tsr_model_layer_count(m), 0, b);
-    run_result ref = {{0}, NULL}, g = {{0}, NULL};
+    run_result ref = {{0}, NULL, NULL, 0, 0}, g = ref;
     run_trainer(ctx, m, &CNN, 0, &ref);
     tsr_trainer_options o;
     options(&o, comm, 0);
@@ -261,8 +294,8 @@ static void test_heterogeneous(tsr_comm *comm) {
     if (rank == 0) printf("heterogeneous pipeline (host + %s): worst parameter error %.3g x tolerance\n",
                           "opencl:0:0", e);
     tsr_pipeline_free(p);
-    free(ref.params);
-    free(g.params);
+    free_result(&ref);
+    free_result(&g);
 out:
     tsr_model_free(m);
     tsr_context_free(ctx);

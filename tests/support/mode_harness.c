@@ -128,9 +128,9 @@ void tsr_mh_options(tsr_trainer_options *o, tsr_comm *comm, size_t batch, uint64
     }
 }
 
-tsr_status tsr_mh_reference(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+static tsr_status reference(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
                             int steps, size_t n, size_t features, size_t classes, uint64_t batch_seed,
-                            float *losses, float *params, int every_step) {
+                            float *losses, float *params, int every_step, float *grads) {
     tsr_trainer_options single = *o;
     single.comm = NULL;
     tsr_trainer *t = NULL;
@@ -147,10 +147,24 @@ tsr_status tsr_mh_reference(tsr_context *ctx, const tsr_model *model, const tsr_
         if (s == TSR_OK && (every_step || k == steps - 1))
             s = tsr_trainer_get_params(t, params + (every_step ? (size_t)k * np : 0), np);
     }
+    if (s == TSR_OK && grads) s = tsr_trainer_get_grads(t, grads, np);
     free(x);
     free(y);
     tsr_trainer_free(t);
     return s;
+}
+
+tsr_status tsr_mh_reference(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                            int steps, size_t n, size_t features, size_t classes, uint64_t batch_seed,
+                            float *losses, float *params, int every_step) {
+    return reference(ctx, model, o, steps, n, features, classes, batch_seed, losses, params, every_step,
+                     NULL);
+}
+
+tsr_status tsr_mh_reference_grads(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                                  int steps, size_t n, size_t features, size_t classes,
+                                  uint64_t batch_seed, float *losses, float *params, float *grads) {
+    return reference(ctx, model, o, steps, n, features, classes, batch_seed, losses, params, 0, grads);
 }
 
 void tsr_mh_run_init(tsr_mh_run *r) {

@@ -64,6 +64,11 @@ void tsr_mh_options(tsr_trainer_options *o, tsr_comm *comm, size_t batch, uint64
 tsr_status tsr_mh_reference(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
                             int steps, size_t n, size_t features, size_t classes, uint64_t batch_seed,
                             float *losses, float *params, int every_step);
+/* The same (params after the last step) and grads: the last step's gradients
+ * (tsr_trainer_get_grads, param_count floats). */
+tsr_status tsr_mh_reference_grads(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
+                                  int steps, size_t n, size_t features, size_t classes,
+                                  uint64_t batch_seed, float *losses, float *params, float *grads);
 
 /* --- running a mode --- */
 typedef struct tsr_mh_run {

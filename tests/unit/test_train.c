@@ -466,6 +466,55 @@ static void test_evaluate_batching(void **state) {
     tsr_model_free(m);
 }
 
+/* tsr_trainer_get_grads: the last step's gradient of the mean batch loss, in the flat layout,
+ * against central differences of the loss (tsr_trainer_evaluate on the same batch, in float:
+ * eps 1e-3 leaves ~1e-4 of rounding in a difference quotient); refused before any step and for
+ * another count. */
+static void test_get_grads_finite_differences(void **state) {
+    (void)state;
+    const tsr_model_input in = {1, 3, 3, 4};
+    tsr_model *m = parse("dense:6,relu,dense:4", in);
+    enum { N = 10 };
+    float x[N * 9];
+    int32_t y[N];
+    make_batch(x, y, N, 9, 4, 5);
+    tsr_dataset d = {N, 1, 3, 3, 9, 4, x, y};
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    o.batch = N;
+    tsr_trainer *t;
+    assert_int_equal(tsr_trainer_create(ctx, m, &o, &t), TSR_OK);
+    size_t np = tsr_model_param_count(m);
+    float *p0 = malloc(np * sizeof *p0), *g = malloc(np * sizeof *g), *p = malloc(np * sizeof *p);
+    assert_int_equal(tsr_trainer_get_grads(t, g, np), TSR_ERR_STATE);
+    assert_int_equal(tsr_trainer_get_params(t, p0, np), TSR_OK);
+    assert_int_equal(tsr_trainer_step(t, x, y, N, NULL), TSR_OK);
+    assert_int_equal(tsr_trainer_get_grads(t, g, np - 1), TSR_ERR_SHAPE);
+    assert_int_equal(tsr_trainer_get_grads(t, g, np), TSR_OK);
+    const float eps = 1e-3f;
+    double worst = 0.0, norm = 0.0;
+    for (size_t i = 0; i < np; i++) {
+        double l[2];
+        for (int k = 0; k < 2; k++) {
+            memcpy(p, p0, np * sizeof *p);
+            p[i] += k ? -eps : eps;
+            assert_int_equal(tsr_trainer_set_params(t, p, np), TSR_OK);
+            assert_int_equal(tsr_trainer_evaluate(t, &d, NULL, &l[k]), TSR_OK);
+        }
+        double fd = (l[0] - l[1]) / (2.0 * (double)eps), e = fabs(fd - g[i]) / (1e-3 + 1e-2 * fabs(fd));
+        if (e > worst) worst = e;
+        norm += (double)g[i] * g[i];
+    }
+    if (worst > 1.0) fprintf(stderr, "get_grads: %g x tolerance from the finite differences\n", worst);
+    assert_true(worst <= 1.0);
+    assert_true(norm > 1e-4); /* not a zero gradient passing by tolerance */
+    free(p0);
+    free(g);
+    free(p);
+    tsr_trainer_free(t);
+    tsr_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_fashion_mnist_subset),
@@ -476,6 +525,7 @@ int main(void) {
         cmocka_unit_test(test_optimizer_reference),
         cmocka_unit_test(test_schedules),
         cmocka_unit_test(test_evaluate_batching),
+        cmocka_unit_test(test_get_grads_finite_differences),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -468,7 +468,7 @@ int main(int argc, char **argv) {
         to.mode = hy ? TSR_MODE_HYBRID : TSR_MODE_PIPELINE;
         to.replicas = R;
         to.microbatches = (size_t)a.microbatches;
-        to.pipeline_schedule = a.pipeline_schedule && !strcmp(a.pipeline_schedule, "gpipe") ? 0 : 1;
+        to.pipeline_schedule = a.pipe_schedule;
         to.recompute = a.recompute;
         if (to.batch < R) return bad_option("--batch", "smaller than --replicas");
         if (to.microbatches * R > to.batch)
@@ -476,7 +476,7 @@ int main(int argc, char **argv) {
     }
     if (gs) {
         to.mode = TSR_MODE_GOSSIP;
-        to.gossip_graph = a.gossip_graph && !strcmp(a.gossip_graph, "exp");
+        to.gossip_graph = a.graph;
         to.gossip_period = (size_t)a.gossip_period;
     }
 

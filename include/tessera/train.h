@@ -79,6 +79,25 @@ typedef enum tsr_compress_kind {
 tsr_status tsr_train_mode_parse(const char *name, tsr_train_mode *out);
 tsr_status tsr_compress_kind_parse(const char *name, tsr_compress_kind *out);
 
+/* Pipeline schedule (modes PIPELINE and HYBRID). */
+typedef enum tsr_pipeline_schedule {
+    TSR_PIPELINE_GPIPE = 0,  /* every micro-batch forward, then every backward */
+    TSR_PIPELINE_1F1B = 1    /* one forward, one backward once the pipe is full (PipeDream-Flush):
+                                fewer activation sets in flight, the same result */
+} tsr_pipeline_schedule;
+
+/* Gossip mixing graph (mode GOSSIP). */
+typedef enum tsr_gossip_graph {
+    TSR_GOSSIP_RING = 0,        /* neighbours i +- 1, weights 1/3 */
+    TSR_GOSSIP_EXPONENTIAL = 1  /* one peer per step: i + 2^(t mod log2 n), weights 1/2 */
+} tsr_gossip_graph;
+
+/* "gpipe" "1f1b" / "ring" "exp" "exponential"; TSR_ERR_PARSE else (TSR_ERR_INVALID_ARG for
+ * NULL). tsr_gossip_graph_name: "ring", "exponential", "?" for another value. */
+tsr_status tsr_pipeline_schedule_parse(const char *name, tsr_pipeline_schedule *out);
+tsr_status tsr_gossip_graph_parse(const char *name, tsr_gossip_graph *out);
+const char *tsr_gossip_graph_name(tsr_gossip_graph graph);
+
 typedef enum tsr_nonfinite_policy {
     TSR_NONFINITE_STOP = 0,
     TSR_NONFINITE_SKIP = 1
@@ -97,7 +116,8 @@ typedef struct tsr_trainer_options {
      * weights): STOP fails the step with TSR_ERR_NUMERIC, SKIP leaves the parameters
      * untouched, counts the step in tsr_trainer_skipped and returns TSR_OK.
      * Every mode applies the same rule (gossip decides per rank, an async server per pushed
-     * gradient). TSR_NONFINITE=skip|stop sets the policy and clears no_grad_check.
+     * gradient). tsr_trainer_options_from_env maps TSR_NONFINITE=skip|stop to the policy
+     * (clearing no_grad_check); the trainer reads no environment.
      * no_grad_check = 1 saves the gradient check's device-to-host read per step (the loss is
      * still checked). */
     tsr_nonfinite_policy nonfinite;
@@ -108,6 +128,8 @@ typedef struct tsr_trainer_options {
      * start identical (same seed) and stay bitwise identical. */
     tsr_comm *comm;
     tsr_train_mode mode;
+    /* Fields with a TSR_* name in brackets: tsr_trainer_options_from_env (lib/core/config.c)
+     * sets them from that variable; the trainer itself reads no environment. */
     size_t fusion_bytes;         /* gradient bucket size; 0: 4 MiB (TSR_FUSION_BYTES) */
     tsr_allreduce_algo algo;     /* AUTO: the communicator's choice */
     tsr_compress_kind compress;  /* none (TSR_COMPRESS=none|fp16|topk) */
@@ -116,14 +138,14 @@ typedef struct tsr_trainer_options {
      * slice of the parameters with optimizer state for that slice (1/ranks of the memory),
      * then the parameters are allgathered. Same result as without (up to the reduction
      * order); one reduce-scatter after backward instead of overlapping buckets. 1: on,
-     * 0 or -1: off (TSR_ZERO=1 sets 1). tsr_trainer_save is then collective. */
+     * 0 or -1: off (from the environment: TSR_ZERO=1). tsr_trainer_save is then collective. */
     int shard_optimizer;
     /* Pipeline (mode PIPELINE, lib/train/pipeline.h): stage s = layers [stage_bounds[s],
      * stage_bounds[s+1]) on rank s of comm, one stage per rank (no comm: one stage); every
      * rank steps with the same (global) batch. */
     const size_t *stage_bounds;  /* ranks + 1 entries; NULL: layers split evenly */
     size_t microbatches;         /* per step; 0: 1 */
-    int pipeline_schedule;       /* 0 GPipe, 1 1F1B (PipeDream-Flush) */
+    tsr_pipeline_schedule pipeline_schedule; /* GPipe or 1F1B (the default of tsr-train) */
     int recompute;               /* 1: keep stage inputs only, re-run forwards for backward */
     /* Hybrid (mode HYBRID, lib/train/hybrid.h): `replicas` copies of a pipeline of
      * stages = ranks / replicas stages (stage_bounds has stages + 1 entries, the pipeline
@@ -142,8 +164,7 @@ typedef struct tsr_trainer_options {
      * batches and averages parameters with its graph neighbours after each step (point to point,
      * overlapped with the next step; no allreduce). Evaluation and checkpoints use the average
      * of the replicas (collective); get_params gives this rank's replica. */
-    int gossip_graph;            /* 0 ring (neighbours i +- 1, weights 1/3), 1 exponential (one
-                                    peer per step: i + 2^(t mod log2 n), weights 1/2) */
+    tsr_gossip_graph gossip_graph; /* ring (default) or exponential */
     size_t gossip_period;        /* mix every K steps; 0: 1 */
     int gossip_eval_local;       /* 1: evaluate this rank's replica instead of the average */
     /* Knobs that also have a TSR_* environment variable: the configuration layer reads the

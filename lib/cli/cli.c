@@ -66,6 +66,8 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     a->lr = -1;
     a->momentum = 0.9;
     a->seed = 1;
+    a->pipe_schedule = TSR_PIPELINE_1F1B;
+    a->graph = TSR_GOSSIP_RING;
     if (argc < 1 || !argv) return TSR_OK;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -114,12 +116,12 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
             a->staleness = v;
         }
         else if (!strcmp(o, "--pipeline-schedule")) {
-            if (strcmp(v, "gpipe") && strcmp(v, "1f1b"))
+            if (tsr_pipeline_schedule_parse(v, &a->pipe_schedule) != TSR_OK)
                 return fail(a, o, "'%.64s' is not gpipe or 1f1b", v);
             a->pipeline_schedule = v;
         }
         else if (!strcmp(o, "--gossip-graph")) {
-            if (strcmp(v, "ring") && strcmp(v, "exp"))
+            if (tsr_gossip_graph_parse(v, &a->graph) != TSR_OK)
                 return fail(a, o, "'%.64s' is not ring or exp", v);
             a->gossip_graph = v;
         } else if (!strcmp(o, "--gossip-period")) st = parse_long(a, o, v, 1, &a->gossip_period);

@@ -4,6 +4,7 @@
 #define TSR_CLI_H
 #include <stddef.h>
 #include "tessera/status.h"
+#include "tessera/train.h"
 
 /* The largest batch a trainer takes (tsr_trainer_create refuses more). */
 #define TSR_CLI_MAX_BATCH (1L << 20)
@@ -21,13 +22,15 @@ typedef struct tsr_cli_train {
     int nesterov, json, quiet, summary, help;
     int zero;                /* --zero: ZeRO-1 sharded optimizer in data mode */
     const char *stages;      /* pipeline: "a,b,c" layer counts per stage, or "auto" */
-    const char *pipeline_schedule; /* NULL, "gpipe" or "1f1b" */
+    const char *pipeline_schedule; /* NULL, "gpipe" or "1f1b" as given; parsed: pipe_schedule */
+    tsr_pipeline_schedule pipe_schedule; /* TSR_PIPELINE_1F1B unless given */
     long microbatches;       /* pipeline: micro-batches per step (0: 1) */
     int recompute;           /* pipeline: re-run forwards instead of keeping activations */
     long replicas;           /* hybrid: data-parallel copies of the pipeline (0: 1) */
     long servers;            /* async: parameter-server ranks (0: 1) */
     const char *staleness;   /* async: SSP bound, a number >= 0 or "inf" (NULL: 0) */
-    const char *gossip_graph; /* gossip: NULL, "ring" or "exp" */
+    const char *gossip_graph; /* gossip: NULL, "ring", "exp" or "exponential" as given; parsed: graph */
+    tsr_gossip_graph graph;   /* TSR_GOSSIP_RING unless given */
     long gossip_period;      /* gossip: mix every K steps (0: 1) */
     char error[256];         /* "option --epochs: '0' is not an integer >= 1" on failure */
 } tsr_cli_train;

@@ -39,7 +39,7 @@ struct tsr_gossip {
     size_t step_n;           /* its samples */
 };
 
-tsr_status tsr_gossip_graph_parse(const char *name, int *out) {
+tsr_status tsr_gossip_graph_parse(const char *name, tsr_gossip_graph *out) {
     if (!name || !out) return TSR_ERR_INVALID_ARG;
     if (!strcmp(name, "ring")) *out = TSR_GOSSIP_RING;
     else if (!strcmp(name, "exp") || !strcmp(name, "exponential")) *out = TSR_GOSSIP_EXPONENTIAL;
@@ -47,7 +47,7 @@ tsr_status tsr_gossip_graph_parse(const char *name, int *out) {
     return TSR_OK;
 }
 
-const char *tsr_gossip_graph_name(int graph) {
+const char *tsr_gossip_graph_name(tsr_gossip_graph graph) {
     return graph == TSR_GOSSIP_RING ? "ring" : graph == TSR_GOSSIP_EXPONENTIAL ? "exponential" : "?";
 }
 

@@ -34,13 +34,8 @@
 #include <stdint.h>
 #include "tessera.h"
 
-typedef enum tsr_gossip_graph {
-    TSR_GOSSIP_RING = 0,
-    TSR_GOSSIP_EXPONENTIAL = 1
-} tsr_gossip_graph;
-
 typedef struct tsr_gossip_options {
-    int graph;          /* tsr_gossip_graph */
+    tsr_gossip_graph graph;
     size_t period;      /* mix at every period-th step (1 = every step; 1..1000000); 0: 1 */
     int eval_local;     /* tsr_gossip_evaluate: 0 = the AVERAGE of the replicas (collective, one
                            allreduce of the parameters; default), 1 = this rank's own replica */
@@ -48,9 +43,6 @@ typedef struct tsr_gossip_options {
 
 typedef struct tsr_gossip tsr_gossip;
 
-/* "ring" | "exp" | "exponential" -> graph; TSR_ERR_PARSE else. */
-tsr_status tsr_gossip_graph_parse(const char *name, int *out);
-const char *tsr_gossip_graph_name(int graph);
 
 /* Collective: every rank creates its replica (device o->device), initialised from o->seed as
  * tsr_trainer_create does (identical replicas). Options gossip does not do (gradient compression,

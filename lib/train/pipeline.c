@@ -64,7 +64,7 @@ struct tsr_pipeline {
 
 /* ---- options ---- */
 
-tsr_status tsr_pipeline_schedule_parse(const char *name, int *out) {
+tsr_status tsr_pipeline_schedule_parse(const char *name, tsr_pipeline_schedule *out) {
     if (!name || !out) return TSR_ERR_INVALID_ARG;
     if (!strcmp(name, "gpipe")) *out = TSR_PIPELINE_GPIPE;
     else if (!strcmp(name, "1f1b")) *out = TSR_PIPELINE_1F1B;

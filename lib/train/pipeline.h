@@ -29,25 +29,18 @@
 #include <stdint.h>
 #include "tessera.h"
 
-typedef enum tsr_pipeline_schedule {
-    TSR_PIPELINE_GPIPE = 0,
-    TSR_PIPELINE_1F1B = 1
-} tsr_pipeline_schedule;
-
 typedef struct tsr_pipeline_options {
     const size_t *bounds;  /* stages + 1 layer indices: stage s = layers [bounds[s], bounds[s+1]),
                               bounds[0] = 0, bounds[stages] = layer count, each stage >= 1 layer */
     size_t stages;         /* = ranks of o->comm (1 without a communicator) */
     size_t microbatches;   /* 1..o->batch */
-    int schedule;          /* tsr_pipeline_schedule */
+    tsr_pipeline_schedule schedule;
     int recompute;         /* 0: one activation set per micro-batch in flight; 1: keep only
                               the stage inputs and re-run forwards (re-materialisation) */
 } tsr_pipeline_options;
 
 typedef struct tsr_pipeline tsr_pipeline;
 
-/* "gpipe" | "1f1b" -> schedule; TSR_ERR_PARSE else. */
-tsr_status tsr_pipeline_schedule_parse(const char *name, int *out);
 /* "a,b,c": the first layer of stages 1.. (stage 0 starts at 0, the last ends at `layers`)
  * into bounds[0..stages] (bounds holds max_bounds entries). TSR_ERR_PARSE naming the bad part. */
 tsr_status tsr_pipeline_bounds_parse(tsr_context *ctx, const char *text, size_t layers,

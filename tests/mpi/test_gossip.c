@@ -549,7 +549,7 @@ static void test_errors(tsr_context *ctx, tsr_comm *comm, const tsr_dataset *d) 
     expect(ctx, tsr_gossip_create(ctx, m, &o, &go, &g), TSR_ERR_NOT_FOUND, "no-such-device", "device");
     o.device = NULL;
     CHECK(g == NULL, "a refused create returned a handle");
-    int graph = -1;
+    tsr_gossip_graph graph = TSR_GOSSIP_EXPONENTIAL;
     CHECK(tsr_gossip_graph_parse("ring", &graph) == TSR_OK && graph == TSR_GOSSIP_RING, "parse ring");
     CHECK(tsr_gossip_graph_parse("exp", &graph) == TSR_OK && graph == TSR_GOSSIP_EXPONENTIAL, "parse exp");
     CHECK(tsr_gossip_graph_parse("star", &graph) == TSR_ERR_PARSE, "parse star");

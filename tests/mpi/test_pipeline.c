@@ -563,7 +563,7 @@ static void test_errors(tsr_context *ctx, tsr_comm *comm) {
     }
     tsr_pipeline_free(NULL);
     /* parsers */
-    int sched;
+    tsr_pipeline_schedule sched;
     CHECK(tsr_pipeline_schedule_parse("1f1b", &sched) == TSR_OK && sched == TSR_PIPELINE_1F1B, "1f1b");
     CHECK(tsr_pipeline_schedule_parse("gpipe", &sched) == TSR_OK && sched == TSR_PIPELINE_GPIPE, "gpipe");
     CHECK(tsr_pipeline_schedule_parse("zigzag", &sched) == TSR_ERR_PARSE, "zigzag");
@@ -741,7 +741,7 @@ static int bench_mode(tsr_context *ctx, tsr_comm *comm, int argc, char **argv) {
     tsr_trainer *t = NULL;
     tsr_pipeline *p = NULL;
     tsr_status st;
-    int sch = TSR_PIPELINE_1F1B;
+    tsr_pipeline_schedule sch = TSR_PIPELINE_1F1B;
     tsr_pipeline_schedule_parse(sched, &sch);
     if (!micro) {
         st = tsr_trainer_create(ctx, m, &o, &t);

@@ -79,7 +79,14 @@ static void test_refusals(void **state) {
     refused("option --gossip-period: '0'", PARSE(&a, "--gossip-period", "0"), &a);
     assert_int_equal(PARSE(&a, "--mode", "gossip", "--gossip-graph", "exp", "--gossip-period", "4"), TSR_OK);
     assert_string_equal(a.gossip_graph, "exp");
+    assert_int_equal(a.graph, TSR_GOSSIP_EXPONENTIAL);
     assert_int_equal(a.gossip_period, 4);
+    assert_int_equal(a.pipe_schedule, TSR_PIPELINE_1F1B); /* the default */
+    refused("option --pipeline-schedule: 'zigzag' is not gpipe or 1f1b",
+            PARSE(&a, "--pipeline-schedule", "zigzag"), &a);
+    assert_int_equal(PARSE(&a, "--mode", "pipeline", "--pipeline-schedule", "gpipe"), TSR_OK);
+    assert_int_equal(a.pipe_schedule, TSR_PIPELINE_GPIPE);
+    assert_int_equal(a.graph, TSR_GOSSIP_RING);
     /* a long junk option is cut, and the message still starts with the option (fuzz finding) */
     char junk[600];
     memset(junk, 'x', sizeof junk - 1);

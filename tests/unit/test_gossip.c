@@ -135,7 +135,7 @@ static void test_errors(void **state) {
     expect(ctx, tsr_gossip_create(ctx, m, &o, &go, &g), TSR_ERR_INVALID_ARG, "learning rate");
     assert_null(g);
     assert_int_equal(tsr_gossip_create(ctx, m, &o, NULL, &g), TSR_ERR_INVALID_ARG);
-    int graph;
+    tsr_gossip_graph graph;
     assert_int_equal(tsr_gossip_graph_parse("exponential", &graph), TSR_OK);
     assert_int_equal(graph, TSR_GOSSIP_EXPONENTIAL);
     assert_int_equal(tsr_gossip_graph_parse("Ring", &graph), TSR_ERR_PARSE);

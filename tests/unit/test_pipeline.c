@@ -170,7 +170,7 @@ static void test_parse(void **state) {
         if (!strstr(tsr_context_last_error(ctx), bad[i].words))
             fail_msg("'%s': %s", bad[i].text, tsr_context_last_error(ctx));
     }
-    int s;
+    tsr_pipeline_schedule s;
     assert_int_equal(tsr_pipeline_schedule_parse("gpipe", &s), TSR_OK);
     assert_int_equal(s, TSR_PIPELINE_GPIPE);
     assert_int_equal(tsr_pipeline_schedule_parse("1f1b", &s), TSR_OK);

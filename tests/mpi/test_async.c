@@ -379,6 +379,78 @@ static void test_nonfinite(tsr_context *ctx, tsr_comm *comm, const tsr_model *m,
     MPI_Barrier(MPI_COMM_WORLD);
 }
 
+/* tsr_trainer_get_grads in async mode: the worker's last pushed gradient is bitwise the
+ * single-process trainer's first-step gradient (the same parameters, batch and dropout seed);
+ * a server has none of its own. */
+static void test_grads(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
+    tsr_comm *sub = NULL;
+    CHECK_OK(tsr_comm_split(comm, rank <= 1 ? 0 : 1, rank, &sub), ctx);
+    if (sub && rank <= 1) {
+        size_t np = tsr_model_param_count(m);
+        float x[8 * FEATURES], *g = calloc(np, sizeof *g), *ref = calloc(np, sizeof *ref);
+        int32_t y[8];
+        batch(d, 0, 0, 1, 8, x, y);
+        tsr_trainer_options o;
+        options(&o, NULL, 8);
+        o.mode = TSR_MODE_DATA;
+        tsr_trainer *t = NULL;
+        CHECK_OK(tsr_trainer_create(ctx, m, &o, &t), ctx);
+        if (t) CHECK_OK(tsr_trainer_step(t, x, y, 8, NULL), ctx);
+        if (t) CHECK_OK(tsr_trainer_get_grads(t, ref, np), ctx);
+        tsr_trainer_free(t);
+        t = NULL;
+        options(&o, sub, 8);
+        CHECK_OK(tsr_trainer_create(ctx, m, &o, &t), ctx);
+        if (t) CHECK_OK(tsr_trainer_step(t, x, y, 8, NULL), ctx);
+        if (t && rank == 1) {
+            CHECK_OK(tsr_trainer_get_grads(t, g, np), ctx);
+            CHECK(!memcmp(g, ref, np * sizeof *g), "worker's gradient differs from the trainer's");
+        } else if (t) {
+            tsr_status s = tsr_trainer_get_grads(t, g, np);
+            CHECK(s == TSR_ERR_UNSUPPORTED, "server get_grads: %s, TSR_ERR_UNSUPPORTED expected",
+                  tsr_status_name(s));
+        }
+        tsr_trainer_free(t);
+        free(g);
+        free(ref);
+    }
+    tsr_comm_free(sub);
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* Two servers, one worker whose step 1 has a NaN gradient in the second server's shard: with
+ * SKIP every server drops that step (not only the one holding the NaN). */
+static void test_nonfinite_sharded(tsr_context *ctx, tsr_comm *comm, const tsr_model *m,
+                                   const tsr_dataset *d) {
+    tsr_comm *sub = NULL;
+    CHECK_OK(tsr_comm_split(comm, rank <= 2 ? 0 : 1, rank, &sub), ctx);
+    if (sub && rank <= 2) {
+        tsr_trainer_options o;
+        options(&o, sub, 8);
+        o.nonfinite = TSR_NONFINITE_SKIP;
+        o.fault_grad_nan_step = 1; /* gradient np / 2: the second of two shards */
+        tsr_async_options ao = {2, 0, 0};
+        tsr_async *a = NULL;
+        CHECK_OK(tsr_async_create(ctx, m, &o, &ao, &a), ctx);
+        float x[8 * FEATURES];
+        int32_t y[8];
+        for (int t = 0; a && t < 3; t++) {
+            batch(d, t, 0, 1, 8, x, y);
+            CHECK_OK(tsr_async_step(a, x, y, 8, NULL), ctx);
+        }
+        if (a && tsr_async_is_server(a)) {
+            tsr_async_stats st;
+            tsr_async_stats_get(a, &st);
+            CHECK(tsr_async_skipped(a) == 1 && st.applied == 2,
+                  "server rank %d: %llu skipped, %llu applied; 1 and 2 expected", rank,
+                  (unsigned long long)tsr_async_skipped(a), (unsigned long long)st.applied);
+        }
+        tsr_async_free(a);
+    }
+    tsr_comm_free(sub);
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
 /* The server steps once more than the worker, which went on to get_params: the server's extra
  * step fails (TSR_ERR_STATE, not a hang), then both meet at get_params. */
 static void test_uneven(tsr_context *ctx, tsr_comm *comm, const tsr_model *m, const tsr_dataset *d) {
@@ -512,10 +584,12 @@ int main(int argc, char **argv) {
         if (nranks >= 2) {
             test_sequential(ctx, comm, m, d);
             test_nonfinite(ctx, comm, m, d);
+            test_grads(ctx, comm, m, d);
             test_uneven(ctx, comm, m, d);
             test_staleness(ctx, comm, m, d);
         }
         if (nranks >= 3) test_converge(ctx, comm, m, d);
+        if (nranks >= 3) test_nonfinite_sharded(ctx, comm, m, d);
         if (nranks == 3) test_fashion(ctx, comm);
         if (nranks == 4) test_sharded(ctx, comm, m, d);
     }

@@ -738,7 +738,7 @@ tsr_status tsr_pipeline_get_grads(tsr_pipeline *p, float *dst, size_t count) {
                          "asked for", p->s, mine, count);
     if (!p->run.has_grads)
         return tsr_error(p->run.ctx, TSR_ERR_STATE, "no step has computed gradients yet");
-    return mine ? tsr_buf_read(tsr_stage_grads(p->stage), 0, dst, mine * sizeof(float)) : TSR_OK;
+    return mine ? tsr_ref_read(tsr_ref_at(tsr_stage_grads(p->stage), 0), TSR_DTYPE_F32, dst, mine) : TSR_OK;
 }
 
 tsr_status tsr_pipeline_set_params(tsr_pipeline *p, const float *src, size_t count) {

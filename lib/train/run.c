@@ -187,7 +187,7 @@ tsr_status tsr_run_read_grads(tsr_run *r, tsr_stage *st, float *dst, size_t coun
     if (count != np)
         return tsr_error(r->ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu gradients asked for", np, count);
     if (!r->has_grads) return tsr_error(r->ctx, TSR_ERR_STATE, "no step has computed gradients yet");
-    return tsr_buf_read(tsr_stage_grads(st), 0, dst, np * sizeof(float));
+    return tsr_ref_read(tsr_ref_at(tsr_stage_grads(st), 0), TSR_DTYPE_F32, dst, np);
 }
 
 float tsr_run_lr(const tsr_run *r) {

@@ -11,9 +11,12 @@
  * until --max-restarts; the library recomputes the data-parallel shares for the new world
  * (tsr_trainer_data_split) and refuses a checkpoint whose epochs no longer match. A job whose
  * ranks all exit normally (0) ends, and so does one that failed without losing a rank (bad input
- * is not retried). Attempt k runs with TSR_RESTART=k in the environment.
+ * is not retried), nor one whose ranks stopped on request (SIGTERM/SIGINT to the ranks: they
+ * save the step and exit 128 + the signal). The launcher does not forward signals yet: a
+ * signal to it ends it alone. Attempt k runs with TSR_RESTART=k in the environment.
  * Exit: the last job's status (0 when it finished), 2 on bad usage. */
 #include <errno.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,7 +151,7 @@ int main(int argc, char **argv) {
         while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
         status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
         /* which ranks lived to the end: a status file below 128; a signal or no file: lost */
-        long alive = 0, clean = 0;
+        long alive = 0, clean = 0, preempted = 0;
         for (long r = 0; r < ranks; r++) {
             char rc[PATH_MAX];
             snprintf(rc, sizeof rc, "%s/rc.%ld", dir, r);
@@ -159,8 +162,16 @@ int main(int argc, char **argv) {
                 fclose(f);
                 unlink(rc);
             }
-            alive += code >= 0 && code < 128;
+            /* 128 + SIGTERM/SIGINT: the rank (tsr-train) stopped on request and saved */
+            int stopped = code == 128 + SIGTERM || code == 128 + SIGINT;
+            alive += code >= 0 && (code < 128 || stopped);
             clean += code == 0;
+            preempted += stopped;
+        }
+        if (preempted) {
+            fprintf(stderr, "tsr-launch: %ld rank%s stopped on request (SIGTERM/SIGINT) and saved "
+                            "%s: not restarted\n", preempted, preempted == 1 ? "" : "s", checkpoint);
+            break;
         }
         if (clean == ranks && status == 0) {
             rmdir(dir);

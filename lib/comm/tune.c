@@ -96,6 +96,7 @@ tsr_status tsr_comm_tune_path(const tsr_comm *comm, char *buf, size_t size) {
 
 /* ---- JSON ---- */
 
+#if TSR_WITH_MPI /* written only by tsr_comm_tune */
 static char *table_json(const tune_key *k, const tsr_tune_table *t) {
     cJSON *root = cJSON_CreateObject(), *key = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "format", TUNE_FORMAT);
@@ -122,6 +123,7 @@ static char *table_json(const tune_key *k, const tsr_tune_table *t) {
     cJSON_Delete(root);
     return text;
 }
+#endif
 
 static int get_num(const cJSON *o, const char *name, double lo, double hi, double *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);

@@ -50,7 +50,7 @@ static void flops(const tsr_layer *l, uint64_t n, uint64_t *f, uint64_t *b) {
 
 static tsr_status forward(const tsr_layer_run *r) {
     size_t count = r->n * tsr_layer_out_size(r->l);
-    TSR_TRY(tsr_buf_copy(r->out.buf, r->out.off * 4, r->in[0].buf, r->in[0].off * 4, count * 4));
+    TSR_TRY(tsr_ref_copy(r->out, r->in[0], TSR_DTYPE_F32, count));
     return tsr_op_axpy(r->be, count, 1.0f, r->in[1], r->out);
 }
 
@@ -62,7 +62,7 @@ static tsr_status backward(const tsr_layer_run *r) {
         if (!r->want_din[k]) continue;
         if (r->add_din[k]) TSR_TRY(tsr_op_axpy(r->be, count, 1.0f, r->dout, r->din[k]));
         else if (!same_ref(r->din[k], r->dout))
-            TSR_TRY(tsr_buf_copy(r->din[k].buf, r->din[k].off * 4, r->dout.buf, r->dout.off * 4, count * 4));
+            TSR_TRY(tsr_ref_copy(r->din[k], r->dout, TSR_DTYPE_F32, count));
     }
     return TSR_OK;
 }

@@ -46,7 +46,7 @@ static void flops(const tsr_layer *l, uint64_t n, uint64_t *f, uint64_t *b) {
 static tsr_status forward(const tsr_layer_run *r) {
     size_t count = r->n * tsr_layer_out_size(r->l);
     if (r->train) return tsr_op_dropout_forward(r->be, count, r->l->p, r->seed, r->in[0], r->out, r->state);
-    return tsr_buf_copy(r->out.buf, r->out.off * 4, r->in[0].buf, r->in[0].off * 4, count * 4);
+    return tsr_ref_copy(r->out, r->in[0], TSR_DTYPE_F32, count);
 }
 
 static tsr_status backward(const tsr_layer_run *r) {

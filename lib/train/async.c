@@ -505,7 +505,7 @@ static tsr_status exchange(tsr_async *a, tsr_comm_p2p **req, int nreq, tsr_statu
  * parameters. */
 static tsr_status share_params(tsr_async *a) {
     size_t lo = shard_lo(a), n = shard_n(a);
-    tsr_status s = tsr_buf_read(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float));
+    tsr_status s = tsr_read_f32(tsr_stage_params(a->stage), 0, a->params, a->np);
     int nreq = 0;
     tsr_comm_p2p **req = tsr_calloc(a->run.ctx, 2 * (size_t)a->K, sizeof *req);
     if (!req && s == TSR_OK) s = tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: exchange");
@@ -518,14 +518,14 @@ static tsr_status share_params(tsr_async *a) {
     s = exchange(a, req, nreq, s);
     tsr_free(a->run.ctx, req);
     if (s == TSR_OK)
-        s = tsr_buf_write(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float));
+        s = tsr_write_f32(tsr_stage_params(a->stage), 0, a->params, a->np);
     return s;
 }
 
 /* Optimizer state tensor i (this server's shard in buf) into rank 0's whole copy. */
 static tsr_status gather_state(tsr_async *a, size_t i, tsr_buf *buf, float *whole) {
     size_t lo = shard_lo(a), n = shard_n(a);
-    tsr_status s = tsr_buf_read(buf, 0, whole + lo, n * sizeof(float));
+    tsr_status s = tsr_read_f32(buf, 0, whole + lo, n);
     int nreq = 0, tag = TAG_SRV + 1 + (int)i;
     tsr_comm_p2p **req = tsr_calloc(a->run.ctx, (size_t)a->K, sizeof *req);
     if (!req && s == TSR_OK) s = tsr_error(a->run.ctx, TSR_ERR_NO_MEMORY, "async: exchange");
@@ -659,7 +659,7 @@ static tsr_status w_compute(void *mode, const float *images, const int32_t *labe
     if (answered != TSR_OK) return answered;
     double t1 = tsr_timeline_now(r->tl);
     TSR_TRY(tsr_timeline_event(r->tl, "pull", TSR_TRACK_COMM, t0, t1));
-    TSR_TRY(tsr_buf_write(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float)));
+    TSR_TRY(tsr_write_f32(tsr_stage_params(a->stage), 0, a->params, a->np));
     TSR_TRY(tsr_stage_forward(a->stage, n, 1, seed, l));
     TSR_TRY(tsr_stage_backward(a->stage, n, 0));
     return tsr_timeline_event(r->tl, "forward+backward", TSR_TRACK_COMPUTE, t1, tsr_timeline_now(r->tl));
@@ -751,7 +751,7 @@ static tsr_status sync_point(tsr_async *a) {
     }
     tsr_status answered;
     TSR_TRY(request_all(a, K_SYNC, SYNC_GET, &answered));
-    TSR_TRY(tsr_buf_write(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float)));
+    TSR_TRY(tsr_write_f32(tsr_stage_params(a->stage), 0, a->params, a->np));
     return answered;
 }
 
@@ -835,7 +835,7 @@ tsr_status tsr_async_set_params(tsr_async *a, const float *src, size_t count) {
     if (!a || (!src && count)) return TSR_ERR_INVALID_ARG;
     if (count != a->np)
         return tsr_error(a->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", a->np, count);
-    return tsr_buf_write(tsr_stage_params(a->stage), 0, src, a->np * sizeof(float));
+    return tsr_write_f32(tsr_stage_params(a->stage), 0, src, a->np);
 }
 
 /* ---- checkpoints: tsr_run_save / tsr_run_load on this state ----
@@ -866,7 +866,7 @@ static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
     } else {
         /* rank 0's write is in the servers' answer */
         s = request_all(a, K_SYNC, SYNC_SAVE, &answered);
-        if (s == TSR_OK) s = tsr_buf_write(tsr_stage_params(a->stage), 0, a->params, a->np * sizeof(float));
+        if (s == TSR_OK) s = tsr_write_f32(tsr_stage_params(a->stage), 0, a->params, a->np);
         if (s == TSR_OK) s = answered;
     }
     if (s == TSR_OK) memcpy(whole, a->params, a->np * sizeof(float));
@@ -874,8 +874,8 @@ static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
 }
 static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
     tsr_async *a = mode;
-    return i == 0 ? tsr_buf_write(buf, 0, whole, a->np * sizeof(float))
-                  : tsr_buf_write(buf, 0, whole + shard_lo(a), shard_n(a) * sizeof(float));
+    return i == 0 ? tsr_write_f32(buf, 0, whole, a->np)
+                  : tsr_write_f32(buf, 0, whole + shard_lo(a), shard_n(a));
 }
 static void loaded(void *mode, const tsr_checkpoint *ck) {
     tsr_async *a = mode;

@@ -237,14 +237,14 @@ static tsr_status get_params(void *mode, float *dst, size_t count) {
     data_mode *m = mode;
     if (count != m->np)
         return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", m->np, count);
-    return tsr_buf_read(tsr_stage_params(m->stage), 0, dst, m->np * sizeof(float));
+    return tsr_read_f32(tsr_stage_params(m->stage), 0, dst, m->np);
 }
 
 static tsr_status set_params(void *mode, const float *src, size_t count) {
     data_mode *m = mode;
     if (count != m->np)
         return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", m->np, count);
-    return tsr_buf_write(tsr_stage_params(m->stage), 0, src, m->np * sizeof(float));
+    return tsr_write_f32(tsr_stage_params(m->stage), 0, src, m->np);
 }
 
 /* the averaged gradient with a communicator; ZeRO-1 averages only this rank's slice */
@@ -282,17 +282,17 @@ static void owned(data_mode *m, size_t *lo, size_t *hi) {
 static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
     data_mode *m = mode;
     size_t lo, hi;
-    if (i == 0) return tsr_buf_read(buf, 0, whole, m->np * sizeof(float));
+    if (i == 0) return tsr_read_f32(buf, 0, whole, m->np);
     owned(m, &lo, &hi);
-    TSR_TRY(tsr_buf_read(buf, 0, whole + lo, (hi - lo) * sizeof(float)));
+    TSR_TRY(tsr_read_f32(buf, 0, whole + lo, hi - lo));
     return tsr_dp_sharded(m->dp) ? tsr_dp_gather_slices(m->dp, whole) : TSR_OK;
 }
 static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
     data_mode *m = mode;
     size_t lo, hi;
-    if (i == 0) return tsr_buf_write(buf, 0, whole, m->np * sizeof(float));
+    if (i == 0) return tsr_write_f32(buf, 0, whole, m->np);
     owned(m, &lo, &hi);
-    return tsr_buf_write(buf, 0, whole + lo, (hi - lo) * sizeof(float));
+    return tsr_write_f32(buf, 0, whole + lo, hi - lo);
 }
 
 static const tsr_state_ops state_ops = {"the trainer", state_count, state_tensors, state_comm,
@@ -351,7 +351,7 @@ tsr_status tsr_data_measure(void *mode, const float *images, const int32_t *labe
         s = tsr_stage_forward(m->stage, n, 1, 1, NULL);
         if (s == TSR_OK) s = tsr_stage_backward(m->stage, n, 0);
         float probe; /* a blocking read waits for the device's queue (OpenCL runs async) */
-        if (s == TSR_OK) s = tsr_buf_read(tsr_stage_grads(m->stage), 0, &probe, sizeof probe);
+        if (s == TSR_OK) s = tsr_read_f32(tsr_stage_grads(m->stage), 0, &probe, 1);
         double dt = mono_seconds() - t0;
         spent += dt;
         if (i >= 1 && (best == 0.0 || dt < best)) best = dt;

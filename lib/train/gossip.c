@@ -98,8 +98,8 @@ static int exp_hop(const tsr_gossip *g, uint64_t m) {
 
 /* Snapshot of the parameters to the host, then the receives and sends of mixing `mixes`. */
 static tsr_status start_exchange(tsr_gossip *g) {
-    size_t bytes = g->np * sizeof(float);
-    TSR_TRY(tsr_buf_read(tsr_stage_params(g->stage), 0, g->own, bytes));
+    size_t bytes = g->np * sizeof(float); /* of each message */
+    TSR_TRY(tsr_read_f32(tsr_stage_params(g->stage), 0, g->own, g->np));
     int n = g->size, i = g->rank;
     tsr_status s = TSR_OK;
     g->pending = 1;
@@ -365,7 +365,7 @@ tsr_status tsr_gossip_evaluate_local(tsr_gossip *g, const tsr_dataset *d, double
 
 /* Average of a device buffer over the ranks into dst (host). */
 static tsr_status average_buf(tsr_gossip *g, tsr_buf *b, float *dst) {
-    TSR_TRY(tsr_buf_read(b, 0, dst, g->np * sizeof(float)));
+    TSR_TRY(tsr_read_f32(b, 0, dst, g->np));
     if (!g->comm) return TSR_OK;
     tsr_allreduce_opts ao;
     tsr_allreduce_opts_init(&ao);
@@ -378,15 +378,14 @@ tsr_status tsr_gossip_evaluate(tsr_gossip *g, const tsr_dataset *d, double *accu
     if (g->go.eval_local || !g->comm) return eval_current(g, d, accuracy, loss);
     /* the average in place of this replica for the evaluation, then this replica back */
     tsr_buf *pb = tsr_stage_params(g->stage);
-    size_t bytes = g->np * sizeof(float);
-    TSR_TRY(tsr_buf_read(pb, 0, g->tmp, bytes));
+    TSR_TRY(tsr_read_f32(pb, 0, g->tmp, g->np));
     float *avg = tsr_malloc(g->run.ctx, (g->np ? g->np : 1) * sizeof(float));
     tsr_status s = avg ? TSR_OK : tsr_error(g->run.ctx, TSR_ERR_NO_MEMORY, "gossip: average parameters");
     s = agree(g, s, "evaluation buffer");
     if (s == TSR_OK) s = average_buf(g, pb, avg);
-    if (s == TSR_OK) s = tsr_buf_write(pb, 0, avg, bytes);
+    if (s == TSR_OK) s = tsr_write_f32(pb, 0, avg, g->np);
     if (s == TSR_OK) s = eval_current(g, d, accuracy, loss);
-    tsr_status r = tsr_buf_write(pb, 0, g->tmp, bytes);
+    tsr_status r = tsr_write_f32(pb, 0, g->tmp, g->np);
     tsr_free(g->run.ctx, avg);
     return s != TSR_OK ? s : r;
 }
@@ -400,7 +399,7 @@ tsr_status tsr_gossip_consensus(tsr_gossip *g, double *distance) {
     float *mine = tsr_malloc(g->run.ctx, (g->np ? g->np : 1) * sizeof(float));
     tsr_status s = mine ? TSR_OK : tsr_error(g->run.ctx, TSR_ERR_NO_MEMORY, "gossip: consensus buffer");
     s = agree(g, s, "consensus buffer");
-    if (s == TSR_OK) s = tsr_buf_read(tsr_stage_params(g->stage), 0, mine, g->np * sizeof(float));
+    if (s == TSR_OK) s = tsr_read_f32(tsr_stage_params(g->stage), 0, mine, g->np);
     double num = 0.0, den = 0.0;
     for (size_t j = 0; s == TSR_OK && j < g->np; j++) {
         double e = (double)mine[j] - (double)g->tmp[j];
@@ -421,7 +420,7 @@ tsr_status tsr_gossip_get_params(tsr_gossip *g, float *dst, size_t count) {
     if (!g || (!dst && count)) return TSR_ERR_INVALID_ARG;
     if (count != g->np)
         return tsr_error(g->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", g->np, count);
-    return tsr_buf_read(tsr_stage_params(g->stage), 0, dst, g->np * sizeof(float));
+    return tsr_read_f32(tsr_stage_params(g->stage), 0, dst, g->np);
 }
 
 tsr_status tsr_gossip_set_params(tsr_gossip *g, const float *src, size_t count) {
@@ -430,7 +429,7 @@ tsr_status tsr_gossip_set_params(tsr_gossip *g, const float *src, size_t count) 
         return tsr_error(g->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", g->np, count);
     /* the exchange in flight keeps its snapshot (neighbours see the new values from the next
      * one); this replica's own term of the next mixing is the new values */
-    return tsr_buf_write(tsr_stage_params(g->stage), 0, src, g->np * sizeof(float));
+    return tsr_write_f32(tsr_stage_params(g->stage), 0, src, g->np);
 }
 
 tsr_status tsr_gossip_average_params(tsr_gossip *g, float *dst, size_t count) {
@@ -458,7 +457,7 @@ static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
 }
 static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
     (void)i;
-    return tsr_buf_write(buf, 0, whole, ((tsr_gossip *)mode)->np * sizeof(float));
+    return tsr_write_f32(buf, 0, whole, ((tsr_gossip *)mode)->np);
 }
 /* the exchange in flight carries the old parameters: complete it; the first step after the load
  * starts a fresh one from the loaded values */

@@ -687,15 +687,22 @@ tsr_status tsr_op_attention_backward(tsr_backend *be, const tsr_attn_geom *g, ts
     return be->iface->attention_backward(be, g, qkv, att, dout, scratch, dqkv);
 }
 
+/* Cross-entropy shapes: rows x cols without overflow, and (with rows) 1..2^31-1 classes. */
+static tsr_status check_xent(tsr_backend *be, const char *op, size_t rows, size_t cols,
+                             size_t *total) {
+    TSR_TRY(check_3d(be, op, rows, cols, 1, total));
+    if (rows && (!cols || cols > INT32_MAX))
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: %zu classes not in [1, 2^31 - 1]", op, cols);
+    return TSR_OK;
+}
+
 tsr_status tsr_op_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
                                tsr_ref targets, tsr_ref probs, tsr_ref loss) {
     BE_CHECK();
     HAS_SLOT(xent_forward);
     size_t total;
-    TSR_TRY(check_3d(be, op, rows, cols, 1, &total));
+    TSR_TRY(check_xent(be, op, rows, cols, &total));
     if (!rows) return TSR_OK;
-    if (!cols || cols > INT32_MAX)
-        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: %zu classes not in [1, 2^31 - 1]", op, cols);
     CHECK("logits", logits, total, F);
     CHECK("targets", targets, rows, F);
     CHECK("probs", probs, total, F);
@@ -708,10 +715,8 @@ tsr_status tsr_op_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_r
     BE_CHECK();
     HAS_SLOT(xent_backward);
     size_t total;
-    TSR_TRY(check_3d(be, op, rows, cols, 1, &total));
+    TSR_TRY(check_xent(be, op, rows, cols, &total));
     if (!rows) return TSR_OK;
-    if (!cols || cols > INT32_MAX)
-        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: %zu classes not in [1, 2^31 - 1]", op, cols);
     CHECK("probs", probs, total, F);
     CHECK("targets", targets, rows, F);
     CHECK("dlogits", dlogits, total, F);

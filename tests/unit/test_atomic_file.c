@@ -440,9 +440,8 @@ static void test_check_writable_read_only(void **state) {
     assert_true(WIFEXITED(status));
     chmod(ro, 0755);
     if (WEXITSTATUS(status) == 77) {
-        print_message("permission bits do not stop this user and it cannot drop to nobody: "
-                      "read-only folder skipped\n");
-        skip();
+        TSR_TEST_SKIP("permission bits do not stop this user and it cannot drop to nobody: "
+                      "read-only folder not checked");
     }
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(temp_files(ro), 0);

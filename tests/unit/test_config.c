@@ -386,11 +386,8 @@ static char *read_text(const char *path) {
 
 #define NEED_SOURCE_TREE()                                                   \
     do {                                                                     \
-        FILE *probe_ = fopen("lib/core/config.c", "r");                           \
-        if (!probe_) {                                                       \
-            print_message("not run from the source root: skipped\n");        \
-            skip();                                                          \
-        }                                                                    \
+        FILE *probe_ = fopen("lib/core/config.c", "r");                      \
+        if (!probe_) TSR_TEST_SKIP("not run from the source root");          \
         fclose(probe_);                                                      \
     } while (0)
 

@@ -828,7 +828,7 @@ static size_t check_dump(const char *cmd, const tsr_safetensors *st, int want_sa
 static void test_python_reads_tessera(void **state) {
     fixture *f = *state;
     const char *py = python();
-    if (!py) skip();
+    if (!py) TSR_TEST_SKIP("missing python3 for the interop check");
     tsr_st_writer *w;
     assert_int_equal(tsr_st_writer_create(f->ctx, &w), TSR_OK);
     float x[12] = {0.0f,
@@ -884,7 +884,7 @@ static void test_python_reads_tessera(void **state) {
 static void test_tessera_reads_python(void **state) {
     fixture *f = *state;
     const char *py = python();
-    if (!py) skip();
+    if (!py) TSR_TEST_SKIP("missing python3 for the interop check");
     char cmd[512], pkg[160];
     snprintf(cmd, sizeof cmd, "%s %s write %s", py, SCRIPT, f->path);
     FILE *p = popen(cmd, "r"); /* the dump goes nowhere: first let the file be written */
@@ -948,13 +948,13 @@ static void test_tool(void **state) {
     fixture *f = *state;
     char self[512], tool[600], cmd[2048];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) skip();
+    if (n <= 0) TSR_TEST_SKIP("/proc/self/exe unreadable: cannot find tsr-safetensors");
     self[n] = 0;
     char *slash = strrchr(self, '/');
-    if (!slash) skip();
+    if (!slash) TSR_TEST_SKIP("cannot find tsr-safetensors beside %s", self);
     *slash = 0;
     snprintf(tool, sizeof tool, "%s/../bin/tsr-safetensors", self);
-    if (access(tool, X_OK) != 0) skip();
+    if (access(tool, X_OK) != 0) TSR_TEST_SKIP("tsr-safetensors not built (%s)", tool);
     const char *wrapper = getenv("TSR_TEST_WRAPPER");
     if (!wrapper) wrapper = "";
     tsr_st_writer *w;
@@ -1009,7 +1009,7 @@ static void test_fuzz_seeds(void **state) {
     fixture *f = *state;
     const char *dir = "tests/fuzz/corpus/safetensors";
     DIR *d = opendir(dir);
-    if (!d) skip();
+    if (!d) TSR_TEST_SKIP("missing the fuzz corpus %s (run from the repository root)", dir);
     struct dirent *e;
     int loaded = 0;
     while ((e = readdir(d))) {

@@ -97,3 +97,19 @@ tsr_dataset *tsr_test_clusters(tsr_context *ctx, size_t samples, size_t features
     free(centre);
     return d;
 }
+
+int tsr_test_dir_setup(void **state) {
+    tsr_test_dir_fixture *f = calloc(1, sizeof *f);
+    if (!f || tsr_test_quiet_context(&f->ctx) != TSR_OK) return -1;
+    if (tsr_test_make_dir(f->dir, sizeof f->dir, "test") != 0) return -1;
+    *state = f;
+    return 0;
+}
+
+int tsr_test_dir_teardown(void **state) {
+    tsr_test_dir_fixture *f = *state;
+    if (tsr_test_remove_dir(f->dir) != 0) return -1;
+    tsr_context_free(f->ctx);
+    free(f);
+    return 0;
+}

@@ -45,4 +45,13 @@ int tsr_test_make_dir(char *dir, size_t size, const char *tag);
 /* rm -rf dir; 0 on success. */
 int tsr_test_remove_dir(const char *dir);
 
+/* The fixture of file-format tests: a quiet context and a fresh temporary folder.
+ * tsr_test_dir_setup / tsr_test_dir_teardown are cmocka group setup/teardown functions. */
+typedef struct tsr_test_dir_fixture {
+    tsr_context *ctx;
+    char dir[64];
+} tsr_test_dir_fixture;
+int tsr_test_dir_setup(void **state);
+int tsr_test_dir_teardown(void **state);
+
 #endif

@@ -17,26 +17,7 @@
 
 #define FMNIST "/usr/share/datasets/fashion-mnist"
 
-typedef struct {
-    tsr_context *ctx;
-    char dir[64];
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    if (tsr_test_quiet_context(&f->ctx) != TSR_OK) return -1;
-    if (tsr_test_make_dir(f->dir, sizeof f->dir, "ds") != 0) return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    if (tsr_test_remove_dir(f->dir) != 0) return -1;
-    tsr_context_free(f->ctx);
-    free(f);
-    return 0;
-}
+typedef tsr_test_dir_fixture fixture;
 
 /* Writes an IDX file of ubyte (or `type`) elements with the given dims; data[i] = gen(i). */
 static void write_idx(const char *path, int type, int ndim, const uint32_t *dims,
@@ -502,5 +483,5 @@ int main(void) {
         cmocka_unit_test(test_shuffle_properties),
         cmocka_unit_test(test_loader_bad_options),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tsr_test_dir_setup, tsr_test_dir_teardown);
 }

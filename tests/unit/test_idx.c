@@ -16,26 +16,7 @@
 #include "lib/core/internal.h"
 #include "support/test_util.h"
 
-typedef struct {
-    tsr_context *ctx;
-    char dir[64];
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    if (tsr_test_quiet_context(&f->ctx) != TSR_OK) return -1;
-    if (tsr_test_make_dir(f->dir, sizeof f->dir, "idx") != 0) return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    if (tsr_test_remove_dir(f->dir) != 0) return -1;
-    tsr_context_free(f->ctx);
-    free(f);
-    return 0;
-}
+typedef tsr_test_dir_fixture fixture;
 
 /* ---- reference encoder: header + big-endian elements written with shifts ---- */
 
@@ -468,5 +449,5 @@ int main(void) {
         cmocka_unit_test(test_allocator_failures),
         cmocka_unit_test(test_fuzz_seeds),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tsr_test_dir_setup, tsr_test_dir_teardown);
 }

@@ -50,6 +50,12 @@ static inline tsr_ref tsr_ref_at(tsr_buf *buf, size_t off) {
     return r;
 }
 
+/* r moved on by n elements. */
+static inline tsr_ref tsr_ref_offset(tsr_ref r, size_t n) {
+    r.off += n;
+    return r;
+}
+
 typedef enum tsr_trans { TSR_NO_TRANS = 0, TSR_TRANS = 1 } tsr_trans;
 
 /* One convolution, applied to `batch` images at once.

@@ -25,14 +25,18 @@ typedef struct tsr_idx {
 tsr_status tsr_idx_load(tsr_context *ctx, const char *path, tsr_idx **out);
 void tsr_idx_free(tsr_context *ctx, tsr_idx *idx); /* accepts NULL */
 
-/* A labelled image set in host memory. images: count x (channels*height*width), float. */
+/* A labelled set in host memory: images, count x (channels*height*width) floats, with one
+ * label each; or (tsr_dataset_from_tokens) token sequences, count x features int32 ids in
+ * `tokens` (images NULL) with `positions` labels each, the next token at every position. */
 typedef struct tsr_dataset {
     size_t count;
     size_t channels, height, width;
     size_t features;  /* channels*height*width */
     size_t classes;   /* 1 + largest label */
     float *images;
-    int32_t *labels;
+    int32_t *labels;  /* count x positions; -1: a position that is not scored */
+    int32_t *tokens;  /* token sequences (else NULL) */
+    size_t positions; /* labels per sample: 0 or 1 for images */
 } tsr_dataset;
 
 /* Images scaled to [0,1]; label file must have as many entries as the image file. */
@@ -49,6 +53,9 @@ void tsr_dataset_free(tsr_context *ctx, tsr_dataset *d); /* accepts NULL */
  * tests); `classes` is stored as given. Freed with tsr_dataset_free. */
 tsr_status tsr_dataset_create(tsr_context *ctx, size_t count, size_t channels, size_t height,
                               size_t width, size_t classes, tsr_dataset **out);
+/* Labels that are scored: count x positions less the ignored (-1) ones. Evaluation divides
+ * its summed loss and correct predictions by this. */
+size_t tsr_dataset_targets(const tsr_dataset *d);
 /* x = (x - mean) / std for every pixel. */
 tsr_status tsr_dataset_normalize(tsr_context *ctx, tsr_dataset *d, float mean, float std);
 /* Keeps the first n samples (n >= count keeps all). */

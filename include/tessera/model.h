@@ -70,7 +70,12 @@ typedef enum tsr_layer_kind {
     TSR_LAYER_ADD,          /* residual sum of two outputs */
     TSR_LAYER_SOFTMAX_XENT, /* the loss every model ends with (not a spec layer) */
     TSR_LAYER_EMBED,        /* token embedding */
-    TSR_LAYER_GELU          /* GELU, tanh form */
+    TSR_LAYER_GELU,         /* GELU, tanh form */
+    TSR_LAYER_LAYERNORM,    /* layer norm over the last dimension */
+    TSR_LAYER_LINEAR,       /* per-row linear map over the last dimension */
+    TSR_LAYER_ATTENTION,    /* causal multi-head self-attention core */
+    TSR_LAYER_POSEMBED,     /* learned position embedding, added */
+    TSR_LAYER_LMHEAD        /* language-model head tied to a token embedding */
 } tsr_layer_kind;
 
 /* tsr_model_add_residual's `from` naming the model input rather than a layer. */
@@ -122,6 +127,32 @@ tsr_status tsr_model_parse_desc(tsr_context *ctx, const char *spec, const tsr_mo
                                 tsr_model **out);
 /* Spec of a preset ("mlp", "cnn"), NULL if unknown. */
 const char *tsr_model_preset(const char *name);
+/* ---- GPT-2-class language models ----
+ * A GPT is a spec of the token kinds (lib/model/gpt.c writes it): embed:C, posembed:T, then per
+ * block layernorm, linear:3C, attention:H, linear:C, add, layernorm, linear:4C, gelu,
+ * linear:C, add (ten layers), then layernorm and lmhead:0 (tied to the embedding). Its input
+ * is T' <= T int32 token ids, its loss the mean cross-entropy over all T' positions. */
+typedef struct tsr_gpt_config {
+    size_t layers, heads, channels; /* blocks, attention heads, model width */
+    size_t context, vocab;          /* positions it holds (posembed), token ids */
+} tsr_gpt_config;
+/* OpenAI's shapes: "gpt2" (12 blocks, 12 heads, 768 channels, context 1024, vocabulary 50257),
+ * "gpt2-medium" (24/16/1024), "gpt2-large" (36/20/1280), "gpt2-xl" (48/25/1600), "gpt3"
+ * (96/96/12288, context 2048), and "gpt-mini" (4/4/128, context 256, vocabulary 256) for
+ * tests and the demo; or any size as "gpt(layers=L,heads=H,channels=C[,context=T][,vocab=V])"
+ * (context 1024 and vocabulary 50257 by default). TSR_ERR_NOT_FOUND for a name that is not a
+ * GPT, TSR_ERR_PARSE / TSR_ERR_SHAPE for a bad gpt(...). */
+tsr_status tsr_gpt_config_parse(tsr_context *ctx, const char *name, tsr_gpt_config *out);
+tsr_status tsr_gpt_config_check(tsr_context *ctx, const tsr_gpt_config *config);
+/* Writes the layer spec of the GPT (snprintf-style: returns its length). */
+size_t tsr_gpt_spec(const tsr_gpt_config *config, char *buf, size_t size);
+/* The model over `tokens` (1 to context) token ids. */
+tsr_status tsr_model_create_gpt(tsr_context *ctx, const tsr_gpt_config *config, size_t tokens,
+                                tsr_model **out);
+/* Labels per sample: 1 for a classifier, T for a language model over T tokens (its labels are
+ * the next token at every position; -1 marks a position to ignore in evaluation). */
+size_t tsr_model_positions(const tsr_model *model);
+
 /* Canonical spec: parsing it gives the same model. Valid while the model lives. */
 const char *tsr_model_spec(const tsr_model *model);
 

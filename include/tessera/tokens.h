@@ -119,6 +119,14 @@ tsr_status tsr_tokens_sampler_seek(tsr_tokens_sampler *s, uint64_t position);
 /* Batches of one sequential pass, the same on every rank (0 for a random sampler). */
 uint64_t tsr_tokens_sampler_batches(const tsr_tokens_sampler *s);
 
+/* A validation set for tsr_trainer_evaluate: the sequential windows of `context` tokens of
+ * `t` (every token 1 .. count-1 predicted once; the last window padded with target -1), at
+ * most `max_windows` of them (0: all). count = windows, features = positions = context,
+ * tokens and labels filled, images NULL. Freed with tsr_dataset_free. */
+struct tsr_dataset;
+tsr_status tsr_dataset_from_tokens(tsr_context *ctx, const tsr_tokens *t, size_t context,
+                                   size_t max_windows, struct tsr_dataset **out);
+
 /* Seed of random batch `k`: a SplitMix64-finalizer mix of (seed, k), so neighbouring seeds
  * and batches give unrelated streams. */
 uint64_t tsr_tokens_step_seed(uint64_t seed, uint64_t k);

@@ -202,7 +202,14 @@ void tsr_trainer_free(tsr_trainer *t); /* accepts NULL */
  * [0, classes). *loss (may be NULL) receives the mean cross-entropy before the update. */
 tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
                             float *loss);
-/* Accuracy and mean loss over a whole data set (no dropout). Either output may be NULL.
+/* The same for a language model over T token ids (tsr_model_positions = T): n x T input ids
+ * in [0, vocab) and n x T targets (the next token at each position; tsr_tokens_sampler_next
+ * writes both). *loss: the mean cross-entropy over the n x T positions. */
+tsr_status tsr_trainer_step_tokens(tsr_trainer *t, const int32_t *ids, const int32_t *targets, size_t n,
+                                   float *loss);
+/* Accuracy and mean loss over a whole data set (no dropout): per label, so a token set
+ * (tsr_dataset_from_tokens) gives next-token accuracy and the mean loss over its scored
+ * positions. Either output may be NULL.
  * Data mode with several ranks: collective; every rank passes the same data set, evaluates
  * 1/N of it, and all get the same figures. */
 tsr_status tsr_trainer_evaluate(tsr_trainer *t, const tsr_dataset *d, double *accuracy, double *loss);

@@ -13,7 +13,15 @@ void tsr_dataset_free(tsr_context *ctx, tsr_dataset *d) {
     if (!d) return;
     tsr_free(ctx, d->images);
     tsr_free(ctx, d->labels);
+    tsr_free(ctx, d->tokens);
     tsr_free(ctx, d);
+}
+
+size_t tsr_dataset_targets(const tsr_dataset *d) {
+    if (!d) return 0;
+    size_t n = d->count * (d->positions ? d->positions : 1), scored = 0;
+    for (size_t i = 0; i < n; i++) scored += d->labels[i] != -1;
+    return scored;
 }
 
 tsr_status tsr_dataset_create(tsr_context *ctx, size_t count, size_t channels, size_t height,

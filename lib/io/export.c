@@ -90,6 +90,45 @@ static tsr_status torch_layout(tsr_context *ctx, const tsr_model *m, size_t *ind
     return TSR_OK;
 }
 
+/* ---- GPT-2 under Hugging Face's names ---- */
+
+/* The blocks of a model laid out as tsr_gpt_spec writes a GPT (embed, posembed, blocks of ten,
+ * layernorm, lmhead:0), else 0. */
+static size_t gpt_blocks(const tsr_model *m) {
+    static const tsr_layer_kind block[10] = {
+        TSR_LAYER_LAYERNORM, TSR_LAYER_LINEAR, TSR_LAYER_ATTENTION, TSR_LAYER_LINEAR, TSR_LAYER_ADD,
+        TSR_LAYER_LAYERNORM, TSR_LAYER_LINEAR, TSR_LAYER_GELU,      TSR_LAYER_LINEAR, TSR_LAYER_ADD};
+    if (m->count < 14 || (m->count - 4) % 10 || m->layers[0].kind != TSR_LAYER_EMBED ||
+        m->layers[1].kind != TSR_LAYER_POSEMBED || m->layers[m->count - 2].kind != TSR_LAYER_LAYERNORM ||
+        m->layers[m->count - 1].kind != TSR_LAYER_LMHEAD || m->layers[m->count - 1].tied != 1)
+        return 0;
+    size_t blocks = (m->count - 4) / 10;
+    for (size_t b = 0; b < blocks; b++)
+        for (size_t j = 0; j < 10; j++)
+            if (m->layers[2 + 10 * b + j].kind != block[j]) return 0;
+    return blocks;
+}
+
+/* Hugging Face GPT-2's name of layer i's tensor `what` ("weight", "bias"). */
+static void gpt_name(const tsr_model *m, size_t i, const char *what, char name[64]) {
+    static const char *const part[10] = {"ln_1", "attn.c_attn", "", "attn.c_proj", "",
+                                         "ln_2", "mlp.c_fc",    "", "mlp.c_proj",  ""};
+    size_t len = 0;
+    if (i == 0) append(name, 64, &len, "wte.%s", what);
+    else if (i == 1) append(name, 64, &len, "wpe.%s", what);
+    else if (i == m->count - 2) append(name, 64, &len, "ln_f.%s", what);
+    else append(name, 64, &len, "h.%zu.%s.%s", (i - 2) / 10, part[(i - 2) % 10], what);
+}
+
+/* File tensors a GPT-2 checkpoint may carry that are not parameters: the causal-mask buffers
+ * and the head's copy of wte. */
+static int gpt_extra(const char *name) {
+    const char *tail = strrchr(name, '.');
+    if (!strcmp(name, "lm_head.weight")) return 1;
+    return tail && (!strcmp(tail, ".bias") || !strcmp(tail, ".masked_bias")) && strstr(name, ".attn.") &&
+           !strstr(name, "c_attn") && !strstr(name, "c_proj");
+}
+
 static tsr_status check_model(tsr_context *ctx, const tsr_model *m, const char *fn) {
     if (!ctx) return TSR_ERR_INVALID_ARG;
     if (!m) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%s: NULL model", fn);
@@ -109,8 +148,11 @@ tsr_status tsr_model_torch_module(tsr_context *ctx, const tsr_model *model, char
     return TSR_OK;
 }
 
-/* The module index of every layer (count of them, through ctx). */
+/* The module index of every layer (count of them, through ctx); a GPT's names come from
+ * gpt_name, its index stays NULL. */
 static tsr_status torch_indices(tsr_context *ctx, const tsr_model *m, size_t **out) {
+    *out = NULL;
+    if (gpt_blocks(m)) return TSR_OK;
     size_t *index = tsr_calloc(ctx, m->count ? m->count : 1, sizeof *index);
     if (!index) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "module indices of %zu layers", m->count);
     tsr_status s = torch_layout(ctx, m, index, NULL, 0, NULL);
@@ -122,11 +164,12 @@ static tsr_status torch_indices(tsr_context *ctx, const tsr_model *m, size_t **o
     return TSR_OK;
 }
 
-/* "<module>.<tensor>": layer l's "weight" is "<index[l]>.weight". */
-static void torch_name(const size_t *index, const tsr_param_info *p, char name[64]) {
+/* "<module>.<tensor>": layer l's "weight" is "<index[l]>.weight"; a GPT's Hugging Face name. */
+static void torch_name(const tsr_model *m, const size_t *index, const tsr_param_info *p, char name[64]) {
     const char *dot = strchr(p->name, '.');
     size_t len = 0; /* "<index>." is at most 21 bytes and kinds' names are short */
-    append(name, 64, &len, "%zu.%s", index[p->layer], dot ? dot + 1 : p->name);
+    if (!index) gpt_name(m, p->layer, dot ? dot + 1 : p->name, name);
+    else append(name, 64, &len, "%zu.%s", index[p->layer], dot ? dot + 1 : p->name);
 }
 
 tsr_status tsr_model_torch_name(tsr_context *ctx, const tsr_model *model, size_t tensor,
@@ -141,7 +184,7 @@ tsr_status tsr_model_torch_name(tsr_context *ctx, const tsr_model *model, size_t
     if ((s = tsr_model_param_tensor(model, tensor, &p)) != TSR_OK ||
         (s = torch_indices(ctx, model, &index)) != TSR_OK)
         return s;
-    torch_name(index, &p, name);
+    torch_name(model, index, &p, name);
     tsr_free(ctx, index);
     return TSR_OK;
 }
@@ -174,22 +217,33 @@ tsr_status tsr_model_save_safetensors(tsr_context *ctx, const tsr_model *model,
     size_t *index = NULL, text_len = 0;
     char *text = NULL;
     tsr_st_writer *w = NULL;
-    if ((s = torch_indices(ctx, model, &index)) != TSR_OK ||
-        (s = torch_layout(ctx, model, NULL, NULL, 0, &text_len)) != TSR_OK)
+    size_t blocks = gpt_blocks(model);
+    char gpt_cfg[5][24];
+    if (blocks) { /* Hugging Face GPT2LMHeadModel's names; the config for loaders */
+        const tsr_layer *att = &model->layers[4];
+        snprintf(gpt_cfg[0], sizeof gpt_cfg[0], "%zu", blocks);
+        snprintf(gpt_cfg[1], sizeof gpt_cfg[1], "%zu", att->heads);
+        snprintf(gpt_cfg[2], sizeof gpt_cfg[2], "%zu", model->layers[0].units);
+        snprintf(gpt_cfg[3], sizeof gpt_cfg[3], "%zu", model->layers[1].vocab);
+        snprintf(gpt_cfg[4], sizeof gpt_cfg[4], "%zu", model->layers[0].vocab);
+        text_len = strlen("GPT-2 (Hugging Face GPT2LMHeadModel names, head tied to wte)");
+    } else if ((s = torch_indices(ctx, model, &index)) != TSR_OK ||
+               (s = torch_layout(ctx, model, NULL, NULL, 0, &text_len)) != TSR_OK)
         goto done;
     if (!(text = tsr_malloc(ctx, text_len + 1))) {
         s = tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: module text of %zu bytes", fn, text_len);
         goto done;
     }
-    if ((s = torch_layout(ctx, model, NULL, text, text_len + 1, NULL)) != TSR_OK ||
-        (s = tsr_st_writer_create(ctx, &w)) != TSR_OK)
+    if (blocks) tsr_strlcpy(text, "GPT-2 (Hugging Face GPT2LMHeadModel names, head tied to wte)", text_len + 1);
+    else if ((s = torch_layout(ctx, model, NULL, text, text_len + 1, NULL)) != TSR_OK)
         goto done;
+    if ((s = tsr_st_writer_create(ctx, &w)) != TSR_OK) goto done;
     for (size_t t = 0; s == TSR_OK && t < tsr_model_param_tensor_count(model); t++) {
         tsr_param_info p;
         char name[64];
         uint64_t shape[4];
         if ((s = tsr_model_param_tensor(model, t, &p)) != TSR_OK) break;
-        torch_name(index, &p, name);
+        torch_name(model, index, &p, name);
         for (size_t d = 0; d < p.rank; d++) shape[d] = p.shape[d];
         s = tsr_st_writer_add_f32(ctx, w, name, TSR_ST_F32, (int)p.rank, shape, params + p.offset);
     }
@@ -203,6 +257,9 @@ tsr_status tsr_model_save_safetensors(tsr_context *ctx, const tsr_model *model,
         {"pytorch_module", text}};
     for (size_t k = 0; s == TSR_OK && k < sizeof own / sizeof *own; k++)
         s = tsr_st_writer_set_meta(ctx, w, own[k].key, own[k].value);
+    static const char *const gpt_keys[5] = {"n_layer", "n_head", "n_embd", "n_ctx", "vocab"};
+    for (size_t k = 0; s == TSR_OK && blocks && k < 5; k++)
+        s = tsr_st_writer_set_meta(ctx, w, gpt_keys[k], gpt_cfg[k]);
     for (size_t k = 0; s == TSR_OK && k < meta_count; k++)
         s = tsr_st_writer_set_meta(ctx, w, meta[k].key, meta[k].value);
     if (s == TSR_OK) s = tsr_st_writer_save(ctx, w, path);
@@ -211,6 +268,15 @@ done:
     tsr_free(ctx, text);
     tsr_free(ctx, index);
     return s;
+}
+
+/* A tensor by name, or under Hugging Face's "transformer." prefix (GPT2LMHeadModel files). */
+static const tsr_st_tensor *find_tensor(const tsr_safetensors *st, const char *name) {
+    const tsr_st_tensor *t = tsr_safetensors_find(st, name);
+    char prefixed[80];
+    if (t) return t;
+    snprintf(prefixed, sizeof prefixed, "transformer.%s", name);
+    return tsr_safetensors_find(st, prefixed);
 }
 
 /* Why file tensor `t` cannot be model tensor `p` (empty when it can). */
@@ -256,8 +322,8 @@ tsr_status tsr_model_load_safetensors(tsr_context *ctx, const tsr_model *model, 
         tsr_param_info p;
         char name[64];
         if ((s = tsr_model_param_tensor(model, i, &p)) != TSR_OK) goto done;
-        torch_name(index, &p, name);
-        const tsr_st_tensor *t = tsr_safetensors_find(st, name);
+        torch_name(model, index, &p, name);
+        const tsr_st_tensor *t = find_tensor(st, name);
         if (t) matched++, tensor_mismatch(t, &p, why, sizeof why);
         else
             snprintf(why, sizeof why, "is missing (layer %zu's %s)", p.layer,
@@ -271,9 +337,12 @@ tsr_status tsr_model_load_safetensors(tsr_context *ctx, const tsr_model *model, 
             tsr_param_info p;
             char name[64];
             tsr_model_param_tensor(model, i, &p);
-            torch_name(index, &p, name);
-            claimed = !strcmp(name, st->tensors[k].name);
+            torch_name(model, index, &p, name);
+            claimed = !strcmp(name, st->tensors[k].name) ||
+                      (!strncmp(st->tensors[k].name, "transformer.", 12) &&
+                       !strcmp(name, st->tensors[k].name + 12));
         }
+        if (!index && gpt_extra(st->tensors[k].name)) claimed = 1;
         if (!claimed && !mismatches++)
             snprintf(first, sizeof first, "tensor '%.200s' is not a parameter of the model",
                      st->tensors[k].name);
@@ -288,8 +357,8 @@ tsr_status tsr_model_load_safetensors(tsr_context *ctx, const tsr_model *model, 
         tsr_param_info p;
         char name[64];
         tsr_model_param_tensor(model, i, &p);
-        torch_name(index, &p, name);
-        s = tsr_safetensors_to_f32(ctx, tsr_safetensors_find(st, name), params + p.offset, p.count);
+        torch_name(model, index, &p, name);
+        s = tsr_safetensors_to_f32(ctx, find_tensor(st, name), params + p.offset, p.count);
     }
 done:
     tsr_safetensors_close(ctx, st);

@@ -422,3 +422,38 @@ tsr_status tsr_tokens_sampler_next(tsr_tokens_sampler *s, int32_t *inputs, int32
     if (targets_used) *targets_used = used;
     return TSR_OK;
 }
+
+/* ---- a validation set of sequential windows ---- */
+
+tsr_status tsr_dataset_from_tokens(tsr_context *ctx, const tsr_tokens *t, size_t context,
+                                   size_t max_windows, tsr_dataset **out) {
+    if (!t || !out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_dataset_from_tokens: NULL argument");
+    *out = NULL;
+    tsr_tokens_sampler_options o = {context, 1, 0, 0, 1, TSR_TOKENS_SEQUENTIAL};
+    tsr_tokens_sampler *s;
+    TSR_TRY(tsr_tokens_sampler_create(ctx, t, &o, &s));
+    size_t windows = (size_t)tsr_tokens_sampler_batches(s);
+    if (max_windows && windows > max_windows) windows = max_windows;
+    tsr_dataset *d = tsr_calloc(ctx, 1, sizeof *d);
+    size_t n = 0;
+    tsr_status st = TSR_OK;
+    if (!d || tsr_mul_size(windows, context, &n) || !(d->tokens = tsr_malloc(ctx, n * sizeof *d->tokens)) ||
+        !(d->labels = tsr_malloc(ctx, n * sizeof *d->labels)))
+        st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "%s: %zu windows of %zu tokens", tsr_tokens_name(t), windows,
+                       context);
+    for (size_t w = 0; st == TSR_OK && w < windows; w++)
+        st = tsr_tokens_sampler_next(s, d->tokens + w * context, d->labels + w * context, NULL);
+    tsr_tokens_sampler_free(s);
+    if (st != TSR_OK) {
+        tsr_dataset_free(ctx, d);
+        return st;
+    }
+    int32_t top = 0;
+    for (size_t i = 0; i < n; i++) top = d->labels[i] > top ? d->labels[i] : top;
+    d->count = windows;
+    d->channels = d->features = d->positions = context;
+    d->height = d->width = 1;
+    d->classes = (size_t)top + 1;
+    *out = d;
+    return TSR_OK;
+}

@@ -87,7 +87,7 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
 
 static size_t params(const tsr_layer *l, tsr_param_desc *out) {
     tsr_param_desc w = {"weight", 4, {l->units, l->in_c, l->kh, l->kw}, l->weights, TSR_INIT_FAN,
-                        l->in_c * l->kh * l->kw, l->units * l->kh * l->kw};
+                        l->in_c * l->kh * l->kw, l->units * l->kh * l->kw, 0.0};
     out[0] = w;
     out[1] = tsr_param_1d("bias", l->units, TSR_INIT_ZERO);
     return 2;

@@ -42,7 +42,9 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
 }
 
 static size_t params(const tsr_layer *l, tsr_param_desc *out) {
-    out[0] = tsr_param_2d("weight", l->vocab, l->units, TSR_INIT_FAN, l->units, l->vocab);
+    /* GPT-2's N(0, 0.02) */
+    out[0] = tsr_param_normal(tsr_param_2d("weight", l->vocab, l->units, TSR_INIT_NORMAL, l->units, l->vocab),
+                              0.02);
     return 1;
 }
 

@@ -20,7 +20,9 @@ typedef struct tsr_tshape {
 
 typedef enum tsr_init_rule {
     TSR_INIT_ZERO = 0,    /* zeros, no draws */
-    TSR_INIT_FAN          /* He or Glorot uniform from fan_in / fan_out (one draw per float) */
+    TSR_INIT_FAN,         /* He or Glorot uniform from fan_in / fan_out (one draw per float) */
+    TSR_INIT_ONE,         /* ones (layer-norm gains), no draws */
+    TSR_INIT_NORMAL       /* N(0, std^2), two draws per float (Box-Muller): GPT-2's 0.02 */
 } tsr_init_rule;
 
 /* One named parameter tensor of a layer. */
@@ -30,6 +32,7 @@ typedef struct tsr_param_desc {
     size_t count;         /* product of the shape */
     tsr_init_rule init;
     size_t fan_in, fan_out;
+    double std;           /* TSR_INIT_NORMAL */
 } tsr_param_desc;
 
 /* Text position of a spec being parsed; kinds parse their own arguments through it. */
@@ -110,6 +113,10 @@ struct tsr_layer_ops {
     int inplace_din;      /* backward may write d(input 0) over d(out) */
     int accumulate_din;   /* backward honours add_din (else the stage adds through scratch) */
     int token_input;      /* input 0 may be the model's int32 token ids (other kinds need floats) */
+    /* l->tied names (index + 1) an earlier embed layer whose table this kind uses as its
+     * weight (param[0]) instead of owning one: the language-model head tied to the token
+     * embedding. Both must sit on one stage; the gradients of both uses add up. */
+    int ties_embedding;
     /* FLOPs at batch n (multiply-add = 2). */
     void (*flops)(const tsr_layer *l, uint64_t n, uint64_t *forward, uint64_t *backward);
     tsr_status (*forward)(const tsr_layer_run *r);
@@ -126,18 +133,37 @@ const tsr_layer_ops *tsr_layer_ops_of(tsr_layer_kind kind);
 /* The kinds (one file each). */
 extern const tsr_layer_ops tsr_layer_dense, tsr_layer_conv2d, tsr_layer_maxpool, tsr_layer_relu,
     tsr_layer_dropout, tsr_layer_flatten, tsr_layer_add, tsr_layer_softmax_xent, tsr_layer_embed,
-    tsr_layer_gelu;
+    tsr_layer_gelu, tsr_layer_layernorm, tsr_layer_linear, tsr_layer_attention, tsr_layer_posembed,
+    tsr_layer_lmhead;
 
 /* Helpers for kinds. */
 static inline size_t tsr_tshape_size(tsr_tshape s) { return s.c * s.h * s.w; }
 static inline tsr_param_desc tsr_param_2d(const char *name, size_t a, size_t b, tsr_init_rule init,
                                           size_t fan_in, size_t fan_out) {
-    tsr_param_desc d = {name, 2, {a, b, 0, 0}, a * b, init, fan_in, fan_out};
+    tsr_param_desc d = {name, 2, {a, b, 0, 0}, a * b, init, fan_in, fan_out, 0.0};
     return d;
 }
 static inline tsr_param_desc tsr_param_1d(const char *name, size_t a, tsr_init_rule init) {
-    tsr_param_desc d = {name, 1, {a, 0, 0, 0}, a, init, 0, 0};
+    tsr_param_desc d = {name, 1, {a, 0, 0, 0}, a, init, 0, 0, 0.0};
     return d;
+}
+static inline tsr_param_desc tsr_param_normal(tsr_param_desc d, double std) {
+    d.init = TSR_INIT_NORMAL;
+    d.std = std;
+    return d;
+}
+
+/* Token-wise kinds (layernorm, linear, attention, posembed, lmhead) see a sample as rows of a
+ * last dimension: [T, C] (T x C x 1) is T rows of C; a vector (C x 1 x 1) one row of C. */
+static inline size_t tsr_tshape_dim(tsr_tshape s) { return s.h * s.w > 1 ? s.h * s.w : s.c; }
+static inline size_t tsr_tshape_rows(tsr_tshape s) { return tsr_tshape_size(s) / tsr_tshape_dim(s); }
+static inline size_t tsr_layer_in_dim(const tsr_layer *l) {
+    tsr_tshape s = {l->in_c, l->in_h, l->in_w, 0, 0};
+    return tsr_tshape_dim(s);
+}
+static inline size_t tsr_layer_in_rows(const tsr_layer *l) {
+    tsr_tshape s = {l->in_c, l->in_h, l->in_w, 0, 0};
+    return tsr_tshape_rows(s);
 }
 
 #endif

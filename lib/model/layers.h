@@ -23,7 +23,11 @@ typedef struct tsr_layer {
     size_t units;                       /* dense: outputs; conv: filters */
     size_t kh, kw, stride, pad_h, pad_w; /* conv (padding resolved); pool: kh = kw = size */
     float p;                            /* dropout */
-    size_t vocab;                       /* embed: rows of its table */
+    size_t vocab;                       /* embed, lmhead: rows of the table; posembed: positions */
+    size_t heads;                       /* attention */
+    size_t tied;                        /* lmhead: the embed layer's index + 1 (0: none) */
+    float eps;                          /* layernorm */
+    float std;                          /* linear: weight init std (0: GPT-2's 0.02) */
     size_t weights, biases;             /* parameter floats ("weight" and "bias" tensors) */
 } tsr_layer;
 
@@ -34,8 +38,15 @@ struct tsr_model {
     tsr_layer *layers;
     size_t count, cap;
     tsr_layer loss;                     /* the loss layer after the last one (softmax_xent) */
+    size_t positions;                   /* labels per sample: 1, or T for a language model
+                                         * whose last output is [T, classes] over T token ids */
     char *spec;                         /* canonical spec, rebuilt on demand */
 };
+
+/* lib/model/gpt.c: 1 when name is a GPT preset or gpt(...); the spec of that GPT for input d
+ * (the caller frees it), NULL with the context's error set. */
+int tsr_gpt_is_name(const char *name);
+char *tsr_gpt_spec_for(tsr_context *ctx, const char *name, const tsr_model_input_desc *d);
 
 static inline size_t tsr_layer_in_size(const tsr_layer *l) { return l->in_c * l->in_h * l->in_w; }
 static inline size_t tsr_layer_out_size(const tsr_layer *l) {

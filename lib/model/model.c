@@ -101,10 +101,22 @@ static tsr_layer config(tsr_layer_kind kind) {
     return l;
 }
 
+/* Labels per sample: one, or one per position when a token model's last output is
+ * [T, classes] (a language model's logits). */
+static size_t positions_of(const tsr_model *m) {
+    tsr_tshape out = tensor_shape(m, m->count);
+    size_t classes = m->input.classes;
+    if (m->desc.dtype == TSR_DTYPE_I32 && out.c > 1 && out.h * out.w == classes &&
+        tsr_tshape_size(out) != classes)
+        return out.c;
+    return 1;
+}
+
 /* The loss layer over the last layer's output (logits) and the labels. */
 static void set_loss(tsr_model *m) {
     tsr_layer loss = config(TSR_LAYER_SOFTMAX_XENT);
-    tsr_tshape in[2] = {tensor_shape(m, m->count), {1, 1, 1, 0, 0}};
+    m->positions = positions_of(m);
+    tsr_tshape in[2] = {tensor_shape(m, m->count), {m->positions, 1, 1, 0, 0}};
     loss.ninputs = 2;
     loss.inputs[0] = m->count;
     loss.in_c = in[0].c, loss.in_h = in[0].h, loss.in_w = in[0].w;
@@ -150,6 +162,17 @@ static tsr_status add_layer(tsr_model *m, const tsr_layer *cfg) {
                              "(a token kind must read them first)",
                              m->count, tok);
         }
+    if (l.ops->ties_embedding) {
+        const tsr_layer *e = l.tied && l.tied <= m->count ? &m->layers[l.tied - 1] : NULL;
+        if (!e || e->kind != TSR_LAYER_EMBED) {
+            char tok[64];
+            l.ops->print(&l, tok, sizeof tok);
+            return tsr_error(m->ctx, TSR_ERR_SHAPE,
+                             "layer %zu (%s) is tied to layer %zu, which is not an embed layer before it",
+                             m->count, tok, l.tied - 1);
+        }
+        l.vocab = e->vocab, l.units = e->units;
+    }
     l.in_c = in[0].c, l.in_h = in[0].h, l.in_w = in[0].w;
     l.out_c = in[0].c, l.out_h = in[0].h, l.out_w = in[0].w;
     TSR_TRY(l.ops->shape(m->ctx, &l, in));
@@ -217,6 +240,7 @@ tsr_status tsr_model_check(const tsr_model *m) {
     if (!m->count) return tsr_error(m->ctx, TSR_ERR_SHAPE, "model has no layers");
     const tsr_layer *l = &m->layers[m->count - 1];
     size_t out = tsr_layer_out_size(l);
+    if (m->positions > 1) return TSR_OK; /* [T, classes]: set_loss matched it */
     if (out != m->input.classes)
         return tsr_error(m->ctx, TSR_ERR_SHAPE,
                          "last layer gives %zu outputs (%zux%zux%zu) but the model has %zu classes",
@@ -303,6 +327,8 @@ static tsr_status located(tsr_spec_cursor *p, size_t pos, tsr_status st) {
     return tsr_spec_error(p, pos, st, "%s", detail);
 }
 
+static tsr_status parse_spec(tsr_context *ctx, const char *spec, tsr_model *m, tsr_model **out);
+
 /* One layer token: a name the registry knows, then its kind's ':' argument and '/' options. */
 static tsr_status parse_layer(tsr_spec_cursor *p, tsr_model *m) {
     tsr_spec_skip_ws(p);
@@ -343,7 +369,18 @@ static tsr_status parse_layer(tsr_spec_cursor *p, tsr_model *m) {
 /* Parses `spec` into the empty model m (freed on error). */
 static tsr_status parse_into(tsr_context *ctx, const char *spec, tsr_model *m, tsr_model **out) {
     const char *preset = tsr_model_preset(spec);
-    tsr_spec_cursor p = {ctx, preset ? preset : spec, 0};
+    char *gpt = NULL;
+    if (tsr_gpt_is_name(spec) && !(gpt = tsr_gpt_spec_for(ctx, spec, &m->desc))) {
+        tsr_model_free(m);
+        return tsr_context_last_status(ctx);
+    }
+    tsr_status st = parse_spec(ctx, gpt ? gpt : preset ? preset : spec, m, out);
+    tsr_free(ctx, gpt);
+    return st;
+}
+
+static tsr_status parse_spec(tsr_context *ctx, const char *spec, tsr_model *m, tsr_model **out) {
+    tsr_spec_cursor p = {ctx, spec, 0};
     tsr_status st = TSR_OK;
     tsr_spec_skip_ws(&p);
     if (!p.s[p.pos]) st = tsr_spec_error(&p, 0, TSR_ERR_PARSE, "empty model spec");
@@ -397,6 +434,7 @@ tsr_model_input_desc tsr_model_get_input_desc(const tsr_model *m) {
 }
 
 size_t tsr_model_layer_count(const tsr_model *m) { return m ? m->count : 0; }
+size_t tsr_model_positions(const tsr_model *m) { return m && m->positions ? m->positions : 1; }
 
 size_t tsr_model_param_count(const tsr_model *m) {
     size_t n = 0;

@@ -22,6 +22,8 @@ typedef struct layer_mem {
     int gin[TSR_LAYER_MAX_INPUTS];     /* slot of d(input k); -1: not wanted */
     int add[TSR_LAYER_MAX_INPUTS];     /* d(input k) already holds another reader's part */
     int scratch[TSR_LAYER_MAX_INPUTS]; /* slot the kind writes into before it is added; -1 */
+    int shared;                        /* a later layer's backward (a tied head) has written
+                                        * into its parameter gradients first: it adds */
 } layer_mem;
 
 /* The memory plan of a stage: computed once, without allocating device memory. */
@@ -170,6 +172,21 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
         }
     }
     p->nparams = poff;
+    /* a tied head uses its embedding's table and gradient */
+    for (size_t i = first; i < last; i++) {
+        const tsr_layer *l = &model->layers[i];
+        if (!l->ops->ties_embedding) continue;
+        size_t e = l->tied - 1;
+        if (e < first) {
+            s = tsr_error(ctx, TSR_ERR_INVALID_ARG,
+                          "stage layers [%zu, %zu): layer %zu (%s) uses layer %zu's table, which an earlier "
+                          "stage holds (a tied head and its embedding must share a stage)",
+                          first, last, i, l->ops->type, e);
+            goto done;
+        }
+        p->mem[i - first].param[0] = p->mem[e - first].param[0];
+        p->mem[e - first].shared = 1;
+    }
 
     /* activations and backward state; a view shares its input's storage */
     size_t cur = 0, gmax = 0, ws = 0, count;
@@ -203,10 +220,10 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
     if (is_last) {
         const tsr_layer *loss = &model->loss;
         layer_mem *m = &p->mem[nl];
-        size_t probs, rows;
+        size_t probs, rows; /* rows: one loss per label */
         m->in[0] = toff[nl];
         if (tsr_mul_size(B, loss->ops->state(loss), &probs) || tsr_mul_size(B, tsr_layer_out_size(loss), &rows) ||
-            reserve(&cur, B, &p->labels_off) || reserve(&cur, probs, &m->aux) || reserve(&cur, rows, &m->out) ||
+            reserve(&cur, rows, &p->labels_off) || reserve(&cur, probs, &m->aux) || reserve(&cur, rows, &m->out) ||
             reserve(&cur, 1, &p->losssum_off))
             goto overflow;
         m->in[1] = p->labels_off;
@@ -526,10 +543,11 @@ tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropou
     }
     if (st->is_last && loss) {
         float sum;
+        size_t labels = n * tsr_model_positions(st->model);
         tsr_ref rows = tsr_ref_at(st->acts, st->plan.mem[st->last - st->first].out);
-        TSR_TRY(tsr_op_sum(st->be, n, rows, tsr_ref_at(st->acts, st->plan.losssum_off)));
+        TSR_TRY(tsr_op_sum(st->be, labels, rows, tsr_ref_at(st->acts, st->plan.losssum_off)));
         TSR_TRY(tsr_read_f32(st->acts, st->plan.losssum_off, &sum, 1));
-        *loss = sum / (float)n;
+        *loss = sum / (float)labels;
     }
     st->trained = train ? (int)n : -(int)n;
     return TSR_OK;
@@ -542,7 +560,8 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
                          "stage backward on %zu samples needs a training forward on the same batch", n);
     if (st->is_last) {
         tsr_layer_run r = layer_run(st, st->last, n);
-        r.loss_scale = st->loss_scale > 0.0f ? st->loss_scale : 1.0f / (float)n;
+        r.loss_scale = st->loss_scale > 0.0f ? st->loss_scale
+                                             : 1.0f / (float)(n * tsr_model_positions(st->model));
         r.want_din[0] = 1;
         r.din[0] = slot_ref(st, st->plan.out_grad_idx);
         TSR_TRY(r.l->ops->backward(&r));
@@ -552,7 +571,7 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
         tsr_layer_run r = layer_run(st, i, n);
         const tsr_layer *l = r.l;
         if (!l->ops->view) {
-            r.accumulate = accumulate;
+            r.accumulate = accumulate || m->shared;
             r.dout = slot_ref(st, m->gout);
             for (size_t k = 0; k < l->ninputs; k++) {
                 if (m->gin[k] < 0) continue;
@@ -586,8 +605,16 @@ tsr_status tsr_stage_init_params(tsr_stage *st, int glorot, uint64_t seed) {
         tsr_rng_seed(&r, seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(i + 1)));
         for (size_t k = 0; k < np; k++) {
             float *w = host + m->param[k];
-            if (d[k].init == TSR_INIT_ZERO) {
-                memset(w, 0, d[k].count * sizeof *w);
+            if (d[k].init == TSR_INIT_ZERO || d[k].init == TSR_INIT_ONE) {
+                float v = d[k].init == TSR_INIT_ONE ? 1.0f : 0.0f;
+                for (size_t e = 0; e < d[k].count; e++) w[e] = v;
+                continue;
+            }
+            if (d[k].init == TSR_INIT_NORMAL) { /* Box-Muller, the cosine of each pair */
+                for (size_t e = 0; e < d[k].count; e++) {
+                    double u1 = 1.0 - tsr_rng_uniform(&r), u2 = tsr_rng_uniform(&r);
+                    w[e] = (float)(d[k].std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+                }
                 continue;
             }
             double bound = glorot ? sqrt(6.0 / (double)(d[k].fan_in + d[k].fan_out))
@@ -600,44 +627,69 @@ tsr_status tsr_stage_init_params(tsr_stage *st, int glorot, uint64_t seed) {
     return s;
 }
 
+/* The data set against the model: its kind (images or token sequences), features per sample
+ * and labels ([0, classes); -1 for an unscored position of a sequence). */
+tsr_status tsr_stage_check_dataset(tsr_context *ctx, const tsr_model *model, const tsr_dataset *d,
+                                   size_t first, size_t count) {
+    tsr_model_input in = tsr_model_get_input(model);
+    size_t P = tsr_model_positions(model), features = in.channels * in.height * in.width;
+    int tokens = model->desc.dtype == TSR_DTYPE_I32;
+    if (tokens != (d->tokens != NULL) || (!tokens && !d->images))
+        return tsr_error(ctx, TSR_ERR_SHAPE, "the data set holds %s but the model reads %s",
+                         d->tokens ? "token ids" : "images", tokens ? "token ids" : "floats");
+    if (d->features != features || (d->positions ? d->positions : 1) != P)
+        return tsr_error(ctx, TSR_ERR_SHAPE,
+                         "data set has %zu features and %zu labels per sample, the model takes %zu and %zu",
+                         d->features, d->positions ? d->positions : 1, features, P);
+    if (!d->count) return tsr_error(ctx, TSR_ERR_SHAPE, "evaluation on an empty data set");
+    if (first > d->count || count > d->count - first)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "samples [%zu, %zu) of a data set of %zu", first, first + count,
+                         d->count);
+    for (size_t i = first * P; i < (first + count) * P; i++) {
+        int32_t y = d->labels[i];
+        if ((y < 0 && !(y == -1 && P > 1)) || (y >= 0 && (size_t)y >= in.classes))
+            return tsr_error(ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)%s", (int)y,
+                             i / P, in.classes, P > 1 ? " or -1 (not scored)" : "");
+    }
+    if (tokens)
+        for (size_t i = first * features; i < (first + count) * features; i++)
+            if (d->tokens[i] < 0 || (size_t)d->tokens[i] >= model->desc.vocab)
+                return tsr_error(ctx, TSR_ERR_INVALID_ARG, "token %d of sample %zu is not in [0, %zu)",
+                                 (int)d->tokens[i], i / features, model->desc.vocab);
+    return TSR_OK;
+}
+
+tsr_status tsr_stage_upload_samples(tsr_stage *st, const tsr_dataset *d, size_t first, size_t n) {
+    size_t f = d->features, P = tsr_model_positions(st->model);
+    if (d->tokens) TSR_TRY(tsr_ref_write(tsr_stage_input(st), TSR_DTYPE_I32, d->tokens + first * f, n * f));
+    else TSR_TRY(tsr_ref_write(tsr_stage_input(st), TSR_DTYPE_F32, d->images + first * f, n * f));
+    if (!st->is_last) return TSR_OK; /* labels live on the last stage only */
+    return tsr_ref_write(tsr_stage_labels(st), TSR_DTYPE_I32, d->labels + first * P, n * P);
+}
+
 tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first, size_t count,
                               float *probs, size_t *correct, double *loss_sum) {
-    tsr_model_input in = tsr_model_get_input(st->model);
     if (st->first != 0 || st->last != tsr_model_layer_count(st->model))
         return tsr_error(st->ctx, TSR_ERR_INVALID_ARG, "evaluation needs a stage of the whole model");
-    if (st->model->desc.dtype != TSR_DTYPE_F32)
-        return tsr_error(st->ctx, TSR_ERR_UNSUPPORTED,
-                         "evaluation from an image data set needs a model of float input, this one reads "
-                         "token ids");
-    if (d->features != in.channels * in.height * in.width)
-        return tsr_error(st->ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
-                         d->features, in.channels * in.height * in.width);
-    if (!d->count) return tsr_error(st->ctx, TSR_ERR_SHAPE, "evaluation on an empty data set");
-    if (first > d->count || count > d->count - first)
-        return tsr_error(st->ctx, TSR_ERR_SHAPE, "samples [%zu, %zu) of a data set of %zu", first,
-                         first + count, d->count);
-    for (size_t i = first; i < first + count; i++)
-        if (d->labels[i] < 0 || (size_t)d->labels[i] >= in.classes)
-            return tsr_error(st->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
-                             (int)d->labels[i], i, in.classes);
-    size_t classes = in.classes;
-    tsr_ref x = tsr_stage_input(st), y = tsr_stage_labels(st), pr = tsr_stage_probs(st);
+    TSR_TRY(tsr_stage_check_dataset(st->ctx, st->model, d, first, count));
+    size_t classes = tsr_model_get_input(st->model).classes, P = tsr_model_positions(st->model);
+    tsr_ref pr = tsr_stage_probs(st);
     for (size_t i = first; i < first + count; i += st->max_batch) {
         size_t n = first + count - i < st->max_batch ? first + count - i : st->max_batch;
         float l;
-        TSR_TRY(tsr_ref_write(x, TSR_DTYPE_F32, d->images + i * d->features, n * d->features));
-        TSR_TRY(tsr_ref_write(y, TSR_DTYPE_I32, d->labels + i, n));
+        TSR_TRY(tsr_stage_upload_samples(st, d, i, n));
         TSR_TRY(tsr_stage_forward(st, n, 0, 0, &l));
-        TSR_TRY(tsr_ref_read(pr, TSR_DTYPE_F32, probs, n * classes));
-        tsr_stage_score(probs, n, classes, d->labels + i, l, correct, loss_sum);
+        TSR_TRY(tsr_ref_read(pr, TSR_DTYPE_F32, probs, n * P * classes));
+        tsr_stage_score(probs, n * P, classes, d->labels + i * P, l, correct, loss_sum);
     }
     return TSR_OK;
 }
 
-void tsr_stage_score(const float *probs, size_t n, size_t classes, const int32_t *labels, float loss,
+void tsr_stage_score(const float *probs, size_t rows, size_t classes, const int32_t *labels, float loss,
                      size_t *correct, double *loss_sum) {
-    *loss_sum += (double)loss * (double)n;
-    for (size_t r = 0; r < n; r++) {
+    *loss_sum += (double)loss * (double)rows; /* the mean over rows; unscored rows add 0 */
+    for (size_t r = 0; r < rows; r++) {
+        if (labels[r] < 0) continue;
         const float *p = probs + r * classes;
         size_t best = 0;
         for (size_t c = 1; c < classes; c++)

@@ -61,9 +61,9 @@ tsr_ref tsr_stage_output(tsr_stage *st);
 tsr_ref tsr_stage_input_grad(tsr_stage *st);
 /* Where a non-final stage receives d(loss)/d(output) before backward. */
 tsr_ref tsr_stage_output_grad(tsr_stage *st);
-/* Last stage: labels (int32, batch) go here before forward with the loss. */
+/* Last stage: labels (int32, batch x tsr_model_positions) go here before forward with the loss. */
 tsr_ref tsr_stage_labels(tsr_stage *st);
-/* Last stage: softmax probabilities (batch x classes) after forward. */
+/* Last stage: softmax probabilities (batch x positions x classes) after forward. */
 tsr_ref tsr_stage_probs(tsr_stage *st);
 
 void tsr_stage_set_hook(tsr_stage *st, tsr_stage_grad_hook hook, void *user);
@@ -110,11 +110,19 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate);
  * floats. Checks the data set's shape and labels first (TSR_ERR_SHAPE / INVALID_ARG). */
 tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first, size_t count,
                               float *probs, size_t *correct, double *loss_sum);
-/* The scoring of one evaluated chunk, shared with the pipeline's last stage: adds the n
- * samples whose most probable class (the first of equal ones) is their label to *correct, and
- * the chunk's mean loss times n to *loss_sum. probs: n x classes on the host. */
-void tsr_stage_score(const float *probs, size_t n, size_t classes, const int32_t *labels, float loss,
+/* The scoring of one evaluated chunk, shared with the pipeline's last stage: adds the rows
+ * (labels: samples x positions) whose most probable class (the first of equal ones) is their
+ * label to *correct (rows labelled -1 are not scored), and the chunk's mean loss times rows to
+ * *loss_sum. probs: rows x classes on the host. */
+void tsr_stage_score(const float *probs, size_t rows, size_t classes, const int32_t *labels, float loss,
                      size_t *correct, double *loss_sum);
+/* Checks samples [first, first + count) of d against the model (kind, features, labels, token
+ * ids); errors name the sample and the bound. */
+tsr_status tsr_stage_check_dataset(tsr_context *ctx, const tsr_model *model, const tsr_dataset *d,
+                                   size_t first, size_t count);
+/* Writes samples [first, first + n) of d (images or token ids) into the stage's input, and
+ * their labels when the stage is the last. */
+tsr_status tsr_stage_upload_samples(tsr_stage *st, const tsr_dataset *d, size_t first, size_t n);
 
 /* Seed of layer `layer`'s dropout masks for a forward given `dropout_seed`. */
 uint64_t tsr_stage_dropout_seed(uint64_t dropout_seed, size_t layer);

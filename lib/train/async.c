@@ -181,7 +181,7 @@ tsr_status tsr_async_create(tsr_context *ctx, const tsr_model *model, const tsr_
     a->bound = tsr_calloc(ctx, (size_t)a->K + 1, sizeof *a->bound);
     a->params = tsr_calloc(ctx, a->np + 1, sizeof *a->params);
     a->grads = tsr_calloc(ctx, a->np + 1, sizeof *a->grads);
-    a->probs = tsr_calloc(ctx, o->batch * classes, sizeof *a->probs);
+    a->probs = tsr_calloc(ctx, o->batch * tsr_model_positions(model) * classes, sizeof *a->probs);
     a->srx = tsr_calloc(ctx, (size_t)a->K, sizeof *a->srx);
     if (!a->bound || !a->params || !a->grads || !a->probs || !a->srx) {
         tsr_run_release(&a->run, 0);
@@ -817,8 +817,9 @@ tsr_status tsr_async_evaluate(tsr_async *a, const tsr_dataset *d, double *accura
     size_t correct = 0;
     double total = 0.0;
     TSR_TRY(tsr_stage_evaluate(a->stage, d, 0, d->count, a->probs, &correct, &total));
-    if (accuracy) *accuracy = (double)correct / (double)d->count;
-    if (loss) *loss = total / (double)d->count;
+    double targets = (double)tsr_dataset_targets(d);
+    if (accuracy) *accuracy = (double)correct / targets;
+    if (loss) *loss = total / targets;
     return TSR_OK;
 }
 

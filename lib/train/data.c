@@ -66,7 +66,7 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
         return s;
     }
     m->np = tsr_stage_param_count(m->stage);
-    m->probs = tsr_calloc(ctx, o->batch * classes, sizeof *m->probs);
+    m->probs = tsr_calloc(ctx, o->batch * tsr_model_positions(model) * classes, sizeof *m->probs);
     m->grads = tsr_calloc(ctx, m->np ? m->np : 1, sizeof *m->grads);
     if (!m->probs || !m->grads) {
         destroy(m);
@@ -228,8 +228,9 @@ static tsr_status evaluate(void *mode, const tsr_dataset *d, double *accuracy, d
         TSR_TRY(s);
         if (failed) return tsr_error(ctx, TSR_ERR_STATE, "evaluation failed on another rank");
     }
-    if (accuracy) *accuracy = (double)correct / (double)d->count;
-    if (loss) *loss = total / (double)d->count;
+    double targets = (double)tsr_dataset_targets(d);
+    if (accuracy) *accuracy = (double)correct / targets;
+    if (loss) *loss = total / targets;
     return TSR_OK;
 }
 

@@ -217,7 +217,7 @@ static tsr_status setup(tsr_gossip *g, const tsr_trainer_options *o) {
     g->tmp = tsr_malloc(ctx, words * sizeof(float));
     g->recv[0] = tsr_malloc(ctx, words * sizeof(float));
     g->recv[1] = tsr_malloc(ctx, words * sizeof(float));
-    g->probs = tsr_calloc(ctx, o->batch * g->classes, sizeof *g->probs);
+    g->probs = tsr_calloc(ctx, o->batch * tsr_model_positions(g->run.model) * g->classes, sizeof *g->probs);
     /* the non-finite scan reads device gradients to the host (host backend: in place) */
     g->grads = tsr_calloc(ctx, words, sizeof *g->grads);
     if (!g->own || !g->tmp || !g->recv[0] || !g->recv[1] || !g->probs || !g->grads)
@@ -352,8 +352,9 @@ static tsr_status eval_current(tsr_gossip *g, const tsr_dataset *d, double *accu
     size_t correct = 0;
     double total = 0.0;
     TSR_TRY(tsr_stage_evaluate(g->stage, d, 0, d->count, g->probs, &correct, &total));
-    if (accuracy) *accuracy = (double)correct / (double)d->count;
-    if (loss) *loss = total / (double)d->count;
+    double targets = (double)tsr_dataset_targets(d);
+    if (accuracy) *accuracy = (double)correct / targets;
+    if (loss) *loss = total / targets;
     return TSR_OK;
 }
 

@@ -44,7 +44,7 @@ struct tsr_pipeline {
     tsr_optim *optim;
     uint64_t recomputes;
     int broken;
-    size_t mb_max, in_feat, out_feat, classes;
+    size_t mb_max, in_feat, out_feat, classes, positions; /* positions: labels per sample */
     size_t in_slots;         /* micro-batches in flight on this stage */
     pl_slot *in, *fsend;     /* in_slots each: received inputs (the re-materialisation store),
                                 outputs being sent */
@@ -210,6 +210,7 @@ static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
     p->in_feat = tsr_layer_in_size(l0);
     p->out_feat = tsr_layer_out_size(l1);
     p->classes = tsr_model_get_input(p->run.model).classes;
+    p->positions = tsr_model_positions(p->run.model);
     /* in flight: GPipe holds every micro-batch; 1F1B at stage s warms up with S-s-1 forwards */
     p->in_slots = p->schedule == TSR_PIPELINE_GPIPE ? p->M
                   : (p->S - p->s < p->M ? p->S - p->s : p->M);
@@ -218,7 +219,7 @@ static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
     p->in = tsr_calloc(ctx, p->in_slots, sizeof *p->in);
     p->fsend = tsr_calloc(ctx, p->in_slots, sizeof *p->fsend);
     p->ops = tsr_calloc(ctx, 2 * p->M, sizeof *p->ops);
-    p->probs = tsr_calloc(ctx, p->mb_max * p->classes, sizeof *p->probs);
+    p->probs = tsr_calloc(ctx, p->mb_max * p->positions * p->classes, sizeof *p->probs);
     /* the non-finite scan reads device gradients to the host (host backend: in place) */
     p->grads = tsr_calloc(ctx, tsr_stage_param_count(p->stage) + 1, sizeof *p->grads);
     if (!p->in || !p->fsend || !p->ops || !p->probs || !p->grads)
@@ -382,7 +383,7 @@ static tsr_status load_input(tsr_pipeline *p, const float *images, const int32_t
     TSR_TRY(tsr_ref_write(x, TSR_DTYPE_F32, src, m * p->in_feat));
     if (p->s + 1 == p->S) {
         tsr_ref y = tsr_stage_labels(p->stage);
-        TSR_TRY(tsr_ref_write(y, TSR_DTYPE_I32, labels + off, m));
+        TSR_TRY(tsr_ref_write(y, TSR_DTYPE_I32, labels + off * p->positions, m * p->positions));
     }
     return TSR_OK;
 }
@@ -515,7 +516,7 @@ static tsr_status compute(void *mode, const float *images, const int32_t *labels
     step_state ss = {n, p->M < n ? p->M : n, 0, 0, -1};
     p->step_n = n;
     p->loss_sum = 0.0;
-    if (p->s + 1 == p->S) tsr_stage_set_loss_scale(p->stage, 1.0f / (float)n);
+    if (p->s + 1 == p->S) tsr_stage_set_loss_scale(p->stage, 1.0f / (float)(n * p->positions));
     /* hybrid: the replicas' sample counts weight their mean gradients (arms the bucket hook) */
     if (p->dp) TSR_TRY(tsr_dp_begin(p->dp, n, 0.0f, NULL, NULL)); /* stop: in decide */
     size_t nops = build_ops(p, ss.M);
@@ -605,15 +606,7 @@ tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t
 tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *accuracy,
                                  double *loss) {
     if (!p || !d) return TSR_ERR_INVALID_ARG;
-    tsr_model_input in = tsr_model_get_input(p->run.model);
-    if (d->features != in.channels * in.height * in.width)
-        return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "data set has %zu features per sample, model takes %zu",
-                         d->features, in.channels * in.height * in.width);
-    if (!d->count) return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "evaluation on an empty data set");
-    for (size_t i = 0; i < d->count; i++)
-        if (d->labels[i] < 0 || (size_t)d->labels[i] >= p->classes)
-            return tsr_error(p->run.ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
-                             (int)d->labels[i], i, p->classes);
+    TSR_TRY(tsr_stage_check_dataset(p->run.ctx, p->run.model, d, 0, d->count));
     if (p->broken)
         return tsr_error(p->run.ctx, TSR_ERR_STATE, "pipeline: an earlier step failed mid-way");
     int last = p->s + 1 == p->S;
@@ -627,16 +620,15 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
     for (size_t i = lo; i < lo + cnt && s == TSR_OK; i += p->mb_max) {
         size_t m = lo + cnt - i < p->mb_max ? lo + cnt - i : p->mb_max;
         tsr_ref x = tsr_stage_input(p->stage);
-        const float *src = d->images + i * d->features;
         if (p->s > 0) {
             s = tsr_comm_recv(p->comm, (int)p->s - 1, msg_tag(0, DIR_ACT), p->in[0].buf,
                               m * p->in_feat * sizeof(float));
-            src = p->in[0].buf;
-        }
-        if (s == TSR_OK) s = tsr_ref_write(x, TSR_DTYPE_F32, src, m * p->in_feat);
-        if (s == TSR_OK && last) {
-            tsr_ref y = tsr_stage_labels(p->stage);
-            s = tsr_ref_write(y, TSR_DTYPE_I32, d->labels + i, m);
+            if (s == TSR_OK) s = tsr_ref_write(x, TSR_DTYPE_F32, p->in[0].buf, m * p->in_feat);
+            if (s == TSR_OK && last)
+                s = tsr_ref_write(tsr_stage_labels(p->stage), TSR_DTYPE_I32, d->labels + i * p->positions,
+                                  m * p->positions);
+        } else {
+            s = tsr_stage_upload_samples(p->stage, d, i, m);
         }
         float l = 0.0f;
         if (s == TSR_OK) s = tsr_stage_forward(p->stage, m, 0, 0, last ? &l : NULL);
@@ -648,8 +640,10 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
                                   m * p->out_feat * sizeof(float));
         }
         if (s == TSR_OK && last) {
-            s = tsr_ref_read(probs, TSR_DTYPE_F32, p->probs, m * p->classes);
-            if (s == TSR_OK) tsr_stage_score(p->probs, m, p->classes, d->labels + i, l, &correct, &res[1]);
+            size_t rows = m * p->positions;
+            s = tsr_ref_read(probs, TSR_DTYPE_F32, p->probs, rows * p->classes);
+            if (s == TSR_OK)
+                tsr_stage_score(p->probs, rows, p->classes, d->labels + i * p->positions, l, &correct, &res[1]);
         }
     }
     if (s != TSR_OK) return step_failed(p, s);
@@ -681,8 +675,9 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
         tsr_free(p->run.ctx, got);
         if (s != TSR_OK) return step_failed(p, s);
     }
-    if (accuracy) *accuracy = res[0] / (double)d->count;
-    if (loss) *loss = res[1] / (double)d->count;
+    double targets = (double)tsr_dataset_targets(d);
+    if (accuracy) *accuracy = res[0] / targets;
+    if (loss) *loss = res[1] / targets;
     return TSR_OK;
 }
 

@@ -98,11 +98,20 @@ tsr_status tsr_run_check_batch(tsr_run *r, const float *images, const int32_t *l
     if (n < min_n || n > r->o.batch)
         return tsr_error(r->ctx, TSR_ERR_SHAPE, "%sbatch of %zu samples: the trainer takes %zu to %zu",
                          who, n, min_n, r->o.batch);
-    size_t classes = tsr_model_get_input(r->model).classes;
-    for (size_t i = 0; i < n; i++) /* every rank checks its own: refused before any message */
+    size_t classes = tsr_model_get_input(r->model).classes, P = tsr_model_positions(r->model);
+    for (size_t i = 0; i < n * P; i++) /* every rank checks its own: refused before any message */
         if (labels[i] < 0 || (size_t)labels[i] >= classes)
-            return tsr_error(r->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu is not in [0, %zu)",
-                             (int)labels[i], i, classes);
+            return tsr_error(r->ctx, TSR_ERR_INVALID_ARG, "label %d of sample %zu%s is not in [0, %zu)",
+                             (int)labels[i], i / P, P > 1 ? " (a target token)" : "", classes);
+    tsr_model_input_desc d = tsr_model_get_input_desc(r->model);
+    if (d.dtype == TSR_DTYPE_I32) { /* token ids travel in the images pointer */
+        const int32_t *ids = (const int32_t *)(const void *)images;
+        size_t T = d.dims[0];
+        for (size_t i = 0; i < n * T; i++)
+            if (ids[i] < 0 || (size_t)ids[i] >= d.vocab)
+                return tsr_error(r->ctx, TSR_ERR_INVALID_ARG, "%stoken %d of sequence %zu is not in [0, %zu)",
+                                 who, (int)ids[i], i / T, d.vocab);
+    }
     return TSR_OK;
 }
 
@@ -111,8 +120,9 @@ tsr_status tsr_run_upload(tsr_run *r, tsr_stage *st, const float *images, const 
     tsr_model_input in = tsr_model_get_input(r->model);
     size_t features = in.channels * in.height * in.width;
     tsr_ref x = tsr_stage_input(st), y = tsr_stage_labels(st);
+    /* token ids are int32 of the same size: the bytes go as they are */
     TSR_TRY(tsr_ref_write(x, TSR_DTYPE_F32, images, n * features));
-    return tsr_ref_write(y, TSR_DTYPE_I32, labels, n);
+    return tsr_ref_write(y, TSR_DTYPE_I32, labels, n * tsr_model_positions(r->model));
 }
 
 uint64_t tsr_run_dropout_seed(tsr_run *r, uint64_t stream) {

@@ -90,11 +90,32 @@ tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const ts
     return TSR_OK;
 }
 
+static int reads_tokens(tsr_trainer *t) {
+    return tsr_model_get_input_desc(run_of(t)->model).dtype == TSR_DTYPE_I32;
+}
+
 tsr_status tsr_trainer_step(tsr_trainer *t, const float *images, const int32_t *labels, size_t n,
                             float *loss) {
     if (!t) return TSR_ERR_INVALID_ARG;
+    if (reads_tokens(t))
+        return tsr_error(run_of(t)->ctx, TSR_ERR_INVALID_ARG,
+                         "the model reads token ids: train it with tsr_trainer_step_tokens");
     float l = 0.0f;
     tsr_status s = t->st->step(t->mode, images, labels, n, &l);
+    run_of(t)->last_loss = l;
+    if (loss) *loss = l;
+    return s;
+}
+
+tsr_status tsr_trainer_step_tokens(tsr_trainer *t, const int32_t *ids, const int32_t *targets, size_t n,
+                                   float *loss) {
+    if (!t) return TSR_ERR_INVALID_ARG;
+    if (!reads_tokens(t))
+        return tsr_error(run_of(t)->ctx, TSR_ERR_INVALID_ARG,
+                         "the model reads floats: train it with tsr_trainer_step");
+    float l = 0.0f;
+    /* the modes carry a batch's inputs as 4-byte elements: int32 ids go as they are */
+    tsr_status s = t->st->step(t->mode, (const float *)(const void *)ids, targets, n, &l);
     run_of(t)->last_loss = l;
     if (loss) *loss = l;
     return s;

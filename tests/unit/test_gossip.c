@@ -91,8 +91,8 @@ static void test_equals_trainer(void **state) {
     remove(path);
     tsr_test_remove_dir(dir);
     double acc0, acc1;
-    assert_int_equal(tsr_trainer_evaluate(t, &(tsr_dataset){N, 1, 3, 4, F, C, x, y}, &acc0, NULL), TSR_OK);
-    assert_int_equal(tsr_gossip_evaluate(h, &(tsr_dataset){N, 1, 3, 4, F, C, x, y}, &acc1, NULL), TSR_OK);
+    assert_int_equal(tsr_trainer_evaluate(t, &(tsr_dataset){N, 1, 3, 4, F, C, x, y, NULL, 1}, &acc0, NULL), TSR_OK);
+    assert_int_equal(tsr_gossip_evaluate(h, &(tsr_dataset){N, 1, 3, 4, F, C, x, y, NULL, 1}, &acc1, NULL), TSR_OK);
     assert_true(acc0 == acc1 && acc0 > 0.25);
     free(a);
     free(b);

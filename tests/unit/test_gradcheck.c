@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "lib/core/internal.h"
+#include "lib/layers/layer.h"
 #include "lib/model/stage.h"
 #include "support/test_util.h"
 
@@ -125,14 +126,71 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
             case TSR_LAYER_ADD:
                 for (size_t k = 0; k < out; k++) ys[k] = xs[k] + xs1[k];
                 break;
+            case TSR_LAYER_LAYERNORM: {
+                size_t dim = tsr_layer_in_dim(l);
+                for (size_t r0 = 0; r0 < in; r0 += dim) {
+                    double mean = 0, var = 0;
+                    for (size_t k = 0; k < dim; k++) mean += xs[r0 + k];
+                    mean /= (double)dim;
+                    for (size_t k = 0; k < dim; k++) var += (xs[r0 + k] - mean) * (xs[r0 + k] - mean);
+                    double rstd = 1.0 / sqrt(var / (double)dim + (double)l->eps);
+                    for (size_t k = 0; k < dim; k++) ys[r0 + k] = (xs[r0 + k] - mean) * rstd * W[k] + B[k];
+                }
+                break;
+            }
+            case TSR_LAYER_LINEAR: { /* W [dim][units] */
+                size_t dim = tsr_layer_in_dim(l), rows = in / dim;
+                for (size_t q = 0; q < rows; q++)
+                    for (size_t u = 0; u < l->units; u++) {
+                        double acc = B[u];
+                        for (size_t k = 0; k < dim; k++) acc += xs[q * dim + k] * W[k * l->units + u];
+                        ys[q * l->units + u] = acc;
+                    }
+                break;
+            }
+            case TSR_LAYER_POSEMBED:
+                for (size_t k = 0; k < out; k++) ys[k] = xs[k] + W[k];
+                break;
+            case TSR_LAYER_ATTENTION: { /* rows q | k | v, causal, heads side by side */
+                size_t Tn = l->in_c, C = l->out_h, H = l->heads, hs = C / H;
+                for (size_t h = 0; h < H; h++)
+                    for (size_t t = 0; t < Tn; t++) {
+                        double sc[64], mx = -INFINITY, sum = 0;
+                        assert_true(Tn <= 64);
+                        for (size_t j = 0; j <= t; j++) {
+                            double dot = 0;
+                            for (size_t e = 0; e < hs; e++)
+                                dot += xs[t * 3 * C + h * hs + e] * xs[j * 3 * C + C + h * hs + e];
+                            sc[j] = dot / sqrt((double)hs);
+                            mx = sc[j] > mx ? sc[j] : mx;
+                        }
+                        for (size_t j = 0; j <= t; j++) sum += (sc[j] = exp(sc[j] - mx));
+                        for (size_t e = 0; e < hs; e++) {
+                            double acc = 0;
+                            for (size_t j = 0; j <= t; j++) acc += sc[j] / sum * xs[j * 3 * C + 2 * C + h * hs + e];
+                            ys[t * C + h * hs + e] = acc;
+                        }
+                    }
+                break;
+            }
+            case TSR_LAYER_LMHEAD: { /* W: the tied embedding's table [vocab][C] */
+                size_t C = l->units, rows = in / C;
+                for (size_t q = 0; q < rows; q++)
+                    for (size_t v = 0; v < l->vocab; v++) {
+                        double acc = 0;
+                        for (size_t c = 0; c < C; c++) acc += xs[q * C + c] * W[v * C + c];
+                        ys[q * l->vocab + v] = acc;
+                    }
+                break;
+            }
             case TSR_LAYER_SOFTMAX_XENT: fail(); break;
             }
         }
     }
     const double *a = t[m->count];
-    size_t classes = m->input.classes;
+    size_t classes = m->input.classes, P = tsr_model_positions(m);
     double loss = 0;
-    for (size_t s = 0; s < n; s++) {
+    for (size_t s = 0; s < n * P; s++) { /* a label per sample, or per position */
         const double *z = a + s * classes;
         double mx = z[0], sum = 0;
         for (size_t c = 1; c < classes; c++) mx = z[c] > mx ? z[c] : mx;
@@ -141,7 +199,7 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
     }
     for (size_t i = 0; i <= m->count; i++) free(t[i]);
     free(t);
-    return loss / (double)n;
+    return loss / (double)(n * P);
 }
 
 typedef struct hook_log {
@@ -189,14 +247,16 @@ static int check_model(tsr_context *ctx, int dev, const char *spec, const tsr_mo
     float *pf = malloc((np + 1) * sizeof *pf), *xf = malloc(nx * sizeof *xf);
     float *gf = malloc((np + 1) * sizeof *gf), *dxf = malloc(nx * sizeof *dxf);
     double *p = malloc((np + 1) * sizeof *p), *x = malloc(nx * sizeof *x);
-    int32_t labels[BATCH];
+    int32_t labels[BATCH * 16];
+    assert_true(tsr_model_positions(m) <= 16);
     assert_true(pf && xf && gf && dxf && p && x);
     uint64_t seed = 0x1234 + (uint64_t)strlen(spec);
     tsr_test_fill_uniform(pf, np, seed, -0.5f, 0.5f);
     tsr_model_input in = tsr_model_get_input(m);
     int tokens = desc->dtype == TSR_DTYPE_I32; /* x holds ids (written as int32), no gradient */
     tsr_test_fill_uniform(xf, nx, seed + 1, -1.0f, 1.0f);
-    for (size_t s = 0; s < BATCH; s++) labels[s] = (int32_t)((s * 7 + 3) % in.classes);
+    size_t nlabels = BATCH * tsr_model_positions(m);
+    for (size_t s = 0; s < nlabels; s++) labels[s] = (int32_t)((s * 7 + 3) % in.classes);
     for (size_t i = 0; i < np; i++) p[i] = pf[i];
     for (size_t i = 0; i < nx; i++) {
         int32_t id = (int32_t)((i * 5 + i / 3) % desc->vocab); /* ids repeat within a sample */
@@ -206,7 +266,7 @@ static int check_model(tsr_context *ctx, int dev, const char *spec, const tsr_mo
     assert_int_equal(tsr_buf_write(tsr_stage_params(st), 0, pf, np * 4), TSR_OK);
     tsr_ref xi = tsr_stage_input(st), li = tsr_stage_labels(st);
     assert_int_equal(tsr_buf_write(xi.buf, xi.off * 4, xf, nx * 4), TSR_OK);
-    assert_int_equal(tsr_buf_write(li.buf, li.off * 4, labels, sizeof labels), TSR_OK);
+    assert_int_equal(tsr_buf_write(li.buf, li.off * 4, labels, nlabels * 4), TSR_OK);
 
     uint64_t dseed = 99;
     float loss;
@@ -312,6 +372,20 @@ static const struct {
 } host_cases[] = {
     {"gelu", {1, 3, 5, 15}},
     {"dense:6,gelu,dense:6,add:1,gelu,dense:4", {1, 2, 3, 4}},
+    /* a transformer block's pieces over [T, C] rows: T = 3 tokens of 5 channels */
+    {"layernorm,linear:12,attention:2,linear:5/std0.3,add:in,layernorm,posembed:4", {3, 5, 1, 15}},
+    {"linear:6,gelu,linear:2,layernorm", {4, 3, 1, 8}},
+};
+
+/* A GPT in small (host only so far): the tied head adds its gradient to the embedding's, and
+ * the loss is over every position. */
+static const struct {
+    const char *spec;
+    tsr_model_input_desc in;
+} host_token_cases[] = {
+    {"embed:6,posembed:5,layernorm,linear:18,attention:3,linear:6,add:1,layernorm,linear:8,gelu,linear:6,"
+     "add:6,layernorm,lmhead:0",
+     {TSR_DTYPE_I32, 1, {4, 0, 0}, 7, 7}},
 };
 
 static void test_gradcheck_all_devices(void **state) {
@@ -337,6 +411,8 @@ static void test_gradcheck_all_devices(void **state) {
             tsr_model_input_desc desc = {TSR_DTYPE_F32, 3, {in.channels, in.height, in.width}, 0, in.classes};
             bad += check_model(ctx, d, host_cases[c].spec, &desc, 400);
         }
+        for (size_t c = 0; c < TSR_ARRAY_SIZE(host_token_cases) && info->backend == TSR_BACKEND_HOST; c++)
+            bad += check_model(ctx, d, host_token_cases[c].spec, &host_token_cases[c].in, 400);
     }
     tsr_context_free(ctx);
     assert_int_equal(bad, 0);

@@ -359,8 +359,8 @@ static void test_input_desc(void **state) {
     size_t correct = 0;
     double loss = 0;
     assert_non_null(data);
-    assert_int_equal(tsr_stage_evaluate(st, data, 0, 8, probs, &correct, &loss), TSR_ERR_UNSUPPORTED);
-    assert_error_has("this one reads token ids");
+    assert_int_equal(tsr_stage_evaluate(st, data, 0, 8, probs, &correct, &loss), TSR_ERR_SHAPE);
+    assert_error_has("the data set holds images but the model reads token ids");
     tsr_dataset_free(ctx, data);
     tsr_stage_free(st);
     tsr_backend_free(be);

@@ -319,9 +319,9 @@ static void test_bad_input(void **state) {
     assert_int_equal(tsr_trainer_get_params(t, p, 14), TSR_ERR_SHAPE);
     assert_int_equal(tsr_trainer_get_params(t, p, 15), TSR_OK);
     /* evaluation refuses a data set of another shape */
-    tsr_dataset d = {1, 1, 3, 3, 9, 3, x, y};
+    tsr_dataset d = {1, 1, 3, 3, 9, 3, x, y, NULL, 1};
     assert_int_equal(tsr_trainer_evaluate(t, &d, NULL, NULL), TSR_ERR_SHAPE);
-    assert_non_null(strstr(tsr_context_last_error(ctx), "data set has 9 features per sample, model takes 4"));
+    assert_non_null(strstr(tsr_context_last_error(ctx), "data set has 9 features and 1 labels per sample, the model takes 4 and 1"));
     tsr_trainer_free(t);
 
     /* options */
@@ -449,7 +449,7 @@ static void test_evaluate_batching(void **state) {
     float x[10 * 9];
     int32_t y[10];
     make_batch(x, y, 10, 9, 4, 3);
-    tsr_dataset d = {10, 1, 3, 3, 9, 4, x, y};
+    tsr_dataset d = {10, 1, 3, 3, 9, 4, x, y, NULL, 1};
     tsr_trainer_options o;
     tsr_trainer_options_init(&o);
     double acc[2], loss[2];
@@ -482,7 +482,7 @@ static void test_get_grads_finite_differences(void **state) {
     float x[N * 9];
     int32_t y[N];
     make_batch(x, y, N, 9, 4, 5);
-    tsr_dataset d = {N, 1, 3, 3, 9, 4, x, y};
+    tsr_dataset d = {N, 1, 3, 3, 9, 4, x, y, NULL, 1};
     tsr_trainer_options o;
     tsr_trainer_options_init(&o);
     o.batch = N;

@@ -79,6 +79,13 @@ static void usage(FILE *f) {
             "                         graph neighbours; evaluation and checkpoints: the average\n"
             "  --gossip-graph ring|exp  gossip: ring (2 neighbours) or one-peer exponential graph\n"
             "  --gossip-period K      gossip: mix every K steps (default 1)\n"
+            "  language models: --data DIR holding train.bin and val.bin (llm.c token files; see\n"
+            "  tsr-tokenize) trains a GPT: --model gpt-mini|gpt2|gpt2-medium|gpt2-large|gpt2-xl|\n"
+            "                         gpt(layers=L,heads=H,channels=C[,context=T][,vocab=V])\n"
+            "  --steps N              optimizer steps (default 1000); --batch: sequences per step\n"
+            "  --context T            tokens per sequence (default: the model's context)\n"
+            "  --eval-every N         validation loss every N steps (default: at the end)\n"
+            "  --val-windows N        validate on the first N windows of val.bin (default: all)\n"
             "  --summary              print the model summary first\n"
             "  --quiet                no progress bar\n"
             "  --json                 print one JSON result line on stdout\n"
@@ -410,6 +417,8 @@ static void save_interrupted(tsr_context *ctx, const args *a, tsr_trainer *tr,
                 a->checkpoint);
 }
 
+#include "samples/train_lm.h"
+
 int main(int argc, char **argv) {
     blas_reexec(argv); /* before anything starts: OpenBLAS's kernels are chosen at load */
     note_ignored_signals();
@@ -524,6 +533,19 @@ int main(int argc, char **argv) {
         }
     }
     if (!as) catch_stop_signals(); /* after MPI started: ours, not the launcher library's */
+    /* token files (train.bin, val.bin) train a language model */
+    tsr_data_format format = TSR_DATA_FORMAT_IDX;
+    const char *data_dir = a.data ? a.data : "the default data folder";
+    if (a.data && tsr_tokens_probe_dir(ctx, a.data, &format) == TSR_OK && format == TSR_DATA_FORMAT_TOKENS)
+        return train_lm(ctx, &a, &to, comm, rank, size, pp, a.data);
+    if (tsr_gpt_is_name(a.model)) {
+        if (rank == 0)
+            fprintf(stderr, "tsr-train: option --model: %s trains on token data: --data DIR holding "
+                            "train.bin and val.bin (tsr-tokenize writes them); %s holds none\n",
+                    a.model, data_dir);
+        tsr_comm_free(comm);
+        return 2;
+    }
     tsr_dataset *train = NULL, *test = NULL;
     if ((s = tsr_dataset_load_mnist_dir(ctx, a.data, 1, &train)) != TSR_OK) die(ctx, s, "training data");
     if ((s = tsr_dataset_load_mnist_dir(ctx, a.data, 0, &test)) != TSR_OK) die(ctx, s, "test data");

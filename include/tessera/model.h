@@ -143,6 +143,8 @@ typedef struct tsr_gpt_config {
  * (context 1024 and vocabulary 50257 by default). TSR_ERR_NOT_FOUND for a name that is not a
  * GPT, TSR_ERR_PARSE / TSR_ERR_SHAPE for a bad gpt(...). */
 tsr_status tsr_gpt_config_parse(tsr_context *ctx, const char *name, tsr_gpt_config *out);
+/* 1 when `name` is one of those presets or a gpt(...) form (well formed or not). */
+int tsr_gpt_is_name(const char *name);
 tsr_status tsr_gpt_config_check(tsr_context *ctx, const tsr_gpt_config *config);
 /* Writes the layer spec of the GPT (snprintf-style: returns its length). */
 size_t tsr_gpt_spec(const tsr_gpt_config *config, char *buf, size_t size);

@@ -54,7 +54,8 @@ static const char *const valued[] = {
     "--schedule", "--epochs", "--batch", "--limit",     "--warmup", "--seed",
     "--lr",     "--momentum", "--weight-decay", "--manifest", "--mode", "--nonfinite",
     "--compress", "--stages", "--microbatches", "--pipeline-schedule", "--replicas", "--servers",
-    "--staleness", "--gossip-graph", "--gossip-period", "--init"};
+    "--staleness", "--gossip-graph", "--gossip-period", "--init", "--steps", "--context",
+    "--eval-every", "--val-windows"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -136,6 +137,10 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
         } else if (!strcmp(o, "--epochs")) st = parse_long(a, o, v, 1, &a->epochs);
         else if (!strcmp(o, "--batch")) st = parse_range(a, o, v, 1, TSR_CLI_MAX_BATCH, &a->batch);
         else if (!strcmp(o, "--limit")) st = parse_long(a, o, v, 1, &a->limit);
+        else if (!strcmp(o, "--steps")) st = parse_long(a, o, v, 1, &a->steps);
+        else if (!strcmp(o, "--context")) st = parse_range(a, o, v, 1, 65536, &a->context);
+        else if (!strcmp(o, "--eval-every")) st = parse_long(a, o, v, 1, &a->eval_every);
+        else if (!strcmp(o, "--val-windows")) st = parse_long(a, o, v, 1, &a->val_windows);
         else if (!strcmp(o, "--warmup")) st = parse_long(a, o, v, 0, &a->warmup);
         else if (!strcmp(o, "--seed")) {
             if ((st = parse_long(a, o, v, 0, &l)) == TSR_OK) a->seed = (unsigned long long)l;

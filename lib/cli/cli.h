@@ -32,6 +32,11 @@ typedef struct tsr_cli_train {
     const char *gossip_graph; /* gossip: NULL, "ring", "exp" or "exponential" as given; parsed: graph */
     tsr_gossip_graph graph;   /* TSR_GOSSIP_RING unless given */
     long gossip_period;      /* gossip: mix every K steps (0: 1) */
+    /* language models on token data */
+    long steps;              /* optimizer steps (0: the default) */
+    long context;            /* tokens per sequence (0: the model's context) */
+    long eval_every;         /* validation every N steps (0: at the end only) */
+    long val_windows;        /* validation windows of --context tokens (0: all of val.bin) */
     char error[256];         /* "option --epochs: '0' is not an integer >= 1" on failure */
 } tsr_cli_train;
 

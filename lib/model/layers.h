@@ -43,9 +43,8 @@ struct tsr_model {
     char *spec;                         /* canonical spec, rebuilt on demand */
 };
 
-/* lib/model/gpt.c: 1 when name is a GPT preset or gpt(...); the spec of that GPT for input d
- * (the caller frees it), NULL with the context's error set. */
-int tsr_gpt_is_name(const char *name);
+/* lib/model/gpt.c: the spec of the GPT `name` for input d (the caller frees it), NULL with the
+ * context's error set. */
 char *tsr_gpt_spec_for(tsr_context *ctx, const char *name, const tsr_model_input_desc *d);
 
 static inline size_t tsr_layer_in_size(const tsr_layer *l) { return l->in_c * l->in_h * l->in_w; }

@@ -1,0 +1,186 @@
+/* tsr-train's language-model path (included by tsr-train.c): a GPT on llm.c token files,
+ *   tsr-train --model gpt-mini --data DIR [--steps N] [--context T] [--batch B]
+ * DIR holds train.bin and val.bin. Each step draws --batch random windows of T + 1 tokens
+ * (seeded, sharded over the ranks as the mode splits its data); validation runs over the
+ * sequential windows of val.bin every --eval-every steps and at the end. Prints train/val loss
+ * and tokens/s; --json gives val_loss, final_loss, tokens_per_s. Checkpoints carry the step:
+ * --resume continues the same stream of windows. */
+
+typedef struct lm_run {
+    tsr_context *ctx;
+    const args *a;
+    tsr_trainer *tr;
+    tsr_model *model;
+    tsr_dataset *val;
+    size_t context, batch;   /* tokens per sequence; sequences per step on this rank */
+    size_t global_batch;     /* sequences per step over the ranks */
+    int rank;
+} lm_run;
+
+static tsr_status lm_meta(lm_run *r, double train_loss, double val_loss) {
+    char text[256];
+    snprintf(text, sizeof text, "{\"data\":\"tokens\",\"context\":%zu,\"batch\":%zu%s%.17g%s%.17g}",
+             r->context, r->global_batch, isfinite(train_loss) ? ",\"train_loss\":" : ",\"_\":",
+             isfinite(train_loss) ? train_loss : 0.0, ",\"val_loss\":", val_loss);
+    return tsr_trainer_set_metadata(r->tr, text);
+}
+
+static tsr_status lm_save(lm_run *r, double train_loss, double val_loss) {
+    if (!r->a->checkpoint) return TSR_OK;
+    tsr_status s = lm_meta(r, train_loss, val_loss);
+    if (s != TSR_OK) return s;
+    return tsr_trainer_save(r->tr, r->a->checkpoint);
+}
+
+static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm *comm, int rank, int size,
+                    int pp, const char *data_dir) {
+    const char *mode_name = to->mode == TSR_MODE_ASYNC    ? "async"
+                            : to->mode == TSR_MODE_GOSSIP ? "gossip"
+                            : comm                        ? "data"
+                                                          : "single";
+    if (pp) {
+        if (rank == 0)
+            fprintf(stderr, "tsr-train: option --mode: a GPT's head is tied to its token embedding, so "
+                            "both must sit on one stage; pipeline and hybrid stages of a GPT are not "
+                            "supported yet (use --mode data, gossip or async)\n");
+        tsr_comm_free(comm);
+        return 2;
+    }
+    tsr_gpt_config cfg;
+    tsr_status s = tsr_gpt_config_parse(ctx, a->model, &cfg);
+    if (s != TSR_OK) {
+        if (rank == 0)
+            fprintf(stderr, "tsr-train: option --model: %s holds token files (train.bin, val.bin), which "
+                            "train a GPT: %s\n", data_dir, tsr_context_last_error(ctx));
+        tsr_comm_free(comm);
+        return 2;
+    }
+    size_t T = a->context ? (size_t)a->context : cfg.context;
+    if (T > cfg.context) {
+        if (rank == 0)
+            fprintf(stderr, "tsr-train: option --context: %zu tokens, but %s holds %zu positions\n", T,
+                    a->model, cfg.context);
+        tsr_comm_free(comm);
+        return 2;
+    }
+    char path[4096];
+    tsr_tokens *train = NULL, *valt = NULL;
+    snprintf(path, sizeof path, "%s/train.bin", data_dir);
+    if ((s = tsr_tokens_load(ctx, path, &train)) != TSR_OK) die(ctx, s, "training data");
+    snprintf(path, sizeof path, "%s/val.bin", data_dir);
+    if ((s = tsr_tokens_load(ctx, path, &valt)) != TSR_OK) die(ctx, s, "validation data");
+    if ((s = tsr_tokens_check_vocab(ctx, train, (uint32_t)cfg.vocab)) != TSR_OK ||
+        (s = tsr_tokens_check_vocab(ctx, valt, (uint32_t)cfg.vocab)) != TSR_OK)
+        die(ctx, s, "--data");
+    lm_run r = {ctx, a, NULL, NULL, NULL, T, 0, (size_t)a->batch, rank};
+    if ((s = tsr_model_create_gpt(ctx, &cfg, T, &r.model)) != TSR_OK) die(ctx, s, "--model");
+    if (a->summary) tsr_model_summary(r.model, stderr);
+    if ((s = tsr_dataset_from_tokens(ctx, valt, T, (size_t)a->val_windows, &r.val)) != TSR_OK)
+        die(ctx, s, "validation data");
+
+    to->comm = size > 1 ? comm : NULL;
+    if (!to->comm) to->compress = TSR_COMPRESS_NONE, to->shard_optimizer = 0;
+    size_t *shares = calloc((size_t)size, sizeof *shares);
+    tsr_data_split split;
+    if (!shares) die(ctx, TSR_ERR_NO_MEMORY, "shares");
+    if ((s = tsr_trainer_data_split(ctx, to, to->batch, a->seed, &split, shares)) != TSR_OK) {
+        if (rank == 0) fprintf(stderr, "tsr-train: %s\n", tsr_context_last_error(ctx));
+        tsr_comm_free(comm);
+        return 2;
+    }
+    uint64_t steps = a->steps ? (uint64_t)a->steps : 1000;
+    to->schedule.warmup_steps = (uint64_t)a->warmup;
+    to->schedule.step_size = steps / 3 ? steps / 3 : 1;
+    to->schedule.total_steps = steps > to->schedule.warmup_steps ? steps - to->schedule.warmup_steps : 1;
+    to->batch = split.step_batch;
+    if ((s = tsr_trainer_create(ctx, r.model, to, &r.tr)) != TSR_OK) die(ctx, s, "trainer");
+    if (a->init && (s = init_params(ctx, r.tr, r.model, a->init)) != TSR_OK) die(ctx, s, "option --init");
+    if (a->resume && (s = tsr_trainer_load(r.tr, a->resume)) != TSR_OK) die(ctx, s, "resume");
+    if (a->checkpoint && rank == 0) {
+        size_t slots = to->optimizer.kind == TSR_OPTIM_SGD ? 1 : 2;
+        uint64_t bytes = (uint64_t)tsr_model_param_count(r.model) * 4 * (1 + slots) + 65536;
+        if ((s = tsr_file_check_writable(ctx, a->checkpoint, bytes)) != TSR_OK) {
+            fprintf(stderr, "tsr-train: option --checkpoint: %s\n", tsr_context_last_error(ctx));
+            return 2;
+        }
+    }
+    /* this rank's windows: its slice of each step's global draw (async servers draw none) */
+    r.batch = split.loader.batch;
+    tsr_tokens_sampler_options so = {T, r.batch ? r.batch : 1, tsr_trainer_seed(r.tr), split.loader.rank,
+                                     split.loader.nranks, TSR_TOKENS_RANDOM};
+    tsr_tokens_sampler *sampler;
+    if ((s = tsr_tokens_sampler_create(ctx, train, &so, &sampler)) != TSR_OK) die(ctx, s, "training data");
+    uint64_t start = tsr_trainer_steps(r.tr);
+    if (start && (s = tsr_tokens_sampler_seek(sampler, start)) != TSR_OK) die(ctx, s, "resume");
+    int32_t *ids = malloc(so.batch * T * sizeof *ids), *targets = malloc(so.batch * T * sizeof *targets);
+    if (!ids || !targets) die(ctx, TSR_ERR_NO_MEMORY, "batch");
+    FILE *log = a->json ? stderr : stdout;
+    double t0 = now_seconds(), train_time = 0, window_loss = 0, last_loss = NAN, val_loss = NAN, acc = 0;
+    size_t window_steps = 0, tokens_done = 0;
+    int interrupted = 0;
+    for (uint64_t step = start; step < steps && !interrupted; step++) {
+        float loss;
+        if ((s = tsr_tokens_sampler_next(sampler, ids, targets, NULL)) != TSR_OK) die(ctx, s, "training data");
+        s = tsr_trainer_step_tokens(r.tr, ids, targets, r.batch, &loss);
+        if (s == TSR_ERR_INTERRUPTED) interrupted = stop_signal ? stop_signal : SIGTERM;
+        else if (s != TSR_OK) die(ctx, s, "step");
+        if (comm && to->mode == TSR_MODE_DATA) loss = tsr_trainer_global_loss(r.tr);
+        window_loss += loss, window_steps++;
+        tokens_done += r.global_batch * T;
+        int last = step + 1 == steps, eval = last || (a->eval_every && (step + 1) % (uint64_t)a->eval_every == 0);
+        if (!eval && !interrupted) continue;
+        double t1 = now_seconds();
+        train_time += t1 - t0;
+        last_loss = window_loss / (double)window_steps;
+        if (!interrupted) {
+            if ((s = tsr_trainer_evaluate(r.tr, r.val, &acc, &val_loss)) != TSR_OK) die(ctx, s, "evaluate");
+            if (rank == 0)
+                fprintf(log, "step %llu: train loss %.4f, val loss %.4f, %.0f tokens/s\n",
+                        (unsigned long long)step + 1, last_loss, val_loss,
+                        train_time > 0 ? (double)tokens_done / train_time : 0.0);
+            fflush(log);
+        }
+        if ((s = lm_save(&r, last_loss, val_loss)) != TSR_OK) die(ctx, s, "checkpoint");
+        if (interrupted && rank == 0)
+            fprintf(stderr, "tsr-train: interrupted by %s at step %llu: %s\n",
+                    interrupted == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)step + 1,
+                    a->checkpoint ? "checkpoint written; resume with --resume" : "no --checkpoint, nothing saved");
+        window_loss = 0, window_steps = 0;
+        t0 = now_seconds();
+    }
+    if (start >= steps && (s = tsr_trainer_evaluate(r.tr, r.val, &acc, &val_loss)) != TSR_OK)
+        die(ctx, s, "evaluate");
+    if (a->json && rank == 0 && !interrupted) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", a->model);
+        cJSON_AddStringToObject(j, "device", tsr_trainer_device(r.tr)->id);
+        cJSON_AddStringToObject(j, "mode", mode_name);
+        cJSON_AddNumberToObject(j, "ranks", size);
+        cJSON_AddNumberToObject(j, "steps", (double)tsr_trainer_steps(r.tr));
+        cJSON_AddNumberToObject(j, "batch", (double)r.global_batch);
+        cJSON_AddNumberToObject(j, "context", (double)T);
+        cJSON_AddNumberToObject(j, "params", (double)tsr_model_param_count(r.model));
+        cJSON_AddNumberToObject(j, "val_loss", val_loss);
+        cJSON_AddNumberToObject(j, "val_accuracy", acc);
+        if (isfinite(last_loss)) cJSON_AddNumberToObject(j, "final_loss", last_loss);
+        else cJSON_AddNullToObject(j, "final_loss");
+        cJSON_AddNumberToObject(j, "tokens_per_s", train_time > 0 ? (double)tokens_done / train_time : 0);
+        cJSON_AddNumberToObject(j, "train_seconds", train_time);
+        char *text = cJSON_PrintUnformatted(j);
+        printf("%s\n", text);
+        cJSON_free(text);
+        cJSON_Delete(j);
+    }
+    free(ids);
+    free(targets);
+    free(shares);
+    tsr_tokens_sampler_free(sampler);
+    tsr_trainer_free(r.tr);
+    tsr_dataset_free(ctx, r.val);
+    tsr_model_free(r.model);
+    tsr_tokens_free(train);
+    tsr_tokens_free(valt);
+    tsr_comm_free(comm);
+    tsr_context_free(ctx);
+    return interrupted ? 128 + interrupted : 0;
+}

@@ -18,11 +18,19 @@ typedef struct lm_run {
 } lm_run;
 
 static tsr_status lm_meta(lm_run *r, double train_loss, double val_loss) {
-    char text[256];
-    snprintf(text, sizeof text, "{\"data\":\"tokens\",\"context\":%zu,\"batch\":%zu%s%.17g%s%.17g}",
-             r->context, r->global_batch, isfinite(train_loss) ? ",\"train_loss\":" : ",\"_\":",
-             isfinite(train_loss) ? train_loss : 0.0, ",\"val_loss\":", val_loss);
-    return tsr_trainer_set_metadata(r->tr, text);
+    cJSON *j = cJSON_CreateObject();
+    if (!j) return TSR_ERR_NO_MEMORY;
+    cJSON_AddStringToObject(j, "data", "tokens");
+    cJSON_AddNumberToObject(j, "context", (double)r->context);
+    cJSON_AddNumberToObject(j, "batch", (double)r->global_batch);
+    if (isfinite(train_loss)) cJSON_AddNumberToObject(j, "train_loss", train_loss);
+    if (isfinite(val_loss)) cJSON_AddNumberToObject(j, "val_loss", val_loss);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!text) return TSR_ERR_NO_MEMORY;
+    tsr_status s = tsr_trainer_set_metadata(r->tr, text);
+    cJSON_free(text);
+    return s;
 }
 
 static tsr_status lm_save(lm_run *r, double train_loss, double val_loss) {
@@ -118,8 +126,13 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
     double t0 = now_seconds(), train_time = 0, window_loss = 0, last_loss = NAN, val_loss = NAN, acc = 0;
     size_t window_steps = 0, tokens_done = 0;
     int interrupted = 0;
+    /* tests/fault: TSR_FAULT_SIGTERM_AT_STEP=N, as in the image loop (rank 0, first attempt) */
+    const char *term_env = getenv("TSR_FAULT_SIGTERM_AT_STEP"), *restart = getenv("TSR_RESTART");
+    long long term_at = term_env && *term_env && rank == 0 && (!restart || !strcmp(restart, "0"))
+                            ? atoll(term_env) : -1;
     for (uint64_t step = start; step < steps && !interrupted; step++) {
         float loss;
+        if (term_at >= 0 && step == (uint64_t)term_at) raise(SIGTERM);
         if ((s = tsr_tokens_sampler_next(sampler, ids, targets, NULL)) != TSR_OK) die(ctx, s, "training data");
         s = tsr_trainer_step_tokens(r.tr, ids, targets, r.batch, &loss);
         if (s == TSR_ERR_INTERRUPTED) interrupted = stop_signal ? stop_signal : SIGTERM;

@@ -102,6 +102,16 @@ if [ -z "$TSR_TEST_NO_FAULT" ] && [ -z "$TSR_TEST_WRAPPER" ] && [ -d "$BUILD/tes
     done
 fi
 
+# --- language-model block: tests/lm/*.sh train GPTs through tsr-train on token files.
+if [ -z "$TSR_TEST_WRAPPER" ]; then
+    for t in tests/lm/*.sh; do
+        [ -f "$t" ] || continue
+        n=lm_$(basename "$t" .sh)
+        [ -n "$TSR_TEST_FILTER" ] && case "$n" in *"$TSR_TEST_FILTER"*) ;; *) continue ;; esac
+        run "$n" env BUILD="$BUILD" sh "$t"
+    done
+fi
+
 # --- regress block: tests/regress/modes.sh trains mlp and cnn in every mode on a slice of
 # Fashion-MNIST and compares losses, accuracy and parameter hashes bitwise with
 # tests/regress/modes.ref. Skipped under a TSR_TEST_WRAPPER: the script starts its programs.

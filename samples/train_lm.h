@@ -42,18 +42,12 @@ static tsr_status lm_save(lm_run *r, double train_loss, double val_loss) {
 
 static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm *comm, int rank, int size,
                     int pp, const char *data_dir) {
-    const char *mode_name = to->mode == TSR_MODE_ASYNC    ? "async"
-                            : to->mode == TSR_MODE_GOSSIP ? "gossip"
-                            : comm                        ? "data"
-                                                          : "single";
-    if (pp) {
-        if (rank == 0)
-            fprintf(stderr, "tsr-train: option --mode: a GPT's head is tied to its token embedding, so "
-                            "both must sit on one stage; pipeline and hybrid stages of a GPT are not "
-                            "supported yet (use --mode data, gossip or async)\n");
-        tsr_comm_free(comm);
-        return 2;
-    }
+    const char *mode_name = to->mode == TSR_MODE_ASYNC      ? "async"
+                            : to->mode == TSR_MODE_GOSSIP   ? "gossip"
+                            : to->mode == TSR_MODE_PIPELINE ? "pipeline"
+                            : to->mode == TSR_MODE_HYBRID   ? "hybrid"
+                            : comm                          ? "data"
+                                                            : "single";
     tsr_gpt_config cfg;
     tsr_status s = tsr_gpt_config_parse(ctx, a->model, &cfg);
     if (s != TSR_OK) {
@@ -86,6 +80,22 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
     if ((s = tsr_dataset_from_tokens(ctx, valt, T, (size_t)a->val_windows, &r.val)) != TSR_OK)
         die(ctx, s, "validation data");
 
+    /* pipeline stages: as listed, or even cuts moved to block boundaries (the library's) */
+    size_t bounds[65];
+    if (pp && a->stages) {
+        size_t stages;
+        if (!strcmp(a->stages, "auto") ||
+            tsr_pipeline_bounds_parse(ctx, a->stages, tsr_model_layer_count(r.model), bounds, 65, &stages) !=
+                TSR_OK) {
+            if (rank == 0)
+                fprintf(stderr, "tsr-train: option --stages: %s\n",
+                        strcmp(a->stages, "auto") ? tsr_context_last_error(ctx)
+                                                  : "auto is for image models; list the layers per stage");
+            tsr_comm_free(comm);
+            return 2;
+        }
+        to->stage_bounds = bounds;
+    }
     to->comm = size > 1 ? comm : NULL;
     if (!to->comm) to->compress = TSR_COMPRESS_NONE, to->shard_optimizer = 0;
     size_t *shares = calloc((size_t)size, sizeof *shares);

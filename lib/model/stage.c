@@ -28,7 +28,8 @@ typedef struct layer_mem {
 
 /* The memory plan of a stage: computed once, without allocating device memory. */
 typedef struct stage_plan {
-    size_t nparams;
+    size_t nparams;         /* the stage's layers' parameters, then the tied copy if any */
+    tsr_stage_tied tied;    /* a later stage's head tied to an earlier stage's embedding */
     layer_mem *mem;         /* last - first layers, then the loss on the last stage */
     size_t input_off, labels_off, losssum_off, ws_off, ones_off;
     size_t act_floats;      /* one activation set */
@@ -171,22 +172,28 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
             if (k < np) poff += d[k].count;
         }
     }
-    p->nparams = poff;
     /* a tied head uses its embedding's table and gradient */
     for (size_t i = first; i < last; i++) {
         const tsr_layer *l = &model->layers[i];
         if (!l->ops->ties_embedding) continue;
         size_t e = l->tied - 1;
-        if (e < first) {
-            s = tsr_error(ctx, TSR_ERR_INVALID_ARG,
-                          "stage layers [%zu, %zu): layer %zu (%s) uses layer %zu's table, which an earlier "
-                          "stage holds (a tied head and its embedding must share a stage)",
-                          first, last, i, l->ops->type, e);
-            goto done;
+        if (e < first) { /* an earlier stage holds the table: this stage keeps a copy after its own */
+            if (p->tied.count) {
+                s = tsr_error(ctx, TSR_ERR_UNSUPPORTED,
+                              "stage layers [%zu, %zu): two layers tied to earlier stages' tables", first, last);
+                goto done;
+            }
+            tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
+            model->layers[e].ops->params(&model->layers[e], d);
+            p->tied = (tsr_stage_tied){e, poff, d[0].count};
+            p->mem[i - first].param[0] = poff;
+            poff += d[0].count;
+            continue;
         }
         p->mem[i - first].param[0] = p->mem[e - first].param[0];
         p->mem[e - first].shared = 1;
     }
+    p->nparams = poff;
 
     /* activations and backward state; a view shares its input's storage */
     size_t cur = 0, gmax = 0, ws = 0, count;
@@ -409,6 +416,12 @@ tsr_buf *tsr_stage_params(tsr_stage *st) { return st ? st->params : NULL; }
 tsr_buf *tsr_stage_grads(tsr_stage *st) { return st ? st->grads : NULL; }
 size_t tsr_stage_param_count(const tsr_stage *st) { return st ? st->nparams : 0; }
 
+int tsr_stage_tied_copy(const tsr_stage *st, tsr_stage_tied *out) {
+    if (!st || !st->plan.tied.count) return 0;
+    if (out) *out = st->plan.tied;
+    return 1;
+}
+
 tsr_status tsr_stage_exchange_buffer(tsr_stage *st, tsr_stage_buffer which, tsr_buf *in,
                                      tsr_buf **old) {
     if (!st || !in || !old) return TSR_ERR_INVALID_ARG;
@@ -591,44 +604,49 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
     return TSR_OK;
 }
 
+/* Layer i's parameters from its own stream (seeded by its index: the same values however the
+ * model is split), tensor k written at host + off[k]; only the first `only` tensors when
+ * nonzero (a tied copy of an embedding's table). */
+static void init_layer(const tsr_layer *l, size_t i, int glorot, uint64_t seed, float *host,
+                       const size_t *off, size_t only) {
+    tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
+    size_t np = l->ops->params ? l->ops->params(l, d) : 0;
+    if (only && np > only) np = only;
+    tsr_rng r;
+    tsr_rng_seed(&r, seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(i + 1)));
+    for (size_t k = 0; k < np; k++) {
+        float *w = host + off[k];
+        if (d[k].init == TSR_INIT_ZERO || d[k].init == TSR_INIT_ONE) {
+            float v = d[k].init == TSR_INIT_ONE ? 1.0f : 0.0f;
+            for (size_t e = 0; e < d[k].count; e++) w[e] = v;
+            continue;
+        }
+        if (d[k].init == TSR_INIT_NORMAL) { /* Box-Muller, the cosine of each pair */
+            for (size_t e = 0; e < d[k].count; e++) {
+                double u1 = 1.0 - tsr_rng_uniform(&r), u2 = tsr_rng_uniform(&r);
+                w[e] = (float)(d[k].std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+            }
+            continue;
+        }
+        double bound = glorot ? sqrt(6.0 / (double)(d[k].fan_in + d[k].fan_out)) : sqrt(6.0 / (double)d[k].fan_in);
+        for (size_t e = 0; e < d[k].count; e++) w[e] = (float)((2.0 * tsr_rng_uniform(&r) - 1.0) * bound);
+    }
+}
+
 tsr_status tsr_stage_init_params(tsr_stage *st, int glorot, uint64_t seed) {
     if (!st) return TSR_ERR_INVALID_ARG;
     if (!st->nparams) return TSR_OK;
     float *host = tsr_malloc(st->ctx, st->nparams * sizeof *host);
     if (!host) return tsr_error(st->ctx, TSR_ERR_NO_MEMORY, "initial parameters");
-    for (size_t i = st->first; i < st->last; i++) {
-        const tsr_layer *l = layer(st, i);
-        const layer_mem *m = &st->plan.mem[i - st->first];
-        tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
-        size_t np = l->ops->params ? l->ops->params(l, d) : 0;
-        tsr_rng r; /* one stream per layer: the same values however the model is split */
-        tsr_rng_seed(&r, seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(i + 1)));
-        for (size_t k = 0; k < np; k++) {
-            float *w = host + m->param[k];
-            if (d[k].init == TSR_INIT_ZERO || d[k].init == TSR_INIT_ONE) {
-                float v = d[k].init == TSR_INIT_ONE ? 1.0f : 0.0f;
-                for (size_t e = 0; e < d[k].count; e++) w[e] = v;
-                continue;
-            }
-            if (d[k].init == TSR_INIT_NORMAL) { /* Box-Muller, the cosine of each pair */
-                for (size_t e = 0; e < d[k].count; e++) {
-                    double u1 = 1.0 - tsr_rng_uniform(&r), u2 = tsr_rng_uniform(&r);
-                    w[e] = (float)(d[k].std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-                }
-                continue;
-            }
-            double bound = glorot ? sqrt(6.0 / (double)(d[k].fan_in + d[k].fan_out))
-                                  : sqrt(6.0 / (double)d[k].fan_in);
-            for (size_t e = 0; e < d[k].count; e++) w[e] = (float)((2.0 * tsr_rng_uniform(&r) - 1.0) * bound);
-        }
-    }
+    for (size_t i = st->first; i < st->last; i++)
+        init_layer(layer(st, i), i, glorot, seed, host, st->plan.mem[i - st->first].param, 0);
+    const tsr_stage_tied *t = &st->plan.tied;
+    if (t->count) init_layer(layer(st, t->layer), t->layer, glorot, seed, host, &t->offset, 1);
     tsr_status s = tsr_write_f32(st->params, 0, host, st->nparams);
     tsr_free(st->ctx, host);
     return s;
 }
 
-/* The data set against the model: its kind (images or token sequences), features per sample
- * and labels ([0, classes); -1 for an unscored position of a sequence). */
 tsr_status tsr_stage_check_dataset(tsr_context *ctx, const tsr_model *model, const tsr_dataset *d,
                                    size_t first, size_t count) {
     tsr_model_input in = tsr_model_get_input(model);

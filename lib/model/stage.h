@@ -49,6 +49,16 @@ typedef enum tsr_stage_buffer { TSR_STAGE_PARAMS, TSR_STAGE_GRADS } tsr_stage_bu
 tsr_status tsr_stage_exchange_buffer(tsr_stage *st, tsr_stage_buffer which, tsr_buf *in,
                                      tsr_buf **old);
 size_t tsr_stage_param_count(const tsr_stage *st);
+/* A stage holding a head tied to an embedding on an earlier stage keeps a copy of the table
+ * after its own parameters (params/grads [offset, offset + count)); pipelines keep the two
+ * equal by adding the gradients of both before each update (Megatron-LM's embedding group).
+ * 1 and *out filled when the stage has one. The stage's own parameters are then
+ * tsr_stage_param_count - count. */
+typedef struct tsr_stage_tied {
+    size_t layer;          /* the embed layer (on an earlier stage) */
+    size_t offset, count;  /* the copy in this stage's params and grads */
+} tsr_stage_tied;
+int tsr_stage_tied_copy(const tsr_stage *st, tsr_stage_tied *out);
 /* Element offsets of layer `layer`'s weights and biases in params/grads (0 counts for
  * layers without parameters). Weights: dense [units][inputs], conv [filters][c][kh][kw]. */
 tsr_status tsr_stage_layer_params(const tsr_stage *st, size_t layer, size_t *w_off, size_t *w_count,

@@ -19,6 +19,7 @@
  * in order, and receives are posted in micro-batch order, so the modulus cannot mismatch. */
 enum { DIR_ACT = 0, DIR_GRAD = 1 };
 static int msg_tag(size_t k, int dir) { return (int)((k & 4095u) * 2u) + dir; }
+#define TIE_TAG 8192 /* the tied table's gradients, past msg_tag's range */
 
 typedef enum { OP_F = 0, OP_B = 1 } op_kind;
 typedef struct pl_op {
@@ -60,6 +61,12 @@ struct tsr_pipeline {
     size_t R, r;
     double loss_sum;         /* the step in progress: this stage's summed loss, samples */
     size_t step_n;
+    /* A head tied to an embedding on another stage: the embedding's stage and the head's (which
+     * keeps a copy of the table) add their gradients of it before each update, so both copies
+     * take the same steps. tie_peer: the other stage, -1 when this stage has no part. */
+    int tie_peer;
+    size_t tie_off, tie_count, tie_whole; /* in this stage's grads; in the whole layout */
+    float *tie_mine, *tie_theirs;
 };
 
 /* ---- options ---- */
@@ -147,6 +154,8 @@ void tsr_pipeline_free(tsr_pipeline *p) {
     tsr_backend_free(p->be);
     tsr_free(p->run.ctx, p->bounds);
     tsr_free(p->run.ctx, p->counts);
+    tsr_free(p->run.ctx, p->tie_mine);
+    tsr_free(p->run.ctx, p->tie_theirs);
     tsr_free(p->run.ctx, p);
 }
 
@@ -200,6 +209,83 @@ static tsr_status agree(tsr_pipeline *p, tsr_comm *comm, tsr_status mine, const 
     return tsr_run_agree(&p->run, comm, mine, what);
 }
 
+static size_t whole_offset(const tsr_pipeline *p, size_t st);
+
+/* Offset of layer i's first tensor in the whole model's flat layout (reverse layer order). */
+static size_t layer_whole_offset(const tsr_model *m, size_t i) {
+    size_t off = 0;
+    for (size_t j = i + 1; j < m->count; j++) off += m->layers[j].weights + m->layers[j].biases;
+    return off;
+}
+
+static size_t stage_of(const tsr_pipeline *p, size_t layer) {
+    size_t st = 0;
+    while (st + 1 < p->S && layer >= p->bounds[st + 1]) st++;
+    return st;
+}
+
+/* The tied pair this stage takes part in, if any (one tied head per model). */
+static tsr_status setup_tie(tsr_pipeline *p) {
+    const tsr_model *m = p->run.model;
+    p->tie_peer = -1;
+    for (size_t i = 0; i < m->count; i++) {
+        const tsr_layer *l = &m->layers[i];
+        if (!l->tied) continue; /* a head tied to layer tied - 1 */
+        size_t e = l->tied - 1, se = stage_of(p, e), sh = stage_of(p, i);
+        if (se == sh || (p->s != se && p->s != sh)) continue;
+        p->tie_whole = layer_whole_offset(m, e);
+        p->tie_count = m->layers[e].weights;
+        if (p->s == se) {
+            p->tie_peer = (int)sh;
+            TSR_TRY(tsr_stage_layer_params(p->stage, e, &p->tie_off, NULL, NULL, NULL));
+        } else {
+            tsr_stage_tied t;
+            if (!tsr_stage_tied_copy(p->stage, &t))
+                return tsr_error(p->run.ctx, TSR_ERR_STATE, "pipeline: stage %zu holds no copy of layer %zu",
+                                 p->s, e);
+            p->tie_peer = (int)se;
+            p->tie_off = t.offset;
+        }
+        p->tie_mine = tsr_calloc(p->run.ctx, p->tie_count, sizeof *p->tie_mine);
+        p->tie_theirs = tsr_calloc(p->run.ctx, p->tie_count, sizeof *p->tie_theirs);
+        if (!p->tie_mine || !p->tie_theirs)
+            return tsr_error(p->run.ctx, TSR_ERR_NO_MEMORY, "pipeline: the tied table's %zu gradients",
+                             p->tie_count);
+    }
+    return TSR_OK;
+}
+
+/* Both copies' gradients of the tied table become their sum, embedding's part first on both
+ * stages (the same bits on both, so both copies stay equal). */
+static tsr_status sync_tie(tsr_pipeline *p) {
+    if (p->tie_peer < 0 || !p->comm) return TSR_OK;
+    tsr_buf *g = tsr_stage_grads(p->stage);
+    size_t n = p->tie_count, bytes = n * sizeof(float);
+    int lower = (int)p->s < p->tie_peer;
+    TSR_TRY(tsr_read_f32(g, p->tie_off, p->tie_mine, n));
+    if (lower) {
+        TSR_TRY(tsr_comm_send(p->comm, p->tie_peer, TIE_TAG, p->tie_mine, bytes));
+        TSR_TRY(tsr_comm_recv(p->comm, p->tie_peer, TIE_TAG, p->tie_theirs, bytes));
+    } else {
+        TSR_TRY(tsr_comm_recv(p->comm, p->tie_peer, TIE_TAG, p->tie_theirs, bytes));
+        TSR_TRY(tsr_comm_send(p->comm, p->tie_peer, TIE_TAG, p->tie_mine, bytes));
+    }
+    const float *first = lower ? p->tie_mine : p->tie_theirs, *second = lower ? p->tie_theirs : p->tie_mine;
+    for (size_t i = 0; i < n; i++) p->tie_mine[i] = first[i] + second[i];
+    return tsr_write_f32(g, p->tie_off, p->tie_mine, n);
+}
+
+/* This stage's part of the whole state `whole` into buf: its layers' slice, and the copy of a
+ * tied table. */
+static tsr_status scatter_whole(tsr_pipeline *p, tsr_buf *buf, const float *whole) {
+    size_t mine = p->counts[p->s];
+    if (mine) TSR_TRY(tsr_write_f32(buf, 0, whole + whole_offset(p, p->s), mine));
+    tsr_stage_tied t;
+    if (tsr_stage_tied_copy(p->stage, &t))
+        TSR_TRY(tsr_write_f32(buf, t.offset, whole + layer_whole_offset(p->run.model, t.layer), t.count));
+    return TSR_OK;
+}
+
 static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
     tsr_context *ctx = p->run.ctx;
     (void)o;
@@ -211,6 +297,7 @@ static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
     p->out_feat = tsr_layer_out_size(l1);
     p->classes = tsr_model_get_input(p->run.model).classes;
     p->positions = tsr_model_positions(p->run.model);
+    TSR_TRY(setup_tie(p));
     /* in flight: GPipe holds every micro-batch; 1F1B at stage s warms up with S-s-1 forwards */
     p->in_slots = p->schedule == TSR_PIPELINE_GPIPE ? p->M
                   : (p->S - p->s < p->M ? p->S - p->s : p->M);
@@ -534,11 +621,12 @@ static tsr_status compute(void *mode, const float *images, const int32_t *labels
     return s;
 }
 
-/* hybrid: the replicas' mean gradient of this stage */
+/* hybrid: the replicas' mean gradient of this stage; then a tied table's two copies agree */
 static tsr_status combine(void *mode, size_t n, float *loss) {
     tsr_pipeline *p = mode;
     (void)n, (void)loss;
-    return p->dp ? tsr_dp_finish(p->dp) : TSR_OK;
+    if (p->dp) TSR_TRY(tsr_dp_finish(p->dp));
+    return sync_tie(p);
 }
 
 static int grads(void *mode, float loss, tsr_buf **g, float **scratch, size_t *lo, size_t *hi,
@@ -741,9 +829,7 @@ tsr_status tsr_pipeline_set_params(tsr_pipeline *p, const float *src, size_t cou
     size_t n = whole_count(p);
     if (count != n)
         return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", n, count);
-    size_t mine = p->counts[p->s];
-    if (!mine) return TSR_OK;
-    return tsr_write_f32(tsr_stage_params(p->stage), 0, src + whole_offset(p, p->s), mine);
+    return scatter_whole(p, tsr_stage_params(p->stage), src);
 }
 
 /* ---- checkpoints: every stage's block gathered; a load takes this stage's ---- */
@@ -766,10 +852,8 @@ static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
     return gather_whole(mode, buf, whole);
 }
 static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
-    tsr_pipeline *p = mode;
-    size_t mine = p->counts[p->s];
     (void)i;
-    return mine ? tsr_write_f32(buf, 0, whole + whole_offset(p, p->s), mine) : TSR_OK;
+    return scatter_whole(mode, buf, whole);
 }
 
 static const tsr_state_ops state_ops = {"the pipeline", state_count, state_tensors, state_comm,
@@ -808,11 +892,37 @@ void tsr_pipeline_stage_range(const tsr_pipeline *p, size_t *first, size_t *last
 
 tsr_run *tsr_pipeline_run(tsr_pipeline *p) { return p ? &p->run : NULL; }
 
-/* options->stage_bounds, or the layers split evenly over `stages` (even[stages + 1]) */
+/* 1 when the model may be cut before layer k: no layer from k on reads a tensor made before
+ * layer k - 1 (a residual's other input), so a stage needs only the previous stage's output. */
+static int cut_ok(const tsr_model *m, size_t k) {
+    for (size_t j = k; j < m->count; j++)
+        for (size_t x = 0; x < m->layers[j].ninputs; x++)
+            if (m->layers[j].inputs[x] < k) return 0;
+    return 1;
+}
+
+/* options->stage_bounds, or the layers split evenly over `stages` (even[stages + 1]), each cut
+ * moved to the nearest place a residual does not cross (a transformer's block boundaries) */
 tsr_pipeline_options tsr_pipeline_options_of(const tsr_trainer_options *o, const tsr_model *model,
                                              size_t stages, size_t *even) {
     size_t layers = tsr_model_layer_count(model);
     for (size_t s = 0; s <= stages; s++) even[s] = s * layers / stages;
+    for (size_t s = 1; s < stages; s++) {
+        size_t lo = even[s - 1] + 1, hi = layers - (stages - s), best = even[s];
+        if (hi < lo || layers < stages) break;
+        for (size_t d = 0; d <= layers; d++) {
+            if (even[s] >= d && even[s] - d >= lo && cut_ok(model, even[s] - d)) {
+                best = even[s] - d;
+                break;
+            }
+            if (even[s] + d <= hi && cut_ok(model, even[s] + d)) {
+                best = even[s] + d;
+                break;
+            }
+            if (even[s] < d + lo && even[s] + d > hi) break;
+        }
+        even[s] = best;
+    }
     tsr_pipeline_options po = {o->stage_bounds ? o->stage_bounds : even, stages,
                                o->microbatches ? o->microbatches : 1, o->pipeline_schedule,
                                o->recompute};

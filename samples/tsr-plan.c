@@ -16,6 +16,8 @@ static void usage(FILE *f) {
             "usage: tsr-plan --model SPEC|mlp|cnn [options]\n"
             "  --topology FILE        plan for a topology file (default: this machine, measured)\n"
             "  --input CxHxW:K        input shape and classes (default 1x28x28:10, MNIST)\n"
+            "  --context T            a GPT (--model gpt2, gpt-mini, gpt(...)): tokens per\n"
+            "                         sequence (default: the model's context)\n"
             "  --batch N              global mini-batch per optimizer step (default 64)\n"
             "  --microbatches M       micro-batches per step (default 4 x stages, 1 for one)\n"
             "  --optimizer NAME       sgd, momentum or adam: optimizer state per parameter\n"
@@ -177,6 +179,7 @@ int main(int argc, char **argv) {
     tsr_plan_options po;
     tsr_plan_options_init(&po);
     tsr_model_input in = TSR_MODEL_INPUT_MNIST;
+    size_t context = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -207,7 +210,9 @@ int main(int argc, char **argv) {
             bounds_s = v;
         else if (!strcmp(a, "--devices"))
             devices_s = v;
-        else if (!strcmp(a, "--batch")) {
+        else if (!strcmp(a, "--context")) {
+            if (parse_count(v, 1, &context)) return bad(a, "expected an integer >= 1");
+        } else if (!strcmp(a, "--batch")) {
             if (parse_count(v, 1, &po.batch)) return bad(a, "expected an integer >= 1");
         } else if (!strcmp(a, "--microbatches")) {
             if (parse_count(v, 1, &po.microbatches)) return bad(a, "expected an integer >= 1");
@@ -258,7 +263,16 @@ int main(int argc, char **argv) {
     tsr_status st = tsr_context_create(&ctx, &co);
     if (st != TSR_OK) die(NULL, st, "creating the context");
     tsr_model *model;
-    if ((st = tsr_model_parse(ctx, model_spec, in, &model)) != TSR_OK) {
+    tsr_gpt_config gpt;
+    if (tsr_gpt_is_name(model_spec)) { /* token input of its own: --input does not apply */
+        if ((st = tsr_gpt_config_parse(ctx, model_spec, &gpt)) == TSR_OK)
+            st = tsr_model_create_gpt(ctx, &gpt, context ? context : gpt.context, &model);
+    } else if (context) {
+        return bad("--context", "is for a GPT (--model gpt2, gpt-mini, gpt(...))");
+    } else {
+        st = tsr_model_parse(ctx, model_spec, in, &model);
+    }
+    if (st != TSR_OK) {
         fprintf(stderr, "tsr-plan: option --model: %s\n", tsr_context_last_error(ctx));
         return 2;
     }

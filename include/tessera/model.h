@@ -143,6 +143,14 @@ typedef struct tsr_gpt_config {
  * (context 1024 and vocabulary 50257 by default). TSR_ERR_NOT_FOUND for a name that is not a
  * GPT, TSR_ERR_PARSE / TSR_ERR_SHAPE for a bad gpt(...). */
 tsr_status tsr_gpt_config_parse(tsr_context *ctx, const char *name, tsr_gpt_config *out);
+/* Blocks of a model laid out as a GPT (tsr_gpt_spec's layers), 0 for any other model. Block b
+ * is layers 2 + 10b .. 11 + 10b; layers 0, 1 the embeddings, the last two ln_f and the head. */
+size_t tsr_model_gpt_blocks(const tsr_model *model);
+/* Activation floats of one GPT block per sequence of T tokens, as a stage plans them: the ten
+ * outputs (ln_1 C, c_attn 3C, attention C, c_proj C, add C, ln_2 C, c_fc 4C, gelu 4C, c_proj C,
+ * add C: 18 C per token), each layer norm's mean and 1/std (2 per token each) and the
+ * attention weights (H T^2): T (18 C + 4) + H T^2. */
+size_t tsr_gpt_block_activation_floats(const tsr_gpt_config *config, size_t tokens);
 /* 1 when `name` is one of those presets or a gpt(...) form (well formed or not). */
 int tsr_gpt_is_name(const char *name);
 tsr_status tsr_gpt_config_check(tsr_context *ctx, const tsr_gpt_config *config);

@@ -92,23 +92,6 @@ static tsr_status torch_layout(tsr_context *ctx, const tsr_model *m, size_t *ind
 
 /* ---- GPT-2 under Hugging Face's names ---- */
 
-/* The blocks of a model laid out as tsr_gpt_spec writes a GPT (embed, posembed, blocks of ten,
- * layernorm, lmhead:0), else 0. */
-static size_t gpt_blocks(const tsr_model *m) {
-    static const tsr_layer_kind block[10] = {
-        TSR_LAYER_LAYERNORM, TSR_LAYER_LINEAR, TSR_LAYER_ATTENTION, TSR_LAYER_LINEAR, TSR_LAYER_ADD,
-        TSR_LAYER_LAYERNORM, TSR_LAYER_LINEAR, TSR_LAYER_GELU,      TSR_LAYER_LINEAR, TSR_LAYER_ADD};
-    if (m->count < 14 || (m->count - 4) % 10 || m->layers[0].kind != TSR_LAYER_EMBED ||
-        m->layers[1].kind != TSR_LAYER_POSEMBED || m->layers[m->count - 2].kind != TSR_LAYER_LAYERNORM ||
-        m->layers[m->count - 1].kind != TSR_LAYER_LMHEAD || m->layers[m->count - 1].tied != 1)
-        return 0;
-    size_t blocks = (m->count - 4) / 10;
-    for (size_t b = 0; b < blocks; b++)
-        for (size_t j = 0; j < 10; j++)
-            if (m->layers[2 + 10 * b + j].kind != block[j]) return 0;
-    return blocks;
-}
-
 /* Hugging Face GPT-2's name of layer i's tensor `what` ("weight", "bias"). */
 static void gpt_name(const tsr_model *m, size_t i, const char *what, char name[64]) {
     static const char *const part[10] = {"ln_1", "attn.c_attn", "", "attn.c_proj", "",
@@ -152,7 +135,7 @@ tsr_status tsr_model_torch_module(tsr_context *ctx, const tsr_model *model, char
  * gpt_name, its index stays NULL. */
 static tsr_status torch_indices(tsr_context *ctx, const tsr_model *m, size_t **out) {
     *out = NULL;
-    if (gpt_blocks(m)) return TSR_OK;
+    if (tsr_model_gpt_blocks(m)) return TSR_OK;
     size_t *index = tsr_calloc(ctx, m->count ? m->count : 1, sizeof *index);
     if (!index) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "module indices of %zu layers", m->count);
     tsr_status s = torch_layout(ctx, m, index, NULL, 0, NULL);
@@ -217,7 +200,7 @@ tsr_status tsr_model_save_safetensors(tsr_context *ctx, const tsr_model *model,
     size_t *index = NULL, text_len = 0;
     char *text = NULL;
     tsr_st_writer *w = NULL;
-    size_t blocks = gpt_blocks(model);
+    size_t blocks = tsr_model_gpt_blocks(model);
     char gpt_cfg[5][24];
     if (blocks) { /* Hugging Face GPT2LMHeadModel's names; the config for loaders */
         const tsr_layer *att = &model->layers[4];

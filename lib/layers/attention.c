@@ -31,9 +31,9 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
                          "attention:%zu reads rows of q | k | v: a width of 3 x C with C a multiple of "
                          "%zu heads, got %zux%zu",
                          H, H, T, width);
-    if (H * T > TSR_MODEL_MAX_DIM / T)
+    if (H * T > TSR_MODEL_MAX_SAMPLE / T)
         return tsr_error(ctx, TSR_ERR_SHAPE, "attention:%zu over %zu tokens: %zu x %zu x %zu weights per "
-                         "sample are more than %zu", H, T, H, T, T, TSR_MODEL_MAX_DIM);
+                         "sample are more than %zu", H, T, H, T, T, TSR_MODEL_MAX_SAMPLE);
     l->out_c = T, l->out_h = width / 3, l->out_w = 1;
     return TSR_OK;
 }

@@ -30,7 +30,7 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
     if (!l->units || l->units > TSR_MODEL_MAX_DIM)
         return tsr_error(ctx, TSR_ERR_SHAPE, "embed needs a positive width below %zu, got %zu",
                          TSR_MODEL_MAX_DIM, l->units);
-    if (ids * l->units > TSR_MODEL_MAX_DIM || in[0].vocab > SIZE_MAX / 8 / l->units)
+    if (ids * l->units > TSR_MODEL_MAX_SAMPLE || in[0].vocab > SIZE_MAX / 8 / l->units)
         return tsr_error(ctx, TSR_ERR_SHAPE, "embed:%zu of %zu ids over a vocabulary of %zu is too large",
                          l->units, ids, in[0].vocab);
     l->vocab = in[0].vocab;

@@ -59,6 +59,9 @@ tsr_status tsr_spec_no_arg(tsr_spec_cursor *c, const char *name, size_t n);
 
 /* Sizes past this are certainly typos, and keep every product far from overflow. */
 #define TSR_MODEL_MAX_DIM ((size_t)1 << 24)
+/* Floats of one sample's tensor for the token-wise kinds (a GPT-3's [2048, 50257] logits and
+ * 96 x 2048 x 2048 attention weights fit; times a batch of 2^20 it stays below 2^64). */
+#define TSR_MODEL_MAX_SAMPLE ((size_t)1 << 36)
 
 /* What a forward or backward call works on: device references resolved by the stage's
  * memory plan. */

@@ -45,9 +45,9 @@ static void print(const tsr_layer *l, char *buf, size_t size) {
 
 static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
     size_t units = l->units, dim = tsr_tshape_dim(in[0]), rows = tsr_tshape_rows(in[0]);
-    if (!units || units > TSR_MODEL_MAX_DIM || rows * units > TSR_MODEL_MAX_DIM)
+    if (!units || units > TSR_MODEL_MAX_DIM || rows * units > TSR_MODEL_MAX_SAMPLE)
         return tsr_error(ctx, TSR_ERR_SHAPE, "linear:%zu over %zu rows needs 1 to %zu outputs in all",
-                         units, rows, TSR_MODEL_MAX_DIM);
+                         units, rows, TSR_MODEL_MAX_SAMPLE);
     if (dim > SIZE_MAX / 8 / units)
         return tsr_error(ctx, TSR_ERR_SHAPE, "linear:%zu on rows of %zu is too large", units, dim);
     if (rows > 1) l->out_c = rows, l->out_h = units, l->out_w = 1;

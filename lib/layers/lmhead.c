@@ -30,9 +30,9 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
         return tsr_error(ctx, TSR_ERR_SHAPE,
                          "lmhead:%zu: its input rows have %zu channels but the embedding's are %zu wide",
                          l->tied - 1, C, l->units);
-    if (T * l->vocab > TSR_MODEL_MAX_DIM)
+    if (T * l->vocab > TSR_MODEL_MAX_SAMPLE)
         return tsr_error(ctx, TSR_ERR_SHAPE, "lmhead:%zu: %zu x %zu logits per sample are more than %zu",
-                         l->tied - 1, T, l->vocab, TSR_MODEL_MAX_DIM);
+                         l->tied - 1, T, l->vocab, TSR_MODEL_MAX_SAMPLE);
     if (T > 1) l->out_c = T, l->out_h = l->vocab, l->out_w = 1;
     else l->out_c = l->vocab, l->out_h = l->out_w = 1;
     return TSR_OK;

@@ -38,6 +38,28 @@ static int key_value(const char *s, const char *key, size_t *out) {
     return 0;
 }
 
+/* The blocks of a model laid out as tsr_gpt_spec writes a GPT (embed, posembed, blocks of ten,
+ * layernorm, lmhead:0), else 0. */
+size_t tsr_model_gpt_blocks(const tsr_model *m) {
+    if (!m) return 0;
+    static const tsr_layer_kind block[10] = {
+        TSR_LAYER_LAYERNORM, TSR_LAYER_LINEAR, TSR_LAYER_ATTENTION, TSR_LAYER_LINEAR, TSR_LAYER_ADD,
+        TSR_LAYER_LAYERNORM, TSR_LAYER_LINEAR, TSR_LAYER_GELU,      TSR_LAYER_LINEAR, TSR_LAYER_ADD};
+    if (m->count < 14 || (m->count - 4) % 10 || m->layers[0].kind != TSR_LAYER_EMBED ||
+        m->layers[1].kind != TSR_LAYER_POSEMBED || m->layers[m->count - 2].kind != TSR_LAYER_LAYERNORM ||
+        m->layers[m->count - 1].kind != TSR_LAYER_LMHEAD || m->layers[m->count - 1].tied != 1)
+        return 0;
+    size_t blocks = (m->count - 4) / 10;
+    for (size_t b = 0; b < blocks; b++)
+        for (size_t j = 0; j < 10; j++)
+            if (m->layers[2 + 10 * b + j].kind != block[j]) return 0;
+    return blocks;
+}
+
+size_t tsr_gpt_block_activation_floats(const tsr_gpt_config *c, size_t tokens) {
+    return c ? tokens * (18 * c->channels + 4) + c->heads * tokens * tokens : 0;
+}
+
 int tsr_gpt_is_name(const char *name) {
     if (!name) return 0;
     for (size_t i = 0; i < TSR_ARRAY_SIZE(gpt_presets); i++)

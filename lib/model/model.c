@@ -524,26 +524,46 @@ static void human(char *buf, size_t size, double v) {
 }
 
 static void summary(const tsr_model *m, sbuf *b) {
-    sb_printf(b, "Model: %s\n", tsr_model_spec(m));
+    size_t nb = tsr_model_gpt_blocks(m);
+    if (nb) /* its spec is ten layers a block: the shape says more */
+        sb_printf(b, "Model: GPT, %zu blocks, %zu heads, %zu channels, context %zu, vocabulary %zu\n", nb,
+                  m->layers[4].heads, m->layers[0].units, m->layers[1].vocab, m->layers[0].vocab);
+    else
+        sb_printf(b, "Model: %s\n", tsr_model_spec(m));
     if (m->desc.dtype == TSR_DTYPE_I32)
         sb_printf(b, "Input: %zu token ids below %zu, %zu classes\n", tsr_tshape_size(tensor_shape(m, 0)),
                   m->desc.vocab, m->input.classes);
     else
         sb_printf(b, "Input: %zux%zux%zu, %zu classes\n", m->input.channels, m->input.height,
                   m->input.width, m->input.classes);
-    sb_printf(b, "%-3s %-16s %-14s %10s %10s %10s %12s\n", "#", "Layer", "Output", "Params",
+    sb_printf(b, "%-7s %-16s %-14s %10s %10s %10s %12s\n", "#", "Layer", "Output", "Params",
               "FLOPs fwd", "FLOPs bwd", "Act bytes");
     uint64_t tf = 0, tb = 0;
-    size_t ta = 0;
+    size_t ta = 0, blocks = tsr_model_gpt_blocks(m);
     for (size_t i = 0; i < m->count; i++) {
         tsr_layer_info in;
         tsr_model_layer_info(m, i, 1, &in);
-        char shape[48], f[16], bw[16], a[16];
+        char shape[48], f[16], bw[16], a[16], idx[24];
+        snprintf(idx, sizeof idx, "%zu", i);
+        /* a GPT: one row per transformer block (layers 2 + 10b ..), its ten layers summed */
+        if (blocks && i >= 2 && i < 2 + 10 * blocks) {
+            for (size_t j = i + 1; j < i + 10; j++) {
+                tsr_layer_info more;
+                tsr_model_layer_info(m, j, 1, &more);
+                in.params += more.params;
+                in.forward_flops += more.forward_flops;
+                in.backward_flops += more.backward_flops;
+                in.activation_bytes += more.activation_bytes;
+            }
+            snprintf(idx, sizeof idx, "%zu-%zu", i, i + 9);
+            snprintf(in.spec, sizeof in.spec, "block %zu", (i - 2) / 10);
+            i += 9;
+        }
         snprintf(shape, sizeof shape, "%zux%zux%zu", in.out_c, in.out_h, in.out_w);
         human(f, sizeof f, (double)in.forward_flops);
         human(bw, sizeof bw, (double)in.backward_flops);
         human(a, sizeof a, (double)in.activation_bytes);
-        sb_printf(b, "%-3zu %-16s %-14s %10zu %10s %10s %12s\n", i, in.spec, shape, in.params, f, bw, a);
+        sb_printf(b, "%-7s %-16s %-14s %10zu %10s %10s %12s\n", idx, in.spec, shape, in.params, f, bw, a);
         tf += in.forward_flops;
         tb += in.backward_flops;
         ta += in.activation_bytes;

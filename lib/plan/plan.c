@@ -215,7 +215,10 @@ static void layer_time(const lay *l, const cand *c, size_t mb, double *fwd, doub
     double n = (double)mb;
     switch (l->kind) {
     case TSR_LAYER_DENSE:
-    case TSR_LAYER_CONV2D: {
+    case TSR_LAYER_CONV2D:
+    case TSR_LAYER_LINEAR:
+    case TSR_LAYER_LMHEAD:
+    case TSR_LAYER_ATTENTION: {
         double m = l->gm, nn = l->gn, k = l->gk;
         if (l->batch_in_m)
             m *= n;
@@ -281,6 +284,14 @@ static tsr_status read_layers(tsr_context *ctx, const tsr_model *model, int slot
         l->out_per_sample = (uint64_t)(l->out_elems * 4);
         if (in.kind == TSR_LAYER_DENSE) {
             l->gm = 1, l->gn = (double)in.out_c * in.out_h * in.out_w, l->gk = l->in_elems;
+            l->batch_in_m = 1;
+        } else if (in.kind == TSR_LAYER_LINEAR || in.kind == TSR_LAYER_LMHEAD ||
+                   in.kind == TSR_LAYER_ATTENTION) {
+            /* token rows through one GEMM: [T, in] x [in, out]; attention's score and value
+             * products are T x T x C in all (their rate is looked up at that size) */
+            l->gm = (double)in.in_c;
+            l->gn = in.kind == TSR_LAYER_ATTENTION ? (double)in.in_c : (double)in.out_h * in.out_w;
+            l->gk = in.kind == TSR_LAYER_ATTENTION ? (double)in.out_h : (double)in.in_h * in.in_w;
             l->batch_in_m = 1;
         } else if (in.kind == TSR_LAYER_CONV2D) {
             /* weights = filters x (channels x kh x kw), plus one bias per filter */
@@ -1286,6 +1297,13 @@ tsr_status tsr_plan_alloc(tsr_context *ctx, const tsr_model *model, size_t stage
     p->replicas = replicas > 1 ? replicas : 1;
     p->input = tsr_model_get_input(model);
     p->model_spec = tsr_strdup(ctx, tsr_model_spec(model));
+    if ((p->gpt_blocks = tsr_model_gpt_blocks(model))) {
+        tsr_layer_info e, a;
+        tsr_model_layer_info(model, 0, 1, &e);
+        tsr_model_layer_info(model, 4, 1, &a);
+        snprintf(p->title, sizeof p->title, "GPT of %zu blocks, %zu channels, %zu params, %zu tokens",
+                 p->gpt_blocks, e.out_h, tsr_model_param_count(model), e.out_c);
+    }
     p->layer_spec = tsr_calloc(ctx, L ? L : 1, sizeof *p->layer_spec);
     p->stages = tsr_calloc(ctx, stages ? stages : 1, sizeof *p->stages);
     p->devices = tsr_calloc(ctx, (stages ? stages : 1) * (size_t)p->replicas, sizeof *p->devices);

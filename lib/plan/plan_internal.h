@@ -24,6 +24,8 @@ enum { TSR_PLAN_SEARCHED = 0, TSR_PLAN_FIXED = 1, TSR_PLAN_PARSED = 2 };
 struct tsr_plan {
     tsr_context *ctx;
     char *model_spec;             /* canonical spec of the model it is for */
+    size_t gpt_blocks;            /* a GPT's blocks (tsr_model_gpt_blocks), else 0: printed by block */
+    char title[128];              /* "GPT, 12 blocks, ..." for a GPT, else empty: the spec */
     tsr_model_input input;
     size_t layers;
     char (*layer_spec)[64];       /* per layer, for the picture */

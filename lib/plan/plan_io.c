@@ -36,7 +36,7 @@ static void device_label(const tsr_plan *p, const tsr_plan_device *d, char *buf,
 tsr_status tsr_plan_print(const tsr_plan *p, FILE *f) {
     if (!p || !f) return TSR_ERR_INVALID_ARG;
     size_t S = p->stage_count;
-    fprintf(f, "Plan for %s: %zu stage%s", p->model_spec, S, S == 1 ? "" : "s");
+    fprintf(f, "Plan for %s: %zu stage%s", p->title[0] ? p->title : p->model_spec, S, S == 1 ? "" : "s");
     if (p->replicas > 1) fprintf(f, " x %d replicas", p->replicas);
     fprintf(f, ", batch %zu = %s%zu micro-batch%s of %zu, %d optimizer float%s per parameter\n",
             p->opt.batch, p->replicas > 1 ? "per replica " : "", p->microbatches,
@@ -75,8 +75,19 @@ tsr_status tsr_plan_print(const tsr_plan *p, FILE *f) {
             char label[136];
             device_label(p, &p->devices[(size_t)r * S + i], label, sizeof label);
             fprintf(f, "%s[", i ? " ==> " : "");
-            for (size_t l = s->first; l < s->last; l++)
-                fprintf(f, "%s%s", l > s->first ? " " : "", p->layer_spec[l]);
+            if (p->gpt_blocks) { /* block b: layers 2 + 10b .. (attention half: .. 6 + 10b) */
+                size_t nb = p->gpt_blocks, f0 = s->first < 2 ? 2 : s->first;
+                size_t l0 = s->last - 1 > 1 + 10 * nb ? 1 + 10 * nb : s->last - 1;
+                if (s->first == 0) fprintf(f, "embeddings");
+                if (l0 >= f0) {
+                    size_t b0 = (f0 - 2) / 10, b1 = (l0 - 2) / 10;
+                    fprintf(f, "%sblocks %zu%s-%zu%s", s->first == 0 ? ", " : "", b0,
+                            (f0 - 2) % 10 >= 5 ? ".mlp" : "", b1, (l0 - 2) % 10 < 5 ? ".attn" : "");
+                }
+                if (s->last == p->layers) fprintf(f, "%sln_f, head", l0 >= f0 || s->first == 0 ? ", " : "");
+            } else
+                for (size_t l = s->first; l < s->last; l++)
+                    fprintf(f, "%s%s", l > s->first ? " " : "", p->layer_spec[l]);
             fprintf(f, " | %s]", label);
         }
         fprintf(f, "\n");

@@ -1,5 +1,6 @@
 /* Models: a stack of layers over an input (an image, any float tensor of rank 1 to 3, or int32
- * token ids: tsr_model_input_desc), followed by a softmax cross-entropy loss.
+ * token ids: tsr_model_input_desc), followed by a softmax cross-entropy loss (per sample, or
+ * per position for a language model whose last output is [T, classes]).
  * Each layer reads the previous layer's output; a residual add also reads an earlier one.
  * Built from a spec string or with the builder calls.
  *
@@ -14,6 +15,12 @@
  *   gelu                    GELU, tanh form (GPT-2's); host backend only for now
  *   embed:D                 token embedding: each int32 id of the model input becomes a row
  *                           of D floats ("weight" [vocab][D]); output [ids, D] (ids x D x 1)
+ * Token-wise kinds see a sample [T, C] (T x C x 1) as T rows of C (a vector is one row):
+ *   layernorm               layer norm over the last dimension ("weight" ones, "bias" zeros)
+ *   linear:N[/stdS]         y = x W + b per row, "weight" [C][N] (Hugging Face's Conv1D layout)
+ *   attention:H             causal multi-head self-attention core: rows q | k | v of 3C -> C
+ *   posembed:P              adds row t of "weight" [P][C] to row t (T <= P)
+ *   lmhead:E                logits [T, vocab] = x times layer E's embedding table, transposed
  *   add:N / add:in          residual: the previous output plus the output of layer N (an
  *                           earlier layer) or of the model input, of the same shape:
  *                           "dense:64,relu,dense:64,add:1,relu,dense:10" adds layer 1's

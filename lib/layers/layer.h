@@ -22,7 +22,7 @@ typedef enum tsr_init_rule {
     TSR_INIT_ZERO = 0,    /* zeros, no draws */
     TSR_INIT_FAN,         /* He or Glorot uniform from fan_in / fan_out (one draw per float) */
     TSR_INIT_ONE,         /* ones (layer-norm gains), no draws */
-    TSR_INIT_NORMAL       /* N(0, std^2), two draws per float (Box-Muller): GPT-2's 0.02 */
+    TSR_INIT_NORMAL       /* N(0, std^2), Box-Muller: two floats per two draws; GPT-2's 0.02 */
 } tsr_init_rule;
 
 /* One named parameter tensor of a layer. */

@@ -605,44 +605,56 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
 }
 
 /* Layer i's parameters from its own stream (seeded by its index: the same values however the
- * model is split), tensor k written at host + off[k]; only the first `only` tensors when
- * nonzero (a tied copy of an embedding's table). */
-static void init_layer(const tsr_layer *l, size_t i, int glorot, uint64_t seed, float *host,
-                       const size_t *off, size_t only) {
+ * model is split), tensor k written to params at off[k] through `host` (room for the largest
+ * tensor); only the first `only` tensors when nonzero (a tied copy of an embedding's table). */
+static tsr_status init_layer(tsr_buf *params, const tsr_layer *l, size_t i, int glorot, uint64_t seed,
+                             float *host, const size_t *off, size_t only) {
     tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
     size_t np = l->ops->params ? l->ops->params(l, d) : 0;
     if (only && np > only) np = only;
     tsr_rng r;
     tsr_rng_seed(&r, seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(i + 1)));
     for (size_t k = 0; k < np; k++) {
-        float *w = host + off[k];
+        float *w = host;
         if (d[k].init == TSR_INIT_ZERO || d[k].init == TSR_INIT_ONE) {
             float v = d[k].init == TSR_INIT_ONE ? 1.0f : 0.0f;
             for (size_t e = 0; e < d[k].count; e++) w[e] = v;
-            continue;
-        }
-        if (d[k].init == TSR_INIT_NORMAL) { /* Box-Muller, the cosine of each pair */
-            for (size_t e = 0; e < d[k].count; e++) {
+        } else if (d[k].init == TSR_INIT_NORMAL) { /* Box-Muller: two values from each pair of draws */
+            for (size_t e = 0; e < d[k].count; e += 2) {
                 double u1 = 1.0 - tsr_rng_uniform(&r), u2 = tsr_rng_uniform(&r);
-                w[e] = (float)(d[k].std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+                double radius = d[k].std * sqrt(-2.0 * log(u1)), angle = 6.283185307179586 * u2;
+                w[e] = (float)(radius * cos(angle));
+                if (e + 1 < d[k].count) w[e + 1] = (float)(radius * sin(angle));
             }
-            continue;
+        } else {
+            double bound = glorot ? sqrt(6.0 / (double)(d[k].fan_in + d[k].fan_out))
+                                  : sqrt(6.0 / (double)d[k].fan_in);
+            for (size_t e = 0; e < d[k].count; e++) w[e] = (float)((2.0 * tsr_rng_uniform(&r) - 1.0) * bound);
         }
-        double bound = glorot ? sqrt(6.0 / (double)(d[k].fan_in + d[k].fan_out)) : sqrt(6.0 / (double)d[k].fan_in);
-        for (size_t e = 0; e < d[k].count; e++) w[e] = (float)((2.0 * tsr_rng_uniform(&r) - 1.0) * bound);
+        TSR_TRY(tsr_write_f32(params, off[k], w, d[k].count));
     }
+    return TSR_OK;
 }
 
 tsr_status tsr_stage_init_params(tsr_stage *st, int glorot, uint64_t seed) {
     if (!st) return TSR_ERR_INVALID_ARG;
     if (!st->nparams) return TSR_OK;
-    float *host = tsr_malloc(st->ctx, st->nparams * sizeof *host);
-    if (!host) return tsr_error(st->ctx, TSR_ERR_NO_MEMORY, "initial parameters");
-    for (size_t i = st->first; i < st->last; i++)
-        init_layer(layer(st, i), i, glorot, seed, host, st->plan.mem[i - st->first].param, 0);
+    size_t largest = 1; /* one tensor at a time: no second copy of a large model in host memory */
+    for (size_t i = st->first; i < st->last; i++) {
+        tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
+        const tsr_layer *l = layer(st, i);
+        size_t np = l->ops->params ? l->ops->params(l, d) : 0;
+        for (size_t k = 0; k < np; k++) largest = d[k].count > largest ? d[k].count : largest;
+    }
     const tsr_stage_tied *t = &st->plan.tied;
-    if (t->count) init_layer(layer(st, t->layer), t->layer, glorot, seed, host, &t->offset, 1);
-    tsr_status s = tsr_write_f32(st->params, 0, host, st->nparams);
+    if (t->count > largest) largest = t->count;
+    float *host = tsr_malloc(st->ctx, largest * sizeof *host);
+    if (!host) return tsr_error(st->ctx, TSR_ERR_NO_MEMORY, "initial parameters");
+    tsr_status s = TSR_OK;
+    for (size_t i = st->first; s == TSR_OK && i < st->last; i++)
+        s = init_layer(st->params, layer(st, i), i, glorot, seed, host, st->plan.mem[i - st->first].param, 0);
+    if (s == TSR_OK && t->count)
+        s = init_layer(st->params, layer(st, t->layer), t->layer, glorot, seed, host, &t->offset, 1);
     tsr_free(st->ctx, host);
     return s;
 }

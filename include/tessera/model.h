@@ -82,7 +82,9 @@ typedef enum tsr_layer_kind {
     TSR_LAYER_LINEAR,       /* per-row linear map over the last dimension */
     TSR_LAYER_ATTENTION,    /* causal multi-head self-attention core */
     TSR_LAYER_POSEMBED,     /* learned position embedding, added */
-    TSR_LAYER_LMHEAD        /* language-model head tied to a token embedding */
+    TSR_LAYER_LMHEAD,       /* language-model head tied to a token embedding */
+    TSR_LAYER_TPCOPY,       /* tensor parallelism: identity, gradient summed over the group */
+    TSR_LAYER_TPREDUCE      /* tensor parallelism: sum over the group plus a bias */
 } tsr_layer_kind;
 
 /* tsr_model_add_residual's `from` naming the model input rather than a layer. */
@@ -158,6 +160,29 @@ size_t tsr_model_gpt_blocks(const tsr_model *model);
  * add C: 18 C per token), each layer norm's mean and 1/std (2 per token each) and the
  * attention weights (H T^2): T (18 C + 4) + H T^2. */
 size_t tsr_gpt_block_activation_floats(const tsr_gpt_config *config, size_t tokens);
+/* ---- tensor parallelism (lib/model/gpt_tp.c) ----
+ * Megatron-LM's split of every block over a group of K ranks, unevenly: rank r holds `heads`
+ * heads (and 4 x head-size MLP units per head) starting at head0 = the heads of ranks < r:
+ * column shares of c_attn and c_fc, row shares of both c_proj, between tpcopy and tpreduce
+ * layers that sum over the group (tsr_stage_set_tp). Embeddings, layer norms and the head
+ * are replicated. */
+/* Heads per rank in proportion to `speed` (NULL: even), at least one each: 12 heads on speeds
+ * {3, 1} give {9, 3}. */
+tsr_status tsr_gpt_tp_split(tsr_context *ctx, const tsr_gpt_config *config, size_t ranks, const double *speed,
+                            size_t *heads);
+/* A rank's model holding `heads` heads (fourteen layers a block). */
+tsr_status tsr_model_create_gpt_tp(tsr_context *ctx, const tsr_gpt_config *config, size_t tokens, size_t heads,
+                                   tsr_model **out);
+/* The whole model's flat parameters (or gradients, optimizer state) `full` to a rank's share
+ * (`whole` the whole model, `mine` the rank's, both over the same tokens). */
+tsr_status tsr_gpt_tp_scatter(tsr_context *ctx, const tsr_model *whole, const tsr_model *mine,
+                              const tsr_gpt_config *config, size_t head0, size_t heads, const float *full,
+                              float *local);
+/* The reverse: writes the rank's share into `full`, the replicated tensors only when `owner`,
+ * so that the sum over the group of zero-initialised `full`s is the whole model. */
+tsr_status tsr_gpt_tp_gather(tsr_context *ctx, const tsr_model *whole, const tsr_model *mine,
+                             const tsr_gpt_config *config, size_t head0, size_t heads, const float *local,
+                             int owner, float *full);
 /* 1 when `name` is one of those presets or a gpt(...) form (well formed or not). */
 int tsr_gpt_is_name(const char *name);
 tsr_status tsr_gpt_config_check(tsr_context *ctx, const tsr_gpt_config *config);

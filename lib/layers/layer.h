@@ -86,6 +86,7 @@ typedef struct tsr_layer_run {
     int want_din[TSR_LAYER_MAX_INPUTS];   /* 0: not needed */
     int add_din[TSR_LAYER_MAX_INPUTS];    /* 1: add into din (kinds with accumulate_din) */
     float loss_scale;                     /* loss: d(loss)/d(per-sample loss) */
+    tsr_comm *tp;                         /* tensor-parallel group (tpcopy, tpreduce); NULL: none */
 } tsr_layer_run;
 
 struct tsr_layer_ops {
@@ -137,7 +138,10 @@ const tsr_layer_ops *tsr_layer_ops_of(tsr_layer_kind kind);
 extern const tsr_layer_ops tsr_layer_dense, tsr_layer_conv2d, tsr_layer_maxpool, tsr_layer_relu,
     tsr_layer_dropout, tsr_layer_flatten, tsr_layer_add, tsr_layer_softmax_xent, tsr_layer_embed,
     tsr_layer_gelu, tsr_layer_layernorm, tsr_layer_linear, tsr_layer_attention, tsr_layer_posembed,
-    tsr_layer_lmhead;
+    tsr_layer_lmhead, tsr_layer_tpcopy, tsr_layer_tpreduce;
+
+/* The sum of `count` floats at r over the tensor-parallel group, in place (no group: nothing). */
+tsr_status tsr_tp_allreduce(tsr_comm *tp, tsr_ref r, size_t count);
 
 /* Helpers for kinds. */
 static inline size_t tsr_tshape_size(tsr_tshape s) { return s.c * s.h * s.w; }

@@ -1,7 +1,8 @@
 /* linear:N — the same affine map on every row of the last dimension (GPT-2's c_attn, c_proj,
  * c_fc): [T, C] -> [T, N], y = x W + b with "weight" [C][N] (Hugging Face's Conv1D layout,
  * inputs first) and "bias" [N]. Weights start N(0, 0.02), or N(0, S) with the option /stdS
- * (GPT-2 scales the residual projections by 1/sqrt(2 x blocks)); biases at zero. */
+ * (GPT-2 scales the residual projections by 1/sqrt(2 x blocks)); biases at zero. /nobias: no
+ * bias (a tensor-parallel row share, whose bias the tpreduce after it adds once). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +28,14 @@ static tsr_status parse_arg(tsr_spec_cursor *c, const char *name, size_t n, size
 static tsr_status parse_option(tsr_spec_cursor *c, const char *name, size_t n, tsr_layer *l) {
     (void)name, (void)n;
     size_t at = c->pos;
+    if (!strncmp(c->s + at, "nobias", 6)) {
+        l->nobias = 1;
+        c->pos += 6;
+        return TSR_OK;
+    }
     if (strncmp(c->s + at, "std", 3))
-        return tsr_spec_error(c, at, TSR_ERR_PARSE, "linear takes the option /stdS (weight init std)");
+        return tsr_spec_error(c, at, TSR_ERR_PARSE,
+                              "linear takes the options /stdS (weight init std) and /nobias");
     char *end;
     double v = strtod(c->s + at + 3, &end);
     if (end == c->s + at + 3 || !(v > 0.0 && v <= 1.0))
@@ -39,8 +46,10 @@ static tsr_status parse_option(tsr_spec_cursor *c, const char *name, size_t n, t
 }
 
 static void print(const tsr_layer *l, char *buf, size_t size) {
-    if (l->std > 0.0f) snprintf(buf, size, "linear:%zu/std%.6g", l->units, (double)l->std);
-    else snprintf(buf, size, "linear:%zu", l->units);
+    int n = snprintf(buf, size, "linear:%zu", l->units);
+    if (n > 0 && (size_t)n < size && l->std > 0.0f)
+        n += snprintf(buf + n, size - (size_t)n, "/std%.6g", (double)l->std);
+    if (n > 0 && (size_t)n < size && l->nobias) snprintf(buf + n, size - (size_t)n, "/nobias");
 }
 
 static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
@@ -53,7 +62,7 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
     if (rows > 1) l->out_c = rows, l->out_h = units, l->out_w = 1;
     else l->out_c = units, l->out_h = l->out_w = 1;
     l->weights = dim * units;
-    l->biases = units;
+    l->biases = l->nobias ? 0 : units;
     return TSR_OK;
 }
 
@@ -61,6 +70,7 @@ static size_t params(const tsr_layer *l, tsr_param_desc *out) {
     size_t in = tsr_layer_in_dim(l);
     double std = l->std > 0.0f ? (double)l->std : LINEAR_STD;
     out[0] = tsr_param_normal(tsr_param_2d("weight", in, l->units, TSR_INIT_NORMAL, in, l->units), std);
+    if (l->nobias) return 1;
     out[1] = tsr_param_1d("bias", l->units, TSR_INIT_ZERO);
     return 2;
 }
@@ -76,7 +86,7 @@ static tsr_status forward(const tsr_layer_run *r) {
     size_t rows = r->n * tsr_layer_in_rows(l), in = tsr_layer_in_dim(l), u = l->units;
     TSR_TRY(tsr_op_gemm(r->be, TSR_NO_TRANS, TSR_NO_TRANS, rows, u, in, 1.0f, r->in[0], in, r->param[0],
                         u, 0.0f, r->out, u));
-    return tsr_op_bias_add(r->be, rows, u, 1, r->param[1], r->out);
+    return l->nobias ? TSR_OK : tsr_op_bias_add(r->be, rows, u, 1, r->param[1], r->out);
 }
 
 static tsr_status backward(const tsr_layer_run *r) {
@@ -85,8 +95,10 @@ static tsr_status backward(const tsr_layer_run *r) {
     tsr_backend *be = r->be;
     TSR_TRY(tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, in, u, rows, 1.0f, r->in[0], in, r->dout, u,
                         r->accumulate ? 1.0f : 0.0f, r->grad[0], u));
-    if (!r->accumulate) TSR_TRY(tsr_op_fill(be, r->grad[1], u, 0.0f));
-    TSR_TRY(tsr_op_bias_grad(be, rows, u, 1, r->dout, r->grad[1]));
+    if (!l->nobias) {
+        if (!r->accumulate) TSR_TRY(tsr_op_fill(be, r->grad[1], u, 0.0f));
+        TSR_TRY(tsr_op_bias_grad(be, rows, u, 1, r->dout, r->grad[1]));
+    }
     if (!r->want_din[0]) return TSR_OK;
     return tsr_op_gemm(be, TSR_NO_TRANS, TSR_TRANS, rows, in, u, 1.0f, r->dout, u, r->param[0], u,
                        r->add_din[0] ? 1.0f : 0.0f, r->din[0], in);

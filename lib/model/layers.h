@@ -28,6 +28,8 @@ typedef struct tsr_layer {
     size_t tied;                        /* lmhead: the embed layer's index + 1 (0: none) */
     float eps;                          /* layernorm */
     float std;                          /* linear: weight init std (0: GPT-2's 0.02) */
+    int nobias;                         /* linear: no bias (a tensor-parallel row split's is
+                                         * added once, by the tpreduce after it) */
     size_t weights, biases;             /* parameter floats ("weight" and "bias" tensors) */
 } tsr_layer;
 

@@ -49,6 +49,7 @@ struct tsr_stage {
     tsr_buf **g;      /* plan.slots activation-gradient buffers */
     tsr_stage_grad_hook hook;
     void *hook_user;
+    tsr_comm *tp;      /* tensor-parallel group of the tpcopy/tpreduce layers; NULL: none */
     float loss_scale;  /* d(loss)/d(per-sample loss); 0: 1/n (the mean over the batch) */
     /* activation sets (pipeline micro-batches in flight): acts is slot_acts[slot] */
     tsr_buf **slot_acts;
@@ -506,6 +507,10 @@ void tsr_stage_set_loss_scale(tsr_stage *st, float scale) {
     if (st) st->loss_scale = scale;
 }
 
+void tsr_stage_set_tp(tsr_stage *st, tsr_comm *tp) {
+    if (st) st->tp = tp;
+}
+
 void tsr_stage_set_hook(tsr_stage *st, tsr_stage_grad_hook hook, void *user) {
     if (!st) return;
     st->hook = hook;
@@ -533,6 +538,7 @@ static tsr_layer_run layer_run(tsr_stage *st, size_t i, size_t n) {
     r.state = tsr_ref_at(st->acts, m->aux);
     r.ws = tsr_ref_at(st->acts, st->plan.ws_off);
     r.ones = tsr_ref_at(st->acts, st->plan.ones_off);
+    r.tp = st->tp;
     for (size_t k = 0; k < TSR_LAYER_MAX_PARAMS; k++) {
         r.param[k] = tsr_ref_at(st->params, m->param[k]);
         r.grad[k] = tsr_ref_at(st->grads, m->param[k]);

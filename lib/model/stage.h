@@ -77,6 +77,9 @@ tsr_ref tsr_stage_labels(tsr_stage *st);
 tsr_ref tsr_stage_probs(tsr_stage *st);
 
 void tsr_stage_set_hook(tsr_stage *st, tsr_stage_grad_hook hook, void *user);
+/* The tensor-parallel group the model's tpcopy/tpreduce layers sum over (NULL: none, one
+ * rank). The caller keeps it alive while the stage runs. */
+void tsr_stage_set_tp(tsr_stage *st, tsr_comm *tp);
 /* Last stage: backward scales each sample's loss gradient by `scale` instead of 1/n (0 restores
  * 1/n). A pipeline sets 1/(whole batch) so that micro-batch gradients sum to the gradient of
  * the mean loss over the batch, with the same per-sample arithmetic as one big batch. */

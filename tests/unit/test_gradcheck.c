@@ -142,7 +142,7 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
                 size_t dim = tsr_layer_in_dim(l), rows = in / dim;
                 for (size_t q = 0; q < rows; q++)
                     for (size_t u = 0; u < l->units; u++) {
-                        double acc = B[u];
+                        double acc = l->biases ? B[u] : 0.0;
                         for (size_t k = 0; k < dim; k++) acc += xs[q * dim + k] * W[k * l->units + u];
                         ys[q * l->units + u] = acc;
                     }
@@ -150,6 +150,10 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
             }
             case TSR_LAYER_POSEMBED:
                 for (size_t k = 0; k < out; k++) ys[k] = xs[k] + W[k];
+                break;
+            case TSR_LAYER_TPCOPY: memcpy(ys, xs, out * sizeof *ys); break; /* one rank */
+            case TSR_LAYER_TPREDUCE: /* its only tensor, the bias, is its first */
+                for (size_t k = 0; k < out; k++) ys[k] = xs[k] + W[k % l->biases];
                 break;
             case TSR_LAYER_ATTENTION: { /* rows q | k | v, causal, heads side by side */
                 size_t Tn = l->in_c, C = l->out_h, H = l->heads, hs = C / H;
@@ -375,6 +379,8 @@ static const struct {
     /* a transformer block's pieces over [T, C] rows: T = 3 tokens of 5 channels */
     {"layernorm,linear:12,attention:2,linear:5/std0.3,add:in,layernorm,posembed:4", {3, 5, 1, 15}},
     {"linear:6,gelu,linear:2,layernorm", {4, 3, 1, 8}},
+    /* the tensor-parallel operators on one rank: identities around a bias-less projection */
+    {"layernorm,tpcopy,linear:7,gelu,linear:5/nobias,tpreduce,add:in", {3, 5, 1, 15}},
 };
 
 /* A GPT in small (host only so far): the tied head adds its gradient to the embedding's, and

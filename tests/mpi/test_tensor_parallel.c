@@ -1,0 +1,164 @@
+/* Tensor-parallel GPT blocks under mpiexec -n 1..4 (lib/model/gpt_tp.c, the tpcopy/tpreduce
+ * layers): every rank holds a share of each block's heads and MLP units, unevenly by speed
+ * ({3, 1, 1, 1}: rank 0 takes the most) and evenly, and the group's loss, gradients (gathered
+ * into the whole layout) and parameters after 3 AdamW steps must equal the whole model's on one
+ * process: loss within 1e-5 relative, gradients 1e-4 of each tensor's largest, parameters 2e-4
+ * absolute (Adam moves a weight by up to lr per step whatever its rounding: tests/ref/README.md).
+ * Also: the share arithmetic and refusals. Prints each failure and exits non-zero. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <mpi.h>
+#include "backends/backend.h"
+#include "lib/model/stage.h"
+#include "lib/train/optim.h"
+#include "support/test_util.h"
+#include "tessera.h"
+#include "tests/support/mode_harness.h"
+#include "tests/support/mpi_check.h"
+
+enum { B = 3, T = 12, STEPS = 3 };
+static const char *CFG = "gpt(layers=2,heads=6,channels=24,context=16,vocab=40)";
+
+static double max_abs(const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+static double max_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) m = d;
+    }
+    return m;
+}
+
+typedef struct run {
+    tsr_model *model;
+    tsr_stage *stage;
+    tsr_optim *optim;
+    size_t np;
+} run;
+
+static void run_open(tsr_context *ctx, tsr_backend *be, tsr_model *m, tsr_comm *tp, run *r) {
+    r->model = m;
+    tsr_stage_options so = {0, tsr_model_layer_count(m), B, 0};
+    CHECK_OK(tsr_stage_create(be, m, &so, &r->stage), ctx);
+    tsr_stage_set_tp(r->stage, tp);
+    r->np = tsr_stage_param_count(r->stage);
+    tsr_optimizer_options oo = {TSR_OPTIM_ADAMW, 1e-3f, 0, 0, 0.9f, 0.999f, 1e-8f, 0.1f};
+    CHECK_OK(tsr_optim_create(be, &oo, r->np, &r->optim), ctx);
+}
+
+static void run_close(run *r) {
+    tsr_optim_free(r->optim);
+    tsr_stage_free(r->stage);
+    tsr_model_free(r->model);
+}
+
+static float step(tsr_context *ctx, run *r, const int32_t *ids, const int32_t *targets, uint64_t t) {
+    float loss = NAN;
+    CHECK_OK(tsr_ref_write(tsr_stage_input(r->stage), TSR_DTYPE_I32, ids, B * T), ctx);
+    CHECK_OK(tsr_ref_write(tsr_stage_labels(r->stage), TSR_DTYPE_I32, targets, B * T), ctx);
+    CHECK_OK(tsr_stage_forward(r->stage, B, 1, 0, &loss), ctx);
+    CHECK_OK(tsr_stage_backward(r->stage, B, 0), ctx);
+    (void)t;
+    return loss;
+}
+
+static void update(tsr_context *ctx, run *r, uint64_t t) {
+    CHECK_OK(tsr_optim_update(r->optim, tsr_stage_params(r->stage), tsr_stage_grads(r->stage), 1e-3f, t), ctx);
+}
+
+static void test_match_whole(tsr_context *ctx, tsr_comm *comm, int rank, int K, const double *speed) {
+    tsr_gpt_config c;
+    CHECK_OK(tsr_gpt_config_parse(ctx, CFG, &c), ctx);
+    size_t heads[4], head0 = 0;
+    CHECK_OK(tsr_gpt_tp_split(ctx, &c, (size_t)K, speed, heads), ctx);
+    for (int r = 0; r < rank; r++) head0 += heads[r];
+    tsr_backend *be;
+    CHECK_OK(tsr_backend_open(ctx, 0, &be), ctx);
+    tsr_model *wm, *lm;
+    CHECK_OK(tsr_model_create_gpt(ctx, &c, T, &wm), ctx);
+    CHECK_OK(tsr_model_create_gpt_tp(ctx, &c, T, heads[rank], &lm), ctx);
+    run whole, mine;
+    run_open(ctx, be, wm, NULL, &whole);
+    run_open(ctx, be, lm, K > 1 ? comm : NULL, &mine);
+    size_t n = whole.np;
+    float *full = calloc(n, sizeof *full), *loc = calloc(mine.np, sizeof *loc), *g = calloc(n, sizeof *g);
+    float *wg = calloc(n, sizeof *wg), *want = calloc(mine.np, sizeof *want);
+    int32_t ids[B * T], targets[B * T];
+    for (size_t i = 0; i < B * T; i++) {
+        ids[i] = (int32_t)((i * 7 + 3) % c.vocab);
+        targets[i] = (int32_t)((i * 11 + 5) % c.vocab);
+    }
+    CHECK_OK(tsr_stage_init_params(whole.stage, 0, 42), ctx);
+    CHECK_OK(tsr_read_f32(tsr_stage_params(whole.stage), 0, full, n), ctx);
+    CHECK_OK(tsr_gpt_tp_scatter(ctx, wm, lm, &c, head0, heads[rank], full, loc), ctx);
+    CHECK_OK(tsr_write_f32(tsr_stage_params(mine.stage), 0, loc, mine.np), ctx);
+    for (uint64_t t = 0; t < STEPS; t++) {
+        float lw = step(ctx, &whole, ids, targets, t), ll = step(ctx, &mine, ids, targets, t);
+        CHECK(fabsf(lw - ll) <= 1e-5f * fabsf(lw), "K=%d step %llu: loss %.8g, whole model %.8g", K,
+              (unsigned long long)t, (double)ll, (double)lw);
+        /* the group's gradients gathered into the whole layout */
+        CHECK_OK(tsr_read_f32(tsr_stage_grads(mine.stage), 0, loc, mine.np), ctx);
+        memset(g, 0, n * sizeof *g);
+        CHECK_OK(tsr_gpt_tp_gather(ctx, wm, lm, &c, head0, heads[rank], loc, rank == 0, g), ctx);
+        if (K > 1) CHECK_OK(tsr_comm_allreduce(comm, g, n, NULL), ctx);
+        CHECK_OK(tsr_read_f32(tsr_stage_grads(whole.stage), 0, wg, n), ctx);
+        for (size_t k = 0; k < tsr_model_param_tensor_count(wm); k++) {
+            tsr_param_info p;
+            CHECK_OK(tsr_model_param_tensor(wm, k, &p), ctx);
+            double d = max_diff(g + p.offset, wg + p.offset, p.count), b = 1e-4 * max_abs(wg + p.offset, p.count);
+            CHECK(d <= b + 1e-7, "K=%d step %llu: gradient %s differs by %.3g (bound %.3g)", K,
+                  (unsigned long long)t, p.name, d, b);
+        }
+        update(ctx, &whole, t);
+        update(ctx, &mine, t);
+        /* this rank's parameters: its share of the whole model's, replicated tensors included */
+        CHECK_OK(tsr_read_f32(tsr_stage_params(whole.stage), 0, full, n), ctx);
+        CHECK_OK(tsr_gpt_tp_scatter(ctx, wm, lm, &c, head0, heads[rank], full, want), ctx);
+        CHECK_OK(tsr_read_f32(tsr_stage_params(mine.stage), 0, loc, mine.np), ctx);
+        double d = max_diff(loc, want, mine.np);
+        CHECK(d <= 2e-4, "K=%d step %llu: parameters differ by %.3g", K, (unsigned long long)t, d);
+    }
+    free(full), free(loc), free(g), free(wg), free(want);
+    run_close(&whole);
+    run_close(&mine);
+    tsr_backend_free(be);
+}
+
+static void test_split(tsr_context *ctx) {
+    tsr_gpt_config c;
+    CHECK_OK(tsr_gpt_config_parse(ctx, "gpt2", &c), ctx);
+    size_t h[4];
+    const double fast_slow[2] = {3, 1}, three[3] = {1, 1, 1};
+    CHECK_OK(tsr_gpt_tp_split(ctx, &c, 2, fast_slow, h), ctx);
+    CHECK(h[0] == 9 && h[1] == 3, "12 heads on speeds {3, 1}: %zu, %zu", h[0], h[1]);
+    CHECK_OK(tsr_gpt_tp_split(ctx, &c, 3, three, h), ctx);
+    CHECK(h[0] == 4 && h[1] == 4 && h[2] == 4, "12 heads over 3 equal ranks: %zu %zu %zu", h[0], h[1], h[2]);
+    const double skew[2] = {1000, 1};
+    CHECK_OK(tsr_gpt_tp_split(ctx, &c, 2, skew, h), ctx);
+    CHECK(h[0] == 11 && h[1] == 1, "a very slow rank keeps one head: %zu, %zu", h[0], h[1]);
+    CHECK(tsr_gpt_tp_split(ctx, &c, 13, NULL, h) == TSR_ERR_SHAPE, "13 ranks for 12 heads accepted");
+    const double bad[2] = {1, 0};
+    CHECK(tsr_gpt_tp_split(ctx, &c, 2, bad, h) == TSR_ERR_INVALID_ARG, "a zero speed accepted");
+}
+
+int main(int argc, char **argv) {
+    tsr_mh_world w;
+    tsr_status ws = tsr_mh_world_init(&w, &argc, &argv, TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC);
+    mpi_check_rank = w.rank;
+    CHECK_OK(ws, w.ctx);
+    if (w.nranks <= 4) {
+        static const double speeds[4] = {3, 1, 1, 1};
+        test_split(w.ctx);
+        test_match_whole(w.ctx, w.comm, w.rank, w.nranks, speeds);
+        test_match_whole(w.ctx, w.comm, w.rank, w.nranks, NULL);
+    }
+    return tsr_mh_world_end(&w, failures, skips, "test_tensor_parallel");
+}

@@ -129,11 +129,18 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
     tsr_tokens_sampler *sampler;
     if ((s = tsr_tokens_sampler_create(ctx, train, &so, &sampler)) != TSR_OK) die(ctx, s, "training data");
     uint64_t start = tsr_trainer_steps(r.tr);
+    double resumed_loss = NAN; /* the checkpoint's figures, reported when nothing is left to train */
+    if (a->resume && tsr_trainer_metadata(r.tr)) {
+        cJSON *j = cJSON_Parse(tsr_trainer_metadata(r.tr));
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "train_loss");
+        if (cJSON_IsNumber(v)) resumed_loss = v->valuedouble;
+        cJSON_Delete(j);
+    }
     if (start && (s = tsr_tokens_sampler_seek(sampler, start)) != TSR_OK) die(ctx, s, "resume");
     int32_t *ids = malloc(so.batch * T * sizeof *ids), *targets = malloc(so.batch * T * sizeof *targets);
     if (!ids || !targets) die(ctx, TSR_ERR_NO_MEMORY, "batch");
     FILE *log = a->json ? stderr : stdout;
-    double t0 = now_seconds(), train_time = 0, window_loss = 0, last_loss = NAN, val_loss = NAN, acc = 0;
+    double t0 = now_seconds(), train_time = 0, window_loss = 0, last_loss = resumed_loss, val_loss = NAN, acc = 0;
     size_t window_steps = 0, tokens_done = 0;
     int interrupted = 0;
     /* tests/fault: TSR_FAULT_SIGTERM_AT_STEP=N, as in the image loop (rank 0, first attempt) */

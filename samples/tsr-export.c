@@ -130,7 +130,14 @@ int main(int argc, char **argv) {
             classes->valuedouble <= 16777216)
             input.classes = (size_t)classes->valuedouble;
     }
-    if ((s = tsr_model_parse(ctx, ck->model_spec, input, &model)) != TSR_OK) goto fail;
+    tsr_gpt_config gpt;
+    if (tsr_gpt_is_name(ck->model_spec)) { /* a GPT reads token ids: its own input */
+        if ((s = tsr_gpt_config_parse(ctx, ck->model_spec, &gpt)) != TSR_OK ||
+            (s = tsr_model_create_gpt(ctx, &gpt, gpt.context, &model)) != TSR_OK)
+            goto fail;
+    } else if ((s = tsr_model_parse(ctx, ck->model_spec, input, &model)) != TSR_OK) {
+        goto fail;
+    }
     if (params->count != tsr_model_param_count(model)) {
         fprintf(stderr, "tsr-export: %s: %zu parameters, but model %s on a %zux%zux%zu input "
                 "with %zu classes has %zu (--input, --classes)\n", in_path, params->count,

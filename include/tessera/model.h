@@ -195,7 +195,12 @@ tsr_status tsr_model_create_gpt(tsr_context *ctx, const tsr_gpt_config *config, 
  * the next token at every position; -1 marks a position to ignore in evaluation). */
 size_t tsr_model_positions(const tsr_model *model);
 
-/* Canonical spec: parsing it gives the same model. Valid while the model lives. */
+/* The configuration of a model laid out as a GPT (tsr_model_gpt_blocks); TSR_ERR_NOT_FOUND for
+ * any other model. */
+tsr_status tsr_model_gpt_config(const tsr_model *model, tsr_gpt_config *out);
+
+/* Canonical spec: parsing it gives the same model (a GPT as tsr_gpt_spec writes it: its
+ * "gpt(layers=..,heads=..,channels=..,context=..,vocab=..)" form). Valid while the model lives. */
 const char *tsr_model_spec(const tsr_model *model);
 
 /* ---- inspection ---- */

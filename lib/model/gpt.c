@@ -56,6 +56,17 @@ size_t tsr_model_gpt_blocks(const tsr_model *m) {
     return blocks;
 }
 
+tsr_status tsr_model_gpt_config(const tsr_model *m, tsr_gpt_config *out) {
+    size_t blocks = tsr_model_gpt_blocks(m);
+    if (!blocks || !out) return TSR_ERR_NOT_FOUND;
+    out->layers = blocks;
+    out->heads = m->layers[4].heads;
+    out->channels = m->layers[0].units;
+    out->context = m->layers[1].vocab;
+    out->vocab = m->layers[0].vocab;
+    return TSR_OK;
+}
+
 size_t tsr_gpt_block_activation_floats(const tsr_gpt_config *c, size_t tokens) {
     return c ? tokens * (18 * c->channels + 4) + c->heads * tokens * tokens : 0;
 }

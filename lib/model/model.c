@@ -266,6 +266,17 @@ const char *tsr_model_spec(const tsr_model *cm) {
         layer_token(&m->layers[i], tok, sizeof tok);
         len += (size_t)snprintf(s + len, cap - len, "%s%s", i ? "," : "", tok);
     }
+    /* a GPT exactly as tsr_gpt_spec writes it: its gpt(...) form, which parses back to it */
+    tsr_gpt_config c;
+    if (tsr_model_gpt_config(m, &c) == TSR_OK) {
+        size_t n = tsr_gpt_spec(&c, NULL, 0) + 1;
+        char *g = n == len + 1 ? tsr_malloc(m->ctx, n) : NULL;
+        if (g) tsr_gpt_spec(&c, g, n);
+        if (g && !strcmp(g, s))
+            snprintf(s, cap, "gpt(layers=%zu,heads=%zu,channels=%zu,context=%zu,vocab=%zu)", c.layers, c.heads,
+                     c.channels, c.context, c.vocab);
+        tsr_free(m->ctx, g);
+    }
     m->spec = s;
     return s;
 }

@@ -96,7 +96,46 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
         }
         to->stage_bounds = bounds;
     }
-    to->comm = size > 1 ? comm : NULL;
+    /* tensor parallelism: groups of K consecutive ranks (they talk every layer), replicated
+     * over the data-parallel groups of the ranks with the same index in theirs */
+    size_t K = a->tp > 1 ? (size_t)a->tp : 1, heads[4096], head0 = 0;
+    tsr_comm *tp = NULL, *dpc = comm;
+    tsr_model *share = NULL;
+    if (K > 1) {
+        const char *why = pp || to->mode != TSR_MODE_DATA ? "composes with --mode data only so far"
+                          : (size_t)size % K                ? "does not divide the ranks"
+                                                            : NULL;
+        double speed[4096];
+        size_t n = 0;
+        for (const char *p = a->tp_shares; !why && p && *p;) {
+            char *end;
+            double v = strtod(p, &end);
+            if (end == p || n == K || !(v > 0)) why = "--tp-shares needs K positive numbers";
+            else speed[n++] = v, p = *end == ',' ? end + 1 : end;
+        }
+        if (!why && a->tp_shares && n != K) why = "--tp-shares needs K positive numbers";
+        if (!why && tsr_gpt_tp_split(ctx, &cfg, K, a->tp_shares ? speed : NULL, heads) != TSR_OK)
+            why = tsr_context_last_error(ctx);
+        if (why) {
+            if (rank == 0) fprintf(stderr, "tsr-train: option --tp %zu: %s\n", K, why);
+            tsr_comm_free(comm);
+            return 2;
+        }
+        int t = rank % (int)K;
+        for (int q = 0; q < t; q++) head0 += heads[q];
+        if ((s = tsr_comm_split(comm, rank / (int)K, t, &tp)) != TSR_OK ||
+            (s = tsr_comm_split(comm, t, rank / (int)K, &dpc)) != TSR_OK ||
+            (s = tsr_model_create_gpt_tp(ctx, &cfg, T, heads[t], &share)) != TSR_OK)
+            die(ctx, s, "--tp");
+        to->tp_comm = tp, to->tp_whole = r.model, to->tp_head0 = head0, to->tp_heads = heads[t];
+        if (rank == 0 && !a->quiet) {
+            fprintf(stderr, "tsr-train: tensor parallel over %zu ranks, heads", K);
+            for (size_t q = 0; q < K; q++) fprintf(stderr, " %zu", heads[q]);
+            fprintf(stderr, " of %zu; %d data-parallel replica%s\n", cfg.heads, size / (int)K,
+                    size / (int)K == 1 ? "" : "s");
+        }
+    }
+    to->comm = size / (int)K > 1 ? dpc : NULL;
     if (!to->comm) to->compress = TSR_COMPRESS_NONE, to->shard_optimizer = 0;
     size_t *shares = calloc((size_t)size, sizeof *shares);
     tsr_data_split split;
@@ -111,7 +150,7 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
     to->schedule.step_size = steps / 3 ? steps / 3 : 1;
     to->schedule.total_steps = steps > to->schedule.warmup_steps ? steps - to->schedule.warmup_steps : 1;
     to->batch = split.step_batch;
-    if ((s = tsr_trainer_create(ctx, r.model, to, &r.tr)) != TSR_OK) die(ctx, s, "trainer");
+    if ((s = tsr_trainer_create(ctx, share ? share : r.model, to, &r.tr)) != TSR_OK) die(ctx, s, "trainer");
     if (a->init && (s = init_params(ctx, r.tr, r.model, a->init)) != TSR_OK) die(ctx, s, "option --init");
     if (a->resume && (s = tsr_trainer_load(r.tr, a->resume)) != TSR_OK) die(ctx, s, "resume");
     if (a->checkpoint && rank == 0) {
@@ -186,6 +225,7 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
         cJSON_AddStringToObject(j, "device", tsr_trainer_device(r.tr)->id);
         cJSON_AddStringToObject(j, "mode", mode_name);
         cJSON_AddNumberToObject(j, "ranks", size);
+        cJSON_AddNumberToObject(j, "tp", (double)K);
         cJSON_AddNumberToObject(j, "steps", (double)tsr_trainer_steps(r.tr));
         cJSON_AddNumberToObject(j, "batch", (double)r.global_batch);
         cJSON_AddNumberToObject(j, "context", (double)T);
@@ -206,6 +246,9 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
     free(shares);
     tsr_tokens_sampler_free(sampler);
     tsr_trainer_free(r.tr);
+    tsr_model_free(share);
+    if (dpc != comm) tsr_comm_free(dpc);
+    tsr_comm_free(tp);
     tsr_dataset_free(ctx, r.val);
     tsr_model_free(r.model);
     tsr_tokens_free(train);

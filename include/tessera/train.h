@@ -184,6 +184,15 @@ typedef struct tsr_trainer_options {
      * returns TSR_ERR_INTERRUPTED on every rank (the step counted, *loss set), and the caller
      * saves as usual. Async mode refuses it (its workers step independently). NULL: none. */
     const volatile sig_atomic_t *stop_flag;
+    /* Tensor parallelism (a GPT; lib/model/gpt_tp.c), data mode: the trainer's model is this
+     * rank's share of tp_whole (tsr_model_create_gpt_tp: tp_heads heads from tp_head0) and
+     * tp_comm the group its tpcopy/tpreduce layers sum over; comm, if any, is the data-parallel
+     * group (the ranks of the same tensor-parallel index). Initial parameters are tp_whole's,
+     * and parameters, gradients (tsr_trainer_get_*) and checkpoints are the whole model's:
+     * one unsharded file, whatever the layout. NULL tp_comm: none. */
+    tsr_comm *tp_comm;
+    const tsr_model *tp_whole;
+    size_t tp_head0, tp_heads;
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,

@@ -55,7 +55,7 @@ static const char *const valued[] = {
     "--lr",     "--momentum", "--weight-decay", "--manifest", "--mode", "--nonfinite",
     "--compress", "--stages", "--microbatches", "--pipeline-schedule", "--replicas", "--servers",
     "--staleness", "--gossip-graph", "--gossip-period", "--init", "--steps", "--context",
-    "--eval-every", "--val-windows"};
+    "--eval-every", "--val-windows", "--tp", "--tp-shares"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -141,6 +141,8 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
         else if (!strcmp(o, "--context")) st = parse_range(a, o, v, 1, 65536, &a->context);
         else if (!strcmp(o, "--eval-every")) st = parse_long(a, o, v, 1, &a->eval_every);
         else if (!strcmp(o, "--val-windows")) st = parse_long(a, o, v, 1, &a->val_windows);
+        else if (!strcmp(o, "--tp")) st = parse_range(a, o, v, 1, 4096, &a->tp);
+        else if (!strcmp(o, "--tp-shares")) a->tp_shares = v;
         else if (!strcmp(o, "--warmup")) st = parse_long(a, o, v, 0, &a->warmup);
         else if (!strcmp(o, "--seed")) {
             if ((st = parse_long(a, o, v, 0, &l)) == TSR_OK) a->seed = (unsigned long long)l;

@@ -37,6 +37,8 @@ typedef struct tsr_cli_train {
     long context;            /* tokens per sequence (0: the model's context) */
     long eval_every;         /* validation every N steps (0: at the end only) */
     long val_windows;        /* validation windows of --context tokens (0: all of val.bin) */
+    long tp;                 /* tensor-parallel ranks per group (0: 1) */
+    const char *tp_shares;   /* their relative speeds "3,1" (NULL: even) */
     char error[256];         /* "option --epochs: '0' is not an integer >= 1" on failure */
 } tsr_cli_train;
 

@@ -615,13 +615,14 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
  * tensor); only the first `only` tensors when nonzero (a tied copy of an embedding's table). */
 static tsr_status init_layer(tsr_buf *params, const tsr_layer *l, size_t i, int glorot, uint64_t seed,
                              float *host, const size_t *off, size_t only) {
+    /* params NULL: host is the whole flat vector, tensor k goes to host + off[k] */
     tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
     size_t np = l->ops->params ? l->ops->params(l, d) : 0;
     if (only && np > only) np = only;
     tsr_rng r;
     tsr_rng_seed(&r, seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(i + 1)));
     for (size_t k = 0; k < np; k++) {
-        float *w = host;
+        float *w = params ? host : host + off[k];
         if (d[k].init == TSR_INIT_ZERO || d[k].init == TSR_INIT_ONE) {
             float v = d[k].init == TSR_INIT_ONE ? 1.0f : 0.0f;
             for (size_t e = 0; e < d[k].count; e++) w[e] = v;
@@ -637,7 +638,20 @@ static tsr_status init_layer(tsr_buf *params, const tsr_layer *l, size_t i, int 
                                   : sqrt(6.0 / (double)d[k].fan_in);
             for (size_t e = 0; e < d[k].count; e++) w[e] = (float)((2.0 * tsr_rng_uniform(&r) - 1.0) * bound);
         }
-        TSR_TRY(tsr_write_f32(params, off[k], w, d[k].count));
+        if (params) TSR_TRY(tsr_write_f32(params, off[k], w, d[k].count));
+    }
+    return TSR_OK;
+}
+
+tsr_status tsr_model_init_host(const tsr_model *m, int glorot, uint64_t seed, float *out) {
+    if (!m || !out) return TSR_ERR_INVALID_ARG;
+    for (size_t i = 0, after = tsr_model_param_count(m); i < m->count; i++) {
+        const tsr_layer *l = &m->layers[i];
+        tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
+        size_t np = l->ops->params ? l->ops->params(l, d) : 0, off[TSR_LAYER_MAX_PARAMS];
+        after -= l->weights + l->biases; /* reverse layer order: the later layers come first */
+        for (size_t k = 0, o = after; k < np; o += d[k].count, k++) off[k] = o;
+        TSR_TRY(init_layer(NULL, l, i, glorot, seed, out, off, 0));
     }
     return TSR_OK;
 }

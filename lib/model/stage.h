@@ -145,6 +145,9 @@ uint64_t tsr_stage_dropout_seed(uint64_t dropout_seed, size_t layer);
  * weights, zero biases; draws come from xoshiro256** seeded with `seed`, layer by layer in
  * model order. Writes the stage's parameters. */
 tsr_status tsr_stage_init_params(tsr_stage *st, int glorot, uint64_t seed);
+/* The same values for a whole model into host memory: out[tsr_model_param_count] in the flat
+ * layout (what a stage of the whole model would hold after tsr_stage_init_params). */
+tsr_status tsr_model_init_host(const tsr_model *model, int glorot, uint64_t seed, float *out);
 
 /* xoshiro256** (Blackman & Vigna), used for initialisation and per-step seeds. */
 typedef struct tsr_rng {

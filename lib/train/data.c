@@ -1,7 +1,9 @@
 /* Data strategy: one stage holding the whole model, in one process or data parallel over the
  * options' communicator (lib/train/dp.c: the gradients of each step are averaged over the ranks,
  * weighted by their sample counts, before the deterministic optimizer step), optionally with
- * the optimizer state sharded (ZeRO-1). */
+ * the optimizer state sharded (ZeRO-1). With tensor parallelism (options tp_*) the stage holds
+ * this rank's share of a GPT and the whole model is what the outside sees: its initial values,
+ * parameters, gradients and checkpoints. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +24,13 @@ typedef struct data_mode {
     float *probs;   /* host copy of batch x classes for evaluation */
     float *grads;   /* host copy of the gradients for the non-finite scan (device backends) */
     float global_loss;
+    /* tensor parallelism: the group, the whole model and its configuration, this rank's share,
+     * host scratch of the share and of the whole (nwhole floats) */
+    tsr_comm *tp;
+    const tsr_model *whole;
+    tsr_gpt_config gpt;
+    size_t head0, heads, nwhole;
+    float *share, *full;
 } data_mode;
 
 static tsr_status validate(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o) {
@@ -32,6 +41,18 @@ static tsr_status validate(tsr_context *ctx, const tsr_model *model, const tsr_t
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "top-k ratio %g is not in (0, 1]", o->topk_ratio);
     if (o->compress != TSR_COMPRESS_NONE && !o->comm)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "gradient compression needs a communicator");
+    if (o->tp_comm) {
+        tsr_gpt_config c;
+        if (!o->tp_whole || tsr_model_gpt_config(o->tp_whole, &c) != TSR_OK)
+            return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tensor parallelism needs the whole GPT (tp_whole)");
+        if (!o->tp_heads || o->tp_head0 + o->tp_heads > c.heads)
+            return tsr_error(ctx, TSR_ERR_SHAPE, "tensor-parallel share of heads %zu..%zu of %zu", o->tp_head0,
+                             o->tp_head0 + o->tp_heads, c.heads);
+        if (tsr_model_layer_count(model) != 4 + 14 * c.layers)
+            return tsr_error(ctx, TSR_ERR_SHAPE,
+                             "the trainer's model is not a tensor-parallel share of the %zu-block GPT "
+                             "(tsr_model_create_gpt_tp)", c.layers);
+    }
     return TSR_OK;
 }
 
@@ -46,7 +67,44 @@ static void destroy(void *mode) {
     tsr_backend_free(m->be);
     tsr_free(ctx, m->probs);
     tsr_free(ctx, m->grads);
+    tsr_free(ctx, m->share);
+    tsr_free(ctx, m->full);
     tsr_free(ctx, m);
+}
+
+/* ---- tensor parallelism: the whole model outside, this rank's share inside ---- */
+
+/* The whole vector `full` into the share's buffer. */
+static tsr_status tp_scatter(data_mode *m, tsr_buf *buf, size_t off, const float *full) {
+    TSR_TRY(tsr_gpt_tp_scatter(m->run.ctx, m->whole, m->run.model, &m->gpt, m->head0, m->heads, full, m->share));
+    return tsr_write_f32(buf, off, m->share, m->np);
+}
+
+/* The group's shares (share: np floats, this rank's) into the whole vector on every rank. */
+static tsr_status tp_gather(data_mode *m, const float *share, float *full) {
+    memset(full, 0, m->nwhole * sizeof *full);
+    int owner = tsr_comm_rank(m->tp) == 0; /* the replicated tensors: once */
+    TSR_TRY(tsr_gpt_tp_gather(m->run.ctx, m->whole, m->run.model, &m->gpt, m->head0, m->heads, share, owner,
+                              full));
+    return tsr_comm_allreduce(m->tp, full, m->nwhole, NULL);
+}
+
+static tsr_status tp_open(data_mode *m, const tsr_trainer_options *o) {
+    tsr_context *ctx = m->run.ctx;
+    m->tp = o->tp_comm;
+    m->whole = o->tp_whole;
+    m->head0 = o->tp_head0, m->heads = o->tp_heads;
+    TSR_TRY(tsr_model_gpt_config(m->whole, &m->gpt));
+    m->nwhole = tsr_model_param_count(m->whole);
+    m->share = tsr_calloc(ctx, m->np ? m->np : 1, sizeof *m->share);
+    m->full = tsr_calloc(ctx, m->nwhole, sizeof *m->full);
+    if (!m->share || !m->full)
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "tensor parallelism: %zu parameters of the whole model",
+                         m->nwhole);
+    tsr_stage_set_tp(m->stage, m->tp);
+    /* the whole model's initial values, so a tensor-parallel run starts as a single one */
+    TSR_TRY(tsr_model_init_host(m->whole, o->init == TSR_INIT_GLOROT_UNIFORM, o->seed, m->full));
+    return tp_scatter(m, tsr_stage_params(m->stage), 0, m->full);
 }
 
 static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
@@ -71,6 +129,10 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
     if (!m->probs || !m->grads) {
         destroy(m);
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "evaluation buffer");
+    }
+    if (o->tp_comm && (s = tp_open(m, o)) != TSR_OK) {
+        destroy(m);
+        return s;
     }
     if (o->comm) {
         if ((s = tsr_dp_create(ctx, model, m->stage, o, r->tl, &m->dp)) != TSR_OK) {
@@ -122,7 +184,14 @@ static tsr_status compute(void *mode, const float *images, const int32_t *labels
     TSR_TRY(tsr_timeline_event(r->tl, "forward", TSR_TRACK_COMPUTE, t0, t1));
     /* Data parallel: a rank must not leave the step alone; its NaN reaches every rank through
      * the averaged gradients, which are then checked on all ranks alike. */
-    *early = !isfinite(*l) && !m->dp && !r->check_grads;
+    /* tensor parallelism: the group learns any rank's stop request before the data-parallel
+     * agreement spreads it to the other groups (every rank then ends the same step) */
+    if (m->tp) {
+        float stop = r->stop ? 1.0f : 0.0f;
+        TSR_TRY(tsr_comm_allreduce(m->tp, &stop, 1, NULL));
+        r->stop = stop > 0;
+    }
+    *early = !isfinite(*l) && !m->dp && !r->check_grads && !m->tp;
     if (*early) return TSR_OK;
     m->global_loss = *l;
     if (m->dp) {
@@ -167,6 +236,15 @@ static tsr_status agree(void *mode, float *l, int early, size_t bad, float value
     size_t lo = 0, hi = np;
     if (m->dp) tsr_dp_owned(m->dp, &lo, &hi);
     if (np && tsr_dp_sharded(m->dp)) TSR_TRY(tsr_dp_first_bad(m->dp, bad, &bad));
+    if (m->tp) { /* each rank scanned its own share: the group skips together */
+        float any = bad < np ? 1.0f : 0.0f;
+        TSR_TRY(tsr_comm_allreduce(m->tp, &any, 1, NULL));
+        if (any > 0 && bad >= np) {
+            snprintf(why, size, "a gradient of another tensor-parallel rank is not finite");
+            *skip = 1;
+            return TSR_OK;
+        }
+    }
     if (bad < np) {
         char text[32] = "not finite"; /* the value itself where this rank holds it */
         if (bad >= lo && bad < hi) snprintf(text, sizeof text, "%g", (double)value);
@@ -234,17 +312,24 @@ static tsr_status evaluate(void *mode, const tsr_dataset *d, double *accuracy, d
     return TSR_OK;
 }
 
+static size_t outside_count(const data_mode *m) { return m->tp ? m->nwhole : m->np; }
+
 static tsr_status get_params(void *mode, float *dst, size_t count) {
     data_mode *m = mode;
-    if (count != m->np)
-        return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", m->np, count);
-    return tsr_read_f32(tsr_stage_params(m->stage), 0, dst, m->np);
+    if (count != outside_count(m))
+        return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", outside_count(m),
+                         count);
+    if (!m->tp) return tsr_read_f32(tsr_stage_params(m->stage), 0, dst, m->np);
+    TSR_TRY(tsr_read_f32(tsr_stage_params(m->stage), 0, m->share, m->np));
+    return tp_gather(m, m->share, dst); /* collective over the group */
 }
 
 static tsr_status set_params(void *mode, const float *src, size_t count) {
     data_mode *m = mode;
-    if (count != m->np)
-        return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", m->np, count);
+    if (count != outside_count(m))
+        return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", outside_count(m),
+                         count);
+    if (m->tp) return tp_scatter(m, tsr_stage_params(m->stage), 0, src);
     return tsr_write_f32(tsr_stage_params(m->stage), 0, src, m->np);
 }
 
@@ -258,12 +343,17 @@ static tsr_status get_grads(void *mode, float *dst, size_t count) {
                          "gradients with shard_optimizer: this rank averages only [%zu, %zu) of %zu",
                          lo, hi, m->np);
     }
-    return tsr_run_read_grads(&m->run, m->stage, dst, count);
+    if (!m->tp) return tsr_run_read_grads(&m->run, m->stage, dst, count);
+    if (count != m->nwhole)
+        return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu gradients asked for",
+                         m->nwhole, count);
+    TSR_TRY(tsr_run_read_grads(&m->run, m->stage, m->share, m->np));
+    return tp_gather(m, m->share, dst);
 }
 
 /* ---- checkpoint state: the parameters whole, the optimizer state by slice (ZeRO-1) ---- */
 
-static size_t state_count(void *mode) { return ((data_mode *)mode)->np; }
+static size_t state_count(void *mode) { return outside_count(mode); }
 static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) {
     data_mode *m = mode;
     names[0] = "params";
@@ -275,22 +365,36 @@ static tsr_comm *state_comm(void *mode) {
     (void)mode;
     return NULL;
 }
-static int state_writer(void *mode) { return ((data_mode *)mode)->run.rank == 0; }
+static int state_writer(void *mode) {
+    data_mode *m = mode;
+    return m->run.rank == 0 && (!m->tp || tsr_comm_rank(m->tp) == 0);
+}
 static void owned(data_mode *m, size_t *lo, size_t *hi) {
     *lo = 0, *hi = m->np;
     if (m->dp) tsr_dp_owned(m->dp, lo, hi);
 }
+/* this rank's model's tensor i (its share with tensor parallelism) into mine[np] */
+static tsr_status gather_mine(data_mode *m, size_t i, tsr_buf *buf, float *mine) {
+    size_t lo, hi;
+    if (i == 0) return tsr_read_f32(buf, 0, mine, m->np);
+    owned(m, &lo, &hi);
+    TSR_TRY(tsr_read_f32(buf, 0, mine + lo, hi - lo));
+    return tsr_dp_sharded(m->dp) ? tsr_dp_gather_slices(m->dp, mine) : TSR_OK;
+}
 static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
     data_mode *m = mode;
-    size_t lo, hi;
-    if (i == 0) return tsr_read_f32(buf, 0, whole, m->np);
-    owned(m, &lo, &hi);
-    TSR_TRY(tsr_read_f32(buf, 0, whole + lo, hi - lo));
-    return tsr_dp_sharded(m->dp) ? tsr_dp_gather_slices(m->dp, whole) : TSR_OK;
+    if (!m->tp) return gather_mine(m, i, buf, whole);
+    TSR_TRY(gather_mine(m, i, buf, m->share));
+    return tp_gather(m, m->share, whole);
 }
 static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
     data_mode *m = mode;
     size_t lo, hi;
+    if (m->tp) { /* the share, then this rank's slice of it (ZeRO-1) */
+        TSR_TRY(tsr_gpt_tp_scatter(m->run.ctx, m->whole, m->run.model, &m->gpt, m->head0, m->heads, whole,
+                                   m->share));
+        whole = m->share;
+    }
     if (i == 0) return tsr_write_f32(buf, 0, whole, m->np);
     owned(m, &lo, &hi);
     return tsr_write_f32(buf, 0, whole + lo, hi - lo);

@@ -16,6 +16,9 @@
 tsr_status tsr_run_check_options(tsr_context *ctx, const tsr_trainer_options *o, const char *who) {
     if (!o->batch || o->batch > ((size_t)1 << 20))
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sbatch size %zu is not valid", who, o->batch);
+    if (o->tp_comm && o->mode != TSR_MODE_DATA)
+        return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
+                         "%stensor parallelism composes with data mode (with or without ZeRO) so far", who);
     if ((unsigned)o->init > TSR_INIT_GLOROT_UNIFORM)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sunknown initialisation %d", who, (int)o->init);
     if ((unsigned)o->schedule.kind > TSR_SCHEDULE_COSINE)
@@ -268,7 +271,7 @@ tsr_status tsr_run_checkpoint_write(tsr_run *r, const char *path, const char *co
     tsr_checkpoint_tensor tensors[3];
     memset(&ck, 0, sizeof ck);
     memset(tensors, 0, sizeof tensors);
-    const char *spec = tsr_model_spec(r->model);
+    const char *spec = tsr_model_spec(tsr_run_saved_model(r));
     if (strlen(spec) >= sizeof ck.model_spec)
         return tsr_error(r->ctx, TSR_ERR_UNSUPPORTED, "model spec of %zu bytes is too long for a checkpoint",
                          strlen(spec));
@@ -318,7 +321,7 @@ tsr_status tsr_run_load(tsr_run *r, const tsr_state_ops *ops, void *mode, const 
     tsr_status s = tsr_checkpoint_load(r->ctx, path, &ck);
     /* checks every tensor before anything changes, so a refused load leaves the run as it was */
     if (s == TSR_OK)
-        s = tsr_checkpoint_check_fit(r->ctx, path, ck, tsr_model_spec(r->model),
+        s = tsr_checkpoint_check_fit(r->ctx, path, ck, tsr_model_spec(tsr_run_saved_model(r)),
                                      tsr_optimizer_kind_name(r->o.optimizer.kind), ops->who, names,
                                      nt, n);
     /* every rank checked its copy: change nothing unless all can load */

@@ -152,6 +152,11 @@ typedef struct tsr_state_ops {
     void (*loaded)(void *mode, const tsr_checkpoint *ck);
 } tsr_state_ops;
 
+/* The model checkpoints hold: the whole model of a tensor-parallel run, else the run's. */
+static inline const tsr_model *tsr_run_saved_model(const tsr_run *r) {
+    return r->o.tp_whole ? r->o.tp_whole : r->model;
+}
+
 /* The run's checkpoint: gather, then the writer writes (counters, RNG, metadata). */
 tsr_status tsr_run_save(tsr_run *r, const tsr_state_ops *ops, void *mode, const char *path);
 /* Reads and checks path (every rank of comm agrees before anything changes), scatters it and

@@ -4,12 +4,14 @@
 # process, data parallel (n = 2, with and without --zero), pipeline (n = 2 with 2
 # micro-batches, n = 3: stages cut at block boundaries, the head on the last stage tied to the
 # first stage's embedding through a synchronised copy), hybrid (n = 4, 2 replicas), gossip
-# (n = 2) and async (n = 3). Each must bring the validation loss well below ln 256 = 5.55 (the
-# loss of a uniform guess; < 4.5 here); data, pipeline and hybrid must equal one process's
+# (n = 2), async (n = 3) and tensor parallel (--tp 2 at n = 2, evenly and with shares 3,1;
+# --tp 2 --mode data at n = 4, with and without --zero). Each must bring the validation loss well below ln 256 = 5.55 (the
+# loss of a uniform guess; < 4.5 here); data, pipeline, hybrid and tensor parallel must equal one process's
 # figures (the same windows, sums in another order: relative 1e-5). A run stopped by SIGTERM at
 # step 13 and resumed (one process, and a 2-stage pipeline) continues the same window stream
-# and schedule: the one-process figures. Refused with a clear message: token ids outside the
-# model's vocabulary.
+# and schedule: the one-process figures; so do checkpoints crossing layouts (a --tp 2 run's
+# resumed by one process, one process's resumed under --tp 2): one unsharded file. Refused with
+# a clear message: token ids outside the model's vocabulary, --tp with pipelines.
 # Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
@@ -35,6 +37,10 @@ run zero mpiexec -n 2 "$train" --mode data --zero $common
 run pipe2 mpiexec -n 2 "$train" --mode pipeline --microbatches 2 $common
 run pipe3 mpiexec -n 3 "$train" --mode pipeline $common
 run hybrid mpiexec -n 4 "$train" --mode hybrid --replicas 2 $common
+run tp2 mpiexec -n 2 "$train" --tp 2 $common
+run tp31 mpiexec -n 2 "$train" --tp 2 --tp-shares 3,1 $common
+run tpdata mpiexec -n 4 "$train" --tp 2 --mode data $common
+run tpzero mpiexec -n 4 "$train" --tp 2 --mode data --zero $common
 run gossip mpiexec -n 2 "$train" --mode gossip $common
 run async mpiexec -n 3 "$train" --mode async $common
 TSR_FAULT_SIGTERM_AT_STEP=12 "$train" $common --checkpoint "$d/ck.bin" > /dev/null 2> "$d/first.err"
@@ -43,20 +49,28 @@ run resumed "$train" $common --resume "$d/ck.bin"
 TSR_FAULT_SIGTERM_AT_STEP=12 mpiexec -n 2 "$train" --mode pipeline $common --checkpoint "$d/pk.bin" > /dev/null 2> "$d/pfirst.err"
 [ $? != 0 ] && grep -q "interrupted by SIGTERM at step 13" "$d/pfirst.err" || { echo "FAIL: pipeline SIGTERM"; cat "$d/pfirst.err"; exit 1; }
 run presumed mpiexec -n 2 "$train" --mode pipeline $common --resume "$d/pk.bin"
+run tpresumed mpiexec -n 2 "$train" --tp 2 $common --resume "$d/ck.bin"
+TSR_FAULT_SIGTERM_AT_STEP=12 mpiexec -n 2 "$train" --tp 2 $common --checkpoint "$d/tk.bin" > /dev/null 2> "$d/tfirst.err"
+[ $? != 0 ] && grep -q "interrupted by SIGTERM at step 13" "$d/tfirst.err" || { echo "FAIL: --tp SIGTERM"; cat "$d/tfirst.err"; exit 1; }
+run fromtp "$train" $common --resume "$d/tk.bin"
 python3 - "$d" << 'PY' || exit 1
 import json, sys
 d = sys.argv[1]
 r = {n: json.load(open(f"{d}/{n}.json"))
-     for n in ("single", "data", "zero", "pipe2", "pipe3", "hybrid", "gossip", "async", "resumed", "presumed")}
+     for n in ("single", "data", "zero", "pipe2", "pipe3", "hybrid", "tp2", "tp31", "tpdata", "tpzero", "gossip",
+               "async", "resumed", "presumed", "tpresumed", "fromtp")}
 for n, j in r.items():
     assert j["val_loss"] < 4.5, f"{n}: val loss {j['val_loss']} not below 4.5"
     assert j["tokens_per_s"] > 0
-for n in ("data", "zero", "pipe2", "pipe3", "hybrid", "resumed", "presumed"):
+for n in ("data", "zero", "pipe2", "pipe3", "hybrid", "tp2", "tp31", "tpdata", "tpzero", "resumed", "presumed",
+          "tpresumed", "fromtp"):
     a, b = r[n]["val_loss"], r["single"]["val_loss"]
     assert abs(a - b) <= 1e-5 * b, f"{n}: val loss {a} vs one process {b}"
 print("val losses:", {n: round(j["val_loss"], 4) for n, j in r.items()})
 PY
 # refusals with a clear message
+mpiexec -n 2 "$train" --tp 2 --mode pipeline $common > /dev/null 2> "$d/tppipe.err"
+[ $? = 2 ] && grep -q "composes with --mode data only" "$d/tppipe.err" || { echo "FAIL: --tp pipeline"; cat "$d/tppipe.err"; exit 1; }
 "$train" --model 'gpt(layers=1,heads=2,channels=8,context=32,vocab=100)' --data "$d/data" --steps 1 > /dev/null 2> "$d/vocab.err"
 [ $? != 0 ] && grep -q "outside the vocabulary of 100" "$d/vocab.err" || { echo "FAIL: vocabulary"; cat "$d/vocab.err"; exit 1; }
 echo "ok"

@@ -25,6 +25,9 @@
 #include "backends/backend.h"
 #include "lib/core/internal.h"
 #include "support/test_util.h"
+#if TSR_WITH_OPENCL
+#include "backends/opencl/opencl.h"
+#endif
 
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) {
@@ -297,12 +300,12 @@ static void ln_case(tsr_backend *dev, size_t rows, size_t dim, uint64_t seed, in
     float *b = random_floats(dim, seed + 2, -1, 1), *dy = random_floats(n, seed + 3, -1, 1);
     float *dx0 = random_floats(n, seed + 4, -1, 1);
     for (size_t i = 0; i < n; i++) x[i] += (float)(i % dim) * 0.1f; /* uneven rows */
-    float *one = xcalloc(total, 4), *three = xcalloc(total, 4);
+    float *got = xcalloc(total, 4), *again = xcalloc(total, 4);
     twice t = twice_open(dev);
-    ln_run(t.be[0], rows, dim, x, g, b, dy, dx0, one);
-    ln_run(t.be[1], rows, dim, x, g, b, dy, dx0, three);
+    ln_run(t.be[0], rows, dim, x, g, b, dy, dx0, got);
+    ln_run(t.be[1], rows, dim, x, g, b, dy, dx0, again);
     twice_close(&t);
-    same_bits(dev, "layernorm", one, three, total);
+    same_bits(dev, "layernorm", got, again, total);
 
     double *dxd = to_double(x, n), *gd = to_double(g, dim), *bd = to_double(b, dim);
     double *dyd = to_double(dy, n);
@@ -313,11 +316,11 @@ static void ln_case(tsr_backend *dev, size_t rows, size_t dim, uint64_t seed, in
     ln_ref_backward(&r, dxd, rdx, rdgb);
     double k = 8 * U * (double)(dim + 8);
     for (size_t i = 0; i < n; i++) tol[i] = k * (r.ay[i] + 1);
-    check_close(on(dev, "layernorm y"), one, r.y, tol, n);
+    check_close(on(dev, "layernorm y"), got, r.y, tol, n);
     for (size_t i = 0; i < rows; i++) tol[i] = k * (fabs(r.mean[i]) + 3);
-    check_close(on(dev, "layernorm mean"), one + n, r.mean, tol, rows);
+    check_close(on(dev, "layernorm mean"), got + n, r.mean, tol, rows);
     for (size_t i = 0; i < rows; i++) tol[i] = k * r.rstd[i];
-    check_close(on(dev, "layernorm rstd"), one + n + rows, r.rstd, tol, rows);
+    check_close(on(dev, "layernorm rstd"), got + n + rows, r.rstd, tol, rows);
     /* dx += the gradient: every term of dx is bounded by rstd * 3 * |g| sums */
     for (size_t i = 0; i < n; i++) {
         double s = r.rstd[i / dim], gy = 0;
@@ -327,7 +330,7 @@ static void ln_case(tsr_backend *dev, size_t rows, size_t dim, uint64_t seed, in
         tol[i] = k * s * (fabs(gd[i % dim] * dyd[i]) + (1 + fabs(xh)) * gy / (double)dim) +
                  2 * U * fabs(rdx[i]);
     }
-    check_close(on(dev, "layernorm dx (added)"), one + n + 2 * rows, rdx, tol, n);
+    check_close(on(dev, "layernorm dx (added)"), got + n + 2 * rows, rdx, tol, n);
     double *dgb = xcalloc(2 * dim, 8), *tgb = xcalloc(2 * dim, 8);
     double kr = 8 * U * (double)(rows + 8);
     for (size_t j = 0; j < dim; j++) {
@@ -340,7 +343,8 @@ static void ln_case(tsr_backend *dev, size_t rows, size_t dim, uint64_t seed, in
         dgb[j] = rdgb[j] + 0.25, dgb[dim + j] = rdgb[dim + j] - 0.5;
         tgb[j] = kr * (sg + 1), tgb[dim + j] = kr * (sb + 1);
     }
-    check_close(on(dev, "layernorm dgamma/dbeta (added)"), one + 2 * n + 2 * rows, dgb, tgb, 2 * dim);
+    check_close(on(dev, "layernorm dgamma/dbeta (added)"), got + 2 * n + 2 * rows, dgb, tgb,
+                2 * dim);
 
     if (fd && !dev) { /* the reference backward against central differences */
         ln_ref_backward(&r, dxd, rdx, rdgb);
@@ -354,7 +358,7 @@ static void ln_case(tsr_backend *dev, size_t rows, size_t dim, uint64_t seed, in
         check_fd("layernorm reference dgamma/dbeta", ln_loss_params, &pc, gb, rdgb, 2 * dim);
         free(gb);
     }
-    free(x), free(g), free(b), free(dy), free(dx0), free(one), free(three);
+    free(x), free(g), free(b), free(dy), free(dx0), free(got), free(again);
     free(dxd), free(gd), free(bd), free(dyd), free(r.y), free(r.mean), free(r.rstd), free(r.ay);
     free(rdx), free(rdgb), free(tol), free(dgb), free(tgb);
 }
@@ -397,12 +401,12 @@ static void gelu_cases(tsr_backend *dev) {
     const size_t n = 100003; /* odd, and large enough to split */
     float *x = random_floats(n, 21, -6, 6), *dy = random_floats(n, 22, -1, 1);
     x[0] = 0, x[1] = -20, x[2] = 20, x[3] = 1e-3f, x[4] = -1e-3f, x[5] = 40;
-    float *one = xcalloc(2 * n, 4), *three = xcalloc(2 * n, 4);
+    float *got = xcalloc(2 * n, 4), *again = xcalloc(2 * n, 4);
     twice t = twice_open(dev);
-    gelu_run(t.be[0], n, x, dy, one);
-    gelu_run(t.be[1], n, x, dy, three);
+    gelu_run(t.be[0], n, x, dy, got);
+    gelu_run(t.be[1], n, x, dy, again);
     twice_close(&t);
-    same_bits(dev, "gelu", one, three, 2 * n);
+    same_bits(dev, "gelu", got, again, 2 * n);
     double *ry = xcalloc(n, 8), *rd = xcalloc(n, 8), *ty = xcalloc(n, 8), *td = xcalloc(n, 8);
     for (size_t i = 0; i < n; i++) {
         double xi = x[i], g = gelu_grad_ref(xi);
@@ -417,9 +421,9 @@ static void gelu_cases(tsr_backend *dev) {
             check_fd("gelu reference derivative", gelu_fd_loss, NULL, &xx, &g, 1);
         }
     }
-    check_close(on(dev, "gelu y"), one, ry, ty, n);
-    check_close(on(dev, "gelu dx"), one + n, rd, td, n);
-    free(x), free(dy), free(one), free(three), free(ry), free(rd), free(ty), free(td);
+    check_close(on(dev, "gelu y"), got, ry, ty, n);
+    check_close(on(dev, "gelu dx"), got + n, rd, td, n);
+    free(x), free(dy), free(got), free(again), free(ry), free(rd), free(ty), free(td);
 }
 
 /* ---- causal self-attention ---- */
@@ -525,12 +529,12 @@ static void attn_case(tsr_backend *dev, size_t B, size_t T, size_t C, size_t NH,
     size_t nq = B * T * 3 * C, no = B * T * C, na = B * NH * T * T, hs = C / NH;
     size_t total = no + na + nq;
     float *qkv = random_floats(nq, seed, -1.5f, 1.5f), *dout = random_floats(no, seed + 1, -1, 1);
-    float *one = xcalloc(total, 4), *three = xcalloc(total, 4);
+    float *got = xcalloc(total, 4), *again = xcalloc(total, 4);
     twice t = twice_open(dev);
-    attn_run(t.be[0], &g, qkv, dout, one);
-    attn_run(t.be[1], &g, qkv, dout, three);
+    attn_run(t.be[0], &g, qkv, dout, got);
+    attn_run(t.be[1], &g, qkv, dout, again);
     twice_close(&t);
-    same_bits(dev, "attention", one, three, total);
+    same_bits(dev, "attention", got, again, total);
 
     double *qd = to_double(qkv, nq), *dd = to_double(dout, no);
     attn_ref r = {B, T, C, NH, dd, xcalloc(na, 8), xcalloc(no, 8), xcalloc(no, 8)};
@@ -541,21 +545,21 @@ static void attn_case(tsr_backend *dev, size_t B, size_t T, size_t C, size_t NH,
      * error of K (hs + T + 8) u * (1 + max score) on att, carried into out and the gradients */
     double k = 8 * U * (double)(hs + T + 8) * (1 + 2.25 * sqrt((double)hs));
     for (size_t i = 0; i < no; i++) tol[i] = k * (r.aout[i] + 1);
-    check_close(on(dev, "attention out"), one, r.out, tol, no);
+    check_close(on(dev, "attention out"), got, r.out, tol, no);
     for (size_t i = 0; i < na; i++) tol[i] = k * (fabs(r.att[i]) + U);
-    check_close(on(dev, "attention probabilities"), one + no, r.att, tol, na);
+    check_close(on(dev, "attention probabilities"), got + no, r.att, tol, na);
     /* gradients: the same relative error, on each element and on the typical magnitude
      * (softmax backward subtracts terms of that size) */
     double mean_dq = 0;
     for (size_t i = 0; i < nq; i++) mean_dq += fabs(rdq[i]) / (double)nq;
     for (size_t i = 0; i < nq; i++) tol[i] = k * (fabs(rdq[i]) + mean_dq);
-    check_close(on(dev, "attention dqkv"), one + no + na, rdq, tol, nq);
+    check_close(on(dev, "attention dqkv"), got + no + na, rdq, tol, nq);
     if (fd && !dev) {
         attn_ref rr = r;
         rr.aout = NULL;
         check_fd("attention reference dqkv", attn_loss, &rr, qd, rdq, nq);
     }
-    free(qkv), free(dout), free(one), free(three), free(qd), free(dd), free(r.att), free(r.out);
+    free(qkv), free(dout), free(got), free(again), free(qd), free(dd), free(r.att), free(r.out);
     free(r.aout), free(rdq), free(tol);
 }
 
@@ -614,12 +618,12 @@ static void xent_case(tsr_backend *dev, size_t rows, size_t cols, uint64_t seed,
     }
     if (rows > 3) targets[3] = (int32_t)cols; /* out of range: NaN row */
     float scale = count ? 1.0f / (float)count : 0.0f;
-    float *one = xcalloc(total, 4), *three = xcalloc(total, 4);
+    float *got = xcalloc(total, 4), *again = xcalloc(total, 4);
     twice t = twice_open(dev);
-    xent_run(t.be[0], rows, cols, logits, targets, scale, one);
-    xent_run(t.be[1], rows, cols, logits, targets, scale, three);
+    xent_run(t.be[0], rows, cols, logits, targets, scale, got);
+    xent_run(t.be[1], rows, cols, logits, targets, scale, again);
     twice_close(&t);
-    same_bits(dev, "xent", one, three, total);
+    same_bits(dev, "xent", got, again, total);
 
     double *p = xcalloc(n, 8), *d = xcalloc(n, 8), *loss = xcalloc(rows, 8);
     double *tol = xcalloc(n, 8);
@@ -638,13 +642,13 @@ static void xent_case(tsr_backend *dev, size_t rows, size_t cols, uint64_t seed,
     }
     double k = 8 * U * (double)(cols + 16 + 2 * spread);
     for (size_t i = 0; i < n; i++) tol[i] = k * p[i] + 1e-30;
-    check_close(on(dev, "xent probabilities"), one, p, tol, n);
+    check_close(on(dev, "xent probabilities"), got, p, tol, n);
     for (size_t i = 0; i < n; i++)
         tol[i] = targets[i / cols] == -1 ? 0 : k * scale * (p[i] + 1) + 1e-30;
-    check_close(on(dev, "xent dlogits"), one + n, d, tol, n);
+    check_close(on(dev, "xent dlogits"), got + n, d, tol, n);
     for (size_t i = 0; i < rows; i++) /* ignored rows: exactly 0 */
         tol[i] = targets[i] == -1 ? 0 : k * (fabs(loss[i]) + 2 * spread + 1);
-    check_close(on(dev, "xent loss"), one + 2 * n, loss, tol, rows);
+    check_close(on(dev, "xent loss"), got + 2 * n, loss, tol, rows);
 
     /* the mean over counted positions: central differences of the reference loss (the
      * out-of-range row left out) */
@@ -656,7 +660,7 @@ static void xent_case(tsr_backend *dev, size_t rows, size_t cols, uint64_t seed,
         d[i] = y == -1 ? 0 : r.scale * (p[i] - ((size_t)y == i % cols));
     }
     if (fd && !dev) check_fd("xent reference dlogits", xent_mean_loss, &r, ld, d, n);
-    free(logits), free(targets), free(one), free(three), free(p), free(d), free(loss), free(tol);
+    free(logits), free(targets), free(got), free(again), free(p), free(d), free(loss), free(tol);
     free(ld);
 }
 
@@ -908,6 +912,24 @@ static void test_linear_and_head_opencl(void **state) {
     on_opencl(linear_and_head_cases);
 }
 
+#if TSR_WITH_OPENCL
+/* Attention with CLBlastSgemmStridedBatched forced (what GPUs use; CPU devices loop over single
+ * GEMMs): the per-head operands inside the interleaved qkv, ld 3C, go through CLBlast's strided
+ * batches without a fallback to the loop. */
+static void test_attention_opencl_strided(void **state) {
+    (void)state;
+    if (!cl_count) TSR_TEST_SKIP("missing an OpenCL device (PoCL: Debian package pocl-opencl-icd)");
+    for (int i = 0; i < cl_count; i++) {
+        tsr_opencl_options opts = {NULL, 0, TSR_CL_BATCHED_CLBLAST};
+        tsr_backend *be = NULL;
+        OK(cl_dev[i], tsr_backend_opencl_create_ex(cl_ctx, &cl_dev[i]->device, &opts, &be));
+        attention_cases(be);
+        assert_int_equal(tsr_opencl_state(be)->batched_fallbacks, 0);
+        tsr_backend_free(be);
+    }
+}
+#endif
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layernorm),        cmocka_unit_test(test_gelu),
@@ -916,6 +938,9 @@ int main(void) {
         cmocka_unit_test(test_unsupported),      cmocka_unit_test(test_layernorm_opencl),
         cmocka_unit_test(test_gelu_opencl),      cmocka_unit_test(test_attention_opencl),
         cmocka_unit_test(test_xent_opencl),      cmocka_unit_test(test_linear_and_head_opencl),
+#if TSR_WITH_OPENCL
+        cmocka_unit_test(test_attention_opencl_strided),
+#endif
     };
     return cmocka_run_group_tests(tests, open_opencl, close_opencl);
 }

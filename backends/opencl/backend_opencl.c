@@ -15,7 +15,10 @@ static const char *const kernel_names[TSR_CL_K_COUNT] = {
 /* Kernels that reduce in local memory need a power-of-two work-group. */
 static int is_reduction(int k) {
     return k == TSR_CL_K_sum_partial || k == TSR_CL_K_sum_final ||
-           k == TSR_CL_K_bias_grad_rows || k == TSR_CL_K_softmax_xent_forward;
+           k == TSR_CL_K_bias_grad_rows || k == TSR_CL_K_softmax_xent_forward ||
+           k == TSR_CL_K_layernorm_forward || k == TSR_CL_K_layernorm_backward_rows ||
+           k == TSR_CL_K_attn_softmax || k == TSR_CL_K_attn_softmax_backward ||
+           k == TSR_CL_K_xent_forward;
 }
 
 tsr_status tsr_opencl_error(tsr_context *ctx, cl_int err, const char *call) {

@@ -2,6 +2,7 @@
  * clFinish), GEMM through CLBlast. The checked wrappers of backend.c have validated ranges. */
 #include "backends/opencl/opencl.h" /* first: it sets CL_TARGET_OPENCL_VERSION */
 #include <clblast_c.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,40 +57,50 @@ static void arg_ref(kargs *a, tsr_ref r) {
 }
 static void arg_local(kargs *a, size_t bytes) { arg(a, bytes, NULL); }
 
-/* Enqueues a 1-D range of `items` work-items (rounded up to the kernel's local size);
- * `groups` > 0 launches exactly that many work-groups instead. */
-static tsr_status launch(kargs *a, size_t items, size_t groups) {
+/* Enqueues the kernel of `a` over `global` items in groups of `local` (dims 1 or 2). */
+static tsr_status enqueue(kargs *a, cl_uint dims, const size_t *global, const size_t *local) {
     char call[96];
     if (a->err != CL_SUCCESS) {
         snprintf(call, sizeof call, "clSetKernelArg(%s, %u)", knames[a->k], a->bad_index);
         return tsr_opencl_error(a->be->ctx, a->err, call);
     }
-    size_t local = a->cl->wg[a->k];
-    size_t global = groups ? groups * local : (items + local - 1) / local * local;
-    cl_int err = clEnqueueNDRangeKernel(a->cl->queue, a->cl->kernels[a->k], 1, NULL, &global,
-                                        &local, 0, NULL, NULL);
+    cl_int err = clEnqueueNDRangeKernel(a->cl->queue, a->cl->kernels[a->k], dims, NULL, global,
+                                        local, 0, NULL, NULL);
     if (err == CL_SUCCESS) return TSR_OK;
     snprintf(call, sizeof call, "clEnqueueNDRangeKernel(%s)", knames[a->k]);
     return tsr_opencl_error(a->be->ctx, err, call);
 }
 
+/* Enqueues a 1-D range of `items` work-items (rounded up to the kernel's local size);
+ * `groups` > 0 launches exactly that many work-groups instead. */
+static tsr_status launch(kargs *a, size_t items, size_t groups) {
+    size_t local = a->cl->wg[a->k];
+    size_t global = groups ? groups * local : (items + local - 1) / local * local;
+    return enqueue(a, 1, &global, &local);
+}
+
 /* Enqueues a 2-D range: dimension 0 (`inner`, contiguous) in groups of up to the kernel's
  * local size, rounded to whole warps; dimension 1 (`outer`) one row per group. */
 static tsr_status launch2d(kargs *a, size_t inner, size_t outer) {
-    char call[96];
-    if (a->err != CL_SUCCESS) {
-        snprintf(call, sizeof call, "clSetKernelArg(%s, %u)", knames[a->k], a->bad_index);
-        return tsr_opencl_error(a->be->ctx, a->err, call);
-    }
     size_t wg = a->cl->wg[a->k], l0 = (inner + 31) / 32 * 32;
     if (l0 > wg) l0 = wg;
     size_t local[2] = {l0, 1};
     size_t global[2] = {(inner + l0 - 1) / l0 * l0, outer};
-    cl_int err = clEnqueueNDRangeKernel(a->cl->queue, a->cl->kernels[a->k], 2, NULL, global, local,
-                                        0, NULL, NULL);
-    if (err == CL_SUCCESS) return TSR_OK;
-    snprintf(call, sizeof call, "clEnqueueNDRangeKernel(%s)", knames[a->k]);
-    return tsr_opencl_error(a->be->ctx, err, call);
+    return enqueue(a, 2, global, local);
+}
+
+/* Local size of a one-group-per-row reduction kernel over rows of `cols`: the smallest power
+ * of two that covers the row, at most the kernel's (power-of-two) local size. */
+static size_t row_group(tsr_backend *be, int k, size_t cols) {
+    size_t wg = ((tsr_cl *)be->impl)->wg[k], l = 1;
+    while (l < cols && l < wg) l *= 2;
+    return l;
+}
+
+/* Enqueues `rows` work-groups of `local` items (from row_group). */
+static tsr_status launch_rows(kargs *a, size_t rows, size_t local) {
+    size_t global = rows * local;
+    return enqueue(a, 1, &global, &local);
 }
 
 /* ---- BLAS ---- */
@@ -553,6 +564,186 @@ static tsr_status cl_adam_update(tsr_backend *be, size_t n, const tsr_adam_param
     return launch(&a, n, 0);
 }
 
+/* ---- transformer (GPT-2) pieces: kernels/gpt.cl, attention's products through CLBlast ---- */
+
+static tsr_status cl_layernorm_forward(tsr_backend *be, size_t rows, size_t dim, float eps,
+                                       tsr_ref x, tsr_ref gamma, tsr_ref beta, tsr_ref y,
+                                       tsr_ref mean, tsr_ref rstd) {
+    size_t local = row_group(be, TSR_CL_K_layernorm_forward, dim);
+    kargs a = args_begin(be, TSR_CL_K_layernorm_forward);
+    arg_u64(&a, dim);
+    arg_f32(&a, eps);
+    arg_ref(&a, x);
+    arg_ref(&a, gamma);
+    arg_ref(&a, beta);
+    arg_ref(&a, y);
+    arg_ref(&a, mean);
+    arg_ref(&a, rstd);
+    arg_local(&a, local * sizeof(float));
+    return launch_rows(&a, rows, local);
+}
+
+/* dgamma/dbeta first: they read dy, which dx may alias (the queue runs in order). */
+static tsr_status cl_layernorm_backward(tsr_backend *be, size_t rows, size_t dim, tsr_ref x,
+                                        tsr_ref gamma, tsr_ref mean, tsr_ref rstd, tsr_ref dy,
+                                        tsr_ref dx, tsr_ref dgamma, tsr_ref dbeta, int add_dx) {
+    tsr_cl *cl = be->impl;
+    /* column sums: blocks of up to 32 columns, the rest of the group as row lanes */
+    size_t wg = cl->wg[TSR_CL_K_layernorm_backward_cols], width = wg < 32 ? wg : 32;
+    size_t local[2] = {width, wg / width};
+    size_t global[2] = {(dim + width - 1) / width * width, local[1]};
+    kargs c = args_begin(be, TSR_CL_K_layernorm_backward_cols);
+    arg_u64(&c, rows);
+    arg_u64(&c, dim);
+    arg_ref(&c, x);
+    arg_ref(&c, mean);
+    arg_ref(&c, rstd);
+    arg_ref(&c, dy);
+    arg_ref(&c, dgamma);
+    arg_ref(&c, dbeta);
+    arg_local(&c, 2 * local[0] * local[1] * sizeof(float));
+    TSR_TRY(enqueue(&c, 2, global, local));
+
+    size_t rl = row_group(be, TSR_CL_K_layernorm_backward_rows, dim);
+    kargs a = args_begin(be, TSR_CL_K_layernorm_backward_rows);
+    arg_u64(&a, dim);
+    arg_i32(&a, add_dx ? 1 : 0);
+    arg_ref(&a, x);
+    arg_ref(&a, gamma);
+    arg_ref(&a, mean);
+    arg_ref(&a, rstd);
+    arg_ref(&a, dy);
+    arg_ref(&a, dx);
+    arg_local(&a, rl * sizeof(float));
+    return launch_rows(&a, rows, rl);
+}
+
+static tsr_status cl_gelu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y) {
+    kargs a = args_begin(be, TSR_CL_K_gelu_forward);
+    arg_u64(&a, n);
+    arg_ref(&a, x);
+    arg_ref(&a, y);
+    return launch(&a, n, 0);
+}
+
+static tsr_status cl_gelu_backward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref dy, tsr_ref dx) {
+    kargs a = args_begin(be, TSR_CL_K_gelu_backward);
+    arg_u64(&a, n);
+    arg_ref(&a, x);
+    arg_ref(&a, dy);
+    arg_ref(&a, dx);
+    return launch(&a, n, 0);
+}
+
+/* An attention operand as seen by one (sequence b, head h) pair: its matrix starts at
+ * r + b*seq + h*head and has leading dimension ld (3C inside qkv, C inside out/dout, T in
+ * the T x T score matrices). */
+typedef struct attn_operand {
+    tsr_ref r;
+    size_t ld, seq, head;
+} attn_operand;
+
+static attn_operand qkv_part(const tsr_attn_geom *g, tsr_ref qkv, size_t block) {
+    size_t C = g->channels;
+    attn_operand o = {tsr_ref_offset(qkv, block * C), 3 * C, g->tokens * 3 * C, C / g->heads};
+    return o;
+}
+
+static attn_operand scores(const tsr_attn_geom *g, tsr_ref att) {
+    size_t TT = g->tokens * g->tokens;
+    attn_operand o = {att, g->tokens, g->heads * TT, TT};
+    return o;
+}
+
+static attn_operand head_rows(const tsr_attn_geom *g, tsr_ref out) {
+    attn_operand o = {out, g->channels, g->tokens * g->channels, g->channels / g->heads};
+    return o;
+}
+
+/* C = alpha op(A) op(B) (beta 0) for every (sequence, head) pair: strided batches over the
+ * more numerous of heads and sequences, one batch per value of the other (cl_gemm_batched
+ * picks CLBlast's strided batch or a loop, as for every batched GEMM). */
+static tsr_status attn_gemm(tsr_backend *be, const tsr_attn_geom *g, tsr_trans ta, tsr_trans tb,
+                            size_t m, size_t n, size_t k, float alpha, attn_operand a,
+                            attn_operand b, attn_operand c) {
+    int over_heads = g->heads >= g->batch;
+    size_t outer = over_heads ? g->batch : g->heads, count = over_heads ? g->heads : g->batch;
+    for (size_t o = 0; o < outer; o++) {
+        const attn_operand *op[3] = {&a, &b, &c};
+        tsr_ref at[3];
+        size_t stride[3];
+        for (int i = 0; i < 3; i++) {
+            at[i] = tsr_ref_offset(op[i]->r, o * (over_heads ? op[i]->seq : op[i]->head));
+            stride[i] = over_heads ? op[i]->head : op[i]->seq;
+        }
+        TSR_TRY(cl_gemm_batched(be, ta, tb, m, n, k, alpha, at[0], a.ld, stride[0], at[1], b.ld,
+                                stride[1], 0.0f, at[2], c.ld, stride[2], count));
+    }
+    return TSR_OK;
+}
+
+/* A row kernel (attn_softmax, attn_softmax_backward) over the batch*heads*T rows of T. */
+static tsr_status attn_rows(tsr_backend *be, int k, const tsr_attn_geom *g, tsr_ref att,
+                            const tsr_ref *d) {
+    size_t T = g->tokens, local = row_group(be, k, T);
+    kargs a = args_begin(be, k);
+    arg_u64(&a, T);
+    arg_ref(&a, att);
+    if (d) arg_ref(&a, *d);
+    arg_local(&a, local * sizeof(float));
+    return launch_rows(&a, g->batch * g->heads * T, local);
+}
+
+static tsr_status cl_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                       tsr_ref att, tsr_ref out) {
+    size_t T = g->tokens, hs = g->channels / g->heads;
+    float scale = 1.0f / sqrtf((float)hs);
+    attn_operand q = qkv_part(g, qkv, 0), k = qkv_part(g, qkv, 1), v = qkv_part(g, qkv, 2);
+    TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_TRANS, T, T, hs, scale, q, k, scores(g, att)));
+    TSR_TRY(attn_rows(be, TSR_CL_K_attn_softmax, g, att, NULL));
+    return attn_gemm(be, g, TSR_NO_TRANS, TSR_NO_TRANS, T, hs, T, 1.0f, scores(g, att), v,
+                     head_rows(g, out));
+}
+
+static tsr_status cl_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                        tsr_ref att, tsr_ref dout, tsr_ref scratch,
+                                        tsr_ref dqkv) {
+    size_t T = g->tokens, hs = g->channels / g->heads;
+    float scale = 1.0f / sqrtf((float)hs);
+    attn_operand q = qkv_part(g, qkv, 0), k = qkv_part(g, qkv, 1), v = qkv_part(g, qkv, 2);
+    attn_operand dq = qkv_part(g, dqkv, 0), dk = qkv_part(g, dqkv, 1), dv = qkv_part(g, dqkv, 2);
+    attn_operand a = scores(g, att), ds = scores(g, scratch), d = head_rows(g, dout);
+    TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_TRANS, T, T, hs, 1.0f, d, v, ds)); /* d att */
+    TSR_TRY(attn_gemm(be, g, TSR_TRANS, TSR_NO_TRANS, T, hs, T, 1.0f, a, d, dv));
+    TSR_TRY(attn_rows(be, TSR_CL_K_attn_softmax_backward, g, att, &scratch)); /* d scores */
+    TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_NO_TRANS, T, hs, T, scale, ds, k, dq));
+    return attn_gemm(be, g, TSR_TRANS, TSR_NO_TRANS, T, hs, T, scale, ds, q, dk);
+}
+
+static tsr_status cl_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
+                                  tsr_ref targets, tsr_ref probs, tsr_ref loss) {
+    size_t local = row_group(be, TSR_CL_K_xent_forward, cols);
+    kargs a = args_begin(be, TSR_CL_K_xent_forward);
+    arg_u64(&a, cols);
+    arg_ref(&a, logits);
+    arg_ref(&a, targets);
+    arg_ref(&a, probs);
+    arg_ref(&a, loss);
+    arg_local(&a, local * sizeof(float));
+    return launch_rows(&a, rows, local);
+}
+
+static tsr_status cl_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
+                                   tsr_ref targets, float scale, tsr_ref dlogits) {
+    kargs a = args_begin(be, TSR_CL_K_xent_backward);
+    arg_u64(&a, cols);
+    arg_ref(&a, probs);
+    arg_ref(&a, targets);
+    arg_f32(&a, scale);
+    arg_ref(&a, dlogits);
+    return launch2d(&a, cols, rows);
+}
+
 const tsr_backend_iface tsr_opencl_iface = {
     .name = "opencl",
     .destroy = tsr_opencl_destroy,
@@ -586,4 +777,12 @@ const tsr_backend_iface tsr_opencl_iface = {
     .f16_to_f32 = cl_f16_to_f32,
     .sgd_update = cl_sgd_update,
     .adam_update = cl_adam_update,
+    .layernorm_forward = cl_layernorm_forward,
+    .layernorm_backward = cl_layernorm_backward,
+    .gelu_forward = cl_gelu_forward,
+    .gelu_backward = cl_gelu_backward,
+    .attention_forward = cl_attention_forward,
+    .attention_backward = cl_attention_backward,
+    .xent_forward = cl_xent_forward,
+    .xent_backward = cl_xent_backward,
 };

@@ -3,12 +3,16 @@
  * linear and the tied language-model head, checked at odd shapes against plain-C references
  * in double precision. Each reference backward is itself checked by central differences of
  * its reference forward (loss = sum of dy * y), so a formula mistake shared by kernel and
- * reference cannot pass. Every host case runs with 1 and 3 pool threads and must give the
- * same bits. Backends without these ops (OpenCL today) must refuse them by name.
+ * reference cannot pass. Every case runs on the host backend, with 1 and 3 pool threads that
+ * must give the same bits, and on every OpenCL device of the machine (PoCL here), twice, with
+ * the same bits both times (the kernels use no atomics); a machine without an OpenCL device
+ * skips the OpenCL tests, saying so. A backend without these ops refuses them by name.
  *
- * Tolerances, u = 2^-24: a float result built from q rounded terms is allowed
- * K * (q + 8) * u * (sum of |terms| + 1), K = 8 (room for expf/tanhf's few ulp and chained
- * roundings); the finite differences (h = 1e-5, double) are allowed 1e-6 * (1 + |g|). */
+ * Tolerances, the same for every backend, u = 2^-24: a float result built from q rounded
+ * terms is allowed K * (q + 8) * u * (sum of |terms| + 1), K = 8 (room for exp/tanh's few ulp
+ * -- OpenCL allows 3 and 5 -- its division and sqrt's 2.5 and 3 ulp, and chained roundings);
+ * GELU K = 16 on its argument's rounding; the finite differences (h = 1e-5, double) are
+ * allowed 1e-6 * (1 + |g|). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +25,9 @@
 #include "backends/backend.h"
 #include "lib/core/internal.h"
 #include "support/test_util.h"
+#if TSR_WITH_OPENCL
+#include "backends/opencl/opencl.h"
+#endif
 
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) {
@@ -143,9 +150,42 @@ static void check_fd(const char *what, loss_fn f, void *ctx, double *x, const do
     }
 }
 
-static void same_bits(const char *what, const float *a, const float *b, size_t n) {
+/* ---- where a case runs ----
+ * dev NULL: the host backend, once with 1 and once with 3 pool threads; otherwise an OpenCL
+ * device, twice in a row. Either way the two runs must agree to the bit. */
+typedef struct twice {
+    host h1, h3;
+    tsr_backend *be[2];
+} twice;
+
+static twice twice_open(tsr_backend *dev) {
+    twice t = {{NULL, NULL}, {NULL, NULL}, {dev, dev}};
+    if (!dev) {
+        t.h1 = host_open(1);
+        t.h3 = host_open(3);
+        t.be[0] = t.h1.be;
+        t.be[1] = t.h3.be;
+    }
+    return t;
+}
+
+static void twice_close(twice *t) {
+    if (t->h1.be) host_close(&t->h1);
+    if (t->h3.be) host_close(&t->h3);
+}
+
+static void same_bits(tsr_backend *dev, const char *what, const float *a, const float *b,
+                      size_t n) {
     if (memcmp(a, b, n * sizeof *a) != 0)
-        fail_msg("%s: results with 3 threads differ from 1 thread", what);
+        fail_msg("[%s] %s: %s", dev ? dev->device.id : "host", what,
+                 dev ? "two runs give different bits" : "results with 3 threads differ from 1");
+}
+
+/* Names the device in a failing check. */
+static char what_buf[160];
+static const char *on(tsr_backend *dev, const char *what) {
+    snprintf(what_buf, sizeof what_buf, "[%s] %s", dev ? dev->device.id : "host", what);
+    return what_buf;
 }
 
 static double dot(const double *a, const double *b, size_t n) {
@@ -254,19 +294,18 @@ static void ln_run(tsr_backend *be, size_t rows, size_t dim, const float *x, con
     free(pb);
 }
 
-static void ln_case(size_t rows, size_t dim, uint64_t seed, int fd) {
+static void ln_case(tsr_backend *dev, size_t rows, size_t dim, uint64_t seed, int fd) {
     size_t n = rows * dim, total = 2 * n + 2 * rows + 2 * dim;
     float *x = random_floats(n, seed, -3, 3), *g = random_floats(dim, seed + 1, -1.5f, 1.5f);
     float *b = random_floats(dim, seed + 2, -1, 1), *dy = random_floats(n, seed + 3, -1, 1);
     float *dx0 = random_floats(n, seed + 4, -1, 1);
     for (size_t i = 0; i < n; i++) x[i] += (float)(i % dim) * 0.1f; /* uneven rows */
-    float *one = xcalloc(total, 4), *three = xcalloc(total, 4);
-    host h1 = host_open(1), h3 = host_open(3);
-    ln_run(h1.be, rows, dim, x, g, b, dy, dx0, one);
-    ln_run(h3.be, rows, dim, x, g, b, dy, dx0, three);
-    host_close(&h1);
-    host_close(&h3);
-    same_bits("layernorm", one, three, total);
+    float *got = xcalloc(total, 4), *again = xcalloc(total, 4);
+    twice t = twice_open(dev);
+    ln_run(t.be[0], rows, dim, x, g, b, dy, dx0, got);
+    ln_run(t.be[1], rows, dim, x, g, b, dy, dx0, again);
+    twice_close(&t);
+    same_bits(dev, "layernorm", got, again, total);
 
     double *dxd = to_double(x, n), *gd = to_double(g, dim), *bd = to_double(b, dim);
     double *dyd = to_double(dy, n);
@@ -277,11 +316,11 @@ static void ln_case(size_t rows, size_t dim, uint64_t seed, int fd) {
     ln_ref_backward(&r, dxd, rdx, rdgb);
     double k = 8 * U * (double)(dim + 8);
     for (size_t i = 0; i < n; i++) tol[i] = k * (r.ay[i] + 1);
-    check_close("layernorm y", one, r.y, tol, n);
+    check_close(on(dev, "layernorm y"), got, r.y, tol, n);
     for (size_t i = 0; i < rows; i++) tol[i] = k * (fabs(r.mean[i]) + 3);
-    check_close("layernorm mean", one + n, r.mean, tol, rows);
+    check_close(on(dev, "layernorm mean"), got + n, r.mean, tol, rows);
     for (size_t i = 0; i < rows; i++) tol[i] = k * r.rstd[i];
-    check_close("layernorm rstd", one + n + rows, r.rstd, tol, rows);
+    check_close(on(dev, "layernorm rstd"), got + n + rows, r.rstd, tol, rows);
     /* dx += the gradient: every term of dx is bounded by rstd * 3 * |g| sums */
     for (size_t i = 0; i < n; i++) {
         double s = r.rstd[i / dim], gy = 0;
@@ -291,7 +330,7 @@ static void ln_case(size_t rows, size_t dim, uint64_t seed, int fd) {
         tol[i] = k * s * (fabs(gd[i % dim] * dyd[i]) + (1 + fabs(xh)) * gy / (double)dim) +
                  2 * U * fabs(rdx[i]);
     }
-    check_close("layernorm dx (added)", one + n + 2 * rows, rdx, tol, n);
+    check_close(on(dev, "layernorm dx (added)"), got + n + 2 * rows, rdx, tol, n);
     double *dgb = xcalloc(2 * dim, 8), *tgb = xcalloc(2 * dim, 8);
     double kr = 8 * U * (double)(rows + 8);
     for (size_t j = 0; j < dim; j++) {
@@ -304,9 +343,10 @@ static void ln_case(size_t rows, size_t dim, uint64_t seed, int fd) {
         dgb[j] = rdgb[j] + 0.25, dgb[dim + j] = rdgb[dim + j] - 0.5;
         tgb[j] = kr * (sg + 1), tgb[dim + j] = kr * (sb + 1);
     }
-    check_close("layernorm dgamma/dbeta (added)", one + 2 * n + 2 * rows, dgb, tgb, 2 * dim);
+    check_close(on(dev, "layernorm dgamma/dbeta (added)"), got + 2 * n + 2 * rows, dgb, tgb,
+                2 * dim);
 
-    if (fd) { /* the reference backward against central differences */
+    if (fd && !dev) { /* the reference backward against central differences */
         ln_ref_backward(&r, dxd, rdx, rdgb);
         ln_ref rr = r;
         rr.ay = NULL;
@@ -318,17 +358,17 @@ static void ln_case(size_t rows, size_t dim, uint64_t seed, int fd) {
         check_fd("layernorm reference dgamma/dbeta", ln_loss_params, &pc, gb, rdgb, 2 * dim);
         free(gb);
     }
-    free(x), free(g), free(b), free(dy), free(dx0), free(one), free(three);
+    free(x), free(g), free(b), free(dy), free(dx0), free(got), free(again);
     free(dxd), free(gd), free(bd), free(dyd), free(r.y), free(r.mean), free(r.rstd), free(r.ay);
     free(rdx), free(rdgb), free(tol), free(dgb), free(tgb);
 }
 
-static void test_layernorm(void **state) {
-    (void)state;
-    ln_case(7, 13, 11, 1);
-    ln_case(1, 1, 12, 0); /* one element: y = beta, dx = 0 */
-    ln_case(5, 300, 13, 1); /* more than one 256-column slice */
-    ln_case(600, 96, 14, 0); /* splits over the threads */
+static void layernorm_cases(tsr_backend *dev) {
+    ln_case(dev, 7, 13, 11, 1);
+    ln_case(dev, 1, 1, 12, 0);   /* one element: y = beta, dx = 0 */
+    ln_case(dev, 5, 300, 13, 1); /* more than one 256-column slice (and work-group) */
+    ln_case(dev, 600, 96, 14, 0); /* splits over the threads */
+    ln_case(dev, 3, 1000, 15, 0); /* rows longer than a work-group, not a multiple of it */
 }
 
 /* ---- GELU ---- */
@@ -357,18 +397,16 @@ static double gelu_fd_loss(void *ctx, const double *x) {
     return gelu_ref(x[0]);
 }
 
-static void test_gelu(void **state) {
-    (void)state;
+static void gelu_cases(tsr_backend *dev) {
     const size_t n = 100003; /* odd, and large enough to split */
     float *x = random_floats(n, 21, -6, 6), *dy = random_floats(n, 22, -1, 1);
     x[0] = 0, x[1] = -20, x[2] = 20, x[3] = 1e-3f, x[4] = -1e-3f, x[5] = 40;
-    float *one = xcalloc(2 * n, 4), *three = xcalloc(2 * n, 4);
-    host h1 = host_open(1), h3 = host_open(3);
-    gelu_run(h1.be, n, x, dy, one);
-    gelu_run(h3.be, n, x, dy, three);
-    host_close(&h1);
-    host_close(&h3);
-    same_bits("gelu", one, three, 2 * n);
+    float *got = xcalloc(2 * n, 4), *again = xcalloc(2 * n, 4);
+    twice t = twice_open(dev);
+    gelu_run(t.be[0], n, x, dy, got);
+    gelu_run(t.be[1], n, x, dy, again);
+    twice_close(&t);
+    same_bits(dev, "gelu", got, again, 2 * n);
     double *ry = xcalloc(n, 8), *rd = xcalloc(n, 8), *ty = xcalloc(n, 8), *td = xcalloc(n, 8);
     for (size_t i = 0; i < n; i++) {
         double xi = x[i], g = gelu_grad_ref(xi);
@@ -378,14 +416,14 @@ static void test_gelu(void **state) {
         double arg = fabs(xi) * (1 + 0.134 * xi * xi) * GELU_K;
         ty[i] = 16 * U * (fabs(ry[i]) + fabs(xi) + arg * fabs(xi)) + 1e-30;
         td[i] = 16 * U * (1 + arg * (1 + fabs(xi)) * (1 + 0.134 * xi * xi)) * fabs(dy[i]) + 1e-30;
-        if (i < 1000) { /* the reference derivative by central differences */
+        if (i < 1000 && !dev) { /* the reference derivative by central differences */
             double xx = xi;
             check_fd("gelu reference derivative", gelu_fd_loss, NULL, &xx, &g, 1);
         }
     }
-    check_close("gelu y", one, ry, ty, n);
-    check_close("gelu dx", one + n, rd, td, n);
-    free(x), free(dy), free(one), free(three), free(ry), free(rd), free(ty), free(td);
+    check_close(on(dev, "gelu y"), got, ry, ty, n);
+    check_close(on(dev, "gelu dx"), got + n, rd, td, n);
+    free(x), free(dy), free(got), free(again), free(ry), free(rd), free(ty), free(td);
 }
 
 /* ---- causal self-attention ---- */
@@ -485,18 +523,18 @@ static void attn_run(tsr_backend *be, const tsr_attn_geom *g, const float *qkv, 
     free(junk);
 }
 
-static void attn_case(size_t B, size_t T, size_t C, size_t NH, uint64_t seed, int fd) {
+static void attn_case(tsr_backend *dev, size_t B, size_t T, size_t C, size_t NH, uint64_t seed,
+                      int fd) {
     tsr_attn_geom g = {B, T, C, NH};
     size_t nq = B * T * 3 * C, no = B * T * C, na = B * NH * T * T, hs = C / NH;
     size_t total = no + na + nq;
     float *qkv = random_floats(nq, seed, -1.5f, 1.5f), *dout = random_floats(no, seed + 1, -1, 1);
-    float *one = xcalloc(total, 4), *three = xcalloc(total, 4);
-    host h1 = host_open(1), h3 = host_open(3);
-    attn_run(h1.be, &g, qkv, dout, one);
-    attn_run(h3.be, &g, qkv, dout, three);
-    host_close(&h1);
-    host_close(&h3);
-    same_bits("attention", one, three, total);
+    float *got = xcalloc(total, 4), *again = xcalloc(total, 4);
+    twice t = twice_open(dev);
+    attn_run(t.be[0], &g, qkv, dout, got);
+    attn_run(t.be[1], &g, qkv, dout, again);
+    twice_close(&t);
+    same_bits(dev, "attention", got, again, total);
 
     double *qd = to_double(qkv, nq), *dd = to_double(dout, no);
     attn_ref r = {B, T, C, NH, dd, xcalloc(na, 8), xcalloc(no, 8), xcalloc(no, 8)};
@@ -507,30 +545,30 @@ static void attn_case(size_t B, size_t T, size_t C, size_t NH, uint64_t seed, in
      * error of K (hs + T + 8) u * (1 + max score) on att, carried into out and the gradients */
     double k = 8 * U * (double)(hs + T + 8) * (1 + 2.25 * sqrt((double)hs));
     for (size_t i = 0; i < no; i++) tol[i] = k * (r.aout[i] + 1);
-    check_close("attention out", one, r.out, tol, no);
+    check_close(on(dev, "attention out"), got, r.out, tol, no);
     for (size_t i = 0; i < na; i++) tol[i] = k * (fabs(r.att[i]) + U);
-    check_close("attention probabilities", one + no, r.att, tol, na);
+    check_close(on(dev, "attention probabilities"), got + no, r.att, tol, na);
     /* gradients: the same relative error, on each element and on the typical magnitude
      * (softmax backward subtracts terms of that size) */
     double mean_dq = 0;
     for (size_t i = 0; i < nq; i++) mean_dq += fabs(rdq[i]) / (double)nq;
     for (size_t i = 0; i < nq; i++) tol[i] = k * (fabs(rdq[i]) + mean_dq);
-    check_close("attention dqkv", one + no + na, rdq, tol, nq);
-    if (fd) {
+    check_close(on(dev, "attention dqkv"), got + no + na, rdq, tol, nq);
+    if (fd && !dev) {
         attn_ref rr = r;
         rr.aout = NULL;
         check_fd("attention reference dqkv", attn_loss, &rr, qd, rdq, nq);
     }
-    free(qkv), free(dout), free(one), free(three), free(qd), free(dd), free(r.att), free(r.out);
+    free(qkv), free(dout), free(got), free(again), free(qd), free(dd), free(r.att), free(r.out);
     free(r.aout), free(rdq), free(tol);
 }
 
-static void test_attention(void **state) {
-    (void)state;
-    attn_case(2, 7, 15, 3, 31, 1);  /* head size 5 */
-    attn_case(1, 1, 4, 1, 32, 1);   /* one token: att = 1, out = v */
-    attn_case(3, 17, 24, 4, 33, 1); /* head size 6 */
-    attn_case(2, 64, 64, 4, 34, 0); /* pairs split over the threads */
+static void attention_cases(tsr_backend *dev) {
+    attn_case(dev, 2, 7, 15, 3, 31, 1);  /* head size 5 */
+    attn_case(dev, 1, 1, 4, 1, 32, 1);   /* one token: att = 1, out = v */
+    attn_case(dev, 3, 17, 24, 4, 33, 1); /* head size 6 */
+    attn_case(dev, 2, 64, 64, 4, 34, 0); /* pairs split over the threads */
+    attn_case(dev, 5, 3, 6, 2, 35, 0);   /* more sequences than heads */
 }
 
 /* ---- cross-entropy with ignored positions ---- */
@@ -569,7 +607,8 @@ static void xent_run(tsr_backend *be, size_t rows, size_t cols, const float *log
     tsr_buf_free(bl), tsr_buf_free(bt), tsr_buf_free(bloss);
 }
 
-static void xent_case(size_t rows, size_t cols, uint64_t seed, float spread, int fd) {
+static void xent_case(tsr_backend *dev, size_t rows, size_t cols, uint64_t seed, float spread,
+                      int fd) {
     size_t n = rows * cols, total = 2 * n + rows, count = 0;
     float *logits = random_floats(n, seed, -spread, spread);
     int32_t *targets = xcalloc(rows, 4);
@@ -579,13 +618,12 @@ static void xent_case(size_t rows, size_t cols, uint64_t seed, float spread, int
     }
     if (rows > 3) targets[3] = (int32_t)cols; /* out of range: NaN row */
     float scale = count ? 1.0f / (float)count : 0.0f;
-    float *one = xcalloc(total, 4), *three = xcalloc(total, 4);
-    host h1 = host_open(1), h3 = host_open(3);
-    xent_run(h1.be, rows, cols, logits, targets, scale, one);
-    xent_run(h3.be, rows, cols, logits, targets, scale, three);
-    host_close(&h1);
-    host_close(&h3);
-    same_bits("xent", one, three, total);
+    float *got = xcalloc(total, 4), *again = xcalloc(total, 4);
+    twice t = twice_open(dev);
+    xent_run(t.be[0], rows, cols, logits, targets, scale, got);
+    xent_run(t.be[1], rows, cols, logits, targets, scale, again);
+    twice_close(&t);
+    same_bits(dev, "xent", got, again, total);
 
     double *p = xcalloc(n, 8), *d = xcalloc(n, 8), *loss = xcalloc(rows, 8);
     double *tol = xcalloc(n, 8);
@@ -604,13 +642,13 @@ static void xent_case(size_t rows, size_t cols, uint64_t seed, float spread, int
     }
     double k = 8 * U * (double)(cols + 16 + 2 * spread);
     for (size_t i = 0; i < n; i++) tol[i] = k * p[i] + 1e-30;
-    check_close("xent probabilities", one, p, tol, n);
+    check_close(on(dev, "xent probabilities"), got, p, tol, n);
     for (size_t i = 0; i < n; i++)
         tol[i] = targets[i / cols] == -1 ? 0 : k * scale * (p[i] + 1) + 1e-30;
-    check_close("xent dlogits", one + n, d, tol, n);
+    check_close(on(dev, "xent dlogits"), got + n, d, tol, n);
     for (size_t i = 0; i < rows; i++) /* ignored rows: exactly 0 */
         tol[i] = targets[i] == -1 ? 0 : k * (fabs(loss[i]) + 2 * spread + 1);
-    check_close("xent loss", one + 2 * n, loss, tol, rows);
+    check_close(on(dev, "xent loss"), got + 2 * n, loss, tol, rows);
 
     /* the mean over counted positions: central differences of the reference loss (the
      * out-of-range row left out) */
@@ -621,30 +659,30 @@ static void xent_case(size_t rows, size_t cols, uint64_t seed, float spread, int
         int32_t y = targets[i / cols];
         d[i] = y == -1 ? 0 : r.scale * (p[i] - ((size_t)y == i % cols));
     }
-    if (fd) check_fd("xent reference dlogits", xent_mean_loss, &r, ld, d, n);
-    free(logits), free(targets), free(one), free(three), free(p), free(d), free(loss), free(tol);
+    if (fd && !dev) check_fd("xent reference dlogits", xent_mean_loss, &r, ld, d, n);
+    free(logits), free(targets), free(got), free(again), free(p), free(d), free(loss), free(tol);
     free(ld);
 }
 
-static void test_xent(void **state) {
-    (void)state;
-    xent_case(9, 13, 41, 4, 1);
-    xent_case(1, 1, 42, 1, 1);      /* one class: loss 0, gradient 0 */
-    xent_case(300, 257, 43, 20, 0); /* rows split over the threads; large logits */
+static void xent_cases(tsr_backend *dev) {
+    xent_case(dev, 9, 13, 41, 4, 1);
+    xent_case(dev, 1, 1, 42, 1, 1);      /* one class: loss 0, gradient 0 */
+    xent_case(dev, 300, 257, 43, 20, 0); /* rows split over the threads; large logits */
+    xent_case(dev, 6, 1001, 44, 8, 0);   /* rows longer than a work-group */
 }
 
 /* ---- linear (Conv1D layout) and the tied head: the existing GEMM and bias ops ---- */
 
 /* y = x W + b with W [cin][cout]; dx = dy W^T; dW += x^T dy; db += sum dy. Then the tied head:
  * logits = y wte^T with wte [V][cout]; dy' = dlogits wte; dwte += dlogits^T y. */
-static void test_linear_and_head(void **state) {
-    (void)state;
+static void linear_and_head_cases(tsr_backend *dev) {
     const size_t bt = 11, cin = 7, cout = 9, V = 13;
     float *x = random_floats(bt * cin, 51, -1, 1), *w = random_floats(cin * cout, 52, -1, 1);
     float *b = random_floats(cout, 53, -1, 1), *dy = random_floats(bt * cout, 54, -1, 1);
     float *wte = random_floats(V * cout, 55, -1, 1), *dl = random_floats(bt * V, 56, -1, 1);
-    host h = host_open(1);
-    tsr_backend *be = h.be;
+    host h = {NULL, NULL};
+    if (!dev) h = host_open(1);
+    tsr_backend *be = dev ? dev : h.be;
     tsr_buf *bx = upload(be, x, bt * cin * 4), *bw = upload(be, w, cin * cout * 4);
     tsr_buf *bb = upload(be, b, cout * 4), *bdy = upload(be, dy, bt * cout * 4);
     tsr_buf *bwte = upload(be, wte, V * cout * 4), *bdl = upload(be, dl, bt * V * 4);
@@ -741,12 +779,12 @@ static void test_linear_and_head(void **state) {
             tol[6][v * cout + o] = 8 * U * (bt + cin + 16) * (a + 1) * (cin + 2);
         }
     for (size_t i = 0; i < 7; i++) {
-        check_close(names[i], got[i], want[i], tol[i], sizes[i]);
+        check_close(on(dev, names[i]), got[i], want[i], tol[i], sizes[i]);
         free(got[i]), free(want[i]), free(tol[i]);
     }
     tsr_buf *all[] = {bx, bw, bb, bdy, bwte, bdl, by, bdx, bdw, bdb, blog, bdh, bdwte};
     for (size_t i = 0; i < TSR_ARRAY_SIZE(all); i++) tsr_buf_free(all[i]);
-    host_close(&h);
+    if (h.be) host_close(&h);
     free(x), free(w), free(b), free(dy), free(wte), free(dl);
 }
 
@@ -785,50 +823,124 @@ static void test_errors(void **state) {
     host_close(&h);
 }
 
-/* Every non-host device of the default context refuses the ops by name. */
-static void test_unsupported_elsewhere(void **state) {
+/* A backend without the transformer slots (the host's table with them cleared) refuses each
+ * op by name through the tsr_op_* wrappers. */
+static void test_unsupported(void **state) {
     (void)state;
-    tsr_context *ctx = NULL;
+    host h = host_open(1);
+    tsr_backend *be = h.be;
+    tsr_backend_iface bare = *be->iface;
+    const tsr_backend_iface *keep = be->iface;
+    bare.name = "bare";
+    bare.layernorm_forward = NULL, bare.layernorm_backward = NULL;
+    bare.gelu_forward = NULL, bare.gelu_backward = NULL;
+    bare.attention_forward = NULL, bare.attention_backward = NULL;
+    bare.xent_forward = NULL, bare.xent_backward = NULL;
+    tsr_buf *b = buf_new(be, 64 * 4);
+    tsr_ref r = at(b);
+    tsr_attn_geom g = {1, 2, 2, 1};
+    be->iface = &bare;
+    expect(be, tsr_op_layernorm_forward(be, 2, 2, 1e-5f, r, r, r, r, r, r), TSR_ERR_UNSUPPORTED,
+           "layernorm_forward: not implemented by the bare backend");
+    expect(be, tsr_op_layernorm_backward(be, 2, 2, r, r, r, r, r, r, r, r, 0),
+           TSR_ERR_UNSUPPORTED, "layernorm_backward");
+    expect(be, tsr_op_gelu_forward(be, 4, r, r), TSR_ERR_UNSUPPORTED, "gelu_forward");
+    expect(be, tsr_op_gelu_backward(be, 4, r, r, r), TSR_ERR_UNSUPPORTED, "gelu_backward");
+    expect(be, tsr_op_attention_forward(be, &g, r, r, r), TSR_ERR_UNSUPPORTED,
+           "attention_forward");
+    expect(be, tsr_op_attention_backward(be, &g, r, r, r, r, r), TSR_ERR_UNSUPPORTED,
+           "attention_backward");
+    expect(be, tsr_op_xent_forward(be, 2, 2, r, r, r, r), TSR_ERR_UNSUPPORTED, "xent_forward");
+    expect(be, tsr_op_xent_backward(be, 2, 2, r, r, 1.0f, r), TSR_ERR_UNSUPPORTED,
+           "xent_backward");
+    be->iface = keep;
+    tsr_buf_free(b);
+    host_close(&h);
+}
+
+/* ---- the cases on each backend ---- */
+
+#define MAX_CL 8
+static tsr_context *cl_ctx;
+static tsr_backend *cl_dev[MAX_CL];
+static int cl_count;
+
+/* Opens every OpenCL device of the machine once for the whole group. */
+static int open_opencl(void **state) {
+    (void)state;
     tsr_context_options o;
     tsr_context_options_init(&o);
     o.log_level = TSR_LOG_OFF;
-    assert_int_equal(tsr_context_create(&ctx, &o), TSR_OK);
-    int checked = 0;
-    for (int i = 0; i < tsr_context_device_count(ctx); i++) {
-        if (tsr_context_device(ctx, i)->backend == TSR_BACKEND_HOST) continue;
-        tsr_backend *be = NULL;
-        if (tsr_backend_open(ctx, i, &be) != TSR_OK) continue;
-        if (be->iface->layernorm_forward) { /* implemented there: the host cases cover it */
-            tsr_backend_free(be);
-            continue;
+    o.flags = TSR_CONTEXT_NO_HWLOC;
+    if (tsr_context_create(&cl_ctx, &o) != TSR_OK) return -1;
+    for (int i = 0; i < tsr_context_device_count(cl_ctx) && cl_count < MAX_CL; i++) {
+        if (tsr_context_device(cl_ctx, i)->backend != TSR_BACKEND_OPENCL) continue;
+        tsr_status st = tsr_backend_open(cl_ctx, i, &cl_dev[cl_count]);
+        if (st != TSR_OK) {
+            fprintf(stderr, "%s: open failed: %s: %s\n", tsr_context_device(cl_ctx, i)->id,
+                    tsr_status_name(st), tsr_context_last_error(cl_ctx));
+            return -1;
         }
-        tsr_buf *b = buf_new(be, 64 * 4);
-        tsr_ref r = at(b);
-        tsr_attn_geom g = {1, 2, 2, 1};
-        char want[96];
-        snprintf(want, sizeof want, "layernorm_forward: not implemented by the %s backend",
-                 be->iface->name);
-        expect(be, tsr_op_layernorm_forward(be, 2, 2, 1e-5f, r, r, r, r, r, r),
-               TSR_ERR_UNSUPPORTED, want);
-        expect(be, tsr_op_attention_backward(be, &g, r, r, r, r, r), TSR_ERR_UNSUPPORTED,
-               "attention_backward");
-        expect(be, tsr_op_gelu_forward(be, 4, r, r), TSR_ERR_UNSUPPORTED, "gelu_forward");
-        expect(be, tsr_op_xent_backward(be, 2, 2, r, r, 1.0f, r), TSR_ERR_UNSUPPORTED,
-               "xent_backward");
-        tsr_buf_free(b);
-        tsr_backend_free(be);
-        checked++;
+        cl_count++;
     }
-    tsr_context_free(ctx);
-    if (!checked) TSR_TEST_SKIP("no backend without the transformer ops on this machine");
+    return 0;
 }
+
+static int close_opencl(void **state) {
+    (void)state;
+    for (int i = 0; i < cl_count; i++) tsr_backend_free(cl_dev[i]);
+    tsr_context_free(cl_ctx);
+    return 0;
+}
+
+static void on_opencl(void (*cases)(tsr_backend *dev)) {
+    if (!cl_count) TSR_TEST_SKIP("missing an OpenCL device (PoCL: Debian package pocl-opencl-icd)");
+    for (int i = 0; i < cl_count; i++) cases(cl_dev[i]);
+}
+
+static void test_layernorm(void **state) { (void)state; layernorm_cases(NULL); }
+static void test_gelu(void **state) { (void)state; gelu_cases(NULL); }
+static void test_attention(void **state) { (void)state; attention_cases(NULL); }
+static void test_xent(void **state) { (void)state; xent_cases(NULL); }
+static void test_linear_and_head(void **state) { (void)state; linear_and_head_cases(NULL); }
+static void test_layernorm_opencl(void **state) { (void)state; on_opencl(layernorm_cases); }
+static void test_gelu_opencl(void **state) { (void)state; on_opencl(gelu_cases); }
+static void test_attention_opencl(void **state) { (void)state; on_opencl(attention_cases); }
+static void test_xent_opencl(void **state) { (void)state; on_opencl(xent_cases); }
+static void test_linear_and_head_opencl(void **state) {
+    (void)state;
+    on_opencl(linear_and_head_cases);
+}
+
+#if TSR_WITH_OPENCL
+/* Attention with CLBlastSgemmStridedBatched forced (what GPUs use; CPU devices loop over single
+ * GEMMs): the per-head operands inside the interleaved qkv, ld 3C, go through CLBlast's strided
+ * batches without a fallback to the loop. */
+static void test_attention_opencl_strided(void **state) {
+    (void)state;
+    if (!cl_count) TSR_TEST_SKIP("missing an OpenCL device (PoCL: Debian package pocl-opencl-icd)");
+    for (int i = 0; i < cl_count; i++) {
+        tsr_opencl_options opts = {NULL, 0, TSR_CL_BATCHED_CLBLAST};
+        tsr_backend *be = NULL;
+        OK(cl_dev[i], tsr_backend_opencl_create_ex(cl_ctx, &cl_dev[i]->device, &opts, &be));
+        attention_cases(be);
+        assert_int_equal(tsr_opencl_state(be)->batched_fallbacks, 0);
+        tsr_backend_free(be);
+    }
+}
+#endif
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_layernorm),       cmocka_unit_test(test_gelu),
-        cmocka_unit_test(test_attention),       cmocka_unit_test(test_xent),
-        cmocka_unit_test(test_linear_and_head), cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_unsupported_elsewhere),
+        cmocka_unit_test(test_layernorm),        cmocka_unit_test(test_gelu),
+        cmocka_unit_test(test_attention),        cmocka_unit_test(test_xent),
+        cmocka_unit_test(test_linear_and_head),  cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_unsupported),      cmocka_unit_test(test_layernorm_opencl),
+        cmocka_unit_test(test_gelu_opencl),      cmocka_unit_test(test_attention_opencl),
+        cmocka_unit_test(test_xent_opencl),      cmocka_unit_test(test_linear_and_head_opencl),
+#if TSR_WITH_OPENCL
+        cmocka_unit_test(test_attention_opencl_strided),
+#endif
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, open_opencl, close_opencl);
 }

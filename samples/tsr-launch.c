@@ -19,7 +19,8 @@
  * reaches the ranks' shells and its proxy, and did not stop the job cleanly); the job then ends
  * as stopped, not lost: no restart, exit 128 + the signal. mpiexec runs in a process group of its
  * own, so that a Ctrl-C at the terminal reaches the launcher alone. A second signal is forwarded
- * too (the ranks have their default action back: they end at once) and ends the launcher.
+ * too (the ranks have their default action back: they end at once) and ends the launcher. A
+ * signal the launcher was started with ignored (nohup, a background job's SIGINT) stays ignored.
  * Exit: the last job's status (0 when it finished), 128 + the signal when stopped, 2 on bad
  * usage. */
 #include <errno.h>
@@ -180,8 +181,11 @@ int main(int argc, char **argv) {
     memset(&sa, 0, sizeof sa);
     sa.sa_mask = waited; /* one handler at a time */
     sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    for (int i = 0; i < 2; i++) { /* one the launcher was started with ignored stays ignored */
+        int sig = i ? SIGINT : SIGTERM;
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sig, &sa, NULL);
+    }
     sa.sa_handler = on_child;
     sigaction(SIGCHLD, &sa, NULL);
     int status = 1;
@@ -228,9 +232,7 @@ int main(int argc, char **argv) {
             /* a group of its own (terminal signals are the launcher's to forward), no stdin
              * (a background group reading the terminal would be stopped), signals as before */
             setpgid(0, 0);
-            signal(SIGTERM, SIG_DFL);
-            signal(SIGINT, SIG_DFL);
-            signal(SIGCHLD, SIG_DFL);
+            signal(SIGCHLD, SIG_DFL); /* TERM and INT: ours revert at exec, ignored stay so */
             int null = open("/dev/null", O_RDONLY);
             if (null > 0) dup2(null, 0), close(null);
             sigprocmask(SIG_SETMASK, &unblocked, NULL);

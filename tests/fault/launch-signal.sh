@@ -31,7 +31,9 @@ restore_int=
 launch() {
     sig=$1 code=$2 ck="$d/$1.ck"
     # a background job starts with SIGINT ignored (and the launcher keeps it so): env restores it
-    $restore_int timeout 300 "$BUILD/bin/tsr-launch" -n 2 -- "$prog" $args --checkpoint "$ck" > "$d/out" 2> "$d/err" &
+    # not under timeout: it would pass the signal on to its whole process group, the launcher
+    # twice (the bound on the wait is the loop after the signal)
+    $restore_int "$BUILD/bin/tsr-launch" -n 2 -- "$prog" $args --checkpoint "$ck" > "$d/out" 2> "$d/err" &
     pid=$!
     for i in $(seq 1 1200); do
         [ -f "$ck" ] && break
@@ -40,6 +42,11 @@ launch() {
     done
     [ -f "$ck" ] || fail "$sig: no first checkpoint"
     kill -$sig $pid
+    for i in $(seq 1 2400); do
+        kill -0 $pid 2> /dev/null || break
+        sleep 0.05
+    done
+    kill -0 $pid 2> /dev/null && { kill -KILL $pid; fail "$sig: the job did not end within 120 s"; }
     wait $pid
     rc=$?
     [ $rc = $code ] || fail "$sig: tsr-launch exit $rc, expected $code (128 + SIG$sig)"

@@ -12,10 +12,19 @@
  * (tsr_trainer_data_split) and refuses a checkpoint whose epochs no longer match. A job whose
  * ranks all exit normally (0) ends, and so does one that failed without losing a rank (bad input
  * is not retried), nor one whose ranks stopped on request (SIGTERM/SIGINT to the ranks: they
- * save the step and exit 128 + the signal). The launcher does not forward signals yet: a
- * signal to it ends it alone. Attempt k runs with TSR_RESTART=k in the environment.
- * Exit: the last job's status (0 when it finished), 2 on bad usage. */
+ * save the step and exit 128 + the signal). Attempt k runs with TSR_RESTART=k in the environment.
+ *
+ * Preemption: SIGTERM or SIGINT to the launcher goes to every rank that is still running, by
+ * the pid each rank's shell records just before it execs the command (mpiexec's own forwarding
+ * reaches the ranks' shells and its proxy, and did not stop the job cleanly); the job then ends
+ * as stopped, not lost: no restart, exit 128 + the signal. mpiexec runs in a process group of its
+ * own, so that a Ctrl-C at the terminal reaches the launcher alone. A second signal is forwarded
+ * too (the ranks have their default action back: they end at once) and ends the launcher. A
+ * signal the launcher was started with ignored (nohup, a background job's SIGINT) stays ignored.
+ * Exit: the last job's status (0 when it finished), 128 + the signal when stopped, 2 on bad
+ * usage. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <limits.h>
 #include <stdio.h>
@@ -49,6 +58,61 @@ static int append_quoted(char *buf, size_t size, const char *s) {
     buf[n++] = '\'';
     buf[n] = '\0';
     return 0;
+}
+
+/* SIGTERM/SIGINT received (the last one) and how many; SIGCHLD only wakes the wait */
+static volatile sig_atomic_t stop_signal, stop_count;
+static void on_stop(int sig) {
+    stop_signal = sig;
+    stop_count++;
+}
+static void on_child(int sig) { (void)sig; }
+
+/* Sends sig to every rank of the job still running: its pid file exists (the rank's shell wrote
+ * it and exec'd the command) and its status file does not yet (it has not ended). The number
+ * of ranks signalled. */
+static long forward_signal(const char *dir, long ranks, int sig) {
+    long sent = 0;
+    for (long r = 0; r < ranks; r++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/rc.%ld", dir, r);
+        if (access(path, F_OK) == 0) continue;
+        snprintf(path, sizeof path, "%s/pid.%ld", dir, r);
+        FILE *f = fopen(path, "r");
+        long pid = 0;
+        if (f) {
+            if (fscanf(f, "%ld", &pid) != 1) pid = 0;
+            fclose(f);
+        }
+        if (pid > 1 && kill((pid_t)pid, sig) == 0) sent++;
+    }
+    return sent;
+}
+
+/* Waits for mpiexec (pid), forwarding each SIGTERM/SIGINT to the ranks as it comes; a second
+ * one ends the launcher by that signal. TERM, INT and CHLD are blocked outside sigsuspend, so
+ * none is missed between the check and the wait. Its wait status. */
+static int wait_job(pid_t pid, const char *dir, long ranks, const sigset_t *unblocked) {
+    int ws, forwarded = 0;
+    for (;;) {
+        if (stop_count > forwarded) {
+            int sig = stop_signal;
+            long sent = forward_signal(dir, ranks, sig);
+            fprintf(stderr, "tsr-launch: %s: forwarded to %ld of %ld rank%s%s\n",
+                    sig == SIGINT ? "SIGINT" : "SIGTERM", sent, ranks, ranks == 1 ? "" : "s",
+                    forwarded ? ", ending at once" : "; they save the step and stop");
+            if (forwarded) {
+                signal(sig, SIG_DFL);
+                sigprocmask(SIG_SETMASK, unblocked, NULL);
+                raise(sig);
+            }
+            forwarded = stop_count;
+        }
+        pid_t w = waitpid(pid, &ws, WNOHANG);
+        if (w == pid) return ws;
+        if (w < 0 && errno != EINTR) return 1 << 8; /* not our child: exit 1 */
+        if (w == 0) sigsuspend(unblocked);
+    }
 }
 
 static long parse_count(const char *opt, const char *v, long lo) {
@@ -107,13 +171,33 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tsr-launch: cannot create a run folder in /tmp: %s\n", strerror(errno));
         return 1;
     }
+    sigset_t waited, unblocked;
+    sigemptyset(&waited);
+    sigaddset(&waited, SIGTERM);
+    sigaddset(&waited, SIGINT);
+    sigaddset(&waited, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &waited, &unblocked);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_mask = waited; /* one handler at a time */
+    sa.sa_handler = on_stop;
+    for (int i = 0; i < 2; i++) { /* one the launcher was started with ignored stays ignored */
+        int sig = i ? SIGINT : SIGTERM;
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(sig, &sa, NULL);
+    }
+    sa.sa_handler = on_child;
+    sigaction(SIGCHLD, &sa, NULL);
     int status = 1;
-    for (long attempt = 0; attempt <= max_restarts; attempt++) {
-        /* each rank's shell records the rank's exit status: rc.<rank>. It ignores SIGUSR1,
-         * which hydra sends the surviving ranks when one dies under -disable-auto-cleanup
-         * (MPICH's fault notification; the MPI process itself handles it): the shell would
-         * die of it and the rank's status would be lost */
-        char script[65536] = "trap '' USR1;";
+    for (long attempt = 0; attempt <= max_restarts && !stop_count; attempt++) {
+        /* each rank's shell records the rank's exit status: rc.<rank>, and an inner shell the
+         * pid of the command, pid.<rank>, as it execs it (the signals go there). It ignores
+         * SIGUSR1, which hydra sends the surviving ranks when one dies under
+         * -disable-auto-cleanup (MPICH's fault notification; the MPI process itself handles
+         * it): the shell would die of it and the rank's status would be lost */
+        char script[65536];
+        snprintf(script, sizeof script, "trap '' USR1; sh -c 'echo $$ > \"$0\"; exec \"$@\"' "
+                                        "'%s'/pid.$PMI_RANK", dir);
         int fail = 0;
         for (int k = 0; k < ncmd && !fail; k++) fail = append_quoted(script, sizeof script, cmd[k]);
         struct stat sb;
@@ -130,6 +214,8 @@ int main(int argc, char **argv) {
             char rc[PATH_MAX];
             snprintf(rc, sizeof rc, "%s/rc.%ld", dir, r);
             unlink(rc);
+            snprintf(rc, sizeof rc, "%s/pid.%ld", dir, r);
+            unlink(rc);
         }
         char np[32], restart[32];
         snprintf(np, sizeof np, "%ld", ranks);
@@ -143,12 +229,18 @@ int main(int argc, char **argv) {
             return 1;
         }
         if (pid == 0) {
+            /* a group of its own (terminal signals are the launcher's to forward), no stdin
+             * (a background group reading the terminal would be stopped), signals as before */
+            setpgid(0, 0);
+            signal(SIGCHLD, SIG_DFL); /* TERM and INT: ours revert at exec, ignored stay so */
+            int null = open("/dev/null", O_RDONLY);
+            if (null > 0) dup2(null, 0), close(null);
+            sigprocmask(SIG_SETMASK, &unblocked, NULL);
             execlp(mpiexec, mpiexec, "-disable-auto-cleanup", "-n", np, "sh", "-c", script, (char *)NULL);
             fprintf(stderr, "tsr-launch: cannot run %s: %s\n", mpiexec, strerror(errno));
             _exit(127);
         }
-        int ws;
-        while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
+        int ws = wait_job(pid, dir, ranks, &unblocked);
         status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
         /* which ranks lived to the end: a status file below 128; a signal or no file: lost */
         long alive = 0, clean = 0, preempted = 0;
@@ -162,11 +254,20 @@ int main(int argc, char **argv) {
                 fclose(f);
                 unlink(rc);
             }
+            snprintf(rc, sizeof rc, "%s/pid.%ld", dir, r);
+            unlink(rc);
             /* 128 + SIGTERM/SIGINT: the rank (tsr-train) stopped on request and saved */
             int stopped = code == 128 + SIGTERM || code == 128 + SIGINT;
             alive += code >= 0 && (code < 128 || stopped);
             clean += code == 0;
             preempted += stopped;
+        }
+        if (stop_count) {
+            fprintf(stderr, "tsr-launch: stopped by %s, not lost: %ld of %ld rank%s saved %s and "
+                            "stopped: not restarted\n", stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                    preempted, ranks, ranks == 1 ? "" : "s", checkpoint);
+            status = 128 + stop_signal;
+            break;
         }
         if (preempted) {
             fprintf(stderr, "tsr-launch: %ld rank%s stopped on request (SIGTERM/SIGINT) and saved "
@@ -195,5 +296,5 @@ int main(int argc, char **argv) {
         ranks = alive;
     }
     rmdir(dir);
-    return status ? status : 1;
+    return stop_count ? 128 + stop_signal : status ? status : 1;
 }

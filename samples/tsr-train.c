@@ -204,6 +204,19 @@ static int local_ranks(void) {
     return 1;
 }
 
+/* A lost peer must reach tessera as a stalled message, not abort the process: UCX's single-copy
+ * shared-memory transport (CMA) moves a large message by reading the sender's memory
+ * (process_vm_readv); when the sender has died, UCX 1.13 under MPICH 4.0 ends the reader with a
+ * fatal error inside MPI_Test. When every rank is on this node (the launcher's variables say
+ * so), UCX_TLS=^cma,tcp: large messages then go through the shared-memory FIFOs, a dead peer's
+ * message never completes and TSR_COMM_TIMEOUT names it. Not ^cma alone: UCX then sends them
+ * over TCP loopback, and MPI_Finalize hung in a few runs in ten. Across nodes nothing is
+ * changed (TCP or the fabric is needed there). The user's own UCX_TLS is kept. Before MPI starts
+ * (UCX reads its variables there). README "Faults injected". */
+static void ucx_transports(void) {
+    if (launched_ranks() > 1 && local_ranks() == launched_ranks()) setenv("UCX_TLS", "^cma,tcp", 0);
+}
+
 /* One rank per core share: with k ranks on a node of c cores each rank gets c/k threads
  * (host pool, OpenBLAS, PoCL) unless the user chose. OpenBLAS reads its variable when it is
  * loaded, so the process re-executes itself once with the variables set (before MPI or OpenCL
@@ -283,16 +296,17 @@ typedef struct epoch_shape {
     size_t samples; /* training samples (after --limit) */
 } epoch_shape;
 
-/* tests/fault: TSR_FAULT_KILL_AFTER_SAVE=N[@RANK] — the process (every rank, or rank RANK alone)
- * dies by SIGKILL right after its N-th checkpoint: a kill at a known point of the run. Only in
- * a job's first attempt (tsr-launch sets TSR_RESTART=k for attempt k), so a restarted job runs
- * through. 0: no kill. */
-static long fault_kill_after_save(int rank) {
-    const char *v = getenv("TSR_FAULT_KILL_AFTER_SAVE"), *restart = getenv("TSR_RESTART");
-    if (!v || !*v || (restart && strcmp(restart, "0"))) return 0;
+/* tests/fault: kills at a known point of the run, N[@RANK] (every rank, or rank RANK alone):
+ * TSR_FAULT_KILL_AFTER_SAVE=N, the process dies by SIGKILL right after its N-th checkpoint;
+ * TSR_FAULT_KILL_AT_STEP=N, before optimizer step N (its messages of the step before still in
+ * flight: gossip's exchange travels between steps). Only in a job's first attempt (tsr-launch
+ * sets TSR_RESTART=k for attempt k), so a restarted job runs through. -1: no kill. */
+static long long fault_kill_point(const char *name, int rank) {
+    const char *v = getenv(name), *restart = getenv("TSR_RESTART");
+    if (!v || !*v || (restart && strcmp(restart, "0"))) return -1;
     const char *at = strchr(v, '@');
-    if (at && atoi(at + 1) != rank) return 0;
-    return atol(v);
+    if (at && atoi(at + 1) != rank) return -1;
+    return atoll(v);
 }
 
 /* Where inside an epoch a checkpoint was taken (all 0 at an epoch's end): the batches of the
@@ -514,6 +528,7 @@ int main(int argc, char **argv) {
     tsr_comm *comm = NULL;
     int rank = 0, size = 1;
     if (dp || pp || as || gs) {
+        ucx_transports();
         if ((s = tsr_comm_init_world(ctx, &argc, &argv, &comm)) != TSR_OK) die(ctx, s, "MPI");
         rank = tsr_comm_rank(comm);
         size = tsr_comm_size(comm);
@@ -732,7 +747,8 @@ int main(int argc, char **argv) {
         tsr_comm_free(comm);
         return rc;
     }
-    long kill_after = fault_kill_after_save(rank), saves = 0;
+    long long kill_after = fault_kill_point("TSR_FAULT_KILL_AFTER_SAVE", rank), saves = 0;
+    long long kill_at = fault_kill_point("TSR_FAULT_KILL_AT_STEP", rank);
     /* tests/fault: TSR_FAULT_SIGTERM_AT_STEP=N raises SIGTERM on rank 0 before the step that
      * starts at optimizer step N (the other ranks learn it through the step's agreement);
      * TSR_FAULT_SIGTERM_AGAIN=1 raises a second one as the interrupted run starts its save.
@@ -755,6 +771,7 @@ int main(int argc, char **argv) {
         resume_at = (epoch_position){0, 0.0, 0};
         while ((n = tsr_loader_next(loader, images, labels)) > 0) {
             float loss;
+            if (kill_at >= 0 && tsr_trainer_steps(tr) == (uint64_t)kill_at) raise(SIGKILL);
             if (term_at >= 0 && tsr_trainer_steps(tr) == (uint64_t)term_at) {
                 term_at = -1;
                 raise(SIGTERM);

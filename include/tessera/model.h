@@ -12,7 +12,7 @@
  *                           (K-1)/2), /same, /valid (= /p0):  conv3x3:64/s2/p1
  *   poolK / maxpoolK        max pooling, K x K window; /sS stride (default K): pool3/s2
  *   relu, flatten, dropout:P (0 <= P < 1)
- *   gelu                    GELU, tanh form (GPT-2's); host backend only for now
+ *   gelu                    GELU, tanh form (GPT-2's)
  *   embed:D                 token embedding: each int32 id of the model input becomes a row
  *                           of D floats ("weight" [vocab][D]); output [ids, D] (ids x D x 1)
  * Token-wise kinds see a sample [T, C] (T x C x 1) as T rows of C (a vector is one row):

@@ -369,11 +369,11 @@ static const struct {
     {"dense:5,add:0,add:1,dense:5", {1, 1, 5, 5}},
 };
 
-/* Kinds whose kernels only the host backend has so far (transformer pieces). */
+/* The transformer pieces (every backend has them). */
 static const struct {
     const char *spec;
     tsr_model_input in;
-} host_cases[] = {
+} gpt_cases[] = {
     {"gelu", {1, 3, 5, 15}},
     {"dense:6,gelu,dense:6,add:1,gelu,dense:4", {1, 2, 3, 4}},
     /* a transformer block's pieces over [T, C] rows: T = 3 tokens of 5 channels */
@@ -383,12 +383,12 @@ static const struct {
     {"layernorm,tpcopy,linear:7,gelu,linear:5/nobias,tpreduce,add:in", {3, 5, 1, 15}},
 };
 
-/* A GPT in small (host only so far): the tied head adds its gradient to the embedding's, and
+/* A GPT in small: the tied head adds its gradient to the embedding's, and
  * the loss is over every position. */
 static const struct {
     const char *spec;
     tsr_model_input_desc in;
-} host_token_cases[] = {
+} gpt_token_cases[] = {
     {"embed:6,posembed:5,layernorm,linear:18,attention:3,linear:6,add:1,layernorm,linear:8,gelu,linear:6,"
      "add:6,layernorm,lmhead:0",
      {TSR_DTYPE_I32, 1, {4, 0, 0}, 7, 7}},
@@ -412,13 +412,13 @@ static void test_gradcheck_all_devices(void **state) {
         }
         for (size_t c = 0; c < TSR_ARRAY_SIZE(token_cases); c++)
             bad += check_model(ctx, d, token_cases[c].spec, &token_cases[c].in, 400);
-        for (size_t c = 0; c < TSR_ARRAY_SIZE(host_cases) && info->backend == TSR_BACKEND_HOST; c++) {
-            tsr_model_input in = host_cases[c].in;
+        for (size_t c = 0; c < TSR_ARRAY_SIZE(gpt_cases); c++) {
+            tsr_model_input in = gpt_cases[c].in;
             tsr_model_input_desc desc = {TSR_DTYPE_F32, 3, {in.channels, in.height, in.width}, 0, in.classes};
-            bad += check_model(ctx, d, host_cases[c].spec, &desc, 400);
+            bad += check_model(ctx, d, gpt_cases[c].spec, &desc, 400);
         }
-        for (size_t c = 0; c < TSR_ARRAY_SIZE(host_token_cases) && info->backend == TSR_BACKEND_HOST; c++)
-            bad += check_model(ctx, d, host_token_cases[c].spec, &host_token_cases[c].in, 400);
+        for (size_t c = 0; c < TSR_ARRAY_SIZE(gpt_token_cases); c++)
+            bad += check_model(ctx, d, gpt_token_cases[c].spec, &gpt_token_cases[c].in, 400);
     }
     tsr_context_free(ctx);
     assert_int_equal(bad, 0);

@@ -40,6 +40,37 @@ static tsr_status lm_save(lm_run *r, double train_loss, double val_loss) {
     return tsr_trainer_save(r->tr, r->a->checkpoint);
 }
 
+/* The group's speeds for an uneven split when its devices differ: each rank's measured SGEMM
+ * rate (tsr-topo's, else the device's peak). 0 (even shares) when all of the group's devices
+ * are one kind of device: identical devices share one rate whatever the measurement noise. */
+static int lm_measured_speeds(tsr_context *ctx, const char *device, tsr_comm *comm, int rank, size_t K,
+                              double *speed) {
+    int idx = device ? tsr_context_find_device(ctx, device) : 0;
+    const tsr_device_info *d = tsr_context_device(ctx, idx < 0 ? 0 : idx);
+    struct {
+        double rate;
+        char name[128];
+    } mine, *all;
+    memset(&mine, 0, sizeof mine);
+    mine.rate = d && d->gemm_gflops > 0 ? d->gemm_gflops : d && d->peak_gflops > 0 ? d->peak_gflops : 1.0;
+    snprintf(mine.name, sizeof mine.name, "%s", d ? d->name : "?");
+    int size = tsr_comm_size(comm), group = rank / (int)K, differ = 0;
+    size_t *bytes = calloc((size_t)size, sizeof *bytes);
+    all = calloc((size_t)size, sizeof *all);
+    if (!bytes || !all) {
+        free(bytes), free(all);
+        return 0;
+    }
+    for (int q = 0; q < size; q++) bytes[q] = sizeof mine;
+    if (tsr_comm_allgatherv(comm, &mine, all, bytes) == TSR_OK)
+        for (size_t t = 0; t < K; t++) {
+            speed[t] = all[(size_t)group * K + t].rate;
+            differ |= strcmp(all[(size_t)group * K + t].name, all[(size_t)group * K].name) != 0;
+        }
+    free(bytes), free(all);
+    return differ;
+}
+
 static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm *comm, int rank, int size,
                     int pp, const char *data_dir) {
     const char *mode_name = to->mode == TSR_MODE_ASYNC      ? "async"
@@ -114,7 +145,8 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
             else speed[n++] = v, p = *end == ',' ? end + 1 : end;
         }
         if (!why && a->tp_shares && n != K) why = "--tp-shares needs K positive numbers";
-        if (!why && tsr_gpt_tp_split(ctx, &cfg, K, a->tp_shares ? speed : NULL, heads) != TSR_OK)
+        if (!why && !a->tp_shares && lm_measured_speeds(ctx, to->device, comm, rank, K, speed)) n = K;
+        if (!why && tsr_gpt_tp_split(ctx, &cfg, K, n ? speed : NULL, heads) != TSR_OK)
             why = tsr_context_last_error(ctx);
         if (why) {
             if (rank == 0) fprintf(stderr, "tsr-train: option --tp %zu: %s\n", K, why);

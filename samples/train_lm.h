@@ -214,13 +214,16 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
     double t0 = now_seconds(), train_time = 0, window_loss = 0, last_loss = resumed_loss, val_loss = NAN, acc = 0;
     size_t window_steps = 0, tokens_done = 0;
     int interrupted = 0;
-    /* tests/fault: TSR_FAULT_SIGTERM_AT_STEP=N, as in the image loop (rank 0, first attempt) */
+    /* tests/fault: TSR_FAULT_SIGTERM_AT_STEP=N and TSR_FAULT_KILL_AT_STEP=N[@RANK], as in the
+     * image loop (first attempt only) */
     const char *term_env = getenv("TSR_FAULT_SIGTERM_AT_STEP"), *restart = getenv("TSR_RESTART");
     long long term_at = term_env && *term_env && rank == 0 && (!restart || !strcmp(restart, "0"))
                             ? atoll(term_env) : -1;
+    long long kill_at = fault_kill_point("TSR_FAULT_KILL_AT_STEP", rank);
     for (uint64_t step = start; step < steps && !interrupted; step++) {
         float loss;
         if (term_at >= 0 && step == (uint64_t)term_at) raise(SIGTERM);
+        if (kill_at >= 0 && step == (uint64_t)kill_at) raise(SIGKILL);
         if ((s = tsr_tokens_sampler_next(sampler, ids, targets, NULL)) != TSR_OK) die(ctx, s, "training data");
         s = tsr_trainer_step_tokens(r.tr, ids, targets, r.batch, &loss);
         if (s == TSR_ERR_INTERRUPTED) interrupted = stop_signal ? stop_signal : SIGTERM;

@@ -55,6 +55,8 @@ static inline tsr_ref tsr_ref_offset(tsr_ref r, size_t n) {
     r.off += n;
     return r;
 }
+/* 1 when a and b are the same place (an in-place gradient needs no copy). */
+static inline int tsr_ref_same(tsr_ref a, tsr_ref b) { return a.buf == b.buf && a.off == b.off; }
 
 typedef enum tsr_trans { TSR_NO_TRANS = 0, TSR_TRANS = 1 } tsr_trans;
 

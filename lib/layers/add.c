@@ -54,14 +54,12 @@ static tsr_status forward(const tsr_layer_run *r) {
     return tsr_op_axpy(r->be, count, 1.0f, r->in[1], r->out);
 }
 
-static int same_ref(tsr_ref a, tsr_ref b) { return a.buf == b.buf && a.off == b.off; }
-
 static tsr_status backward(const tsr_layer_run *r) {
     size_t count = r->n * tsr_layer_out_size(r->l);
     for (size_t k = 0; k < 2; k++) {
         if (!r->want_din[k]) continue;
         if (r->add_din[k]) TSR_TRY(tsr_op_axpy(r->be, count, 1.0f, r->dout, r->din[k]));
-        else if (!same_ref(r->din[k], r->dout))
+        else if (!tsr_ref_same(r->din[k], r->dout))
             TSR_TRY(tsr_ref_copy(r->din[k], r->dout, TSR_DTYPE_F32, count));
     }
     return TSR_OK;

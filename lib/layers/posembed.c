@@ -56,15 +56,13 @@ static tsr_status forward(const tsr_layer_run *r) {
     return tsr_op_bias_add(r->be, r->n, count, 1, r->param[0], r->out);
 }
 
-static int same_ref(tsr_ref a, tsr_ref b) { return a.buf == b.buf && a.off == b.off; }
-
 static tsr_status backward(const tsr_layer_run *r) {
     size_t count = tsr_layer_out_size(r->l);
     if (!r->accumulate) TSR_TRY(tsr_op_fill(r->be, r->grad[0], r->l->weights, 0.0f));
     TSR_TRY(tsr_op_bias_grad(r->be, r->n, count, 1, r->dout, r->grad[0]));
     if (!r->want_din[0]) return TSR_OK;
     if (r->add_din[0]) return tsr_op_axpy(r->be, r->n * count, 1.0f, r->dout, r->din[0]);
-    if (same_ref(r->din[0], r->dout)) return TSR_OK;
+    if (tsr_ref_same(r->din[0], r->dout)) return TSR_OK;
     return tsr_ref_copy(r->din[0], r->dout, TSR_DTYPE_F32, r->n * count);
 }
 

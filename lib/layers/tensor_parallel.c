@@ -20,10 +20,8 @@ tsr_status tsr_tp_allreduce(tsr_comm *tp, tsr_ref r, size_t count) {
     return s != TSR_OK ? s : u;
 }
 
-static int same_ref(tsr_ref a, tsr_ref b) { return a.buf == b.buf && a.off == b.off; }
-
 static tsr_status pass_through(tsr_ref dst, tsr_ref src, size_t count) {
-    return same_ref(dst, src) ? TSR_OK : tsr_ref_copy(dst, src, TSR_DTYPE_F32, count);
+    return tsr_ref_same(dst, src) ? TSR_OK : tsr_ref_copy(dst, src, TSR_DTYPE_F32, count);
 }
 
 /* ---- tpcopy ---- */

@@ -120,10 +120,8 @@ tsr_status tsr_gpt_config_check(tsr_context *ctx, const tsr_gpt_config *c) {
     return TSR_OK;
 }
 
-/* Appends to buf (snprintf-style: len counts what would have been written). */
-static void put(char *buf, size_t size, size_t *len, const char *fmt, ...) TSR_PRINTF(4, 5);
-static void put(char *buf, size_t size, size_t *len, const char *fmt, ...) {
-    char tmp[160];
+void tsr_spec_append(char *buf, size_t size, size_t *len, const char *fmt, ...) {
+    char tmp[200];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
@@ -137,14 +135,14 @@ size_t tsr_gpt_spec(const tsr_gpt_config *c, char *buf, size_t size) {
     size_t C = c->channels, len = 0;
     double proj_std = 0.02 / sqrt(2.0 * (double)c->layers);
     if (buf && size) buf[0] = 0;
-    put(buf, size, &len, "embed:%zu,posembed:%zu", C, c->context);
+    tsr_spec_append(buf, size, &len, "embed:%zu,posembed:%zu", C, c->context);
     for (size_t b = 0; b < c->layers; b++) {
         size_t x = 1 + 10 * b; /* the block's input: layer x's output */
-        put(buf, size, &len, ",layernorm,linear:%zu,attention:%zu,linear:%zu/std%.6g,add:%zu", 3 * C, c->heads,
+        tsr_spec_append(buf, size, &len, ",layernorm,linear:%zu,attention:%zu,linear:%zu/std%.6g,add:%zu", 3 * C, c->heads,
             C, proj_std, x);
-        put(buf, size, &len, ",layernorm,linear:%zu,gelu,linear:%zu/std%.6g,add:%zu", 4 * C, C, proj_std, x + 5);
+        tsr_spec_append(buf, size, &len, ",layernorm,linear:%zu,gelu,linear:%zu/std%.6g,add:%zu", 4 * C, C, proj_std, x + 5);
     }
-    put(buf, size, &len, ",layernorm,lmhead:0");
+    tsr_spec_append(buf, size, &len, ",layernorm,lmhead:0");
     return len;
 }
 

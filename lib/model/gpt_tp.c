@@ -53,32 +53,19 @@ tsr_status tsr_gpt_tp_split(tsr_context *ctx, const tsr_gpt_config *c, size_t ra
     return TSR_OK;
 }
 
-/* Appends to buf (snprintf-style). */
-static void put(char *buf, size_t size, size_t *len, const char *fmt, ...) TSR_PRINTF(4, 5);
-static void put(char *buf, size_t size, size_t *len, const char *fmt, ...) {
-    char tmp[200];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n <= 0) return;
-    if (buf && *len < size) tsr_strlcpy(buf + *len, tmp, size - *len);
-    *len += (size_t)n;
-}
-
 static size_t tp_spec(const tsr_gpt_config *c, size_t heads, char *buf, size_t size) {
     size_t C = c->channels, hs = C / c->heads, cl = heads * hs, len = 0;
     double proj_std = 0.02 / sqrt(2.0 * (double)c->layers);
     if (buf && size) buf[0] = 0;
-    put(buf, size, &len, "embed:%zu,posembed:%zu", C, c->context);
+    tsr_spec_append(buf, size, &len, "embed:%zu,posembed:%zu", C, c->context);
     for (size_t b = 0; b < c->layers; b++) {
         size_t x = 1 + TP_BLOCK * b;
-        put(buf, size, &len, ",layernorm,tpcopy,linear:%zu,attention:%zu,linear:%zu/std%.6g/nobias,tpreduce,add:%zu",
+        tsr_spec_append(buf, size, &len, ",layernorm,tpcopy,linear:%zu,attention:%zu,linear:%zu/std%.6g/nobias,tpreduce,add:%zu",
             3 * cl, heads, C, proj_std, x);
-        put(buf, size, &len, ",layernorm,tpcopy,linear:%zu,gelu,linear:%zu/std%.6g/nobias,tpreduce,add:%zu", 4 * cl,
+        tsr_spec_append(buf, size, &len, ",layernorm,tpcopy,linear:%zu,gelu,linear:%zu/std%.6g/nobias,tpreduce,add:%zu", 4 * cl,
             C, proj_std, x + 7);
     }
-    put(buf, size, &len, ",layernorm,lmhead:0");
+    tsr_spec_append(buf, size, &len, ",layernorm,lmhead:0");
     return len;
 }
 

@@ -45,6 +45,13 @@ struct tsr_model {
     char *spec;                         /* canonical spec, rebuilt on demand */
 };
 
+/* Appends formatted text (at most 199 bytes) to buf[0..size) at *len, which grows by the text's
+ * length even past size (snprintf-style: call with buf NULL to measure). */
+void tsr_spec_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
 /* lib/model/gpt.c: the spec of the GPT `name` for input d (the caller frees it), NULL with the
  * context's error set. */
 char *tsr_gpt_spec_for(tsr_context *ctx, const char *name, const tsr_model_input_desc *d);

@@ -22,21 +22,6 @@
 enum { B = 3, T = 12, STEPS = 3 };
 static const char *CFG = "gpt(layers=2,heads=6,channels=24,context=16,vocab=40)";
 
-static double max_abs(const float *x, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
-    return m;
-}
-
-static double max_diff(const float *a, const float *b, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= m)) m = d;
-    }
-    return m;
-}
-
 typedef struct run {
     tsr_model *model;
     tsr_stage *stage;
@@ -113,7 +98,7 @@ static void test_match_whole(tsr_context *ctx, tsr_comm *comm, int rank, int K, 
         for (size_t k = 0; k < tsr_model_param_tensor_count(wm); k++) {
             tsr_param_info p;
             CHECK_OK(tsr_model_param_tensor(wm, k, &p), ctx);
-            double d = max_diff(g + p.offset, wg + p.offset, p.count), b = 1e-4 * max_abs(wg + p.offset, p.count);
+            double d = tsr_test_max_diff(g + p.offset, wg + p.offset, p.count), b = 1e-4 * tsr_test_max_abs(wg + p.offset, p.count);
             CHECK(d <= b + 1e-7, "K=%d step %llu: gradient %s differs by %.3g (bound %.3g)", K,
                   (unsigned long long)t, p.name, d, b);
         }
@@ -123,7 +108,7 @@ static void test_match_whole(tsr_context *ctx, tsr_comm *comm, int rank, int K, 
         CHECK_OK(tsr_read_f32(tsr_stage_params(whole.stage), 0, full, n), ctx);
         CHECK_OK(tsr_gpt_tp_scatter(ctx, wm, lm, &c, head0, heads[rank], full, want), ctx);
         CHECK_OK(tsr_read_f32(tsr_stage_params(mine.stage), 0, loc, mine.np), ctx);
-        double d = max_diff(loc, want, mine.np);
+        double d = tsr_test_max_diff(loc, want, mine.np);
         CHECK(d <= 2e-4, "K=%d step %llu: parameters differ by %.3g", K, (unsigned long long)t, d);
     }
     free(full), free(loc), free(g), free(wg), free(want);

@@ -19,6 +19,9 @@ void tsr_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi
 
 /* Max |a-b| / (atol + rtol*|b|) over n elements; <= 1 means within tolerance. Reports
  * the worst index through *worst when non-NULL. */
+/* max |x|, and max |a - b| (a NaN anywhere: NaN), over n floats. */
+double tsr_test_max_abs(const float *x, size_t n);
+double tsr_test_max_diff(const float *a, const float *b, size_t n);
 double tsr_test_rel_error(const float *a, const float *b, size_t n, double atol, double rtol,
                           size_t *worst);
 

@@ -60,24 +60,9 @@ static float *ref_f32(fixture *f, const char *name, size_t count) {
     return x;
 }
 
-static double max_abs(const float *x, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
-    return m;
-}
-
-static double max_diff(const float *a, const float *b, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= m)) m = d; /* NaN wins */
-    }
-    return m;
-}
-
 static void expect_close(const char *dev, const char *what, const float *got, const float *want, size_t n,
                          double rel, double abs_tol) {
-    double diff = max_diff(got, want, n), bound = abs_tol + rel * max_abs(want, n);
+    double diff = tsr_test_max_diff(got, want, n), bound = abs_tol + rel * tsr_test_max_abs(want, n);
     if (!(diff <= bound)) fail_msg("[%s] %s: max |diff| %.3g > %.3g", dev, what, diff, bound);
 }
 

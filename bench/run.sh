@@ -1,6 +1,7 @@
 #!/bin/sh
 # `make bench`: side-by-side comparisons, each printed as a table with ratios (never a lone time).
 #  1. GEMM GFLOP/s per device next to its analytic peak      (build/bin/tsr-gemm-bench)
+#  1b. optimizer step ns/float per kernel variant vs the portable loop (build/bin/tsr-optim-bench)
 #  2. allreduce busbw, tessera algorithms vs MPI_Allreduce    (build/bin/tsr-allreduce-bench, n=2)
 #  3. training samples/s and accuracy, tessera vs PyTorch CPU (bench/train_vs_torch.py)
 #  4. data-parallel scaling: 2 ranks vs 1 rank, and the ceiling of 2 independent processes
@@ -12,6 +13,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 echo "== GEMM per device =="
 "$bin/tsr-gemm-bench"
+
+echo
+echo "== optimizer step per kernel variant (1 thread) =="
+"$bin/tsr-optim-bench"
 
 if [ -x "$bin/tsr-allreduce-bench" ]; then
     echo

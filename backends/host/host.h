@@ -64,6 +64,19 @@ tsr_status tsr_host_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t
                                     tsr_ref y, tsr_ref mask);
 tsr_status tsr_host_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h);
 tsr_status tsr_host_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
+/* Optimizer steps (host_optim.c) and their kernels, one set per instruction set: the test
+ * and the bench run every variant the CPU supports against the portable one. */
+typedef struct tsr_host_optim_variant {
+    const char *name;        /* "avx512", "avx2", "sse2", "portable" */
+    int (*supported)(void);  /* NULL: always */
+    void (*sgd)(size_t n, const tsr_sgd_params *p, float *w, const float *g, float *v);
+    void (*adam)(size_t n, const tsr_adam_params *p, float *w, const float *g, float *m,
+                 float *v);
+} tsr_host_optim_variant;
+/* Every variant compiled in, widest first, the portable one last; *list points at them. */
+size_t tsr_host_optim_variants(const tsr_host_optim_variant **list);
+/* The widest variant this CPU supports (the one the steps use). */
+const tsr_host_optim_variant *tsr_host_optim_best(void);
 tsr_status tsr_host_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
                                tsr_ref g, tsr_ref v);
 tsr_status tsr_host_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,

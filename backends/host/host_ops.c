@@ -1,4 +1,4 @@
-/* Host CPU backend: element-wise ops, layers, conversions and optimizers.
+/* Host CPU backend: element-wise ops, layers and conversions (optimizers: host_optim.c).
  * Loops are written so gcc vectorises them: unit-stride inner loops, no per-element branches
  * on geometry (im2col/col2im compute the valid column range of each kernel offset once), and
  * the common 2x2/stride 2 max pooling has its own loop. Element-wise ops allow their output
@@ -9,9 +9,6 @@
 #pragma GCC optimize("O3")
 #endif
 #include <math.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 #include <string.h>
 #include "backends/host/host.h"
 #include "lib/core/internal.h"
@@ -557,104 +554,6 @@ tsr_status tsr_host_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) 
 tsr_status tsr_host_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
     half_args a = {n, NULL, tsr_host_u16(h), tsr_host_f32(x), NULL};
     tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, to_f32_range, &a);
-    return TSR_OK;
-}
-
-/* ---- optimizers ---- */
-
-typedef struct optim_args {
-    size_t n;
-    const tsr_sgd_params *sgd;
-    const tsr_adam_params *adam;
-    float *w, *m, *v;
-    const float *g;
-} optim_args;
-
-static void sgd_range(void *arg, size_t lo_b, size_t hi_b) {
-    const optim_args *a = arg;
-    size_t lo = lo_b * BLOCK, hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
-    float *restrict pw = a->w;
-    const float *restrict pg = a->g;
-    const float lr = a->sgd->lr, wd = a->sgd->weight_decay, mom = a->sgd->momentum;
-    if (mom == 0.0f) { /* no state: v is not touched (and may be absent) */
-        for (size_t i = lo; i < hi; i++) pw[i] -= lr * (pg[i] + wd * pw[i]);
-        return;
-    }
-    float *restrict pv = a->v;
-    if (a->sgd->nesterov) {
-        for (size_t i = lo; i < hi; i++) {
-            float gi = pg[i] + wd * pw[i];
-            float vi = mom * pv[i] + gi;
-            pv[i] = vi;
-            pw[i] -= lr * (gi + mom * vi);
-        }
-    } else {
-        for (size_t i = lo; i < hi; i++) {
-            float gi = pg[i] + wd * pw[i];
-            float vi = mom * pv[i] + gi;
-            pv[i] = vi;
-            pw[i] -= lr * vi;
-        }
-    }
-}
-
-tsr_status tsr_host_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
-                               tsr_ref g, tsr_ref v) {
-    optim_args a = {n, p, NULL, tsr_host_f32(w), NULL, tsr_host_f32(v), tsr_host_f32(g)};
-    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS, sgd_range, &a);
-    return TSR_OK;
-}
-
-static void adam_range(void *arg, size_t lo_b, size_t hi_b) {
-    const optim_args *a = arg;
-    const tsr_adam_params *p = a->adam;
-    size_t lo = lo_b * BLOCK, hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
-    float *restrict pw = a->w, *restrict pm = a->m, *restrict pv = a->v;
-    const float *restrict pg = a->g;
-    const float lr = p->lr, b1 = p->beta1, b2 = p->beta2, eps = p->eps;
-    const float inv_bc1 = 1.0f / p->bias_correction1, inv_bc2 = 1.0f / p->bias_correction2;
-    /* decoupled: decay on the weights (AdamW); else L2 folded into the gradient */
-    const float wd_grad = p->decoupled ? 0.0f : p->weight_decay;
-    const float wd_weight = p->decoupled ? p->weight_decay : 0.0f;
-    size_t i = lo;
-#if defined(__SSE2__)
-    /* sqrtf sets errno, which keeps gcc from vectorising the scalar loop at -O2/-O3 */
-    {
-        const __m128 vb1 = _mm_set1_ps(b1), vb1c = _mm_set1_ps(1.0f - b1);
-        const __m128 vb2 = _mm_set1_ps(b2), vb2c = _mm_set1_ps(1.0f - b2);
-        const __m128 vlr = _mm_set1_ps(lr), veps = _mm_set1_ps(eps);
-        const __m128 vbc1 = _mm_set1_ps(inv_bc1), vbc2 = _mm_set1_ps(inv_bc2);
-        const __m128 vwdg = _mm_set1_ps(wd_grad), vwdw = _mm_set1_ps(wd_weight);
-        for (; i + 4 <= hi; i += 4) {
-            __m128 wi = _mm_loadu_ps(pw + i);
-            __m128 gi = _mm_add_ps(_mm_loadu_ps(pg + i), _mm_mul_ps(vwdg, wi));
-            __m128 mi = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(pm + i)), _mm_mul_ps(vb1c, gi));
-            __m128 vi = _mm_add_ps(_mm_mul_ps(vb2, _mm_loadu_ps(pv + i)),
-                                   _mm_mul_ps(_mm_mul_ps(vb2c, gi), gi));
-            _mm_storeu_ps(pm + i, mi);
-            _mm_storeu_ps(pv + i, vi);
-            __m128 den = _mm_add_ps(_mm_sqrt_ps(_mm_mul_ps(vi, vbc2)), veps);
-            __m128 upd = _mm_add_ps(_mm_div_ps(_mm_mul_ps(mi, vbc1), den), _mm_mul_ps(vwdw, wi));
-            _mm_storeu_ps(pw + i, _mm_sub_ps(wi, _mm_mul_ps(vlr, upd)));
-        }
-    }
-#endif
-    for (; i < hi; i++) {
-        float wi = pw[i];
-        float gi = pg[i] + wd_grad * wi;
-        float mi = b1 * pm[i] + (1.0f - b1) * gi;
-        float vi = b2 * pv[i] + ((1.0f - b2) * gi) * gi;
-        pm[i] = mi;
-        pv[i] = vi;
-        pw[i] = wi - lr * ((mi * inv_bc1) / (sqrtf(vi * inv_bc2) + eps) + wd_weight * wi);
-    }
-}
-
-tsr_status tsr_host_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
-                                tsr_ref g, tsr_ref m, tsr_ref v) {
-    optim_args a = {n, NULL, p, tsr_host_f32(w), tsr_host_f32(m), tsr_host_f32(v),
-                    tsr_host_f32(g)};
-    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS, adam_range, &a);
     return TSR_OK;
 }
 

@@ -70,6 +70,18 @@ double tsr_comm_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+void tsr_comm_pause(const tsr_comm *comm, unsigned spins, double *since) {
+    if (spins < 64) return;
+    if (!comm->oversubscribed && *since >= 0) { /* still spinning (*since < 0: yielding) */
+        if (spins & 63) return; /* the clock every 64 polls */
+        double now = tsr_comm_now();
+        if (*since == 0) *since = now;
+        if (now - *since < TSR_COMM_SPIN_S) return;
+        *since = -1;
+    }
+    sched_yield();
+}
+
 static void mark_broken(tsr_comm *c) {
     if (!c) return;
     c->broken = 1;
@@ -573,11 +585,10 @@ tsr_status tsr_comm_wait(tsr_comm_request *req) {
     tsr_comm *comm = req->comm;
     double deadline = comm->timeout_s > 0 ? tsr_comm_now() + comm->timeout_s : 0;
     tsr_status lost = TSR_OK;
+    double since = 0;
     for (unsigned spins = 0; !req->done; spins++) {
         comm_progress(comm);
-        /* With more ranks than cores a spinning rank steals the core its peer needs; with
-         * enough cores yielding only hands the core to unrelated work for a time slice. */
-        if (!req->done && comm->oversubscribed && spins > 64) sched_yield();
+        if (!req->done) tsr_comm_pause(comm, spins, &since);
         if (!req->done && deadline > 0 && (spins & 255) == 255 && tsr_comm_now() > deadline) {
             char what[96];
             snprintf(what, sizeof what, "%s of %zu floats", tsr_allreduce_algo_name(req->algo),

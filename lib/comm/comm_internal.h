@@ -144,6 +144,13 @@ tsr_status tsr_comm_run(tsr_comm *comm, float *buf, size_t count, const tsr_allr
 
 /* Monotonic seconds. */
 double tsr_comm_now(void);
+/* Between the polls of a wait (spins: polls so far, *since: 0 before the first): spins while
+ * the peer is likely running, yields the CPU once the wait has lasted TSR_COMM_SPIN_S or
+ * at once when this node has more ranks than CPUs. On a machine shared with other jobs a
+ * peer that is not running leaves a spinning rank burning the time slices its own progress
+ * (and, where the scheduler moves tasks, the peer's) needs. */
+#define TSR_COMM_SPIN_S 100e-6
+void tsr_comm_pause(const tsr_comm *comm, unsigned spins, double *since);
 /* Marks comm (and its node/cross parts) broken and returns TSR_ERR_PEER_LOST with a detail
  * naming the lost rank where it is known (two ranks) and what was waiting. */
 tsr_status tsr_comm_peer_lost(tsr_comm *comm, const char *what);

@@ -1,6 +1,5 @@
 /* MPI communicators: wrapping, node view, errors, and the `mpi` algorithm (MPI_Iallreduce). */
 #include <limits.h>
-#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 #include "lib/comm/comm_internal.h"
@@ -116,12 +115,13 @@ tsr_status tsr_comm_wrap_mpi(tsr_context *ctx, MPI_Comm mc, int finalize_mpi, in
 
 tsr_status tsr_comm_mpi_poll(tsr_comm *comm, MPI_Request *rq, const char *what) {
     double deadline = comm->timeout_s > 0 ? tsr_comm_now() + comm->timeout_s : 0;
+    double since = 0;
     for (unsigned spins = 0;; spins++) {
         int flag = 0;
         int rc = MPI_Test(rq, &flag, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(comm->ctx, rc, what);
         if (flag) return TSR_OK;
-        if (comm->oversubscribed && spins > 64) sched_yield();
+        tsr_comm_pause(comm, spins, &since);
         if (deadline > 0 && (spins & 255) == 255 && tsr_comm_now() > deadline)
             return tsr_comm_peer_lost(comm, what); /* the request is abandoned, not waited */
     }

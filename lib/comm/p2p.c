@@ -7,7 +7,6 @@
  * the collectives notice it: a wait without progress for TSR_COMM_TIMEOUT marks the
  * communicator broken and returns TSR_ERR_PEER_LOST. */
 #include <limits.h>
-#include <sched.h>
 #include <stdio.h>
 #include "lib/comm/comm_internal.h"
 
@@ -143,6 +142,7 @@ tsr_status tsr_comm_p2p_wait(tsr_comm_p2p *req) {
     tsr_status s = req->status;
 #if TSR_WITH_MPI
     double deadline = comm->timeout_s > 0 ? tsr_comm_now() + comm->timeout_s : 0;
+    double since = 0;
     for (unsigned spins = 0; !req->done && s == TSR_OK; spins++) {
         if (comm->broken) {
             /* a lost peer never completes the request: abandon it rather than wait */
@@ -152,8 +152,7 @@ tsr_status tsr_comm_p2p_wait(tsr_comm_p2p *req) {
         }
         s = poll_once(req);
         if (req->done) break;
-        /* oversubscribed node: the peer may need this core to make the progress we wait for */
-        if (comm->oversubscribed && spins > 64) sched_yield();
+        tsr_comm_pause(comm, spins, &since);
         if (deadline > 0 && (spins & 255) == 255 && tsr_comm_now() > deadline) {
             char what[96];
             snprintf(what, sizeof what, "%s of %zu bytes %s rank %d", req->is_send ? "send" : "receive",

@@ -20,5 +20,6 @@
 #include "tessera/config.h"
 #include "tessera/tokens.h"
 #include "tessera/safetensors.h"
+#include "tessera/generate.h"
 
 #endif

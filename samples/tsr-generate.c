@@ -220,6 +220,12 @@ int main(int argc, char **argv) {
     }
     if (s != TSR_OK) goto fail;
     for (size_t i = 0; i < n; i++) ids[i] = (unsigned char)prompt[i];
+    if (go.sampling.top_k > tsr_generator_vocab(g)) {
+        fprintf(stderr, "tsr-generate: option --top-k: %zu is more than the vocabulary of %zu\n", go.sampling.top_k,
+                tsr_generator_vocab(g));
+        rc = 2;
+        goto done;
+    }
     what = "option --prompt";
     if (!bench) {
         out.f = stdout;

@@ -116,7 +116,7 @@ refuse 2 "'-1' is not a temperature" $ck --prompt a --max-tokens 3 --temperature
 refuse 2 "'x' is not a count of 0" $ck --prompt a --max-tokens 3 --top-k x
 refuse 2 "unknown option --bogus" $ck --prompt a --max-tokens 3 --bogus 1
 refuse 2 "needs a value" $ck --prompt a --max-tokens
-refuse 1 "top-k 300: 0 (all) to the vocabulary 256" $ck --prompt a --max-tokens 3 --temperature 1 --top-k 300
+refuse 2 "top-k: 300 is more than the vocabulary of 256" $ck --prompt a --max-tokens 3 --temperature 1 --top-k 300
 refuse 1 "prompt of 300 tokens: 1 to the context of 256" $ck --prompt "$(head -c 300 /dev/zero | tr '\0' a)" --max-tokens 3
 refuse 1 "outside the vocabulary \[0, 90)" --model 'gpt(layers=1,heads=2,channels=8,context=16,vocab=90)' --prompt "abc" --max-tokens 3
 refuse 1 "not a GPT" --model mlp --prompt a --max-tokens 3

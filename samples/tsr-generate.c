@@ -59,14 +59,22 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The model and parameters of a tsr-train GPT checkpoint: the spec is in the checkpoint, the
- * vocabulary follows from the parameter count (only the token table depends on it). */
+/* The model and parameters of a tsr-train GPT checkpoint: its spec is a gpt(...) name, or a
+ * layer spec whose vocabulary follows from the parameter count (only the token table depends
+ * on it). The parameter count is checked by tsr_generator_create. */
 static tsr_status load_checkpoint(tsr_context *ctx, const char *path, tsr_checkpoint **ck, tsr_model **model,
                                   const float **params) {
     tsr_status s = tsr_checkpoint_load(ctx, path, ck);
     if (s != TSR_OK) return s;
     const tsr_checkpoint_tensor *p = tsr_checkpoint_find(*ck, "params");
     if (!p) return tool_fail(TSR_ERR_NOT_FOUND, "%s holds no \"params\" tensor", path);
+    *params = p->data;
+    tsr_gpt_config c;
+    if (tsr_gpt_is_name((*ck)->model_spec)) { /* the gpt(...) form of today's checkpoints */
+        if ((s = tsr_gpt_config_parse(ctx, (*ck)->model_spec, &c)) != TSR_OK) return s;
+        return tsr_model_create_gpt(ctx, &c, c.context < 2 ? c.context : 2, model);
+    }
+    /* a layer spec (checkpoints written before the gpt(...) form) */
     tsr_model_input_desc d = {TSR_DTYPE_I32, 1, {2, 0, 0}, 2, 2};
     if ((s = tsr_model_parse_desc(ctx, (*ck)->model_spec, &d, model)) != TSR_OK || !tsr_model_gpt_blocks(*model))
         return tool_fail(TSR_ERR_UNSUPPORTED, "%s holds the model %.60s, not a GPT", path, (*ck)->model_spec);
@@ -80,9 +88,7 @@ static tsr_status load_checkpoint(tsr_context *ctx, const char *path, tsr_checkp
         return tool_fail(TSR_ERR_SHAPE, "%s: %zu parameters do not fit its model %.60s... with any vocabulary",
                          path, p->count, (*ck)->model_spec);
     d.vocab = d.classes = 2 + (p->count - base) / C;
-    if ((s = tsr_model_parse_desc(ctx, (*ck)->model_spec, &d, model)) != TSR_OK) return s;
-    *params = p->data;
-    return TSR_OK;
+    return tsr_model_parse_desc(ctx, (*ck)->model_spec, &d, model);
 }
 
 /* The model's tensors from a Hugging Face file by their names (tsr_model_torch_name), also

@@ -28,7 +28,7 @@ fail() {
 "$BUILD/bin/tsr-tokenize" --bytes "$corpus/fortunes" "$d/data" > /dev/null || fail "tokenize"
 timeout 300 "$train" --model gpt-mini --data "$d/data" --steps 30 --context 64 --batch 8 --quiet \
     --checkpoint "$d/ck.bin" > "$d/train.out" 2>&1 || { cat "$d/train.out"; fail "train"; }
-ck="--checkpoint $d/ck.bin"
+ck=$d/ck.bin
 
 # out NAME ARGS...: runs tsr-generate, which must exit 0, into $d/NAME
 out() {
@@ -37,28 +37,28 @@ out() {
     timeout 300 "$gen" "$@" > "$d/$name" 2> "$d/$name.err" || { cat "$d/$name.err"; fail "$name: tsr-generate $*"; }
 }
 same() { cmp -s "$d/$1" "$d/$2" || fail "$1 and $2 differ: '$(head -c 80 "$d/$1")' vs '$(head -c 80 "$d/$2")'"; }
-out greedy $ck --prompt "The cat " --max-tokens 100
+out greedy --checkpoint "$ck" --prompt "The cat " --max-tokens 100
 [ "$(wc -c < "$d/greedy")" = 100 ] || fail "greedy printed $(wc -c < "$d/greedy") bytes, not 100"
-out greedy2 $ck --prompt "The cat " --max-tokens 100
+out greedy2 --checkpoint "$ck" --prompt "The cat " --max-tokens 100
 same greedy greedy2
-out greedy_nocache $ck --prompt "The cat " --max-tokens 100 --no-cache
+out greedy_nocache --checkpoint "$ck" --prompt "The cat " --max-tokens 100 --no-cache
 same greedy greedy_nocache
-out topk1 $ck --prompt "The cat " --max-tokens 100 --temperature 0.7 --top-k 1 --seed 4
+out topk1 --checkpoint "$ck" --prompt "The cat " --max-tokens 100 --temperature 0.7 --top-k 1 --seed 4
 same greedy topk1
-out sample $ck --prompt "Q: " --max-tokens 120 --temperature 1 --top-k 40 --seed 7
+out sample --checkpoint "$ck" --prompt "Q: " --max-tokens 120 --temperature 1 --top-k 40 --seed 7
 [ "$(wc -c < "$d/sample")" = 120 ] || fail "sample printed $(wc -c < "$d/sample") bytes, not 120"
-out sample2 $ck --prompt "Q: " --max-tokens 120 --temperature 1 --top-k 40 --seed 7
+out sample2 --checkpoint "$ck" --prompt "Q: " --max-tokens 120 --temperature 1 --top-k 40 --seed 7
 same sample sample2
-out sample_nocache $ck --prompt "Q: " --max-tokens 120 --temperature 1 --top-k 40 --seed 7 --no-cache
+out sample_nocache --checkpoint "$ck" --prompt "Q: " --max-tokens 120 --temperature 1 --top-k 40 --seed 7 --no-cache
 same sample sample_nocache
-out sample8 $ck --prompt "Q: " --max-tokens 120 --temperature 1 --top-k 40 --seed 8
+out sample8 --checkpoint "$ck" --prompt "Q: " --max-tokens 120 --temperature 1 --top-k 40 --seed 8
 cmp -s "$d/sample" "$d/sample8" && fail "seeds 7 and 8 gave the same 120 bytes"
 # past the context of 256: the window slides
-out long $ck --prompt "A" --max-tokens 300 --temperature 0.9 --seed 2
+out long --checkpoint "$ck" --prompt "A" --max-tokens 300 --temperature 0.9 --seed 2
 [ "$(wc -c < "$d/long")" = 300 ] || fail "long printed $(wc -c < "$d/long") bytes, not 300"
-out long_nocache $ck --prompt "A" --max-tokens 300 --temperature 0.9 --seed 2 --no-cache
+out long_nocache --checkpoint "$ck" --prompt "A" --max-tokens 300 --temperature 0.9 --seed 2 --no-cache
 same long long_nocache
-out bench $ck --prompt "The " --max-tokens 40 --bench
+out bench --checkpoint "$ck" --prompt "The " --max-tokens 40 --bench
 grep -q '"same_tokens":true' "$d/bench" && grep -q '"cached_tokens_per_s":[1-9]' "$d/bench" || {
     cat "$d/bench"
     fail "bench"
@@ -109,18 +109,18 @@ refuse() {
     return 0
 }
 refuse 2 "needs exactly one of --checkpoint and --model" --prompt a --max-tokens 3
-refuse 2 "needs exactly one of --checkpoint and --model" $ck --model gpt-mini --prompt a --max-tokens 3
-refuse 2 "needs --model with --init" $ck --init "$d/mini.safetensors" --prompt a --max-tokens 3
-refuse 2 "needs --prompt" $ck --max-tokens 3
-refuse 2 "needs --max-tokens" $ck --prompt a
-refuse 2 "prompt: empty" $ck --prompt "" --max-tokens 3
-refuse 2 "'0' is not a count of 1 to 1000000" $ck --prompt a --max-tokens 0
-refuse 2 "'-1' is not a temperature" $ck --prompt a --max-tokens 3 --temperature -1
-refuse 2 "'x' is not a count of 0" $ck --prompt a --max-tokens 3 --top-k x
-refuse 2 "unknown option --bogus" $ck --prompt a --max-tokens 3 --bogus 1
-refuse 2 "needs a value" $ck --prompt a --max-tokens
-refuse 2 "top-k: 300 is more than the vocabulary of 256" $ck --prompt a --max-tokens 3 --temperature 1 --top-k 300
-refuse 1 "prompt of 300 tokens: 1 to the context of 256" $ck --prompt "$(head -c 300 /dev/zero | tr '\0' a)" --max-tokens 3
+refuse 2 "needs exactly one of --checkpoint and --model" --checkpoint "$ck" --model gpt-mini --prompt a --max-tokens 3
+refuse 2 "needs --model with --init" --checkpoint "$ck" --init "$d/mini.safetensors" --prompt a --max-tokens 3
+refuse 2 "needs --prompt" --checkpoint "$ck" --max-tokens 3
+refuse 2 "needs --max-tokens" --checkpoint "$ck" --prompt a
+refuse 2 "prompt: empty" --checkpoint "$ck" --prompt "" --max-tokens 3
+refuse 2 "'0' is not a count of 1 to 1000000" --checkpoint "$ck" --prompt a --max-tokens 0
+refuse 2 "'-1' is not a temperature" --checkpoint "$ck" --prompt a --max-tokens 3 --temperature -1
+refuse 2 "'x' is not a count of 0" --checkpoint "$ck" --prompt a --max-tokens 3 --top-k x
+refuse 2 "unknown option --bogus" --checkpoint "$ck" --prompt a --max-tokens 3 --bogus 1
+refuse 2 "needs a value" --checkpoint "$ck" --prompt a --max-tokens
+refuse 2 "top-k: 300 is more than the vocabulary of 256" --checkpoint "$ck" --prompt a --max-tokens 3 --temperature 1 --top-k 300
+refuse 1 "prompt of 300 tokens: 1 to the context of 256" --checkpoint "$ck" --prompt "$(head -c 300 /dev/zero | tr '\0' a)" --max-tokens 3
 refuse 1 "outside the vocabulary \[0, 90)" --model 'gpt(layers=1,heads=2,channels=8,context=16,vocab=90)' --prompt "abc" --max-tokens 3
 refuse 1 "holds no tensor 'h.4.ln_1.weight'" --model 'gpt(layers=5,heads=4,channels=128,context=256,vocab=256)' --init "$d/mini.safetensors" --prompt a --max-tokens 3
 refuse 1 "corrupt" --model gpt-mini --init "$d/ref.bin" --prompt a --max-tokens 3

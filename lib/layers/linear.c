@@ -59,7 +59,8 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
                          units, rows, TSR_MODEL_MAX_SAMPLE);
     if (dim > SIZE_MAX / 8 / units)
         return tsr_error(ctx, TSR_ERR_SHAPE, "linear:%zu on rows of %zu is too large", units, dim);
-    if (rows > 1) l->out_c = rows, l->out_h = units, l->out_w = 1;
+    /* rows of tokens stay rows (one token too: [1, N]); a vector stays a vector */
+    if (in[0].h * in[0].w > 1) l->out_c = rows, l->out_h = units, l->out_w = 1;
     else l->out_c = units, l->out_h = l->out_w = 1;
     l->weights = dim * units;
     l->biases = l->nobias ? 0 : units;

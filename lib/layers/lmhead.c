@@ -33,7 +33,7 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
     if (T * l->vocab > TSR_MODEL_MAX_SAMPLE)
         return tsr_error(ctx, TSR_ERR_SHAPE, "lmhead:%zu: %zu x %zu logits per sample are more than %zu",
                          l->tied - 1, T, l->vocab, TSR_MODEL_MAX_SAMPLE);
-    if (T > 1) l->out_c = T, l->out_h = l->vocab, l->out_w = 1;
+    if (in[0].h * in[0].w > 1) l->out_c = T, l->out_h = l->vocab, l->out_w = 1; /* as linear */
     else l->out_c = l->vocab, l->out_h = l->out_w = 1;
     return TSR_OK;
 }

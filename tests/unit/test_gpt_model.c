@@ -50,6 +50,11 @@ static void test_preset_parameters(void **state) {
         assert_int_equal(tsr_model_positions(m), 64);
         tsr_model_free(m);
     }
+    /* one token is a sequence too (generation feeds them one by one) */
+    tsr_model *one = gpt(ctx, "gpt-mini", 1);
+    assert_int_equal(tsr_model_positions(one), 1);
+    assert_int_equal(tsr_model_param_count(one), 858880);
+    tsr_model_free(one);
     /* a GPT-3 over its whole context of 2048 tokens can be described (for planning) */
     tsr_model *m = gpt(ctx, "gpt3", 2048);
     assert_int_equal(tsr_model_layer_count(m), 4 + 10 * 96);

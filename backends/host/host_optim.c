@@ -87,9 +87,20 @@ static void adam_portable(size_t n, const tsr_adam_params *p, float *restrict w,
 #include "backends/host/host_optim_kernel.inc"
 
 /* AVX2 and AVX-512F without FMA: the kernels must not fuse (and -std=c11 keeps gcc from
- * contracting on its own: -ffp-contract=off is its default in ISO C modes). */
-#pragma GCC push_options
-#pragma GCC target("avx2")
+ * contracting on its own: -ffp-contract=off is its default in ISO C modes). The target
+ * switch in gcc's and clang's spelling (the fuzz build is clang's). */
+#if defined(__clang__)
+#define TARGET_BEGIN(isa) _Pragma(isa)
+#define TARGET_END _Pragma("clang attribute pop")
+#define AVX2_ON "clang attribute push (__attribute__((target(\"avx2\"))), apply_to = function)"
+#define AVX512_ON "clang attribute push (__attribute__((target(\"avx512f\"))), apply_to = function)"
+#else
+#define TARGET_BEGIN(isa) _Pragma("GCC push_options") _Pragma(isa)
+#define TARGET_END _Pragma("GCC pop_options")
+#define AVX2_ON "GCC target(\"avx2\")"
+#define AVX512_ON "GCC target(\"avx512f\")"
+#endif
+TARGET_BEGIN(AVX2_ON)
 #define OPTIM_FN(name) name##_avx2
 #define V __m256
 #define V_WIDTH 8
@@ -102,10 +113,9 @@ static void adam_portable(size_t n, const tsr_adam_params *p, float *restrict w,
 #define V_DIV _mm256_div_ps
 #define V_SQRT _mm256_sqrt_ps
 #include "backends/host/host_optim_kernel.inc"
-#pragma GCC pop_options
+TARGET_END
 
-#pragma GCC push_options
-#pragma GCC target("avx512f")
+TARGET_BEGIN(AVX512_ON)
 #define OPTIM_FN(name) name##_avx512
 #define V __m512
 #define V_WIDTH 16
@@ -118,7 +128,7 @@ static void adam_portable(size_t n, const tsr_adam_params *p, float *restrict w,
 #define V_DIV _mm512_div_ps
 #define V_SQRT _mm512_sqrt_ps
 #include "backends/host/host_optim_kernel.inc"
-#pragma GCC pop_options
+TARGET_END
 
 static int cpu_has_avx2(void) {
     __builtin_cpu_init();

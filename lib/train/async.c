@@ -562,10 +562,15 @@ static tsr_status gather_state(tsr_async *a, size_t i, tsr_buf *buf, float *whol
     return s;
 }
 
-/* The workers waiting at the collective point get the latest parameters and the outcome. */
+/* The workers waiting at the collective point get the latest parameters and the outcome. The
+ * sends are completed here: the server goes away next (its own evaluation), and over a
+ * transport that needs the sender's progress (TCP) a shard left in flight would stall there
+ * and the workers would call the server lost. */
 static void answer_sync(tsr_async *a, tsr_status s) {
     for (int i = 0; i < a->nw; i++)
         if (!a->w[i].dead && a->w[i].pending == P_SYNC) reply(a, &a->w[i], s);
+    for (int i = 0; i < a->nw; i++)
+        if (!a->w[i].dead && drain(a, &a->w[i], &a->w[i].tx_req)) drain(a, &a->w[i], &a->w[i].tx_par);
 }
 
 /* ---- worker ---- */

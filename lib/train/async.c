@@ -564,7 +564,8 @@ static tsr_status gather_state(tsr_async *a, size_t i, tsr_buf *buf, float *whol
 
 /* The workers waiting at the collective point get the latest parameters and the outcome. The
  * sends are completed here: the server goes away next (its own evaluation), and over a
- * transport that needs the sender's progress (TCP) a shard left in flight would stall there
+ * transport that needs the sender's progress (shared memory without CMA, what tsr-train picks on
+ * one node) a shard left in flight would stall there
  * and the workers would call the server lost. */
 static void answer_sync(tsr_async *a, tsr_status s) {
     for (int i = 0; i < a->nw; i++)

@@ -82,17 +82,17 @@ void tsr_comm_pause(const tsr_comm *comm, unsigned spins, double *since) {
     sched_yield();
 }
 
-static void mark_broken(tsr_comm *c) {
+void tsr_comm_mark_broken(tsr_comm *c) {
     if (!c) return;
     c->broken = 1;
 #if TSR_WITH_MPI
-    mark_broken(c->node);
-    mark_broken(c->cross);
+    tsr_comm_mark_broken(c->node);
+    tsr_comm_mark_broken(c->cross);
 #endif
 }
 
 tsr_status tsr_comm_peer_lost(tsr_comm *comm, const char *what) {
-    mark_broken(comm);
+    tsr_comm_mark_broken(comm);
     if (comm->size == 2)
         return tsr_error(comm->ctx, TSR_ERR_PEER_LOST,
                          "rank %d lost: no progress for %g s in %s (rank %d waiting; "

@@ -154,6 +154,10 @@ void tsr_comm_pause(const tsr_comm *comm, unsigned spins, double *since);
 /* Marks comm (and its node/cross parts) broken and returns TSR_ERR_PEER_LOST with a detail
  * naming the lost rank where it is known (two ranks) and what was waiting. */
 tsr_status tsr_comm_peer_lost(tsr_comm *comm, const char *what);
+/* Marks comm (and its node/cross parts) broken without an error: a caller that learnt of a
+ * lost rank by its own means (an async server dropping a worker) keeps teardown from waiting
+ * for it (collective frees, MPI_Finalize's barrier). */
+void tsr_comm_mark_broken(tsr_comm *comm);
 #if TSR_WITH_MPI
 /* Waits for a non-blocking MPI operation with the communicator's deadline. */
 tsr_status tsr_comm_mpi_poll(tsr_comm *comm, MPI_Request *rq, const char *what);

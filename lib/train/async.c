@@ -3,7 +3,9 @@
  * Messages (point to point, lib/comm/p2p.c). Worker -> server: a fixed-size header on TAG_REQ
  * (PULL, PUSH, SYNC, DONE, PING); a PUSH header is followed by the gradient shard on TAG_GRAD.
  * Server -> worker: a header on TAG_REP (REPLY, or WAIT answering a ping while a request is
- * held back), a REPLY followed by the parameter shard on TAG_PAR. Server <-> server (collective
+ * held back; BYE answering DONE once every worker is done or lost), a REPLY followed by the
+ * parameter shard on TAG_PAR. Every header says how many workers the server dropped: a rank
+ * of the job is then gone, and teardown must not wait for it (MPI_Finalize would). Server <-> server (collective
  * points only): shards on TAG_SRV (+1, +2 for the optimizer state).
  *
  * A server never blocks on one worker: it keeps one receive posted per worker and polls them
@@ -24,7 +26,7 @@
 #include "lib/train/strategy.h"
 
 enum { TAG_REQ = 9000, TAG_GRAD, TAG_REP, TAG_PAR, TAG_SRV };
-enum { K_PULL = 1, K_PUSH, K_SYNC, K_DONE, K_PING, K_REPLY, K_WAIT };
+enum { K_PULL = 1, K_PUSH, K_SYNC, K_DONE, K_PING, K_REPLY, K_WAIT, K_BYE };
 enum { SYNC_GET = 0, SYNC_SAVE = 1 };
 enum { P_NONE = 0, P_PULL, P_SYNC };
 
@@ -35,6 +37,7 @@ typedef struct msg_hdr {
     int32_t sync;
     uint64_t bad;    /* PUSH: the worker's first non-finite gradient (the run core's scan), or np */
     float bad_value; /* its value */
+    uint64_t lost;   /* server -> worker: workers this server dropped so far */
 } msg_hdr;
 
 /* A worker as its server sees it. */
@@ -69,15 +72,23 @@ struct tsr_async {
     uint64_t loss_n, lost_all;
     tsr_async_stats st;
     double clock_sum, update_sum;
+    double away;               /* when the server last returned to its caller; 0 while it serves */
     /* worker */
     msg_hdr *srx, stx;
     double wait_s;
+    uint64_t lost;             /* the most workers a server said it dropped */
     size_t bad;                /* this step's first non-finite gradient, np if none */
     float bad_value, loss;     /* its value; this step's loss */
     int synced;                /* this save reached the collective point */
 };
 
 static double now(void) { return tsr_comm_now(); }
+
+/* The server returns to its caller, which does its own work (evaluation, a checkpoint write,
+ * the trainer's bookkeeping) while no one listens to the workers. */
+static void server_leaves(tsr_async *a) {
+    if (a->server >= 0) a->away = now();
+}
 
 tsr_status tsr_async_staleness_parse(const char *text, int *out) {
     if (!text || !out) return TSR_ERR_INVALID_ARG;
@@ -219,6 +230,7 @@ tsr_status tsr_async_create(tsr_context *ctx, const tsr_model *model, const tsr_
     } else {
         a->run.rng.s[0] ^= 0x9E3779B97F4A7C15ull * (uint64_t)(a->rank - a->K); /* a stream each */
     }
+    server_leaves(a);
     *out = a;
     return TSR_OK;
 }
@@ -269,6 +281,7 @@ static void send_hdr(tsr_async *a, peer *w, int kind, tsr_status status, uint64_
     w->tx.step = step;
     w->tx.version = a->version;
     w->tx.clock = min_clock(a);
+    w->tx.lost = a->st.workers_lost;
     if (tsr_comm_isend(a->comm, w->rank, TAG_REP, &w->tx, sizeof w->tx, &w->tx_req) != TSR_OK)
         drop(a, w, "send failed");
 }
@@ -369,12 +382,20 @@ static void apply_push(tsr_async *a, peer *w) {
     a->loss_n++;
 }
 
-/* One pass over every worker: handles what arrived, drops the silent. 1 if anything came. */
+/* One pass over every worker: handles what arrived, drops the silent. 1 if anything came.
+ * A worker's silence counts only the time this server listened: the time it was away (an
+ * evaluation of the test set can outlast the timeout) is taken off, else a healthy worker that
+ * evaluated as long as the server looks dead the moment the server is back. */
 static int serve_once(tsr_async *a) {
     int got = 0;
+    if (a->away > 0) {
+        double gap = now() - a->away;
+        for (int i = 0; i < a->nw; i++) a->w[i].last_seen += gap;
+        a->away = 0;
+    }
     for (int i = 0; i < a->nw; i++) {
         peer *w = &a->w[i];
-        if (w->dead || w->done || !w->rx_req) continue;
+        if (w->dead || !w->rx_req) continue; /* a done worker pings while it waits for BYE */
         int done = 0;
         if (tsr_comm_p2p_test(w->rx_req, &done) != TSR_OK) {
             drop(a, w, "receive failed");
@@ -406,12 +427,12 @@ static int serve_once(tsr_async *a) {
             w->pending = P_NONE;
             break;
         case K_PING:
-            if (w->pending != P_NONE) send_hdr(a, w, K_WAIT, TSR_OK, w->pend_step);
+            if (w->pending != P_NONE || w->done) send_hdr(a, w, K_WAIT, TSR_OK, w->pend_step);
             break;
         default:
             drop(a, w, "unknown request");
         }
-        if (!w->dead && !w->done) post_rx(a, w);
+        if (!w->dead) post_rx(a, w);
     }
     double t = now();
     for (int i = 0; a->timeout > 0 && i < a->nw; i++) {
@@ -463,6 +484,7 @@ static tsr_status server_step(tsr_async *a, float *loss) {
         if (!serve_once(a)) sched_yield();
     }
     if (loss) *loss = a->loss_n ? (float)(a->loss_sum / (double)a->loss_n) : 0.0f;
+    server_leaves(a);
     return s;
 }
 
@@ -540,10 +562,16 @@ static tsr_status gather_state(tsr_async *a, size_t i, tsr_buf *buf, float *whol
     return s;
 }
 
-/* The workers waiting at the collective point get the latest parameters and the outcome. */
+/* The workers waiting at the collective point get the latest parameters and the outcome. The
+ * sends are completed here: the server goes away next (its own evaluation), and over a
+ * transport that needs the sender's progress (shared memory without CMA, what tsr-train picks on
+ * one node) a shard left in flight would stall there
+ * and the workers would call the server lost. */
 static void answer_sync(tsr_async *a, tsr_status s) {
     for (int i = 0; i < a->nw; i++)
         if (!a->w[i].dead && a->w[i].pending == P_SYNC) reply(a, &a->w[i], s);
+    for (int i = 0; i < a->nw; i++)
+        if (!a->w[i].dead && drain(a, &a->w[i], &a->w[i].tx_req)) drain(a, &a->w[i], &a->w[i].tx_par);
 }
 
 /* ---- worker ---- */
@@ -559,6 +587,7 @@ static tsr_status wait_reply(tsr_async *a, int k, tsr_comm_p2p **req) {
         if (done) {
             s = tsr_comm_p2p_wait(*req);
             *req = NULL;
+            if (s == TSR_OK && a->srx[k].lost > a->lost) a->lost = a->srx[k].lost;
             if (s != TSR_OK || a->srx[k].kind != K_WAIT) break;
             heard = now();
             s = tsr_comm_irecv(a->comm, k, TAG_REP, &a->srx[k], sizeof a->srx[k], req);
@@ -569,7 +598,7 @@ static tsr_status wait_reply(tsr_async *a, int k, tsr_comm_p2p **req) {
         if (a->timeout <= 0 || (spins & 63)) continue;
         double t = now();
         if (t - ping > a->timeout / 4) {
-            msg_hdr p = {K_PING, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f};
+            msg_hdr p = {K_PING, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f, 0};
             ping = t;
             if ((s = tsr_comm_send(a->comm, k, TAG_REQ, &p, sizeof p)) != TSR_OK) break;
         }
@@ -612,7 +641,7 @@ static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *stat
         bad = k;
         s = tsr_comm_irecv(a->comm, k, TAG_REP, &a->srx[k], sizeof a->srx[k], &rh[k]);
         if (s == TSR_OK) s = tsr_comm_irecv(a->comm, k, TAG_PAR, a->params + lo, n * 4, &rp[k]);
-        msg_hdr h = {kind, 0, a->run.steps, 0, 0, 0.0f, sync, 0, 0.0f};
+        msg_hdr h = {kind, 0, a->run.steps, 0, 0, 0.0f, sync, 0, 0.0f, 0};
         if (s == TSR_OK) s = tsr_comm_send(a->comm, k, TAG_REQ, &h, sizeof h);
     }
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
@@ -704,7 +733,7 @@ static tsr_status w_apply(void *mode, float lr, int *applied) {
     const float *g = gm.data;
     tsr_comm_p2p **rq = tsr_calloc(r->ctx, (size_t)a->K * 2, sizeof *rq);
     if (!rq) return tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "async: push");
-    a->stx = (msg_hdr){K_PUSH, 0, r->steps, 0, 0, a->loss, 0, a->bad, a->bad_value};
+    a->stx = (msg_hdr){K_PUSH, 0, r->steps, 0, 0, a->loss, 0, a->bad, a->bad_value, 0};
     tsr_status s = TSR_OK;
     int bad = 0; /* the server the failure concerns */
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
@@ -747,6 +776,7 @@ static tsr_status sync_point(tsr_async *a) {
         sync_wait(a);
         tsr_status s = share_params(a);
         answer_sync(a, s);
+        server_leaves(a);
         return s;
     }
     tsr_status answered;
@@ -759,9 +789,19 @@ void tsr_async_free(tsr_async *a) {
     if (!a) return;
     if (a->comm && !a->comm->broken && a->bound && a->srx) {
         if (a->server < 0) {
-            msg_hdr h = {K_DONE, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f};
-            for (int k = 0; k < a->K; k++)
-                if (tsr_comm_send(a->comm, k, TAG_REQ, &h, sizeof h) != TSR_OK) break;
+            /* each server answers BYE once every worker is done or lost: then this worker
+             * knows whether a rank of the job is gone */
+            msg_hdr h = {K_DONE, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f, 0};
+            tsr_status s = TSR_OK;
+            for (int k = 0; s == TSR_OK && k < a->K; k++) {
+                tsr_comm_p2p *rq = NULL;
+                s = tsr_comm_irecv(a->comm, k, TAG_REP, &a->srx[k], sizeof a->srx[k], &rq);
+                if (s == TSR_OK) s = tsr_comm_send(a->comm, k, TAG_REQ, &h, sizeof h);
+                if (s == TSR_OK) s = wait_reply(a, k, &rq);
+                else tsr_comm_p2p_cancel(rq);
+                server_error(a, k, s); /* a lost server: the communicator is marked broken */
+            }
+            if (a->lost) tsr_comm_mark_broken(a->comm);
         } else if (a->w) {
             /* serve the workers still stepping until each is done or lost; a worker waiting at
              * a collective point the servers left is told so */
@@ -774,9 +814,11 @@ void tsr_async_free(tsr_async *a) {
             }
             for (int i = 0; i < a->nw; i++)
                 if (!a->w[i].dead) {
-                    drain(a, &a->w[i], &a->w[i].tx_req);
                     drain(a, &a->w[i], &a->w[i].tx_par);
+                    send_hdr(a, &a->w[i], K_BYE, TSR_OK, a->run.steps);
+                    drain(a, &a->w[i], &a->w[i].tx_req);
                 }
+            if (a->st.workers_lost) tsr_comm_mark_broken(a->comm);
         }
     }
     if (a->w) {
@@ -908,6 +950,7 @@ tsr_status tsr_async_save(tsr_async *a, const char *path) {
         }
     }
     if (a->server >= 0) answer_sync(a, s);
+    server_leaves(a);
     return s;
 }
 

@@ -33,7 +33,11 @@
  * Faults: while a worker waits for a server it sends a ping every TSR_COMM_TIMEOUT / 4 and the
  * server answers it, so both sides hear each other at least that often. A worker silent for
  * TSR_COMM_TIMEOUT is dropped (logged at warn level): the servers and the other workers go on,
- * the bound counts live workers only. A server silent for TSR_COMM_TIMEOUT ends the worker's
+ * the bound counts live workers only. Silence counts only while the server serves: the time it
+ * spends in its caller (its own evaluation, a checkpoint write) is not held against a worker.
+ * Every server header says how many workers that server dropped; tsr_async_free waits for each
+ * server's last word, and where a worker was lost it marks the communicator broken on every
+ * surviving rank, so that teardown does not wait for the dead rank (MPI_Finalize would). A server silent for TSR_COMM_TIMEOUT ends the worker's
  * call with TSR_ERR_PEER_LOST (the communicator is marked broken). A worker step that computes
  * longer than TSR_COMM_TIMEOUT looks dead: set the timeout above the slowest step.
  *
@@ -47,8 +51,8 @@
  * serve until every live worker has arrived): tsr_async_get_params, tsr_async_evaluate (pulls
  * the latest parameters everywhere, then evaluates locally: every rank gets the same figures),
  * tsr_async_save (tsr_run_save: rank 0 writes the whole state in the trainer's checkpoint format) and
- * tsr_async_free (workers tell the servers they are done; a server returns once every worker
- * is done or lost). tsr_async_set_params and tsr_async_load are local (each server takes its
+ * tsr_async_free (workers tell the servers they are done and wait for their answer; a server
+ * answers once every worker is done or lost). tsr_async_set_params and tsr_async_load are local (each server takes its
  * shard): call them on every rank before the first step. */
 #ifndef TSR_ASYNC_H
 #define TSR_ASYNC_H

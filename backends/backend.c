@@ -469,6 +469,20 @@ tsr_status tsr_op_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, t
     return cols ? be->iface->col2im(be, g, col, dx) : TSR_OK;
 }
 
+tsr_status tsr_op_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
+                            tsr_ref y) {
+    BE_CHECK();
+    size_t total;
+    TSR_TRY(check_3d(be, op, rows, cols, inner, &total));
+    CHECK("x", x, total, F);
+    CHECK("y", y, total, F);
+    if (total && x.buf == y.buf && x.off < y.off + total && y.off < x.off + total)
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG,
+                         "%s: x [%zu, %zu) and y [%zu, %zu) overlap in %s", op, x.off,
+                         x.off + total, y.off, y.off + total, buf_name(x.buf));
+    return total ? be->iface->transpose(be, rows, cols, inner, x, y) : TSR_OK;
+}
+
 static tsr_status check_pool(tsr_backend *be, const char *op, const tsr_pool_geom *g, size_t *in,
                              size_t *out) {
     if (!g) return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: NULL geometry", op);

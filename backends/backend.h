@@ -61,7 +61,9 @@ static inline int tsr_ref_same(tsr_ref a, tsr_ref b) { return a.buf == b.buf && 
 typedef enum tsr_trans { TSR_NO_TRANS = 0, TSR_TRANS = 1 } tsr_trans;
 
 /* One convolution, applied to `batch` images at once.
- * im2col output layout: [batch][channels*kernel_h*kernel_w][out_h*out_w]. */
+ * im2col output layout: [channels*kernel_h*kernel_w][batch*out_h*out_w], the column matrix of
+ * the whole batch, so that forward, weight gradient and column gradient are one GEMM each
+ * (row (c*kernel_h + ki)*kernel_w + kj, column (b*out_h + oy)*out_w + ox). */
 typedef struct tsr_conv_geom {
     size_t batch, channels, height, width;
     size_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
@@ -147,6 +149,11 @@ struct tsr_backend_iface {
     tsr_status (*softmax_xent_backward)(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
                                         tsr_ref labels, float scale, tsr_ref dlogits);
     tsr_status (*im2col)(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col);
+    /* y[j][i][k] = x[i][j][k] for i < rows, j < cols, k < inner: a rows x cols matrix of
+     * blocks of `inner` floats transposed (conv: [F][batch][OH*OW] <-> [batch][F][OH*OW]);
+     * x and y do not overlap */
+    tsr_status (*transpose)(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
+                            tsr_ref y);
     /* dx += col2im(col) (dx is NCHW [batch][channels][height][width]) */
     tsr_status (*col2im)(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
     /* y = max over each window; idx (int32) = flat index h*width+w of the max within its plane
@@ -320,6 +327,8 @@ tsr_status tsr_op_softmax_xent_backward(tsr_backend *be, size_t rows, size_t col
                                         tsr_ref labels, float scale, tsr_ref dlogits);
 tsr_status tsr_op_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col);
 tsr_status tsr_op_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
+tsr_status tsr_op_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
+                            tsr_ref y);
 tsr_status tsr_op_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
                                   tsr_ref idx);
 tsr_status tsr_op_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,

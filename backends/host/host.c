@@ -223,6 +223,7 @@ static const tsr_backend_iface host_iface = {
     .softmax_xent_backward = tsr_host_softmax_xent_backward,
     .im2col = tsr_host_im2col,
     .col2im = tsr_host_col2im,
+    .transpose = tsr_host_transpose,
     .maxpool_forward = tsr_host_maxpool_forward,
     .maxpool_backward = tsr_host_maxpool_backward,
     .dropout_forward = tsr_host_dropout_forward,

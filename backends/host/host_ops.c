@@ -292,66 +292,73 @@ static void valid_range(size_t k, size_t pad, size_t stride, size_t size, size_t
     *hi = h;
 }
 
-/* Channel c of one image: x is the image, col its column block. */
+/* Channel c of one image: x is the image, col its first column in the batch's column matrix,
+ * whose rows are ld floats apart. */
 static void im2col_channel(const tsr_conv_geom *g, const float *restrict x, float *restrict col,
-                           size_t c) {
+                           size_t ld, size_t c) {
     const size_t H = g->height, W = g->width, OH = g->out_h, OW = g->out_w;
     const size_t SH = g->stride_h, SW = g->stride_w, PH = g->pad_h, PW = g->pad_w;
-    const size_t ohw = OH * OW;
-    {
-        const float *restrict xc = x + c * H * W;
-        for (size_t ki = 0; ki < g->kernel_h; ki++) {
-            size_t oh_lo, oh_hi;
-            valid_range(ki, PH, SH, H, OH, &oh_lo, &oh_hi);
-            for (size_t kj = 0; kj < g->kernel_w; kj++) {
-                float *restrict row = col + ((c * g->kernel_h + ki) * g->kernel_w + kj) * ohw;
-                size_t ow_lo, ow_hi;
-                valid_range(kj, PW, SW, W, OW, &ow_lo, &ow_hi);
-                memset(row, 0, oh_lo * OW * sizeof *row);
-                memset(row + oh_hi * OW, 0, (OH - oh_hi) * OW * sizeof *row);
-                const size_t nv = ow_hi - ow_lo;
+    const float *restrict xc = x + c * H * W;
+    /* stride 1 and the output as wide as the input ('same' padding): the valid rows of a
+     * kernel offset are the input plane shifted by whole elements, contiguous in both */
+    const int shifted_plane = SH == 1 && SW == 1 && OW == W;
+    for (size_t ki = 0; ki < g->kernel_h; ki++) {
+        size_t oh_lo, oh_hi;
+        valid_range(ki, PH, SH, H, OH, &oh_lo, &oh_hi);
+        for (size_t kj = 0; kj < g->kernel_w; kj++) {
+            float *restrict row = col + ((c * g->kernel_h + ki) * g->kernel_w + kj) * ld;
+            size_t ow_lo, ow_hi;
+            valid_range(kj, PW, SW, W, OW, &ow_lo, &ow_hi);
+            memset(row, 0, oh_lo * OW * sizeof *row);
+            memset(row + oh_hi * OW, 0, (OH - oh_hi) * OW * sizeof *row);
+            const size_t nv = ow_hi - ow_lo;
+            if (shifted_plane && nv && oh_lo < oh_hi) {
+                /* one copy of the shifted plane, then the columns outside [ow_lo, ow_hi),
+                 * which it filled from the neighbouring rows, are zeroed */
+                memcpy(row + oh_lo * OW + ow_lo, xc + (oh_lo + ki - PH) * W + (ow_lo + kj - PW),
+                       ((oh_hi - oh_lo - 1) * OW + nv) * sizeof *row);
                 for (size_t oh = oh_lo; oh < oh_hi; oh++) {
-                    float *restrict dst = row + oh * OW;
-                    const float *restrict src =
-                        xc + (oh * SH + ki - PH) * W + (ow_lo * SW + kj - PW);
-                    for (size_t ow = 0; ow < ow_lo; ow++) dst[ow] = 0.0f;
-                    if (SW == 1)
-                        memcpy(dst + ow_lo, src, nv * sizeof *dst);
-                    else if (SW == 2)
-                        for (size_t t = 0; t < nv; t++) dst[ow_lo + t] = src[2 * t];
-                    else
-                        for (size_t t = 0; t < nv; t++) dst[ow_lo + t] = src[t * SW];
-                    for (size_t ow = ow_hi; ow < OW; ow++) dst[ow] = 0.0f;
+                    for (size_t ow = 0; ow < ow_lo; ow++) row[oh * OW + ow] = 0.0f;
+                    for (size_t ow = ow_hi; ow < OW; ow++) row[oh * OW + ow] = 0.0f;
                 }
+                continue;
+            }
+            for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                float *restrict dst = row + oh * OW;
+                const float *restrict src = xc + (oh * SH + ki - PH) * W + (ow_lo * SW + kj - PW);
+                for (size_t ow = 0; ow < ow_lo; ow++) dst[ow] = 0.0f;
+                if (SW == 1)
+                    memcpy(dst + ow_lo, src, nv * sizeof *dst);
+                else if (SW == 2)
+                    for (size_t t = 0; t < nv; t++) dst[ow_lo + t] = src[2 * t];
+                else
+                    for (size_t t = 0; t < nv; t++) dst[ow_lo + t] = src[t * SW];
+                for (size_t ow = ow_hi; ow < OW; ow++) dst[ow] = 0.0f;
             }
         }
     }
 }
 
-static void col2im_channel(const tsr_conv_geom *g, const float *restrict col,
+static void col2im_channel(const tsr_conv_geom *g, const float *restrict col, size_t ld,
                            float *restrict dx, size_t c) {
     const size_t H = g->height, W = g->width, OH = g->out_h, OW = g->out_w;
     const size_t SH = g->stride_h, SW = g->stride_w, PH = g->pad_h, PW = g->pad_w;
-    const size_t ohw = OH * OW;
-    {
-        float *restrict dc = dx + c * H * W;
-        for (size_t ki = 0; ki < g->kernel_h; ki++) {
-            size_t oh_lo, oh_hi;
-            valid_range(ki, PH, SH, H, OH, &oh_lo, &oh_hi);
-            for (size_t kj = 0; kj < g->kernel_w; kj++) {
-                const float *restrict row =
-                    col + ((c * g->kernel_h + ki) * g->kernel_w + kj) * ohw;
-                size_t ow_lo, ow_hi;
-                valid_range(kj, PW, SW, W, OW, &ow_lo, &ow_hi);
-                const size_t nv = ow_hi - ow_lo;
-                for (size_t oh = oh_lo; oh < oh_hi; oh++) {
-                    const float *restrict src = row + oh * OW + ow_lo;
-                    float *restrict dst = dc + (oh * SH + ki - PH) * W + (ow_lo * SW + kj - PW);
-                    if (SW == 1)
-                        for (size_t t = 0; t < nv; t++) dst[t] += src[t];
-                    else
-                        for (size_t t = 0; t < nv; t++) dst[t * SW] += src[t];
-                }
+    float *restrict dc = dx + c * H * W;
+    for (size_t ki = 0; ki < g->kernel_h; ki++) {
+        size_t oh_lo, oh_hi;
+        valid_range(ki, PH, SH, H, OH, &oh_lo, &oh_hi);
+        for (size_t kj = 0; kj < g->kernel_w; kj++) {
+            const float *restrict row = col + ((c * g->kernel_h + ki) * g->kernel_w + kj) * ld;
+            size_t ow_lo, ow_hi;
+            valid_range(kj, PW, SW, W, OW, &ow_lo, &ow_hi);
+            const size_t nv = ow_hi - ow_lo;
+            for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                const float *restrict src = row + oh * OW + ow_lo;
+                float *restrict dst = dc + (oh * SH + ki - PH) * W + (ow_lo * SW + kj - PW);
+                if (SW == 1)
+                    for (size_t t = 0; t < nv; t++) dst[t] += src[t];
+                else
+                    for (size_t t = 0; t < nv; t++) dst[t * SW] += src[t];
             }
         }
     }
@@ -361,37 +368,65 @@ typedef struct conv_args {
     const tsr_conv_geom *g;
     const float *src;
     float *dst;
-    size_t img, cols; /* elements per image of x and of col */
+    size_t img, ohw, ld; /* elements per image of x, and per image and per row of col */
 } conv_args;
 
-/* units are (image, channel) pairs: disjoint rows of col and disjoint planes of dx */
+/* units are (image, channel) pairs: disjoint parts of col's rows and disjoint planes of dx */
 static void im2col_units(void *arg, size_t lo, size_t hi) {
     const conv_args *a = arg;
     const size_t C = a->g->channels;
     for (size_t u = lo; u < hi; u++)
-        im2col_channel(a->g, a->src + (u / C) * a->img, a->dst + (u / C) * a->cols, u % C);
+        im2col_channel(a->g, a->src + (u / C) * a->img, a->dst + (u / C) * a->ohw, a->ld, u % C);
 }
 
 static void col2im_units(void *arg, size_t lo, size_t hi) {
     const conv_args *a = arg;
     const size_t C = a->g->channels;
     for (size_t u = lo; u < hi; u++)
-        col2im_channel(a->g, a->src + (u / C) * a->cols, a->dst + (u / C) * a->img, u % C);
+        col2im_channel(a->g, a->src + (u / C) * a->ohw, a->ld, a->dst + (u / C) * a->img, u % C);
+}
+
+static conv_args conv_args_of(const tsr_conv_geom *g, const float *src, float *dst) {
+    const size_t ohw = g->out_h * g->out_w;
+    conv_args a = {g, src, dst, g->channels * g->height * g->width, ohw, g->batch * ohw};
+    return a;
 }
 
 tsr_status tsr_host_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col) {
-    const size_t img = g->channels * g->height * g->width;
-    const size_t per_c = g->kernel_h * g->kernel_w * g->out_h * g->out_w;
-    conv_args a = {g, tsr_host_f32(x), tsr_host_f32(col), img, g->channels * per_c};
+    conv_args a = conv_args_of(g, tsr_host_f32(x), tsr_host_f32(col));
+    size_t per_c = g->kernel_h * g->kernel_w * a.ohw;
     tsr_host_parallel(be, g->batch * g->channels, grain_units(per_c), im2col_units, &a);
     return TSR_OK;
 }
 
 tsr_status tsr_host_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx) {
-    const size_t img = g->channels * g->height * g->width;
-    const size_t per_c = g->kernel_h * g->kernel_w * g->out_h * g->out_w;
-    conv_args a = {g, tsr_host_f32(col), tsr_host_f32(dx), img, g->channels * per_c};
+    conv_args a = conv_args_of(g, tsr_host_f32(col), tsr_host_f32(dx));
+    size_t per_c = g->kernel_h * g->kernel_w * a.ohw;
     tsr_host_parallel(be, g->batch * g->channels, grain_units(per_c), col2im_units, &a);
+    return TSR_OK;
+}
+
+/* ---- block transpose ---- */
+
+typedef struct transpose_args {
+    size_t rows, cols, inner;
+    const float *x;
+    float *y;
+} transpose_args;
+
+/* units are output blocks y[j][i] */
+static void transpose_units(void *arg, size_t lo, size_t hi) {
+    const transpose_args *a = arg;
+    for (size_t u = lo; u < hi; u++) {
+        size_t j = u / a->rows, i = u % a->rows;
+        memcpy(a->y + u * a->inner, a->x + (i * a->cols + j) * a->inner, a->inner * sizeof *a->y);
+    }
+}
+
+tsr_status tsr_host_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
+                              tsr_ref y) {
+    transpose_args a = {rows, cols, inner, tsr_host_f32(x), tsr_host_f32(y)};
+    tsr_host_parallel(be, rows * cols, grain_units(inner), transpose_units, &a);
     return TSR_OK;
 }
 

@@ -431,6 +431,18 @@ static tsr_status cl_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col
     return launch2d(&a, plane, planes);
 }
 
+static tsr_status cl_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
+                               tsr_ref y) {
+    size_t total = rows * cols * inner;
+    kargs a = args_begin(be, narrow(total, total) ? TSR_CL_K_transpose : TSR_CL_K_transpose_wide);
+    arg_u64(&a, rows);
+    arg_u64(&a, cols);
+    arg_u64(&a, inner);
+    arg_ref(&a, x);
+    arg_ref(&a, y);
+    return launch2d(&a, inner, rows * cols);
+}
+
 static void arg_pool(kargs *a, const tsr_pool_geom *g) {
     arg_u64(a, g->planes);
     arg_u64(a, g->height);
@@ -768,6 +780,7 @@ const tsr_backend_iface tsr_opencl_iface = {
     .softmax_xent_backward = cl_softmax_xent_backward,
     .im2col = cl_im2col,
     .col2im = cl_col2im,
+    .transpose = cl_transpose,
     .maxpool_forward = cl_maxpool_forward,
     .maxpool_backward = cl_maxpool_backward,
     .dropout_forward = cl_dropout_forward,

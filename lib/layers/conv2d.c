@@ -1,6 +1,9 @@
 /* convKxK:F / convKHxKW:F — 2-D convolution through im2col: F filters, options /sS (stride),
- * /pP, /same ((K-1)/2, the default), /valid (= /p0). weight [F][C][KH][KW], bias [F]. Keeps
- * the im2col columns for backward; its per-image weight gradients use the workspace. */
+ * /pP, /same ((K-1)/2, the default), /valid (= /p0). weight [F][C][KH][KW], bias [F].
+ * The batch's im2col columns ([C*KH*KW][batch*OH*OW], kept for backward) make forward, weight
+ * gradient and column gradient one GEMM each over the whole batch; the workspace holds the
+ * output (or its gradient) as [F][batch][OH*OW], the GEMMs' layout, transposed to and from
+ * the stage's [batch][F][OH*OW]. */
 #include <stdio.h>
 #include <string.h>
 #include "lib/core/internal.h"
@@ -94,7 +97,7 @@ static size_t params(const tsr_layer *l, tsr_param_desc *out) {
 }
 
 static size_t state(const tsr_layer *l) { return l->in_c * l->kh * l->kw * l->out_h * l->out_w; }
-static size_t workspace(const tsr_layer *l) { return l->weights; }
+static size_t workspace(const tsr_layer *l) { return l->out_c * l->out_h * l->out_w; }
 
 static void flops(const tsr_layer *l, uint64_t n, uint64_t *f, uint64_t *b) {
     uint64_t ohw = (uint64_t)l->out_h * l->out_w;
@@ -112,29 +115,29 @@ static tsr_status forward(const tsr_layer_run *r) {
     const tsr_layer *l = r->l;
     tsr_conv_geom g = geom(l, r->n);
     size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units;
+    size_t cols = r->n * ohw;
     TSR_TRY(tsr_op_im2col(r->be, &g, r->in[0], r->state));
-    /* one weight matrix (stride 0) against every image's columns */
-    TSR_TRY(tsr_op_gemm_batched(r->be, TSR_NO_TRANS, TSR_NO_TRANS, f, ohw, rows, 1.0f, r->param[0], rows,
-                                0, r->state, ohw, rows * ohw, 0.0f, r->out, ohw, f * ohw, r->n));
+    TSR_TRY(tsr_op_gemm(r->be, TSR_NO_TRANS, TSR_NO_TRANS, f, cols, rows, 1.0f, r->param[0], rows,
+                        r->state, cols, 0.0f, r->ws, cols));
+    TSR_TRY(tsr_op_transpose(r->be, f, r->n, ohw, r->ws, r->out));
     return tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
 }
 
 static tsr_status backward(const tsr_layer_run *r) {
     const tsr_layer *l = r->l;
     size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units, n = r->n;
+    size_t cols = n * ohw;
     tsr_backend *be = r->be;
-    /* dW += sum over images of dY_i * col_i^T: one batched GEMM into per-image partials (the
-     * backend may run the images in parallel), then a ones-row GEMM sums them */
-    TSR_TRY(tsr_op_gemm_batched(be, TSR_NO_TRANS, TSR_TRANS, f, rows, ohw, 1.0f, r->dout, ohw, f * ohw,
-                                r->state, ohw, rows * ohw, 0.0f, r->ws, rows, f * rows, n));
-    TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, 1, f * rows, n, 1.0f, r->ones, n, r->ws, f * rows,
-                        r->accumulate ? 1.0f : 0.0f, r->grad[0], f * rows));
+    /* dY as [F][batch*OH*OW], then dW (+)= dY col^T over the whole batch */
+    TSR_TRY(tsr_op_transpose(be, n, f, ohw, r->dout, r->ws));
+    TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_TRANS, f, rows, cols, 1.0f, r->ws, cols, r->state,
+                        cols, r->accumulate ? 1.0f : 0.0f, r->grad[0], rows));
     if (!r->accumulate) TSR_TRY(tsr_op_fill(be, r->grad[1], f, 0.0f));
     TSR_TRY(tsr_op_bias_grad(be, n, f, ohw, r->dout, r->grad[1]));
     if (!r->want_din[0]) return TSR_OK;
-    /* d(col) = W^T dY_i, written over the columns (no longer needed), then folded back */
-    TSR_TRY(tsr_op_gemm_batched(be, TSR_TRANS, TSR_NO_TRANS, rows, ohw, f, 1.0f, r->param[0], rows, 0,
-                                r->dout, ohw, f * ohw, 0.0f, r->state, ohw, rows * ohw, n));
+    /* d(col) = W^T dY, written over the columns (no longer needed), then folded back */
+    TSR_TRY(tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, rows, cols, f, 1.0f, r->param[0], rows, r->ws,
+                        cols, 0.0f, r->state, cols));
     if (!r->add_din[0]) TSR_TRY(tsr_op_fill(be, r->din[0], n * tsr_layer_in_size(l), 0.0f));
     tsr_conv_geom g = geom(l, n);
     return tsr_op_col2im(be, &g, r->state, r->din[0]);

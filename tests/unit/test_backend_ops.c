@@ -2,7 +2,7 @@
  * checked against plain-C references written here in double precision.
  *
  * Tolerances, with u = 2^-24 (float unit roundoff):
- *  - copies, fill, relu, im2col, maxpool forward, f16<->f32, dropout masks: exact;
+ *  - copies, fill, relu, im2col, transpose, maxpool forward, f16<->f32, dropout masks: exact;
  *  - one rounded operation (scale, mul, bias_add): |err| <= 2u * |result terms|;
  *  - sums of q terms in any order (gemm, sum, bias_grad, col2im, maxpool backward with
  *    overlapping windows): |err| <= (q+2) * 4u * sum|terms| (the classic gamma_q bound
@@ -800,6 +800,41 @@ static void test_softmax_xent(void **state) {
     }
 }
 
+/* ---- block transpose: exact ---- */
+
+static void test_transpose(void **state) {
+    fixture *fx = *state;
+    /* rows x cols x inner: conv shapes (batch 3, 5 filters, 7 pixels), a single row or
+     * column, inner 1 (a plain matrix transpose) */
+    static const size_t shapes[][3] = {{3, 5, 7}, {5, 3, 7}, {1, 4, 6}, {4, 1, 6}, {9, 13, 1}};
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t si = 0; si < TSR_ARRAY_SIZE(shapes); si++) {
+            const size_t R = shapes[si][0], C = shapes[si][1], K = shapes[si][2], n = R * C * K;
+            const size_t off = 3;
+            float *x = random_floats(n + off, 500 + si, -1, 1);
+            float *want = xcalloc(n, 4), *got = xcalloc(n + off, 4);
+            for (size_t i = 0; i < R; i++)
+                for (size_t j = 0; j < C; j++)
+                    for (size_t k = 0; k < K; k++) want[(j * R + i) * K + k] = x[off + (i * C + j) * K + k];
+            tsr_buf *bx = upload(be, x, (n + off) * 4), *by = buf_new(be, (n + off) * 4);
+            OK(be, tsr_op_fill(be, tsr_ref_at(by, 0), n + off, 123.0f));
+            OK(be, tsr_op_transpose(be, R, C, K, tsr_ref_at(bx, off), tsr_ref_at(by, off)));
+            download(by, got, (n + off) * 4);
+            char what[64];
+            snprintf(what, sizeof what, "transpose %zux%zux%zu", R, C, K);
+            check_exact(be, what, got + off, want, n);
+            for (size_t i = 0; i < off; i++)
+                if (got[i] != 123.0f) fail_msg("[%s] %s wrote before y", be->device.id, what);
+            tsr_buf_free(bx);
+            tsr_buf_free(by);
+            free(x);
+            free(want);
+            free(got);
+        }
+    }
+}
+
 /* ---- im2col / col2im ---- */
 
 typedef struct conv_case {
@@ -846,7 +881,7 @@ static void test_im2col_col2im(void **state) {
                                     if (ih >= 0 && ih < (long)H && iw >= 0 && iw < (long)W)
                                         v = x[off + ((b * g.channels + c) * H + (size_t)ih) * W +
                                               (size_t)iw];
-                                    want[(b * rows + r) * OH * OW + oh * OW + ow] = v;
+                                    want[(r * g.batch + b) * OH * OW + oh * OW + ow] = v;
                                 }
             tsr_buf *bx = upload(be, x, (img + off) * 4), *bc = buf_new(be, (ncol + off) * 4);
             OK(be, tsr_op_fill(be, tsr_ref_at(bc, 0), ncol + off, 123.0f)); /* garbage */
@@ -883,7 +918,7 @@ static void test_im2col_col2im(void **state) {
                                     size_t r = (c * g.kernel_h + i) * g.kernel_w + j;
                                     size_t at = off + ((b * g.channels + c) * H + (size_t)ih) * W +
                                                 (size_t)iw;
-                                    double v = col[off + (b * rows + r) * OH * OW + oh * OW + ow];
+                                    double v = col[off + (r * g.batch + b) * OH * OW + oh * OW + ow];
                                     ref[at] += v;
                                     abs_s[at] += fabs(v);
                                     terms[at]++;
@@ -1411,6 +1446,10 @@ static void test_errors(void **state) {
                     TSR_ERR_SHAPE, "operand B", "gemm_batched B past the end");
         check_error(be, tsr_op_sum(be, 10, ra, tsr_ref_at(b, 64)), TSR_ERR_SHAPE, "operand out",
                     "sum out past the end");
+        check_error(be, tsr_op_transpose(be, 3, 4, 5, ra, tsr_ref_at(b, 5)), TSR_ERR_SHAPE,
+                    "operand y", "transpose y past the end");
+        check_error(be, tsr_op_transpose(be, 2, 3, 4, ra, tsr_ref_at(a, 23)), TSR_ERR_INVALID_ARG,
+                    "overlap", "transpose onto an overlapping y");
         check_error(be, tsr_op_softmax_xent_forward(be, 8, 10, ra, rb, ra, rb), TSR_ERR_SHAPE,
                     "operand logits", "softmax logits too short");
         check_error(be, tsr_op_f32_to_f16(be, 64, ra, tsr_ref_at(b, 100)), TSR_ERR_SHAPE,
@@ -1624,7 +1663,8 @@ int main(void) {
         cmocka_unit_test(test_gemm_batched),  cmocka_unit_test(test_axpy_scale_mul),
         cmocka_unit_test(test_sum),           cmocka_unit_test(test_bias),
         cmocka_unit_test(test_relu),          cmocka_unit_test(test_softmax_xent),
-        cmocka_unit_test(test_im2col_col2im), cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_im2col_col2im), cmocka_unit_test(test_transpose),
+        cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_dropout),       cmocka_unit_test(test_embed),
         cmocka_unit_test(test_f16),
         cmocka_unit_test(test_sgd),           cmocka_unit_test(test_adam),

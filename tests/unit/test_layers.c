@@ -282,11 +282,11 @@ static void test_memory_plan_is_allocation(void **state) {
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &cut, &b), TSR_ERR_INVALID_ARG);
     assert_error_has("stage layers [3, 6): layer 3 reads layer 1's output, which an earlier stage holds");
     tsr_model_free(m);
-    /* the conv weight-gradient workspace (per-image partials) is in the plan */
+    /* the conv workspace (its output in the GEMM's [F][batch][OH*OW] layout) is in the plan */
     assert_int_equal(tsr_model_parse(ctx, "conv5x5:8,flatten,dense:10", TSR_MODEL_INPUT_MNIST, &m), TSR_OK);
     tsr_stage_options one = {0, 1, 4, 0};
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &one, &a), TSR_OK);
-    size_t input = 4 * 784, out = 4 * 8 * 784, cols = 4 * 25 * 784, ws = 4 * 8 * 25, ones = 16;
+    size_t input = 4 * 784, out = 4 * 8 * 784, cols = 4 * 25 * 784, ws = 8 * 4 * 784, ones = 16;
     assert_int_equal(a.act_set_bytes, (input + out + cols + ws + ones) * 4);
     tsr_model_free(m);
     tsr_backend_free(be);

@@ -747,7 +747,7 @@ static void ref_im2col(const tsr_conv_geom *g, const float *x, float *col) {
                 long iy = (long)(oy * g->stride_h + ki) - (long)g->pad_h;
                 long ix = (long)(ox * g->stride_w + kj) - (long)g->pad_w;
                 int in = iy >= 0 && iy < (long)g->height && ix >= 0 && ix < (long)g->width;
-                col[(b * rows + r) * plane + p] =
+                col[(r * g->batch + b) * plane + p] =
                     in ? x[((b * g->channels + c) * g->height + (size_t)iy) * g->width + (size_t)ix]
                        : 0.0f;
             }
@@ -765,7 +765,7 @@ static void ref_col2im(const tsr_conv_geom *g, const float *col, float *dx) {
                 long ix = (long)(ox * g->stride_w + kj) - (long)g->pad_w;
                 if (iy >= 0 && iy < (long)g->height && ix >= 0 && ix < (long)g->width)
                     dx[((b * g->channels + c) * g->height + (size_t)iy) * g->width + (size_t)ix] +=
-                        col[(b * rows + r) * plane + p];
+                        col[(r * g->batch + b) * plane + p];
             }
 }
 

@@ -114,8 +114,8 @@ __kernel void softmax_xent_backward(ulong total, ulong cols, __global const floa
  * index fits in 32 bits (64-bit division is emulated on GPUs and slow on CPUs) and T = ulong
  * (`_wide`) for larger tensors. Arguments are ulong in both. */
 
-/* col[b][(c*KH + ki)*KW + kj][oy*OW + ox] = x[b][c][oy*SH + ki - PH][ox*SW + kj - PW] or 0.
- * Range: (OH*OW, batch*C*KH*KW). */
+/* col[(c*KH + ki)*KW + kj][b][oy*OW + ox] = x[b][c][oy*SH + ki - PH][ox*SW + kj - PW] or 0.
+ * Range: (OH*OW, C*KH*KW*batch); dimension 1 is the (row, image) pair r = row*batch + b. */
 #define DEFINE_IM2COL(name, T, ST)                                                            \
 __kernel void name(ulong C_, ulong H_, ulong W_, ulong KH_, ulong KW_, ulong SH_, ulong SW_,    \
                    ulong PH_, ulong PW_, ulong OH_, ulong OW_, ulong rows_total,                 \
@@ -124,8 +124,8 @@ __kernel void name(ulong C_, ulong H_, ulong W_, ulong KH_, ulong KW_, ulong SH_
     T plane = (T)(OH_ * OW_);                                                                   \
     if (pos_ >= plane || r_ >= rows_total) return;                                              \
     T pos = (T)pos_, r = (T)r_, C = (T)C_, H = (T)H_, W = (T)W_, KW = (T)KW_;                   \
-    T kk = (T)KH_ * KW, rows = C * kk;                                                          \
-    T b = r / rows, row = r - b * rows;                                                         \
+    T kk = (T)KH_ * KW, batch = (T)rows_total / (C * kk);                                       \
+    T row = r / batch, b = r - row * batch;                                                     \
     T c = row / kk, k = row - c * kk;                                                           \
     T ki = k / KW, kj = k - ki * KW;                                                            \
     T OW = (T)OW_, oy = pos / OW, ox = pos - oy * OW;                                           \
@@ -152,7 +152,9 @@ __kernel void name(ulong C_, ulong H_, ulong W_, ulong KH_, ulong KW_, ulong SH_
     T SH = (T)SH_, SW = (T)SW_, OH = (T)OH_, OW = (T)OW_, plane = OH * OW;                      \
     T yy = i / W, xx = i - yy * W;                                                              \
     T b = r / C, c = r - b * C;                                                                 \
-    __global const float *base = col + co + ((ulong)(b * C + c) * KH * KW) * plane;             \
+    T batch = (T)planes / C;                    /* kernel offset k of (b, c): row c*KH*KW + k */ \
+    T ld = batch * plane;                                                                       \
+    __global const float *base = col + co + (ulong)(c * KH * KW * ld + b * plane);              \
     T ty = yy + (T)PH_, tx = xx + (T)PW_;                                                       \
     T ki0 = ty % SH, oy0 = ty / SH, kj0 = tx % SW, ox0 = tx / SW;                               \
     float acc = 0.0f;                                                                           \
@@ -162,13 +164,27 @@ __kernel void name(ulong C_, ulong H_, ulong W_, ulong KH_, ulong KW_, ulong SH_
         T ox = ox0;                                                                             \
         for (T kj = kj0; kj < KW && kj <= tx; kj += SW, ox--) {                                 \
             if (ox >= OW) continue;                                                             \
-            acc += base[(ki * KW + kj) * plane + oy * OW + ox];                                 \
+            acc += base[(ki * KW + kj) * ld + oy * OW + ox];                                    \
         }                                                                                       \
     }                                                                                           \
     dx[dxo + (ulong)r * H_ * W_ + i] += acc;                                                    \
 }
 DEFINE_COL2IM(col2im, uint)
 DEFINE_COL2IM(col2im_wide, ulong)
+
+/* y[j][i][k] = x[i][j][k]: a rows x cols matrix of blocks of `inner` floats transposed.
+ * Range: (inner, cols*rows); dimension 1 is the output block u = j*rows + i. */
+#define DEFINE_TRANSPOSE(name, T)                                                             \
+__kernel void name(ulong rows_, ulong cols_, ulong inner_, __global const float *x, ulong xo,   \
+                   __global float *y, ulong yo) {                                               \
+    size_t k_ = get_global_id(0), u_ = get_global_id(1);                                        \
+    if (k_ >= inner_ || u_ >= rows_ * cols_) return;                                            \
+    T k = (T)k_, u = (T)u_, rows = (T)rows_, inner = (T)inner_;                                 \
+    T j = u / rows, i = u - j * rows;                                                           \
+    y[yo + u * inner + k] = x[xo + (i * (T)cols_ + j) * inner + k];                             \
+}
+DEFINE_TRANSPOSE(transpose, uint)
+DEFINE_TRANSPOSE(transpose_wide, ulong)
 
 /* y = max of each window, idx = h*W + w of the first maximum. Range: (OH*OW, planes). */
 #define DEFINE_MAXPOOL_FORWARD(name, T)                                                       \

@@ -1,9 +1,13 @@
 /* convKxK:F / convKHxKW:F — 2-D convolution through im2col: F filters, options /sS (stride),
  * /pP, /same ((K-1)/2, the default), /valid (= /p0). weight [F][C][KH][KW], bias [F].
- * The batch's im2col columns ([C*KH*KW][batch*OH*OW], kept for backward) make forward, weight
- * gradient and column gradient one GEMM each over the whole batch; the workspace holds the
- * output (or its gradient) as [F][batch][OH*OW], the GEMMs' layout, transposed to and from
- * the stage's [batch][F][OH*OW]. */
+ *
+ * The batch runs in chunks of images whose column matrix ([C*KH*KW][images*OH*OW], kept in
+ * the state for backward) is about tsr_conv2d_chunk_floats: forward, weight gradient and column
+ * gradient are one GEMM each per chunk, and each GEMM finds the columns im2col (or the GEMM
+ * before it) just wrote still in cache. Whole-batch GEMMs were measured slower on the host:
+ * at batch 64 the cnn's second layer has 40 MB of columns, and every pass over them went to
+ * memory. The workspace holds a chunk's output (or its gradient) in the GEMM's layout
+ * [F][images][OH*OW], transposed to and from the stage's [images][F][OH*OW]. */
 #include <stdio.h>
 #include <string.h>
 #include "lib/core/internal.h"
@@ -111,36 +115,59 @@ static tsr_conv_geom geom(const tsr_layer *l, size_t n) {
     return g;
 }
 
+/* Column floats per chunk (4 MiB): enough columns that the GEMMs run at full rate, few enough
+ * that they stay in the last-level cache between the GEMMs. The chunk depends on the shape
+ * only, so results do not depend on the thread count. */
+size_t tsr_conv2d_chunk_floats = (size_t)1 << 20;
+
+/* Images per chunk. */
+static size_t chunk_images(const tsr_layer *l, size_t n) {
+    size_t per_image = l->in_c * l->kh * l->kw * l->out_h * l->out_w;
+    size_t k = tsr_conv2d_chunk_floats / per_image;
+    return k < 1 ? 1 : k > n ? n : k;
+}
+
+static tsr_ref ref_plus(tsr_ref r, size_t off) { return tsr_ref_at(r.buf, r.off + off); }
+
 static tsr_status forward(const tsr_layer_run *r) {
     const tsr_layer *l = r->l;
-    tsr_conv_geom g = geom(l, r->n);
     size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units;
-    size_t cols = r->n * ohw;
-    TSR_TRY(tsr_op_im2col(r->be, &g, r->in[0], r->state));
-    TSR_TRY(tsr_op_gemm(r->be, TSR_NO_TRANS, TSR_NO_TRANS, f, cols, rows, 1.0f, r->param[0], rows,
-                        r->state, cols, 0.0f, r->ws, cols));
-    TSR_TRY(tsr_op_transpose(r->be, f, r->n, ohw, r->ws, r->out));
+    size_t in = tsr_layer_in_size(l), step = chunk_images(l, r->n);
+    for (size_t b = 0; b < r->n; b += step) {
+        size_t m = r->n - b < step ? r->n - b : step, cols = m * ohw;
+        tsr_conv_geom g = geom(l, m);
+        tsr_ref col = ref_plus(r->state, b * rows * ohw);
+        TSR_TRY(tsr_op_im2col(r->be, &g, ref_plus(r->in[0], b * in), col));
+        TSR_TRY(tsr_op_gemm(r->be, TSR_NO_TRANS, TSR_NO_TRANS, f, cols, rows, 1.0f, r->param[0],
+                            rows, col, cols, 0.0f, r->ws, cols));
+        TSR_TRY(tsr_op_transpose(r->be, f, m, ohw, r->ws, ref_plus(r->out, b * f * ohw)));
+    }
     return tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
 }
 
 static tsr_status backward(const tsr_layer_run *r) {
     const tsr_layer *l = r->l;
     size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units, n = r->n;
-    size_t cols = n * ohw;
+    size_t in = tsr_layer_in_size(l), step = chunk_images(l, n);
     tsr_backend *be = r->be;
-    /* dY as [F][batch*OH*OW], then dW (+)= dY col^T over the whole batch */
-    TSR_TRY(tsr_op_transpose(be, n, f, ohw, r->dout, r->ws));
-    TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_TRANS, f, rows, cols, 1.0f, r->ws, cols, r->state,
-                        cols, r->accumulate ? 1.0f : 0.0f, r->grad[0], rows));
     if (!r->accumulate) TSR_TRY(tsr_op_fill(be, r->grad[1], f, 0.0f));
     TSR_TRY(tsr_op_bias_grad(be, n, f, ohw, r->dout, r->grad[1]));
-    if (!r->want_din[0]) return TSR_OK;
-    /* d(col) = W^T dY, written over the columns (no longer needed), then folded back */
-    TSR_TRY(tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, rows, cols, f, 1.0f, r->param[0], rows, r->ws,
-                        cols, 0.0f, r->state, cols));
-    if (!r->add_din[0]) TSR_TRY(tsr_op_fill(be, r->din[0], n * tsr_layer_in_size(l), 0.0f));
-    tsr_conv_geom g = geom(l, n);
-    return tsr_op_col2im(be, &g, r->state, r->din[0]);
+    for (size_t b = 0; b < n; b += step) {
+        size_t m = n - b < step ? n - b : step, cols = m * ohw;
+        tsr_ref col = ref_plus(r->state, b * rows * ohw), din = ref_plus(r->din[0], b * in);
+        /* dY as [F][images*OH*OW], then dW (+)= dY col^T */
+        TSR_TRY(tsr_op_transpose(be, m, f, ohw, ref_plus(r->dout, b * f * ohw), r->ws));
+        TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_TRANS, f, rows, cols, 1.0f, r->ws, cols, col, cols,
+                            b || r->accumulate ? 1.0f : 0.0f, r->grad[0], rows));
+        if (!r->want_din[0]) continue;
+        /* d(col) = W^T dY, written over the columns (no longer needed), then folded back */
+        TSR_TRY(tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, rows, cols, f, 1.0f, r->param[0], rows,
+                            r->ws, cols, 0.0f, col, cols));
+        if (!r->add_din[0]) TSR_TRY(tsr_op_fill(be, din, m * in, 0.0f));
+        tsr_conv_geom g = geom(l, m);
+        TSR_TRY(tsr_op_col2im(be, &g, col, din));
+    }
+    return TSR_OK;
 }
 
 const tsr_layer_ops tsr_layer_conv2d = {

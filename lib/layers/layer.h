@@ -143,6 +143,10 @@ extern const tsr_layer_ops tsr_layer_dense, tsr_layer_conv2d, tsr_layer_maxpool,
 /* The sum of `count` floats at r over the tensor-parallel group, in place (no group: nothing). */
 tsr_status tsr_tp_allreduce(tsr_comm *tp, tsr_ref r, size_t count);
 
+/* Column floats per chunk of a convolution's batch (conv2d.c); tests shrink it to run the
+ * chunked path at small shapes. */
+extern size_t tsr_conv2d_chunk_floats;
+
 /* Helpers for kinds. */
 static inline size_t tsr_tshape_size(tsr_tshape s) { return s.c * s.h * s.w; }
 static inline tsr_param_desc tsr_param_2d(const char *name, size_t a, size_t b, tsr_init_rule init,

@@ -410,6 +410,20 @@ static void test_gradcheck_all_devices(void **state) {
             tsr_model_input_desc desc = {TSR_DTYPE_F32, 3, {in.channels, in.height, in.width}, 0, in.classes};
             bad += check_model(ctx, d, cases[c].spec, &desc, 400);
         }
+        /* convolutions whose batch runs in chunks: one image each, and at 360 column floats
+         * a chunk, 2 + 1 images (the last chunk shorter) for the stride-2 layers (162 and 144
+         * floats an image), one image for the 450- and 576-float ones */
+        static const size_t chunks[] = {1, 360};
+        size_t saved = tsr_conv2d_chunk_floats;
+        for (size_t k = 0; k < TSR_ARRAY_SIZE(chunks); k++)
+            for (size_t c = 0; c < TSR_ARRAY_SIZE(cases); c++) {
+                if (!strstr(cases[c].spec, "conv")) continue;
+                tsr_conv2d_chunk_floats = chunks[k];
+                tsr_model_input in = cases[c].in;
+                tsr_model_input_desc desc = {TSR_DTYPE_F32, 3, {in.channels, in.height, in.width}, 0, in.classes};
+                bad += check_model(ctx, d, cases[c].spec, &desc, 400);
+            }
+        tsr_conv2d_chunk_floats = saved;
         for (size_t c = 0; c < TSR_ARRAY_SIZE(token_cases); c++)
             bad += check_model(ctx, d, token_cases[c].spec, &token_cases[c].in, 400);
         for (size_t c = 0; c < TSR_ARRAY_SIZE(gpt_cases); c++) {

@@ -309,8 +309,8 @@ static void im2col_channel(const tsr_conv_geom *g, const float *restrict x, floa
             float *restrict row = col + ((c * g->kernel_h + ki) * g->kernel_w + kj) * ld;
             size_t ow_lo, ow_hi;
             valid_range(kj, PW, SW, W, OW, &ow_lo, &ow_hi);
-            memset(row, 0, oh_lo * OW * sizeof *row);
-            memset(row + oh_hi * OW, 0, (OH - oh_hi) * OW * sizeof *row);
+            if (oh_lo) memset(row, 0, oh_lo * OW * sizeof *row);
+            if (oh_hi < OH) memset(row + oh_hi * OW, 0, (OH - oh_hi) * OW * sizeof *row);
             const size_t nv = ow_hi - ow_lo;
             if (shifted_plane && nv && oh_lo < oh_hi) {
                 /* one copy of the shifted plane, then the columns outside [ow_lo, ow_hi),

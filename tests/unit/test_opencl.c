@@ -771,7 +771,7 @@ static void ref_col2im(const tsr_conv_geom *g, const float *col, float *dx) {
 
 /* The 32-bit-index kernels and their 64-bit (_wide) twins, which only tensors of 2^32
  * elements would reach, both against plain C: conv geometries with strides, padding and
- * offsets, and max pooling with overlapping windows. */
+ * offsets, max pooling with overlapping windows, the block transpose. */
 static void test_index_width_variants(void **state) {
     fixture *f = *state;
     NEED_DEVICE(f);
@@ -873,6 +873,22 @@ static void test_index_width_variants(void **state) {
         tsr_buf_free(bi);
         tsr_buf_free(bdy);
         tsr_buf_free(bdx);
+        /* block transpose of a 3 x 4 matrix of 5-float blocks, at an offset */
+        enum { TR = 3, TC = 4, TK = 5, TN = TR * TC * TK };
+        float t_in[TN + 2], t_got[TN];
+        tsr_test_fill_uniform(t_in, TN + 2, 79 + wide, -1, 1);
+        tsr_buf *bt = upload(be, t_in, TN + 2), *bto = NULL;
+        assert_int_equal(tsr_buf_alloc(be, TN * 4, &bto), TSR_OK);
+        assert_int_equal(tsr_op_transpose(be, TR, TC, TK, tsr_ref_at(bt, 2), tsr_ref_at(bto, 0)), TSR_OK);
+        assert_int_equal(tsr_buf_read(bto, 0, t_got, TN * 4), TSR_OK);
+        for (size_t i = 0; i < TR; i++)
+            for (size_t j = 0; j < TC; j++)
+                for (size_t k = 0; k < TK; k++)
+                    if (t_got[(j * TR + i) * TK + k] != t_in[2 + (i * TC + j) * TK + k])
+                        fail_msg("wide=%d transpose [%zu][%zu][%zu] = %g, want %g", wide, j, i, k,
+                                 t_got[(j * TR + i) * TK + k], t_in[2 + (i * TC + j) * TK + k]);
+        tsr_buf_free(bt);
+        tsr_buf_free(bto);
     }
     tsr_backend_free(be);
 }

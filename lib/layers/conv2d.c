@@ -127,8 +127,6 @@ static size_t chunk_images(const tsr_layer *l, size_t n) {
     return k < 1 ? 1 : k > n ? n : k;
 }
 
-static tsr_ref ref_plus(tsr_ref r, size_t off) { return tsr_ref_at(r.buf, r.off + off); }
-
 static tsr_status forward(const tsr_layer_run *r) {
     const tsr_layer *l = r->l;
     size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units;
@@ -136,11 +134,11 @@ static tsr_status forward(const tsr_layer_run *r) {
     for (size_t b = 0; b < r->n; b += step) {
         size_t m = r->n - b < step ? r->n - b : step, cols = m * ohw;
         tsr_conv_geom g = geom(l, m);
-        tsr_ref col = ref_plus(r->state, b * rows * ohw);
-        TSR_TRY(tsr_op_im2col(r->be, &g, ref_plus(r->in[0], b * in), col));
+        tsr_ref col = tsr_ref_offset(r->state, b * rows * ohw);
+        TSR_TRY(tsr_op_im2col(r->be, &g, tsr_ref_offset(r->in[0], b * in), col));
         TSR_TRY(tsr_op_gemm(r->be, TSR_NO_TRANS, TSR_NO_TRANS, f, cols, rows, 1.0f, r->param[0],
                             rows, col, cols, 0.0f, r->ws, cols));
-        TSR_TRY(tsr_op_transpose(r->be, f, m, ohw, r->ws, ref_plus(r->out, b * f * ohw)));
+        TSR_TRY(tsr_op_transpose(r->be, f, m, ohw, r->ws, tsr_ref_offset(r->out, b * f * ohw)));
     }
     return tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
 }
@@ -154,9 +152,10 @@ static tsr_status backward(const tsr_layer_run *r) {
     TSR_TRY(tsr_op_bias_grad(be, n, f, ohw, r->dout, r->grad[1]));
     for (size_t b = 0; b < n; b += step) {
         size_t m = n - b < step ? n - b : step, cols = m * ohw;
-        tsr_ref col = ref_plus(r->state, b * rows * ohw), din = ref_plus(r->din[0], b * in);
+        tsr_ref col = tsr_ref_offset(r->state, b * rows * ohw);
+        tsr_ref din = tsr_ref_offset(r->din[0], b * in);
         /* dY as [F][images*OH*OW], then dW (+)= dY col^T */
-        TSR_TRY(tsr_op_transpose(be, m, f, ohw, ref_plus(r->dout, b * f * ohw), r->ws));
+        TSR_TRY(tsr_op_transpose(be, m, f, ohw, tsr_ref_offset(r->dout, b * f * ohw), r->ws));
         TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_TRANS, f, rows, cols, 1.0f, r->ws, cols, col, cols,
                             b || r->accumulate ? 1.0f : 0.0f, r->grad[0], rows));
         if (!r->want_din[0]) continue;

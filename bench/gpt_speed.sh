@@ -9,7 +9,7 @@
 # (tsr-train's train_seconds leave out start-up and evaluation); PyTorch's is
 # bench/gpt_torch_speed.py's median of STEPS steps after one warm-up. The table gives the
 # median over the repeats and their spread (min..max), tokens/s, and the fraction of the host's
-# SGEMM rate (tsr-gemm-bench at 768 and 1024, the faster) that the step's matrix FLOPs imply
+# SGEMM rate (tsr-gemm-bench at 768 and 1024, the faster, once per repeat: the median) that the step's matrix FLOPs imply
 # (gpt_torch_speed.py's count: 3 x forward's 2 x multiply-adds; layer norms, softmax, GELU and
 # AdamW left out). The data are random tokens in llm.c's file layout. Load (uptime) is printed
 # before and after: the host is shared. Env: BUILD, PYTHON (an interpreter that imports torch).
@@ -46,9 +46,8 @@ for vocab, sub in ((50257, "v50257"), (256, "v256")):
 PY
 
 echo "load before: $(uptime)"
-"$BUILD/bin/tsr-gemm-bench" --sizes 768,1024 --device host --json > "$d/gemm.json"
-
 for r in $(seq "$repeats"); do
+    "$BUILD/bin/tsr-gemm-bench" --sizes 768,1024 --device host --json > "$d/gemm.$r.json"
     for m in $(echo "$models" | tr , ' '); do
         case $m in gpt-mini) data=$d/v256 ;; *) data=$d/v50257 ;; esac
         for n in 1 $((steps + 1)); do
@@ -67,9 +66,13 @@ echo "load after: $(uptime)"
 import glob, json, statistics, sys
 d, models, repeats, steps, threads = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), \
     int(sys.argv[4]), int(sys.argv[5])
-gemm = [json.loads(l) for l in open(d + "/gemm.json") if l.strip()]
-sgemm = max(g["gflops"] for g in gemm if g["device"] == "host" and g["ok"])
-print("host SGEMM (tsr-gemm-bench, best of 768/1024): %.1f GFLOP/s" % sgemm)
+best = []
+for r in range(1, repeats + 1):
+    gemm = [json.loads(l) for l in open("%s/gemm.%d.json" % (d, r)) if l.strip()]
+    best.append(max(g["gflops"] for g in gemm if g["device"] == "host" and g["ok"]))
+sgemm = statistics.median(best)
+print("host SGEMM (tsr-gemm-bench, best of 768/1024 each repeat): median %.1f GFLOP/s (%.1f-%.1f)"
+      % (sgemm, min(best), max(best)))
 print("%-9s %-8s %10s %16s %10s %10s" % ("model", "side", "params", "step s (spread)",
                                           "tokens/s", "of SGEMM"))
 for m in models:

@@ -31,13 +31,15 @@ echo "== 4. language model: gpt-mini on the fortunes corpus ($corpus), $lm_steps
 # every text file of the package (the .dat files are strfile indexes, the .u8 names links)
 texts=$(find "$corpus" -maxdepth 1 -type f ! -name '*.dat' | sort)
 [ -n "$texts" ] || { echo "no text in $corpus (Debian package fortunes; make deps installs it)"; exit 1; }
+every=$((lm_steps / 3))
+[ "$every" -ge 1 ] || every=1
 lm=$(mktemp -d /tmp/tsr-demo-lm.XXXXXX)
 trap 'rm -rf "$lm"' EXIT
 # shellcheck disable=SC2086 # one argument per file
 "$bin/tsr-tokenize" --bytes $texts "$lm/data"
 "$bin/tsr-train" --model gpt-mini --data "$lm/data" --context 64 --batch 16 --steps "$lm_steps" \
     --optimizer adamw --lr 1e-3 --weight-decay 0.1 --warmup $((lm_steps / 20)) \
-    --eval-every $((lm_steps / 3)) --val-windows 512 --checkpoint "$lm/gpt-mini.ckpt" --quiet
+    --eval-every "$every" --val-windows 512 --checkpoint "$lm/gpt-mini.ckpt" --quiet
 echo "(a uniform guess over 256 bytes scores ln 256 = 5.55)"
 # SAMPLE: once tsr-generate lands on main, print a sample here, e.g.
 #   "$bin/tsr-generate" --checkpoint "$lm/gpt-mini.ckpt" --prompt "The " --max-tokens 200 --temperature 0.8 --top-k 40 --seed 1

@@ -4,8 +4,9 @@
 # Fashion-MNIST data-parallel on them (one MPI rank per core on a CPU-only machine, the global
 # batch split by each rank's measured throughput), report; then train a small language model
 # (gpt-mini) on the English text the Debian package fortunes ships, a couple of minutes on two
-# cores, and print its validation loss. TSR_DEMO_MODEL / TSR_DEMO_EPOCHS / TSR_DEMO_RANKS change
-# the first part, TSR_DEMO_LM_STEPS (default 300 steps of 16 x 64 tokens) the second.
+# cores, and print its validation loss and a sample of its text. TSR_DEMO_MODEL /
+# TSR_DEMO_EPOCHS / TSR_DEMO_RANKS change the first part, TSR_DEMO_LM_STEPS (default 300 steps
+# of 16 x 64 tokens) the second.
 set -e
 BUILD=${BUILD:-build}
 bin=$BUILD/bin
@@ -41,5 +42,8 @@ trap 'rm -rf "$lm"' EXIT
     --optimizer adamw --lr 1e-3 --weight-decay 0.1 --warmup $((lm_steps / 20)) \
     --eval-every "$every" --val-windows 512 --checkpoint "$lm/gpt-mini.ckpt" --quiet
 echo "(a uniform guess over 256 bytes scores ln 256 = 5.55)"
-# SAMPLE: once tsr-generate lands on main, print a sample here, e.g.
-#   "$bin/tsr-generate" --checkpoint "$lm/gpt-mini.ckpt" --prompt "The " --max-tokens 200 --temperature 0.8 --top-k 40 --seed 1
+echo
+echo "== 5. a sample from it (tsr-generate, temperature 0.8, top-k 40) =="
+"$bin/tsr-generate" --checkpoint "$lm/gpt-mini.ckpt" --prompt "The " --max-tokens 300 --temperature 0.8 \
+    --top-k 40 --seed 1
+echo

@@ -181,6 +181,7 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
     to->schedule.warmup_steps = (uint64_t)a->warmup;
     to->schedule.step_size = steps / 3 ? steps / 3 : 1;
     to->schedule.total_steps = steps > to->schedule.warmup_steps ? steps - to->schedule.warmup_steps : 1;
+    to->schedule.min_lr = (float)a->min_lr;
     to->batch = split.step_batch;
     if ((s = tsr_trainer_create(ctx, share ? share : r.model, to, &r.tr)) != TSR_OK) die(ctx, s, "trainer");
     if (a->init && (s = init_params(ctx, r.tr, r.model, a->init)) != TSR_OK) die(ctx, s, "option --init");

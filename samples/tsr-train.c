@@ -39,6 +39,8 @@ static void usage(FILE *f) {
             "  --momentum X           SGD momentum (default 0.9)\n"
             "  --nesterov             SGD with Nesterov momentum\n"
             "  --weight-decay X       weight decay (default 0)\n"
+            "  --beta2 X              Adam's second-moment decay, 0 <= X < 1 (default 0.999)\n"
+            "  --min-lr X             the cosine schedule's final rate (default 0)\n"
             "  --schedule NAME        constant, step or cosine (default cosine)\n"
             "  --warmup N             linear warm-up steps in front of the schedule (default 0)\n"
             "  --seed N               initialisation, shuffling and dropout seed (default 1)\n"
@@ -481,6 +483,9 @@ int main(int argc, char **argv) {
     to.optimizer.momentum = (float)a.momentum;
     to.optimizer.nesterov = a.nesterov;
     to.optimizer.weight_decay = (float)a.weight_decay;
+    to.optimizer.beta2 = (float)a.beta2;
+    if (a.min_lr > 0 && a.min_lr >= to.optimizer.lr)
+        return bad_option("--min-lr", "must be below the learning rate (--lr)");
     to.batch = (size_t)a.batch;
     to.seed = a.seed;
     to.device = a.device;
@@ -688,7 +693,7 @@ int main(int argc, char **argv) {
     to.schedule.step_size = per_epoch * 3; /* step schedule: x0.1 every 3 epochs */
     uint64_t total = (uint64_t)a.epochs * per_epoch;
     to.schedule.total_steps = total > to.schedule.warmup_steps ? total - to.schedule.warmup_steps : 1;
-    to.schedule.min_lr = 0.0f;
+    to.schedule.min_lr = (float)a.min_lr;
 
     /* one rank has nothing to average: without the communicator a device's gradients are not
      * staged through the host every step (3x the samples/s of cnn on an H100) */

@@ -55,7 +55,7 @@ static const char *const valued[] = {
     "--lr",     "--momentum", "--weight-decay", "--manifest", "--mode", "--nonfinite",
     "--compress", "--stages", "--microbatches", "--pipeline-schedule", "--replicas", "--servers",
     "--staleness", "--gossip-graph", "--gossip-period", "--init", "--steps", "--context",
-    "--eval-every", "--val-windows", "--tp", "--tp-shares"};
+    "--eval-every", "--val-windows", "--tp", "--tp-shares", "--beta2", "--min-lr"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -66,6 +66,7 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     a->schedule = "cosine";
     a->lr = -1;
     a->momentum = 0.9;
+    a->beta2 = 0.999;
     a->seed = 1;
     a->pipe_schedule = TSR_PIPELINE_1F1B;
     a->graph = TSR_GOSSIP_RING;
@@ -150,6 +151,8 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
         else if (!strcmp(o, "--momentum")) st = parse_double(a, o, v, 0, 1, &a->momentum);
         else if (!strcmp(o, "--weight-decay"))
             st = parse_double(a, o, v, 0, HUGE_VAL, &a->weight_decay);
+        else if (!strcmp(o, "--beta2")) st = parse_double(a, o, v, 0, 1, &a->beta2);
+        else if (!strcmp(o, "--min-lr")) st = parse_double(a, o, v, 0, HUGE_VAL, &a->min_lr);
         if (st != TSR_OK) return st;
         if (!*v) return fail(a, o, "empty value");
     }

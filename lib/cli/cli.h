@@ -18,6 +18,7 @@ typedef struct tsr_cli_train {
     const char *compress;    /* NULL, "none", "fp16" or "topk" */
     long epochs, batch, limit, warmup;
     double lr, momentum, weight_decay;  /* lr < 0: the optimizer's default */
+    double beta2, min_lr;    /* Adam's second-moment decay (0.999); the cosine schedule's floor (0) */
     unsigned long long seed;
     int nesterov, json, quiet, summary, help;
     int zero;                /* --zero: ZeRO-1 sharded optimizer in data mode */

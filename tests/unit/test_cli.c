@@ -22,6 +22,7 @@ static void test_defaults_and_values(void **state) {
     assert_int_equal(a.epochs, 5);
     assert_int_equal(a.batch, 64);
     assert_true(a.lr < 0);
+    assert_true(a.beta2 == 0.999 && a.min_lr == 0);
     assert_null(a.manifest);
     assert_null(a.nonfinite);
     assert_int_equal(PARSE(&a, "--model", "cnn", "--epochs", "3", "--batch", "16", "--lr", "0.5",
@@ -29,8 +30,9 @@ static void test_defaults_and_values(void **state) {
                            "100", "--warmup", "0", "--nesterov", "--json", "--quiet", "--summary",
                            "--manifest", "m.json", "--nonfinite", "skip", "--mode", "data",
                            "--checkpoint", "c", "--resume", "r", "--data", "d", "--device", "host",
-                           "--optimizer", "sgd", "--schedule", "step"),
+                           "--optimizer", "sgd", "--schedule", "step", "--beta2", "0.99", "--min-lr", "1e-4"),
                      TSR_OK);
+    assert_true(a.beta2 == 0.99 && a.min_lr == 1e-4);
     assert_string_equal(a.model, "cnn");
     assert_int_equal(a.epochs, 3);
     assert_int_equal(a.batch, 16);
@@ -70,6 +72,8 @@ static void test_refusals(void **state) {
     refused("option --limit: '99999999999999999999'", PARSE(&a, "--limit", "99999999999999999999"), &a);
     refused("option --warmup: '1.5'", PARSE(&a, "--warmup", "1.5"), &a);
     refused("option --momentum: '1' is not a number in [0, 1)", PARSE(&a, "--momentum", "1"), &a);
+    refused("option --beta2: '1' is not a number in [0, 1)", PARSE(&a, "--beta2", "1"), &a);
+    refused("option --min-lr: '-1'", PARSE(&a, "--min-lr", "-1"), &a);
     refused("option --lr: 'nan'", PARSE(&a, "--lr", "nan"), &a);
     refused("option --lr: '0'", PARSE(&a, "--lr", "0"), &a);
     refused("option --weight-decay: 'inf'", PARSE(&a, "--weight-decay", "inf"), &a);

@@ -10,8 +10,8 @@
 #   sh bench/shakespeare.sh [--steps 2000] [--threads 2] [--nanogpt]
 #
 # --nanogpt runs the PyTorch side a second time with nanoGPT's own optimiser settings (beta2
-# 0.99, min lr 1e-4, gradient clipping at 1, no decay of biases and layer norms), which
-# tsr-train has no options for. Env: BUILD, PYTHON (an interpreter that imports torch),
+# 0.99, min lr 1e-4, gradient clipping at 1, no decay of biases and layer norms); tsr-train
+# has --beta2 and --min-lr, not yet clipping or decay groups. Env: BUILD, PYTHON (an interpreter that imports torch),
 # TSR_SHAKESPEARE (input.txt; default ../shared/data/tinyshakespeare/input.txt).
 set -eu
 BUILD=${BUILD:-build}

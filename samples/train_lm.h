@@ -186,14 +186,8 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
     if ((s = tsr_trainer_create(ctx, share ? share : r.model, to, &r.tr)) != TSR_OK) die(ctx, s, "trainer");
     if (a->init && (s = init_params(ctx, r.tr, r.model, a->init)) != TSR_OK) die(ctx, s, "option --init");
     if (a->resume && (s = tsr_trainer_load(r.tr, a->resume)) != TSR_OK) die(ctx, s, "resume");
-    if (a->checkpoint && rank == 0) {
-        size_t slots = to->optimizer.kind == TSR_OPTIM_SGD ? 1 : 2;
-        uint64_t bytes = (uint64_t)tsr_model_param_count(r.model) * 4 * (1 + slots) + 65536;
-        if ((s = tsr_file_check_writable(ctx, a->checkpoint, bytes)) != TSR_OK) {
-            fprintf(stderr, "tsr-train: option --checkpoint: %s\n", tsr_context_last_error(ctx));
-            return 2;
-        }
-    }
+    int rc = checkpoint_unwritable(ctx, a, to, r.model, rank);
+    if (rc) return rc;
     /* this rank's windows: its slice of each step's global draw (async servers draw none) */
     r.batch = split.loader.batch;
     tsr_tokens_sampler_options so = {T, r.batch ? r.batch : 1, tsr_trainer_seed(r.tr), split.loader.rank,

@@ -353,6 +353,19 @@ static tsr_status set_figures(tsr_trainer *tr, const tsr_model *model, epoch_sha
     return s;
 }
 
+/* A checkpoint that cannot be written is refused before training, not after an epoch of it:
+ * a folder, a missing folder, no right to create files, no room for parameters and optimizer
+ * state (rank 0 checks; every rank calls save). 2 after saying why, else 0. */
+static int checkpoint_unwritable(tsr_context *ctx, const args *a, const tsr_trainer_options *to,
+                                 const tsr_model *model, int rank) {
+    if (!a->checkpoint || rank != 0) return 0;
+    size_t slots = to->optimizer.kind == TSR_OPTIM_SGD ? 1 : 2;
+    uint64_t bytes = (uint64_t)tsr_model_param_count(model) * 4 * (1 + slots) + 65536;
+    if (tsr_file_check_writable(ctx, a->checkpoint, bytes) == TSR_OK) return 0;
+    fprintf(stderr, "tsr-train: option --checkpoint: %s\n", tsr_context_last_error(ctx));
+    return 2;
+}
+
 /* --init FILE: the parameters from a safetensors file, named as tsr-export names them. */
 static tsr_status init_params(tsr_context *ctx, tsr_trainer *tr, const tsr_model *model,
                               const char *path) {
@@ -721,17 +734,7 @@ int main(int argc, char **argv) {
         if (dp && (s = tsr_loader_set_shares(loader, shares)) != TSR_OK) die(ctx, s, "loader shares");
     }
 
-    /* a checkpoint that cannot be written is refused now, not after an epoch of training:
-     * a folder, a missing folder, no right to create files, no room for parameters and
-     * optimizer state (the writer checks; every rank calls save) */
-    if (a.checkpoint && rank == 0) {
-        size_t slots = to.optimizer.kind == TSR_OPTIM_SGD ? 1 : 2;
-        uint64_t bytes = (uint64_t)tsr_model_param_count(model) * 4 * (1 + slots) + 65536;
-        if ((s = tsr_file_check_writable(ctx, a.checkpoint, bytes)) != TSR_OK) {
-            fprintf(stderr, "tsr-train: option --checkpoint: %s\n", tsr_context_last_error(ctx));
-            return 2;
-        }
-    }
+    if ((rc = checkpoint_unwritable(ctx, &a, &to, model, rank)) != 0) return rc;
     FILE *log = a.json ? stderr : stdout;
     const char *mpath = NULL;
     char mbuf[4096];

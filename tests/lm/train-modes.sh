@@ -69,6 +69,8 @@ for n in ("data", "zero", "pipe2", "pipe3", "hybrid", "tp2", "tp31", "tpdata", "
 print("val losses:", {n: round(j["val_loss"], 4) for n, j in r.items()})
 PY
 # refusals with a clear message
+mpiexec -n 2 "$train" --tp 2 --tp-shares 1,x $common > /dev/null 2> "$d/tpshares.err"
+[ $? = 2 ] && grep -q "tp-shares needs K positive numbers" "$d/tpshares.err" || { echo "FAIL: --tp-shares"; cat "$d/tpshares.err"; exit 1; }
 mpiexec -n 2 "$train" --tp 2 --mode pipeline $common > /dev/null 2> "$d/tppipe.err"
 [ $? = 2 ] && grep -q "composes with --mode data only" "$d/tppipe.err" || { echo "FAIL: --tp pipeline"; cat "$d/tppipe.err"; exit 1; }
 "$train" --model 'gpt(layers=1,heads=2,channels=8,context=32,vocab=100)' --data "$d/data" --steps 1 > /dev/null 2> "$d/vocab.err"

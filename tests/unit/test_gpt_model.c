@@ -88,6 +88,35 @@ static void test_config_forms(void **state) {
     tsr_context_free(ctx);
 }
 
+/* The token-wise kinds refuse bad specs naming what is wrong. */
+static void test_kind_errors(void **state) {
+    (void)state;
+    tsr_context *ctx = new_ctx();
+    tsr_model_input_desc d = {TSR_DTYPE_I32, 1, {3, 0, 0}, 10, 10};
+    const struct {
+        const char *spec, *says;
+        tsr_status st;
+    } bad[] = {
+        {"embed:6,linear:4/std0,lmhead:0", "linear /stdS needs a std in (0, 1]", TSR_ERR_PARSE},
+        {"embed:6,linear:4/bogus,lmhead:0", "options /stdS (weight init std) and /nobias", TSR_ERR_PARSE},
+        {"embed:6,linear:0", "linear needs an output width", TSR_ERR_PARSE},
+        {"embed:6,attention:0", "attention needs a head count", TSR_ERR_PARSE},
+        {"embed:6,attention:4", "a width of 3 x C with C a multiple of 4 heads", TSR_ERR_SHAPE},
+        {"embed:6,posembed:2", "posembed:2 holds 2 positions, but its input has 3", TSR_ERR_SHAPE},
+        {"embed:6,layernorm,lmhead:1", "is tied to layer 1, which is not an embed layer", TSR_ERR_SHAPE},
+        {"embed:6,linear:5,lmhead:0", "its input rows have 5 channels but the embedding's are 6 wide", TSR_ERR_SHAPE},
+    };
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(bad); i++) {
+        tsr_model *m = NULL;
+        tsr_status st = tsr_model_parse_desc(ctx, bad[i].spec, &d, &m);
+        if (st != bad[i].st || !strstr(tsr_context_last_error(ctx), bad[i].says))
+            fail_msg("%s: %s (%s), expected '%s'", bad[i].spec, tsr_status_name(st), tsr_context_last_error(ctx),
+                     bad[i].says);
+        assert_null(m);
+    }
+    tsr_context_free(ctx);
+}
+
 static void test_summary_by_block(void **state) {
     (void)state;
     tsr_context *ctx = new_ctx();
@@ -159,6 +188,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preset_parameters), cmocka_unit_test(test_config_forms),
         cmocka_unit_test(test_summary_by_block),  cmocka_unit_test(test_block_activations),
+        cmocka_unit_test(test_kind_errors),
         cmocka_unit_test(test_gpt2_footprint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

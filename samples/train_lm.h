@@ -211,9 +211,7 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
     int interrupted = 0;
     /* tests/fault: TSR_FAULT_SIGTERM_AT_STEP=N and TSR_FAULT_KILL_AT_STEP=N[@RANK], as in the
      * image loop (first attempt only) */
-    const char *term_env = getenv("TSR_FAULT_SIGTERM_AT_STEP"), *restart = getenv("TSR_RESTART");
-    long long term_at = term_env && *term_env && rank == 0 && (!restart || !strcmp(restart, "0"))
-                            ? atoll(term_env) : -1;
+    long long term_at = fault_term_point(rank);
     long long kill_at = fault_kill_point("TSR_FAULT_KILL_AT_STEP", rank);
     for (uint64_t step = start; step < steps && !interrupted; step++) {
         float loss;
@@ -232,7 +230,12 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
         train_time += t1 - t0;
         last_loss = window_loss / (double)window_steps;
         if (!interrupted) {
-            if ((s = tsr_trainer_evaluate(r.tr, r.val, &acc, &val_loss)) != TSR_OK) die(ctx, s, "evaluate");
+            s = tsr_trainer_evaluate(r.tr, r.val, &acc, &val_loss);
+            if (s == TSR_ERR_INTERRUPTED) /* async: the servers stopped while this worker evaluated */
+                interrupted = stop_signal ? stop_signal : SIGTERM;
+            else if (s != TSR_OK) die(ctx, s, "evaluate");
+        }
+        if (!interrupted) {
             if (rank == 0)
                 fprintf(log, "step %llu: train loss %.4f, val loss %.4f, %.0f tokens/s\n",
                         (unsigned long long)step + 1, last_loss, val_loss,

@@ -312,6 +312,15 @@ static long long fault_kill_point(const char *name, int rank) {
     return atoll(v);
 }
 
+/* tests/fault: TSR_FAULT_SIGTERM_AT_STEP=N[@RANK] raises SIGTERM before the step that starts at
+ * optimizer step N, on RANK (default 0; the other ranks learn it through the step's agreement,
+ * async ranks through their messages). As the kill above, only in a job's first attempt. */
+static long long fault_term_point(int rank) {
+    const char *v = getenv("TSR_FAULT_SIGTERM_AT_STEP");
+    if (v && *v && !strchr(v, '@') && rank != 0) return -1;
+    return fault_kill_point("TSR_FAULT_SIGTERM_AT_STEP", rank);
+}
+
 /* Where inside an epoch a checkpoint was taken (all 0 at an epoch's end): the batches of the
  * epoch already trained (skipped non-finite steps do not count as steps, so the step count
  * cannot say it), the sum of their losses and their samples, so that the resumed epoch
@@ -526,8 +535,7 @@ int main(int argc, char **argv) {
         to.gossip_period = (size_t)a.gossip_period;
     }
 
-    /* async: no step every rank shares to stop at; SIGTERM keeps its default action there */
-    if (!as) to.stop_flag = &stop_signal;
+    to.stop_flag = &stop_signal;
 
     tsr_context *ctx;
     tsr_context_options co;
@@ -570,7 +578,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (!as) catch_stop_signals(); /* after MPI started: ours, not the launcher library's */
+    catch_stop_signals(); /* after MPI started: ours, not the launcher library's */
     /* token files (train.bin, val.bin) train a language model */
     tsr_data_format format = TSR_DATA_FORMAT_IDX;
     const char *data_dir = a.data ? a.data : "the default data folder";
@@ -758,13 +766,9 @@ int main(int argc, char **argv) {
     }
     long long kill_after = fault_kill_point("TSR_FAULT_KILL_AFTER_SAVE", rank), saves = 0;
     long long kill_at = fault_kill_point("TSR_FAULT_KILL_AT_STEP", rank);
-    /* tests/fault: TSR_FAULT_SIGTERM_AT_STEP=N raises SIGTERM on rank 0 before the step that
-     * starts at optimizer step N (the other ranks learn it through the step's agreement);
-     * TSR_FAULT_SIGTERM_AGAIN=1 raises a second one as the interrupted run starts its save.
-     * As the kill above, only in a job's first attempt. */
-    const char *term_env = getenv("TSR_FAULT_SIGTERM_AT_STEP"), *restart = getenv("TSR_RESTART");
-    long long term_at = term_env && *term_env && rank == 0 && (!restart || !strcmp(restart, "0"))
-                            ? atoll(term_env) : -1;
+    /* tests/fault: TSR_FAULT_SIGTERM_AT_STEP (fault_term_point); TSR_FAULT_SIGTERM_AGAIN=1
+     * raises a second SIGTERM as the interrupted run starts its save */
+    long long term_at = fault_term_point(rank);
     int term_again = term_at >= 0 && getenv("TSR_FAULT_SIGTERM_AGAIN") &&
                      !strcmp(getenv("TSR_FAULT_SIGTERM_AGAIN"), "1");
     int tty = isatty(2) && !a.quiet, interrupted = 0;
@@ -815,7 +819,15 @@ int main(int argc, char **argv) {
         last_loss = sum / (double)(steps ? steps : 1);
         if (tty) fputc('\n', stderr);
         tsr_trainer_set_epoch(tr, e + 1);
-        if ((s = tsr_trainer_evaluate(tr, test, &acc, &test_loss)) != TSR_OK) die(ctx, s, "evaluate");
+        s = tsr_trainer_evaluate(tr, test, &acc, &test_loss);
+        if (s == TSR_ERR_INTERRUPTED) { /* async: the servers stopped while this worker evaluated */
+            epoch_position end = {0, 0.0, 0};
+            interrupted = stop_signal ? stop_signal : SIGTERM;
+            save_interrupted(ctx, &a, tr, model, man, mpath, shape, last_loss, acc, test_loss, end,
+                             e + 1, interrupted, 0, rank);
+            break;
+        }
+        if (s != TSR_OK) die(ctx, s, "evaluate");
         if (rank == 0)
             fprintf(log, "epoch %llu: train loss %.4f, test accuracy %.4f, test loss %.4f, %.0f samples/s\n",
                 (unsigned long long)e + 1, last_loss, acc, test_loss, (double)done / dt);

@@ -182,7 +182,11 @@ typedef struct tsr_trainer_options {
      * allreduce; gossip, which has none: one allreduce of the flag per step, only when set),
      * so all ranks see it at the same step: that step is completed, then tsr_trainer_step
      * returns TSR_ERR_INTERRUPTED on every rank (the step counted, *loss set), and the caller
-     * saves as usual. Async mode refuses it (its workers step independently). NULL: none. */
+     * saves as usual. Async mode (its workers step independently) has no common step: a
+     * request travels in the messages instead (a worker's pull or push, a server's answer), the
+     * servers answer every later pull TSR_ERR_INTERRUPTED and end their step with it (counted),
+     * so every rank's step or evaluation returns it and the collective save follows; the workers
+     * may have pushed different numbers of steps, so its resume is not bitwise. NULL: none. */
     const volatile sig_atomic_t *stop_flag;
     /* Tensor parallelism (a GPT; lib/model/gpt_tp.c), data mode: the trainer's model is this
      * rank's share of tp_whole (tsr_model_create_gpt_tp: tp_heads heads from tp_head0) and

@@ -38,6 +38,7 @@ typedef struct msg_hdr {
     uint64_t bad;    /* PUSH: the worker's first non-finite gradient (the run core's scan), or np */
     float bad_value; /* its value */
     uint64_t lost;   /* server -> worker: workers this server dropped so far */
+    int32_t stop;    /* worker -> server: a stop request (its own, or an INTERRUPTED answer) */
 } msg_hdr;
 
 /* A worker as its server sees it. */
@@ -47,6 +48,7 @@ typedef struct peer {
     tsr_comm_p2p *rx_req, *tx_req, *tx_par;
     float *tx_buf;           /* the shard as sent (parameters change while a send is in flight) */
     int pending;             /* P_PULL / P_SYNC: a request held back */
+    int pend_sync;           /* P_SYNC: SYNC_GET or SYNC_SAVE */
     uint64_t pend_step, clock, pull_min, pull_ver;
     double last_seen;
     int done, dead;
@@ -68,6 +70,7 @@ struct tsr_async {
     peer *w;
     int nw;
     tsr_status failed;
+    int stopping;              /* a stop request reached this server (see tsr_async_step) */
     double loss_sum;
     uint64_t loss_n, lost_all;
     tsr_async_stats st;
@@ -80,6 +83,7 @@ struct tsr_async {
     size_t bad;                /* this step's first non-finite gradient, np if none */
     float bad_value, loss;     /* its value; this step's loss */
     int synced;                /* this save reached the collective point */
+    int stop;                  /* a stop request: this worker's own or a server's answer */
 };
 
 static double now(void) { return tsr_comm_now(); }
@@ -309,7 +313,8 @@ static void answer_pulls(tsr_async *a) {
     for (int i = 0; i < a->nw; i++) {
         peer *w = &a->w[i];
         if (w->dead || w->pending != P_PULL) continue;
-        if (a->ao.staleness == TSR_ASYNC_UNBOUNDED || w->pend_step <= sb || m >= w->pend_step - sb)
+        if (a->stopping) reply(a, w, TSR_ERR_INTERRUPTED); /* the worker stops before computing */
+        else if (a->ao.staleness == TSR_ASYNC_UNBOUNDED || w->pend_step <= sb || m >= w->pend_step - sb)
             reply(a, w, a->failed);
     }
 }
@@ -410,6 +415,7 @@ static int serve_once(tsr_async *a) {
         }
         got = 1;
         w->last_seen = now();
+        if (w->rx.stop) a->stopping = 1;
         switch (w->rx.kind) {
         case K_PULL:
             w->pending = P_PULL;
@@ -420,6 +426,7 @@ static int serve_once(tsr_async *a) {
             break;
         case K_SYNC:
             w->pending = P_SYNC;
+            w->pend_sync = w->rx.sync;
             w->pend_step = w->rx.step;
             break;
         case K_DONE:
@@ -467,6 +474,14 @@ static tsr_status server_step(tsr_async *a, float *loss) {
             s = none_left(a);
             break;
         }
+        if (tsr_run_stop_requested(&a->run)) a->stopping = 1;
+        if (a->stopping) { /* the step is counted, as every mode counts its interrupted step */
+            answer_pulls(a);
+            a->run.steps++;
+            s = tsr_error(a->run.ctx, TSR_ERR_INTERRUPTED, "async server rank %d: stopped on request "
+                          "after step %llu", a->rank, (unsigned long long)a->run.steps);
+            break;
+        }
         if (min_clock(a) >= a->run.steps + 1) {
             a->run.steps++;
             break;
@@ -488,12 +503,19 @@ static tsr_status server_step(tsr_async *a, float *loss) {
     return s;
 }
 
-/* Collective point, the servers' side: serves until every live worker waits at it. */
-static void sync_wait(tsr_async *a) {
+/* Collective point `kind` (SYNC_GET, SYNC_SAVE), the servers' side: serves until every live
+ * worker waits at it. When stopping, a worker waiting at an evaluation's point while the
+ * servers save is told INTERRUPTED there, and comes to the save. */
+static void sync_wait(tsr_async *a, int kind) {
     for (;;) {
         int waiting = 0;
-        for (int i = 0; i < a->nw; i++)
-            waiting += !a->w[i].dead && !a->w[i].done && a->w[i].pending != P_SYNC;
+        for (int i = 0; i < a->nw; i++) {
+            peer *w = &a->w[i];
+            if (a->stopping && kind == SYNC_SAVE && !w->dead && w->pending == P_SYNC &&
+                w->pend_sync != SYNC_SAVE)
+                reply(a, w, TSR_ERR_INTERRUPTED);
+            waiting += !w->dead && !w->done && w->pending != P_SYNC;
+        }
         if (!waiting) break;
         if (!serve_once(a)) sched_yield();
     }
@@ -598,7 +620,7 @@ static tsr_status wait_reply(tsr_async *a, int k, tsr_comm_p2p **req) {
         if (a->timeout <= 0 || (spins & 63)) continue;
         double t = now();
         if (t - ping > a->timeout / 4) {
-            msg_hdr p = {K_PING, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f, 0};
+            msg_hdr p = {K_PING, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f, 0, 0};
             ping = t;
             if ((s = tsr_comm_send(a->comm, k, TAG_REQ, &p, sizeof p)) != TSR_OK) break;
         }
@@ -641,7 +663,7 @@ static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *stat
         bad = k;
         s = tsr_comm_irecv(a->comm, k, TAG_REP, &a->srx[k], sizeof a->srx[k], &rh[k]);
         if (s == TSR_OK) s = tsr_comm_irecv(a->comm, k, TAG_PAR, a->params + lo, n * 4, &rp[k]);
-        msg_hdr h = {kind, 0, a->run.steps, 0, 0, 0.0f, sync, 0, 0.0f, 0};
+        msg_hdr h = {kind, 0, a->run.steps, 0, 0, 0.0f, sync, 0, 0.0f, 0, a->stop || a->run.stop};
         if (s == TSR_OK) s = tsr_comm_send(a->comm, k, TAG_REQ, &h, sizeof h);
     }
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
@@ -653,8 +675,14 @@ static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *stat
         }
         if (s == TSR_OK && a->srx[k].status != TSR_OK && *status == TSR_OK) {
             *status = a->srx[k].status;
-            tsr_error(a->run.ctx, *status, "async: server rank %d answered %s (its log says why)", k,
-                      tsr_status_name(*status));
+            if (*status == TSR_ERR_INTERRUPTED) {
+                a->stop = 1; /* every later message says so: each server learns it */
+                tsr_error(a->run.ctx, *status, "async: stopped on request (server rank %d) before "
+                          "step %llu", k, (unsigned long long)a->run.steps);
+            } else {
+                tsr_error(a->run.ctx, *status, "async: server rank %d answered %s (its log says why)", k,
+                          tsr_status_name(*status));
+            }
         }
     }
     for (int k = 0; k < 2 * a->K; k++) tsr_comm_p2p_cancel(rh[k]);
@@ -733,7 +761,7 @@ static tsr_status w_apply(void *mode, float lr, int *applied) {
     const float *g = gm.data;
     tsr_comm_p2p **rq = tsr_calloc(r->ctx, (size_t)a->K * 2, sizeof *rq);
     if (!rq) return tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "async: push");
-    a->stx = (msg_hdr){K_PUSH, 0, r->steps, 0, 0, a->loss, 0, a->bad, a->bad_value, 0};
+    a->stx = (msg_hdr){K_PUSH, 0, r->steps, 0, 0, a->loss, 0, a->bad, a->bad_value, 0, a->stop || r->stop};
     tsr_status s = TSR_OK;
     int bad = 0; /* the server the failure concerns */
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
@@ -773,7 +801,7 @@ static tsr_status sync_point(tsr_async *a) {
     if (a->comm->broken)
         return tsr_error(a->run.ctx, TSR_ERR_PEER_LOST, "async: the communicator lost a server earlier");
     if (a->server >= 0) {
-        sync_wait(a);
+        sync_wait(a, SYNC_GET);
         tsr_status s = share_params(a);
         answer_sync(a, s);
         server_leaves(a);
@@ -791,7 +819,7 @@ void tsr_async_free(tsr_async *a) {
         if (a->server < 0) {
             /* each server answers BYE once every worker is done or lost: then this worker
              * knows whether a rank of the job is gone */
-            msg_hdr h = {K_DONE, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f, 0};
+            msg_hdr h = {K_DONE, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f, 0, 0};
             tsr_status s = TSR_OK;
             for (int k = 0; s == TSR_OK && k < a->K; k++) {
                 tsr_comm_p2p *rq = NULL;
@@ -904,7 +932,7 @@ static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
     a->synced = 1;
     tsr_status s = TSR_OK, answered = TSR_OK;
     if (a->server >= 0) {
-        sync_wait(a);
+        sync_wait(a, SYNC_SAVE);
         s = share_params(a);
     } else {
         /* rank 0's write is in the servers' answer */
@@ -943,7 +971,7 @@ tsr_status tsr_async_save(tsr_async *a, const char *path) {
     if (!a->synced) { /* failed before the collective point: reach it anyway, with the error */
         tsr_status answered;
         if (a->server >= 0) {
-            sync_wait(a);
+            sync_wait(a, SYNC_SAVE);
             share_params(a); /* the other servers exchange with this one */
         } else {
             request_all(a, K_SYNC, SYNC_SAVE, &answered);

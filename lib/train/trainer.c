@@ -75,9 +75,6 @@ tsr_status tsr_trainer_create(tsr_context *ctx, const tsr_model *model, const ts
     const tsr_strategy *st = strategies[o->mode];
     TSR_TRY(tsr_run_check_options(ctx, o, ""));
     TSR_TRY(st->validate(ctx, model, o));
-    if (o->mode == TSR_MODE_ASYNC && o->stop_flag) /* no step all ranks share to agree in */
-        return tsr_error(ctx, TSR_ERR_UNSUPPORTED, "async mode does not take a stop_flag: its "
-                         "workers and servers have no common step to stop at");
     tsr_trainer *t = tsr_calloc(ctx, 1, sizeof *t);
     if (!t) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "trainer");
     t->st = st;

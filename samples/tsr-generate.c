@@ -91,34 +91,6 @@ static tsr_status load_checkpoint(tsr_context *ctx, const char *path, tsr_checkp
     return tsr_model_parse_desc(ctx, (*ck)->model_spec, &d, model);
 }
 
-/* The model's tensors from a Hugging Face file by their names (tsr_model_torch_name), also
- * under "transformer." (GPT2LMHeadModel's state_dict); other tensors, such as the attention-mask
- * buffers "h.N.attn.bias" of GPT-2's files or the tied "lm_head.weight", are not parameters here
- * and are skipped (tsr_model_load_safetensors would refuse them). */
-static tsr_status load_hf(tsr_context *ctx, const tsr_model *model, const char *path, float *params) {
-    tsr_safetensors *st = NULL;
-    tsr_status s = tsr_safetensors_open(ctx, path, &st);
-    for (size_t i = 0; s == TSR_OK && i < tsr_model_param_tensor_count(model); i++) {
-        tsr_param_info p;
-        char name[64], prefixed[80];
-        if ((s = tsr_model_param_tensor(model, i, &p)) != TSR_OK ||
-            (s = tsr_model_torch_name(ctx, model, i, name)) != TSR_OK)
-            break;
-        snprintf(prefixed, sizeof prefixed, "transformer.%s", name);
-        const tsr_st_tensor *t = tsr_safetensors_find(st, name);
-        if (!t) t = tsr_safetensors_find(st, prefixed);
-        int same = t && t->ndim == (int)p.rank;
-        for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == p.shape[d];
-        if (!t) s = tool_fail(TSR_ERR_MISMATCH, "%s holds no tensor '%s' (nor '%s')", path, name, prefixed);
-        else if (!same)
-            s = tool_fail(TSR_ERR_MISMATCH, "%s: tensor '%s' has %llu elements in %d dimensions, the model's %zu in %zu",
-                          path, t->name, (unsigned long long)t->count, t->ndim, p.count, p.rank);
-        else s = tsr_safetensors_to_f32(ctx, t, params + p.offset, p.count);
-    }
-    if (st) tsr_safetensors_close(ctx, st);
-    return s;
-}
-
 /* A GPT by name: its weights from a safetensors file, or the trainer's initialisation. */
 static tsr_status load_named(tsr_context *ctx, const char *name, const char *init, uint64_t seed, tsr_model **model,
                              float **params) {
@@ -128,7 +100,8 @@ static tsr_status load_named(tsr_context *ctx, const char *name, const char *ini
     if ((s = tsr_model_create_gpt(ctx, &c, c.context < 2 ? c.context : 2, model)) != TSR_OK) return s;
     size_t n = tsr_model_param_count(*model);
     if (!(*params = malloc(n * sizeof **params))) return tool_fail(TSR_ERR_NO_MEMORY, "%zu parameters", n);
-    if (init) return load_hf(ctx, *model, init, *params);
+    /* Hugging Face's names, also under "transformer."; GPT-2's mask buffers and lm_head skipped */
+    if (init) return tsr_model_load_safetensors(ctx, *model, init, *params, n);
     tsr_trainer_options o;
     tsr_trainer_options_init(&o);
     o.batch = 1;

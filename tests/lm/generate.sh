@@ -89,9 +89,6 @@ timeout 300 "$train" --model gpt-mini --data "$d/data" --init "$d/mini.safetenso
 out init --model gpt-mini --init "$d/mini.safetensors" --prompt "Hello" --max-tokens 60 --temperature 0.8 --seed 5
 out init_ck --checkpoint "$d/ref.bin" --prompt "Hello" --max-tokens 60 --temperature 0.8 --seed 5
 same init init_ck
-# the reference file itself: its other tensors (tokens, logits, gradients) are skipped
-out init_ref --model gpt-mini --init tests/ref/gpt_mini_ref.safetensors --prompt "Hello" --max-tokens 60 --temperature 0.8 --seed 5
-same init init_ref
 out random --model 'gpt(layers=1,heads=2,channels=8,context=16,vocab=300)' --prompt "xyz" --max-tokens 20 --seed 3
 [ -s "$d/random" ] || fail "a random gpt(...) printed nothing"
 
@@ -122,9 +119,12 @@ refuse 2 "needs a value" --checkpoint "$ck" --prompt a --max-tokens
 refuse 2 "top-k: 300 is more than the vocabulary of 256" --checkpoint "$ck" --prompt a --max-tokens 3 --temperature 1 --top-k 300
 refuse 1 "prompt of 300 tokens: 1 to the context of 256" --checkpoint "$ck" --prompt "$(head -c 300 /dev/zero | tr '\0' a)" --max-tokens 3
 refuse 1 "outside the vocabulary \[0, 90)" --model 'gpt(layers=1,heads=2,channels=8,context=16,vocab=90)' --prompt "abc" --max-tokens 3
-refuse 1 "holds no tensor 'h.4.ln_1.weight'" --model 'gpt(layers=5,heads=4,channels=128,context=256,vocab=256)' --init "$d/mini.safetensors" --prompt a --max-tokens 3
+refuse 1 "tensor 'h.4.ln_1.weight' is missing" --model 'gpt(layers=5,heads=4,channels=128,context=256,vocab=256)' --init "$d/mini.safetensors" --prompt a --max-tokens 3
+# the same loader as tsr-train --init: tensors that are not the model's (the reference file's
+# tokens, logits and gradients) are refused, GPT-2's mask buffers and lm_head.weight skipped
+refuse 1 "tensor 'tokens' is not a parameter of the model" --model gpt-mini --init tests/ref/gpt_mini_ref.safetensors --prompt a --max-tokens 3
 refuse 1 "corrupt" --model gpt-mini --init "$d/ref.bin" --prompt a --max-tokens 3
 refuse 1 "not a GPT" --model mlp --prompt a --max-tokens 3
 refuse 1 "no such file\|cannot open\|No such" --checkpoint "$d/none.bin" --prompt a --max-tokens 3
-refuse 1 "tensor 'wte.weight' has 32768 elements in 2 dimensions, the model's 38597376 in 2" --model gpt2 --init "$d/mini.safetensors" --prompt a --max-tokens 3
+refuse 1 "tensor 'wte.weight' has shape \[256, 128\], the model's is \[50257, 768\]" --model gpt2 --init "$d/mini.safetensors" --prompt a --max-tokens 3
 echo "tsr-generate: greedy, sampled, sliding, uncached, --init and checkpoint agree; refusals"

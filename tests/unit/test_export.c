@@ -1,6 +1,7 @@
 /* Weights interchange with PyTorch (lib/io/export.c): the nn.Sequential names, shapes and
  * module text of mlp, cnn, a dropout model and an embedding model against hand-written
- * expectations; export -> init round trips bitwise (through trainers too); every mismatch
+ * expectations; export -> init round trips bitwise (through trainers too); GPT-2 files as Hugging
+ * Face writes them (mask buffers, the transformer. prefix, lm_head) load bitwise; every mismatch
  * refused with its message and the parameters untouched; F16/BF16 accepted; a residual add
  * refused naming the layer; no allocation leaked on any failing allocation. */
 #include <setjmp.h>
@@ -8,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +219,76 @@ static void write_small(fixture *f, enum change c, const float *x) {
     tsr_st_writer_free(f->ctx, w);
 }
 
+/* A GPT-2 file as Hugging Face writes it: GPT2Model's names (openai-community/gpt2's
+ * model.safetensors) with the causal-mask buffers h.N.attn.bias [1, 1, T, T] and
+ * h.N.attn.masked_bias (a scalar), or GPT2LMHeadModel's (every name under "transformer.", plus
+ * lm_head.weight, wte's tied copy); both load bitwise, buffers and head skipped. A tensor of
+ * neither kind is still refused. */
+static void write_hf_gpt(fixture *f, const tsr_model *m, const float *p, int lm_head, int stray) {
+    tsr_st_writer *w;
+    assert_int_equal(tsr_st_writer_create(f->ctx, &w), TSR_OK);
+    char names[64][96];
+    size_t nt = tsr_model_param_tensor_count(m);
+    assert_true(nt + 8 <= 64);
+    uint64_t shapes[64][4];
+    for (size_t i = 0; i < nt; i++) {
+        tsr_param_info info;
+        char name[64];
+        assert_int_equal(tsr_model_param_tensor(m, i, &info), TSR_OK);
+        assert_int_equal(tsr_model_torch_name(f->ctx, m, i, name), TSR_OK);
+        snprintf(names[i], sizeof names[i], "%s%s", lm_head ? "transformer." : "", name);
+        for (size_t d = 0; d < info.rank; d++) shapes[i][d] = info.shape[d];
+        assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, names[i], TSR_ST_F32, (int)info.rank,
+                                               shapes[i], p + info.offset), TSR_OK);
+        if (!strcmp(name, "wte.weight") && lm_head)
+            assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "lm_head.weight", TSR_ST_F32, 2,
+                                                   shapes[i], p + info.offset), TSR_OK);
+    }
+    static const float mask[16] = {1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1}, big = -1e4f;
+    static const uint64_t mask_shape[4] = {1, 1, 4, 4};
+    for (int b = 0; b < 2; b++) {
+        size_t k = nt + 2 * (size_t)b;
+        snprintf(names[k], sizeof names[k], "%sh.%d.attn.bias", lm_head ? "transformer." : "", b);
+        snprintf(names[k + 1], sizeof names[k + 1], "%sh.%d.attn.masked_bias", lm_head ? "transformer." : "", b);
+        assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, names[k], TSR_ST_F32, 4, mask_shape, mask), TSR_OK);
+        assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, names[k + 1], TSR_ST_F32, 0, mask_shape, &big),
+                         TSR_OK);
+    }
+    if (stray)
+        assert_int_equal(tsr_st_writer_add_f32(f->ctx, w, "h.1.attn.scale", TSR_ST_F32, 0, mask_shape, &big),
+                         TSR_OK);
+    assert_int_equal(tsr_st_writer_set_meta(f->ctx, w, "format", "pt"), TSR_OK);
+    assert_int_equal(tsr_st_writer_save(f->ctx, w, f->path), TSR_OK);
+    tsr_st_writer_free(f->ctx, w);
+}
+
+static void test_hugging_face_gpt2_files(void **state) {
+    fixture *f = *state;
+    tsr_gpt_config c;
+    tsr_model *m = NULL;
+    assert_int_equal(tsr_gpt_config_parse(f->ctx, "gpt(layers=2,heads=2,channels=8,context=4,vocab=11)", &c),
+                     TSR_OK);
+    assert_int_equal(tsr_model_create_gpt(f->ctx, &c, 4, &m), TSR_OK);
+    size_t n = tsr_model_param_count(m);
+    float *p = malloc(n * sizeof *p), *q = malloc(n * sizeof *q);
+    assert_true(p && q);
+    tsr_test_fill_uniform(p, n, 7, -1.0f, 1.0f);
+    for (int lm_head = 0; lm_head < 2; lm_head++) {
+        write_hf_gpt(f, m, p, lm_head, 0);
+        memset(q, 0xff, n * sizeof *q);
+        assert_int_equal(tsr_model_load_safetensors(f->ctx, m, f->path, q, n), TSR_OK);
+        assert_memory_equal(p, q, n * sizeof *p);
+    }
+    write_hf_gpt(f, m, p, 0, 1);
+    memset(q, 0xff, n * sizeof *q);
+    assert_int_equal(tsr_model_load_safetensors(f->ctx, m, f->path, q, n), TSR_ERR_MISMATCH);
+    assert_non_null(strstr(tsr_context_last_error(f->ctx), "tensor 'h.1.attn.scale' is not a parameter of the model"));
+    for (size_t i = 0; i < n; i++) assert_true(isnan(q[i])); /* untouched */
+    free(p);
+    free(q);
+    tsr_model_free(m);
+}
+
 static void test_mismatches(void **state) {
     fixture *f = *state;
     tsr_model *m = parse(f, "dense:3,relu,dense:2", (tsr_model_input){1, 2, 2, 2});
@@ -343,6 +415,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_dropout_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_embed_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trainer_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hugging_face_gpt2_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_residual_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_allocator_failures, setup, teardown),

@@ -6,6 +6,10 @@
 #  3. training samples/s and accuracy, tessera vs PyTorch CPU (bench/train_vs_torch.py)
 #  4. data-parallel scaling: 2 ranks vs 1 rank, and the ceiling of 2 independent processes
 #     (bench/scaling.sh; its exit status says whether the 1.8x target was met, not a failure)
+#  5. GPT training step, tessera vs PyTorch CPU, and the fraction of the SGEMM rate
+#     (bench/gpt_speed.sh: gpt2 and gpt-mini at batch 4 x 64, AdamW)
+#  6. tinyshakespeare val loss and wall time, tessera vs PyTorch (bench/shakespeare.sh), when
+#     the text is there
 set -e
 BUILD=${BUILD:-build}
 bin=$BUILD/bin
@@ -27,7 +31,6 @@ fi
 if [ -f "$here/train_vs_torch.py" ]; then
     echo
     echo "== training vs PyTorch (CPU) =="
-    TSR_EXTRA_DEBS=python3-torch sh "$here/../tools/deps.sh"
     BUILD=$BUILD /usr/bin/python3 "$here/train_vs_torch.py"
 fi
 
@@ -35,4 +38,15 @@ if [ -x "$bin/tsr-allreduce-bench" ]; then
     echo
     echo "== data-parallel scaling, mlp =="
     BUILD=$BUILD sh "$here/scaling.sh" || true
+fi
+
+echo
+echo "== GPT training step vs PyTorch (CPU) =="
+BUILD=$BUILD sh "$here/gpt_speed.sh" --models gpt2,gpt-mini --steps 3 --repeats 3
+
+text=${TSR_SHAKESPEARE:-$here/../../shared/data/tinyshakespeare/input.txt}
+if [ -f "$text" ]; then
+    echo
+    echo "== tinyshakespeare, nanoGPT's CPU configuration, vs PyTorch =="
+    BUILD=$BUILD TSR_SHAKESPEARE=$text sh "$here/shakespeare.sh"
 fi

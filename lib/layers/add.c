@@ -39,7 +39,6 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
         return tsr_error(ctx, TSR_ERR_SHAPE, "add: the previous output is %zux%zux%zu but %s is %zux%zux%zu",
                          in[0].c, in[0].h, in[0].w, what, in[1].c, in[1].h, in[1].w);
     }
-    l->out_c = in[0].c, l->out_h = in[0].h, l->out_w = in[0].w;
     return TSR_OK;
 }
 

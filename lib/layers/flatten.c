@@ -1,18 +1,6 @@
 /* flatten — a view of its input as one vector: no memory, no work. */
-#include <stdio.h>
-#include <string.h>
 #include "lib/core/internal.h"
 #include "lib/layers/layer.h"
-
-static int match(const char *name, size_t n, tsr_layer *l) {
-    (void)l;
-    return n == 7 && !strncmp(name, "flatten", 7);
-}
-
-static void print(const tsr_layer *l, char *buf, size_t size) {
-    (void)l;
-    snprintf(buf, size, "flatten");
-}
 
 static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
     (void)ctx;
@@ -34,8 +22,7 @@ static tsr_status nothing(const tsr_layer_run *r) {
 const tsr_layer_ops tsr_layer_flatten = {
     .kind = TSR_LAYER_FLATTEN,
     .type = "flatten",
-    .match = match,
-    .print = print,
+    .word = 1,
     .shape = shape,
     .view = 1,
     .flops = flops,

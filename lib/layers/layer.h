@@ -93,19 +93,22 @@ struct tsr_layer_ops {
     tsr_layer_kind kind;
     const char *type;                     /* "dense", "conv2d", ... (tsr_layer_info.type) */
     /* Claims a spec name ("dense", "conv5x5"): 1 and what the name holds (kernel size) put in
-     * l, else 0. */
+     * l, else 0. NULL: the name is `type` itself when `word` is set (relu, gelu), else the kind
+     * is never written in a spec (the loss). */
     int (*match)(const char *name, size_t n, tsr_layer *l);
+    int word;
     /* Parses the ':' argument into l, c->pos at the character after the name (which began at
      * `start`); errors through tsr_spec_error. NULL: the kind takes no argument. */
     tsr_status (*parse_arg)(tsr_spec_cursor *c, const char *name, size_t n, size_t start,
                             tsr_layer *l);
     /* One '/' option, c->pos after the '/'. NULL: the kind takes no options. */
     tsr_status (*parse_option)(tsr_spec_cursor *c, const char *name, size_t n, tsr_layer *l);
-    /* Canonical spec token. */
+    /* Canonical spec token. NULL: `type` (tsr_layer_token). */
     void (*print)(const tsr_layer *l, char *buf, size_t size);
     /* Checks the configuration against the input shapes (in[k], k < l->ninputs; l->in_* is
-     * in[0]) and fills the output shape and l->weights / l->biases. Errors name the layer and
-     * the bound broken. */
+     * in[0]) and fills the output shape (preset to in[0]'s) and l->weights / l->biases. Errors
+     * name the layer and the bound broken. NULL: the output is shaped as the input, no
+     * parameters. */
     tsr_status (*shape)(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in);
     /* Its parameter tensors in layout order (at most TSR_LAYER_MAX_PARAMS); returns the count. */
     size_t (*params)(const tsr_layer *l, tsr_param_desc *out);
@@ -133,6 +136,8 @@ struct tsr_layer_ops {
 const tsr_layer_ops *tsr_layer_ops_match(const char *name, size_t n, tsr_layer *l);
 /* The table of a kind; NULL if unknown. */
 const tsr_layer_ops *tsr_layer_ops_of(tsr_layer_kind kind);
+/* l's canonical spec token ("dense:64", "relu"). */
+void tsr_layer_token(const tsr_layer *l, char *buf, size_t size);
 
 /* The kinds (one file each). */
 extern const tsr_layer_ops tsr_layer_dense, tsr_layer_conv2d, tsr_layer_maxpool, tsr_layer_relu,

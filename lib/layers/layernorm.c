@@ -1,28 +1,14 @@
 /* layernorm — layer norm over the last dimension (GPT-2's ln_1, ln_2, ln_f):
  * y = (x - mean) / sqrt(var + 1e-5) * weight + bias, biased variance, per row; "weight" [C]
  * starts at ones, "bias" [C] at zeros. Keeps each row's mean and 1/std for backward. */
-#include <stdio.h>
-#include <string.h>
 #include "lib/core/internal.h"
 #include "lib/layers/layer.h"
 
 #define LN_EPS 1e-5f /* PyTorch's and GPT-2's */
 
-static int match(const char *name, size_t n, tsr_layer *l) {
-    if (n != 9 || strncmp(name, "layernorm", 9)) return 0;
-    l->eps = LN_EPS;
-    return 1;
-}
-
-static void print(const tsr_layer *l, char *buf, size_t size) {
-    (void)l;
-    snprintf(buf, size, "layernorm");
-}
-
 static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
     (void)ctx;
-    if (!l->eps) l->eps = LN_EPS; /* built without the parser */
-    l->out_c = in[0].c, l->out_h = in[0].h, l->out_w = in[0].w;
+    if (!l->eps) l->eps = LN_EPS;
     l->weights = l->biases = tsr_tshape_dim(in[0]);
     return TSR_OK;
 }
@@ -65,8 +51,7 @@ static tsr_status backward(const tsr_layer_run *r) {
 const tsr_layer_ops tsr_layer_layernorm = {
     .kind = TSR_LAYER_LAYERNORM,
     .type = "layernorm",
-    .match = match,
-    .print = print,
+    .word = 1,
     .shape = shape,
     .params = params,
     .state = state,

@@ -33,7 +33,6 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
                          l->vocab, l->vocab, T, l->vocab);
     if (l->vocab > SIZE_MAX / 8 / C)
         return tsr_error(ctx, TSR_ERR_SHAPE, "posembed:%zu of width %zu is too large", l->vocab, C);
-    l->out_c = in[0].c, l->out_h = in[0].h, l->out_w = in[0].w;
     l->weights = l->vocab * C;
     return TSR_OK;
 }

@@ -1,4 +1,6 @@
 /* The registry of layer kinds: the only place the parser, the model and the stage find them. */
+#include <stdio.h>
+#include <string.h>
 #include "lib/core/internal.h"
 #include "lib/layers/layer.h"
 
@@ -11,7 +13,9 @@ static const tsr_layer_ops *const kinds[] = {
 
 const tsr_layer_ops *tsr_layer_ops_match(const char *name, size_t n, tsr_layer *l) {
     for (size_t i = 0; i < TSR_ARRAY_SIZE(kinds); i++)
-        if (kinds[i]->match && kinds[i]->match(name, n, l)) return kinds[i];
+        if (kinds[i]->match ? kinds[i]->match(name, n, l)
+                            : kinds[i]->word && strlen(kinds[i]->type) == n && !strncmp(name, kinds[i]->type, n))
+            return kinds[i];
     return NULL;
 }
 
@@ -19,4 +23,9 @@ const tsr_layer_ops *tsr_layer_ops_of(tsr_layer_kind kind) {
     for (size_t i = 0; i < TSR_ARRAY_SIZE(kinds); i++)
         if (kinds[i]->kind == kind) return kinds[i];
     return NULL;
+}
+
+void tsr_layer_token(const tsr_layer *l, char *buf, size_t size) {
+    if (l->ops->print) l->ops->print(l, buf, size);
+    else snprintf(buf, size, "%s", l->ops->type);
 }

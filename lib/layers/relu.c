@@ -1,24 +1,6 @@
 /* relu — y = max(x, 0); backward may run in place over the output gradient. */
-#include <stdio.h>
-#include <string.h>
 #include "lib/core/internal.h"
 #include "lib/layers/layer.h"
-
-static int match(const char *name, size_t n, tsr_layer *l) {
-    (void)l;
-    return n == 4 && !strncmp(name, "relu", 4);
-}
-
-static void print(const tsr_layer *l, char *buf, size_t size) {
-    (void)l;
-    snprintf(buf, size, "relu");
-}
-
-static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
-    (void)ctx;
-    l->out_c = in[0].c, l->out_h = in[0].h, l->out_w = in[0].w;
-    return TSR_OK;
-}
 
 static void flops(const tsr_layer *l, uint64_t n, uint64_t *f, uint64_t *b) {
     *f = *b = n * tsr_layer_out_size(l);
@@ -36,9 +18,7 @@ static tsr_status backward(const tsr_layer_run *r) {
 const tsr_layer_ops tsr_layer_relu = {
     .kind = TSR_LAYER_RELU,
     .type = "relu",
-    .match = match,
-    .print = print,
-    .shape = shape,
+    .word = 1,
     .inplace_din = 1,
     .flops = flops,
     .forward = forward,

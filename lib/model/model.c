@@ -144,7 +144,7 @@ static tsr_status add_layer(tsr_model *m, const tsr_layer *cfg) {
     for (size_t k = 0; k < l.ninputs; k++) {
         if (l.inputs[k] > m->count) {
             char tok[64];
-            l.ops->print(&l, tok, sizeof tok);
+            tsr_layer_token(&l, tok, sizeof tok);
             return tsr_error(m->ctx, TSR_ERR_SHAPE,
                              "layer %zu (%s) reads layer %zu's output, which is not before it "
                              "(layers 0 to %zu%s, or 'in')",
@@ -156,7 +156,7 @@ static tsr_status add_layer(tsr_model *m, const tsr_layer *cfg) {
     for (size_t k = 0; k < l.ninputs; k++)
         if (l.inputs[k] == 0 && m->desc.dtype == TSR_DTYPE_I32 && !(k == 0 && l.ops->token_input)) {
             char tok[64];
-            l.ops->print(&l, tok, sizeof tok);
+            tsr_layer_token(&l, tok, sizeof tok);
             return tsr_error(m->ctx, TSR_ERR_SHAPE,
                              "layer %zu (%s) needs float input, but the model input is int32 token ids "
                              "(a token kind must read them first)",
@@ -166,7 +166,7 @@ static tsr_status add_layer(tsr_model *m, const tsr_layer *cfg) {
         const tsr_layer *e = l.tied && l.tied <= m->count ? &m->layers[l.tied - 1] : NULL;
         if (!e || e->kind != TSR_LAYER_EMBED) {
             char tok[64];
-            l.ops->print(&l, tok, sizeof tok);
+            tsr_layer_token(&l, tok, sizeof tok);
             return tsr_error(m->ctx, TSR_ERR_SHAPE,
                              "layer %zu (%s) is tied to layer %zu, which is not an embed layer before it",
                              m->count, tok, l.tied - 1);
@@ -175,7 +175,7 @@ static tsr_status add_layer(tsr_model *m, const tsr_layer *cfg) {
     }
     l.in_c = in[0].c, l.in_h = in[0].h, l.in_w = in[0].w;
     l.out_c = in[0].c, l.out_h = in[0].h, l.out_w = in[0].w;
-    TSR_TRY(l.ops->shape(m->ctx, &l, in));
+    if (l.ops->shape) TSR_TRY(l.ops->shape(m->ctx, &l, in));
     m->layers[m->count++] = l;
     set_loss(m);
     tsr_free(m->ctx, m->spec);
@@ -250,8 +250,6 @@ tsr_status tsr_model_check(const tsr_model *m) {
 
 /* ---- canonical spec ---- */
 
-static void layer_token(const tsr_layer *l, char *buf, size_t size) { l->ops->print(l, buf, size); }
-
 const char *tsr_model_spec(const tsr_model *cm) {
     if (!cm) return NULL;
     tsr_model *m = (tsr_model *)cm; /* the cached string is not part of the model's value */
@@ -263,7 +261,7 @@ const char *tsr_model_spec(const tsr_model *cm) {
     s[0] = 0;
     for (size_t i = 0; i < m->count; i++) {
         char tok[64];
-        layer_token(&m->layers[i], tok, sizeof tok);
+        tsr_layer_token(&m->layers[i], tok, sizeof tok);
         len += (size_t)snprintf(s + len, cap - len, "%s%s", i ? "," : "", tok);
     }
     /* a GPT exactly as tsr_gpt_spec writes it: its gpt(...) form, which parses back to it */
@@ -497,7 +495,7 @@ tsr_status tsr_model_layer_info(const tsr_model *m, size_t index, size_t batch, 
     memset(info, 0, sizeof *info);
     info->kind = l->kind;
     info->type = l->ops->type;
-    layer_token(l, info->spec, sizeof info->spec);
+    tsr_layer_token(l, info->spec, sizeof info->spec);
     info->in_c = l->in_c, info->in_h = l->in_h, info->in_w = l->in_w;
     info->out_c = l->out_c, info->out_h = l->out_h, info->out_w = l->out_w;
     info->params = l->weights + l->biases;

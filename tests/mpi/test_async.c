@@ -14,6 +14,8 @@
  *  - Fashion-MNIST mlp, 2 workers (n = 3), 150 steps of 32: test accuracy >= 0.75;
  *  - non-finite gradients: skip drops that gradient, stop fails the server's step and the
  *    worker's next pull;
+ *  - a stop request on the server or on a worker interrupts every rank within the staleness
+ *    bound plus a step, and the collective save follows;
  *  - a server stepping more often than its workers fails instead of hanging;
  *  - bad options are refused naming what was wrong.
  * Fault mode (tests/fault/async-worker-kill.sh): --die-rank R --die-step K.
@@ -379,6 +381,67 @@ static void test_nonfinite(tsr_context *ctx, tsr_comm *comm, const tsr_model *m,
     MPI_Barrier(MPI_COMM_WORLD);
 }
 
+/* A stop request (options.stop_flag, what tsr-train's SIGTERM handler sets) on one rank, the
+ * server's (rank 0) or the last worker's, before step 3: it travels in the messages, so every
+ * rank's step returns TSR_ERR_INTERRUPTED within staleness + 1 steps of step 3 (the ranks are
+ * that far apart: a pull is sent, with the request, before the bound lets it be answered), the
+ * server's interrupted step counted; then the collective save succeeds on every rank, and a clean trainer loads it. */
+static void test_stop_request(tsr_context *ctx, tsr_comm *comm, const tsr_model *m,
+                              const tsr_dataset *d) {
+    char ck[256];
+    tsr_mh_shared_path(ck, sizeof ck, "test-async-stop", ".ckpt");
+    for (int who = 0; who < 2; who++) {
+        int stopper = who ? nranks - 1 : 0;
+        static volatile sig_atomic_t stop;
+        stop = 0;
+        tsr_trainer_options o;
+        options(&o, comm, 8);
+        o.stop_flag = &stop;
+        tsr_async_options ao = {1, 1, 0};
+        tsr_async *a = NULL;
+        CHECK_OK(tsr_async_create(ctx, m, &o, &ao, &a), ctx);
+        if (!a) return;
+        int W = nranks - 1, w = rank - 1;
+        float x[8 * FEATURES];
+        int32_t y[8];
+        tsr_status s = TSR_OK;
+        int t = 0;
+        for (; t < 12 && s == TSR_OK; t++) {
+            if (rank == stopper && t == 3) stop = 1;
+            batch(d, t, w < 0 ? 0 : w, W, 8, x, y);
+            s = tsr_async_step(a, x, y, 8, NULL);
+        }
+        t--; /* the step that returned s */
+        CHECK(s == TSR_ERR_INTERRUPTED, "stopper rank %d: rank %d ended with %s at step %d (%s)",
+              stopper, rank, tsr_status_name(s), t, tsr_context_last_error(ctx));
+        int lo = 3 - ao.staleness - 1, hi = 3 + ao.staleness + 1;
+        CHECK(t >= lo && t <= hi, "stopper rank %d: rank %d interrupted at step %d, %d..%d expected",
+              stopper, rank, t, lo, hi);
+        if (rank == 0 && s == TSR_ERR_INTERRUPTED)
+            CHECK(tsr_async_steps(a) == (uint64_t)t + 1, "the server counted %llu steps, %d expected",
+                  (unsigned long long)tsr_async_steps(a), t + 1);
+        CHECK_OK(tsr_async_save(a, ck), ctx);
+        uint64_t saved = tsr_async_steps(a);
+        tsr_async_free(a);
+        MPI_Bcast(&saved, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD); /* the server's count is saved */
+        if (rank == 0) {
+            tsr_trainer_options lo;
+            options(&lo, NULL, 8);
+            lo.mode = TSR_MODE_DATA;
+            tsr_trainer *u = NULL;
+            CHECK_OK(tsr_trainer_create(ctx, m, &lo, &u), ctx);
+            if (u) {
+                CHECK_OK(tsr_trainer_load(u, ck), ctx);
+                CHECK(tsr_trainer_steps(u) == saved, "checkpoint at step %llu, %llu expected",
+                      (unsigned long long)tsr_trainer_steps(u), (unsigned long long)saved);
+            }
+            tsr_trainer_free(u);
+            remove(ck);
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
+}
+
 /* tsr_trainer_get_grads in async mode: the worker's last pushed gradient is bitwise the
  * single-process trainer's first-step gradient (the same parameters, batch and dropout seed);
  * a server has none of its own. */
@@ -584,6 +647,7 @@ int main(int argc, char **argv) {
         if (nranks >= 2) {
             test_sequential(ctx, comm, m, d);
             test_nonfinite(ctx, comm, m, d);
+            test_stop_request(ctx, comm, m, d);
             test_grads(ctx, comm, m, d);
             test_uneven(ctx, comm, m, d);
             test_staleness(ctx, comm, m, d);

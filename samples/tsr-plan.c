@@ -4,7 +4,9 @@
  *   tsr-plan --model cnn
  *   tsr-plan --model "conv5x5:64,relu,pool2,dense:4096,relu,dense:10" \
  *            --topology topology/examples/mixed-gpu.json --batch 256 --optimizer adam
- *   tsr-plan --model mlp --bounds 0,3,8 --devices 0,1   (a fixed placement, evaluated) */
+ *   tsr-plan --model mlp --bounds 0,3,8 --devices 0,1   (a fixed placement, evaluated)
+ *   tsr-plan --model gpt3 --topology topology/examples/cluster-256.json --svg plan.svg
+ *                                   (a GPT: data x tensor x pipeline, tsr_plan3d_create) */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,18 @@ static void usage(FILE *f) {
             "                         pass of the whole batch on each usable device next to a\n"
             "                         timed one (tsr_trainer_measure)\n"
             "  --json                 the plan as JSON (tsr_plan_parse reads it back)\n"
+            "A GPT is planned in 3D (data x tensor x pipeline: tensor groups of consecutive\n"
+            "devices of one host, heads split unevenly by speed, whole blocks per stage) unless\n"
+            "--pipeline-only, --bounds, --replicas, --max-stages, --json or --load is given. It\n"
+            "prints one line per device (copy, stage, blocks, host, device, heads, memory used /\n"
+            "limit, compute per step), the step's parts, the runners-up with why they lost and\n"
+            "the layouts refused for memory. Its options (--optimizer defaults to adam):\n"
+            "  --tensor K / --pipeline P / --data D   only that degree (default: search)\n"
+            "  --zero                 optimizer state divided over the data copies (ZeRO-1)\n"
+            "  --runners-up N         other degrees' best layouts shown (default 4)\n"
+            "  --svg FILE             also draw the plan: devices by host (colour: stage,\n"
+            "                         label: heads) and one step's 1F1B schedule\n"
+            "  --pipeline-only        plan a GPT by layers as a pipeline (the planner above)\n"
             "  --load FILE            read a plan written by --json, check it against the model\n"
             "                         (and the --topology's devices) and print it\n"
             "  --help\n");
@@ -175,7 +189,10 @@ static int load_plan(tsr_context *ctx, tsr_model *model, const char *topo_file, 
 int main(int argc, char **argv) {
     const char *model_spec = NULL, *topo_file = NULL, *bounds_s = NULL, *devices_s = NULL;
     const char *load = NULL;
-    int json = 0, calibrate = 1, check = 0;
+    int json = 0, calibrate = 1, check = 0, pipeline_only = 0, optimizer_set = 0, layer_opts = 0;
+    const char *svg = NULL;
+    tsr_plan3d_options p3;
+    tsr_plan3d_options_init(&p3);
     tsr_plan_options po;
     tsr_plan_options_init(&po);
     tsr_model_input in = TSR_MODEL_INPUT_MNIST;
@@ -196,6 +213,12 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--check")) {
             check = 1;
             continue;
+        } else if (!strcmp(a, "--zero")) {
+            p3.zero = 1;
+            continue;
+        } else if (!strcmp(a, "--pipeline-only")) {
+            pipeline_only = 1;
+            continue;
         }
         if (a[0] != '-' || a[1] != '-') return bad(a, "unknown argument");
         if (!v) return bad(a, "needs a value");
@@ -210,7 +233,14 @@ int main(int argc, char **argv) {
             bounds_s = v;
         else if (!strcmp(a, "--devices"))
             devices_s = v;
-        else if (!strcmp(a, "--context")) {
+        else if (!strcmp(a, "--svg"))
+            svg = v;
+        else if (!strcmp(a, "--tensor") || !strcmp(a, "--pipeline") || !strcmp(a, "--data") ||
+                 !strcmp(a, "--runners-up")) {
+            if (parse_count(v, a[2] == 'r' ? 0 : 1, &n) || n > 65536)
+                return bad(a, a[2] == 'r' ? "expected an integer in 0..64" : "expected an integer in 1..65536");
+            *(a[2] == 't' ? &p3.tensor : a[2] == 'p' ? &p3.pipeline : a[2] == 'd' ? &p3.data : &p3.runners_up) = n;
+        } else if (!strcmp(a, "--context")) {
             if (parse_count(v, 1, &context)) return bad(a, "expected an integer >= 1");
         } else if (!strcmp(a, "--batch")) {
             if (parse_count(v, 1, &po.batch)) return bad(a, "expected an integer >= 1");
@@ -218,10 +248,13 @@ int main(int argc, char **argv) {
             if (parse_count(v, 1, &po.microbatches)) return bad(a, "expected an integer >= 1");
         } else if (!strcmp(a, "--max-stages")) {
             if (parse_count(v, 1, &po.max_stages)) return bad(a, "expected an integer >= 1");
+            layer_opts = 1;
         } else if (!strcmp(a, "--replicas")) {
             if (parse_count(v, 1, &n) || n > 65536) return bad(a, "expected an integer in 1..65536");
             po.replicas = (int)n;
+            layer_opts = 1;
         } else if (!strcmp(a, "--optimizer")) {
+            optimizer_set = 1;
             if (!strcmp(v, "sgd"))
                 po.optimizer_slots = 0;
             else if (!strcmp(v, "momentum"))
@@ -277,6 +310,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (load) return load_plan(ctx, model, topo_file, load, json);
+    int plan3d = tsr_model_gpt_blocks(model) && !pipeline_only && !bounds_s && !layer_opts && !json;
+    if (!plan3d && (svg || p3.zero || p3.tensor || p3.pipeline || p3.data))
+        return bad(svg ? "--svg" : p3.zero ? "--zero" : "--tensor/--pipeline/--data",
+                   "is for the 3D plan of a GPT (without --pipeline-only, --bounds, --replicas, "
+                   "--max-stages, --json)");
     tsr_topology *topo = NULL;
     if (topo_file) {
         st = tsr_topology_load(ctx, topo_file, &topo);
@@ -295,6 +333,31 @@ int main(int argc, char **argv) {
         tsr_model_free(model);
         tsr_context_free(ctx);
         return rc;
+    }
+    if (plan3d) {
+        p3.batch = po.batch;
+        p3.microbatches = po.microbatches;
+        p3.memory_fraction = po.memory_fraction;
+        p3.network_gbps = po.network_gbps;
+        if (optimizer_set) p3.optimizer_slots = po.optimizer_slots;
+        tsr_plan3d *p = NULL;
+        if ((st = tsr_plan3d_create(ctx, model, topo, &p3, &p)) != TSR_OK) die(ctx, st, "planning");
+        if ((st = tsr_plan3d_print(p, stdout)) != TSR_OK) die(ctx, st, "writing");
+        if (svg) {
+            FILE *f = fopen(svg, "w");
+            if (!f) {
+                fprintf(stderr, "tsr-plan: option --svg: cannot write %s\n", svg);
+                return 1;
+            }
+            st = tsr_plan3d_write_svg(p, f);
+            if (fclose(f) != 0 && st == TSR_OK) st = TSR_ERR_IO;
+            if (st != TSR_OK) die(ctx, st, "writing the picture");
+        }
+        tsr_plan3d_free(p);
+        tsr_topology_free(topo);
+        tsr_model_free(model);
+        tsr_context_free(ctx);
+        return 0;
     }
     tsr_plan *plan = NULL;
     if (bounds_s) {

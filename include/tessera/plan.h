@@ -116,6 +116,54 @@ tsr_status tsr_plan_parse(tsr_context *ctx, const tsr_model *model, const char *
 tsr_status tsr_plan_parse_for(tsr_context *ctx, const tsr_model *model, const tsr_topology *topo,
                               const char *text, size_t len, tsr_plan **out);
 
+/* ---- 3D plans of a GPT (lib/plan/plan3d.c) ----
+ * Data x tensor x pipeline: tensor-parallel groups of K consecutive devices of one host (they
+ * talk every block), pipeline stages of whole blocks (embeddings on the first, ln_f and the
+ * head on the last), data-parallel copies of the pipeline. Each group splits the heads (and
+ * 4 x head-size MLP units per head) unevenly, in whole heads, by device speed and memory. The
+ * plan predicts the step time (compute from the devices' GEMM rates, 2 + 2 allreduces per
+ * block in the tensor group, activations between stages, the bubble (P-1)/(M+P-1), the gradient
+ * allreduce of each stage's parameters over the data copies) and each device's memory
+ * (parameters, gradients, optimizer state (/ data degree with ZeRO), activations of the
+ * micro-batches in flight, workspace); layouts that do not fit are refused. */
+typedef struct tsr_plan3d tsr_plan3d;
+
+typedef struct tsr_plan3d_options {
+    size_t batch;           /* sequences per optimizer step, all copies (default 64) */
+    size_t microbatches;    /* per copy and step (0: choose among 1, 2, 4, .. and all) */
+    int optimizer_slots;    /* floats of state per parameter (default 2: Adam) */
+    int zero;               /* 1: optimizer state divided over the data copies (ZeRO-1) */
+    double memory_fraction; /* of each device's memory a layout may use (default 0.9) */
+    double network_gbps;    /* GB/s between hosts (default 10) */
+    size_t tensor, pipeline, data; /* 0: search that degree; else only that degree */
+    size_t runners_up;      /* best layouts of other degrees kept to explain the choice (4) */
+} tsr_plan3d_options;
+
+void tsr_plan3d_options_init(tsr_plan3d_options *o);
+/* The layout of least predicted step time of a GPT (tsr_model_gpt_blocks) on the usable devices
+ * of `topo`. Exact for the cost model over its space (every degree, micro-batch count, block
+ * cut and head split; groups taken fastest first). Errors: TSR_ERR_INVALID_ARG naming a bad
+ * option or a model that is not a GPT, TSR_ERR_NO_DEVICE, TSR_ERR_PLAN when no layout fits
+ * (naming the least memory a device would need). */
+tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr_topology *topo,
+                             const tsr_plan3d_options *o, tsr_plan3d **out);
+void tsr_plan3d_free(tsr_plan3d *p); /* accepts NULL */
+size_t tsr_plan3d_tensor(const tsr_plan3d *p);
+size_t tsr_plan3d_pipeline(const tsr_plan3d *p);
+size_t tsr_plan3d_data(const tsr_plan3d *p);
+size_t tsr_plan3d_microbatches(const tsr_plan3d *p);
+double tsr_plan3d_step_seconds(const tsr_plan3d *p);
+/* Stage cuts the search solved (tests bound the search's cost by this, not by the clock). */
+double tsr_plan3d_work(const tsr_plan3d *p);
+/* Blocks of stage s; heads of device i (0..K-1) of stage s in copy r (0 when out of range). */
+size_t tsr_plan3d_stage_blocks(const tsr_plan3d *p, size_t s);
+size_t tsr_plan3d_heads(const tsr_plan3d *p, size_t r, size_t s, size_t i);
+/* The table (per device: host, stage, blocks, heads, memory, time), the runners-up and why
+ * they lost, the refused layouts. */
+tsr_status tsr_plan3d_print(const tsr_plan3d *p, FILE *f);
+/* A self-contained SVG: devices by host with their stage and heads, one step's schedule. */
+tsr_status tsr_plan3d_write_svg(const tsr_plan3d *p, FILE *f);
+
 #ifdef __cplusplus
 }
 #endif

@@ -505,8 +505,9 @@ static void free_cands(tsr_context *ctx, cands *cs) {
     memset(cs, 0, sizeof *cs);
 }
 
-static int same_class(const tsr_device_info *a, const tsr_device_info *b) {
-    if (a->host != b->host || a->kind != b->kind || a->backend != b->backend ||
+/* Identical devices: same capability (and, unless `any_host`, the same host). */
+static int same_device(const tsr_device_info *a, const tsr_device_info *b, int any_host) {
+    if ((!any_host && a->host != b->host) || a->kind != b->kind || a->backend != b->backend ||
         strcmp(a->name, b->name) || a->global_mem_bytes != b->global_mem_bytes ||
         a->peak_gflops != b->peak_gflops || a->gemm_gflops != b->gemm_gflops ||
         a->mem_bw_gbps != b->mem_bw_gbps || a->h2d_gbps != b->h2d_gbps ||
@@ -516,6 +517,35 @@ static int same_class(const tsr_device_info *a, const tsr_device_info *b) {
     for (int i = 0; i < a->gemm_points && i < 4; i++)
         if (a->gemm_n[i] != b->gemm_n[i] || a->gemm_gflops_n[i] != b->gemm_gflops_n[i]) return 0;
     return 1;
+}
+
+static int same_class(const tsr_device_info *a, const tsr_device_info *b) {
+    return same_device(a, b, 0);
+}
+
+/* ---------------------------------------------------------------- for lib/plan/plan3d.c */
+
+int tsr_plan_same_capability(const tsr_device_info *a, const tsr_device_info *b) {
+    return same_device(a, b, 1);
+}
+
+const char *tsr_plan_not_candidate(const tsr_topology *t, int i) { return not_candidate(t, i); }
+
+void tsr_plan_device_figures(const tsr_device_info *d, double fraction, tsr_plan_figures *out) {
+    cand c;
+    fill_cand(&c, d, 0, fraction);
+    out->mem_bw_gbps = c.mem_bw;
+    out->d2h_gbps = c.d2h;
+    out->h2d_gbps = c.h2d;
+    out->launch_s = c.launch_s;
+    out->limit_bytes = c.limit;
+    out->rate_gflops = gemm_rate(d, 1024);
+}
+
+double tsr_plan_gemm_seconds(const tsr_device_info *d, double flops, double n, int calls) {
+    cand c;
+    fill_cand(&c, d, 0, 1.0);
+    return gemm_seconds(&c, flops, n, calls);
 }
 
 static tsr_status find_cands(const env *e, cands *cs) {

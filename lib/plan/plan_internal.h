@@ -57,4 +57,19 @@ void tsr_plan_finish(tsr_plan *p);
 /* "1.2 GiB", "512.0 MiB", "12 B" */
 void tsr_plan_format_bytes(char *buf, size_t size, double bytes);
 
+/* ---- shared with the 3D planner (lib/plan/plan3d.c): plan.c's device figures ---- */
+typedef struct tsr_plan_figures {
+    double mem_bw_gbps, d2h_gbps, h2d_gbps; /* measured, else the cost model's defaults */
+    double launch_s;
+    uint64_t limit_bytes;                   /* fraction x global memory */
+    double rate_gflops;                     /* SGEMM rate at 1024^3 */
+} tsr_plan_figures;
+void tsr_plan_device_figures(const tsr_device_info *d, double fraction, tsr_plan_figures *out);
+/* Seconds of `flops` in `calls` GEMMs of cube size n on d (plan.c's gemm_seconds). */
+double tsr_plan_gemm_seconds(const tsr_device_info *d, double flops, double n, int calls);
+/* Why device i cannot be planned on, or NULL. */
+const char *tsr_plan_not_candidate(const tsr_topology *t, int i);
+/* Same capability (kind, name, memory, every measured figure), any host. */
+int tsr_plan_same_capability(const tsr_device_info *a, const tsr_device_info *b);
+
 #endif

@@ -35,6 +35,8 @@ static void usage(FILE *f) {
             "                         pass of the whole batch on each usable device next to a\n"
             "                         timed one (tsr_trainer_measure)\n"
             "  --json                 the plan as JSON (tsr_plan_parse reads it back)\n"
+            "  --load FILE            read a plan written by --json, check it against the model\n"
+            "                         (and the --topology's devices) and print it\n"
             "A GPT is planned in 3D (data x tensor x pipeline: tensor groups of consecutive\n"
             "devices of one host, heads split unevenly by speed, whole blocks per stage) unless\n"
             "--pipeline-only, --bounds, --replicas, --max-stages, --json or --load is given. It\n"
@@ -47,8 +49,6 @@ static void usage(FILE *f) {
             "  --svg FILE             also draw the plan: devices by host (colour: stage,\n"
             "                         label: heads) and one step's 1F1B schedule\n"
             "  --pipeline-only        plan a GPT by layers as a pipeline (the planner above)\n"
-            "  --load FILE            read a plan written by --json, check it against the model\n"
-            "                         (and the --topology's devices) and print it\n"
             "  --help\n");
 }
 

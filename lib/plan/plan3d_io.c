@@ -47,8 +47,8 @@ tsr_status tsr_plan3d_print(const tsr_plan3d *p, FILE *f) {
     fprintf(f, "predicted step %.4g s (%.1f sequences/s): ", b->step, (double)p->opt.batch / b->step);
     parts(f, b);
     fprintf(f, "\n");
-    fprintf(f, "%4s %5s %-8s %-16s %-18s %-5s %7s %23s %12s\n", "copy", "stage", "blocks", "host",
-            "device", "kind", "heads", "memory used / limit", "busy s/step");
+    fprintf(f, "%4s %5s %-8s %-16s %-18s %7s %23s %12s\n", "copy", "stage", "blocks", "host",
+            "device", "heads", "memory used / limit", "busy s/step");
     for (size_t i = 0; i < p->ndevices; i++) {
         const tsr_p3_device *d = &p->devices[i];
         size_t first = 0;
@@ -59,9 +59,10 @@ tsr_status tsr_plan3d_print(const tsr_plan3d *p, FILE *f) {
         tsr_plan_format_bytes(lim, sizeof lim, d->limit);
         snprintf(mem, sizeof mem, "%s / %s", used, lim);
         snprintf(heads, sizeof heads, "%zu/%zu", d->heads, p->heads_total);
-        fprintf(f, "%4zu %5zu %-8s %-16.16s %-18.18s %-5s %7s %23s %12.4g%s\n", d->copy, d->stage,
-                blocks, p->host_name[i], p->dev_id[i], "", heads, mem, d->busy_s,
-                d->stage == 0 && d->member == 0 ? "  embeddings" : "");
+        int first_stage = d->stage == 0, last_stage = d->stage + 1 == b->p;
+        fprintf(f, "%4zu %5zu %-8s %-16.16s %-18.18s %7s %23s %12.4g%s%s\n", d->copy, d->stage, blocks,
+                p->host_name[i], p->dev_id[i], heads, mem, d->busy_s,
+                first_stage ? "  + embeddings" : "", last_stage ? (first_stage ? ", ln_f, head" : "  + ln_f, head") : "");
     }
     fprintf(f, "stages per micro-batch (forward + backward + hand-over, the slowest copy):");
     for (size_t s = 0; s < b->p; s++) fprintf(f, " %.4g", p->stage_s[s]);

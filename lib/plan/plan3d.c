@@ -955,6 +955,7 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
     p3_work w;
     memset(&w, 0, sizeof w);
     size_t layouts = 0, refused_total = 0;
+    if (p) p->ctx = ctx; /* freed through the context's allocator on every path */
     if (!top.c || !ref || !p) {
         st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "3D plan");
         goto done;
@@ -1036,6 +1037,10 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
                         ref = r2, capref *= 2;
                     }
                     layout_init(e, &w.l, d, pp, ms[nm - 1]); /* the smallest micro-batches */
+                    if (!w.l.tab) {
+                        st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "3D plan: tables");
+                        goto done;
+                    }
                     refusal(e, &w, &ref[nref++]);
                 }
             }
@@ -1067,8 +1072,6 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
     /* the plan: its cut and heads again, then every figure by evaluate() */
     {
         tsr_p3_cost b = top.c[0];
-        size_t G = tsr_p3_groups(e, b.t);
-        if ((st = work_alloc(e, &w, G, b.t)) != TSR_OK) goto done;
         p->ctx = ctx;
         p->opt = e->o;
         p->blocks_total = e->L;
@@ -1090,10 +1093,18 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
         }
         for (size_t k = 0; k < top.n; k++) {
             tsr_p3_cost c = top.c[k];
-            tsr_p3_groups(e, c.t);
+            size_t G = tsr_p3_groups(e, c.t);
+            if (!G) {
+                st = tsr_error(ctx, e->err ? e->err : TSR_ERR_INTERNAL, "3D plan: groups");
+                goto done;
+            }
             work_free(ctx, &w);
-            if ((st = work_alloc(e, &w, e->ngroups, c.t)) != TSR_OK) goto done;
+            if ((st = work_alloc(e, &w, G, c.t)) != TSR_OK) goto done;
             layout_init(e, &w.l, c.d, c.p, c.m);
+            if (!w.l.tab) {
+                st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "3D plan: tables");
+                goto done;
+            }
             solve(e, &w.l, &w.sv, w.cut);
             cut_heads(e, &w.l, w.cut, w.heads);
             p3_detail det = {{0}, k == 0 ? p->stage_s : NULL, k == 0 ? p->devices : NULL};

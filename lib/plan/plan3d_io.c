@@ -106,10 +106,10 @@ static const char *stage_colour(size_t s) {
 static double schedule(const tsr_plan3d *p, double *fs, double *bs) {
     size_t P = p->best.p, M = p->best.m;
     size_t *next_f = tsr_calloc(p->ctx, P, sizeof *next_f), *next_b = tsr_calloc(p->ctx, P, sizeof *next_b);
-    size_t *done = tsr_calloc(p->ctx, P, sizeof *done);
     double *free_at = tsr_calloc(p->ctx, P, sizeof *free_at);
-    double span = 0;
-    if (!next_f || !next_b || !done || !free_at) goto out;
+    double span = -1; /* allocation failed */
+    if (!next_f || !next_b || !free_at) goto out;
+    span = 0;
     for (size_t i = 0; i < P * M; i++) fs[i] = bs[i] = -1;
     size_t left = 2 * P * M;
     while (left) {
@@ -155,7 +155,6 @@ static double schedule(const tsr_plan3d *p, double *fs, double *bs) {
 out:
     tsr_free(p->ctx, next_f);
     tsr_free(p->ctx, next_b);
-    tsr_free(p->ctx, done);
     tsr_free(p->ctx, free_at);
     return span;
 }
@@ -206,6 +205,10 @@ tsr_status tsr_plan3d_write_svg(const tsr_plan3d *p, FILE *f) {
     double lane = 22, plot_w = width - 140;
     double height = top2 + 40 + P * (lane + 4) + 60;
     double span = schedule(p, fs, bs);
+    if (span < 0) {
+        tsr_free(p->ctx, hosts), tsr_free(p->ctx, per), tsr_free(p->ctx, fs), tsr_free(p->ctx, bs);
+        return tsr_error(p->ctx, TSR_ERR_NO_MEMORY, "3D plan: schedule");
+    }
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"11\">\n",

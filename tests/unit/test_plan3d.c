@@ -414,6 +414,38 @@ static void test_svg(void **state) {
             assert_int_equal(count(text, key), 1);
         }
     assert_int_equal(count(text, "class=\"device\""), p->ndevices);
+    /* the schedule: a stage runs one box at a time; a forward starts after the previous
+     * stage's, a backward after the next stage's backward and its own forward (2 decimals) */
+    double bx[2][8][8], bw[2][8][8];
+    for (int dir = 0; dir < 2; dir++)
+        for (size_t s = 0; s < P; s++)
+            for (size_t j = 0; j < M; j++) {
+                char key[64];
+                snprintf(key, sizeof key, "class=\"%s\" data-stage=\"%zu\" data-mb=\"%zu\"",
+                         dir ? "bwd" : "fwd", s, j);
+                const char *q = strstr(text, key);
+                assert_non_null(q);
+                assert_int_equal(sscanf(strstr(q, " x=\""), " x=\"%lf\"", &bx[dir][s][j]), 1);
+                assert_int_equal(sscanf(strstr(q, " width=\""), " width=\"%lf\"", &bw[dir][s][j]), 1);
+                assert_true(bw[dir][s][j] > 0);
+            }
+    const double tol = 0.02;
+    for (size_t s = 0; s < P; s++)
+        for (size_t j = 0; j < M; j++) {
+            if (s > 0) assert_true(bx[0][s][j] >= bx[0][s - 1][j] + bw[0][s - 1][j] - tol);
+            if (s + 1 < P) assert_true(bx[1][s][j] >= bx[1][s + 1][j] + bw[1][s + 1][j] - tol);
+            assert_true(bx[1][s][j] >= bx[0][s][j] + bw[0][s][j] - tol);
+            for (int d2 = 0; d2 < 2; d2++) /* no two boxes of a stage overlap */
+                for (size_t k = 0; k < M; k++)
+                    for (int d1 = 0; d1 < 2; d1++) {
+                        if (d1 == d2 && k == j) continue;
+                        double a0 = bx[d1][s][j], a1 = a0 + bw[d1][s][j];
+                        double b0 = bx[d2][s][k], b1 = b0 + bw[d2][s][k];
+                        assert_true(a1 <= b0 + tol || b1 <= a0 + tol);
+                    }
+        }
+    /* the bubble: the first stage waits for the last stage's first backward to come back */
+    assert_true(bx[1][0][0] > bx[0][0][P - 1] + bw[0][0][P - 1] + tol);
     /* a real XML parser where there is one */
     char path[] = "/tmp/tsr-plan3d-XXXXXX";
     int fd = mkstemp(path);
@@ -445,6 +477,52 @@ static void test_svg(void **state) {
     tsr_context_free(ctx);
 }
 
+static void test_allocation_failures(void **state) {
+    (void)state;
+    tsr_context *ctx = new_ctx();
+    uint64_t seed = 11;
+    static const int shape[2] = {2, 2};
+    tsr_topology *t = random_topo(ctx, &seed, shape, 2, 1e8, 2e8);
+    tsr_model *m = gpt(ctx, "gpt(layers=4,heads=4,channels=64,context=16,vocab=50)", 16);
+    int succeeded = 0;
+    for (long fail_at = 1; fail_at < 2000 && !succeeded; fail_at++) {
+        tsr_test_alloc ta;
+        tsr_test_alloc_init(&ta, 0);
+        tsr_context_options co;
+        tsr_context_options_init(&co);
+        co.flags = TSR_CONTEXT_NO_OPENCL | TSR_CONTEXT_NO_HWLOC;
+        co.log_level = TSR_LOG_OFF;
+        co.allocator = &ta.allocator;
+        tsr_context *fc;
+        assert_int_equal(tsr_context_create(&fc, &co), TSR_OK);
+        long live = ta.live;
+        ta.fail_at = ta.calls + fail_at;
+        tsr_plan3d *p = NULL;
+        tsr_status st = tsr_plan3d_create(fc, m, t, NULL, &p);
+        char *text = NULL;
+        size_t len = 0;
+        if (st == TSR_OK) {
+            FILE *f = open_memstream(&text, &len);
+            st = tsr_plan3d_write_svg(p, f);
+            fclose(f);
+        }
+        if (st == TSR_OK)
+            succeeded = 1;
+        else
+            assert_int_equal(st, TSR_ERR_NO_MEMORY);
+        free(text);
+        tsr_plan3d_free(p);
+        assert_int_equal(ta.live, live);
+        ta.fail_at = 0;
+        tsr_context_free(fc);
+        assert_int_equal(ta.live, 0);
+    }
+    assert_true(succeeded);
+    tsr_model_free(m);
+    tsr_topology_free(t);
+    tsr_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_search_matches_brute_force),
@@ -452,6 +530,7 @@ int main(void) {
         cmocka_unit_test(test_errors_name_the_bound),
         cmocka_unit_test(test_gpt3_on_256_devices),
         cmocka_unit_test(test_svg),
+        cmocka_unit_test(test_allocation_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,6 +45,9 @@ static void usage(FILE *f) {
             "the layouts refused for memory. Its options (--optimizer defaults to adam):\n"
             "  --tensor K / --pipeline P / --data D   only that degree (default: search)\n"
             "  --zero                 optimizer state divided over the data copies (ZeRO-1)\n"
+            "  --offload              layouts may keep the optimizer state (and run its step)\n"
+            "                         on the host CPU when that is predicted faster or the only\n"
+            "                         fit (ZeRO-Offload)\n"
             "  --runners-up N         other degrees' best layouts shown (default 4)\n"
             "  --svg FILE             also draw the plan: devices by host (colour: stage,\n"
             "                         label: heads) and one step's 1F1B schedule\n"
@@ -216,6 +219,9 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--zero")) {
             p3.zero = 1;
             continue;
+        } else if (!strcmp(a, "--offload")) {
+            p3.offload = 1;
+            continue;
         } else if (!strcmp(a, "--pipeline-only")) {
             pipeline_only = 1;
             continue;
@@ -311,8 +317,8 @@ int main(int argc, char **argv) {
     }
     if (load) return load_plan(ctx, model, topo_file, load, json);
     int plan3d = tsr_model_gpt_blocks(model) && !pipeline_only && !bounds_s && !layer_opts && !json;
-    if (!plan3d && (svg || p3.zero || p3.tensor || p3.pipeline || p3.data))
-        return bad(svg ? "--svg" : p3.zero ? "--zero" : "--tensor/--pipeline/--data",
+    if (!plan3d && (svg || p3.zero || p3.offload || p3.tensor || p3.pipeline || p3.data))
+        return bad(svg ? "--svg" : p3.zero ? "--zero" : p3.offload ? "--offload" : "--tensor/--pipeline/--data",
                    "is for the 3D plan of a GPT (without --pipeline-only, --bounds, --replicas, "
                    "--max-stages, --json)");
     tsr_topology *topo = NULL;

@@ -137,6 +137,11 @@ typedef struct tsr_plan3d_options {
     double network_gbps;    /* GB/s between hosts (default 10) */
     size_t tensor, pipeline, data; /* 0: search that degree; else only that degree */
     size_t runners_up;      /* best layouts of other degrees kept to explain the choice (4) */
+    int offload;            /* 1: layouts may also keep the optimizer state on the host and run
+                             * its step there (ZeRO-Offload): device memory without the state,
+                             * gradients down and parameters up each step, the update at the
+                             * host's memory bandwidth; the state must fit memory_fraction of
+                             * the host's memory (checked at the cut found, not searched) */
 } tsr_plan3d_options;
 
 void tsr_plan3d_options_init(tsr_plan3d_options *o);

@@ -60,6 +60,7 @@
 #include "lib/plan/plan_internal.h"
 
 #define P3_MB_CHOICES 40
+#define P3_HOST_BW 20.0 /* GB/s of a host CPU's memory when no host device was measured */
 
 typedef struct p3_class {
     const tsr_device_info *d;
@@ -107,6 +108,9 @@ struct tsr_p3 {
     p3_group *groups;
     size_t ngroups;
     int *used;            /* per host: devices of the current layout */
+    double *host_bw;      /* per host: GB/s of its CPU's memory (the offloaded optimizer step) */
+    double *host_limit;   /* per host: bytes the offloaded optimizer state may use */
+    double *tmp_host;     /* per host: scratch */
     double work;
     tsr_status err;       /* allocation failure inside the search */
 };
@@ -159,22 +163,6 @@ static double dev_params(const tsr_p3 *e, double h, size_t n, int first, int las
     if (first) P += (e->V + e->Tc) * C;
     if (last) P += 2 * C + (first ? 0 : e->V * C);
     return P;
-}
-
-static double dev_memory(const tsr_p3 *e, size_t h, size_t n, int first, int last,
-                         size_t inflight, size_t d, size_t mb) {
-    double C = e->C, T = e->T, hh = (double)h;
-    double slots = e->o.optimizer_slots;
-    if (e->o.zero) slots /= (double)d;
-    double bytes = dev_params(e, hh, n, first, last) * 4 * (2 + slots);
-    double full = (double)tsr_gpt_block_activation_floats(&e->g, (size_t)T);
-    double split = T * 12 * C + e->H * T * T;
-    double act = (double)n * ((full - split) + split * hh / e->H);
-    if (first) act += 2 * T * C;
-    if (last) act += 3 * T * C + T * e->V;
-    bytes += (double)inflight * act * (double)mb * 4;
-    bytes += 8 * (double)mb * T * C * 4 + (last ? (double)mb * T * e->V * 4 : 0);
-    return bytes;
 }
 
 /* ---------------------------------------------------------------- tables */
@@ -249,6 +237,9 @@ void tsr_p3_free(tsr_p3 *e) {
     tsr_free(e->ctx, e->devs);
     tsr_free(e->ctx, e->cls);
     tsr_free(e->ctx, e->used);
+    tsr_free(e->ctx, e->host_bw);
+    tsr_free(e->ctx, e->host_limit);
+    tsr_free(e->ctx, e->tmp_host);
     tsr_free(e->ctx, e);
 }
 
@@ -326,15 +317,36 @@ typedef struct p3_stage {
     size_t g0;            /* its groups: g0 .. g0 + d - 1 */
     double *send;         /* per copy: hand-over to the next stage per micro-batch */
     double ar_coef;       /* seconds per byte of its data allreduce */
+    double off_coef;      /* seconds per parameter float of its offloaded optimizer step */
 } p3_stage;
 
 typedef struct p3_layout {
     size_t t, d, p, m, mb;
+    int offload;          /* optimizer state and step on the host (ZeRO-Offload) */
     p3_mbtab *tab;
     p3_stage *st;
     double *send;         /* d x p */
     double *tp;           /* per group of the layout (d x p): tensor allreduces per block */
 } p3_layout;
+
+/* Bytes on a device holding h heads of n blocks at stage position `st` of layout `l`. */
+static double dev_memory(const tsr_p3 *e, size_t h, size_t n, const p3_stage *st,
+                         const p3_layout *l) {
+    int first = st->first, last = st->last;
+    size_t inflight = st->inflight, d = l->d, mb = l->mb;
+    double C = e->C, T = e->T, hh = (double)h;
+    double slots = l->offload ? 0 : e->o.optimizer_slots; /* offloaded: on the host */
+    if (e->o.zero) slots /= (double)d;
+    double bytes = dev_params(e, hh, n, first, last) * 4 * (2 + slots);
+    double full = (double)tsr_gpt_block_activation_floats(&e->g, (size_t)T);
+    double split = T * 12 * C + e->H * T * T;
+    double act = (double)n * ((full - split) + split * hh / e->H);
+    if (first) act += 2 * T * C;
+    if (last) act += 3 * T * C + T * e->V;
+    bytes += (double)inflight * act * (double)mb * 4;
+    bytes += 8 * (double)mb * T * C * 4 + (last ? (double)mb * T * e->V * 4 : 0);
+    return bytes;
+}
 
 /* Heads of group g's members (at most cap[i] each, >= 1) minimising the slowest member's
  * block time; returns that time, INFINITY when the caps cannot hold all heads. */
@@ -366,14 +378,14 @@ static double split_heads(const tsr_p3 *e, const p3_group *g, const p3_mbtab *ta
 /* Most heads device `dv` holds at n blocks (0: not even one). */
 static size_t head_cap(const tsr_p3 *e, const p3_dev *dv, size_t n, const p3_stage *s,
                        const p3_layout *l) {
-    double m0 = dev_memory(e, 0, n, s->first, s->last, s->inflight, l->d, l->mb);
-    double m1 = dev_memory(e, 1, n, s->first, s->last, s->inflight, l->d, l->mb);
+    double m0 = dev_memory(e, 0, n, s, l);
+    double m1 = dev_memory(e, 1, n, s, l);
     if (m1 > dv->limit) return 0;
     double slope = m1 - m0;
     size_t c = slope > 0 ? (size_t)fmin((dv->limit - m0) / slope, (double)e->nh) : e->nh;
     if (c < 1) c = 1;
-    while (c > 1 && dev_memory(e, c, n, s->first, s->last, s->inflight, l->d, l->mb) > dv->limit) c--;
-    while (c < e->nh && dev_memory(e, c + 1, n, s->first, s->last, s->inflight, l->d, l->mb) <= dv->limit) c++;
+    while (c > 1 && dev_memory(e, c, n, s, l) > dv->limit) c--;
+    while (c < e->nh && dev_memory(e, c + 1, n, s, l) <= dv->limit) c++;
     return c;
 }
 
@@ -390,7 +402,7 @@ static double group_block(tsr_p3 *e, p3_group *g, size_t n, const p3_stage *s,
     }
     int fits = 1;
     for (size_t i = 0; i < t && fits; i++)
-        fits = dev_memory(e, u[i], n, s->first, s->last, s->inflight, l->d, l->mb) <=
+        fits = dev_memory(e, u[i], n, s, l) <=
                e->devs[g->first + (int)i].limit;
     if (fits) {
         memcpy(heads, u, t * sizeof *heads);
@@ -430,14 +442,35 @@ static double stage_time(tsr_p3 *e, const p3_layout *l, size_t s, size_t n, size
     return worst;
 }
 
+/* Parameter floats of a stage's group at n blocks (the replicated ones once per member). */
+static double group_params(const tsr_p3 *e, const p3_layout *l, const p3_stage *st, size_t n) {
+    double C = e->C, t = (double)l->t;
+    return (double)n * (12 * C * C + 7 * C + 6 * C * t) +
+           t * ((st->first ? (e->V + e->Tc) * C : 0) +
+                (st->last ? 2 * C + (st->first ? 0 : e->V * C) : 0));
+}
+
+/* After the pipeline: the stage's gradient allreduce over the copies, and with offload its
+ * optimizer step on the host. */
 static double stage_allreduce(const tsr_p3 *e, const p3_layout *l, size_t s, size_t n) {
     const p3_stage *st = &l->st[s];
-    if (l->d < 2) return 0;
-    double C = e->C, t = (double)l->t;
-    double bytes = 4 * ((double)n * (12 * C * C + 7 * C + 6 * C * t) +
-                        t * ((st->first ? (e->V + e->Tc) * C : 0) +
-                             (st->last ? 2 * C + (st->first ? 0 : e->V * C) : 0)));
-    return bytes * st->ar_coef;
+    double P = group_params(e, l, st, n);
+    return 4 * P * st->ar_coef + (l->offload ? P * st->off_coef : 0);
+}
+
+/* Offloaded optimizer state fits the hosts' memory at cut n. */
+static int host_memory_fits(tsr_p3 *e, const p3_layout *l, const size_t *n) {
+    if (!l->offload) return 1;
+    int nh = tsr_topology_host_count(e->topo);
+    double *use = (double *)e->tmp_host;
+    for (int h = 0; h < nh; h++) use[h] = 0;
+    double per = 4.0 * e->o.optimizer_slots / (e->o.zero ? (double)l->d : 1.0);
+    for (size_t s = 0; s < l->p; s++)
+        for (size_t r = 0; r < l->d; r++)
+            use[e->groups[l->st[s].g0 + r].host] += per * group_params(e, l, &l->st[s], n[s]);
+    for (int h = 0; h < nh; h++)
+        if (use[h] > e->host_limit[h]) return 0;
+    return 1;
 }
 
 static double send_time(const tsr_p3 *e, const p3_group *a, const p3_group *b, size_t mb) {
@@ -448,9 +481,10 @@ static double send_time(const tsr_p3 *e, const p3_group *a, const p3_group *b, s
 }
 
 /* Fills the stage positions of (t, d, p, m) on the current groups. */
-static void layout_init(tsr_p3 *e, p3_layout *l, size_t d, size_t p, size_t m) {
+static void layout_init(tsr_p3 *e, p3_layout *l, size_t d, size_t p, size_t m, int offload) {
     size_t rb = (e->o.batch + d - 1) / d;
     l->t = e->t, l->d = d, l->p = p, l->m = m;
+    l->offload = offload;
     l->mb = (rb + m - 1) / m;
     l->tab = mbtab(e, l->mb);
     int nh = tsr_topology_host_count(e->topo);
@@ -473,8 +507,15 @@ static void layout_init(tsr_p3 *e, p3_layout *l, size_t d, size_t p, size_t m) {
         int cross = 0;
         for (size_t r = 1; r < d; r++) cross |= e->groups[st->g0 + r].host != e->groups[st->g0].host;
         double bw = INFINITY;
+        st->off_coef = 0;
         for (size_t r = 0; r < d; r++) {
             const p3_group *g = &e->groups[st->g0 + r];
+            /* offloaded: gradients down and parameters up over the members' links, the
+             * optimizer step on the host's CPU, shared by the layout's devices there */
+            double slots = e->o.optimizer_slots / (e->o.zero ? (double)d : 1.0);
+            double off = 8 / ((double)l->t * g->link * 1e9) +
+                         (3 + 2 * slots) * 4 * e->used[g->host] / ((double)l->t * e->host_bw[g->host] * 1e9);
+            if (off > st->off_coef) st->off_coef = off;
             double b = cross ? e->o.network_gbps * (double)l->t / e->used[g->host]
                              : (double)l->t * g->link;
             if (b < bw) bw = b;
@@ -512,7 +553,7 @@ static double evaluate(tsr_p3 *e, p3_layout *l, const size_t *blocks, const size
                 const p3_dev *dv = &e->devs[g->first + (int)i];
                 if (h == 0 || h > e->nh) return INFINITY;
                 sum += h;
-                double mem = dev_memory(e, h, n, st->first, st->last, st->inflight, d, l->mb);
+                double mem = dev_memory(e, h, n, st, l);
                 if (mem > dv->limit) return INFINITY;
                 double b = l->tab->blk[(size_t)dv->cls * H1 + h];
                 if (b > worst) worst = b;
@@ -537,7 +578,7 @@ static double evaluate(tsr_p3 *e, p3_layout *l, const size_t *blocks, const size
         double a = stage_allreduce(e, l, s, n);
         if (a > G) G = a;
     }
-    if (total != e->L) return INFINITY;
+    if (total != e->L || !host_memory_fits(e, l, blocks)) return INFINITY;
     double A = (double)(l->m + p - 1);
     double step = A * F + G;
     if (out) {
@@ -564,6 +605,7 @@ static double evaluate(tsr_p3 *e, p3_layout *l, const size_t *blocks, const size
             }
         }
         c->t = t, c->d = d, c->p = p, c->m = l->m, c->mb = l->mb;
+        c->offload = l->offload;
         c->bubble = (double)(p - 1) * F;
         c->allreduce = G;
         c->stage_s = F;
@@ -767,11 +809,24 @@ tsr_status tsr_p3_create(tsr_context *ctx, const tsr_model *model, const tsr_top
     e->cls = tsr_calloc(ctx, (size_t)nd + 1, sizeof *e->cls);
     e->used = tsr_calloc(ctx, (size_t)nh + 1, sizeof *e->used);
     e->mb_index = tsr_calloc(ctx, opt.batch + 1, sizeof *e->mb_index);
-    if (!e->devs || !e->cls || !e->used || !e->mb_index) {
+    e->host_bw = tsr_calloc(ctx, (size_t)nh + 1, sizeof *e->host_bw);
+    e->host_limit = tsr_calloc(ctx, (size_t)nh + 1, sizeof *e->host_limit);
+    e->tmp_host = tsr_calloc(ctx, (size_t)nh + 1, sizeof *e->tmp_host);
+    if (!e->devs || !e->cls || !e->used || !e->mb_index || !e->host_bw || !e->host_limit ||
+        !e->tmp_host) {
         tsr_p3_free(e);
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "3D plan: tables");
     }
     for (size_t i = 0; i <= opt.batch; i++) e->mb_index[i] = -1;
+    for (int h = 0; h < nh; h++) { /* the host's CPU as the topology measured it, if it did */
+        e->host_bw[h] = P3_HOST_BW;
+        for (int i = 0; i < nd; i++) {
+            const tsr_device_info *d = tsr_topology_device(topo, i);
+            if (d->host == h && d->backend == TSR_BACKEND_HOST && d->mem_bw_gbps > 0)
+                e->host_bw[h] = d->mem_bw_gbps;
+        }
+        e->host_limit[h] = opt.memory_fraction * (double)tsr_topology_host(topo, h)->memory_bytes;
+    }
     /* candidates by host, topology order within */
     for (int h = 0; h < nh; h++)
         for (int i = 0; i < nd; i++) {
@@ -846,13 +901,13 @@ static tsr_status work_alloc(tsr_p3 *e, p3_work *w, size_t groups, size_t tmax) 
     return TSR_OK;
 }
 
-double tsr_p3_evaluate(tsr_p3 *e, size_t t, size_t d, size_t p, size_t m, const size_t *blocks,
-                       const size_t *heads) {
+double tsr_p3_evaluate(tsr_p3 *e, size_t t, size_t d, size_t p, size_t m, int offload,
+                       const size_t *blocks, const size_t *heads) {
     size_t G = tsr_p3_groups(e, t);
     if (!G || !d || !p || d * p > G || p > e->L || !m || !blocks || !heads) return INFINITY;
     p3_work w;
     if (work_alloc(e, &w, G, t) != TSR_OK) return INFINITY;
-    layout_init(e, &w.l, d, p, m);
+    layout_init(e, &w.l, d, p, m, offload);
     double v = w.l.tab ? evaluate(e, &w.l, blocks, heads, NULL) : INFINITY;
     work_free(e->ctx, &w);
     return v;
@@ -870,7 +925,9 @@ static double top_threshold(const p3_top *k) { return k->n < k->cap ? INFINITY :
 static void top_offer(p3_top *k, const tsr_p3_cost *c) {
     size_t i = 0;
     for (; i < k->n; i++) /* one entry per degrees: keep its best micro-batch count */
-        if (k->c[i].t == c->t && k->c[i].d == c->d && k->c[i].p == c->p) break;
+        if (k->c[i].t == c->t && k->c[i].d == c->d && k->c[i].p == c->p &&
+            k->c[i].offload == c->offload)
+            break;
     if (i < k->n) {
         if (c->step >= k->c[i].step) return;
         memmove(&k->c[i], &k->c[i + 1], (k->n - i - 1) * sizeof *k->c);
@@ -900,7 +957,7 @@ static void refusal(tsr_p3 *e, p3_work *w, tsr_p3_refusal *r) {
     double worst = -1;
     size_t nn = e->L / p, extra = e->L % p;
     memset(r, 0, sizeof *r);
-    r->t = t, r->d = l->d, r->p = p, r->m = l->m;
+    r->t = t, r->d = l->d, r->p = p, r->m = l->m, r->offload = l->offload;
     for (size_t s = 0; s < p; s++) {
         const p3_stage *st = &l->st[s];
         size_t n = nn + (s < extra);
@@ -915,7 +972,7 @@ static void refusal(tsr_p3 *e, p3_work *w, tsr_p3_refusal *r) {
             for (size_t i = 0; i < t; i++) {
                 const p3_dev *dv = &e->devs[g->first + (int)i];
                 size_t h = g->ushare[mbi * t + i];
-                double need = dev_memory(e, h, n, st->first, st->last, st->inflight, l->d, l->mb);
+                double need = dev_memory(e, h, n, st, l);
                 double ratio = need / dv->limit;
                 if (ratio > worst) {
                     worst = ratio;
@@ -990,10 +1047,12 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
                 if (d > dmax) break;
                 size_t ms[P3_MB_CHOICES];
                 size_t nm = tsr_p3_microbatch_choices(e, d, ms, P3_MB_CHOICES);
-                int solved = 0, feasible = 0;
-                for (size_t mi = 0; mi < nm; mi++) {
+                int solved = 0, feasible = 0, noff = e->o.offload ? 2 : 1;
+                for (size_t k = 0; k < nm * (size_t)noff; k++) {
+                    size_t mi = k / (size_t)noff;
+                    int off = (int)(k % (size_t)noff);
                     layouts++;
-                    layout_init(e, &w.l, d, pp, ms[mi]);
+                    layout_init(e, &w.l, d, pp, ms[mi], off);
                     if (!w.l.tab) {
                         st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "3D plan: tables");
                         goto done;
@@ -1019,14 +1078,16 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
                     if (lb >= top_threshold(&top)) continue;
                     solved++;
                     double v = solve(e, &w.l, &w.sv, w.cut);
-                    if (!(v < INFINITY)) continue;
+                    /* the hosts' memory is checked at the cut found, not searched over cuts */
+                    if (!(v < INFINITY) || !host_memory_fits(e, &w.l, w.cut)) continue;
                     feasible = 1;
                     tsr_p3_cost c;
                     memset(&c, 0, sizeof c);
                     c.t = t, c.d = d, c.p = pp, c.m = ms[mi], c.mb = w.l.mb, c.step = v;
+                    c.offload = off;
                     top_offer(&top, &c);
                 }
-                if (solved == (int)nm && !feasible && nm) {
+                if (solved == (int)nm * noff && !feasible && nm) {
                     refused_total++;
                     if (nref == capref) {
                         tsr_p3_refusal *r2 = grow(ctx, ref, nref, 2 * capref, sizeof *r2);
@@ -1036,7 +1097,8 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
                         }
                         ref = r2, capref *= 2;
                     }
-                    layout_init(e, &w.l, d, pp, ms[nm - 1]); /* the smallest micro-batches */
+                    /* the smallest micro-batches, the optimizer state offloaded if it may be */
+                    layout_init(e, &w.l, d, pp, ms[nm - 1], noff - 1);
                     if (!w.l.tab) {
                         st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "3D plan: tables");
                         goto done;
@@ -1100,7 +1162,7 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
             }
             work_free(ctx, &w);
             if ((st = work_alloc(e, &w, G, c.t)) != TSR_OK) goto done;
-            layout_init(e, &w.l, c.d, c.p, c.m);
+            layout_init(e, &w.l, c.d, c.p, c.m, c.offload);
             if (!w.l.tab) {
                 st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "3D plan: tables");
                 goto done;

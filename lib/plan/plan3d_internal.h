@@ -18,8 +18,8 @@ size_t tsr_p3_microbatch_choices(const tsr_p3 *e, size_t data, size_t *out, size
 /* Predicted step time of one layout on the groups of tsr_p3_groups(e, t): blocks[s] per stage,
  * heads[(s x d + r) x t + i] of device i of stage s in copy r; INFINITY when a device's
  * memory does not hold its share (or the layout is malformed). */
-double tsr_p3_evaluate(tsr_p3 *e, size_t t, size_t d, size_t p, size_t m, const size_t *blocks,
-                       const size_t *heads);
+double tsr_p3_evaluate(tsr_p3 *e, size_t t, size_t d, size_t p, size_t m, int offload,
+                       const size_t *blocks, const size_t *heads);
 
 /* One device of the chosen layout. */
 typedef struct tsr_p3_device {
@@ -35,13 +35,15 @@ typedef struct tsr_p3_device {
  * gradient allreduce over the data copies. */
 typedef struct tsr_p3_cost {
     size_t t, d, p, m, mb;
-    double step, compute, tp, send, bubble, allreduce;
+    int offload;               /* optimizer state and step on the host */
+    double step, compute, tp, send, bubble, allreduce; /* allreduce: + the offloaded step */
     double stage_s;            /* the bottleneck stage per micro-batch */
 } tsr_p3_cost;
 
 /* A layout refused for memory, with its reason. */
 typedef struct tsr_p3_refusal {
     size_t t, d, p, m;
+    int offload;
     double need, limit;        /* the device furthest over its limit */
     char why[256];
 } tsr_p3_refusal;

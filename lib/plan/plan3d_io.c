@@ -12,15 +12,15 @@ static const char *slots_name(int slots) {
 }
 
 static void degrees(char *buf, size_t n, const tsr_p3_cost *c) {
-    snprintf(buf, n, "tensor %zu x pipeline %zu x data %zu, %zu micro-batch%s of %zu", c->t, c->p,
-             c->d, c->m, c->m == 1 ? "" : "es", c->mb);
+    snprintf(buf, n, "tensor %zu x pipeline %zu x data %zu, %zu micro-batch%s of %zu%s", c->t, c->p,
+             c->d, c->m, c->m == 1 ? "" : "es", c->mb, c->offload ? ", optimizer on the host" : "");
 }
 
 /* Why a runner-up lost: the part of its step that grew most against the plan's. */
 static void why_lost(char *buf, size_t n, const tsr_p3_cost *w, const tsr_p3_cost *c) {
     static const char *what[5] = {"more compute on its slowest stage", "more tensor allreduce",
                                   "more hand-over between stages", "a larger bubble",
-                                  "a longer data allreduce"};
+                                  "a longer data allreduce (and offloaded optimizer step)"};
     double dw[5] = {c->compute - w->compute, c->tp - w->tp, c->send - w->send,
                     c->bubble - w->bubble, c->allreduce - w->allreduce};
     int k = 0;
@@ -33,6 +33,7 @@ static void parts(FILE *f, const tsr_p3_cost *c) {
     fprintf(f, "compute %.4g s, tensor allreduce %.4g s, hand-over %.4g s, bubble %.4g s (%zu/%zu), "
                "data allreduce %.4g s",
             c->compute, c->tp, c->send, c->bubble, c->p - 1, c->m + c->p - 1, c->allreduce);
+    if (c->offload) fprintf(f, " (with the optimizer step on the host)");
 }
 
 tsr_status tsr_plan3d_print(const tsr_plan3d *p, FILE *f) {
@@ -41,9 +42,10 @@ tsr_status tsr_plan3d_print(const tsr_plan3d *p, FILE *f) {
     char deg[160];
     degrees(deg, sizeof deg, b);
     fprintf(f, "3D plan for %s\n", p->title);
-    fprintf(f, "layout: %s (%zu devices), batch %zu, %s (%d optimizer float%s per parameter%s)\n",
+    fprintf(f, "layout: %s (%zu devices), batch %zu, %s (%d optimizer float%s per parameter%s%s)\n",
             deg, p->ndevices, p->opt.batch, slots_name(p->opt.optimizer_slots), p->opt.optimizer_slots,
-            p->opt.optimizer_slots == 1 ? "" : "s", p->opt.zero ? ", ZeRO over the data copies" : "");
+            p->opt.optimizer_slots == 1 ? "" : "s", p->opt.zero ? ", ZeRO over the data copies" : "",
+            b->offload ? ", kept on the host: ZeRO-Offload" : "");
     fprintf(f, "predicted step %.4g s (%.1f sequences/s): ", b->step, (double)p->opt.batch / b->step);
     parts(f, b);
     fprintf(f, "\n");
@@ -82,8 +84,9 @@ tsr_status tsr_plan3d_print(const tsr_plan3d *p, FILE *f) {
         fprintf(f, "refused for memory: %zu degree choices fit at no micro-batch count; the closest:\n",
                 p->refused_total);
         for (size_t k = 0; k < p->nrefused && k < 3; k++)
-            fprintf(f, "  tensor %zu x pipeline %zu x data %zu: %s\n", p->refused[k].t,
-                    p->refused[k].p, p->refused[k].d, p->refused[k].why);
+            fprintf(f, "  tensor %zu x pipeline %zu x data %zu%s: %s\n", p->refused[k].t,
+                    p->refused[k].p, p->refused[k].d,
+                    p->refused[k].offload ? " (optimizer on the host)" : "", p->refused[k].why);
     }
     fprintf(f, "searched %zu layouts (degrees x micro-batch counts), %.0f stage evaluations\n",
             p->layouts, p->work);

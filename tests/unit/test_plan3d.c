@@ -80,6 +80,7 @@ static tsr_topology *random_topo(tsr_context *ctx, uint64_t *s, const int *per_h
 typedef struct brute {
     tsr_p3 *e;
     size_t t, d, p, m, H, L;
+    int offload;
     size_t blocks[16], heads[256];
     double best;
     long layouts, fitting;
@@ -88,7 +89,7 @@ typedef struct brute {
 static void brute_heads(brute *b, size_t slot, size_t left) {
     size_t slots = b->d * b->p * b->t, member = slot % b->t;
     if (slot == slots) {
-        double v = tsr_p3_evaluate(b->e, b->t, b->d, b->p, b->m, b->blocks, b->heads);
+        double v = tsr_p3_evaluate(b->e, b->t, b->d, b->p, b->m, b->offload, b->blocks, b->heads);
         b->layouts++;
         if (v < INFINITY) b->fitting++;
         if (v < b->best) b->best = v;
@@ -119,8 +120,8 @@ static void brute_cuts(brute *b, size_t s, size_t left) {
 }
 
 /* Least step over every layout the planner's space holds, by enumeration. */
-static double brute_best(tsr_p3 *e, size_t H, size_t L, size_t tmax, size_t data, long *layouts,
-                         long *fitting) {
+static double brute_best(tsr_p3 *e, size_t H, size_t L, size_t tmax, size_t data, int offload,
+                         long *layouts, long *fitting) {
     brute b;
     memset(&b, 0, sizeof b);
     b.e = e, b.H = H, b.L = L, b.best = INFINITY;
@@ -131,10 +132,11 @@ static double brute_best(tsr_p3 *e, size_t H, size_t L, size_t tmax, size_t data
                 if (data && d != data) continue;
                 size_t ms[40];
                 size_t nm = tsr_p3_microbatch_choices(e, d, ms, 40);
-                for (size_t k = 0; k < nm; k++) {
-                    b.t = t, b.d = d, b.p = p, b.m = ms[k];
-                    brute_cuts(&b, 0, L);
-                }
+                for (size_t k = 0; k < nm; k++)
+                    for (int off = 0; off <= offload; off++) {
+                        b.t = t, b.d = d, b.p = p, b.m = ms[k], b.offload = off;
+                        brute_cuts(&b, 0, L);
+                    }
             }
     }
     *layouts += b.layouts;
@@ -160,6 +162,7 @@ static void test_search_matches_brute_force(void **state) {
         tsr_plan3d_options_init(&o);
         o.batch = 8;
         o.zero = round % 2;
+        o.offload = round % 4 >= 2; /* the optimizer state may go to the host */
         o.network_gbps = uni(&seed, 1, 20);
         if (round % 3 == 0) { /* two copies over a slow network: the allreduce shapes the cut */
             o.data = 2;
@@ -167,7 +170,7 @@ static void test_search_matches_brute_force(void **state) {
         }
         tsr_p3 *e;
         assert_int_equal(tsr_p3_create(ctx, m, t, &o, &e), TSR_OK);
-        double want = brute_best(e, 6, 5, 3, o.data, &layouts, &fitting);
+        double want = brute_best(e, 6, 5, 3, o.data, o.offload, &layouts, &fitting);
         tsr_p3_free(e);
         tsr_plan3d *p = NULL;
         tsr_status st = tsr_plan3d_create(ctx, m, t, &o, &p);
@@ -186,7 +189,7 @@ static void test_search_matches_brute_force(void **state) {
                     for (size_t i = 0; i < T; i++) heads[(s * D + r) * T + i] = tsr_plan3d_heads(p, r, s, i);
             }
             assert_int_equal(tsr_p3_create(ctx, m, t, &o, &e), TSR_OK);
-            double again = tsr_p3_evaluate(e, T, D, P, tsr_plan3d_microbatches(p), blocks, heads);
+            double again = tsr_p3_evaluate(e, T, D, P, tsr_plan3d_microbatches(p), p->best.offload, blocks, heads);
             tsr_p3_free(e);
             assert_true(fabs(again - want) <= 1e-9 * want);
         } else {
@@ -248,6 +251,48 @@ static void test_uneven_heads_by_speed(void **state) {
     assert_true(p->devices[1].memory <= p->devices[1].limit);
     assert_true(p->devices[1].memory > 0.75 * p->devices[1].limit);
     tsr_plan3d_free(p);
+    tsr_topology_free(t);
+    tsr_model_free(m);
+    tsr_context_free(ctx);
+}
+
+static void test_offload_when_memory_is_short(void **state) {
+    (void)state;
+    tsr_context *ctx = new_ctx();
+    tsr_model *m = gpt(ctx, "gpt(layers=2,heads=12,channels=768,context=64,vocab=1000)", 64);
+    /* the whole model on one device: 15.0 M parameters, 229 MiB with Adam's state, 115 MiB
+     * without it, + ~60 MiB of activations and workspace at a micro-batch of 4 */
+    tsr_topology *t = two_speeds(ctx, 3000, 1000, 250u << 20);
+    t->devices[0].global_mem_bytes = 250u << 20;
+    tsr_plan3d_options o;
+    tsr_plan3d_options_init(&o);
+    o.batch = 4;
+    o.tensor = 1, o.pipeline = 1, o.data = 1;
+    tsr_plan3d *p = NULL;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p), TSR_ERR_PLAN);
+    assert_error_has(ctx, "does not fit anywhere");
+    o.offload = 1;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p), TSR_OK);
+    assert_int_equal(p->best.offload, 1);
+    assert_true(p->devices[0].memory <= p->devices[0].limit);
+    assert_true(p->best.allreduce > 0); /* the offloaded step is paid for */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(tsr_plan3d_print(p, f), TSR_OK);
+    fclose(f);
+    assert_non_null(strstr(text, "ZeRO-Offload"));
+    free(text);
+    tsr_plan3d_free(p);
+    /* with room on the device, keeping the state there is faster: no offload */
+    t->devices[0].global_mem_bytes = t->devices[1].global_mem_bytes = 1ull << 33;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p), TSR_OK);
+    assert_int_equal(p->best.offload, 0);
+    tsr_plan3d_free(p);
+    /* the host must hold the state too */
+    t->devices[0].global_mem_bytes = t->devices[1].global_mem_bytes = 250u << 20;
+    t->hosts[0].memory_bytes = 64u << 20;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p), TSR_ERR_PLAN);
     tsr_topology_free(t);
     tsr_model_free(m);
     tsr_context_free(ctx);
@@ -527,6 +572,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_search_matches_brute_force),
         cmocka_unit_test(test_uneven_heads_by_speed),
+        cmocka_unit_test(test_offload_when_memory_is_short),
         cmocka_unit_test(test_errors_name_the_bound),
         cmocka_unit_test(test_gpt3_on_256_devices),
         cmocka_unit_test(test_svg),

@@ -1123,11 +1123,20 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
                            layouts, ref[0].t, ref[0].p, ref[0].d, ref[0].m, a, e->o.memory_fraction, b,
                            ref[0].why);
         } else {
-            st = tsr_error(ctx, TSR_ERR_PLAN,
-                           "no layout: %d usable devices%s%s (tensor %zu, pipeline %zu, data %zu asked; "
-                           "0 = any)",
-                           e->ndev, e->o.tensor ? " cannot form the tensor groups asked" : "",
-                           "", e->o.tensor, e->o.pipeline, e->o.data);
+            /* only fixed degrees leave nothing to try: name the bound they break */
+            size_t t1 = e->o.tensor ? e->o.tensor : 1, d1 = e->o.data ? e->o.data : 1;
+            size_t p1 = e->o.pipeline ? e->o.pipeline : 1, G = tsr_p3_groups(e, t1);
+            size_t rb = (e->o.batch + d1 - 1) / d1;
+            if (e->o.microbatches > rb)
+                st = tsr_error(ctx, TSR_ERR_PLAN,
+                               "plan option microbatches: %zu, more than the %zu sequences of a copy's "
+                               "batch (%zu over %zu copies)",
+                               e->o.microbatches, rb, e->o.batch, d1);
+            else
+                st = tsr_error(ctx, TSR_ERR_PLAN,
+                               "no layout: pipeline %zu x data %zu needs %zu tensor groups of %zu "
+                               "devices of one host; the %d usable devices form %zu",
+                               p1, d1, p1 * d1, t1, e->ndev, G);
         }
         goto done;
     }

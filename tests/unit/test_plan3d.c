@@ -325,6 +325,18 @@ static void test_errors_name_the_bound(void **state) {
     o.microbatches = 65;
     assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p), TSR_ERR_INVALID_ARG);
     assert_error_has(ctx, "batch of 64");
+    tsr_plan3d_options_init(&o);
+    o.tensor = 2, o.pipeline = 2;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p), TSR_ERR_PLAN);
+    assert_error_has(ctx, "needs 2 tensor groups of 2 devices of one host; the 2 usable devices form 1");
+    tsr_plan3d_options_init(&o);
+    o.data = 2, o.microbatches = 40;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p), TSR_ERR_PLAN);
+    assert_error_has(ctx, "more than the 32 sequences of a copy's batch");
+    t->devices[0].usable = t->devices[1].usable = 0;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, NULL, &p), TSR_ERR_NO_DEVICE);
+    assert_error_has(ctx, "none of the topology's 2 devices");
+    t->devices[0].usable = t->devices[1].usable = 1;
     /* nothing fits: the error names the closest layout's need and the limit */
     for (int i = 0; i < 2; i++) t->devices[i].global_mem_bytes = 1u << 20;
     tsr_plan3d_options_init(&o);

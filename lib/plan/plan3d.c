@@ -1005,7 +1005,9 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
     tsr_p3 *e;
     TSR_TRY(tsr_p3_create(ctx, model, topo, o, &e));
     tsr_status st = TSR_OK;
-    size_t K = e->o.runners_up + 1, nref = 0, capref = 8;
+    size_t K = e->o.runners_up + 1, nref = 0, capref = 8, ntodo = 0;
+    tsr_p3_cost per_t[65], todo[64 + 65];
+    for (int i = 0; i < 65; i++) per_t[i].step = INFINITY;
     p3_top top = {tsr_calloc(ctx, K, sizeof(tsr_p3_cost)), 0, K};
     tsr_p3_refusal *ref = tsr_calloc(ctx, capref, sizeof *ref);
     tsr_plan3d *p = tsr_calloc(ctx, 1, sizeof *p);
@@ -1075,7 +1077,9 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
                         inv += 1 / beta;
                     }
                     double lb = (double)(ms[mi] + pp - 1) * (double)e->L / inv;
-                    if (lb >= top_threshold(&top)) continue;
+                    /* skipped only when it can enter neither the best few nor beat the best
+                     * of its tensor degree */
+                    if (lb >= top_threshold(&top) && lb >= per_t[t].step) continue;
                     solved++;
                     double v = solve(e, &w.l, &w.sv, w.cut);
                     /* the hosts' memory is checked at the cut found, not searched over cuts */
@@ -1086,6 +1090,7 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
                     c.t = t, c.d = d, c.p = pp, c.m = ms[mi], c.mb = w.l.mb, c.step = v;
                     c.offload = off;
                     top_offer(&top, &c);
+                    if (v < per_t[t].step) per_t[t] = c;
                 }
                 if (solved == (int)nm * noff && !feasible && nm) {
                     refused_total++;
@@ -1157,13 +1162,17 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
         p->dev_id = tsr_calloc(ctx, p->ndevices, sizeof *p->dev_id);
         p->host_name = tsr_calloc(ctx, p->ndevices, sizeof *p->host_name);
         p->runners = tsr_calloc(ctx, K, sizeof *p->runners);
+        p->per_tensor = tsr_calloc(ctx, 65, sizeof *p->per_tensor);
         if (!p->blocks || !p->stage_s || !p->fwd_share || !p->devices || !p->dev_id ||
-            !p->host_name || !p->runners) {
+            !p->host_name || !p->runners || !p->per_tensor) {
             st = tsr_error(ctx, TSR_ERR_NO_MEMORY, "3D plan: result");
             goto done;
         }
-        for (size_t k = 0; k < top.n; k++) {
-            tsr_p3_cost c = top.c[k];
+        for (size_t k = 0; k < top.n; k++) todo[ntodo++] = top.c[k];
+        for (size_t t = 1; t < 65; t++) /* the best of each other tensor degree */
+            if (t != b.t && per_t[t].step < INFINITY) todo[ntodo++] = per_t[t];
+        for (size_t k = 0; k < ntodo; k++) {
+            tsr_p3_cost c = todo[k];
             size_t G = tsr_p3_groups(e, c.t);
             if (!G) {
                 st = tsr_error(ctx, e->err ? e->err : TSR_ERR_INTERNAL, "3D plan: groups");
@@ -1204,8 +1213,10 @@ tsr_status tsr_plan3d_create(tsr_context *ctx, const tsr_model *model, const tsr
                 p->best = det.cost;
                 memcpy(p->blocks, w.cut, c.p * sizeof *p->blocks);
                 for (size_t s = 0; s < c.p; s++) p->fwd_share[s] = 1.0 / 3.0;
-            } else {
+            } else if (k < top.n) {
                 p->runners[p->nrunners++] = det.cost;
+            } else {
+                p->per_tensor[p->nper_tensor++] = det.cost;
             }
         }
         for (size_t i = 0; i < p->ndevices; i++) {
@@ -1247,6 +1258,7 @@ void tsr_plan3d_free(tsr_plan3d *p) {
     tsr_free(ctx, p->dev_id);
     tsr_free(ctx, p->host_name);
     tsr_free(ctx, p->runners);
+    tsr_free(ctx, p->per_tensor);
     tsr_free(ctx, p->refused);
     tsr_free(ctx, p);
 }

@@ -63,6 +63,8 @@ struct tsr_plan3d {
     char (*host_name)[64];
     tsr_p3_cost *runners;      /* best of other degrees, fastest first */
     size_t nrunners;
+    tsr_p3_cost *per_tensor;   /* the best of each other tensor degree, by degree */
+    size_t nper_tensor;
     tsr_p3_refusal *refused;   /* the closest to fitting first */
     size_t nrefused, refused_total;
     double work;

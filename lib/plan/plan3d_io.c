@@ -80,6 +80,17 @@ tsr_status tsr_plan3d_print(const tsr_plan3d *p, FILE *f) {
                     100 * (c->step / b->step - 1), why);
         }
     }
+    if (p->nper_tensor) {
+        fprintf(f, "the best of each other tensor degree:\n");
+        for (size_t k = 0; k < p->nper_tensor; k++) {
+            const tsr_p3_cost *c = &p->per_tensor[k];
+            char d2[160], why[96];
+            degrees(d2, sizeof d2, c);
+            why_lost(why, sizeof why, b, c);
+            fprintf(f, "  %-60s step %.4g s (+%.1f%%): %s\n", d2, c->step,
+                    100 * (c->step / b->step - 1), why);
+        }
+    }
     if (p->refused_total) {
         fprintf(f, "refused for memory: %zu degree choices fit at no micro-batch count; the closest:\n",
                 p->refused_total);

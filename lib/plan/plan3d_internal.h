@@ -56,7 +56,6 @@ struct tsr_plan3d {
     tsr_p3_cost best;
     size_t *blocks;            /* per stage */
     double *stage_s;           /* per stage: forward + backward + send of one micro-batch */
-    double *fwd_share;         /* forward fraction of stage_s (the picture) */
     tsr_p3_device *devices;    /* d x p x t: copy-major, then stage, then member */
     size_t ndevices;
     char (*dev_id)[64];

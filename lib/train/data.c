@@ -13,6 +13,7 @@
 #include "lib/train/dp.h"
 #include "lib/train/optim.h"
 #include "lib/train/strategy.h"
+#include "lib/train/tp.h"
 
 typedef struct data_mode {
     tsr_run run;
@@ -24,13 +25,7 @@ typedef struct data_mode {
     float *probs;   /* host copy of batch x classes for evaluation */
     float *grads;   /* host copy of the gradients for the non-finite scan (device backends) */
     float global_loss;
-    /* tensor parallelism: the group, the whole model and its configuration, this rank's share,
-     * host scratch of the share and of the whole (nwhole floats) */
-    tsr_comm *tp;
-    const tsr_model *whole;
-    tsr_gpt_config gpt;
-    size_t head0, heads, nwhole;
-    float *share, *full;
+    tsr_tp tp;      /* tensor parallelism (tp.comm NULL: none): this rank's share inside */
 } data_mode;
 
 static tsr_status validate(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o) {
@@ -41,18 +36,8 @@ static tsr_status validate(tsr_context *ctx, const tsr_model *model, const tsr_t
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "top-k ratio %g is not in (0, 1]", o->topk_ratio);
     if (o->compress != TSR_COMPRESS_NONE && !o->comm)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "gradient compression needs a communicator");
-    if (o->tp_comm) {
-        tsr_gpt_config c;
-        if (!o->tp_whole || tsr_model_gpt_config(o->tp_whole, &c) != TSR_OK)
-            return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tensor parallelism needs the whole GPT (tp_whole)");
-        if (!o->tp_heads || o->tp_head0 + o->tp_heads > c.heads)
-            return tsr_error(ctx, TSR_ERR_SHAPE, "tensor-parallel share of heads %zu..%zu of %zu", o->tp_head0,
-                             o->tp_head0 + o->tp_heads, c.heads);
-        if (tsr_model_layer_count(model) != 4 + 14 * c.layers)
-            return tsr_error(ctx, TSR_ERR_SHAPE,
-                             "the trainer's model is not a tensor-parallel share of the %zu-block GPT "
-                             "(tsr_model_create_gpt_tp)", c.layers);
-    }
+    tsr_gpt_config c;
+    if (o->tp_comm) TSR_TRY(tsr_tp_check(ctx, model, o, &c));
     return TSR_OK;
 }
 
@@ -67,8 +52,7 @@ static void destroy(void *mode) {
     tsr_backend_free(m->be);
     tsr_free(ctx, m->probs);
     tsr_free(ctx, m->grads);
-    tsr_free(ctx, m->share);
-    tsr_free(ctx, m->full);
+    tsr_tp_close(&m->tp);
     tsr_free(ctx, m);
 }
 
@@ -76,35 +60,16 @@ static void destroy(void *mode) {
 
 /* The whole vector `full` into the share's buffer. */
 static tsr_status tp_scatter(data_mode *m, tsr_buf *buf, size_t off, const float *full) {
-    TSR_TRY(tsr_gpt_tp_scatter(m->run.ctx, m->whole, m->run.model, &m->gpt, m->head0, m->heads, full, m->share));
-    return tsr_write_f32(buf, off, m->share, m->np);
-}
-
-/* The group's shares (share: np floats, this rank's) into the whole vector on every rank. */
-static tsr_status tp_gather(data_mode *m, const float *share, float *full) {
-    memset(full, 0, m->nwhole * sizeof *full);
-    int owner = tsr_comm_rank(m->tp) == 0; /* the replicated tensors: once */
-    TSR_TRY(tsr_gpt_tp_gather(m->run.ctx, m->whole, m->run.model, &m->gpt, m->head0, m->heads, share, owner,
-                              full));
-    return tsr_comm_allreduce(m->tp, full, m->nwhole, NULL);
+    TSR_TRY(tsr_tp_scatter(&m->tp, full, m->tp.mine_buf));
+    return tsr_write_f32(buf, off, m->tp.mine_buf, m->np);
 }
 
 static tsr_status tp_open(data_mode *m, const tsr_trainer_options *o) {
-    tsr_context *ctx = m->run.ctx;
-    m->tp = o->tp_comm;
-    m->whole = o->tp_whole;
-    m->head0 = o->tp_head0, m->heads = o->tp_heads;
-    TSR_TRY(tsr_model_gpt_config(m->whole, &m->gpt));
-    m->nwhole = tsr_model_param_count(m->whole);
-    m->share = tsr_calloc(ctx, m->np ? m->np : 1, sizeof *m->share);
-    m->full = tsr_calloc(ctx, m->nwhole, sizeof *m->full);
-    if (!m->share || !m->full)
-        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "tensor parallelism: %zu parameters of the whole model",
-                         m->nwhole);
-    tsr_stage_set_tp(m->stage, m->tp);
+    TSR_TRY(tsr_tp_open(&m->tp, m->run.ctx, m->run.model, o));
+    tsr_stage_set_tp(m->stage, m->tp.comm);
     /* the whole model's initial values, so a tensor-parallel run starts as a single one */
-    TSR_TRY(tsr_model_init_host(m->whole, o->init == TSR_INIT_GLOROT_UNIFORM, o->seed, m->full));
-    return tp_scatter(m, tsr_stage_params(m->stage), 0, m->full);
+    TSR_TRY(tsr_tp_initial(&m->tp, o));
+    return tsr_write_f32(tsr_stage_params(m->stage), 0, m->tp.mine_buf, m->np);
 }
 
 static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o,
@@ -186,12 +151,8 @@ static tsr_status compute(void *mode, const float *images, const int32_t *labels
      * the averaged gradients, which are then checked on all ranks alike. */
     /* tensor parallelism: the group learns any rank's stop request before the data-parallel
      * agreement spreads it to the other groups (every rank then ends the same step) */
-    if (m->tp) {
-        float stop = r->stop ? 1.0f : 0.0f;
-        TSR_TRY(tsr_comm_allreduce(m->tp, &stop, 1, NULL));
-        r->stop = stop > 0;
-    }
-    *early = !isfinite(*l) && !m->dp && !r->check_grads && !m->tp;
+    TSR_TRY(tsr_tp_any(&m->tp, &r->stop));
+    *early = !isfinite(*l) && !m->dp && !r->check_grads && !m->tp.comm;
     if (*early) return TSR_OK;
     m->global_loss = *l;
     if (m->dp) {
@@ -236,14 +197,12 @@ static tsr_status agree(void *mode, float *l, int early, size_t bad, float value
     size_t lo = 0, hi = np;
     if (m->dp) tsr_dp_owned(m->dp, &lo, &hi);
     if (np && tsr_dp_sharded(m->dp)) TSR_TRY(tsr_dp_first_bad(m->dp, bad, &bad));
-    if (m->tp) { /* each rank scanned its own share: the group skips together */
-        float any = bad < np ? 1.0f : 0.0f;
-        TSR_TRY(tsr_comm_allreduce(m->tp, &any, 1, NULL));
-        if (any > 0 && bad >= np) {
-            snprintf(why, size, "a gradient of another tensor-parallel rank is not finite");
-            *skip = 1;
-            return TSR_OK;
-        }
+    int any = bad < np; /* tensor parallel: each rank scanned its own share, the group skips together */
+    TSR_TRY(tsr_tp_any(&m->tp, &any));
+    if (any && bad >= np) {
+        snprintf(why, size, "a gradient of another tensor-parallel rank is not finite");
+        *skip = 1;
+        return TSR_OK;
     }
     if (bad < np) {
         char text[32] = "not finite"; /* the value itself where this rank holds it */
@@ -312,16 +271,16 @@ static tsr_status evaluate(void *mode, const tsr_dataset *d, double *accuracy, d
     return TSR_OK;
 }
 
-static size_t outside_count(const data_mode *m) { return m->tp ? m->nwhole : m->np; }
+static size_t outside_count(const data_mode *m) { return m->tp.comm ? m->tp.nwhole : m->np; }
 
 static tsr_status get_params(void *mode, float *dst, size_t count) {
     data_mode *m = mode;
     if (count != outside_count(m))
         return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", outside_count(m),
                          count);
-    if (!m->tp) return tsr_read_f32(tsr_stage_params(m->stage), 0, dst, m->np);
-    TSR_TRY(tsr_read_f32(tsr_stage_params(m->stage), 0, m->share, m->np));
-    return tp_gather(m, m->share, dst); /* collective over the group */
+    if (!m->tp.comm) return tsr_read_f32(tsr_stage_params(m->stage), 0, dst, m->np);
+    TSR_TRY(tsr_read_f32(tsr_stage_params(m->stage), 0, m->tp.mine_buf, m->np));
+    return tsr_tp_gather(&m->tp, m->tp.mine_buf, dst); /* collective over the group */
 }
 
 static tsr_status set_params(void *mode, const float *src, size_t count) {
@@ -329,7 +288,7 @@ static tsr_status set_params(void *mode, const float *src, size_t count) {
     if (count != outside_count(m))
         return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", outside_count(m),
                          count);
-    if (m->tp) return tp_scatter(m, tsr_stage_params(m->stage), 0, src);
+    if (m->tp.comm) return tp_scatter(m, tsr_stage_params(m->stage), 0, src);
     return tsr_write_f32(tsr_stage_params(m->stage), 0, src, m->np);
 }
 
@@ -343,12 +302,12 @@ static tsr_status get_grads(void *mode, float *dst, size_t count) {
                          "gradients with shard_optimizer: this rank averages only [%zu, %zu) of %zu",
                          lo, hi, m->np);
     }
-    if (!m->tp) return tsr_run_read_grads(&m->run, m->stage, dst, count);
-    if (count != m->nwhole)
+    if (!m->tp.comm) return tsr_run_read_grads(&m->run, m->stage, dst, count);
+    if (count != m->tp.nwhole)
         return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu gradients asked for",
-                         m->nwhole, count);
-    TSR_TRY(tsr_run_read_grads(&m->run, m->stage, m->share, m->np));
-    return tp_gather(m, m->share, dst);
+                         m->tp.nwhole, count);
+    TSR_TRY(tsr_run_read_grads(&m->run, m->stage, m->tp.mine_buf, m->np));
+    return tsr_tp_gather(&m->tp, m->tp.mine_buf, dst);
 }
 
 /* ---- checkpoint state: the parameters whole, the optimizer state by slice (ZeRO-1) ---- */
@@ -367,7 +326,7 @@ static tsr_comm *state_comm(void *mode) {
 }
 static int state_writer(void *mode) {
     data_mode *m = mode;
-    return m->run.rank == 0 && (!m->tp || tsr_comm_rank(m->tp) == 0);
+    return m->run.rank == 0 && (!m->tp.comm || tsr_comm_rank(m->tp.comm) == 0);
 }
 static void owned(data_mode *m, size_t *lo, size_t *hi) {
     *lo = 0, *hi = m->np;
@@ -383,17 +342,16 @@ static tsr_status gather_mine(data_mode *m, size_t i, tsr_buf *buf, float *mine)
 }
 static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
     data_mode *m = mode;
-    if (!m->tp) return gather_mine(m, i, buf, whole);
-    TSR_TRY(gather_mine(m, i, buf, m->share));
-    return tp_gather(m, m->share, whole);
+    if (!m->tp.comm) return gather_mine(m, i, buf, whole);
+    TSR_TRY(gather_mine(m, i, buf, m->tp.mine_buf));
+    return tsr_tp_gather(&m->tp, m->tp.mine_buf, whole);
 }
 static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
     data_mode *m = mode;
     size_t lo, hi;
-    if (m->tp) { /* the share, then this rank's slice of it (ZeRO-1) */
-        TSR_TRY(tsr_gpt_tp_scatter(m->run.ctx, m->whole, m->run.model, &m->gpt, m->head0, m->heads, whole,
-                                   m->share));
-        whole = m->share;
+    if (m->tp.comm) { /* the share, then this rank's slice of it (ZeRO-1) */
+        TSR_TRY(tsr_tp_scatter(&m->tp, whole, m->tp.mine_buf));
+        whole = m->tp.mine_buf;
     }
     if (i == 0) return tsr_write_f32(buf, 0, whole, m->np);
     owned(m, &lo, &hi);

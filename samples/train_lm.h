@@ -112,9 +112,8 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
         die(ctx, s, "validation data");
 
     /* pipeline stages: as listed, or even cuts moved to block boundaries (the library's) */
-    size_t bounds[65];
+    size_t bounds[65], stages = 0;
     if (pp && a->stages) {
-        size_t stages;
         if (!strcmp(a->stages, "auto") ||
             tsr_pipeline_bounds_parse(ctx, a->stages, tsr_model_layer_count(r.model), bounds, 65, &stages) !=
                 TSR_OK) {
@@ -127,15 +126,28 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
         }
         to->stage_bounds = bounds;
     }
-    /* tensor parallelism: groups of K consecutive ranks (they talk every layer), replicated
-     * over the data-parallel groups of the ranks with the same index in theirs */
+    /* tensor parallelism: groups of K consecutive ranks (they talk every layer); the ranks of
+     * one index in their groups, in group order, are the data-parallel replicas, the pipeline
+     * or the hybrid layout (rank = (replica x stages + stage) x K + index) */
     size_t K = a->tp > 1 ? (size_t)a->tp : 1, heads[4096], head0 = 0;
     tsr_comm *tp = NULL, *dpc = comm;
     tsr_model *share = NULL;
     if (K > 1) {
-        const char *why = pp || to->mode != TSR_MODE_DATA ? "composes with --mode data only so far"
-                          : (size_t)size % K                ? "does not divide the ranks"
-                                                            : NULL;
+        size_t R = to->mode == TSR_MODE_HYBRID && to->replicas ? to->replicas : 1;
+        char bound[200];
+        const char *why = NULL;
+        if (to->mode == TSR_MODE_ASYNC || to->mode == TSR_MODE_GOSSIP) {
+            why = "composes with --mode data, pipeline and hybrid, not async or gossip";
+        } else if ((size_t)size % (K * R)) {
+            if (pp) snprintf(bound, sizeof bound, "%d ranks are not replicas %zu x tensor %zu x pipeline stages "
+                             "(a multiple of %zu)", size, R, K, K * R);
+            else snprintf(bound, sizeof bound, "%d ranks are not data x tensor %zu (a multiple of %zu)", size, K, K);
+            why = bound;
+        } else if (stages && stages != (size_t)size / K / R) {
+            snprintf(bound, sizeof bound, "--stages lists %zu stages, but %d ranks / (tensor %zu x replicas %zu) "
+                     "= %zu stages", stages, size, K, R, (size_t)size / K / R);
+            why = bound;
+        }
         double speed[4096];
         size_t n = 0;
         for (const char *p = a->tp_shares; !why && p && *p;) {
@@ -160,11 +172,13 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
             (s = tsr_model_create_gpt_tp(ctx, &cfg, T, heads[t], &share)) != TSR_OK)
             die(ctx, s, "--tp");
         to->tp_comm = tp, to->tp_whole = r.model, to->tp_head0 = head0, to->tp_heads = heads[t];
+        for (size_t q = 0; to->stage_bounds && q <= stages; q++) bounds[q] = tsr_gpt_tp_layer(&cfg, bounds[q]);
         if (rank == 0 && !a->quiet) {
+            size_t S = pp ? (size_t)size / K / R : 1, D = (size_t)size / K / S;
             fprintf(stderr, "tsr-train: tensor parallel over %zu ranks, heads", K);
             for (size_t q = 0; q < K; q++) fprintf(stderr, " %zu", heads[q]);
-            fprintf(stderr, " of %zu; %d data-parallel replica%s\n", cfg.heads, size / (int)K,
-                    size / (int)K == 1 ? "" : "s");
+            fprintf(stderr, " of %zu; %zu data-parallel replica%s x %zu pipeline stage%s\n", cfg.heads, D,
+                    D == 1 ? "" : "s", S, S == 1 ? "" : "s");
         }
     }
     to->comm = size / (int)K > 1 ? dpc : NULL;

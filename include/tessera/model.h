@@ -173,6 +173,9 @@ tsr_status tsr_gpt_tp_split(tsr_context *ctx, const tsr_gpt_config *config, size
 /* A rank's model holding `heads` heads (fourteen layers a block). */
 tsr_status tsr_model_create_gpt_tp(tsr_context *ctx, const tsr_gpt_config *config, size_t tokens, size_t heads,
                                    tsr_model **out);
+/* The layer of a share where layer `layer` of the whole model begins (a pipeline cut before
+ * it; the layer count for the model's end). */
+size_t tsr_gpt_tp_layer(const tsr_gpt_config *config, size_t layer);
 /* The whole model's flat parameters (or gradients, optimizer state) `full` to a rank's share
  * (`whole` the whole model, `mine` the rank's, both over the same tokens). */
 tsr_status tsr_gpt_tp_scatter(tsr_context *ctx, const tsr_model *whole, const tsr_model *mine,

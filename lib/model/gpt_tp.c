@@ -89,6 +89,15 @@ tsr_status tsr_model_create_gpt_tp(tsr_context *ctx, const tsr_gpt_config *c, si
     return s;
 }
 
+size_t tsr_gpt_tp_layer(const tsr_gpt_config *c, size_t layer) {
+    /* where each of a whole block's ten layers begins among the share's fourteen: c_attn and
+     * c_fc with the tpcopy before them, the residual adds after their tpreduce */
+    static const size_t at[FULL_BLOCK] = {0, 1, 3, 4, 6, 7, 8, 10, 11, 13};
+    if (layer < 2) return layer;
+    if (layer >= 2 + FULL_BLOCK * c->layers) return layer + (TP_BLOCK - FULL_BLOCK) * c->layers;
+    return 2 + TP_BLOCK * ((layer - 2) / FULL_BLOCK) + at[(layer - 2) % FULL_BLOCK];
+}
+
 /* ---- the whole model's parameters and a rank's share ---- */
 
 /* Tensor k of layer `layer` (offset and count in the flat layout). */

@@ -14,6 +14,7 @@
 #include "lib/model/stage.h"
 #include "lib/core/timeline.h"
 #include "lib/train/strategy.h"
+#include "lib/train/tp.h"
 
 /* Message tags: micro-batch (mod 4096) and direction. MPI keeps messages of one pair and tag
  * in order, and receives are posted in micro-batch order, so the modulus cannot mismatch. */
@@ -67,6 +68,11 @@ struct tsr_pipeline {
     int tie_peer;
     size_t tie_off, tie_count, tie_whole; /* in this stage's grads; in the whole layout */
     float *tie_mine, *tie_theirs;
+    /* Tensor parallelism (options tp_*): the model is this rank's share of a GPT and the
+     * pipeline's flat layout the share's; the outside (parameters, checkpoints) sees the whole
+     * model. comm then holds the ranks of this rank's tensor-parallel index, so activations
+     * travel between the matching ranks of two stages' groups (each holds them whole). */
+    tsr_tp tp;
 };
 
 /* ---- options ---- */
@@ -156,6 +162,7 @@ void tsr_pipeline_free(tsr_pipeline *p) {
     tsr_free(p->run.ctx, p->counts);
     tsr_free(p->run.ctx, p->tie_mine);
     tsr_free(p->run.ctx, p->tie_theirs);
+    tsr_tp_close(&p->tp);
     tsr_free(p->run.ctx, p);
 }
 
@@ -204,9 +211,13 @@ static tsr_status slots_alloc(tsr_pipeline *p, pl_slot *sl, size_t n, size_t flo
     return TSR_OK;
 }
 
+/* The ranks that agree on every outcome: every rank of every replica of this tensor-parallel
+ * index (the run's agreement adds the group: lib/train/run.c), or the group alone. */
+static tsr_comm *everyone(tsr_pipeline *p) { return p->all ? p->all : p->run.o.tp_comm; }
+
 /* Every rank learns whether any rank failed: 1 allreduce of a flag. */
-static tsr_status agree(tsr_pipeline *p, tsr_comm *comm, tsr_status mine, const char *what) {
-    return tsr_run_agree(&p->run, comm, mine, what);
+static tsr_status agree(tsr_pipeline *p, tsr_status mine, const char *what) {
+    return tsr_run_agree(&p->run, everyone(p), mine, what);
 }
 
 static size_t whole_offset(const tsr_pipeline *p, size_t st);
@@ -288,16 +299,21 @@ static tsr_status scatter_whole(tsr_pipeline *p, tsr_buf *buf, const float *whol
 
 static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
     tsr_context *ctx = p->run.ctx;
-    (void)o;
     size_t first = p->bounds[p->s], last = p->bounds[p->s + 1];
     tsr_stage_options so = {first, last, p->mb_max, p->s > 0};
     TSR_TRY(tsr_run_open_stage(&p->run, &so, &p->be, &p->stage, &p->optim));
+    if (o->tp_comm) { /* the whole model's initial values, so the run starts as a single one */
+        TSR_TRY(tsr_tp_open(&p->tp, ctx, p->run.model, o));
+        tsr_stage_set_tp(p->stage, p->tp.comm);
+        TSR_TRY(tsr_tp_initial(&p->tp, o));
+    }
     const tsr_layer *l0 = &p->run.model->layers[first], *l1 = &p->run.model->layers[last - 1];
     p->in_feat = tsr_layer_in_size(l0);
     p->out_feat = tsr_layer_out_size(l1);
     p->classes = tsr_model_get_input(p->run.model).classes;
     p->positions = tsr_model_positions(p->run.model);
     TSR_TRY(setup_tie(p));
+    if (p->tp.comm) TSR_TRY(scatter_whole(p, tsr_stage_params(p->stage), p->tp.mine_buf));
     /* in flight: GPipe holds every micro-batch; 1F1B at stage s warms up with S-s-1 forwards */
     p->in_slots = p->schedule == TSR_PIPELINE_GPIPE ? p->M
                   : (p->S - p->s < p->M ? p->S - p->s : p->M);
@@ -359,7 +375,7 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
                 p->counts[st] += model->layers[i].weights + model->layers[i].biases;
         s = setup(p, o);
     }
-    s = agree(p, p->all, s, "pipeline creation");
+    s = agree(p, s, "pipeline creation");
     if (s == TSR_OK && p->rcomm) {
         /* the replicas of this stage average its gradients: data parallelism on rcomm (its
          * bucket hook runs in the last micro-batch's backward); sharding stays off */
@@ -367,7 +383,7 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
         dpo.comm = p->rcomm;
         dpo.shard_optimizer = -1;
         s = tsr_dp_create(ctx, model, p->stage, &dpo, p->run.tl, &p->dp);
-        s = agree(p, p->all, s, "replica gradient averaging");
+        s = agree(p, s, "replica gradient averaging");
     }
     if (s != TSR_OK) {
         p->run.ctx = ctx;
@@ -659,13 +675,17 @@ static tsr_status decide(void *mode, float *loss, int early, size_t bad, float v
     } else if (p->comm) {
         TSR_TRY(tsr_comm_allreduce(p->comm, shared, 4, NULL));
     }
-    p->run.stop = shared[3] > 0;
+    /* tensor parallel: each rank scanned its own share; the group stops and skips together */
+    int others_bad = shared[1] > 0, stop = shared[3] > 0;
+    TSR_TRY(tsr_tp_any(&p->tp, &others_bad));
+    TSR_TRY(tsr_tp_any(&p->tp, &stop));
+    p->run.stop = stop;
     *loss = shared[0];
-    *skip = !isfinite(*loss) || shared[1] > 0;
+    *skip = !isfinite(*loss) || others_bad;
     if (bad < np)
         snprintf(why, size, "gradient %zu of stage %zu's %zu is %g", bad, p->s, np, (double)value);
-    else if (shared[1] > 0)
-        snprintf(why, size, "a gradient of another stage is not finite");
+    else if (others_bad)
+        snprintf(why, size, "a gradient of another stage or tensor-parallel rank is not finite");
     else
         snprintf(why, size, "loss is %g", (double)*loss);
     return TSR_OK;
@@ -805,12 +825,28 @@ static tsr_status gather_whole(tsr_pipeline *p, tsr_buf *mine, float *dst) {
     return s;
 }
 
+/* The parameter count the outside sees: the whole model's with tensor parallelism. */
+static size_t outside_count(const tsr_pipeline *p) { return p->tp.comm ? p->tp.nwhole : whole_count(p); }
+
+/* dst[outside_count] = every stage's (and tensor-parallel rank's) `mine`, on every rank. */
+static tsr_status gather_outside(tsr_pipeline *p, tsr_buf *mine, float *dst) {
+    if (!p->tp.comm) return gather_whole(p, mine, dst);
+    TSR_TRY(gather_whole(p, mine, p->tp.mine_buf));
+    return tsr_tp_gather(&p->tp, p->tp.mine_buf, dst);
+}
+
+static tsr_status scatter_outside(tsr_pipeline *p, tsr_buf *buf, const float *src) {
+    if (!p->tp.comm) return scatter_whole(p, buf, src);
+    TSR_TRY(tsr_tp_scatter(&p->tp, src, p->tp.mine_buf));
+    return scatter_whole(p, buf, p->tp.mine_buf);
+}
+
 tsr_status tsr_pipeline_get_params(tsr_pipeline *p, float *dst, size_t count) {
     if (!p || (!dst && count)) return TSR_ERR_INVALID_ARG;
-    size_t n = whole_count(p);
+    size_t n = outside_count(p);
     if (count != n)
         return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu asked for", n, count);
-    return gather_whole(p, tsr_stage_params(p->stage), dst);
+    return gather_outside(p, tsr_stage_params(p->stage), dst);
 }
 
 tsr_status tsr_pipeline_get_grads(tsr_pipeline *p, float *dst, size_t count) {
@@ -826,34 +862,35 @@ tsr_status tsr_pipeline_get_grads(tsr_pipeline *p, float *dst, size_t count) {
 
 tsr_status tsr_pipeline_set_params(tsr_pipeline *p, const float *src, size_t count) {
     if (!p || (!src && count)) return TSR_ERR_INVALID_ARG;
-    size_t n = whole_count(p);
+    size_t n = outside_count(p);
     if (count != n)
         return tsr_error(p->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu given", n, count);
-    return scatter_whole(p, tsr_stage_params(p->stage), src);
+    return scatter_outside(p, tsr_stage_params(p->stage), src);
 }
 
 /* ---- checkpoints: every stage's block gathered; a load takes this stage's ---- */
 
-static size_t state_count(void *mode) { return whole_count(mode); }
+static size_t state_count(void *mode) { return outside_count(mode); }
 static size_t state_tensors(void *mode, const char *names[3], tsr_buf *bufs[3]) {
     tsr_pipeline *p = mode;
     names[0] = "params";
     bufs[0] = tsr_stage_params(p->stage);
     return 1 + tsr_optim_state(p->optim, names + 1, bufs + 1);
 }
-static tsr_comm *state_comm(void *mode) { return ((tsr_pipeline *)mode)->all; }
-/* replicas hold the same state: replica 0's first stage (rank 0 of all) writes */
+static tsr_comm *state_comm(void *mode) { return everyone(mode); }
+/* replicas hold the same state: replica 0's first stage (rank 0 of all; of its
+ * tensor-parallel group) writes */
 static int state_writer(void *mode) {
     tsr_pipeline *p = mode;
-    return p->s == 0 && p->r == 0;
+    return p->s == 0 && p->r == 0 && (!p->tp.comm || tsr_comm_rank(p->tp.comm) == 0);
 }
 static tsr_status gather(void *mode, size_t i, tsr_buf *buf, float *whole) {
     (void)i;
-    return gather_whole(mode, buf, whole);
+    return gather_outside(mode, buf, whole);
 }
 static tsr_status scatter(void *mode, size_t i, tsr_buf *buf, const float *whole) {
     (void)i;
-    return scatter_whole(mode, buf, whole);
+    return scatter_outside(mode, buf, whole);
 }
 
 static const tsr_state_ops state_ops = {"the pipeline", state_count, state_tensors, state_comm,

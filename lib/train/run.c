@@ -16,9 +16,10 @@
 tsr_status tsr_run_check_options(tsr_context *ctx, const tsr_trainer_options *o, const char *who) {
     if (!o->batch || o->batch > ((size_t)1 << 20))
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sbatch size %zu is not valid", who, o->batch);
-    if (o->tp_comm && o->mode != TSR_MODE_DATA)
+    if (o->tp_comm && (o->mode == TSR_MODE_ASYNC || o->mode == TSR_MODE_GOSSIP))
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
-                         "%stensor parallelism composes with data mode (with or without ZeRO) so far", who);
+                         "%stensor parallelism composes with the data (with or without ZeRO), pipeline and "
+                         "hybrid modes, not %s", who, o->mode == TSR_MODE_ASYNC ? "async" : "gossip");
     if ((unsigned)o->init > TSR_INIT_GLOROT_UNIFORM)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sunknown initialisation %d", who, (int)o->init);
     if ((unsigned)o->schedule.kind > TSR_SCHEDULE_COSINE)
@@ -73,10 +74,15 @@ void tsr_run_release(tsr_run *r, int flush) {
 }
 
 tsr_status tsr_run_agree(tsr_run *r, tsr_comm *comm, tsr_status mine, const char *what) {
-    if (!comm || tsr_comm_size(comm) < 2 || comm->broken) return mine;
+    /* tensor parallelism: comm holds the ranks of one tensor-parallel index, the group those of
+     * the others; a flag over one, then over the other, reaches every rank */
+    tsr_comm *over[2] = {comm, comm && comm != r->o.tp_comm ? r->o.tp_comm : NULL};
     float flag = mine != TSR_OK;
-    tsr_status s = tsr_comm_allreduce(comm, &flag, 1, NULL);
-    if (s != TSR_OK) return s;
+    for (int i = 0; i < 2; i++) {
+        if (!over[i] || tsr_comm_size(over[i]) < 2 || over[i]->broken) continue;
+        tsr_status s = tsr_comm_allreduce(over[i], &flag, 1, NULL);
+        if (s != TSR_OK) return s;
+    }
     if (mine == TSR_OK && flag > 0)
         return tsr_error(r->ctx, TSR_ERR_STATE, "%s failed on another rank", what);
     return mine;

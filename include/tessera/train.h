@@ -188,10 +188,12 @@ typedef struct tsr_trainer_options {
      * so every rank's step or evaluation returns it and the collective save follows; the workers
      * may have pushed different numbers of steps, so its resume is not bitwise. NULL: none. */
     const volatile sig_atomic_t *stop_flag;
-    /* Tensor parallelism (a GPT; lib/model/gpt_tp.c), data mode: the trainer's model is this
-     * rank's share of tp_whole (tsr_model_create_gpt_tp: tp_heads heads from tp_head0) and
-     * tp_comm the group its tpcopy/tpreduce layers sum over; comm, if any, is the data-parallel
-     * group (the ranks of the same tensor-parallel index). Initial parameters are tp_whole's,
+    /* Tensor parallelism (a GPT; lib/model/gpt_tp.c), data, pipeline and hybrid modes: the
+     * trainer's model is this rank's share of tp_whole (tsr_model_create_gpt_tp: tp_heads heads
+     * from tp_head0) and tp_comm the group its tpcopy/tpreduce layers sum over; comm, if any,
+     * holds the ranks of the same tensor-parallel index: the data-parallel group, or the
+     * pipeline (hybrid: replicas x stages) whose stages are cut from the share, activations
+     * passing between matching ranks of the groups. Initial parameters are tp_whole's,
      * and parameters, gradients (tsr_trainer_get_*) and checkpoints are the whole model's:
      * one unsharded file, whatever the layout. NULL tp_comm: none. */
     tsr_comm *tp_comm;

@@ -4,7 +4,13 @@
  * into the whole layout) and parameters after 3 AdamW steps must equal the whole model's on one
  * process: loss within 1e-5 relative, gradients 1e-4 of each tensor's largest, parameters 2e-4
  * absolute (Adam moves a weight by up to lr per step whatever its rounding: tests/ref/README.md).
- * Also: the share arithmetic and refusals. Prints each failure and exits non-zero. */
+ * Then the trainer in every layout the ranks allow (ranks = replicas x tensor K x stages, the
+ * tensor-parallel peers consecutive): data x tensor with and without ZeRO, tensor x pipeline
+ * (with micro-batches), tensor x hybrid, even and uneven shares: each step's global loss and
+ * the whole model's parameters after 4 AdamW steps (tsr_trainer_get_params) must equal a
+ * single-process trainer's on the same global batches, and a checkpoint written by the layout
+ * must load into the single trainer as its own parameters and optimizer state (the next step
+ * equal). Also: the share arithmetic and refusals. Prints each failure and exits non-zero. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -117,6 +123,135 @@ static void test_match_whole(tsr_context *ctx, tsr_comm *comm, int rank, int K, 
     tsr_backend_free(be);
 }
 
+/* ---- the trainer in a layout against the trainer on one process ---- */
+
+enum { GB = 4, LSTEPS = 4 };
+
+typedef struct layout {
+    const char *name;
+    int K;                /* tensor-parallel ranks per group */
+    tsr_train_mode mode;  /* DATA, PIPELINE or HYBRID */
+    size_t R, M;          /* hybrid replicas; pipeline micro-batches */
+    int zero;
+    const double *speed;  /* NULL: even shares */
+} layout;
+
+static tsr_trainer_options lm_options(void) {
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    o.optimizer = (tsr_optimizer_options){TSR_OPTIM_ADAMW, 1e-3f, 0, 0, 0.9f, 0.999f, 1e-8f, 0.1f};
+    o.seed = 7;
+    o.batch = GB;
+    return o;
+}
+
+/* step k's global batch: GB sequences of T ids and targets */
+static void lm_batch(const tsr_gpt_config *c, int k, int32_t *ids, int32_t *targets) {
+    for (size_t i = 0; i < GB * T; i++) {
+        ids[i] = (int32_t)((i * 7 + 3 + 13 * (size_t)k) % c->vocab);
+        targets[i] = (int32_t)((i * 11 + 5 + 3 * (size_t)k * i) % c->vocab);
+    }
+}
+
+static void test_layout(tsr_context *ctx, tsr_comm *world, int rank, int size, const layout *L,
+                        const char *ckpt) {
+    size_t K = (size_t)L->K, R = L->mode == TSR_MODE_HYBRID ? L->R : 1;
+    if ((size_t)size % (K * R)) return; /* not a layout of these ranks */
+    tsr_gpt_config c;
+    CHECK_OK(tsr_gpt_config_parse(ctx, CFG, &c), ctx);
+    size_t heads[4], head0 = 0, t = (size_t)rank % K;
+    CHECK_OK(tsr_gpt_tp_split(ctx, &c, K, L->speed, heads), ctx);
+    for (size_t q = 0; q < t; q++) head0 += heads[q];
+    tsr_model *wm, *sm;
+    CHECK_OK(tsr_model_create_gpt(ctx, &c, T, &wm), ctx);
+    CHECK_OK(tsr_model_create_gpt_tp(ctx, &c, T, heads[t], &sm), ctx);
+    /* the layout's communicators, as tsr-train builds them */
+    tsr_comm *tp, *rest;
+    CHECK_OK(tsr_comm_split(world, rank / (int)K, (int)t, &tp), ctx);
+    CHECK_OK(tsr_comm_split(world, (int)t, rank / (int)K, &rest), ctx);
+    tsr_trainer_options o = lm_options(), ro = lm_options();
+    o.mode = L->mode;
+    o.comm = size / (int)K > 1 ? rest : NULL;
+    o.shard_optimizer = L->zero;
+    o.replicas = R;
+    o.microbatches = L->M;
+    o.tp_comm = tp, o.tp_whole = wm, o.tp_head0 = head0, o.tp_heads = heads[t];
+    tsr_data_split split;
+    size_t shares[8];
+    CHECK_OK(tsr_trainer_data_split(ctx, &o, GB, 1, &split, shares), ctx);
+    o.batch = split.step_batch;
+    tsr_trainer *tr = NULL, *ref = NULL;
+    CHECK_OK(tsr_trainer_create(ctx, sm, &o, &tr), ctx);
+    CHECK_OK(tsr_trainer_create(ctx, wm, &ro, &ref), ctx);
+    size_t n = tsr_model_param_count(wm), b = split.loader.batch, lo = b * (size_t)split.loader.rank;
+    float *got = calloc(n, sizeof *got), *want = calloc(n, sizeof *want);
+    int32_t ids[GB * T], targets[GB * T];
+    for (int k = 0; k < LSTEPS && tr && ref; k++) {
+        lm_batch(&c, k, ids, targets);
+        float lw = NAN, ll = NAN;
+        CHECK_OK(tsr_trainer_step_tokens(ref, ids, targets, GB, &lw), ctx);
+        /* this rank's slice of the global batch (data: its replica's share; pipeline: all) */
+        CHECK_OK(tsr_trainer_step_tokens(tr, ids + lo * T, targets + lo * T, b, &ll), ctx);
+        if (L->mode == TSR_MODE_DATA) ll = tsr_trainer_global_loss(tr);
+        CHECK(fabsf(lw - ll) <= 1e-5f * fabsf(lw), "%s n=%d step %d: loss %.8g, one process %.8g", L->name, size,
+              k, (double)ll, (double)lw);
+    }
+    if (tr && ref) {
+        CHECK_OK(tsr_trainer_get_params(tr, got, n), ctx);
+        CHECK_OK(tsr_trainer_get_params(ref, want, n), ctx);
+        double d = tsr_test_max_diff(got, want, n);
+        CHECK(d <= 2e-4, "%s n=%d: parameters after %d AdamW steps differ by %.3g", L->name, size, LSTEPS, d);
+        /* the layout's checkpoint is the whole model: a single trainer continues from it */
+        tsr_trainer *back = NULL;
+        CHECK_OK(tsr_trainer_save(tr, ckpt), ctx);
+        MPI_Barrier(MPI_COMM_WORLD); /* data mode: rank 0 writes, the others return at once */
+        CHECK_OK(tsr_trainer_create(ctx, wm, &ro, &back), ctx);
+        if (back) {
+            CHECK_OK(tsr_trainer_load(back, ckpt), ctx);
+            CHECK_OK(tsr_trainer_get_params(back, want, n), ctx);
+            CHECK(tsr_test_max_diff(got, want, n) == 0.0, "%s n=%d: checkpoint parameters differ", L->name, size);
+            lm_batch(&c, LSTEPS, ids, targets);
+            float lb = NAN, ll = NAN;
+            CHECK_OK(tsr_trainer_step_tokens(back, ids, targets, GB, &lb), ctx);
+            CHECK_OK(tsr_trainer_step_tokens(tr, ids + lo * T, targets + lo * T, b, &ll), ctx);
+            if (L->mode == TSR_MODE_DATA) ll = tsr_trainer_global_loss(tr);
+            CHECK(fabsf(lb - ll) <= 1e-5f * fabsf(lb), "%s n=%d: step after the checkpoint %.8g, resumed %.8g",
+                  L->name, size, (double)ll, (double)lb);
+            CHECK_OK(tsr_trainer_get_params(tr, got, n), ctx);
+            CHECK_OK(tsr_trainer_get_params(back, want, n), ctx);
+            d = tsr_test_max_diff(got, want, n);
+            CHECK(d <= 2e-4, "%s n=%d: parameters after the resumed step differ by %.3g", L->name, size, d);
+        }
+        tsr_trainer_free(back);
+        MPI_Barrier(MPI_COMM_WORLD); /* every rank read the file before the next layout writes it */
+    }
+    free(got), free(want);
+    tsr_trainer_free(tr);
+    tsr_trainer_free(ref);
+    tsr_comm_free(rest);
+    tsr_comm_free(tp);
+    tsr_model_free(sm);
+    tsr_model_free(wm);
+}
+
+static void test_layouts(tsr_context *ctx, tsr_comm *world, int rank, int size) {
+    static const double fast_slow[2] = {3, 1}, uneven3[3] = {2, 1, 1};
+    const layout layouts[] = {
+        {"tensor 2", 2, TSR_MODE_DATA, 1, 0, 0, NULL},
+        {"tensor 2 at 3:1", 2, TSR_MODE_DATA, 1, 0, 0, fast_slow},
+        {"tensor 3 at 2:1:1", 3, TSR_MODE_DATA, 1, 0, 0, uneven3},
+        {"data x tensor 2, ZeRO", 2, TSR_MODE_DATA, 1, 0, 1, NULL},
+        {"tensor 2 x pipeline", 2, TSR_MODE_PIPELINE, 1, 2, 0, NULL},
+        {"tensor 2 at 3:1 x pipeline", 2, TSR_MODE_PIPELINE, 1, 1, 0, fast_slow},
+        {"tensor 2 x hybrid 2 replicas", 2, TSR_MODE_HYBRID, 2, 1, 0, NULL},
+        {"tensor 4", 4, TSR_MODE_DATA, 1, 0, 0, NULL},
+    };
+    char ckpt[256];
+    tsr_mh_shared_path(ckpt, sizeof ckpt, "tp-layout", ".ckpt");
+    for (size_t i = 0; i < sizeof layouts / sizeof *layouts; i++) test_layout(ctx, world, rank, size, &layouts[i], ckpt);
+    if (rank == 0) remove(ckpt);
+}
+
 static void test_split(tsr_context *ctx) {
     tsr_gpt_config c;
     CHECK_OK(tsr_gpt_config_parse(ctx, "gpt2", &c), ctx);
@@ -144,6 +279,7 @@ int main(int argc, char **argv) {
         test_split(w.ctx);
         test_match_whole(w.ctx, w.comm, w.rank, w.nranks, speeds);
         test_match_whole(w.ctx, w.comm, w.rank, w.nranks, NULL);
+        test_layouts(w.ctx, w.comm, w.rank, w.nranks);
     }
     return tsr_mh_world_end(&w, failures, skips, "test_tensor_parallel");
 }

@@ -169,7 +169,7 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
         for (int q = 0; q < t; q++) head0 += heads[q];
         if ((s = tsr_comm_split(comm, rank / (int)K, t, &tp)) != TSR_OK ||
             (s = tsr_comm_split(comm, t, rank / (int)K, &dpc)) != TSR_OK ||
-            (s = tsr_model_create_gpt_tp(ctx, &cfg, T, heads[t], &share)) != TSR_OK)
+            (s = tsr_model_create_gpt_tp(ctx, &cfg, T, head0, heads[t], &share)) != TSR_OK)
             die(ctx, s, "--tp");
         to->tp_comm = tp, to->tp_whole = r.model, to->tp_head0 = head0, to->tp_heads = heads[t];
         for (size_t q = 0; to->stage_bounds && q <= stages; q++) bounds[q] = tsr_gpt_tp_layer(&cfg, bounds[q]);

@@ -84,7 +84,9 @@ typedef enum tsr_layer_kind {
     TSR_LAYER_POSEMBED,     /* learned position embedding, added */
     TSR_LAYER_LMHEAD,       /* language-model head tied to a token embedding */
     TSR_LAYER_TPCOPY,       /* tensor parallelism: identity, gradient summed over the group */
-    TSR_LAYER_TPREDUCE      /* tensor parallelism: sum over the group plus a bias */
+    TSR_LAYER_TPREDUCE,     /* tensor parallelism: sum over the group plus a bias */
+    TSR_LAYER_VPEMBED,      /* tensor parallelism: a slice of the token embedding's rows */
+    TSR_LAYER_VPXENT        /* tensor parallelism: the loss over the slices' logits */
 } tsr_layer_kind;
 
 /* tsr_model_add_residual's `from` naming the model input rather than a layer. */
@@ -164,15 +166,18 @@ size_t tsr_gpt_block_activation_floats(const tsr_gpt_config *config, size_t toke
  * Megatron-LM's split of every block over a group of K ranks, unevenly: rank r holds `heads`
  * heads (and 4 x head-size MLP units per head) starting at head0 = the heads of ranks < r:
  * column shares of c_attn and c_fc, row shares of both c_proj, between tpcopy and tpreduce
- * layers that sum over the group (tsr_stage_set_tp). Embeddings, layer norms and the head
+ * layers that sum over the group (tsr_stage_set_tp). The token embedding, tied head and loss
+ * are split by vocabulary rows in the same proportion; layer norms and the position embedding
  * are replicated. */
 /* Heads per rank in proportion to `speed` (NULL: even), at least one each: 12 heads on speeds
  * {3, 1} give {9, 3}. */
 tsr_status tsr_gpt_tp_split(tsr_context *ctx, const tsr_gpt_config *config, size_t ranks, const double *speed,
                             size_t *heads);
-/* A rank's model holding `heads` heads (fourteen layers a block). */
-tsr_status tsr_model_create_gpt_tp(tsr_context *ctx, const tsr_gpt_config *config, size_t tokens, size_t heads,
-                                   tsr_model **out);
+/* A rank's model holding heads [head0, head0 + heads) (fourteen layers a block) and the same
+ * fraction of the vocabulary's rows, [V head0 / H, V (head0 + heads) / H): a vocabulary-parallel
+ * token embedding, head and loss (Megatron-LM's; the [T, V] logits are never whole). */
+tsr_status tsr_model_create_gpt_tp(tsr_context *ctx, const tsr_gpt_config *config, size_t tokens, size_t head0,
+                                   size_t heads, tsr_model **out);
 /* The layer of a share where layer `layer` of the whole model begins (a pipeline cut before
  * it; the layer count for the model's end). */
 size_t tsr_gpt_tp_layer(const tsr_gpt_config *config, size_t layer);

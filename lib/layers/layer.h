@@ -143,7 +143,7 @@ void tsr_layer_token(const tsr_layer *l, char *buf, size_t size);
 extern const tsr_layer_ops tsr_layer_dense, tsr_layer_conv2d, tsr_layer_maxpool, tsr_layer_relu,
     tsr_layer_dropout, tsr_layer_flatten, tsr_layer_add, tsr_layer_softmax_xent, tsr_layer_embed,
     tsr_layer_gelu, tsr_layer_layernorm, tsr_layer_linear, tsr_layer_attention, tsr_layer_posembed,
-    tsr_layer_lmhead, tsr_layer_tpcopy, tsr_layer_tpreduce;
+    tsr_layer_lmhead, tsr_layer_tpcopy, tsr_layer_tpreduce, tsr_layer_vpembed, tsr_layer_vpxent;
 
 /* The sum of `count` floats at r over the tensor-parallel group, in place (no group: nothing). */
 tsr_status tsr_tp_allreduce(tsr_comm *tp, tsr_ref r, size_t count);

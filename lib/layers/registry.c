@@ -8,7 +8,8 @@ static const tsr_layer_ops *const kinds[] = {
     &tsr_layer_dense, &tsr_layer_conv2d, &tsr_layer_maxpool, &tsr_layer_relu,
     &tsr_layer_dropout, &tsr_layer_flatten, &tsr_layer_add, &tsr_layer_softmax_xent, &tsr_layer_embed,
     &tsr_layer_gelu, &tsr_layer_layernorm, &tsr_layer_linear, &tsr_layer_attention,
-    &tsr_layer_posembed, &tsr_layer_lmhead, &tsr_layer_tpcopy, &tsr_layer_tpreduce,
+    &tsr_layer_posembed, &tsr_layer_lmhead, &tsr_layer_tpcopy, &tsr_layer_tpreduce, &tsr_layer_vpembed,
+    &tsr_layer_vpxent,
 };
 
 const tsr_layer_ops *tsr_layer_ops_match(const char *name, size_t n, tsr_layer *l) {

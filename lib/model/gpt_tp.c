@@ -2,10 +2,14 @@
  * Rank r of a group of K holds heads [head0, head0 + heads) of every block's attention and the
  * same fraction of its MLP (4 x head size hidden units per head): c_attn's q, k and v columns
  * of its heads and c_fc's columns of its units (column splits), c_proj's matching rows (row
- * splits) without their bias, which the tpreduce after them adds once, after the sum. Layer
- * norms, embeddings and the head are replicated. A rank's block is fourteen layers:
+ * splits) without their bias, which the tpreduce after them adds once, after the sum. The token
+ * embedding is vocabulary-parallel: the rank holds the rows [V h0 / H, V (h0 + h) / H) of the
+ * table (vpembed, lib/layers/vocab_parallel.c), so the tied head gives its slice of the logits
+ * (after a tpcopy) and the loss combines the group's (vpxent). Layer norms and the position
+ * embedding are replicated. A rank's block is fourteen layers:
  *   layernorm, tpcopy, linear:3c, attention:h, linear:C/nobias, tpreduce, add,
  *   layernorm, tpcopy, linear:f, gelu, linear:C/nobias, tpreduce, add      (c = h x hs, f = 4c)
+ * and the model ends in layernorm, tpcopy, lmhead:0.
  * Shares follow the ranks' speeds (largest remainder, at least one head each), so a fast
  * device can take 9 heads of 12 and a slow one 3. */
 #include <math.h>
@@ -53,11 +57,19 @@ tsr_status tsr_gpt_tp_split(tsr_context *ctx, const tsr_gpt_config *c, size_t ra
     return TSR_OK;
 }
 
-static size_t tp_spec(const tsr_gpt_config *c, size_t heads, char *buf, size_t size) {
-    size_t C = c->channels, hs = C / c->heads, cl = heads * hs, len = 0;
+/* The vocabulary rows of the share of heads [head0, head0 + heads): in proportion, at least one
+ * each when the vocabulary has at least as many rows as there are heads. */
+static void vocab_rows(const tsr_gpt_config *c, size_t head0, size_t heads, size_t *row0, size_t *rows) {
+    *row0 = c->vocab * head0 / c->heads;
+    *rows = c->vocab * (head0 + heads) / c->heads - *row0;
+}
+
+static size_t tp_spec(const tsr_gpt_config *c, size_t head0, size_t heads, char *buf, size_t size) {
+    size_t C = c->channels, hs = C / c->heads, cl = heads * hs, len = 0, row0, rows;
     double proj_std = 0.02 / sqrt(2.0 * (double)c->layers);
+    vocab_rows(c, head0, heads, &row0, &rows);
     if (buf && size) buf[0] = 0;
-    tsr_spec_append(buf, size, &len, "embed:%zu,posembed:%zu", C, c->context);
+    tsr_spec_append(buf, size, &len, "vpembed:%zu/from%zu/rows%zu,posembed:%zu", C, row0, rows, c->context);
     for (size_t b = 0; b < c->layers; b++) {
         size_t x = 1 + TP_BLOCK * b;
         tsr_spec_append(buf, size, &len, ",layernorm,tpcopy,linear:%zu,attention:%zu,linear:%zu/std%.6g/nobias,tpreduce,add:%zu",
@@ -65,24 +77,28 @@ static size_t tp_spec(const tsr_gpt_config *c, size_t heads, char *buf, size_t s
         tsr_spec_append(buf, size, &len, ",layernorm,tpcopy,linear:%zu,gelu,linear:%zu/std%.6g/nobias,tpreduce,add:%zu", 4 * cl,
             C, proj_std, x + 7);
     }
-    tsr_spec_append(buf, size, &len, ",layernorm,lmhead:0");
+    tsr_spec_append(buf, size, &len, ",layernorm,tpcopy,lmhead:0");
     return len;
 }
 
-tsr_status tsr_model_create_gpt_tp(tsr_context *ctx, const tsr_gpt_config *c, size_t tokens, size_t heads,
-                                   tsr_model **out) {
+tsr_status tsr_model_create_gpt_tp(tsr_context *ctx, const tsr_gpt_config *c, size_t tokens, size_t head0,
+                                   size_t heads, tsr_model **out) {
     if (!out) return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tsr_model_create_gpt_tp: NULL output");
     *out = NULL;
     TSR_TRY(tsr_gpt_config_check(ctx, c));
-    if (!heads || heads > c->heads)
-        return tsr_error(ctx, TSR_ERR_SHAPE, "a tensor-parallel share of %zu heads of %zu", heads, c->heads);
+    if (!heads || head0 + heads > c->heads)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "a tensor-parallel share of heads %zu..%zu of %zu", head0,
+                         head0 + heads, c->heads);
+    if (c->vocab < c->heads)
+        return tsr_error(ctx, TSR_ERR_SHAPE, "a vocabulary of %zu rows split like %zu heads: at least one row "
+                         "a head", c->vocab, c->heads);
     if (!tokens || tokens > c->context)
         return tsr_error(ctx, TSR_ERR_SHAPE, "a GPT of context %zu reads 1 to %zu tokens, not %zu", c->context,
                          c->context, tokens);
-    size_t n = tp_spec(c, heads, NULL, 0) + 1;
+    size_t n = tp_spec(c, head0, heads, NULL, 0) + 1;
     char *spec = tsr_malloc(ctx, n);
     if (!spec) return tsr_error(ctx, TSR_ERR_NO_MEMORY, "GPT spec");
-    tp_spec(c, heads, spec, n);
+    tp_spec(c, head0, heads, spec, n);
     tsr_model_input_desc d = {TSR_DTYPE_I32, 1, {tokens, 0, 0}, c->vocab, c->vocab};
     tsr_status s = tsr_model_parse_desc(ctx, spec, &d, out);
     tsr_free(ctx, spec);
@@ -94,7 +110,9 @@ size_t tsr_gpt_tp_layer(const tsr_gpt_config *c, size_t layer) {
      * c_fc with the tpcopy before them, the residual adds after their tpreduce */
     static const size_t at[FULL_BLOCK] = {0, 1, 3, 4, 6, 7, 8, 10, 11, 13};
     if (layer < 2) return layer;
-    if (layer >= 2 + FULL_BLOCK * c->layers) return layer + (TP_BLOCK - FULL_BLOCK) * c->layers;
+    if (layer > 2 + FULL_BLOCK * c->layers) /* the head (after its tpcopy) and the end */
+        return layer + (TP_BLOCK - FULL_BLOCK) * c->layers + 1;
+    if (layer == 2 + FULL_BLOCK * c->layers) return 2 + TP_BLOCK * c->layers; /* ln_f */
     return 2 + TP_BLOCK * ((layer - 2) / FULL_BLOCK) + at[(layer - 2) % FULL_BLOCK];
 }
 
@@ -131,13 +149,14 @@ static void copy_slice(const slice *s, float *full, float *local, int to_local) 
 static tsr_status walk(tsr_context *ctx, const tsr_model *whole, const tsr_model *mine, const tsr_gpt_config *c,
                        size_t head0, size_t heads, float *full, float *local, int to_local, int owner) {
     size_t L = c->layers, C = c->channels, hs = C / c->heads;
-    if (tsr_model_layer_count(whole) != 4 + FULL_BLOCK * L || tsr_model_layer_count(mine) != 4 + TP_BLOCK * L ||
+    if (tsr_model_layer_count(whole) != 4 + FULL_BLOCK * L || tsr_model_layer_count(mine) != 5 + TP_BLOCK * L ||
         head0 + heads > c->heads)
         return tsr_error(ctx, TSR_ERR_SHAPE, "tensor-parallel share: the models are not a GPT of %zu blocks "
                          "and its share of heads %zu..%zu", L, head0, head0 + heads);
     /* rank layer -> whole layer of a block (-1: no parameters) */
     static const int of_block[TP_BLOCK] = {0, -1, 1, -1, 3, 3, -1, 5, -1, 6, -1, 8, 8, -1};
-    size_t cl = heads * hs, f0 = head0 * 4 * hs, fl = 4 * cl;
+    size_t cl = heads * hs, f0 = head0 * 4 * hs, fl = 4 * cl, row0, rows;
+    vocab_rows(c, head0, heads, &row0, &rows);
     for (size_t i = 0; i < tsr_model_layer_count(mine); i++) {
         size_t wi = i; /* embeddings, then ln_f and the head */
         int j = -2;
@@ -165,6 +184,8 @@ static tsr_status walk(tsr_context *ctx, const tsr_model *whole, const tsr_model
                 s.seg0[0] = f0, s.seglen = fl;
             } else if ((j == 4 || j == 11) && k == 0) { /* c_proj: the matching rows */
                 s.row0 = j == 4 ? head0 * hs : f0;
+            } else if (i == 0) { /* the token table: the vocabulary slice's rows */
+                s.row0 = row0;
             } else if (!to_local && !owner) {
                 continue; /* replicated: one rank writes it into the whole */
             }

@@ -26,6 +26,7 @@ typedef struct tsr_layer {
     size_t vocab;                       /* embed, lmhead: rows of the table; posembed: positions */
     size_t heads;                       /* attention */
     size_t tied;                        /* lmhead: the embed layer's index + 1 (0: none) */
+    size_t row0;                        /* vpembed, vpxent: the slice's first vocabulary row */
     float eps;                          /* layernorm */
     float std;                          /* linear: weight init std (0: GPT-2's 0.02) */
     int nobias;                         /* linear: no bias (a tensor-parallel row split's is

@@ -103,9 +103,18 @@ static tsr_layer config(tsr_layer_kind kind) {
 
 /* Labels per sample: one, or one per position when a token model's last output is
  * [T, classes] (a language model's logits). */
+/* The vocabulary-parallel embedding the last layer (a head) is tied to, or NULL: its logits
+ * are [T, the slice's rows] (lib/layers/vocab_parallel.c). */
+static const tsr_layer *vocab_slice_of(const tsr_model *m) {
+    const tsr_layer *h = m->count ? &m->layers[m->count - 1] : NULL;
+    const tsr_layer *e = h && h->ops->ties_embedding && h->tied ? &m->layers[h->tied - 1] : NULL;
+    return e && e->kind == TSR_LAYER_VPEMBED ? e : NULL;
+}
+
 static size_t positions_of(const tsr_model *m) {
     tsr_tshape out = tensor_shape(m, m->count);
     size_t classes = m->input.classes;
+    if (vocab_slice_of(m)) return out.c;
     if (m->desc.dtype == TSR_DTYPE_I32 && out.c > 1 && out.h * out.w == classes &&
         tsr_tshape_size(out) != classes)
         return out.c;
@@ -114,7 +123,9 @@ static size_t positions_of(const tsr_model *m) {
 
 /* The loss layer over the last layer's output (logits) and the labels. */
 static void set_loss(tsr_model *m) {
-    tsr_layer loss = config(TSR_LAYER_SOFTMAX_XENT);
+    const tsr_layer *slice = vocab_slice_of(m);
+    tsr_layer loss = config(slice ? TSR_LAYER_VPXENT : TSR_LAYER_SOFTMAX_XENT);
+    if (slice) loss.row0 = slice->row0;
     m->positions = positions_of(m);
     tsr_tshape in[2] = {tensor_shape(m, m->count), {m->positions, 1, 1, 0, 0}};
     loss.ninputs = 2;
@@ -164,7 +175,7 @@ static tsr_status add_layer(tsr_model *m, const tsr_layer *cfg) {
         }
     if (l.ops->ties_embedding) {
         const tsr_layer *e = l.tied && l.tied <= m->count ? &m->layers[l.tied - 1] : NULL;
-        if (!e || e->kind != TSR_LAYER_EMBED) {
+        if (!e || (e->kind != TSR_LAYER_EMBED && e->kind != TSR_LAYER_VPEMBED)) {
             char tok[64];
             tsr_layer_token(&l, tok, sizeof tok);
             return tsr_error(m->ctx, TSR_ERR_SHAPE,
@@ -240,7 +251,7 @@ tsr_status tsr_model_check(const tsr_model *m) {
     if (!m->count) return tsr_error(m->ctx, TSR_ERR_SHAPE, "model has no layers");
     const tsr_layer *l = &m->layers[m->count - 1];
     size_t out = tsr_layer_out_size(l);
-    if (m->positions > 1) return TSR_OK; /* [T, classes]: set_loss matched it */
+    if (m->positions > 1 || vocab_slice_of(m)) return TSR_OK; /* [T, classes or a slice]: set_loss matched it */
     if (out != m->input.classes)
         return tsr_error(m->ctx, TSR_ERR_SHAPE,
                          "last layer gives %zu outputs (%zux%zux%zu) but the model has %zu classes",

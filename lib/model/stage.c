@@ -722,16 +722,30 @@ tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first,
     if (st->first != 0 || st->last != tsr_model_layer_count(st->model))
         return tsr_error(st->ctx, TSR_ERR_INVALID_ARG, "evaluation needs a stage of the whole model");
     TSR_TRY(tsr_stage_check_dataset(st->ctx, st->model, d, first, count));
-    size_t classes = tsr_model_get_input(st->model).classes, P = tsr_model_positions(st->model);
-    tsr_ref pr = tsr_stage_probs(st);
+    size_t P = tsr_model_positions(st->model);
     for (size_t i = first; i < first + count; i += st->max_batch) {
         size_t n = first + count - i < st->max_batch ? first + count - i : st->max_batch;
         float l;
         TSR_TRY(tsr_stage_upload_samples(st, d, i, n));
         TSR_TRY(tsr_stage_forward(st, n, 0, 0, &l));
-        TSR_TRY(tsr_ref_read(pr, TSR_DTYPE_F32, probs, n * P * classes));
-        tsr_stage_score(probs, n * P, classes, d->labels + i * P, l, correct, loss_sum);
+        TSR_TRY(tsr_stage_score_last(st, n, d->labels + i * P, l, probs, correct, loss_sum));
     }
+    return TSR_OK;
+}
+
+tsr_status tsr_stage_score_last(tsr_stage *st, size_t n, const int32_t *labels, float loss, float *probs,
+                                size_t *correct, double *loss_sum) {
+    const tsr_layer *l = &st->model->loss;
+    size_t rows = n * tsr_model_positions(st->model), classes = tsr_model_get_input(st->model).classes;
+    size_t aux = st->plan.mem[st->last - st->first].aux;
+    if (l->kind != TSR_LAYER_VPXENT) {
+        TSR_TRY(tsr_read_f32(st->acts, aux, probs, rows * classes));
+        tsr_stage_score(probs, rows, classes, labels, loss, correct, loss_sum);
+        return TSR_OK;
+    }
+    TSR_TRY(tsr_read_f32(st->acts, aux + rows * l->units, probs, rows)); /* after the slice's probabilities */
+    *loss_sum += (double)loss * (double)rows;
+    for (size_t r = 0; r < rows; r++) *correct += labels[r] >= 0 && probs[r] > 0.5f;
     return TSR_OK;
 }
 

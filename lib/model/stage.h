@@ -129,6 +129,12 @@ tsr_status tsr_stage_evaluate(tsr_stage *st, const tsr_dataset *d, size_t first,
  * *loss_sum. probs: rows x classes on the host. */
 void tsr_stage_score(const float *probs, size_t rows, size_t classes, const int32_t *labels, float loss,
                      size_t *correct, double *loss_sum);
+/* The same for the last forward of n samples on the last stage (loss: its mean): reads the
+ * probabilities into probs (n x positions x classes floats) and scores them, or, after a
+ * vocabulary-parallel loss (whose probabilities are its slice's), reads the rows it marked as
+ * hits (the group's most probable token is the label). */
+tsr_status tsr_stage_score_last(tsr_stage *st, size_t n, const int32_t *labels, float loss, float *probs,
+                                size_t *correct, double *loss_sum);
 /* Checks samples [first, first + count) of d against the model (kind, features, labels, token
  * ids); errors name the sample and the bound. */
 tsr_status tsr_stage_check_dataset(tsr_context *ctx, const tsr_model *model, const tsr_dataset *d,

@@ -722,7 +722,6 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
     size_t correct = 0;
     TSR_TRY(tsr_stage_select(p->stage, 0));
     tsr_status s = TSR_OK;
-    tsr_ref probs = tsr_stage_probs(p->stage);
     size_t lo = 0, cnt = d->count; /* hybrid: replica r takes its slice of the data set */
     if (p->rcomm) tsr_comm_split_range(d->count, p->R, p->r, &lo, &cnt);
     for (size_t i = lo; i < lo + cnt && s == TSR_OK; i += p->mb_max) {
@@ -748,10 +747,7 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
                                   m * p->out_feat * sizeof(float));
         }
         if (s == TSR_OK && last) {
-            size_t rows = m * p->positions;
-            s = tsr_ref_read(probs, TSR_DTYPE_F32, p->probs, rows * p->classes);
-            if (s == TSR_OK)
-                tsr_stage_score(p->probs, rows, p->classes, d->labels + i * p->positions, l, &correct, &res[1]);
+            s = tsr_stage_score_last(p->stage, m, d->labels + i * p->positions, l, p->probs, &correct, &res[1]);
         }
     }
     if (s != TSR_OK) return step_failed(p, s);

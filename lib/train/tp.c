@@ -3,15 +3,13 @@
 #include <string.h>
 #include "lib/model/stage.h"
 
-#define TP_BLOCK_LAYERS 14 /* a share's block (lib/model/gpt_tp.c) */
-
 tsr_status tsr_tp_check(tsr_context *ctx, const tsr_model *mine, const tsr_trainer_options *o, tsr_gpt_config *gpt) {
     if (!o->tp_whole || tsr_model_gpt_config(o->tp_whole, gpt) != TSR_OK)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "tensor parallelism needs the whole GPT (tp_whole)");
     if (!o->tp_heads || o->tp_head0 + o->tp_heads > gpt->heads)
         return tsr_error(ctx, TSR_ERR_SHAPE, "tensor-parallel share of heads %zu..%zu of %zu", o->tp_head0,
                          o->tp_head0 + o->tp_heads, gpt->heads);
-    if (tsr_model_layer_count(mine) != 4 + TP_BLOCK_LAYERS * gpt->layers)
+    if (tsr_model_layer_count(mine) != tsr_gpt_tp_layer(gpt, tsr_model_layer_count(o->tp_whole)))
         return tsr_error(ctx, TSR_ERR_SHAPE,
                          "the trainer's model is not a tensor-parallel share of the %zu-block GPT "
                          "(tsr_model_create_gpt_tp)", gpt->layers);

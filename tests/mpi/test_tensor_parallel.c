@@ -75,7 +75,7 @@ static void test_match_whole(tsr_context *ctx, tsr_comm *comm, int rank, int K, 
     CHECK_OK(tsr_backend_open(ctx, 0, &be), ctx);
     tsr_model *wm, *lm;
     CHECK_OK(tsr_model_create_gpt(ctx, &c, T, &wm), ctx);
-    CHECK_OK(tsr_model_create_gpt_tp(ctx, &c, T, heads[rank], &lm), ctx);
+    CHECK_OK(tsr_model_create_gpt_tp(ctx, &c, T, head0, heads[rank], &lm), ctx);
     run whole, mine;
     run_open(ctx, be, wm, NULL, &whole);
     run_open(ctx, be, lm, K > 1 ? comm : NULL, &mine);
@@ -123,6 +123,75 @@ static void test_match_whole(tsr_context *ctx, tsr_comm *comm, int rank, int K, 
     tsr_backend_free(be);
 }
 
+/* The vocabulary-parallel table by central differences of the group's loss: each rank in turn
+ * moves entries of its own rows (those of tokens in the batch, so their gradients are not 0)
+ * by +-h; every rank runs the forward, whose embedding sums the group's rows and whose loss
+ * combines the group's logits. (L(+h) - L(-h)) / 2h must match the analytic gradient. */
+static void test_vocab_central(tsr_context *ctx, tsr_comm *comm, int rank, int K, const double *speed) {
+    tsr_gpt_config c;
+    CHECK_OK(tsr_gpt_config_parse(ctx, CFG, &c), ctx);
+    size_t heads[4], head0 = 0;
+    CHECK_OK(tsr_gpt_tp_split(ctx, &c, (size_t)K, speed, heads), ctx);
+    for (int r = 0; r < rank; r++) head0 += heads[r];
+    tsr_backend *be;
+    CHECK_OK(tsr_backend_open(ctx, 0, &be), ctx);
+    tsr_model *lm;
+    CHECK_OK(tsr_model_create_gpt_tp(ctx, &c, T, head0, heads[rank], &lm), ctx);
+    run mine;
+    run_open(ctx, be, lm, K > 1 ? comm : NULL, &mine);
+    size_t row0 = c.vocab * head0 / c.heads, rows = c.vocab * (head0 + heads[rank]) / c.heads - row0;
+    size_t w_off, w_count;
+    CHECK_OK(tsr_stage_layer_params(mine.stage, 0, &w_off, &w_count, NULL, NULL), ctx);
+    CHECK(w_count == rows * c.channels, "K=%d: the table slice holds %zu floats, %zu rows x %zu wanted", K, w_count,
+          rows, c.channels);
+    int32_t ids[B * T], targets[B * T];
+    for (size_t i = 0; i < B * T; i++) {
+        ids[i] = (int32_t)((i * 7 + 3) % c.vocab);
+        targets[i] = (int32_t)((i * 11 + 5) % c.vocab);
+    }
+    /* the group's share of one whole model (replicated tensors alike on every rank) */
+    tsr_model *wm;
+    CHECK_OK(tsr_model_create_gpt(ctx, &c, T, &wm), ctx);
+    float *full = calloc(tsr_model_param_count(wm), sizeof *full);
+    float *p = calloc(mine.np, sizeof *p), *g = calloc(mine.np, sizeof *g);
+    CHECK_OK(tsr_model_init_host(wm, 0, 42, full), ctx);
+    CHECK_OK(tsr_gpt_tp_scatter(ctx, wm, lm, &c, head0, heads[rank], full, p), ctx);
+    CHECK_OK(tsr_write_f32(tsr_stage_params(mine.stage), 0, p, mine.np), ctx);
+    free(full);
+    tsr_model_free(wm);
+    (void)step(ctx, &mine, ids, targets, 0);
+    CHECK_OK(tsr_read_f32(tsr_stage_grads(mine.stage), 0, g, mine.np), ctx);
+    const float h = 1e-2f;
+    for (int q = 0; q < K; q++)
+        for (int k = 0; k < 3; k++) {
+            /* rank q's entry: channel k of the row of a token of the batch that it holds */
+            size_t at = SIZE_MAX;
+            for (size_t i = 0; rank == q && i < B * T && at == SIZE_MAX; i++)
+                if ((size_t)ids[i] >= row0 && (size_t)ids[i] - row0 < rows)
+                    at = w_off + ((size_t)ids[i] - row0) * c.channels + (size_t)(k * 5) % c.channels;
+            float lp = NAN, lm2 = NAN, saved = 0;
+            for (int sign = 1; sign >= -1; sign -= 2) {
+                if (at != SIZE_MAX) {
+                    saved = p[at];
+                    float v = saved + (float)sign * h;
+                    CHECK_OK(tsr_write_f32(tsr_stage_params(mine.stage), at, &v, 1), ctx);
+                }
+                CHECK_OK(tsr_ref_write(tsr_stage_input(mine.stage), TSR_DTYPE_I32, ids, B * T), ctx);
+                CHECK_OK(tsr_ref_write(tsr_stage_labels(mine.stage), TSR_DTYPE_I32, targets, B * T), ctx);
+                CHECK_OK(tsr_stage_forward(mine.stage, B, 0, 0, sign > 0 ? &lp : &lm2), ctx);
+                if (at != SIZE_MAX) CHECK_OK(tsr_write_f32(tsr_stage_params(mine.stage), at, &saved, 1), ctx);
+            }
+            if (at == SIZE_MAX) continue;
+            double fd = ((double)lp - (double)lm2) / (2.0 * h), an = g[at];
+            CHECK(fabs(fd - an) <= 2e-4 + 2e-2 * fabs(an), "K=%d rank %d: table entry %zu: analytic %.6g, central "
+                  "difference %.6g", K, rank, at - w_off, an, fd);
+            CHECK(fabs(an) > 1e-6, "K=%d rank %d: table entry %zu has no gradient", K, rank, at - w_off);
+        }
+    free(p), free(g);
+    run_close(&mine);
+    tsr_backend_free(be);
+}
+
 /* ---- the trainer in a layout against the trainer on one process ---- */
 
 enum { GB = 4, LSTEPS = 4 };
@@ -164,7 +233,7 @@ static void test_layout(tsr_context *ctx, tsr_comm *world, int rank, int size, c
     for (size_t q = 0; q < t; q++) head0 += heads[q];
     tsr_model *wm, *sm;
     CHECK_OK(tsr_model_create_gpt(ctx, &c, T, &wm), ctx);
-    CHECK_OK(tsr_model_create_gpt_tp(ctx, &c, T, heads[t], &sm), ctx);
+    CHECK_OK(tsr_model_create_gpt_tp(ctx, &c, T, head0, heads[t], &sm), ctx);
     /* the layout's communicators, as tsr-train builds them */
     tsr_comm *tp, *rest;
     CHECK_OK(tsr_comm_split(world, rank / (int)K, (int)t, &tp), ctx);
@@ -252,6 +321,40 @@ static void test_layouts(tsr_context *ctx, tsr_comm *world, int rank, int size) 
     if (rank == 0) remove(ckpt);
 }
 
+/* A vocabulary slice out of bounds, an unknown option, a GPT whose vocabulary cannot give every
+ * head's share a row: refused with the bound; a slice in bounds parses and prints back. */
+static void test_vocab_refusals(tsr_context *ctx) {
+    static const struct {
+        const char *spec, *says;
+    } bad[] = {
+        {"vpembed:4/from5/rows4,lmhead:0", "rows 5..9 are not a slice of the vocabulary of 8"},
+        {"vpembed:4/from8/rows1,lmhead:0", "rows 8..9 are not a slice of the vocabulary of 8"},
+        {"vpembed:4/rows0,lmhead:0", "rows 0..0 are not a slice of the vocabulary of 8"},
+        {"vpembed:4/size3,lmhead:0", "vpembed takes the options /fromR (first row) and /rowsN"},
+        {"vpembed,lmhead:0", "vpembed needs a positive width"},
+    };
+    tsr_model_input_desc d = {TSR_DTYPE_I32, 1, {3, 0, 0}, 8, 8};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        tsr_model *m = NULL;
+        tsr_status s = tsr_model_parse_desc(ctx, bad[i].spec, &d, &m);
+        CHECK(s != TSR_OK && strstr(tsr_context_last_error(ctx), bad[i].says), "%s: %s (wanted \"%s\")", bad[i].spec,
+              s == TSR_OK ? "accepted" : tsr_context_last_error(ctx), bad[i].says);
+        tsr_model_free(m);
+    }
+    tsr_model *m = NULL;
+    CHECK_OK(tsr_model_parse_desc(ctx, "vpembed:4/from2/rows5,lmhead:0", &d, &m), ctx);
+    if (m) {
+        CHECK(!strcmp(tsr_model_spec(m), "vpembed:4/from2/rows5,lmhead:0"), "spec printed as %s", tsr_model_spec(m));
+        CHECK(tsr_model_param_count(m) == 20, "a slice of 5 rows of 4: %zu parameters", tsr_model_param_count(m));
+    }
+    tsr_model_free(m);
+    tsr_gpt_config c;
+    CHECK_OK(tsr_gpt_config_parse(ctx, "gpt(layers=1,heads=6,channels=24,context=16,vocab=5)", &c), ctx);
+    CHECK(tsr_model_create_gpt_tp(ctx, &c, 8, 0, 3, &m) == TSR_ERR_SHAPE &&
+              strstr(tsr_context_last_error(ctx), "a vocabulary of 5 rows split like 6 heads"),
+          "a vocabulary smaller than the heads: %s", tsr_context_last_error(ctx));
+}
+
 static void test_split(tsr_context *ctx) {
     tsr_gpt_config c;
     CHECK_OK(tsr_gpt_config_parse(ctx, "gpt2", &c), ctx);
@@ -277,8 +380,10 @@ int main(int argc, char **argv) {
     if (w.nranks <= 4) {
         static const double speeds[4] = {3, 1, 1, 1};
         test_split(w.ctx);
+        test_vocab_refusals(w.ctx);
         test_match_whole(w.ctx, w.comm, w.rank, w.nranks, speeds);
         test_match_whole(w.ctx, w.comm, w.rank, w.nranks, NULL);
+        test_vocab_central(w.ctx, w.comm, w.rank, w.nranks, speeds);
         test_layouts(w.ctx, w.comm, w.rank, w.nranks);
     }
     return tsr_mh_world_end(&w, failures, skips, "test_tensor_parallel");

@@ -123,6 +123,13 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
                 for (size_t k = 0; k < in; k++)
                     for (size_t c = 0; c < l->units; c++) ys[k * l->units + c] = W[(size_t)xs[k] * l->units + c];
                 break;
+            case TSR_LAYER_VPEMBED: /* rows [row0, row0 + vocab) of the table; zeros for other ids */
+                for (size_t k = 0; k < in; k++)
+                    for (size_t c = 0; c < l->units; c++) {
+                        size_t row = (size_t)xs[k] - l->row0;
+                        ys[k * l->units + c] = (size_t)xs[k] >= l->row0 && row < l->vocab ? W[row * l->units + c] : 0;
+                    }
+                break;
             case TSR_LAYER_ADD:
                 for (size_t k = 0; k < out; k++) ys[k] = xs[k] + xs1[k];
                 break;
@@ -187,7 +194,8 @@ static double ref_loss(const ref *r, const double *p, const double *x) {
                     }
                 break;
             }
-            case TSR_LAYER_SOFTMAX_XENT: fail(); break;
+            case TSR_LAYER_SOFTMAX_XENT:
+            case TSR_LAYER_VPXENT: fail(); break;
             }
         }
     }
@@ -391,6 +399,11 @@ static const struct {
 } gpt_token_cases[] = {
     {"embed:6,posembed:5,layernorm,linear:18,attention:3,linear:6,add:1,layernorm,linear:8,gelu,linear:6,"
      "add:6,layernorm,lmhead:0",
+     {TSR_DTYPE_I32, 1, {4, 0, 0}, 7, 7}},
+    /* the vocabulary-parallel kinds on one rank (the whole vocabulary as its slice): the
+     * tensor-parallel share of a GPT (lib/model/gpt_tp.c) */
+    {"vpembed:6/from0/rows7,posembed:5,layernorm,tpcopy,linear:18,attention:3,linear:6/nobias,tpreduce,add:1,"
+     "layernorm,tpcopy,lmhead:0",
      {TSR_DTYPE_I32, 1, {4, 0, 0}, 7, 7}},
 };
 

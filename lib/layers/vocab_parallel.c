@@ -92,6 +92,7 @@ static tsr_status map3(tsr_map m[3], const tsr_ref *r, const tsr_dtype *t, const
         tsr_status s = tsr_buf_map(r[i], t[i], count[i], mode[i], NULL, &m[i]);
         if (s != TSR_OK) {
             while (i-- > 0) tsr_buf_unmap(&m[i]);
+            memset(m, 0, 3 * sizeof *m); /* unmapped: a later unmap3 finds nothing to do */
             return s;
         }
     }
@@ -180,11 +181,12 @@ static void xent_flops(const tsr_layer *l, uint64_t n, uint64_t *f, uint64_t *b)
     *b = 2 * n * l->out_c * l->units;
 }
 
-/* The group's rows of `per` doubles each, rank after rank, into all[K][rows * per]. */
-static tsr_status gather_rows(tsr_comm *tp, const double *mine, double *all, size_t floats) {
-    size_t K = (size_t)tsr_comm_size(tp), bytes[64];
-    if (K > 64) return TSR_ERR_UNSUPPORTED;
-    for (size_t k = 0; k < K; k++) bytes[k] = floats * sizeof *mine;
+/* The group's figures (bytes[k] each), rank after rank, into all; one rank: its own. */
+static tsr_status gather_rows(tsr_comm *tp, size_t K, const double *mine, double *all, const size_t *bytes) {
+    if (K == 1) {
+        memcpy(all, mine, bytes[0]);
+        return TSR_OK;
+    }
     return tsr_comm_allgatherv(tp, mine, all, bytes);
 }
 
@@ -193,12 +195,13 @@ static tsr_status xent_forward(const tsr_layer_run *r) {
     tsr_context *ctx = r->be->ctx;
     size_t rows = r->n * l->out_c, N = l->units, lo = l->row0;
     size_t K = r->tp && tsr_comm_size(r->tp) > 1 ? (size_t)tsr_comm_size(r->tp) : 1;
-    if (K > 64) return tsr_error(ctx, TSR_ERR_UNSUPPORTED, "vocabulary-parallel loss over %zu ranks (at most 64)", K);
     double *mine = tsr_malloc(ctx, 2 * rows * sizeof *mine), *all = tsr_malloc(ctx, 2 * rows * K * sizeof *all);
-    if (!mine || !all) {
-        tsr_free(ctx, mine), tsr_free(ctx, all);
+    size_t *bytes = tsr_malloc(ctx, K * sizeof *bytes);
+    if (!mine || !all || !bytes) {
+        tsr_free(ctx, mine), tsr_free(ctx, all), tsr_free(ctx, bytes);
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "vocabulary-parallel loss over %zu rows", rows);
     }
+    for (size_t k = 0; k < K; k++) bytes[k] = 2 * rows * sizeof *mine; /* two figures a row */
     tsr_map m[3], o;
     memset(&o, 0, sizeof o);
     tsr_status s = map3(m, (tsr_ref[]){r->in[0], r->in[1], r->state},
@@ -209,7 +212,7 @@ static tsr_status xent_forward(const tsr_layer_run *r) {
     const float *logit = s == TSR_OK ? m[0].data : NULL;
     const int32_t *y = s == TSR_OK ? m[1].data : NULL;
     float *p = s == TSR_OK ? m[2].data : NULL, *hit = p ? p + rows * N : NULL, *loss = o.data;
-    /* 1: each row's max and (first) argmax over the group, ranks in row order */
+    /* 1: each row's max and (first) argmax over the group (ranks hold rows in vocabulary order) */
     for (size_t i = 0; s == TSR_OK && i < rows; i++) {
         const float *li = logit + i * N;
         size_t best = 0;
@@ -217,8 +220,7 @@ static tsr_status xent_forward(const tsr_layer_run *r) {
             if (li[j] > li[best]) best = j;
         mine[2 * i] = li[best], mine[2 * i + 1] = (double)(lo + best);
     }
-    if (s == TSR_OK && K > 1) s = gather_rows(r->tp, mine, all, 2 * rows);
-    if (s == TSR_OK && K == 1) memcpy(all, mine, 2 * rows * sizeof *all);
+    if (s == TSR_OK) s = gather_rows(r->tp, K, mine, all, bytes);
     for (size_t i = 0; s == TSR_OK && i < rows; i++) {
         double mx = all[2 * i], arg = all[2 * i + 1];
         for (size_t k = 1; k < K; k++) /* a later rank's rows come later: only a larger max wins */
@@ -236,10 +238,8 @@ static tsr_status xent_forward(const tsr_layer_run *r) {
         size_t t = (size_t)(uint32_t)y[i] - lo;
         mine[2 * i] = sum;
         mine[2 * i + 1] = y[i] >= 0 && t < N ? (double)(li[t] - fmx) : 0.0;
-        loss[i] = fmx; /* kept until the sums are known */
     }
-    if (s == TSR_OK && K > 1) s = gather_rows(r->tp, mine, all, 2 * rows);
-    if (s == TSR_OK && K == 1) memcpy(all, mine, 2 * rows * sizeof *all);
+    if (s == TSR_OK) s = gather_rows(r->tp, K, mine, all, bytes);
     for (size_t i = 0; s == TSR_OK && i < rows; i++) {
         double sum = 0, zy = 0;
         for (size_t k = 0; k < K; k++) sum += all[k * 2 * rows + 2 * i], zy += all[k * 2 * rows + 2 * i + 1];
@@ -249,6 +249,7 @@ static tsr_status xent_forward(const tsr_layer_run *r) {
     }
     tsr_free(ctx, mine);
     tsr_free(ctx, all);
+    tsr_free(ctx, bytes);
     tsr_status u = tsr_buf_unmap(&o);
     s = unmap3(m, 3, s);
     return s != TSR_OK ? s : u;

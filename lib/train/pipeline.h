@@ -90,7 +90,9 @@ tsr_status tsr_pipeline_evaluate(tsr_pipeline *p, const tsr_dataset *d, double *
  * tsr_model_param_count), gathered on every rank / taken from every rank's src. */
 tsr_status tsr_pipeline_get_params(tsr_pipeline *p, float *dst, size_t count);
 /* This stage's gradients of the last step: its slice of the whole layout (its layers'
- * tensors, in model order; count: its parameters), the replicas' average in hybrid mode. */
+ * tensors, in model order; count: its parameters), the replicas' average in hybrid mode.
+ * Tensor parallel: the slice of this rank's share (tsr_model_create_gpt_tp's layout), while
+ * parameters and checkpoints are the whole model's. */
 tsr_status tsr_pipeline_get_grads(tsr_pipeline *p, float *dst, size_t count);
 tsr_status tsr_pipeline_set_params(tsr_pipeline *p, const float *src, size_t count);
 

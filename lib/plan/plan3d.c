@@ -40,7 +40,8 @@
  *    memory_fraction of the hosts' memory, checked at the cut found (not searched).
  * Memory of a device (must fit memory_fraction x its memory): parameters of its share (split
  * weights and the column biases in proportion to its heads, layer norms and row biases
- * whole, embeddings on the first stage, ln_f and the head on the last) x 4 bytes x (2 +
+ * whole, the token rows of its vocabulary share and the position table on the first stage, ln_f
+ * and its share of the head on the last) x 4 bytes x (2 +
  * optimizer slots, the slots / d with ZeRO); activations of the micro-batches in flight
  * (1F1B: min(P - s, M) on stage s) per block tsr_gpt_block_activation_floats split the same
  * way (12 C T + H T^2 in proportion, the rest whole), plus the embeddings' outputs on the
@@ -165,11 +166,13 @@ static double last_extra(const tsr_p3 *e, const p3_class *c, size_t mb) {
            (rows * e->C + rows * e->V) * 5 * 4 / (c->f.mem_bw_gbps * 1e9) + 4 * c->f.launch_s;
 }
 
-/* Parameters (floats) of a device of stage holding n blocks with h heads. */
+/* Parameters (floats) of a device of stage holding n blocks with h heads. The token table
+ * (and the tied head's copy) is vocabulary-parallel: a member holds the rows of its share,
+ * split as the heads (lib/layers/vocab_parallel.c); the position table is whole. */
 static double dev_params(const tsr_p3 *e, double h, size_t n, int first, int last) {
-    double C = e->C, P = (double)n * ((12 * C * C + 7 * C) * h / e->H + 6 * C);
-    if (first) P += (e->V + e->Tc) * C;
-    if (last) P += 2 * C + (first ? 0 : e->V * C);
+    double C = e->C, P = (double)n * ((12 * C * C + 7 * C) * h / e->H + 6 * C), Vh = e->V * h / e->H;
+    if (first) P += (Vh + e->Tc) * C;
+    if (last) P += 2 * C + (first ? 0 : Vh * C);
     return P;
 }
 
@@ -350,9 +353,9 @@ static double dev_memory(const tsr_p3 *e, size_t h, size_t n, const p3_stage *st
     double split = T * 12 * C + e->H * T * T;
     double act = (double)n * ((full - split) + split * hh / e->H);
     if (first) act += 2 * T * C;
-    if (last) act += 3 * T * C + T * e->V;
+    if (last) act += 3 * T * C + T * e->V * hh / e->H; /* its share of the logits */
     bytes += (double)inflight * act * (double)mb * 4;
-    bytes += 8 * (double)mb * T * C * 4 + (last ? (double)mb * T * e->V * 4 : 0);
+    bytes += 8 * (double)mb * T * C * 4 + (last ? (double)mb * T * e->V * hh / e->H * 4 : 0);
     return bytes;
 }
 
@@ -450,12 +453,13 @@ static double stage_time(tsr_p3 *e, const p3_layout *l, size_t s, size_t n, size
     return worst;
 }
 
-/* Parameter floats of a stage's group at n blocks (the replicated ones once per member). */
+/* Parameter floats of a stage's group at n blocks (the replicated ones once per member, the
+ * vocabulary-parallel token rows once over the group). */
 static double group_params(const tsr_p3 *e, const p3_layout *l, const p3_stage *st, size_t n) {
     double C = e->C, t = (double)l->t;
     return (double)n * (12 * C * C + 7 * C + 6 * C * t) +
-           t * ((st->first ? (e->V + e->Tc) * C : 0) +
-                (st->last ? 2 * C + (st->first ? 0 : e->V * C) : 0));
+           (st->first ? (e->V + t * e->Tc) * C : 0) +
+           (st->last ? t * 2 * C + (st->first ? 0 : e->V * C) : 0);
 }
 
 /* After the pipeline: the stage's gradient allreduce over the copies, and with offload its

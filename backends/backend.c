@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 #include "backends/backend.h"
+#include "lib/core/precision.h"
 #include "lib/core/internal.h"
 
 tsr_status tsr_backend_open(tsr_context *ctx, int index, tsr_backend **out) {
@@ -737,53 +738,6 @@ tsr_status tsr_op_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_r
     return be->iface->xent_backward(be, rows, cols, probs, targets, scale, dlogits);
 }
 
-/* ---- IEEE half <-> float, shared by the host backend and the tests ---- */
-uint16_t tsr_f32_to_f16_scalar(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t exp = (x >> 23) & 0xFFu;
-    uint32_t mant = x & 0x7FFFFFu;
-    if (exp == 0xFF) return (uint16_t)(sign | 0x7C00u | (mant ? 0x200u : 0)); /* Inf / NaN */
-    int e = (int)exp - 127 + 15;
-    if (e >= 31) return (uint16_t)(sign | 0x7C00u); /* overflow -> Inf */
-    if (e <= 0) {                                   /* subnormal or zero */
-        if (e < -10) return (uint16_t)sign;
-        mant |= 0x800000u;
-        uint32_t shift = (uint32_t)(14 - e);
-        uint32_t half = mant >> shift;
-        uint32_t rem = mant & ((1u << shift) - 1);
-        uint32_t mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1))) half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t half = sign | ((uint32_t)e << 10) | (mant >> 13);
-    uint32_t rem = mant & 0x1FFFu;
-    if (rem > 0x1000u || (rem == 0x1000u && (half & 1))) half++; /* may carry into exponent: ok */
-    return (uint16_t)half;
-}
-
-float tsr_f16_to_f32_scalar(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1Fu;
-    uint32_t mant = h & 0x3FFu;
-    uint32_t x;
-    if (exp == 0) {
-        if (!mant) x = sign;
-        else { /* subnormal: normalise */
-            int e = -1;
-            do {
-                mant <<= 1;
-                e++;
-            } while (!(mant & 0x400u));
-            x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3FFu) << 13);
-        }
-    } else if (exp == 31) {
-        x = sign | 0x7F800000u | (mant << 13);
-    } else {
-        x = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
+/* ---- IEEE half <-> float: the precision module's (one rounding for the whole library) ---- */
+uint16_t tsr_f32_to_f16_scalar(float f) { return tsr_f32_to_f16(f); }
+float tsr_f16_to_f32_scalar(uint16_t h) { return tsr_f16_to_f32(h); }

@@ -28,7 +28,9 @@ tsr_status tsr_backend_open(tsr_context *ctx, int index, tsr_backend **out) {
 }
 
 void tsr_backend_free(tsr_backend *be) {
-    if (be) be->iface->destroy(be);
+    if (!be) return;
+    tsr_buf_free(be->round_buf);
+    be->iface->destroy(be);
 }
 
 tsr_status tsr_buf_alloc(tsr_backend *be, size_t bytes, tsr_buf **out) {
@@ -308,6 +310,9 @@ tsr_status tsr_op_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb, size
     TSR_TRY(check_matrix(be, op, "C", c, m, n, ldc, stride_c, batch));
     if (batch > 1 && stride_c < m * ldc - (ldc - n))
         return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: C matrices overlap (stride %zu)", op, stride_c);
+    if (be->precision != TSR_PRECISION_FP32)
+        return tsr_backend_gemm16(be, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
+                                  beta, c, ldc, stride_c, batch);
     if (batch == 1)
         return be->iface->gemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return be->iface->gemm_batched(be, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
@@ -563,6 +568,16 @@ tsr_status tsr_op_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
     return n ? be->iface->f32_to_f16(be, n, x, h) : TSR_OK;
 }
 
+tsr_status tsr_op_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y) {
+    BE_CHECK();
+    if (p != TSR_PRECISION_BF16 && p != TSR_PRECISION_FP16)
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: precision %d is not bf16 (1) or fp16 (2)",
+                         op, (int)p);
+    CHECK("x", x, n, F);
+    CHECK("y", y, n, F);
+    return n ? be->iface->round16(be, p, n, x, y) : TSR_OK;
+}
+
 tsr_status tsr_op_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
     BE_CHECK();
     CHECK("h", h, n, 2);
@@ -684,6 +699,8 @@ tsr_status tsr_op_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr
     CHECK("qkv", qkv, nqkv, F);
     CHECK("att", att, natt, F);
     CHECK("out", out, nout, F);
+    if (be->precision != TSR_PRECISION_FP32)
+        return tsr_backend_attention16_forward(be, g, nqkv, qkv, att, out);
     return be->iface->attention_forward(be, g, qkv, att, out);
 }
 
@@ -699,6 +716,8 @@ tsr_status tsr_op_attention_backward(tsr_backend *be, const tsr_attn_geom *g, ts
     CHECK("dout", dout, nout, F);
     CHECK("scratch", scratch, natt, F);
     CHECK("dqkv", dqkv, nqkv, F);
+    if (be->precision != TSR_PRECISION_FP32)
+        return tsr_backend_attention16_backward(be, g, nqkv, nout, qkv, att, dout, scratch, dqkv);
     return be->iface->attention_backward(be, g, qkv, att, dout, scratch, dqkv);
 }
 

@@ -615,9 +615,10 @@ tsr_status tsr_host_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) 
     return TSR_OK;
 }
 
-void tsr_host_round(tsr_backend *be, tsr_precision p, size_t n, const float *src, float *dst) {
-    half_args a = {n, p, src, NULL, dst, NULL};
+tsr_status tsr_host_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y) {
+    half_args a = {n, p, tsr_host_f32(x), NULL, tsr_host_f32(y), NULL};
     tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, round_range, &a);
+    return TSR_OK;
 }
 
 void tsr_host_to_bf16(tsr_backend *be, size_t n, const float *src, uint16_t *dst) {

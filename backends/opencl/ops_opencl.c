@@ -527,6 +527,15 @@ static tsr_status cl_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h)
     return launch(&a, n, 0);
 }
 
+static tsr_status cl_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y) {
+    kargs a = args_begin(be, TSR_CL_K_round16);
+    arg_u64(&a, n);
+    arg_i32(&a, (int)p);
+    arg_ref(&a, x);
+    arg_ref(&a, y);
+    return launch(&a, n, 0);
+}
+
 static tsr_status cl_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
     kargs a = args_begin(be, TSR_CL_K_f16_to_f32);
     arg_u64(&a, n);
@@ -788,6 +797,7 @@ const tsr_backend_iface tsr_opencl_iface = {
     .embed_backward = cl_embed_backward,
     .f32_to_f16 = cl_f32_to_f16,
     .f16_to_f32 = cl_f16_to_f32,
+    .round16 = cl_round16,
     .sgd_update = cl_sgd_update,
     .adam_update = cl_adam_update,
     .layernorm_forward = cl_layernorm_forward,

@@ -51,6 +51,7 @@ struct tsr_stage {
     void *hook_user;
     tsr_comm *tp;      /* tensor-parallel group of the tpcopy/tpreduce layers; NULL: none */
     float loss_scale;  /* d(loss)/d(per-sample loss); 0: 1/n (the mean over the batch) */
+    const float *grad_scale; /* fp16 loss scaling: multiplies it (lib/train/scaler.h); NULL: 1 */
     /* activation sets (pipeline micro-batches in flight): acts is slot_acts[slot] */
     tsr_buf **slot_acts;
     int *slot_trained;
@@ -507,6 +508,10 @@ void tsr_stage_set_loss_scale(tsr_stage *st, float scale) {
     if (st) st->loss_scale = scale;
 }
 
+void tsr_stage_set_grad_scale(tsr_stage *st, const float *scale) {
+    if (st) st->grad_scale = scale;
+}
+
 void tsr_stage_set_tp(tsr_stage *st, tsr_comm *tp) {
     if (st) st->tp = tp;
 }
@@ -581,6 +586,7 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
         tsr_layer_run r = layer_run(st, st->last, n);
         r.loss_scale = st->loss_scale > 0.0f ? st->loss_scale
                                              : 1.0f / (float)(n * tsr_model_positions(st->model));
+        if (st->grad_scale) r.loss_scale *= *st->grad_scale;
         r.want_din[0] = 1;
         r.din[0] = slot_ref(st, st->plan.out_grad_idx);
         TSR_TRY(r.l->ops->backward(&r));

@@ -1,0 +1,77 @@
+/* The fp16 loss scaler's state machine (lib/train/scaler.c) against sequences worked out by
+ * hand from PyTorch's GradScaler rule (torch._amp_update_scale_: backoff 0.5 and the growth
+ * tracker reset on an overflow; growth 2 when the tracker reaches the interval, then reset;
+ * no growth to an infinite scale), and the checkpoint restore's checks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <float.h>
+#include <math.h>
+#include "lib/train/scaler.h"
+
+static void test_sequence(void **st) {
+    (void)st;
+    tsr_scaler s;
+    tsr_scaler_init(&s, 1, 65536.0f, 3);
+    /* o = overflow, . = clean; after each event: scale, clean count */
+    static const char events[] = "..o...o.o....oo..";
+    static const float scale[] = {65536, 65536, 32768, 32768, 32768, 65536, 32768, 32768,
+                                  16384, 16384, 16384, 32768, 32768, 16384, 8192, 8192, 8192};
+    static const unsigned clean[] = {1, 2, 0, 1, 2, 0, 0, 1, 0, 1, 2, 0, 1, 0, 0, 1, 2};
+    for (size_t i = 0; events[i]; i++) {
+        tsr_scaler_update(&s, events[i] == 'o');
+        if (s.scale != scale[i] || s.clean != clean[i])
+            fail_msg("event %zu ('%c'): scale %g clean %u, want %g %u", i, events[i], (double)s.scale,
+                     s.clean, (double)scale[i], clean[i]);
+    }
+}
+
+static void test_defaults_and_disabled(void **st) {
+    (void)st;
+    tsr_scaler s;
+    tsr_scaler_init(&s, 1, TSR_SCALER_INIT, TSR_SCALER_INTERVAL);
+    assert_true(s.scale == 65536.0f && s.interval == 2000);
+    for (int i = 0; i < 1999; i++) tsr_scaler_update(&s, 0);
+    assert_true(s.scale == 65536.0f && s.clean == 1999);
+    tsr_scaler_update(&s, 0); /* the 2000th clean step doubles */
+    assert_true(s.scale == 131072.0f && s.clean == 0);
+    tsr_scaler_init(&s, 0, 65536.0f, 2000); /* disabled: 1, and nothing moves it */
+    tsr_scaler_update(&s, 1);
+    tsr_scaler_update(&s, 0);
+    assert_true(s.scale == 1.0f && s.clean == 0);
+}
+
+static void test_no_infinite_growth(void **st) {
+    (void)st;
+    tsr_scaler s;
+    tsr_scaler_init(&s, 1, 0x1p127f, 1);
+    tsr_scaler_update(&s, 0); /* 2^128 is not finite: kept, the tracker reset */
+    assert_true(s.scale == 0x1p127f && s.clean == 0);
+    tsr_scaler_update(&s, 1);
+    assert_true(s.scale == 0x1p126f);
+}
+
+static void test_restore(void **st) {
+    (void)st;
+    tsr_scaler s;
+    tsr_scaler_init(&s, 1, 65536.0f, 2000);
+    assert_int_equal(tsr_scaler_restore(&s, 1024.0f, 17.0f), 0);
+    assert_true(s.scale == 1024.0f && s.clean == 17);
+    const float bad[][2] = {{0, 0}, {-1, 0}, {INFINITY, 0}, {NAN, 0}, {1, -1}, {1, 2000}, {1, 1.5f}, {1, NAN}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(tsr_scaler_restore(&s, bad[i][0], bad[i][1]), -1);
+        assert_true(s.scale == 1024.0f && s.clean == 17); /* untouched */
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sequence),
+        cmocka_unit_test(test_defaults_and_disabled),
+        cmocka_unit_test(test_no_infinite_growth),
+        cmocka_unit_test(test_restore),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

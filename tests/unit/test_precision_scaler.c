@@ -9,7 +9,10 @@
 #include <cmocka.h>
 #include <float.h>
 #include <math.h>
+#include <string.h>
 #include "lib/train/scaler.h"
+#include "support/test_util.h"
+#include "tessera.h"
 
 static void test_sequence(void **st) {
     (void)st;
@@ -66,12 +69,43 @@ static void test_restore(void **st) {
     }
 }
 
+/* The trainer refuses a precision outside the enum and fp16 where no loss scaling runs, and
+ * reports 1 as the scale of a run without it. */
+static void test_trainer_options(void **st) {
+    (void)st;
+    tsr_context *ctx = NULL;
+    assert_int_equal(tsr_test_quiet_context(&ctx), TSR_OK);
+    tsr_model_input in = {1, 4, 8, 10};
+    tsr_model *m = NULL;
+    assert_int_equal(tsr_model_parse(ctx, "dense:10", in, &m), TSR_OK);
+    tsr_trainer_options o;
+    tsr_trainer_options_init(&o);
+    assert_int_equal(o.precision, TSR_PRECISION_FP32);
+    tsr_trainer *t = NULL;
+    o.precision = (tsr_precision)7;
+    assert_int_equal(tsr_trainer_create(ctx, m, &o, &t), TSR_ERR_INVALID_ARG);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "precision 7 is not fp32 (0), bf16 (1) or fp16 (2)"));
+    o.precision = TSR_PRECISION_FP16;
+    o.mode = TSR_MODE_GOSSIP;
+    assert_int_equal(tsr_trainer_create(ctx, m, &o, &t), TSR_ERR_UNSUPPORTED);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "fp16 (loss scaling) is not available in gossip mode"));
+    assert_null(t);
+    o.mode = TSR_MODE_DATA;
+    o.precision = TSR_PRECISION_BF16;
+    assert_int_equal(tsr_trainer_create(ctx, m, &o, &t), TSR_OK);
+    assert_true(tsr_trainer_loss_scale(t) == 1.0f);
+    tsr_trainer_free(t);
+    tsr_model_free(m);
+    tsr_context_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sequence),
         cmocka_unit_test(test_defaults_and_disabled),
         cmocka_unit_test(test_no_infinite_growth),
         cmocka_unit_test(test_restore),
+        cmocka_unit_test(test_trainer_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

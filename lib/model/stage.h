@@ -105,6 +105,8 @@ typedef struct tsr_stage_memory {
                                 * labels/probabilities/losses on the last stage) */
     size_t grad_buffers, grad_buffer_bytes; /* activation-gradient buffers */
     size_t total_bytes;        /* 2 x param_bytes + act_set_bytes + the gradient buffers */
+    size_t round_bytes;        /* bf16/fp16 modes add this: a bound on the backend's rounded
+                                * copy of one GEMM's operands (backend_precision.c) */
 } tsr_stage_memory;
 /* The plan of a stage with options `o`, without allocating device memory (errors as
  * tsr_stage_create's). */

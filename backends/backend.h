@@ -234,8 +234,8 @@ struct tsr_backend {
     tsr_context *ctx;           /* errors and host allocations */
     tsr_device_info device;     /* copy of the record it drives */
     void *impl;                 /* backend private state */
-    /* Mixed precision (backend_precision.c): GEMM inputs (and attention's q, k, v, dout) are
-     * rounded to `precision` before every product, accumulation stays float32; round_buf is
+    /* Mixed precision (backend_precision.c): GEMM inputs (and attention's q, k, v, dout, P and
+     * dS) are rounded to `precision` before every product, accumulation stays float32; round_buf is
      * where the rounded operands go (grown on demand, freed with the backend). */
     tsr_precision precision;
     tsr_buf *round_buf;

@@ -3,7 +3,8 @@
  * backend's round16 into be->round_buf before the float32 product, so the products see
  * exactly the 16-bit values while accumulating in float32 (bf16 x bf16 and fp16 x fp16
  * products are exact in float32: only the summation order can differ from a 16-bit GEMM
- * with float32 accumulation). Attention's probabilities and their gradient stay float32.
+ * with float32 accumulation). Attention's probabilities P and their gradient dS, made inside
+ * the backends' attention, are rounded there (P is kept rounded for the backward).
  * A backend whose GEMM takes 16-bit inputs itself (gemm_native: the host's OpenBLAS
  * cblas_sbgemm) gets its operands unrounded. */
 #include "backends/backend.h"

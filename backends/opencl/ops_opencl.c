@@ -722,6 +722,8 @@ static tsr_status cl_attention_forward(tsr_backend *be, const tsr_attn_geom *g, 
     attn_operand q = qkv_part(g, qkv, 0), k = qkv_part(g, qkv, 1), v = qkv_part(g, qkv, 2);
     TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_TRANS, T, T, hs, scale, q, k, scores(g, att)));
     TSR_TRY(attn_rows(be, TSR_CL_K_attn_softmax, g, att, NULL));
+    if (be->precision != TSR_PRECISION_FP32) /* P, an input of P v, kept 16-bit (backend_precision.c) */
+        TSR_TRY(cl_round16(be, be->precision, g->batch * g->heads * T * T, att, att));
     return attn_gemm(be, g, TSR_NO_TRANS, TSR_NO_TRANS, T, hs, T, 1.0f, scores(g, att), v,
                      head_rows(g, out));
 }
@@ -737,6 +739,8 @@ static tsr_status cl_attention_backward(tsr_backend *be, const tsr_attn_geom *g,
     TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_TRANS, T, T, hs, 1.0f, d, v, ds)); /* d att */
     TSR_TRY(attn_gemm(be, g, TSR_TRANS, TSR_NO_TRANS, T, hs, T, 1.0f, a, d, dv));
     TSR_TRY(attn_rows(be, TSR_CL_K_attn_softmax_backward, g, att, &scratch)); /* d scores */
+    if (be->precision != TSR_PRECISION_FP32) /* dS, an input of the dq and dk products */
+        TSR_TRY(cl_round16(be, be->precision, g->batch * g->heads * T * T, scratch, scratch));
     TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_NO_TRANS, T, hs, T, scale, ds, k, dq));
     return attn_gemm(be, g, TSR_TRANS, TSR_NO_TRANS, T, hs, T, scale, ds, q, dk);
 }

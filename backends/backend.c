@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 #include "backends/backend.h"
+#include "lib/core/precision.h"
 #include "lib/core/internal.h"
 
 tsr_status tsr_backend_open(tsr_context *ctx, int index, tsr_backend **out) {
@@ -27,7 +28,9 @@ tsr_status tsr_backend_open(tsr_context *ctx, int index, tsr_backend **out) {
 }
 
 void tsr_backend_free(tsr_backend *be) {
-    if (be) be->iface->destroy(be);
+    if (!be) return;
+    tsr_buf_free(be->round_buf);
+    be->iface->destroy(be);
 }
 
 tsr_status tsr_buf_alloc(tsr_backend *be, size_t bytes, tsr_buf **out) {
@@ -307,6 +310,9 @@ tsr_status tsr_op_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb, size
     TSR_TRY(check_matrix(be, op, "C", c, m, n, ldc, stride_c, batch));
     if (batch > 1 && stride_c < m * ldc - (ldc - n))
         return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: C matrices overlap (stride %zu)", op, stride_c);
+    if (be->precision != TSR_PRECISION_FP32)
+        return tsr_backend_gemm16(be, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
+                                  beta, c, ldc, stride_c, batch);
     if (batch == 1)
         return be->iface->gemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return be->iface->gemm_batched(be, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
@@ -562,6 +568,16 @@ tsr_status tsr_op_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
     return n ? be->iface->f32_to_f16(be, n, x, h) : TSR_OK;
 }
 
+tsr_status tsr_op_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y) {
+    BE_CHECK();
+    if (p != TSR_PRECISION_BF16 && p != TSR_PRECISION_FP16)
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: precision %d is not bf16 (1) or fp16 (2)",
+                         op, (int)p);
+    CHECK("x", x, n, F);
+    CHECK("y", y, n, F);
+    return n ? be->iface->round16(be, p, n, x, y) : TSR_OK;
+}
+
 tsr_status tsr_op_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
     BE_CHECK();
     CHECK("h", h, n, 2);
@@ -683,6 +699,8 @@ tsr_status tsr_op_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr
     CHECK("qkv", qkv, nqkv, F);
     CHECK("att", att, natt, F);
     CHECK("out", out, nout, F);
+    if (be->precision != TSR_PRECISION_FP32)
+        return tsr_backend_attention16_forward(be, g, nqkv, qkv, att, out);
     return be->iface->attention_forward(be, g, qkv, att, out);
 }
 
@@ -698,6 +716,8 @@ tsr_status tsr_op_attention_backward(tsr_backend *be, const tsr_attn_geom *g, ts
     CHECK("dout", dout, nout, F);
     CHECK("scratch", scratch, natt, F);
     CHECK("dqkv", dqkv, nqkv, F);
+    if (be->precision != TSR_PRECISION_FP32)
+        return tsr_backend_attention16_backward(be, g, nqkv, nout, qkv, att, dout, scratch, dqkv);
     return be->iface->attention_backward(be, g, qkv, att, dout, scratch, dqkv);
 }
 
@@ -737,53 +757,6 @@ tsr_status tsr_op_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_r
     return be->iface->xent_backward(be, rows, cols, probs, targets, scale, dlogits);
 }
 
-/* ---- IEEE half <-> float, shared by the host backend and the tests ---- */
-uint16_t tsr_f32_to_f16_scalar(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t exp = (x >> 23) & 0xFFu;
-    uint32_t mant = x & 0x7FFFFFu;
-    if (exp == 0xFF) return (uint16_t)(sign | 0x7C00u | (mant ? 0x200u : 0)); /* Inf / NaN */
-    int e = (int)exp - 127 + 15;
-    if (e >= 31) return (uint16_t)(sign | 0x7C00u); /* overflow -> Inf */
-    if (e <= 0) {                                   /* subnormal or zero */
-        if (e < -10) return (uint16_t)sign;
-        mant |= 0x800000u;
-        uint32_t shift = (uint32_t)(14 - e);
-        uint32_t half = mant >> shift;
-        uint32_t rem = mant & ((1u << shift) - 1);
-        uint32_t mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1))) half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t half = sign | ((uint32_t)e << 10) | (mant >> 13);
-    uint32_t rem = mant & 0x1FFFu;
-    if (rem > 0x1000u || (rem == 0x1000u && (half & 1))) half++; /* may carry into exponent: ok */
-    return (uint16_t)half;
-}
-
-float tsr_f16_to_f32_scalar(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1Fu;
-    uint32_t mant = h & 0x3FFu;
-    uint32_t x;
-    if (exp == 0) {
-        if (!mant) x = sign;
-        else { /* subnormal: normalise */
-            int e = -1;
-            do {
-                mant <<= 1;
-                e++;
-            } while (!(mant & 0x400u));
-            x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3FFu) << 13);
-        }
-    } else if (exp == 31) {
-        x = sign | 0x7F800000u | (mant << 13);
-    } else {
-        x = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
+/* ---- IEEE half <-> float: the precision module's (one rounding for the whole library) ---- */
+uint16_t tsr_f32_to_f16_scalar(float f) { return tsr_f32_to_f16(f); }
+float tsr_f16_to_f32_scalar(uint16_t h) { return tsr_f16_to_f32(h); }

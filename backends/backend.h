@@ -178,6 +178,12 @@ struct tsr_backend_iface {
     /* --- conversion --- */
     tsr_status (*f32_to_f16)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h); /* round to nearest even */
     tsr_status (*f16_to_f32)(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
+    /* y = float32(p(x)): x rounded to precision p (bf16 or fp16) and widened back; y may be x.
+     * How the GEMM inputs of a 16-bit mode are made (backend_precision.c). */
+    tsr_status (*round16)(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y);
+    /* Optional: 1 when gemm/gemm_batched round their inputs to p themselves (the host's
+     * OpenBLAS bf16 GEMM); NULL or 0: the inputs are rounded by round16 before them. */
+    int (*gemm_native)(tsr_backend *be, tsr_precision p);
 
     /* --- optimizers (in place on w, state buffers v / m) --- */
     /* g' = g + wd*w; v = momentum*v + g'; w -= lr * (nesterov ? g' + momentum*v : v) */
@@ -228,6 +234,11 @@ struct tsr_backend {
     tsr_context *ctx;           /* errors and host allocations */
     tsr_device_info device;     /* copy of the record it drives */
     void *impl;                 /* backend private state */
+    /* Mixed precision (backend_precision.c): GEMM inputs (and attention's q, k, v, dout, P and
+     * dS) are rounded to `precision` before every product, accumulation stays float32; round_buf is
+     * where the rounded operands go (grown on demand, freed with the backend). */
+    tsr_precision precision;
+    tsr_buf *round_buf;
 };
 
 /* ---- creation ---- */
@@ -240,6 +251,9 @@ tsr_status tsr_backend_opencl_create(tsr_context *ctx, const tsr_device_info *in
 /* Opens the backend that drives context device `index`. */
 tsr_status tsr_backend_open(tsr_context *ctx, int index, tsr_backend **out);
 void tsr_backend_free(tsr_backend *be); /* accepts NULL */
+/* The precision of this backend's GEMM inputs from now on (TSR_PRECISION_FP32: as before,
+ * bit for bit). TSR_ERR_INVALID_ARG for a value outside the enum. */
+tsr_status tsr_backend_set_precision(tsr_backend *be, tsr_precision p);
 
 /* ---- memory ---- */
 tsr_status tsr_buf_alloc(tsr_backend *be, size_t bytes, tsr_buf **out);
@@ -341,6 +355,7 @@ tsr_status tsr_op_embed_backward(tsr_backend *be, size_t count, size_t dim, size
                                  tsr_ref dy, tsr_ref dtable);
 tsr_status tsr_op_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h);
 tsr_status tsr_op_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
+tsr_status tsr_op_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y);
 tsr_status tsr_op_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
                              tsr_ref g, tsr_ref v);
 tsr_status tsr_op_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
@@ -362,6 +377,28 @@ tsr_status tsr_op_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_re
                                tsr_ref targets, tsr_ref probs, tsr_ref loss);
 tsr_status tsr_op_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
                                 tsr_ref targets, float scale, tsr_ref dlogits);
+
+/* ---- mixed precision (backend_precision.c), called by the wrappers above in a 16-bit mode:
+ * the same operations on operands rounded into be->round_buf ---- */
+tsr_status tsr_backend_gemm16(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
+                              size_t k, float alpha, tsr_ref a, size_t lda, size_t stride_a,
+                              tsr_ref b, size_t ldb, size_t stride_b, float beta, tsr_ref c,
+                              size_t ldc, size_t stride_c, size_t batch);
+tsr_status tsr_backend_attention16_forward(tsr_backend *be, const tsr_attn_geom *g, size_t nqkv,
+                                           tsr_ref qkv, tsr_ref att, tsr_ref out);
+tsr_status tsr_backend_attention16_backward(tsr_backend *be, const tsr_attn_geom *g, size_t nqkv,
+                                            size_t nout, tsr_ref qkv, tsr_ref att, tsr_ref dout,
+                                            tsr_ref scratch, tsr_ref dqkv);
+/* Elements from the first of `batch` row-major matrices' first element to the last one's last
+ * (rows x cols, leading dimension ld, `stride` apart); for operands the wrapper checked, so
+ * it cannot overflow. */
+static inline size_t tsr_matrix_span(size_t rows, size_t cols, size_t ld, size_t stride,
+                                     size_t batch) {
+    return rows && cols && batch ? (batch - 1) * stride + (rows - 1) * ld + cols : 0;
+}
+/* be->round_buf holds at least `floats` floats afterwards (for a gemm_native backend's own
+ * 16-bit copies too). */
+tsr_status tsr_backend_round_room(tsr_backend *be, size_t floats);
 
 /* Fills out_h/out_w from the other fields; TSR_ERR_SHAPE when the window does not fit. */
 tsr_status tsr_conv_geom_finish(tsr_conv_geom *g);

@@ -21,5 +21,6 @@
 #include "tessera/tokens.h"
 #include "tessera/safetensors.h"
 #include "tessera/generate.h"
+#include "tessera/precision.h"
 
 #endif

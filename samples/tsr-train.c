@@ -41,6 +41,8 @@ static void usage(FILE *f) {
             "  --weight-decay X       weight decay (default 0)\n"
             "  --beta2 X              Adam's second-moment decay, 0 <= X < 1 (default 0.999)\n"
             "  --min-lr X             the cosine schedule's final rate (default 0)\n"
+            "  --precision P          fp32, bf16 or fp16 GEMM inputs, float32 master weights and\n"
+            "                         accumulation; fp16 scales the loss dynamically (default fp32)\n"
             "  --schedule NAME        constant, step or cosine (default cosine)\n"
             "  --warmup N             linear warm-up steps in front of the schedule (default 0)\n"
             "  --seed N               initialisation, shuffling and dropout seed (default 1)\n"
@@ -507,6 +509,8 @@ int main(int argc, char **argv) {
     to.optimizer.nesterov = a.nesterov;
     to.optimizer.weight_decay = (float)a.weight_decay;
     to.optimizer.beta2 = (float)a.beta2;
+    if (a.precision && tsr_precision_parse(a.precision, &to.precision) != 0)
+        return bad_option("--precision", "must be fp32, bf16 or fp16");
     if (a.min_lr > 0 && a.min_lr >= to.optimizer.lr)
         return bad_option("--min-lr", "must be below the learning rate (--lr)");
     to.batch = (size_t)a.batch;

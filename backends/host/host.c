@@ -3,7 +3,9 @@
  * (host_pool.c) when large. Everything runs synchronously, so finish() has nothing to wait
  * for. */
 #include <cblas.h>
+#include <dlfcn.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <stdint.h>
@@ -96,15 +98,46 @@ static tsr_status check_blas_int(tsr_backend *be, size_t m, size_t n, size_t k, 
     return TSR_OK;
 }
 
+/* cblas_sbgemm's type (bfloat16 is OpenBLAS's uint16_t). */
+typedef void (*sbgemm_fn)(enum CBLAS_ORDER, enum CBLAS_TRANSPOSE, enum CBLAS_TRANSPOSE, blasint,
+                          blasint, blasint, float, const uint16_t *, blasint, const uint16_t *,
+                          blasint, float, float *, blasint);
+
+/* Looked up at run time: Debian's OpenBLAS 0.3.21 declares it in cblas.h but is built
+ * without it (BUILD_BFLOAT16), and a newer library may be swapped in under the same soname. */
+static sbgemm_fn sbgemm_lookup(void) {
+    static _Atomic int looked;      /* threads racing on the first call find the same symbol */
+    static sbgemm_fn _Atomic found;
+    if (!atomic_load(&looked)) {
+        void *sym = dlsym(RTLD_DEFAULT, "cblas_sbgemm");
+        sbgemm_fn f;
+        memcpy(&f, &sym, sizeof f); /* object to function pointer: POSIX guarantees it works */
+        atomic_store(&found, f);
+        atomic_store(&looked, 1);
+    }
+    return atomic_load(&found);
+}
+
+int tsr_host_has_sbgemm(void) { return sbgemm_lookup() != NULL; }
+
+/* Element i of an operand: float, or bf16 for cblas_sbgemm. */
+static const void *elem_at(const void *p, int bf16, size_t i) {
+    return bf16 ? (const void *)((const uint16_t *)p + i) : (const void *)((const float *)p + i);
+}
+
 static void gemm_one(tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k, float alpha,
-                     const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
-                     size_t ldc) {
+                     const void *a, size_t lda, const void *b, size_t ldb, float beta, float *c,
+                     size_t ldc, int bf16) {
     if (k == 0 || alpha == 0.0f) { /* A and B may be empty: never hand BLAS a zero ld */
         scale_block(m, n, beta, c, ldc);
         return;
     }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    if (bf16)
+        sbgemm_lookup()(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                        (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    else
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
 /* Threading: the GEMMs are split over the pool's threads, each calling a single-threaded
@@ -125,8 +158,9 @@ typedef struct gemm_args {
     tsr_trans ta, tb;
     size_t m, n, k, lda, ldb, ldc, sa, sb, sc;
     float alpha, beta;
-    const float *a, *b;
+    const void *a, *b; /* float, or bf16 when bf16 is set */
     float *c;
+    int bf16;
     int split_rows; /* single GEMM: parts are rows (else columns) of C */
     size_t part;    /* rows or columns per part */
 } gemm_args;
@@ -134,8 +168,9 @@ typedef struct gemm_args {
 static void gemm_batch_range(void *arg, size_t lo, size_t hi) {
     const gemm_args *g = arg;
     for (size_t i = lo; i < hi; i++)
-        gemm_one(g->ta, g->tb, g->m, g->n, g->k, g->alpha, g->a + i * g->sa, g->lda,
-                 g->b + i * g->sb, g->ldb, g->beta, g->c + i * g->sc, g->ldc);
+        gemm_one(g->ta, g->tb, g->m, g->n, g->k, g->alpha, elem_at(g->a, g->bf16, i * g->sa), g->lda,
+                 elem_at(g->b, g->bf16, i * g->sb), g->ldb, g->beta, g->c + i * g->sc, g->ldc,
+                 g->bf16);
 }
 
 /* Parts [lo, hi) of the C rows (they need A's rows, A^T's columns) or of the C columns. */
@@ -146,11 +181,12 @@ static void gemm_split_range(void *arg, size_t lo, size_t hi) {
         size_t r0 = p * g->part, r1 = r0 + g->part < span ? r0 + g->part : span;
         if (g->split_rows)
             gemm_one(g->ta, g->tb, r1 - r0, g->n, g->k, g->alpha,
-                     g->a + (g->ta ? r0 : r0 * g->lda), g->lda, g->b, g->ldb, g->beta,
-                     g->c + r0 * g->ldc, g->ldc);
+                     elem_at(g->a, g->bf16, g->ta ? r0 : r0 * g->lda), g->lda, g->b, g->ldb,
+                     g->beta, g->c + r0 * g->ldc, g->ldc, g->bf16);
         else
             gemm_one(g->ta, g->tb, g->m, r1 - r0, g->k, g->alpha, g->a, g->lda,
-                     g->b + (g->tb ? r0 * g->ldb : r0), g->ldb, g->beta, g->c + r0, g->ldc);
+                     elem_at(g->b, g->bf16, g->tb ? r0 * g->ldb : r0), g->ldb, g->beta,
+                     g->c + r0, g->ldc, g->bf16);
     }
 }
 
@@ -160,16 +196,39 @@ static size_t gemm_work(size_t m, size_t n, size_t k) {
     return k && mn > SIZE_MAX / k ? SIZE_MAX : mn * k;
 }
 
+/* bf16 mode with cblas_sbgemm: A and B converted to bf16 in be->round_buf (host_gemm_native
+ * told the wrapper not to round them). */
+static tsr_status to_sbgemm(tsr_backend *be, gemm_args *g, size_t batch) {
+    if (be->precision != TSR_PRECISION_BF16 || !sbgemm_lookup() || !g->k || g->alpha == 0.0f)
+        return TSR_OK;
+    size_t sa = tsr_matrix_span(g->ta ? g->k : g->m, g->ta ? g->m : g->k, g->lda, g->sa, batch);
+    size_t sb = tsr_matrix_span(g->tb ? g->n : g->k, g->tb ? g->k : g->n, g->ldb, g->sb, batch);
+    TSR_TRY(tsr_backend_round_room(be, (sa + sb + 1) / 2));
+    uint16_t *a16 = be->round_buf->host, *b16 = a16 + sa;
+    tsr_host_to_bf16(be, sa, g->a, a16);
+    tsr_host_to_bf16(be, sb, g->b, b16);
+    g->a = a16;
+    g->b = b16;
+    g->bf16 = 1;
+    return TSR_OK;
+}
+
+static int host_gemm_native(tsr_backend *be, tsr_precision p) {
+    (void)be;
+    return p == TSR_PRECISION_BF16 && sbgemm_lookup();
+}
+
 static tsr_status host_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
                             size_t k, float alpha, tsr_ref a, size_t lda, tsr_ref b, size_t ldb,
                             float beta, tsr_ref c, size_t ldc) {
     TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
     gemm_args g = {ta, tb, m, n, k, lda, ldb, ldc, 0, 0, 0, alpha, beta,
-                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), m >= n, 0};
+                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, m >= n, 0};
+    TSR_TRY(to_sbgemm(be, &g, 1));
     size_t span = g.split_rows ? m : n;
     if (k == 0 || alpha == 0.0f || gemm_work(m, n, k) < GEMM_PAR_MIN_WORK ||
         span < 2 * GEMM_PAR_MIN_SPAN) {
-        gemm_one(ta, tb, m, n, k, alpha, g.a, lda, g.b, ldb, beta, g.c, ldc);
+        gemm_one(ta, tb, m, n, k, alpha, g.a, lda, g.b, ldb, beta, g.c, ldc, g.bf16);
         return TSR_OK;
     }
     g.part = ((span + GEMM_PARTS - 1) / GEMM_PARTS + 15) & ~(size_t)15;
@@ -185,9 +244,10 @@ static tsr_status host_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb,
                                     size_t batch) {
     TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
     gemm_args g = {ta, tb, m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, alpha, beta,
-                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, 0};
+                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, 0, 0};
     if (batch == 1) /* one GEMM: split it instead */
         return host_gemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    TSR_TRY(to_sbgemm(be, &g, batch));
     size_t work = gemm_work(m, n, k);
     if (m && n && stride_c < (m - 1) * ldc + n) { /* outputs overlap: keep the order */
         gemm_batch_range(&g, 0, batch);
@@ -231,6 +291,8 @@ static const tsr_backend_iface host_iface = {
     .embed_backward = tsr_host_embed_backward,
     .f32_to_f16 = tsr_host_f32_to_f16,
     .f16_to_f32 = tsr_host_f16_to_f32,
+    .round16 = tsr_host_round16,
+    .gemm_native = host_gemm_native,
     .sgd_update = tsr_host_sgd_update,
     .adam_update = tsr_host_adam_update,
     .layernorm_forward = tsr_host_layernorm_forward,

@@ -66,6 +66,12 @@ tsr_status tsr_host_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t
                                     tsr_ref y, tsr_ref mask);
 tsr_status tsr_host_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h);
 tsr_status tsr_host_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
+tsr_status tsr_host_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y);
+/* dst = bf16(src), n elements, split over the pool (the operands of cblas_sbgemm) */
+void tsr_host_to_bf16(tsr_backend *be, size_t n, const float *src, uint16_t *dst);
+/* OpenBLAS's cblas_sbgemm where the installed library exports it (looked up once), else 0:
+ * bf16 GEMMs then round their inputs and call SGEMM. */
+int tsr_host_has_sbgemm(void);
 /* Optimizer steps (host_optim.c) and their kernels, one set per instruction set: the test
  * and the bench run every variant the CPU supports against the portable one. */
 typedef struct tsr_host_optim_variant {

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 #include "backends/host/host.h"
+#include "lib/core/precision.h"
 #include "lib/core/internal.h"
 
 /* Below about this many floats of work a part is not worth a pool job. */
@@ -178,6 +179,7 @@ typedef struct attn_args {
     float scale; /* 1/sqrt(head size) */
     const float *qkv, *dout;
     float *att, *out, *scratch, *dqkv;
+    tsr_precision prec; /* 16-bit modes: P and dS rounded too (backend_precision.c) */
 } attn_args;
 
 /* Row-major single-threaded GEMM (the pool supplies the parallelism; sizes fit int, checked
@@ -214,6 +216,7 @@ static void attn_forward_pairs(void *arg, size_t lo, size_t hi) {
         float *att = a->att + p * T * T, *out = a->out + b * T * C + h * hs;
         sgemm(0, 1, T, T, hs, a->scale, q, 3 * C, k, 3 * C, att, T); /* scaled q k^T */
         causal_softmax(att, T);
+        if (a->prec != TSR_PRECISION_FP32) tsr_round_n(a->prec, att, att, T * T);
         sgemm(0, 0, T, hs, T, 1.0f, att, T, v, 3 * C, out, C); /* att v */
     }
 }
@@ -239,6 +242,7 @@ static void attn_backward_pairs(void *arg, size_t lo, size_t hi) {
             for (size_t j = 0; j <= t; j++) dr[j] = ar[j] * (dr[j] - dot);
             for (size_t j = t + 1; j < T; j++) dr[j] = 0.0f;
         }
+        if (a->prec != TSR_PRECISION_FP32) tsr_round_n(a->prec, ds, ds, T * T);
         sgemm(0, 0, T, hs, T, a->scale, ds, T, k, 3 * C, dq, 3 * C); /* dq = scale ds k */
         sgemm(1, 0, T, hs, T, a->scale, ds, T, q, 3 * C, dk, 3 * C); /* dk = scale ds^T q */
     }
@@ -255,6 +259,7 @@ static tsr_status attn_setup(tsr_backend *be, const tsr_attn_geom *g, attn_args 
     a->NH = g->heads;
     a->hs = g->channels / g->heads;
     a->scale = 1.0f / sqrtf((float)a->hs);
+    a->prec = be->precision;
     return TSR_OK;
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include "backends/host/host.h"
 #include "lib/core/internal.h"
+#include "lib/core/precision.h"
 
 /* Element-wise work is split into blocks of BLOCK elements (aligned parts for the threads);
  * below GRAIN elements per thread an op runs on the caller alone. */
@@ -558,38 +559,71 @@ tsr_status tsr_host_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t
     return TSR_OK;
 }
 
-/* ---- half precision ---- */
+/* ---- 16-bit conversions (lib/core/precision.c picks the CPU's widest variant) ---- */
 
 typedef struct half_args {
     size_t n;
+    tsr_precision prec; /* round_range */
     const float *f_in;
     const uint16_t *h_in;
     float *f_out;
     uint16_t *h_out;
 } half_args;
 
+static void half_range(const half_args *a, size_t lo_b, size_t hi_b, size_t *lo, size_t *hi) {
+    *lo = lo_b * BLOCK;
+    *hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
+}
+
 static void to_f16_range(void *arg, size_t lo_b, size_t hi_b) {
     const half_args *a = arg;
-    size_t lo = lo_b * BLOCK, hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
-    for (size_t i = lo; i < hi; i++) a->h_out[i] = tsr_f32_to_f16_scalar(a->f_in[i]);
+    size_t lo, hi;
+    half_range(a, lo_b, hi_b, &lo, &hi);
+    tsr_f32_to_f16_n(a->h_out + lo, a->f_in + lo, hi - lo);
 }
 
 static void to_f32_range(void *arg, size_t lo_b, size_t hi_b) {
     const half_args *a = arg;
-    size_t lo = lo_b * BLOCK, hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
-    for (size_t i = lo; i < hi; i++) a->f_out[i] = tsr_f16_to_f32_scalar(a->h_in[i]);
+    size_t lo, hi;
+    half_range(a, lo_b, hi_b, &lo, &hi);
+    tsr_f16_to_f32_n(a->f_out + lo, a->h_in + lo, hi - lo);
+}
+
+static void round_range(void *arg, size_t lo_b, size_t hi_b) {
+    const half_args *a = arg;
+    size_t lo, hi;
+    half_range(a, lo_b, hi_b, &lo, &hi);
+    tsr_round_n(a->prec, a->f_out + lo, a->f_in + lo, hi - lo);
+}
+
+static void to_bf16_range(void *arg, size_t lo_b, size_t hi_b) {
+    const half_args *a = arg;
+    size_t lo, hi;
+    half_range(a, lo_b, hi_b, &lo, &hi);
+    tsr_f32_to_bf16_n(a->h_out + lo, a->f_in + lo, hi - lo);
 }
 
 tsr_status tsr_host_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
-    half_args a = {n, tsr_host_f32(x), NULL, NULL, tsr_host_u16(h)};
+    half_args a = {n, TSR_PRECISION_FP16, tsr_host_f32(x), NULL, NULL, tsr_host_u16(h)};
     tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, to_f16_range, &a);
     return TSR_OK;
 }
 
 tsr_status tsr_host_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
-    half_args a = {n, NULL, tsr_host_u16(h), tsr_host_f32(x), NULL};
+    half_args a = {n, TSR_PRECISION_FP16, NULL, tsr_host_u16(h), tsr_host_f32(x), NULL};
     tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, to_f32_range, &a);
     return TSR_OK;
+}
+
+tsr_status tsr_host_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y) {
+    half_args a = {n, p, tsr_host_f32(x), NULL, tsr_host_f32(y), NULL};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, round_range, &a);
+    return TSR_OK;
+}
+
+void tsr_host_to_bf16(tsr_backend *be, size_t n, const float *src, uint16_t *dst) {
+    half_args a = {n, TSR_PRECISION_BF16, src, NULL, NULL, dst};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, to_bf16_range, &a);
 }
 
 /* ---- embedding ---- */

@@ -527,6 +527,15 @@ static tsr_status cl_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h)
     return launch(&a, n, 0);
 }
 
+static tsr_status cl_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y) {
+    kargs a = args_begin(be, TSR_CL_K_round16);
+    arg_u64(&a, n);
+    arg_i32(&a, (int)p);
+    arg_ref(&a, x);
+    arg_ref(&a, y);
+    return launch(&a, n, 0);
+}
+
 static tsr_status cl_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
     kargs a = args_begin(be, TSR_CL_K_f16_to_f32);
     arg_u64(&a, n);
@@ -713,6 +722,8 @@ static tsr_status cl_attention_forward(tsr_backend *be, const tsr_attn_geom *g, 
     attn_operand q = qkv_part(g, qkv, 0), k = qkv_part(g, qkv, 1), v = qkv_part(g, qkv, 2);
     TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_TRANS, T, T, hs, scale, q, k, scores(g, att)));
     TSR_TRY(attn_rows(be, TSR_CL_K_attn_softmax, g, att, NULL));
+    if (be->precision != TSR_PRECISION_FP32) /* P, an input of P v, kept 16-bit (backend_precision.c) */
+        TSR_TRY(cl_round16(be, be->precision, g->batch * g->heads * T * T, att, att));
     return attn_gemm(be, g, TSR_NO_TRANS, TSR_NO_TRANS, T, hs, T, 1.0f, scores(g, att), v,
                      head_rows(g, out));
 }
@@ -728,6 +739,8 @@ static tsr_status cl_attention_backward(tsr_backend *be, const tsr_attn_geom *g,
     TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_TRANS, T, T, hs, 1.0f, d, v, ds)); /* d att */
     TSR_TRY(attn_gemm(be, g, TSR_TRANS, TSR_NO_TRANS, T, hs, T, 1.0f, a, d, dv));
     TSR_TRY(attn_rows(be, TSR_CL_K_attn_softmax_backward, g, att, &scratch)); /* d scores */
+    if (be->precision != TSR_PRECISION_FP32) /* dS, an input of the dq and dk products */
+        TSR_TRY(cl_round16(be, be->precision, g->batch * g->heads * T * T, scratch, scratch));
     TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_NO_TRANS, T, hs, T, scale, ds, k, dq));
     return attn_gemm(be, g, TSR_TRANS, TSR_NO_TRANS, T, hs, T, scale, ds, q, dk);
 }
@@ -788,6 +801,7 @@ const tsr_backend_iface tsr_opencl_iface = {
     .embed_backward = cl_embed_backward,
     .f32_to_f16 = cl_f32_to_f16,
     .f16_to_f32 = cl_f16_to_f32,
+    .round16 = cl_round16,
     .sgd_update = cl_sgd_update,
     .adam_update = cl_adam_update,
     .layernorm_forward = cl_layernorm_forward,

@@ -8,6 +8,7 @@
 #include "context.h"
 #include "data.h"
 #include "model.h"
+#include "precision.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -199,6 +200,13 @@ typedef struct tsr_trainer_options {
     tsr_comm *tp_comm;
     const tsr_model *tp_whole;
     size_t tp_head0, tp_heads;
+    /* Mixed precision (tessera/precision.h): BF16/FP16 round every GEMM's inputs (dense,
+     * linear, conv2d, the LM head, attention's q, k, v and dout) to 16 bits, products
+     * accumulated in float32; parameters (master weights), optimizer and checkpoints stay
+     * float32. FP16 also scales the loss dynamically (PyTorch GradScaler: 65536 at first,
+     * halved with the step skipped when a gradient overflows, doubled after 2000 clean steps;
+     * the scale is kept in checkpoints); not in gossip and async modes. FP32: the default. */
+    tsr_precision precision;
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,
@@ -248,6 +256,7 @@ const char *tsr_trainer_metadata(const tsr_trainer *t); /* NULL if none */
 
 uint64_t tsr_trainer_steps(const tsr_trainer *t);   /* optimizer steps taken */
 uint64_t tsr_trainer_skipped(const tsr_trainer *t); /* steps skipped for non-finite values */
+float tsr_trainer_loss_scale(const tsr_trainer *t);  /* fp16: the next step's loss scale; else 1 */
 uint64_t tsr_trainer_epoch(const tsr_trainer *t);   /* completed epochs, as set by the caller */
 void tsr_trainer_set_epoch(tsr_trainer *t, uint64_t epoch);
 uint64_t tsr_trainer_seed(const tsr_trainer *t);    /* after a load: the checkpoint's seed */

@@ -55,7 +55,8 @@ static const char *const valued[] = {
     "--lr",     "--momentum", "--weight-decay", "--manifest", "--mode", "--nonfinite",
     "--compress", "--stages", "--microbatches", "--pipeline-schedule", "--replicas", "--servers",
     "--staleness", "--gossip-graph", "--gossip-period", "--init", "--steps", "--context",
-    "--eval-every", "--val-windows", "--tp", "--tp-shares", "--beta2", "--min-lr"};
+    "--eval-every", "--val-windows", "--tp", "--tp-shares", "--beta2", "--min-lr",
+    "--precision"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -153,6 +154,7 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
             st = parse_double(a, o, v, 0, HUGE_VAL, &a->weight_decay);
         else if (!strcmp(o, "--beta2")) st = parse_double(a, o, v, 0, 1, &a->beta2);
         else if (!strcmp(o, "--min-lr")) st = parse_double(a, o, v, 0, HUGE_VAL, &a->min_lr);
+        else if (!strcmp(o, "--precision")) a->precision = v;
         if (st != TSR_OK) return st;
         if (!*v) return fail(a, o, "empty value");
     }

@@ -2,15 +2,13 @@
  *
  * gcc -O2 only vectorises loops whose trip count is a known multiple of the vector width
  * (the "very-cheap" cost model), so every loop runs over fixed blocks of BLK elements plus a
- * scalar tail. fp16 conversion uses F16C when the CPU has it (checked at run time), else the
- * scalar converters of backends/backend.h. */
+ * scalar tail. fp16 conversion is lib/core/precision.c's (vectorised where the CPU allows). */
 #include <string.h>
 #include "backends/backend.h"
 #include "lib/comm/comm_internal.h"
+#include "lib/core/precision.h"
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
 #include <immintrin.h>
-#define TSR_HAVE_F16C_PATH 1
 #endif
 
 #define BLK 1024
@@ -75,73 +73,23 @@ void tsr_comm_copy(float *restrict dst, const float *restrict src, size_t n) {
     memcpy(dst, src, n * sizeof(float));
 }
 
-#ifdef TSR_HAVE_F16C_PATH
-static int have_f16c(void) {
-    /* __builtin_cpu_supports reads a table filled by a libgcc constructor: no state of ours.
-     * F16C from CPUID leaf 1 (ECX bit 29): clang 14 does not know "f16c" as a feature name. */
-    unsigned a, b, c, d;
-    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
-}
-
-__attribute__((target("avx,f16c"))) static size_t to_f16_x86(uint16_t *h, const float *x,
-                                                              size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m128i v = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
-        _mm_storeu_si128((__m128i *)(void *)(h + i), v);
-    }
-    return i;
-}
-
-__attribute__((target("avx,f16c"))) static size_t from_f16_x86(float *x, const uint16_t *h,
-                                                                size_t n, int add) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(h + i)));
-        if (add) v = _mm256_add_ps(v, _mm256_loadu_ps(x + i));
-        _mm256_storeu_ps(x + i, v);
-    }
-    return i;
-}
-
-__attribute__((target("avx,f16c"))) static size_t round_f16_x86(float *x, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m128i v = _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT);
-        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(v));
-    }
-    return i;
-}
-#endif
-
+/* fp16 conversions: the precision module's (F16C/AVX-512 where the CPU has them). */
 void tsr_comm_to_f16(uint16_t *restrict h, const float *restrict x, size_t n) {
-    size_t i = 0;
-#ifdef TSR_HAVE_F16C_PATH
-    if (have_f16c()) i = to_f16_x86(h, x, n);
-#endif
-    for (; i < n; i++) h[i] = tsr_f32_to_f16_scalar(x[i]);
+    tsr_f32_to_f16_n(h, x, n);
 }
 
 void tsr_comm_from_f16(float *restrict x, const uint16_t *restrict h, size_t n) {
-    size_t i = 0;
-#ifdef TSR_HAVE_F16C_PATH
-    if (have_f16c()) i = from_f16_x86(x, h, n, 0);
-#endif
-    for (; i < n; i++) x[i] = tsr_f16_to_f32_scalar(h[i]);
+    tsr_f16_to_f32_n(x, h, n);
 }
 
 void tsr_comm_add_f16(float *restrict y, const uint16_t *restrict h, size_t n) {
-    size_t i = 0;
-#ifdef TSR_HAVE_F16C_PATH
-    if (have_f16c()) i = from_f16_x86(y, h, n, 1);
-#endif
-    for (; i < n; i++) y[i] += tsr_f16_to_f32_scalar(h[i]);
+    float tmp[BLK]; /* widened a block at a time, then added */
+    for (size_t i = 0; i < n; i += BLK) {
+        size_t len = n - i < BLK ? n - i : BLK;
+        tsr_f16_to_f32_n(tmp, h + i, len);
+        if (len == BLK) add_blk(y + i, tmp);
+        else for (size_t j = 0; j < len; j++) y[i + j] += tmp[j];
+    }
 }
 
-void tsr_comm_round_f16(float *x, size_t n) {
-    size_t i = 0;
-#ifdef TSR_HAVE_F16C_PATH
-    if (have_f16c()) i = round_f16_x86(x, n);
-#endif
-    for (; i < n; i++) x[i] = tsr_f16_to_f32_scalar(tsr_f32_to_f16_scalar(x[i]));
-}
+void tsr_comm_round_f16(float *x, size_t n) { tsr_round_n(TSR_PRECISION_FP16, x, x, n); }

@@ -23,6 +23,7 @@
 #include "lib/core/atomic_file.h"
 #include "lib/io/idx.h"
 #include "lib/core/internal.h"
+#include "lib/core/precision.h"
 
 #define MAX_EXACT_INTEGER (UINT64_C(1) << 53)
 
@@ -101,25 +102,6 @@ static int host_is_little_endian(void) {
     unsigned char b;
     memcpy(&b, &one, 1);
     return b == 1;
-}
-
-static float bits_f32(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* bfloat16 is the upper half of a float32: widening is exact. */
-static float bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
-
-/* Rounds to nearest even. A NaN keeps its sign and upper payload, with the quiet bit set so
- * that truncation cannot turn it into an infinity. */
-static uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)(u >> 16 | 0x0040u);
-    u += 0x7FFFu + (u >> 16 & 1u); /* carries into the exponent, up to infinity: as wanted */
-    return (uint16_t)(u >> 16);
 }
 
 /* ------------------------------------------------------------------ header checks */
@@ -608,14 +590,14 @@ tsr_status tsr_safetensors_to_f32(tsr_context *ctx, const tsr_st_tensor *t, floa
             if (count) memcpy(out, p, 4 * count);
             break;
         }
-        for (size_t i = 0; i < count; i++) out[i] = bits_f32((uint32_t)get_le(p + 4 * i, 4));
+        for (size_t i = 0; i < count; i++) out[i] = tsr_bits_f32((uint32_t)get_le(p + 4 * i, 4));
         break;
     case TSR_ST_F16:
         for (size_t i = 0; i < count; i++)
             out[i] = tsr_f16_to_f32_scalar((uint16_t)get_le(p + 2 * i, 2));
         break;
     case TSR_ST_BF16:
-        for (size_t i = 0; i < count; i++) out[i] = bf16_to_f32((uint16_t)get_le(p + 2 * i, 2));
+        for (size_t i = 0; i < count; i++) out[i] = tsr_bf16_to_f32((uint16_t)get_le(p + 2 * i, 2));
         break;
     case TSR_ST_F64:
         for (size_t i = 0; i < count; i++) {
@@ -934,7 +916,7 @@ static int write_entry(FILE *fp, const entry *e) {
             } else if (e->dtype == TSR_ST_F16) {
                 v = tsr_f32_to_f16_scalar(f);
             } else {
-                v = f32_to_bf16(f);
+                v = tsr_f32_to_bf16(f);
             }
             put_le(buf + j * size, v, (int)size);
         }

@@ -27,6 +27,13 @@ tsr_status tsr_stage_check_fit(tsr_context *ctx, const tsr_model *model, const t
                                const tsr_device_info *dev, size_t optimizer_slots, size_t act_sets,
                                tsr_fit *fit);
 
+/* The same for a backend whose GEMMs run in `precision`: bf16/fp16 add the rounded copy of a
+ * GEMM's operands (tsr_stage_memory.round_bytes) to the activations and workspace. */
+tsr_status tsr_stage_check_fit_precision(tsr_context *ctx, const tsr_model *model,
+                                         const tsr_stage_options *o, tsr_precision precision,
+                                         const tsr_device_info *dev, size_t optimizer_slots,
+                                         size_t act_sets, tsr_fit *fit);
+
 /* The host's available memory in bytes (MemAvailable of /proc/meminfo), 0 when unknown. */
 uint64_t tsr_host_available_bytes(void);
 

@@ -33,6 +33,7 @@ typedef struct stage_plan {
     layer_mem *mem;         /* last - first layers, then the loss on the last stage */
     size_t input_off, labels_off, losssum_off, ws_off, ones_off;
     size_t act_floats;      /* one activation set */
+    size_t round_floats;    /* 16-bit modes: bound on one GEMM's rounded operands (below) */
     size_t slot_floats;     /* one gradient slot */
     int slots, out_grad_idx, in_grad_idx;
 } stage_plan;
@@ -51,6 +52,7 @@ struct tsr_stage {
     void *hook_user;
     tsr_comm *tp;      /* tensor-parallel group of the tpcopy/tpreduce layers; NULL: none */
     float loss_scale;  /* d(loss)/d(per-sample loss); 0: 1/n (the mean over the batch) */
+    const float *grad_scale; /* fp16 loss scaling: multiplies it (lib/train/scaler.h); NULL: 1 */
     /* activation sets (pipeline micro-batches in flight): acts is slot_acts[slot] */
     tsr_buf **slot_acts;
     int *slot_trained;
@@ -122,6 +124,25 @@ static void plan_free(tsr_context *ctx, stage_plan *p) {
 static size_t tensor_size(const tsr_model *m, size_t id) {
     tsr_model_input in = m->input;
     return id ? tsr_layer_out_size(&m->layers[id - 1]) : in.channels * in.height * in.width;
+}
+
+/* A bound on the floats of the rounded operand pair of any GEMM of layer l in a 16-bit mode
+ * (backend_precision.c's round_buf): the GEMMs of a layer multiply two of its inputs, output
+ * gradient, parameters (a tied head's: its embedding's table), backward state (conv's column
+ * matrix) and workspace, so their sum bounds every pair. Nonzero on overflow. */
+static int layer_round_floats(const tsr_model *model, const tsr_layer *l, size_t B, size_t outn,
+                              size_t aux, size_t w, size_t *out) {
+    const tsr_layer *owner = l->ops->ties_embedding ? &model->layers[l->tied - 1] : l;
+    tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
+    size_t np = owner->ops->params ? owner->ops->params(owner, d) : 0, sum = outn, x;
+    for (size_t k = 0; k < np; k++)
+        if ((sum += d[k].count) < d[k].count) return 1;
+    for (size_t k = 0; k < l->ninputs; k++) {
+        if (tsr_mul_size(B, tensor_size(model, l->inputs[k]), &x) || (sum += x) < x) return 1;
+    }
+    if ((sum += w) < w || (sum += aux) < aux) return 1;
+    *out = sum;
+    return 0;
 }
 
 /* Plans parameters, activations, backward state, workspace and gradient slots of layers
@@ -223,6 +244,9 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
         if (aux && reserve(&cur, aux, &m->aux)) goto overflow;
         if (ops->workspace && tsr_mul_size(B, ops->workspace(l), &w)) goto overflow;
         if (w > ws) ws = w;
+        size_t rf;
+        if (layer_round_floats(model, l, B, outn, aux, w, &rf)) goto overflow;
+        if (rf > p->round_floats) p->round_floats = rf;
     }
     if (reserve(&cur, ws, &p->ws_off) || reserve(&cur, B, &p->ones_off)) goto overflow;
     if (is_last) {
@@ -297,6 +321,7 @@ static int plan_bytes(const stage_plan *p, tsr_stage_memory *m) {
         tsr_mul_size(p->slot_floats, 4, &m->grad_buffer_bytes))
         return -1;
     m->grad_buffers = (size_t)p->slots;
+    if (tsr_mul_size(p->round_floats, 4, &m->round_bytes)) return -1;
     size_t g;
     if (tsr_mul_size(m->grad_buffers, m->grad_buffer_bytes, &g)) return -1;
     m->total_bytes = 2 * m->param_bytes + m->act_set_bytes + g;
@@ -507,6 +532,10 @@ void tsr_stage_set_loss_scale(tsr_stage *st, float scale) {
     if (st) st->loss_scale = scale;
 }
 
+void tsr_stage_set_grad_scale(tsr_stage *st, const float *scale) {
+    if (st) st->grad_scale = scale;
+}
+
 void tsr_stage_set_tp(tsr_stage *st, tsr_comm *tp) {
     if (st) st->tp = tp;
 }
@@ -581,6 +610,7 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
         tsr_layer_run r = layer_run(st, st->last, n);
         r.loss_scale = st->loss_scale > 0.0f ? st->loss_scale
                                              : 1.0f / (float)(n * tsr_model_positions(st->model));
+        if (st->grad_scale) r.loss_scale *= *st->grad_scale;
         r.want_din[0] = 1;
         r.din[0] = slot_ref(st, st->plan.out_grad_idx);
         TSR_TRY(r.l->ops->backward(&r));

@@ -84,6 +84,9 @@ void tsr_stage_set_tp(tsr_stage *st, tsr_comm *tp);
  * 1/n). A pipeline sets 1/(whole batch) so that micro-batch gradients sum to the gradient of
  * the mean loss over the batch, with the same per-sample arithmetic as one big batch. */
 void tsr_stage_set_loss_scale(tsr_stage *st, float scale);
+/* fp16 loss scaling: the backward multiplies the loss gradient by *scale, read at each
+ * backward (the run's scaler owns it; NULL: no scaling). */
+void tsr_stage_set_grad_scale(tsr_stage *st, const float *scale);
 /* Pipelines: tsr_stage_set_slots gives the stage `slots` activation sets (input, every layer's
  * output and backward state, labels, probabilities; one at creation), one per micro-batch in
  * flight; parameters, gradients and the gradient ping-pong buffers are shared. Forward,
@@ -102,6 +105,8 @@ typedef struct tsr_stage_memory {
                                 * labels/probabilities/losses on the last stage) */
     size_t grad_buffers, grad_buffer_bytes; /* activation-gradient buffers */
     size_t total_bytes;        /* 2 x param_bytes + act_set_bytes + the gradient buffers */
+    size_t round_bytes;        /* bf16/fp16 modes add this: a bound on the backend's rounded
+                                * copy of one GEMM's operands (backend_precision.c) */
 } tsr_stage_memory;
 /* The plan of a stage with options `o`, without allocating device memory (errors as
  * tsr_stage_create's). */

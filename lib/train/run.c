@@ -28,6 +28,13 @@ tsr_status tsr_run_check_options(tsr_context *ctx, const tsr_trainer_options *o,
     if ((unsigned)o->nonfinite > TSR_NONFINITE_SKIP)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sunknown non-finite policy %d", who,
                          (int)o->nonfinite);
+    if (!tsr_precision_name(o->precision))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sprecision %d is not fp32 (0), bf16 (1) or fp16 (2)",
+                         who, (int)o->precision);
+    if (o->precision == TSR_PRECISION_FP16 && (o->mode == TSR_MODE_GOSSIP || o->mode == TSR_MODE_ASYNC))
+        return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
+                         "%sfp16 (loss scaling) is not available in %s mode (bf16 is)", who,
+                         o->mode == TSR_MODE_GOSSIP ? "gossip" : "async");
     if (o->fault_grad_nan_step < -1)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sfault_grad_nan_step %lld is not -1 or a step",
                          who, (long long)o->fault_grad_nan_step);
@@ -53,7 +60,10 @@ tsr_status tsr_run_init(tsr_run *r, tsr_context *ctx, const tsr_model *model,
     r->world = world && tsr_comm_size(world) > 1 ? world : NULL;
     r->rank = rank;
     r->device = dev;
-    r->check_grads = !o->no_grad_check;
+    /* fp16: the loss scale needs every step's overflow check */
+    r->check_grads = !o->no_grad_check || o->precision == TSR_PRECISION_FP16;
+    tsr_scaler_init(&r->scaler, o->precision == TSR_PRECISION_FP16, TSR_SCALER_INIT,
+                    TSR_SCALER_INTERVAL);
     r->seed = o->seed;
     tsr_rng_seed(&r->rng, o->seed ^ RUN_RNG_MIX);
     if (o->timeline && *o->timeline) return tsr_timeline_create(ctx, o->timeline, rank, &r->tl);
@@ -92,10 +102,13 @@ tsr_status tsr_run_open_stage(tsr_run *r, const tsr_stage_options *so, tsr_backe
                               tsr_stage **stage, tsr_optim **optim) {
     /* refused with the figures before anything is allocated (an oversized model used to be
      * OOM-killed half-way through its allocations) */
-    TSR_TRY(tsr_stage_check_fit(r->ctx, r->model, so, tsr_context_device(r->ctx, r->device),
-                                r->o.optimizer.kind == TSR_OPTIM_SGD ? 1 : 2, 1, NULL));
+    TSR_TRY(tsr_stage_check_fit_precision(r->ctx, r->model, so, r->o.precision,
+                                          tsr_context_device(r->ctx, r->device),
+                                          r->o.optimizer.kind == TSR_OPTIM_SGD ? 1 : 2, 1, NULL));
     TSR_TRY(tsr_backend_open(r->ctx, r->device, be));
+    TSR_TRY(tsr_backend_set_precision(*be, r->o.precision));
     TSR_TRY(tsr_stage_create(*be, r->model, so, stage));
+    if (r->scaler.enabled) tsr_stage_set_grad_scale(*stage, &r->scaler.scale);
     TSR_TRY(tsr_optim_create(*be, &r->o.optimizer, tsr_stage_param_count(*stage), optim));
     return tsr_stage_init_params(*stage, r->o.init == TSR_INIT_GLOROT_UNIFORM, r->o.seed);
 }
@@ -240,7 +253,7 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
     double tc = tsr_timeline_now(r->tl);
     tsr_buf *g;
     float *scratch, value = 0.0f;
-    size_t lo, hi, np = 0, bad = 0;
+    size_t lo = 0, hi = 0, np = 0, bad = 0;
     char why[160] = "";
     if (!early && ops->grads(mode, l, &g, &scratch, &lo, &hi, &np))
         s = tsr_run_scan_grads(r, g, scratch, lo, hi, np, &bad, &value);
@@ -251,10 +264,18 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
     if (s != TSR_OK) return step_failed(ops, mode, s);
     double tu = tsr_timeline_now(r->tl);
     TSR_TRY(tsr_timeline_event(r->tl, "check", TSR_TRACK_COMPUTE, tc, tu));
-    if (skip) {
+    if (skip && r->scaler.enabled) { /* fp16: an overflow lowers the scale, nothing fails */
+        tsr_scaler_update(&r->scaler, 1);
+        r->skipped++;
+        tsr_log(r->ctx, TSR_LOG_INFO, "step %llu skipped: %s; fp16 loss scale now %g",
+                (unsigned long long)r->steps, why, (double)r->scaler.scale);
+    } else if (skip) {
         TSR_TRY(tsr_run_nonfinite(r, why));
     } else {
+        if (r->scaler.enabled && hi > lo) /* the gradients this rank applies, unscaled (exact) */
+            TSR_TRY(tsr_op_scale(g->backend, hi - lo, 1.0f / r->scaler.scale, tsr_ref_at(g, lo)));
         TSR_TRY(ops->apply(mode, tsr_run_lr(r), &applied));
+        tsr_scaler_update(&r->scaler, 0);
         if (applied) {
             TSR_TRY(tsr_timeline_event(r->tl, "update", TSR_TRACK_COMPUTE, tu, tsr_timeline_now(r->tl)));
             r->steps++;
@@ -271,10 +292,25 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
 
 /* ---- checkpoints ---- */
 
+/* fp16 runs add this tensor: {scale, clean steps}; other runs ignore it, and an fp16 run
+ * loading a checkpoint without it starts from the initial scale. */
+#define SCALER_TENSOR "loss_scale"
+
+/* The checkpoint's loss-scaler state, checked (into a copy) before anything changes. */
+static tsr_status check_scaler(tsr_run *r, const char *path, const tsr_checkpoint *ck, tsr_scaler *out) {
+    *out = r->scaler;
+    const tsr_checkpoint_tensor *t = r->scaler.enabled ? tsr_checkpoint_find(ck, SCALER_TENSOR) : NULL;
+    if (t && (t->count != 2 || tsr_scaler_restore(out, t->data[0], t->data[1]) != 0))
+        return tsr_error(r->ctx, TSR_ERR_MISMATCH,
+                         "%s: tensor '%s' is not a loss scale (2 floats: a positive finite scale "
+                         "and a clean-step count below %u)", path, SCALER_TENSOR, (unsigned)r->scaler.interval);
+    return TSR_OK;
+}
+
 tsr_status tsr_run_checkpoint_write(tsr_run *r, const char *path, const char *const *names,
                                     float *const *data, size_t nt, size_t n) {
     tsr_checkpoint ck;
-    tsr_checkpoint_tensor tensors[3];
+    tsr_checkpoint_tensor tensors[4];
     memset(&ck, 0, sizeof ck);
     memset(tensors, 0, sizeof tensors);
     const char *spec = tsr_model_spec(tsr_run_saved_model(r));
@@ -295,6 +331,13 @@ tsr_status tsr_run_checkpoint_write(tsr_run *r, const char *path, const char *co
         tsr_strlcpy(tensors[i].name, names[i], sizeof tensors[i].name);
         tensors[i].count = n;
         tensors[i].data = data[i];
+    }
+    float scaler[2] = {r->scaler.scale, (float)r->scaler.clean};
+    if (r->scaler.enabled) { /* fp16: the loss scale and its clean-step count */
+        tsr_strlcpy(tensors[nt].name, SCALER_TENSOR, sizeof tensors[nt].name);
+        tensors[nt].count = 2;
+        tensors[nt].data = scaler;
+        ck.tensor_count++;
     }
     return tsr_checkpoint_save(r->ctx, path, &ck);
 }
@@ -324,12 +367,14 @@ tsr_status tsr_run_load(tsr_run *r, const tsr_state_ops *ops, void *mode, const 
     tsr_buf *bufs[3];
     size_t nt = ops->tensors(mode, names, bufs), n = ops->count(mode);
     tsr_checkpoint *ck = NULL;
+    tsr_scaler scaler;
     tsr_status s = tsr_checkpoint_load(r->ctx, path, &ck);
     /* checks every tensor before anything changes, so a refused load leaves the run as it was */
     if (s == TSR_OK)
         s = tsr_checkpoint_check_fit(r->ctx, path, ck, tsr_model_spec(tsr_run_saved_model(r)),
                                      tsr_optimizer_kind_name(r->o.optimizer.kind), ops->who, names,
                                      nt, n);
+    if (s == TSR_OK) s = check_scaler(r, path, ck, &scaler);
     /* every rank checked its copy: change nothing unless all can load */
     s = tsr_run_agree(r, ops->comm(mode), s, "checkpoint load");
     if (s == TSR_OK && ops->before_load) s = ops->before_load(mode);
@@ -340,6 +385,7 @@ tsr_status tsr_run_load(tsr_run *r, const tsr_state_ops *ops, void *mode, const 
         r->epoch = ck->epoch;
         r->seed = ck->seed;
         memcpy(r->rng.s, ck->rng_state, sizeof r->rng.s);
+        r->scaler = scaler;
         tsr_free(r->ctx, r->meta);
         r->meta = ck->meta; /* the checkpoint's metadata now belongs to the run */
         ck->meta = NULL;

@@ -12,6 +12,7 @@
 #include "lib/train/optim.h"
 #include "lib/model/stage.h"
 #include "lib/core/timeline.h"
+#include "lib/train/scaler.h"
 #include "tessera.h"
 
 typedef struct tsr_run {
@@ -32,6 +33,7 @@ typedef struct tsr_run {
      * agreement, so every rank ends the same step with TSR_ERR_INTERRUPTED */
     int stop;
     char *meta;              /* run metadata (JSON object) kept in checkpoints, or NULL */
+    tsr_scaler scaler;       /* fp16 loss scaling (enabled by precision FP16) */
 } tsr_run;
 
 /* Checks common to every mode (batch, initialisation, schedule, non-finite policy); `who`
@@ -49,8 +51,9 @@ void tsr_run_release(tsr_run *r, int flush);
  * one rank or broken: mine. */
 tsr_status tsr_run_agree(tsr_run *r, tsr_comm *comm, tsr_status mine, const char *what);
 
-/* Backend, stage over layers [first, last) at max_batch, optimizer for the stage's parameters
- * and the parameters initialised from the seed: what every mode opens the same way. */
+/* Backend (in the run's precision), stage over layers [first, last) at max_batch (fed the
+ * loss scale in fp16), optimizer for the stage's parameters and the parameters initialised
+ * from the seed: what every mode opens the same way. */
 tsr_status tsr_run_open_stage(tsr_run *r, const tsr_stage_options *so, tsr_backend **be,
                               tsr_stage **stage, tsr_optim **optim);
 

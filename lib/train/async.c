@@ -356,7 +356,7 @@ static void apply_push(tsr_async *a, peer *w) {
      * every server, as the trainer skips a step as a whole */
     uint64_t bad = w->rx.bad;
     if (!isfinite(l) || bad < a->np) {
-        char why[160], what[64];
+        char why[256], what[96];
         if (bad < a->np)
             snprintf(what, sizeof what, "gradient %llu of %zu is %g", (unsigned long long)bad, a->np,
                      (double)w->rx.bad_value);

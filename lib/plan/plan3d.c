@@ -21,8 +21,9 @@
  *  - a group's block: the slowest member's, plus Megatron's 2 allreduces forward and 2
  *    backward of rows x C floats, ring over the group: 2 (t-1)/t x bytes over the slowest
  *    member's host link (min of h2d, d2h: the peers meet in host memory).
- *  - the first stage's embeddings (5 floats per rows x C x 2 element) and the last stage's
- *    ln_f, head GEMM (rows x V x C) and cross-entropy (rows x V) are run by every member.
+ *  - the first stage's embeddings (5 floats per rows x C x 2 element) are run by every
+ *    member; the last stage's ln_f, head GEMM (rows x V x C) and cross-entropy (rows x V) are
+ *    vocabulary-parallel: 1/t of them on each member (an even split of the vocabulary).
  *  - hand-over to the next stage: rows x C floats forward and back, out of the sender's d2h,
  *    into the receiver's h2d, and over the network (network_gbps) between hosts.
  *  - stage time per micro-batch f_s = max over its copies of blocks x (block + tensor
@@ -429,7 +430,9 @@ static double group_extra(const tsr_p3 *e, const p3_group *g, const p3_stage *s,
     double x = 0;
     for (size_t i = 0; i < e->t; i++) {
         int k = e->devs[g->first + (int)i].cls;
-        double v = (s->first ? tab->first[k] : 0) + (s->last ? tab->last[k] : 0);
+        /* the head is vocabulary-parallel: its GEMM and cross-entropy over the group (taken
+         * as even; ln_f with it, a small part) */
+        double v = (s->first ? tab->first[k] : 0) + (s->last ? tab->last[k] / (double)e->t : 0);
         if (v > x) x = v;
     }
     return x;

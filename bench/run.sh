@@ -10,6 +10,8 @@
 #     (bench/gpt_speed.sh: gpt2 and gpt-mini at batch 4 x 64, AdamW)
 #  6. tinyshakespeare val loss and wall time, tessera vs PyTorch (bench/shakespeare.sh), when
 #     the text is there
+#  7. the 3D planner's predicted step against the measured one, 4 layouts of gpt2 on this
+#     machine as two single-core devices (bench/plan_check.sh)
 set -e
 BUILD=${BUILD:-build}
 bin=$BUILD/bin
@@ -43,6 +45,10 @@ fi
 echo
 echo "== GPT training step vs PyTorch (CPU) =="
 BUILD=$BUILD sh "$here/gpt_speed.sh" --models gpt2,gpt-mini --steps 3 --repeats 3
+
+echo
+echo "== 3D planner: predicted vs measured step =="
+BUILD=$BUILD sh "$here/plan_check.sh" --model gpt2 --steps 3
 
 text=${TSR_SHAKESPEARE:-$here/../../shared/data/tinyshakespeare/input.txt}
 if [ -f "$text" ]; then

@@ -250,10 +250,13 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
             else if (s != TSR_OK) die(ctx, s, "evaluate");
         }
         if (!interrupted) {
-            if (rank == 0)
-                fprintf(log, "step %llu: train loss %.4f, val loss %.4f, %.0f tokens/s\n",
+            if (rank == 0) {
+                fprintf(log, "step %llu: train loss %.4f, val loss %.4f, %.0f tokens/s",
                         (unsigned long long)step + 1, last_loss, val_loss,
                         train_time > 0 ? (double)tokens_done / train_time : 0.0);
+                if (to->clip_grad_norm > 0) fprintf(log, ", grad norm %.4f", tsr_trainer_grad_norm(r.tr));
+                fprintf(log, "\n");
+            }
             fflush(log);
         }
         if ((s = lm_save(&r, last_loss, val_loss)) != TSR_OK) die(ctx, s, "checkpoint");
@@ -283,6 +286,7 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
         else cJSON_AddNullToObject(j, "final_loss");
         cJSON_AddNumberToObject(j, "tokens_per_s", train_time > 0 ? (double)tokens_done / train_time : 0);
         cJSON_AddNumberToObject(j, "train_seconds", train_time);
+        if (to->clip_grad_norm > 0) cJSON_AddNumberToObject(j, "grad_norm", tsr_trainer_grad_norm(r.tr));
         char *text = cJSON_PrintUnformatted(j);
         printf("%s\n", text);
         cJSON_free(text);

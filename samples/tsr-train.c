@@ -43,6 +43,10 @@ static void usage(FILE *f) {
             "  --min-lr X             the cosine schedule's final rate (default 0)\n"
             "  --precision P          fp32, bf16 or fp16 GEMM inputs, float32 master weights and\n"
             "                         accumulation; fp16 scales the loss dynamically (default fp32)\n"
+            "  --no-decay-1d          weight decay on matrices only, not on biases and layer norms\n"
+            "                         (PyTorch users' and nanoGPT's convention)\n"
+            "  --clip-grad X          clip the gradients' global norm to X before each update, as\n"
+            "                         PyTorch's clip_grad_norm_ (default 0: off)\n"
             "  --schedule NAME        constant, step or cosine (default cosine)\n"
             "  --warmup N             linear warm-up steps in front of the schedule (default 0)\n"
             "  --seed N               initialisation, shuffling and dropout seed (default 1)\n"
@@ -273,6 +277,8 @@ static tsr_manifest *manifest_begin(tsr_context *ctx, const args *a, const tsr_t
         tsr_manifest_set_number(m, "momentum", to->optimizer.momentum);
         tsr_manifest_set_number(m, "nesterov", to->optimizer.nesterov);
         tsr_manifest_set_number(m, "weight_decay", to->optimizer.weight_decay);
+        tsr_manifest_set_number(m, "decay_matrices_only", to->optimizer.decay_matrices_only);
+        tsr_manifest_set_number(m, "clip_grad_norm", to->clip_grad_norm);
         tsr_manifest_set_number(m, "batch", (double)to->batch);
         tsr_manifest_set_number(m, "epochs", (double)a->epochs);
         tsr_manifest_set_number(m, "warmup", (double)a->warmup);
@@ -511,6 +517,8 @@ int main(int argc, char **argv) {
     to.optimizer.beta2 = (float)a.beta2;
     if (a.precision && tsr_precision_parse(a.precision, &to.precision) != 0)
         return bad_option("--precision", "must be fp32, bf16 or fp16");
+    to.optimizer.decay_matrices_only = a.no_decay_1d;
+    to.clip_grad_norm = a.clip_grad;
     if (a.min_lr > 0 && a.min_lr >= to.optimizer.lr)
         return bad_option("--min-lr", "must be below the learning rate (--lr)");
     to.batch = (size_t)a.batch;

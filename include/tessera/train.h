@@ -27,6 +27,9 @@ typedef struct tsr_optimizer_options {
     int nesterov;        /* SGD */
     float beta1, beta2, eps; /* Adam */
     float weight_decay;
+    /* 1: weight decay on matrices only (tensors of 2+ dimensions), not on biases or layer-norm
+     * gains and shifts (nanoGPT's and PyTorch users' convention); 0: every tensor (default) */
+    int decay_matrices_only;
 } tsr_optimizer_options;
 
 typedef enum tsr_schedule_kind {
@@ -207,6 +210,13 @@ typedef struct tsr_trainer_options {
      * halved with the step skipped when a gradient overflows, doubled after 2000 clean steps;
      * the scale is kept in checkpoints); not in gossip and async modes. FP32: the default. */
     tsr_precision precision;
+    /* Gradient clipping by the global norm (PyTorch's clip_grad_norm_): before each update the
+     * gradient is multiplied by clip_grad_norm / (norm + 1e-6) when that is below 1. The norm
+     * is the whole model's gradient's, as the update uses it (data: after the averaging; ZeRO,
+     * pipeline, hybrid and tensor parallelism: partial sums of squares, in double, over the
+     * ranks), so every rank clips alike; async and gossip clip each rank's own gradient.
+     * tsr_trainer_get_grads then gives the clipped gradient. 0: off (default). */
+    double clip_grad_norm;
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,
@@ -261,6 +271,9 @@ uint64_t tsr_trainer_epoch(const tsr_trainer *t);   /* completed epochs, as set 
 void tsr_trainer_set_epoch(tsr_trainer *t, uint64_t epoch);
 uint64_t tsr_trainer_seed(const tsr_trainer *t);    /* after a load: the checkpoint's seed */
 float tsr_trainer_lr(const tsr_trainer *t);         /* rate the next step will use */
+/* The last applied step's gradient norm before clipping (with clip_grad_norm > 0; 0 without,
+ * and before the first step). */
+double tsr_trainer_grad_norm(const tsr_trainer *t);
 const tsr_device_info *tsr_trainer_device(const tsr_trainer *t);
 /* Data parallelism: samples/s of a timed forward+backward (no update) of n samples, after one
  * warm-up; the trainer's state is unchanged. */

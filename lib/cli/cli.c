@@ -48,7 +48,7 @@ static tsr_status parse_double(tsr_cli_train *a, const char *opt, const char *v,
 }
 
 static const char *const flags[] = {"--json",  "--quiet", "--summary", "--nesterov",
-                                    "--zero", "--recompute", "--help",  "-h"};
+                                    "--zero", "--recompute", "--no-decay-1d", "--help",  "-h"};
 static const char *const valued[] = {
     "--model",  "--data",   "--device", "--checkpoint", "--resume", "--optimizer",
     "--schedule", "--epochs", "--batch", "--limit",     "--warmup", "--seed",
@@ -56,7 +56,7 @@ static const char *const valued[] = {
     "--compress", "--stages", "--microbatches", "--pipeline-schedule", "--replicas", "--servers",
     "--staleness", "--gossip-graph", "--gossip-period", "--init", "--steps", "--context",
     "--eval-every", "--val-windows", "--tp", "--tp-shares", "--beta2", "--min-lr",
-    "--precision"};
+    "--precision", "--clip-grad"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -86,6 +86,7 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
             else if (!strcmp(o, "--nesterov")) a->nesterov = 1;
             else if (!strcmp(o, "--zero")) a->zero = 1;
             else if (!strcmp(o, "--recompute")) a->recompute = 1;
+            else if (!strcmp(o, "--no-decay-1d")) a->no_decay_1d = 1;
             else a->help = 1;
             continue;
         }
@@ -155,6 +156,7 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
         else if (!strcmp(o, "--beta2")) st = parse_double(a, o, v, 0, 1, &a->beta2);
         else if (!strcmp(o, "--min-lr")) st = parse_double(a, o, v, 0, HUGE_VAL, &a->min_lr);
         else if (!strcmp(o, "--precision")) a->precision = v;
+        else if (!strcmp(o, "--clip-grad")) st = parse_double(a, o, v, 0, HUGE_VAL, &a->clip_grad);
         if (st != TSR_OK) return st;
         if (!*v) return fail(a, o, "empty value");
     }

@@ -20,6 +20,8 @@ typedef struct tsr_cli_train {
     long epochs, batch, limit, warmup;
     double lr, momentum, weight_decay;  /* lr < 0: the optimizer's default */
     double beta2, min_lr;    /* Adam's second-moment decay (0.999); the cosine schedule's floor (0) */
+    double clip_grad;        /* --clip-grad: the gradients' global norm bound (0: no clipping) */
+    int no_decay_1d;         /* --no-decay-1d: weight decay on matrices only */
     unsigned long long seed;
     int nesterov, json, quiet, summary, help;
     int zero;                /* --zero: ZeRO-1 sharded optimizer in data mode */

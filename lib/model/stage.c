@@ -448,6 +448,28 @@ int tsr_stage_tied_copy(const tsr_stage *st, tsr_stage_tied *out) {
     return 1;
 }
 
+int tsr_stage_tensor(const tsr_stage *st, size_t index, size_t *offset, size_t *count, size_t *rank) {
+    if (!st) return 0;
+    for (size_t i = st->first; i < st->last; i++) {
+        tsr_param_desc d[TSR_LAYER_MAX_PARAMS];
+        const tsr_layer *l = layer(st, i);
+        size_t np = l->ops->params ? l->ops->params(l, d) : 0;
+        if (index >= np) {
+            index -= np;
+            continue;
+        }
+        *offset = st->plan.mem[i - st->first].param[index];
+        *count = d[index].count;
+        *rank = d[index].rank;
+        return 1;
+    }
+    if (index || !st->plan.tied.count) return 0;
+    *offset = st->plan.tied.offset; /* the copy of an earlier stage's embedding table */
+    *count = st->plan.tied.count;
+    *rank = 2;
+    return 1;
+}
+
 tsr_status tsr_stage_exchange_buffer(tsr_stage *st, tsr_stage_buffer which, tsr_buf *in,
                                      tsr_buf **old) {
     if (!st || !in || !old) return TSR_ERR_INVALID_ARG;

@@ -59,6 +59,10 @@ typedef struct tsr_stage_tied {
     size_t offset, count;  /* the copy in this stage's params and grads */
 } tsr_stage_tied;
 int tsr_stage_tied_copy(const tsr_stage *st, tsr_stage_tied *out);
+/* Parameter tensor `index` of the stage (its layers' tensors in model order, then a tied copy):
+ * its element offset in params/grads, its floats and its rank (2 for a matrix, 1 for a bias or
+ * a layer norm's gain). 0 past the last tensor. */
+int tsr_stage_tensor(const tsr_stage *st, size_t index, size_t *offset, size_t *count, size_t *rank);
 /* Element offsets of layer `layer`'s weights and biases in params/grads (0 counts for
  * layers without parameters). Weights: dense [units][inputs], conv [filters][c][kh][kw]. */
 tsr_status tsr_stage_layer_params(const tsr_stage *st, size_t layer, size_t *w_off, size_t *w_count,

@@ -218,6 +218,7 @@ tsr_status tsr_async_create(tsr_context *ctx, const tsr_model *model, const tsr_
         }
         s = tsr_optim_create(a->be, &o->optimizer, shard_n(a), &a->optim);
         if (s == TSR_OK) a->optim->off = shard_lo(a);
+        if (s == TSR_OK) s = tsr_optim_decay_matrices(a->optim, a->stage);
         double t = now();
         for (int i = 0; s == TSR_OK && i < a->nw; i++) {
             peer *w = &a->w[i];
@@ -782,8 +783,19 @@ static tsr_status w_apply(void *mode, float lr, int *applied) {
     return tsr_timeline_event(r->tl, "push", TSR_TRACK_COMM, t0, tsr_timeline_now(r->tl));
 }
 
+/* clipping: a worker's own gradient, before it is pushed */
+static tsr_status w_grad_sumsq(void *mode, double *sumsq) {
+    tsr_async *a = mode;
+    return tsr_run_sumsq(&a->run, tsr_stage_grads(a->stage), a->grads, 0, a->np, sumsq);
+}
+static tsr_status w_grad_scale(void *mode, float coef) {
+    tsr_async *a = mode;
+    return a->np ? tsr_op_scale(a->be, a->np, coef, tsr_ref_at(tsr_stage_grads(a->stage), 0)) : TSR_OK;
+}
+
 static const tsr_step_ops worker_ops = {"", w_min_batch, w_input, w_stream, w_compute, w_combine,
-                                        w_grads, w_agree, w_apply, NULL, NULL};
+                                        w_grads, w_agree, w_apply, NULL, NULL, w_grad_sumsq,
+                                        w_grad_scale};
 
 /* ---- the trainer's calls ---- */
 

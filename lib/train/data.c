@@ -117,6 +117,10 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
                 return s;
             }
             m->optim->off = lo;
+            if ((s = tsr_optim_decay_matrices(m->optim, m->stage)) != TSR_OK) {
+                destroy(m);
+                return s;
+            }
         }
     }
     *out = m;
@@ -222,8 +226,50 @@ static tsr_status apply(void *mode, float lr, int *applied) {
     return tsr_dp_sharded(m->dp) ? tsr_dp_gather_params(m->dp) : TSR_OK;
 }
 
+/* Tensor parallelism: the share's squared gradients [lo, hi) as parts[0] split over the group
+ * (summed over its ranks) and parts[1] replicated (the same on every rank of the group). */
+static tsr_status tp_sumsq(data_mode *m, size_t lo, size_t hi, double parts[2]) {
+    tsr_run *r = &m->run;
+    double mine;
+    TSR_TRY(tsr_read_f32(tsr_stage_grads(m->stage), 0, m->share, m->np));
+    memset(m->share, 0, lo * sizeof *m->share); /* ZeRO-1: only [lo, hi) is reduced */
+    memset(m->share + hi, 0, (m->np - hi) * sizeof *m->share);
+    memset(m->full, 0, m->nwhole * sizeof *m->full);
+    /* not the owner: only the split tensors land in the whole vector */
+    TSR_TRY(tsr_gpt_tp_gather(r->ctx, m->whole, r->model, &m->gpt, m->head0, m->heads, m->share, 0, m->full));
+    parts[0] = parts[1] = mine = 0.0;
+    for (size_t i = 0; i < m->nwhole; i++) parts[0] += (double)m->full[i] * (double)m->full[i];
+    for (size_t i = lo; i < hi; i++) mine += (double)m->share[i] * (double)m->share[i];
+    parts[1] = mine - parts[0];
+    return TSR_OK;
+}
+
+/* the averaged gradient's squared norm: each rank holds all of it, or (ZeRO-1) its slice */
+static tsr_status grad_sumsq(void *mode, double *sumsq) {
+    data_mode *m = mode;
+    tsr_run *r = &m->run;
+    size_t lo = 0, hi = m->np;
+    if (m->dp) tsr_dp_owned(m->dp, &lo, &hi);
+    int sharded = tsr_dp_sharded(m->dp);
+    if (!m->tp) {
+        TSR_TRY(tsr_run_sumsq(r, tsr_stage_grads(m->stage), m->grads, lo, hi, sumsq));
+        return sharded ? tsr_run_sum_over(r, r->o.comm, sumsq, 1) : TSR_OK;
+    }
+    double parts[2];
+    TSR_TRY(tp_sumsq(m, lo, hi, parts));
+    if (sharded) TSR_TRY(tsr_run_sum_over(r, r->o.comm, parts, 2));
+    TSR_TRY(tsr_run_sum_over(r, m->tp, parts, 1));
+    *sumsq = parts[0] + parts[1];
+    return TSR_OK;
+}
+
+static tsr_status grad_scale(void *mode, float coef) {
+    data_mode *m = mode;
+    return tsr_optim_scale_grads(m->optim, tsr_stage_grads(m->stage), coef);
+}
+
 static const tsr_step_ops step_ops = {"", min_batch, input, stream, compute, combine, grads,
-                                      agree, apply, NULL, NULL};
+                                      agree, apply, NULL, NULL, grad_sumsq, grad_scale};
 
 static tsr_status step(void *mode, const float *images, const int32_t *labels, size_t n, float *loss) {
     return tsr_run_step(&((data_mode *)mode)->run, &step_ops, mode, images, labels, n, loss);

@@ -337,8 +337,21 @@ static tsr_status after(void *mode) {
     return g->comm && g->rounds % g->go.period == 0 ? start_exchange(g) : TSR_OK;
 }
 
+/* clipping: this replica's own gradient (no collective, as the rest of a gossip step) */
+static tsr_status grad_sumsq(void *mode, double *sumsq) {
+    tsr_gossip *g = mode;
+    *sumsq = 0.0;
+    if (!g->step_n) return TSR_OK; /* no sample: nothing is applied */
+    return tsr_run_sumsq(&g->run, tsr_stage_grads(g->stage), g->grads, 0, g->np, sumsq);
+}
+
+static tsr_status grad_scale(void *mode, float coef) {
+    tsr_gossip *g = mode;
+    return tsr_optim_scale_grads(g->optim, tsr_stage_grads(g->stage), coef);
+}
+
 static const tsr_step_ops step_ops = {"", min_batch, input, stream, compute, combine, grads,
-                                      decide, apply, after, NULL};
+                                      decide, apply, after, NULL, grad_sumsq, grad_scale};
 
 tsr_status tsr_gossip_step(tsr_gossip *g, const float *images, const int32_t *labels, size_t n,
                            float *loss) {

@@ -24,6 +24,7 @@ void tsr_optim_free(tsr_optim *opt) {
     if (!opt) return;
     tsr_buf_free(opt->m);
     tsr_buf_free(opt->v);
+    tsr_free(opt->be->ctx, opt->runs);
     tsr_free(opt->be->ctx, opt);
 }
 
@@ -76,20 +77,84 @@ tsr_status tsr_optim_create(tsr_backend *be, const tsr_optimizer_options *o, siz
     return TSR_OK;
 }
 
-tsr_status tsr_optim_update(tsr_optim *opt, tsr_buf *params, tsr_buf *grads, float lr, uint64_t step) {
-    if (!opt || !params || !grads) return TSR_ERR_INVALID_ARG;
+/* Puts [lo, hi) (clipped to the updated range) into the runs, merged with the last run of the
+ * same rule. */
+static void add_run(tsr_optim *opt, size_t lo, size_t hi, int decay) {
+    if (lo < opt->off) lo = opt->off;
+    if (hi > opt->off + opt->n) hi = opt->off + opt->n;
+    if (lo >= hi) return;
+    tsr_optim_run *last = opt->nruns ? &opt->runs[opt->nruns - 1] : NULL;
+    if (last && last->hi == lo && last->decay == decay) last->hi = hi;
+    else opt->runs[opt->nruns++] = (tsr_optim_run){lo, hi, decay};
+}
+
+tsr_status tsr_optim_decay_matrices(tsr_optim *opt, const tsr_stage *st) {
+    if (!opt || !st) return TSR_ERR_INVALID_ARG;
+    if (!opt->o.decay_matrices_only || opt->o.weight_decay == 0.0f) return TSR_OK;
+    /* the vectors' ranges, sorted by offset (the layout is reverse layer order) */
+    size_t count = 0, off, n, rank;
+    while (tsr_stage_tensor(st, count, &off, &n, &rank)) count++;
+    tsr_optim_run *vec = tsr_calloc(opt->be->ctx, count + 1, sizeof *vec);
+    tsr_free(opt->be->ctx, opt->runs);
+    opt->nruns = 0;
+    opt->runs = tsr_calloc(opt->be->ctx, 2 * count + 2, sizeof *opt->runs);
+    if (!vec || !opt->runs) {
+        tsr_free(opt->be->ctx, vec);
+        tsr_free(opt->be->ctx, opt->runs);
+        opt->runs = NULL;
+        return tsr_error(opt->be->ctx, TSR_ERR_NO_MEMORY, "optimizer: %zu tensors' decay rules", count);
+    }
+    size_t nv = 0;
+    for (size_t i = 0; i < count; i++) {
+        tsr_stage_tensor(st, i, &off, &n, &rank);
+        if (rank >= 2) continue;
+        size_t k = nv++; /* insertion sort: a few hundred tensors at most, once */
+        for (; k > 0 && vec[k - 1].lo > off; k--) vec[k] = vec[k - 1];
+        vec[k] = (tsr_optim_run){off, off + n, 0};
+    }
+    size_t at = opt->off;
+    for (size_t i = 0; i < nv; i++) { /* matrices in the gaps between vectors */
+        add_run(opt, at, vec[i].lo, 1);
+        add_run(opt, vec[i].lo, vec[i].hi, 0);
+        if (vec[i].hi > at) at = vec[i].hi;
+    }
+    add_run(opt, at, opt->off + opt->n, 1);
+    tsr_free(opt->be->ctx, vec);
+    return TSR_OK;
+}
+
+tsr_status tsr_optim_scale_grads(tsr_optim *opt, tsr_buf *grads, float coef) {
+    if (!opt || !grads) return TSR_ERR_INVALID_ARG;
+    return opt->n ? tsr_op_scale(opt->be, opt->n, coef, tsr_ref_at(grads, opt->off)) : TSR_OK;
+}
+
+/* The update of parameters [lo, lo + n) (state at lo - off) with weight decay wd. */
+static tsr_status update_range(tsr_optim *opt, tsr_buf *params, tsr_buf *grads, float lr, uint64_t step,
+                               size_t lo, size_t n, float wd) {
     const tsr_optimizer_options *o = &opt->o;
-    tsr_ref w = tsr_ref_at(params, opt->off), g = tsr_ref_at(grads, opt->off);
+    tsr_ref w = tsr_ref_at(params, lo), g = tsr_ref_at(grads, lo);
+    size_t so = lo - opt->off;
     if (o->kind == TSR_OPTIM_SGD) {
-        tsr_sgd_params p = {lr, o->momentum, o->weight_decay, o->nesterov};
+        tsr_sgd_params p = {lr, o->momentum, wd, o->nesterov};
         /* without momentum the velocity is never read; pass the gradient as a placeholder */
-        return tsr_op_sgd_update(opt->be, opt->n, &p, w, g, opt->v ? tsr_ref_at(opt->v, 0) : g);
+        return tsr_op_sgd_update(opt->be, n, &p, w, g, opt->v ? tsr_ref_at(opt->v, so) : g);
     }
     double t = (double)step + 1.0;
-    tsr_adam_params p = {lr, o->beta1, o->beta2, o->eps, o->weight_decay, o->kind == TSR_OPTIM_ADAMW,
+    tsr_adam_params p = {lr, o->beta1, o->beta2, o->eps, wd, o->kind == TSR_OPTIM_ADAMW,
                          (float)(1.0 - pow((double)o->beta1, t)), (float)(1.0 - pow((double)o->beta2, t))};
     /* beta1 = 0 gives bias correction 1; tiny betas^t may round the correction to 1: fine */
-    return tsr_op_adam_update(opt->be, opt->n, &p, w, g, tsr_ref_at(opt->m, 0), tsr_ref_at(opt->v, 0));
+    return tsr_op_adam_update(opt->be, n, &p, w, g, tsr_ref_at(opt->m, so), tsr_ref_at(opt->v, so));
+}
+
+tsr_status tsr_optim_update(tsr_optim *opt, tsr_buf *params, tsr_buf *grads, float lr, uint64_t step) {
+    if (!opt || !params || !grads) return TSR_ERR_INVALID_ARG;
+    if (!opt->runs) return update_range(opt, params, grads, lr, step, opt->off, opt->n, opt->o.weight_decay);
+    for (size_t i = 0; i < opt->nruns; i++) {
+        const tsr_optim_run *r = &opt->runs[i];
+        TSR_TRY(update_range(opt, params, grads, lr, step, r->lo, r->hi - r->lo,
+                             r->decay ? opt->o.weight_decay : 0.0f));
+    }
+    return TSR_OK;
 }
 
 size_t tsr_optim_state(tsr_optim *opt, const char *names[2], tsr_buf *bufs[2]) {

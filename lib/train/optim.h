@@ -3,6 +3,13 @@
 #define TSR_OPTIM_H
 #include <stddef.h>
 #include "backends/backend.h"
+#include "lib/model/stage.h"
+
+/* A run of the updated range with one weight-decay rule (decay_matrices_only). */
+typedef struct tsr_optim_run {
+    size_t lo, hi;  /* element offsets in the parameter buffer */
+    int decay;      /* 0: a vector (bias, layer-norm gain): no weight decay */
+} tsr_optim_run;
 
 typedef struct tsr_optim {
     tsr_backend *be;
@@ -10,6 +17,10 @@ typedef struct tsr_optim {
     size_t n;
     size_t off;      /* updates parameters [off, off + n) (ZeRO-1: this rank's slice); 0 */
     tsr_buf *m, *v;  /* SGD: v = velocity (m unused); Adam: first and second moments */
+    /* decay_matrices_only: [off, off + n) cut into runs of matrices and of vectors, one kernel
+     * call each; NULL: one call over the whole range (every tensor decays alike) */
+    tsr_optim_run *runs;
+    size_t nruns;
 } tsr_optim;
 
 /* Validates the hyper-parameters (TSR_ERR_INVALID_ARG naming the bad one) and allocates
@@ -19,6 +30,13 @@ void tsr_optim_free(tsr_optim *opt); /* accepts NULL */
 /* Applies step `step` (0-based; Adam's bias correction uses step+1) with rate lr to
  * params/grads [off, off + n). */
 tsr_status tsr_optim_update(tsr_optim *opt, tsr_buf *params, tsr_buf *grads, float lr, uint64_t step);
+/* With the options' decay_matrices_only (and weight decay > 0): learns from the stage which
+ * parameters are vectors (rank < 2) and exempts them from weight decay. Call it after setting
+ * opt->off; nothing to do otherwise. */
+tsr_status tsr_optim_decay_matrices(tsr_optim *opt, const tsr_stage *st);
+/* Multiplies gradients [off, off + n) by coef: the part of a clipped gradient this optimizer
+ * applies. */
+tsr_status tsr_optim_scale_grads(tsr_optim *opt, tsr_buf *grads, float coef);
 /* State tensors for checkpoints: count (0..2), names and buffers. */
 size_t tsr_optim_state(tsr_optim *opt, const char *names[2], tsr_buf *bufs[2]);
 

@@ -700,8 +700,25 @@ static tsr_status apply(void *mode, float lr, int *applied) {
 
 static tsr_status failed(void *mode, tsr_status s) { return step_failed(mode, s); }
 
+/* the stages' partial sums of squares over this replica's pipeline (hybrid: every replica
+ * holds the same averaged gradients, so each sums its own pipeline); a tied table's copy on
+ * the head's stage holds the same gradient as the embedding's stage: counted there only */
+static tsr_status grad_sumsq(void *mode, double *sumsq) {
+    tsr_pipeline *p = mode;
+    tsr_stage_tied tied;
+    size_t np = tsr_stage_param_count(p->stage);
+    if (tsr_stage_tied_copy(p->stage, &tied)) np = tied.offset; /* the copy comes last */
+    TSR_TRY(tsr_run_sumsq(&p->run, tsr_stage_grads(p->stage), p->grads, 0, np, sumsq));
+    return tsr_run_sum_over(&p->run, p->comm, sumsq, 1);
+}
+
+static tsr_status grad_scale(void *mode, float coef) {
+    tsr_pipeline *p = mode;
+    return tsr_optim_scale_grads(p->optim, tsr_stage_grads(p->stage), coef);
+}
+
 static const tsr_step_ops step_ops = {"pipeline: ", min_batch, NULL, stream, compute, combine,
-                                      grads, decide, apply, NULL, failed};
+                                      grads, decide, apply, NULL, failed, grad_sumsq, grad_scale};
 
 tsr_status tsr_pipeline_step(tsr_pipeline *p, const float *images, const int32_t *labels, size_t n,
                              float *loss) {

@@ -35,6 +35,9 @@ tsr_status tsr_run_check_options(tsr_context *ctx, const tsr_trainer_options *o,
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
                          "%sfp16 (loss scaling) is not available in %s mode (bf16 is)", who,
                          o->mode == TSR_MODE_GOSSIP ? "gossip" : "async");
+    if (!(o->clip_grad_norm >= 0.0) || !isfinite(o->clip_grad_norm))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sgradient clipping norm %g must be >= 0 (0: off)", who,
+                         o->clip_grad_norm);
     if (o->fault_grad_nan_step < -1)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sfault_grad_nan_step %lld is not -1 or a step",
                          who, (long long)o->fault_grad_nan_step);
@@ -110,6 +113,7 @@ tsr_status tsr_run_open_stage(tsr_run *r, const tsr_stage_options *so, tsr_backe
     TSR_TRY(tsr_stage_create(*be, r->model, so, stage));
     if (r->scaler.enabled) tsr_stage_set_grad_scale(*stage, &r->scaler.scale);
     TSR_TRY(tsr_optim_create(*be, &r->o.optimizer, tsr_stage_param_count(*stage), optim));
+    TSR_TRY(tsr_optim_decay_matrices(*optim, *stage));
     return tsr_stage_init_params(*stage, r->o.init == TSR_INIT_GLOROT_UNIFORM, r->o.seed);
 }
 
@@ -222,6 +226,39 @@ tsr_status tsr_run_read_grads(tsr_run *r, tsr_stage *st, float *dst, size_t coun
     return tsr_ref_read(tsr_ref_at(tsr_stage_grads(st), 0), TSR_DTYPE_F32, dst, np);
 }
 
+tsr_status tsr_run_sumsq(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi, double *out) {
+    *out = 0.0;
+    if (hi <= lo) return TSR_OK;
+    (void)r;
+    tsr_map gm;
+    TSR_TRY(tsr_buf_map(tsr_ref_at(grads, lo), TSR_DTYPE_F32, hi - lo, TSR_MAP_READ, scratch + lo, &gm));
+    const float *g = gm.data;
+    size_t n = hi - lo, i = 0;
+    double acc[4] = {0.0, 0.0, 0.0, 0.0}; /* four chains: the adds overlap */
+    for (; i + 4 <= n; i += 4)
+        for (size_t k = 0; k < 4; k++) acc[k] += (double)g[i + k] * (double)g[i + k];
+    for (; i < n; i++) acc[0] += (double)g[i] * (double)g[i];
+    *out = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    return TSR_OK;
+}
+
+tsr_status tsr_run_sum_over(tsr_run *r, tsr_comm *comm, double *x, size_t k) {
+    if (!comm || tsr_comm_size(comm) < 2) return TSR_OK;
+    int size = tsr_comm_size(comm);
+    double *all = tsr_calloc(r->ctx, (size_t)size * k, sizeof *all);
+    size_t *bytes = tsr_calloc(r->ctx, (size_t)size, sizeof *bytes);
+    tsr_status s = all && bytes ? TSR_OK : tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "sum over %d ranks", size);
+    for (int q = 0; s == TSR_OK && q < size; q++) bytes[q] = k * sizeof *x;
+    if (s == TSR_OK) s = tsr_comm_allgatherv(comm, x, all, bytes);
+    for (size_t j = 0; s == TSR_OK && j < k; j++) {
+        x[j] = 0.0;
+        for (int q = 0; q < size; q++) x[j] += all[(size_t)q * k + j];
+    }
+    tsr_free(r->ctx, all);
+    tsr_free(r->ctx, bytes);
+    return s;
+}
+
 float tsr_run_lr(const tsr_run *r) {
     return tsr_schedule_lr(&r->o.schedule, r->o.optimizer.lr, r->steps);
 }
@@ -230,6 +267,20 @@ float tsr_run_lr(const tsr_run *r) {
 
 static tsr_status step_failed(const tsr_step_ops *ops, void *mode, tsr_status s) {
     return s != TSR_OK && ops->failed ? ops->failed(mode, s) : s;
+}
+
+/* Clipping by the global norm, as PyTorch's clip_grad_norm_: the gradient times
+ * max_norm / (norm + 1e-6) when that is below 1. A non-finite norm is left to the non-finite
+ * rule (the scan, or no check at all). */
+static tsr_status clip_grads(tsr_run *r, const tsr_step_ops *ops, void *mode) {
+    double sumsq = 0.0;
+    if (!ops->grad_sumsq || !ops->grad_scale)
+        return tsr_error(r->ctx, TSR_ERR_UNSUPPORTED, "%sgradient clipping in this mode", ops->who);
+    TSR_TRY(ops->grad_sumsq(mode, &sumsq));
+    r->grad_norm = sqrt(sumsq);
+    double coef = r->o.clip_grad_norm / (r->grad_norm + 1e-6);
+    if (!isfinite(r->grad_norm) || coef >= 1.0) return TSR_OK;
+    return ops->grad_scale(mode, (float)coef);
 }
 
 tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const float *images,
@@ -274,6 +325,7 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
     } else {
         if (r->scaler.enabled && hi > lo) /* the gradients this rank applies, unscaled (exact) */
             TSR_TRY(tsr_op_scale(g->backend, hi - lo, 1.0f / r->scaler.scale, tsr_ref_at(g, lo)));
+        if (r->o.clip_grad_norm > 0.0) TSR_TRY(clip_grads(r, ops, mode));
         TSR_TRY(ops->apply(mode, tsr_run_lr(r), &applied));
         tsr_scaler_update(&r->scaler, 0);
         if (applied) {

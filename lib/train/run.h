@@ -28,6 +28,8 @@ typedef struct tsr_run {
     uint64_t steps, epoch, seed, skipped;
     int has_grads;           /* a step computed gradients (tsr_trainer_get_grads) */
     float last_loss;
+    double grad_norm;        /* the last applied step's gradient norm before clipping (with
+                                clip_grad_norm; 0 otherwise) */
     /* the caller's stop request: read into `stop` at the start of each step; a mode with
      * several ranks replaces it by the agreed value (any rank's request) inside the step's
      * agreement, so every rank ends the same step with TSR_ERR_INTERRUPTED */
@@ -87,6 +89,13 @@ int tsr_run_stop_requested(const tsr_run *r);
  * TSR_ERR_STATE before any step computed some. */
 tsr_status tsr_run_read_grads(tsr_run *r, tsr_stage *st, float *dst, size_t count);
 
+/* Sum of squares, in double, of gradients [lo, hi) of a buffer (host backend: where they
+ * are; else read into scratch at the same offsets). */
+tsr_status tsr_run_sumsq(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi, double *out);
+/* x[0..k) summed over the ranks of comm in rank order (an allgather): the same figures on every
+ * rank. comm NULL or of one rank: x as it is. */
+tsr_status tsr_run_sum_over(tsr_run *r, tsr_comm *comm, double *x, size_t k);
+
 /* Learning rate of the next step. */
 float tsr_run_lr(const tsr_run *r);
 
@@ -124,6 +133,11 @@ typedef struct tsr_step_ops {
     tsr_status (*after)(void *mode);
     /* an error inside compute/combine/agree (a pipeline refuses later steps); NULL: none */
     tsr_status (*failed)(void *mode, tsr_status s);
+    /* gradient clipping (options clip_grad_norm), before apply: *sumsq = the squared norm of
+     * the whole model's gradient as apply will use it, the same on every rank that shares the
+     * update; then grad_scale multiplies what apply uses by coef when the norm is too large */
+    tsr_status (*grad_sumsq)(void *mode, double *sumsq);
+    tsr_status (*grad_scale)(void *mode, float coef);
 } tsr_step_ops;
 
 /* One optimizer step of a strategy: *loss (may be NULL) receives the step's loss, set even

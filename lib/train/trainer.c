@@ -167,6 +167,7 @@ void tsr_trainer_set_epoch(tsr_trainer *t, uint64_t epoch) {
 }
 uint64_t tsr_trainer_seed(const tsr_trainer *t) { return t ? run_of(t)->seed : 0; }
 float tsr_trainer_lr(const tsr_trainer *t) { return t ? tsr_run_lr(run_of(t)) : 0.0f; }
+double tsr_trainer_grad_norm(const tsr_trainer *t) { return t ? run_of(t)->grad_norm : 0.0; }
 const tsr_device_info *tsr_trainer_device(const tsr_trainer *t) {
     return t ? tsr_context_device(run_of(t)->ctx, run_of(t)->device) : NULL;
 }

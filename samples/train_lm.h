@@ -220,6 +220,8 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
     int32_t *ids = malloc(so.batch * T * sizeof *ids), *targets = malloc(so.batch * T * sizeof *targets);
     if (!ids || !targets) die(ctx, TSR_ERR_NO_MEMORY, "batch");
     FILE *log = a->json ? stderr : stdout;
+    /* the pre-clip norm of rank 0's last step (an async server steps nothing: none) */
+    int report_norm = to->clip_grad_norm > 0 && to->mode != TSR_MODE_ASYNC;
     double t0 = now_seconds(), train_time = 0, window_loss = 0, last_loss = resumed_loss, val_loss = NAN, acc = 0;
     size_t window_steps = 0, tokens_done = 0;
     int interrupted = 0;
@@ -254,7 +256,7 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
                 fprintf(log, "step %llu: train loss %.4f, val loss %.4f, %.0f tokens/s",
                         (unsigned long long)step + 1, last_loss, val_loss,
                         train_time > 0 ? (double)tokens_done / train_time : 0.0);
-                if (to->clip_grad_norm > 0) fprintf(log, ", grad norm %.4f", tsr_trainer_grad_norm(r.tr));
+                if (report_norm) fprintf(log, ", grad norm %.4f", tsr_trainer_grad_norm(r.tr));
                 fprintf(log, "\n");
             }
             fflush(log);
@@ -286,7 +288,7 @@ static int train_lm(tsr_context *ctx, args *a, tsr_trainer_options *to, tsr_comm
         else cJSON_AddNullToObject(j, "final_loss");
         cJSON_AddNumberToObject(j, "tokens_per_s", train_time > 0 ? (double)tokens_done / train_time : 0);
         cJSON_AddNumberToObject(j, "train_seconds", train_time);
-        if (to->clip_grad_norm > 0) cJSON_AddNumberToObject(j, "grad_norm", tsr_trainer_grad_norm(r.tr));
+        if (report_norm) cJSON_AddNumberToObject(j, "grad_norm", tsr_trainer_grad_norm(r.tr));
         char *text = cJSON_PrintUnformatted(j);
         printf("%s\n", text);
         cJSON_free(text);

@@ -107,7 +107,7 @@ def main():
     g = torch.Generator().manual_seed(a.seed)
     train_t = torch.from_numpy(train)
     start = time.perf_counter()
-    window = []
+    window, grad_norm = [], None
     for step in range(a.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, a)
@@ -116,8 +116,8 @@ def main():
         _, loss = model(x[:, :-1], x[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if a.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
+        if a.clip > 0:  # the pre-clip norm, as tsr-train's grad_norm
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip).item()
         opt.step()
         window.append(loss.item())
     train_s = time.perf_counter() - start
@@ -128,6 +128,7 @@ def main():
                       "final_loss": round(sum(window) / len(window), 4),  # tsr-train's: mean since the last evaluation
                       "train_seconds": round(train_s, 1),
                       "tokens_per_s": round(a.steps * a.batch * a.context / train_s, 1),
+                      "grad_norm": grad_norm,
                       "settings": {k: getattr(a, k) for k in ("lr", "weight_decay", "warmup",
                                                              "min_lr", "beta2", "clip",
                                                              "decay_matrices")}}))

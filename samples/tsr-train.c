@@ -277,7 +277,7 @@ static tsr_manifest *manifest_begin(tsr_context *ctx, const args *a, const tsr_t
         tsr_manifest_set_number(m, "momentum", to->optimizer.momentum);
         tsr_manifest_set_number(m, "nesterov", to->optimizer.nesterov);
         tsr_manifest_set_number(m, "weight_decay", to->optimizer.weight_decay);
-        tsr_manifest_set_number(m, "decay_matrices_only", to->optimizer.decay_matrices_only);
+        tsr_manifest_set_number(m, "decay_matrices_only", to->decay_matrices_only);
         tsr_manifest_set_number(m, "clip_grad_norm", to->clip_grad_norm);
         tsr_manifest_set_number(m, "batch", (double)to->batch);
         tsr_manifest_set_number(m, "epochs", (double)a->epochs);
@@ -517,7 +517,7 @@ int main(int argc, char **argv) {
     to.optimizer.beta2 = (float)a.beta2;
     if (a.precision && tsr_precision_parse(a.precision, &to.precision) != 0)
         return bad_option("--precision", "must be fp32, bf16 or fp16");
-    to.optimizer.decay_matrices_only = a.no_decay_1d;
+    to.decay_matrices_only = a.no_decay_1d;
     to.clip_grad_norm = a.clip_grad;
     if (a.min_lr > 0 && a.min_lr >= to.optimizer.lr)
         return bad_option("--min-lr", "must be below the learning rate (--lr)");

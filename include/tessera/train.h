@@ -27,9 +27,6 @@ typedef struct tsr_optimizer_options {
     int nesterov;        /* SGD */
     float beta1, beta2, eps; /* Adam */
     float weight_decay;
-    /* 1: weight decay on matrices only (tensors of 2+ dimensions), not on biases or layer-norm
-     * gains and shifts (nanoGPT's and PyTorch users' convention); 0: every tensor (default) */
-    int decay_matrices_only;
 } tsr_optimizer_options;
 
 typedef enum tsr_schedule_kind {
@@ -217,6 +214,10 @@ typedef struct tsr_trainer_options {
      * ranks), so every rank clips alike; async and gossip clip each rank's own gradient.
      * tsr_trainer_get_grads then gives the clipped gradient. 0: off (default). */
     double clip_grad_norm;
+    /* 1: the optimizer's weight decay on matrices only (tensors of 2+ dimensions), not on biases
+     * or layer-norm gains and shifts (nanoGPT's and PyTorch users' convention); 0: every tensor
+     * (default). */
+    int decay_matrices_only;
 } tsr_trainer_options;
 
 /* Defaults: device 0, batch 64, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), no weight decay,

@@ -218,7 +218,7 @@ tsr_status tsr_async_create(tsr_context *ctx, const tsr_model *model, const tsr_
         }
         s = tsr_optim_create(a->be, &o->optimizer, shard_n(a), &a->optim);
         if (s == TSR_OK) a->optim->off = shard_lo(a);
-        if (s == TSR_OK) s = tsr_optim_decay_matrices(a->optim, a->stage);
+        if (s == TSR_OK && o->decay_matrices_only) s = tsr_optim_decay_matrices(a->optim, a->stage);
         double t = now();
         for (int i = 0; s == TSR_OK && i < a->nw; i++) {
             peer *w = &a->w[i];

@@ -117,7 +117,7 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
                 return s;
             }
             m->optim->off = lo;
-            if ((s = tsr_optim_decay_matrices(m->optim, m->stage)) != TSR_OK) {
+            if (o->decay_matrices_only && (s = tsr_optim_decay_matrices(m->optim, m->stage)) != TSR_OK) {
                 destroy(m);
                 return s;
             }

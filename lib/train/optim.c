@@ -90,7 +90,7 @@ static void add_run(tsr_optim *opt, size_t lo, size_t hi, int decay) {
 
 tsr_status tsr_optim_decay_matrices(tsr_optim *opt, const tsr_stage *st) {
     if (!opt || !st) return TSR_ERR_INVALID_ARG;
-    if (!opt->o.decay_matrices_only || opt->o.weight_decay == 0.0f) return TSR_OK;
+    if (opt->o.weight_decay == 0.0f) return TSR_OK;
     /* the vectors' ranges, sorted by offset (the layout is reverse layer order) */
     size_t count = 0, off, n, rank;
     while (tsr_stage_tensor(st, count, &off, &n, &rank)) count++;

@@ -17,7 +17,7 @@ typedef struct tsr_optim {
     size_t n;
     size_t off;      /* updates parameters [off, off + n) (ZeRO-1: this rank's slice); 0 */
     tsr_buf *m, *v;  /* SGD: v = velocity (m unused); Adam: first and second moments */
-    /* decay_matrices_only: [off, off + n) cut into runs of matrices and of vectors, one kernel
+    /* tsr_optim_decay_matrices: [off, off + n) cut into runs of matrices and of vectors, one kernel
      * call each; NULL: one call over the whole range (every tensor decays alike) */
     tsr_optim_run *runs;
     size_t nruns;
@@ -30,9 +30,9 @@ void tsr_optim_free(tsr_optim *opt); /* accepts NULL */
 /* Applies step `step` (0-based; Adam's bias correction uses step+1) with rate lr to
  * params/grads [off, off + n). */
 tsr_status tsr_optim_update(tsr_optim *opt, tsr_buf *params, tsr_buf *grads, float lr, uint64_t step);
-/* With the options' decay_matrices_only (and weight decay > 0): learns from the stage which
- * parameters are vectors (rank < 2) and exempts them from weight decay. Call it after setting
- * opt->off; nothing to do otherwise. */
+/* Weight decay on matrices only (the trainer's decay_matrices_only): learns from the stage which
+ * parameters are vectors (rank < 2) and exempts them from weight decay (nothing to do without
+ * weight decay). Call it after setting opt->off. */
 tsr_status tsr_optim_decay_matrices(tsr_optim *opt, const tsr_stage *st);
 /* Multiplies gradients [off, off + n) by coef: the part of a clipped gradient this optimizer
  * applies. */

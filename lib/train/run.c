@@ -113,7 +113,7 @@ tsr_status tsr_run_open_stage(tsr_run *r, const tsr_stage_options *so, tsr_backe
     TSR_TRY(tsr_stage_create(*be, r->model, so, stage));
     if (r->scaler.enabled) tsr_stage_set_grad_scale(*stage, &r->scaler.scale);
     TSR_TRY(tsr_optim_create(*be, &r->o.optimizer, tsr_stage_param_count(*stage), optim));
-    TSR_TRY(tsr_optim_decay_matrices(*optim, *stage));
+    if (r->o.decay_matrices_only) TSR_TRY(tsr_optim_decay_matrices(*optim, *stage));
     return tsr_stage_init_params(*stage, r->o.init == TSR_INIT_GLOROT_UNIFORM, r->o.seed);
 }
 

@@ -48,7 +48,7 @@ static void batch(const task *tk, int k, float *x, int32_t *y) {
 static void options(tsr_trainer_options *o, tsr_comm *comm) {
     tsr_mh_options(o, comm, B, 3, 0); /* SGD lr 0.05 momentum 0.9 */
     o->optimizer.weight_decay = 0.1f;
-    o->optimizer.decay_matrices_only = 1;
+    o->decay_matrices_only = 1;
     o->clip_grad_norm = 0.05; /* below every step's norm here: clipping always engages */
 }
 

@@ -133,7 +133,7 @@ static void test_decay_matrices_only(void **state) {
             tsr_trainer_options o;
             options(&o, dev, adamw ? TSR_OPTIM_ADAMW : TSR_OPTIM_SGD);
             o.optimizer.weight_decay = 0.5f;
-            o.optimizer.decay_matrices_only = 1;
+            o.decay_matrices_only = 1;
             one_step(&o, p0, p1, g, NULL);
             const double lr = 0.1, wd = 0.5, eps = o.optimizer.eps;
             for (size_t i = 0; i < np; i++) {

@@ -58,5 +58,9 @@ print("%-8s %9s %11s %9s %12s" % ("side", "val loss", "mean train", "train s", "
 print("%-8s %9.4f %11.4f %9.1f %12.0f" % ("tessera", t["val_loss"], t["final_loss"], t["train_seconds"], t["tokens_per_s"]))
 print("%-8s %9.4f %11.4f %9.1f %12.0f" % ("pytorch", p["val_loss"], p["final_loss"], p["train_seconds"], p["tokens_per_s"]))
 print("train time tessera / pytorch: %.2f" % (t["train_seconds"] / p["train_seconds"]))
+print("last pre-clip gradient norm: tessera %.3f, pytorch %.3f" % (t["grad_norm"], p["grad_norm"]))
+e = p["nanogpt_val_estimates"]
+print("pytorch's model by nanoGPT's estimate (20 batches of 12 random windows), 20 draws: "
+      "mean %.4f, std %.4f, range %.4f..%.4f" % (e["mean"], e["std"], e["min"], e["max"]))
 print("nanoGPT's published CPU figure: val loss 1.88; tessera %s" % ("meets it" if t["val_loss"] <= 1.88 else "misses it"))
 PY

@@ -74,6 +74,25 @@ def validation_loss(model, ids, context):
     return total / positions
 
 
+def nanogpt_estimates(model, ids, context, batch, seed, draws=20, iters=20):
+    """nanoGPT's estimate_loss as its CPU command runs it (--eval_iters=20): the mean loss of
+    `iters` batches of `batch` random windows; `draws` such estimates from independent windows
+    show how far one of them strays from the loss over the whole split."""
+    g = torch.Generator().manual_seed(seed + 7919)
+    t = torch.from_numpy(ids)
+    out = []
+    with torch.no_grad():
+        for _ in range(draws):
+            total = 0.0
+            for _ in range(iters):
+                s = torch.randint(len(ids) - context - 1, (batch,), generator=g)
+                x = torch.stack([t[i:i + context + 1] for i in s.tolist()])
+                _, loss = model(x[:, :-1], x[:, 1:])
+                total += loss.item()
+            out.append(total / iters)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("data")
@@ -123,12 +142,18 @@ def main():
     train_s = time.perf_counter() - start
     model.eval()
     val_loss = validation_loss(model, val, a.context)
+    est = nanogpt_estimates(model, val, a.context, a.batch, a.seed)
+    mean = sum(est) / len(est)
+    std = math.sqrt(sum((e - mean) ** 2 for e in est) / (len(est) - 1))
     print(json.dumps({"side": "pytorch", "torch": torch.__version__, "threads": a.threads,
                       "steps": a.steps, "val_loss": round(val_loss, 4),
                       "final_loss": round(sum(window) / len(window), 4),  # tsr-train's: mean since the last evaluation
                       "train_seconds": round(train_s, 1),
                       "tokens_per_s": round(a.steps * a.batch * a.context / train_s, 1),
                       "grad_norm": grad_norm,
+                      # nanoGPT's own figure: 20 batches of random windows; 20 such estimates
+                      "nanogpt_val_estimates": {"mean": round(mean, 4), "std": round(std, 4),
+                                                "min": round(min(est), 4), "max": round(max(est), 4)},
                       "settings": {k: getattr(a, k) for k in ("lr", "weight_decay", "warmup",
                                                              "min_lr", "beta2", "clip",
                                                              "decay_matrices")}}))

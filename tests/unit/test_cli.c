@@ -23,6 +23,7 @@ static void test_defaults_and_values(void **state) {
     assert_int_equal(a.batch, 64);
     assert_true(a.lr < 0);
     assert_true(a.beta2 == 0.999 && a.min_lr == 0);
+    assert_true(a.clip_grad == 0 && !a.no_decay_1d);
     assert_null(a.manifest);
     assert_null(a.nonfinite);
     assert_int_equal(PARSE(&a, "--model", "cnn", "--epochs", "3", "--batch", "16", "--lr", "0.5",
@@ -46,6 +47,8 @@ static void test_defaults_and_values(void **state) {
     assert_string_equal(a.optimizer, "sgd");
     assert_string_equal(a.schedule, "step");
     assert_null(a.init);
+    assert_int_equal(PARSE(&a, "--clip-grad", "1", "--no-decay-1d"), TSR_OK);
+    assert_true(a.clip_grad == 1 && a.no_decay_1d);
     assert_int_equal(PARSE(&a, "--init", "w.safetensors"), TSR_OK);
     assert_string_equal(a.init, "w.safetensors");
     assert_int_equal(PARSE(&a, "--help"), TSR_OK);
@@ -74,6 +77,8 @@ static void test_refusals(void **state) {
     refused("option --momentum: '1' is not a number in [0, 1)", PARSE(&a, "--momentum", "1"), &a);
     refused("option --beta2: '1' is not a number in [0, 1)", PARSE(&a, "--beta2", "1"), &a);
     refused("option --min-lr: '-1'", PARSE(&a, "--min-lr", "-1"), &a);
+    refused("option --clip-grad: '-0.5' is not a number in [0, inf)", PARSE(&a, "--clip-grad", "-0.5"), &a);
+    refused("option --clip-grad: 'inf'", PARSE(&a, "--clip-grad", "inf"), &a);
     refused("option --lr: 'nan'", PARSE(&a, "--lr", "nan"), &a);
     refused("option --lr: '0'", PARSE(&a, "--lr", "0"), &a);
     refused("option --weight-decay: 'inf'", PARSE(&a, "--weight-decay", "inf"), &a);

@@ -229,17 +229,18 @@ static tsr_status apply(void *mode, float lr, int *applied) {
 /* Tensor parallelism: the share's squared gradients [lo, hi) as parts[0] split over the group
  * (summed over its ranks) and parts[1] replicated (the same on every rank of the group). */
 static tsr_status tp_sumsq(data_mode *m, size_t lo, size_t hi, double parts[2]) {
-    tsr_run *r = &m->run;
-    double mine;
-    TSR_TRY(tsr_read_f32(tsr_stage_grads(m->stage), 0, m->share, m->np));
-    memset(m->share, 0, lo * sizeof *m->share); /* ZeRO-1: only [lo, hi) is reduced */
-    memset(m->share + hi, 0, (m->np - hi) * sizeof *m->share);
-    memset(m->full, 0, m->nwhole * sizeof *m->full);
+    tsr_tp *tp = &m->tp;
+    float *share = tp->mine_buf, *whole = tp->whole_buf;
+    double mine = 0.0;
+    TSR_TRY(tsr_read_f32(tsr_stage_grads(m->stage), 0, share, m->np));
+    memset(share, 0, lo * sizeof *share); /* ZeRO-1: only [lo, hi) is reduced */
+    memset(share + hi, 0, (m->np - hi) * sizeof *share);
+    memset(whole, 0, tp->nwhole * sizeof *whole);
     /* not the owner: only the split tensors land in the whole vector */
-    TSR_TRY(tsr_gpt_tp_gather(r->ctx, m->whole, r->model, &m->gpt, m->head0, m->heads, m->share, 0, m->full));
-    parts[0] = parts[1] = mine = 0.0;
-    for (size_t i = 0; i < m->nwhole; i++) parts[0] += (double)m->full[i] * (double)m->full[i];
-    for (size_t i = lo; i < hi; i++) mine += (double)m->share[i] * (double)m->share[i];
+    TSR_TRY(tsr_gpt_tp_gather(tp->ctx, tp->whole, tp->mine, &tp->gpt, tp->head0, tp->heads, share, 0, whole));
+    parts[0] = 0.0;
+    for (size_t i = 0; i < tp->nwhole; i++) parts[0] += (double)whole[i] * (double)whole[i];
+    for (size_t i = lo; i < hi; i++) mine += (double)share[i] * (double)share[i];
     parts[1] = mine - parts[0];
     return TSR_OK;
 }
@@ -251,14 +252,14 @@ static tsr_status grad_sumsq(void *mode, double *sumsq) {
     size_t lo = 0, hi = m->np;
     if (m->dp) tsr_dp_owned(m->dp, &lo, &hi);
     int sharded = tsr_dp_sharded(m->dp);
-    if (!m->tp) {
+    if (!m->tp.comm) {
         TSR_TRY(tsr_run_sumsq(r, tsr_stage_grads(m->stage), m->grads, lo, hi, sumsq));
         return sharded ? tsr_run_sum_over(r, r->o.comm, sumsq, 1) : TSR_OK;
     }
     double parts[2];
     TSR_TRY(tp_sumsq(m, lo, hi, parts));
     if (sharded) TSR_TRY(tsr_run_sum_over(r, r->o.comm, parts, 2));
-    TSR_TRY(tsr_run_sum_over(r, m->tp, parts, 1));
+    TSR_TRY(tsr_run_sum_over(r, m->tp.comm, parts, 1));
     *sumsq = parts[0] + parts[1];
     return TSR_OK;
 }

@@ -703,8 +703,21 @@ static tsr_status failed(void *mode, tsr_status s) { return step_failed(mode, s)
 /* the stages' partial sums of squares over this replica's pipeline (hybrid: every replica
  * holds the same averaged gradients, so each sums its own pipeline); a tied table's copy on
  * the head's stage holds the same gradient as the embedding's stage: counted there only */
+static tsr_status gather_outside(tsr_pipeline *p, tsr_buf *mine, float *dst);
 static tsr_status grad_sumsq(void *mode, double *sumsq) {
     tsr_pipeline *p = mode;
+    if (p->tp.comm) { /* the whole model's gradient on every rank (split and replicated tensors
+                       * each once, exactly: the rest of the gather is zeros); only when clipping */
+        TSR_TRY(gather_outside(p, tsr_stage_grads(p->stage), p->tp.whole_buf));
+        double acc[4] = {0.0, 0.0, 0.0, 0.0};
+        const float *g = p->tp.whole_buf;
+        size_t n = p->tp.nwhole, i = 0;
+        for (; i + 4 <= n; i += 4)
+            for (size_t k = 0; k < 4; k++) acc[k] += (double)g[i + k] * (double)g[i + k];
+        for (; i < n; i++) acc[0] += (double)g[i] * (double)g[i];
+        *sumsq = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        return TSR_OK;
+    }
     tsr_stage_tied tied;
     size_t np = tsr_stage_param_count(p->stage);
     if (tsr_stage_tied_copy(p->stage, &tied)) np = tied.offset; /* the copy comes last */

@@ -38,10 +38,6 @@ tsr_status tsr_run_check_options(tsr_context *ctx, const tsr_trainer_options *o,
     if (!(o->clip_grad_norm >= 0.0) || !isfinite(o->clip_grad_norm))
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sgradient clipping norm %g must be >= 0 (0: off)", who,
                          o->clip_grad_norm);
-    if (o->clip_grad_norm > 0.0 && o->tp_comm && o->mode != TSR_MODE_DATA)
-        return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
-                         "%sgradient clipping with tensor parallelism inside pipeline stages: not yet (data mode "
-                         "clips)", who);
     if (o->fault_grad_nan_step < -1)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sfault_grad_nan_step %lld is not -1 or a step",
                          who, (long long)o->fault_grad_nan_step);

@@ -10,7 +10,8 @@
 # must bring the validation loss well below ln 256 = 5.55 (the loss of a uniform guess; < 4.5
 # here); data, pipeline, hybrid and tensor parallel must equal one process's figures (the same
 # windows, sums in another order: relative 1e-5; the last training losses too; the validation
-# accuracy within one position, tensor parallel's from the vocabulary slices). A run stopped by
+# accuracy within one position, tensor parallel's from the vocabulary slices); so must gradient
+# clipping (--clip-grad 0.5) inside --tp 2 pipeline stages and hybrid replicas. A run stopped by
 # SIGTERM at step 13 and resumed (one process, and a 2-stage pipeline) continues the same
 # window stream and schedule: the one-process figures; so do checkpoints crossing layouts (a
 # --tp 2 run's resumed by one process, one process's resumed under --tp 2, a --tp 2 x pipeline
@@ -67,9 +68,20 @@ TSR_FAULT_SIGTERM_AT_STEP=12 mpiexec -n 4 "$train" --tp 2 --mode pipeline $commo
 run tppipetotp mpiexec -n 2 "$train" --tp 2 $common --resume "$d/tpk.bin"
 run tppipetoone "$train" $common --resume "$d/tpk.bin"
 run onetotppipe mpiexec -n 4 "$train" --tp 2 --mode pipeline $common --resume "$d/ck.bin"
+# clipping by the global norm (0.5, below the norms here, so every step is clipped) inside
+# tensor-parallel pipeline stages and hybrid replicas: the whole model's norm, as one process's
+run clip "$train" $common --clip-grad 0.5
+run tppipeclip mpiexec -n 4 "$train" --tp 2 --mode pipeline $common --clip-grad 0.5
+run tphybridclip mpiexec -n 4 "$train" --tp 2 --mode hybrid --replicas 2 $common --clip-grad 0.5
 python3 - "$d" << 'PY' || exit 1
 import json, sys
 d = sys.argv[1]
+c = {n: json.load(open(f"{d}/{n}.json")) for n in ("clip", "tppipeclip", "tphybridclip")}
+assert c["clip"]["grad_norm"] > 0.5, f"clip: the last norm {c['clip']['grad_norm']} is not above the bound"
+for n in ("tppipeclip", "tphybridclip"):
+    for k in ("grad_norm", "val_loss", "final_loss"):
+        a, b = c[n][k], c["clip"][k]
+        assert abs(a - b) <= 1e-5 * b, f"{n}: {k} {a} vs one process {b}"
 r = {n: json.load(open(f"{d}/{n}.json"))
      for n in ("single", "data", "zero", "pipe2", "pipe3", "hybrid", "tp2", "tp31", "tpdata", "tpzero", "tppipe",
                "tppipe31", "tphybrid", "gossip", "async", "resumed", "presumed", "tpresumed", "fromtp", "tppipetotp",

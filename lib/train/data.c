@@ -231,17 +231,14 @@ static tsr_status apply(void *mode, float lr, int *applied) {
 static tsr_status tp_sumsq(data_mode *m, size_t lo, size_t hi, double parts[2]) {
     tsr_tp *tp = &m->tp;
     float *share = tp->mine_buf, *whole = tp->whole_buf;
-    double mine = 0.0;
     TSR_TRY(tsr_read_f32(tsr_stage_grads(m->stage), 0, share, m->np));
     memset(share, 0, lo * sizeof *share); /* ZeRO-1: only [lo, hi) is reduced */
     memset(share + hi, 0, (m->np - hi) * sizeof *share);
     memset(whole, 0, tp->nwhole * sizeof *whole);
     /* not the owner: only the split tensors land in the whole vector */
     TSR_TRY(tsr_gpt_tp_gather(tp->ctx, tp->whole, tp->mine, &tp->gpt, tp->head0, tp->heads, share, 0, whole));
-    parts[0] = 0.0;
-    for (size_t i = 0; i < tp->nwhole; i++) parts[0] += (double)whole[i] * (double)whole[i];
-    for (size_t i = lo; i < hi; i++) mine += (double)share[i] * (double)share[i];
-    parts[1] = mine - parts[0];
+    parts[0] = tsr_sumsq_f32(whole, tp->nwhole);
+    parts[1] = tsr_sumsq_f32(share + lo, hi - lo) - parts[0];
     return TSR_OK;
 }
 

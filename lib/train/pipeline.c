@@ -709,13 +709,7 @@ static tsr_status grad_sumsq(void *mode, double *sumsq) {
     if (p->tp.comm) { /* the whole model's gradient on every rank (split and replicated tensors
                        * each once, exactly: the rest of the gather is zeros); only when clipping */
         TSR_TRY(gather_outside(p, tsr_stage_grads(p->stage), p->tp.whole_buf));
-        double acc[4] = {0.0, 0.0, 0.0, 0.0};
-        const float *g = p->tp.whole_buf;
-        size_t n = p->tp.nwhole, i = 0;
-        for (; i + 4 <= n; i += 4)
-            for (size_t k = 0; k < 4; k++) acc[k] += (double)g[i + k] * (double)g[i + k];
-        for (; i < n; i++) acc[0] += (double)g[i] * (double)g[i];
-        *sumsq = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        *sumsq = tsr_sumsq_f32(p->tp.whole_buf, p->tp.nwhole);
         return TSR_OK;
     }
     tsr_stage_tied tied;

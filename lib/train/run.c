@@ -232,14 +232,17 @@ tsr_status tsr_run_sumsq(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, 
     (void)r;
     tsr_map gm;
     TSR_TRY(tsr_buf_map(tsr_ref_at(grads, lo), TSR_DTYPE_F32, hi - lo, TSR_MAP_READ, scratch + lo, &gm));
-    const float *g = gm.data;
-    size_t n = hi - lo, i = 0;
+    *out = tsr_sumsq_f32(gm.data, hi - lo);
+    return TSR_OK;
+}
+
+double tsr_sumsq_f32(const float *x, size_t n) {
+    size_t i = 0;
     double acc[4] = {0.0, 0.0, 0.0, 0.0}; /* four chains: the adds overlap */
     for (; i + 4 <= n; i += 4)
-        for (size_t k = 0; k < 4; k++) acc[k] += (double)g[i + k] * (double)g[i + k];
-    for (; i < n; i++) acc[0] += (double)g[i] * (double)g[i];
-    *out = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    return TSR_OK;
+        for (size_t k = 0; k < 4; k++) acc[k] += (double)x[i + k] * (double)x[i + k];
+    for (; i < n; i++) acc[0] += (double)x[i] * (double)x[i];
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
 tsr_status tsr_run_sum_over(tsr_run *r, tsr_comm *comm, double *x, size_t k) {

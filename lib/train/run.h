@@ -92,6 +92,8 @@ tsr_status tsr_run_read_grads(tsr_run *r, tsr_stage *st, float *dst, size_t coun
 /* Sum of squares, in double, of gradients [lo, hi) of a buffer (host backend: where they
  * are; else read into scratch at the same offsets). */
 tsr_status tsr_run_sumsq(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi, double *out);
+/* The sum of squares of x[0..n) in double. */
+double tsr_sumsq_f32(const float *x, size_t n);
 /* x[0..k) summed over the ranks of comm in rank order (an allgather): the same figures on every
  * rank. comm NULL or of one rank: x as it is. */
 tsr_status tsr_run_sum_over(tsr_run *r, tsr_comm *comm, double *x, size_t k);

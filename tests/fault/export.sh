@@ -10,13 +10,8 @@
 # /usr/bin/python3, which python3-torch installs into).
 set -u
 BUILD=${BUILD:-build}
-src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 . "$(dirname "$0")/../support/prereq.sh"
-need_python3
-need_fashion_mnist "$src"
-d=$(mktemp -d /tmp/tsr-export.XXXXXX)
-trap 'rm -rf "$d"' EXIT
-python3 tests/support/fmnist_slice.py "$src" "$d" 512 128 || exit 1
+fmnist_workdir 512 128
 train() { "$BUILD/bin/tsr-train" --data "$d" --quiet --epochs 1 "$@"; }
 fail() { echo "FAIL: $*"; sed 's/^/  | /' "$d/err"; exit 1; }
 field() { python3 -c 'import json,sys; print(repr(json.load(sys.stdin)[sys.argv[1]]))' "$1" < "$d/out"; }

@@ -14,14 +14,9 @@
 # into a failure. Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
-src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 . "$(dirname "$0")/../support/prereq.sh"
 need_mpi
-need_python3
-need_fashion_mnist "$src"
-d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
-trap 'rm -rf "$d"' EXIT
-python3 tests/support/fmnist_slice.py "$src" "$d" 4096 128 || exit 1
+fmnist_workdir 4096 128
 prog=$(pwd)/$BUILD/bin/tsr-train
 unset UCX_TLS # what a user gets who did not choose transports
 for n in 2 3; do

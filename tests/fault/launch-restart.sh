@@ -7,14 +7,9 @@
 # test accuracy within noise of it (0.05 on 128 test images). Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
-src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 . "$(dirname "$0")/../support/prereq.sh"
 need_mpi
-need_python3
-need_fashion_mnist "$src"
-d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
-trap 'rm -rf "$d"' EXIT
-python3 tests/support/fmnist_slice.py "$src" "$d" 4096 128 || exit 1
+fmnist_workdir 4096 128
 prog=$(pwd)/$BUILD/bin/tsr-train
 args="--mode data --data $d --epochs 3 --batch 64 --quiet --json"
 export OMP_NUM_THREADS=1 TSR_COMM_TIMEOUT=3 TSR_DP_BALANCE=0

@@ -10,14 +10,9 @@
 # Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
-src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 . "$(dirname "$0")/../support/prereq.sh"
 need_mpi
-need_python3
-need_fashion_mnist "$src"
-d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
-trap 'rm -rf "$d"' EXIT
-python3 tests/support/fmnist_slice.py "$src" "$d" 2048 128 || exit 1
+fmnist_workdir 2048 128
 export TSR_DP_BALANCE=0 OMP_NUM_THREADS=1 # even batch shares: the resumed run splits alike
 prog=$(cd "$BUILD/bin" && pwd)/tsr-train
 args="--mode data --data $d --model dense:64,relu,dropout:0.2,dense:10 --batch 32 --epochs 20 --quiet --json"

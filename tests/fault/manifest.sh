@@ -5,13 +5,8 @@
 # the device, the code version and the metrics tsr-train printed. Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
-src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 . "$(dirname "$0")/../support/prereq.sh"
-need_python3
-need_fashion_mnist "$src"
-d=$(mktemp -d /tmp/tsr-manifest.XXXXXX)
-trap 'rm -rf "$d"' EXIT
-python3 tests/support/fmnist_slice.py "$src" "$d" 256 128 || exit 1
+fmnist_workdir 256 128
 "$BUILD/bin/tsr-train" --data "$d" --epochs 2 --batch 32 --seed 3 --checkpoint "$d/run.ckpt" \
     --quiet --json > "$d/result.json" 2> "$d/err" || { cat "$d/err"; echo "FAIL: tsr-train"; exit 1; }
 python3 - "$d" <<'PY'

@@ -13,14 +13,9 @@
 # Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
-src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 . "$(dirname "$0")/../support/prereq.sh"
-need_python3
-need_fashion_mnist "$src"
 need_mpi
-d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
-trap 'rm -rf "$d"' EXIT
-python3 tests/support/fmnist_slice.py "$src" "$d" 2048 128 || exit 1
+fmnist_workdir 2048 128
 export TSR_DP_BALANCE=0 # even batch shares: the resumed run splits its batches alike
 model="dense:64,relu,dropout:0.2,dense:10"
 fail() { echo "FAIL: $*"; sed 's/^/  | /' "$d/err"; exit 1; }

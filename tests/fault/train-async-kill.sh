@@ -12,14 +12,9 @@
 # survives hydra's SIGUSR1 notice (trap) to record the rank's exit status. Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
-src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 . "$(dirname "$0")/../support/prereq.sh"
 need_mpi
-need_python3
-need_fashion_mnist "$src"
-d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
-trap 'rm -rf "$d"' EXIT
-python3 tests/support/fmnist_slice.py "$src" "$d" 1024 128 || exit 1
+fmnist_workdir 1024 128
 prog=$(pwd)/$BUILD/bin/tsr-train
 # 2 epochs of 16 steps (global batch 64, 32 per worker); the 120 s bound only turns a hang into
 # a failure

@@ -15,13 +15,8 @@
 # Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
-src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 . "$(dirname "$0")/../support/prereq.sh"
-need_python3
-need_fashion_mnist "$src"
-d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
-trap 'rm -rf "$d"' EXIT
-python3 tests/support/fmnist_slice.py "$src" "$d" 512 128 || exit 1
+fmnist_workdir 512 128
 train() { "$BUILD/bin/tsr-train" --data "$d" --quiet --epochs 2 "$@"; }
 fail() { echo "FAIL: $*"; sed 's/^/  | /' "$d/err"; exit 1; }
 

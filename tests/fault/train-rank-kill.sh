@@ -7,14 +7,9 @@
 # does not end rank 0 for us. Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
-src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 . "$(dirname "$0")/../support/prereq.sh"
 need_mpi
-need_python3
-need_fashion_mnist "$src"
-d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
-trap 'rm -rf "$d"' EXIT
-python3 tests/support/fmnist_slice.py "$src" "$d" 4096 128 || exit 1
+fmnist_workdir 4096 128
 prog=$(pwd)/$BUILD/bin/tsr-train
 # 3 epochs: rank 1 dies after the first, rank 0 must notice in the second; plain data
 # parallelism, then ZeRO-1 (whose optimizer step waits on the parameter allgather). The 180 s

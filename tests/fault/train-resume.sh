@@ -7,13 +7,8 @@
 # Env: BUILD.
 set -u
 BUILD=${BUILD:-build}
-src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 . "$(dirname "$0")/../support/prereq.sh"
-need_python3
-need_fashion_mnist "$src"
-d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
-trap 'rm -rf "$d"' EXIT
-python3 tests/support/fmnist_slice.py "$src" "$d" 2048 128 || exit 1
+fmnist_workdir 2048 128
 run() { "$BUILD/bin/tsr-train" --data "$d" --model "dense:64,relu,dropout:0.2,dense:10" --batch 32 \
             --quiet --json "$@" 2> "$d/err" || { cat "$d/err"; echo "FAIL: tsr-train $*"; exit 1; }; }
 run --epochs 4 > "$d/straight.json"

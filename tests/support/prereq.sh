@@ -25,3 +25,14 @@ need_python3() {
 need_fashion_mnist() {
     [ -f "$1/train-images-idx3-ubyte.gz" ] || skip "missing Fashion-MNIST in $1 (TSR_DATA_DIR)"
 }
+
+# fmnist_workdir TRAIN TEST: python3 and Fashion-MNIST (TSR_DATA_DIR) are there; $d is a new
+# temp folder, removed at exit, holding the first TRAIN training and TEST test samples.
+fmnist_workdir() {
+    src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
+    need_python3
+    need_fashion_mnist "$src"
+    d=$(mktemp -d /tmp/tsr-fault.XXXXXX)
+    trap 'rm -rf "$d"' EXIT
+    python3 tests/support/fmnist_slice.py "$src" "$d" "$1" "$2" || exit 1
+}

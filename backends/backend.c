@@ -561,29 +561,37 @@ tsr_status tsr_op_embed_backward(tsr_backend *be, size_t count, size_t dim, size
     return rows ? be->iface->embed_backward(be, count, dim, vocab, ids, dy, dtable) : TSR_OK;
 }
 
-tsr_status tsr_op_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
+static tsr_status check_16bit(tsr_backend *be, const char *op, tsr_precision p) {
+    if (p != TSR_PRECISION_BF16 && p != TSR_PRECISION_FP16)
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: precision %d is not bf16 (1) or fp16 (2)",
+                         op, (int)p);
+    return TSR_OK;
+}
+
+tsr_status tsr_op_narrow16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref h) {
     BE_CHECK();
+    TSR_TRY(check_16bit(be, op, p));
     CHECK("x", x, n, F);
     CHECK("h", h, n, 2);
-    return n ? be->iface->f32_to_f16(be, n, x, h) : TSR_OK;
+    return n ? be->iface->narrow16(be, p, n, x, h) : TSR_OK;
+}
+
+tsr_status tsr_op_widen16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref h, tsr_ref x) {
+    BE_CHECK();
+    TSR_TRY(check_16bit(be, op, p));
+    CHECK("h", h, n, 2);
+    CHECK("x", x, n, F);
+    return n ? be->iface->widen16(be, p, n, h, x) : TSR_OK;
 }
 
 tsr_status tsr_op_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y) {
     BE_CHECK();
-    if (p != TSR_PRECISION_BF16 && p != TSR_PRECISION_FP16)
-        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: precision %d is not bf16 (1) or fp16 (2)",
-                         op, (int)p);
+    TSR_TRY(check_16bit(be, op, p));
     CHECK("x", x, n, F);
     CHECK("y", y, n, F);
     return n ? be->iface->round16(be, p, n, x, y) : TSR_OK;
 }
 
-tsr_status tsr_op_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
-    BE_CHECK();
-    CHECK("h", h, n, 2);
-    CHECK("x", x, n, F);
-    return n ? be->iface->f16_to_f32(be, n, h, x) : TSR_OK;
-}
 
 tsr_status tsr_op_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
                              tsr_ref g, tsr_ref v) {

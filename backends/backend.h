@@ -176,8 +176,11 @@ struct tsr_backend_iface {
                                  tsr_ref dy, tsr_ref dtable);
 
     /* --- conversion --- */
-    tsr_status (*f32_to_f16)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h); /* round to nearest even */
-    tsr_status (*f16_to_f32)(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
+    /* h = the 16-bit patterns of x in precision p (bf16 or IEEE half; lib/core/precision.h's
+     * rounding), and back (exact). h counts 2-byte elements: activations a 16-bit mode stores
+     * in half the bytes (stage.c). */
+    tsr_status (*narrow16)(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref h);
+    tsr_status (*widen16)(tsr_backend *be, tsr_precision p, size_t n, tsr_ref h, tsr_ref x);
     /* y = float32(p(x)): x rounded to precision p (bf16 or fp16) and widened back; y may be x.
      * How the GEMM inputs of a 16-bit mode are made (backend_precision.c). */
     tsr_status (*round16)(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y);
@@ -353,8 +356,8 @@ tsr_status tsr_op_embed_forward(tsr_backend *be, size_t count, size_t dim, size_
                                 tsr_ref table, tsr_ref y);
 tsr_status tsr_op_embed_backward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
                                  tsr_ref dy, tsr_ref dtable);
-tsr_status tsr_op_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h);
-tsr_status tsr_op_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
+tsr_status tsr_op_narrow16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref h);
+tsr_status tsr_op_widen16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref h, tsr_ref x);
 tsr_status tsr_op_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y);
 tsr_status tsr_op_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
                              tsr_ref g, tsr_ref v);

@@ -64,8 +64,8 @@ tsr_status tsr_host_embed_backward(tsr_backend *be, size_t count, size_t dim, si
                                    tsr_ref dy, tsr_ref dtable);
 tsr_status tsr_host_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
                                     tsr_ref y, tsr_ref mask);
-tsr_status tsr_host_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h);
-tsr_status tsr_host_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x);
+tsr_status tsr_host_narrow16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref h);
+tsr_status tsr_host_widen16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref h, tsr_ref x);
 tsr_status tsr_host_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y);
 /* dst = bf16(src), n elements, split over the pool (the operands of cblas_sbgemm) */
 void tsr_host_to_bf16(tsr_backend *be, size_t n, const float *src, uint16_t *dst);

@@ -575,18 +575,20 @@ static void half_range(const half_args *a, size_t lo_b, size_t hi_b, size_t *lo,
     *hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
 }
 
-static void to_f16_range(void *arg, size_t lo_b, size_t hi_b) {
+static void narrow_range(void *arg, size_t lo_b, size_t hi_b) {
     const half_args *a = arg;
     size_t lo, hi;
     half_range(a, lo_b, hi_b, &lo, &hi);
-    tsr_f32_to_f16_n(a->h_out + lo, a->f_in + lo, hi - lo);
+    if (a->prec == TSR_PRECISION_BF16) tsr_f32_to_bf16_n(a->h_out + lo, a->f_in + lo, hi - lo);
+    else tsr_f32_to_f16_n(a->h_out + lo, a->f_in + lo, hi - lo);
 }
 
-static void to_f32_range(void *arg, size_t lo_b, size_t hi_b) {
+static void widen_range(void *arg, size_t lo_b, size_t hi_b) {
     const half_args *a = arg;
     size_t lo, hi;
     half_range(a, lo_b, hi_b, &lo, &hi);
-    tsr_f16_to_f32_n(a->f_out + lo, a->h_in + lo, hi - lo);
+    if (a->prec == TSR_PRECISION_BF16) tsr_bf16_to_f32_n(a->f_out + lo, a->h_in + lo, hi - lo);
+    else tsr_f16_to_f32_n(a->f_out + lo, a->h_in + lo, hi - lo);
 }
 
 static void round_range(void *arg, size_t lo_b, size_t hi_b) {
@@ -596,22 +598,15 @@ static void round_range(void *arg, size_t lo_b, size_t hi_b) {
     tsr_round_n(a->prec, a->f_out + lo, a->f_in + lo, hi - lo);
 }
 
-static void to_bf16_range(void *arg, size_t lo_b, size_t hi_b) {
-    const half_args *a = arg;
-    size_t lo, hi;
-    half_range(a, lo_b, hi_b, &lo, &hi);
-    tsr_f32_to_bf16_n(a->h_out + lo, a->f_in + lo, hi - lo);
-}
-
-tsr_status tsr_host_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
-    half_args a = {n, TSR_PRECISION_FP16, tsr_host_f32(x), NULL, NULL, tsr_host_u16(h)};
-    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, to_f16_range, &a);
+tsr_status tsr_host_narrow16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref h) {
+    half_args a = {n, p, tsr_host_f32(x), NULL, NULL, tsr_host_u16(h)};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, narrow_range, &a);
     return TSR_OK;
 }
 
-tsr_status tsr_host_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
-    half_args a = {n, TSR_PRECISION_FP16, NULL, tsr_host_u16(h), tsr_host_f32(x), NULL};
-    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, to_f32_range, &a);
+tsr_status tsr_host_widen16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref h, tsr_ref x) {
+    half_args a = {n, p, NULL, tsr_host_u16(h), tsr_host_f32(x), NULL};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, widen_range, &a);
     return TSR_OK;
 }
 
@@ -623,7 +618,7 @@ tsr_status tsr_host_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref 
 
 void tsr_host_to_bf16(tsr_backend *be, size_t n, const float *src, uint16_t *dst) {
     half_args a = {n, TSR_PRECISION_BF16, src, NULL, NULL, dst};
-    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, to_bf16_range, &a);
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, narrow_range, &a);
 }
 
 /* ---- embedding ---- */

@@ -12,8 +12,8 @@
     X(bias_grad_rows) X(bias_grad_cols) X(relu_forward) X(relu_backward)                        \
     X(softmax_xent_forward) X(softmax_xent_backward) X(im2col) X(im2col_wide) X(col2im)         \
     X(col2im_wide) X(transpose) X(transpose_wide) X(maxpool_forward) X(maxpool_forward_wide)    \
-    X(maxpool_backward) X(maxpool_backward_wide) X(dropout_forward) X(f32_to_f16)               \
-    X(f16_to_f32) X(sgd_update) X(adam_update) X(embed_forward) X(embed_backward)               \
+    X(maxpool_backward) X(maxpool_backward_wide) X(dropout_forward) X(narrow16)               \
+    X(widen16) X(sgd_update) X(adam_update) X(embed_forward) X(embed_backward)               \
     X(layernorm_forward) X(layernorm_backward_rows) X(layernorm_backward_cols)                  \
     X(gelu_forward) X(gelu_backward) X(attn_softmax) X(attn_softmax_backward)                   \
     X(xent_forward) X(xent_backward) X(round16)

@@ -519,9 +519,10 @@ static tsr_status cl_embed_backward(tsr_backend *be, size_t count, size_t dim, s
 
 /* ---- conversion ---- */
 
-static tsr_status cl_f32_to_f16(tsr_backend *be, size_t n, tsr_ref x, tsr_ref h) {
-    kargs a = args_begin(be, TSR_CL_K_f32_to_f16);
+static tsr_status cl_narrow16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref h) {
+    kargs a = args_begin(be, TSR_CL_K_narrow16);
     arg_u64(&a, n);
+    arg_i32(&a, (int)p);
     arg_ref(&a, x);
     arg_ref(&a, h);
     return launch(&a, n, 0);
@@ -536,9 +537,10 @@ static tsr_status cl_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref
     return launch(&a, n, 0);
 }
 
-static tsr_status cl_f16_to_f32(tsr_backend *be, size_t n, tsr_ref h, tsr_ref x) {
-    kargs a = args_begin(be, TSR_CL_K_f16_to_f32);
+static tsr_status cl_widen16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref h, tsr_ref x) {
+    kargs a = args_begin(be, TSR_CL_K_widen16);
     arg_u64(&a, n);
+    arg_i32(&a, (int)p);
     arg_ref(&a, h);
     arg_ref(&a, x);
     return launch(&a, n, 0);
@@ -799,8 +801,8 @@ const tsr_backend_iface tsr_opencl_iface = {
     .dropout_forward = cl_dropout_forward,
     .embed_forward = cl_embed_forward,
     .embed_backward = cl_embed_backward,
-    .f32_to_f16 = cl_f32_to_f16,
-    .f16_to_f32 = cl_f16_to_f32,
+    .narrow16 = cl_narrow16,
+    .widen16 = cl_widen16,
     .round16 = cl_round16,
     .sgd_update = cl_sgd_update,
     .adam_update = cl_adam_update,

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1197,73 +1198,107 @@ static uint16_t ref_f32_to_f16(float f) {
     return (uint16_t)(sign | h);
 }
 
-static void test_f16(void **state) {
+/* Reference float -> bfloat16 from the definition: the nearer of the two bf16 values around
+ * x (truncation and the next one up in magnitude), ties to the even pattern, magnitudes past
+ * the largest finite bf16 by half an ulp or more to Inf, a NaN to a quiet NaN. */
+static uint16_t ref_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    unsigned sign = u >> 16 & 0x8000u;
+    if (isnan(f)) return (uint16_t)(sign | 0x7FC0u);
+    double a = fabs((double)f), max = ldexp(255.0, 120); /* (2 - 2^-7) 2^127 */
+    if (a >= max + ldexp(1.0, 119)) return (uint16_t)(sign | 0x7F80u);
+    unsigned lo = (u & 0x7FFFFFFFu) >> 16;
+    uint32_t lob = (uint32_t)lo << 16, hib = (uint32_t)(lo + 1) << 16;
+    float flo, fhi;
+    memcpy(&flo, &lob, 4);
+    memcpy(&fhi, &hib, 4);
+    double dlo = a - (double)flo, dhi = (double)fhi - a;
+    unsigned h = dhi < dlo || (dhi == dlo && (lo & 1)) ? lo + 1 : lo;
+    return (uint16_t)(sign | h);
+}
+
+/* Every float of a 16-bit pattern, from the definition. */
+static float ref_widen(tsr_precision p, unsigned h) {
+    if (p == TSR_PRECISION_BF16) {
+        uint32_t u = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    unsigned e = (h >> 10) & 0x1F, m = h & 0x3FF;
+    double v = e == 31 ? (m ? NAN : INFINITY) : half_value(h & 0x7FFF);
+    return (float)((h & 0x8000) ? -v : v);
+}
+
+static int is_nan16(tsr_precision p, uint16_t h) {
+    return p == TSR_PRECISION_BF16 ? (h & 0x7F80) == 0x7F80 && (h & 0x7F)
+                                   : (h & 0x7C00) == 0x7C00 && (h & 0x3FF);
+}
+
+/* narrow16 / widen16 on every device against the definitions: special values, ties,
+ * subnormals, overflow and a sweep of exponents narrowed; all 65536 patterns widened. */
+static void test_narrow_widen(void **state) {
     fixture *fx = *state;
-    /* special values, ties, subnormals, overflow, then a sweep over exponents */
     float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65519.99f, 65520.0f, -65520.0f,
-                       1e6f, -1e30f, INFINITY, -INFINITY, NAN,
+                       1e6f, -1e30f, INFINITY, -INFINITY, NAN, 3.3895314e38f, -3.4e38f, FLT_MAX,
                        ldexpf(1, -24), ldexpf(1, -25), ldexpf(1.5f, -25), ldexpf(1, -26),
                        ldexpf(3, -25), ldexpf(1, -14), ldexpf(1023, -24), ldexpf(2047, -25),
-                       1e-40f, -1e-45f, 1.0f + ldexpf(1, -11), 1.0f + ldexpf(3, -11),
+                       1e-40f, -1e-45f, ldexpf(0x181, -141), ldexpf(0x180, -140), FLT_MIN,
+                       1.0f + ldexpf(1, -11), 1.0f + ldexpf(3, -11), 1.0f + ldexpf(1, -8),
+                       1.0f + ldexpf(3, -8), 1.0f + ldexpf(1, -8) + ldexpf(1, -20),
                        1.0f + ldexpf(1, -11) + ldexpf(1, -20), 2049.0f, 2051.0f, -2053.0f,
                        0.1f, 1.0f / 3.0f, 3.14159265f};
     const size_t ns = TSR_ARRAY_SIZE(special), nr = 20000, n = ns + nr;
     float *x = xcalloc(n, 4);
     memcpy(x, special, sizeof special);
     uint64_t s = 99;
-    for (size_t i = 0; i < nr; i++) { /* random mantissas, exponents 2^-30 .. 2^17 */
+    for (size_t i = 0; i < nr; i++) { /* random mantissas, exponents 2^-140 .. 2^127 */
         s ^= s << 13;
         s ^= s >> 7;
         s ^= s << 17;
         float m = 1.0f + (float)((s >> 40) & 0xFFFFFF) / 16777216.0f;
-        int e = (int)((s >> 8) % 48) - 30;
+        int e = i % 2 ? (int)((s >> 8) % 48) - 30 : (int)((s >> 8) % 268) - 140;
         x[ns + i] = ldexpf((s & 1) ? -m : m, e);
     }
-    uint16_t *want = xcalloc(n, 2), *got = xcalloc(n + 1, 2);
-    for (size_t i = 0; i < n; i++) want[i] = ref_f32_to_f16(x[i]);
-    /* all 65536 halves back to float */
-    uint16_t *all = xcalloc(65536, 2);
-    float *all_want = xcalloc(65536, 4), *all_got = xcalloc(65536, 4);
-    for (unsigned h = 0; h < 65536; h++) {
-        all[h] = (uint16_t)h;
-        unsigned e = (h >> 10) & 0x1F, m = h & 0x3FF;
-        double v = e == 31 ? (m ? NAN : INFINITY) : half_value(h & 0x7FFF);
-        all_want[h] = (float)((h & 0x8000) ? -v : v);
-    }
-    for (int d = 0; d < fx->count; d++) {
-        tsr_backend *be = fx->be[d];
-        tsr_buf *bx = upload(be, x, n * 4), *bh = buf_new(be, (n + 1) * 2);
-        OK(be, tsr_op_f32_to_f16(be, n, tsr_ref_at(bx, 0), tsr_ref_at(bh, 1)));
-        download(bh, got, (n + 1) * 2);
-        for (size_t i = 0; i < n; i++) {
-            uint16_t g = got[i + 1], w = want[i];
-            int g_nan = (g & 0x7C00) == 0x7C00 && (g & 0x3FF), w_nan = (w & 0x7C00) == 0x7C00 && (w & 0x3FF);
-            if (w_nan ? !g_nan : g != w)
-                fail_msg("[%s] f32_to_f16(%.9g = 0x%08x): got 0x%04x want 0x%04x", be->device.id,
-                         (double)x[i], (unsigned)(union { float f; uint32_t u; }){x[i]}.u, g, w);
+    uint16_t *want = xcalloc(n, 2), *got = xcalloc(n + 1, 2), *all = xcalloc(65536, 2);
+    float *all_got = xcalloc(65538, 4);
+    for (unsigned h = 0; h < 65536; h++) all[h] = (uint16_t)h;
+    static const tsr_precision precs[] = {TSR_PRECISION_BF16, TSR_PRECISION_FP16};
+    for (size_t pi = 0; pi < 2; pi++) {
+        tsr_precision p = precs[pi];
+        const char *pn = tsr_precision_name(p);
+        for (size_t i = 0; i < n; i++) want[i] = p == TSR_PRECISION_BF16 ? ref_f32_to_bf16(x[i]) : ref_f32_to_f16(x[i]);
+        for (int d = 0; d < fx->count; d++) {
+            tsr_backend *be = fx->be[d];
+            tsr_buf *bx = upload(be, x, n * 4), *bh = buf_new(be, (n + 1) * 2);
+            OK(be, tsr_op_narrow16(be, p, n, tsr_ref_at(bx, 0), tsr_ref_at(bh, 1)));
+            download(bh, got, (n + 1) * 2);
+            for (size_t i = 0; i < n; i++) {
+                uint16_t g = got[i + 1], w = want[i];
+                if (is_nan16(p, w) ? !is_nan16(p, g) : g != w)
+                    fail_msg("[%s] narrow16 %s(%.9g = 0x%08x): got 0x%04x want 0x%04x", be->device.id, pn,
+                             (double)x[i], (unsigned)(union { float f; uint32_t u; }){x[i]}.u, g, w);
+            }
+            tsr_buf *bh2 = upload(be, all, 65536 * 2), *bx2 = buf_new(be, (65536 + 2) * 4);
+            OK(be, tsr_op_widen16(be, p, 65536, tsr_ref_at(bh2, 0), tsr_ref_at(bx2, 2)));
+            download(bx2, all_got, 65538 * 4);
+            for (unsigned h = 0; h < 65536; h++) {
+                float g = all_got[h + 2], w = ref_widen(p, h);
+                if (isnan(w) ? !isnan(g) : (g != w || signbit(g) != signbit(w)))
+                    fail_msg("[%s] widen16 %s(0x%04x): got %.9g want %.9g", be->device.id, pn, h,
+                             (double)g, (double)w);
+            }
+            tsr_buf_free(bx);
+            tsr_buf_free(bh);
+            tsr_buf_free(bh2);
+            tsr_buf_free(bx2);
         }
-        tsr_buf *bh2 = upload(be, all, 65536 * 2), *bx2 = buf_new(be, (65536 + 2) * 4);
-        OK(be, tsr_op_f16_to_f32(be, 65536, tsr_ref_at(bh2, 0), tsr_ref_at(bx2, 2)));
-        float *tmp = xcalloc(65538, 4);
-        download(bx2, tmp, 65538 * 4);
-        memcpy(all_got, tmp + 2, 65536 * 4);
-        for (unsigned h = 0; h < 65536; h++) {
-            float g = all_got[h], w = all_want[h];
-            if (isnan(w) ? !isnan(g) : (g != w || signbit(g) != signbit(w)))
-                fail_msg("[%s] f16_to_f32(0x%04x): got %.9g want %.9g", be->device.id, h,
-                         (double)g, (double)w);
-        }
-        free(tmp);
-        tsr_buf_free(bx);
-        tsr_buf_free(bh);
-        tsr_buf_free(bh2);
-        tsr_buf_free(bx2);
     }
     free(x);
     free(want);
     free(got);
     free(all);
-    free(all_want);
     free(all_got);
 }
 
@@ -1452,8 +1487,10 @@ static void test_errors(void **state) {
                     "overlap", "transpose onto an overlapping y");
         check_error(be, tsr_op_softmax_xent_forward(be, 8, 10, ra, rb, ra, rb), TSR_ERR_SHAPE,
                     "operand logits", "softmax logits too short");
-        check_error(be, tsr_op_f32_to_f16(be, 64, ra, tsr_ref_at(b, 100)), TSR_ERR_SHAPE,
-                    "operand h", "f32_to_f16 h past the end (2-byte elements)");
+        check_error(be, tsr_op_narrow16(be, TSR_PRECISION_FP16, 64, ra, tsr_ref_at(b, 100)), TSR_ERR_SHAPE,
+                    "operand h", "narrow16 h past the end (2-byte elements)");
+        check_error(be, tsr_op_widen16(be, TSR_PRECISION_FP32, 4, ra, rb), TSR_ERR_INVALID_ARG,
+                    "not bf16 (1) or fp16 (2)", "widen16 in fp32");
         uint8_t bytes[8] = {0};
         check_error(be, tsr_buf_write(a, 64 * 4 - 4, bytes, 8), TSR_ERR_SHAPE, "past the end",
                     "write past the end");
@@ -1666,7 +1703,7 @@ int main(void) {
         cmocka_unit_test(test_im2col_col2im), cmocka_unit_test(test_transpose),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_dropout),       cmocka_unit_test(test_embed),
-        cmocka_unit_test(test_f16),
+        cmocka_unit_test(test_narrow_widen),
         cmocka_unit_test(test_sgd),           cmocka_unit_test(test_adam),
         cmocka_unit_test(test_errors),        cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_host_threads),

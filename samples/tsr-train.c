@@ -52,6 +52,7 @@ static void usage(FILE *f) {
             "  --seed N               initialisation, shuffling and dropout seed (default 1)\n"
             "  --data DIR             MNIST-format folder (default $TSR_DATA_DIR or Fashion-MNIST)\n"
             "  --limit N              use only the first N training samples\n"
+            "  --test-limit N         evaluate on the first N test samples only\n"
             "  --device ID            device id or index (default 0 = host; see tsr-topo)\n"
             "  --checkpoint FILE      save a checkpoint after every epoch, and on SIGTERM/SIGINT at\n"
             "                         the step reached (then exit 143/130; resume continues there)\n"
@@ -609,6 +610,7 @@ int main(int argc, char **argv) {
     if ((s = tsr_dataset_load_mnist_dir(ctx, a.data, 1, &train)) != TSR_OK) die(ctx, s, "training data");
     if ((s = tsr_dataset_load_mnist_dir(ctx, a.data, 0, &test)) != TSR_OK) die(ctx, s, "test data");
     if (a.limit) tsr_dataset_truncate(train, (size_t)a.limit);
+    if (a.test_limit) tsr_dataset_truncate(test, (size_t)a.test_limit);
     tsr_dataset_normalize(ctx, train, FMNIST_MEAN, FMNIST_STD);
     tsr_dataset_normalize(ctx, test, FMNIST_MEAN, FMNIST_STD);
 

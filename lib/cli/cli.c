@@ -56,7 +56,7 @@ static const char *const valued[] = {
     "--compress", "--stages", "--microbatches", "--pipeline-schedule", "--replicas", "--servers",
     "--staleness", "--gossip-graph", "--gossip-period", "--init", "--steps", "--context",
     "--eval-every", "--val-windows", "--tp", "--tp-shares", "--beta2", "--min-lr",
-    "--precision", "--clip-grad"};
+    "--precision", "--clip-grad", "--test-limit"};
 
 tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
     memset(a, 0, sizeof *a);
@@ -140,6 +140,7 @@ tsr_status tsr_cli_parse_train(int argc, char *const *argv, tsr_cli_train *a) {
         } else if (!strcmp(o, "--epochs")) st = parse_long(a, o, v, 1, &a->epochs);
         else if (!strcmp(o, "--batch")) st = parse_range(a, o, v, 1, TSR_CLI_MAX_BATCH, &a->batch);
         else if (!strcmp(o, "--limit")) st = parse_long(a, o, v, 1, &a->limit);
+        else if (!strcmp(o, "--test-limit")) st = parse_long(a, o, v, 1, &a->test_limit);
         else if (!strcmp(o, "--steps")) st = parse_long(a, o, v, 1, &a->steps);
         else if (!strcmp(o, "--context")) st = parse_range(a, o, v, 1, 65536, &a->context);
         else if (!strcmp(o, "--eval-every")) st = parse_long(a, o, v, 1, &a->eval_every);

@@ -17,7 +17,7 @@ typedef struct tsr_cli_train {
     const char *nonfinite;   /* NULL, "skip" or "stop" */
     const char *compress;    /* NULL, "none", "fp16" or "topk" */
     const char *precision;   /* NULL, "fp32", "bf16" or "fp16" (checked by the caller) */
-    long epochs, batch, limit, warmup;
+    long epochs, batch, limit, test_limit, warmup;
     double lr, momentum, weight_decay;  /* lr < 0: the optimizer's default */
     double beta2, min_lr;    /* Adam's second-moment decay (0.999); the cosine schedule's floor (0) */
     double clip_grad;        /* --clip-grad: the gradients' global norm bound (0: no clipping) */

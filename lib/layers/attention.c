@@ -74,6 +74,8 @@ const tsr_layer_ops tsr_layer_attention = {
     .state = state,
     .workspace = workspace,
     .flops = flops,
+    .half_out = 1,
+    .half_state = 1,
     .forward = forward,
     .backward = backward,
 };

@@ -182,6 +182,7 @@ const tsr_layer_ops tsr_layer_conv2d = {
     .workspace = workspace,
     .accumulate_din = 1,
     .flops = flops,
+    .half_out = 1,
     .forward = forward,
     .backward = backward,
 };

@@ -78,6 +78,7 @@ const tsr_layer_ops tsr_layer_dense = {
     .params = params,
     .flops = flops,
     .accumulate_din = 1,
+    .half_out = 1,
     .forward = forward,
     .backward = backward,
 };

@@ -63,6 +63,7 @@ const tsr_layer_ops tsr_layer_dropout = {
     .shape = shape,
     .state = state,
     .flops = flops,
+    .half_out = 1,
     .forward = forward,
     .backward = backward,
 };

@@ -25,6 +25,7 @@ const tsr_layer_ops tsr_layer_gelu = {
     .word = 1,
     .inplace_din = 1,
     .flops = flops,
+    .half_out = 1,
     .forward = forward,
     .backward = backward,
 };

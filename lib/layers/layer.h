@@ -120,6 +120,11 @@ struct tsr_layer_ops {
     int inplace_din;      /* backward may write d(input 0) over d(out) */
     int accumulate_din;   /* backward honours add_din (else the stage adds through scratch) */
     int token_input;      /* input 0 may be the model's int32 token ids (other kinds need floats) */
+    /* In a 16-bit mode the stage may store the output (half_out) and the backward state
+     * (half_state) in 16 bits, as autocast keeps 16-bit matmul and activation outputs: their
+     * readers take the rounding. The residual stream (add, embeddings), statistics, indices
+     * and masks stay float32 (stage.c). */
+    int half_out, half_state;
     /* l->tied names (index + 1) an earlier embed layer whose table this kind uses as its
      * weight (param[0]) instead of owning one: the language-model head tied to the token
      * embedding. Both must sit on one stage; the gradients of both uses add up. */

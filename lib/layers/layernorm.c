@@ -58,6 +58,7 @@ const tsr_layer_ops tsr_layer_layernorm = {
     .workspace = workspace,
     .accumulate_din = 1,
     .flops = flops,
+    .half_out = 1,
     .forward = forward,
     .backward = backward,
 };

@@ -116,6 +116,7 @@ const tsr_layer_ops tsr_layer_linear = {
     .params = params,
     .flops = flops,
     .accumulate_din = 1,
+    .half_out = 1,
     .forward = forward,
     .backward = backward,
 };

@@ -82,6 +82,7 @@ const tsr_layer_ops tsr_layer_maxpool = {
     .shape = shape,
     .state = state,
     .flops = flops,
+    .half_out = 1,
     .forward = forward,
     .backward = backward,
 };

@@ -21,6 +21,7 @@ const tsr_layer_ops tsr_layer_relu = {
     .word = 1,
     .inplace_din = 1,
     .flops = flops,
+    .half_out = 1,
     .forward = forward,
     .backward = backward,
 };

@@ -28,14 +28,6 @@ static const char *human(uint64_t b, char *buf, size_t n) {
 tsr_status tsr_stage_check_fit(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
                                const tsr_device_info *dev, size_t optimizer_slots, size_t act_sets,
                                tsr_fit *fit) {
-    return tsr_stage_check_fit_precision(ctx, model, o, TSR_PRECISION_FP32, dev, optimizer_slots,
-                                         act_sets, fit);
-}
-
-tsr_status tsr_stage_check_fit_precision(tsr_context *ctx, const tsr_model *model,
-                                         const tsr_stage_options *o, tsr_precision precision,
-                                         const tsr_device_info *dev, size_t optimizer_slots,
-                                         size_t act_sets, tsr_fit *fit) {
     tsr_fit f;
     memset(&f, 0, sizeof f);
     if (fit) *fit = f;
@@ -48,7 +40,8 @@ tsr_status tsr_stage_check_fit_precision(tsr_context *ctx, const tsr_model *mode
     f.optimizer = (uint64_t)m.param_bytes * optimizer_slots;
     f.activations = ((uint64_t)m.act_set_bytes * (act_sets ? act_sets : 1)) +
                     (uint64_t)m.grad_buffers * m.grad_buffer_bytes +
-                    (precision != TSR_PRECISION_FP32 ? m.round_bytes : 0); /* 16-bit operands */
+                    (uint64_t)m.staging_bytes + /* 16-bit storage: one call's float32 copies */
+                    (o->precision != TSR_PRECISION_FP32 ? m.round_bytes : 0); /* 16-bit operands */
     f.device_total = f.params + f.grads + f.optimizer + f.activations;
     int host_memory = dev->backend == TSR_BACKEND_HOST || dev->kind == TSR_DEVICE_CPU;
     size_t classes = tsr_model_get_input(model).classes;

@@ -22,17 +22,12 @@ typedef struct tsr_fit {
  * TSR_ERR_DEVICE_MEMORY when the device's footprint does not fit its memory (host memory for
  * the host backend and OpenCL CPU devices), TSR_ERR_NO_MEMORY when only the trainer's host
  * copies do not; the message names the device, the bytes needed by kind and the bytes
- * available, and what to change. `fit` (may be NULL) receives the figures either way. */
+ * available, and what to change. `fit` (may be NULL) receives the figures either way. In
+ * bf16/fp16 (o->precision) the activations count 16-bit storage, its float32 staging and the
+ * backend's rounded copy of one GEMM's operands (tsr_stage_memory.round_bytes). */
 tsr_status tsr_stage_check_fit(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
                                const tsr_device_info *dev, size_t optimizer_slots, size_t act_sets,
                                tsr_fit *fit);
-
-/* The same for a backend whose GEMMs run in `precision`: bf16/fp16 add the rounded copy of a
- * GEMM's operands (tsr_stage_memory.round_bytes) to the activations and workspace. */
-tsr_status tsr_stage_check_fit_precision(tsr_context *ctx, const tsr_model *model,
-                                         const tsr_stage_options *o, tsr_precision precision,
-                                         const tsr_device_info *dev, size_t optimizer_slots,
-                                         size_t act_sets, tsr_fit *fit);
 
 /* The host's available memory in bytes (MemAvailable of /proc/meminfo), 0 when unknown. */
 uint64_t tsr_host_available_bytes(void);

@@ -24,6 +24,11 @@ typedef struct layer_mem {
     int scratch[TSR_LAYER_MAX_INPUTS]; /* slot the kind writes into before it is added; -1 */
     int shared;                        /* a later layer's backward (a tied head) has written
                                         * into its parameter gradients first: it adds */
+    /* 16-bit storage: which tensors are kept in 16 bits (their offsets above then count
+     * floats of room; the halves start at twice the offset) and where each call finds them
+     * widened to float32 (offsets in the staging buffer) */
+    unsigned char half_in[TSR_LAYER_MAX_INPUTS], half_out, half_aux;
+    size_t stage_in[TSR_LAYER_MAX_INPUTS], stage_out, stage_aux;
 } layer_mem;
 
 /* The memory plan of a stage: computed once, without allocating device memory. */
@@ -35,6 +40,8 @@ typedef struct stage_plan {
     size_t act_floats;      /* one activation set */
     size_t round_floats;    /* 16-bit modes: bound on one GEMM's rounded operands (below) */
     size_t slot_floats;     /* one gradient slot */
+    size_t staging_floats;  /* 16-bit storage: the float32 copies one call needs, at most */
+    tsr_precision precision;
     int slots, out_grad_idx, in_grad_idx;
 } stage_plan;
 
@@ -47,6 +54,7 @@ struct tsr_stage {
     stage_plan plan;
     size_t nparams;
     tsr_buf *params, *grads, *acts;
+    tsr_buf *staging; /* 16-bit storage: float32 copies of one layer's 16-bit tensors; NULL in fp32 */
     tsr_buf **g;      /* plan.slots activation-gradient buffers */
     tsr_stage_grad_hook hook;
     void *hook_user;
@@ -156,6 +164,9 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
                          o->first, o->last, model->count);
     if (!o->max_batch || o->max_batch > ((size_t)1 << 20))
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "stage batch %zu is not valid", o->max_batch);
+    if (!tsr_precision_name(o->precision))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "stage precision %d is not fp32 (0), bf16 (1) or fp16 (2)",
+                         (int)o->precision);
     size_t first = o->first, last = o->last, nl = last - first, B = o->max_batch;
     int is_last = last == model->count;
     /* tensor ids first..last (the stage input and every output) by local index t - first */
@@ -163,9 +174,10 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
     p->mem = tsr_calloc(ctx, nl + 1, sizeof *p->mem);
     size_t *toff = tsr_calloc(ctx, nt, sizeof *toff), *store = tsr_calloc(ctx, nt, sizeof *store);
     int *slot_of = tsr_calloc(ctx, nt, sizeof *slot_of);
+    unsigned char *half = tsr_calloc(ctx, nt, 1); /* storage t is kept in 16 bits */
     slot_pool pool = {tsr_calloc(ctx, 2 * nt + 8, 1), (int)(2 * nt + 8), 0};
     tsr_status s = TSR_OK;
-    if (!p->mem || !toff || !store || !slot_of || !pool.busy) {
+    if (!p->mem || !toff || !store || !slot_of || !half || !pool.busy) {
         s = tsr_error(ctx, TSR_ERR_NO_MEMORY, "stage plan");
         goto done;
     }
@@ -217,6 +229,21 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
     }
     p->nparams = poff;
 
+    /* which storages are 16-bit: outputs the kind allows, except the stage's output (the next
+     * stage, the loss and the callers read it in float32) */
+    int half16 = o->precision == TSR_PRECISION_BF16 || o->precision == TSR_PRECISION_FP16;
+    p->precision = half16 ? o->precision : TSR_PRECISION_FP32;
+    store[0] = 0;
+    for (size_t i = first; i < last; i++) {
+        const tsr_layer *l = &model->layers[i];
+        size_t t = i + 1 - first;
+        store[t] = l->ops->view ? store[l->inputs[0] - first] : t;
+    }
+    for (size_t i = first; half16 && i < last; i++) {
+        size_t t = i + 1 - first;
+        half[t] = store[t] == t && model->layers[i].ops->half_out && t != store[nl];
+    }
+
     /* activations and backward state; a view shares its input's storage */
     size_t cur = 0, gmax = 0, ws = 0, count;
     if (tsr_mul_size(B, tensor_size(model, first), &count) || reserve(&cur, count, &p->input_off))
@@ -228,20 +255,29 @@ static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr
         const tsr_layer *l = &model->layers[i];
         const tsr_layer_ops *ops = l->ops;
         layer_mem *m = &p->mem[i - first];
-        size_t t = i + 1 - first, outn, aux = 0, w = 0;
-        for (size_t k = 0; k < l->ninputs; k++) m->in[k] = toff[l->inputs[k] - first];
+        size_t t = i + 1 - first, outn, aux = 0, w = 0, staged = 0;
+        for (size_t k = 0; k < l->ninputs; k++) {
+            size_t src = l->inputs[k] - first;
+            m->in[k] = toff[src];
+            if ((m->half_in[k] = half[store[src]]) &&
+                (tsr_mul_size(B, tensor_size(model, l->inputs[k]), &count) || reserve(&staged, count, &m->stage_in[k])))
+                goto overflow;
+        }
         if (tsr_mul_size(B, tsr_layer_out_size(l), &outn)) goto overflow;
         if (outn > gmax) gmax = outn;
-        if (ops->view) {
-            m->out = m->in[0];
-            store[t] = store[l->inputs[0] - first];
-        } else {
-            if (reserve(&cur, outn, &m->out)) goto overflow;
-            store[t] = t;
-        }
+        m->half_out = half[store[t]];
+        if (ops->view) m->out = m->in[0];
+        else if (reserve(&cur, half[t] ? (outn + 1) / 2 : outn, &m->out) ||
+                 (half[t] && reserve(&staged, outn, &m->stage_out)))
+            goto overflow;
         toff[t] = m->out;
         if (ops->state && tsr_mul_size(B, ops->state(l), &aux)) goto overflow;
-        if (aux && reserve(&cur, aux, &m->aux)) goto overflow;
+        m->half_aux = half16 && aux && ops->half_state;
+        if (aux && (reserve(&cur, m->half_aux ? (aux + 1) / 2 : aux, &m->aux) ||
+                    (m->half_aux && reserve(&staged, aux, &m->stage_aux))))
+            goto overflow;
+        if (ops->view) m->half_out = 0; /* nothing to convert: it is its input */
+        if (staged > p->staging_floats) p->staging_floats = staged;
         if (ops->workspace && tsr_mul_size(B, ops->workspace(l), &w)) goto overflow;
         if (w > ws) ws = w;
         size_t rf;
@@ -306,6 +342,7 @@ overflow:
 done:
     tsr_free(ctx, toff);
     tsr_free(ctx, store);
+    tsr_free(ctx, half);
     tsr_free(ctx, slot_of);
     tsr_free(ctx, pool.busy);
     if (s != TSR_OK) plan_free(ctx, p);
@@ -321,11 +358,14 @@ static int plan_bytes(const stage_plan *p, tsr_stage_memory *m) {
         tsr_mul_size(p->slot_floats, 4, &m->grad_buffer_bytes))
         return -1;
     m->grad_buffers = (size_t)p->slots;
-    if (tsr_mul_size(p->round_floats, 4, &m->round_bytes)) return -1;
+    if (tsr_mul_size(p->round_floats, 4, &m->round_bytes) || tsr_mul_size(p->staging_floats, 4, &m->staging_bytes))
+        return -1;
     size_t g;
     if (tsr_mul_size(m->grad_buffers, m->grad_buffer_bytes, &g)) return -1;
     m->total_bytes = 2 * m->param_bytes + m->act_set_bytes + g;
-    return m->total_bytes < g ? -1 : 0;
+    if (m->total_bytes < g || m->total_bytes + m->staging_bytes < m->staging_bytes) return -1;
+    m->total_bytes += m->staging_bytes;
+    return 0;
 }
 
 tsr_status tsr_stage_plan_memory(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
@@ -344,6 +384,7 @@ void tsr_stage_free(tsr_stage *st) {
     if (!st) return;
     tsr_buf_free(st->params);
     tsr_buf_free(st->grads);
+    tsr_buf_free(st->staging);
     if (st->slot_acts) {
         for (size_t i = 0; i < st->nslots; i++) tsr_buf_free(st->slot_acts[i]);
     } else {
@@ -419,6 +460,11 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
             tsr_stage_free(st);
             return s;
         }
+    if (mem.staging_bytes && (s = tsr_buf_alloc(be, mem.staging_bytes, &st->staging)) != TSR_OK) {
+        tsr_stage_free(st);
+        return s;
+    }
+    if (st->staging) tsr_buf_set_name(st->staging, "16-bit activations' float32 copies");
     if ((s = new_act_set(st, &st->slot_acts[0])) != TSR_OK) {
         tsr_stage_free(st);
         return s;
@@ -430,7 +476,7 @@ tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_s
 
 size_t tsr_stage_device_bytes(const tsr_stage *st) {
     if (!st) return 0;
-    size_t n = st->params->bytes + st->grads->bytes;
+    size_t n = st->params->bytes + st->grads->bytes + (st->staging ? st->staging->bytes : 0);
     for (size_t i = 0; i < st->nslots; i++) n += st->slot_acts[i]->bytes;
     for (int i = 0; i < st->plan.slots; i++) n += st->g[i]->bytes;
     return n;
@@ -574,6 +620,40 @@ uint64_t tsr_stage_dropout_seed(uint64_t seed, size_t i) {
     return ((uint64_t)tsr_hash32(seed, 2 * i) << 32) | tsr_hash32(seed, 2 * i + 1);
 }
 
+/* 16-bit storage: layer i's 16-bit inputs (and, for backward, its output and state) widened
+ * into their float32 staging before a call, as r refers to them (layer_run). */
+static tsr_status widen_for_call(tsr_stage *st, size_t i, size_t n, int backward) {
+    const tsr_layer *l = layer(st, i);
+    const layer_mem *m = &st->plan.mem[i - st->first];
+    tsr_precision p = st->plan.precision;
+    for (size_t k = 0; k < l->ninputs; k++)
+        if (m->half_in[k])
+            TSR_TRY(tsr_op_widen16(st->be, p, n * tensor_size(st->model, l->inputs[k]),
+                                   tsr_ref_at(st->acts, 2 * m->in[k]), tsr_ref_at(st->staging, m->stage_in[k])));
+    if (!backward) return TSR_OK;
+    if (m->half_out)
+        TSR_TRY(tsr_op_widen16(st->be, p, n * tsr_layer_out_size(l), tsr_ref_at(st->acts, 2 * m->out),
+                               tsr_ref_at(st->staging, m->stage_out)));
+    if (m->half_aux)
+        TSR_TRY(tsr_op_widen16(st->be, p, n * l->ops->state(l), tsr_ref_at(st->acts, 2 * m->aux),
+                               tsr_ref_at(st->staging, m->stage_aux)));
+    return TSR_OK;
+}
+
+/* After a forward call: its 16-bit output and state rounded into their storage. */
+static tsr_status narrow_after_forward(tsr_stage *st, size_t i, size_t n) {
+    const tsr_layer *l = layer(st, i);
+    const layer_mem *m = &st->plan.mem[i - st->first];
+    tsr_precision p = st->plan.precision;
+    if (m->half_out)
+        TSR_TRY(tsr_op_narrow16(st->be, p, n * tsr_layer_out_size(l), tsr_ref_at(st->staging, m->stage_out),
+                                tsr_ref_at(st->acts, 2 * m->out)));
+    if (m->half_aux)
+        TSR_TRY(tsr_op_narrow16(st->be, p, n * l->ops->state(l), tsr_ref_at(st->staging, m->stage_aux),
+                                tsr_ref_at(st->acts, 2 * m->aux)));
+    return TSR_OK;
+}
+
 /* The references of layer i (the loss when i == st->last) for a call on n samples. */
 static tsr_layer_run layer_run(tsr_stage *st, size_t i, size_t n) {
     const tsr_layer *l = i < st->last ? layer(st, i) : &st->model->loss;
@@ -584,9 +664,10 @@ static tsr_layer_run layer_run(tsr_stage *st, size_t i, size_t n) {
     r.l = l;
     r.index = i;
     r.n = n;
-    for (size_t k = 0; k < l->ninputs; k++) r.in[k] = tsr_ref_at(st->acts, m->in[k]);
-    r.out = tsr_ref_at(st->acts, m->out);
-    r.state = tsr_ref_at(st->acts, m->aux);
+    for (size_t k = 0; k < l->ninputs; k++)
+        r.in[k] = m->half_in[k] ? tsr_ref_at(st->staging, m->stage_in[k]) : tsr_ref_at(st->acts, m->in[k]);
+    r.out = m->half_out ? tsr_ref_at(st->staging, m->stage_out) : tsr_ref_at(st->acts, m->out);
+    r.state = m->half_aux ? tsr_ref_at(st->staging, m->stage_aux) : tsr_ref_at(st->acts, m->aux);
     r.ws = tsr_ref_at(st->acts, st->plan.ws_off);
     r.ones = tsr_ref_at(st->acts, st->plan.ones_off);
     r.tp = st->tp;
@@ -609,7 +690,9 @@ tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropou
         if (r.l->ops->view) continue;
         r.train = train;
         r.seed = tsr_stage_dropout_seed(dropout_seed, i);
+        if (st->staging && i < st->last) TSR_TRY(widen_for_call(st, i, n, 0));
         TSR_TRY(r.l->ops->forward(&r));
+        if (st->staging && i < st->last) TSR_TRY(narrow_after_forward(st, i, n));
     }
     if (st->is_last && loss) {
         float sum;
@@ -650,6 +733,7 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
                 r.add_din[k] = m->add[k] && m->scratch[k] < 0;
                 r.din[k] = slot_ref(st, m->scratch[k] >= 0 ? m->scratch[k] : m->gin[k]);
             }
+            if (st->staging) TSR_TRY(widen_for_call(st, i, n, 1));
             TSR_TRY(l->ops->backward(&r));
             /* a second reader's part of a gradient, through scratch for kinds that overwrite */
             for (size_t k = 0; k < l->ninputs; k++)

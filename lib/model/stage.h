@@ -31,6 +31,10 @@ typedef struct tsr_stage_options {
     size_t first, last;      /* layers [first, last) of the model */
     size_t max_batch;
     int need_input_grad;     /* 1: backward also produces d(loss)/d(input) */
+    /* BF16/FP16: the outputs (and attention's probabilities) that the kinds allow
+     * (tsr_layer_ops.half_out, half_state) are kept in 16 bits, widened into float32 staging
+     * for each call; 0 (FP32): every activation in float32, as before. */
+    tsr_precision precision;
 } tsr_stage_options;
 
 tsr_status tsr_stage_create(tsr_backend *be, const tsr_model *model, const tsr_stage_options *o,
@@ -108,9 +112,12 @@ typedef struct tsr_stage_memory {
     size_t act_set_bytes;      /* one activation set (input, outputs, kept state, workspace,
                                 * labels/probabilities/losses on the last stage) */
     size_t grad_buffers, grad_buffer_bytes; /* activation-gradient buffers */
-    size_t total_bytes;        /* 2 x param_bytes + act_set_bytes + the gradient buffers */
+    size_t total_bytes;        /* 2 x param_bytes + act_set_bytes + the gradient buffers
+                                * + staging_bytes */
     size_t round_bytes;        /* bf16/fp16 modes add this: a bound on the backend's rounded
                                 * copy of one GEMM's operands (backend_precision.c) */
+    size_t staging_bytes;      /* bf16/fp16: the float32 copies of one layer's 16-bit tensors
+                                * (in total_bytes) */
 } tsr_stage_memory;
 /* The plan of a stage with options `o`, without allocating device memory (errors as
  * tsr_stage_create's). */

@@ -105,9 +105,11 @@ tsr_status tsr_run_open_stage(tsr_run *r, const tsr_stage_options *so, tsr_backe
                               tsr_stage **stage, tsr_optim **optim) {
     /* refused with the figures before anything is allocated (an oversized model used to be
      * OOM-killed half-way through its allocations) */
-    TSR_TRY(tsr_stage_check_fit_precision(r->ctx, r->model, so, r->o.precision,
-                                          tsr_context_device(r->ctx, r->device),
-                                          r->o.optimizer.kind == TSR_OPTIM_SGD ? 1 : 2, 1, NULL));
+    if (so->precision != r->o.precision)
+        return tsr_error(r->ctx, TSR_ERR_INVALID_ARG, "stage precision %s, trainer precision %s",
+                         tsr_precision_name(so->precision), tsr_precision_name(r->o.precision));
+    TSR_TRY(tsr_stage_check_fit(r->ctx, r->model, so, tsr_context_device(r->ctx, r->device),
+                                r->o.optimizer.kind == TSR_OPTIM_SGD ? 1 : 2, 1, NULL));
     TSR_TRY(tsr_backend_open(r->ctx, r->device, be));
     TSR_TRY(tsr_backend_set_precision(*be, r->o.precision));
     TSR_TRY(tsr_stage_create(*be, r->model, so, stage));

@@ -122,7 +122,7 @@ static void check_gradients(fixture *f, int device) {
     tsr_backend *be;
     tsr_stage *st;
     OK(ctx, tsr_backend_open(ctx, device, &be));
-    tsr_stage_options so = {0, tsr_model_layer_count(f->model), B, 0};
+    tsr_stage_options so = {0, tsr_model_layer_count(f->model), B, 0, TSR_PRECISION_FP32};
     OK(ctx, tsr_stage_create(be, f->model, &so, &st));
     OK(ctx, tsr_write_f32(tsr_stage_params(st), 0, f->params, f->np));
     OK(ctx, tsr_ref_write(tsr_stage_input(st), TSR_DTYPE_I32, f->ids, B * T));

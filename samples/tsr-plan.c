@@ -28,6 +28,7 @@ static void usage(FILE *f) {
             "  --replicas R           data-parallel copies of the pipeline (default 1)\n"
             "  --memory-fraction F    of each device's memory the plan may use (default 0.9)\n"
             "  --network-gbps G       GB/s between hosts (default 10)\n"
+            "  --precision P          fp32 (default), bf16 or fp16: activations kept in 16 bits\n"
             "  --bounds B0,B1,..,BS   fixed placement: stage i holds layers [Bi, Bi+1) ...\n"
             "  --devices D0,..        ... on these topology device indices (see tsr-topo)\n"
             "  --no-calibrate         this machine: use cached figures only, measure nothing\n"
@@ -247,6 +248,9 @@ int main(int argc, char **argv) {
             if (parse_count(v, a[2] == 'r' ? 0 : 1, &n) || n > 65536)
                 return bad(a, a[2] == 'r' ? "expected an integer in 0..64" : "expected an integer in 1..65536");
             *(a[2] == 't' ? &p3.tensor : a[2] == 'p' ? &p3.pipeline : a[2] == 'd' ? &p3.data : &p3.runners_up) = n;
+        } else if (!strcmp(a, "--precision")) {
+            if (tsr_precision_parse(v, &po.precision)) return bad(a, "expected fp32, bf16 or fp16");
+            p3.precision = po.precision;
         } else if (!strcmp(a, "--context")) {
             if (parse_count(v, 1, &context)) return bad(a, "expected an integer >= 1");
         } else if (!strcmp(a, "--batch")) {

@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "context.h"
+#include "precision.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -162,6 +163,10 @@ size_t tsr_model_gpt_blocks(const tsr_model *model);
  * add C: 18 C per token), each layer norm's mean and 1/std (2 per token each) and the
  * attention weights (H T^2): T (18 C + 4) + H T^2. */
 size_t tsr_gpt_block_activation_floats(const tsr_gpt_config *config, size_t tokens);
+/* Their bytes in `precision`: 4 per float in fp32; in bf16/fp16 the stage keeps 16 C per token
+ * (every output but the two residual adds) and the attention weights in 2 bytes, the adds and
+ * the statistics in 4: 2 (16 C T + H T^2) + 4 (2 C T + 4 T). */
+size_t tsr_gpt_block_activation_bytes(const tsr_gpt_config *config, size_t tokens, tsr_precision precision);
 /* ---- tensor parallelism (lib/model/gpt_tp.c) ----
  * Megatron-LM's split of every block over a group of K ranks, unevenly: rank r holds `heads`
  * heads (and 4 x head-size MLP units per head) starting at head0 = the heads of ranks < r:

@@ -33,6 +33,7 @@ typedef struct tsr_plan_options {
     double network_gbps;    /* between hosts when the topology has no figure (default 10) */
     size_t max_stages;      /* 0: up to every usable device */
     int replicas;           /* hybrid: data-parallel copies of the pipeline (0/1: one) */
+    tsr_precision precision; /* activations' storage and GEMM operands (tsr_trainer_options) */
 } tsr_plan_options;
 
 /* Defaults as above. */
@@ -142,6 +143,8 @@ typedef struct tsr_plan3d_options {
                              * gradients down and parameters up each step, the update at the
                              * host's memory bandwidth; the state must fit memory_fraction of
                              * the host's memory (checked at the cut found, not searched) */
+    tsr_precision precision; /* bf16/fp16: blocks' activations in 16 bits
+                              * (tsr_gpt_block_activation_bytes) */
 } tsr_plan3d_options;
 
 void tsr_plan3d_options_init(tsr_plan3d_options *o);

@@ -71,6 +71,13 @@ size_t tsr_gpt_block_activation_floats(const tsr_gpt_config *c, size_t tokens) {
     return c ? tokens * (18 * c->channels + 4) + c->heads * tokens * tokens : 0;
 }
 
+size_t tsr_gpt_block_activation_bytes(const tsr_gpt_config *c, size_t tokens, tsr_precision p) {
+    if (!c) return 0;
+    if (p != TSR_PRECISION_BF16 && p != TSR_PRECISION_FP16) return 4 * tsr_gpt_block_activation_floats(c, tokens);
+    size_t T = tokens, C = c->channels;
+    return 2 * (16 * C * T + c->heads * T * T) + 4 * (2 * C * T + 4 * T);
+}
+
 int tsr_gpt_is_name(const char *name) {
     if (!name) return 0;
     for (size_t i = 0; i < TSR_ARRAY_SIZE(gpt_presets); i++)

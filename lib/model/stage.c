@@ -154,9 +154,9 @@ static int layer_round_floats(const tsr_model *model, const tsr_layer *l, size_t
 }
 
 /* Plans parameters, activations, backward state, workspace and gradient slots of layers
- * [o->first, o->last) at batch o->max_batch. */
-static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
-                             stage_plan *p) {
+ * [o->first, o->last) at batch o->max_batch, in o->precision's storage. */
+static tsr_status plan_layout(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
+                              stage_plan *p) {
     memset(p, 0, sizeof *p);
     TSR_TRY(tsr_model_check(model));
     if (o->first >= o->last || o->last > model->count)
@@ -347,6 +347,30 @@ done:
     tsr_free(ctx, pool.busy);
     if (s != TSR_OK) plan_free(ctx, p);
     return s;
+}
+
+/* The stage's plan: in bf16/fp16 the 16-bit storage, unless it saves nothing over float32
+ * storage once its staging is counted (a shallow stage whose largest call dominates, as the
+ * cnn's); then the activations stay float32 (the GEMM operands are rounded either way). */
+static tsr_status plan_stage(tsr_context *ctx, const tsr_model *model, const tsr_stage_options *o,
+                             stage_plan *p) {
+    TSR_TRY(plan_layout(ctx, model, o, p));
+    if (p->precision == TSR_PRECISION_FP32) return TSR_OK;
+    tsr_stage_options f = *o;
+    f.precision = TSR_PRECISION_FP32;
+    stage_plan full;
+    tsr_status s = plan_layout(ctx, model, &f, &full);
+    if (s != TSR_OK) {
+        plan_free(ctx, p);
+        return s;
+    }
+    if (p->act_floats + p->staging_floats < full.act_floats) {
+        plan_free(ctx, &full);
+        return TSR_OK;
+    }
+    plan_free(ctx, p);
+    *p = full;
+    return TSR_OK;
 }
 
 /* The device bytes of each buffer the plan asks for (a stage without parameters still holds

@@ -33,7 +33,8 @@ typedef struct tsr_stage_options {
     int need_input_grad;     /* 1: backward also produces d(loss)/d(input) */
     /* BF16/FP16: the outputs (and attention's probabilities) that the kinds allow
      * (tsr_layer_ops.half_out, half_state) are kept in 16 bits, widened into float32 staging
-     * for each call; 0 (FP32): every activation in float32, as before. */
+     * for each call, unless that saves nothing over float32 storage (then float32, as a
+     * shallow stage whose largest call dominates); 0 (FP32): every activation in float32. */
     tsr_precision precision;
 } tsr_stage_options;
 

@@ -107,6 +107,9 @@ static tsr_status check_options(tsr_context *ctx, const tsr_plan_options *o) {
     if (o->replicas < 0)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option replicas: %d, must be >= 0",
                          o->replicas);
+    if (!tsr_precision_name(o->precision))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option precision: %d, must be fp32 (0), bf16 (1) or fp16 (2)",
+                         (int)o->precision);
     size_t r = o->replicas > 1 ? (size_t)o->replicas : 1;
     if (o->batch < r)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG,
@@ -330,7 +333,7 @@ static stage_need stage_memory(const env *e, size_t b, size_t end, size_t mb, ts
     for (size_t l = b; l < end; l++) /* a layer reading an earlier stage's output */
         for (size_t k = 0; k < e->model->layers[l].ninputs; k++)
             if (e->model->layers[l].inputs[k] < b) return n;
-    tsr_stage_options so = {b, end, mb, b > 0, TSR_PRECISION_FP32};
+    tsr_stage_options so = {b, end, mb, b > 0, e->o.precision};
     tsr_stage_memory m;
     tsr_status st = tsr_stage_plan_memory(e->ctx, e->model, &so, &m);
     if (st != TSR_OK) {
@@ -338,7 +341,8 @@ static stage_need stage_memory(const env *e, size_t b, size_t end, size_t mb, ts
         return n;
     }
     n.fixed = (uint64_t)m.total_bytes - m.act_set_bytes +
-              (uint64_t)m.param_bytes * (unsigned)e->o.optimizer_slots;
+              (uint64_t)m.param_bytes * (unsigned)e->o.optimizer_slots +
+              (e->o.precision != TSR_PRECISION_FP32 ? m.round_bytes : 0); /* as tsr_stage_check_fit */
     n.act = m.act_set_bytes;
     return n;
 }

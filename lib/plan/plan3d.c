@@ -44,10 +44,11 @@
  * whole, the token rows of its vocabulary share and the position table on the first stage, ln_f
  * and its share of the head on the last) x 4 bytes x (2 +
  * optimizer slots, the slots / d with ZeRO); activations of the micro-batches in flight
- * (1F1B: min(P - s, M) on stage s) per block tsr_gpt_block_activation_floats split the same
- * way (12 C T + H T^2 in proportion, the rest whole), plus the embeddings' outputs on the
- * first and ln_f's and the logits on the last; workspace of 8 rows x C floats (+ the logits'
- * gradient on the last).
+ * (1F1B: min(P - s, M) on stage s) per block tsr_gpt_block_activation_bytes (in the
+ * precision's storage) split the same way (12 C T + H T^2 in proportion, the rest whole), plus
+ * the embeddings' outputs on the first and ln_f's and the logits on the last; workspace of 8
+ * rows x C floats (+ the logits' gradient on the last); in bf16/fp16 one call's float32
+ * staging (attention's q, k, v, output and weights).
  *
  * Search, exact for this cost over this space. For each (t, d, p, M): the heads of a group at
  * a given cut minimise its slowest member: the block time of each device is non-decreasing
@@ -350,12 +351,15 @@ static double dev_memory(const tsr_p3 *e, size_t h, size_t n, const p3_stage *st
     double slots = l->offload ? 0 : e->o.optimizer_slots; /* offloaded: on the host */
     if (e->o.zero) slots /= (double)d;
     double bytes = dev_params(e, hh, n, first, last) * 4 * (2 + slots);
-    double full = (double)tsr_gpt_block_activation_floats(&e->g, (size_t)T);
-    double split = T * 12 * C + e->H * T * T;
+    /* bytes: the split part (12 C T + H T^2) is all 16-bit in bf16/fp16 */
+    int half = e->o.precision != TSR_PRECISION_FP32;
+    double full = (double)tsr_gpt_block_activation_bytes(&e->g, (size_t)T, e->o.precision);
+    double split = (T * 12 * C + e->H * T * T) * (half ? 2 : 4);
     double act = (double)n * ((full - split) + split * hh / e->H);
-    if (first) act += 2 * T * C;
-    if (last) act += 3 * T * C + T * e->V * hh / e->H; /* its share of the logits */
-    bytes += (double)inflight * act * (double)mb * 4;
+    if (first) act += 2 * T * C * 4;
+    if (last) act += (3 * T * C + T * e->V * hh / e->H) * 4; /* its share of the logits */
+    bytes += (double)inflight * act * (double)mb;
+    if (half) bytes += (4 * T * C + e->H * T * T * hh / e->H) * (double)mb * 4; /* one call's staging */
     bytes += 8 * (double)mb * T * C * 4 + (last ? (double)mb * T * e->V * hh / e->H * 4 : 0);
     return bytes;
 }
@@ -777,6 +781,9 @@ static tsr_status check_options(tsr_context *ctx, const tsr_plan3d_options *o) {
     if (o->runners_up > 64)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option runners_up: %zu, must be <= 64",
                          o->runners_up);
+    if (!tsr_precision_name(o->precision))
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option precision: %d, must be fp32 (0), bf16 (1) or fp16 (2)",
+                         (int)o->precision);
     return TSR_OK;
 }
 

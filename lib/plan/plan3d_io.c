@@ -42,10 +42,10 @@ tsr_status tsr_plan3d_print(const tsr_plan3d *p, FILE *f) {
     char deg[160];
     degrees(deg, sizeof deg, b);
     fprintf(f, "3D plan for %s\n", p->title);
-    fprintf(f, "layout: %s (%zu device%s), batch %zu, %s (%d optimizer float%s per parameter%s%s)\n",
+    fprintf(f, "layout: %s (%zu device%s), batch %zu, %s (%d optimizer float%s per parameter%s%s), %s activations\n",
             deg, p->ndevices, p->ndevices == 1 ? "" : "s", p->opt.batch, slots_name(p->opt.optimizer_slots), p->opt.optimizer_slots,
             p->opt.optimizer_slots == 1 ? "" : "s", p->opt.zero ? ", ZeRO over the data copies" : "",
-            b->offload ? ", kept on the host: ZeRO-Offload" : "");
+            b->offload ? ", kept on the host: ZeRO-Offload" : "", tsr_precision_name(p->opt.precision));
     fprintf(f, "predicted step %.4g s (%.1f sequences/s): ", b->step, (double)p->opt.batch / b->step);
     parts(f, b);
     fprintf(f, "\n");

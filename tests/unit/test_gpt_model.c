@@ -163,6 +163,28 @@ static void test_block_activations(void **state) {
         size_t floor_ = B * T * C + B * per + ws + B, regions = 16;
         assert_true(mem.act_set_bytes / 4 >= floor_);
         assert_true(mem.act_set_bytes / 4 <= floor_ + 15 * regions);
+        assert_int_equal(tsr_gpt_block_activation_bytes(&cfg, T, TSR_PRECISION_FP32), per * 4);
+        /* bf16 and fp16: the formula's 16-bit bytes, each 16-bit region rounded up to 32 halves
+         * (gpt-mini); the tiny block saves less than its attention call's float32 staging, so
+         * its stage keeps float32 activations */
+        for (int p = TSR_PRECISION_BF16; p <= TSR_PRECISION_FP16; p++) {
+            tsr_stage_options half = so;
+            half.precision = (tsr_precision)p;
+            tsr_stage_memory hm;
+            assert_int_equal(tsr_stage_plan_memory(ctx, m, &half, &hm), TSR_OK);
+            if (c == 1) {
+                assert_int_equal(hm.staging_bytes, 0);
+                assert_int_equal(hm.act_set_bytes, mem.act_set_bytes);
+                continue;
+            }
+            size_t bytes = (B * T * C + ws + B) * 4 + B * tsr_gpt_block_activation_bytes(&cfg, T, (tsr_precision)p);
+            assert_true(hm.act_set_bytes >= bytes);
+            assert_true(hm.act_set_bytes <= bytes + 15 * 4 * regions);
+            /* the block's own bytes: 0.53-0.57 of fp32's here */
+            assert_true(tsr_gpt_block_activation_bytes(&cfg, T, (tsr_precision)p) * 100 < per * 4 * 58);
+            /* staging: attention's call, the largest (q, k, v and its output, its weights) */
+            assert_int_equal(hm.staging_bytes / 4 >= B * (4 * T * C + cfg.heads * T * T), 1);
+        }
         tsr_model_free(m);
     }
     tsr_context_free(ctx);
@@ -180,6 +202,15 @@ static void test_gpt2_footprint(void **state) {
     fprintf(stderr, "gpt2 at 4 x 64: %.2f GB (stage %.2f GB, params %.2f GB)\n", total / 1e9,
             (double)mem.total_bytes / 1e9, (double)mem.param_bytes / 1e9);
     assert_true(total < 3e9);
+    /* bf16 keeps the blocks' activations in about half the bytes; the [T, V] logits and the
+     * loss's probabilities (the stage's output and the loss) stay float32 */
+    tsr_stage_options half = so;
+    half.precision = TSR_PRECISION_BF16;
+    tsr_stage_memory hm;
+    assert_int_equal(tsr_stage_plan_memory(ctx, m, &half, &hm), TSR_OK);
+    fprintf(stderr, "gpt2 at 4 x 64 activations: fp32 %.1f MB, bf16 %.1f MB + %.1f MB staging\n",
+            (double)mem.act_set_bytes / 1e6, (double)hm.act_set_bytes / 1e6, (double)hm.staging_bytes / 1e6);
+    assert_true(hm.act_set_bytes + hm.staging_bytes < mem.act_set_bytes);
     tsr_model_free(m);
     tsr_context_free(ctx);
 }

@@ -13,6 +13,8 @@
 #include <string.h>
 #include "lib/core/internal.h"
 #include "lib/plan/plan_internal.h"
+#include "lib/model/fit.h"
+#include "lib/model/stage.h"
 #include "support/test_util.h"
 #include "topology/topology.h"
 
@@ -454,6 +456,65 @@ static void test_single_device(void **state) {
     assert_true(fabs(tsr_plan_step_seconds(p) - (s->forward_s + s->backward_s)) < 1e-15);
     tsr_plan_free(p);
     tsr_model_free(m);
+    tsr_topology_free(t);
+    tsr_context_free(ctx);
+}
+
+/* The precision reaches the stages' memory: one-device plans of a cnn and a gpt-mini hold, in
+ * each precision, what the memory-fit check counts for that stage. gpt-mini's blocks keep
+ * their activations in 16 bits (less memory than fp32); the cnn's 16-bit storage would save
+ * nothing once its staging is counted, so it keeps float32 activations and only adds the
+ * rounded GEMM operands. */
+static void test_precision_memory(void **state) {
+    (void)state;
+    tsr_context *ctx = new_ctx();
+    devspec ds[1] = {{"host", "cpu", TSR_DEVICE_HOST, 0, 1ull << 33, 200, 20, 0, 0, 1}};
+    tsr_topology *t = make_topo(ctx, 1, ds, 1);
+    tsr_gpt_config c;
+    assert_int_equal(tsr_gpt_config_parse(ctx, "gpt-mini", &c), TSR_OK);
+    tsr_model *models[2] = {make_model(ctx, "cnn", TSR_MODEL_INPUT_MNIST), NULL};
+    assert_int_equal(tsr_model_create_gpt(ctx, &c, 128, &models[1]), TSR_OK);
+    for (int k = 0; k < 2; k++) {
+        tsr_model *m = models[k];
+        tsr_plan_options o;
+        tsr_plan_options_init(&o);
+        o.batch = 8;
+        uint64_t bytes[3];
+        tsr_stage_memory mem[3];
+        for (int prec = 0; prec < 3; prec++) {
+            o.precision = (tsr_precision)prec;
+            tsr_plan *p = NULL;
+            assert_int_equal(tsr_plan_create(ctx, m, t, &o, &p), TSR_OK);
+            bytes[prec] = tsr_plan_stage_at(p, 0)->memory_bytes;
+            tsr_stage_options so = {0, tsr_model_layer_count(m), o.batch, 0, o.precision};
+            tsr_fit f;
+            assert_int_equal(tsr_stage_check_fit(ctx, m, &so, &t->devices[0], (size_t)o.optimizer_slots, 1, &f),
+                             TSR_OK);
+            assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &mem[prec]), TSR_OK);
+            if (bytes[prec] != f.device_total)
+                fail_msg("%s %s: the plan holds %llu bytes, the fit check %llu", tsr_model_spec(m),
+                         tsr_precision_name(o.precision), (unsigned long long)bytes[prec],
+                         (unsigned long long)f.device_total);
+            tsr_plan_free(p);
+        }
+        assert_true(bytes[2] == bytes[1]);
+        if (k == 0) {
+            assert_int_equal(mem[1].staging_bytes, 0);
+            assert_int_equal(mem[1].act_set_bytes, mem[0].act_set_bytes);
+            assert_true(bytes[1] == bytes[0] + mem[1].round_bytes);
+        } else {
+            assert_true(mem[1].act_set_bytes + mem[1].staging_bytes < mem[0].act_set_bytes * 3 / 4);
+            assert_true(bytes[1] < bytes[0]);
+        }
+    }
+    tsr_plan_options o;
+    tsr_plan_options_init(&o);
+    o.precision = (tsr_precision)3;
+    tsr_plan *p = NULL;
+    assert_int_equal(tsr_plan_create(ctx, models[0], t, &o, &p), TSR_ERR_INVALID_ARG);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "precision: 3"));
+    tsr_model_free(models[0]);
+    tsr_model_free(models[1]);
     tsr_topology_free(t);
     tsr_context_free(ctx);
 }
@@ -1159,7 +1220,7 @@ int main(void) {
         cmocka_unit_test(test_cost_model_gemm_by_size),
         cmocka_unit_test(test_search_matches_brute_force),
         cmocka_unit_test(test_single_device),
-        cmocka_unit_test(test_fast_gpu_gets_more_layers),
+        cmocka_unit_test(test_precision_memory), cmocka_unit_test(test_fast_gpu_gets_more_layers),
         cmocka_unit_test(test_memory_limit_honoured),
         cmocka_unit_test(test_infeasible_names_layer),
         cmocka_unit_test(test_candidates),

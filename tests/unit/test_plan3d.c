@@ -309,6 +309,56 @@ static void test_offload_when_memory_is_short(void **state) {
     tsr_context_free(ctx);
 }
 
+/* The precision's activation bytes: one device, the whole model, a micro-batch of 4: bf16
+ * saves the blocks' 16-bit bytes (tsr_gpt_block_activation_bytes) less one call's float32
+ * staging, exactly; a device between the two needs fits bf16 only. */
+static void test_precision_memory(void **state) {
+    (void)state;
+    tsr_context *ctx = new_ctx();
+    const size_t T = 64, L = 2, B = 4;
+    tsr_model *m = gpt(ctx, "gpt(layers=2,heads=12,channels=768,context=64,vocab=1000)", T);
+    tsr_gpt_config c;
+    assert_int_equal(tsr_model_gpt_config(m, &c), TSR_OK);
+    tsr_topology *t = two_speeds(ctx, 3000, 1000, 1ull << 33);
+    t->devices[0].global_mem_bytes = 1ull << 33;
+    tsr_plan3d_options o;
+    tsr_plan3d_options_init(&o);
+    o.batch = B, o.microbatches = 1;
+    o.tensor = 1, o.pipeline = 1, o.data = 1;
+    tsr_plan3d *p32 = NULL, *p16 = NULL;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p32), TSR_OK);
+    o.precision = TSR_PRECISION_BF16;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p16), TSR_OK);
+    double saved = (double)(L * B) * (double)(tsr_gpt_block_activation_bytes(&c, T, TSR_PRECISION_FP32) -
+                                              tsr_gpt_block_activation_bytes(&c, T, TSR_PRECISION_BF16));
+    double staging = (double)B * (4.0 * T * c.channels + (double)c.heads * T * T) * 4;
+    double m32 = p32->devices[0].memory, m16 = p16->devices[0].memory;
+    if (fabs((m32 - m16) - (saved - staging)) > 1e-6 * m32)
+        fail_msg("bf16 saved %.0f bytes, the formula %.0f", m32 - m16, saved - staging);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(tsr_plan3d_print(p16, f), TSR_OK);
+    fclose(f);
+    assert_non_null(strstr(text, "bf16 activations"));
+    free(text);
+    tsr_plan3d_free(p32);
+    tsr_plan3d_free(p16);
+    /* between the two: fp32 is refused, bf16 fits */
+    uint64_t between = (uint64_t)((m16 + m32) / 2 / o.memory_fraction);
+    t->devices[0].global_mem_bytes = t->devices[1].global_mem_bytes = between;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p16), TSR_OK);
+    tsr_plan3d_free(p16);
+    o.precision = TSR_PRECISION_FP32;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p32), TSR_ERR_PLAN);
+    o.precision = (tsr_precision)9;
+    assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p32), TSR_ERR_INVALID_ARG);
+    assert_error_has(ctx, "precision: 9");
+    tsr_topology_free(t);
+    tsr_model_free(m);
+    tsr_context_free(ctx);
+}
+
 static void test_errors_name_the_bound(void **state) {
     (void)state;
     tsr_context *ctx = new_ctx();
@@ -596,7 +646,7 @@ int main(void) {
         cmocka_unit_test(test_search_matches_brute_force),
         cmocka_unit_test(test_uneven_heads_by_speed),
         cmocka_unit_test(test_offload_when_memory_is_short),
-        cmocka_unit_test(test_errors_name_the_bound),
+        cmocka_unit_test(test_precision_memory), cmocka_unit_test(test_errors_name_the_bound),
         cmocka_unit_test(test_gpt3_on_256_devices),
         cmocka_unit_test(test_svg),
         cmocka_unit_test(test_allocation_failures),

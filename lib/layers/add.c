@@ -74,6 +74,7 @@ const tsr_layer_ops tsr_layer_add = {
     .inplace_din = 1,
     .accumulate_din = 1,
     .flops = flops,
+    .bwd_ignores_in = 1,
     .forward = forward,
     .backward = backward,
 };

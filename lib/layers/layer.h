@@ -125,6 +125,9 @@ struct tsr_layer_ops {
      * readers take the rounding. The residual stream (add, embeddings), statistics, indices
      * and masks stay float32 (stage.c). */
     int half_out, half_state;
+    /* What backward reads of the forward's tensors beyond its state, so that a 16-bit stage
+     * widens only those: the output (relu's), never its inputs (relu, dropout, maxpool, add). */
+    int bwd_reads_out, bwd_ignores_in;
     /* l->tied names (index + 1) an earlier embed layer whose table this kind uses as its
      * weight (param[0]) instead of owning one: the language-model head tied to the token
      * embedding. Both must sit on one stage; the gradients of both uses add up. */

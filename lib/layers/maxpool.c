@@ -83,6 +83,7 @@ const tsr_layer_ops tsr_layer_maxpool = {
     .state = state,
     .flops = flops,
     .half_out = 1,
+    .bwd_ignores_in = 1,
     .forward = forward,
     .backward = backward,
 };

@@ -22,6 +22,8 @@ const tsr_layer_ops tsr_layer_relu = {
     .inplace_din = 1,
     .flops = flops,
     .half_out = 1,
+    .bwd_reads_out = 1,
+    .bwd_ignores_in = 1,
     .forward = forward,
     .backward = backward,
 };

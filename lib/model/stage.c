@@ -644,18 +644,19 @@ uint64_t tsr_stage_dropout_seed(uint64_t seed, size_t i) {
     return ((uint64_t)tsr_hash32(seed, 2 * i) << 32) | tsr_hash32(seed, 2 * i + 1);
 }
 
-/* 16-bit storage: layer i's 16-bit inputs (and, for backward, its output and state) widened
- * into their float32 staging before a call, as r refers to them (layer_run). */
+/* 16-bit storage: layer i's 16-bit inputs, output and state, those the call reads (forward:
+ * the inputs; backward: what the kind says it reads, and its state), widened into their
+ * float32 staging before the call, as r refers to them (layer_run). */
 static tsr_status widen_for_call(tsr_stage *st, size_t i, size_t n, int backward) {
     const tsr_layer *l = layer(st, i);
     const layer_mem *m = &st->plan.mem[i - st->first];
     tsr_precision p = st->plan.precision;
-    for (size_t k = 0; k < l->ninputs; k++)
+    for (size_t k = 0; k < l->ninputs && !(backward && l->ops->bwd_ignores_in); k++)
         if (m->half_in[k])
             TSR_TRY(tsr_op_widen16(st->be, p, n * tensor_size(st->model, l->inputs[k]),
                                    tsr_ref_at(st->acts, 2 * m->in[k]), tsr_ref_at(st->staging, m->stage_in[k])));
     if (!backward) return TSR_OK;
-    if (m->half_out)
+    if (m->half_out && l->ops->bwd_reads_out)
         TSR_TRY(tsr_op_widen16(st->be, p, n * tsr_layer_out_size(l), tsr_ref_at(st->acts, 2 * m->out),
                                tsr_ref_at(st->staging, m->stage_out)));
     if (m->half_aux)

@@ -584,6 +584,23 @@ tsr_status tsr_op_widen16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref h,
     return n ? be->iface->widen16(be, p, n, h, x) : TSR_OK;
 }
 
+tsr_status tsr_op_round16_block(tsr_backend *be, tsr_precision p, size_t rows, size_t cols, tsr_ref x,
+                                size_t ldx, tsr_ref y, size_t ldy) {
+    BE_CHECK();
+    TSR_TRY(check_16bit(be, op, p));
+    if (!rows || !cols) return TSR_OK;
+    if (ldx < cols || ldy < cols)
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: leading dimensions %zu, %zu below the %zu columns", op,
+                         ldx, ldy, cols);
+    size_t nx, ny;
+    if (tsr_mul_size(rows - 1, ldx, &nx) || (nx += cols) < cols || tsr_mul_size(rows - 1, ldy, &ny) ||
+        (ny += cols) < cols)
+        return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: a %zu x %zu block overflows", op, rows, cols);
+    CHECK("x", x, nx, F);
+    CHECK("y", y, ny, F);
+    return be->iface->round16_block(be, p, rows, cols, x, ldx, y, ldy);
+}
+
 tsr_status tsr_op_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y) {
     BE_CHECK();
     TSR_TRY(check_16bit(be, op, p));

@@ -184,6 +184,10 @@ struct tsr_backend_iface {
     /* y = float32(p(x)): x rounded to precision p (bf16 or fp16) and widened back; y may be x.
      * How the GEMM inputs of a 16-bit mode are made (backend_precision.c). */
     tsr_status (*round16)(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y);
+    /* The same on a rows x cols block (leading dimensions ldx, ldy >= cols; no overlap): a
+     * block of a GEMM operand too large to round whole (backend_precision.c). */
+    tsr_status (*round16_block)(tsr_backend *be, tsr_precision p, size_t rows, size_t cols,
+                                tsr_ref x, size_t ldx, tsr_ref y, size_t ldy);
     /* Optional: 1 when gemm/gemm_batched round their inputs to p themselves (the host's
      * OpenBLAS bf16 GEMM); NULL or 0: the inputs are rounded by round16 before them. */
     int (*gemm_native)(tsr_backend *be, tsr_precision p);
@@ -242,6 +246,7 @@ struct tsr_backend {
      * where the rounded operands go (grown on demand, freed with the backend). */
     tsr_precision precision;
     tsr_buf *round_buf;
+    size_t round_cap; /* floats of rounded operands before GEMMs go by blocks; 0: TSR_ROUND_CAP_FLOATS */
 };
 
 /* ---- creation ---- */
@@ -359,6 +364,8 @@ tsr_status tsr_op_embed_backward(tsr_backend *be, size_t count, size_t dim, size
 tsr_status tsr_op_narrow16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref h);
 tsr_status tsr_op_widen16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref h, tsr_ref x);
 tsr_status tsr_op_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y);
+tsr_status tsr_op_round16_block(tsr_backend *be, tsr_precision p, size_t rows, size_t cols, tsr_ref x,
+                                size_t ldx, tsr_ref y, size_t ldy);
 tsr_status tsr_op_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
                              tsr_ref g, tsr_ref v);
 tsr_status tsr_op_adam_update(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
@@ -383,6 +390,11 @@ tsr_status tsr_op_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_r
 
 /* ---- mixed precision (backend_precision.c), called by the wrappers above in a 16-bit mode:
  * the same operations on operands rounded into be->round_buf ---- */
+/* A single GEMM's rounded operands take at most this many floats (16 MiB) of round_buf, or
+ * m + n when that is more: larger operands are rounded and multiplied a block at a time (along
+ * m, n or k, whichever takes the fewest blocks), so a GPT's tied head does not need a rounded
+ * copy of the whole embedding table. */
+#define TSR_ROUND_CAP_FLOATS ((size_t)1 << 22)
 tsr_status tsr_backend_gemm16(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
                               size_t k, float alpha, tsr_ref a, size_t lda, size_t stride_a,
                               tsr_ref b, size_t ldb, size_t stride_b, float beta, tsr_ref c,

@@ -292,6 +292,7 @@ static const tsr_backend_iface host_iface = {
     .narrow16 = tsr_host_narrow16,
     .widen16 = tsr_host_widen16,
     .round16 = tsr_host_round16,
+    .round16_block = tsr_host_round16_block,
     .gemm_native = host_gemm_native,
     .sgd_update = tsr_host_sgd_update,
     .adam_update = tsr_host_adam_update,

@@ -67,6 +67,8 @@ tsr_status tsr_host_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t
 tsr_status tsr_host_narrow16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref h);
 tsr_status tsr_host_widen16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref h, tsr_ref x);
 tsr_status tsr_host_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref x, tsr_ref y);
+tsr_status tsr_host_round16_block(tsr_backend *be, tsr_precision p, size_t rows, size_t cols, tsr_ref x,
+                                  size_t ldx, tsr_ref y, size_t ldy);
 /* dst = bf16(src), n elements, split over the pool (the operands of cblas_sbgemm) */
 void tsr_host_to_bf16(tsr_backend *be, size_t n, const float *src, uint16_t *dst);
 /* OpenBLAS's cblas_sbgemm where the installed library exports it (looked up once), else 0:

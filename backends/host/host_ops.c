@@ -616,6 +616,25 @@ tsr_status tsr_host_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref 
     return TSR_OK;
 }
 
+typedef struct block_args {
+    tsr_precision prec;
+    size_t cols, ldx, ldy;
+    const float *x;
+    float *y;
+} block_args;
+
+static void round_rows(void *arg, size_t lo, size_t hi) {
+    const block_args *a = arg;
+    for (size_t r = lo; r < hi; r++) tsr_round_n(a->prec, a->y + r * a->ldy, a->x + r * a->ldx, a->cols);
+}
+
+tsr_status tsr_host_round16_block(tsr_backend *be, tsr_precision p, size_t rows, size_t cols, tsr_ref x,
+                                  size_t ldx, tsr_ref y, size_t ldy) {
+    block_args a = {p, cols, ldx, ldy, tsr_host_f32(x), tsr_host_f32(y)};
+    tsr_host_parallel(be, rows, cols >= GRAIN ? 1 : GRAIN / cols, round_rows, &a);
+    return TSR_OK;
+}
+
 void tsr_host_to_bf16(tsr_backend *be, size_t n, const float *src, uint16_t *dst) {
     half_args a = {n, TSR_PRECISION_BF16, src, NULL, NULL, dst};
     tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS / 4, narrow_range, &a);

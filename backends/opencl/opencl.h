@@ -16,7 +16,7 @@
     X(widen16) X(sgd_update) X(adam_update) X(embed_forward) X(embed_backward)               \
     X(layernorm_forward) X(layernorm_backward_rows) X(layernorm_backward_cols)                  \
     X(gelu_forward) X(gelu_backward) X(attn_softmax) X(attn_softmax_backward)                   \
-    X(xent_forward) X(xent_backward) X(round16)
+    X(xent_forward) X(xent_backward) X(round16) X(round16_block)
 
 enum {
 #define TSR_CL_ENUM(name) TSR_CL_K_##name,

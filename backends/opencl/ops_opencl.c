@@ -537,6 +537,18 @@ static tsr_status cl_round16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref
     return launch(&a, n, 0);
 }
 
+static tsr_status cl_round16_block(tsr_backend *be, tsr_precision p, size_t rows, size_t cols, tsr_ref x,
+                                   size_t ldx, tsr_ref y, size_t ldy) {
+    kargs a = args_begin(be, TSR_CL_K_round16_block);
+    arg_u64(&a, cols);
+    arg_i32(&a, (int)p);
+    arg_ref(&a, x);
+    arg_u64(&a, ldx);
+    arg_ref(&a, y);
+    arg_u64(&a, ldy);
+    return launch2d(&a, cols, rows);
+}
+
 static tsr_status cl_widen16(tsr_backend *be, tsr_precision p, size_t n, tsr_ref h, tsr_ref x) {
     kargs a = args_begin(be, TSR_CL_K_widen16);
     arg_u64(&a, n);
@@ -804,6 +816,7 @@ const tsr_backend_iface tsr_opencl_iface = {
     .narrow16 = cl_narrow16,
     .widen16 = cl_widen16,
     .round16 = cl_round16,
+    .round16_block = cl_round16_block,
     .sgd_update = cl_sgd_update,
     .adam_update = cl_adam_update,
     .layernorm_forward = cl_layernorm_forward,

@@ -137,7 +137,8 @@ static size_t tensor_size(const tsr_model *m, size_t id) {
 /* A bound on the floats of the rounded operand pair of any GEMM of layer l in a 16-bit mode
  * (backend_precision.c's round_buf): the GEMMs of a layer multiply two of its inputs, output
  * gradient, parameters (a tied head's: its embedding's table), backward state (conv's column
- * matrix) and workspace, so their sum bounds every pair. Nonzero on overflow. */
+ * matrix) and workspace, so their sum bounds every pair; a layer with parameters rounds its
+ * large operands in blocks (TSR_ROUND_CAP_FLOATS). Nonzero on overflow. */
 static int layer_round_floats(const tsr_model *model, const tsr_layer *l, size_t B, size_t outn,
                               size_t aux, size_t w, size_t *out) {
     const tsr_layer *owner = l->ops->ties_embedding ? &model->layers[l->tied - 1] : l;
@@ -149,6 +150,13 @@ static int layer_round_floats(const tsr_model *model, const tsr_layer *l, size_t
         if (tsr_mul_size(B, tensor_size(model, l->inputs[k]), &x) || (sum += x) < x) return 1;
     }
     if ((sum += w) < w || (sum += aux) < aux) return 1;
+    /* GEMMs with parameters round blocks of at most max(cap, m + n) floats
+     * (backend_precision.c), and m + n is below B x (input + output) */
+    size_t io = 0;
+    if (np && !tsr_mul_size(B, tensor_size(model, l->inputs[0]), &io) && (io += outn) >= outn) {
+        size_t blocked = io > TSR_ROUND_CAP_FLOATS ? io : TSR_ROUND_CAP_FLOATS;
+        if (blocked < sum) sum = blocked;
+    }
     *out = sum;
     return 0;
 }

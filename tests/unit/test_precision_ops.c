@@ -128,6 +128,9 @@ static const gemm_case CASES[] = {
     {TSR_TRANS, TSR_NO_TRANS, 64, 48, 200, 70, 48, 50, 0, 0, 0, 1, 0.5f, 1.0f},
     {TSR_NO_TRANS, TSR_TRANS, 130, 140, 90, 96, 90, 140, 0, 0, 0, 1, 1.0f, 0.0f},
     {TSR_TRANS, TSR_TRANS, 17, 19, 23, 17, 23, 19, 0, 0, 0, 1, 2.0f, -1.0f},
+    /* a wide and a tall one: blocked along n and along m (test_gemm16_blocked) */
+    {TSR_NO_TRANS, TSR_TRANS, 4, 500, 6, 7, 6, 503, 0, 0, 0, 1, 1.0f, 0.5f},
+    {TSR_TRANS, TSR_NO_TRANS, 500, 4, 6, 501, 4, 5, 0, 0, 0, 1, -1.0f, 0.0f},
     /* batched: strided A and C, a shared B (stride 0), gaps between matrices */
     {TSR_NO_TRANS, TSR_NO_TRANS, 16, 12, 40, 40, 12, 12, 700, 0, 200, 5, 1.0f, 0.0f},
     {TSR_NO_TRANS, TSR_TRANS, 8, 8, 64, 192, 192, 8, 64, 64, 64, 3, 0.125f, 0.0f},
@@ -221,6 +224,88 @@ static void test_gemm16(void **state) {
     }
 }
 
+/* Operands over the backend's rounding room go by blocks: with the room cut to a few hundred
+ * floats, every single-GEMM case (each transpose pair, alpha and beta) splits along m, n or
+ * k; the results stay within float32-accumulation error of the double reference on the rounded
+ * operands (blocks may sum in another order) and still differ from fp32 on the raw ones. And
+ * round16_block on a strided block gives round16's bits, leaving the gaps alone. */
+static void test_gemm16_blocked(void **state) {
+    fixture *fx = *state;
+    static const size_t rooms[] = {100, 700, 3000};
+    for (size_t ci = 0; ci < sizeof CASES / sizeof *CASES; ci++) {
+        const gemm_case *c = &CASES[ci];
+        if (c->batch != 1) continue;
+        size_t na = span(c->ta ? c->k : c->m, c->ta ? c->m : c->k, c->lda, 0, 1);
+        size_t nb = span(c->tb ? c->n : c->k, c->tb ? c->k : c->n, c->ldb, 0, 1);
+        size_t nc = span(c->m, c->n, c->ldc, 0, 1);
+        float *a = malloc(na * 4), *b = malloc(nb * 4), *c0 = malloc(nc * 4), *ar = malloc(na * 4),
+              *br = malloc(nb * 4), *got = malloc(nc * 4);
+        double *ref = calloc(nc, sizeof *ref);
+        tsr_test_fill_uniform(a, na, 51 + ci, -2.0f, 2.0f);
+        tsr_test_fill_uniform(b, nb, 63 + ci, -2.0f, 2.0f);
+        tsr_test_fill_uniform(c0, nc, 77 + ci, -1.0f, 1.0f);
+        for (int p = 0; p < 2; p++) {
+            tsr_round_n(PRECS[p], ar, a, na);
+            tsr_round_n(PRECS[p], br, b, nb);
+            memset(ref, 0, nc * sizeof *ref);
+            ref_gemm(c, ar, br, c0, ref);
+            for (int d = 0; d < fx->count; d++)
+                for (size_t r = 0; r < sizeof rooms / sizeof *rooms; r++) {
+                    tsr_backend *be = fx->be[d];
+                    if (be->iface->gemm_native && be->iface->gemm_native(be, PRECS[p])) continue;
+                    tsr_buf *ba = upload(be, a, na), *bb = upload(be, b, nb), *bc = upload(be, c0, nc);
+                    tsr_buf_free(be->round_buf); /* start from an empty room */
+                    be->round_buf = NULL;
+                    be->round_cap = rooms[r];
+                    OK(be, tsr_backend_set_precision(be, PRECS[p]));
+                    tsr_status s = run_gemm(be, c, ba, bb, bc);
+                    OK(be, tsr_backend_set_precision(be, TSR_PRECISION_FP32));
+                    be->round_cap = 0;
+                    OK(be, s);
+                    size_t room = rooms[r] > c->m + c->n ? rooms[r] : c->m + c->n;
+                    if (be->round_buf->bytes > room * 5) /* round_room adds a quarter */
+                        fail_msg("[%s] case %zu: %zu bytes of room for a cap of %zu floats", be->device.id, ci,
+                                 be->round_buf->bytes, room);
+                    download(bc, got, nc);
+                    for (size_t i = 0; i < c->m; i++)
+                        for (size_t j = 0; j < c->n; j++) {
+                            size_t o = i * c->ldc + j;
+                            double tol = 1e-5 * (double)c->k * 4.0 * fabs((double)c->alpha) + 1e-5;
+                            if (fabs(got[o] - ref[o]) > tol)
+                                fail_msg("[%s] %s case %zu room %zu C[%zu][%zu]: %.9g, reference %.9g",
+                                         be->device.id, tsr_precision_name(PRECS[p]), ci, rooms[r], i, j,
+                                         (double)got[o], ref[o]);
+                        }
+                    tsr_buf_free(ba), tsr_buf_free(bb), tsr_buf_free(bc);
+                }
+        }
+        free(a), free(b), free(c0), free(ar), free(br), free(got), free(ref);
+    }
+    /* a 5 x 7 block of a 5 x 11 matrix into a 5 x 9 one */
+    float x[55], y[45], want[45];
+    tsr_test_fill_uniform(x, 55, 5, -3.0f, 3.0f);
+    for (int p = 0; p < 2; p++)
+        for (int d = 0; d < fx->count; d++) {
+            tsr_backend *be = fx->be[d];
+            for (size_t i = 0; i < 45; i++) want[i] = -7.0f;
+            for (size_t r = 0; r < 5; r++) tsr_round_n(PRECS[p], want + r * 9 + 1, x + r * 11 + 2, 7);
+            tsr_buf *bx = upload(be, x, 55), *by = NULL;
+            for (size_t i = 0; i < 45; i++) y[i] = -7.0f;
+            by = upload(be, y, 45);
+            OK(be, tsr_op_round16_block(be, PRECS[p], 5, 7, tsr_ref_at(bx, 2), 11, tsr_ref_at(by, 1), 9));
+            download(by, y, 45);
+            for (size_t i = 0; i < 45; i++)
+                if (tsr_f32_bits(y[i]) != tsr_f32_bits(want[i]))
+                    fail_msg("[%s] round16_block %s y[%zu]: %a want %a", be->device.id, tsr_precision_name(PRECS[p]),
+                             i, (double)y[i], (double)want[i]);
+            assert_int_equal(tsr_op_round16_block(be, PRECS[p], 5, 7, tsr_ref_at(bx, 2), 6, tsr_ref_at(by, 1), 9),
+                             TSR_ERR_SHAPE);
+            assert_int_equal(tsr_op_round16_block(be, PRECS[p], 6, 7, tsr_ref_at(bx, 2), 11, tsr_ref_at(by, 1), 9),
+                             TSR_ERR_SHAPE);
+            tsr_buf_free(bx), tsr_buf_free(by);
+        }
+}
+
 /* Values of x[0..n) all representable in precision p. */
 static int representable(tsr_precision p, const float *x, size_t n) {
     float *r = malloc(n * sizeof *r);
@@ -307,6 +392,7 @@ static void test_attention16(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round16),
+        cmocka_unit_test(test_gemm16_blocked),
         cmocka_unit_test(test_gemm16),
         cmocka_unit_test(test_attention16),
     };

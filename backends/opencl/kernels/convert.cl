@@ -22,17 +22,23 @@ __kernel void widen16(ulong n, int prec, __global const ushort *h, ulong ho, __g
     x[xo + i] = prec == 1 ? as_float((uint)h[ho + i] << 16) : vload_half(ho + i, (__global const half *)h);
 }
 
+float round_one(float v, int prec) {
+    if (prec == 1) return as_float((uint)bf16_bits(v) << 16);
+    ushort h;
+    vstore_half_rte(v, 0, (__private half *)&h);
+    return vload_half(0, (__private const half *)&h);
+}
+
 /* y = float(16-bit(x)), y may be x: the GEMM inputs of a 16-bit mode (backend_precision.c). */
 __kernel void round16(ulong n, int prec, __global const float *x, ulong xo, __global float *y,
                       ulong yo) {
     size_t i = get_global_id(0);
-    if (i >= n) return;
-    float v = x[xo + i];
-    if (prec == 1) {
-        y[yo + i] = as_float((uint)bf16_bits(v) << 16);
-    } else {
-        ushort h;
-        vstore_half_rte(v, 0, (__private half *)&h);
-        y[yo + i] = vload_half(0, (__private const half *)&h);
-    }
+    if (i < n) y[yo + i] = round_one(x[xo + i], prec);
+}
+
+/* The same on a block: dimension 0 the columns, 1 the rows. */
+__kernel void round16_block(ulong cols, int prec, __global const float *x, ulong xo, ulong ldx,
+                            __global float *y, ulong yo, ulong ldy) {
+    size_t c = get_global_id(0), r = get_global_id(1);
+    if (c < cols) y[yo + r * ldy + c] = round_one(x[xo + r * ldx + c], prec);
 }

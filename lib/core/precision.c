@@ -264,8 +264,13 @@ const tsr_precision_variant *tsr_precision_best(void) {
 void tsr_f32_to_bf16_n(uint16_t *dst, const float *src, size_t n) {
     tsr_precision_best()->to_bf16(dst, src, n);
 }
+/* A shift, exact: vectorised by gcc at O3 in one copy per instruction set (-O2 left it
+ * scalar, 6% of a bf16 gpt-mini step). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
+#endif
 void tsr_bf16_to_f32_n(float *dst, const uint16_t *src, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = tsr_bf16_to_f32(src[i]); /* a shift: gcc vectorises */
+    for (size_t i = 0; i < n; i++) dst[i] = tsr_bf16_to_f32(src[i]);
 }
 void tsr_f32_to_f16_n(uint16_t *dst, const float *src, size_t n) {
     tsr_precision_best()->to_f16(dst, src, n);

@@ -196,9 +196,14 @@ static tsr_status plan_layout(tsr_context *ctx, const tsr_model *model, const ts
                 char what[48];
                 if (id) snprintf(what, sizeof what, "layer %zu's output", id - 1);
                 else snprintf(what, sizeof what, "the model input");
+                size_t blocks = tsr_model_gpt_blocks(model);
+                char hint[96] = "";
+                if (blocks)
+                    snprintf(hint, sizeof hint, " (a GPT is cut between blocks: at layers 2 + 10 b, b = 0..%zu)",
+                             blocks);
                 s = tsr_error(ctx, TSR_ERR_INVALID_ARG,
-                              "stage layers [%zu, %zu): layer %zu reads %s, which an earlier stage holds",
-                              first, last, i, what);
+                              "stage layers [%zu, %zu): layer %zu reads %s, which an earlier stage holds%s",
+                              first, last, i, what, hint);
                 goto done;
             }
 

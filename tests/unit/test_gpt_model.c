@@ -190,6 +190,22 @@ static void test_block_activations(void **state) {
     tsr_context_free(ctx);
 }
 
+/* A stage cut inside a block is refused, naming where a GPT can be cut. */
+static void test_cut_inside_block(void **state) {
+    (void)state;
+    tsr_context *ctx = new_ctx();
+    tsr_model *m = gpt(ctx, "gpt-mini", 32);
+    tsr_stage_options so = {5, tsr_model_layer_count(m), 2, 1, TSR_PRECISION_FP32};
+    tsr_stage_memory mem;
+    assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &mem), TSR_ERR_INVALID_ARG);
+    assert_non_null(strstr(tsr_context_last_error(ctx), "layer 6 reads layer 1's output"));
+    assert_non_null(strstr(tsr_context_last_error(ctx), "cut between blocks: at layers 2 + 10 b, b = 0..4"));
+    so.first = 12;
+    assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &mem), TSR_OK);
+    tsr_model_free(m);
+    tsr_context_free(ctx);
+}
+
 /* gpt2 at batch 4 x 64 with Adam: parameters, gradients, two moments and activations. */
 static void test_gpt2_footprint(void **state) {
     (void)state;
@@ -218,7 +234,7 @@ static void test_gpt2_footprint(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preset_parameters), cmocka_unit_test(test_config_forms),
-        cmocka_unit_test(test_summary_by_block),  cmocka_unit_test(test_block_activations),
+        cmocka_unit_test(test_summary_by_block),  cmocka_unit_test(test_block_activations), cmocka_unit_test(test_cut_inside_block),
         cmocka_unit_test(test_kind_errors),
         cmocka_unit_test(test_gpt2_footprint),
     };

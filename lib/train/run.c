@@ -69,8 +69,18 @@ tsr_status tsr_run_init(tsr_run *r, tsr_context *ctx, const tsr_model *model,
                     TSR_SCALER_INTERVAL);
     r->seed = o->seed;
     tsr_rng_seed(&r->rng, o->seed ^ RUN_RNG_MIX);
-    if (o->timeline && *o->timeline) return tsr_timeline_create(ctx, o->timeline, rank, &r->tl);
-    return TSR_OK;
+    if (!o->timeline || !*o->timeline) return TSR_OK;
+    /* tensor-parallel peers each run the schedule on their own world: index k > 0 writes
+     * trace.tp<k>.json beside trace.json */
+    int k = o->tp_comm && tsr_comm_size(o->tp_comm) > 1 ? tsr_comm_rank(o->tp_comm) : 0;
+    if (!k) return tsr_timeline_create(ctx, o->timeline, rank, &r->tl);
+    char path[4096];
+    const char *slash = strrchr(o->timeline, '/'), *dot = strrchr(o->timeline, '.');
+    size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - o->timeline) : strlen(o->timeline);
+    if (snprintf(path, sizeof path, "%.*s.tp%d%s", (int)stem, o->timeline, k, o->timeline + stem) >= (int)sizeof path)
+        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "timeline path of %zu characters is too long",
+                         strlen(o->timeline));
+    return tsr_timeline_create(ctx, path, rank, &r->tl);
 }
 
 void tsr_run_release(tsr_run *r, int flush) {

@@ -245,6 +245,10 @@ static void test_layout(tsr_context *ctx, tsr_comm *world, int rank, int size, c
     o.replicas = R;
     o.microbatches = L->M;
     o.tp_comm = tp, o.tp_whole = wm, o.tp_head0 = head0, o.tp_heads = heads[t];
+    char tl[256], tl1[256];
+    tsr_mh_shared_path(tl, sizeof tl, "tp-timeline", ".json");
+    snprintf(tl1, sizeof tl1, "%.*s.tp1.json", (int)(strlen(tl) - 5), tl);
+    if (L->mode == TSR_MODE_PIPELINE) o.timeline = tl; /* each tensor index writes its own */
     tsr_data_split split;
     size_t shares[8];
     CHECK_OK(tsr_trainer_data_split(ctx, &o, GB, 1, &split, shares), ctx);
@@ -295,8 +299,21 @@ static void test_layout(tsr_context *ctx, tsr_comm *world, int rank, int size, c
         MPI_Barrier(MPI_COMM_WORLD); /* every rank read the file before the next layout writes it */
     }
     free(got), free(want);
-    tsr_trainer_free(tr);
+    tsr_trainer_free(tr); /* writes the timelines */
     tsr_trainer_free(ref);
+    if (o.timeline) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        if (rank == 0) {
+            FILE *f0 = fopen(tl, "r"), *f1 = fopen(tl1, "r");
+            CHECK(f0 && f1, "%s n=%d: timelines %s (%s) and %s (%s)", L->name, size, tl, f0 ? "written" : "missing",
+                  tl1, f1 ? "written" : "missing");
+            if (f0) fclose(f0);
+            if (f1) fclose(f1);
+            remove(tl);
+            remove(tl1);
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
     tsr_comm_free(rest);
     tsr_comm_free(tp);
     tsr_model_free(sm);

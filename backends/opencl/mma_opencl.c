@@ -104,7 +104,15 @@ static tsr_status mma_kernel(tsr_backend *be, int v, cl_kernel *out) {
         char options[192];
         snprintf(options, sizeof options, "%s -DTSR_MMA=%d%s", cl->build_options, v + 1,
                  cl->mma_emulate ? " -DTSR_MMA_EMULATE" : "");
-        TSR_TRY(tsr_opencl_build_source(be, src, options, &cl->mma_program[v]));
+        tsr_status st = tsr_opencl_build_source(be, src, options, &cl->mma_program[v]);
+        if (st == TSR_ERR_BUILD && !cl->mma_emulate) {
+            /* GNU C's other spelling of the inline-assembly keyword, for a front end that
+             * knows only `asm`; a second failure reports its own build log */
+            tsr_log(be->ctx, TSR_LOG_DEBUG, "mma.cl with __asm__: %s", tsr_context_last_error(be->ctx));
+            tsr_strlcpy(options + strlen(options), " -DTSR_MMA_ASM=asm", sizeof options - strlen(options));
+            st = tsr_opencl_build_source(be, src, options, &cl->mma_program[v]);
+        }
+        TSR_TRY(st);
         cl_int err;
         cl->mma_kernel[v] = clCreateKernel(cl->mma_program[v], "gemm_mma", &err);
         if (err != CL_SUCCESS) {

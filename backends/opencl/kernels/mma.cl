@@ -92,6 +92,9 @@ static float elem_value(__local const ELEM *s, int i) { return as_float(s[i]); }
 
 /* ---- One warp-wide D = A*B + D for every (mi, ni) of the warp tile ---- */
 #ifndef TSR_MMA_EMULATE
+#ifndef TSR_MMA_ASM
+#define TSR_MMA_ASM __asm__ /* the host retries with -DTSR_MMA_ASM=asm if a compiler balks */
+#endif
 static void mma_tile(float acc[MI][NI][4], const uint a[MI][4], const uint b[NI][2]) {
 #pragma unroll
     for (int mi = 0; mi < MI; mi++)
@@ -99,11 +102,11 @@ static void mma_tile(float acc[MI][NI][4], const uint a[MI][4], const uint b[NI]
         for (int ni = 0; ni < NI; ni++) {
             float *d = acc[mi][ni];
 #if TSR_MMA == MMA_BF16
-            __asm__("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+            TSR_MMA_ASM("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
 #elif TSR_MMA == MMA_F16
-            __asm__("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+            TSR_MMA_ASM("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
 #else
-            __asm__("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+            TSR_MMA_ASM("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
 #endif
                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])

@@ -56,16 +56,16 @@ PY
         ;;
     mma)
         # The tensor-core GEMM (kernels/mma.cl, opt-in through TSR_TENSOR_CORES). Correctness
-        # first: test_mma's hardware part against a double reference (bf16, fp16, tf32; odd
+        # first: test_mma_hw against a double reference (bf16, fp16, tf32; odd
         # shapes, transposes, batches); a failure or a skip ends the part. Then 4096^3 and
         # 8192^3 side by side with cuBLAS at the same precision (fp32 accumulation), REPEAT
         # rounds. Ours is the op as training runs it: float32 operands rounded to 16 bits by
         # round16 each call, then mma.cl; cuBLAS gets 16-bit operands already in memory.
         find_gpu
-        out=$($BUILD/tests/test_mma 2>&1); rc=$?
+        out=$($BUILD/tests/test_mma_hw 2>&1); rc=$?
         echo "$out" | grep -E 'verified|SKIP|ERROR|FAILED|PASSED'
         if [ $rc -ne 0 ] || ! echo "$out" | grep -q 'mma.sync verified'; then
-            echo "mma: test_mma did not verify mma.sync (rc $rc): no timings"; continue
+            echo "mma: test_mma_hw did not verify mma.sync (rc $rc): no timings"; continue
         fi
         for r in $(seq ${REPEAT:-3}); do
             echo "--- round $r"

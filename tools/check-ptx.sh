@@ -46,6 +46,7 @@ for variant in 1:bf16:m16n8k16.row.col.f32.bf16.bf16.f32 2:fp16:m16n8k16.row.col
     "$OPT" -O3 -o "$tmp/$name.opt.bc" "$tmp/$name.linked.bc"
     # clang 15 knows no sm_90: PTX for sm_80 (PTX ISA 7.0) is what sm_90 runs too
     "$LLC" -O3 -mcpu=sm_80 -mattr=+ptx70 -o "$tmp/$name.ptx" "$tmp/$name.opt.bc"
+    [ -n "${KEEP_PTX:-}" ] && cp "$tmp/$name.ptx" "$KEEP_PTX/mma-$name.ptx"
     count=$(grep -c "$insn" "$tmp/$name.ptx" || true)
     if [ "$count" -eq 0 ]; then
         echo "check-ptx: FAIL: $name: no $insn in the PTX"

@@ -185,8 +185,9 @@ void gemm_mma(ulong m, ulong n, ulong k, float alpha, int ta, __global const flo
               ulong aoff, ulong lda, ulong stride_a, int tb, __global const float *b, ulong boff,
               ulong ldb, ulong stride_b, float beta, __global float *c, ulong coff, ulong ldc,
               ulong stride_c) {
-    __local ELEM As[BM * SK]; /* op(A) tile, row-major */
-    __local ELEM Bs[BN * SK]; /* op(B) tile transposed: Bs[j * SK + p] = op(B)(p, j) */
+    /* aligned: fragments are read as 32-bit words (FRAG_READ) */
+    __local ELEM As[BM * SK] __attribute__((aligned(16))); /* op(A) tile, row-major */
+    __local ELEM Bs[BN * SK] __attribute__((aligned(16))); /* Bs[j * SK + p] = op(B)(p, j) */
 #ifdef TSR_MMA_EMULATE
     __local float emu[THREADS / 32 * EMU_WARP_FLOATS];
 #endif

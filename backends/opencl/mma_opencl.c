@@ -86,6 +86,11 @@ int tsr_opencl_mma_takes(tsr_backend *be) {
     return be->precision != TSR_PRECISION_FP32 || cl->mma == TSR_CL_MMA_TF32;
 }
 
+int tsr_opencl_mma_native(tsr_backend *be, tsr_precision p) {
+    tsr_cl *cl = be->impl;
+    return cl->mma != TSR_CL_MMA_OFF && p != TSR_PRECISION_FP32;
+}
+
 void tsr_opencl_mma_release(tsr_cl *cl) {
     for (int v = 0; v < 3; v++) {
         if (cl->mma_kernel[v]) clReleaseKernel(cl->mma_kernel[v]);

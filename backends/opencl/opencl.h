@@ -124,6 +124,9 @@ const char *tsr_opencl_kernel_source(const char *name);
  * mma.cl; mma_gemm runs it (k > 0); release frees its programs. */
 tsr_status tsr_opencl_mma_setup(tsr_backend *be, const tsr_opencl_options *opts);
 int tsr_opencl_mma_takes(tsr_backend *be);
+/* The iface's gemm_native: 1 for bf16/fp16 when mma.cl runs them (it rounds its operands itself,
+ * as round16 would), so backend_precision.c skips the two rounding passes. */
+int tsr_opencl_mma_native(tsr_backend *be, tsr_precision p);
 tsr_status tsr_opencl_mma_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
                                size_t k, float alpha, tsr_ref a, size_t lda, size_t stride_a,
                                tsr_ref b, size_t ldb, size_t stride_b, float beta, tsr_ref c,

@@ -822,6 +822,7 @@ const tsr_backend_iface tsr_opencl_iface = {
     .widen16 = cl_widen16,
     .round16 = cl_round16,
     .round16_block = cl_round16_block,
+    .gemm_native = tsr_opencl_mma_native,
     .sgd_update = cl_sgd_update,
     .adam_update = cl_adam_update,
     .layernorm_forward = cl_layernorm_forward,

@@ -33,7 +33,7 @@ typedef struct gemm_case {
     int ta, tb;
     size_t m, n, k, batch;
     float alpha, beta;
-    int direct; /* 1: be->iface->gemm(_batched) with unrounded operands (the kernel rounds) */
+    int direct; /* 1: be->iface->gemm(_batched), not through tsr_op_gemm's checks */
 } gemm_case;
 
 static const gemm_case cases[] = {
@@ -142,6 +142,45 @@ static void run_case(tsr_backend *be, variant v, const gemm_case *cs, uint64_t s
     free(bound);
 }
 
+/* The kernel's own rounding, bit for bit: C = A * B with k = 1 (one product, exact in float32,
+ * no summation order) through tsr_op_gemm, which hands mma.cl unrounded operands (gemm_native).
+ * A holds the awkward values: ties in every precision, fp16 subnormals and its overflow
+ * midpoint, float32 subnormals, infinities, a NaN; B holds 1, -0.5 and random values. */
+static void run_rounding(tsr_backend *be, variant v) {
+    enum { M = 40, N = 5 };
+    static const uint32_t special[] = {
+        0x3F808000u, 0x3F818000u, 0xBF808000u, /* bf16 ties: to even, up, negative */
+        0x3F801000u, 0x3F803000u,              /* fp16 ties (13 bits below its mantissa) */
+        0x3F800800u, 0x3F801800u,              /* below / above half an fp16 ulp */
+        0x33800000u, 0x33C00000u, 0x337FFFFFu, /* fp16 subnormal range: 2^-24 and around */
+        0x477FF000u, 0x477FEFFFu,              /* 65520 (fp16 overflow midpoint), just below */
+        0x00000001u, 0x80400000u,              /* float32 subnormals */
+        0x7F800000u, 0xFF800000u, 0x7FC00000u, /* inf, -inf, NaN */
+        0x7F7FFFFFu, 0x00000000u, 0x80000000u};
+    float a[M], b[N] = {1.0f, -0.5f, 0, 0, 0}, got[M * N], ra[M], rb[N];
+    tsr_test_fill_uniform(a, M, 42, -4, 4);
+    tsr_test_fill_uniform(b + 2, N - 2, 43, -2, 2);
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(special); i++) a[i] = tsr_bits_f32(special[i]);
+    round_operand(v, ra, a, M);
+    round_operand(v, rb, b, N);
+    tsr_buf *buf;
+    assert_int_equal(tsr_buf_alloc(be, sizeof a + sizeof b + sizeof got, &buf), TSR_OK);
+    assert_int_equal(tsr_buf_write(buf, 0, a, sizeof a), TSR_OK);
+    assert_int_equal(tsr_buf_write(buf, sizeof a, b, sizeof b), TSR_OK);
+    assert_int_equal(tsr_op_gemm(be, TSR_NO_TRANS, TSR_NO_TRANS, M, N, 1, 1.0f, tsr_ref_at(buf, 0),
+                                 1, tsr_ref_at(buf, M), N, 0.0f, tsr_ref_at(buf, M + N), N),
+                     TSR_OK);
+    assert_int_equal(tsr_buf_read(buf, sizeof a + sizeof b, got, sizeof got), TSR_OK);
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            float want = 0.0f + ra[i] * rb[j], g = got[i * N + j]; /* sums start at +0 */
+            if (isnan(want) ? !isnan(g) : memcmp(&want, &g, 4) != 0)
+                fail_msg("%s %s: %a * %a gave %a, want %a (operands rounded %a, %a)",
+                         be->device.id, variant_names[v], a[i], b[j], g, want, ra[i], rb[j]);
+        }
+    tsr_buf_free(buf);
+}
+
 /* Every case in every variant on be (created with tensor cores; precision set per variant). */
 static void run_all(tsr_context *ctx, const tsr_device_info *info, int emulate) {
     for (int v = V_BF16; v <= V_TF32; v++) {
@@ -153,6 +192,7 @@ static void run_all(tsr_context *ctx, const tsr_device_info *info, int emulate) 
         tsr_precision p = v == V_BF16 ? TSR_PRECISION_BF16
                           : v == V_FP16 ? TSR_PRECISION_FP16 : TSR_PRECISION_FP32;
         assert_int_equal(tsr_backend_set_precision(be, p), TSR_OK);
+        run_rounding(be, (variant)v);
         for (size_t i = 0; i < TSR_ARRAY_SIZE(cases); i++)
             run_case(be, (variant)v, &cases[i], 100 + 10 * i);
         tsr_backend_free(be);

@@ -7,9 +7,10 @@
  * 16-bit conversions, the fragment registers -- runs and is tested on any device (PoCL).
  *
  * C = alpha*op(A)*op(B) + beta*C, row-major, float32 in and out (C is not read when beta is 0).
- * The operands are rounded to the operand type (round to nearest even) while staged into local
- * memory: in a 16-bit mode they arrive rounded already (backend_precision.c), so this is exact
- * and the result equals the float32 GEMM of the rounded inputs up to summation order. */
+ * The operands are rounded to the operand type while staged into local memory, to nearest even
+ * exactly as lib/core/precision.h and round16 do (so the backend declares these GEMMs
+ * gemm_native and skips round16's passes): the result equals the float32 GEMM of the rounded
+ * inputs up to summation order. */
 #ifdef TSR_MMA
 
 #define MMA_BF16 1

@@ -59,8 +59,12 @@ PY
         # first: test_mma_hw against a double reference (bf16, fp16, tf32; odd
         # shapes, transposes, batches); a failure or a skip ends the part. Then 4096^3 and
         # 8192^3 side by side with cuBLAS at the same precision (fp32 accumulation), REPEAT
-        # rounds. Ours is the op as training runs it: float32 operands rounded to 16 bits by
-        # round16 each call, then mma.cl; cuBLAS gets 16-bit operands already in memory.
+        # rounds. Ours is the op as training runs it: float32 operands in memory, rounded by
+        # mma.cl while staged; cuBLAS gets 16-bit operands already in memory. It needs only
+        # three binaries of an ordinary build (make all tests), so a run is, from the root:
+        #   command: bash .device/env.sh env BUILD=build sh bench/device.sh mma
+        #   carry: [".device", "build/tests/test_mma_hw", "build/bin/tsr-gemm-bench",
+        #           "build/bin/tsr-topo"]   (~8 MiB + the runtime; about 2 minutes)
         find_gpu
         out=$($BUILD/tests/test_mma_hw 2>&1); rc=$?
         echo "$out" | grep -E 'verified|SKIP|ERROR|FAILED|PASSED'

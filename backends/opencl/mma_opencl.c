@@ -122,6 +122,8 @@ static tsr_status mma_kernel(tsr_backend *be, int v, cl_kernel *out) {
         cl->mma_kernel[v] = clCreateKernel(cl->mma_program[v], "gemm_mma", &err);
         if (err != CL_SUCCESS) {
             cl->mma_kernel[v] = NULL;
+            clReleaseProgram(cl->mma_program[v]);
+            cl->mma_program[v] = NULL;
             char call[64];
             snprintf(call, sizeof call, "clCreateKernel(gemm_mma, %s)", variant_names[v]);
             return tsr_opencl_error(be->ctx, err, call);

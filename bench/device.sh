@@ -2,7 +2,7 @@
 # Figures that only a GPU machine can give, in one command (device time is short).
 # Build here first with `CFLAGS=-O2 make BUILD=build/gpu lib samples tests`, copy the data set
 # into .device/data, then on the GPU machine (../shared/device/README.md):
-#   bash .device/env.sh sh bench/device.sh tests|quicktests|topo|gemm|blas|train|allreduce|scaling|hetero ...
+#   bash .device/env.sh sh bench/device.sh tests|quicktests|topo|gemm|mma|blas|train|allreduce|scaling|hetero ...
 # Each part prints a header; every figure is a side-by-side ratio against its peer.
 BUILD=${BUILD:-build/gpu}
 export BUILD
@@ -54,6 +54,49 @@ for n in (1024, 2048, 4096, 8192):
     print("cuBLAS FP32 (torch %s) n=%-5d %9.1f GFLOP/s" % (torch.__version__, n, 2 * n**3 * reps / t / 1e9))
 PY
         ;;
+    mma)
+        # The tensor-core GEMM (kernels/mma.cl, opt-in through TSR_TENSOR_CORES). Correctness
+        # first: test_mma_hw against a double reference (bf16, fp16, tf32; odd
+        # shapes, transposes, batches); a failure or a skip ends the part. Then 4096^3 and
+        # 8192^3 side by side with cuBLAS at the same precision (fp32 accumulation), REPEAT
+        # rounds. Ours is the op as training runs it: float32 operands in memory, rounded by
+        # mma.cl while staged; cuBLAS gets 16-bit operands already in memory. It needs only
+        # three binaries of an ordinary build (make all tests), so a run is, from the root:
+        #   command: bash .device/env.sh env BUILD=build sh bench/device.sh mma
+        #   carry: [".device", "build/tests/test_mma_hw", "build/bin/tsr-gemm-bench",
+        #           "build/bin/tsr-topo"]   (~8 MiB + the runtime; about 2 minutes)
+        find_gpu
+        out=$($BUILD/tests/test_mma_hw 2>&1); rc=$?
+        echo "$out" | grep -E 'verified|SKIP|ERROR|FAILED|PASSED'
+        if [ $rc -ne 0 ] || ! echo "$out" | grep -q 'mma.sync verified'; then
+            echo "mma: test_mma_hw did not verify mma.sync (rc $rc): no timings"; continue
+        fi
+        for r in $(seq ${REPEAT:-3}); do
+            echo "--- round $r"
+            for p in bf16 fp16; do
+                TSR_TENSOR_CORES=1 $bin/tsr-gemm-bench --device "$gpu" --precision $p --sizes 4096,8192
+            done
+            TSR_TENSOR_CORES=tf32 $bin/tsr-gemm-bench --device "$gpu" --sizes 4096,8192
+            $bin/tsr-gemm-bench --device "$gpu" --precision bf16 --sizes 4096,8192 # CLBlast's path
+            python3 - <<'PY'
+import time, torch
+m = torch.backends.cuda.matmul
+m.allow_fp16_reduced_precision_reduction = False  # float32 accumulation throughout, as ours
+m.allow_bf16_reduced_precision_reduction = False
+for name, dt, tf32 in (("bf16", torch.bfloat16, False), ("fp16", torch.float16, False),
+                       ("tf32", torch.float32, True)):
+    m.allow_tf32 = tf32
+    for n in (4096, 8192):
+        a = torch.randn(n, n, device="cuda").to(dt); b = torch.randn(n, n, device="cuda").to(dt)
+        for _ in range(3): a @ b
+        torch.cuda.synchronize(); reps = 0; t0 = time.perf_counter()
+        while True:
+            for _ in range(max(1, reps)): a @ b
+            torch.cuda.synchronize(); reps += max(1, reps); t = time.perf_counter() - t0
+            if t >= 0.3: break
+        print("cuBLAS %s (torch %s) n=%-5d %9.1f GFLOP/s" % (name, torch.__version__, n, 2 * n**3 * reps / t / 1e9))
+PY
+        done ;;
     blas)
         # which OpenBLAS kernel the host backend gets, and what forcing SkylakeX gives
         OPENBLAS_VERBOSE=2 $bin/tsr-gemm-bench --device host --sizes 2048 2>&1 | head -4

@@ -45,6 +45,7 @@ void tsr_opencl_destroy(tsr_backend *be) {
         if (cl->queue) clFinish(cl->queue);
         for (int k = 0; k < TSR_CL_K_COUNT; k++)
             if (cl->kernels[k]) clReleaseKernel(cl->kernels[k]);
+        tsr_opencl_mma_release(cl);
         if (cl->scratch) clReleaseMemObject(cl->scratch);
         if (cl->program) clReleaseProgram(cl->program);
         if (cl->queue) clReleaseCommandQueue(cl->queue);
@@ -117,7 +118,7 @@ tsr_status tsr_backend_opencl_create_ex(tsr_context *ctx, const tsr_device_info 
     *out = NULL;
     if (info->backend != TSR_BACKEND_OPENCL)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "device %s is not an OpenCL device", info->id);
-    tsr_opencl_options defaults = {NULL, 0, TSR_CL_BATCHED_AUTO};
+    tsr_opencl_options defaults = {NULL, 0, TSR_CL_BATCHED_AUTO, TSR_CL_MMA_CONTEXT, 0};
     if (!opts) opts = &defaults;
 
     tsr_backend *be = tsr_calloc(ctx, 1, sizeof *be);
@@ -169,6 +170,7 @@ tsr_status tsr_backend_opencl_create_ex(tsr_context *ctx, const tsr_device_info 
     }
     if (st == TSR_OK) st = pick_work_groups(ctx, cl);
     if (st == TSR_OK) st = tsr_opencl_clblast_params(be, ctx->opts.clblast_params);
+    if (st == TSR_OK) st = tsr_opencl_mma_setup(be, opts);
     if (st != TSR_OK) {
         tsr_opencl_destroy(be);
         return st;

@@ -42,11 +42,23 @@ typedef enum tsr_cl_batched {
     TSR_CL_BATCHED_LOOP = 2
 } tsr_cl_batched;
 
+/* GEMMs on tensor cores (mma_opencl.c, kernels/mma.cl). */
+typedef enum tsr_cl_mma {
+    TSR_CL_MMA_CONTEXT = 0, /* options only: the context's tensor_cores [TSR_TENSOR_CORES] */
+    TSR_CL_MMA_OFF = 1,     /* CLBlast for every GEMM */
+    TSR_CL_MMA_16 = 2,      /* the bf16/fp16 modes' GEMMs through mma.sync */
+    TSR_CL_MMA_TF32 = 3     /* those and fp32 GEMMs (as TF32) */
+} tsr_cl_mma;
+
 /* Creation knobs beyond the device record and the context's options. */
 typedef struct tsr_opencl_options {
     const char *kernel_binary_dir; /* precompiled programs; NULL: the context's */
     int no_cache;                  /* 1: neither read nor write the on-disk program cache */
     int batched_gemm;              /* a tsr_cl_batched; 0 = AUTO */
+    int tensor_cores;              /* a tsr_cl_mma; 0 = the context's. Takes effect only on an
+                                      NVIDIA device of compute capability >= 8.0 */
+    int mma_emulate;               /* tests: 1 runs mma.cl with the instruction emulated
+                                      (TSR_MMA_EMULATE) on any device, tensor_cores as asked */
 } tsr_opencl_options;
 
 #define TSR_CL_SUM_GROUPS 256 /* partial sums of the first reduction pass */
@@ -66,6 +78,13 @@ typedef struct tsr_cl {
     tsr_cl_origin origin;
     char program_path[1024];     /* cache entry or binary file, "" when none */
     char build_options[128];
+    /* tensor cores (mma_opencl.c) */
+    int nv_cc;                   /* NVIDIA compute capability major*10+minor; 0: not NVIDIA */
+    tsr_cl_mma mma;              /* resolved: OFF, 16 or TF32 */
+    int mma_emulate;             /* the scalar stand-in for mma.sync (tests on any device) */
+    cl_program mma_program[3];   /* bf16, fp16, tf32: built at first use */
+    cl_kernel mma_kernel[3];
+    unsigned long mma_calls;     /* GEMM launches that went through mma.cl (tests) */
 } tsr_cl;
 
 tsr_status tsr_backend_opencl_create_ex(tsr_context *ctx, const tsr_device_info *info,
@@ -96,6 +115,23 @@ tsr_status tsr_opencl_error(tsr_context *ctx, cl_int err, const char *call);
 
 /* Program creation (program_opencl.c): fills cl->program, origin, program_path. */
 tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *opts);
+
+/* The embedded source of kernels/NAME.cl; NULL when there is none. */
+const char *tsr_opencl_kernel_source(const char *name);
+
+/* Tensor cores (mma_opencl.c). setup resolves cl->mma and cl->nv_cc at creation (logs why a
+ * request is not honoured); mma_takes says whether a GEMM in be's precision goes through
+ * mma.cl; mma_gemm runs it (k > 0); release frees its programs. */
+tsr_status tsr_opencl_mma_setup(tsr_backend *be, const tsr_opencl_options *opts);
+int tsr_opencl_mma_takes(tsr_backend *be);
+/* The iface's gemm_native: 1 for bf16/fp16 when mma.cl runs them (it rounds its operands itself,
+ * as round16 would), so backend_precision.c skips the two rounding passes. */
+int tsr_opencl_mma_native(tsr_backend *be, tsr_precision p);
+tsr_status tsr_opencl_mma_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
+                               size_t k, float alpha, tsr_ref a, size_t lda, size_t stride_a,
+                               tsr_ref b, size_t ldb, size_t stride_b, float beta, tsr_ref c,
+                               size_t ldc, size_t stride_c, size_t batch);
+void tsr_opencl_mma_release(tsr_cl *cl);
 
 /* Applies a TSR_CLBLAST_PARAMS-style override list for be's device (ops_opencl.c). */
 tsr_status tsr_opencl_clblast_params(tsr_backend *be, const char *spec);

@@ -226,6 +226,8 @@ static tsr_status cl_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m,
                           float beta, tsr_ref c, size_t ldc) {
     tsr_cl *cl = be->impl;
     if (k == 0) return scale_matrix(be, m, n, beta, c, ldc, 0, 1);
+    if (tsr_opencl_mma_takes(be))
+        return tsr_opencl_mma_gemm(be, ta, tb, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
     CLBlastStatusCode s = CLBlastSgemm(CLBlastLayoutRowMajor, tr(ta), tr(tb), m, n, k, alpha,
                                        (cl_mem)a.buf->impl, a.off, lda, (cl_mem)b.buf->impl, b.off,
                                        ldb, beta, (cl_mem)c.buf->impl, c.off, ldc, &cl->queue, NULL);
@@ -238,6 +240,9 @@ static tsr_status cl_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb, s
                                   size_t ldc, size_t stride_c, size_t batch) {
     tsr_cl *cl = be->impl;
     if (k == 0) return scale_matrix(be, m, n, beta, c, ldc, stride_c, batch);
+    if (tsr_opencl_mma_takes(be))
+        return tsr_opencl_mma_gemm(be, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b,
+                                   beta, c, ldc, stride_c, batch);
     if (cl->batched == TSR_CL_BATCHED_CLBLAST) {
         CLBlastStatusCode s = CLBlastSgemmStridedBatched(
             CLBlastLayoutRowMajor, tr(ta), tr(tb), m, n, k, alpha, (cl_mem)a.buf->impl, a.off, lda,
@@ -817,6 +822,7 @@ const tsr_backend_iface tsr_opencl_iface = {
     .widen16 = cl_widen16,
     .round16 = cl_round16,
     .round16_block = cl_round16_block,
+    .gemm_native = tsr_opencl_mma_native,
     .sgd_update = cl_sgd_update,
     .adam_update = cl_adam_update,
     .layernorm_forward = cl_layernorm_forward,

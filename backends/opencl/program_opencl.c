@@ -377,6 +377,12 @@ tsr_status tsr_opencl_program_load(tsr_backend *be, const tsr_opencl_options *op
     return TSR_OK;
 }
 
+const char *tsr_opencl_kernel_source(const char *name) {
+    for (size_t i = 0; i < TSR_ARRAY_SIZE(tsr_kernel_sources); i++)
+        if (name && !strcmp(tsr_kernel_sources[i].name, name)) return tsr_kernel_sources[i].source;
+    return NULL;
+}
+
 tsr_status tsr_opencl_program_binary(tsr_backend *be, unsigned char **data, size_t *size) {
     tsr_cl *cl = tsr_opencl_state(be);
     if (!cl || !data || !size)

@@ -47,6 +47,11 @@ typedef struct tsr_context_options {
     const char *clblast_params;     /* CLBlast tuning override "Xgemm:MWG=128,...;Kernel:..."
                                        applied to every OpenCL backend; NULL: none
                                        [TSR_CLBLAST_PARAMS] */
+    int tensor_cores;               /* GEMMs on NVIDIA tensor cores (OpenCL devices of compute
+                                       capability >= 8.0; CLBlast elsewhere): 0 no, 1 the bf16/
+                                       fp16 modes' GEMMs, 2 those and fp32 ones as TF32. Not yet
+                                       verified on NVIDIA hardware, hence off by default
+                                       [TSR_TENSOR_CORES: 0, 1, tf32] */
     int no_blas_advice;             /* 1: the host backend does not warn about OpenBLAS's generic
                                        kernels (1 when OPENBLAS_CORETYPE is set: the user chose) */
     int64_t fault_ckpt_kill;        /* tests: a checkpoint writer SIGKILLs its process after

@@ -150,6 +150,12 @@ tsr_status tsr_context_options_from_env(tsr_context_options *o, char *err, size_
     }
     env_string("TSR_KERNEL_BINARY_DIR", &o->kernel_binary_dir);
     env_string("TSR_CLBLAST_PARAMS", &o->clblast_params);
+    if (o->tensor_cores == d.tensor_cores && (v = env("TSR_TENSOR_CORES"))) {
+        if (!strcmp(v, "0") || !strcmp(v, "1")) o->tensor_cores = *v - '0';
+        else if (!strcmp(v, "tf32")) o->tensor_cores = 2;
+        else return bad_value(err, err_size, "TSR_TENSOR_CORES", v,
+                              "0, 1 (bf16/fp16 GEMMs) or tf32 (fp32 GEMMs too)");
+    }
     if (!o->no_blas_advice && getenv("OPENBLAS_CORETYPE")) o->no_blas_advice = 1;
     if (o->fault_ckpt_kill == d.fault_ckpt_kill && (v = env("TSR_FAULT_CKPT_KILL")) &&
         !parse_int(v, 0, INT64_MAX, &o->fault_ckpt_kill))

@@ -20,7 +20,7 @@
 static const char *const all_vars[] = {
     "TSR_LOG", "TSR_CACHE_DIR", "TSR_NO_OPENCL", "TSR_NO_HWLOC", "TSR_TOPOLOGY",
     "TSR_DATA_DIR", "TSR_HOST_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-    "TSR_KERNEL_BINARY_DIR", "TSR_CLBLAST_PARAMS", "OPENBLAS_CORETYPE", "TSR_FAULT_CKPT_KILL",
+    "TSR_KERNEL_BINARY_DIR", "TSR_CLBLAST_PARAMS", "TSR_TENSOR_CORES", "OPENBLAS_CORETYPE", "TSR_FAULT_CKPT_KILL",
     "TSR_ALLREDUCE", "TSR_ALLREDUCE_SEGMENT", "TSR_SHM_BYTES", "TSR_COMM_TIMEOUT",
     "TSR_NONFINITE", "TSR_TIMELINE", "TSR_DP_BALANCE", "TSR_FAULT_GRAD_NAN", "TSR_FUSION_BYTES",
     "TSR_COMPRESS", "TSR_ZERO"};
@@ -102,6 +102,7 @@ static void test_context_variables(void **state) {
     setenv("OPENBLAS_NUM_THREADS", "5", 1);
     setenv("TSR_KERNEL_BINARY_DIR", "/tmp/bin", 1);
     setenv("TSR_CLBLAST_PARAMS", "Xgemm:MWG=128", 1);
+    setenv("TSR_TENSOR_CORES", "tf32", 1);
     setenv("OPENBLAS_CORETYPE", "Haswell", 1);
     setenv("TSR_FAULT_CKPT_KILL", "1000", 1);
     setenv("TSR_ALLREDUCE", "shm", 1);
@@ -117,6 +118,7 @@ static void test_context_variables(void **state) {
     assert_int_equal(o.host_threads, 3);
     assert_string_equal(o.kernel_binary_dir, "/tmp/bin");
     assert_string_equal(o.clblast_params, "Xgemm:MWG=128");
+    assert_int_equal(o.tensor_cores, 2);
     assert_int_equal(o.no_blas_advice, 1);
     assert_true(o.fault_ckpt_kill == 1000);
     assert_int_equal(o.comm.algo, TSR_ALLREDUCE_SHM);
@@ -135,6 +137,10 @@ static void test_context_variables(void **state) {
     assert_int_equal(env_context_options().host_threads, 6);
     setenv("OMP_NUM_THREADS", "4,2", 1);
     assert_int_equal(env_context_options().host_threads, 0);
+    setenv("TSR_TENSOR_CORES", "1", 1);
+    assert_int_equal(env_context_options().tensor_cores, 1);
+    setenv("TSR_TENSOR_CORES", "0", 1);
+    assert_int_equal(env_context_options().tensor_cores, 0);
 }
 
 /* What the context was made with, kept after the environment changes. */
@@ -303,6 +309,7 @@ static void test_bad_context_values(void **state) {
         {"TSR_NO_OPENCL", "yes", "0 or 1"},
         {"TSR_NO_HWLOC", "2", "0 or 1"},
         {"TSR_HOST_THREADS", "0", "a thread count >= 1"},
+        {"TSR_TENSOR_CORES", "yes", "0, 1 (bf16/fp16 GEMMs) or tf32"},
         {"TSR_HOST_THREADS", "four", "a thread count >= 1"},
         {"TSR_HOST_THREADS", "2x", "a thread count >= 1"},
         {"TSR_FAULT_CKPT_KILL", "-5", "a byte count >= 0"},

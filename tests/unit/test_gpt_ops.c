@@ -920,7 +920,7 @@ static void test_attention_opencl_strided(void **state) {
     (void)state;
     if (!cl_count) TSR_TEST_SKIP("missing an OpenCL device (PoCL: Debian package pocl-opencl-icd)");
     for (int i = 0; i < cl_count; i++) {
-        tsr_opencl_options opts = {NULL, 0, TSR_CL_BATCHED_CLBLAST};
+        tsr_opencl_options opts = {NULL, 0, TSR_CL_BATCHED_CLBLAST, 0, 0};
         tsr_backend *be = NULL;
         OK(cl_dev[i], tsr_backend_opencl_create_ex(cl_ctx, &cl_dev[i]->device, &opts, &be));
         attention_cases(be);

@@ -176,7 +176,7 @@ static void test_cache_hit(void **state) {
     assert_string_equal(path_a, path_b);
     check_program_runs(b);
     /* no_cache compiles again and leaves the entry alone */
-    tsr_opencl_options nc = {NULL, 1, 0};
+    tsr_opencl_options nc = {NULL, 1, 0, 0, 0};
     tsr_backend *c = open_be(f, &nc);
     assert_int_equal(tsr_opencl_program_origin(c, NULL), TSR_CL_FROM_SOURCE);
     tsr_backend_free(c);
@@ -370,7 +370,7 @@ static void test_binary_name(void **state) {
 static void test_precompiled_binary(void **state) {
     fixture *f = *state;
     NEED_DEVICE(f);
-    tsr_opencl_options nc = {NULL, 1, 0};
+    tsr_opencl_options nc = {NULL, 1, 0, 0, 0};
     tsr_backend *a = open_be(f, &nc);
     unsigned char *bin;
     size_t size;
@@ -386,7 +386,7 @@ static void test_precompiled_binary(void **state) {
     tsr_backend_free(a);
 
     int info_before = f->log.info;
-    tsr_opencl_options o = {bindir, 0, 0};
+    tsr_opencl_options o = {bindir, 0, 0, 0, 0};
     tsr_backend *b = open_be(f, &o);
     const char *used;
     assert_int_equal(tsr_opencl_program_origin(b, &used), TSR_CL_FROM_BINARY);
@@ -430,7 +430,7 @@ static void test_precompiled_binary(void **state) {
     char empty[320];
     snprintf(empty, sizeof empty, "%s/empty", f->dir);
     assert_int_equal(mkdir(empty, 0755), 0);
-    tsr_opencl_options oe = {empty, 1, 0};
+    tsr_opencl_options oe = {empty, 1, 0, 0, 0};
     tsr_backend *s = open_be(f, &oe);
     assert_int_equal(tsr_opencl_program_origin(s, NULL), TSR_CL_FROM_SOURCE);
     tsr_backend_free(s);
@@ -444,7 +444,7 @@ static void test_precompiled_binary(void **state) {
     char expected[600];
     snprintf(expected, sizeof expected, "%s/%s", empty, name);
     assert_non_null(strstr(tsr_context_last_error(f->ctx), expected));
-    tsr_opencl_options none = {NULL, 1, 0};
+    tsr_opencl_options none = {NULL, 1, 0, 0, 0};
     assert_int_equal(tsr_backend_opencl_create_ex(f->ctx, &acc, &none, &x), TSR_ERR_NOT_FOUND);
     assert_non_null(strstr(tsr_context_last_error(f->ctx), "TSR_KERNEL_BINARY_DIR"));
     assert_non_null(strstr(tsr_context_last_error(f->ctx), name));
@@ -680,7 +680,7 @@ static void test_gemm_variants(void **state) {
     assert_int_equal(tsr_opencl_state(be)->batched, dev(f)->kind == TSR_DEVICE_GPU
                                                         ? TSR_CL_BATCHED_CLBLAST
                                                         : TSR_CL_BATCHED_LOOP);
-    tsr_opencl_options bad = {NULL, 0, 7};
+    tsr_opencl_options bad = {NULL, 0, 7, 0, 0};
     tsr_backend *nb = NULL;
     assert_int_equal(tsr_backend_opencl_create_ex(f->ctx, dev(f), &bad, &nb), TSR_ERR_INVALID_ARG);
     assert_null(nb);

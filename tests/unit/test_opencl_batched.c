@@ -43,7 +43,7 @@ static void test_strided_batched_shared_a(void **state) {
     for (int d = 0; d < tsr_context_device_count(ctx); d++) {
         const tsr_device_info *info = tsr_context_device(ctx, d);
         if (info->backend != TSR_BACKEND_OPENCL) continue;
-        tsr_opencl_options opts = {NULL, 0, TSR_CL_BATCHED_CLBLAST};
+        tsr_opencl_options opts = {NULL, 0, TSR_CL_BATCHED_CLBLAST, 0, 0};
         tsr_backend *be;
         assert_int_equal(tsr_backend_opencl_create_ex(ctx, info, &opts, &be), TSR_OK);
         enum { M = 9, N = 10, K = 6, LD = 12, OFF = 3, BATCH = 4 };

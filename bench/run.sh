@@ -3,7 +3,9 @@
 #  1. GEMM GFLOP/s per device next to its analytic peak      (build/bin/tsr-gemm-bench)
 #  1b. optimizer step ns/float per kernel variant vs the portable loop (build/bin/tsr-optim-bench)
 #  2. allreduce busbw, tessera algorithms vs MPI_Allreduce    (build/bin/tsr-allreduce-bench, n=2)
-#  3. training samples/s and accuracy, tessera vs PyTorch CPU (bench/train_vs_torch.py)
+#  3. training samples/s and accuracy, tessera vs PyTorch CPU (bench/train_vs_torch.py); for the
+#     cnn also its GFLOP/s as a fraction of the SGEMM rate and of the bound OpenBLAS allows at
+#     the cnn's GEMM shapes (build/bin/tsr-conv-bound), with issue 15's targets named
 #  4. data-parallel scaling: 2 ranks vs 1 rank, and the ceiling of 2 independent processes
 #     (bench/scaling.sh; its exit status says whether the 1.8x target was met, not a failure)
 #  5. GPT training step, tessera vs PyTorch CPU, and the fraction of the SGEMM rate
@@ -33,7 +35,7 @@ fi
 if [ -f "$here/train_vs_torch.py" ]; then
     echo
     echo "== training vs PyTorch (CPU) =="
-    BUILD=$BUILD /usr/bin/python3 "$here/train_vs_torch.py"
+    BUILD=$BUILD /usr/bin/python3 "$here/train_vs_torch.py" --models mlp,cnn --threads 2 --limit 12800
 fi
 
 if [ -x "$bin/tsr-allreduce-bench" ]; then

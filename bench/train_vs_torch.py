@@ -135,6 +135,16 @@ def run_tessera(args, spec):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def conv_bound(args, samples_per_s):
+    """tsr-conv-bound's JSON: the cnn step's GEMMs timed at their shapes with OpenBLAS alone,
+    and tessera's measured rate as a fraction of the SGEMM rate and of that bound."""
+    cmd = [args.bound, "--batch", str(args.batch), "--threads", str(args.threads),
+           "--samples-per-s", "%.3f" % samples_per_s, "--json"]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads))
+    out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -151,6 +161,10 @@ def main():
     ap.add_argument("--device", default="", help="tessera device id or index (tsr-train --device)")
     ap.add_argument("--torch-device", default="cpu", help="PyTorch device: cpu or cuda")
     ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    ap.add_argument("--bound", default=os.path.join(
+        here, "..", os.environ.get("BUILD", "build"), "bin", "tsr-conv-bound"),
+        help="tsr-conv-bound, run after a cnn row to put its rate against the SGEMM rate and the "
+             "GEMM-shape bound ('' to skip)")
     args = ap.parse_args()
     train = load_split(args.data, "train", args.limit or None)
     test = load_split(args.data, "t10k")
@@ -171,6 +185,16 @@ def main():
     for r in rows:
         print("%-6s %14.0f %14.0f %6.2fx %10.4f %10.4f" % (r["model"], r["tessera"], r["torch"],
                                                           r["ratio"], r["tessera_acc"], r["torch_acc"]))
+    cnn = [r for r in rows if r["model"] == "cnn"]
+    if cnn and args.bound and os.path.exists(args.bound) and not args.device:
+        b = conv_bound(args, cnn[0]["tessera"])
+        cnn[0]["bound"] = b
+        print("cnn: %.2fx PyTorch (target >= 2x); %.1f GFLOP/s = %.2f of SGEMM 1024^3 %.1f GFLOP/s "
+              "(target >= 0.75); %.2f of the GEMM-shape bound (%.2f ms/step at the cnn's shapes, "
+              "%.1f GFLOP/s, vs %.2f ms measured)"
+              % (cnn[0]["ratio"], b["tessera_gflops"], b["fraction_of_sgemm"], b["sgemm_1024_gflops"],
+                 b["fraction_of_bound"], b["bound_step_ms"],
+                 b["step_gflop"] / b["bound_step_ms"] * 1e3, b["tessera_step_ms"]))
     if args.json:
         print(json.dumps(rows))
 

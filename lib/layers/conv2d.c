@@ -143,6 +143,23 @@ static tsr_status forward(const tsr_layer_run *r) {
     return tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
 }
 
+/* Rows of dW per part when dW is too small for the backend to split (below). */
+#define WGRAD_PART_ROWS 16
+
+/* dW (+)= dY col^T, dW [f][rows]. A dW under 128 in both sides (the first layer's 32 x 25 over
+ * K = 50k columns) is one GEMM the host runs on one thread; cut into parts of 16 filters (a
+ * batch of GEMMs sharing the columns) it runs on all of them. A part's entries are summed over
+ * K in the same order as the whole's, so the bits are the same. */
+static tsr_status weight_grad(tsr_backend *be, size_t f, size_t rows, size_t cols, tsr_ref dy,
+                              tsr_ref col, float beta, tsr_ref dw) {
+    if (f < 128 && rows < 128 && f % WGRAD_PART_ROWS == 0 && f > WGRAD_PART_ROWS)
+        return tsr_op_gemm_batched(be, TSR_NO_TRANS, TSR_TRANS, WGRAD_PART_ROWS, rows, cols, 1.0f, dy,
+                                   cols, WGRAD_PART_ROWS * cols, col, cols, 0, beta, dw, rows,
+                                   WGRAD_PART_ROWS * rows, f / WGRAD_PART_ROWS);
+    return tsr_op_gemm(be, TSR_NO_TRANS, TSR_TRANS, f, rows, cols, 1.0f, dy, cols, col, cols, beta, dw,
+                       rows);
+}
+
 static tsr_status backward(const tsr_layer_run *r) {
     const tsr_layer *l = r->l;
     size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units, n = r->n;
@@ -156,8 +173,8 @@ static tsr_status backward(const tsr_layer_run *r) {
         tsr_ref din = tsr_ref_offset(r->din[0], b * in);
         /* dY as [F][images*OH*OW], then dW (+)= dY col^T */
         TSR_TRY(tsr_op_transpose(be, m, f, ohw, tsr_ref_offset(r->dout, b * f * ohw), r->ws));
-        TSR_TRY(tsr_op_gemm(be, TSR_NO_TRANS, TSR_TRANS, f, rows, cols, 1.0f, r->ws, cols, col, cols,
-                            b || r->accumulate ? 1.0f : 0.0f, r->grad[0], rows));
+        TSR_TRY(weight_grad(be, f, rows, cols, r->ws, col, b || r->accumulate ? 1.0f : 0.0f,
+                            r->grad[0]));
         if (!r->want_din[0]) continue;
         /* d(col) = W^T dY, written over the columns (no longer needed), then folded back */
         TSR_TRY(tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, rows, cols, f, 1.0f, r->param[0], rows,

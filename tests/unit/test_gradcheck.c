@@ -361,6 +361,8 @@ static const struct {
     {"conv3x3:3", {2, 5, 5, 75}},
     {"conv3x3:2/s2/p1", {2, 6, 6, 18}},
     {"conv2x3:2/valid", {1, 4, 5, 18}},
+    /* 32 filters over 9 rows: the weight gradient as a batch of two 16-filter GEMMs */
+    {"conv3x3:32", {1, 4, 4, 512}},
     {"pool2", {2, 4, 4, 8}},
     {"pool3/s2", {1, 7, 7, 9}},
     {"relu", {1, 3, 4, 12}},

@@ -310,7 +310,7 @@ static tsr_status shm_step(tsr_comm_request *r, int *moved) {
                 if ((r->phases & TSR_PHASE_RS) ? q == me : q != me) continue;
                 size_t off, len;
                 piece_range(r, q, &off, &len);
-                memcpy(s->scratch[me] + (size_t)q * r->sub, r->buf + off, len * sizeof(float));
+                tsr_comm_copy(s->scratch[me] + (size_t)q * r->sub, r->buf + off, len);
             }
         }
         signal_phase(r, 4 * e + 1);

@@ -95,7 +95,8 @@ out:
     free(ref);
 }
 
-static const size_t lengths[] = {0, 1, 2, 3, 7, 513, 4096 + 3, 1 << 20};
+/* 65536 + 19: slices over 64 KiB with a ragged end (shm's streaming copies, their tails) */
+static const size_t lengths[] = {0, 1, 2, 3, 7, 513, 4096 + 3, 65536 + 19, 1 << 20};
 static const tsr_allreduce_algo algos[] = {TSR_ALLREDUCE_MPI, TSR_ALLREDUCE_RING,
                                            TSR_ALLREDUCE_RHD, TSR_ALLREDUCE_SHM,
                                            TSR_ALLREDUCE_AUTO};

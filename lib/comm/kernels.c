@@ -27,6 +27,11 @@ static void scale_blk(float *restrict x, float a) {
     for (int j = 0; j < BLK; j++) x[j] *= a;
 }
 
+/* y += a * x as two roundings (ISO C mode: no contraction into an fma) */
+static void add_scaled_blk(float *restrict y, const float *restrict x, float a) {
+    for (int j = 0; j < BLK; j++) y[j] += a * x[j];
+}
+
 void tsr_comm_scale(float *x, size_t n, float a) {
     if (a == 1.0f) return;
     size_t i = 0;
@@ -75,14 +80,19 @@ void tsr_comm_copy(float *restrict dst, const float *restrict src, size_t n) {
     memcpy(dst, src, n * sizeof(float));
 }
 
-void tsr_comm_reduce_into(float *y, const float *const *src, int nsrc, size_t n, float scale,
-                          float *mirror) {
+void tsr_comm_reduce_into(float *y, const float *const *src, const float *w, int nsrc, size_t n,
+                          float scale, float *mirror) {
     /* the mirror is a scratch the peers copy from: streamed as the copies are */
     int stream = HAVE_STREAM && mirror && n * sizeof(float) >= STREAM_MIN_BYTES &&
                  !((uintptr_t)mirror & 15);
     size_t i = 0;
     for (; i + BLK <= n; i += BLK) {
-        for (int p = 1; p < nsrc; p++) add_blk(y + i, src[p] + i);
+        if (w) {
+            scale_blk(y + i, w[0]);
+            for (int p = 1; p < nsrc; p++) add_scaled_blk(y + i, src[p] + i, w[p]);
+        } else {
+            for (int p = 1; p < nsrc; p++) add_blk(y + i, src[p] + i);
+        }
         if (scale != 1.0f) scale_blk(y + i, scale);
 #if HAVE_STREAM
         if (stream) {
@@ -93,8 +103,10 @@ void tsr_comm_reduce_into(float *y, const float *const *src, int nsrc, size_t n,
         if (mirror) memcpy(mirror + i, y + i, BLK * sizeof(float));
     }
     size_t rest = n - i;
+    if (w)
+        for (size_t j = 0; j < rest; j++) y[i + j] *= w[0];
     for (int p = 1; p < nsrc; p++)
-        for (size_t j = 0; j < rest; j++) y[i + j] += src[p][i + j];
+        for (size_t j = 0; j < rest; j++) y[i + j] += w ? w[p] * src[p][i + j] : src[p][i + j];
     if (scale != 1.0f)
         for (size_t j = 0; j < rest; j++) y[i + j] *= scale;
     if (mirror && rest) memcpy(mirror + i, y + i, rest * sizeof(float));

@@ -323,7 +323,7 @@ static void test_kernels(void **state) {
                 const float *srcs[4] = {y, src[1], src[2], src[3]};
                 float *mirror = malloc((n + 1) * sizeof(float));
                 tsr_comm_reduce_into(y, srcs, weighted ? w : NULL, nsrc, n, 0.25f,
-                                     nsrc & 1 ? mirror : NULL);
+                                     nsrc & 1 ? mirror : NULL, weighted);
                 assert_memory_equal(y, ref, n * sizeof(float));
                 if (nsrc & 1) assert_memory_equal(mirror, ref, n * sizeof(float));
                 free(mirror);

@@ -17,9 +17,10 @@
  *
  * Two reference rows per size, measured in the same turns (one node only): "memcpy", one
  * core copying the bytes of a buffer it just wrote (the issue's "single-core memcpy"), and
- * "floor", every rank at once copying 2(n-1)/n of the bytes out of a buffer a peer core just
- * wrote: the cross-core traffic a shared-memory allreduce cannot avoid (each rank reads its
- * slice of every peer's data and every peer's finished slice), as busbw. A summary then shows,
+ * "floor", every rank at once copying (n-1)/n of the bytes out of a buffer a peer core just
+ * wrote: the cross-core read no allreduce avoids (each rank needs its slice of every peer's
+ * data before its slice is final), as the busbw of an allreduce that took only that long
+ * (2(n-1)/n of the bytes over the time). A summary then shows,
  * per size, each target, what auto reached and these bounds side by side.
  *
  * --tune measures every algorithm/segment/lane candidate per size on this communicator
@@ -146,8 +147,8 @@ static void print_summary(const summary *S, int n, int size) {
     printf("\n# targets (n = %d): auto-reg >= %.1fx MPI at 1-64 MiB, auto (private) >= %.1fx MPI "
            "from 4 KiB, auto-reg >= %.1f of memcpy from 1 MiB; '!' marks a miss\n", size,
            TARGET_REG_VS_MPI, TARGET_PRIV_VS_MPI, TARGET_REG_VS_MEMCPY);
-    printf("# memcpy: one core copying what it just wrote; floor: all cores at once copying "
-           "2(n-1)/n of the bytes a peer core just wrote (busbw an allreduce cannot pass)\n");
+    printf("# memcpy: one core copying what it just wrote; floor: all cores at once reading their "
+           "(n-1)/n of the bytes a peer core just wrote, as busbw (no allreduce passes it)\n");
     printf("%12s %9s %9s %8s %9s %8s %9s %9s %8s %8s\n", "bytes", "mpi", "auto-reg", "reg/mpi",
            "auto", "priv/mpi", "memcpy", "floor", "reg/mcpy", "reg/flr");
     for (int i = 0; i < n; i++) {
@@ -316,7 +317,7 @@ int main(int argc, char **argv) {
         /* Rows take turns call by call, so whatever else runs on the machine slows them alike. */
         static double times[16][MAX_ITERS];
         double total[16] = {0}, rate[16] = {0};
-        size_t xbytes = bytes / (size_t)size * 2 * (size_t)(size - 1); /* floor: bytes pulled */
+        size_t xbytes = bytes / (size_t)size * (size_t)(size - 1); /* floor: bytes pulled */
         int ok[16];
         for (int ri = 0; ri < nrows; ri++) ok[ri] = 1;
         for (int it = -1; it < iters; it++) { /* it = -1: warm-up, not timed */
@@ -379,7 +380,7 @@ int main(int argc, char **argv) {
             double busbw = size > 1 ? algbw * 2.0 * (size - 1) / size : 0.0;
             /* reference rows: the copy's own rate, in both columns */
             if (R->kind == ROW_MEMCPY) algbw = busbw = (double)bytes / worst / 1e9;
-            if (R->kind == ROW_FLOOR) algbw = busbw = (double)xbytes / worst / 1e9;
+            if (R->kind == ROW_FLOOR) algbw = busbw = 2.0 * (double)xbytes / worst / 1e9;
             rate[ri] = busbw;
             if (R->native) mpi_bus = busbw;
             if (rank != 0) continue;

@@ -40,14 +40,14 @@ void tsr_comm_scale(float *x, size_t n, float a) {
 }
 
 /* Streaming stores (x86): written lines go out without being read first and without the
- * invalidation round trip to a peer core that read them last. Every copy of this layer writes
- * such lines: a scratch the peer read in the previous call, a buffer slice the peer just read
- * to reduce it. Measured on a 2-core EPYC: a 1 MiB registered allreduce took 252 us with
- * ordinary stores, 100 us with streaming ones; the private path went from 0.8x to 4x
- * MPI_Allreduce. (Writing lines this core has just read itself is another matter: shm pushes
- * a finished slice into the peer's buffer, where it read the peer's part, with ordinary
- * stores: 25 us for 1 MiB.) Below 64 KiB a scratch the peer reads next is faster from this core's cache
- * (private 32 KiB: 2.3x MPI with ordinary stores, 1.9x streamed). */
+ * invalidation round trip to a peer core that read them last, which ordinary stores pay line
+ * by line. shm's copies write such lines (a scratch the peer read in the previous call, a
+ * buffer slice the peer read to reduce it). Measured on a 2-core EPYC: a 1 MiB pull of the
+ * peer's slices took 252 us with ordinary stores, 100 us streamed; private buffers went from
+ * 0.8x to 1.1-4x MPI_Allreduce. (Lines the writing core has just read itself are cheap to
+ * write: shm's push into registered peers uses ordinary stores.) Below 64 KiB a scratch the
+ * peer reads next is faster from this core's cache (private 32 KiB: 2.3x MPI with ordinary
+ * stores, 1.9x streamed). */
 #define STREAM_MIN_BYTES ((size_t)64 << 10)
 
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -2,12 +2,16 @@
 # `make bench`: side-by-side comparisons, each printed as a table with ratios (never a lone time).
 #  1. GEMM GFLOP/s per device next to its analytic peak      (build/bin/tsr-gemm-bench)
 #  1b. optimizer step ns/float per kernel variant vs the portable loop (build/bin/tsr-optim-bench)
-#  2. allreduce busbw, tessera algorithms vs MPI_Allreduce    (build/bin/tsr-allreduce-bench, n=2)
+#  2. allreduce busbw, tessera algorithms vs MPI_Allreduce    (build/bin/tsr-allreduce-bench, n=2),
+#     then per size each target (registered 2x, private 1x MPI; 0.8 of memcpy) next to the
+#     memcpy rate and the cross-core floor measured in the same run
 #  3. training samples/s and accuracy, tessera vs PyTorch CPU (bench/train_vs_torch.py); for the
 #     cnn also its GFLOP/s as a fraction of the SGEMM rate and of the bound OpenBLAS allows at
 #     the cnn's GEMM shapes (build/bin/tsr-conv-bound), with issue 15's targets named
 #  4. data-parallel scaling: 2 ranks vs 1 rank, and the ceiling of 2 independent processes
-#     (bench/scaling.sh; its exit status says whether the 1.8x target was met, not a failure)
+#     (bench/scaling.sh; its exit status says whether the 1.8x target was met, not a failure),
+#     and the fraction of that ceiling (target 0.95) next to its bound: a 1-rank step plus the
+#     gradient allreduce
 #  5. GPT training step, tessera vs PyTorch CPU, and the fraction of the SGEMM rate
 #     (bench/gpt_speed.sh: gpt2 and gpt-mini at batch 4 x 64, AdamW)
 #  6. tinyshakespeare val loss and wall time, tessera vs PyTorch (bench/shakespeare.sh), when

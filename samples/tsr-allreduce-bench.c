@@ -15,6 +15,15 @@
  *   mpiexec -n 2 build/bin/tsr-allreduce-bench --tune [--max-bytes 256M]
  *   mpiexec -n 2 build/bin/tsr-allreduce-bench --tune-quick
  *
+ * Two reference rows per size, measured in the same turns (one node only): "memcpy", one
+ * core copying the bytes of a buffer it just wrote (the issue's "single-core memcpy"), and
+ * "floor", every rank at once copying (n-1)/n of the bytes out of a buffer a peer core just
+ * wrote: the cross-core read no allreduce avoids (each rank needs its slice of every peer's
+ * data before its slice is final), as the busbw of an allreduce that took only that long
+ * (2(n-1)/n of the bytes over the time); the copy also writes its bytes out, so an allreduce
+ * that writes into lines it has just read can pass it. A summary then shows,
+ * per size, each target, what auto reached and these bounds side by side.
+ *
  * --tune measures every algorithm/segment/lane candidate per size on this communicator
  * (tsr_comm_tune), writes the tuning table `auto` follows into the cache folder
  * (TSR_CACHE_DIR) and prints the chosen entries with their busbw next to MPI_Allreduce's from
@@ -32,12 +41,20 @@ int main(void) {
 #else
 #include <mpi.h>
 
+enum { ROW_ALGO, ROW_MEMCPY, ROW_FLOOR };
+
 typedef struct row {
     const char *name;
     tsr_allreduce_algo algo;
+    int kind;       /* ROW_*: an allreduce, or one of the reference copies */
     int native;     /* MPI_Allreduce itself */
     int registered;
 } row;
+
+/* Targets of the issue, checked in the summary. */
+#define TARGET_REG_VS_MPI 2.0
+#define TARGET_PRIV_VS_MPI 1.0
+#define TARGET_REG_VS_MEMCPY 0.8
 
 #define MAX_ITERS 200
 
@@ -112,6 +129,45 @@ static int run_tune(tsr_context *ctx, tsr_comm *comm, int quick, size_t max_byte
     return s == TSR_OK ? 0 : 1;
 }
 
+/* One size's busbw of MPI_Allreduce, auto on private and registered buffers (0: no such row),
+ * and the reference rates. */
+typedef struct summary {
+    size_t bytes;
+    double mpi, priv, reg, memcpy, floor;
+} summary;
+
+static void ratio_cell(char *out, size_t size, double a, double b, double target) {
+    if (a > 0 && b > 0)
+        snprintf(out, size, "%.2f%s", a / b, target > 0 && a / b < target ? "!" : "");
+    else
+        snprintf(out, size, "-");
+}
+
+/* Each target next to what was reached and the measured bounds. */
+static void print_summary(const summary *S, int n, int size) {
+    printf("\n# targets (n = %d): auto-reg >= %.1fx MPI at 1-64 MiB, auto (private) >= %.1fx MPI "
+           "from 4 KiB, auto-reg >= %.1f of memcpy from 1 MiB; '!' marks a miss\n", size,
+           TARGET_REG_VS_MPI, TARGET_PRIV_VS_MPI, TARGET_REG_VS_MEMCPY);
+    printf("# memcpy: one core copying what it just wrote; floor: all cores at once copying out "
+           "their (n-1)/n of the bytes a peer core just wrote, as busbw (the read every allreduce "
+           "needs; the copy's own writes make it a reference, not a strict bound)\n");
+    printf("%12s %9s %9s %8s %9s %8s %9s %9s %8s %8s\n", "bytes", "mpi", "auto-reg", "reg/mpi",
+           "auto", "priv/mpi", "memcpy", "floor", "reg/mcpy", "reg/flr");
+    for (int i = 0; i < n; i++) {
+        const summary *s = &S[i];
+        int in_reg = s->bytes >= ((size_t)1 << 20) && s->bytes <= ((size_t)64 << 20);
+        char rm[16], pm[16], rc[16], rf[16];
+        ratio_cell(rm, sizeof rm, s->reg, s->mpi, in_reg ? TARGET_REG_VS_MPI : 0);
+        ratio_cell(pm, sizeof pm, s->priv, s->mpi, s->bytes >= 4096 ? TARGET_PRIV_VS_MPI : 0);
+        ratio_cell(rc, sizeof rc, s->reg, s->memcpy,
+                   s->bytes >= ((size_t)1 << 20) ? TARGET_REG_VS_MEMCPY : 0);
+        ratio_cell(rf, sizeof rf, s->reg, s->floor, 0);
+        printf("%12zu %9.3f %9.3f %8s %9.3f %8s %9.3f %9.3f %8s %8s\n", s->bytes, s->mpi, s->reg,
+               rm, s->priv, pm, s->memcpy, s->floor, rc, rf);
+    }
+    fflush(stdout);
+}
+
 int main(int argc, char **argv) {
     int csv = 0, iters_fixed = 0, step = 4, use_reg = 1, tune = 0, max_given = 0;
     const char *stat = "median";
@@ -178,6 +234,7 @@ int main(int argc, char **argv) {
             int native = al == TSR_ALLREDUCE_MPI;
             if (pass == 1 && (native || !use_reg)) continue;
             rows[nrows].algo = al;
+            rows[nrows].kind = ROW_ALGO;
             rows[nrows].native = native;
             rows[nrows].registered = pass;
             rows[nrows].name = tsr_allreduce_algo_name(al);
@@ -185,8 +242,34 @@ int main(int argc, char **argv) {
         }
     }
 
+    /* the reference copies need every rank's memory in this address space: one node */
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    int node_size = 0;
+    MPI_Comm_size(node, &node_size);
+    int refs = node_size == size && size > 1 && nrows + 2 <= 16;
+    if (refs) {
+        rows[nrows++] = (row){"memcpy", TSR_ALLREDUCE_AUTO, ROW_MEMCPY, 0, 0};
+        rows[nrows++] = (row){"floor", TSR_ALLREDUCE_AUTO, ROW_FLOOR, 0, 0};
+    }
+
     size_t max_count = max_bytes / sizeof(float);
-    float *priv = NULL, *reg = NULL;
+    float *priv = NULL, *reg = NULL, *dst = NULL, *peer = NULL, *own = NULL;
+    MPI_Win win = MPI_WIN_NULL;
+    if (refs) {
+        void *base = NULL;
+        MPI_Aint wsz;
+        int du;
+        if (MPI_Win_allocate_shared((MPI_Aint)(max_count * sizeof(float)), sizeof(float),
+                                    MPI_INFO_NULL, node, &base, &win) != MPI_SUCCESS ||
+            MPI_Win_shared_query(win, (rank + 1) % size, &wsz, &du, (void **)&peer) !=
+                MPI_SUCCESS ||
+            posix_memalign((void **)&dst, 64, max_count * sizeof(float) + 64)) {
+            fprintf(stderr, "rank %d: cannot allocate the reference buffers\n", rank);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        own = base;
+    }
     if (posix_memalign((void **)&priv, 64, max_count * sizeof(float) + 64)) priv = NULL;
     if (!priv || tsr_comm_alloc(comm, max_count * sizeof(float), (void **)&reg) != TSR_OK) {
         fprintf(stderr, "rank %d: cannot allocate %zu bytes: %s\n", rank, max_bytes,
@@ -213,6 +296,7 @@ int main(int argc, char **argv) {
     for (double t_end = now() + 0.5, go = 1; go;) {
         /* the decision to go on is collective (each rank's deadline differs slightly) */
         for (int ri = 0; ri < nrows; ri++) {
+            if (rows[ri].kind != ROW_ALGO) continue;
             tsr_allreduce_opts o;
             tsr_allreduce_opts_init(&o);
             o.algo = rows[ri].algo;
@@ -223,6 +307,8 @@ int main(int argc, char **argv) {
         MPI_Allreduce(&more, &go, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     }
     int all_ok = 1;
+    static summary sums[64];
+    int nsum = 0;
     for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= (size_t)step) {
         size_t count = bytes / sizeof(float);
         /* about 64 MiB per row and size: 3 calls from 16 MiB up, 100 at 512 KiB and below */
@@ -232,13 +318,33 @@ int main(int argc, char **argv) {
         if (iters > MAX_ITERS) iters = MAX_ITERS;
         /* Rows take turns call by call, so whatever else runs on the machine slows them alike. */
         static double times[16][MAX_ITERS];
-        double total[16] = {0};
+        double total[16] = {0}, rate[16] = {0};
+        size_t xbytes = bytes / (size_t)size * (size_t)(size - 1); /* floor: bytes pulled */
         int ok[16];
         for (int ri = 0; ri < nrows; ri++) ok[ri] = 1;
         for (int it = -1; it < iters; it++) { /* it = -1: warm-up, not timed */
             for (int ri = 0; ri < nrows; ri++) {
                 row *R = &rows[ri];
                 float *buf = R->registered ? reg : priv;
+                if (R->kind != ROW_ALGO) {
+                    /* the copied bytes are written by the core that copies (memcpy) or by
+                     * the next rank's core (floor) just before, as an allreduce finds them */
+                    float *src = R->kind == ROW_MEMCPY ? priv : peer;
+                    size_t n = R->kind == ROW_MEMCPY ? bytes : xbytes;
+                    if (R->kind == ROW_MEMCPY) fill(priv, count, rank);
+                    else fill(own, count, rank);
+                    MPI_Barrier(MPI_COMM_WORLD);
+                    double t0 = now();
+                    memcpy(dst, src, n);
+                    double t = now() - t0, slowest;
+                    MPI_Allreduce(&t, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+                    if (it >= 0) {
+                        total[ri] += slowest;
+                        times[ri][it] = slowest;
+                    }
+                    if (n >= sizeof(float) && memcmp(dst, src, n) != 0) ok[ri] = 0;
+                    continue;
+                }
                 tsr_allreduce_opts o;
                 tsr_allreduce_opts_init(&o);
                 o.algo = R->algo;
@@ -274,6 +380,10 @@ int main(int argc, char **argv) {
             all_ok &= all;
             double algbw = (double)bytes / worst / 1e9;
             double busbw = size > 1 ? algbw * 2.0 * (size - 1) / size : 0.0;
+            /* reference rows: the copy's own rate, in both columns */
+            if (R->kind == ROW_MEMCPY) algbw = busbw = (double)bytes / worst / 1e9;
+            if (R->kind == ROW_FLOOR) algbw = busbw = 2.0 * (double)xbytes / worst / 1e9;
+            rate[ri] = busbw;
             if (R->native) mpi_bus = busbw;
             if (rank != 0) continue;
             char name[48];
@@ -283,20 +393,38 @@ int main(int argc, char **argv) {
                        busbw, all);
             } else {
                 char shown[64], ratio[16] = "";
-                if (R->algo == TSR_ALLREDUCE_AUTO)
+                if (R->kind == ROW_ALGO && R->algo == TSR_ALLREDUCE_AUTO)
                     snprintf(shown, sizeof shown, "%s[%s]", name,
                              tsr_allreduce_algo_name(
                                  tsr_comm_auto_choice(comm, count, R->registered).algo));
                 else
                     snprintf(shown, sizeof shown, "%s", name);
-                if (mpi_bus > 0 && !R->native)
+                if (mpi_bus > 0 && !R->native && R->kind == ROW_ALGO)
                     snprintf(ratio, sizeof ratio, "%.2fx", busbw / mpi_bus);
                 printf("%12zu  %-14s %10.1f %10.3f %10.3f %7s %4s\n", bytes, shown, worst * 1e6,
                        algbw, busbw, ratio, all ? "ok" : "FAIL");
             }
             fflush(stdout);
         }
+        if (rank == 0 && nsum < 64) {
+            summary *S = &sums[nsum++];
+            S->bytes = bytes;
+            for (int ri = 0; ri < nrows; ri++) {
+                const row *R = &rows[ri];
+                if (R->native) S->mpi = rate[ri];
+                if (R->kind == ROW_MEMCPY) S->memcpy = rate[ri];
+                if (R->kind == ROW_FLOOR) S->floor = rate[ri];
+                if (R->kind == ROW_ALGO && R->algo == TSR_ALLREDUCE_AUTO) {
+                    if (R->registered) S->reg = rate[ri];
+                    else S->priv = rate[ri];
+                }
+            }
+        }
     }
+    if (rank == 0 && !csv) print_summary(sums, nsum, size);
+    if (win != MPI_WIN_NULL) MPI_Win_free(&win);
+    MPI_Comm_free(&node);
+    free(dst);
     tsr_comm_free_mem(comm, reg);
     free(priv);
     tsr_comm_free(comm);

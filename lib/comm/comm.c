@@ -512,7 +512,13 @@ tsr_status tsr_comm_run(tsr_comm *comm, float *buf, size_t count, const tsr_allr
     r->tag = comm->seq++;
     r->seg_bytes = seg_bytes;
     r->max_lanes = max_lanes;
-    if (pre != 1.0 && (phases & TSR_PHASE_RS)) tsr_comm_scale(buf, count, (float)pre);
+    /* A weight is a pass over buf of its own, except for shm on one node: it multiplies each
+     * source as it reads it (the same bits, one pass less). */
+    r->weight = 1.0f;
+    if (pre != 1.0 && (phases & TSR_PHASE_RS)) {
+        if (algo == TSR_ALLREDUCE_SHM && comm->nodes == 1 && comm->size > 1) r->weight = (float)pre;
+        else tsr_comm_scale(buf, count, (float)pre);
+    }
 
     tsr_status s = TSR_OK;
     if (count == 0) {

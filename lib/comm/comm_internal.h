@@ -62,6 +62,8 @@ struct tsr_comm_request {
     tsr_comm_wire wire;
     int phases;
     float scale;          /* applied once to each element by the rank that finishes it */
+    float weight;         /* weighted mode: this rank's factor, applied by shm as it reads
+                             each source (1: applied before the start, or none) */
     int done;
     tsr_status status;
     unsigned tag;         /* request number: lane tags and shm ordering */
@@ -94,10 +96,12 @@ void tsr_comm_from_f16(float *restrict x, const uint16_t *restrict h, size_t n);
 void tsr_comm_add_f16(float *restrict y, const uint16_t *restrict h, size_t n); /* y += f32(h) */
 void tsr_comm_round_f16(float *x, size_t n);                                /* x = f32(f16(x)) */
 /* y = sum of src[0..nsrc) where src[0] == y (y's own contribution) and the other sources do
- * not overlap y; then y *= scale unless scale == 1; then, if mirror is not NULL, mirror = y.
- * Blocked so y stays in L1 between the passes. */
-void tsr_comm_reduce_into(float *y, const float *const *src, int nsrc, size_t n, float scale,
-                          float *mirror);
+ * not overlap y, each times w[p] first when w is not NULL (the bits of scaling every source
+ * before the sum); then y *= scale unless scale == 1; then, if mirror is not NULL, mirror = y,
+ * with streaming stores when `stream` (as tsr_comm_copy). Blocked so y stays in L1 between the
+ * passes. */
+void tsr_comm_reduce_into(float *y, const float *const *src, const float *w, int nsrc, size_t n,
+                          float scale, float *mirror, int stream);
 
 /* Balanced split of `len` into `parts`: element offset and length of part i. */
 static inline void tsr_comm_split_range(size_t len, size_t parts, size_t i, size_t *off,

@@ -297,31 +297,40 @@ static void test_allocator_failures(void **state) {
 /* Kernels: reduction against a plain sum, fp16 against the scalar converters. */
 static void test_kernels(void **state) {
     (void)state;
-    const size_t ns[] = {0, 1, 7, 1023, 1024, 1025, 5000};
+    /* 20003: over 64 KiB, so the mirror is written with streaming stores */
+    const size_t ns[] = {0, 1, 7, 1023, 1024, 1025, 5000, 20003};
+    const float w[4] = {0.5f, 0.3f, 1.7f, 0.1f};
     for (size_t t = 0; t < TSR_ARRAY_SIZE(ns); t++) {
         size_t n = ns[t];
         for (int nsrc = 1; nsrc <= 4; nsrc++) {
-            float *src[4], *y = malloc((n + 1) * sizeof(float));
-            float *ref = malloc((n + 1) * sizeof(float));
-            for (int p = 0; p < nsrc; p++) {
-                src[p] = malloc((n + 1) * sizeof(float));
-                tsr_test_fill_uniform(src[p], n, (uint64_t)(p + 1) * 31 + n, -1, 1);
+            for (int weighted = 0; weighted < 2; weighted++) {
+                float *src[4], *y = malloc((n + 1) * sizeof(float));
+                float *ref = malloc((n + 1) * sizeof(float));
+                for (int p = 0; p < nsrc; p++) {
+                    src[p] = malloc((n + 1) * sizeof(float));
+                    tsr_test_fill_uniform(src[p], n, (uint64_t)(p + 1) * 31 + n, -1, 1);
+                }
+                memcpy(y, src[0], n * sizeof(float));
+                /* weighted: the bits of scaling each source first, then summing */
+                for (size_t i = 0; i < n; i++) {
+                    float s = weighted ? w[0] * src[0][i] : src[0][i];
+                    for (int p = 1; p < nsrc; p++) {
+                        float x = weighted ? w[p] * src[p][i] : src[p][i];
+                        s += x;
+                    }
+                    ref[i] = s * 0.25f;
+                }
+                const float *srcs[4] = {y, src[1], src[2], src[3]};
+                float *mirror = malloc((n + 1) * sizeof(float));
+                tsr_comm_reduce_into(y, srcs, weighted ? w : NULL, nsrc, n, 0.25f,
+                                     nsrc & 1 ? mirror : NULL, weighted);
+                assert_memory_equal(y, ref, n * sizeof(float));
+                if (nsrc & 1) assert_memory_equal(mirror, ref, n * sizeof(float));
+                free(mirror);
+                for (int p = 0; p < nsrc; p++) free(src[p]);
+                free(y);
+                free(ref);
             }
-            memcpy(y, src[0], n * sizeof(float));
-            for (size_t i = 0; i < n; i++) {
-                float s = src[0][i];
-                for (int p = 1; p < nsrc; p++) s += src[p][i];
-                ref[i] = s * 0.25f;
-            }
-            const float *srcs[4] = {y, src[1], src[2], src[3]};
-            float *mirror = malloc((n + 1) * sizeof(float));
-            tsr_comm_reduce_into(y, srcs, nsrc, n, 0.25f, nsrc & 1 ? mirror : NULL);
-            assert_memory_equal(y, ref, n * sizeof(float));
-            if (nsrc & 1) assert_memory_equal(mirror, ref, n * sizeof(float));
-            free(mirror);
-            for (int p = 0; p < nsrc; p++) free(src[p]);
-            free(y);
-            free(ref);
         }
     }
     /* copies, small (memcpy) and large (streaming stores) at odd alignments */

@@ -10,12 +10,11 @@
  * rounded and multiplied a block at a time (gemm16_blocked). */
 #include "backends/backend.h"
 #include "lib/core/internal.h"
+#include "lib/core/precision.h"
 
 tsr_status tsr_backend_set_precision(tsr_backend *be, tsr_precision p) {
     if (!be) return TSR_ERR_INVALID_ARG;
-    if (!tsr_precision_name(p))
-        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG,
-                         "precision %d is not one of fp32 (0), bf16 (1), fp16 (2)", (int)p);
+    TSR_TRY(tsr_precision_check(be->ctx, "", p));
     be->precision = p;
     return TSR_OK;
 }

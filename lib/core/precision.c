@@ -3,6 +3,7 @@
  * Every variant gives the portable loop's bits (see precision.h). */
 #include "lib/core/precision.h"
 #include <stdatomic.h>
+#include "lib/core/internal.h"
 #include <string.h>
 
 const char *tsr_precision_name(tsr_precision p) {
@@ -285,4 +286,10 @@ void tsr_round_n(tsr_precision p, float *dst, const float *src, size_t n) {
     case TSR_PRECISION_FP32: break;
     }
     if (dst != src) memmove(dst, src, n * sizeof *dst);
+}
+
+tsr_status tsr_precision_check(tsr_context *ctx, const char *who, tsr_precision p) {
+    if (tsr_precision_name(p)) return TSR_OK;
+    return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sprecision %d is not fp32 (0), bf16 (1) or fp16 (2)", who,
+                     (int)p);
 }

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include "tessera/context.h"
 #include "tessera/precision.h"
 
 static inline uint32_t tsr_f32_bits(float f) {
@@ -47,6 +48,10 @@ void tsr_f16_to_f32_n(float *dst, const uint16_t *src, size_t n);
 /* dst = float32(16-bit(src)): the value a GEMM input of that precision has
  * (TSR_PRECISION_FP32: a copy). */
 void tsr_round_n(tsr_precision p, float *dst, const float *src, size_t n);
+
+/* TSR_OK for fp32, bf16 or fp16; else TSR_ERR_INVALID_ARG
+ * "<who>precision <p> is not fp32 (0), bf16 (1) or fp16 (2)" (who: a prefix such as "stage "). */
+tsr_status tsr_precision_check(tsr_context *ctx, const char *who, tsr_precision p);
 
 /* The variants compiled in, widest first, the portable one last (tests and benchmarks run each
  * the CPU supports against the portable one). */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "lib/core/internal.h"
+#include "lib/core/precision.h"
 #include "lib/layers/layer.h"
 #include "lib/model/stage.h"
 
@@ -172,9 +173,7 @@ static tsr_status plan_layout(tsr_context *ctx, const tsr_model *model, const ts
                          o->first, o->last, model->count);
     if (!o->max_batch || o->max_batch > ((size_t)1 << 20))
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "stage batch %zu is not valid", o->max_batch);
-    if (!tsr_precision_name(o->precision))
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "stage precision %d is not fp32 (0), bf16 (1) or fp16 (2)",
-                         (int)o->precision);
+    TSR_TRY(tsr_precision_check(ctx, "stage ", o->precision));
     size_t first = o->first, last = o->last, nl = last - first, B = o->max_batch;
     int is_last = last == model->count;
     /* tensor ids first..last (the stage input and every output) by local index t - first */
@@ -278,7 +277,7 @@ static tsr_status plan_layout(tsr_context *ctx, const tsr_model *model, const ts
         }
         if (tsr_mul_size(B, tsr_layer_out_size(l), &outn)) goto overflow;
         if (outn > gmax) gmax = outn;
-        m->half_out = half[store[t]];
+        m->half_out = !ops->view && half[t]; /* a view converts nothing: it is its input */
         if (ops->view) m->out = m->in[0];
         else if (reserve(&cur, half[t] ? (outn + 1) / 2 : outn, &m->out) ||
                  (half[t] && reserve(&staged, outn, &m->stage_out)))
@@ -289,7 +288,6 @@ static tsr_status plan_layout(tsr_context *ctx, const tsr_model *model, const ts
         if (aux && (reserve(&cur, m->half_aux ? (aux + 1) / 2 : aux, &m->aux) ||
                     (m->half_aux && reserve(&staged, aux, &m->stage_aux))))
             goto overflow;
-        if (ops->view) m->half_out = 0; /* nothing to convert: it is its input */
         if (staged > p->staging_floats) p->staging_floats = staged;
         if (ops->workspace && tsr_mul_size(B, ops->workspace(l), &w)) goto overflow;
         if (w > ws) ws = w;

@@ -66,6 +66,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "lib/core/internal.h"
+#include "lib/core/precision.h"
 #include "lib/plan/plan_internal.h"
 #include "lib/model/stage.h"
 #include "topology/topology.h"
@@ -107,9 +108,7 @@ static tsr_status check_options(tsr_context *ctx, const tsr_plan_options *o) {
     if (o->replicas < 0)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option replicas: %d, must be >= 0",
                          o->replicas);
-    if (!tsr_precision_name(o->precision))
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option precision: %d, must be fp32 (0), bf16 (1) or fp16 (2)",
-                         (int)o->precision);
+    TSR_TRY(tsr_precision_check(ctx, "plan option ", o->precision));
     size_t r = o->replicas > 1 ? (size_t)o->replicas : 1;
     if (o->batch < r)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG,

@@ -67,6 +67,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "lib/core/internal.h"
+#include "lib/core/precision.h"
 #include "lib/plan/plan3d_internal.h"
 #include "lib/plan/plan_internal.h"
 
@@ -781,9 +782,7 @@ static tsr_status check_options(tsr_context *ctx, const tsr_plan3d_options *o) {
     if (o->runners_up > 64)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option runners_up: %zu, must be <= 64",
                          o->runners_up);
-    if (!tsr_precision_name(o->precision))
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "plan option precision: %d, must be fp32 (0), bf16 (1) or fp16 (2)",
-                         (int)o->precision);
+    TSR_TRY(tsr_precision_check(ctx, "plan option ", o->precision));
     return TSR_OK;
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include "lib/io/checkpoint_internal.h"
 #include "lib/comm/comm_internal.h"
+#include "lib/core/precision.h"
 #include "lib/train/optim.h"
 
 /* The RNG stream of the step seeds: every mode draws the same seeds as the trainer. */
@@ -28,9 +29,7 @@ tsr_status tsr_run_check_options(tsr_context *ctx, const tsr_trainer_options *o,
     if ((unsigned)o->nonfinite > TSR_NONFINITE_SKIP)
         return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sunknown non-finite policy %d", who,
                          (int)o->nonfinite);
-    if (!tsr_precision_name(o->precision))
-        return tsr_error(ctx, TSR_ERR_INVALID_ARG, "%sprecision %d is not fp32 (0), bf16 (1) or fp16 (2)",
-                         who, (int)o->precision);
+    TSR_TRY(tsr_precision_check(ctx, who, o->precision));
     if (o->precision == TSR_PRECISION_FP16 && (o->mode == TSR_MODE_GOSSIP || o->mode == TSR_MODE_ASYNC))
         return tsr_error(ctx, TSR_ERR_UNSUPPORTED,
                          "%sfp16 (loss scaling) is not available in %s mode (bf16 is)", who,

@@ -26,6 +26,17 @@ static void assert_error_has(tsr_context *ctx, const char *what) {
     if (!strstr(e, what)) fail_msg("error '%s' does not name '%s'", e, what);
 }
 
+/* What tsr_plan3d_print writes (the caller frees it). */
+static char *printed(const tsr_plan3d *p) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    assert_int_equal(tsr_plan3d_print(p, f), TSR_OK);
+    fclose(f);
+    return text;
+}
+
 static tsr_model *gpt(tsr_context *ctx, const char *name, size_t tokens) {
     tsr_gpt_config c;
     tsr_model *m = NULL;
@@ -287,11 +298,7 @@ static void test_offload_when_memory_is_short(void **state) {
     assert_int_equal(p->best.offload, 1);
     assert_true(p->devices[0].memory <= p->devices[0].limit);
     assert_true(p->best.allreduce > 0); /* the offloaded step is paid for */
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    assert_int_equal(tsr_plan3d_print(p, f), TSR_OK);
-    fclose(f);
+    char *text = printed(p);
     assert_non_null(strstr(text, "ZeRO-Offload"));
     free(text);
     tsr_plan3d_free(p);
@@ -335,11 +342,7 @@ static void test_precision_memory(void **state) {
     double m32 = p32->devices[0].memory, m16 = p16->devices[0].memory;
     if (fabs((m32 - m16) - (saved - staging)) > 1e-6 * m32)
         fail_msg("bf16 saved %.0f bytes, the formula %.0f", m32 - m16, saved - staging);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    assert_int_equal(tsr_plan3d_print(p16, f), TSR_OK);
-    fclose(f);
+    char *text = printed(p16);
     assert_non_null(strstr(text, "bf16 activations"));
     free(text);
     tsr_plan3d_free(p32);
@@ -353,7 +356,7 @@ static void test_precision_memory(void **state) {
     assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p32), TSR_ERR_PLAN);
     o.precision = (tsr_precision)9;
     assert_int_equal(tsr_plan3d_create(ctx, m, t, &o, &p32), TSR_ERR_INVALID_ARG);
-    assert_error_has(ctx, "precision: 9");
+    assert_error_has(ctx, "plan option precision 9 is not fp32");
     tsr_topology_free(t);
     tsr_model_free(m);
     tsr_context_free(ctx);
@@ -582,10 +585,7 @@ static void test_svg(void **state) {
     remove(path);
     /* the text names the layout, the runners-up */
     free(text);
-    text = NULL;
-    f = open_memstream(&text, &len);
-    assert_int_equal(tsr_plan3d_print(p, f), TSR_OK);
-    fclose(f);
+    text = printed(p);
     assert_non_null(strstr(text, "pipeline 4"));
     assert_non_null(strstr(text, "bubble"));
     free(text);

@@ -771,7 +771,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     double train_time = 0, acc = 0, test_loss = 0, last_loss = NAN;
-    size_t trained = 0;
+    size_t trained = 0, epochs_run = 0; /* samples trained in this run's time; epochs entered */
     epoch_shape shape = {per_epoch, global, train->count};
     epoch_position resume_at = {0, 0.0, 0}; /* inside the checkpoint's epoch */
     /* the checkpoint's figures are reported when nothing is left to train */
@@ -793,6 +793,7 @@ int main(int argc, char **argv) {
         snprintf(what, sizeof what, "epoch %llu/%ld", (unsigned long long)e + 1, a.epochs);
         double t0 = now_seconds(), last_print = 0, sum = resume_at.loss_sum;
         size_t done = resume_at.samples, n, steps = resume_at.batches;
+        size_t resumed = done; /* trained before the checkpoint: not in this run's time */
         /* a checkpoint taken inside this epoch: the batches it trained are skipped */
         if (resume_at.batches && (s = tsr_loader_seek(loader, resume_at.batches)) != TSR_OK)
             die(ctx, s, "resume");
@@ -809,7 +810,9 @@ int main(int argc, char **argv) {
             if (s == TSR_ERR_INTERRUPTED) interrupted = stop_signal ? stop_signal : SIGTERM;
             else if (s != TSR_OK) die(ctx, s, "step");
             if (dp) loss = tsr_trainer_global_loss(tr); /* the global batch's */
-            if (split.step_samples) n = split.step_samples; /* what the step covered everywhere */
+            /* what the step covered everywhere: an async server counts its workers' pushes */
+            if (tsr_trainer_step_samples(tr)) n = (size_t)tsr_trainer_step_samples(tr);
+            else if (split.step_samples) n = split.step_samples;
             sum += loss;
             steps++;
             done += n;
@@ -823,7 +826,8 @@ int main(int argc, char **argv) {
         }
         double dt = now_seconds() - t0;
         train_time += dt;
-        trained += done;
+        trained += done - resumed;
+        epochs_run++;
         if (interrupted) {
             if (tty) fputc('\n', stderr);
             epoch_position at = {steps, sum, done};
@@ -845,7 +849,7 @@ int main(int argc, char **argv) {
         if (s != TSR_OK) die(ctx, s, "evaluate");
         if (rank == 0)
             fprintf(log, "epoch %llu: train loss %.4f, test accuracy %.4f, test loss %.4f, %.0f samples/s\n",
-                (unsigned long long)e + 1, last_loss, acc, test_loss, (double)done / dt);
+                (unsigned long long)e + 1, last_loss, acc, test_loss, (double)(done - resumed) / dt);
         fflush(log);
         /* every rank takes part (a sharded optimizer's state is gathered); rank 0 writes */
         epoch_position end = {0, 0.0, 0};
@@ -859,7 +863,7 @@ int main(int argc, char **argv) {
             die(ctx, s, "manifest");
         if (a.checkpoint && kill_after > 0 && ++saves == kill_after) raise(SIGKILL);
     }
-    if (!trained && !interrupted && (s = tsr_trainer_evaluate(tr, test, &acc, &test_loss)) != TSR_OK)
+    if (!epochs_run && !interrupted && (s = tsr_trainer_evaluate(tr, test, &acc, &test_loss)) != TSR_OK)
         die(ctx, s, "evaluate");
 
     if (interrupted) { /* the manifest describes the checkpoint; no final figures */
@@ -887,6 +891,7 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "batch", (double)to.batch);
         cJSON_AddNumberToObject(j, "epochs", (double)tsr_trainer_epoch(tr));
         cJSON_AddNumberToObject(j, "train_samples", (double)train->count);
+        cJSON_AddNumberToObject(j, "trained_samples", (double)trained); /* samples/s counts these */
         cJSON_AddNumberToObject(j, "test_accuracy", acc);
         cJSON_AddNumberToObject(j, "test_loss", test_loss);
         if (isfinite(last_loss)) cJSON_AddNumberToObject(j, "final_loss", last_loss);

@@ -267,6 +267,10 @@ const char *tsr_trainer_metadata(const tsr_trainer *t); /* NULL if none */
 
 uint64_t tsr_trainer_steps(const tsr_trainer *t);   /* optimizer steps taken */
 uint64_t tsr_trainer_skipped(const tsr_trainer *t); /* steps skipped for non-finite values */
+/* Samples the last step covered on every rank where the mode counts them as they come: an async
+ * server, the batches its workers pushed since its previous step (a lost worker's no longer);
+ * 0 in the other modes, whose steps cover tsr_data_split.step_samples. */
+uint64_t tsr_trainer_step_samples(const tsr_trainer *t);
 float tsr_trainer_loss_scale(const tsr_trainer *t);  /* fp16: the next step's loss scale; else 1 */
 uint64_t tsr_trainer_epoch(const tsr_trainer *t);   /* completed epochs, as set by the caller */
 void tsr_trainer_set_epoch(tsr_trainer *t, uint64_t epoch);

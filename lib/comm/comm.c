@@ -91,15 +91,43 @@ void tsr_comm_mark_broken(tsr_comm *c) {
 #endif
 }
 
+/* Rank `rank` of c as MPI_COMM_WORLD numbers it (what mpiexec, its logs and the user see); the
+ * same number for a communicator without MPI. Group calls are local: safe after a failure. */
+int tsr_comm_world_rank(const tsr_comm *c, int rank) {
+#if TSR_WITH_MPI
+    if (c && c->is_mpi) {
+        MPI_Group g, w;
+        int out = MPI_UNDEFINED;
+        if (MPI_Comm_group(c->mc, &g) != MPI_SUCCESS) return rank;
+        if (MPI_Comm_group(MPI_COMM_WORLD, &w) == MPI_SUCCESS) {
+            MPI_Group_translate_ranks(g, 1, &rank, w, &out);
+            MPI_Group_free(&w);
+        }
+        MPI_Group_free(&g);
+        return out == MPI_UNDEFINED ? rank : out;
+    }
+#endif
+    (void)c;
+    return rank;
+}
+
+/* Messages name world ranks; a sub-communicator's (tensor, pipeline or replica group) own
+ * numbers follow in the group's words. */
 tsr_status tsr_comm_peer_lost(tsr_comm *comm, const char *what) {
     tsr_comm_mark_broken(comm);
+    int me = tsr_comm_world_rank(comm, comm->rank);
+    char group[64] = "";
+    if (me != comm->rank || (comm->size == 2 && tsr_comm_world_rank(comm, 1 - comm->rank) != 1 - comm->rank))
+        snprintf(group, sizeof group, ", rank %d of a %d-rank group", comm->rank, comm->size);
     if (comm->size == 2)
         return tsr_error(comm->ctx, TSR_ERR_PEER_LOST,
-                         "rank %d lost: no progress for %g s in %s (rank %d waiting; "
-                         "TSR_COMM_TIMEOUT)", 1 - comm->rank, comm->timeout_s, what, comm->rank);
+                         "rank %d lost: no progress for %g s in %s (rank %d waiting%s; "
+                         "TSR_COMM_TIMEOUT)", tsr_comm_world_rank(comm, 1 - comm->rank), comm->timeout_s,
+                         what, me, group);
     return tsr_error(comm->ctx, TSR_ERR_PEER_LOST,
-                     "a peer rank lost: no progress for %g s in %s (rank %d of %d waiting; "
-                     "TSR_COMM_TIMEOUT)", comm->timeout_s, what, comm->rank, comm->size);
+                     "a peer rank lost: no progress for %g s in %s (rank %d waiting%s; "
+                     "TSR_COMM_TIMEOUT)", comm->timeout_s, what, me,
+                     group[0] ? group : "");
 }
 
 tsr_status tsr_comm_self_create(tsr_context *ctx, tsr_comm **out) {

@@ -155,6 +155,8 @@ double tsr_comm_now(void);
  * (and, where the scheduler moves tasks, the peer's) needs. */
 #define TSR_COMM_SPIN_S 100e-6
 void tsr_comm_pause(const tsr_comm *comm, unsigned spins, double *since);
+/* Rank `rank` of c in MPI_COMM_WORLD's numbers (error messages name these). */
+int tsr_comm_world_rank(const tsr_comm *c, int rank);
 /* Marks comm (and its node/cross parts) broken and returns TSR_ERR_PEER_LOST with a detail
  * naming the lost rank where it is known (two ranks) and what was waiting. */
 tsr_status tsr_comm_peer_lost(tsr_comm *comm, const char *what);

@@ -156,7 +156,7 @@ tsr_status tsr_comm_p2p_wait(tsr_comm_p2p *req) {
         if (deadline > 0 && (spins & 255) == 255 && tsr_comm_now() > deadline) {
             char what[96];
             snprintf(what, sizeof what, "%s of %zu bytes %s rank %d", req->is_send ? "send" : "receive",
-                     req->bytes, req->is_send ? "to" : "from", req->peer);
+                     req->bytes, req->is_send ? "to" : "from", tsr_comm_world_rank(comm, req->peer));
             s = tsr_comm_peer_lost(comm, what);
         }
     }

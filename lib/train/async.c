@@ -39,6 +39,7 @@ typedef struct msg_hdr {
     float bad_value; /* its value */
     uint64_t lost;   /* server -> worker: workers this server dropped so far */
     int32_t stop;    /* worker -> server: a stop request (its own, or an INTERRUPTED answer) */
+    uint64_t samples; /* PUSH: the samples the gradient was computed on */
 } msg_hdr;
 
 /* A worker as its server sees it. */
@@ -73,6 +74,7 @@ struct tsr_async {
     int stopping;              /* a stop request reached this server (see tsr_async_step) */
     double loss_sum;
     uint64_t loss_n, lost_all;
+    uint64_t samples, samples_mark; /* the pushes' samples received; at the last step's end */
     tsr_async_stats st;
     double clock_sum, update_sum;
     double away;               /* when the server last returned to its caller; 0 while it serves */
@@ -82,6 +84,7 @@ struct tsr_async {
     uint64_t lost;             /* the most workers a server said it dropped */
     size_t bad;                /* this step's first non-finite gradient, np if none */
     float bad_value, loss;     /* its value; this step's loss */
+    size_t n;                  /* this step's samples */
     int synced;                /* this save reached the collective point */
     int stop;                  /* a stop request: this worker's own or a server's answer */
 };
@@ -352,6 +355,7 @@ static void apply_push(tsr_async *a, peer *w) {
     uint64_t t = w->rx.step;
     float l = w->rx.loss;
     w->clock = t + 1;
+    a->samples += w->rx.samples; /* trained on, applied or skipped */
     if (a->failed != TSR_OK) return;
     /* the worker scanned its whole gradient (tsr_run_step): a non-finite step is dropped by
      * every server, as the trainer skips a step as a whole */
@@ -501,6 +505,9 @@ static tsr_status server_step(tsr_async *a, float *loss) {
         if (!serve_once(a)) sched_yield();
     }
     if (loss) *loss = a->loss_n ? (float)(a->loss_sum / (double)a->loss_n) : 0.0f;
+    /* what this step covered: the pushes since the last one ended (a lost worker's no more) */
+    a->run.step_samples = a->samples - a->samples_mark;
+    a->samples_mark = a->samples;
     server_leaves(a);
     return s;
 }
@@ -622,7 +629,7 @@ static tsr_status wait_reply(tsr_async *a, int k, tsr_comm_p2p **req) {
         if (a->timeout <= 0 || (spins & 63)) continue;
         double t = now();
         if (t - ping > a->timeout / 4) {
-            msg_hdr p = {K_PING, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f, 0, 0};
+            msg_hdr p = {K_PING, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f, 0, 0, 0};
             ping = t;
             if ((s = tsr_comm_send(a->comm, k, TAG_REQ, &p, sizeof p)) != TSR_OK) break;
         }
@@ -665,7 +672,7 @@ static tsr_status request_all(tsr_async *a, int kind, int sync, tsr_status *stat
         bad = k;
         s = tsr_comm_irecv(a->comm, k, TAG_REP, &a->srx[k], sizeof a->srx[k], &rh[k]);
         if (s == TSR_OK) s = tsr_comm_irecv(a->comm, k, TAG_PAR, a->params + lo, n * 4, &rp[k]);
-        msg_hdr h = {kind, 0, a->run.steps, 0, 0, 0.0f, sync, 0, 0.0f, 0, a->stop || a->run.stop};
+        msg_hdr h = {kind, 0, a->run.steps, 0, 0, 0.0f, sync, 0, 0.0f, 0, a->stop || a->run.stop, 0};
         if (s == TSR_OK) s = tsr_comm_send(a->comm, k, TAG_REQ, &h, sizeof h);
     }
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
@@ -763,7 +770,8 @@ static tsr_status w_apply(void *mode, float lr, int *applied) {
     const float *g = gm.data;
     tsr_comm_p2p **rq = tsr_calloc(r->ctx, (size_t)a->K * 2, sizeof *rq);
     if (!rq) return tsr_error(r->ctx, TSR_ERR_NO_MEMORY, "async: push");
-    a->stx = (msg_hdr){K_PUSH, 0, r->steps, 0, 0, a->loss, 0, a->bad, a->bad_value, 0, a->stop || r->stop};
+    a->stx = (msg_hdr){K_PUSH, 0, r->steps, 0, 0, a->loss, 0, a->bad, a->bad_value, 0, a->stop || r->stop,
+                       a->n};
     tsr_status s = TSR_OK;
     int bad = 0; /* the server the failure concerns */
     for (int k = 0; s == TSR_OK && k < a->K; k++) {
@@ -804,6 +812,7 @@ tsr_status tsr_async_step(tsr_async *a, const float *images, const int32_t *labe
     if (!a) return TSR_ERR_INVALID_ARG;
     if (a->comm->broken)
         return tsr_error(a->run.ctx, TSR_ERR_PEER_LOST, "async: the communicator lost a server earlier");
+    a->n = n;
     return a->server >= 0 ? server_step(a, loss)
                           : tsr_run_step(&a->run, &worker_ops, a, images, labels, n, loss);
 }
@@ -832,7 +841,7 @@ void tsr_async_free(tsr_async *a) {
         if (a->server < 0) {
             /* each server answers BYE once every worker is done or lost: then this worker
              * knows whether a rank of the job is gone */
-            msg_hdr h = {K_DONE, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f, 0, 0};
+            msg_hdr h = {K_DONE, 0, a->run.steps, 0, 0, 0.0f, 0, 0, 0.0f, 0, 0, 0};
             tsr_status s = TSR_OK;
             for (int k = 0; s == TSR_OK && k < a->K; k++) {
                 tsr_comm_p2p *rq = NULL;

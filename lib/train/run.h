@@ -28,6 +28,8 @@ typedef struct tsr_run {
     uint64_t steps, epoch, seed, skipped;
     int has_grads;           /* a step computed gradients (tsr_trainer_get_grads) */
     float last_loss;
+    uint64_t step_samples;   /* samples the last step covered on every rank, where the mode
+                                counts them (an async server: its workers' pushes); else 0 */
     double grad_norm;        /* the last applied step's gradient norm before clipping (with
                                 clip_grad_norm; 0 otherwise) */
     /* the caller's stop request: read into `stop` at the start of each step; a mode with

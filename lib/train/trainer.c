@@ -159,6 +159,7 @@ tsr_status tsr_trainer_data_split(tsr_context *ctx, const tsr_trainer_options *o
 }
 
 uint64_t tsr_trainer_steps(const tsr_trainer *t) { return t ? run_of(t)->steps : 0; }
+uint64_t tsr_trainer_step_samples(const tsr_trainer *t) { return t ? run_of(t)->step_samples : 0; }
 uint64_t tsr_trainer_skipped(const tsr_trainer *t) { return t ? run_of(t)->skipped : 0; }
 float tsr_trainer_loss_scale(const tsr_trainer *t) { return t ? run_of(t)->scaler.scale : 1.0f; }
 uint64_t tsr_trainer_epoch(const tsr_trainer *t) { return t ? run_of(t)->epoch : 0; }

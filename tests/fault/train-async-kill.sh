@@ -50,6 +50,9 @@ metrics = m["metrics"]
 # every step of both epochs: 1024 samples / global batch 64 = 16 a epoch
 assert metrics["epochs"] == 2 and metrics["steps"] == 32, metrics
 assert m["config"]["checkpoint_epoch"] == 2, m["config"]
+# samples/s counts what was trained: both workers' 32 a step in epoch 1, worker 1's alone in
+# epoch 2 (the dead worker's share is not counted)
+assert r["trained_samples"] == 16 * 64 + 16 * 32, r
 print("survivors finished: %d steps, test accuracy %.4f, final loss %.4f"
       % (metrics["steps"], r["test_accuracy"], r["final_loss"]))
 PY

@@ -23,6 +23,10 @@ ifneq ($(PORT),)
 include ports/$(PORT).mk
 endif
 
+# oneDNN (libdnnl) runs the host's bf16 GEMMs where it is installed (make deps installs it);
+# the cross ports build without it.
+WITH_DNNL ?= $(if $(PORT_CROSS),0,$(if $(wildcard /usr/include/oneapi/dnnl/dnnl.h),1,0))
+
 # Each configuration builds out of tree in its own folder, so they never mix objects.
 variant := $(PORT)$(if $(filter 0,$(WITH_MPI)),-nompi)$(if $(filter 0,$(WITH_OPENCL)),-noocl)$(if $(filter 0,$(WITH_HWLOC)),-nohwloc)$(if $(SANITIZE),-san)
 BUILD ?= build$(if $(variant),/$(patsubst -%,%,$(variant)))
@@ -55,8 +59,10 @@ pc_pkgs += mpich
 endif
 PC_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(pc_pkgs) 2>/dev/null)
 PC_LIBS := $(shell $(PKG_CONFIG) --libs $(pc_pkgs) 2>/dev/null)
-CPPFLAGS += $(PC_CFLAGS) -DTSR_WITH_MPI=$(WITH_MPI) -DTSR_WITH_OPENCL=$(WITH_OPENCL) -DTSR_WITH_HWLOC=$(WITH_HWLOC)
-LIBS := $(PC_LIBS) -lm -lpthread $(LDLIBS)
+CPPFLAGS += $(PC_CFLAGS) -DTSR_WITH_MPI=$(WITH_MPI) -DTSR_WITH_OPENCL=$(WITH_OPENCL) -DTSR_WITH_HWLOC=$(WITH_HWLOC) \
+            -DTSR_WITH_DNNL=$(WITH_DNNL)
+DNNL_LIBS := $(if $(filter 1,$(WITH_DNNL)),-ldnnl -lgomp)
+LIBS := $(PC_LIBS) $(DNNL_LIBS) -lm -lpthread $(LDLIBS)
 
 # --- sources: every .c of a module folder; *_mpi.c / *_opencl.c / *_hwloc.c follow the switches ---
 lib_src := $(wildcard lib/*.c lib/*/*.c backends/*.c backends/host/*.c topology/*.c)
@@ -152,7 +158,7 @@ bench: deps
 # Paths under PREFIX are written as ${prefix}/..., and prefix as ${destdir}PREFIX with destdir
 # empty: a DESTDIR install is usable in place with --define-variable=destdir=<DESTDIR>.
 pc_dir = $(if $(filter $(PREFIX)/%,$(1)),$${prefix}$(patsubst $(PREFIX)%,%,$(1)),$${destdir}$(1))
-PC_LIBS_PRIVATE := -lm -lpthread $(if $(SANITIZE),-fsanitize=$(SANITIZE))
+PC_LIBS_PRIVATE := $(DNNL_LIBS) -lm -lpthread $(if $(SANITIZE),-fsanitize=$(SANITIZE))
 $(BUILD)/tessera.pc: tessera.pc.in Makefile $(wildcard ports/$(PORT).mk)
 	@mkdir -p $(dir $@)
 	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(call pc_dir,$(LIBDIR))|' \

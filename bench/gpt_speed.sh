@@ -3,6 +3,10 @@
 # gpt-mini at batch 4 x 64 tokens with AdamW, the same threads on both sides.
 #
 #   sh bench/gpt_speed.sh [--models gpt2,gpt-mini] [--threads 2] [--steps 5] [--repeats 3]
+#       [--precision fp32|bf16|fp16]
+#
+# --precision bf16/fp16: tessera's --precision against PyTorch's autocast (AMP); "of SGEMM"
+# stays a fraction of the float32 SGEMM rate (a 16-bit GEMM may run faster than it).
 #
 # Per model and repeat: tessera's step time is (train_seconds of a 1+STEPS-step run minus
 # that of a 1-step run) / STEPS, i.e. the mean of STEPS steps after one warm-up step
@@ -17,14 +21,15 @@ set -eu
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 here=$(cd "$(dirname "$0")" && pwd)
-models=gpt2,gpt-mini threads=2 steps=5 repeats=3
+models=gpt2,gpt-mini threads=2 steps=5 repeats=3 precision=fp32
 while [ $# -gt 0 ]; do
     case $1 in
     --models) models=$2 ;;
     --threads) threads=$2 ;;
     --steps) steps=$2 ;;
     --repeats) repeats=$2 ;;
-    *) echo "gpt_speed.sh: unknown option $1 (--models, --threads, --steps, --repeats)" >&2; exit 2 ;;
+    --precision) precision=$2 ;;
+    *) echo "gpt_speed.sh: unknown option $1 (--models, --threads, --steps, --repeats, --precision)" >&2; exit 2 ;;
     esac
     shift 2
 done
@@ -52,11 +57,11 @@ for r in $(seq "$repeats"); do
         case $m in gpt-mini) data=$d/v256 ;; *) data=$d/v50257 ;; esac
         for n in 1 $((steps + 1)); do
             "$BUILD/bin/tsr-train" --model "$m" --data "$data" --context 64 --batch 4 --steps "$n" \
-                --optimizer adamw --lr 1e-3 --weight-decay 0.1 --val-windows 1 --json --quiet \
+                --optimizer adamw --lr 1e-3 --weight-decay 0.1 --val-windows 1 --precision "$precision" --json --quiet \
                 > "$d/tsr.$m.$r.$n.json" 2> "$d/tsr.err" || { cat "$d/tsr.err" >&2; exit 1; }
         done
         "$PYTHON" "$here/gpt_torch_speed.py" --models "$m" --batch 4 --tokens 64 --threads "$threads" \
-            --steps "$steps" --warmup 1 --json > "$d/torch.$m.$r.json"
+            --steps "$steps" --warmup 1 --precision "$precision" --json > "$d/torch.$m.$r.json"
         echo "repeat $r $m: done ($(uptime | sed 's/.*load/load/'))"
     done
 done

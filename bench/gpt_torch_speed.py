@@ -4,10 +4,13 @@ the number tessera's GPT speed is put beside. The model is bench/gpt_reference.p
 the parity reference tests/ref/gpt_mini_ref.safetensors is written from.
 
     /usr/bin/python3 bench/gpt_torch_speed.py [--models gpt2,gpt-mini] [--batch 4]
-        [--tokens 64] [--threads 2] [--steps 5] [--warmup 1] [--device cpu|cuda] [--json]
+        [--tokens 64] [--threads 2] [--steps 5] [--warmup 1] [--device cpu|cuda]
+        [--precision fp32|bf16|fp16] [--json]
 
 Prints per model: parameters, the median step time over --steps timed steps after --warmup
-untimed ones, tokens/s (batch x tokens / step time), and the matmul GFLOP/s that implies.
+untimed ones, tokens/s (batch x tokens / step time), and the matmul GFLOP/s that implies. --precision bf16 or
+fp16 runs the forward and the loss under torch.autocast (AMP: fp32 weights and optimizer), fp16
+with a GradScaler, as PyTorch's users train in 16 bits.
 """
 import argparse
 import json
@@ -38,7 +41,7 @@ def matmul_flops(cfg, batch, tokens):
     return 3 * forward
 
 
-def time_model(name, batch, tokens, steps, warmup, device):
+def time_model(name, batch, tokens, steps, warmup, device, precision="fp32"):
     cfg = CONFIGS[name]
     if tokens > cfg["n_ctx"]:
         sys.exit("--tokens %d exceeds %s's context %d" % (tokens, name, cfg["n_ctx"]))
@@ -50,21 +53,30 @@ def time_model(name, batch, tokens, steps, warmup, device):
     data = torch.randint(0, cfg["vocab"], (batch, tokens + 1),
                          generator=torch.Generator().manual_seed(SEED)).to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    scaler = torch.cuda.amp.GradScaler() if precision == "fp16" and kind == "cuda" else None
     times, losses = [], []
     for step in range(warmup + steps):
         sync()
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        _, loss = model(data[:, :-1], data[:, 1:])
-        loss.backward()
-        opt.step()
+        with torch.autocast(kind, dtype=half, enabled=half is not None):
+            _, loss = model(data[:, :-1], data[:, 1:])
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         sync()
         if step >= warmup:
             times.append(time.perf_counter() - start)
         losses.append(loss.item())
     step_s = statistics.median(times)
     return {"model": name, "params": sum(p.numel() for p in model.parameters()),
-            "batch": batch, "tokens": tokens, "step_s": round(step_s, 4),
+            "batch": batch, "tokens": tokens, "precision": precision, "step_s": round(step_s, 4),
             "tokens_per_s": round(batch * tokens / step_s, 1),
             "matmul_gflop_per_s": round(matmul_flops(cfg, batch, tokens) / step_s / 1e9, 2),
             "steps_timed": steps, "first_loss": round(losses[0], 4),
@@ -81,6 +93,7 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--json", action="store_true", help="one JSON object per model")
     a = p.parse_args()
     names = a.models.split(",")
@@ -95,14 +108,14 @@ def main():
     torch.set_num_threads(a.threads)
     if not a.json:
         print("PyTorch %s on %s, %d threads (OMP_WAIT_POLICY %s, load average %.1f on %d "
-              "cores), AdamW lr %g, batch %d x %d tokens, median of %d steps after %d warm-up"
+              "cores), AdamW lr %g, batch %d x %d tokens, %s, median of %d steps after %d warm-up"
               % (torch.__version__, a.device, a.threads, os.environ["OMP_WAIT_POLICY"],
-                 os.getloadavg()[0], os.cpu_count(), ADAMW["lr"], a.batch, a.tokens, a.steps,
-                 a.warmup))
+                 os.getloadavg()[0], os.cpu_count(), ADAMW["lr"], a.batch, a.tokens, a.precision,
+                 a.steps, a.warmup))
         print("%-12s %12s %10s %12s %14s" % ("model", "params", "step s", "tokens/s",
                                             "matmul GFLOP/s"))
     for n in names:
-        r = time_model(n, a.batch, a.tokens, a.steps, a.warmup, a.device)
+        r = time_model(n, a.batch, a.tokens, a.steps, a.warmup, a.device, a.precision)
         r.update(threads=a.threads, device=a.device, torch=torch.__version__,
                  omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
                  load_average=round(os.getloadavg()[0], 2))

@@ -17,7 +17,12 @@
 #define HOST_ALIGN 64
 
 static void host_destroy(tsr_backend *be) {
-    tsr_host_pool_free(be->ctx, be->impl);
+    tsr_host_impl *h = tsr_host_impl_of(be);
+    if (h) {
+        tsr_host_pool_free(be->ctx, h->pool);
+        tsr_host_bf16_close(be->ctx, h->bf16);
+        tsr_free(be->ctx, h);
+    }
     tsr_free(be->ctx, be);
 }
 
@@ -120,24 +125,45 @@ static sbgemm_fn sbgemm_lookup(void) {
 
 int tsr_host_has_sbgemm(void) { return sbgemm_lookup() != NULL; }
 
+/* The bf16 GEMM this backend runs: oneDNN first (twice SGEMM's rate where the CPU has bf16 dot
+ * products), then OpenBLAS's sbgemm. */
+static tsr_host_bf16 *bf16_engine(const tsr_backend *be) {
+    return be->impl ? tsr_host_impl_of(be)->bf16 : NULL;
+}
+static int has_bf16_gemm(const tsr_backend *be) { return bf16_engine(be) || sbgemm_lookup(); }
+
+const char *tsr_host_bf16_gemm_name(const tsr_backend *be) {
+    static _Thread_local char name[96];
+    if (bf16_engine(be)) {
+        snprintf(name, sizeof name, "oneDNN %s", tsr_host_bf16_impl(bf16_engine(be)));
+        return name;
+    }
+    return sbgemm_lookup() ? "OpenBLAS cblas_sbgemm" : "rounded inputs + SGEMM";
+}
+
 /* Element i of an operand: float, or bf16 for cblas_sbgemm. */
 static const void *elem_at(const void *p, int bf16, size_t i) {
     return bf16 ? (const void *)((const uint16_t *)p + i) : (const void *)((const float *)p + i);
 }
 
-static void gemm_one(tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k, float alpha,
-                     const void *a, size_t lda, const void *b, size_t ldb, float beta, float *c,
-                     size_t ldc, int bf16) {
+/* 0, or oneDNN's failure status (bf16 through dnnl only) */
+static int gemm_one(tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k, float alpha,
+                    const void *a, size_t lda, const void *b, size_t ldb, float beta, float *c,
+                    size_t ldc, int bf16, tsr_host_bf16 *dnnl) {
     if (k == 0 || alpha == 0.0f) { /* A and B may be empty: never hand BLAS a zero ld */
         scale_block(m, n, beta, c, ldc);
-        return;
+        return 0;
     }
+    if (bf16 && dnnl)
+        return tsr_host_bf16_gemm(dnnl, ta != TSR_NO_TRANS, tb != TSR_NO_TRANS, m, n, k, alpha, a, lda, b,
+                                  ldb, beta, c, ldc);
     if (bf16)
         sbgemm_lookup()(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                         (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
     else
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    return 0;
 }
 
 /* Threading: the GEMMs are split over the pool's threads, each calling a single-threaded
@@ -161,32 +187,38 @@ typedef struct gemm_args {
     const void *a, *b; /* float, or bf16 when bf16 is set */
     float *c;
     int bf16;
+    tsr_host_bf16 *dnnl; /* bf16: through oneDNN (else cblas_sbgemm) */
+    _Atomic int failed;  /* a part's oneDNN status */
     int split_rows; /* single GEMM: parts are rows (else columns) of C */
     size_t part;    /* rows or columns per part */
 } gemm_args;
 
 static void gemm_batch_range(void *arg, size_t lo, size_t hi) {
-    const gemm_args *g = arg;
-    for (size_t i = lo; i < hi; i++)
-        gemm_one(g->ta, g->tb, g->m, g->n, g->k, g->alpha, elem_at(g->a, g->bf16, i * g->sa), g->lda,
-                 elem_at(g->b, g->bf16, i * g->sb), g->ldb, g->beta, g->c + i * g->sc, g->ldc,
-                 g->bf16);
+    gemm_args *g = arg;
+    for (size_t i = lo; i < hi; i++) {
+        int rc = gemm_one(g->ta, g->tb, g->m, g->n, g->k, g->alpha, elem_at(g->a, g->bf16, i * g->sa),
+                          g->lda, elem_at(g->b, g->bf16, i * g->sb), g->ldb, g->beta, g->c + i * g->sc,
+                          g->ldc, g->bf16, g->dnnl);
+        if (rc) atomic_store(&g->failed, rc);
+    }
 }
 
 /* Parts [lo, hi) of the C rows (they need A's rows, A^T's columns) or of the C columns. */
 static void gemm_split_range(void *arg, size_t lo, size_t hi) {
-    const gemm_args *g = arg;
+    gemm_args *g = arg;
     size_t span = g->split_rows ? g->m : g->n;
     for (size_t p = lo; p < hi; p++) {
         size_t r0 = p * g->part, r1 = r0 + g->part < span ? r0 + g->part : span;
+        int rc;
         if (g->split_rows)
-            gemm_one(g->ta, g->tb, r1 - r0, g->n, g->k, g->alpha,
-                     elem_at(g->a, g->bf16, g->ta ? r0 : r0 * g->lda), g->lda, g->b, g->ldb,
-                     g->beta, g->c + r0 * g->ldc, g->ldc, g->bf16);
+            rc = gemm_one(g->ta, g->tb, r1 - r0, g->n, g->k, g->alpha,
+                          elem_at(g->a, g->bf16, g->ta ? r0 : r0 * g->lda), g->lda, g->b, g->ldb,
+                          g->beta, g->c + r0 * g->ldc, g->ldc, g->bf16, g->dnnl);
         else
-            gemm_one(g->ta, g->tb, g->m, r1 - r0, g->k, g->alpha, g->a, g->lda,
-                     elem_at(g->b, g->bf16, g->tb ? r0 * g->ldb : r0), g->ldb, g->beta,
-                     g->c + r0, g->ldc, g->bf16);
+            rc = gemm_one(g->ta, g->tb, g->m, r1 - r0, g->k, g->alpha, g->a, g->lda,
+                          elem_at(g->b, g->bf16, g->tb ? r0 * g->ldb : r0), g->ldb, g->beta,
+                          g->c + r0, g->ldc, g->bf16, g->dnnl);
+        if (rc) atomic_store(&g->failed, rc);
     }
 }
 
@@ -196,10 +228,10 @@ static size_t gemm_work(size_t m, size_t n, size_t k) {
     return k && mn > SIZE_MAX / k ? SIZE_MAX : mn * k;
 }
 
-/* bf16 mode with cblas_sbgemm: A and B converted to bf16 in be->round_buf (host_gemm_native
+/* bf16 mode with a bf16 GEMM: A and B converted to bf16 in be->round_buf (host_gemm_native
  * told the wrapper not to round them). */
-static tsr_status to_sbgemm(tsr_backend *be, gemm_args *g, size_t batch) {
-    if (be->precision != TSR_PRECISION_BF16 || !sbgemm_lookup() || !g->k || g->alpha == 0.0f)
+static tsr_status to_bf16_gemm(tsr_backend *be, gemm_args *g, size_t batch) {
+    if (be->precision != TSR_PRECISION_BF16 || !has_bf16_gemm(be) || !g->k || g->alpha == 0.0f)
         return TSR_OK;
     size_t sa = tsr_matrix_span(g->ta ? g->k : g->m, g->ta ? g->m : g->k, g->lda, g->sa, batch);
     size_t sb = tsr_matrix_span(g->tb ? g->n : g->k, g->tb ? g->k : g->n, g->ldb, g->sb, batch);
@@ -210,12 +242,20 @@ static tsr_status to_sbgemm(tsr_backend *be, gemm_args *g, size_t batch) {
     g->a = a16;
     g->b = b16;
     g->bf16 = 1;
+    g->dnnl = bf16_engine(be);
     return TSR_OK;
 }
 
+/* After the parts: a oneDNN failure names the GEMM. */
+static tsr_status gemm_outcome(tsr_backend *be, gemm_args *g) {
+    int rc = atomic_load(&g->failed);
+    if (!rc) return TSR_OK;
+    return tsr_error(be->ctx, TSR_ERR_BLAS, "host bf16 gemm (oneDNN matmul) m %zu n %zu k %zu "
+                     "lda %zu ldb %zu ldc %zu: dnnl status %d", g->m, g->n, g->k, g->lda, g->ldb, g->ldc, rc);
+}
+
 static int host_gemm_native(tsr_backend *be, tsr_precision p) {
-    (void)be;
-    return p == TSR_PRECISION_BF16 && sbgemm_lookup();
+    return p == TSR_PRECISION_BF16 && has_bf16_gemm(be);
 }
 
 static tsr_status host_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n,
@@ -223,18 +263,19 @@ static tsr_status host_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t 
                             float beta, tsr_ref c, size_t ldc) {
     TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
     gemm_args g = {ta, tb, m, n, k, lda, ldb, ldc, 0, 0, 0, alpha, beta,
-                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, m >= n, 0};
-    TSR_TRY(to_sbgemm(be, &g, 1));
+                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, NULL, 0, m >= n, 0};
+    TSR_TRY(to_bf16_gemm(be, &g, 1));
     size_t span = g.split_rows ? m : n;
     if (k == 0 || alpha == 0.0f || gemm_work(m, n, k) < GEMM_PAR_MIN_WORK ||
         span < 2 * GEMM_PAR_MIN_SPAN) {
-        gemm_one(ta, tb, m, n, k, alpha, g.a, lda, g.b, ldb, beta, g.c, ldc, g.bf16);
-        return TSR_OK;
+        atomic_store(&g.failed, gemm_one(ta, tb, m, n, k, alpha, g.a, lda, g.b, ldb, beta, g.c, ldc,
+                                         g.bf16, g.dnnl));
+        return gemm_outcome(be, &g);
     }
     g.part = ((span + GEMM_PARTS - 1) / GEMM_PARTS + 15) & ~(size_t)15;
     if (g.part < GEMM_PAR_MIN_SPAN) g.part = GEMM_PAR_MIN_SPAN;
     tsr_host_parallel(be, (span + g.part - 1) / g.part, 1, gemm_split_range, &g);
-    return TSR_OK;
+    return gemm_outcome(be, &g);
 }
 
 static tsr_status host_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m,
@@ -244,18 +285,18 @@ static tsr_status host_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb,
                                     size_t batch) {
     TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
     gemm_args g = {ta, tb, m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, alpha, beta,
-                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, 0, 0};
+                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, NULL, 0, 0, 0};
     if (batch == 1) /* one GEMM: split it instead */
         return host_gemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    TSR_TRY(to_sbgemm(be, &g, batch));
+    TSR_TRY(to_bf16_gemm(be, &g, batch));
     size_t work = gemm_work(m, n, k);
     if (m && n && stride_c < (m - 1) * ldc + n) { /* outputs overlap: keep the order */
         gemm_batch_range(&g, 0, batch);
-        return TSR_OK;
+        return gemm_outcome(be, &g);
     }
     size_t grain = work >= GEMM_PAR_MIN_WORK ? 1 : GEMM_PAR_MIN_WORK / (work ? work : 1);
     tsr_host_parallel(be, batch, grain, gemm_batch_range, &g);
-    return TSR_OK;
+    return gemm_outcome(be, &g);
 }
 
 static const tsr_backend_iface host_iface = {
@@ -349,7 +390,15 @@ tsr_status tsr_backend_host_create(tsr_context *ctx, tsr_backend **out) {
         tsr_free(ctx, be);
         return st;
     }
-    be->impl = pool;
+    tsr_host_impl *impl = tsr_calloc(ctx, 1, sizeof *impl);
+    if (!impl) {
+        tsr_host_pool_free(ctx, pool);
+        tsr_free(ctx, be);
+        return tsr_error(ctx, TSR_ERR_NO_MEMORY, "host backend");
+    }
+    impl->pool = pool;
+    impl->bf16 = tsr_host_bf16_open(ctx);
+    be->impl = impl;
     /* The pool splits the GEMMs itself: OpenBLAS threads on top would oversubscribe the cores
      * (and make the bits depend on their count). Process-wide: OpenBLAS has one setting, and
      * only the host backend calls BLAS. */

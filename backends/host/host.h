@@ -15,8 +15,16 @@ static inline uint16_t *tsr_host_u16(tsr_ref r) {
     return r.buf ? (uint16_t *)r.buf->host + r.off : NULL;
 }
 
-/* Fork-join pool (host_pool.c); be->impl holds it, NULL runs everything on the caller. */
+/* Fork-join pool (host_pool.c); a NULL pool runs everything on the caller. */
 typedef struct tsr_host_pool tsr_host_pool;
+/* bf16 GEMMs through oneDNN (host_dnnl.c); NULL where they are not worth it or not built. */
+typedef struct tsr_host_bf16 tsr_host_bf16;
+/* A host backend's be->impl. */
+typedef struct tsr_host_impl {
+    tsr_host_pool *pool;
+    tsr_host_bf16 *bf16;
+} tsr_host_impl;
+static inline tsr_host_impl *tsr_host_impl_of(const tsr_backend *be) { return be->impl; }
 typedef void (*tsr_host_range_fn)(void *arg, size_t lo, size_t hi);
 /* Threads to use: `configured` (the context's host_threads) when > 0, else the cores; 1..64. */
 int tsr_host_threads(int configured, unsigned cores);
@@ -71,9 +79,22 @@ tsr_status tsr_host_round16_block(tsr_backend *be, tsr_precision p, size_t rows,
                                   size_t ldx, tsr_ref y, size_t ldy);
 /* dst = bf16(src), n elements, split over the pool (the operands of cblas_sbgemm) */
 void tsr_host_to_bf16(tsr_backend *be, size_t n, const float *src, uint16_t *dst);
-/* OpenBLAS's cblas_sbgemm where the installed library exports it (looked up once), else 0:
- * bf16 GEMMs then round their inputs and call SGEMM. */
+/* OpenBLAS's cblas_sbgemm where the installed library exports it (looked up once), else 0. */
 int tsr_host_has_sbgemm(void);
+/* oneDNN's bf16 matmul where this build has oneDNN and the CPU has bf16 dot products (checked
+ * with a probe primitive), else NULL. */
+tsr_host_bf16 *tsr_host_bf16_open(tsr_context *ctx);
+void tsr_host_bf16_close(tsr_context *ctx, tsr_host_bf16 *h); /* accepts NULL */
+/* The implementation oneDNN chose ("brg:avx512_core_bf16"), NULL without it. */
+const char *tsr_host_bf16_impl(const tsr_host_bf16 *h);
+/* C = alpha op(A) op(B) + beta C on the calling thread alone, A and B bf16, row-major with
+ * leading dimensions; 0 on success, else oneDNN's status. */
+int tsr_host_bf16_gemm(tsr_host_bf16 *h, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                       const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb, float beta,
+                       float *c, size_t ldc);
+/* What runs a bf16-mode GEMM on this backend: "oneDNN <impl>", "OpenBLAS cblas_sbgemm" or
+ * "rounded inputs + SGEMM". */
+const char *tsr_host_bf16_gemm_name(const tsr_backend *be);
 /* Optimizer steps (host_optim.c) and their kernels, one set per instruction set: the test
  * and the bench run every variant the CPU supports against the portable one. */
 typedef struct tsr_host_optim_variant {

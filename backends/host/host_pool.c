@@ -144,7 +144,7 @@ void tsr_host_pool_free(tsr_context *ctx, tsr_host_pool *p) {
 }
 
 void tsr_host_parallel(tsr_backend *be, size_t n, size_t grain, tsr_host_range_fn fn, void *arg) {
-    struct tsr_host_pool *p = be->impl;
+    struct tsr_host_pool *p = be->impl ? tsr_host_impl_of(be)->pool : NULL;
     if (!grain) grain = 1;
     if (!p || n < 2 * grain) {
         if (n) fn(arg, 0, n);

@@ -50,8 +50,20 @@ static int setup(void **state) {
         }
         print_message("device %d: %s (%s)\n", i, fx->be[i]->device.id, fx->be[i]->iface->name);
     }
-    print_message("host bf16 GEMM: %s\n", tsr_host_has_sbgemm() ? "OpenBLAS cblas_sbgemm"
-                                                                 : "rounded inputs + SGEMM");
+    for (int i = 0; i < fx->count; i++) {
+        if (fx->be[i]->device.backend != TSR_BACKEND_HOST) continue;
+        const char *name = tsr_host_bf16_gemm_name(fx->be[i]);
+        print_message("host bf16 GEMM: %s\n", name);
+#if TSR_WITH_DNNL && defined(__x86_64__)
+        /* a build with oneDNN on a CPU with bf16 dot products must use them (the cases below
+         * then test oneDNN's matmul, split over the pool as the host splits SGEMM) */
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512bf16") && strncmp(name, "oneDNN", 6)) {
+            fprintf(stderr, "host bf16 GEMM is \"%s\" on a CPU with AVX512_BF16 and oneDNN built in\n", name);
+            return -1;
+        }
+#endif
+    }
     *state = fx;
     return 0;
 }

@@ -3,10 +3,11 @@
 # gpt-mini at batch 4 x 64 tokens with AdamW, the same threads on both sides.
 #
 #   sh bench/gpt_speed.sh [--models gpt2,gpt-mini] [--threads 2] [--steps 5] [--repeats 3]
-#       [--precision fp32|bf16|fp16]
+#       [--precision fp32[,bf16,fp16]]
 #
-# --precision bf16/fp16: tessera's --precision against PyTorch's autocast (AMP); "of SGEMM"
-# stays a fraction of the float32 SGEMM rate (a 16-bit GEMM may run faster than it).
+# --precision: a list runs each in turn inside every repeat, so their ratios are side by side;
+# bf16/fp16 is tessera's --precision against PyTorch's autocast (AMP). "of SGEMM" stays a
+# fraction of the float32 SGEMM rate (a 16-bit GEMM may run faster than it).
 #
 # Per model and repeat: tessera's step time is (train_seconds of a 1+STEPS-step run minus
 # that of a 1-step run) / STEPS, i.e. the mean of STEPS steps after one warm-up step
@@ -55,22 +56,25 @@ for r in $(seq "$repeats"); do
     "$BUILD/bin/tsr-gemm-bench" --sizes 768,1024 --device host --json > "$d/gemm.$r.json"
     for m in $(echo "$models" | tr , ' '); do
         case $m in gpt-mini) data=$d/v256 ;; *) data=$d/v50257 ;; esac
-        for n in 1 $((steps + 1)); do
-            "$BUILD/bin/tsr-train" --model "$m" --data "$data" --context 64 --batch 4 --steps "$n" \
-                --optimizer adamw --lr 1e-3 --weight-decay 0.1 --val-windows 1 --precision "$precision" --json --quiet \
-                > "$d/tsr.$m.$r.$n.json" 2> "$d/tsr.err" || { cat "$d/tsr.err" >&2; exit 1; }
+        for p in $(echo "$precision" | tr , ' '); do
+            for n in 1 $((steps + 1)); do
+                "$BUILD/bin/tsr-train" --model "$m" --data "$data" --context 64 --batch 4 --steps "$n" \
+                    --optimizer adamw --lr 1e-3 --weight-decay 0.1 --val-windows 1 --precision "$p" \
+                    --json --quiet > "$d/tsr.$m.$p.$r.$n.json" 2> "$d/tsr.err" || { cat "$d/tsr.err" >&2; exit 1; }
+            done
+            "$PYTHON" "$here/gpt_torch_speed.py" --models "$m" --batch 4 --tokens 64 --threads "$threads" \
+                --steps "$steps" --warmup 1 --precision "$p" --json > "$d/torch.$m.$p.$r.json"
+            echo "repeat $r $m $p: done ($(uptime | sed 's/.*load/load/'))"
         done
-        "$PYTHON" "$here/gpt_torch_speed.py" --models "$m" --batch 4 --tokens 64 --threads "$threads" \
-            --steps "$steps" --warmup 1 --precision "$precision" --json > "$d/torch.$m.$r.json"
-        echo "repeat $r $m: done ($(uptime | sed 's/.*load/load/'))"
     done
 done
 echo "load after: $(uptime)"
 
-"$PYTHON" - "$d" "$models" "$repeats" "$steps" "$threads" << 'PY'
+"$PYTHON" - "$d" "$models" "$repeats" "$steps" "$threads" "$precision" << 'PY'
 import glob, json, statistics, sys
 d, models, repeats, steps, threads = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), \
     int(sys.argv[4]), int(sys.argv[5])
+precisions = sys.argv[6].split(",")
 best = []
 for r in range(1, repeats + 1):
     gemm = [json.loads(l) for l in open("%s/gemm.%d.json" % (d, r)) if l.strip()]
@@ -78,24 +82,30 @@ for r in range(1, repeats + 1):
 sgemm = statistics.median(best)
 print("host SGEMM (tsr-gemm-bench, best of 768/1024 each repeat): median %.1f GFLOP/s (%.1f-%.1f)"
       % (sgemm, min(best), max(best)))
-print("%-9s %-8s %10s %16s %10s %10s" % ("model", "side", "params", "step s (spread)",
-                                          "tokens/s", "of SGEMM"))
+print("%-9s %-5s %-8s %10s %16s %10s %10s" % ("model", "prec", "side", "params", "step s (spread)",
+                                               "tokens/s", "of SGEMM"))
 for m in models:
-    tp = [json.load(open("%s/torch.%s.%d.json" % (d, m, r))) for r in range(1, repeats + 1)]
-    flops = tp[0]["matmul_gflop_per_s"] * tp[0]["step_s"] * 1e9  # the step's matrix FLOPs
-    tokens = tp[0]["batch"] * tp[0]["tokens"]
-    ts = []
-    for r in range(1, repeats + 1):
-        a = json.load(open("%s/tsr.%s.%d.1.json" % (d, m, r)))
-        b = json.load(open("%s/tsr.%s.%d.%d.json" % (d, m, r, steps + 1)))
-        ts.append((b["train_seconds"] - a["train_seconds"]) / steps)
-        params = b["params"]
-    rows = {"tessera": ts, "pytorch": [t["step_s"] for t in tp]}
-    for side, v in rows.items():
-        med = statistics.median(v)
-        print("%-9s %-8s %10d %7.3f (%.3f-%.3f) %10.1f %9.1f%%"
-              % (m, side, params if side == "tessera" else tp[0]["params"], med, min(v), max(v),
-                 tokens / med, 100 * flops / med / 1e9 / sgemm))
-    print("%-9s tessera/pytorch speed: %.2fx" % (m, statistics.median(rows["pytorch"])
-                                                 / statistics.median(rows["tessera"])))
+    tessera_med = {}
+    for p in precisions:
+        tp = [json.load(open("%s/torch.%s.%s.%d.json" % (d, m, p, r))) for r in range(1, repeats + 1)]
+        flops = tp[0]["matmul_gflop_per_s"] * tp[0]["step_s"] * 1e9  # the step's matrix FLOPs
+        tokens = tp[0]["batch"] * tp[0]["tokens"]
+        ts = []
+        for r in range(1, repeats + 1):
+            a = json.load(open("%s/tsr.%s.%s.%d.1.json" % (d, m, p, r)))
+            b = json.load(open("%s/tsr.%s.%s.%d.%d.json" % (d, m, p, r, steps + 1)))
+            ts.append((b["train_seconds"] - a["train_seconds"]) / steps)
+            params = b["params"]
+        rows = {"tessera": ts, "pytorch": [t["step_s"] for t in tp]}
+        for side, v in rows.items():
+            med = statistics.median(v)
+            print("%-9s %-5s %-8s %10d %7.3f (%.3f-%.3f) %10.1f %9.1f%%"
+                  % (m, p, side, params if side == "tessera" else tp[0]["params"], med, min(v), max(v),
+                     tokens / med, 100 * flops / med / 1e9 / sgemm))
+        tessera_med[p] = statistics.median(rows["tessera"])
+        print("%-9s %-5s tessera/pytorch speed: %.2fx" % (m, p, statistics.median(rows["pytorch"])
+                                                          / tessera_med[p]))
+    for p in precisions[1:]:
+        print("%-9s tessera %s/%s speed: %.2fx" % (m, p, precisions[0],
+                                                   tessera_med[precisions[0]] / tessera_med[p]))
 PY

@@ -13,7 +13,7 @@
 #     and the fraction of that ceiling (target 0.95) next to its bound: a 1-rank step plus the
 #     gradient allreduce
 #  5. GPT training step, tessera vs PyTorch CPU, and the fraction of the SGEMM rate
-#     (bench/gpt_speed.sh: gpt2 and gpt-mini at batch 4 x 64, AdamW)
+#     (bench/gpt_speed.sh: gpt2 and gpt-mini at batch 4 x 64, AdamW, fp32 and bf16 against PyTorch and its autocast)
 #  6. tinyshakespeare val loss and wall time, tessera vs PyTorch (bench/shakespeare.sh), when
 #     the text is there
 #  7. the 3D planner's predicted step against the measured one, 4 layouts of gpt2 on this
@@ -50,7 +50,7 @@ fi
 
 echo
 echo "== GPT training step vs PyTorch (CPU) =="
-BUILD=$BUILD sh "$here/gpt_speed.sh" --models gpt2,gpt-mini --steps 3 --repeats 3
+BUILD=$BUILD sh "$here/gpt_speed.sh" --models gpt2,gpt-mini --steps 3 --repeats 3 --precision fp32,bf16
 
 echo
 echo "== 3D planner: predicted vs measured step =="

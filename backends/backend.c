@@ -475,6 +475,53 @@ tsr_status tsr_op_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, t
     return cols ? be->iface->col2im(be, g, col, dx) : TSR_OK;
 }
 
+int tsr_op_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
+    return be && g && filters && be->iface->conv_direct && be->iface->conv_forward &&
+           be->iface->conv_backward && be->iface->conv_direct(be, g, filters);
+}
+
+/* x, dx: the batch's images; w, dw: the filters; y, dy: the outputs */
+static tsr_status check_conv_direct(tsr_backend *be, const char *op, const tsr_conv_geom *g,
+                                    size_t filters, size_t *img, size_t *wts, size_t *out) {
+    size_t cols;
+    TSR_TRY(check_conv(be, op, g, img, &cols));
+    TSR_TRY(check_3d(be, op, filters, g->channels, g->kernel_h * g->kernel_w, wts));
+    TSR_TRY(check_3d(be, op, g->batch, filters, g->out_h * g->out_w, out));
+    if (!tsr_op_conv_direct(be, g, filters))
+        return tsr_error(be->ctx, TSR_ERR_UNSUPPORTED, "%s: %s runs no direct convolution of %zu x %zu "
+                         "x %zux%zu, kernel %zux%zu, into %zu filters", op, be->device.id, g->batch,
+                         g->channels, g->height, g->width, g->kernel_h, g->kernel_w, filters);
+    return TSR_OK;
+}
+
+tsr_status tsr_op_conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
+                               tsr_ref w, tsr_ref y) {
+    BE_CHECK();
+    size_t img, wts, out;
+    TSR_TRY(check_conv_direct(be, op, g, filters, &img, &wts, &out));
+    CHECK("x", x, img, F);
+    CHECK("w", w, wts, F);
+    CHECK("y", y, out, F);
+    return out ? be->iface->conv_forward(be, g, filters, x, w, y) : TSR_OK;
+}
+
+tsr_status tsr_op_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
+                                tsr_ref w, tsr_ref dy, float beta_dw, tsr_ref dw, float beta_dx,
+                                tsr_ref dx) {
+    BE_CHECK();
+    size_t img, wts, out;
+    TSR_TRY(check_conv_direct(be, op, g, filters, &img, &wts, &out));
+    if ((beta_dw != 0.0f && beta_dw != 1.0f) || (beta_dx != 0.0f && beta_dx != 1.0f))
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: beta must be 0 or 1 (dw %g, dx %g)", op,
+                         (double)beta_dw, (double)beta_dx);
+    CHECK("x", x, img, F);
+    CHECK("w", w, wts, F);
+    CHECK("dy", dy, out, F);
+    CHECK("dw", dw, wts, F);
+    if (dx.buf) CHECK("dx", dx, img, F);
+    return be->iface->conv_backward(be, g, filters, x, w, dy, beta_dw, dw, beta_dx, dx);
+}
+
 tsr_status tsr_op_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                             tsr_ref y) {
     BE_CHECK();

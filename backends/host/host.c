@@ -20,7 +20,8 @@ static void host_destroy(tsr_backend *be) {
     tsr_host_impl *h = tsr_host_impl_of(be);
     if (h) {
         tsr_host_pool_free(be->ctx, h->pool);
-        tsr_host_bf16_close(be->ctx, h->bf16);
+        tsr_host_dnnl_close(be->ctx, h->dnnl);
+        tsr_free(be->ctx, h->conv_scratch);
         tsr_free(be->ctx, h);
     }
     tsr_free(be->ctx, be);
@@ -127,15 +128,16 @@ int tsr_host_has_sbgemm(void) { return sbgemm_lookup() != NULL; }
 
 /* The bf16 GEMM this backend runs: oneDNN first (twice SGEMM's rate where the CPU has bf16 dot
  * products), then OpenBLAS's sbgemm. */
-static tsr_host_bf16 *bf16_engine(const tsr_backend *be) {
-    return be->impl ? tsr_host_impl_of(be)->bf16 : NULL;
+static tsr_host_dnnl *bf16_engine(const tsr_backend *be) {
+    tsr_host_dnnl *d = be->impl ? tsr_host_impl_of(be)->dnnl : NULL;
+    return tsr_host_dnnl_bf16(d) ? d : NULL;
 }
 static int has_bf16_gemm(const tsr_backend *be) { return bf16_engine(be) || sbgemm_lookup(); }
 
 const char *tsr_host_bf16_gemm_name(const tsr_backend *be) {
     static _Thread_local char name[96];
     if (bf16_engine(be)) {
-        snprintf(name, sizeof name, "oneDNN %s", tsr_host_bf16_impl(bf16_engine(be)));
+        snprintf(name, sizeof name, "oneDNN %s", tsr_host_dnnl_bf16(bf16_engine(be)));
         return name;
     }
     return sbgemm_lookup() ? "OpenBLAS cblas_sbgemm" : "rounded inputs + SGEMM";
@@ -149,13 +151,13 @@ static const void *elem_at(const void *p, int bf16, size_t i) {
 /* 0, or oneDNN's failure status (bf16 through dnnl only) */
 static int gemm_one(tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k, float alpha,
                     const void *a, size_t lda, const void *b, size_t ldb, float beta, float *c,
-                    size_t ldc, int bf16, tsr_host_bf16 *dnnl) {
+                    size_t ldc, int bf16, tsr_host_dnnl *dnnl) {
     if (k == 0 || alpha == 0.0f) { /* A and B may be empty: never hand BLAS a zero ld */
         scale_block(m, n, beta, c, ldc);
         return 0;
     }
     if (bf16 && dnnl)
-        return tsr_host_bf16_gemm(dnnl, ta != TSR_NO_TRANS, tb != TSR_NO_TRANS, m, n, k, alpha, a, lda, b,
+        return tsr_host_dnnl_gemm_bf16(dnnl, ta != TSR_NO_TRANS, tb != TSR_NO_TRANS, m, n, k, alpha, a, lda, b,
                                   ldb, beta, c, ldc);
     if (bf16)
         sbgemm_lookup()(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
@@ -187,7 +189,7 @@ typedef struct gemm_args {
     const void *a, *b; /* float, or bf16 when bf16 is set */
     float *c;
     int bf16;
-    tsr_host_bf16 *dnnl; /* bf16: through oneDNN (else cblas_sbgemm) */
+    tsr_host_dnnl *dnnl; /* bf16: through oneDNN (else cblas_sbgemm) */
     _Atomic int failed;  /* a part's oneDNN status */
     int split_rows; /* single GEMM: parts are rows (else columns) of C */
     size_t part;    /* rows or columns per part */
@@ -325,6 +327,9 @@ static const tsr_backend_iface host_iface = {
     .im2col = tsr_host_im2col,
     .col2im = tsr_host_col2im,
     .transpose = tsr_host_transpose,
+    .conv_direct = tsr_host_conv_direct,
+    .conv_forward = tsr_host_conv_forward,
+    .conv_backward = tsr_host_conv_backward,
     .maxpool_forward = tsr_host_maxpool_forward,
     .maxpool_backward = tsr_host_maxpool_backward,
     .dropout_forward = tsr_host_dropout_forward,
@@ -397,7 +402,7 @@ tsr_status tsr_backend_host_create(tsr_context *ctx, tsr_backend **out) {
         return tsr_error(ctx, TSR_ERR_NO_MEMORY, "host backend");
     }
     impl->pool = pool;
-    impl->bf16 = tsr_host_bf16_open(ctx);
+    impl->dnnl = tsr_host_dnnl_open(ctx);
     be->impl = impl;
     /* The pool splits the GEMMs itself: OpenBLAS threads on top would oversubscribe the cores
      * (and make the bits depend on their count). Process-wide: OpenBLAS has one setting, and

@@ -17,12 +17,14 @@ static inline uint16_t *tsr_host_u16(tsr_ref r) {
 
 /* Fork-join pool (host_pool.c); a NULL pool runs everything on the caller. */
 typedef struct tsr_host_pool tsr_host_pool;
-/* bf16 GEMMs through oneDNN (host_dnnl.c); NULL where they are not worth it or not built. */
-typedef struct tsr_host_bf16 tsr_host_bf16;
+/* oneDNN's engine (host_dnnl.c); NULL in a build without oneDNN. */
+typedef struct tsr_host_dnnl tsr_host_dnnl;
 /* A host backend's be->impl. */
 typedef struct tsr_host_impl {
     tsr_host_pool *pool;
-    tsr_host_bf16 *bf16;
+    tsr_host_dnnl *dnnl;
+    void *conv_scratch; /* host_conv.c's blocked tensors, kept between calls */
+    size_t conv_scratch_bytes;
 } tsr_host_impl;
 static inline tsr_host_impl *tsr_host_impl_of(const tsr_backend *be) { return be->impl; }
 typedef void (*tsr_host_range_fn)(void *arg, size_t lo, size_t hi);
@@ -81,17 +83,26 @@ tsr_status tsr_host_round16_block(tsr_backend *be, tsr_precision p, size_t rows,
 void tsr_host_to_bf16(tsr_backend *be, size_t n, const float *src, uint16_t *dst);
 /* OpenBLAS's cblas_sbgemm where the installed library exports it (looked up once), else 0. */
 int tsr_host_has_sbgemm(void);
-/* oneDNN's bf16 matmul where this build has oneDNN and the CPU has bf16 dot products (checked
- * with a probe primitive), else NULL. */
-tsr_host_bf16 *tsr_host_bf16_open(tsr_context *ctx);
-void tsr_host_bf16_close(tsr_context *ctx, tsr_host_bf16 *h); /* accepts NULL */
-/* The implementation oneDNN chose ("brg:avx512_core_bf16"), NULL without it. */
-const char *tsr_host_bf16_impl(const tsr_host_bf16 *h);
+/* oneDNN's CPU engine where this build has oneDNN, else NULL. */
+tsr_host_dnnl *tsr_host_dnnl_open(tsr_context *ctx);
+void tsr_host_dnnl_close(tsr_context *ctx, tsr_host_dnnl *h); /* accepts NULL */
+/* The implementation of oneDNN's bf16 matmul ("brg:avx512_core_bf16") where the CPU has bf16 dot
+ * products (checked with a probe primitive), else NULL: bf16 GEMMs then round and call SGEMM. */
+const char *tsr_host_dnnl_bf16(const tsr_host_dnnl *h);
+/* Its dnnl_engine_t. */
+struct dnnl_engine *tsr_host_dnnl_engine(const tsr_host_dnnl *h);
+/* Direct float32 convolutions through oneDNN (host_conv.c; the backend's conv_* slots). */
+int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters);
+tsr_status tsr_host_conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
+                                 tsr_ref w, tsr_ref y);
+tsr_status tsr_host_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
+                                  tsr_ref w, tsr_ref dy, float beta_dw, tsr_ref dw, float beta_dx,
+                                  tsr_ref dx);
 /* C = alpha op(A) op(B) + beta C on the calling thread alone, A and B bf16, row-major with
  * leading dimensions; 0 on success, else oneDNN's status. */
-int tsr_host_bf16_gemm(tsr_host_bf16 *h, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
-                       const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb, float beta,
-                       float *c, size_t ldc);
+int tsr_host_dnnl_gemm_bf16(tsr_host_dnnl *h, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                            const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb, float beta,
+                            float *c, size_t ldc);
 /* What runs a bf16-mode GEMM on this backend: "oneDNN <impl>", "OpenBLAS cblas_sbgemm" or
  * "rounded inputs + SGEMM". */
 const char *tsr_host_bf16_gemm_name(const tsr_backend *be);

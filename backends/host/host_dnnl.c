@@ -1,4 +1,5 @@
-/* bf16 GEMMs on the host through oneDNN's matmul primitive (libdnnl): bf16 operands, float32
+/* oneDNN (libdnnl) on the host: the engine the host backend keeps, and bf16 GEMMs through its
+ * matmul primitive (the direct convolutions are in host_conv.c). bf16 operands, float32
  * accumulation and output, alpha as an output scale and beta as a sum post-op, so one call is a
  * BLAS GEMM. On a CPU with bf16 dot products (AVX512_BF16, AMX) oneDNN's brgemm kernels run at
  * about twice OpenBLAS's SGEMM rate (`tsr-gemm-bench --precision bf16` shows both); elsewhere
@@ -19,10 +20,13 @@
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 
-struct tsr_host_bf16 {
+struct tsr_host_dnnl {
     dnnl_engine_t engine;
-    char impl[64]; /* the implementation oneDNN picked for a probe shape ("brg:avx512_core_bf16") */
+    int bf16;      /* bf16 GEMMs worth running here */
+    char impl[64]; /* the implementation oneDNN picked for a bf16 probe ("brg:avx512_core_bf16") */
 };
+
+dnnl_engine_t tsr_host_dnnl_engine(const tsr_host_dnnl *h) { return h->engine; }
 
 /* One matmul descriptor + attributes for C = alpha op(A) op(B) + beta C with the given strides
  * (row-major, a transposed operand is a stride swap). */
@@ -65,40 +69,41 @@ static dnnl_status_t make_primitive(dnnl_engine_t engine, int ta, int tb, size_t
     return s;
 }
 
-tsr_host_bf16 *tsr_host_bf16_open(tsr_context *ctx) {
+tsr_host_dnnl *tsr_host_dnnl_open(tsr_context *ctx) {
+    tsr_host_dnnl *h = tsr_calloc(ctx, 1, sizeof *h);
+    if (!h) return NULL;
+    if (dnnl_engine_create(&h->engine, dnnl_cpu, 0) != dnnl_success) {
+        tsr_log(ctx, TSR_LOG_WARN, "host: oneDNN's CPU engine could not be created: im2col "
+                "convolutions and SGEMM-based bf16 GEMMs instead");
+        tsr_free(ctx, h);
+        return NULL;
+    }
     /* bf16 dot products in hardware; below that oneDNN emulates them, slower than SGEMM */
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-    if ((isa & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16) {
+    dnnl_primitive_t probe = NULL;
+    if ((isa & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16)
         tsr_log(ctx, TSR_LOG_DEBUG, "host: no bf16 dot products on this CPU: bf16 GEMMs round and "
                 "call SGEMM");
-        return NULL;
-    }
-    tsr_host_bf16 *h = tsr_calloc(ctx, 1, sizeof *h);
-    if (!h) return NULL;
-    dnnl_primitive_t probe = NULL;
-    if (dnnl_engine_create(&h->engine, dnnl_cpu, 0) != dnnl_success ||
-        make_primitive(h->engine, 0, 0, 64, 64, 64, 1.0f, 64, 64, 0.0f, 64, &probe, h->impl,
-                       sizeof h->impl) != dnnl_success ||
-        !strncmp(h->impl, "ref", 3)) { /* a reference loop is no faster than rounding + SGEMM */
+    else if (make_primitive(h->engine, 0, 0, 64, 64, 64, 1.0f, 64, 64, 0.0f, 64, &probe, h->impl,
+                            sizeof h->impl) != dnnl_success || !strncmp(h->impl, "ref", 3))
+        /* a reference loop is no faster than rounding + SGEMM */
         tsr_log(ctx, TSR_LOG_DEBUG, "host: oneDNN bf16 matmul unavailable (%s)",
-                h->impl[0] ? h->impl : "engine or primitive creation failed");
-        dnnl_primitive_destroy(probe);
-        tsr_host_bf16_close(ctx, h);
-        return NULL;
-    }
+                h->impl[0] ? h->impl : "primitive creation failed");
+    else
+        h->bf16 = 1;
     dnnl_primitive_destroy(probe);
     return h;
 }
 
-void tsr_host_bf16_close(tsr_context *ctx, tsr_host_bf16 *h) {
+void tsr_host_dnnl_close(tsr_context *ctx, tsr_host_dnnl *h) {
     if (!h) return;
     if (h->engine) dnnl_engine_destroy(h->engine);
     tsr_free(ctx, h);
 }
 
-const char *tsr_host_bf16_impl(const tsr_host_bf16 *h) { return h ? h->impl : NULL; }
+const char *tsr_host_dnnl_bf16(const tsr_host_dnnl *h) { return h && h->bf16 ? h->impl : NULL; }
 
-int tsr_host_bf16_gemm(tsr_host_bf16 *h, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+int tsr_host_dnnl_gemm_bf16(tsr_host_dnnl *h, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
                        const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb, float beta,
                        float *c, size_t ldc) {
     if (!m || !n) return 0;
@@ -127,20 +132,20 @@ int tsr_host_bf16_gemm(tsr_host_bf16 *h, int ta, int tb, size_t m, size_t n, siz
     return s == dnnl_success ? 0 : (int)s;
 }
 
-#else /* built without oneDNN (WITH_DNNL=0, the cross ports) */
+#else /* built without oneDNN (WITH_DNNL=0, the cross and minimal ports) */
 
-tsr_host_bf16 *tsr_host_bf16_open(tsr_context *ctx) {
+tsr_host_dnnl *tsr_host_dnnl_open(tsr_context *ctx) {
     (void)ctx;
     return NULL;
 }
-void tsr_host_bf16_close(tsr_context *ctx, tsr_host_bf16 *h) { (void)ctx, (void)h; }
-const char *tsr_host_bf16_impl(const tsr_host_bf16 *h) {
+void tsr_host_dnnl_close(tsr_context *ctx, tsr_host_dnnl *h) { (void)ctx, (void)h; }
+const char *tsr_host_dnnl_bf16(const tsr_host_dnnl *h) {
     (void)h;
     return NULL;
 }
-int tsr_host_bf16_gemm(tsr_host_bf16 *h, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
-                       const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb, float beta,
-                       float *c, size_t ldc) {
+int tsr_host_dnnl_gemm_bf16(tsr_host_dnnl *h, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                            const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb, float beta,
+                            float *c, size_t ldc) {
     (void)h, (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b,
         (void)ldb, (void)beta, (void)c, (void)ldc;
     return -1;

@@ -7,7 +7,9 @@
  * before it) just wrote still in cache. Whole-batch GEMMs were measured slower on the host:
  * at batch 64 the cnn's second layer has 40 MB of columns, and every pass over them went to
  * memory. The workspace holds a chunk's output (or its gradient) in the GEMM's layout
- * [F][images][OH*OW], transposed to and from the stage's [images][F][OH*OW]. */
+ * [F][images][OH*OW], transposed to and from the stage's [images][F][OH*OW].
+ * A backend with its own convolution for the shape (tsr_op_conv_direct: the host's oneDNN
+ * kernels) runs it instead, reading the input itself; the columns then go unused. */
 #include <stdio.h>
 #include <string.h>
 #include "lib/core/internal.h"
@@ -130,6 +132,11 @@ static size_t chunk_images(const tsr_layer *l, size_t n) {
 static tsr_status forward(const tsr_layer_run *r) {
     const tsr_layer *l = r->l;
     size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units;
+    tsr_conv_geom whole = geom(l, r->n);
+    if (tsr_op_conv_direct(r->be, &whole, f)) { /* the backend's own convolution */
+        TSR_TRY(tsr_op_conv_forward(r->be, &whole, f, r->in[0], r->param[0], r->out));
+        return tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
+    }
     size_t in = tsr_layer_in_size(l), step = chunk_images(l, r->n);
     for (size_t b = 0; b < r->n; b += step) {
         size_t m = r->n - b < step ? r->n - b : step, cols = m * ohw;
@@ -167,6 +174,12 @@ static tsr_status backward(const tsr_layer_run *r) {
     tsr_backend *be = r->be;
     if (!r->accumulate) TSR_TRY(tsr_op_fill(be, r->grad[1], f, 0.0f));
     TSR_TRY(tsr_op_bias_grad(be, n, f, ohw, r->dout, r->grad[1]));
+    tsr_conv_geom whole = geom(l, n);
+    if (tsr_op_conv_direct(be, &whole, f)) {
+        tsr_ref none = {NULL, 0};
+        return tsr_op_conv_backward(be, &whole, f, r->in[0], r->param[0], r->dout, r->accumulate ? 1.0f : 0.0f,
+                                    r->grad[0], r->add_din[0] ? 1.0f : 0.0f, r->want_din[0] ? r->din[0] : none);
+    }
     for (size_t b = 0; b < n; b += step) {
         size_t m = n - b < step ? n - b : step, cols = m * ohw;
         tsr_ref col = tsr_ref_offset(r->state, b * rows * ohw);

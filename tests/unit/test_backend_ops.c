@@ -946,6 +946,120 @@ static void test_im2col_col2im(void **state) {
     }
 }
 
+/* ---- direct convolution (the host's oneDNN kernels) ---- */
+
+typedef struct direct_case {
+    size_t batch, channels, height, width, kh, kw, s, p, filters;
+} direct_case;
+
+static const direct_case direct_cases[] = {
+    {11, 8, 9, 7, 3, 3, 1, 1, 16},  /* parts of 2 and 1 images */
+    {3, 16, 10, 10, 5, 5, 2, 2, 8}, /* stride 2 */
+    {9, 32, 14, 14, 5, 5, 1, 2, 64}, /* the cnn's second layer */
+    {1, 8, 6, 8, 2, 3, 1, 0, 5},    /* valid, non-square kernel, one image */
+    {20, 8, 5, 5, 3, 3, 1, 1, 3},   /* 8 parts of 3 and 2 images */
+};
+
+/* y = conv(x, w), dX, dW in double, with each output's sum of |terms| for the tolerance */
+static void ref_conv(const tsr_conv_geom *g, size_t F, const float *x, const float *w, const float *dy,
+                     double *y, double *ay, double *dx, double *adx, double *dw, double *adw) {
+    size_t C = g->channels, H = g->height, W = g->width, OH = g->out_h, OW = g->out_w;
+    for (size_t b = 0; b < g->batch; b++)
+        for (size_t f = 0; f < F; f++)
+            for (size_t oh = 0; oh < OH; oh++)
+                for (size_t ow = 0; ow < OW; ow++) {
+                    size_t o = ((b * F + f) * OH + oh) * OW + ow;
+                    for (size_t c = 0; c < C; c++)
+                        for (size_t i = 0; i < g->kernel_h; i++)
+                            for (size_t j = 0; j < g->kernel_w; j++) {
+                                long ih = (long)(oh * g->stride_h + i) - (long)g->pad_h;
+                                long iw = (long)(ow * g->stride_w + j) - (long)g->pad_w;
+                                if (ih < 0 || ih >= (long)H || iw < 0 || iw >= (long)W) continue;
+                                size_t xi = ((b * C + c) * H + (size_t)ih) * W + (size_t)iw;
+                                size_t wi = ((f * C + c) * g->kernel_h + i) * g->kernel_w + j;
+                                y[o] += (double)x[xi] * w[wi];
+                                ay[o] += fabs((double)x[xi] * w[wi]);
+                                dx[xi] += (double)dy[o] * w[wi];
+                                adx[xi] += fabs((double)dy[o] * w[wi]);
+                                dw[wi] += (double)dy[o] * x[xi];
+                                adw[wi] += fabs((double)dy[o] * x[xi]);
+                            }
+                }
+}
+
+/* Where the backend has a direct convolution (the host built with oneDNN: every case has >= 8
+ * channels), forward, dX and dW (overwritten and accumulated; dX also not wanted) against the
+ * double reference; and the bits do not depend on the host's threads. */
+static void test_conv_direct(void **state) {
+    fixture *fx = *state;
+    int ran = 0;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t cc = 0; cc < TSR_ARRAY_SIZE(direct_cases); cc++) {
+            const direct_case *k = &direct_cases[cc];
+            tsr_conv_geom g = {k->batch, k->channels, k->height, k->width, k->kh, k->kw, k->s, k->s, k->p, k->p, 0, 0};
+            assert_int_equal(tsr_conv_geom_finish(&g), TSR_OK);
+            size_t F = k->filters, img = g.batch * g.channels * g.height * g.width;
+            size_t wts = F * g.channels * g.kernel_h * g.kernel_w, out = g.batch * F * g.out_h * g.out_w;
+            if (!tsr_op_conv_direct(be, &g, F)) {
+#if TSR_WITH_DNNL
+                if (be->device.backend == TSR_BACKEND_HOST)
+                    fail_msg("[host] built with oneDNN but no direct convolution for case %zu", cc);
+#endif
+                continue;
+            }
+            ran++;
+            float *x = random_floats(img, 500 + cc, -1, 1), *w = random_floats(wts, 600 + cc, -1, 1);
+            float *dy = random_floats(out, 700 + cc, -1, 1), *dx0 = random_floats(img, 800 + cc, -1, 1);
+            float *dw0 = random_floats(wts, 900 + cc, -1, 1);
+            double *y = xcalloc(out, 8), *ay = xcalloc(out, 8), *dx = xcalloc(img, 8), *adx = xcalloc(img, 8);
+            double *dw = xcalloc(wts, 8), *adw = xcalloc(wts, 8), *tol = xcalloc(img + out + wts, 8);
+            double *ref = xcalloc(img + out + wts, 8);
+            ref_conv(&g, F, x, w, dy, y, ay, dx, adx, dw, adw);
+            tsr_buf *bx = upload(be, x, img * 4), *bw = upload(be, w, wts * 4), *bdy = upload(be, dy, out * 4);
+            tsr_buf *by = buf_new(be, out * 4), *bdx = upload(be, dx0, img * 4), *bdw = upload(be, dw0, wts * 4);
+            float *got = xcalloc(img + out + wts, 4);
+            char what[160];
+            snprintf(what, sizeof what, "conv b=%zu c=%zu %zux%zu k=%zux%zu s=%zu p=%zu f=%zu", g.batch, g.channels,
+                     g.height, g.width, g.kernel_h, g.kernel_w, k->s, k->p, F);
+            size_t q = g.channels * g.kernel_h * g.kernel_w, qw = g.batch * g.out_h * g.out_w;
+            OK(be, tsr_op_conv_forward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0), tsr_ref_at(by, 0)));
+            download(by, got, out * 4);
+            for (size_t i = 0; i < out; i++) ref[i] = y[i], tol[i] = (double)(q + 2) * 4 * U * ay[i] + 1e-30;
+            check_close(be, what, got, ref, tol, out);
+            for (int acc = 0; acc < 2; acc++) { /* beta 0, then 1 (onto the random start values) */
+                OK(be, tsr_buf_write(bdx, 0, dx0, img * 4));
+                OK(be, tsr_buf_write(bdw, 0, dw0, wts * 4));
+                OK(be, tsr_op_conv_backward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0), tsr_ref_at(bdy, 0),
+                                            (float)acc, tsr_ref_at(bdw, 0), (float)acc, tsr_ref_at(bdx, 0)));
+                download(bdx, got, img * 4);
+                download(bdw, got + img, wts * 4);
+                for (size_t i = 0; i < img; i++)
+                    ref[i] = dx[i] + (acc ? dx0[i] : 0), tol[i] = (double)(q + 3) * 4 * U * (adx[i] + fabs(dx0[i])) + 1e-30;
+                for (size_t i = 0; i < wts; i++)
+                    ref[img + i] = dw[i] + (acc ? dw0[i] : 0),
+                              tol[img + i] = (double)(qw + 11) * 4 * U * (adw[i] + fabs(dw0[i])) + 1e-30;
+                check_close(be, what, got, ref, tol, img + wts);
+            }
+            /* dX not wanted: dw alone, dx untouched */
+            OK(be, tsr_buf_write(bdx, 0, dx0, img * 4));
+            tsr_ref none = {NULL, 0};
+            OK(be, tsr_op_conv_backward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0), tsr_ref_at(bdy, 0), 0.0f,
+                                        tsr_ref_at(bdw, 0), 0.0f, none));
+            download(bdx, got, img * 4);
+            check_exact(be, "conv backward without dx leaves dx", got, dx0, img);
+            tsr_buf_free(bx), tsr_buf_free(bw), tsr_buf_free(bdy), tsr_buf_free(by), tsr_buf_free(bdx), tsr_buf_free(bdw);
+            free(x), free(w), free(dy), free(dx0), free(dw0), free(y), free(ay), free(dx), free(adx), free(dw), free(adw);
+            free(tol), free(ref), free(got);
+        }
+        /* fewer than 8 channels: im2col + GEMM, not the direct path */
+        tsr_conv_geom one = {4, 1, 28, 28, 5, 5, 1, 1, 2, 2, 0, 0};
+        assert_int_equal(tsr_conv_geom_finish(&one), TSR_OK);
+        if (be->device.backend == TSR_BACKEND_HOST) assert_false(tsr_op_conv_direct(be, &one, 32));
+    }
+    print_message("direct convolution cases run: %d\n", ran);
+}
+
 /* ---- max pooling ---- */
 
 typedef struct pool_case {
@@ -1640,6 +1754,11 @@ static void run_host_sequence(tsr_backend *be, float *out, size_t n) {
     OK(be, tsr_op_im2col(be, &cg, tsr_ref_at(bx, 0), tsr_ref_at(bc, 0)));
     OK(be, tsr_op_col2im(be, &cg, tsr_ref_at(bc, 0), tsr_ref_at(bg, 0)));
     OK(be, tsr_op_bias_grad(be, 4, 64, 256, tsr_ref_at(bg, 0), tsr_ref_at(bs, 0)));
+    if (tsr_op_conv_direct(be, &cg, 16)) { /* parts of the batch on the pool: same bits */
+        OK(be, tsr_op_conv_forward(be, &cg, 16, tsr_ref_at(bx, 0), tsr_ref_at(bc, 0), tsr_ref_at(bm, 0)));
+        OK(be, tsr_op_conv_backward(be, &cg, 16, tsr_ref_at(bm, 0), tsr_ref_at(bc, 0), tsr_ref_at(bg, 0), 1.0f,
+                                    tsr_ref_at(bc, 4096), 1.0f, tsr_ref_at(bx, 0)));
+    }
     tsr_pool_geom pg = {64, 32, 32, 3, 2, 0, 0};
     assert_int_equal(tsr_pool_geom_finish(&pg), TSR_OK);
     OK(be, tsr_op_maxpool_forward(be, &pg, tsr_ref_at(bg, 0), tsr_ref_at(bm, 0), tsr_ref_at(bv, 0)));
@@ -1701,6 +1820,7 @@ int main(void) {
         cmocka_unit_test(test_sum),           cmocka_unit_test(test_bias),
         cmocka_unit_test(test_relu),          cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_im2col_col2im), cmocka_unit_test(test_transpose),
+        cmocka_unit_test(test_conv_direct),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_dropout),       cmocka_unit_test(test_embed),
         cmocka_unit_test(test_narrow_widen),

@@ -1,4 +1,5 @@
-/* Direct convolutions on the host through oneDNN (float32): its JIT kernels work on
+/* Direct convolutions on the host through oneDNN (float32, and bf16 operands with float32
+ * accumulation in bf16 mode where the CPU has bf16 dot products): its JIT kernels work on
  * channel-blocked layouts (nChw16c) with the filters resident in registers, and ran the cnn's
  * second layer (32 -> 64 channels, 5x5, 14x14) at 1.35-1.4x OpenBLAS's SGEMM rate per core, where
  * im2col + SGEMM reaches about 0.75 of it (`tsr-conv-bench` prints both). Layers with fewer
@@ -17,7 +18,7 @@
 
 #if TSR_WITH_DNNL
 #include <omp.h>
-#include <oneapi/dnnl/dnnl.h>
+#include "backends/host/host_dnnl.h"
 
 #define CONV_PARTS 8
 #define CONV_MIN_CHANNELS 8
@@ -49,9 +50,11 @@ static void prims_free(conv_prims *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* which: 1 forward, 2 backward (both directions, and forward as their hint) */
+/* which: 1 forward, 2 backward (both directions, and forward as their hint). half: the
+ * operands' type (f32, or bf16 in bf16 mode: the reorders into the blocked layout round them,
+ * the products accumulate in float32 and the results are float32). */
 static dnnl_status_t prims_make(dnnl_engine_t engine, const tsr_conv_geom *g, size_t filters,
-                                size_t images, int which, conv_prims *c) {
+                                size_t images, int which, dnnl_data_type_t half, conv_prims *c) {
     memset(c, 0, sizeof *c);
     c->images = images;
     dnnl_dims_t ds = {(dnnl_dim_t)images, (dnnl_dim_t)g->channels, (dnnl_dim_t)g->height, (dnnl_dim_t)g->width};
@@ -61,30 +64,38 @@ static dnnl_status_t prims_make(dnnl_engine_t engine, const tsr_conv_geom *g, si
     dnnl_dims_t pl = {(dnnl_dim_t)g->pad_h, (dnnl_dim_t)g->pad_w};
     dnnl_dims_t pr = {(dnnl_dim_t)((g->out_h - 1) * g->stride_h + g->kernel_h) - (dnnl_dim_t)(g->height + g->pad_h),
                       (dnnl_dim_t)((g->out_w - 1) * g->stride_w + g->kernel_w) - (dnnl_dim_t)(g->width + g->pad_w)};
-    dnnl_memory_desc_t as, aw, ad;
+    /* as/aw: source and weights as the products read them; ad: the output; ah: the output's
+     * gradient as read; af/awf: the input's and weights' gradients, float32 */
+    dnnl_memory_desc_t as, aw, ad, ah, af, awf;
     dnnl_status_t s;
     if ((s = dnnl_memory_desc_init_by_tag(&c->src, 4, ds, dnnl_f32, dnnl_nchw)) ||
         (s = dnnl_memory_desc_init_by_tag(&c->wei, 4, dw, dnnl_f32, dnnl_oihw)) ||
         (s = dnnl_memory_desc_init_by_tag(&c->dst, 4, dd, dnnl_f32, dnnl_nchw)) ||
-        (s = dnnl_memory_desc_init_by_tag(&as, 4, ds, dnnl_f32, dnnl_format_tag_any)) ||
-        (s = dnnl_memory_desc_init_by_tag(&aw, 4, dw, dnnl_f32, dnnl_format_tag_any)) ||
-        (s = dnnl_memory_desc_init_by_tag(&ad, 4, dd, dnnl_f32, dnnl_format_tag_any)))
+        (s = dnnl_memory_desc_init_by_tag(&as, 4, ds, half, dnnl_format_tag_any)) ||
+        (s = dnnl_memory_desc_init_by_tag(&aw, 4, dw, half, dnnl_format_tag_any)) ||
+        (s = dnnl_memory_desc_init_by_tag(&ad, 4, dd, dnnl_f32, dnnl_format_tag_any)) ||
+        (s = dnnl_memory_desc_init_by_tag(&ah, 4, dd, half, dnnl_format_tag_any)) ||
+        (s = dnnl_memory_desc_init_by_tag(&af, 4, ds, dnnl_f32, dnnl_format_tag_any)) ||
+        (s = dnnl_memory_desc_init_by_tag(&awf, 4, dw, dnnl_f32, dnnl_format_tag_any)))
         return s;
     dnnl_convolution_desc_t fd, bd, wd;
-    if ((s = dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
-                                                &as, &aw, NULL, &ad, strides, pl, pr)) ||
-        (s = dnnl_primitive_desc_create(&c->fwd_pd, &fd, NULL, engine, NULL)))
-        return s;
-    if (which == 1) return dnnl_primitive_create(&c->fwd, c->fwd_pd);
-    if ((s = dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &as, &aw, &ad, strides,
-                                                      pl, pr)) ||
-        (s = dnnl_primitive_desc_create(&c->bwd_data_pd, &bd, NULL, engine, c->fwd_pd)) ||
-        (s = dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &as, &aw, NULL, &ad,
-                                                         strides, pl, pr)) ||
-        (s = dnnl_primitive_desc_create(&c->bwd_w_pd, &wd, NULL, engine, c->fwd_pd)) ||
-        (s = dnnl_primitive_create(&c->bwd_data, c->bwd_data_pd)))
-        return s;
-    return dnnl_primitive_create(&c->bwd_w, c->bwd_w_pd);
+    dnnl_primitive_attr_t attr = NULL;
+    if (!(s = tsr_host_dnnl_attr(&attr)) &&
+        !(s = dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &as, &aw,
+                                                 NULL, &ad, strides, pl, pr)) &&
+        !(s = dnnl_primitive_desc_create(&c->fwd_pd, &fd, attr, engine, NULL)))
+        s = dnnl_primitive_create(&c->fwd, c->fwd_pd);
+    if (!s && which == 2 &&
+        !(s = dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &af, &aw, &ah, strides, pl,
+                                                       pr)) &&
+        !(s = dnnl_primitive_desc_create(&c->bwd_data_pd, &bd, attr, engine, c->fwd_pd)) &&
+        !(s = dnnl_primitive_create(&c->bwd_data, c->bwd_data_pd)) &&
+        !(s = dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &as, &awf, NULL, &ah,
+                                                          strides, pl, pr)) &&
+        !(s = dnnl_primitive_desc_create(&c->bwd_w_pd, &wd, attr, engine, c->fwd_pd)))
+        s = dnnl_primitive_create(&c->bwd_w, c->bwd_w_pd);
+    dnnl_primitive_attr_destroy(attr);
+    return s;
 }
 
 static const dnnl_memory_desc_t *md_of(const_dnnl_primitive_desc_t pd, dnnl_query_t q) {
@@ -104,7 +115,7 @@ static dnnl_status_t reorder(dnnl_engine_t engine, dnnl_stream_t st, const dnnl_
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t p = NULL;
     dnnl_memory_t m[2] = {NULL, NULL};
-    dnnl_status_t s = dnnl_primitive_attr_create(&attr);
+    dnnl_status_t s = tsr_host_dnnl_attr(&attr);
     if (!s && add) {
         s = dnnl_post_ops_create(&ops);
         if (!s) s = dnnl_post_ops_append_sum(ops, 1.0f);
@@ -116,7 +127,7 @@ static dnnl_status_t reorder(dnnl_engine_t engine, dnnl_stream_t st, const dnnl_
     if (!s) s = dnnl_memory_create(&m[1], to, engine, dst);
     if (!s) {
         dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, m[0]}, {DNNL_ARG_TO, m[1]}};
-        s = dnnl_primitive_execute(p, st, 2, args);
+        s = tsr_host_dnnl_run(engine, st, p, 2, args);
     }
     dnnl_memory_destroy(m[0]);
     dnnl_memory_destroy(m[1]);
@@ -136,7 +147,7 @@ static dnnl_status_t run(dnnl_primitive_t p, dnnl_engine_t engine, dnnl_stream_t
         s = dnnl_memory_create(&m[i], mds[i], engine, data[i]);
         args[i] = (dnnl_exec_arg_t){which[i], m[i]};
     }
-    if (!s) s = dnnl_primitive_execute(p, st, n, args);
+    if (!s) s = tsr_host_dnnl_run(engine, st, p, n, args);
     for (int i = 0; i < n; i++) dnnl_memory_destroy(m[i]);
     return s;
 }
@@ -277,10 +288,18 @@ static tsr_host_dnnl *engine_of(const tsr_backend *be) {
     return be->impl ? tsr_host_impl_of(be)->dnnl : NULL;
 }
 
+/* The operands' type in the backend's precision; dnnl_data_type_undef where there is no direct
+ * convolution in it (fp16; bf16 without bf16 dot products). */
+static dnnl_data_type_t half_of(const tsr_backend *be) {
+    if (be->precision == TSR_PRECISION_FP32) return dnnl_f32;
+    if (be->precision == TSR_PRECISION_BF16 && tsr_host_dnnl_bf16(engine_of(be))) return dnnl_bf16;
+    return dnnl_data_type_undef;
+}
+
 int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
     tsr_host_dnnl *h = engine_of(be);
-    if (!h || be->precision != TSR_PRECISION_FP32 || g->channels < CONV_MIN_CHANNELS || !g->batch)
-        return 0;
+    dnnl_data_type_t half = half_of(be);
+    if (!h || half == dnnl_data_type_undef || g->channels < CONV_MIN_CHANNELS || !g->batch) return 0;
     if ((g->out_h - 1) * g->stride_h + g->kernel_h < g->height + g->pad_h ||
         (g->out_w - 1) * g->stride_w + g->kernel_w < g->width + g->pad_w)
         return 0; /* oneDNN takes no negative right padding */
@@ -288,7 +307,7 @@ int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters
     conv_prims c;
     size_t i0, n;
     part_range(g->batch, parts_of(g->batch), 0, &i0, &n);
-    dnnl_status_t s = prims_make(tsr_host_dnnl_engine(h), g, filters, n, 1, &c);
+    dnnl_status_t s = prims_make(tsr_host_dnnl_engine(h), g, filters, n, 1, half, &c);
     const char *impl = NULL;
     if (!s) dnnl_primitive_desc_query(c.fwd_pd, dnnl_query_impl_info_str, 0, &impl);
     int ok = !s && impl && (!strncmp(impl, "jit", 3) || !strncmp(impl, "brg", 3)) && !strstr(impl, "gemm");
@@ -309,13 +328,13 @@ static dnnl_status_t weights_to(dnnl_engine_t engine, const conv_prims *c, const
 }
 
 /* Primitives for the (at most two) part sizes of a batch. */
-static dnnl_status_t job_prims(conv_job *j, int which) {
+static dnnl_status_t job_prims(conv_job *j, int which, dnnl_data_type_t half) {
     size_t i0, big, small;
     part_range(j->g->batch, j->parts, 0, &i0, &big);
     part_range(j->g->batch, j->parts, j->parts - 1, &i0, &small);
     dnnl_engine_t engine = tsr_host_dnnl_engine(j->h);
-    dnnl_status_t s = prims_make(engine, j->g, j->filters, big, which, &j->prims[0]);
-    if (!s && small != big) s = prims_make(engine, j->g, j->filters, small, which, &j->prims[1]);
+    dnnl_status_t s = prims_make(engine, j->g, j->filters, big, which, half, &j->prims[0]);
+    if (!s && small != big) s = prims_make(engine, j->g, j->filters, small, which, half, &j->prims[1]);
     return s;
 }
 
@@ -325,7 +344,7 @@ tsr_status tsr_host_conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t
     memset(prims, 0, sizeof prims);
     conv_job j = {.h = engine_of(be), .g = g, .filters = filters, .parts = parts_of(g->batch),
                   .prims = prims, .x = tsr_host_f32(x), .y = tsr_host_f32(y)};
-    dnnl_status_t s = job_prims(&j, 1);
+    dnnl_status_t s = job_prims(&j, 1, half_of(be));
     tsr_status st = TSR_OK;
     if (!s) {
         size_t part = 0;
@@ -384,7 +403,7 @@ tsr_status tsr_host_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_
     conv_job j = {.h = engine_of(be), .g = g, .filters = filters, .parts = parts_of(g->batch),
                   .prims = prims, .x = tsr_host_f32(x), .dy = tsr_host_f32(dy),
                   .dx = dx.buf ? tsr_host_f32(dx) : NULL, .beta_dx = beta_dx};
-    dnnl_status_t s = job_prims(&j, 2);
+    dnnl_status_t s = job_prims(&j, 2, half_of(be));
     tsr_status st = TSR_OK;
     if (!s) {
         size_t part = 0;

@@ -18,7 +18,8 @@
 
 #if TSR_WITH_DNNL
 #include <omp.h>
-#include <oneapi/dnnl/dnnl.h>
+#include <stdlib.h>
+#include "backends/host/host_dnnl.h"
 
 struct tsr_host_dnnl {
     dnnl_engine_t engine;
@@ -27,6 +28,34 @@ struct tsr_host_dnnl {
 };
 
 dnnl_engine_t tsr_host_dnnl_engine(const tsr_host_dnnl *h) { return h->engine; }
+
+dnnl_status_t tsr_host_dnnl_attr(dnnl_primitive_attr_t *attr) {
+    dnnl_status_t s = dnnl_primitive_attr_create(attr);
+    if (!s) s = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+    return s;
+}
+
+dnnl_status_t tsr_host_dnnl_run(dnnl_engine_t engine, dnnl_stream_t st, dnnl_primitive_t p, int n,
+                                const dnnl_exec_arg_t *args) {
+    const_dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t s = dnnl_primitive_get_primitive_desc(p, &pd);
+    const dnnl_memory_desc_t *smd = s ? NULL : dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t bytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
+    void *buf = bytes ? malloc(bytes) : NULL;
+    dnnl_memory_t sm = NULL;
+    dnnl_exec_arg_t all[8];
+    if (!s && (n > 7 || (bytes && !buf))) s = dnnl_out_of_memory;
+    if (!s && bytes) s = dnnl_memory_create(&sm, smd, engine, buf);
+    if (!s) {
+        memcpy(all, args, (size_t)n * sizeof *all);
+        if (sm) all[n++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, sm};
+        s = dnnl_primitive_execute(p, st, n, all);
+    }
+    if (!s) s = dnnl_stream_wait(st);
+    dnnl_memory_destroy(sm);
+    free(buf);
+    return s;
+}
 
 /* One matmul descriptor + attributes for C = alpha op(A) op(B) + beta C with the given strides
  * (row-major, a transposed operand is a stride swap). */
@@ -49,7 +78,7 @@ static dnnl_status_t make_primitive(dnnl_engine_t engine, int ta, int tb, size_t
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    s = dnnl_primitive_attr_create(&attr);
+    s = tsr_host_dnnl_attr(&attr);
     if (s == dnnl_success && alpha != 1.0f) s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha);
     if (s == dnnl_success && beta != 0.0f) {
         s = dnnl_post_ops_create(&ops);
@@ -124,8 +153,7 @@ int tsr_host_dnnl_gemm_bf16(tsr_host_dnnl *h, int ta, int tb, size_t m, size_t n
         args[i] = (dnnl_exec_arg_t){which[i], mem[i]};
     }
     if (s == dnnl_success) s = dnnl_stream_create(&st, h->engine, dnnl_stream_default_flags);
-    if (s == dnnl_success) s = dnnl_primitive_execute(p, st, 3, args);
-    if (s == dnnl_success) s = dnnl_stream_wait(st);
+    if (s == dnnl_success) s = tsr_host_dnnl_run(h->engine, st, p, 3, args);
     dnnl_stream_destroy(st);
     for (int i = 0; i < 3; i++) dnnl_memory_destroy(mem[i]);
     dnnl_primitive_destroy(p);

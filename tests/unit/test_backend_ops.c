@@ -22,6 +22,7 @@
 #include <string.h>
 #include "backends/backend.h"
 #include "lib/core/internal.h"
+#include "lib/core/precision.h"
 #include "support/test_util.h"
 
 /* Sanitizer builds: PoCL and its LLVM leak compiler state on every clBuildProgram; only
@@ -989,12 +990,16 @@ static void ref_conv(const tsr_conv_geom *g, size_t F, const float *x, const flo
 
 /* Where the backend has a direct convolution (the host built with oneDNN: every case has >= 8
  * channels), forward, dX and dW (overwritten and accumulated; dX also not wanted) against the
- * double reference; and the bits do not depend on the host's threads. */
+ * double reference, in fp32 and, where the backend runs it, in bf16 (the reference then on
+ * operands rounded to bf16: the products' inputs are, the sums float32); and the bits do not
+ * depend on the host's threads (test_host_threads). */
 static void test_conv_direct(void **state) {
     fixture *fx = *state;
     int ran = 0;
-    for (int d = 0; d < fx->count; d++) {
-        tsr_backend *be = fx->be[d];
+    for (int d = 0; d < fx->count * 2; d++) {
+        tsr_backend *be = fx->be[d % fx->count];
+        tsr_precision prec = d < fx->count ? TSR_PRECISION_FP32 : TSR_PRECISION_BF16;
+        OK(be, tsr_backend_set_precision(be, prec));
         for (size_t cc = 0; cc < TSR_ARRAY_SIZE(direct_cases); cc++) {
             const direct_case *k = &direct_cases[cc];
             tsr_conv_geom g = {k->batch, k->channels, k->height, k->width, k->kh, k->kw, k->s, k->s, k->p, k->p, 0, 0};
@@ -1003,7 +1008,7 @@ static void test_conv_direct(void **state) {
             size_t wts = F * g.channels * g.kernel_h * g.kernel_w, out = g.batch * F * g.out_h * g.out_w;
             if (!tsr_op_conv_direct(be, &g, F)) {
 #if TSR_WITH_DNNL
-                if (be->device.backend == TSR_BACKEND_HOST)
+                if (be->device.backend == TSR_BACKEND_HOST && prec == TSR_PRECISION_FP32)
                     fail_msg("[host] built with oneDNN but no direct convolution for case %zu", cc);
 #endif
                 continue;
@@ -1015,13 +1020,19 @@ static void test_conv_direct(void **state) {
             double *y = xcalloc(out, 8), *ay = xcalloc(out, 8), *dx = xcalloc(img, 8), *adx = xcalloc(img, 8);
             double *dw = xcalloc(wts, 8), *adw = xcalloc(wts, 8), *tol = xcalloc(img + out + wts, 8);
             double *ref = xcalloc(img + out + wts, 8);
-            ref_conv(&g, F, x, w, dy, y, ay, dx, adx, dw, adw);
+            float *xr = xcalloc(img, 4), *wr = xcalloc(wts, 4), *dyr = xcalloc(out, 4);
+            tsr_round_n(prec, xr, x, img);
+            tsr_round_n(prec, wr, w, wts);
+            tsr_round_n(prec, dyr, dy, out);
+            ref_conv(&g, F, xr, wr, dyr, y, ay, dx, adx, dw, adw);
+            free(xr), free(wr), free(dyr);
             tsr_buf *bx = upload(be, x, img * 4), *bw = upload(be, w, wts * 4), *bdy = upload(be, dy, out * 4);
             tsr_buf *by = buf_new(be, out * 4), *bdx = upload(be, dx0, img * 4), *bdw = upload(be, dw0, wts * 4);
             float *got = xcalloc(img + out + wts, 4);
             char what[160];
-            snprintf(what, sizeof what, "conv b=%zu c=%zu %zux%zu k=%zux%zu s=%zu p=%zu f=%zu", g.batch, g.channels,
-                     g.height, g.width, g.kernel_h, g.kernel_w, k->s, k->p, F);
+            snprintf(what, sizeof what, "conv %s b=%zu c=%zu %zux%zu k=%zux%zu s=%zu p=%zu f=%zu",
+                     tsr_precision_name(prec), g.batch, g.channels, g.height, g.width, g.kernel_h, g.kernel_w, k->s,
+                     k->p, F);
             size_t q = g.channels * g.kernel_h * g.kernel_w, qw = g.batch * g.out_h * g.out_w;
             OK(be, tsr_op_conv_forward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0), tsr_ref_at(by, 0)));
             download(by, got, out * 4);
@@ -1056,6 +1067,7 @@ static void test_conv_direct(void **state) {
         tsr_conv_geom one = {4, 1, 28, 28, 5, 5, 1, 1, 2, 2, 0, 0};
         assert_int_equal(tsr_conv_geom_finish(&one), TSR_OK);
         if (be->device.backend == TSR_BACKEND_HOST) assert_false(tsr_op_conv_direct(be, &one, 32));
+        OK(be, tsr_backend_set_precision(be, TSR_PRECISION_FP32));
     }
     print_message("direct convolution cases run: %d\n", ran);
 }

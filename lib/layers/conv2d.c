@@ -1,8 +1,9 @@
 /* convKxK:F / convKHxKW:F — 2-D convolution through im2col: F filters, options /sS (stride),
  * /pP, /same ((K-1)/2, the default), /valid (= /p0). weight [F][C][KH][KW], bias [F].
  *
- * The batch runs in chunks of images whose column matrix ([C*KH*KW][images*OH*OW], kept in
- * the state for backward) is about tsr_conv2d_chunk_floats: forward, weight gradient and column
+ * On the host and CPU devices the batch runs in chunks of images whose column matrix
+ * ([C*KH*KW][images*OH*OW], kept in the state for backward) is about tsr_conv2d_chunk_floats
+ * (a GPU takes the whole batch: one GEMM per layer and direction): forward, weight gradient and column
  * gradient are one GEMM each per chunk, and each GEMM finds the columns im2col (or the GEMM
  * before it) just wrote still in cache. Whole-batch GEMMs were measured slower on the host:
  * at batch 64 the cnn's second layer has 40 MB of columns, and every pass over them went to
@@ -122,8 +123,10 @@ static tsr_conv_geom geom(const tsr_layer *l, size_t n) {
  * only, so results do not depend on the thread count. */
 size_t tsr_conv2d_chunk_floats = (size_t)1 << 20;
 
-/* Images per chunk. */
-static size_t chunk_images(const tsr_layer *l, size_t n) {
+/* Images per chunk. A GPU or accelerator takes the whole batch: one GEMM per layer and
+ * direction, its largest and fewest launches (their caches are not what the chunks are for). */
+static size_t chunk_images(const tsr_layer *l, const tsr_backend *be, size_t n) {
+    if (be->device.kind == TSR_DEVICE_GPU || be->device.kind == TSR_DEVICE_ACCELERATOR) return n ? n : 1;
     size_t per_image = l->in_c * l->kh * l->kw * l->out_h * l->out_w;
     size_t k = tsr_conv2d_chunk_floats / per_image;
     return k < 1 ? 1 : k > n ? n : k;
@@ -137,7 +140,7 @@ static tsr_status forward(const tsr_layer_run *r) {
         TSR_TRY(tsr_op_conv_forward(r->be, &whole, f, r->in[0], r->param[0], r->out));
         return tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
     }
-    size_t in = tsr_layer_in_size(l), step = chunk_images(l, r->n);
+    size_t in = tsr_layer_in_size(l), step = chunk_images(l, r->be, r->n);
     for (size_t b = 0; b < r->n; b += step) {
         size_t m = r->n - b < step ? r->n - b : step, cols = m * ohw;
         tsr_conv_geom g = geom(l, m);
@@ -170,7 +173,7 @@ static tsr_status weight_grad(tsr_backend *be, size_t f, size_t rows, size_t col
 static tsr_status backward(const tsr_layer_run *r) {
     const tsr_layer *l = r->l;
     size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units, n = r->n;
-    size_t in = tsr_layer_in_size(l), step = chunk_images(l, n);
+    size_t in = tsr_layer_in_size(l), step = chunk_images(l, r->be, n);
     tsr_backend *be = r->be;
     if (!r->accumulate) TSR_TRY(tsr_op_fill(be, r->grad[1], f, 0.0f));
     TSR_TRY(tsr_op_bias_grad(be, n, f, ohw, r->dout, r->grad[1]));

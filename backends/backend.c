@@ -475,6 +475,28 @@ tsr_status tsr_op_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, t
     return cols ? be->iface->col2im(be, g, col, dx) : TSR_OK;
 }
 
+tsr_status tsr_op_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
+                              tsr_ref dy, tsr_ref col, int add, tsr_ref dx) {
+    BE_CHECK();
+    size_t img, cols;
+    TSR_TRY(check_conv(be, op, g, &img, &cols));
+    size_t rows = g->channels * g->kernel_h * g->kernel_w, n = g->batch * g->out_h * g->out_w;
+    size_t nw, ndy;
+    TSR_TRY(check_3d(be, op, filters, rows, 1, &nw));
+    TSR_TRY(check_3d(be, op, filters, g->batch, g->out_h * g->out_w, &ndy));
+    CHECK("w", w, nw, F);
+    CHECK("dy", dy, ndy, F);
+    CHECK("col", col, cols, F);
+    CHECK("dx", dx, img, F);
+    if (!cols || !filters) return add ? TSR_OK : tsr_op_fill(be, dx, img, 0.0f);
+    if (be->iface->conv_dinput && be->precision == TSR_PRECISION_FP32)
+        return be->iface->conv_dinput(be, g, filters, w, dy, col, add, dx);
+    TSR_TRY(tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, rows, n, filters, 1.0f, w, rows, dy, n, 0.0f,
+                        col, n));
+    if (!add) TSR_TRY(tsr_op_fill(be, dx, img, 0.0f));
+    return tsr_op_col2im(be, g, col, dx);
+}
+
 tsr_status tsr_op_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                             tsr_ref y) {
     BE_CHECK();

@@ -283,6 +283,7 @@ static const tsr_backend_iface host_iface = {
     .softmax_xent_backward = tsr_host_softmax_xent_backward,
     .im2col = tsr_host_im2col,
     .col2im = tsr_host_col2im,
+    .conv_dinput = tsr_host_conv_dinput,
     .transpose = tsr_host_transpose,
     .maxpool_forward = tsr_host_maxpool_forward,
     .maxpool_backward = tsr_host_maxpool_backward,

@@ -176,12 +176,9 @@ static tsr_status backward(const tsr_layer_run *r) {
         TSR_TRY(weight_grad(be, f, rows, cols, r->ws, col, b || r->accumulate ? 1.0f : 0.0f,
                             r->grad[0]));
         if (!r->want_din[0]) continue;
-        /* d(col) = W^T dY, written over the columns (no longer needed), then folded back */
-        TSR_TRY(tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, rows, cols, f, 1.0f, r->param[0], rows,
-                            r->ws, cols, 0.0f, col, cols));
-        if (!r->add_din[0]) TSR_TRY(tsr_op_fill(be, din, m * in, 0.0f));
+        /* d(col) = W^T dY, in the columns' room (no longer needed), folded back into dX */
         tsr_conv_geom g = geom(l, m);
-        TSR_TRY(tsr_op_col2im(be, &g, col, din));
+        TSR_TRY(tsr_op_conv_dinput(be, &g, f, r->param[0], r->ws, col, r->add_din[0], din));
     }
     return TSR_OK;
 }

@@ -511,6 +511,21 @@ tsr_status tsr_op_transpose(tsr_backend *be, size_t rows, size_t cols, size_t in
     return total ? be->iface->transpose(be, rows, cols, inner, x, y) : TSR_OK;
 }
 
+tsr_status tsr_op_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
+                                 tsr_ref bias, int relu, tsr_ref y) {
+    BE_CHECK();
+    size_t total;
+    TSR_TRY(check_3d(be, op, rows, cols, inner, &total));
+    CHECK("x", x, total, F);
+    CHECK("bias", bias, rows, F);
+    CHECK("y", y, total, F);
+    if (total && x.buf == y.buf && x.off < y.off + total && y.off < x.off + total)
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG,
+                         "%s: x [%zu, %zu) and y [%zu, %zu) overlap in %s", op, x.off,
+                         x.off + total, y.off, y.off + total, buf_name(x.buf));
+    return total ? be->iface->transpose_bias(be, rows, cols, inner, x, bias, relu != 0, y) : TSR_OK;
+}
+
 static tsr_status check_pool(tsr_backend *be, const char *op, const tsr_pool_geom *g, size_t *in,
                              size_t *out) {
     if (!g) return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: NULL geometry", op);

@@ -154,6 +154,11 @@ struct tsr_backend_iface {
      * x and y do not overlap */
     tsr_status (*transpose)(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                             tsr_ref y);
+    /* The same with the epilogue of a convolution: y[j][i][k] = act(x[i][j][k] + bias[i]), act
+     * max(., 0) when relu is set (the expressions of bias_add and relu_forward, so the bits
+     * are theirs), else none. */
+    tsr_status (*transpose_bias)(tsr_backend *be, size_t rows, size_t cols, size_t inner,
+                                 tsr_ref x, tsr_ref bias, int relu, tsr_ref y);
     /* dx += col2im(col) (dx is NCHW [batch][channels][height][width]) */
     tsr_status (*col2im)(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
     /* Optional (NULL: tsr_op_conv_dinput runs GEMM, fill and col2im): the input gradient of a
@@ -362,6 +367,8 @@ tsr_status tsr_op_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t fi
                               tsr_ref dy, tsr_ref col, int add, tsr_ref dx);
 tsr_status tsr_op_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                             tsr_ref y);
+tsr_status tsr_op_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
+                                 tsr_ref bias, int relu, tsr_ref y);
 tsr_status tsr_op_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
                                   tsr_ref idx);
 tsr_status tsr_op_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,

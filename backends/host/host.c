@@ -284,6 +284,7 @@ static const tsr_backend_iface host_iface = {
     .im2col = tsr_host_im2col,
     .col2im = tsr_host_col2im,
     .conv_dinput = tsr_host_conv_dinput,
+    .transpose_bias = tsr_host_transpose_bias,
     .transpose = tsr_host_transpose,
     .maxpool_forward = tsr_host_maxpool_forward,
     .maxpool_backward = tsr_host_maxpool_backward,

@@ -56,6 +56,8 @@ tsr_status tsr_host_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t 
                                 tsr_ref dy, tsr_ref col, int add, tsr_ref dx);
 tsr_status tsr_host_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                               tsr_ref y);
+tsr_status tsr_host_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner,
+                                   tsr_ref x, tsr_ref bias, int relu, tsr_ref y);
 tsr_status tsr_host_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x,
                                     tsr_ref y, tsr_ref idx);
 tsr_status tsr_host_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,

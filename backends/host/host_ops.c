@@ -471,6 +471,8 @@ typedef struct transpose_args {
     size_t rows, cols, inner;
     const float *x;
     float *y;
+    const float *bias; /* transpose_bias */
+    int relu;
 } transpose_args;
 
 /* units are output blocks y[j][i] */
@@ -484,8 +486,33 @@ static void transpose_units(void *arg, size_t lo, size_t hi) {
 
 tsr_status tsr_host_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                               tsr_ref y) {
-    transpose_args a = {rows, cols, inner, tsr_host_f32(x), tsr_host_f32(y)};
+    transpose_args a = {rows, cols, inner, tsr_host_f32(x), tsr_host_f32(y), NULL, 0};
     tsr_host_parallel(be, rows * cols, grain_units(inner), transpose_units, &a);
+    return TSR_OK;
+}
+
+/* units are output blocks y[j][i], x's block plus bias[i], then max(., 0) with relu */
+static void transpose_bias_units(void *arg, size_t lo, size_t hi) {
+    const transpose_args *a = arg;
+    for (size_t u = lo; u < hi; u++) {
+        size_t j = u / a->rows, i = u % a->rows;
+        const float *restrict src = a->x + (i * a->cols + j) * a->inner;
+        float *restrict dst = a->y + u * a->inner;
+        const float b = a->bias[i];
+        if (a->relu)
+            for (size_t k = 0; k < a->inner; k++) {
+                float v = src[k] + b;
+                dst[k] = v > 0.0f ? v : 0.0f;
+            }
+        else
+            for (size_t k = 0; k < a->inner; k++) dst[k] = src[k] + b;
+    }
+}
+
+tsr_status tsr_host_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner,
+                                   tsr_ref x, tsr_ref bias, int relu, tsr_ref y) {
+    transpose_args a = {rows, cols, inner, tsr_host_f32(x), tsr_host_f32(y), tsr_host_f32(bias), relu};
+    tsr_host_parallel(be, rows * cols, grain_units(inner), transpose_bias_units, &a);
     return TSR_OK;
 }
 

@@ -7,7 +7,8 @@
  * before it) just wrote still in cache. Whole-batch GEMMs were measured slower on the host:
  * at batch 64 the cnn's second layer has 40 MB of columns, and every pass over them went to
  * memory. The workspace holds a chunk's output (or its gradient) in the GEMM's layout
- * [F][images][OH*OW], transposed to and from the stage's [images][F][OH*OW]. */
+ * [F][images][OH*OW], transposed to and from the stage's [images][F][OH*OW]; forward adds the
+ * bias, and the max(., 0) of a relu the stage folds in (r->fuse_relu), in that same pass. */
 #include <stdio.h>
 #include <string.h>
 #include "lib/core/internal.h"
@@ -138,9 +139,11 @@ static tsr_status forward(const tsr_layer_run *r) {
         TSR_TRY(tsr_op_im2col(r->be, &g, tsr_ref_offset(r->in[0], b * in), col));
         TSR_TRY(tsr_op_gemm(r->be, TSR_NO_TRANS, TSR_NO_TRANS, f, cols, rows, 1.0f, r->param[0],
                             rows, col, cols, 0.0f, r->ws, cols));
-        TSR_TRY(tsr_op_transpose(r->be, f, m, ohw, r->ws, tsr_ref_offset(r->out, b * f * ohw)));
+        /* into the stage layout with the bias (and a following relu) on the way */
+        TSR_TRY(tsr_op_transpose_bias(r->be, f, m, ohw, r->ws, r->param[1], r->fuse_relu,
+                                      tsr_ref_offset(r->out, b * f * ohw)));
     }
-    return tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
+    return TSR_OK;
 }
 
 /* Rows of dW per part when dW is too small for the backend to split (below). */

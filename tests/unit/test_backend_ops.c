@@ -827,6 +827,28 @@ static void test_transpose(void **state) {
             check_exact(be, what, got + off, want, n);
             for (size_t i = 0; i < off; i++)
                 if (got[i] != 123.0f) fail_msg("[%s] %s wrote before y", be->device.id, what);
+            /* with a bias per row i (one rounded add: exact against double rounded once),
+             * then max(., 0); NaN and -0 in x check relu's expression */
+            x[off] = NAN;
+            if (n > 1) x[off + 1] = -0.0f;
+            float *bias = random_floats(R + off, 550 + si, -1, 1);
+            tsr_buf *bb = upload(be, bias, (R + off) * 4);
+            OK(be, tsr_buf_write(bx, 0, x, (n + off) * 4));
+            for (int relu = 0; relu <= 1; relu++) {
+                for (size_t i = 0; i < R; i++)
+                    for (size_t j = 0; j < C; j++)
+                        for (size_t k = 0; k < K; k++) {
+                            float v = (float)((double)x[off + (i * C + j) * K + k] + bias[off + i]);
+                            want[(j * R + i) * K + k] = relu ? (v > 0.0f ? v : 0.0f) : v;
+                        }
+                OK(be, tsr_op_transpose_bias(be, R, C, K, tsr_ref_at(bx, off), tsr_ref_at(bb, off), relu,
+                                             tsr_ref_at(by, off)));
+                download(by, got, (n + off) * 4);
+                snprintf(what, sizeof what, "transpose_bias %zux%zux%zu relu=%d", R, C, K, relu);
+                check_exact(be, what, got + off, want, n);
+            }
+            tsr_buf_free(bb);
+            free(bias);
             tsr_buf_free(bx);
             tsr_buf_free(by);
             free(x);

@@ -522,6 +522,28 @@ tsr_status tsr_op_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t 
     return be->iface->conv_backward(be, g, filters, x, w, dy, beta_dw, dw, beta_dx, dx);
 }
 
+tsr_status tsr_op_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
+                              tsr_ref dy, tsr_ref col, int add, tsr_ref dx) {
+    BE_CHECK();
+    size_t img, cols;
+    TSR_TRY(check_conv(be, op, g, &img, &cols));
+    size_t rows = g->channels * g->kernel_h * g->kernel_w, n = g->batch * g->out_h * g->out_w;
+    size_t nw, ndy;
+    TSR_TRY(check_3d(be, op, filters, rows, 1, &nw));
+    TSR_TRY(check_3d(be, op, filters, g->batch, g->out_h * g->out_w, &ndy));
+    CHECK("w", w, nw, F);
+    CHECK("dy", dy, ndy, F);
+    CHECK("col", col, cols, F);
+    CHECK("dx", dx, img, F);
+    if (!cols || !filters) return add ? TSR_OK : tsr_op_fill(be, dx, img, 0.0f);
+    if (be->iface->conv_dinput && be->precision == TSR_PRECISION_FP32)
+        return be->iface->conv_dinput(be, g, filters, w, dy, col, add, dx);
+    TSR_TRY(tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, rows, n, filters, 1.0f, w, rows, dy, n, 0.0f,
+                        col, n));
+    if (!add) TSR_TRY(tsr_op_fill(be, dx, img, 0.0f));
+    return tsr_op_col2im(be, g, col, dx);
+}
+
 tsr_status tsr_op_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                             tsr_ref y) {
     BE_CHECK();
@@ -534,6 +556,21 @@ tsr_status tsr_op_transpose(tsr_backend *be, size_t rows, size_t cols, size_t in
                          "%s: x [%zu, %zu) and y [%zu, %zu) overlap in %s", op, x.off,
                          x.off + total, y.off, y.off + total, buf_name(x.buf));
     return total ? be->iface->transpose(be, rows, cols, inner, x, y) : TSR_OK;
+}
+
+tsr_status tsr_op_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
+                                 tsr_ref bias, int relu, tsr_ref y) {
+    BE_CHECK();
+    size_t total;
+    TSR_TRY(check_3d(be, op, rows, cols, inner, &total));
+    CHECK("x", x, total, F);
+    CHECK("bias", bias, rows, F);
+    CHECK("y", y, total, F);
+    if (total && x.buf == y.buf && x.off < y.off + total && y.off < x.off + total)
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG,
+                         "%s: x [%zu, %zu) and y [%zu, %zu) overlap in %s", op, x.off,
+                         x.off + total, y.off, y.off + total, buf_name(x.buf));
+    return total ? be->iface->transpose_bias(be, rows, cols, inner, x, bias, relu != 0, y) : TSR_OK;
 }
 
 static tsr_status check_pool(tsr_backend *be, const char *op, const tsr_pool_geom *g, size_t *in,

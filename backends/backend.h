@@ -154,6 +154,11 @@ struct tsr_backend_iface {
      * x and y do not overlap */
     tsr_status (*transpose)(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                             tsr_ref y);
+    /* The same with the epilogue of a convolution: y[j][i][k] = act(x[i][j][k] + bias[i]), act
+     * max(., 0) when relu is set (the expressions of bias_add and relu_forward, so the bits
+     * are theirs), else none. */
+    tsr_status (*transpose_bias)(tsr_backend *be, size_t rows, size_t cols, size_t inner,
+                                 tsr_ref x, tsr_ref bias, int relu, tsr_ref y);
     /* dx += col2im(col) (dx is NCHW [batch][channels][height][width]) */
     tsr_status (*col2im)(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
     /* Direct convolution (optional; NULL or conv_direct 0: conv2d runs im2col + GEMM).
@@ -168,6 +173,14 @@ struct tsr_backend_iface {
     tsr_status (*conv_backward)(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
                                 tsr_ref w, tsr_ref dy, float beta_dw, tsr_ref dw, float beta_dx,
                                 tsr_ref dx);
+    /* Optional (NULL: tsr_op_conv_dinput runs GEMM, fill and col2im): the input gradient of a
+     * convolution, dx (add: +=, else =) col2im(W^T dY), w [filters][rows] (rows =
+     * channels*kernel_h*kernel_w), dy [filters][batch*out_h*out_w] (the GEMM layout), col
+     * rows x batch*out_h*out_w floats of scratch it may overwrite. Bit for bit the GEMM, fill
+     * and col2im it stands for (float32 only); the host does it image by image, so that each
+     * image's columns are still in cache when folded back. */
+    tsr_status (*conv_dinput)(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
+                              tsr_ref dy, tsr_ref col, int add, tsr_ref dx);
     /* y = max over each window; idx (int32) = flat index h*width+w of the max within its plane
      * (ties: the first maximum in row-major window order) */
     tsr_status (*maxpool_forward)(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
@@ -367,8 +380,13 @@ tsr_status tsr_op_conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t f
 tsr_status tsr_op_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
                                 tsr_ref w, tsr_ref dy, float beta_dw, tsr_ref dw, float beta_dx,
                                 tsr_ref dx);
+/* dx (add: +=, else =) col2im(W^T dY): see the conv_dinput slot. */
+tsr_status tsr_op_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
+                              tsr_ref dy, tsr_ref col, int add, tsr_ref dx);
 tsr_status tsr_op_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                             tsr_ref y);
+tsr_status tsr_op_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
+                                 tsr_ref bias, int relu, tsr_ref y);
 tsr_status tsr_op_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
                                   tsr_ref idx);
 tsr_status tsr_op_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,

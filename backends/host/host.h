@@ -62,8 +62,12 @@ tsr_status tsr_host_softmax_xent_backward(tsr_backend *be, size_t rows, size_t c
                                           tsr_ref dlogits);
 tsr_status tsr_host_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col);
 tsr_status tsr_host_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
+tsr_status tsr_host_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
+                                tsr_ref dy, tsr_ref col, int add, tsr_ref dx);
 tsr_status tsr_host_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                               tsr_ref y);
+tsr_status tsr_host_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner,
+                                   tsr_ref x, tsr_ref bias, int relu, tsr_ref y);
 tsr_status tsr_host_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x,
                                     tsr_ref y, tsr_ref idx);
 tsr_status tsr_host_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,

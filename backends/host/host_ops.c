@@ -8,6 +8,8 @@
  * O3 also emits remainder loops. */
 #pragma GCC optimize("O3")
 #endif
+#include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include "backends/host/host.h"
@@ -409,12 +411,68 @@ tsr_status tsr_host_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col,
     return TSR_OK;
 }
 
+/* ---- convolution input gradient: GEMM and col2im image by image ---- */
+
+/* Column floats computed at a time (a group of channels of one image): small enough to stay
+ * in the core's L2 cache between the GEMM that writes them and col2im reading them back. */
+#ifndef TSR_DINPUT_GROUP_FLOATS
+#define TSR_DINPUT_GROUP_FLOATS ((size_t)1 << 16)
+#endif
+
+typedef struct dinput_args {
+    const tsr_conv_geom *g;
+    size_t filters, n; /* n: columns of dy (batch*OH*OW) */
+    const float *w, *dy;
+    float *col, *dx;
+    int add;
+} dinput_args;
+
+/* Images [lo, hi): their column gradient, a group of channels at a time, goes through the
+ * scratch of image lo (the column floats of [lo, hi) are this part's own). */
+static void dinput_images(void *arg, size_t lo, size_t hi) {
+    const dinput_args *a = arg;
+    const tsr_conv_geom *g = a->g;
+    const size_t C = g->channels, kk = g->kernel_h * g->kernel_w, ohw = g->out_h * g->out_w;
+    const size_t rows = C * kk, img = C * g->height * g->width;
+    size_t group = TSR_DINPUT_GROUP_FLOATS / (kk * ohw);
+    if (group < 1) group = 1;
+    float *scratch = a->col + lo * rows * ohw;
+    for (size_t i = lo; i < hi; i++) {
+        float *dxi = a->dx + i * img;
+        if (!a->add) memset(dxi, 0, img * sizeof *dxi);
+        for (size_t c0 = 0; c0 < C; c0 += group) {
+            size_t c1 = c0 + group < C ? c0 + group : C;
+            /* d(col) rows of channels [c0, c1), image i's columns: W^T dY */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)((c1 - c0) * kk), (int)ohw,
+                        (int)a->filters, 1.0f, a->w + c0 * kk, (int)rows, a->dy + i * ohw,
+                        (int)a->n, 0.0f, scratch, (int)ohw);
+            for (size_t c = c0; c < c1; c++) /* as channel 0 of its own plane */
+                col2im_channel(g, scratch + (c - c0) * kk * ohw, ohw,
+                               dxi + c * g->height * g->width, 0);
+        }
+    }
+}
+
+tsr_status tsr_host_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
+                                tsr_ref dy, tsr_ref col, int add, tsr_ref dx) {
+    size_t rows = g->channels * g->kernel_h * g->kernel_w, n = g->batch * g->out_h * g->out_w;
+    if (rows > INT_MAX || n > INT_MAX || filters > INT_MAX)
+        return tsr_error(be->ctx, TSR_ERR_UNSUPPORTED, "conv_dinput: %zu rows, %zu columns or %zu "
+                         "filters exceed the BLAS int range", rows, n, filters);
+    dinput_args a = {g, filters, n, tsr_host_f32(w), tsr_host_f32(dy), tsr_host_f32(col),
+                     tsr_host_f32(dx), add};
+    tsr_host_parallel(be, g->batch, 1, dinput_images, &a);
+    return TSR_OK;
+}
+
 /* ---- block transpose ---- */
 
 typedef struct transpose_args {
     size_t rows, cols, inner;
     const float *x;
     float *y;
+    const float *bias; /* transpose_bias */
+    int relu;
 } transpose_args;
 
 /* units are output blocks y[j][i] */
@@ -428,8 +486,33 @@ static void transpose_units(void *arg, size_t lo, size_t hi) {
 
 tsr_status tsr_host_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                               tsr_ref y) {
-    transpose_args a = {rows, cols, inner, tsr_host_f32(x), tsr_host_f32(y)};
+    transpose_args a = {rows, cols, inner, tsr_host_f32(x), tsr_host_f32(y), NULL, 0};
     tsr_host_parallel(be, rows * cols, grain_units(inner), transpose_units, &a);
+    return TSR_OK;
+}
+
+/* units are output blocks y[j][i], x's block plus bias[i], then max(., 0) with relu */
+static void transpose_bias_units(void *arg, size_t lo, size_t hi) {
+    const transpose_args *a = arg;
+    for (size_t u = lo; u < hi; u++) {
+        size_t j = u / a->rows, i = u % a->rows;
+        const float *restrict src = a->x + (i * a->cols + j) * a->inner;
+        float *restrict dst = a->y + u * a->inner;
+        const float b = a->bias[i];
+        if (a->relu)
+            for (size_t k = 0; k < a->inner; k++) {
+                float v = src[k] + b;
+                dst[k] = v > 0.0f ? v : 0.0f;
+            }
+        else
+            for (size_t k = 0; k < a->inner; k++) dst[k] = src[k] + b;
+    }
+}
+
+tsr_status tsr_host_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner,
+                                   tsr_ref x, tsr_ref bias, int relu, tsr_ref y) {
+    transpose_args a = {rows, cols, inner, tsr_host_f32(x), tsr_host_f32(y), tsr_host_f32(bias), relu};
+    tsr_host_parallel(be, rows * cols, grain_units(inner), transpose_bias_units, &a);
     return TSR_OK;
 }
 

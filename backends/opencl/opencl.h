@@ -11,8 +11,9 @@
     X(axpy) X(scale) X(mul) X(sum_partial) X(sum_final) X(scale_matrix) X(bias_add)             \
     X(bias_grad_rows) X(bias_grad_cols) X(relu_forward) X(relu_backward)                        \
     X(softmax_xent_forward) X(softmax_xent_backward) X(im2col) X(im2col_wide) X(col2im)         \
-    X(col2im_wide) X(transpose) X(transpose_wide) X(maxpool_forward) X(maxpool_forward_wide)    \
-    X(maxpool_backward) X(maxpool_backward_wide) X(dropout_forward) X(narrow16)               \
+    X(col2im_wide) X(transpose) X(transpose_wide) X(transpose_bias) X(transpose_bias_wide)      \
+    X(maxpool_forward) X(maxpool_forward_wide) X(maxpool_backward) X(maxpool_backward_wide)     \
+    X(dropout_forward) X(narrow16)                                                              \
     X(widen16) X(sgd_update) X(adam_update) X(embed_forward) X(embed_backward)               \
     X(layernorm_forward) X(layernorm_backward_rows) X(layernorm_backward_cols)                  \
     X(gelu_forward) X(gelu_backward) X(attn_softmax) X(attn_softmax_backward)                   \

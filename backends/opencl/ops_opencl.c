@@ -448,6 +448,20 @@ static tsr_status cl_transpose(tsr_backend *be, size_t rows, size_t cols, size_t
     return launch2d(&a, inner, rows * cols);
 }
 
+static tsr_status cl_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner,
+                                    tsr_ref x, tsr_ref bias, int relu, tsr_ref y) {
+    size_t total = rows * cols * inner;
+    kargs a = args_begin(be, narrow(total, total) ? TSR_CL_K_transpose_bias : TSR_CL_K_transpose_bias_wide);
+    arg_u64(&a, rows);
+    arg_u64(&a, cols);
+    arg_u64(&a, inner);
+    arg_ref(&a, x);
+    arg_ref(&a, bias);
+    arg_i32(&a, relu);
+    arg_ref(&a, y);
+    return launch2d(&a, inner, rows * cols);
+}
+
 static void arg_pool(kargs *a, const tsr_pool_geom *g) {
     arg_u64(a, g->planes);
     arg_u64(a, g->height);
@@ -813,6 +827,7 @@ const tsr_backend_iface tsr_opencl_iface = {
     .im2col = cl_im2col,
     .col2im = cl_col2im,
     .transpose = cl_transpose,
+    .transpose_bias = cl_transpose_bias,
     .maxpool_forward = cl_maxpool_forward,
     .maxpool_backward = cl_maxpool_backward,
     .dropout_forward = cl_dropout_forward,

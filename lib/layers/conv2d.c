@@ -8,7 +8,8 @@
  * before it) just wrote still in cache. Whole-batch GEMMs were measured slower on the host:
  * at batch 64 the cnn's second layer has 40 MB of columns, and every pass over them went to
  * memory. The workspace holds a chunk's output (or its gradient) in the GEMM's layout
- * [F][images][OH*OW], transposed to and from the stage's [images][F][OH*OW].
+ * [F][images][OH*OW], transposed to and from the stage's [images][F][OH*OW]; forward adds the
+ * bias, and the max(., 0) of a relu the stage folds in (r->fuse_relu), in that same pass.
  * A backend with its own convolution for the shape (tsr_op_conv_direct: the host's oneDNN
  * kernels) runs it instead, reading the input itself; the columns then go unused. */
 #include <stdio.h>
@@ -138,7 +139,8 @@ static tsr_status forward(const tsr_layer_run *r) {
     tsr_conv_geom whole = geom(l, r->n);
     if (tsr_op_conv_direct(r->be, &whole, f)) { /* the backend's own convolution */
         TSR_TRY(tsr_op_conv_forward(r->be, &whole, f, r->in[0], r->param[0], r->out));
-        return tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
+        TSR_TRY(tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out));
+        return r->fuse_relu ? tsr_op_relu_forward(r->be, r->n * f * ohw, r->out, r->out) : TSR_OK;
     }
     size_t in = tsr_layer_in_size(l), step = chunk_images(l, r->be, r->n);
     for (size_t b = 0; b < r->n; b += step) {
@@ -148,9 +150,11 @@ static tsr_status forward(const tsr_layer_run *r) {
         TSR_TRY(tsr_op_im2col(r->be, &g, tsr_ref_offset(r->in[0], b * in), col));
         TSR_TRY(tsr_op_gemm(r->be, TSR_NO_TRANS, TSR_NO_TRANS, f, cols, rows, 1.0f, r->param[0],
                             rows, col, cols, 0.0f, r->ws, cols));
-        TSR_TRY(tsr_op_transpose(r->be, f, m, ohw, r->ws, tsr_ref_offset(r->out, b * f * ohw)));
+        /* into the stage layout with the bias (and a following relu) on the way */
+        TSR_TRY(tsr_op_transpose_bias(r->be, f, m, ohw, r->ws, r->param[1], r->fuse_relu,
+                                      tsr_ref_offset(r->out, b * f * ohw)));
     }
-    return tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
+    return TSR_OK;
 }
 
 /* Rows of dW per part when dW is too small for the backend to split (below). */
@@ -192,12 +196,9 @@ static tsr_status backward(const tsr_layer_run *r) {
         TSR_TRY(weight_grad(be, f, rows, cols, r->ws, col, b || r->accumulate ? 1.0f : 0.0f,
                             r->grad[0]));
         if (!r->want_din[0]) continue;
-        /* d(col) = W^T dY, written over the columns (no longer needed), then folded back */
-        TSR_TRY(tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, rows, cols, f, 1.0f, r->param[0], rows,
-                            r->ws, cols, 0.0f, col, cols));
-        if (!r->add_din[0]) TSR_TRY(tsr_op_fill(be, din, m * in, 0.0f));
+        /* d(col) = W^T dY, in the columns' room (no longer needed), folded back into dX */
         tsr_conv_geom g = geom(l, m);
-        TSR_TRY(tsr_op_col2im(be, &g, col, din));
+        TSR_TRY(tsr_op_conv_dinput(be, &g, f, r->param[0], r->ws, col, r->add_din[0], din));
     }
     return TSR_OK;
 }

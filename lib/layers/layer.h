@@ -78,6 +78,8 @@ typedef struct tsr_layer_run {
     tsr_ref param[TSR_LAYER_MAX_PARAMS], grad[TSR_LAYER_MAX_PARAMS];
     /* forward */
     int train;
+    int fuse_relu;                        /* conv: out is the next relu's output, written as
+                                           * max(., 0) (the stage skips that relu's forward) */
     uint64_t seed;                        /* dropout: this layer's mask seed */
     /* backward */
     int accumulate;                       /* parameter gradients: 1 add, 0 overwrite */

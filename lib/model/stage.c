@@ -714,6 +714,20 @@ static tsr_layer_run layer_run(tsr_stage *st, size_t i, size_t n) {
     return r;
 }
 
+/* 1 when layer i is a convolution whose output only the relu after it reads, both on this
+ * float32 stage: the convolution then writes the relu's output itself (one pass over the
+ * activations fewer) and the relu's forward is skipped. Nothing reads the convolution's own
+ * output then: its backward needs its columns, the relu's backward its output. */
+static int conv_relu_fused(const tsr_stage *st, size_t i) {
+    if (st->staging || i + 1 >= st->last) return 0;
+    const tsr_layer *c = layer(st, i), *r = layer(st, i + 1);
+    if (c->kind != TSR_LAYER_CONV2D || r->kind != TSR_LAYER_RELU || r->inputs[0] != i + 1) return 0;
+    for (size_t j = i + 2; j < st->last; j++)
+        for (size_t k = 0; k < layer(st, j)->ninputs; k++)
+            if (layer(st, j)->inputs[k] == i + 1) return 0;
+    return 1;
+}
+
 tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropout_seed, float *loss) {
     if (!st) return TSR_ERR_INVALID_ARG;
     if (!n || n > st->max_batch)
@@ -727,6 +741,13 @@ tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropou
         r.train = train;
         r.seed = tsr_stage_dropout_seed(dropout_seed, i);
         if (st->staging && i < st->last) TSR_TRY(widen_for_call(st, i, n, 0));
+        if (i < st->last && conv_relu_fused(st, i)) {
+            r.fuse_relu = 1;
+            r.out = layer_run(st, i + 1, n).out;
+            TSR_TRY(r.l->ops->forward(&r));
+            i++; /* the relu is done */
+            continue;
+        }
         TSR_TRY(r.l->ops->forward(&r));
         if (st->staging && i < st->last) TSR_TRY(narrow_after_forward(st, i, n));
     }

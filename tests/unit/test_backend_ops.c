@@ -828,6 +828,28 @@ static void test_transpose(void **state) {
             check_exact(be, what, got + off, want, n);
             for (size_t i = 0; i < off; i++)
                 if (got[i] != 123.0f) fail_msg("[%s] %s wrote before y", be->device.id, what);
+            /* with a bias per row i (one rounded add: exact against double rounded once),
+             * then max(., 0); NaN and -0 in x check relu's expression */
+            x[off] = NAN;
+            if (n > 1) x[off + 1] = -0.0f;
+            float *bias = random_floats(R + off, 550 + si, -1, 1);
+            tsr_buf *bb = upload(be, bias, (R + off) * 4);
+            OK(be, tsr_buf_write(bx, 0, x, (n + off) * 4));
+            for (int relu = 0; relu <= 1; relu++) {
+                for (size_t i = 0; i < R; i++)
+                    for (size_t j = 0; j < C; j++)
+                        for (size_t k = 0; k < K; k++) {
+                            float v = (float)((double)x[off + (i * C + j) * K + k] + bias[off + i]);
+                            want[(j * R + i) * K + k] = relu ? (v > 0.0f ? v : 0.0f) : v;
+                        }
+                OK(be, tsr_op_transpose_bias(be, R, C, K, tsr_ref_at(bx, off), tsr_ref_at(bb, off), relu,
+                                             tsr_ref_at(by, off)));
+                download(by, got, (n + off) * 4);
+                snprintf(what, sizeof what, "transpose_bias %zux%zux%zu relu=%d", R, C, K, relu);
+                check_exact(be, what, got + off, want, n);
+            }
+            tsr_buf_free(bb);
+            free(bias);
             tsr_buf_free(bx);
             tsr_buf_free(by);
             free(x);
@@ -1070,6 +1092,95 @@ static void test_conv_direct(void **state) {
         OK(be, tsr_backend_set_precision(be, TSR_PRECISION_FP32));
     }
     print_message("direct convolution cases run: %d\n", ran);
+}
+
+/* conv_dinput: dx (add: +=) col2im(W^T dY) against a double reference on every conv case, and
+ * on a backend with its own slot, bit for bit against the GEMM, fill and col2im it stands for. */
+static void test_conv_dinput(void **state) {
+    fixture *fx = *state;
+    const size_t filters = 5;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t cc = 0; cc < TSR_ARRAY_SIZE(conv_cases); cc++) {
+            const conv_case *k = &conv_cases[cc];
+            tsr_conv_geom g = {k->batch, k->channels, k->height, k->width, k->kh, k->kw,
+                               k->sh, k->sw, k->ph, k->pw, 0, 0};
+            assert_int_equal(tsr_conv_geom_finish(&g), TSR_OK);
+            const size_t H = g.height, W = g.width, OH = g.out_h, OW = g.out_w, ohw = OH * OW;
+            const size_t rows = g.channels * g.kernel_h * g.kernel_w, n = g.batch * ohw;
+            const size_t img = g.batch * g.channels * H * W, ncol = rows * n;
+            float *w = random_floats(filters * rows, 500 + cc, -1, 1);
+            float *dy = random_floats(filters * n, 600 + cc, -1, 1);
+            float *dx0 = random_floats(img, 700 + cc, -1, 1);
+            float *got = xcalloc(img, 4), *alt = xcalloc(img, 4);
+            double *ref = xcalloc(img, sizeof *ref), *abs_s = xcalloc(img, sizeof *abs_s);
+            double *tol = xcalloc(img, sizeof *tol);
+            size_t *terms = xcalloc(img, sizeof *terms);
+            tsr_buf *bw = upload(be, w, filters * rows * 4), *bdy = upload(be, dy, filters * n * 4);
+            tsr_buf *bc = buf_new(be, ncol * 4), *bx = buf_new(be, img * 4);
+            for (int add = 0; add <= 1; add++) {
+                for (size_t i = 0; i < img; i++) {
+                    ref[i] = add ? dx0[i] : 0.0;
+                    abs_s[i] = add ? fabs(dx0[i]) : 0.0;
+                    terms[i] = add;
+                }
+                for (size_t b = 0; b < g.batch; b++)
+                    for (size_t c = 0; c < g.channels; c++)
+                        for (size_t i = 0; i < g.kernel_h; i++)
+                            for (size_t j = 0; j < g.kernel_w; j++)
+                                for (size_t oh = 0; oh < OH; oh++)
+                                    for (size_t ow = 0; ow < OW; ow++) {
+                                        long ih = (long)(oh * g.stride_h + i) - (long)g.pad_h;
+                                        long iw = (long)(ow * g.stride_w + j) - (long)g.pad_w;
+                                        if (ih < 0 || ih >= (long)H || iw < 0 || iw >= (long)W)
+                                            continue;
+                                        size_t r = (c * g.kernel_h + i) * g.kernel_w + j;
+                                        size_t at = ((b * g.channels + c) * H + (size_t)ih) * W + (size_t)iw;
+                                        for (size_t f = 0; f < filters; f++) {
+                                            double v = (double)w[f * rows + r] * dy[f * n + b * ohw + oh * OW + ow];
+                                            ref[at] += v;
+                                            abs_s[at] += fabs(v);
+                                        }
+                                        terms[at] += filters;
+                                    }
+                for (size_t i = 0; i < img; i++) tol[i] = (double)(terms[i] + 2) * 4 * U * abs_s[i];
+                OK(be, tsr_buf_write(bx, 0, dx0, img * 4));
+                OK(be, tsr_op_fill(be, tsr_ref_at(bc, 0), ncol, 123.0f)); /* garbage scratch */
+                OK(be, tsr_op_conv_dinput(be, &g, filters, tsr_ref_at(bw, 0), tsr_ref_at(bdy, 0),
+                                          tsr_ref_at(bc, 0), add, tsr_ref_at(bx, 0)));
+                download(bx, got, img * 4);
+                char what[160];
+                snprintf(what, sizeof what, "conv_dinput add=%d b=%zu c=%zu %zux%zu k=%zux%zu s=%zu,%zu "
+                         "p=%zu,%zu", add, g.batch, g.channels, H, W, g.kernel_h, g.kernel_w,
+                         g.stride_h, g.stride_w, g.pad_h, g.pad_w);
+                check_close(be, what, got, ref, tol, img);
+                if (!be->iface->conv_dinput) continue;
+                /* the composition the slot stands for */
+                OK(be, tsr_buf_write(bx, 0, dx0, img * 4));
+                OK(be, tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, rows, n, filters, 1.0f,
+                                   tsr_ref_at(bw, 0), rows, tsr_ref_at(bdy, 0), n, 0.0f,
+                                   tsr_ref_at(bc, 0), n));
+                if (!add) OK(be, tsr_op_fill(be, tsr_ref_at(bx, 0), img, 0.0f));
+                OK(be, tsr_op_col2im(be, &g, tsr_ref_at(bc, 0), tsr_ref_at(bx, 0)));
+                download(bx, alt, img * 4);
+                if (memcmp(got, alt, img * 4))
+                    fail_msg("[%s] %s: not bit for bit the GEMM + col2im", be->device.id, what);
+            }
+            tsr_buf_free(bw);
+            tsr_buf_free(bdy);
+            tsr_buf_free(bc);
+            tsr_buf_free(bx);
+            free(w);
+            free(dy);
+            free(dx0);
+            free(got);
+            free(alt);
+            free(ref);
+            free(abs_s);
+            free(tol);
+            free(terms);
+        }
+    }
 }
 
 /* ---- max pooling ---- */
@@ -1833,6 +1944,7 @@ int main(void) {
         cmocka_unit_test(test_relu),          cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_im2col_col2im), cmocka_unit_test(test_transpose),
         cmocka_unit_test(test_conv_direct),
+        cmocka_unit_test(test_conv_dinput),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_dropout),       cmocka_unit_test(test_embed),
         cmocka_unit_test(test_narrow_widen),

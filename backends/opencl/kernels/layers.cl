@@ -186,6 +186,21 @@ __kernel void name(ulong rows_, ulong cols_, ulong inner_, __global const float 
 DEFINE_TRANSPOSE(transpose, uint)
 DEFINE_TRANSPOSE(transpose_wide, ulong)
 
+/* The same plus bias[i] on block (i, j), then max(., 0) when relu (bias_add's and
+ * relu_forward's expressions). */
+#define DEFINE_TRANSPOSE_BIAS(name, T)                                                        \
+__kernel void name(ulong rows_, ulong cols_, ulong inner_, __global const float *x, ulong xo,   \
+                   __global const float *bias, ulong bo, int relu, __global float *y, ulong yo) { \
+    size_t k_ = get_global_id(0), u_ = get_global_id(1);                                        \
+    if (k_ >= inner_ || u_ >= rows_ * cols_) return;                                            \
+    T k = (T)k_, u = (T)u_, rows = (T)rows_, inner = (T)inner_;                                 \
+    T j = u / rows, i = u - j * rows;                                                           \
+    float v = x[xo + (i * (T)cols_ + j) * inner + k] + bias[bo + i];                            \
+    y[yo + u * inner + k] = relu ? (v > 0.0f ? v : 0.0f) : v;                                   \
+}
+DEFINE_TRANSPOSE_BIAS(transpose_bias, uint)
+DEFINE_TRANSPOSE_BIAS(transpose_bias_wide, ulong)
+
 /* y = max of each window, idx = h*W + w of the first maximum. Range: (OH*OW, planes). */
 #define DEFINE_MAXPOOL_FORWARD(name, T)                                                       \
 __kernel void name(ulong planes, ulong H_, ulong W_, ulong size_, ulong stride_, ulong OH_,     \

@@ -301,9 +301,12 @@ static tsr_status plan_layout(tsr_context *ctx, const tsr_model *model, const ts
         layer_mem *m = &p->mem[nl];
         size_t probs, rows; /* rows: one loss per label */
         m->in[0] = toff[nl];
+        /* a token loss may put its probabilities where the logits were (the backends' xent
+         * allows it; the classifiers' softmax_xent and the vocabulary-parallel loss do not) */
+        int over = !o->keep_logits && loss->ops == &tsr_layer_softmax_xent && loss->out_c > 1;
         if (tsr_mul_size(B, loss->ops->state(loss), &probs) || tsr_mul_size(B, tsr_layer_out_size(loss), &rows) ||
-            reserve(&cur, rows, &p->labels_off) || reserve(&cur, probs, &m->aux) || reserve(&cur, rows, &m->out) ||
-            reserve(&cur, 1, &p->losssum_off))
+            reserve(&cur, rows, &p->labels_off) || (over ? (m->aux = toff[nl], 0) : reserve(&cur, probs, &m->aux)) ||
+            reserve(&cur, rows, &m->out) || reserve(&cur, 1, &p->losssum_off))
             goto overflow;
         m->in[1] = p->labels_off;
     }

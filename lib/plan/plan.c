@@ -332,7 +332,7 @@ static stage_need stage_memory(const env *e, size_t b, size_t end, size_t mb, ts
     for (size_t l = b; l < end; l++) /* a layer reading an earlier stage's output */
         for (size_t k = 0; k < e->model->layers[l].ninputs; k++)
             if (e->model->layers[l].inputs[k] < b) return n;
-    tsr_stage_options so = {b, end, mb, b > 0, e->o.precision};
+    tsr_stage_options so = {b, end, mb, b > 0, e->o.precision, 0};
     tsr_stage_memory m;
     tsr_status st = tsr_stage_plan_memory(e->ctx, e->model, &so, &m);
     if (st != TSR_OK) {

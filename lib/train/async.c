@@ -186,7 +186,7 @@ tsr_status tsr_async_create(tsr_context *ctx, const tsr_model *model, const tsr_
         tsr_free(ctx, a);
         return s;
     }
-    tsr_stage_options so = {0, tsr_model_layer_count(model), o->batch, 0, o->precision};
+    tsr_stage_options so = {0, tsr_model_layer_count(model), o->batch, 0, o->precision, 0};
     size_t classes = tsr_model_get_input(model).classes;
     if ((s = tsr_backend_open(ctx, a->run.device, &a->be)) != TSR_OK ||
         (s = tsr_backend_set_precision(a->be, o->precision)) != TSR_OK ||

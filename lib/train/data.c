@@ -82,7 +82,7 @@ static tsr_status create(tsr_context *ctx, const tsr_model *model, const tsr_tra
         return s;
     }
     tsr_run *r = &m->run;
-    tsr_stage_options so = {0, tsr_model_layer_count(model), o->batch, 0, o->precision};
+    tsr_stage_options so = {0, tsr_model_layer_count(model), o->batch, 0, o->precision, 0};
     size_t classes = tsr_model_get_input(model).classes;
     if ((s = tsr_run_open_stage(r, &so, &m->be, &m->stage, &m->optim)) != TSR_OK) {
         destroy(m);

@@ -206,7 +206,7 @@ static tsr_status agree(tsr_gossip *g, tsr_status mine, const char *what) {
 
 static tsr_status setup(tsr_gossip *g, const tsr_trainer_options *o) {
     tsr_context *ctx = g->run.ctx;
-    tsr_stage_options so = {0, tsr_model_layer_count(g->run.model), o->batch, 0, o->precision};
+    tsr_stage_options so = {0, tsr_model_layer_count(g->run.model), o->batch, 0, o->precision, 0};
     TSR_TRY(tsr_run_open_stage(&g->run, &so, &g->be, &g->stage, &g->optim));
     g->np = tsr_stage_param_count(g->stage);
     if (g->np * sizeof(float) > (size_t)0x7fffffff)

@@ -300,7 +300,7 @@ static tsr_status scatter_whole(tsr_pipeline *p, tsr_buf *buf, const float *whol
 static tsr_status setup(tsr_pipeline *p, const tsr_trainer_options *o) {
     tsr_context *ctx = p->run.ctx;
     size_t first = p->bounds[p->s], last = p->bounds[p->s + 1];
-    tsr_stage_options so = {first, last, p->mb_max, p->s > 0, o->precision};
+    tsr_stage_options so = {first, last, p->mb_max, p->s > 0, o->precision, 0};
     TSR_TRY(tsr_run_open_stage(&p->run, &so, &p->be, &p->stage, &p->optim));
     if (o->tp_comm) { /* the whole model's initial values, so the run starts as a single one */
         TSR_TRY(tsr_tp_open(&p->tp, ctx, p->run.model, o));

@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         if (floats != tsr_model_param_count(m)) __builtin_trap();
         size_t L = tsr_model_layer_count(m);
-        tsr_stage_options so = {data[0] % L, L, 1 + data[1] % 3, data[2] & 1, TSR_PRECISION_FP32};
+        tsr_stage_options so = {data[0] % L, L, 1 + data[1] % 3, data[2] & 1, TSR_PRECISION_FP32, 0};
         tsr_stage_memory mem;
         tsr_status ps = tsr_stage_plan_memory(&ctx, m, &so, &mem);
         if (ps == TSR_OK ? mem.total_bytes < 2 * mem.param_bytes + mem.act_set_bytes

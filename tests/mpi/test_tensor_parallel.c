@@ -37,7 +37,7 @@ typedef struct run {
 
 static void run_open(tsr_context *ctx, tsr_backend *be, tsr_model *m, tsr_comm *tp, run *r) {
     r->model = m;
-    tsr_stage_options so = {0, tsr_model_layer_count(m), B, 0, TSR_PRECISION_FP32};
+    tsr_stage_options so = {0, tsr_model_layer_count(m), B, 0, TSR_PRECISION_FP32, 0};
     CHECK_OK(tsr_stage_create(be, m, &so, &r->stage), ctx);
     tsr_stage_set_tp(r->stage, tp);
     r->np = tsr_stage_param_count(r->stage);

@@ -30,7 +30,7 @@ static void check_device(tsr_context *ctx, int dev, int shard) {
     tsr_backend *be;
     assert_int_equal(tsr_backend_open(ctx, dev, &be), TSR_OK);
     tsr_stage *st;
-    tsr_stage_options so = {0, m->count, BATCH, 1, TSR_PRECISION_FP32};
+    tsr_stage_options so = {0, m->count, BATCH, 1, TSR_PRECISION_FP32, 0};
     assert_int_equal(tsr_stage_create(be, m, &so, &st), TSR_OK);
     size_t np = tsr_stage_param_count(st);
     float *p = malloc(np * sizeof *p), *g = malloc(np * sizeof *g), *got = malloc(np * sizeof *got);

@@ -43,7 +43,7 @@ static void test_footprint_and_bounds(void **state) {
     (void)state;
     tsr_model *m;
     assert_int_equal(tsr_model_parse(ctx, "cnn", TSR_MODEL_INPUT_MNIST, &m), TSR_OK);
-    tsr_stage_options so = {0, tsr_model_layer_count(m), 32, 0, TSR_PRECISION_FP32};
+    tsr_stage_options so = {0, tsr_model_layer_count(m), 32, 0, TSR_PRECISION_FP32, 0};
     tsr_stage_memory plan;
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &plan), TSR_OK);
 

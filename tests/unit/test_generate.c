@@ -57,7 +57,7 @@ static void full_logits(fixture *f, const int32_t *seq, size_t n, float *out) {
     tsr_backend *be;
     tsr_stage *st;
     OK(ctx, tsr_backend_open(ctx, host_device(ctx), &be));
-    tsr_stage_options so = {0, tsr_model_layer_count(f->model), 1, 0, TSR_PRECISION_FP32};
+    tsr_stage_options so = {0, tsr_model_layer_count(f->model), 1, 0, TSR_PRECISION_FP32, 1};
     OK(ctx, tsr_stage_create(be, f->model, &so, &st));
     OK(ctx, tsr_write_f32(tsr_stage_params(st), 0, f->params, f->np));
     int32_t *ids = calloc(f->T, sizeof *ids), *labels = calloc(f->T, sizeof *labels);

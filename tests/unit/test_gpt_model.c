@@ -156,7 +156,7 @@ static void test_block_activations(void **state) {
         /* the stage holds the block's input, the formula's floats, a workspace (the largest
          * kind's: attention's H T^2 or layer norm's T C) and a row of ones, each region rounded
          * up to 16 floats */
-        tsr_stage_options so = {first, last, B, 1, TSR_PRECISION_FP32};
+        tsr_stage_options so = {first, last, B, 1, TSR_PRECISION_FP32, 0};
         tsr_stage_memory mem;
         assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &mem), TSR_OK);
         size_t ws = B * (cfg.heads * T * T > T * C ? cfg.heads * T * T : T * C);
@@ -195,7 +195,7 @@ static void test_cut_inside_block(void **state) {
     (void)state;
     tsr_context *ctx = new_ctx();
     tsr_model *m = gpt(ctx, "gpt-mini", 32);
-    tsr_stage_options so = {5, tsr_model_layer_count(m), 2, 1, TSR_PRECISION_FP32};
+    tsr_stage_options so = {5, tsr_model_layer_count(m), 2, 1, TSR_PRECISION_FP32, 0};
     tsr_stage_memory mem;
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &mem), TSR_ERR_INVALID_ARG);
     assert_non_null(strstr(tsr_context_last_error(ctx), "layer 6 reads layer 1's output"));
@@ -211,7 +211,7 @@ static void test_gpt2_footprint(void **state) {
     (void)state;
     tsr_context *ctx = new_ctx();
     tsr_model *m = gpt(ctx, "gpt2", 64);
-    tsr_stage_options so = {0, tsr_model_layer_count(m), 4, 0, TSR_PRECISION_FP32};
+    tsr_stage_options so = {0, tsr_model_layer_count(m), 4, 0, TSR_PRECISION_FP32, 0};
     tsr_stage_memory mem;
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &mem), TSR_OK);
     double total = (double)mem.total_bytes + 2.0 * (double)mem.param_bytes; /* + Adam's m, v */

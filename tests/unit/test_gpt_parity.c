@@ -122,7 +122,7 @@ static void check_gradients(fixture *f, int device) {
     tsr_backend *be;
     tsr_stage *st;
     OK(ctx, tsr_backend_open(ctx, device, &be));
-    tsr_stage_options so = {0, tsr_model_layer_count(f->model), B, 0, TSR_PRECISION_FP32};
+    tsr_stage_options so = {0, tsr_model_layer_count(f->model), B, 0, TSR_PRECISION_FP32, 1};
     OK(ctx, tsr_stage_create(be, f->model, &so, &st));
     OK(ctx, tsr_write_f32(tsr_stage_params(st), 0, f->params, f->np));
     OK(ctx, tsr_ref_write(tsr_stage_input(st), TSR_DTYPE_I32, f->ids, B * T));
@@ -152,6 +152,25 @@ static void check_gradients(fixture *f, int device) {
         expect_close(dev, gname, grads + p.offset, g, p.count, 3e-5, 0);
         free(g);
     }
+    /* the probabilities written over the logits (keep_logits 0, what training does): the same
+     * loss and gradients bit for bit, one [B, T, V] tensor less */
+    tsr_stage *over;
+    so.keep_logits = 0;
+    OK(ctx, tsr_stage_create(be, f->model, &so, &over));
+    assert_int_equal(tsr_stage_device_bytes(over) + B * T * 256 * sizeof(float), tsr_stage_device_bytes(st));
+    OK(ctx, tsr_write_f32(tsr_stage_params(over), 0, f->params, f->np));
+    OK(ctx, tsr_ref_write(tsr_stage_input(over), TSR_DTYPE_I32, f->ids, B * T));
+    OK(ctx, tsr_ref_write(tsr_stage_labels(over), TSR_DTYPE_I32, f->targets, B * T));
+    float loss_over;
+    OK(ctx, tsr_stage_forward(over, B, 1, 0, &loss_over));
+    OK(ctx, tsr_stage_backward(over, B, 0));
+    float *grads_over = malloc(f->np * sizeof *grads_over);
+    assert_non_null(grads_over);
+    OK(ctx, tsr_read_f32(tsr_stage_grads(over), 0, grads_over, f->np));
+    if (memcmp(&loss_over, &loss, sizeof loss) || memcmp(grads_over, grads, f->np * sizeof *grads))
+        fail_msg("[%s] probabilities over the logits change the loss or the gradients", dev);
+    free(grads_over);
+    tsr_stage_free(over);
     free(grads);
     tsr_stage_free(st);
     tsr_backend_free(be);

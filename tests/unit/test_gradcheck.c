@@ -250,7 +250,7 @@ static int check_model(tsr_context *ctx, int dev, const char *spec, const tsr_mo
     assert_int_equal(tsr_backend_open(ctx, dev, &be), TSR_OK);
     const char *dname = be->device.id;
     tsr_stage *st;
-    tsr_stage_options so = {0, m->count, BATCH, 1, TSR_PRECISION_FP32};
+    tsr_stage_options so = {0, m->count, BATCH, 1, TSR_PRECISION_FP32, 0};
     assert_int_equal(tsr_stage_create(be, m, &so, &st), TSR_OK);
     hook_log hl = {0, 0, 0, 0};
     tsr_stage_set_hook(st, hook, &hl);
@@ -470,8 +470,8 @@ static void test_split_stages_match_whole(void **state) {
     assert_int_equal(tsr_backend_open(ctx, 0, &be), TSR_OK);
     const size_t split = 3, B = 4, nx = B * 64;
     tsr_stage *whole, *a, *b;
-    tsr_stage_options ow = {0, m->count, B, 0, TSR_PRECISION_FP32}, oa = {0, split, B, 0, TSR_PRECISION_FP32},
-                      ob = {split, m->count, B, 1, TSR_PRECISION_FP32};
+    tsr_stage_options ow = {0, m->count, B, 0, TSR_PRECISION_FP32, 0}, oa = {0, split, B, 0, TSR_PRECISION_FP32, 0},
+                      ob = {split, m->count, B, 1, TSR_PRECISION_FP32, 0};
     assert_int_equal(tsr_stage_create(be, m, &ow, &whole), TSR_OK);
     assert_int_equal(tsr_stage_create(be, m, &oa, &a), TSR_OK);
     assert_int_equal(tsr_stage_create(be, m, &ob, &b), TSR_OK);

@@ -170,7 +170,7 @@ static void test_param_tensors(void **state) {
         tsr_model *m;
         assert_int_equal(tsr_model_parse(ctx, specs[c], TSR_MODEL_INPUT_MNIST, &m), TSR_OK);
         tsr_stage *st;
-        tsr_stage_options so = {0, tsr_model_layer_count(m), 2, 0, TSR_PRECISION_FP32};
+        tsr_stage_options so = {0, tsr_model_layer_count(m), 2, 0, TSR_PRECISION_FP32, 0};
         assert_int_equal(tsr_stage_create(be, m, &so, &st), TSR_OK);
         size_t n = tsr_model_param_tensor_count(m), total = 0, layers_with = 0;
         for (size_t l = 0; l < tsr_model_layer_count(m); l++) layers_with += m->layers[l].weights > 0;
@@ -235,7 +235,7 @@ static void test_memory_plan_is_allocation(void **state) {
         for (size_t r = 0; r < TSR_ARRAY_SIZE(ranges); r++)
             for (int need = 0; need < 2; need++)
                 for (size_t batch = 1; batch <= 33; batch += 32) {
-                    tsr_stage_options so = {ranges[r][0], ranges[r][1], batch, need, TSR_PRECISION_FP32};
+                    tsr_stage_options so = {ranges[r][0], ranges[r][1], batch, need, TSR_PRECISION_FP32, 0};
                     tsr_stage_memory plan;
                     tsr_status s = tsr_stage_plan_memory(ctx, m, &so, &plan);
                     tsr_stage *st = NULL;
@@ -259,7 +259,7 @@ static void test_memory_plan_is_allocation(void **state) {
      * with a dropout in the branch needs a third while the branch runs */
     tsr_model *m;
     tsr_stage_memory a, b;
-    tsr_stage_options so = {0, 6, 4, 0, TSR_PRECISION_FP32};
+    tsr_stage_options so = {0, 6, 4, 0, TSR_PRECISION_FP32, 0};
     assert_int_equal(tsr_model_parse(ctx, "dense:64,relu,dense:64,relu,relu,dense:10", TSR_MODEL_INPUT_MNIST, &m),
                      TSR_OK);
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &a), TSR_OK);
@@ -270,7 +270,7 @@ static void test_memory_plan_is_allocation(void **state) {
     assert_int_equal(b.grad_buffers, 2);
     assert_int_equal(b.grad_buffer_bytes, 4 * 784 * 4);
     tsr_model *d;
-    tsr_stage_options sd = {0, 7, 4, 0, TSR_PRECISION_FP32};
+    tsr_stage_options sd = {0, 7, 4, 0, TSR_PRECISION_FP32, 0};
     assert_int_equal(tsr_model_parse(ctx, "dense:64,relu,dense:64,dropout:0.5,add:1,relu,dense:10",
                                      TSR_MODEL_INPUT_MNIST, &d),
                      TSR_OK);
@@ -278,13 +278,13 @@ static void test_memory_plan_is_allocation(void **state) {
     assert_int_equal(b.grad_buffers, 3);
     tsr_model_free(d);
     /* the stage [3, 6) would read layer 1's output, held by the stage before */
-    tsr_stage_options cut = {3, 6, 4, 1, TSR_PRECISION_FP32};
+    tsr_stage_options cut = {3, 6, 4, 1, TSR_PRECISION_FP32, 0};
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &cut, &b), TSR_ERR_INVALID_ARG);
     assert_error_has("stage layers [3, 6): layer 3 reads layer 1's output, which an earlier stage holds");
     tsr_model_free(m);
     /* the conv workspace (its output in the GEMM's [F][batch][OH*OW] layout) is in the plan */
     assert_int_equal(tsr_model_parse(ctx, "conv5x5:8,flatten,dense:10", TSR_MODEL_INPUT_MNIST, &m), TSR_OK);
-    tsr_stage_options one = {0, 1, 4, 0, TSR_PRECISION_FP32};
+    tsr_stage_options one = {0, 1, 4, 0, TSR_PRECISION_FP32, 0};
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &one, &a), TSR_OK);
     size_t input = 4 * 784, out = 4 * 8 * 784, cols = 4 * 25 * 784, ws = 8 * 4 * 784, ones = 16;
     assert_int_equal(a.act_set_bytes, (input + out + cols + ws + ones) * 4);
@@ -344,7 +344,7 @@ static void test_input_desc(void **state) {
     assert_non_null(strstr(text, "Input: 16 token ids below 100, 10 classes"));
     /* no gradient buffer for the ids, even when the input gradient is asked for */
     tsr_stage_memory with, without;
-    tsr_stage_options o1 = {0, 5, 4, 1, TSR_PRECISION_FP32}, o0 = {0, 5, 4, 0, TSR_PRECISION_FP32};
+    tsr_stage_options o1 = {0, 5, 4, 1, TSR_PRECISION_FP32, 0}, o0 = {0, 5, 4, 0, TSR_PRECISION_FP32, 0};
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &o1, &with), TSR_OK);
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &o0, &without), TSR_OK);
     assert_int_equal(with.total_bytes, without.total_bytes);

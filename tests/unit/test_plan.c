@@ -486,7 +486,7 @@ static void test_precision_memory(void **state) {
             tsr_plan *p = NULL;
             assert_int_equal(tsr_plan_create(ctx, m, t, &o, &p), TSR_OK);
             bytes[prec] = tsr_plan_stage_at(p, 0)->memory_bytes;
-            tsr_stage_options so = {0, tsr_model_layer_count(m), o.batch, 0, o.precision};
+            tsr_stage_options so = {0, tsr_model_layer_count(m), o.batch, 0, o.precision, 0};
             tsr_fit f;
             assert_int_equal(tsr_stage_check_fit(ctx, m, &so, &t->devices[0], (size_t)o.optimizer_slots, 1, &f),
                              TSR_OK);

@@ -24,7 +24,7 @@ static void test_exact_and_fit(void **st) {
     assert_int_equal(tsr_test_quiet_context(&ctx), TSR_OK);
     tsr_model *m = NULL;
     assert_int_equal(tsr_model_parse(ctx, "dense:10", (tsr_model_input){1, 4, 8, 10}, &m), TSR_OK);
-    tsr_stage_options so = {0, 1, 16, 0, TSR_PRECISION_FP32};
+    tsr_stage_options so = {0, 1, 16, 0, TSR_PRECISION_FP32, 0};
     tsr_stage_memory mem;
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &mem), TSR_OK);
     /* input 16 x 32, output gradient 16 x 10, weights 32 x 10 and bias 10 */
@@ -47,7 +47,7 @@ static void bound_holds(tsr_context *ctx, tsr_model *m, size_t B) {
     tsr_backend *be = NULL;
     assert_int_equal(tsr_backend_open(ctx, 0, &be), TSR_OK);
     assert_int_equal(tsr_backend_set_precision(be, TSR_PRECISION_BF16), TSR_OK);
-    tsr_stage_options so = {0, tsr_model_layer_count(m), B, 0, TSR_PRECISION_BF16};
+    tsr_stage_options so = {0, tsr_model_layer_count(m), B, 0, TSR_PRECISION_BF16, 0};
     tsr_stage_memory mem;
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &mem), TSR_OK);
     tsr_stage *st = NULL;
@@ -91,7 +91,7 @@ static void test_half_storage_exact(void **st) {
     tsr_model *m = NULL;
     assert_int_equal(tsr_model_parse(ctx, "dense:32,relu,dense:32,relu,dense:32,relu,dense:10",
                                      (tsr_model_input){1, 4, 8, 10}, &m), TSR_OK);
-    tsr_stage_options so = {0, 7, 16, 0, TSR_PRECISION_FP32}, half = so;
+    tsr_stage_options so = {0, 7, 16, 0, TSR_PRECISION_FP32, 0}, half = so;
     half.precision = TSR_PRECISION_FP16;
     tsr_stage_memory a, b;
     assert_int_equal(tsr_stage_plan_memory(ctx, m, &so, &a), TSR_OK);
@@ -103,7 +103,7 @@ static void test_half_storage_exact(void **st) {
     tsr_model *shallow = NULL;
     assert_int_equal(tsr_model_parse(ctx, "dense:32,relu,dense:10", (tsr_model_input){1, 4, 8, 10}, &shallow),
                      TSR_OK);
-    tsr_stage_options s3 = {0, 3, 16, 0, TSR_PRECISION_FP16};
+    tsr_stage_options s3 = {0, 3, 16, 0, TSR_PRECISION_FP16, 0};
     assert_int_equal(tsr_stage_plan_memory(ctx, shallow, &s3, &b), TSR_OK);
     assert_int_equal(b.staging_bytes, 0);
     s3.precision = TSR_PRECISION_FP32;
@@ -128,7 +128,7 @@ static void chain_run(tsr_context *ctx, int dev, tsr_precision p, tsr_precision 
     tsr_backend *be = NULL;
     assert_int_equal(tsr_backend_open(ctx, dev, &be), TSR_OK);
     assert_int_equal(tsr_backend_set_precision(be, p), TSR_OK);
-    tsr_stage_options so = {0, tsr_model_layer_count(m), B, 0, storage};
+    tsr_stage_options so = {0, tsr_model_layer_count(m), B, 0, storage, 0};
     tsr_stage *st = NULL;
     assert_int_equal(tsr_stage_create(be, m, &so, &st), TSR_OK);
     assert_int_equal(tsr_stage_init_params(st, 0, 5), TSR_OK);

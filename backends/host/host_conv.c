@@ -180,7 +180,8 @@ static void forward_parts(void *arg, size_t lo, size_t hi) {
     const tsr_conv_geom *g = j->g;
     dnnl_engine_t engine = tsr_host_dnnl_engine(j->h);
     size_t img = g->channels * g->height * g->width, out = j->filters * g->out_h * g->out_w;
-    omp_set_num_threads(1); /* this thread's part only: the pool splits the batch */
+    int omp_was = omp_get_max_threads(); /* this thread's setting, the application's own */
+    omp_set_num_threads(1);                /* this part only: the pool splits the batch */
     dnnl_stream_t st = NULL;
     dnnl_status_t s = dnnl_stream_create(&st, engine, dnnl_stream_default_flags);
     for (size_t p = lo; p < hi && !s; p++) {
@@ -204,6 +205,7 @@ static void forward_parts(void *arg, size_t lo, size_t hi) {
         if (!s) s = dnnl_stream_wait(st);
     }
     dnnl_stream_destroy(st);
+    omp_set_num_threads(omp_was);
     if (s) atomic_store(&j->failed, (int)s);
 }
 
@@ -213,6 +215,7 @@ static void backward_parts(void *arg, size_t lo, size_t hi) {
     dnnl_engine_t engine = tsr_host_dnnl_engine(j->h);
     size_t img = g->channels * g->height * g->width, out = j->filters * g->out_h * g->out_w;
     size_t wts = j->filters * g->channels * g->kernel_h * g->kernel_w;
+    int omp_was = omp_get_max_threads();
     omp_set_num_threads(1);
     dnnl_stream_t st = NULL;
     dnnl_status_t s = dnnl_stream_create(&st, engine, dnnl_stream_default_flags);
@@ -259,6 +262,7 @@ static void backward_parts(void *arg, size_t lo, size_t hi) {
         if (!s) s = dnnl_stream_wait(st);
     }
     dnnl_stream_destroy(st);
+    omp_set_num_threads(omp_was);
     if (s) atomic_store(&j->failed, (int)s);
 }
 

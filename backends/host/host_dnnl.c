@@ -136,7 +136,8 @@ int tsr_host_dnnl_gemm_bf16(tsr_host_dnnl *h, int ta, int tb, size_t m, size_t n
                        const uint16_t *a, size_t lda, const uint16_t *b, size_t ldb, float beta,
                        float *c, size_t ldc) {
     if (!m || !n) return 0;
-    omp_set_num_threads(1); /* this thread's OpenMP setting: the pool already split the GEMM */
+    int omp_was = omp_get_max_threads(); /* this thread's OpenMP setting, the application's */
+    omp_set_num_threads(1);                /* one thread: the pool already split the GEMM */
     dnnl_primitive_t p = NULL;
     dnnl_stream_t st = NULL;
     dnnl_memory_t mem[3] = {NULL, NULL, NULL};
@@ -157,6 +158,7 @@ int tsr_host_dnnl_gemm_bf16(tsr_host_dnnl *h, int ta, int tb, size_t m, size_t n
     dnnl_stream_destroy(st);
     for (int i = 0; i < 3; i++) dnnl_memory_destroy(mem[i]);
     dnnl_primitive_destroy(p);
+    omp_set_num_threads(omp_was);
     return s == dnnl_success ? 0 : (int)s;
 }
 

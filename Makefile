@@ -218,7 +218,7 @@ FORCE:
 fuzz-targets: $(FUZZERS)
 ifneq ($(BUILD),$(FUZZ_BUILD)/lib)
 $(FUZZ_LIB): FORCE
-	@$(MAKE) --no-print-directory CC=$(FUZZ_CC) WITH_MPI=0 WITH_OPENCL=0 WITH_HWLOC=0 PORT= \
+	@$(MAKE) --no-print-directory CC=$(FUZZ_CC) WITH_MPI=0 WITH_OPENCL=0 WITH_HWLOC=0 WITH_DNNL=0 PORT= \
 	    SANITIZE=fuzzer-no-link,address,undefined BUILD=$(FUZZ_BUILD)/lib lib
 endif
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)

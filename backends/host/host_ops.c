@@ -413,12 +413,6 @@ tsr_status tsr_host_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col,
 
 /* ---- convolution input gradient: GEMM and col2im image by image ---- */
 
-/* Column floats computed at a time (a group of channels of one image): small enough to stay
- * in the core's L2 cache between the GEMM that writes them and col2im reading them back. */
-#ifndef TSR_DINPUT_GROUP_FLOATS
-#define TSR_DINPUT_GROUP_FLOATS ((size_t)1 << 16)
-#endif
-
 typedef struct dinput_args {
     const tsr_conv_geom *g;
     size_t filters, n; /* n: columns of dy (batch*OH*OW) */
@@ -434,7 +428,7 @@ static void dinput_images(void *arg, size_t lo, size_t hi) {
     const tsr_conv_geom *g = a->g;
     const size_t C = g->channels, kk = g->kernel_h * g->kernel_w, ohw = g->out_h * g->out_w;
     const size_t rows = C * kk, img = C * g->height * g->width;
-    size_t group = TSR_DINPUT_GROUP_FLOATS / (kk * ohw);
+    size_t group = TSR_HOST_DINPUT_GROUP_FLOATS / (kk * ohw);
     if (group < 1) group = 1;
     float *scratch = a->col + lo * rows * ohw;
     for (size_t i = lo; i < hi; i++) {

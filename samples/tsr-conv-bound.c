@@ -1,6 +1,6 @@
 /* tsr-conv-bound: the best step time OpenBLAS allows for the cnn preset's GEMMs, at their shapes.
  *
- *   tsr-conv-bound [--batch 64] [--threads 2] [--samples-per-s R] [--json]
+ *   tsr-conv-bound [--batch 64] [--threads 2] [--samples-per-s R] [--gemm-share F] [--json]
  *
  * A cnn training step (conv5x5:32,relu,pool2,conv5x5:64,relu,pool2,dense:1024,relu,dense:10 on
  * 1x28x28) is, in FLOPs, almost all GEMMs. This tool lists the GEMMs tessera performs in one
@@ -16,7 +16,15 @@
  *     (the faster of the two, GEMMs only: nothing else takes time in it),
  *   - with --samples-per-s (tessera's measured training rate, e.g. from
  *     bench/train_vs_torch.py): tessera's step as GFLOP/s, as a fraction of the 1024^3 rate
- *     and as a fraction of the shape bound (bound step time / measured step time).
+ *     and as a fraction of the shape bound (bound step time / measured step time);
+ *   - with --gemm-share F as well (the fraction of the step's CPU time in OpenBLAS, from a
+ *     profile: perf record -g build/bin/tsr-train --model cnn ..., OpenBLAS's sgemm_* symbols
+ *     over all samples): the GEMMs' rate in situ (step FLOPs / (F x step time), the threads
+ *     kept busy) against the 1024^3 and shape rates, which is also the fraction of SGEMM the
+ *     step would reach if all its other work vanished.
+ * The input gradient of a convolution runs on the host image by image, a group of channels
+ * at a time (backends/host/host_ops.c's conv_dinput): those GEMMs (marked ||) are timed as
+ * the host's pool runs them, one whole single-threaded call per thread side by side.
  * The first conv has K = C*KH*KW = 25: no GEMM with so short a K reaches the 1024^3 rate, so
  * the shape bound, not the 1024^3 rate, is what a step can reach. */
 #include <cblas.h>
@@ -27,6 +35,7 @@
 #include <string.h>
 #include "lib/core/internal.h"
 #include "lib/layers/layer.h"
+#include "backends/host/host.h"
 #include "samples/blas_reexec.h"
 
 #define MAX_GEMMS 64
@@ -35,6 +44,7 @@ typedef struct gemm_shape {
     const char *what;
     int ta, tb;
     size_t m, n, k, count; /* count: calls per step at this shape */
+    int apart;             /* calls that run side by side, one per thread (else one call split) */
 } gemm_shape;
 
 typedef struct shape_list {
@@ -42,17 +52,23 @@ typedef struct shape_list {
     size_t n;
 } shape_list;
 
-static void add(shape_list *s, const char *what, int ta, int tb, size_t m, size_t n, size_t k) {
+static void add_apart(shape_list *s, const char *what, int ta, int tb, size_t m, size_t n, size_t k,
+                      int apart) {
     for (size_t i = 0; i < s->n; i++) {
         gemm_shape *g = &s->g[i];
-        if (!strcmp(g->what, what) && g->ta == ta && g->tb == tb && g->m == m && g->n == n && g->k == k) {
+        if (!strcmp(g->what, what) && g->ta == ta && g->tb == tb && g->m == m && g->n == n &&
+            g->k == k && g->apart == apart) {
             g->count++;
             return;
         }
     }
     if (s->n == MAX_GEMMS) return; /* cannot happen for the cnn: a dozen shapes */
-    gemm_shape g = {what, ta, tb, m, n, k, 1};
+    gemm_shape g = {what, ta, tb, m, n, k, 1, apart};
     s->g[s->n++] = g;
+}
+
+static void add(shape_list *s, const char *what, int ta, int tb, size_t m, size_t n, size_t k) {
+    add_apart(s, what, ta, tb, m, n, k, 0);
 }
 
 /* One conv layer's GEMMs, as lib/layers/conv2d.c issues them: per chunk of `step` images
@@ -67,7 +83,18 @@ static void conv_gemms(shape_list *s, const char *name, size_t batch, size_t c, 
         size_t m = batch - b < step ? batch - b : step, cols = m * ohw;
         add(s, name, 0, 0, f, cols, rows);        /* forward: Y = W col */
         add(s, name, 0, 1, f, rows, cols);        /* dW (+)= dY col^T */
-        if (want_din) add(s, name, 1, 0, rows, cols, f); /* d(col) = W^T dY */
+        if (!want_din) continue;
+        if (whole) {
+            add(s, name, 1, 0, rows, cols, f);    /* d(col) = W^T dY */
+            continue;
+        }
+        /* the host's conv_dinput: per image, a group of channels at a time, the images of a
+         * chunk spread over the threads */
+        size_t group = TSR_HOST_DINPUT_GROUP_FLOATS / (kk * kk * ohw);
+        if (group < 1) group = 1;
+        for (size_t i = 0; i < m; i++)
+            for (size_t c0 = 0; c0 < c; c0 += group)
+                add_apart(s, name, 1, 0, ((c - c0 < group) ? c - c0 : group) * kk * kk, ohw, f, 1);
     }
 }
 
@@ -104,12 +131,38 @@ typedef struct part_job {
     const gemm_shape *g;
     int split_rows;
     size_t r0, r1;
+    size_t whole; /* apart: 1 + the thread's index (whole calls into its own C) */
+    size_t reps;  /* apart: calls in a row */
 } part_job;
 
 static void *part_main(void *arg) {
     const part_job *j = arg;
-    run_part(j->g, j->split_rows, j->r0, j->r1);
+    for (size_t r = 0; j->whole && r < j->reps; r++) {
+        const gemm_shape *g = j->g;
+        cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans,
+                    (int)g->m, (int)g->n, (int)g->k, 1.0f, buf_a, (int)(g->ta ? g->m : g->k), buf_b,
+                    (int)(g->tb ? g->k : g->n), 0.0f, buf_c + (j->whole - 1) * g->m * g->n, (int)g->n);
+    }
+    if (!j->whole) run_part(j->g, j->split_rows, j->r0, j->r1);
     return NULL;
+}
+
+/* Whole single-threaded calls side by side, `reps` in a row on each of n_threads threads (the
+ * host's per-image GEMMs, which its pool's threads run in a row without a handoff). */
+#define APART_REPS 32
+static void run_apart(const gemm_shape *g) {
+    pthread_t th[64];
+    part_job jobs[64];
+    size_t started = 0;
+    for (size_t p = 0; p < n_threads && p < 64; p++) {
+        part_job j = {g, 0, 0, 0, p + 1, APART_REPS};
+        jobs[p] = j;
+        if (p && pthread_create(&th[p], NULL, part_main, &jobs[p]) == 0) started |= (size_t)1 << p;
+        else if (p) part_main(&jobs[p]);
+    }
+    part_main(&jobs[0]);
+    for (size_t p = 1; p < n_threads && p < 64; p++)
+        if (started >> p & 1) pthread_join(th[p], NULL);
 }
 
 /* The way tessera's host backend runs a large GEMM: the longer side of C cut into one part per
@@ -120,13 +173,17 @@ static void run(const gemm_shape *g, int split) {
         run_part(g, 1, 0, g->m);
         return;
     }
+    if (g->apart) {
+        run_apart(g);
+        return;
+    }
     int rows = g->m >= g->n;
     size_t span = rows ? g->m : g->n, parts = n_threads < span ? n_threads : span;
     pthread_t th[64];
     part_job jobs[64];
     size_t started = 0;
     for (size_t p = 0; p < parts && p < 64; p++) {
-        part_job j = {g, rows, span * p / parts, span * (p + 1) / parts};
+        part_job j = {g, rows, span * p / parts, span * (p + 1) / parts, 0, 0};
         jobs[p] = j;
         if (p && pthread_create(&th[p], NULL, part_main, &jobs[p]) == 0) started |= (size_t)1 << p;
         else if (p) part_main(&jobs[p]);
@@ -151,11 +208,14 @@ static double time_mode(const gemm_shape *g, int split) {
         } while (t < 0.1);
         if (t / calls < best) best = t / calls;
     }
-    return best;
+    /* side by side: a run is n_threads * APART_REPS calls */
+    return split && g->apart && n_threads > 1 ? best / (double)(n_threads * APART_REPS) : best;
 }
 
-/* The faster of OpenBLAS's own threading and one single-threaded part per thread. */
+/* The faster of OpenBLAS's own threading and one single-threaded part per thread; calls the
+ * host makes side by side are timed so. */
 static double time_one(const gemm_shape *g) {
+    if (g->apart && n_threads > 1) return time_mode(g, 1);
     double whole = time_mode(g, 0);
     if (n_threads < 2) return whole;
     double split = time_mode(g, 1);
@@ -174,8 +234,8 @@ static double time_list(const shape_list *s, double *flops, int verbose) {
         total += t * g->count;
         *flops += flops_of(g);
         if (verbose)
-            printf("  %-6s %c%c m %5zu n %6zu k %6zu x%-3zu %8.3f ms %7.1f GFLOP/s\n", g->what,
-                   g->ta ? 'T' : 'N', g->tb ? 'T' : 'N', g->m, g->n, g->k, g->count,
+            printf("  %-6s %c%c m %5zu n %6zu k %6zu x%-4zu%s %8.3f ms %7.1f GFLOP/s\n", g->what,
+                   g->ta ? 'T' : 'N', g->tb ? 'T' : 'N', g->m, g->n, g->k, g->count, g->apart ? "||" : "  ",
                    t * g->count * 1e3, flops_of(g) / (t * g->count) / 1e9);
     }
     return total;
@@ -195,7 +255,7 @@ static size_t parse_count(const char *flag, const char *s, size_t max) {
 int main(int argc, char **argv) {
     blas_reexec(argv);
     size_t batch = 64, threads = 2;
-    double measured = 0;
+    double measured = 0, share = 0;
     int json = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = parse_count("--batch", argv[++i], 4096);
@@ -208,9 +268,17 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "tsr-conv-bound: --samples-per-s needs a positive rate, got '%s'\n", argv[i]);
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--gemm-share") && i + 1 < argc) {
+            char *end;
+            share = strtod(argv[++i], &end);
+            if (*end || !(share > 0 && share <= 1)) {
+                fprintf(stderr, "tsr-conv-bound: --gemm-share needs a fraction in (0, 1], got '%s'\n", argv[i]);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--json")) json = 1;
         else {
-            fprintf(stderr, "usage: tsr-conv-bound [--batch N] [--threads N] [--samples-per-s R] [--json]\n");
+            fprintf(stderr, "usage: tsr-conv-bound [--batch N] [--threads N] [--samples-per-s R] "
+                            "[--gemm-share F] [--json]\n");
             return 2;
         }
     }
@@ -224,7 +292,7 @@ int main(int argc, char **argv) {
         const shape_list *s = pass ? &whole : &chunked;
         for (size_t i = 0; i < s->n; i++) {
             const gemm_shape *g = &s->g[i];
-            size_t sizes[3] = {g->m * g->k, g->k * g->n, g->m * g->n};
+            size_t sizes[3] = {g->m * g->k, g->k * g->n, g->m * g->n * (g->apart ? n_threads : 1)};
             for (int j = 0; j < 3; j++) most = sizes[j] > most ? sizes[j] : most;
         }
     }
@@ -241,7 +309,7 @@ int main(int argc, char **argv) {
         buf_c[i] = 0.0f;
     }
 
-    gemm_shape big = {"1024^3", 0, 0, 1024, 1024, 1024, 1};
+    gemm_shape big = {"1024^3", 0, 0, 1024, 1024, 1024, 1, 0};
     double peak = flops_of(&big) / time_one(&big);
     int verbose = !json;
     if (verbose) printf("cnn step GEMMs at batch %zu, OpenBLAS alone on %zu thread(s), chunked as tessera:\n", batch, threads);
@@ -260,6 +328,10 @@ int main(int argc, char **argv) {
             printf(", \"tessera_step_ms\": %.3f, \"tessera_gflops\": %.1f, \"fraction_of_sgemm\": %.3f, "
                    "\"fraction_of_bound\": %.3f", step * 1e3, flops / step / 1e9, flops / step / peak,
                    bound / step);
+        if (step > 0 && share > 0)
+            printf(", \"gemm_share\": %.3f, \"insitu_gemm_gflops\": %.1f, \"insitu_fraction_of_sgemm\": %.3f, "
+                   "\"insitu_fraction_of_shape\": %.3f", share, flops / (step * share) / 1e9,
+                   flops / (step * share) / peak, bound / (step * share));
         printf("}\n");
     } else {
         printf("step GEMM FLOPs       %.3f GFLOP (batch %zu)\n", flops / 1e9, batch);
@@ -270,6 +342,11 @@ int main(int argc, char **argv) {
         if (step > 0)
             printf("tessera measured      %.2f ms/step = %.1f GFLOP/s: %.2f of SGEMM 1024^3 (target 0.75), "
                    "%.2f of the shape bound\n", step * 1e3, flops / step / 1e9, flops / step / peak, bound / step);
+        if (step > 0 && share > 0)
+            printf("GEMMs in situ         %.2f of the step: %.1f GFLOP/s = %.2f of SGEMM 1024^3, %.2f of the "
+                   "shape rate; with nothing but them the step would reach %.2f of SGEMM\n", share,
+                   flops / (step * share) / 1e9, flops / (step * share) / peak, bound / (step * share),
+                   flops / (step * share) / peak);
     }
     free(buf_a);
     free(buf_b);

@@ -62,6 +62,10 @@ tsr_status tsr_host_softmax_xent_backward(tsr_backend *be, size_t rows, size_t c
                                           tsr_ref dlogits);
 tsr_status tsr_host_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col);
 tsr_status tsr_host_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
+/* conv_dinput's column floats computed at a time (a group of channels of one image): small
+ * enough to stay in a core's L2 cache between the GEMM that writes them and col2im reading
+ * them back (tsr-conv-bound lists the GEMMs it makes). */
+#define TSR_HOST_DINPUT_GROUP_FLOATS ((size_t)1 << 16)
 tsr_status tsr_host_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
                                 tsr_ref dy, tsr_ref col, int add, tsr_ref dx);
 tsr_status tsr_host_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,

@@ -295,6 +295,34 @@ static void valid_range(size_t k, size_t pad, size_t stride, size_t size, size_t
     *hi = h;
 }
 
+/* Padded planes up to this many floats are built on the stack (im2col_padded). */
+#define IM2COL_PAD_FLOATS 4096
+
+/* Stride 1 with narrow output rows (the cnn's second layer: 14 wide): channel c copied once
+ * into a zero-padded plane, then every kernel offset's row of columns is OH runs of OW floats
+ * from it. The general loop below spends more on its per-offset memcpy/memset calls and
+ * border loops than on the copying when rows are this short. */
+#if defined(__GNUC__) && !defined(__clang__)
+/* the runs are short: copied inline, not through a memcpy call each (gcc's loop distribution
+ * turns the copy loop into one) */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void im2col_padded(const tsr_conv_geom *g, const float *restrict xc, float *restrict col,
+                          size_t ld, size_t c) {
+    const size_t H = g->height, W = g->width, OH = g->out_h, OW = g->out_w;
+    const size_t PH = g->pad_h, PW = g->pad_w, PWD = W + 2 * PW;
+    float pad[IM2COL_PAD_FLOATS];
+    memset(pad, 0, (H + 2 * PH) * PWD * sizeof *pad);
+    for (size_t h = 0; h < H; h++) memcpy(pad + (h + PH) * PWD + PW, xc + h * W, W * sizeof *pad);
+    for (size_t ki = 0; ki < g->kernel_h; ki++)
+        for (size_t kj = 0; kj < g->kernel_w; kj++) {
+            float *restrict row = col + ((c * g->kernel_h + ki) * g->kernel_w + kj) * ld;
+            const float *restrict src = pad + ki * PWD + kj;
+            for (size_t oh = 0; oh < OH; oh++)
+                for (size_t ow = 0; ow < OW; ow++) row[oh * OW + ow] = src[oh * PWD + ow];
+        }
+}
+
 /* Channel c of one image: x is the image, col its first column in the batch's column matrix,
  * whose rows are ld floats apart. */
 static void im2col_channel(const tsr_conv_geom *g, const float *restrict x, float *restrict col,
@@ -302,6 +330,11 @@ static void im2col_channel(const tsr_conv_geom *g, const float *restrict x, floa
     const size_t H = g->height, W = g->width, OH = g->out_h, OW = g->out_w;
     const size_t SH = g->stride_h, SW = g->stride_w, PH = g->pad_h, PW = g->pad_w;
     const float *restrict xc = x + c * H * W;
+    /* stride 1 makes OH = H + 2PH - KH + 1 <= H + 2PH: the padded plane holds every read */
+    if (SH == 1 && SW == 1 && OW < 32 && (H + 2 * PH) * (W + 2 * PW) <= IM2COL_PAD_FLOATS) {
+        im2col_padded(g, xc, col, ld, c);
+        return;
+    }
     /* stride 1 and the output as wide as the input ('same' padding): the valid rows of a
      * kernel offset are the input plane shifted by whole elements, contiguous in both */
     const int shifted_plane = SH == 1 && SW == 1 && OW == W;
@@ -413,12 +446,6 @@ tsr_status tsr_host_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col,
 
 /* ---- convolution input gradient: GEMM and col2im image by image ---- */
 
-/* Column floats computed at a time (a group of channels of one image): small enough to stay
- * in the core's L2 cache between the GEMM that writes them and col2im reading them back. */
-#ifndef TSR_DINPUT_GROUP_FLOATS
-#define TSR_DINPUT_GROUP_FLOATS ((size_t)1 << 16)
-#endif
-
 typedef struct dinput_args {
     const tsr_conv_geom *g;
     size_t filters, n; /* n: columns of dy (batch*OH*OW) */
@@ -434,7 +461,7 @@ static void dinput_images(void *arg, size_t lo, size_t hi) {
     const tsr_conv_geom *g = a->g;
     const size_t C = g->channels, kk = g->kernel_h * g->kernel_w, ohw = g->out_h * g->out_w;
     const size_t rows = C * kk, img = C * g->height * g->width;
-    size_t group = TSR_DINPUT_GROUP_FLOATS / (kk * ohw);
+    size_t group = TSR_HOST_DINPUT_GROUP_FLOATS / (kk * ohw);
     if (group < 1) group = 1;
     float *scratch = a->col + lo * rows * ohw;
     for (size_t i = lo; i < hi; i++) {

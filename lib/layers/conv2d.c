@@ -2,16 +2,21 @@
  * /pP, /same ((K-1)/2, the default), /valid (= /p0). weight [F][C][KH][KW], bias [F].
  *
  * On the host and CPU devices the batch runs in chunks of images whose column matrix
- * ([C*KH*KW][images*OH*OW], kept in the state for backward) is about tsr_conv2d_chunk_floats
- * (a GPU takes the whole batch: one GEMM per layer and direction): forward, weight gradient and column
- * gradient are one GEMM each per chunk, and each GEMM finds the columns im2col (or the GEMM
- * before it) just wrote still in cache. Whole-batch GEMMs were measured slower on the host:
- * at batch 64 the cnn's second layer has 40 MB of columns, and every pass over them went to
- * memory. The workspace holds a chunk's output (or its gradient) in the GEMM's layout
- * [F][images][OH*OW], transposed to and from the stage's [images][F][OH*OW]; forward adds the
- * bias, and the max(., 0) of a relu the stage folds in (r->fuse_relu), in that same pass.
+ * ([C*KH*KW][images*OH*OW]) is about tsr_conv2d_chunk_floats (a GPU takes the whole batch: one
+ * GEMM per layer and direction): forward, weight gradient and column gradient are one GEMM each
+ * per chunk, and each GEMM finds the columns im2col (or the GEMM before it) just wrote still in
+ * cache. Whole-batch GEMMs were measured slower on the host: at batch 64 the cnn's second
+ * layer has 40 MB of columns, and every pass over them went to memory. For the same reason
+ * the columns are not kept for backward: it builds a chunk's columns again from the input
+ * (an im2col costs less than writing the batch's columns to memory in forward and reading
+ * them back for the weight gradient: measured 5% fewer cycles in the cnn's GEMMs), so the
+ * layer keeps no state and one chunk's columns live in the workspace (room for the whole
+ * batch's). The workspace holds a chunk's output (or its gradient) in the GEMM's layout
+ * [F][images][OH*OW], transposed to and from the stage's [images][F][OH*OW], then the chunk's
+ * columns; forward adds the bias, and the max(., 0) of a relu the stage folds in
+ * (r->fuse_relu), in the transpose's pass.
  * A backend with its own convolution for the shape (tsr_op_conv_direct: the host's oneDNN
- * kernels) runs it instead, reading the input itself; the columns then go unused. */
+ * kernels) runs it instead, reading the input itself. */
 #include <stdio.h>
 #include <string.h>
 #include "lib/core/internal.h"
@@ -104,8 +109,11 @@ static size_t params(const tsr_layer *l, tsr_param_desc *out) {
     return 2;
 }
 
-static size_t state(const tsr_layer *l) { return l->in_c * l->kh * l->kw * l->out_h * l->out_w; }
-static size_t workspace(const tsr_layer *l) { return l->out_c * l->out_h * l->out_w; }
+/* The workspace: a chunk's GEMM output [F][images*OH*OW], then its columns. Nothing is kept
+ * for backward: it builds the columns again from the input (see the file's comment). */
+static size_t workspace(const tsr_layer *l) {
+    return (l->out_c + l->in_c * l->kh * l->kw) * l->out_h * l->out_w;
+}
 
 static void flops(const tsr_layer *l, uint64_t n, uint64_t *f, uint64_t *b) {
     uint64_t ohw = (uint64_t)l->out_h * l->out_w;
@@ -146,7 +154,7 @@ static tsr_status forward(const tsr_layer_run *r) {
     for (size_t b = 0; b < r->n; b += step) {
         size_t m = r->n - b < step ? r->n - b : step, cols = m * ohw;
         tsr_conv_geom g = geom(l, m);
-        tsr_ref col = tsr_ref_offset(r->state, b * rows * ohw);
+        tsr_ref col = tsr_ref_offset(r->ws, f * step * ohw);
         TSR_TRY(tsr_op_im2col(r->be, &g, tsr_ref_offset(r->in[0], b * in), col));
         TSR_TRY(tsr_op_gemm(r->be, TSR_NO_TRANS, TSR_NO_TRANS, f, cols, rows, 1.0f, r->param[0],
                             rows, col, cols, 0.0f, r->ws, cols));
@@ -189,15 +197,16 @@ static tsr_status backward(const tsr_layer_run *r) {
     }
     for (size_t b = 0; b < n; b += step) {
         size_t m = n - b < step ? n - b : step, cols = m * ohw;
-        tsr_ref col = tsr_ref_offset(r->state, b * rows * ohw);
+        tsr_ref col = tsr_ref_offset(r->ws, f * step * ohw);
         tsr_ref din = tsr_ref_offset(r->din[0], b * in);
+        tsr_conv_geom g = geom(l, m);
+        TSR_TRY(tsr_op_im2col(be, &g, tsr_ref_offset(r->in[0], b * in), col));
         /* dY as [F][images*OH*OW], then dW (+)= dY col^T */
         TSR_TRY(tsr_op_transpose(be, m, f, ohw, tsr_ref_offset(r->dout, b * f * ohw), r->ws));
         TSR_TRY(weight_grad(be, f, rows, cols, r->ws, col, b || r->accumulate ? 1.0f : 0.0f,
                             r->grad[0]));
         if (!r->want_din[0]) continue;
         /* d(col) = W^T dY, in the columns' room (no longer needed), folded back into dX */
-        tsr_conv_geom g = geom(l, m);
         TSR_TRY(tsr_op_conv_dinput(be, &g, f, r->param[0], r->ws, col, r->add_din[0], din));
     }
     return TSR_OK;
@@ -212,7 +221,6 @@ const tsr_layer_ops tsr_layer_conv2d = {
     .print = print,
     .shape = shape,
     .params = params,
-    .state = state,
     .workspace = workspace,
     .accumulate_din = 1,
     .flops = flops,

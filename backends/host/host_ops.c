@@ -9,6 +9,7 @@
 #pragma GCC optimize("O3")
 #endif
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 #include "backends/host/host.h"
 #include "lib/core/internal.h"
@@ -121,6 +122,31 @@ tsr_status tsr_host_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out) {
     (void)be;
     float s = (float)sum_f64(tsr_host_f32(x), n);
     *tsr_host_f32(out) = s;
+    return TSR_OK;
+}
+
+/* ---- non-finite screen: each thread screens its blocks, the smallest index wins ---- */
+
+typedef struct screen_args {
+    size_t n;
+    const float *x;
+    _Atomic size_t first; /* n while none is found */
+} screen_args;
+
+static void screen_range(void *arg, size_t lo_b, size_t hi_b) {
+    screen_args *a = arg;
+    size_t lo = lo_b * BLOCK, hi = hi_b * BLOCK < a->n ? hi_b * BLOCK : a->n;
+    if (atomic_load(&a->first) < lo) return; /* an earlier one is already known */
+    size_t i = lo + tsr_first_nonfinite_f32(a->x + lo, hi - lo);
+    if (i == hi) return;
+    size_t cur = atomic_load(&a->first);
+    while (i < cur && !atomic_compare_exchange_weak(&a->first, &cur, i)) {}
+}
+
+tsr_status tsr_host_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first) {
+    screen_args a = {n, tsr_host_f32(x), n};
+    tsr_host_parallel(be, BLOCKS(n), GRAIN_BLOCKS * 4, screen_range, &a);
+    *first = atomic_load(&a.first);
     return TSR_OK;
 }
 

@@ -312,6 +312,37 @@ static tsr_status cl_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out) {
     return launch(&f, 0, 1);
 }
 
+/* Screens where the data are (the trainer's check reads back 4 bytes, not the gradients), in
+ * pieces whose indices fit the kernel's uint. The scratch buffer holds the answer. */
+#define TSR_CL_SCREEN_PIECE ((size_t)1 << 31)
+#define TSR_CL_SCREEN_GROUPS 1024
+static tsr_status cl_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first) {
+    tsr_cl *cl = be->impl;
+    size_t wg = cl->wg[TSR_CL_K_first_nonfinite];
+    *first = n;
+    for (size_t lo = 0; lo < n; lo += TSR_CL_SCREEN_PIECE) {
+        size_t len = n - lo < TSR_CL_SCREEN_PIECE ? n - lo : TSR_CL_SCREEN_PIECE;
+        size_t groups = (len + wg - 1) / wg;
+        if (groups > TSR_CL_SCREEN_GROUPS) groups = TSR_CL_SCREEN_GROUPS;
+        cl_uint none = 0xffffffffu, got = none;
+        cl_int err = clEnqueueWriteBuffer(cl->queue, cl->scratch, CL_FALSE, 0, sizeof none, &none,
+                                          0, NULL, NULL);
+        if (err != CL_SUCCESS) return tsr_opencl_error(be->ctx, err, "clEnqueueWriteBuffer(screen)");
+        kargs a = args_begin(be, TSR_CL_K_first_nonfinite);
+        arg_u64(&a, len);
+        arg_ref(&a, tsr_ref_offset(x, lo));
+        arg_mem(&a, cl->scratch);
+        TSR_TRY(launch(&a, 0, groups));
+        err = clEnqueueReadBuffer(cl->queue, cl->scratch, CL_TRUE, 0, sizeof got, &got, 0, NULL, NULL);
+        if (err != CL_SUCCESS) return tsr_opencl_error(be->ctx, err, "clEnqueueReadBuffer(screen)");
+        if (got != none) {
+            *first = lo + got;
+            return TSR_OK;
+        }
+    }
+    return TSR_OK;
+}
+
 /* ---- layers ---- */
 
 static tsr_status cl_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
@@ -804,6 +835,7 @@ const tsr_backend_iface tsr_opencl_iface = {
     .scale = cl_scale,
     .mul = cl_mul,
     .sum = cl_sum,
+    .first_nonfinite = cl_first_nonfinite,
     .bias_add = cl_bias_add,
     .bias_grad = cl_bias_grad,
     .relu_forward = cl_relu_forward,

@@ -567,6 +567,100 @@ static void test_sum(void **state) {
     }
 }
 
+/* ---- non-finite screen (the trainer's check) ---- */
+
+/* The plain reference: the first index whose value is NaN or infinite. */
+static size_t ref_first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (isnan(x[i]) || isinf(x[i])) return i;
+    return n;
+}
+
+static void expect_first(tsr_backend *be, tsr_buf *bx, size_t off, const float *x, size_t n,
+                         const char *what) {
+    size_t got = 12345, want = ref_first_nonfinite(x + off, n);
+    OK(be, tsr_op_first_nonfinite(be, n, tsr_ref_at(bx, off), &got));
+    if (got != want)
+        fail_msg("[%s] first_nonfinite %s n=%zu: %zu, want %zu", be->device.id, what, n, got, want);
+    size_t h = tsr_first_nonfinite_f32(x + off, n); /* the host helper (the fallback's) */
+    if (h != want) fail_msg("tsr_first_nonfinite_f32 %s n=%zu: %zu, want %zu", what, n, h, want);
+}
+
+static void test_first_nonfinite(void **state) {
+    fixture *fx = *state;
+    /* up to several 4096-float blocks per host thread's chunk and more chunks than threads */
+    static const size_t sizes[] = {0, 1, 7, 4096, 4101, 100000, 1200003};
+    const float bad[] = {NAN, INFINITY, -INFINITY, -NAN};
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t s = 0; s < TSR_ARRAY_SIZE(sizes); s++) {
+            const size_t n = sizes[s], off = 3;
+            float *x = random_floats(n + off + 1, 70 + s, -2, 2);
+            /* finite extremes are not flagged: the largest float, a subnormal, -0 */
+            if (n > 3) x[off] = FLT_MAX, x[off + 1] = -FLT_MAX, x[off + 2] = 1e-45f, x[off + 3] = -0.0f;
+            x[off - 1] = NAN, x[off + n] = INFINITY; /* outside the range: never seen */
+            tsr_buf *bx = upload(be, x, (n + off + 1) * 4);
+            expect_first(be, bx, off, x, n, "all finite");
+            if (!n) {
+                tsr_buf_free(bx);
+                free(x);
+                continue;
+            }
+            /* one bad value at the ends, a block edge and the middle; then two: the first wins */
+            size_t at[] = {0, n - 1, n / 2, n > 4096 ? 4095 : n / 3, n > 4097 ? 4096 : n - 1};
+            for (size_t k = 0; k < TSR_ARRAY_SIZE(at); k++) {
+                float keep = x[off + at[k]];
+                x[off + at[k]] = bad[k % TSR_ARRAY_SIZE(bad)];
+                OK(be, tsr_buf_write(bx, (off + at[k]) * 4, &x[off + at[k]], 4));
+                char what[48];
+                snprintf(what, sizeof what, "bad at %zu", at[k]);
+                expect_first(be, bx, off, x, n, what);
+                size_t later = n - 1 - (n - 1 - at[k]) / 3; /* a second one at or after it */
+                float keep2 = x[off + later];
+                x[off + later] = INFINITY;
+                OK(be, tsr_buf_write(bx, (off + later) * 4, &x[off + later], 4));
+                expect_first(be, bx, off, x, n, "two bad");
+                x[off + later] = keep2;
+                OK(be, tsr_buf_write(bx, (off + later) * 4, &keep2, 4));
+                x[off + at[k]] = keep;
+                OK(be, tsr_buf_write(bx, (off + at[k]) * 4, &keep, 4));
+            }
+            tsr_buf_free(bx);
+            free(x);
+        }
+    }
+}
+
+/* The squared norm alone and fused with the screen: the same bits (one order), close to a
+ * long double sum, and the fused screen finds what the plain one finds. */
+static void test_scan_sumsq(void **state) {
+    (void)state;
+    static const size_t sizes[] = {0, 1, 3, 4, 5, 4095, 4096, 4097, 8193, 100003};
+    for (size_t s = 0; s < TSR_ARRAY_SIZE(sizes); s++) {
+        const size_t n = sizes[s];
+        float *x = random_floats(n + 1, 90 + s, -3, 3);
+        long double ref = 0;
+        for (size_t i = 0; i < n; i++) ref += (long double)x[i] * x[i];
+        double plain = tsr_sumsq_f32(x, n), fused = -1;
+        size_t first = tsr_scan_sumsq_f32(x, n, &fused);
+        if (first != n) fail_msg("scan_sumsq n=%zu: first %zu on finite data", n, first);
+        if (memcmp(&plain, &fused, sizeof plain))
+            fail_msg("scan_sumsq n=%zu: %.17g, the plain sum %.17g", n, fused, plain);
+        if (fabsl((long double)plain - ref) > 1e-12L * ref + 1e-300L)
+            fail_msg("sumsq n=%zu: %.17g, reference %.17Lg", n, plain, ref);
+        for (size_t k = 0; n && k < 3; k++) {
+            size_t at = k == 0 ? 0 : k == 1 ? n - 1 : n / 2;
+            float keep = x[at];
+            x[at] = k == 1 ? -INFINITY : NAN;
+            size_t want = ref_first_nonfinite(x, n);
+            first = tsr_scan_sumsq_f32(x, n, &fused);
+            if (first != want) fail_msg("scan_sumsq n=%zu: first %zu, want %zu", n, first, want);
+            x[at] = keep;
+        }
+        free(x);
+    }
+}
+
 /* ---- bias ---- */
 
 static void test_bias(void **state) {
@@ -1698,7 +1792,8 @@ int main(void) {
         cmocka_unit_test(test_memory),        cmocka_unit_test(test_typed_access_and_map),
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_batched),  cmocka_unit_test(test_axpy_scale_mul),
-        cmocka_unit_test(test_sum),           cmocka_unit_test(test_bias),
+        cmocka_unit_test(test_sum),           cmocka_unit_test(test_first_nonfinite),
+        cmocka_unit_test(test_scan_sumsq),    cmocka_unit_test(test_bias),
         cmocka_unit_test(test_relu),          cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_im2col_col2im), cmocka_unit_test(test_transpose),
         cmocka_unit_test(test_maxpool),

@@ -130,9 +130,12 @@ struct tsr_backend_iface {
     tsr_status (*mul)(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y);    /* y = a*b */
     tsr_status (*sum)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out);             /* out[0] = sum x */
     /* Optional (NULL: the wrapper maps x and screens it on the host). Synchronises: *first =
-     * the index of the first NaN or infinity of x[0, n), n when all are finite. The trainer's
-     * non-finite check: a device screens where the gradients are (no read-back). */
-    tsr_status (*first_nonfinite)(tsr_backend *be, size_t n, tsr_ref x, size_t *first);
+     * the index of the first NaN or infinity of x[0, n), n when all are finite; with sumsq
+     * non-NULL also *sumsq = tsr_sumsq_f32(x, n), that order exactly (meaningful only when
+     * *first == n). The trainer's non-finite check, and with clipping the norm in the same
+     * call: a device screens where the gradients are, the host overlaps the two. */
+    tsr_status (*first_nonfinite)(tsr_backend *be, size_t n, tsr_ref x, size_t *first,
+                                  double *sumsq);
 
     /* --- layers --- */
     /* y[o][c][i] += bias[c] for o < outer, c < channels, i < inner (dense: inner=1; conv: H*W) */
@@ -341,15 +344,18 @@ tsr_status tsr_op_axpy(tsr_backend *be, size_t n, float alpha, tsr_ref x, tsr_re
 tsr_status tsr_op_scale(tsr_backend *be, size_t n, float alpha, tsr_ref x);
 tsr_status tsr_op_mul(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y);
 tsr_status tsr_op_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out);
-tsr_status tsr_op_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first);
+tsr_status tsr_op_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first, double *sumsq);
 
 /* Host-memory screens (backend_scan.c), in blocks of TSR_SCAN_BLOCK floats: the index of the
  * first NaN/Inf of x[0, n) (n when none); the sum of squares in double in one fixed order
- * (four chains over i % 4, the tail on chain 0); and both in one read (*sumsq is meaningful
- * only when the answer is n). */
+ * (four chains over i % 4, the tail on chain 0), whole or piece by piece (every piece but the
+ * last a multiple of 4 long; then the total); and screen and sum in one read (*sumsq is
+ * meaningful only when the answer is n). */
 #define TSR_SCAN_BLOCK 4096
 size_t tsr_first_nonfinite_f32(const float *x, size_t n);
 double tsr_sumsq_f32(const float *x, size_t n);
+void tsr_sumsq_f32_add(double acc[4], const float *x, size_t n);
+double tsr_sumsq_f32_total(const double acc[4]);
 size_t tsr_scan_sumsq_f32(const float *x, size_t n, double *sumsq);
 tsr_status tsr_op_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                            tsr_ref bias, tsr_ref y);

@@ -1,6 +1,6 @@
-/* Host-memory screens of float data: the first NaN/Inf, and that screen fused with the
- * squared norm (one read instead of two: gradient clipping needs both). Shared by the host
- * backend's first_nonfinite (per thread), the wrapper's fallback and the trainer. */
+/* Host-memory screens of float data: the first NaN/Inf, the squared norm in one fixed order,
+ * and the two in one read (gradient clipping needs both). Shared by the host backend's
+ * first_nonfinite (per thread), the OpenCL backend's read-back and the wrapper's fallback. */
 #include <math.h>
 #include <string.h>
 #include "backends/backend.h"
@@ -44,17 +44,19 @@ size_t tsr_first_nonfinite_f32(const float *x, size_t n) {
 
 /* Four chains over i % 4 (the adds overlap), the tail on chain 0: the one order every caller
  * gets, fused or not. */
-static void sumsq_add(double acc[4], const float *x, size_t n) {
+void tsr_sumsq_f32_add(double acc[4], const float *x, size_t n) {
     size_t i = 0;
     for (; i + 4 <= n; i += 4)
         for (size_t k = 0; k < 4; k++) acc[k] += (double)x[i + k] * (double)x[i + k];
     for (; i < n; i++) acc[0] += (double)x[i] * (double)x[i];
 }
 
+double tsr_sumsq_f32_total(const double acc[4]) { return (acc[0] + acc[1]) + (acc[2] + acc[3]); }
+
 double tsr_sumsq_f32(const float *x, size_t n) {
     double acc[4] = {0.0, 0.0, 0.0, 0.0};
-    sumsq_add(acc, x, n);
-    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    tsr_sumsq_f32_add(acc, x, n);
+    return tsr_sumsq_f32_total(acc);
 }
 
 size_t tsr_scan_sumsq_f32(const float *x, size_t n, double *sumsq) {
@@ -63,8 +65,8 @@ size_t tsr_scan_sumsq_f32(const float *x, size_t n, double *sumsq) {
     for (size_t b = 0; b < n; b += TSR_SCAN_BLOCK) { /* blocks are whole groups of 4 but the last */
         size_t len = n - b < TSR_SCAN_BLOCK ? n - b : TSR_SCAN_BLOCK;
         if (block_bad(x + b, len)) return first_in(x, b, len);
-        sumsq_add(acc, x + b, len); /* the block is still in L1 */
+        tsr_sumsq_f32_add(acc, x + b, len); /* the block is still in L1 */
     }
-    *sumsq = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    *sumsq = tsr_sumsq_f32_total(acc);
     return n;
 }

@@ -313,13 +313,38 @@ static tsr_status cl_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out) {
 }
 
 /* Screens where the data are (the trainer's check reads back 4 bytes, not the gradients), in
- * pieces whose indices fit the kernel's uint. The scratch buffer holds the answer. */
+ * pieces whose indices fit the kernel's uint; the scratch buffer holds the answer. The norm's
+ * fixed serial order is the host's: with sumsq the data come back once, piece by piece,
+ * screened and summed together. */
 #define TSR_CL_SCREEN_PIECE ((size_t)1 << 31)
 #define TSR_CL_SCREEN_GROUPS 1024
-static tsr_status cl_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first) {
+#define TSR_CL_READBACK_PIECE ((size_t)1 << 22) /* floats per read-back piece (16 MiB) */
+
+static tsr_status cl_screen_readback(tsr_backend *be, size_t n, tsr_ref x, size_t *first,
+                                     double *sumsq) {
+    size_t piece = n < TSR_CL_READBACK_PIECE ? n : TSR_CL_READBACK_PIECE;
+    float *h = tsr_malloc(be->ctx, piece * sizeof *h);
+    if (!h) return tsr_error(be->ctx, TSR_ERR_NO_MEMORY, "first_nonfinite: %zu floats of read-back", piece);
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    tsr_status s = TSR_OK;
+    for (size_t lo = 0; lo < n && *first == n; lo += piece) {
+        size_t len = n - lo < piece ? n - lo : piece; /* every piece but the last: a multiple of 4 */
+        if ((s = tsr_ref_read(tsr_ref_offset(x, lo), TSR_DTYPE_F32, h, len)) != TSR_OK) break;
+        size_t i = tsr_first_nonfinite_f32(h, len);
+        if (i < len) *first = lo + i;
+        else tsr_sumsq_f32_add(acc, h, len);
+    }
+    tsr_free(be->ctx, h);
+    if (s == TSR_OK && *first == n) *sumsq = tsr_sumsq_f32_total(acc);
+    return s;
+}
+
+static tsr_status cl_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first,
+                                     double *sumsq) {
     tsr_cl *cl = be->impl;
     size_t wg = cl->wg[TSR_CL_K_first_nonfinite];
     *first = n;
+    if (sumsq) return cl_screen_readback(be, n, x, first, sumsq);
     for (size_t lo = 0; lo < n; lo += TSR_CL_SCREEN_PIECE) {
         size_t len = n - lo < TSR_CL_SCREEN_PIECE ? n - lo : TSR_CL_SCREEN_PIECE;
         size_t groups = (len + wg - 1) / wg;

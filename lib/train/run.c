@@ -167,8 +167,8 @@ uint64_t tsr_run_dropout_seed(tsr_run *r, uint64_t stream) {
     return stream ? seed ^ (RUN_STREAM_MIX * stream) : seed;
 }
 
-tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi,
-                              size_t np, size_t *bad, float *value, int sumsq) {
+tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, size_t lo, size_t hi, size_t np,
+                              size_t *bad, float *value, int sumsq) {
     *bad = np;
     r->sumsq.valid = 0;
     if (!np) return TSR_OK;
@@ -178,24 +178,18 @@ tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, float *scratch, size_t
         TSR_TRY(tsr_ref_write(tsr_ref_at(grads, np / 2), TSR_DTYPE_F32, &nan, 1));
     }
     size_t i = hi;
-    if (!sumsq) {
-        TSR_TRY(tsr_op_first_nonfinite(grads->backend, hi - lo, tsr_ref_at(grads, lo), &i));
+    double s2 = 0.0;
+    if (hi > lo) {
+        TSR_TRY(tsr_op_first_nonfinite(grads->backend, hi - lo, tsr_ref_at(grads, lo), &i,
+                                       sumsq ? &s2 : NULL));
         i += lo;
-    } else if (hi > lo) { /* host backend: where they are (no copy: memory bandwidth is what
-                             two ranks on one socket share) */
-        tsr_map gm;
-        double s2 = 0.0;
-        TSR_TRY(tsr_buf_map(tsr_ref_at(grads, lo), TSR_DTYPE_F32, hi - lo, TSR_MAP_READ,
-                            scratch + lo, &gm));
-        i = lo + tsr_scan_sumsq_f32(gm.data, hi - lo, &s2);
-        TSR_TRY(tsr_buf_unmap(&gm));
-        if (i == hi) {
-            r->sumsq.valid = 1;
-            r->sumsq.buf = grads;
-            r->sumsq.lo = lo;
-            r->sumsq.hi = hi;
-            r->sumsq.value = s2;
-        }
+    }
+    if (sumsq && i == hi) {
+        r->sumsq.valid = 1;
+        r->sumsq.buf = grads;
+        r->sumsq.lo = lo;
+        r->sumsq.hi = hi;
+        r->sumsq.value = s2;
     }
     if (i < hi) {
         *bad = i;
@@ -305,7 +299,7 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
     int fuse_sumsq = r->o.clip_grad_norm > 0.0 && !r->scaler.enabled;
     r->sumsq.valid = 0;
     if (!early && ops->grads(mode, l, &g, &scratch, &lo, &hi, &np))
-        s = tsr_run_scan_grads(r, g, scratch, lo, hi, np, &bad, &value, fuse_sumsq);
+        s = tsr_run_scan_grads(r, g, lo, hi, np, &bad, &value, fuse_sumsq);
     else
         bad = np;
     if (s == TSR_OK) s = ops->agree(mode, &l, early, bad, value, np, &skip, why, sizeof why);

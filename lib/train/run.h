@@ -80,13 +80,12 @@ tsr_status tsr_run_upload(tsr_run *r, tsr_stage *st, const float *images, const 
 uint64_t tsr_run_dropout_seed(tsr_run *r, uint64_t stream);
 
 /* Scans gradients [lo, hi) of a buffer of np where they are (tsr_op_first_nonfinite: the
- * host's threads, a device kernel). sumsq non-NULL: one serial read that also sums their
- * squares (tsr_sumsq_f32's order; host backend: where they are, else read into scratch, np
- * floats), kept for tsr_run_sumsq when all are finite. The options' fault_grad_nan_step
- * poisons gradient np / 2 at that step. *bad: the first non-finite index, np if none; *value:
- * its value (when bad < np). */
-tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi,
-                              size_t np, size_t *bad, float *value, int sumsq);
+ * host's threads, a device kernel); sumsq 1: the same call also sums their squares
+ * (tsr_sumsq_f32's order), kept for tsr_run_sumsq when all are finite. The options'
+ * fault_grad_nan_step poisons gradient np / 2 at that step. *bad: the first non-finite index,
+ * np if none; *value: its value (when bad < np). */
+tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, size_t lo, size_t hi, size_t np,
+                              size_t *bad, float *value, int sumsq);
 /* The one skip/stop rule on a non-finite step: SKIP counts it, logs `why` and returns TSR_OK;
  * STOP fails with TSR_ERR_NUMERIC "<why> at step N". */
 tsr_status tsr_run_nonfinite(tsr_run *r, const char *why);

@@ -579,17 +579,27 @@ static size_t ref_first_nonfinite(const float *x, size_t n) {
 static void expect_first(tsr_backend *be, tsr_buf *bx, size_t off, const float *x, size_t n,
                          const char *what) {
     size_t got = 12345, want = ref_first_nonfinite(x + off, n);
-    OK(be, tsr_op_first_nonfinite(be, n, tsr_ref_at(bx, off), &got));
+    OK(be, tsr_op_first_nonfinite(be, n, tsr_ref_at(bx, off), &got, NULL));
     if (got != want)
         fail_msg("[%s] first_nonfinite %s n=%zu: %zu, want %zu", be->device.id, what, n, got, want);
+    /* with the squared norm: the same index, and when all are finite the one-order sum */
+    double s2 = -1.0;
+    got = 12345;
+    OK(be, tsr_op_first_nonfinite(be, n, tsr_ref_at(bx, off), &got, &s2));
+    if (got != want)
+        fail_msg("[%s] first_nonfinite+sumsq %s n=%zu: %zu, want %zu", be->device.id, what, n, got, want);
+    double plain = tsr_sumsq_f32(x + off, n);
+    if (want == n && memcmp(&s2, &plain, sizeof s2))
+        fail_msg("[%s] first_nonfinite+sumsq n=%zu: %.17g, tsr_sumsq_f32 %.17g", be->device.id, n, s2, plain);
     size_t h = tsr_first_nonfinite_f32(x + off, n); /* the host helper (the fallback's) */
     if (h != want) fail_msg("tsr_first_nonfinite_f32 %s n=%zu: %zu, want %zu", what, n, h, want);
 }
 
 static void test_first_nonfinite(void **state) {
     fixture *fx = *state;
-    /* up to several 4096-float blocks per host thread's chunk and more chunks than threads */
-    static const size_t sizes[] = {0, 1, 7, 4096, 4101, 100000, 1200003};
+    /* up to several 4096-float blocks per host thread's chunk and more chunks than threads;
+     * past one OpenCL read-back piece (2^22 floats) */
+    static const size_t sizes[] = {0, 1, 7, 4096, 4101, 100000, 1200003, 4198405};
     const float bad[] = {NAN, INFINITY, -INFINITY, -NAN};
     for (int d = 0; d < fx->count; d++) {
         tsr_backend *be = fx->be[d];

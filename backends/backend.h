@@ -78,9 +78,13 @@ typedef struct tsr_pool_geom {
 } tsr_pool_geom;
 
 /* Optimizer hyper-parameters for one update call. */
+/* grad_scale (both): the update reads g * grad_scale, rounded once as scale() would leave
+ * it (the trainer's clipping coefficient folded into the update: no pass of its own); g itself
+ * is not changed. 0 or 1: g as it is. */
 typedef struct tsr_sgd_params {
     float lr, momentum, weight_decay;
     int nesterov;
+    float grad_scale;
 } tsr_sgd_params;
 
 typedef struct tsr_adam_params {
@@ -88,6 +92,7 @@ typedef struct tsr_adam_params {
     int decoupled;         /* 1: AdamW (decay applied to weights), 0: L2 added to the gradient */
     float bias_correction1; /* 1 - beta1^t */
     float bias_correction2; /* 1 - beta2^t */
+    float grad_scale;
 } tsr_adam_params;
 
 /* Causal multi-head self-attention over `batch` sequences of `tokens` positions. qkv is
@@ -200,10 +205,10 @@ struct tsr_backend_iface {
     int (*gemm_native)(tsr_backend *be, tsr_precision p);
 
     /* --- optimizers (in place on w, state buffers v / m) --- */
-    /* g' = g + wd*w; v = momentum*v + g'; w -= lr * (nesterov ? g' + momentum*v : v) */
+    /* g' = g*s + wd*w (s = grad_scale); v = momentum*v + g'; w -= lr * (nesterov ? g' + momentum*v : v) */
     tsr_status (*sgd_update)(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
                              tsr_ref g, tsr_ref v);
-    /* Adam/AdamW: m = b1*m + (1-b1)g; v = b2*v + (1-b2)g^2;
+    /* Adam/AdamW, with g read as g*grad_scale: m = b1*m + (1-b1)g; v = b2*v + (1-b2)g^2;
      * w -= lr * (m/bc1) / (sqrt(v/bc2) + eps) [+ lr*wd*w when decoupled] */
     tsr_status (*adam_update)(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
                               tsr_ref g, tsr_ref m, tsr_ref v);

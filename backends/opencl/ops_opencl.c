@@ -630,6 +630,7 @@ static tsr_status cl_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params 
     arg_f32(&a, p->momentum);
     arg_f32(&a, p->weight_decay);
     arg_i32(&a, p->nesterov ? 1 : 0);
+    arg_f32(&a, p->grad_scale == 0.0f ? 1.0f : p->grad_scale);
     arg_ref(&a, w);
     arg_ref(&a, g);
     if (p->momentum != 0.0f && v.buf) {
@@ -653,6 +654,7 @@ static tsr_status cl_adam_update(tsr_backend *be, size_t n, const tsr_adam_param
     arg_i32(&a, p->decoupled ? 1 : 0);
     arg_f32(&a, p->bias_correction1);
     arg_f32(&a, p->bias_correction2);
+    arg_f32(&a, p->grad_scale == 0.0f ? 1.0f : p->grad_scale);
     arg_ref(&a, w);
     arg_ref(&a, g);
     arg_ref(&a, m);

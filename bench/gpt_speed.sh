@@ -2,8 +2,10 @@
 # GPT training speed, tessera beside PyTorch CPU in one run (issue 12): gpt2 (124M) and
 # gpt-mini at batch 4 x 64 tokens with AdamW, the same threads on both sides.
 #
-#   sh bench/gpt_speed.sh [--models gpt2,gpt-mini] [--threads 2] [--steps 5] [--repeats 3]
+#   sh bench/gpt_speed.sh [--models gpt2,gpt-mini] [--threads 2] [--steps 5] [--repeats 3] [--clip 0]
 #
+# --clip X clips the gradients' global norm to X on both sides (llm.c and nanoGPT train GPT-2
+# with 1.0); 0, the default, leaves clipping off.
 # Per model and repeat: tessera's step time is (train_seconds of a 1+STEPS-step run minus
 # that of a 1-step run) / STEPS, i.e. the mean of STEPS steps after one warm-up step
 # (tsr-train's train_seconds leave out start-up and evaluation); PyTorch's is
@@ -17,14 +19,15 @@ set -eu
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 here=$(cd "$(dirname "$0")" && pwd)
-models=gpt2,gpt-mini threads=2 steps=5 repeats=3
+models=gpt2,gpt-mini threads=2 steps=5 repeats=3 clip=0
 while [ $# -gt 0 ]; do
     case $1 in
     --models) models=$2 ;;
     --threads) threads=$2 ;;
     --steps) steps=$2 ;;
     --repeats) repeats=$2 ;;
-    *) echo "gpt_speed.sh: unknown option $1 (--models, --threads, --steps, --repeats)" >&2; exit 2 ;;
+    --clip) clip=$2 ;;
+    *) echo "gpt_speed.sh: unknown option $1 (--models, --threads, --steps, --repeats, --clip)" >&2; exit 2 ;;
     esac
     shift 2
 done
@@ -45,18 +48,18 @@ for vocab, sub in ((50257, "v50257"), (256, "v256")):
             f.write(rng.integers(0, vocab, count, dtype=np.uint16).astype("<u2").tobytes())
 PY
 
-echo "load before: $(uptime)"
+echo "clip: $clip; load before: $(uptime)"
 for r in $(seq "$repeats"); do
     "$BUILD/bin/tsr-gemm-bench" --sizes 768,1024 --device host --json > "$d/gemm.$r.json"
     for m in $(echo "$models" | tr , ' '); do
         case $m in gpt-mini) data=$d/v256 ;; *) data=$d/v50257 ;; esac
         for n in 1 $((steps + 1)); do
             "$BUILD/bin/tsr-train" --model "$m" --data "$data" --context 64 --batch 4 --steps "$n" \
-                --optimizer adamw --lr 1e-3 --weight-decay 0.1 --val-windows 1 --json --quiet \
+                --optimizer adamw --lr 1e-3 --weight-decay 0.1 --clip-grad "$clip" --val-windows 1 --json --quiet \
                 > "$d/tsr.$m.$r.$n.json" 2> "$d/tsr.err" || { cat "$d/tsr.err" >&2; exit 1; }
         done
         "$PYTHON" "$here/gpt_torch_speed.py" --models "$m" --batch 4 --tokens 64 --threads "$threads" \
-            --steps "$steps" --warmup 1 --json > "$d/torch.$m.$r.json"
+            --steps "$steps" --warmup 1 --clip "$clip" --json > "$d/torch.$m.$r.json"
         echo "repeat $r $m: done ($(uptime | sed 's/.*load/load/'))"
     done
 done

@@ -353,6 +353,21 @@ tsr_status tsr_op_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out) {
     return be->iface->sum(be, n, x, out);
 }
 
+tsr_status tsr_op_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first,
+                                  double *sumsq) {
+    BE_CHECK();
+    if (!first) return TSR_ERR_INVALID_ARG;
+    *first = n;
+    if (sumsq) *sumsq = 0.0;
+    CHECK("x", x, n, F);
+    if (!n) return TSR_OK;
+    if (be->iface->first_nonfinite) return be->iface->first_nonfinite(be, n, x, first, sumsq);
+    tsr_map m; /* no device screen: read it back (a view on host memory) */
+    TSR_TRY(tsr_buf_map(x, TSR_DTYPE_F32, n, TSR_MAP_READ, NULL, &m));
+    *first = sumsq ? tsr_scan_sumsq_f32(m.data, n, sumsq) : tsr_first_nonfinite_f32(m.data, n);
+    return tsr_buf_unmap(&m);
+}
+
 static tsr_status check_3d(tsr_backend *be, const char *op, size_t a, size_t b, size_t c,
                            size_t *total) {
     size_t ab = 0;

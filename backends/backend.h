@@ -78,9 +78,13 @@ typedef struct tsr_pool_geom {
 } tsr_pool_geom;
 
 /* Optimizer hyper-parameters for one update call. */
+/* grad_scale (both): the update reads g * grad_scale, rounded once as scale() would leave
+ * it (the trainer's clipping coefficient folded into the update: no pass of its own); g itself
+ * is not changed. 0 or 1: g as it is. */
 typedef struct tsr_sgd_params {
     float lr, momentum, weight_decay;
     int nesterov;
+    float grad_scale;
 } tsr_sgd_params;
 
 typedef struct tsr_adam_params {
@@ -88,6 +92,7 @@ typedef struct tsr_adam_params {
     int decoupled;         /* 1: AdamW (decay applied to weights), 0: L2 added to the gradient */
     float bias_correction1; /* 1 - beta1^t */
     float bias_correction2; /* 1 - beta2^t */
+    float grad_scale;
 } tsr_adam_params;
 
 /* Causal multi-head self-attention over `batch` sequences of `tokens` positions. qkv is
@@ -129,6 +134,13 @@ struct tsr_backend_iface {
     tsr_status (*scale)(tsr_backend *be, size_t n, float alpha, tsr_ref x);           /* x *= alpha */
     tsr_status (*mul)(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y);    /* y = a*b */
     tsr_status (*sum)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out);             /* out[0] = sum x */
+    /* Optional (NULL: the wrapper maps x and screens it on the host). Synchronises: *first =
+     * the index of the first NaN or infinity of x[0, n), n when all are finite; with sumsq
+     * non-NULL also *sumsq = tsr_sumsq_f32(x, n), that order exactly (meaningful only when
+     * *first == n). The trainer's non-finite check, and with clipping the norm in the same
+     * call: a device screens where the gradients are, the host overlaps the two. */
+    tsr_status (*first_nonfinite)(tsr_backend *be, size_t n, tsr_ref x, size_t *first,
+                                  double *sumsq);
 
     /* --- layers --- */
     /* y[o][c][i] += bias[c] for o < outer, c < channels, i < inner (dense: inner=1; conv: H*W) */
@@ -218,10 +230,10 @@ struct tsr_backend_iface {
     int (*gemm_native)(tsr_backend *be, tsr_precision p);
 
     /* --- optimizers (in place on w, state buffers v / m) --- */
-    /* g' = g + wd*w; v = momentum*v + g'; w -= lr * (nesterov ? g' + momentum*v : v) */
+    /* g' = g*s + wd*w (s = grad_scale); v = momentum*v + g'; w -= lr * (nesterov ? g' + momentum*v : v) */
     tsr_status (*sgd_update)(tsr_backend *be, size_t n, const tsr_sgd_params *p, tsr_ref w,
                              tsr_ref g, tsr_ref v);
-    /* Adam/AdamW: m = b1*m + (1-b1)g; v = b2*v + (1-b2)g^2;
+    /* Adam/AdamW, with g read as g*grad_scale: m = b1*m + (1-b1)g; v = b2*v + (1-b2)g^2;
      * w -= lr * (m/bc1) / (sqrt(v/bc2) + eps) [+ lr*wd*w when decoupled] */
     tsr_status (*adam_update)(tsr_backend *be, size_t n, const tsr_adam_params *p, tsr_ref w,
                               tsr_ref g, tsr_ref m, tsr_ref v);
@@ -362,6 +374,19 @@ tsr_status tsr_op_axpy(tsr_backend *be, size_t n, float alpha, tsr_ref x, tsr_re
 tsr_status tsr_op_scale(tsr_backend *be, size_t n, float alpha, tsr_ref x);
 tsr_status tsr_op_mul(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y);
 tsr_status tsr_op_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out);
+tsr_status tsr_op_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first, double *sumsq);
+
+/* Host-memory screens (backend_scan.c), in blocks of TSR_SCAN_BLOCK floats: the index of the
+ * first NaN/Inf of x[0, n) (n when none); the sum of squares in double in one fixed order
+ * (four chains over i % 4, the tail on chain 0), whole or piece by piece (every piece but the
+ * last a multiple of 4 long; then the total); and screen and sum in one read (*sumsq is
+ * meaningful only when the answer is n). */
+#define TSR_SCAN_BLOCK 4096
+size_t tsr_first_nonfinite_f32(const float *x, size_t n);
+double tsr_sumsq_f32(const float *x, size_t n);
+void tsr_sumsq_f32_add(double acc[4], const float *x, size_t n);
+double tsr_sumsq_f32_total(const double acc[4]);
+size_t tsr_scan_sumsq_f32(const float *x, size_t n, double *sumsq);
 tsr_status tsr_op_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                            tsr_ref bias, tsr_ref y);
 tsr_status tsr_op_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,

@@ -3,12 +3,14 @@
 # gpt-mini at batch 4 x 64 tokens with AdamW, the same threads on both sides.
 #
 #   sh bench/gpt_speed.sh [--models gpt2,gpt-mini] [--threads 2] [--steps 5] [--repeats 3]
-#       [--precision fp32[,bf16,fp16]]
+#       [--precision fp32[,bf16,fp16]] [--clip 0]
 #
 # --precision: a list runs each in turn inside every repeat, so their ratios are side by side;
 # bf16/fp16 is tessera's --precision against PyTorch's autocast (AMP). "of SGEMM" stays a
 # fraction of the float32 SGEMM rate (a 16-bit GEMM may run faster than it).
 #
+# --clip X clips the gradients' global norm to X on both sides (llm.c and nanoGPT train GPT-2
+# with 1.0); 0, the default, leaves clipping off.
 # Per model and repeat: tessera's step time is (train_seconds of a 1+STEPS-step run minus
 # that of a 1-step run) / STEPS, i.e. the mean of STEPS steps after one warm-up step
 # (tsr-train's train_seconds leave out start-up and evaluation); PyTorch's is
@@ -22,7 +24,7 @@ set -eu
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 here=$(cd "$(dirname "$0")" && pwd)
-models=gpt2,gpt-mini threads=2 steps=5 repeats=3 precision=fp32
+models=gpt2,gpt-mini threads=2 steps=5 repeats=3 precision=fp32 clip=0
 while [ $# -gt 0 ]; do
     case $1 in
     --models) models=$2 ;;
@@ -30,7 +32,8 @@ while [ $# -gt 0 ]; do
     --steps) steps=$2 ;;
     --repeats) repeats=$2 ;;
     --precision) precision=$2 ;;
-    *) echo "gpt_speed.sh: unknown option $1 (--models, --threads, --steps, --repeats, --precision)" >&2; exit 2 ;;
+    --clip) clip=$2 ;;
+    *) echo "gpt_speed.sh: unknown option $1 (--models, --threads, --steps, --repeats, --precision, --clip)" >&2; exit 2 ;;
     esac
     shift 2
 done
@@ -51,7 +54,7 @@ for vocab, sub in ((50257, "v50257"), (256, "v256")):
             f.write(rng.integers(0, vocab, count, dtype=np.uint16).astype("<u2").tobytes())
 PY
 
-echo "load before: $(uptime)"
+echo "clip: $clip; load before: $(uptime)"
 for r in $(seq "$repeats"); do
     "$BUILD/bin/tsr-gemm-bench" --sizes 768,1024 --device host --json > "$d/gemm.$r.json"
     for m in $(echo "$models" | tr , ' '); do
@@ -59,11 +62,12 @@ for r in $(seq "$repeats"); do
         for p in $(echo "$precision" | tr , ' '); do
             for n in 1 $((steps + 1)); do
                 "$BUILD/bin/tsr-train" --model "$m" --data "$data" --context 64 --batch 4 --steps "$n" \
-                    --optimizer adamw --lr 1e-3 --weight-decay 0.1 --val-windows 1 --precision "$p" \
-                    --json --quiet > "$d/tsr.$m.$p.$r.$n.json" 2> "$d/tsr.err" || { cat "$d/tsr.err" >&2; exit 1; }
+                    --optimizer adamw --lr 1e-3 --weight-decay 0.1 --clip-grad "$clip" --val-windows 1 \
+                    --precision "$p" --json --quiet > "$d/tsr.$m.$p.$r.$n.json" 2> "$d/tsr.err" ||
+                    { cat "$d/tsr.err" >&2; exit 1; }
             done
             "$PYTHON" "$here/gpt_torch_speed.py" --models "$m" --batch 4 --tokens 64 --threads "$threads" \
-                --steps "$steps" --warmup 1 --precision "$p" --json > "$d/torch.$m.$p.$r.json"
+                --steps "$steps" --warmup 1 --precision "$p" --clip "$clip" --json > "$d/torch.$m.$p.$r.json"
             echo "repeat $r $m $p: done ($(uptime | sed 's/.*load/load/'))"
         done
     done

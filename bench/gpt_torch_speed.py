@@ -41,7 +41,7 @@ def matmul_flops(cfg, batch, tokens):
     return 3 * forward
 
 
-def time_model(name, batch, tokens, steps, warmup, device, precision="fp32"):
+def time_model(name, batch, tokens, steps, warmup, device, precision="fp32", clip=0.0):
     cfg = CONFIGS[name]
     if tokens > cfg["n_ctx"]:
         sys.exit("--tokens %d exceeds %s's context %d" % (tokens, name, cfg["n_ctx"]))
@@ -65,10 +65,15 @@ def time_model(name, batch, tokens, steps, warmup, device, precision="fp32"):
             _, loss = model(data[:, :-1], data[:, 1:])
         if scaler:
             scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        if scaler:
             scaler.step(opt)
             scaler.update()
         else:
-            loss.backward()
             opt.step()
         sync()
         if step >= warmup:
@@ -94,6 +99,8 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--clip", type=float, default=0.0,
+                   help="clip the gradients' global norm to this before each step (0: off)")
     p.add_argument("--json", action="store_true", help="one JSON object per model")
     a = p.parse_args()
     names = a.models.split(",")
@@ -115,8 +122,8 @@ def main():
         print("%-12s %12s %10s %12s %14s" % ("model", "params", "step s", "tokens/s",
                                             "matmul GFLOP/s"))
     for n in names:
-        r = time_model(n, a.batch, a.tokens, a.steps, a.warmup, a.device, a.precision)
-        r.update(threads=a.threads, device=a.device, torch=torch.__version__,
+        r = time_model(n, a.batch, a.tokens, a.steps, a.warmup, a.device, a.precision, a.clip)
+        r.update(threads=a.threads, device=a.device, torch=torch.__version__, clip=a.clip,
                  omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
                  load_average=round(os.getloadavg()[0], 2))
         if a.json:

@@ -60,8 +60,8 @@ static void arrays_free(arrays *a) {
 /* Seconds per call of one step, repeated for >= 50 ms. The same steps on every variant: the
  * bias corrections of step t are recomputed per call, as training does. */
 static double time_step(const tsr_host_optim_variant *k, int adam, arrays *a, size_t n) {
-    const tsr_sgd_params sp = {0.01f, 0.9f, 5e-4f, 1};
-    tsr_adam_params ap = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 1, 0.1f, 0.001f};
+    const tsr_sgd_params sp = {0.01f, 0.9f, 5e-4f, 1, 0.0f};
+    tsr_adam_params ap = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 1, 0.1f, 0.001f, 0.0f};
     int calls = 0;
     double t0 = now(), t;
     do {
@@ -133,10 +133,10 @@ int main(int argc, char **argv) {
                 arrays_free(&a[k]);
                 arrays_init(&a[k], n);
                 if (adam) {
-                    tsr_adam_params ap = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 1, 0.1f, 0.001f};
+                    tsr_adam_params ap = {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 1, 0.1f, 0.001f, 0.0f};
                     run[k]->adam(n, &ap, a[k].w, a[k].g, a[k].m, a[k].v);
                 } else {
-                    tsr_sgd_params sp = {0.01f, 0.9f, 5e-4f, 1};
+                    tsr_sgd_params sp = {0.01f, 0.9f, 5e-4f, 1, 0.0f};
                     run[k]->sgd(n, &sp, a[k].w, a[k].g, a[k].v);
                 }
                 if (k && (memcmp(a[k].w, a[0].w, n * 4) || memcmp(a[k].v, a[0].v, n * 4) ||

@@ -318,6 +318,7 @@ static const tsr_backend_iface host_iface = {
     .scale = tsr_host_scale,
     .mul = tsr_host_mul,
     .sum = tsr_host_sum,
+    .first_nonfinite = tsr_host_first_nonfinite,
     .bias_add = tsr_host_bias_add,
     .bias_grad = tsr_host_bias_grad,
     .relu_forward = tsr_host_relu_forward,

@@ -48,6 +48,8 @@ tsr_status tsr_host_axpy(tsr_backend *be, size_t n, float alpha, tsr_ref x, tsr_
 tsr_status tsr_host_scale(tsr_backend *be, size_t n, float alpha, tsr_ref x);
 tsr_status tsr_host_mul(tsr_backend *be, size_t n, tsr_ref a, tsr_ref b, tsr_ref y);
 tsr_status tsr_host_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out);
+tsr_status tsr_host_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first,
+                                    double *sumsq);
 tsr_status tsr_host_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                              tsr_ref bias, tsr_ref y);
 tsr_status tsr_host_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,

@@ -11,6 +11,7 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 #include "backends/host/host.h"
 #include "lib/core/internal.h"
@@ -123,6 +124,41 @@ tsr_status tsr_host_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out) {
     (void)be;
     float s = (float)sum_f64(tsr_host_f32(x), n);
     *tsr_host_f32(out) = s;
+    return TSR_OK;
+}
+
+/* ---- non-finite screen: each thread screens its blocks, the smallest index wins; with the
+ * squared norm, item 0 is that whole serial sum (its order is fixed) and items 1.. the
+ * blocks, so one thread sums while the others screen ---- */
+
+typedef struct screen_args {
+    size_t n;
+    const float *x;
+    double *sumsq;        /* NULL: screen only */
+    _Atomic size_t first; /* n while none is found */
+} screen_args;
+
+static void screen_items(void *arg, size_t lo, size_t hi) {
+    screen_args *a = arg;
+    size_t base = a->sumsq ? 1 : 0; /* item base + b is block b */
+    if (lo < base) {
+        *a->sumsq = tsr_sumsq_f32(a->x, a->n);
+        lo = base;
+    }
+    if (lo >= hi) return;
+    size_t b0 = (lo - base) * BLOCK, b1 = (hi - base) * BLOCK < a->n ? (hi - base) * BLOCK : a->n;
+    if (atomic_load(&a->first) < b0) return; /* an earlier one is already known */
+    size_t i = b0 + tsr_first_nonfinite_f32(a->x + b0, b1 - b0);
+    if (i == b1) return;
+    size_t cur = atomic_load(&a->first);
+    while (i < cur && !atomic_compare_exchange_weak(&a->first, &cur, i)) {}
+}
+
+tsr_status tsr_host_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first,
+                                    double *sumsq) {
+    screen_args a = {n, tsr_host_f32(x), sumsq, n};
+    tsr_host_parallel(be, BLOCKS(n) + (sumsq ? 1 : 0), GRAIN_BLOCKS * 4, screen_items, &a);
+    *first = atomic_load(&a.first);
     return TSR_OK;
 }
 

@@ -19,23 +19,27 @@
 #define GRAIN 32768
 #define BLOCKS(n) (((n) + BLOCK - 1) / BLOCK)
 
+/* The gradient's factor: grad_scale, 1 when it is 0. g*1 is g for every non-NaN value, so the
+ * kernels always multiply (one rounding, as the separate scale pass gave). */
+static float grad_factor(float s) { return s == 0.0f ? 1.0f : s; }
+
 static void sgd_portable(size_t n, const tsr_sgd_params *p, float *restrict w,
                          const float *restrict g, float *restrict v) {
-    const float lr = p->lr, wd = p->weight_decay, mom = p->momentum;
+    const float lr = p->lr, wd = p->weight_decay, mom = p->momentum, gs = grad_factor(p->grad_scale);
     if (mom == 0.0f) { /* no state: v is not touched (and may be absent) */
-        for (size_t i = 0; i < n; i++) w[i] -= lr * (g[i] + wd * w[i]);
+        for (size_t i = 0; i < n; i++) w[i] -= lr * (g[i] * gs + wd * w[i]);
         return;
     }
     if (p->nesterov) {
         for (size_t i = 0; i < n; i++) {
-            float gi = g[i] + wd * w[i];
+            float gi = g[i] * gs + wd * w[i];
             float vi = mom * v[i] + gi;
             v[i] = vi;
             w[i] -= lr * (gi + mom * vi);
         }
     } else {
         for (size_t i = 0; i < n; i++) {
-            float gi = g[i] + wd * w[i];
+            float gi = g[i] * gs + wd * w[i];
             float vi = mom * v[i] + gi;
             v[i] = vi;
             w[i] -= lr * vi;
@@ -45,7 +49,7 @@ static void sgd_portable(size_t n, const tsr_sgd_params *p, float *restrict w,
 
 /* Adam's per-step constants, computed once so every variant uses the same roundings. */
 typedef struct adam_consts {
-    float lr, b1, b1c, b2, b2c, eps, inv_bc1, inv_bc2, wd_grad, wd_weight;
+    float lr, b1, b1c, b2, b2c, eps, inv_bc1, inv_bc2, wd_grad, wd_weight, gs;
 } adam_consts;
 
 static adam_consts adam_consts_of(const tsr_adam_params *p) {
@@ -53,7 +57,7 @@ static adam_consts adam_consts_of(const tsr_adam_params *p) {
     return (adam_consts){p->lr, p->beta1, 1.0f - p->beta1, p->beta2, 1.0f - p->beta2, p->eps,
                          1.0f / p->bias_correction1, 1.0f / p->bias_correction2,
                          p->decoupled ? 0.0f : p->weight_decay,
-                         p->decoupled ? p->weight_decay : 0.0f};
+                         p->decoupled ? p->weight_decay : 0.0f, grad_factor(p->grad_scale)};
 }
 
 static void adam_portable(size_t n, const tsr_adam_params *p, float *restrict w,
@@ -61,7 +65,7 @@ static void adam_portable(size_t n, const tsr_adam_params *p, float *restrict w,
     const adam_consts c = adam_consts_of(p);
     for (size_t i = 0; i < n; i++) {
         float wi = w[i];
-        float gi = g[i] + c.wd_grad * wi;
+        float gi = g[i] * c.gs + c.wd_grad * wi;
         float mi = c.b1 * m[i] + c.b1c * gi;
         float vi = c.b2 * v[i] + (c.b2c * gi) * gi;
         m[i] = mi;

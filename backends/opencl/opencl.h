@@ -8,7 +8,8 @@
 
 /* Every kernel of the embedded program, created once per backend. */
 #define TSR_CL_KERNEL_LIST(X)                                                                   \
-    X(axpy) X(scale) X(mul) X(sum_partial) X(sum_final) X(scale_matrix) X(bias_add)             \
+    X(axpy) X(scale) X(mul) X(sum_partial) X(sum_final) X(first_nonfinite) X(scale_matrix)     \
+    X(bias_add)                                                                                 \
     X(bias_grad_rows) X(bias_grad_cols) X(relu_forward) X(relu_backward)                        \
     X(softmax_xent_forward) X(softmax_xent_backward) X(im2col) X(im2col_wide) X(col2im)         \
     X(col2im_wide) X(transpose) X(transpose_wide) X(transpose_bias) X(transpose_bias_wide)      \

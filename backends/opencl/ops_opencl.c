@@ -312,6 +312,62 @@ static tsr_status cl_sum(tsr_backend *be, size_t n, tsr_ref x, tsr_ref out) {
     return launch(&f, 0, 1);
 }
 
+/* Screens where the data are (the trainer's check reads back 4 bytes, not the gradients), in
+ * pieces whose indices fit the kernel's uint; the scratch buffer holds the answer. The norm's
+ * fixed serial order is the host's: with sumsq the data come back once, piece by piece,
+ * screened and summed together. */
+#define TSR_CL_SCREEN_PIECE ((size_t)1 << 31)
+#define TSR_CL_SCREEN_GROUPS 1024
+#define TSR_CL_READBACK_PIECE ((size_t)1 << 22) /* floats per read-back piece (16 MiB) */
+
+static tsr_status cl_screen_readback(tsr_backend *be, size_t n, tsr_ref x, size_t *first,
+                                     double *sumsq) {
+    size_t piece = n < TSR_CL_READBACK_PIECE ? n : TSR_CL_READBACK_PIECE;
+    float *h = tsr_malloc(be->ctx, piece * sizeof *h);
+    if (!h) return tsr_error(be->ctx, TSR_ERR_NO_MEMORY, "first_nonfinite: %zu floats of read-back", piece);
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    tsr_status s = TSR_OK;
+    for (size_t lo = 0; lo < n && *first == n; lo += piece) {
+        size_t len = n - lo < piece ? n - lo : piece; /* every piece but the last: a multiple of 4 */
+        if ((s = tsr_ref_read(tsr_ref_offset(x, lo), TSR_DTYPE_F32, h, len)) != TSR_OK) break;
+        size_t i = tsr_first_nonfinite_f32(h, len);
+        if (i < len) *first = lo + i;
+        else tsr_sumsq_f32_add(acc, h, len);
+    }
+    tsr_free(be->ctx, h);
+    if (s == TSR_OK && *first == n) *sumsq = tsr_sumsq_f32_total(acc);
+    return s;
+}
+
+static tsr_status cl_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t *first,
+                                     double *sumsq) {
+    tsr_cl *cl = be->impl;
+    size_t wg = cl->wg[TSR_CL_K_first_nonfinite];
+    *first = n;
+    if (sumsq) return cl_screen_readback(be, n, x, first, sumsq);
+    for (size_t lo = 0; lo < n; lo += TSR_CL_SCREEN_PIECE) {
+        size_t len = n - lo < TSR_CL_SCREEN_PIECE ? n - lo : TSR_CL_SCREEN_PIECE;
+        size_t groups = (len + wg - 1) / wg;
+        if (groups > TSR_CL_SCREEN_GROUPS) groups = TSR_CL_SCREEN_GROUPS;
+        cl_uint none = 0xffffffffu, got = none;
+        cl_int err = clEnqueueWriteBuffer(cl->queue, cl->scratch, CL_FALSE, 0, sizeof none, &none,
+                                          0, NULL, NULL);
+        if (err != CL_SUCCESS) return tsr_opencl_error(be->ctx, err, "clEnqueueWriteBuffer(screen)");
+        kargs a = args_begin(be, TSR_CL_K_first_nonfinite);
+        arg_u64(&a, len);
+        arg_ref(&a, tsr_ref_offset(x, lo));
+        arg_mem(&a, cl->scratch);
+        TSR_TRY(launch(&a, 0, groups));
+        err = clEnqueueReadBuffer(cl->queue, cl->scratch, CL_TRUE, 0, sizeof got, &got, 0, NULL, NULL);
+        if (err != CL_SUCCESS) return tsr_opencl_error(be->ctx, err, "clEnqueueReadBuffer(screen)");
+        if (got != none) {
+            *first = lo + got;
+            return TSR_OK;
+        }
+    }
+    return TSR_OK;
+}
+
 /* ---- layers ---- */
 
 static tsr_status cl_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
@@ -588,6 +644,7 @@ static tsr_status cl_sgd_update(tsr_backend *be, size_t n, const tsr_sgd_params 
     arg_f32(&a, p->momentum);
     arg_f32(&a, p->weight_decay);
     arg_i32(&a, p->nesterov ? 1 : 0);
+    arg_f32(&a, p->grad_scale == 0.0f ? 1.0f : p->grad_scale);
     arg_ref(&a, w);
     arg_ref(&a, g);
     if (p->momentum != 0.0f && v.buf) {
@@ -611,6 +668,7 @@ static tsr_status cl_adam_update(tsr_backend *be, size_t n, const tsr_adam_param
     arg_i32(&a, p->decoupled ? 1 : 0);
     arg_f32(&a, p->bias_correction1);
     arg_f32(&a, p->bias_correction2);
+    arg_f32(&a, p->grad_scale == 0.0f ? 1.0f : p->grad_scale);
     arg_ref(&a, w);
     arg_ref(&a, g);
     arg_ref(&a, m);
@@ -818,6 +876,7 @@ const tsr_backend_iface tsr_opencl_iface = {
     .scale = cl_scale,
     .mul = cl_mul,
     .sum = cl_sum,
+    .first_nonfinite = cl_first_nonfinite,
     .bias_add = cl_bias_add,
     .bias_grad = cl_bias_grad,
     .relu_forward = cl_relu_forward,

@@ -26,6 +26,8 @@ typedef struct data_mode {
     float *grads;   /* host copy of the gradients for the non-finite scan (device backends) */
     float global_loss;
     tsr_tp tp;      /* tensor parallelism (tp.comm NULL: none): this rank's share inside */
+    float grad_coef; /* this step's clipping factor, folded into the update rather than
+                        applied to the buffer (get_grads multiplies its copy); 0: none */
 } data_mode;
 
 static tsr_status validate(tsr_context *ctx, const tsr_model *model, const tsr_trainer_options *o) {
@@ -147,6 +149,8 @@ static tsr_status compute(void *mode, const float *images, const int32_t *labels
     data_mode *m = mode;
     tsr_run *r = &m->run;
     (void)images, (void)labels;
+    m->grad_coef = 0.0f; /* new gradients: nothing folded yet */
+    tsr_optim_scale_next(m->optim, 0.0f);
     double t0 = tsr_timeline_now(r->tl);
     if (n) TSR_TRY(tsr_stage_forward(m->stage, n, 1, seed, l));
     double t1 = tsr_timeline_now(r->tl);
@@ -261,9 +265,19 @@ static tsr_status grad_sumsq(void *mode, double *sumsq) {
     return TSR_OK;
 }
 
+/* Clipping: the coefficient rides on the update (apply comes next), which saves a read and a
+ * write of every gradient; get_grads scales its copy the same way. */
 static tsr_status grad_scale(void *mode, float coef) {
     data_mode *m = mode;
-    return tsr_optim_scale_grads(m->optim, tsr_stage_grads(m->stage), coef);
+    m->grad_coef = coef;
+    tsr_optim_scale_next(m->optim, coef);
+    return TSR_OK;
+}
+
+/* dst[0, n) as the scale pass would have left the gradients */
+static void fold_coef(const data_mode *m, float *dst, size_t n) {
+    if (m->grad_coef != 0.0f)
+        for (size_t i = 0; i < n; i++) dst[i] *= m->grad_coef;
 }
 
 static const tsr_step_ops step_ops = {"", min_batch, input, stream, compute, combine, grads,
@@ -346,11 +360,16 @@ static tsr_status get_grads(void *mode, float *dst, size_t count) {
                          "gradients with shard_optimizer: this rank averages only [%zu, %zu) of %zu",
                          lo, hi, m->np);
     }
-    if (!m->tp.comm) return tsr_run_read_grads(&m->run, m->stage, dst, count);
+    if (!m->tp.comm) {
+        TSR_TRY(tsr_run_read_grads(&m->run, m->stage, dst, count));
+        fold_coef(m, dst, count);
+        return TSR_OK;
+    }
     if (count != m->tp.nwhole)
         return tsr_error(m->run.ctx, TSR_ERR_SHAPE, "model has %zu parameters, %zu gradients asked for",
                          m->tp.nwhole, count);
     TSR_TRY(tsr_run_read_grads(&m->run, m->stage, m->tp.mine_buf, m->np));
+    fold_coef(m, m->tp.mine_buf, m->np);
     return tsr_tp_gather(&m->tp, m->tp.mine_buf, dst);
 }
 

@@ -128,6 +128,10 @@ tsr_status tsr_optim_scale_grads(tsr_optim *opt, tsr_buf *grads, float coef) {
     return opt->n ? tsr_op_scale(opt->be, opt->n, coef, tsr_ref_at(grads, opt->off)) : TSR_OK;
 }
 
+void tsr_optim_scale_next(tsr_optim *opt, float coef) {
+    if (opt) opt->grad_scale = coef;
+}
+
 /* The update of parameters [lo, lo + n) (state at lo - off) with weight decay wd. */
 static tsr_status update_range(tsr_optim *opt, tsr_buf *params, tsr_buf *grads, float lr, uint64_t step,
                                size_t lo, size_t n, float wd) {
@@ -135,26 +139,29 @@ static tsr_status update_range(tsr_optim *opt, tsr_buf *params, tsr_buf *grads, 
     tsr_ref w = tsr_ref_at(params, lo), g = tsr_ref_at(grads, lo);
     size_t so = lo - opt->off;
     if (o->kind == TSR_OPTIM_SGD) {
-        tsr_sgd_params p = {lr, o->momentum, wd, o->nesterov};
+        tsr_sgd_params p = {lr, o->momentum, wd, o->nesterov, opt->grad_scale};
         /* without momentum the velocity is never read; pass the gradient as a placeholder */
         return tsr_op_sgd_update(opt->be, n, &p, w, g, opt->v ? tsr_ref_at(opt->v, so) : g);
     }
     double t = (double)step + 1.0;
     tsr_adam_params p = {lr, o->beta1, o->beta2, o->eps, wd, o->kind == TSR_OPTIM_ADAMW,
-                         (float)(1.0 - pow((double)o->beta1, t)), (float)(1.0 - pow((double)o->beta2, t))};
+                         (float)(1.0 - pow((double)o->beta1, t)), (float)(1.0 - pow((double)o->beta2, t)),
+                         opt->grad_scale};
     /* beta1 = 0 gives bias correction 1; tiny betas^t may round the correction to 1: fine */
     return tsr_op_adam_update(opt->be, n, &p, w, g, tsr_ref_at(opt->m, so), tsr_ref_at(opt->v, so));
 }
 
 tsr_status tsr_optim_update(tsr_optim *opt, tsr_buf *params, tsr_buf *grads, float lr, uint64_t step) {
     if (!opt || !params || !grads) return TSR_ERR_INVALID_ARG;
-    if (!opt->runs) return update_range(opt, params, grads, lr, step, opt->off, opt->n, opt->o.weight_decay);
-    for (size_t i = 0; i < opt->nruns; i++) {
+    tsr_status s = TSR_OK;
+    if (!opt->runs) s = update_range(opt, params, grads, lr, step, opt->off, opt->n, opt->o.weight_decay);
+    for (size_t i = 0; opt->runs && s == TSR_OK && i < opt->nruns; i++) {
         const tsr_optim_run *r = &opt->runs[i];
-        TSR_TRY(update_range(opt, params, grads, lr, step, r->lo, r->hi - r->lo,
-                             r->decay ? opt->o.weight_decay : 0.0f));
+        s = update_range(opt, params, grads, lr, step, r->lo, r->hi - r->lo,
+                         r->decay ? opt->o.weight_decay : 0.0f);
     }
-    return TSR_OK;
+    opt->grad_scale = 0.0f; /* one update's */
+    return s;
 }
 
 size_t tsr_optim_state(tsr_optim *opt, const char *names[2], tsr_buf *bufs[2]) {

@@ -21,6 +21,7 @@ typedef struct tsr_optim {
      * call each; NULL: one call over the whole range (every tensor decays alike) */
     tsr_optim_run *runs;
     size_t nruns;
+    float grad_scale; /* tsr_optim_scale_next's factor for the next update; 0: none */
 } tsr_optim;
 
 /* Validates the hyper-parameters (TSR_ERR_INVALID_ARG naming the bad one) and allocates
@@ -37,6 +38,10 @@ tsr_status tsr_optim_decay_matrices(tsr_optim *opt, const tsr_stage *st);
 /* Multiplies gradients [off, off + n) by coef: the part of a clipped gradient this optimizer
  * applies. */
 tsr_status tsr_optim_scale_grads(tsr_optim *opt, tsr_buf *grads, float coef);
+/* The same folded into the next tsr_optim_update (which reads g * coef, the bits the scale pass
+ * would have left, and leaves g as it is): no pass of its own over the gradients. A caller
+ * that hands out the gradients afterwards multiplies its copy by coef. */
+void tsr_optim_scale_next(tsr_optim *opt, float coef);
 /* State tensors for checkpoints: count (0..2), names and buffers. */
 size_t tsr_optim_state(tsr_optim *opt, const char *names[2], tsr_buf *bufs[2]);
 

@@ -167,53 +167,33 @@ uint64_t tsr_run_dropout_seed(tsr_run *r, uint64_t stream) {
     return stream ? seed ^ (RUN_STREAM_MIX * stream) : seed;
 }
 
-/* Whole blocks are screened branch-free on the exponent bits: (exponent & all-ones) + 1
- * carries into bit 31 only for NaN/Inf. The fixed trip count lets gcc vectorise at -O2 (4.5x
- * the scalar loop), so a clean gradient costs one streaming read. */
-#define SCREEN_BLOCK 4096
-static uint32_t screen_block(const float *g) {
-    uint32_t bad = 0;
-    for (size_t i = 0; i < SCREEN_BLOCK; i++) {
-        uint32_t u;
-        memcpy(&u, g + i, sizeof u);
-        bad |= (u & 0x7f800000u) + 0x00800000u;
-    }
-    return bad;
-}
-
-size_t tsr_run_first_nonfinite(const float *g, size_t n) {
-    float tail[SCREEN_BLOCK];
-    for (size_t b = 0; b < n; b += SCREEN_BLOCK) {
-        size_t len = n - b < SCREEN_BLOCK ? n - b : SCREEN_BLOCK;
-        const float *blk = g + b;
-        if (len < SCREEN_BLOCK) { /* the last, short block: zero-padded copy */
-            memset(tail, 0, sizeof tail);
-            memcpy(tail, g + b, len * sizeof *g);
-            blk = tail;
-        }
-        if (screen_block(blk) & 0x80000000u)
-            for (size_t i = b; i < b + len; i++)
-                if (!isfinite(g[i])) return i;
-    }
-    return n;
-}
-
-tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi,
-                              size_t np, size_t *bad, float *value) {
+tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, size_t lo, size_t hi, size_t np,
+                              size_t *bad, float *value, int sumsq) {
     *bad = np;
+    r->sumsq.valid = 0;
     if (!np) return TSR_OK;
-    /* host backend: scan the gradients where they are (no copy: memory bandwidth is what two
-     * ranks on one socket share) */
-    tsr_map gm;
-    TSR_TRY(tsr_buf_map(tsr_ref_at(grads, lo), TSR_DTYPE_F32, hi - lo, TSR_MAP_READ, scratch + lo,
-                        &gm));
-    float *g = (float *)gm.data - lo;
     /* tests/fault: one poisoned gradient at that step */
-    if (r->o.fault_grad_nan_step >= 0 && (uint64_t)r->o.fault_grad_nan_step == r->steps) g[np / 2] = NAN;
-    size_t i = lo + tsr_run_first_nonfinite(g + lo, hi - lo);
+    if (r->o.fault_grad_nan_step >= 0 && (uint64_t)r->o.fault_grad_nan_step == r->steps) {
+        const float nan = NAN;
+        TSR_TRY(tsr_ref_write(tsr_ref_at(grads, np / 2), TSR_DTYPE_F32, &nan, 1));
+    }
+    size_t i = hi;
+    double s2 = 0.0;
+    if (hi > lo) {
+        TSR_TRY(tsr_op_first_nonfinite(grads->backend, hi - lo, tsr_ref_at(grads, lo), &i,
+                                       sumsq ? &s2 : NULL));
+        i += lo;
+    }
+    if (sumsq && i == hi) {
+        r->sumsq.valid = 1;
+        r->sumsq.buf = grads;
+        r->sumsq.lo = lo;
+        r->sumsq.hi = hi;
+        r->sumsq.value = s2;
+    }
     if (i < hi) {
         *bad = i;
-        if (value) *value = g[i];
+        if (value) TSR_TRY(tsr_ref_read(tsr_ref_at(grads, i), TSR_DTYPE_F32, value, 1));
     }
     return TSR_OK;
 }
@@ -240,20 +220,14 @@ tsr_status tsr_run_read_grads(tsr_run *r, tsr_stage *st, float *dst, size_t coun
 tsr_status tsr_run_sumsq(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi, double *out) {
     *out = 0.0;
     if (hi <= lo) return TSR_OK;
-    (void)r;
+    if (r->sumsq.valid && r->sumsq.buf == grads && r->sumsq.lo == lo && r->sumsq.hi == hi) {
+        *out = r->sumsq.value; /* the scan's: the same gradients, the same order */
+        return TSR_OK;
+    }
     tsr_map gm;
     TSR_TRY(tsr_buf_map(tsr_ref_at(grads, lo), TSR_DTYPE_F32, hi - lo, TSR_MAP_READ, scratch + lo, &gm));
     *out = tsr_sumsq_f32(gm.data, hi - lo);
-    return TSR_OK;
-}
-
-double tsr_sumsq_f32(const float *x, size_t n) {
-    size_t i = 0;
-    double acc[4] = {0.0, 0.0, 0.0, 0.0}; /* four chains: the adds overlap */
-    for (; i + 4 <= n; i += 4)
-        for (size_t k = 0; k < 4; k++) acc[k] += (double)x[i + k] * (double)x[i + k];
-    for (; i < n; i++) acc[0] += (double)x[i] * (double)x[i];
-    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    return tsr_buf_unmap(&gm);
 }
 
 tsr_status tsr_run_sum_over(tsr_run *r, tsr_comm *comm, double *x, size_t k) {
@@ -320,8 +294,12 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
     float *scratch, value = 0.0f;
     size_t lo = 0, hi = 0, np = 0, bad = 0;
     char why[160] = "";
+    /* clipping reads the squares of the same gradients next: one read for both (fp16 first
+     * unscales them, so not there) */
+    int fuse_sumsq = r->o.clip_grad_norm > 0.0 && !r->scaler.enabled;
+    r->sumsq.valid = 0;
     if (!early && ops->grads(mode, l, &g, &scratch, &lo, &hi, &np))
-        s = tsr_run_scan_grads(r, g, scratch, lo, hi, np, &bad, &value);
+        s = tsr_run_scan_grads(r, g, lo, hi, np, &bad, &value, fuse_sumsq);
     else
         bad = np;
     if (s == TSR_OK) s = ops->agree(mode, &l, early, bad, value, np, &skip, why, sizeof why);
@@ -347,6 +325,7 @@ tsr_status tsr_run_step(tsr_run *r, const tsr_step_ops *ops, void *mode, const f
             r->steps++;
         }
     }
+    r->sumsq.valid = 0;
     if (ops->after) TSR_TRY(ops->after(mode));
     TSR_TRY(tsr_timeline_event(r->tl, "step", TSR_TRACK_COMPUTE, t0, tsr_timeline_now(r->tl)));
     if (!skip) r->last_loss = l;

@@ -38,6 +38,14 @@ typedef struct tsr_run {
     int stop;
     char *meta;              /* run metadata (JSON object) kept in checkpoints, or NULL */
     tsr_scaler scaler;       /* fp16 loss scaling (enabled by precision FP16) */
+    /* With clipping, the step's non-finite scan also sums the squares (one read for both):
+     * tsr_run_sumsq answers from here for the same buffer and range until the step ends. */
+    struct {
+        int valid;
+        tsr_buf *buf;
+        size_t lo, hi;
+        double value;
+    } sumsq;
 } tsr_run;
 
 /* Checks common to every mode (batch, initialisation, schedule, non-finite policy); `who`
@@ -73,13 +81,13 @@ tsr_status tsr_run_upload(tsr_run *r, tsr_stage *st, const float *images, const 
  * single-process masks). */
 uint64_t tsr_run_dropout_seed(tsr_run *r, uint64_t stream);
 
-/* Index of the first NaN/Inf of g[0..n), n if none (vectorised screen, one streaming read). */
-size_t tsr_run_first_nonfinite(const float *g, size_t n);
-/* Scans gradients [lo, hi) of a buffer of np (host backend: where they are; else read into
- * scratch, np floats). The options' fault_grad_nan_step poisons gradient np / 2 at that step.
- * *bad: the first non-finite index, np if none; *value: its value (when bad < np). */
-tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi,
-                              size_t np, size_t *bad, float *value);
+/* Scans gradients [lo, hi) of a buffer of np where they are (tsr_op_first_nonfinite: the
+ * host's threads, a device kernel); sumsq 1: the same call also sums their squares
+ * (tsr_sumsq_f32's order), kept for tsr_run_sumsq when all are finite. The options'
+ * fault_grad_nan_step poisons gradient np / 2 at that step. *bad: the first non-finite index,
+ * np if none; *value: its value (when bad < np). */
+tsr_status tsr_run_scan_grads(tsr_run *r, tsr_buf *grads, size_t lo, size_t hi, size_t np,
+                              size_t *bad, float *value, int sumsq);
 /* The one skip/stop rule on a non-finite step: SKIP counts it, logs `why` and returns TSR_OK;
  * STOP fails with TSR_ERR_NUMERIC "<why> at step N". */
 tsr_status tsr_run_nonfinite(tsr_run *r, const char *why);
@@ -91,11 +99,10 @@ int tsr_run_stop_requested(const tsr_run *r);
  * TSR_ERR_STATE before any step computed some. */
 tsr_status tsr_run_read_grads(tsr_run *r, tsr_stage *st, float *dst, size_t count);
 
-/* Sum of squares, in double, of gradients [lo, hi) of a buffer (host backend: where they
- * are; else read into scratch at the same offsets). */
+/* Sum of squares, in double (tsr_sumsq_f32), of gradients [lo, hi) of a buffer: the step's
+ * scan's figure when it took it for the same range, else a read (host backend: where they
+ * are; else into scratch at the same offsets). */
 tsr_status tsr_run_sumsq(tsr_run *r, tsr_buf *grads, float *scratch, size_t lo, size_t hi, double *out);
-/* The sum of squares of x[0..n) in double. */
-double tsr_sumsq_f32(const float *x, size_t n);
 /* x[0..k) summed over the ranks of comm in rank order (an allgather): the same figures on every
  * rank. comm NULL or of one rank: x as it is. */
 tsr_status tsr_run_sum_over(tsr_run *r, tsr_comm *comm, double *x, size_t k);

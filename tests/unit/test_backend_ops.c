@@ -568,6 +568,110 @@ static void test_sum(void **state) {
     }
 }
 
+/* ---- non-finite screen (the trainer's check) ---- */
+
+/* The plain reference: the first index whose value is NaN or infinite. */
+static size_t ref_first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (isnan(x[i]) || isinf(x[i])) return i;
+    return n;
+}
+
+static void expect_first(tsr_backend *be, tsr_buf *bx, size_t off, const float *x, size_t n,
+                         const char *what) {
+    size_t got = 12345, want = ref_first_nonfinite(x + off, n);
+    OK(be, tsr_op_first_nonfinite(be, n, tsr_ref_at(bx, off), &got, NULL));
+    if (got != want)
+        fail_msg("[%s] first_nonfinite %s n=%zu: %zu, want %zu", be->device.id, what, n, got, want);
+    /* with the squared norm: the same index, and when all are finite the one-order sum */
+    double s2 = -1.0;
+    got = 12345;
+    OK(be, tsr_op_first_nonfinite(be, n, tsr_ref_at(bx, off), &got, &s2));
+    if (got != want)
+        fail_msg("[%s] first_nonfinite+sumsq %s n=%zu: %zu, want %zu", be->device.id, what, n, got, want);
+    double plain = tsr_sumsq_f32(x + off, n);
+    if (want == n && memcmp(&s2, &plain, sizeof s2))
+        fail_msg("[%s] first_nonfinite+sumsq n=%zu: %.17g, tsr_sumsq_f32 %.17g", be->device.id, n, s2, plain);
+    size_t h = tsr_first_nonfinite_f32(x + off, n); /* the host helper (the fallback's) */
+    if (h != want) fail_msg("tsr_first_nonfinite_f32 %s n=%zu: %zu, want %zu", what, n, h, want);
+}
+
+static void test_first_nonfinite(void **state) {
+    fixture *fx = *state;
+    /* up to several 4096-float blocks per host thread's chunk and more chunks than threads;
+     * past one OpenCL read-back piece (2^22 floats) */
+    static const size_t sizes[] = {0, 1, 7, 4096, 4101, 100000, 1200003, 4198405};
+    const float bad[] = {NAN, INFINITY, -INFINITY, -NAN};
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t s = 0; s < TSR_ARRAY_SIZE(sizes); s++) {
+            const size_t n = sizes[s], off = 3;
+            float *x = random_floats(n + off + 1, 70 + s, -2, 2);
+            /* finite extremes are not flagged: the largest float, a subnormal, -0 */
+            if (n > 3) x[off] = FLT_MAX, x[off + 1] = -FLT_MAX, x[off + 2] = 1e-45f, x[off + 3] = -0.0f;
+            x[off - 1] = NAN, x[off + n] = INFINITY; /* outside the range: never seen */
+            tsr_buf *bx = upload(be, x, (n + off + 1) * 4);
+            expect_first(be, bx, off, x, n, "all finite");
+            if (!n) {
+                tsr_buf_free(bx);
+                free(x);
+                continue;
+            }
+            /* one bad value at the ends, a block edge and the middle; then two: the first wins */
+            size_t at[] = {0, n - 1, n / 2, n > 4096 ? 4095 : n / 3, n > 4097 ? 4096 : n - 1};
+            for (size_t k = 0; k < TSR_ARRAY_SIZE(at); k++) {
+                float keep = x[off + at[k]];
+                x[off + at[k]] = bad[k % TSR_ARRAY_SIZE(bad)];
+                OK(be, tsr_buf_write(bx, (off + at[k]) * 4, &x[off + at[k]], 4));
+                char what[48];
+                snprintf(what, sizeof what, "bad at %zu", at[k]);
+                expect_first(be, bx, off, x, n, what);
+                size_t later = n - 1 - (n - 1 - at[k]) / 3; /* a second one at or after it */
+                float keep2 = x[off + later];
+                x[off + later] = INFINITY;
+                OK(be, tsr_buf_write(bx, (off + later) * 4, &x[off + later], 4));
+                expect_first(be, bx, off, x, n, "two bad");
+                x[off + later] = keep2;
+                OK(be, tsr_buf_write(bx, (off + later) * 4, &keep2, 4));
+                x[off + at[k]] = keep;
+                OK(be, tsr_buf_write(bx, (off + at[k]) * 4, &keep, 4));
+            }
+            tsr_buf_free(bx);
+            free(x);
+        }
+    }
+}
+
+/* The squared norm alone and fused with the screen: the same bits (one order), close to a
+ * long double sum, and the fused screen finds what the plain one finds. */
+static void test_scan_sumsq(void **state) {
+    (void)state;
+    static const size_t sizes[] = {0, 1, 3, 4, 5, 4095, 4096, 4097, 8193, 100003};
+    for (size_t s = 0; s < TSR_ARRAY_SIZE(sizes); s++) {
+        const size_t n = sizes[s];
+        float *x = random_floats(n + 1, 90 + s, -3, 3);
+        long double ref = 0;
+        for (size_t i = 0; i < n; i++) ref += (long double)x[i] * x[i];
+        double plain = tsr_sumsq_f32(x, n), fused = -1;
+        size_t first = tsr_scan_sumsq_f32(x, n, &fused);
+        if (first != n) fail_msg("scan_sumsq n=%zu: first %zu on finite data", n, first);
+        if (memcmp(&plain, &fused, sizeof plain))
+            fail_msg("scan_sumsq n=%zu: %.17g, the plain sum %.17g", n, fused, plain);
+        if (fabsl((long double)plain - ref) > 1e-12L * ref + 1e-300L)
+            fail_msg("sumsq n=%zu: %.17g, reference %.17Lg", n, plain, ref);
+        for (size_t k = 0; n && k < 3; k++) {
+            size_t at = k == 0 ? 0 : k == 1 ? n - 1 : n / 2;
+            float keep = x[at];
+            x[at] = k == 1 ? -INFINITY : NAN;
+            size_t want = ref_first_nonfinite(x, n);
+            first = tsr_scan_sumsq_f32(x, n, &fused);
+            if (first != want) fail_msg("scan_sumsq n=%zu: first %zu, want %zu", n, first, want);
+            x[at] = keep;
+        }
+        free(x);
+    }
+}
+
 /* ---- bias ---- */
 
 static void test_bias(void **state) {
@@ -1544,11 +1648,11 @@ static void test_narrow_widen(void **state) {
 static void test_sgd(void **state) {
     fixture *fx = *state;
     static const tsr_sgd_params params[] = {
-        {0.1f, 0.0f, 0.0f, 0},    /* plain */
-        {0.05f, 0.0f, 0.01f, 0},  /* plain + weight decay */
-        {0.1f, 0.9f, 0.0f, 0},    /* momentum */
-        {0.1f, 0.9f, 5e-4f, 1},   /* nesterov + weight decay */
-        {0.01f, 0.5f, 0.1f, 0},
+        {0.1f, 0.0f, 0.0f, 0, 0.0f},    /* plain */
+        {0.05f, 0.0f, 0.01f, 0, 0.3f},  /* plain + weight decay, gradient scaled */
+        {0.1f, 0.9f, 0.0f, 0, 1.0f},    /* momentum */
+        {0.1f, 0.9f, 5e-4f, 1, 0.7f},   /* nesterov + weight decay, gradient scaled */
+        {0.01f, 0.5f, 0.1f, 0, 0.0f},
     };
     static const size_t sizes[] = {1, 7, 513, 100000};
     const size_t off = 1;
@@ -1569,9 +1673,10 @@ static void test_sgd(void **state) {
                 double *rvv = xcalloc(tot, sizeof *rvv), *tv = xcalloc(tot, sizeof *tv);
                 rw[0] = w[0];
                 rvv[0] = v[0];
+                const double gs = p->grad_scale == 0.0f ? 1.0 : p->grad_scale;
                 for (size_t i = off; i < tot; i++) {
-                    double gi = (double)g[i] + (double)p->weight_decay * w[i];
-                    double ga = fabs(g[i]) + fabs((double)p->weight_decay * w[i]);
+                    double gi = (double)g[i] * gs + (double)p->weight_decay * w[i];
+                    double ga = fabs(g[i] * gs) + fabs((double)p->weight_decay * w[i]);
                     double vi = v[i], va = fabs(v[i]);
                     double upd = gi, ua = ga;
                     if (p->momentum != 0.0f) {
@@ -1612,11 +1717,11 @@ static void test_sgd(void **state) {
 
 static void test_adam(void **state) {
     fixture *fx = *state;
-    static const struct { float lr, b1, b2, eps, wd; int decoupled, t; } cases[] = {
-        {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, 1},   /* Adam, first step */
-        {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0, 3},  /* Adam + L2 */
-        {2e-3f, 0.9f, 0.99f, 1e-6f, 1e-2f, 1, 10},  /* AdamW */
-        {0.1f, 0.5f, 0.9f, 1e-3f, 0.1f, 1, 2},
+    static const struct { float lr, b1, b2, eps, wd; int decoupled, t; float gs; } cases[] = {
+        {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, 1, 0.0f},   /* Adam, first step */
+        {1e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0, 3, 0.4f},  /* Adam + L2, gradient scaled */
+        {2e-3f, 0.9f, 0.99f, 1e-6f, 1e-2f, 1, 10, 0.0f},  /* AdamW */
+        {0.1f, 0.5f, 0.9f, 1e-3f, 0.1f, 1, 2, 0.55f},     /* AdamW, gradient scaled */
     };
     static const size_t sizes[] = {1, 7, 513, 100000};
     const size_t off = 2;
@@ -1628,7 +1733,7 @@ static void test_adam(void **state) {
                 tsr_adam_params p = {cases[ci].lr, cases[ci].b1, cases[ci].b2, cases[ci].eps,
                                      cases[ci].wd, cases[ci].decoupled,
                                      (float)(1 - pow(cases[ci].b1, cases[ci].t)),
-                                     (float)(1 - pow(cases[ci].b2, cases[ci].t))};
+                                     (float)(1 - pow(cases[ci].b2, cases[ci].t)), cases[ci].gs};
                 float *w = random_floats(tot, 900 + si, -1, 1), *g = random_floats(tot, 910 + si, -1, 1);
                 float *m = random_floats(tot, 920 + si, -0.1f, 0.1f);
                 float *v = random_floats(tot, 930 + si, 0.0f, 0.01f);
@@ -1644,8 +1749,9 @@ static void test_adam(void **state) {
                     rv[i] = v[i];
                 }
                 const double b1 = p.beta1, b2 = p.beta2, lr = p.lr, wd = p.weight_decay;
+                const double gs = p.grad_scale == 0.0f ? 1.0 : p.grad_scale;
                 for (size_t i = off; i < tot; i++) {
-                    double gi = g[i] + (p.decoupled ? 0.0 : wd * w[i]);
+                    double gi = g[i] * gs + (p.decoupled ? 0.0 : wd * w[i]);
                     double mi = b1 * m[i] + (1 - b1) * gi;
                     double vi = b2 * v[i] + (1 - b2) * gi * gi;
                     double upd = (mi / p.bias_correction1) / (sqrt(vi / p.bias_correction2) + p.eps);
@@ -1695,6 +1801,56 @@ static void test_adam(void **state) {
 }
 
 /* ---- error paths ---- */
+
+/* A gradient factor folded into the update gives the bits of scale() then the update, and
+ * leaves g as it was (the trainer's clipping relies on both). */
+static void test_optim_grad_scale(void **state) {
+    fixture *fx = *state;
+    const size_t n = 100003; /* past the host's threading grain, with a vector tail */
+    const float coef = 0.3141f;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        float *w = random_floats(n, 1001, -1, 1), *g = random_floats(n, 1002, -3, 3);
+        float *m = random_floats(n, 1003, -0.1f, 0.1f), *v = random_floats(n, 1004, 0.0f, 0.01f);
+        for (int kind = 0; kind < 4; kind++) { /* sgd momentum, sgd nesterov, adam + L2, adamw */
+            float *out[2][4];
+            for (int fused = 0; fused < 2; fused++) {
+                tsr_buf *bw = upload(be, w, n * 4), *bg = upload(be, g, n * 4);
+                tsr_buf *bm = upload(be, m, n * 4), *bv = upload(be, v, n * 4);
+                if (!fused) OK(be, tsr_op_scale(be, n, coef, tsr_ref_at(bg, 0)));
+                float s = fused ? coef : 0.0f;
+                if (kind < 2) {
+                    tsr_sgd_params p = {0.05f, 0.9f, 1e-3f, kind, s};
+                    OK(be, tsr_op_sgd_update(be, n, &p, tsr_ref_at(bw, 0), tsr_ref_at(bg, 0),
+                                             tsr_ref_at(bv, 0)));
+                } else {
+                    tsr_adam_params p = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, kind == 3, 0.271f, 0.0975f, s};
+                    OK(be, tsr_op_adam_update(be, n, &p, tsr_ref_at(bw, 0), tsr_ref_at(bg, 0),
+                                              tsr_ref_at(bm, 0), tsr_ref_at(bv, 0)));
+                }
+                tsr_buf *bufs[4] = {bw, bm, bv, bg};
+                for (int k = 0; k < 4; k++) {
+                    out[fused][k] = xcalloc(n, 4);
+                    download(bufs[k], out[fused][k], n * 4);
+                    tsr_buf_free(bufs[k]);
+                }
+            }
+            static const char *const names[4] = {"w", "m", "v", "g"};
+            for (int k = 0; k < 3; k++)
+                if (memcmp(out[0][k], out[1][k], n * 4))
+                    fail_msg("[%s] optimizer %d: %s with grad_scale differs from scale() then update",
+                             be->device.id, kind, names[k]);
+            if (memcmp(out[1][3], g, n * 4))
+                fail_msg("[%s] optimizer %d: grad_scale changed g", be->device.id, kind);
+            for (int f = 0; f < 2; f++)
+                for (int k = 0; k < 4; k++) free(out[f][k]);
+        }
+        free(w);
+        free(g);
+        free(m);
+        free(v);
+    }
+}
 
 static void test_errors(void **state) {
     fixture *fx = *state;
@@ -1791,7 +1947,7 @@ static void test_errors(void **state) {
         /* bad scalar arguments */
         check_error(be, tsr_op_dropout_forward(be, 4, 1.0f, 1, ra, rb, ra), TSR_ERR_INVALID_ARG,
                     "drop probability", "dropout with p = 1");
-        tsr_adam_params ap = {1e-3f, 0.9f, 0.999f, 1e-8f, 0, 0, 0.0f, 0.001f};
+        tsr_adam_params ap = {1e-3f, 0.9f, 0.999f, 1e-8f, 0, 0, 0.0f, 0.001f, 0.0f};
         check_error(be, tsr_op_adam_update(be, 4, &ap, ra, rb, ra, rb), TSR_ERR_INVALID_ARG,
                     "bias corrections", "adam with bias correction 0");
         check_error(be, tsr_op_gemm(be, (tsr_trans)2, TSR_NO_TRANS, 2, 2, 2, 1.0f, ra, 2, rb, 2,
@@ -1868,7 +2024,7 @@ static void run_host_sequence(tsr_backend *be, float *out, size_t n) {
     OK(be, tsr_op_fill(be, tsr_ref_at(bm, 0), n, 0.0f));
     OK(be, tsr_op_fill(be, tsr_ref_at(bv, 0), n, 0.0f));
     OK(be, tsr_op_fill(be, tsr_ref_at(bs, 0), 64, 0.0f));
-    tsr_adam_params ap = {1e-2f, 0.9f, 0.999f, 1e-8f, 1e-2f, 1, 0.1f, 0.001f};
+    tsr_adam_params ap = {1e-2f, 0.9f, 0.999f, 1e-8f, 1e-2f, 1, 0.1f, 0.001f, 0.0f};
     OK(be, tsr_op_adam_update(be, n, &ap, tsr_ref_at(bx, 0), tsr_ref_at(bg, 0), tsr_ref_at(bm, 0),
                               tsr_ref_at(bv, 0)));
     OK(be, tsr_op_relu_forward(be, n, tsr_ref_at(bx, 0), tsr_ref_at(bx, 0)));
@@ -1940,7 +2096,8 @@ int main(void) {
         cmocka_unit_test(test_memory),        cmocka_unit_test(test_typed_access_and_map),
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_batched),  cmocka_unit_test(test_axpy_scale_mul),
-        cmocka_unit_test(test_sum),           cmocka_unit_test(test_bias),
+        cmocka_unit_test(test_sum),           cmocka_unit_test(test_first_nonfinite),
+        cmocka_unit_test(test_scan_sumsq),    cmocka_unit_test(test_bias),
         cmocka_unit_test(test_relu),          cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_im2col_col2im), cmocka_unit_test(test_transpose),
         cmocka_unit_test(test_conv_direct),
@@ -1949,6 +2106,7 @@ int main(void) {
         cmocka_unit_test(test_dropout),       cmocka_unit_test(test_embed),
         cmocka_unit_test(test_narrow_widen),
         cmocka_unit_test(test_sgd),           cmocka_unit_test(test_adam),
+        cmocka_unit_test(test_optim_grad_scale),
         cmocka_unit_test(test_errors),        cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_host_threads),
     };

@@ -22,19 +22,20 @@
 static const size_t lengths[] = {0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 47, 63, 65, 255, 1021, 4099};
 
 static const tsr_sgd_params sgd_cases[] = {
-    {0.1f, 0.0f, 0.0f, 0},   /* plain */
-    {0.05f, 0.0f, 0.01f, 0}, /* plain + weight decay */
-    {0.1f, 0.9f, 0.0f, 0},   /* momentum */
-    {0.1f, 0.9f, 5e-4f, 0},  /* momentum + weight decay */
-    {0.1f, 0.9f, 5e-4f, 1},  /* nesterov + weight decay */
-    {0.01f, 0.5f, 0.1f, 1},
+    {0.1f, 0.0f, 0.0f, 0, 0.0f},    /* plain */
+    {0.05f, 0.0f, 0.01f, 0, 0.37f}, /* plain + weight decay, gradient scaled */
+    {0.1f, 0.9f, 0.0f, 0, 0.0f},    /* momentum */
+    {0.1f, 0.9f, 5e-4f, 0, 0.81f},  /* momentum + weight decay, gradient scaled */
+    {0.1f, 0.9f, 5e-4f, 1, 0.0f},   /* nesterov + weight decay */
+    {0.01f, 0.5f, 0.1f, 1, 0.6f},
 };
 
 /* Adam, L2 Adam and AdamW; the bias corrections are set per step. */
 static const tsr_adam_params adam_cases[] = {
-    {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, 1, 1},
-    {1e-2f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0, 1, 1},
-    {1e-3f, 0.8f, 0.95f, 1e-6f, 0.1f, 1, 1, 1},
+    {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, 1, 1, 0.0f},
+    {1e-2f, 0.9f, 0.999f, 1e-8f, 1e-2f, 0, 1, 1, 0.45f}, /* gradient scaled */
+    {1e-3f, 0.8f, 0.95f, 1e-6f, 0.1f, 1, 1, 1, 0.0f},
+    {1e-3f, 0.8f, 0.95f, 1e-6f, 0.1f, 1, 1, 1, 0.7f},
 };
 
 static uint64_t rng_state;

@@ -51,6 +51,18 @@ __kernel void sum_final(ulong count, __global const float *partial, __global flo
     if (lid == 0) out[oo] = tmp[0];
 }
 
+/* The first NaN/Inf of x[xo, xo + n), n < 2^32 - 1, into *first (which starts at 0xffffffff,
+ * none): each item walks its stride upwards, so its first hit is its smallest index, and
+ * atomic_min keeps the smallest of all. Exponent bits rather than isfinite: right under any
+ * math flags. */
+__kernel void first_nonfinite(ulong n, __global const float *x, ulong xo, __global uint *first) {
+    for (size_t i = get_global_id(0); i < n; i += get_global_size(0))
+        if ((as_uint(x[xo + i]) & 0x7f800000u) == 0x7f800000u) {
+            atomic_min(first, (uint)i);
+            return;
+        }
+}
+
 /* C = beta*C for an m x n block with leading dimension ldc (GEMM with k = 0); beta = 0
  * overwrites, as BLAS does. 2-D range: (column, row). */
 __kernel void scale_matrix(ulong m, ulong n, float beta, __global float *c, ulong co, ulong ldc) {

@@ -23,7 +23,7 @@ typedef struct data_mode {
     tsr_dp *dp;     /* data parallel (a communicator given), else NULL */
     size_t np;
     float *probs;   /* host copy of batch x classes for evaluation */
-    float *grads;   /* host copy of the gradients for the non-finite scan (device backends) */
+    float *grads;   /* host copy of the gradients for a norm the scan did not take (device backends) */
     float global_loss;
     tsr_tp tp;      /* tensor parallelism (tp.comm NULL: none): this rank's share inside */
     float grad_coef; /* this step's clipping factor, folded into the update rather than

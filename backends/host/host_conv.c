@@ -300,7 +300,7 @@ static dnnl_data_type_t half_of(const tsr_backend *be) {
     return dnnl_data_type_undef;
 }
 
-int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
+static int conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
     tsr_host_dnnl *h = engine_of(be);
     dnnl_data_type_t half = half_of(be);
     if (!h || half == dnnl_data_type_undef || g->channels < CONV_MIN_CHANNELS || !g->batch) return 0;
@@ -342,8 +342,8 @@ static dnnl_status_t job_prims(conv_job *j, int which, dnnl_data_type_t half) {
     return s;
 }
 
-tsr_status tsr_host_conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
-                                 tsr_ref w, tsr_ref y) {
+static tsr_status conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
+                               tsr_ref w, tsr_ref y) {
     conv_prims prims[2];
     memset(prims, 0, sizeof prims);
     conv_job j = {.h = engine_of(be), .g = g, .filters = filters, .parts = parts_of(g->batch),
@@ -393,9 +393,8 @@ static void sum_partials(size_t wts, size_t parts, const float *partials, float 
     }
 }
 
-tsr_status tsr_host_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
-                                  tsr_ref w, tsr_ref dy, float beta_dw, tsr_ref dw, float beta_dx,
-                                  tsr_ref dx) {
+static tsr_status conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
+                                tsr_ref w, tsr_ref dy, float beta_dw, tsr_ref dw, float beta_dx, tsr_ref dx) {
     size_t wts = filters * g->channels * g->kernel_h * g->kernel_w;
     if (!g->batch) { /* no image: dW = 0 */
         float *d = tsr_host_f32(dw);
@@ -444,6 +443,38 @@ tsr_status tsr_host_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_
     prims_free(&prims[1]);
     if (st != TSR_OK) return st;
     return s ? dnnl_failed(be, "backward", g, filters, (int)s) : TSR_OK;
+}
+
+/* The entry points run with one OpenMP thread on the calling thread as well as in the parts:
+ * oneDNN's kernels fix their thread count when their primitive is created (here, on the
+ * caller), and a team of two started from a part stayed spinning in libgomp between calls, on
+ * the cores the pool runs on (a quarter of the cnn's CPU time, seen in perf). The thread's own
+ * setting (the application's) comes back afterwards. */
+int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
+    int omp_was = omp_get_max_threads();
+    omp_set_num_threads(1);
+    int ok = conv_direct(be, g, filters);
+    omp_set_num_threads(omp_was);
+    return ok;
+}
+
+tsr_status tsr_host_conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
+                                 tsr_ref w, tsr_ref y) {
+    int omp_was = omp_get_max_threads();
+    omp_set_num_threads(1);
+    tsr_status s = conv_forward(be, g, filters, x, w, y);
+    omp_set_num_threads(omp_was);
+    return s;
+}
+
+tsr_status tsr_host_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
+                                  tsr_ref w, tsr_ref dy, float beta_dw, tsr_ref dw, float beta_dx,
+                                  tsr_ref dx) {
+    int omp_was = omp_get_max_threads();
+    omp_set_num_threads(1);
+    tsr_status s = conv_backward(be, g, filters, x, w, dy, beta_dw, dw, beta_dx, dx);
+    omp_set_num_threads(omp_was);
+    return s;
 }
 
 #else /* without oneDNN: conv2d runs im2col + GEMM */

@@ -114,7 +114,7 @@ fi
 
 # --- regress block: tests/regress/modes.sh trains mlp and cnn in every mode on a slice of
 # Fashion-MNIST and compares losses, accuracy and parameter hashes bitwise with
-# tests/regress/modes.ref. Skipped under a TSR_TEST_WRAPPER: the script starts its programs.
+# tests/regress/modes*.ref. Skipped under a TSR_TEST_WRAPPER: the script starts its programs.
 if [ -z "$TSR_TEST_WRAPPER" ] && { [ -z "$TSR_TEST_FILTER" ] ||
     case regress_modes in *"$TSR_TEST_FILTER"*) true ;; *) false ;; esac; }; then
     run regress_modes env BUILD="$BUILD" sh tests/regress/modes.sh

@@ -2,8 +2,9 @@
  * accumulation in bf16 mode where the CPU has bf16 dot products): its JIT kernels work on
  * channel-blocked layouts (nChw16c) with the filters resident in registers, and ran the cnn's
  * second layer (32 -> 64 channels, 5x5, 14x14) at 1.35-1.4x OpenBLAS's SGEMM rate per core, where
- * im2col + SGEMM reaches about 0.75 of it (`tsr-conv-bench` prints both). Layers with fewer
- * than CONV_MIN_CHANNELS input channels (the first layer of an image model) keep im2col + GEMM.
+ * im2col + SGEMM reaches about 0.75 of it. Layers with fewer than CONV_MIN_CHANNELS input
+ * channels (the first layer of an image model) read their source as it is, NCHW, and run where
+ * oneDNN has JIT kernels for the forward and the weight gradient.
  *
  * The batch is cut into at most CONV_PARTS parts of whole images, fixed by the batch size
  * alone; the host pool runs the parts, each a single-threaded oneDNN primitive on its images
@@ -21,7 +22,7 @@
 #include "backends/host/host_dnnl.h"
 
 #define CONV_PARTS 8
-#define CONV_MIN_CHANNELS 8
+#define CONV_MIN_CHANNELS 8 /* below: the source stays NCHW (oneDNN's first-layer kernels) */
 
 /* The images of part p of n (sizes differ by at most one). */
 static void part_range(size_t n, size_t parts, size_t p, size_t *lo, size_t *count) {
@@ -71,7 +72,8 @@ static dnnl_status_t prims_make(dnnl_engine_t engine, const tsr_conv_geom *g, si
     if ((s = dnnl_memory_desc_init_by_tag(&c->src, 4, ds, dnnl_f32, dnnl_nchw)) ||
         (s = dnnl_memory_desc_init_by_tag(&c->wei, 4, dw, dnnl_f32, dnnl_oihw)) ||
         (s = dnnl_memory_desc_init_by_tag(&c->dst, 4, dd, dnnl_f32, dnnl_nchw)) ||
-        (s = dnnl_memory_desc_init_by_tag(&as, 4, ds, half, dnnl_format_tag_any)) ||
+        (s = dnnl_memory_desc_init_by_tag(&as, 4, ds, half,
+                                          g->channels < CONV_MIN_CHANNELS ? dnnl_nchw : dnnl_format_tag_any)) ||
         (s = dnnl_memory_desc_init_by_tag(&aw, 4, dw, half, dnnl_format_tag_any)) ||
         (s = dnnl_memory_desc_init_by_tag(&ad, 4, dd, dnnl_f32, dnnl_format_tag_any)) ||
         (s = dnnl_memory_desc_init_by_tag(&ah, 4, dd, half, dnnl_format_tag_any)) ||
@@ -300,21 +302,29 @@ static dnnl_data_type_t half_of(const tsr_backend *be) {
     return dnnl_data_type_undef;
 }
 
+static int jit_impl(const_dnnl_primitive_desc_t pd) {
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl) return 0;
+    return (!strncmp(impl, "jit", 3) || !strncmp(impl, "brg", 3)) && !strstr(impl, "gemm");
+}
+
 static int conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
     tsr_host_dnnl *h = engine_of(be);
     dnnl_data_type_t half = half_of(be);
-    if (!h || half == dnnl_data_type_undef || g->channels < CONV_MIN_CHANNELS || !g->batch) return 0;
+    if (!h || half == dnnl_data_type_undef || !g->batch) return 0;
     if ((g->out_h - 1) * g->stride_h + g->kernel_h < g->height + g->pad_h ||
         (g->out_w - 1) * g->stride_w + g->kernel_w < g->width + g->pad_w)
         return 0; /* oneDNN takes no negative right padding */
-    /* a JIT kernel for this shape (not a GEMM or reference fallback, slower than im2col) */
+    /* JIT kernels for this shape (not a GEMM or reference fallback, slower than im2col): the
+     * forward's; with few channels also the weight gradient's (oneDNN's first-layer kernels
+     * read the plain source; their input gradient is GEMM-based, which a first layer never
+     * asks for) */
     conv_prims c;
     size_t i0, n;
     part_range(g->batch, parts_of(g->batch), 0, &i0, &n);
-    dnnl_status_t s = prims_make(tsr_host_dnnl_engine(h), g, filters, n, 1, half, &c);
-    const char *impl = NULL;
-    if (!s) dnnl_primitive_desc_query(c.fwd_pd, dnnl_query_impl_info_str, 0, &impl);
-    int ok = !s && impl && (!strncmp(impl, "jit", 3) || !strncmp(impl, "brg", 3)) && !strstr(impl, "gemm");
+    int few = g->channels < CONV_MIN_CHANNELS;
+    dnnl_status_t s = prims_make(tsr_host_dnnl_engine(h), g, filters, n, few ? 2 : 1, half, &c);
+    int ok = !s && jit_impl(c.fwd_pd) && (!few || jit_impl(c.bwd_w_pd));
     prims_free(&c);
     return ok;
 }

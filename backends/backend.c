@@ -490,19 +490,20 @@ tsr_status tsr_op_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, t
     return cols ? be->iface->col2im(be, g, col, dx) : TSR_OK;
 }
 
-int tsr_op_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
-    return be && g && filters && be->iface->conv_direct && be->iface->conv_forward &&
-           be->iface->conv_backward && be->iface->conv_direct(be, g, filters);
+int tsr_op_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters, int pass) {
+    return be && g && filters && (pass == TSR_CONV_FORWARD || pass == TSR_CONV_BACKWARD) &&
+           be->iface->conv_direct && be->iface->conv_forward && be->iface->conv_backward &&
+           be->iface->conv_direct(be, g, filters, pass);
 }
 
 /* x, dx: the batch's images; w, dw: the filters; y, dy: the outputs */
 static tsr_status check_conv_direct(tsr_backend *be, const char *op, const tsr_conv_geom *g,
-                                    size_t filters, size_t *img, size_t *wts, size_t *out) {
+                                    size_t filters, int pass, size_t *img, size_t *wts, size_t *out) {
     size_t cols;
     TSR_TRY(check_conv(be, op, g, img, &cols));
     TSR_TRY(check_3d(be, op, filters, g->channels, g->kernel_h * g->kernel_w, wts));
     TSR_TRY(check_3d(be, op, g->batch, filters, g->out_h * g->out_w, out));
-    if (!tsr_op_conv_direct(be, g, filters))
+    if (!tsr_op_conv_direct(be, g, filters, pass))
         return tsr_error(be->ctx, TSR_ERR_UNSUPPORTED, "%s: %s runs no direct convolution of %zu x %zu "
                          "x %zux%zu, kernel %zux%zu, into %zu filters", op, be->device.id, g->batch,
                          g->channels, g->height, g->width, g->kernel_h, g->kernel_w, filters);
@@ -513,7 +514,7 @@ tsr_status tsr_op_conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t f
                                tsr_ref w, tsr_ref y) {
     BE_CHECK();
     size_t img, wts, out;
-    TSR_TRY(check_conv_direct(be, op, g, filters, &img, &wts, &out));
+    TSR_TRY(check_conv_direct(be, op, g, filters, TSR_CONV_FORWARD, &img, &wts, &out));
     CHECK("x", x, img, F);
     CHECK("w", w, wts, F);
     CHECK("y", y, out, F);
@@ -525,7 +526,7 @@ tsr_status tsr_op_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t 
                                 tsr_ref dx) {
     BE_CHECK();
     size_t img, wts, out;
-    TSR_TRY(check_conv_direct(be, op, g, filters, &img, &wts, &out));
+    TSR_TRY(check_conv_direct(be, op, g, filters, TSR_CONV_BACKWARD, &img, &wts, &out));
     if ((beta_dw != 0.0f && beta_dw != 1.0f) || (beta_dx != 0.0f && beta_dx != 1.0f))
         return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: beta must be 0 or 1 (dw %g, dx %g)", op,
                          (double)beta_dw, (double)beta_dx);

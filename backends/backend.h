@@ -174,12 +174,13 @@ struct tsr_backend_iface {
     /* dx += col2im(col) (dx is NCHW [batch][channels][height][width]) */
     tsr_status (*col2im)(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
     /* Direct convolution (optional; NULL or conv_direct 0: conv2d runs im2col + GEMM).
-     * conv_direct: 1 when the backend runs geometry g with `filters` outputs directly in its
-     * current precision (and faster than im2col + GEMM). x NCHW [batch][channels][h][w],
+     * conv_direct: 1 when the backend runs `pass` (TSR_CONV_FORWARD: conv_forward;
+     * TSR_CONV_BACKWARD: conv_backward) of geometry g with `filters` outputs directly in its
+     * current precision (and faster than im2col + GEMM); the two passes may differ. x NCHW [batch][channels][h][w],
      * w [filters][channels][kh][kw], y [batch][filters][oh][ow], no bias.
      * conv_forward: y = conv(x, w). conv_backward: dw = beta_dw dw + dW; dx = beta_dx dx + dX
      * unless dx is a NULL ref (not wanted); beta 0 or 1. Results do not depend on the threads. */
-    int (*conv_direct)(tsr_backend *be, const tsr_conv_geom *g, size_t filters);
+    int (*conv_direct)(tsr_backend *be, const tsr_conv_geom *g, size_t filters, int pass);
     tsr_status (*conv_forward)(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
                                tsr_ref w, tsr_ref y);
     tsr_status (*conv_backward)(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
@@ -399,7 +400,8 @@ tsr_status tsr_op_softmax_xent_backward(tsr_backend *be, size_t rows, size_t col
                                         tsr_ref labels, float scale, tsr_ref dlogits);
 tsr_status tsr_op_im2col(tsr_backend *be, const tsr_conv_geom *g, tsr_ref x, tsr_ref col);
 tsr_status tsr_op_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col, tsr_ref dx);
-int tsr_op_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters);
+enum { TSR_CONV_FORWARD = 1, TSR_CONV_BACKWARD = 2 }; /* a direct convolution's passes */
+int tsr_op_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters, int pass);
 tsr_status tsr_op_conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
                                tsr_ref w, tsr_ref y);
 tsr_status tsr_op_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,

@@ -148,9 +148,26 @@ static const void *elem_at(const void *p, int bf16, size_t i) {
     return bf16 ? (const void *)((const uint16_t *)p + i) : (const void *)((const float *)p + i);
 }
 
+#define SGEMM_DNNL_MIN_N 32
+
+void tsr_host_sgemm(const tsr_backend *be, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                    const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    /* oneDNN's kernels are blocked along C's rows of 16+ floats: a C narrower than
+     * SGEMM_DNNL_MIN_N wastes lanes, and OpenBLAS ran those 1.1-1.8x faster (the cnn's 32 x 25
+     * first-layer weight gradient, a 10-class output layer) where oneDNN ran every wider shape
+     * measured 1.0-2x faster (attention's 64 x 64 x 64 twice). oneDNN fails only on arguments
+     * the callers already checked; OpenBLAS then computes the same product (in its own order)
+     * rather than leave C unwritten. */
+    if (tsr_host_impl_of(be)->sgemm_dnnl && n >= SGEMM_DNNL_MIN_N &&
+        !tsr_host_dnnl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))
+        return;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
 /* 0, or oneDNN's failure status (bf16 through dnnl only) */
-static int gemm_one(tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k, float alpha,
-                    const void *a, size_t lda, const void *b, size_t ldb, float beta, float *c,
+static int gemm_one(const tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k,
+                    float alpha, const void *a, size_t lda, const void *b, size_t ldb, float beta, float *c,
                     size_t ldc, int bf16, tsr_host_dnnl *dnnl) {
     if (k == 0 || alpha == 0.0f) { /* A and B may be empty: never hand BLAS a zero ld */
         scale_block(m, n, beta, c, ldc);
@@ -163,8 +180,7 @@ static int gemm_one(tsr_trans ta, tsr_trans tb, size_t m, size_t n, size_t k, fl
         sbgemm_lookup()(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                         (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
     else
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+        tsr_host_sgemm(be, ta != TSR_NO_TRANS, tb != TSR_NO_TRANS, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return 0;
 }
 
@@ -193,12 +209,13 @@ typedef struct gemm_args {
     _Atomic int failed;  /* a part's oneDNN status */
     int split_rows; /* single GEMM: parts are rows (else columns) of C */
     size_t part;    /* rows or columns per part */
+    const tsr_backend *be; /* its SGEMM library */
 } gemm_args;
 
 static void gemm_batch_range(void *arg, size_t lo, size_t hi) {
     gemm_args *g = arg;
     for (size_t i = lo; i < hi; i++) {
-        int rc = gemm_one(g->ta, g->tb, g->m, g->n, g->k, g->alpha, elem_at(g->a, g->bf16, i * g->sa),
+        int rc = gemm_one(g->be, g->ta, g->tb, g->m, g->n, g->k, g->alpha, elem_at(g->a, g->bf16, i * g->sa),
                           g->lda, elem_at(g->b, g->bf16, i * g->sb), g->ldb, g->beta, g->c + i * g->sc,
                           g->ldc, g->bf16, g->dnnl);
         if (rc) atomic_store(&g->failed, rc);
@@ -213,11 +230,11 @@ static void gemm_split_range(void *arg, size_t lo, size_t hi) {
         size_t r0 = p * g->part, r1 = r0 + g->part < span ? r0 + g->part : span;
         int rc;
         if (g->split_rows)
-            rc = gemm_one(g->ta, g->tb, r1 - r0, g->n, g->k, g->alpha,
+            rc = gemm_one(g->be, g->ta, g->tb, r1 - r0, g->n, g->k, g->alpha,
                           elem_at(g->a, g->bf16, g->ta ? r0 : r0 * g->lda), g->lda, g->b, g->ldb,
                           g->beta, g->c + r0 * g->ldc, g->ldc, g->bf16, g->dnnl);
         else
-            rc = gemm_one(g->ta, g->tb, g->m, r1 - r0, g->k, g->alpha, g->a, g->lda,
+            rc = gemm_one(g->be, g->ta, g->tb, g->m, r1 - r0, g->k, g->alpha, g->a, g->lda,
                           elem_at(g->b, g->bf16, g->tb ? r0 * g->ldb : r0), g->ldb, g->beta,
                           g->c + r0, g->ldc, g->bf16, g->dnnl);
         if (rc) atomic_store(&g->failed, rc);
@@ -265,12 +282,12 @@ static tsr_status host_gemm(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_t 
                             float beta, tsr_ref c, size_t ldc) {
     TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
     gemm_args g = {ta, tb, m, n, k, lda, ldb, ldc, 0, 0, 0, alpha, beta,
-                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, NULL, 0, m >= n, 0};
+                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, NULL, 0, m >= n, 0, be};
     TSR_TRY(to_bf16_gemm(be, &g, 1));
     size_t span = g.split_rows ? m : n;
     if (k == 0 || alpha == 0.0f || gemm_work(m, n, k) < GEMM_PAR_MIN_WORK ||
         span < 2 * GEMM_PAR_MIN_SPAN) {
-        atomic_store(&g.failed, gemm_one(ta, tb, m, n, k, alpha, g.a, lda, g.b, ldb, beta, g.c, ldc,
+        atomic_store(&g.failed, gemm_one(be, ta, tb, m, n, k, alpha, g.a, lda, g.b, ldb, beta, g.c, ldc,
                                          g.bf16, g.dnnl));
         return gemm_outcome(be, &g);
     }
@@ -287,7 +304,7 @@ static tsr_status host_gemm_batched(tsr_backend *be, tsr_trans ta, tsr_trans tb,
                                     size_t batch) {
     TSR_TRY(check_blas_int(be, m, n, k, lda, ldb, ldc));
     gemm_args g = {ta, tb, m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, alpha, beta,
-                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, NULL, 0, 0, 0};
+                   tsr_host_f32(a), tsr_host_f32(b), tsr_host_f32(c), 0, NULL, 0, 0, 0, be};
     if (batch == 1) /* one GEMM: split it instead */
         return host_gemm(be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     TSR_TRY(to_bf16_gemm(be, &g, batch));
@@ -406,6 +423,9 @@ tsr_status tsr_backend_host_create(tsr_context *ctx, tsr_backend **out) {
     }
     impl->pool = pool;
     impl->dnnl = tsr_host_dnnl_open(ctx);
+    const char *why;
+    impl->sgemm_dnnl = tsr_host_dnnl_sgemm_wanted(ctx->opts.host_sgemm, &why);
+    if (why) tsr_log(ctx, TSR_LOG_WARN, "host: float32 GEMMs run OpenBLAS, not oneDNN as asked: %s", why);
     be->impl = impl;
     /* The pool splits the GEMMs itself: OpenBLAS threads on top would oversubscribe the cores
      * (and make the bits depend on their count). Process-wide: OpenBLAS has one setting, and

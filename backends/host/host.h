@@ -19,12 +19,24 @@ static inline uint16_t *tsr_host_u16(tsr_ref r) {
 typedef struct tsr_host_pool tsr_host_pool;
 /* oneDNN's engine (host_dnnl.c); NULL in a build without oneDNN. */
 typedef struct tsr_host_dnnl tsr_host_dnnl;
+/* What host_conv.c's probe found for one convolution pass (oneDNN JIT kernels or not). */
+typedef struct tsr_host_conv_probe {
+    tsr_conv_geom g;
+    size_t filters;
+    int precision, pass, direct;
+} tsr_host_conv_probe;
+#define TSR_HOST_CONV_PROBES 16
 /* A host backend's be->impl. */
 typedef struct tsr_host_impl {
     tsr_host_pool *pool;
     tsr_host_dnnl *dnnl;
+    int sgemm_dnnl;     /* float32 GEMMs through oneDNN (tsr_host_sgemm), else OpenBLAS */
     void *conv_scratch; /* host_conv.c's blocked tensors, kept between calls */
     size_t conv_scratch_bytes;
+    /* the last probes (a ring): a model asks the same few every step, and a probe builds
+     * oneDNN primitive descriptors */
+    tsr_host_conv_probe conv_probes[TSR_HOST_CONV_PROBES];
+    size_t conv_probes_made;
 } tsr_host_impl;
 static inline tsr_host_impl *tsr_host_impl_of(const tsr_backend *be) { return be->impl; }
 typedef void (*tsr_host_range_fn)(void *arg, size_t lo, size_t hi);
@@ -102,12 +114,22 @@ const char *tsr_host_dnnl_bf16(const tsr_host_dnnl *h);
 /* Its dnnl_engine_t. */
 struct dnnl_engine *tsr_host_dnnl_engine(const tsr_host_dnnl *h);
 /* Direct float32 convolutions through oneDNN (host_conv.c; the backend's conv_* slots). */
-int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters);
+int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters, int pass);
 tsr_status tsr_host_conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
                                  tsr_ref w, tsr_ref y);
 tsr_status tsr_host_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,
                                   tsr_ref w, tsr_ref dy, float beta_dw, tsr_ref dw, float beta_dx,
                                   tsr_ref dx);
+/* C = alpha op(A) op(B) + beta C, float32, row-major, on the calling thread alone, through the
+ * backend's SGEMM (oneDNN's or OpenBLAS's: impl->sgemm_dnnl). Sizes fit int (the callers check). */
+void tsr_host_sgemm(const tsr_backend *be, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                    const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
+/* oneDNN's dnnl_sgemm on one thread; 0 on success, else its status (-1 without oneDNN). */
+int tsr_host_dnnl_sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                        size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
+/* Whether `want` (a tsr_host_sgemm_lib) runs float32 GEMMs through oneDNN on this CPU and build; a
+ * reason for the log when ONEDNN was asked for and cannot be, else *why = NULL. */
+int tsr_host_dnnl_sgemm_wanted(int want, const char **why);
 /* C = alpha op(A) op(B) + beta C on the calling thread alone, A and B bf16, row-major with
  * leading dimensions; 0 on success, else oneDNN's status. */
 int tsr_host_dnnl_gemm_bf16(tsr_host_dnnl *h, int ta, int tb, size_t m, size_t n, size_t k, float alpha,

@@ -308,24 +308,34 @@ static int jit_impl(const_dnnl_primitive_desc_t pd) {
     return (!strncmp(impl, "jit", 3) || !strncmp(impl, "brg", 3)) && !strstr(impl, "gemm");
 }
 
-static int conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
+static int conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters, int pass) {
     tsr_host_dnnl *h = engine_of(be);
     dnnl_data_type_t half = half_of(be);
     if (!h || half == dnnl_data_type_undef || !g->batch) return 0;
     if ((g->out_h - 1) * g->stride_h + g->kernel_h < g->height + g->pad_h ||
         (g->out_w - 1) * g->stride_w + g->kernel_w < g->width + g->pad_w)
         return 0; /* oneDNN takes no negative right padding */
+    tsr_host_impl *impl = tsr_host_impl_of(be);
+    for (size_t i = 0; i < TSR_HOST_CONV_PROBES && i < impl->conv_probes_made; i++) {
+        const tsr_host_conv_probe *p = &impl->conv_probes[i];
+        if (p->pass == pass && p->precision == (int)be->precision && p->filters == filters &&
+            !memcmp(&p->g, g, sizeof *g))
+            return p->direct;
+    }
     /* JIT kernels for this shape (not a GEMM or reference fallback, slower than im2col): the
-     * forward's; with few channels also the weight gradient's (oneDNN's first-layer kernels
-     * read the plain source; their input gradient is GEMM-based, which a first layer never
-     * asks for) */
+     * forward's, and for backward both gradients' (with few channels only the weight
+     * gradient's: oneDNN's first-layer kernels read the plain source, and their input gradient
+     * is GEMM-based, which a first layer never asks for) */
     conv_prims c;
     size_t i0, n;
     part_range(g->batch, parts_of(g->batch), 0, &i0, &n);
     int few = g->channels < CONV_MIN_CHANNELS;
-    dnnl_status_t s = prims_make(tsr_host_dnnl_engine(h), g, filters, n, few ? 2 : 1, half, &c);
-    int ok = !s && jit_impl(c.fwd_pd) && (!few || jit_impl(c.bwd_w_pd));
+    dnnl_status_t s = prims_make(tsr_host_dnnl_engine(h), g, filters, n, pass == TSR_CONV_FORWARD ? 1 : 2, half, &c);
+    int ok = !s && jit_impl(c.fwd_pd) &&
+             (pass == TSR_CONV_FORWARD || (jit_impl(c.bwd_w_pd) && (few || jit_impl(c.bwd_data_pd))));
     prims_free(&c);
+    tsr_host_conv_probe *slot = &impl->conv_probes[impl->conv_probes_made++ % TSR_HOST_CONV_PROBES];
+    *slot = (tsr_host_conv_probe){*g, filters, (int)be->precision, pass, ok};
     return ok;
 }
 
@@ -460,10 +470,10 @@ static tsr_status conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t 
  * caller), and a team of two started from a part stayed spinning in libgomp between calls, on
  * the cores the pool runs on (a quarter of the cnn's CPU time, seen in perf). The thread's own
  * setting (the application's) comes back afterwards. */
-int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
+int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters, int pass) {
     int omp_was = omp_get_max_threads();
     omp_set_num_threads(1);
-    int ok = conv_direct(be, g, filters);
+    int ok = conv_direct(be, g, filters, pass);
     omp_set_num_threads(omp_was);
     return ok;
 }
@@ -489,8 +499,8 @@ tsr_status tsr_host_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_
 
 #else /* without oneDNN: conv2d runs im2col + GEMM */
 
-int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
-    (void)be, (void)g, (void)filters;
+int tsr_host_conv_direct(tsr_backend *be, const tsr_conv_geom *g, size_t filters, int pass) {
+    (void)be, (void)g, (void)filters, (void)pass;
     return 0;
 }
 tsr_status tsr_host_conv_forward(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref x,

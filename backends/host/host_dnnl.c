@@ -4,6 +4,8 @@
  * BLAS GEMM. On a CPU with bf16 dot products (AVX512_BF16, AMX) oneDNN's brgemm kernels run at
  * about twice OpenBLAS's SGEMM rate (`tsr-gemm-bench --precision bf16` shows both); elsewhere
  * this module says it is not usable and bf16 GEMMs round their inputs and call SGEMM.
+ * Float32 GEMMs can run oneDNN's dnnl_sgemm instead of OpenBLAS (tsr_host_sgemm decides per
+ * backend and shape; `TSR_HOST_SGEMM=openblas|onednn` picks one for a comparison).
  *
  * Threading: the host backend's pool splits a GEMM into parts and each part is one
  * single-threaded matmul on the thread that runs it (Debian's oneDNN runs on OpenMP; one
@@ -162,7 +164,43 @@ int tsr_host_dnnl_gemm_bf16(tsr_host_dnnl *h, int ta, int tb, size_t m, size_t n
     return s == dnnl_success ? 0 : (int)s;
 }
 
+/* oneDNN's SGEMM is its JIT GEMM (the kernels under its inner products), on the caller's one
+ * OpenMP thread like the rest of this module. */
+int tsr_host_dnnl_sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                        size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    int omp_was = omp_get_max_threads();
+    omp_set_num_threads(1);
+    dnnl_status_t s = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', (dnnl_dim_t)m, (dnnl_dim_t)n, (dnnl_dim_t)k,
+                                 alpha, a, (dnnl_dim_t)lda, b, (dnnl_dim_t)ldb, beta, c, (dnnl_dim_t)ldc);
+    omp_set_num_threads(omp_was);
+    return (int)s;
+}
+
+/* Only when asked for (AUTO is OpenBLAS). Measured on a 2-core AMD EPYC (Zen, AVX2), one thread
+ * each: oneDNN 1.0-2x OpenBLAS 0.3.21 at the shapes of training wider than 32 columns (the
+ * cnn's 64-row GEMMs, 64-deep weight gradients, attention's 64 x 64 x 64), equal at 1024^3; the
+ * cnn trained 5% faster. Not the default: in tests/fault/gossip-train-kill.sh (MPICH over UCX, a
+ * peer SIGKILLed mid-exchange) the survivors corrupted their heap in 6 of 12 runs with oneDNN's
+ * SGEMM and in none of 6 with OpenBLAS's, none of 6 with oneDNN and UCX_MEM_EVENTS=no: UCX's
+ * memory hooks and oneDNN's per-call buffers, not yet understood. */
+int tsr_host_dnnl_sgemm_wanted(int want, const char **why) {
+    *why = NULL;
+    return want == TSR_HOST_SGEMM_ONEDNN;
+}
+
 #else /* built without oneDNN (WITH_DNNL=0, the cross and minimal ports) */
+
+int tsr_host_dnnl_sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                        size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb,
+        (void)beta, (void)c, (void)ldc;
+    return -1;
+}
+int tsr_host_dnnl_sgemm_wanted(int want, const char **why) {
+    *why = want == TSR_HOST_SGEMM_ONEDNN ? "this build has no oneDNN (WITH_DNNL=0)" : NULL;
+    return 0;
+}
+
 
 tsr_host_dnnl *tsr_host_dnnl_open(tsr_context *ctx) {
     (void)ctx;

@@ -208,14 +208,14 @@ typedef struct attn_args {
     const float *qkv, *dout;
     float *att, *out, *scratch, *dqkv;
     tsr_precision prec; /* 16-bit modes: P and dS rounded too (backend_precision.c) */
+    const tsr_backend *be; /* its SGEMM */
 } attn_args;
 
 /* Row-major single-threaded GEMM (the pool supplies the parallelism; sizes fit int, checked
  * by the callers). */
-static void sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
-                  size_t lda, const float *b, size_t ldb, float *c, size_t ldc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, 0.0f, c, (int)ldc);
+static void sgemm(const attn_args *args, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                  const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc) {
+    tsr_host_sgemm(args->be, ta, tb, m, n, k, alpha, a, lda, b, ldb, 0.0f, c, ldc);
 }
 
 /* Rows t of a T x T score matrix: softmax over j <= t, zero above the diagonal. The
@@ -241,10 +241,10 @@ static void attn_forward_pairs(void *arg, size_t lo, size_t hi) {
         size_t b = p / a->NH, h = p % a->NH;
         const float *q = a->qkv + b * T * 3 * C + h * hs, *k = q + C, *v = q + 2 * C;
         float *att = a->att + p * T * T, *out = a->out + b * T * C + h * hs;
-        sgemm(0, 1, T, T, hs, a->scale, q, 3 * C, k, 3 * C, att, T); /* scaled q k^T */
+        sgemm(a, 0, 1, T, T, hs, a->scale, q, 3 * C, k, 3 * C, att, T); /* scaled q k^T */
         causal_softmax(att, T);
         if (a->prec != TSR_PRECISION_FP32) tsr_round_n(a->prec, att, att, T * T);
-        sgemm(0, 0, T, hs, T, 1.0f, att, T, v, 3 * C, out, C); /* att v */
+        sgemm(a, 0, 0, T, hs, T, 1.0f, att, T, v, 3 * C, out, C); /* att v */
     }
 }
 
@@ -258,8 +258,8 @@ static void attn_backward_pairs(void *arg, size_t lo, size_t hi) {
         const float *att = a->att + p * T * T, *dout = a->dout + b * T * C + h * hs;
         float *ds = a->scratch + p * T * T;
         float *dq = a->dqkv + qo, *dk = dq + C, *dv = dq + 2 * C;
-        sgemm(0, 1, T, T, hs, 1.0f, dout, C, v, 3 * C, ds, T); /* d att = dout v^T */
-        sgemm(1, 0, T, hs, T, 1.0f, att, T, dout, C, dv, 3 * C); /* dv = att^T dout */
+        sgemm(a, 0, 1, T, T, hs, 1.0f, dout, C, v, 3 * C, ds, T); /* d att = dout v^T */
+        sgemm(a, 1, 0, T, hs, T, 1.0f, att, T, dout, C, dv, 3 * C); /* dv = att^T dout */
         /* softmax backward: d score[t][j] = att (d att - sum_k att d att), causal part only */
         for (size_t t = 0; t < T; t++) {
             const float *ar = att + t * T;
@@ -270,8 +270,8 @@ static void attn_backward_pairs(void *arg, size_t lo, size_t hi) {
             for (size_t j = t + 1; j < T; j++) dr[j] = 0.0f;
         }
         if (a->prec != TSR_PRECISION_FP32) tsr_round_n(a->prec, ds, ds, T * T);
-        sgemm(0, 0, T, hs, T, a->scale, ds, T, k, 3 * C, dq, 3 * C); /* dq = scale ds k */
-        sgemm(1, 0, T, hs, T, a->scale, ds, T, q, 3 * C, dk, 3 * C); /* dk = scale ds^T q */
+        sgemm(a, 0, 0, T, hs, T, a->scale, ds, T, k, 3 * C, dq, 3 * C); /* dq = scale ds k */
+        sgemm(a, 1, 0, T, hs, T, a->scale, ds, T, q, 3 * C, dk, 3 * C); /* dk = scale ds^T q */
     }
 }
 
@@ -287,6 +287,7 @@ static tsr_status attn_setup(tsr_backend *be, const tsr_attn_geom *g, attn_args 
     a->hs = g->channels / g->heads;
     a->scale = 1.0f / sqrtf((float)a->hs);
     a->prec = be->precision;
+    a->be = be;
     return TSR_OK;
 }
 

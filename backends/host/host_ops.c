@@ -488,6 +488,7 @@ typedef struct dinput_args {
     const float *w, *dy;
     float *col, *dx;
     int add;
+    const tsr_backend *be;
 } dinput_args;
 
 /* Images [lo, hi): their column gradient, a group of channels at a time, goes through the
@@ -506,9 +507,8 @@ static void dinput_images(void *arg, size_t lo, size_t hi) {
         for (size_t c0 = 0; c0 < C; c0 += group) {
             size_t c1 = c0 + group < C ? c0 + group : C;
             /* d(col) rows of channels [c0, c1), image i's columns: W^T dY */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)((c1 - c0) * kk), (int)ohw,
-                        (int)a->filters, 1.0f, a->w + c0 * kk, (int)rows, a->dy + i * ohw,
-                        (int)a->n, 0.0f, scratch, (int)ohw);
+            tsr_host_sgemm(a->be, 1, 0, (c1 - c0) * kk, ohw, a->filters, 1.0f, a->w + c0 * kk, rows,
+                           a->dy + i * ohw, a->n, 0.0f, scratch, ohw);
             for (size_t c = c0; c < c1; c++) /* as channel 0 of its own plane */
                 col2im_channel(g, scratch + (c - c0) * kk * ohw, ohw,
                                dxi + c * g->height * g->width, 0);
@@ -523,7 +523,7 @@ tsr_status tsr_host_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t 
         return tsr_error(be->ctx, TSR_ERR_UNSUPPORTED, "conv_dinput: %zu rows, %zu columns or %zu "
                          "filters exceed the BLAS int range", rows, n, filters);
     dinput_args a = {g, filters, n, tsr_host_f32(w), tsr_host_f32(dy), tsr_host_f32(col),
-                     tsr_host_f32(dx), add};
+                     tsr_host_f32(dx), add, be};
     tsr_host_parallel(be, g->batch, 1, dinput_images, &a);
     return TSR_OK;
 }

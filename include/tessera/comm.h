@@ -228,7 +228,8 @@ tsr_status tsr_comm_p2p_test(tsr_comm_p2p *req, int *done);
  * TSR_ERR_PEER_LOST after comm.timeout_s without completion (the request is abandoned). */
 tsr_status tsr_comm_p2p_wait(tsr_comm_p2p *req);
 /* Error paths: cancels an unfinished request (MPI_Cancel; on a broken communicator it is only
- * abandoned) and frees it. NULL: no-op. */
+ * abandoned) and frees it. NULL: no-op. An abandoned request's buffer must stay allocated for
+ * the rest of the process: MPI may still write a late message into it. */
 void tsr_comm_p2p_cancel(tsr_comm_p2p *req);
 
 #ifdef __cplusplus

@@ -27,6 +27,13 @@ enum tsr_context_flags {
  * tsr_context_options_init value from its variable (tsr_context_options_from_env, config.h,
  * does the same on your struct and says which value was wrong). A value set in code wins.
  * The context copies everything it keeps: the strings need not outlive the call. */
+/* Which library runs the host backend's float32 GEMMs (tsr_context_options.host_sgemm). */
+typedef enum tsr_host_sgemm_lib {
+    TSR_HOST_SGEMM_AUTO = 0,
+    TSR_HOST_SGEMM_OPENBLAS = 1,
+    TSR_HOST_SGEMM_ONEDNN = 2
+} tsr_host_sgemm_lib;
+
 typedef struct tsr_context_options {
     const tsr_allocator *allocator; /* NULL: malloc/free */
     tsr_log_fn log_fn;              /* NULL: stderr sink, filtered by log_level */
@@ -52,6 +59,13 @@ typedef struct tsr_context_options {
                                        fp16 modes' GEMMs, 2 those and fp32 ones as TF32. Not yet
                                        verified on NVIDIA hardware, hence off by default
                                        [TSR_TENSOR_CORES: 0, 1, tf32] */
+    int host_sgemm;                 /* the host backend's float32 GEMM, a tsr_host_sgemm_lib:
+                                       AUTO and OPENBLAS run OpenBLAS; ONEDNN runs oneDNN's JIT
+                                       SGEMM for C of 32+ columns (1.0-2x OpenBLAS on an AVX2 Zen
+                                       CPU; see host_dnnl.c for why it is not the default), and in
+                                       a build without oneDNN OpenBLAS, with a warning. The bits of
+                                       a result depend on which [TSR_HOST_SGEMM: auto, openblas,
+                                       onednn] */
     int no_blas_advice;             /* 1: the host backend does not warn about OpenBLAS's generic
                                        kernels (1 when OPENBLAS_CORETYPE is set: the user chose) */
     int64_t fault_ckpt_kill;        /* tests: a checkpoint writer SIGKILLs its process after

@@ -114,6 +114,9 @@ static inline void tsr_comm_split_range(size_t len, size_t parts, size_t i, size
 /* ---- MPI side (comm_mpi.c, ring_mpi.c, shm_mpi.c) ---- */
 #if TSR_WITH_MPI
 tsr_status tsr_comm_mpi_error(tsr_context *ctx, int rc, const char *what);
+/* 1 when rc says a process failed (MPICH's MPIX_ERR_PROC_FAILED, _PENDING, MPIX_ERR_REVOKED),
+ * with MPI's text for it in msg. */
+int tsr_comm_mpi_proc_failed(int rc, char *msg, size_t size);
 /* Creates the tsr_comm around a duplicate of `mc` (node view included). */
 tsr_status tsr_comm_wrap_mpi(tsr_context *ctx, MPI_Comm mc, int finalize_mpi, int with_node,
                              tsr_comm **out);
@@ -160,6 +163,8 @@ int tsr_comm_world_rank(const tsr_comm *c, int rank);
 /* Marks comm (and its node/cross parts) broken and returns TSR_ERR_PEER_LOST with a detail
  * naming the lost rank where it is known (two ranks) and what was waiting. */
 tsr_status tsr_comm_peer_lost(tsr_comm *comm, const char *what);
+/* The same when MPI itself reported the failure (its error string in mpi_says). */
+tsr_status tsr_comm_peer_failed(tsr_comm *comm, const char *what, const char *mpi_says);
 /* Marks comm (and its node/cross parts) broken without an error: a caller that learnt of a
  * lost rank by its own means (an async server dropping a worker) keeps teardown from waiting
  * for it (collective frees, MPI_Finalize's barrier). */

@@ -13,6 +13,23 @@ tsr_status tsr_comm_mpi_error(tsr_context *ctx, int rc, const char *what) {
                      len ? msg : "unknown error", rc);
 }
 
+int tsr_comm_mpi_proc_failed(int rc, char *msg, size_t size) {
+    int cls = 0;
+    if (MPI_Error_class(rc, &cls) != MPI_SUCCESS) return 0;
+#ifdef MPIX_ERR_PROC_FAILED
+    if (cls != MPIX_ERR_PROC_FAILED && cls != MPIX_ERR_PROC_FAILED_PENDING && cls != MPIX_ERR_REVOKED) return 0;
+    char text[MPI_MAX_ERROR_STRING + 1];
+    int len = 0;
+    if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
+    text[len] = '\0';
+    snprintf(msg, size, "%s (MPI error %d)", len ? text : "process failure", rc);
+    return 1;
+#else
+    (void)msg, (void)size;
+    return 0;
+#endif
+}
+
 /* inout[i] = f16(f32(in[i]) + f32(inout[i])): fp16 on the wire, fp32 accumulation. */
 static void f16_sum_op(void *in, void *inout, int *len, MPI_Datatype *type) {
     (void)type;

@@ -96,7 +96,13 @@ static tsr_status poll_test(tsr_comm_p2p *r) {
     int flag = 0;
     int rc = MPI_Test(&r->mreq, &flag, &st);
     if (rc != MPI_SUCCESS) {
+        char says[MPI_MAX_ERROR_STRING + 64], what[96];
         r->done = 1;
+        if (tsr_comm_mpi_proc_failed(rc, says, sizeof says)) { /* MPI saw the peer die first */
+            snprintf(what, sizeof what, "%s of %zu bytes %s rank %d", r->is_send ? "send" : "receive", r->bytes,
+                     r->is_send ? "to" : "from", tsr_comm_world_rank(r->comm, r->peer));
+            return tsr_comm_peer_failed(r->comm, what, says);
+        }
         return tsr_comm_mpi_error(r->comm->ctx, rc, r->is_send ? "MPI_Test(Isend)" : "MPI_Test(Irecv)");
     }
     if (!flag) return TSR_OK;

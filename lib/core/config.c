@@ -156,6 +156,12 @@ tsr_status tsr_context_options_from_env(tsr_context_options *o, char *err, size_
         else return bad_value(err, err_size, "TSR_TENSOR_CORES", v,
                               "0, 1 (bf16/fp16 GEMMs) or tf32 (fp32 GEMMs too)");
     }
+    if (o->host_sgemm == d.host_sgemm && (v = env("TSR_HOST_SGEMM"))) {
+        if (!strcmp(v, "auto")) o->host_sgemm = TSR_HOST_SGEMM_AUTO;
+        else if (!strcmp(v, "openblas")) o->host_sgemm = TSR_HOST_SGEMM_OPENBLAS;
+        else if (!strcmp(v, "onednn")) o->host_sgemm = TSR_HOST_SGEMM_ONEDNN;
+        else return bad_value(err, err_size, "TSR_HOST_SGEMM", v, "auto, openblas or onednn");
+    }
     if (!o->no_blas_advice && getenv("OPENBLAS_CORETYPE")) o->no_blas_advice = 1;
     if (o->fault_ckpt_kill == d.fault_ckpt_kill && (v = env("TSR_FAULT_CKPT_KILL")) &&
         !parse_int(v, 0, INT64_MAX, &o->fault_ckpt_kill))

@@ -27,6 +27,7 @@ void tsr_context_options_init(tsr_context_options *opts) {
 static const char *invalid_option(const tsr_context_options *o) {
     if (o->log_level < -1 || o->log_level > TSR_LOG_DEBUG) return "log_level (-1..TSR_LOG_DEBUG)";
     if (o->host_threads < 0) return "host_threads (>= 0)";
+    if ((unsigned)o->host_sgemm > TSR_HOST_SGEMM_ONEDNN) return "host_sgemm (a tsr_host_sgemm_lib)";
     if (o->fault_ckpt_kill < -1) return "fault_ckpt_kill (>= -1)";
     if ((unsigned)o->comm.algo > TSR_ALLREDUCE_SHM) return "comm.algo (a tsr_allreduce_algo)";
     if (o->comm.segment_bytes < 4096) return "comm.segment_bytes (>= 4096)";

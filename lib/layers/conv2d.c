@@ -16,7 +16,8 @@
  * columns; forward adds the bias, and the max(., 0) of a relu the stage folds in
  * (r->fuse_relu), in the transpose's pass.
  * A backend with its own convolution for the shape (tsr_op_conv_direct: the host's oneDNN
- * kernels) runs it instead, reading the input itself. */
+ * kernels) runs it instead, reading the input itself; forward and backward ask separately (an
+ * AVX2 host has oneDNN's first-layer forward kernels but not their weight gradient's). */
 #include <stdio.h>
 #include <string.h>
 #include "lib/core/internal.h"
@@ -145,7 +146,7 @@ static tsr_status forward(const tsr_layer_run *r) {
     const tsr_layer *l = r->l;
     size_t rows = l->in_c * l->kh * l->kw, ohw = l->out_h * l->out_w, f = l->units;
     tsr_conv_geom whole = geom(l, r->n);
-    if (tsr_op_conv_direct(r->be, &whole, f)) { /* the backend's own convolution */
+    if (tsr_op_conv_direct(r->be, &whole, f, TSR_CONV_FORWARD)) { /* the backend's own convolution */
         TSR_TRY(tsr_op_conv_forward(r->be, &whole, f, r->in[0], r->param[0], r->out));
         TSR_TRY(tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out));
         return r->fuse_relu ? tsr_op_relu_forward(r->be, r->n * f * ohw, r->out, r->out) : TSR_OK;
@@ -190,7 +191,7 @@ static tsr_status backward(const tsr_layer_run *r) {
     if (!r->accumulate) TSR_TRY(tsr_op_fill(be, r->grad[1], f, 0.0f));
     TSR_TRY(tsr_op_bias_grad(be, n, f, ohw, r->dout, r->grad[1]));
     tsr_conv_geom whole = geom(l, n);
-    if (tsr_op_conv_direct(be, &whole, f)) {
+    if (tsr_op_conv_direct(be, &whole, f, TSR_CONV_BACKWARD)) {
         tsr_ref none = {NULL, 0};
         return tsr_op_conv_backward(be, &whole, f, r->in[0], r->param[0], r->dout, r->accumulate ? 1.0f : 0.0f,
                                     r->grad[0], r->add_din[0] ? 1.0f : 0.0f, r->want_din[0] ? r->din[0] : none);

@@ -136,9 +136,12 @@ tsr_status tsr_pipeline_bounds_from_plan(tsr_context *ctx, const tsr_plan *plan,
 
 static void slots_free(tsr_pipeline *p, pl_slot *sl, size_t n) {
     for (size_t i = 0; sl && i < n; i++) {
+        /* a request abandoned on a broken communicator keeps its buffer: MPI may still write a
+         * late message into it (tsr_comm_p2p_cancel) */
+        int abandoned = sl[i].req && p->comm && p->comm->broken;
         tsr_comm_p2p_cancel(sl[i].req);
         sl[i].req = NULL;
-        tsr_free(p->run.ctx, sl[i].buf);
+        if (!abandoned) tsr_free(p->run.ctx, sl[i].buf);
     }
 }
 

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "backends/backend.h"
+#include "backends/host/host.h"
 #include "lib/core/internal.h"
 #include "lib/core/precision.h"
 #include "support/test_util.h"
@@ -408,7 +409,13 @@ static void test_gemm(void **state) {
                                        {1, 513, 7}, {33, 17, 513}, {64, 10, 100}, {100, 64, 1}};
     static const struct { float alpha, beta; size_t pad, off; } modes[] = {
         {1.0f, 0.0f, 0, 0}, {0.5f, -1.5f, 3, 5}, {-2.0f, 1.0f, 1, 1}};
-    for (int d = 0; d < fx->count; d++) {
+    /* the host runs it with each float32 GEMM library it can have (tsr_host_sgemm: oneDNN
+     * where built with it, then OpenBLAS), whatever its default on this CPU */
+    for (int d = 0; d < fx->count * 2; d++) {
+        tsr_backend *be = fx->be[d % fx->count];
+        int host = be->device.backend == TSR_BACKEND_HOST, was = host ? tsr_host_impl_of(be)->sgemm_dnnl : 0;
+        if (d >= fx->count && !host) continue;
+        if (host) tsr_host_impl_of(be)->sgemm_dnnl = d < fx->count && TSR_WITH_DNNL;
         uint64_t seed = 100;
         for (size_t s = 0; s < TSR_ARRAY_SIZE(shapes); s++)
             for (int t = 0; t < 4; t++)
@@ -416,7 +423,7 @@ static void test_gemm(void **state) {
                     gemm_case gc = {(tsr_trans)(t & 1), (tsr_trans)(t >> 1), shapes[s][0],
                                     shapes[s][1], shapes[s][2], modes[md].alpha, modes[md].beta,
                                     modes[md].pad, modes[md].off, 1, 0};
-                    run_gemm(fx->be[d], &gc, seed++);
+                    run_gemm(be, &gc, seed++);
                 }
         /* large enough for BLAS libraries' blocked (indirect) paths */
         gemm_case big[] = {{TSR_NO_TRANS, TSR_NO_TRANS, 384, 256, 600, 1.0f, 0.0f, 0, 0, 1, 0},
@@ -425,10 +432,11 @@ static void test_gemm(void **state) {
                            /* wide C: the host splits it by columns over its threads */
                            {TSR_NO_TRANS, TSR_NO_TRANS, 40, 1000, 70, 1.0f, 0.0f, 3, 1, 1, 0},
                            {TSR_TRANS, TSR_NO_TRANS, 33, 700, 90, -0.5f, 2.0f, 1, 2, 1, 0}};
-        for (size_t i = 0; i < TSR_ARRAY_SIZE(big); i++) run_gemm(fx->be[d], &big[i], seed++);
+        for (size_t i = 0; i < TSR_ARRAY_SIZE(big); i++) run_gemm(be, &big[i], seed++);
         /* k = 0: C = beta*C */
         gemm_case k0 = {TSR_NO_TRANS, TSR_NO_TRANS, 5, 6, 0, 1.0f, 0.5f, 0, 0, 1, 0};
-        run_gemm(fx->be[d], &k0, seed++);
+        run_gemm(be, &k0, seed++);
+        if (host) tsr_host_impl_of(be)->sgemm_dnnl = was;
     }
 }
 
@@ -1134,17 +1142,19 @@ static void test_conv_direct(void **state) {
             assert_int_equal(tsr_conv_geom_finish(&g), TSR_OK);
             size_t F = k->filters, img = g.batch * g.channels * g.height * g.width;
             size_t wts = F * g.channels * g.kernel_h * g.kernel_w, out = g.batch * F * g.out_h * g.out_w;
-            if (!tsr_op_conv_direct(be, &g, F)) {
+            int fwd = tsr_op_conv_direct(be, &g, F, TSR_CONV_FORWARD);
+            int bwd = tsr_op_conv_direct(be, &g, F, TSR_CONV_BACKWARD);
 #if TSR_WITH_DNNL
-                /* oneDNN has JIT kernels for blocked channels on every x86 with AVX2; those
-                 * for a plain source with few channels (the weight gradient's) only with
-                 * AVX-512, so an AVX2 host keeps im2col + GEMM there */
-                if (be->device.backend == TSR_BACKEND_HOST && prec == TSR_PRECISION_FP32 && k->channels >= 8)
-                    fail_msg("[host] built with oneDNN but no direct convolution for case %zu", cc);
+            /* oneDNN has JIT kernels for blocked channels on every x86 with AVX2, and forward
+             * ones for a plain source with few channels; the weight gradient's of those only
+             * with AVX-512, so an AVX2 host keeps im2col + GEMM for that pass */
+            if (be->device.backend == TSR_BACKEND_HOST && prec == TSR_PRECISION_FP32 &&
+                (!fwd || (!bwd && k->channels >= 8)))
+                fail_msg("[host] built with oneDNN but no direct convolution for case %zu (%s)", cc,
+                         fwd ? "backward" : "forward");
 #endif
-                continue;
-            }
-            ran++;
+            if (!fwd && !bwd) continue;
+            ran += fwd + bwd;
             float *x = random_floats(img, 500 + cc, -1, 1), *w = random_floats(wts, 600 + cc, -1, 1);
             float *dy = random_floats(out, 700 + cc, -1, 1), *dx0 = random_floats(img, 800 + cc, -1, 1);
             float *dw0 = random_floats(wts, 900 + cc, -1, 1);
@@ -1165,11 +1175,23 @@ static void test_conv_direct(void **state) {
                      tsr_precision_name(prec), g.batch, g.channels, g.height, g.width, g.kernel_h, g.kernel_w, k->s,
                      k->p, F);
             size_t q = g.channels * g.kernel_h * g.kernel_w, qw = g.batch * g.out_h * g.out_w;
-            OK(be, tsr_op_conv_forward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0), tsr_ref_at(by, 0)));
-            download(by, got, out * 4);
-            for (size_t i = 0; i < out; i++) ref[i] = y[i], tol[i] = (double)(q + 2) * 4 * U * ay[i] + 1e-30;
-            check_close(be, what, got, ref, tol, out);
-            for (int acc = 0; acc < 2; acc++) { /* beta 0, then 1 (onto the random start values) */
+            if (fwd) {
+                OK(be, tsr_op_conv_forward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0), tsr_ref_at(by, 0)));
+                download(by, got, out * 4);
+                for (size_t i = 0; i < out; i++) ref[i] = y[i], tol[i] = (double)(q + 2) * 4 * U * ay[i] + 1e-30;
+                check_close(be, what, got, ref, tol, out);
+            } else { /* the pass it does not run is refused, naming the shape */
+                assert_int_equal(tsr_op_conv_forward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0),
+                                                     tsr_ref_at(by, 0)), TSR_ERR_UNSUPPORTED);
+                assert_non_null(strstr(tsr_context_last_error(fx->ctx), "runs no direct convolution"));
+            }
+            if (!bwd) {
+                assert_int_equal(tsr_op_conv_backward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0),
+                                                      tsr_ref_at(bdy, 0), 0.0f, tsr_ref_at(bdw, 0), 0.0f,
+                                                      tsr_ref_at(bdx, 0)), TSR_ERR_UNSUPPORTED);
+                assert_non_null(strstr(tsr_context_last_error(fx->ctx), "runs no direct convolution"));
+            }
+            for (int acc = 0; acc < 2 * bwd; acc++) { /* beta 0, then 1 (onto the random start values) */
                 OK(be, tsr_buf_write(bdx, 0, dx0, img * 4));
                 OK(be, tsr_buf_write(bdw, 0, dw0, wts * 4));
                 OK(be, tsr_op_conv_backward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0), tsr_ref_at(bdy, 0),
@@ -1183,30 +1205,37 @@ static void test_conv_direct(void **state) {
                               tol[img + i] = (double)(qw + 11) * 4 * U * (adw[i] + fabs(dw0[i])) + 1e-30;
                 check_close(be, what, got, ref, tol, img + wts);
             }
-            /* dX not wanted: dw alone, dx untouched */
-            OK(be, tsr_buf_write(bdx, 0, dx0, img * 4));
-            tsr_ref none = {NULL, 0};
-            OK(be, tsr_op_conv_backward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0), tsr_ref_at(bdy, 0), 0.0f,
-                                        tsr_ref_at(bdw, 0), 0.0f, none));
-            download(bdx, got, img * 4);
-            check_exact(be, "conv backward without dx leaves dx", got, dx0, img);
+            if (bwd) { /* dX not wanted: dw alone, dx untouched */
+                OK(be, tsr_buf_write(bdx, 0, dx0, img * 4));
+                tsr_ref none = {NULL, 0};
+                OK(be, tsr_op_conv_backward(be, &g, F, tsr_ref_at(bx, 0), tsr_ref_at(bw, 0), tsr_ref_at(bdy, 0),
+                                            0.0f, tsr_ref_at(bdw, 0), 0.0f, none));
+                download(bdx, got, img * 4);
+                check_exact(be, "conv backward without dx leaves dx", got, dx0, img);
+            }
             tsr_buf_free(bx), tsr_buf_free(bw), tsr_buf_free(bdy), tsr_buf_free(by), tsr_buf_free(bdx), tsr_buf_free(bdw);
             free(x), free(w), free(dy), free(dx0), free(dw0), free(y), free(ay), free(dx), free(adx), free(dw), free(adw);
             free(tol), free(ref), free(got);
         }
         OK(be, tsr_backend_set_precision(be, TSR_PRECISION_FP32));
     }
-    print_message("direct convolution cases run: %d\n", ran);
+    print_message("direct convolution passes run: %d\n", ran);
 }
 
 /* conv_dinput: dx (add: +=) col2im(W^T dY) against a double reference on every conv case, and
- * on a backend with its own slot, bit for bit against the GEMM, fill and col2im it stands for. */
+ * on a backend with its own slot, bit for bit against the GEMM, fill and col2im it stands for
+ * where its GEMMs are OpenBLAS's (a part of an OpenBLAS GEMM has the bits of the whole; oneDNN's
+ * SGEMM picks its kernels by shape, so the host runs the cases with each library it can use). */
 static void test_conv_dinput(void **state) {
     fixture *fx = *state;
     const size_t filters = 5;
     for (int d = 0; d < fx->count; d++) {
         tsr_backend *be = fx->be[d];
+        int host = be->device.backend == TSR_BACKEND_HOST;
+        int sgemm_dnnl = host ? tsr_host_impl_of(be)->sgemm_dnnl : 0, libs = host && TSR_WITH_DNNL ? 2 : 1;
+        for (int lib = 0; lib < libs; lib++) /* the host: oneDNN's SGEMM, then OpenBLAS's */
         for (size_t cc = 0; cc < TSR_ARRAY_SIZE(conv_cases); cc++) {
+            if (host) tsr_host_impl_of(be)->sgemm_dnnl = libs == 2 && lib == 0;
             const conv_case *k = &conv_cases[cc];
             tsr_conv_geom g = {k->batch, k->channels, k->height, k->width, k->kh, k->kw,
                                k->sh, k->sw, k->ph, k->pw, 0, 0};
@@ -1259,7 +1288,7 @@ static void test_conv_dinput(void **state) {
                          "p=%zu,%zu", add, g.batch, g.channels, H, W, g.kernel_h, g.kernel_w,
                          g.stride_h, g.stride_w, g.pad_h, g.pad_w);
                 check_close(be, what, got, ref, tol, img);
-                if (!be->iface->conv_dinput) continue;
+                if (!be->iface->conv_dinput || (host && tsr_host_impl_of(be)->sgemm_dnnl)) continue;
                 /* the composition the slot stands for */
                 OK(be, tsr_buf_write(bx, 0, dx0, img * 4));
                 OK(be, tsr_op_gemm(be, TSR_TRANS, TSR_NO_TRANS, rows, n, filters, 1.0f,
@@ -1285,6 +1314,7 @@ static void test_conv_dinput(void **state) {
             free(tol);
             free(terms);
         }
+        if (host) tsr_host_impl_of(be)->sgemm_dnnl = sgemm_dnnl;
     }
 }
 
@@ -2034,7 +2064,8 @@ static void run_host_sequence(tsr_backend *be, float *out, size_t n) {
     OK(be, tsr_op_im2col(be, &cg, tsr_ref_at(bx, 0), tsr_ref_at(bc, 0)));
     OK(be, tsr_op_col2im(be, &cg, tsr_ref_at(bc, 0), tsr_ref_at(bg, 0)));
     OK(be, tsr_op_bias_grad(be, 4, 64, 256, tsr_ref_at(bg, 0), tsr_ref_at(bs, 0)));
-    if (tsr_op_conv_direct(be, &cg, 16)) { /* parts of the batch on the pool: same bits */
+    if (tsr_op_conv_direct(be, &cg, 16, TSR_CONV_FORWARD) &&
+        tsr_op_conv_direct(be, &cg, 16, TSR_CONV_BACKWARD)) { /* parts of the batch on the pool: same bits */
         OK(be, tsr_op_conv_forward(be, &cg, 16, tsr_ref_at(bx, 0), tsr_ref_at(bc, 0), tsr_ref_at(bm, 0)));
         OK(be, tsr_op_conv_backward(be, &cg, 16, tsr_ref_at(bm, 0), tsr_ref_at(bc, 0), tsr_ref_at(bg, 0), 1.0f,
                                     tsr_ref_at(bc, 4096), 1.0f, tsr_ref_at(bx, 0)));

@@ -20,7 +20,7 @@
 static const char *const all_vars[] = {
     "TSR_LOG", "TSR_CACHE_DIR", "TSR_NO_OPENCL", "TSR_NO_HWLOC", "TSR_TOPOLOGY",
     "TSR_DATA_DIR", "TSR_HOST_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-    "TSR_KERNEL_BINARY_DIR", "TSR_CLBLAST_PARAMS", "TSR_TENSOR_CORES", "OPENBLAS_CORETYPE", "TSR_FAULT_CKPT_KILL",
+    "TSR_KERNEL_BINARY_DIR", "TSR_CLBLAST_PARAMS", "TSR_TENSOR_CORES", "TSR_HOST_SGEMM", "OPENBLAS_CORETYPE", "TSR_FAULT_CKPT_KILL",
     "TSR_ALLREDUCE", "TSR_ALLREDUCE_SEGMENT", "TSR_SHM_BYTES", "TSR_COMM_TIMEOUT",
     "TSR_NONFINITE", "TSR_TIMELINE", "TSR_DP_BALANCE", "TSR_FAULT_GRAD_NAN", "TSR_FUSION_BYTES",
     "TSR_COMPRESS", "TSR_ZERO"};
@@ -103,6 +103,7 @@ static void test_context_variables(void **state) {
     setenv("TSR_KERNEL_BINARY_DIR", "/tmp/bin", 1);
     setenv("TSR_CLBLAST_PARAMS", "Xgemm:MWG=128", 1);
     setenv("TSR_TENSOR_CORES", "tf32", 1);
+    setenv("TSR_HOST_SGEMM", "openblas", 1);
     setenv("OPENBLAS_CORETYPE", "Haswell", 1);
     setenv("TSR_FAULT_CKPT_KILL", "1000", 1);
     setenv("TSR_ALLREDUCE", "shm", 1);
@@ -119,6 +120,7 @@ static void test_context_variables(void **state) {
     assert_string_equal(o.kernel_binary_dir, "/tmp/bin");
     assert_string_equal(o.clblast_params, "Xgemm:MWG=128");
     assert_int_equal(o.tensor_cores, 2);
+    assert_int_equal(o.host_sgemm, TSR_HOST_SGEMM_OPENBLAS);
     assert_int_equal(o.no_blas_advice, 1);
     assert_true(o.fault_ckpt_kill == 1000);
     assert_int_equal(o.comm.algo, TSR_ALLREDUCE_SHM);
@@ -141,6 +143,10 @@ static void test_context_variables(void **state) {
     assert_int_equal(env_context_options().tensor_cores, 1);
     setenv("TSR_TENSOR_CORES", "0", 1);
     assert_int_equal(env_context_options().tensor_cores, 0);
+    setenv("TSR_HOST_SGEMM", "onednn", 1);
+    assert_int_equal(env_context_options().host_sgemm, TSR_HOST_SGEMM_ONEDNN);
+    setenv("TSR_HOST_SGEMM", "auto", 1);
+    assert_int_equal(env_context_options().host_sgemm, TSR_HOST_SGEMM_AUTO);
 }
 
 /* What the context was made with, kept after the environment changes. */
@@ -310,6 +316,7 @@ static void test_bad_context_values(void **state) {
         {"TSR_NO_HWLOC", "2", "0 or 1"},
         {"TSR_HOST_THREADS", "0", "a thread count >= 1"},
         {"TSR_TENSOR_CORES", "yes", "0, 1 (bf16/fp16 GEMMs) or tf32"},
+        {"TSR_HOST_SGEMM", "mkl", "auto, openblas or onednn"},
         {"TSR_HOST_THREADS", "four", "a thread count >= 1"},
         {"TSR_HOST_THREADS", "2x", "a thread count >= 1"},
         {"TSR_FAULT_CKPT_KILL", "-5", "a byte count >= 0"},

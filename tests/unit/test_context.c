@@ -149,6 +149,10 @@ static void test_bad_options(void **state) {
     tsr_context_options_init(&o);
     o.log_level = 99;
     assert_int_equal(tsr_context_create(&ctx, &o), TSR_ERR_INVALID_ARG);
+    tsr_context_options_init(&o);
+    o.host_sgemm = 3; /* one past TSR_HOST_SGEMM_ONEDNN */
+    o.flags = TSR_CONTEXT_NO_ENV;
+    assert_int_equal(tsr_context_create(&ctx, &o), TSR_ERR_INVALID_ARG);
 }
 
 int main(void) {

@@ -191,8 +191,9 @@ def main():
         cnn[0]["bound"] = b
         print("cnn: %.2fx PyTorch (target >= 2x); %.1f GFLOP/s = %.2f of SGEMM 1024^3 %.1f GFLOP/s "
               "(target >= 0.75); %.2f of im2col + SGEMM's own bound (%.2f ms/step at the cnn's "
-              "GEMM shapes, %.1f GFLOP/s, vs %.2f ms measured; a build with oneDNN runs the second "
-              "layer's direct kernels instead, which may pass that bound)"
+              "GEMM shapes, %.1f GFLOP/s, vs %.2f ms measured; a build with oneDNN runs its direct "
+              "kernels for the passes the CPU has them for, which may pass that bound; "
+              "TSR_HOST_SGEMM=onednn runs the dense layers on oneDNN's SGEMM)"
               % (cnn[0]["ratio"], b["tessera_gflops"], b["fraction_of_sgemm"], b["sgemm_1024_gflops"],
                  b["fraction_of_bound"], b["bound_step_ms"],
                  b["step_gflop"] / b["bound_step_ms"] * 1e3, b["tessera_step_ms"]))

@@ -176,8 +176,9 @@ struct tsr_backend_iface {
     /* Direct convolution (optional; NULL or conv_direct 0: conv2d runs im2col + GEMM).
      * conv_direct: 1 when the backend runs `pass` (TSR_CONV_FORWARD: conv_forward;
      * TSR_CONV_BACKWARD: conv_backward) of geometry g with `filters` outputs directly in its
-     * current precision (and faster than im2col + GEMM); the two passes may differ. x NCHW [batch][channels][h][w],
-     * w [filters][channels][kh][kw], y [batch][filters][oh][ow], no bias.
+     * current precision (and faster than im2col + GEMM); the two passes may differ.
+     * x NCHW [batch][channels][h][w], w [filters][channels][kh][kw], y [batch][filters][oh][ow],
+     * no bias.
      * conv_forward: y = conv(x, w). conv_backward: dw = beta_dw dw + dW; dx = beta_dx dx + dX
      * unless dx is a NULL ref (not wanted); beta 0 or 1. Results do not depend on the threads. */
     int (*conv_direct)(tsr_backend *be, const tsr_conv_geom *g, size_t filters, int pass);

@@ -127,7 +127,7 @@ void tsr_host_sgemm(const tsr_backend *be, int ta, int tb, size_t m, size_t n, s
 /* oneDNN's dnnl_sgemm on one thread; 0 on success, else its status (-1 without oneDNN). */
 int tsr_host_dnnl_sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
                         size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
-/* Whether `want` (a tsr_host_sgemm_lib) runs float32 GEMMs through oneDNN on this CPU and build; a
+/* Whether `want` (a tsr_host_sgemm_lib) runs float32 GEMMs through oneDNN in this build; a
  * reason for the log when ONEDNN was asked for and cannot be, else *why = NULL. */
 int tsr_host_dnnl_sgemm_wanted(int want, const char **why);
 /* C = alpha op(A) op(B) + beta C on the calling thread alone, A and B bf16, row-major with

@@ -3,8 +3,9 @@
  * channel-blocked layouts (nChw16c) with the filters resident in registers, and ran the cnn's
  * second layer (32 -> 64 channels, 5x5, 14x14) at 1.35-1.4x OpenBLAS's SGEMM rate per core, where
  * im2col + SGEMM reaches about 0.75 of it. Layers with fewer than CONV_MIN_CHANNELS input
- * channels (the first layer of an image model) read their source as it is, NCHW, and run where
- * oneDNN has JIT kernels for the forward and the weight gradient.
+ * channels (the first layer of an image model) read their source as it is, NCHW. Forward and
+ * backward are each run here where oneDNN has JIT kernels for them (an AVX2 CPU has the
+ * first-layer forward's, not its weight gradient's), else conv2d runs im2col + GEMM.
  *
  * The batch is cut into at most CONV_PARTS parts of whole images, fixed by the batch size
  * alone; the host pool runs the parts, each a single-threaded oneDNN primitive on its images

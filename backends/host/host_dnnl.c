@@ -181,7 +181,7 @@ int tsr_host_dnnl_sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alph
  * cnn's 64-row GEMMs, 64-deep weight gradients, attention's 64 x 64 x 64), equal at 1024^3; the
  * cnn trained 5% faster. Not the default: in tests/fault/gossip-train-kill.sh (MPICH over UCX, a
  * peer SIGKILLed mid-exchange) the survivors corrupted their heap in 6 of 12 runs with oneDNN's
- * SGEMM and in none of 6 with OpenBLAS's, none of 6 with oneDNN and UCX_MEM_EVENTS=no: UCX's
+ * SGEMM and in none of 14 with OpenBLAS's, none of 6 with oneDNN and UCX_MEM_EVENTS=no: UCX's
  * memory hooks and oneDNN's per-call buffers, not yet understood. */
 int tsr_host_dnnl_sgemm_wanted(int want, const char **why) {
     *why = NULL;
@@ -200,7 +200,6 @@ int tsr_host_dnnl_sgemm_wanted(int want, const char **why) {
     *why = want == TSR_HOST_SGEMM_ONEDNN ? "this build has no oneDNN (WITH_DNNL=0)" : NULL;
     return 0;
 }
-
 
 tsr_host_dnnl *tsr_host_dnnl_open(tsr_context *ctx) {
     (void)ctx;

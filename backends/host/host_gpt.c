@@ -6,7 +6,6 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3") /* as host_ops.c: vectorised remainder loops */
 #endif
-#include <cblas.h>
 #include <limits.h>
 #include <math.h>
 #include <string.h>

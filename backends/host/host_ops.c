@@ -8,7 +8,6 @@
  * O3 also emits remainder loops. */
 #pragma GCC optimize("O3")
 #endif
-#include <cblas.h>
 #include <limits.h>
 #include <math.h>
 #include <stdatomic.h>

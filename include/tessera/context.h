@@ -22,11 +22,6 @@ enum tsr_context_flags {
                                         cache_dir still follows XDG_CACHE_HOME and HOME) */
 };
 
-/* Every knob of a context. The environment variable in brackets sets the default: unless
- * flags has TSR_CONTEXT_NO_ENV, tsr_context_create fills each field still at its
- * tsr_context_options_init value from its variable (tsr_context_options_from_env, config.h,
- * does the same on your struct and says which value was wrong). A value set in code wins.
- * The context copies everything it keeps: the strings need not outlive the call. */
 /* Which library runs the host backend's float32 GEMMs (tsr_context_options.host_sgemm). */
 typedef enum tsr_host_sgemm_lib {
     TSR_HOST_SGEMM_AUTO = 0,
@@ -34,6 +29,11 @@ typedef enum tsr_host_sgemm_lib {
     TSR_HOST_SGEMM_ONEDNN = 2
 } tsr_host_sgemm_lib;
 
+/* Every knob of a context. The environment variable in brackets sets the default: unless
+ * flags has TSR_CONTEXT_NO_ENV, tsr_context_create fills each field still at its
+ * tsr_context_options_init value from its variable (tsr_context_options_from_env, config.h,
+ * does the same on your struct and says which value was wrong). A value set in code wins.
+ * The context copies everything it keeps: the strings need not outlive the call. */
 typedef struct tsr_context_options {
     const tsr_allocator *allocator; /* NULL: malloc/free */
     tsr_log_fn log_fn;              /* NULL: stderr sink, filtered by log_level */

@@ -1233,9 +1233,10 @@ static void test_conv_dinput(void **state) {
         tsr_backend *be = fx->be[d];
         int host = be->device.backend == TSR_BACKEND_HOST;
         int sgemm_dnnl = host ? tsr_host_impl_of(be)->sgemm_dnnl : 0, libs = host && TSR_WITH_DNNL ? 2 : 1;
-        for (int lib = 0; lib < libs; lib++) /* the host: oneDNN's SGEMM, then OpenBLAS's */
-        for (size_t cc = 0; cc < TSR_ARRAY_SIZE(conv_cases); cc++) {
-            if (host) tsr_host_impl_of(be)->sgemm_dnnl = libs == 2 && lib == 0;
+        /* every case per library (the host: oneDNN's SGEMM, then OpenBLAS's) */
+        for (size_t it = 0; it < libs * TSR_ARRAY_SIZE(conv_cases); it++) {
+            size_t cc = it % TSR_ARRAY_SIZE(conv_cases);
+            if (host) tsr_host_impl_of(be)->sgemm_dnnl = libs == 2 && it < TSR_ARRAY_SIZE(conv_cases);
             const conv_case *k = &conv_cases[cc];
             tsr_conv_geom g = {k->batch, k->channels, k->height, k->width, k->kh, k->kw,
                                k->sh, k->sw, k->ph, k->pw, 0, 0};

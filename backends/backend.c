@@ -538,6 +538,30 @@ tsr_status tsr_op_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t 
     return be->iface->conv_backward(be, g, filters, x, w, dy, beta_dw, dw, beta_dx, dx);
 }
 
+int tsr_op_conv_wgrad_cols(tsr_backend *be, const tsr_conv_geom *g, size_t filters) {
+    return be && g && filters && be->iface->conv_wgrad_cols && be->iface->conv_wgrad &&
+           be->iface->conv_wgrad_cols(be, g, filters);
+}
+
+tsr_status tsr_op_conv_wgrad(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref dy,
+                             tsr_ref col, float beta, tsr_ref dw) {
+    BE_CHECK();
+    size_t img, cols, wts, out;
+    TSR_TRY(check_conv(be, op, g, &img, &cols));
+    TSR_TRY(check_3d(be, op, filters, g->channels, g->kernel_h * g->kernel_w, &wts));
+    TSR_TRY(check_3d(be, op, g->batch, filters, g->out_h * g->out_w, &out));
+    if (beta != 0.0f && beta != 1.0f)
+        return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: beta must be 0 or 1, got %g", op, (double)beta);
+    if (!tsr_op_conv_wgrad_cols(be, g, filters))
+        return tsr_error(be->ctx, TSR_ERR_UNSUPPORTED, "%s: %s has no weight gradient from columns for "
+                         "%zu channels x kernel %zux%zu into %zu filters", op, be->device.id,
+                         g->channels, g->kernel_h, g->kernel_w, filters);
+    CHECK("dy", dy, out, F);
+    CHECK("col", col, cols, F);
+    CHECK("dw", dw, wts, F);
+    return be->iface->conv_wgrad(be, g, filters, dy, col, beta, dw);
+}
+
 tsr_status tsr_op_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
                               tsr_ref dy, tsr_ref col, int add, tsr_ref dx) {
     BE_CHECK();

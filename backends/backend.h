@@ -195,6 +195,14 @@ struct tsr_backend_iface {
      * image's columns are still in cache when folded back. */
     tsr_status (*conv_dinput)(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
                               tsr_ref dy, tsr_ref col, int add, tsr_ref dx);
+    /* Optional (NULL or conv_wgrad_cols 0: conv2d transposes dY and runs a GEMM): the weight
+     * gradient from the columns im2col wrote, dw = beta dw + dY col^T, beta 0 or 1, with dy in
+     * the stage layout [batch][filters][out_h*out_w] and col [rows][batch*out_h*out_w].
+     * conv_wgrad_cols: 1 when the backend runs it for the shape (the host: few-channel layers on
+     * an AVX2 CPU). Its own summation order, the same with any thread count. */
+    int (*conv_wgrad_cols)(tsr_backend *be, const tsr_conv_geom *g, size_t filters);
+    tsr_status (*conv_wgrad)(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref dy,
+                             tsr_ref col, float beta, tsr_ref dw);
     /* y = max over each window; idx (int32) = flat index h*width+w of the max within its plane
      * (ties: the first maximum in row-major window order) */
     tsr_status (*maxpool_forward)(tsr_backend *be, const tsr_pool_geom *g, tsr_ref x, tsr_ref y,
@@ -411,6 +419,10 @@ tsr_status tsr_op_conv_backward(tsr_backend *be, const tsr_conv_geom *g, size_t 
 /* dx (add: +=, else =) col2im(W^T dY): see the conv_dinput slot. */
 tsr_status tsr_op_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
                               tsr_ref dy, tsr_ref col, int add, tsr_ref dx);
+/* dw = beta dw + dY col^T from the columns, dY in the stage layout: see the conv_wgrad slot. */
+int tsr_op_conv_wgrad_cols(tsr_backend *be, const tsr_conv_geom *g, size_t filters);
+tsr_status tsr_op_conv_wgrad(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref dy,
+                             tsr_ref col, float beta, tsr_ref dw);
 tsr_status tsr_op_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                             tsr_ref y);
 tsr_status tsr_op_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,

@@ -82,6 +82,10 @@ tsr_status tsr_host_col2im(tsr_backend *be, const tsr_conv_geom *g, tsr_ref col,
 #define TSR_HOST_DINPUT_GROUP_FLOATS ((size_t)1 << 16)
 tsr_status tsr_host_conv_dinput(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref w,
                                 tsr_ref dy, tsr_ref col, int add, tsr_ref dx);
+/* host_wgrad.c: the weight gradient of few-channel layers from their columns (AVX2 + FMA) */
+int tsr_host_conv_wgrad_cols(tsr_backend *be, const tsr_conv_geom *g, size_t filters);
+tsr_status tsr_host_conv_wgrad(tsr_backend *be, const tsr_conv_geom *g, size_t filters, tsr_ref dy,
+                               tsr_ref col, float beta, tsr_ref dw);
 tsr_status tsr_host_transpose(tsr_backend *be, size_t rows, size_t cols, size_t inner, tsr_ref x,
                               tsr_ref y);
 tsr_status tsr_host_transpose_bias(tsr_backend *be, size_t rows, size_t cols, size_t inner,

@@ -17,7 +17,9 @@
  * (r->fuse_relu), in the transpose's pass.
  * A backend with its own convolution for the shape (tsr_op_conv_direct: the host's oneDNN
  * kernels) runs it instead, reading the input itself; forward and backward ask separately (an
- * AVX2 host has oneDNN's first-layer forward kernels but not their weight gradient's). */
+ * AVX2 host has oneDNN's first-layer forward kernels but not their weight gradient's: there the
+ * host's own weight gradient from the columns, tsr_op_conv_wgrad, reads dY without the
+ * transpose). */
 #include <stdio.h>
 #include <string.h>
 #include "lib/core/internal.h"
@@ -196,16 +198,20 @@ static tsr_status backward(const tsr_layer_run *r) {
         return tsr_op_conv_backward(be, &whole, f, r->in[0], r->param[0], r->dout, r->accumulate ? 1.0f : 0.0f,
                                     r->grad[0], r->add_din[0] ? 1.0f : 0.0f, r->want_din[0] ? r->din[0] : none);
     }
+    /* the backend's weight gradient from the columns reads dY as it is (few-channel layers) */
+    int wgrad_cols = tsr_op_conv_wgrad_cols(be, &whole, f);
     for (size_t b = 0; b < n; b += step) {
         size_t m = n - b < step ? n - b : step, cols = m * ohw;
         tsr_ref col = tsr_ref_offset(r->ws, f * step * ohw);
-        tsr_ref din = tsr_ref_offset(r->din[0], b * in);
+        tsr_ref din = tsr_ref_offset(r->din[0], b * in), dy = tsr_ref_offset(r->dout, b * f * ohw);
         tsr_conv_geom g = geom(l, m);
+        float beta = b || r->accumulate ? 1.0f : 0.0f;
         TSR_TRY(tsr_op_im2col(be, &g, tsr_ref_offset(r->in[0], b * in), col));
+        if (wgrad_cols) TSR_TRY(tsr_op_conv_wgrad(be, &g, f, dy, col, beta, r->grad[0]));
+        if (wgrad_cols && !r->want_din[0]) continue;
         /* dY as [F][images*OH*OW], then dW (+)= dY col^T */
-        TSR_TRY(tsr_op_transpose(be, m, f, ohw, tsr_ref_offset(r->dout, b * f * ohw), r->ws));
-        TSR_TRY(weight_grad(be, f, rows, cols, r->ws, col, b || r->accumulate ? 1.0f : 0.0f,
-                            r->grad[0]));
+        TSR_TRY(tsr_op_transpose(be, m, f, ohw, dy, r->ws));
+        if (!wgrad_cols) TSR_TRY(weight_grad(be, f, rows, cols, r->ws, col, beta, r->grad[0]));
         if (!r->want_din[0]) continue;
         /* d(col) = W^T dY, in the columns' room (no longer needed), folded back into dX */
         TSR_TRY(tsr_op_conv_dinput(be, &g, f, r->param[0], r->ws, col, r->add_din[0], din));

@@ -1222,6 +1222,73 @@ static void test_conv_direct(void **state) {
     print_message("direct convolution passes run: %d\n", ran);
 }
 
+/* conv_wgrad: dw = beta dw + dY col^T from the columns, dY in the stage layout, against a
+ * double reference on every conv case where the backend runs it (the host: an AVX2 + FMA CPU,
+ * 8 or more output positions per image), with filter counts that fill no block (3) and that
+ * leave a partial one (9); elsewhere it is refused, naming the shape. */
+static void test_conv_wgrad(void **state) {
+    fixture *fx = *state;
+    static const size_t filter_counts[] = {3, 9};
+    int ran = 0;
+    for (int d = 0; d < fx->count; d++) {
+        tsr_backend *be = fx->be[d];
+        for (size_t it = 0; it < TSR_ARRAY_SIZE(filter_counts) * TSR_ARRAY_SIZE(conv_cases); it++) {
+            size_t cc = it % TSR_ARRAY_SIZE(conv_cases), F = filter_counts[it / TSR_ARRAY_SIZE(conv_cases)];
+            const conv_case *k = &conv_cases[cc];
+            tsr_conv_geom g = {k->batch, k->channels, k->height, k->width, k->kh, k->kw,
+                               k->sh, k->sw, k->ph, k->pw, 0, 0};
+            assert_int_equal(tsr_conv_geom_finish(&g), TSR_OK);
+            const size_t ohw = g.out_h * g.out_w, rows = g.channels * g.kernel_h * g.kernel_w;
+            const size_t n = g.batch * ohw, img = g.batch * g.channels * g.height * g.width;
+            float *x = random_floats(img, 300 + cc, -1, 1), *dy = random_floats(g.batch * F * ohw, 400 + cc, -1, 1);
+            float *dw0 = random_floats(F * rows, 450 + cc, -1, 1);
+            float *col = xcalloc(rows * n, 4), *got = xcalloc(F * rows, 4);
+            double *ref = xcalloc(F * rows, 8), *tol = xcalloc(F * rows, 8);
+            tsr_buf *bx = upload(be, x, img * 4), *bdy = upload(be, dy, g.batch * F * ohw * 4);
+            tsr_buf *bc = buf_new(be, rows * n * 4), *bdw = upload(be, dw0, F * rows * 4);
+            char what[160];
+            snprintf(what, sizeof what, "conv_wgrad f=%zu b=%zu c=%zu %zux%zu k=%zux%zu s=%zu,%zu", F, g.batch,
+                     g.channels, g.height, g.width, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w);
+            int runs = tsr_op_conv_wgrad_cols(be, &g, F);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+            if (be->device.backend == TSR_BACKEND_HOST && !runs && ohw >= 8 && __builtin_cpu_supports("avx2") &&
+                __builtin_cpu_supports("fma"))
+                fail_msg("[host] AVX2 + FMA CPU but no weight gradient from columns: %s", what);
+#endif
+            if (!runs) {
+                assert_int_equal(tsr_op_conv_wgrad(be, &g, F, tsr_ref_at(bdy, 0), tsr_ref_at(bc, 0), 0.0f,
+                                                   tsr_ref_at(bdw, 0)), TSR_ERR_UNSUPPORTED);
+                assert_non_null(strstr(tsr_context_last_error(fx->ctx), "no weight gradient from columns"));
+            }
+            OK(be, tsr_op_im2col(be, &g, tsr_ref_at(bx, 0), tsr_ref_at(bc, 0)));
+            download(bc, col, rows * n * 4);
+            for (int beta = 0; runs && beta <= 1; beta++) {
+                OK(be, tsr_buf_write(bdw, 0, dw0, F * rows * 4));
+                OK(be, tsr_op_conv_wgrad(be, &g, F, tsr_ref_at(bdy, 0), tsr_ref_at(bc, 0), (float)beta,
+                                         tsr_ref_at(bdw, 0)));
+                download(bdw, got, F * rows * 4);
+                for (size_t f = 0; f < F; f++)
+                    for (size_t r = 0; r < rows; r++) {
+                        double sum = beta ? dw0[f * rows + r] : 0.0, abs_sum = fabs(sum);
+                        for (size_t b = 0; b < g.batch; b++)
+                            for (size_t p = 0; p < ohw; p++) {
+                                double v = (double)dy[(b * F + f) * ohw + p] * col[r * n + b * ohw + p];
+                                sum += v;
+                                abs_sum += fabs(v);
+                            }
+                        ref[f * rows + r] = sum;
+                        tol[f * rows + r] = (double)(n + 12) * 4 * U * abs_sum + 1e-30;
+                    }
+                check_close(be, what, got, ref, tol, F * rows);
+                ran++;
+            }
+            tsr_buf_free(bx), tsr_buf_free(bdy), tsr_buf_free(bc), tsr_buf_free(bdw);
+            free(x), free(dy), free(dw0), free(col), free(got), free(ref), free(tol);
+        }
+    }
+    print_message("weight gradients from columns run: %d\n", ran);
+}
+
 /* conv_dinput: dx (add: +=) col2im(W^T dY) against a double reference on every conv case, and
  * on a backend with its own slot, bit for bit against the GEMM, fill and col2im it stands for
  * where its GEMMs are OpenBLAS's (a part of an OpenBLAS GEMM has the bits of the whole; oneDNN's
@@ -2049,6 +2116,7 @@ static void test_alloc_failures(void **state) {
 }
 
 /* The host backend splits large ops over threads; the split must not change any bit. */
+#define HOST_WGRAD_FLOATS (10 * 3 * 5 * 5) /* the sequence's weight gradient from columns */
 static void run_host_sequence(tsr_backend *be, float *out, size_t n) {
     float *x = random_floats(n, 1234, -2, 2), *g = random_floats(n, 1235, -1, 1);
     tsr_buf *bx = upload(be, x, n * 4), *bg = upload(be, g, n * 4), *bm = buf_new(be, n * 4);
@@ -2085,6 +2153,17 @@ static void run_host_sequence(tsr_backend *be, float *out, size_t n) {
                                tsr_ref_at(bo, 65536), 1024, 16384, 4));
     download(bo, out + n + 64, 131072 * 4);
     tsr_buf_free(bo);
+    /* a few-channel weight gradient from columns, its filter blocks over the threads */
+    tsr_conv_geom wg = {4, 3, 16, 16, 5, 5, 1, 1, 2, 2, 0, 0};
+    assert_int_equal(tsr_conv_geom_finish(&wg), TSR_OK);
+    tsr_buf *bw = buf_new(be, HOST_WGRAD_FLOATS * 4);
+    OK(be, tsr_op_fill(be, tsr_ref_at(bw, 0), HOST_WGRAD_FLOATS, 0.25f));
+    if (tsr_op_conv_wgrad_cols(be, &wg, 10)) {
+        OK(be, tsr_op_im2col(be, &wg, tsr_ref_at(bx, 0), tsr_ref_at(bc, 0)));
+        OK(be, tsr_op_conv_wgrad(be, &wg, 10, tsr_ref_at(bg, 0), tsr_ref_at(bc, 0), 1.0f, tsr_ref_at(bw, 0)));
+    }
+    download(bw, out + n + 64 + 131072, HOST_WGRAD_FLOATS * 4);
+    tsr_buf_free(bw);
     download(bx, out, n * 4);
     download(bs, out + n, 64 * 4);
     tsr_buf_free(bx);
@@ -2101,7 +2180,7 @@ static void test_host_threads(void **state) {
     fixture *fx = *state;
     const size_t n = 4 * 16 * 32 * 32;
     static const char *const counts[] = {"1", "2", "3", "5"};
-    const size_t total = n + 64 + 131072; /* outputs, bias gradient, GEMM results */
+    const size_t total = n + 64 + 131072 + HOST_WGRAD_FLOATS; /* outputs, bias gradient, GEMMs, dW */
     float *first = xcalloc(total, 4), *got = xcalloc(total, 4);
     for (size_t i = 0; i < TSR_ARRAY_SIZE(counts); i++) {
         /* the context's host_threads (what TSR_HOST_THREADS sets) */
@@ -2134,7 +2213,7 @@ int main(void) {
         cmocka_unit_test(test_relu),          cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_im2col_col2im), cmocka_unit_test(test_transpose),
         cmocka_unit_test(test_conv_direct),
-        cmocka_unit_test(test_conv_dinput),
+        cmocka_unit_test(test_conv_dinput), cmocka_unit_test(test_conv_wgrad),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_dropout),       cmocka_unit_test(test_embed),
         cmocka_unit_test(test_narrow_widen),

@@ -387,6 +387,19 @@ tsr_status tsr_op_bias_add(tsr_backend *be, size_t outer, size_t channels, size_
     return total ? be->iface->bias_add(be, outer, channels, inner, bias, y) : TSR_OK;
 }
 
+tsr_status tsr_op_bias_relu(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                            tsr_ref bias, tsr_ref y) {
+    BE_CHECK();
+    size_t total;
+    TSR_TRY(check_3d(be, op, outer, channels, inner, &total));
+    CHECK("bias", bias, channels, F);
+    CHECK("y", y, total, F);
+    if (!total) return TSR_OK;
+    if (be->iface->bias_relu) return be->iface->bias_relu(be, outer, channels, inner, bias, y);
+    TSR_TRY(be->iface->bias_add(be, outer, channels, inner, bias, y));
+    return tsr_op_relu_forward(be, total, y, y);
+}
+
 tsr_status tsr_op_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                             tsr_ref dy, tsr_ref db) {
     BE_CHECK();

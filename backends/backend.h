@@ -146,6 +146,10 @@ struct tsr_backend_iface {
     /* y[o][c][i] += bias[c] for o < outer, c < channels, i < inner (dense: inner=1; conv: H*W) */
     tsr_status (*bias_add)(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                            tsr_ref bias, tsr_ref y);
+    /* Optional (NULL: bias_add, then relu_forward): bias_add and max(., 0) in one pass over y,
+     * their expressions (so their bits) */
+    tsr_status (*bias_relu)(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                            tsr_ref bias, tsr_ref y);
     /* db[c] += sum over o, i of dy[o][c][i] */
     tsr_status (*bias_grad)(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                             tsr_ref dy, tsr_ref db);
@@ -399,6 +403,9 @@ double tsr_sumsq_f32_total(const double acc[4]);
 size_t tsr_scan_sumsq_f32(const float *x, size_t n, double *sumsq);
 tsr_status tsr_op_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                            tsr_ref bias, tsr_ref y);
+/* y = max(y + bias, 0) per channel: see the bias_relu slot */
+tsr_status tsr_op_bias_relu(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                            tsr_ref bias, tsr_ref y);
 tsr_status tsr_op_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                             tsr_ref dy, tsr_ref db);
 tsr_status tsr_op_relu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);

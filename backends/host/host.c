@@ -337,6 +337,7 @@ static const tsr_backend_iface host_iface = {
     .sum = tsr_host_sum,
     .first_nonfinite = tsr_host_first_nonfinite,
     .bias_add = tsr_host_bias_add,
+    .bias_relu = tsr_host_bias_relu,
     .bias_grad = tsr_host_bias_grad,
     .relu_forward = tsr_host_relu_forward,
     .relu_backward = tsr_host_relu_backward,

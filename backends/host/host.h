@@ -64,6 +64,8 @@ tsr_status tsr_host_first_nonfinite(tsr_backend *be, size_t n, tsr_ref x, size_t
                                     double *sumsq);
 tsr_status tsr_host_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                              tsr_ref bias, tsr_ref y);
+tsr_status tsr_host_bias_relu(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                              tsr_ref bias, tsr_ref y);
 tsr_status tsr_host_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                               tsr_ref dy, tsr_ref db);
 tsr_status tsr_host_relu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);

@@ -167,6 +167,7 @@ typedef struct bias_args {
     size_t outer, channels, inner;
     const float *src;
     float *dst;
+    int relu; /* bias_add_planes: then max(., 0) */
 } bias_args;
 
 /* dense: rows [lo, hi) of y get the bias row */
@@ -185,17 +186,35 @@ static void bias_add_planes(void *arg, size_t lo, size_t hi) {
     for (size_t q = lo; q < hi; q++) {
         float *restrict plane = a->dst + q * a->inner;
         const float bc = a->src[q % a->channels];
-        for (size_t i = 0; i < a->inner; i++) plane[i] += bc;
+        if (!a->relu) {
+            for (size_t i = 0; i < a->inner; i++) plane[i] += bc;
+            continue;
+        }
+        for (size_t i = 0; i < a->inner; i++) { /* bias_add's sum, relu_forward's select */
+            float v = plane[i] + bc;
+            plane[i] = v > 0.0f ? v : 0.0f;
+        }
     }
 }
 
 tsr_status tsr_host_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                              tsr_ref bias, tsr_ref y) {
-    bias_args a = {outer, channels, inner, tsr_host_f32(bias), tsr_host_f32(y)};
+    bias_args a = {outer, channels, inner, tsr_host_f32(bias), tsr_host_f32(y), 0};
     if (inner == 1)
         tsr_host_parallel(be, outer, grain_units(channels), bias_add_rows, &a);
     else
         tsr_host_parallel(be, outer * channels, grain_units(inner), bias_add_planes, &a);
+    return TSR_OK;
+}
+
+tsr_status tsr_host_bias_relu(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                              tsr_ref bias, tsr_ref y) {
+    if (inner == 1) { /* rows: the two passes (a dense layer's output is small) */
+        TSR_TRY(tsr_host_bias_add(be, outer, channels, inner, bias, y));
+        return tsr_host_relu_forward(be, outer * channels, y, y);
+    }
+    bias_args a = {outer, channels, inner, tsr_host_f32(bias), tsr_host_f32(y), 1};
+    tsr_host_parallel(be, outer * channels, grain_units(inner), bias_add_planes, &a);
     return TSR_OK;
 }
 
@@ -222,7 +241,7 @@ static void bias_grad_planes(void *arg, size_t lo, size_t hi) {
 
 tsr_status tsr_host_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,
                               tsr_ref dy, tsr_ref db) {
-    bias_args a = {outer, channels, inner, tsr_host_f32(dy), tsr_host_f32(db)};
+    bias_args a = {outer, channels, inner, tsr_host_f32(dy), tsr_host_f32(db), 0};
     if (inner == 1)
         tsr_host_parallel(be, channels, grain_units(outer) < 16 ? 16 : grain_units(outer),
                           bias_grad_rows, &a);

@@ -150,8 +150,8 @@ static tsr_status forward(const tsr_layer_run *r) {
     tsr_conv_geom whole = geom(l, r->n);
     if (tsr_op_conv_direct(r->be, &whole, f, TSR_CONV_FORWARD)) { /* the backend's own convolution */
         TSR_TRY(tsr_op_conv_forward(r->be, &whole, f, r->in[0], r->param[0], r->out));
-        TSR_TRY(tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out));
-        return r->fuse_relu ? tsr_op_relu_forward(r->be, r->n * f * ohw, r->out, r->out) : TSR_OK;
+        return r->fuse_relu ? tsr_op_bias_relu(r->be, r->n, f, ohw, r->param[1], r->out)
+                            : tsr_op_bias_add(r->be, r->n, f, ohw, r->param[1], r->out);
     }
     size_t in = tsr_layer_in_size(l), step = chunk_images(l, r->be, r->n);
     for (size_t b = 0; b < r->n; b += step) {

@@ -709,6 +709,17 @@ static void test_bias(void **state) {
             char what[96];
             snprintf(what, sizeof what, "bias_add outer=%zu channels=%zu inner=%zu", O, C, I);
             check_close(be, what, got, ref, tol, total + off);
+            /* bias_relu: the bits of bias_add then relu_forward (y now holds y + bias) */
+            float *sep = xcalloc(total + off, 4);
+            OK(be, tsr_op_relu_forward(be, total, tsr_ref_at(by, off), tsr_ref_at(by, off)));
+            download(by, sep, (total + off) * 4);
+            OK(be, tsr_buf_write(by, 0, y, (total + off) * 4));
+            OK(be, tsr_op_bias_relu(be, O, C, I, tsr_ref_at(bb, off), tsr_ref_at(by, off)));
+            download(by, got, (total + off) * 4);
+            if (memcmp(got, sep, (total + off) * 4))
+                fail_msg("[%s] bias_relu outer=%zu channels=%zu inner=%zu: not the bits of bias_add + "
+                         "relu_forward", be->device.id, O, C, I);
+            free(sep);
             /* bias_grad accumulates into db: start from the bias values */
             float *dy = random_floats(total + off, 80 + s, -2, 2);
             OK(be, tsr_buf_write(by, 0, dy, (total + off) * 4));

@@ -660,6 +660,23 @@ tsr_status tsr_op_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_
     return in ? be->iface->maxpool_backward(be, g, dy, idx, dx) : TSR_OK;
 }
 
+int tsr_op_maxpool_relu_folds(const tsr_backend *be) { return be && be->iface->maxpool_backward_relu; }
+
+tsr_status tsr_op_maxpool_backward_relu(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
+                                        tsr_ref idx, tsr_ref y, tsr_ref dx) {
+    BE_CHECK();
+    size_t in, out;
+    TSR_TRY(check_pool(be, op, g, &in, &out));
+    if (!tsr_op_maxpool_relu_folds(be))
+        return tsr_error(be->ctx, TSR_ERR_UNSUPPORTED, "%s: %s folds no relu into a pool's backward", op,
+                         be->device.id);
+    CHECK("dy", dy, out, F);
+    CHECK("idx", idx, out, F);
+    CHECK("y", y, out, F);
+    CHECK("dx", dx, in, F);
+    return in ? be->iface->maxpool_backward_relu(be, g, dy, idx, y, dx) : TSR_OK;
+}
+
 tsr_status tsr_op_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
                                   tsr_ref y, tsr_ref mask) {
     BE_CHECK();

@@ -214,6 +214,12 @@ struct tsr_backend_iface {
     /* dx = 0, then dx[plane][idx] += dy for every output */
     tsr_status (*maxpool_backward)(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
                                    tsr_ref idx, tsr_ref dx);
+    /* Optional (NULL: the stage runs the relu before a pool on its own): maxpool_backward with
+     * the backward of a relu whose output the pool read folded in, dx[plane][idx] += y > 0 ? dy :
+     * 0 with y the pool's output (the relu's output at idx), so the bits of maxpool_backward then
+     * relu_backward */
+    tsr_status (*maxpool_backward_relu)(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
+                                        tsr_ref idx, tsr_ref y, tsr_ref dx);
     /* mask[i] = keep ? 1/(1-p) : 0 with keep = tsr_dropout_keep(seed, i, p); y = x*mask */
     tsr_status (*dropout_forward)(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
                                   tsr_ref y, tsr_ref mask);
@@ -438,6 +444,10 @@ tsr_status tsr_op_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr_r
                                   tsr_ref idx);
 tsr_status tsr_op_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
                                    tsr_ref idx, tsr_ref dx);
+/* see the maxpool_backward_relu slot; tsr_op_maxpool_relu_folds: 1 when the backend has it */
+int tsr_op_maxpool_relu_folds(const tsr_backend *be);
+tsr_status tsr_op_maxpool_backward_relu(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
+                                        tsr_ref idx, tsr_ref y, tsr_ref dx);
 tsr_status tsr_op_dropout_forward(tsr_backend *be, size_t n, float p, uint64_t seed, tsr_ref x,
                                   tsr_ref y, tsr_ref mask);
 tsr_status tsr_op_embed_forward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,

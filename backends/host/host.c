@@ -355,6 +355,7 @@ static const tsr_backend_iface host_iface = {
     .conv_backward = tsr_host_conv_backward,
     .maxpool_forward = tsr_host_maxpool_forward,
     .maxpool_backward = tsr_host_maxpool_backward,
+    .maxpool_backward_relu = tsr_host_maxpool_backward_relu,
     .dropout_forward = tsr_host_dropout_forward,
     .embed_forward = tsr_host_embed_forward,
     .embed_backward = tsr_host_embed_backward,

@@ -96,6 +96,8 @@ tsr_status tsr_host_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr
                                     tsr_ref y, tsr_ref idx);
 tsr_status tsr_host_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
                                      tsr_ref idx, tsr_ref dx);
+tsr_status tsr_host_maxpool_backward_relu(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
+                                          tsr_ref idx, tsr_ref y, tsr_ref dx);
 tsr_status tsr_host_embed_forward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,
                                   tsr_ref table, tsr_ref y);
 tsr_status tsr_host_embed_backward(tsr_backend *be, size_t count, size_t dim, size_t vocab, tsr_ref ids,

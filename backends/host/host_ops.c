@@ -649,6 +649,7 @@ typedef struct pool_args {
     const float *src;
     float *dst;
     int32_t *idx;
+    const float *mask; /* backward with a relu folded in: the pool's output, else NULL */
 } pool_args;
 
 static void maxpool_fwd_planes(void *arg, size_t lo, size_t hi) {
@@ -673,8 +674,14 @@ static void maxpool_bwd_planes(void *arg, size_t lo, size_t hi) {
         const int32_t *ix = a->idx + p * out;
         float *plane = a->dst + p * in;
         memset(plane, 0, in * sizeof *plane);
+        if (!a->mask) {
+            for (size_t o = 0; o < out; o++)
+                if ((uint32_t)ix[o] < in) plane[ix[o]] += d[o]; /* a corrupt index is skipped */
+            continue;
+        }
+        const float *y = a->mask + p * out; /* the relu's output at the argmax */
         for (size_t o = 0; o < out; o++)
-            if ((uint32_t)ix[o] < in) plane[ix[o]] += d[o]; /* a corrupt index is skipped */
+            if ((uint32_t)ix[o] < in) plane[ix[o]] += y[o] > 0.0f ? d[o] : 0.0f;
     }
 }
 
@@ -683,14 +690,21 @@ tsr_status tsr_host_maxpool_forward(tsr_backend *be, const tsr_pool_geom *g, tsr
     if ((uint64_t)g->height * g->width > INT32_MAX)
         return tsr_error(be->ctx, TSR_ERR_SHAPE, "maxpool_forward: %zux%zu plane overflows int32 "
                          "indices", g->height, g->width);
-    pool_args a = {g, tsr_host_f32(x), tsr_host_f32(y), tsr_host_i32(idx)};
+    pool_args a = {g, tsr_host_f32(x), tsr_host_f32(y), tsr_host_i32(idx), NULL};
     tsr_host_parallel(be, g->planes, grain_units(g->height * g->width), maxpool_fwd_planes, &a);
     return TSR_OK;
 }
 
 tsr_status tsr_host_maxpool_backward(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
                                      tsr_ref idx, tsr_ref dx) {
-    pool_args a = {g, tsr_host_f32(dy), tsr_host_f32(dx), tsr_host_i32(idx)};
+    pool_args a = {g, tsr_host_f32(dy), tsr_host_f32(dx), tsr_host_i32(idx), NULL};
+    tsr_host_parallel(be, g->planes, grain_units(g->height * g->width), maxpool_bwd_planes, &a);
+    return TSR_OK;
+}
+
+tsr_status tsr_host_maxpool_backward_relu(tsr_backend *be, const tsr_pool_geom *g, tsr_ref dy,
+                                          tsr_ref idx, tsr_ref y, tsr_ref dx) {
+    pool_args a = {g, tsr_host_f32(dy), tsr_host_f32(dx), tsr_host_i32(idx), tsr_host_f32(y)};
     tsr_host_parallel(be, g->planes, grain_units(g->height * g->width), maxpool_bwd_planes, &a);
     return TSR_OK;
 }

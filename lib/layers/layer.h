@@ -78,8 +78,10 @@ typedef struct tsr_layer_run {
     tsr_ref param[TSR_LAYER_MAX_PARAMS], grad[TSR_LAYER_MAX_PARAMS];
     /* forward */
     int train;
-    int fuse_relu;                        /* conv: out is the next relu's output, written as
-                                           * max(., 0) (the stage skips that relu's forward) */
+    int fuse_relu;                        /* forward, conv: out is the next relu's output,
+                                           * written as max(., 0) (the stage skips that relu's
+                                           * forward); backward, maxpool: din is the gradient of
+                                           * the input of the relu before (its backward skipped) */
     uint64_t seed;                        /* dropout: this layer's mask seed */
     /* backward */
     int accumulate;                       /* parameter gradients: 1 add, 0 overwrite */

@@ -69,6 +69,8 @@ static tsr_status forward(const tsr_layer_run *r) {
 static tsr_status backward(const tsr_layer_run *r) {
     if (!r->want_din[0]) return TSR_OK;
     tsr_pool_geom g = geom(r->l, r->n);
+    if (r->fuse_relu) /* the relu before: din is its input's gradient */
+        return tsr_op_maxpool_backward_relu(r->be, &g, r->dout, r->state, r->out, r->din[0]);
     return tsr_op_maxpool_backward(r->be, &g, r->dout, r->state, r->din[0]);
 }
 

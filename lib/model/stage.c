@@ -731,6 +731,22 @@ static int conv_relu_fused(const tsr_stage *st, size_t i) {
     return 1;
 }
 
+/* 1 when layer i is a max pool whose input only comes from the relu before it, on this float32
+ * stage, with both gradients in the one slot (the relu's backward in place, nothing added): the
+ * pool's backward then writes the relu's input gradient itself (one pass fewer) and the relu's
+ * backward is skipped. The relu's output at a pool's argmax is the pool's output there. */
+static int pool_relu_folded(const tsr_stage *st, size_t i) {
+    if (st->staging || i <= st->first || i >= st->last || !tsr_op_maxpool_relu_folds(st->be)) return 0;
+    const tsr_layer *r = layer(st, i - 1), *p = layer(st, i);
+    if (p->kind != TSR_LAYER_MAXPOOL || r->kind != TSR_LAYER_RELU || p->inputs[0] != i) return 0;
+    for (size_t j = i + 1; j < st->last; j++)
+        for (size_t k = 0; k < layer(st, j)->ninputs; k++)
+            if (layer(st, j)->inputs[k] == i) return 0;
+    const layer_mem *mp = &st->plan.mem[i - st->first], *mr = &st->plan.mem[i - 1 - st->first];
+    return mp->gin[0] >= 0 && mp->scratch[0] < 0 && !mp->add[0] && mr->gin[0] == mr->gout &&
+           mr->scratch[0] < 0 && !mr->add[0];
+}
+
 tsr_status tsr_stage_forward(tsr_stage *st, size_t n, int train, uint64_t dropout_seed, float *loss) {
     if (!st) return TSR_ERR_INVALID_ARG;
     if (!n || n > st->max_batch)
@@ -780,11 +796,15 @@ tsr_status tsr_stage_backward(tsr_stage *st, size_t n, int accumulate) {
         r.din[0] = slot_ref(st, st->plan.out_grad_idx);
         TSR_TRY(r.l->ops->backward(&r));
     }
+    int relu_done = 0; /* the relu at i ran inside the pool's backward after it */
     for (size_t i = st->last; i-- > st->first;) {
         const layer_mem *m = &st->plan.mem[i - st->first];
         tsr_layer_run r = layer_run(st, i, n);
         const tsr_layer *l = r.l;
-        if (!l->ops->view) {
+        if (relu_done) {
+            relu_done = 0;
+        } else if (!l->ops->view) {
+            r.fuse_relu = relu_done = pool_relu_folded(st, i);
             r.accumulate = accumulate || m->shared;
             r.dout = slot_ref(st, m->gout);
             for (size_t k = 0; k < l->ninputs; k++) {

@@ -1472,6 +1472,32 @@ static void test_maxpool(void **state) {
             snprintf(what, sizeof what, "maxpool_backward planes=%zu %zux%zu size=%zu stride=%zu",
                      g.planes, g.height, g.width, g.size, g.stride);
             check_close(be, what, gx, ref, tol, nin + off);
+            /* a relu's backward folded in, on a relu's output (zeros, and ties among them): the
+             * bits of maxpool_backward then relu_backward */
+            for (size_t i = 0; i < nin + off; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+            tsr_buf *br = upload(be, x, (nin + off) * 4), *bry = buf_new(be, nout * 4), *bt = buf_new(be, nin * 4);
+            OK(be, tsr_op_maxpool_forward(be, &g, tsr_ref_at(br, off), tsr_ref_at(bry, 0), tsr_ref_at(bi, off)));
+            OK(be, tsr_op_maxpool_backward(be, &g, tsr_ref_at(by, off), tsr_ref_at(bi, off), tsr_ref_at(bt, 0)));
+            OK(be, tsr_op_relu_backward(be, nin, tsr_ref_at(br, off), tsr_ref_at(bt, 0), tsr_ref_at(bt, 0)));
+            download(bt, gx, nin * 4);
+            OK(be, tsr_op_fill(be, tsr_ref_at(bt, 0), nin, 77.0f));
+            tsr_status folded = tsr_op_maxpool_backward_relu(be, &g, tsr_ref_at(by, off), tsr_ref_at(bi, off),
+                                                             tsr_ref_at(bry, 0), tsr_ref_at(bt, 0));
+            if (!tsr_op_maxpool_relu_folds(be)) {
+                assert_int_equal(folded, TSR_ERR_UNSUPPORTED);
+            } else {
+                OK(be, folded);
+                float *gf = xcalloc(nin, 4);
+                download(bt, gf, nin * 4);
+                if (memcmp(gf, gx, nin * 4))
+                    fail_msg("[%s] maxpool_backward_relu planes=%zu %zux%zu size=%zu stride=%zu: not the bits "
+                             "of maxpool_backward + relu_backward", be->device.id, g.planes, g.height, g.width,
+                             g.size, g.stride);
+                free(gf);
+            }
+            tsr_buf_free(br);
+            tsr_buf_free(bry);
+            tsr_buf_free(bt);
             tsr_buf_free(bx);
             tsr_buf_free(by);
             tsr_buf_free(bi);

@@ -377,27 +377,29 @@ static tsr_status check_3d(tsr_backend *be, const char *op, size_t a, size_t b, 
     return TSR_OK;
 }
 
-tsr_status tsr_op_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
-                           tsr_ref bias, tsr_ref y) {
-    BE_CHECK();
-    size_t total;
-    TSR_TRY(check_3d(be, op, outer, channels, inner, &total));
-    CHECK("bias", bias, channels, F);
-    CHECK("y", y, total, F);
-    return total ? be->iface->bias_add(be, outer, channels, inner, bias, y) : TSR_OK;
-}
-
-tsr_status tsr_op_bias_relu(tsr_backend *be, size_t outer, size_t channels, size_t inner,
-                            tsr_ref bias, tsr_ref y) {
-    BE_CHECK();
+/* bias_add, then max(., 0) when relu is set (through the backend's bias_relu where it has one) */
+static tsr_status bias_add(tsr_backend *be, const char *op, size_t outer, size_t channels, size_t inner,
+                           tsr_ref bias, tsr_ref y, int relu) {
     size_t total;
     TSR_TRY(check_3d(be, op, outer, channels, inner, &total));
     CHECK("bias", bias, channels, F);
     CHECK("y", y, total, F);
     if (!total) return TSR_OK;
-    if (be->iface->bias_relu) return be->iface->bias_relu(be, outer, channels, inner, bias, y);
+    if (relu && be->iface->bias_relu) return be->iface->bias_relu(be, outer, channels, inner, bias, y);
     TSR_TRY(be->iface->bias_add(be, outer, channels, inner, bias, y));
-    return tsr_op_relu_forward(be, total, y, y);
+    return relu ? tsr_op_relu_forward(be, total, y, y) : TSR_OK;
+}
+
+tsr_status tsr_op_bias_add(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                           tsr_ref bias, tsr_ref y) {
+    BE_CHECK();
+    return bias_add(be, op, outer, channels, inner, bias, y, 0);
+}
+
+tsr_status tsr_op_bias_relu(tsr_backend *be, size_t outer, size_t channels, size_t inner,
+                            tsr_ref bias, tsr_ref y) {
+    BE_CHECK();
+    return bias_add(be, op, outer, channels, inner, bias, y, 1);
 }
 
 tsr_status tsr_op_bias_grad(tsr_backend *be, size_t outer, size_t channels, size_t inner,

@@ -886,15 +886,23 @@ void tsr_async_free(tsr_async *a) {
         release_peer(a, &a->w[i]);
         tsr_free(a->run.ctx, a->w[i].tx_buf);
     }
-    tsr_free(a->run.ctx, a->w);
+    /* Receives abandoned on a broken communicator (not cancelled: tsr_comm_p2p_cancel) may
+     * still have MPI write a late message: the request headers (in the peers and srx), the
+     * parameters and the gradient shard stay allocated for the rest of the process, as gossip's
+     * and the pipelines' buffers do. */
+    if (a->comm && a->comm->broken) {
+        tsr_log(a->run.ctx, TSR_LOG_DEBUG, "async: receive buffers kept after a lost peer");
+    } else {
+        tsr_free(a->run.ctx, a->w);
+        tsr_free(a->run.ctx, a->params);
+        tsr_free(a->run.ctx, a->grads);
+        tsr_free(a->run.ctx, a->srx);
+    }
     tsr_optim_free(a->optim);
     tsr_stage_free(a->stage);
     tsr_backend_free(a->be);
     tsr_free(a->run.ctx, a->bound);
-    tsr_free(a->run.ctx, a->params);
-    tsr_free(a->run.ctx, a->grads);
     tsr_free(a->run.ctx, a->probs);
-    tsr_free(a->run.ctx, a->srx);
     tsr_free(a->run.ctx, a);
 }
 

@@ -135,8 +135,10 @@ void tsr_dp_free(tsr_dp *dp) {
     tsr_free(ctx, dp->residual);
     tsr_free(ctx, dp->scratch);
     tsr_free(ctx, dp->idx);
-    tsr_free(ctx, dp->send);
-    tsr_free(ctx, dp->recv);
+    if (!dp->comm->broken) { /* an abandoned top-k allgather may still write them (comm.h) */
+        tsr_free(ctx, dp->send);
+        tsr_free(ctx, dp->recv);
+    }
     tsr_free(ctx, dp);
 }
 

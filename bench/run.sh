@@ -5,7 +5,8 @@
 #  2. allreduce busbw, tessera algorithms vs MPI_Allreduce    (build/bin/tsr-allreduce-bench, n=2),
 #     then per size each target (registered 2x, private 1x MPI; 0.8 of memcpy) next to the
 #     memcpy rate and the cross-core floor measured in the same run
-#  3. training samples/s and accuracy, tessera vs PyTorch CPU (bench/train_vs_torch.py); for the
+#  3. training samples/s and accuracy, tessera vs PyTorch CPU, alternated 3 times, the median
+#     pair (bench/train_vs_torch.py --repeat 3); for the
 #     cnn also its GFLOP/s as a fraction of the SGEMM rate and of the bound OpenBLAS allows at
 #     the cnn's GEMM shapes (build/bin/tsr-conv-bound), with issue 15's targets named
 #  4. data-parallel scaling: 2 ranks vs 1 rank, and the ceiling of 2 independent processes
@@ -39,7 +40,7 @@ fi
 if [ -f "$here/train_vs_torch.py" ]; then
     echo
     echo "== training vs PyTorch (CPU) =="
-    BUILD=$BUILD /usr/bin/python3 "$here/train_vs_torch.py" --models mlp,cnn --threads 2 --limit 12800
+    BUILD=$BUILD /usr/bin/python3 "$here/train_vs_torch.py" --models mlp,cnn --threads 2 --limit 12800 --repeat 3
 fi
 
 if [ -x "$bin/tsr-allreduce-bench" ]; then

@@ -160,6 +160,9 @@ def main():
         here, "..", os.environ.get("BUILD", "build"), "bin", "tsr-train"))
     ap.add_argument("--device", default="", help="tessera device id or index (tsr-train --device)")
     ap.add_argument("--torch-device", default="cpu", help="PyTorch device: cpu or cuda")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of each framework, alternated; the ratio is the median of the "
+                         "pairs' ratios (a noisy machine moves both rates between runs)")
     ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
     ap.add_argument("--bound", default=os.path.join(
         here, "..", os.environ.get("BUILD", "build"), "bin", "tsr-conv-bound"),
@@ -170,10 +173,15 @@ def main():
     test = load_split(args.data, "t10k")
     rows = []
     for spec in args.models.split(","):
-        t = run_tessera(args, spec)
-        p = run_torch(args, spec, train, test)
+        pairs = []
+        for _ in range(max(1, args.repeat)):
+            t = run_tessera(args, spec)
+            p = run_torch(args, spec, train, test)
+            pairs.append((t, p, t["samples_per_s"] / p["samples_per_s"]))
+        pairs.sort(key=lambda q: q[2])
+        t, p, ratio = pairs[(len(pairs) - 1) // 2]  # the median pair (the lower one of an even count)
         rows.append({"model": spec, "tessera": t["samples_per_s"], "torch": p["samples_per_s"],
-                     "ratio": t["samples_per_s"] / p["samples_per_s"],
+                     "ratio": ratio, "ratios": [q[2] for q in pairs],
                      "tessera_acc": t["test_accuracy"], "torch_acc": p["test_accuracy"],
                      "torch_version": p["version"]})
     print("batch %d, %d thread(s), %d epoch(s), %s training samples, Adam lr %g, cosine; "
@@ -183,8 +191,10 @@ def main():
     print("%-6s %14s %14s %7s %10s %10s" % ("model", "tessera smp/s", "torch smp/s", "ratio",
                                              "tsr acc", "torch acc"))
     for r in rows:
-        print("%-6s %14.0f %14.0f %6.2fx %10.4f %10.4f" % (r["model"], r["tessera"], r["torch"],
-                                                          r["ratio"], r["tessera_acc"], r["torch_acc"]))
+        print("%-6s %14.0f %14.0f %6.2fx %10.4f %10.4f%s" % (
+            r["model"], r["tessera"], r["torch"], r["ratio"], r["tessera_acc"], r["torch_acc"],
+            "   (median pair; ratios %s)" % " ".join("%.2f" % x for x in r["ratios"])
+            if len(r["ratios"]) > 1 else ""))
     cnn = [r for r in rows if r["model"] == "cnn"]
     if cnn and args.bound and os.path.exists(args.bound) and not args.device:
         b = conv_bound(args, cnn[0]["tessera"])

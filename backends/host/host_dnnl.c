@@ -181,8 +181,11 @@ int tsr_host_dnnl_sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alph
  * cnn's 64-row GEMMs, 64-deep weight gradients, attention's 64 x 64 x 64), equal at 1024^3; the
  * cnn trained 5% faster. Not the default: in tests/fault/gossip-train-kill.sh (MPICH over UCX, a
  * peer SIGKILLed mid-exchange) the survivors corrupted their heap in 6 of 12 runs with oneDNN's
- * SGEMM and in none of 14 with OpenBLAS's, none of 6 with oneDNN and UCX_MEM_EVENTS=no: UCX's
- * memory hooks and oneDNN's per-call buffers, not yet understood. */
+ * SGEMM and in none of 14 with OpenBLAS's, none of 6 with oneDNN and UCX_MEM_EVENTS=no; later 3
+ * of 24 (10 of 24 with one host thread) against none of 24 with OpenBLAS. Not understood: an
+ * ASan build hid it (0 of 6), valgrind finds no invalid write in a run without a fault, and
+ * glibc's mmap threshold raised to 1 GiB (no munmap of oneDNN's per-call buffers) still failed
+ * (a segfault inside oneDNN). */
 int tsr_host_dnnl_sgemm_wanted(int want, const char **why) {
     *why = NULL;
     return want == TSR_HOST_SGEMM_ONEDNN;

@@ -1273,6 +1273,11 @@ static void test_conv_wgrad(void **state) {
             }
             OK(be, tsr_op_im2col(be, &g, tsr_ref_at(bx, 0), tsr_ref_at(bc, 0)));
             download(bc, col, rows * n * 4);
+            if (runs) { /* beta is 0 or 1 */
+                assert_int_equal(tsr_op_conv_wgrad(be, &g, F, tsr_ref_at(bdy, 0), tsr_ref_at(bc, 0), 0.5f,
+                                                   tsr_ref_at(bdw, 0)), TSR_ERR_INVALID_ARG);
+                assert_non_null(strstr(tsr_context_last_error(fx->ctx), "beta must be 0 or 1"));
+            }
             for (int beta = 0; runs && beta <= 1; beta++) {
                 OK(be, tsr_buf_write(bdw, 0, dw0, F * rows * 4));
                 OK(be, tsr_op_conv_wgrad(be, &g, F, tsr_ref_at(bdy, 0), tsr_ref_at(bc, 0), (float)beta,

@@ -4,7 +4,11 @@
  * OpenBLAS calls, one (sequence, head) pair per pool part. Every sum runs in a fixed order
  * that does not depend on the thread count, so results are the same bits with any pool. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3") /* as host_ops.c: vectorised remainder loops */
+/* O3 as host_ops.c: vectorised remainder loops. no-trapping-math: fast_exp's clamps are
+ * selects on ordered (exception-raising) compares, which GCC 12 if-converts into vector code
+ * only with AVX-512 masks; without it the AVX2 and SSE clones of GELU, the softmaxes and
+ * cross-entropy ran scalar. It changes no value (no reassociation, no contraction). */
+#pragma GCC optimize("O3", "no-trapping-math")
 #endif
 #include <limits.h>
 #include <math.h>

@@ -852,9 +852,9 @@ tsr_status tsr_op_gelu_backward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref dy
     return n ? be->iface->gelu_backward(be, n, x, dy, dx) : TSR_OK;
 }
 
-/* Element counts of the attention operands: qkv/out (batch*tokens*3C / *C) and att. */
+/* Element counts of the attention operands: qkv/out (batch*tokens*3C / *C) and scratch. */
 static tsr_status check_attn(tsr_backend *be, const char *op, const tsr_attn_geom *g,
-                             size_t *qkv, size_t *out, size_t *att) {
+                             size_t *qkv, size_t *out, size_t *scratch) {
     if (!g) return tsr_error(be->ctx, TSR_ERR_INVALID_ARG, "%s: NULL geometry", op);
     if (!g->heads || g->channels % g->heads)
         return tsr_error(be->ctx, TSR_ERR_SHAPE, "%s: %zu channels do not split into %zu heads",
@@ -862,8 +862,8 @@ static tsr_status check_attn(tsr_backend *be, const char *op, const tsr_attn_geo
     size_t bt, c3, bh;
     if (tsr_mul_size(g->batch, g->tokens, &bt) || tsr_mul_size(g->channels, 3, &c3) ||
         tsr_mul_size(bt, c3, qkv) || tsr_mul_size(bt, g->channels, out) ||
-        tsr_mul_size(g->batch, g->heads, &bh) || tsr_mul_size(bh, g->tokens, att) ||
-        tsr_mul_size(*att, g->tokens, att))
+        tsr_mul_size(g->batch, g->heads, &bh) || tsr_mul_size(bh, g->tokens, scratch) ||
+        tsr_mul_size(*scratch, g->tokens, scratch) || tsr_mul_size(*scratch, 2, scratch))
         return tsr_error(be->ctx, TSR_ERR_SHAPE,
                          "%s: batch %zu x tokens %zu x channels %zu x heads %zu overflows", op,
                          g->batch, g->tokens, g->channels, g->heads);
@@ -871,35 +871,34 @@ static tsr_status check_attn(tsr_backend *be, const char *op, const tsr_attn_geo
 }
 
 tsr_status tsr_op_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                    tsr_ref att, tsr_ref out) {
+                                    tsr_ref scratch, tsr_ref out) {
     BE_CHECK();
     HAS_SLOT(attention_forward);
-    size_t nqkv, nout, natt;
-    TSR_TRY(check_attn(be, op, g, &nqkv, &nout, &natt));
+    size_t nqkv, nout, nscratch;
+    TSR_TRY(check_attn(be, op, g, &nqkv, &nout, &nscratch));
     if (!nout) return TSR_OK;
     CHECK("qkv", qkv, nqkv, F);
-    CHECK("att", att, natt, F);
+    CHECK("scratch", scratch, nscratch, F);
     CHECK("out", out, nout, F);
     if (be->precision != TSR_PRECISION_FP32)
-        return tsr_backend_attention16_forward(be, g, nqkv, qkv, att, out);
-    return be->iface->attention_forward(be, g, qkv, att, out);
+        return tsr_backend_attention16_forward(be, g, nqkv, qkv, scratch, out);
+    return be->iface->attention_forward(be, g, qkv, scratch, out);
 }
 
 tsr_status tsr_op_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                     tsr_ref att, tsr_ref dout, tsr_ref scratch, tsr_ref dqkv) {
+                                     tsr_ref dout, tsr_ref scratch, tsr_ref dqkv) {
     BE_CHECK();
     HAS_SLOT(attention_backward);
-    size_t nqkv, nout, natt;
-    TSR_TRY(check_attn(be, op, g, &nqkv, &nout, &natt));
+    size_t nqkv, nout, nscratch;
+    TSR_TRY(check_attn(be, op, g, &nqkv, &nout, &nscratch));
     if (!nout) return TSR_OK;
     CHECK("qkv", qkv, nqkv, F);
-    CHECK("att", att, natt, F);
     CHECK("dout", dout, nout, F);
-    CHECK("scratch", scratch, natt, F);
+    CHECK("scratch", scratch, nscratch, F);
     CHECK("dqkv", dqkv, nqkv, F);
     if (be->precision != TSR_PRECISION_FP32)
-        return tsr_backend_attention16_backward(be, g, nqkv, nout, qkv, att, dout, scratch, dqkv);
-    return be->iface->attention_backward(be, g, qkv, att, dout, scratch, dqkv);
+        return tsr_backend_attention16_backward(be, g, nqkv, nout, qkv, dout, scratch, dqkv);
+    return be->iface->attention_backward(be, g, qkv, dout, scratch, dqkv);
 }
 
 /* Cross-entropy shapes: rows x cols without overflow, and (with rows) 1..2^31-1 classes. */

@@ -98,10 +98,18 @@ typedef struct tsr_adam_params {
 /* Causal multi-head self-attention over `batch` sequences of `tokens` positions. qkv is
  * [batch][tokens][3*channels] (Hugging Face GPT-2's c_attn output: the q, k and v blocks of
  * `channels` each, head h at columns h*head_size.. of each block), out is
- * [batch][tokens][channels], att [batch][heads][tokens][tokens]. */
+ * [batch][tokens][channels]. The attention weights are not kept between the passes: backward
+ * recomputes them (the selective activation recomputation of Korthikanti et al., 2022, which
+ * Megatron-LM applies to this core), so a model keeps O(T) per layer instead of
+ * [heads][T][T], and `scratch` (TSR_ATTN_SCRATCH(g) floats, shared by the layers) is working
+ * memory of one call. */
 typedef struct tsr_attn_geom {
     size_t batch, tokens, channels, heads; /* channels % heads == 0 */
 } tsr_attn_geom;
+
+/* Floats of an attention call's scratch: the weights and their gradient, one
+ * [batch][heads][tokens][tokens] each (the host uses a cache-sized slice per worker). */
+#define TSR_ATTN_SCRATCH(g) (2 * (g)->batch * (g)->heads * (g)->tokens * (g)->tokens)
 
 struct tsr_backend_iface {
     const char *name; /* "host", "opencl" */
@@ -274,14 +282,15 @@ struct tsr_backend_iface {
     tsr_status (*gelu_forward)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);
     /* dx = gelu'(x) * dy (dx may alias dy). */
     tsr_status (*gelu_backward)(tsr_backend *be, size_t n, tsr_ref x, tsr_ref dy, tsr_ref dx);
-    /* Causal self-attention core (see tsr_attn_geom): att[b][h] = softmax over j <= t of
-     * q_t . k_j / sqrt(head size) (0 for j > t), out[b][t][h-th head] = att[b][h] @ v. */
+    /* Causal self-attention core (see tsr_attn_geom): with P[b][h] = softmax over j <= t of
+     * q_t . k_j / sqrt(head size) (0 for j > t), out[b][t][h-th head] = P[b][h] @ v. P lives
+     * in scratch (TSR_ATTN_SCRATCH floats) only during the call. */
     tsr_status (*attention_forward)(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                    tsr_ref att, tsr_ref out);
-    /* dqkv = d(loss)/d(qkv) (overwritten) from dout and the forward's att; scratch holds
-     * batch*heads*tokens*tokens floats. */
+                                    tsr_ref scratch, tsr_ref out);
+    /* dqkv = d(loss)/d(qkv) (overwritten) from dout; P is recomputed from qkv exactly as the
+     * forward computed it (the same bits), in scratch. */
     tsr_status (*attention_backward)(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                     tsr_ref att, tsr_ref dout, tsr_ref scratch, tsr_ref dqkv);
+                                     tsr_ref dout, tsr_ref scratch, tsr_ref dqkv);
     /* Cross-entropy per row of logits (rows x cols) against int32 targets: probs = softmax,
      * loss[r] = -log probs[r][target]; target -1 is ignored (loss 0), another target outside
      * [0, cols) gives NaN. probs may alias logits. */
@@ -473,9 +482,9 @@ tsr_status tsr_op_layernorm_backward(tsr_backend *be, size_t rows, size_t dim, t
 tsr_status tsr_op_gelu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);
 tsr_status tsr_op_gelu_backward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref dy, tsr_ref dx);
 tsr_status tsr_op_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                    tsr_ref att, tsr_ref out);
+                                    tsr_ref scratch, tsr_ref out);
 tsr_status tsr_op_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                     tsr_ref att, tsr_ref dout, tsr_ref scratch, tsr_ref dqkv);
+                                     tsr_ref dout, tsr_ref scratch, tsr_ref dqkv);
 tsr_status tsr_op_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
                                tsr_ref targets, tsr_ref probs, tsr_ref loss);
 tsr_status tsr_op_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,
@@ -493,9 +502,9 @@ tsr_status tsr_backend_gemm16(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_
                               tsr_ref b, size_t ldb, size_t stride_b, float beta, tsr_ref c,
                               size_t ldc, size_t stride_c, size_t batch);
 tsr_status tsr_backend_attention16_forward(tsr_backend *be, const tsr_attn_geom *g, size_t nqkv,
-                                           tsr_ref qkv, tsr_ref att, tsr_ref out);
+                                           tsr_ref qkv, tsr_ref scratch, tsr_ref out);
 tsr_status tsr_backend_attention16_backward(tsr_backend *be, const tsr_attn_geom *g, size_t nqkv,
-                                            size_t nout, tsr_ref qkv, tsr_ref att, tsr_ref dout,
+                                            size_t nout, tsr_ref qkv, tsr_ref dout,
                                             tsr_ref scratch, tsr_ref dqkv);
 /* Elements from the first of `batch` row-major matrices' first element to the last one's last
  * (rows x cols, leading dimension ld, `stride` apart); for operands the wrapper checked, so

@@ -4,7 +4,7 @@
  * exactly the 16-bit values while accumulating in float32 (bf16 x bf16 and fp16 x fp16
  * products are exact in float32: only the summation order can differ from a 16-bit GEMM
  * with float32 accumulation). Attention's probabilities P and their gradient dS, made inside
- * the backends' attention, are rounded there (P is kept rounded for the backward).
+ * the backends' attention, are rounded there (backward recomputes P the same way, rounded too).
  * A backend whose GEMM takes 16-bit inputs itself (gemm_native: the host's OpenBLAS
  * cblas_sbgemm) gets its operands unrounded. Operands larger than TSR_ROUND_CAP_FLOATS are
  * rounded and multiplied a block at a time (gemm16_blocked). */
@@ -118,19 +118,19 @@ tsr_status tsr_backend_gemm16(tsr_backend *be, tsr_trans ta, tsr_trans tb, size_
 }
 
 tsr_status tsr_backend_attention16_forward(tsr_backend *be, const tsr_attn_geom *g, size_t nqkv,
-                                           tsr_ref qkv, tsr_ref att, tsr_ref out) {
+                                           tsr_ref qkv, tsr_ref scratch, tsr_ref out) {
     TSR_TRY(tsr_backend_round_room(be, nqkv));
     tsr_ref rq = tsr_ref_at(be->round_buf, 0);
     TSR_TRY(be->iface->round16(be, be->precision, nqkv, qkv, rq));
-    return be->iface->attention_forward(be, g, rq, att, out);
+    return be->iface->attention_forward(be, g, rq, scratch, out);
 }
 
 tsr_status tsr_backend_attention16_backward(tsr_backend *be, const tsr_attn_geom *g, size_t nqkv,
-                                            size_t nout, tsr_ref qkv, tsr_ref att, tsr_ref dout,
+                                            size_t nout, tsr_ref qkv, tsr_ref dout,
                                             tsr_ref scratch, tsr_ref dqkv) {
     TSR_TRY(tsr_backend_round_room(be, nqkv + nout));
     tsr_ref rq = tsr_ref_at(be->round_buf, 0), rd = tsr_ref_at(be->round_buf, nqkv);
     TSR_TRY(be->iface->round16(be, be->precision, nqkv, qkv, rq));
     TSR_TRY(be->iface->round16(be, be->precision, nout, dout, rd));
-    return be->iface->attention_backward(be, g, rq, att, rd, scratch, dqkv);
+    return be->iface->attention_backward(be, g, rq, rd, scratch, dqkv);
 }

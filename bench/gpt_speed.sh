@@ -3,7 +3,10 @@
 # gpt-mini at batch 4 x 64 tokens with AdamW, the same threads on both sides.
 #
 #   sh bench/gpt_speed.sh [--models gpt2,gpt-mini] [--threads 2] [--steps 5] [--repeats 3]
-#       [--precision fp32[,bf16,fp16]] [--clip 0]
+#       [--precision fp32[,bf16,fp16]] [--clip 0] [--batch 4] [--context 64]
+#
+# --batch, --context: sequences a step and tokens a sequence (GPT-2's own context is 1024;
+# gpt-mini's 256), the same on both sides.
 #
 # --precision: a list runs each in turn inside every repeat, so their ratios are side by side;
 # bf16/fp16 is tessera's --precision against PyTorch's autocast (AMP). "of SGEMM" stays a
@@ -24,7 +27,7 @@ set -eu
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 here=$(cd "$(dirname "$0")" && pwd)
-models=gpt2,gpt-mini threads=2 steps=5 repeats=3 precision=fp32 clip=0
+models=gpt2,gpt-mini threads=2 steps=5 repeats=3 precision=fp32 clip=0 batch=4 context=64
 while [ $# -gt 0 ]; do
     case $1 in
     --models) models=$2 ;;
@@ -33,7 +36,9 @@ while [ $# -gt 0 ]; do
     --repeats) repeats=$2 ;;
     --precision) precision=$2 ;;
     --clip) clip=$2 ;;
-    *) echo "gpt_speed.sh: unknown option $1 (--models, --threads, --steps, --repeats, --precision, --clip)" >&2; exit 2 ;;
+    --batch) batch=$2 ;;
+    --context) context=$2 ;;
+    *) echo "gpt_speed.sh: unknown option $1 (--models, --threads, --steps, --repeats, --precision, --clip, --batch, --context)" >&2; exit 2 ;;
     esac
     shift 2
 done
@@ -61,12 +66,12 @@ for r in $(seq "$repeats"); do
         case $m in gpt-mini) data=$d/v256 ;; *) data=$d/v50257 ;; esac
         for p in $(echo "$precision" | tr , ' '); do
             for n in 1 $((steps + 1)); do
-                "$BUILD/bin/tsr-train" --model "$m" --data "$data" --context 64 --batch 4 --steps "$n" \
+                "$BUILD/bin/tsr-train" --model "$m" --data "$data" --context "$context" --batch "$batch" --steps "$n" \
                     --optimizer adamw --lr 1e-3 --weight-decay 0.1 --clip-grad "$clip" --val-windows 1 \
                     --precision "$p" --json --quiet > "$d/tsr.$m.$p.$r.$n.json" 2> "$d/tsr.err" ||
                     { cat "$d/tsr.err" >&2; exit 1; }
             done
-            "$PYTHON" "$here/gpt_torch_speed.py" --models "$m" --batch 4 --tokens 64 --threads "$threads" \
+            "$PYTHON" "$here/gpt_torch_speed.py" --models "$m" --batch "$batch" --tokens "$context" --threads "$threads" \
                 --steps "$steps" --warmup 1 --precision "$p" --clip "$clip" --json > "$d/torch.$m.$p.$r.json"
             echo "repeat $r $m $p: done ($(uptime | sed 's/.*load/load/'))"
         done

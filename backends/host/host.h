@@ -173,9 +173,9 @@ tsr_status tsr_host_layernorm_backward(tsr_backend *be, size_t rows, size_t dim,
 tsr_status tsr_host_gelu_forward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref y);
 tsr_status tsr_host_gelu_backward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref dy, tsr_ref dx);
 tsr_status tsr_host_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                      tsr_ref att, tsr_ref out);
+                                      tsr_ref scratch, tsr_ref out);
 tsr_status tsr_host_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                       tsr_ref att, tsr_ref dout, tsr_ref scratch, tsr_ref dqkv);
+                                       tsr_ref dout, tsr_ref scratch, tsr_ref dqkv);
 tsr_status tsr_host_xent_forward(tsr_backend *be, size_t rows, size_t cols, tsr_ref logits,
                                  tsr_ref targets, tsr_ref probs, tsr_ref loss);
 tsr_status tsr_host_xent_backward(tsr_backend *be, size_t rows, size_t cols, tsr_ref probs,

@@ -1,7 +1,8 @@
 /* Host CPU backend: the transformer (GPT-2) pieces — layer norm, GELU (tanh form), the causal
  * self-attention core and cross-entropy with ignored positions. Formulas follow llm.c's
  * train_gpt2.c; attention runs its score and value products through single-threaded
- * OpenBLAS calls, one (sequence, head) pair per pool part. Every sum runs in a fixed order
+ * SGEMM calls, whole (sequence, head) pairs per pool part, QBLOCK query rows at a time, and
+ * recomputes P in backward rather than keeping it. Every sum runs in a fixed order
  * that does not depend on the thread count, so results are the same bits with any pool. */
 #if defined(__GNUC__) && !defined(__clang__)
 /* O3 as host_ops.c: vectorised remainder loops. no-trapping-math: fast_exp's clamps are
@@ -205,11 +206,16 @@ tsr_status tsr_host_gelu_backward(tsr_backend *be, size_t n, tsr_ref x, tsr_ref 
 
 /* ---- causal self-attention core ---- */
 
+/* Query rows a block: a pair's scores are made QBLOCK rows at a time, so a worker's P and dP
+ * (2 x QBLOCK x T floats: 512 KiB at GPT-2's 1024 tokens) stay in its cache instead of
+ * [heads][T][T] per sequence passing through memory. */
+#define QBLOCK 64
+
 typedef struct attn_args {
-    size_t T, C, NH, hs;
+    size_t T, C, NH, hs, qb;
     float scale; /* 1/sqrt(head size) */
     const float *qkv, *dout;
-    float *att, *out, *scratch, *dqkv;
+    float *out, *scratch, *dqkv;
     tsr_precision prec; /* 16-bit modes: P and dS rounded too (backend_precision.c) */
     const tsr_backend *be; /* its SGEMM */
 } attn_args;
@@ -217,15 +223,19 @@ typedef struct attn_args {
 /* Row-major single-threaded GEMM (the pool supplies the parallelism; sizes fit int, checked
  * by the callers). */
 static void sgemm(const attn_args *args, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
-                  const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc) {
-    tsr_host_sgemm(args->be, ta, tb, m, n, k, alpha, a, lda, b, ldb, 0.0f, c, ldc);
+                  const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                  size_t ldc) {
+    tsr_host_sgemm(args->be, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-/* Rows t of a T x T score matrix: softmax over j <= t, zero above the diagonal. The
- * exponentials run in vectors, the sum in order. */
-VECTOR_CLONES static void causal_softmax(float *s, size_t T) {
-    for (size_t t = 0; t < T; t++) {
-        float *row = s + t * T;
+/* Rows t0 + i (i < m) of the causal softmax, each over its keys j <= t0 + i of the n = t0 + m
+ * in the block (row stride n); zero above the diagonal. The exponentials run in vectors, the
+ * sum in order. */
+VECTOR_CLONES static void causal_softmax(float *s, size_t t0, size_t m) {
+    size_t n = t0 + m;
+    for (size_t i = 0; i < m; i++) {
+        float *row = s + i * n;
+        size_t t = t0 + i;
         float mx = row[0];
         for (size_t j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
         float sum = 0.0f;
@@ -233,48 +243,82 @@ VECTOR_CLONES static void causal_softmax(float *s, size_t T) {
         for (size_t j = 0; j <= t; j++) sum += row[j];
         float inv = 1.0f / sum;
         for (size_t j = 0; j <= t; j++) row[j] *= inv;
-        for (size_t j = t + 1; j < T; j++) row[j] = 0.0f;
+        for (size_t j = t + 1; j < n; j++) row[j] = 0.0f;
     }
 }
 
+/* One (sequence, head) pair's operands. */
+typedef struct attn_pair {
+    const float *q, *k, *v, *dout;
+    float *out, *dq, *dk, *dv;
+} attn_pair;
+
+static attn_pair pair_of(const attn_args *a, size_t p) {
+    size_t b = p / a->NH, h = p % a->NH, qo = b * a->T * 3 * a->C + h * a->hs;
+    size_t oo = b * a->T * a->C + h * a->hs;
+    attn_pair x = {a->qkv + qo, a->qkv + qo + a->C, a->qkv + qo + 2 * a->C, NULL, NULL, NULL, NULL, NULL};
+    if (a->dout) x.dout = a->dout + oo;
+    if (a->out) x.out = a->out + oo;
+    if (a->dqkv) x.dq = a->dqkv + qo, x.dk = x.dq + a->C, x.dv = x.dq + 2 * a->C;
+    return x;
+}
+
+/* P of query rows [t0, t0 + m) against keys [0, t0 + m), into s (row stride t0 + m): the
+ * forward and the backward's recomputation run this same code, so backward sees the forward's
+ * bits. */
+static void attn_probs(const attn_args *a, const attn_pair *x, size_t t0, size_t m, float *s) {
+    size_t n = t0 + m, ld = 3 * a->C;
+    sgemm(a, 0, 1, m, n, a->hs, a->scale, x->q + t0 * ld, ld, x->k, ld, 0.0f, s, n); /* scaled q k^T */
+    causal_softmax(s, t0, m);
+    if (a->prec != TSR_PRECISION_FP32) tsr_round_n(a->prec, s, s, m * n);
+}
+
+/* A part's scratch: its first pair's slot (2 x QBLOCK x T floats of the call's scratch). */
+static float *part_scratch(const attn_args *a, size_t lo) { return a->scratch + lo * 2 * a->qb * a->T; }
+
 static void attn_forward_pairs(void *arg, size_t lo, size_t hi) {
     const attn_args *a = arg;
-    size_t T = a->T, C = a->C, hs = a->hs;
+    float *s = part_scratch(a, lo);
     for (size_t p = lo; p < hi; p++) {
-        size_t b = p / a->NH, h = p % a->NH;
-        const float *q = a->qkv + b * T * 3 * C + h * hs, *k = q + C, *v = q + 2 * C;
-        float *att = a->att + p * T * T, *out = a->out + b * T * C + h * hs;
-        sgemm(a, 0, 1, T, T, hs, a->scale, q, 3 * C, k, 3 * C, att, T); /* scaled q k^T */
-        causal_softmax(att, T);
-        if (a->prec != TSR_PRECISION_FP32) tsr_round_n(a->prec, att, att, T * T);
-        sgemm(a, 0, 0, T, hs, T, 1.0f, att, T, v, 3 * C, out, C); /* att v */
+        attn_pair x = pair_of(a, p);
+        for (size_t t0 = 0; t0 < a->T; t0 += a->qb) {
+            size_t m = a->T - t0 < a->qb ? a->T - t0 : a->qb, n = t0 + m;
+            attn_probs(a, &x, t0, m, s);
+            sgemm(a, 0, 0, m, a->hs, n, 1.0f, s, n, x.v, 3 * a->C, 0.0f, x.out + t0 * a->C, a->C); /* P v */
+        }
     }
 }
 
 static void attn_backward_pairs(void *arg, size_t lo, size_t hi) {
     const attn_args *a = arg;
-    size_t T = a->T, C = a->C, hs = a->hs;
+    size_t T = a->T, C = a->C, hs = a->hs, ld = 3 * C;
+    float *s = part_scratch(a, lo), *ds = s + a->qb * T;
     for (size_t p = lo; p < hi; p++) {
-        size_t b = p / a->NH, h = p % a->NH;
-        size_t qo = b * T * 3 * C + h * hs;
-        const float *q = a->qkv + qo, *k = q + C, *v = q + 2 * C;
-        const float *att = a->att + p * T * T, *dout = a->dout + b * T * C + h * hs;
-        float *ds = a->scratch + p * T * T;
-        float *dq = a->dqkv + qo, *dk = dq + C, *dv = dq + 2 * C;
-        sgemm(a, 0, 1, T, T, hs, 1.0f, dout, C, v, 3 * C, ds, T); /* d att = dout v^T */
-        sgemm(a, 1, 0, T, hs, T, 1.0f, att, T, dout, C, dv, 3 * C); /* dv = att^T dout */
-        /* softmax backward: d score[t][j] = att (d att - sum_k att d att), causal part only */
-        for (size_t t = 0; t < T; t++) {
-            const float *ar = att + t * T;
-            float *dr = ds + t * T;
-            float dot = 0.0f;
-            for (size_t j = 0; j <= t; j++) dot += ar[j] * dr[j];
-            for (size_t j = 0; j <= t; j++) dr[j] = ar[j] * (dr[j] - dot);
-            for (size_t j = t + 1; j < T; j++) dr[j] = 0.0f;
+        attn_pair x = pair_of(a, p);
+        for (size_t t = 0; t < T; t++) { /* dk and dv add up over the query blocks */
+            memset(x.dk + t * ld, 0, hs * sizeof(float));
+            memset(x.dv + t * ld, 0, hs * sizeof(float));
         }
-        if (a->prec != TSR_PRECISION_FP32) tsr_round_n(a->prec, ds, ds, T * T);
-        sgemm(a, 0, 0, T, hs, T, a->scale, ds, T, k, 3 * C, dq, 3 * C); /* dq = scale ds k */
-        sgemm(a, 1, 0, T, hs, T, a->scale, ds, T, q, 3 * C, dk, 3 * C); /* dk = scale ds^T q */
+        for (size_t t0 = 0; t0 < T; t0 += a->qb) {
+            size_t m = T - t0 < a->qb ? T - t0 : a->qb, n = t0 + m;
+            const float *dout = x.dout + t0 * C, *q = x.q + t0 * ld;
+            attn_probs(a, &x, t0, m, s);
+            sgemm(a, 0, 1, m, n, hs, 1.0f, dout, C, x.v, ld, 0.0f, ds, n); /* dP = dout v^T */
+            sgemm(a, 1, 0, n, hs, m, 1.0f, s, n, dout, C, 1.0f, x.dv, ld); /* dv += P^T dout */
+            /* softmax backward: dS[t][j] = P (dP - sum_k P dP), causal part only */
+            for (size_t i = 0; i < m; i++) {
+                const float *pr = s + i * n;
+                float *dr = ds + i * n;
+                size_t t = t0 + i;
+                float dot = 0.0f;
+                for (size_t j = 0; j <= t; j++) dot += pr[j] * dr[j];
+                for (size_t j = 0; j <= t; j++) dr[j] = pr[j] * (dr[j] - dot);
+                for (size_t j = t + 1; j < n; j++) dr[j] = 0.0f;
+            }
+            if (a->prec != TSR_PRECISION_FP32) tsr_round_n(a->prec, ds, ds, m * n);
+            sgemm(a, 0, 0, m, hs, n, a->scale, ds, n, x.k, ld, 0.0f, x.dq + t0 * ld, ld); /* dq = scale dS k */
+            sgemm(a, 1, 0, n, hs, m, a->scale, ds, n, q, ld, 1.0f, x.dk, ld); /* dk += scale dS^T q */
+        }
     }
 }
 
@@ -288,6 +332,7 @@ static tsr_status attn_setup(tsr_backend *be, const tsr_attn_geom *g, attn_args 
     a->C = g->channels;
     a->NH = g->heads;
     a->hs = g->channels / g->heads;
+    a->qb = g->tokens < QBLOCK ? g->tokens : QBLOCK; /* a part's slot fits its first pair's */
     a->scale = 1.0f / sqrtf((float)a->hs);
     a->prec = be->precision;
     a->be = be;
@@ -295,11 +340,11 @@ static tsr_status attn_setup(tsr_backend *be, const tsr_attn_geom *g, attn_args 
 }
 
 tsr_status tsr_host_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                      tsr_ref att, tsr_ref out) {
+                                      tsr_ref scratch, tsr_ref out) {
     attn_args a;
     TSR_TRY(attn_setup(be, g, &a));
     a.qkv = tsr_host_f32(qkv);
-    a.att = tsr_host_f32(att);
+    a.scratch = tsr_host_f32(scratch);
     a.out = tsr_host_f32(out);
     tsr_host_parallel(be, g->batch * g->heads, grain_of(2 * a.T * a.T * a.hs), attn_forward_pairs,
                       &a);
@@ -307,15 +352,14 @@ tsr_status tsr_host_attention_forward(tsr_backend *be, const tsr_attn_geom *g, t
 }
 
 tsr_status tsr_host_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                       tsr_ref att, tsr_ref dout, tsr_ref scratch, tsr_ref dqkv) {
+                                       tsr_ref dout, tsr_ref scratch, tsr_ref dqkv) {
     attn_args a;
     TSR_TRY(attn_setup(be, g, &a));
     a.qkv = tsr_host_f32(qkv);
-    a.att = tsr_host_f32(att);
     a.dout = tsr_host_f32(dout);
     a.scratch = tsr_host_f32(scratch);
     a.dqkv = tsr_host_f32(dqkv);
-    tsr_host_parallel(be, g->batch * g->heads, grain_of(4 * a.T * a.T * a.hs),
+    tsr_host_parallel(be, g->batch * g->heads, grain_of(5 * a.T * a.T * a.hs),
                       attn_backward_pairs, &a);
     return TSR_OK;
 }

@@ -806,32 +806,41 @@ static tsr_status attn_rows(tsr_backend *be, int k, const tsr_attn_geom *g, tsr_
     return launch_rows(&a, g->batch * g->heads * T, local);
 }
 
-static tsr_status cl_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                       tsr_ref att, tsr_ref out) {
+/* P into att (the first half of the call's scratch): the forward and the backward's
+ * recomputation run this same code, so backward sees the forward's bits. */
+static tsr_status attn_probs(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv, tsr_ref att) {
     size_t T = g->tokens, hs = g->channels / g->heads;
     float scale = 1.0f / sqrtf((float)hs);
-    attn_operand q = qkv_part(g, qkv, 0), k = qkv_part(g, qkv, 1), v = qkv_part(g, qkv, 2);
+    attn_operand q = qkv_part(g, qkv, 0), k = qkv_part(g, qkv, 1);
     TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_TRANS, T, T, hs, scale, q, k, scores(g, att)));
     TSR_TRY(attn_rows(be, TSR_CL_K_attn_softmax, g, att, NULL));
-    if (be->precision != TSR_PRECISION_FP32) /* P, an input of P v, kept 16-bit (backend_precision.c) */
+    if (be->precision != TSR_PRECISION_FP32) /* P, an input of P v, 16-bit (backend_precision.c) */
         TSR_TRY(cl_round16(be, be->precision, g->batch * g->heads * T * T, att, att));
-    return attn_gemm(be, g, TSR_NO_TRANS, TSR_NO_TRANS, T, hs, T, 1.0f, scores(g, att), v,
-                     head_rows(g, out));
+    return TSR_OK;
+}
+
+static tsr_status cl_attention_forward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
+                                       tsr_ref scratch, tsr_ref out) {
+    size_t T = g->tokens, hs = g->channels / g->heads;
+    TSR_TRY(attn_probs(be, g, qkv, scratch));
+    return attn_gemm(be, g, TSR_NO_TRANS, TSR_NO_TRANS, T, hs, T, 1.0f, scores(g, scratch),
+                     qkv_part(g, qkv, 2), head_rows(g, out));
 }
 
 static tsr_status cl_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
-                                        tsr_ref att, tsr_ref dout, tsr_ref scratch,
-                                        tsr_ref dqkv) {
+                                        tsr_ref dout, tsr_ref scratch, tsr_ref dqkv) {
     size_t T = g->tokens, hs = g->channels / g->heads;
     float scale = 1.0f / sqrtf((float)hs);
+    tsr_ref att = scratch, dscores = tsr_ref_offset(scratch, g->batch * g->heads * T * T);
+    TSR_TRY(attn_probs(be, g, qkv, att));
     attn_operand q = qkv_part(g, qkv, 0), k = qkv_part(g, qkv, 1), v = qkv_part(g, qkv, 2);
     attn_operand dq = qkv_part(g, dqkv, 0), dk = qkv_part(g, dqkv, 1), dv = qkv_part(g, dqkv, 2);
-    attn_operand a = scores(g, att), ds = scores(g, scratch), d = head_rows(g, dout);
+    attn_operand a = scores(g, att), ds = scores(g, dscores), d = head_rows(g, dout);
     TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_TRANS, T, T, hs, 1.0f, d, v, ds)); /* d att */
     TSR_TRY(attn_gemm(be, g, TSR_TRANS, TSR_NO_TRANS, T, hs, T, 1.0f, a, d, dv));
-    TSR_TRY(attn_rows(be, TSR_CL_K_attn_softmax_backward, g, att, &scratch)); /* d scores */
+    TSR_TRY(attn_rows(be, TSR_CL_K_attn_softmax_backward, g, att, &dscores)); /* d scores */
     if (be->precision != TSR_PRECISION_FP32) /* dS, an input of the dq and dk products */
-        TSR_TRY(cl_round16(be, be->precision, g->batch * g->heads * T * T, scratch, scratch));
+        TSR_TRY(cl_round16(be, be->precision, g->batch * g->heads * T * T, dscores, dscores));
     TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_NO_TRANS, T, hs, T, scale, ds, k, dq));
     return attn_gemm(be, g, TSR_TRANS, TSR_NO_TRANS, T, hs, T, scale, ds, q, dk);
 }

@@ -160,12 +160,13 @@ tsr_status tsr_gpt_config_parse(tsr_context *ctx, const char *name, tsr_gpt_conf
 size_t tsr_model_gpt_blocks(const tsr_model *model);
 /* Activation floats of one GPT block per sequence of T tokens, as a stage plans them: the ten
  * outputs (ln_1 C, c_attn 3C, attention C, c_proj C, add C, ln_2 C, c_fc 4C, gelu 4C, c_proj C,
- * add C: 18 C per token), each layer norm's mean and 1/std (2 per token each) and the
- * attention weights (H T^2): T (18 C + 4) + H T^2. */
+ * add C: 18 C per token) and each layer norm's mean and 1/std (2 per token each): T (18 C + 4).
+ * The attention weights are not kept (backward recomputes them): the stage's workspace holds
+ * one call's, 2 H T^2 per sequence, shared by every block. */
 size_t tsr_gpt_block_activation_floats(const tsr_gpt_config *config, size_t tokens);
 /* Their bytes in `precision`: 4 per float in fp32; in bf16/fp16 the stage keeps 16 C per token
- * (every output but the two residual adds) and the attention weights in 2 bytes, the adds and
- * the statistics in 4: 2 (16 C T + H T^2) + 4 (2 C T + 4 T). */
+ * (every output but the two residual adds) in 2 bytes, the adds and the statistics in 4:
+ * 2 x 16 C T + 4 (2 C T + 4 T). */
 size_t tsr_gpt_block_activation_bytes(const tsr_gpt_config *config, size_t tokens, tsr_precision precision);
 /* ---- tensor parallelism (lib/model/gpt_tp.c) ----
  * Megatron-LM's split of every block over a group of K ranks, unevenly: rank r holds `heads`

@@ -1,7 +1,10 @@
 /* attention:H — the core of causal multi-head self-attention (GPT-2's attn between c_attn and
  * c_proj): input [T, 3C], each row q | k | v of C channels (head h at channels h*C/H.. of each
  * block), output [T, C]: for every head softmax over keys j <= t of q_t.k_j / sqrt(C/H), times
- * v, heads side by side. No parameters; keeps the attention weights [H][T][T] per sample. */
+ * v, heads side by side. No parameters and no kept state: backward recomputes the weights
+ * (Megatron-LM's selective activation recomputation; one more q k^T product), so the model
+ * keeps O(T) per layer instead of [H][T][T] per sample; the weights and their gradient live
+ * in the stage's workspace, shared by its layers, only during a call. */
 #include <stdio.h>
 #include <string.h>
 #include "lib/core/internal.h"
@@ -38,14 +41,13 @@ static tsr_status shape(tsr_context *ctx, tsr_layer *l, const tsr_tshape *in) {
     return TSR_OK;
 }
 
-static size_t weights_per_sample(const tsr_layer *l) { return l->heads * l->in_c * l->in_c; }
-static size_t state(const tsr_layer *l) { return weights_per_sample(l); }
-static size_t workspace(const tsr_layer *l) { return weights_per_sample(l); } /* backward scratch */
+/* TSR_ATTN_SCRATCH per sample: the weights and their gradient. */
+static size_t workspace(const tsr_layer *l) { return 2 * l->heads * l->in_c * l->in_c; }
 
 static void flops(const tsr_layer *l, uint64_t n, uint64_t *f, uint64_t *b) {
     uint64_t T = l->in_c, C = l->out_h;
     *f = n * (4 * T * T * C + 5 * l->heads * T * T); /* q.k and att.v, the softmax */
-    *b = n * (8 * T * T * C + 5 * l->heads * T * T);
+    *b = n * (10 * T * T * C + 10 * l->heads * T * T); /* both again for the weights, four products */
 }
 
 static tsr_attn_geom geom(const tsr_layer_run *r) {
@@ -55,13 +57,13 @@ static tsr_attn_geom geom(const tsr_layer_run *r) {
 
 static tsr_status forward(const tsr_layer_run *r) {
     tsr_attn_geom g = geom(r);
-    return tsr_op_attention_forward(r->be, &g, r->in[0], r->state, r->out);
+    return tsr_op_attention_forward(r->be, &g, r->in[0], r->ws, r->out);
 }
 
 static tsr_status backward(const tsr_layer_run *r) {
     if (!r->want_din[0]) return TSR_OK;
     tsr_attn_geom g = geom(r);
-    return tsr_op_attention_backward(r->be, &g, r->in[0], r->state, r->dout, r->ws, r->din[0]);
+    return tsr_op_attention_backward(r->be, &g, r->in[0], r->dout, r->ws, r->din[0]);
 }
 
 const tsr_layer_ops tsr_layer_attention = {
@@ -71,11 +73,9 @@ const tsr_layer_ops tsr_layer_attention = {
     .parse_arg = parse_arg,
     .print = print,
     .shape = shape,
-    .state = state,
     .workspace = workspace,
     .flops = flops,
     .half_out = 1,
-    .half_state = 1,
     .forward = forward,
     .backward = backward,
 };

@@ -68,14 +68,14 @@ tsr_status tsr_model_gpt_config(const tsr_model *m, tsr_gpt_config *out) {
 }
 
 size_t tsr_gpt_block_activation_floats(const tsr_gpt_config *c, size_t tokens) {
-    return c ? tokens * (18 * c->channels + 4) + c->heads * tokens * tokens : 0;
+    return c ? tokens * (18 * c->channels + 4) : 0;
 }
 
 size_t tsr_gpt_block_activation_bytes(const tsr_gpt_config *c, size_t tokens, tsr_precision p) {
     if (!c) return 0;
     if (p != TSR_PRECISION_BF16 && p != TSR_PRECISION_FP16) return 4 * tsr_gpt_block_activation_floats(c, tokens);
     size_t T = tokens, C = c->channels;
-    return 2 * (16 * C * T + c->heads * T * T) + 4 * (2 * C * T + 4 * T);
+    return 2 * 16 * C * T + 4 * (2 * C * T + 4 * T);
 }
 
 int tsr_gpt_is_name(const char *name) {

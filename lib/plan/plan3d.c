@@ -13,7 +13,8 @@
  * Cost of one step (per micro-batch of mb sequences of T tokens, rows = mb T):
  *  - a device's block with h of H heads: the GEMMs of its share (QKV rows x 3w x C, proj
  *    rows x C x w, fc rows x 4w x C, proj2 rows x C x 4w with w = h C / H, attention 2 x mb h
- *    T x T x C/H), forward once and backward twice, at plan.c's rate for their size; the
+ *    T x T x C/H), forward once and backward twice (and attention's q k^T once more: backward
+ *    recomputes the weights), at plan.c's rate for their size; the
  *    element-wise layers (2 layer norms, 2 adds on rows x C, GELU on rows x 4w, softmax on
  *    mb h T^2) move 5 floats per element (forward in + out, backward 3) at the memory
  *    bandwidth, with 12 launches. The time is made non-decreasing in h (a device is never
@@ -45,10 +46,11 @@
  * and its share of the head on the last) x 4 bytes x (2 +
  * optimizer slots, the slots / d with ZeRO); activations of the micro-batches in flight
  * (1F1B: min(P - s, M) on stage s) per block tsr_gpt_block_activation_bytes (in the
- * precision's storage) split the same way (12 C T + H T^2 in proportion, the rest whole), plus
+ * precision's storage) split the same way (12 C T in proportion, the rest whole), plus
  * the embeddings' outputs on the first and ln_f's and the logits on the last; workspace of 8
- * rows x C floats (+ the logits' gradient on the last); in bf16/fp16 one call's float32
- * staging (attention's q, k, v, output and weights).
+ * rows x C floats and one attention call's weights and their gradient (2 h T^2 per sequence;
+ * not kept between the passes), + the logits' gradient on the last; in bf16/fp16 one call's
+ * float32 staging (attention's q, k, v and output).
  *
  * Search, exact for this cost over this space. For each (t, d, p, M): the heads of a group at
  * a given cut minimise its slowest member: the block time of each device is non-decreasing
@@ -153,7 +155,7 @@ static double block_time(const tsr_p3 *e, const p3_class *c, size_t h, size_t mb
     /* scores and values of every (sequence, head), batched: two calls each way */
     double pairs = (double)mb * (double)h;
     t += tsr_plan_gemm_seconds(c->d, 2 * 2 * e->T * e->T * hs * pairs, cbrt(e->T * e->T * hs), 2) +
-         tsr_plan_gemm_seconds(c->d, 4 * 2 * e->T * e->T * hs * pairs, cbrt(e->T * e->T * hs), 4);
+         tsr_plan_gemm_seconds(c->d, 5 * 2 * e->T * e->T * hs * pairs, cbrt(e->T * e->T * hs), 5);
     double elems = 4 * rows * C + rows * 4 * w + pairs * e->T * e->T;
     return t + elems * 5 * 4 / bw + 12 * c->f.launch_s;
 }
@@ -352,16 +354,17 @@ static double dev_memory(const tsr_p3 *e, size_t h, size_t n, const p3_stage *st
     double slots = l->offload ? 0 : e->o.optimizer_slots; /* offloaded: on the host */
     if (e->o.zero) slots /= (double)d;
     double bytes = dev_params(e, hh, n, first, last) * 4 * (2 + slots);
-    /* bytes: the split part (12 C T + H T^2) is all 16-bit in bf16/fp16 */
+    /* bytes: the split part (12 C T) is all 16-bit in bf16/fp16 */
     int half = e->o.precision != TSR_PRECISION_FP32;
     double full = (double)tsr_gpt_block_activation_bytes(&e->g, (size_t)T, e->o.precision);
-    double split = (T * 12 * C + e->H * T * T) * (half ? 2 : 4);
+    double split = T * 12 * C * (half ? 2 : 4);
     double act = (double)n * ((full - split) + split * hh / e->H);
     if (first) act += 2 * T * C * 4;
     if (last) act += (3 * T * C + T * e->V * hh / e->H) * 4; /* its share of the logits */
     bytes += (double)inflight * act * (double)mb;
-    if (half) bytes += (4 * T * C + e->H * T * T * hh / e->H) * (double)mb * 4; /* one call's staging */
-    bytes += 8 * (double)mb * T * C * 4 + (last ? (double)mb * T * e->V * hh / e->H * 4 : 0);
+    if (half) bytes += 4 * T * C * (double)mb * 4; /* one call's staging */
+    bytes += (8 * T * C + 2 * hh * T * T) * (double)mb * 4; /* workspace */
+    bytes += last ? (double)mb * T * e->V * hh / e->H * 4 : 0;
     return bytes;
 }
 

@@ -505,20 +505,22 @@ static void attn_ref_backward(const attn_ref *r, const double *qkv, double *dqkv
     free(datt);
 }
 
+/* out then dqkv into `out`. The scratch is dirtied again between the passes: backward
+ * recomputes the weights and must not read what the forward left there. */
 static void attn_run(tsr_backend *be, const tsr_attn_geom *g, const float *qkv, const float *dout,
                      float *out) {
     size_t nq = g->batch * g->tokens * 3 * g->channels, no = g->batch * g->tokens * g->channels;
-    size_t na = g->batch * g->heads * g->tokens * g->tokens;
-    float *junk = random_floats(nq > na ? nq : na, 99, -1e3f, 1e3f); /* outputs start dirty */
+    size_t ns = TSR_ATTN_SCRATCH(g);
+    float *junk = random_floats(nq > ns ? nq : ns, 99, -1e3f, 1e3f); /* outputs start dirty */
     tsr_buf *bq = upload(be, qkv, nq * 4), *bd = upload(be, dout, no * 4);
-    tsr_buf *ba = upload(be, junk, na * 4), *bo = upload(be, junk, no * 4);
-    tsr_buf *bs = upload(be, junk, na * 4), *bdq = upload(be, junk, nq * 4);
-    OK(be, tsr_op_attention_forward(be, g, at(bq), at(ba), at(bo)));
-    OK(be, tsr_op_attention_backward(be, g, at(bq), at(ba), at(bd), at(bs), at(bdq)));
+    tsr_buf *bo = upload(be, junk, no * 4);
+    tsr_buf *bs = upload(be, junk, ns * 4), *bdq = upload(be, junk, nq * 4);
+    OK(be, tsr_op_attention_forward(be, g, at(bq), at(bs), at(bo)));
+    OK(be, tsr_buf_write(bs, 0, junk + 1, (ns - 1) * 4));
+    OK(be, tsr_op_attention_backward(be, g, at(bq), at(bd), at(bs), at(bdq)));
     download(bo, out, no * 4);
-    download(ba, out + no, na * 4);
-    download(bdq, out + no + na, nq * 4);
-    tsr_buf_free(bq), tsr_buf_free(bd), tsr_buf_free(ba), tsr_buf_free(bo), tsr_buf_free(bs);
+    download(bdq, out + no, nq * 4);
+    tsr_buf_free(bq), tsr_buf_free(bd), tsr_buf_free(bo), tsr_buf_free(bs);
     tsr_buf_free(bdq);
     free(junk);
 }
@@ -527,7 +529,7 @@ static void attn_case(tsr_backend *dev, size_t B, size_t T, size_t C, size_t NH,
                       int fd) {
     tsr_attn_geom g = {B, T, C, NH};
     size_t nq = B * T * 3 * C, no = B * T * C, na = B * NH * T * T, hs = C / NH;
-    size_t total = no + na + nq;
+    size_t total = no + nq;
     float *qkv = random_floats(nq, seed, -1.5f, 1.5f), *dout = random_floats(no, seed + 1, -1, 1);
     float *got = xcalloc(total, 4), *again = xcalloc(total, 4);
     twice t = twice_open(dev);
@@ -546,14 +548,12 @@ static void attn_case(tsr_backend *dev, size_t B, size_t T, size_t C, size_t NH,
     double k = 8 * U * (double)(hs + T + 8) * (1 + 2.25 * sqrt((double)hs));
     for (size_t i = 0; i < no; i++) tol[i] = k * (r.aout[i] + 1);
     check_close(on(dev, "attention out"), got, r.out, tol, no);
-    for (size_t i = 0; i < na; i++) tol[i] = k * (fabs(r.att[i]) + U);
-    check_close(on(dev, "attention probabilities"), got + no, r.att, tol, na);
     /* gradients: the same relative error, on each element and on the typical magnitude
      * (softmax backward subtracts terms of that size) */
     double mean_dq = 0;
     for (size_t i = 0; i < nq; i++) mean_dq += fabs(rdq[i]) / (double)nq;
     for (size_t i = 0; i < nq; i++) tol[i] = k * (fabs(rdq[i]) + mean_dq);
-    check_close(on(dev, "attention dqkv"), got + no + na, rdq, tol, nq);
+    check_close(on(dev, "attention dqkv"), got + no, rdq, tol, nq);
     if (fd && !dev) {
         attn_ref rr = r;
         rr.aout = NULL;
@@ -569,6 +569,7 @@ static void attention_cases(tsr_backend *dev) {
     attn_case(dev, 3, 17, 24, 4, 33, 1); /* head size 6 */
     attn_case(dev, 2, 64, 64, 4, 34, 0); /* pairs split over the threads */
     attn_case(dev, 5, 3, 6, 2, 35, 0);   /* more sequences than heads */
+    attn_case(dev, 1, 150, 16, 2, 36, 0); /* the host's query blocks: 64, 64 and 22 rows */
 }
 
 /* ---- cross-entropy with ignored positions ---- */
@@ -809,9 +810,11 @@ static void test_errors(void **state) {
     expect(be, tsr_op_attention_forward(be, &g, r, r, r), TSR_ERR_SHAPE, "6 channels do not split into 4 heads");
     g.heads = 2; /* qkv needs 72 floats */
     expect(be, tsr_op_attention_forward(be, &g, r, r, r), TSR_ERR_SHAPE, "operand qkv needs 72");
-    g = (tsr_attn_geom){1, 2, 4, 2}; /* att 8, qkv 24: scratch at 60 overflows */
-    expect(be, tsr_op_attention_backward(be, &g, r, r, r, tsr_ref_at(b, 60), r), TSR_ERR_SHAPE,
-           "operand scratch");
+    g = (tsr_attn_geom){1, 2, 4, 2}; /* scratch 2 x 8, qkv 24: scratch at 50 overflows */
+    expect(be, tsr_op_attention_backward(be, &g, r, r, tsr_ref_at(b, 50), r), TSR_ERR_SHAPE,
+           "operand scratch needs 16");
+    expect(be, tsr_op_attention_forward(be, &g, r, tsr_ref_at(b, 50), r), TSR_ERR_SHAPE,
+           "operand scratch needs 16");
     expect(be, tsr_op_layernorm_forward(be, 4, 8, 0.0f, r, r, r, r, r, r), TSR_ERR_INVALID_ARG,
            "eps");
     expect(be, tsr_op_layernorm_backward(be, 8, 9, r, r, r, r, r, r, r, r, 0), TSR_ERR_SHAPE,
@@ -848,7 +851,7 @@ static void test_unsupported(void **state) {
     expect(be, tsr_op_gelu_backward(be, 4, r, r, r), TSR_ERR_UNSUPPORTED, "gelu_backward");
     expect(be, tsr_op_attention_forward(be, &g, r, r, r), TSR_ERR_UNSUPPORTED,
            "attention_forward");
-    expect(be, tsr_op_attention_backward(be, &g, r, r, r, r, r), TSR_ERR_UNSUPPORTED,
+    expect(be, tsr_op_attention_backward(be, &g, r, r, r, r), TSR_ERR_UNSUPPORTED,
            "attention_backward");
     expect(be, tsr_op_xent_forward(be, 2, 2, r, r, r, r), TSR_ERR_UNSUPPORTED, "xent_forward");
     expect(be, tsr_op_xent_backward(be, 2, 2, r, r, 1.0f, r), TSR_ERR_UNSUPPORTED,

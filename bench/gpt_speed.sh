@@ -1,6 +1,6 @@
 #!/bin/sh
 # GPT training speed, tessera beside PyTorch CPU in one run (issue 12): gpt2 (124M) and
-# gpt-mini at batch 4 x 64 tokens with AdamW, the same threads on both sides.
+# gpt-mini at batch 4 x 64 tokens (by default) with AdamW, the same threads on both sides.
 #
 #   sh bench/gpt_speed.sh [--models gpt2,gpt-mini] [--threads 2] [--steps 5] [--repeats 3]
 #       [--precision fp32[,bf16,fp16]] [--clip 0] [--batch 4] [--context 64]

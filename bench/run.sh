@@ -14,7 +14,8 @@
 #     and the fraction of that ceiling (target 0.95) next to its bound: a 1-rank step plus the
 #     gradient allreduce
 #  5. GPT training step, tessera vs PyTorch CPU, and the fraction of the SGEMM rate
-#     (bench/gpt_speed.sh: gpt2 and gpt-mini at batch 4 x 64, AdamW, fp32 and bf16 against PyTorch and its autocast)
+#     (bench/gpt_speed.sh: gpt2 and gpt-mini at batch 4 x 64, AdamW, fp32 and bf16 against PyTorch and its autocast;
+#     then gpt2 at 1 x 1024 tokens, where attention's recomputed weights matter)
 #  6. tinyshakespeare val loss and wall time, tessera vs PyTorch (bench/shakespeare.sh), when
 #     the text is there
 #  7. the 3D planner's predicted step against the measured one, 4 layouts of gpt2 on this
@@ -52,6 +53,10 @@ fi
 echo
 echo "== GPT training step vs PyTorch (CPU) =="
 BUILD=$BUILD sh "$here/gpt_speed.sh" --models gpt2,gpt-mini --steps 3 --repeats 3 --precision fp32,bf16
+
+echo
+echo "== GPT training step at GPT-2's context (1 x 1024 tokens) vs PyTorch (CPU) =="
+BUILD=$BUILD sh "$here/gpt_speed.sh" --models gpt2 --batch 1 --context 1024 --steps 2 --repeats 1
 
 echo
 echo "== 3D planner: predicted vs measured step =="

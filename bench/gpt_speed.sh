@@ -19,7 +19,8 @@
 # (tsr-train's train_seconds leave out start-up and evaluation); PyTorch's is
 # bench/gpt_torch_speed.py's median of STEPS steps after one warm-up. The table gives the
 # median over the repeats and their spread (min..max), tokens/s, and the fraction of the host's
-# SGEMM rate (tsr-gemm-bench at 768 and 1024, the faster, once per repeat: the median) that the step's matrix FLOPs imply
+# SGEMM rate (tsr-gemm-bench at 768 and 1024 before and after each repeat, the fastest: the
+# median over the repeats) that the step's matrix FLOPs imply
 # (gpt_torch_speed.py's count: 3 x forward's 2 x multiply-adds; layer norms, softmax, GELU and
 # AdamW left out). The data are random tokens in llm.c's file layout. Load (uptime) is printed
 # before and after: the host is shared. Env: BUILD, PYTHON (an interpreter that imports torch).
@@ -76,6 +77,8 @@ for r in $(seq "$repeats"); do
             echo "repeat $r $m $p: done ($(uptime | sed 's/.*load/load/'))"
         done
     done
+    # again after the repeat: the faster of the two (a neighbour's load lowers either)
+    "$BUILD/bin/tsr-gemm-bench" --sizes 768,1024 --device host --json >> "$d/gemm.$r.json"
 done
 echo "load after: $(uptime)"
 
@@ -89,7 +92,7 @@ for r in range(1, repeats + 1):
     gemm = [json.loads(l) for l in open("%s/gemm.%d.json" % (d, r)) if l.strip()]
     best.append(max(g["gflops"] for g in gemm if g["device"] == "host" and g["ok"]))
 sgemm = statistics.median(best)
-print("host SGEMM (tsr-gemm-bench, best of 768/1024 each repeat): median %.1f GFLOP/s (%.1f-%.1f)"
+print("host SGEMM (tsr-gemm-bench, best of 768/1024 before and after each repeat): median %.1f GFLOP/s (%.1f-%.1f)"
       % (sgemm, min(best), max(best)))
 print("%-9s %-5s %-8s %10s %16s %10s %10s" % ("model", "prec", "side", "params", "step s (spread)",
                                                "tokens/s", "of SGEMM"))

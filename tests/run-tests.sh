@@ -114,11 +114,14 @@ fi
 
 # --- regress block: tests/regress/modes.sh trains mlp and cnn in every mode on a slice of
 # Fashion-MNIST and compares losses, accuracy and parameter hashes bitwise with
-# tests/regress/modes*.ref. Skipped under a TSR_TEST_WRAPPER: the script starts its programs.
-if [ -z "$TSR_TEST_WRAPPER" ] && { [ -z "$TSR_TEST_FILTER" ] ||
-    case regress_modes in *"$TSR_TEST_FILTER"*) true ;; *) false ;; esac; }; then
-    run regress_modes env BUILD="$BUILD" sh tests/regress/modes.sh
-fi
+# tests/regress/modes*.ref; --suite gpt does the same for gpt-mini (tests/regress/gpt*.ref).
+# Skipped under a TSR_TEST_WRAPPER: the script starts its programs.
+for suite in modes gpt; do
+    if [ -z "$TSR_TEST_WRAPPER" ] && { [ -z "$TSR_TEST_FILTER" ] ||
+        case regress_$suite in *"$TSR_TEST_FILTER"*) true ;; *) false ;; esac; }; then
+        run regress_$suite env BUILD="$BUILD" sh tests/regress/modes.sh --suite $suite
+    fi
+done
 
 # --- fuzz block (reliability owner): each libFuzzer target of build/fuzz (made by `make test`
 # where clang exists) replays its seed corpus, regressions included, then fuzzes a few seconds

@@ -1,12 +1,15 @@
 #!/bin/sh
 # Pins the training results of mlp and cnn in every mode BITWISE against tests/regress/modes*.ref
-# (one reference per CPU kind, named by its "# machine:" line):
+# (one reference per CPU kind, named by its "# machine:" line); with --suite gpt, those of
+# gpt-mini (the fortunes corpus, bytes as tokens: single, data parallel, tensor parallel, bf16,
+# and 150 tokens, the host attention's several query blocks) against tests/regress/gpt*.ref,
+# final and validation loss in place of the test figures. For the mlp and cnn:
 # each case trains on a slice of Fashion-MNIST (512 train / 128 test samples) and records the
 # final and test loss (17 significant digits), the test accuracy, the step count, and the
 # SHA-256 of the checkpoint's float32 parameters and of its optimizer state tensors (plus the
 # parameters' L2 norm, the only way to tell "close" from "different" once a hash differs).
-#   sh tests/regress/modes.sh           compare; PASS/FAIL per case; exit 1 on any difference
-#   sh tests/regress/modes.sh --write   regenerate this CPU's reference from this build
+#   sh tests/regress/modes.sh [--suite gpt]           compare; PASS/FAIL per case; exit 1 on any difference
+#   sh tests/regress/modes.sh [--suite gpt] --write   regenerate this CPU's reference from this build
 # A number within 1e-6 relative is reported as such but still fails unless the case is listed,
 # with a reason, in tests/regress/relaxed.txt (only where an operation's order truly changed).
 # Bitwise figures depend on the CPU's BLAS and oneDNN kernels: on a CPU no reference was written
@@ -14,21 +17,43 @@
 set -u
 BUILD=${BUILD:-build}
 here=$(dirname "$0")
-write=0
-case "${1:-}" in
-    --write) write=1 ;;
-    "") ;;
-    *) echo "usage: $0 [--write]" >&2; exit 2 ;;
-esac
+write=0 suite=modes
+while [ $# -gt 0 ]; do
+    case $1 in
+        --write) write=1 ;;
+        --suite) suite=${2:-}; shift ;;
+        *) echo "usage: $0 [--suite modes|gpt] [--write]" >&2; exit 2 ;;
+    esac
+    shift
+done
+case $suite in modes | gpt) ;; *) echo "$0: --suite modes or gpt, not '$suite'" >&2; exit 2 ;; esac
 src=${TSR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
+corpus=/usr/share/games/fortunes/fortunes
 train=$BUILD/bin/tsr-train
 . "$(dirname "$0")/../support/prereq.sh"
 need_python3
 need_mpi
-need_fashion_mnist "$src"
 [ -x "$train" ] || { echo "FAIL: no $train (make first)"; exit 1; }
 d=$(mktemp -d /tmp/tsr-regress.XXXXXX)
 trap 'rm -rf "$d"' EXIT
+# Even data-parallel shares (no timing probe): the split, hence the result, is deterministic.
+export TSR_DP_BALANCE=0
+# case name, ranks (1: no mpiexec), environment ("-": none), tsr-train options (after $common)
+if [ "$suite" = gpt ]; then
+    [ -f "$corpus" ] || skip "missing $corpus (Debian package fortunes-min)"
+    "$BUILD/bin/tsr-tokenize" --bytes "$corpus" "$d/tok" > /dev/null || { echo "FAIL: tokenize"; exit 1; }
+    common="--data $d/tok --seed 1 --val-windows 8"
+    gpt="--model gpt-mini --context 32 --batch 8 --steps 12 --optimizer adamw --weight-decay 0.1"
+    cat > "$d/cases" <<EOF
+single-gpt-adamw      1 -                  $gpt
+single-gpt-bf16       1 -                  $gpt --precision bf16
+single-gpt-150-tokens 1 -                  --model gpt-mini --context 150 --batch 2 --steps 4
+data-gpt-adamw        2 -                  --mode data $gpt
+tp-gpt-adamw          2 -                  --tp 2 $gpt
+EOF
+else # the mlp and cnn suite (unindented: its heredocs)
+need_fashion_mnist "$src"
+common="--data $d --batch 32 --seed 1"
 python3 - "$src" "$d" <<'PY' || exit 1
 import gzip, struct, sys
 src, dst = sys.argv[1:]
@@ -40,11 +65,8 @@ for split, n in (("train", 512), ("t10k", 128)):
         open("%s/%s" % (dst, name), "wb").write(raw[:4] + struct.pack(">I", n) + raw[8:hdr] + raw[hdr:hdr + n * rec])
 PY
 
-# Even data-parallel shares (no timing probe): the split, hence the result, is deterministic.
-export TSR_DP_BALANCE=0
 mlp_drop="dense:256,relu,dropout:0.2,dense:128,relu,dense:100,relu,dense:10"
-# case name, ranks (1: no mpiexec), environment ("-": none), tsr-train options. Every case:
-# --batch 32, seed 1. On one node the allreduce goes through shared memory, where nothing
+# Every case: --batch 32, seed 1. On one node the allreduce goes through shared memory, where nothing
 # crosses a wire and fp16 compression does not apply: the fp16 case forces the ring.
 cat > "$d/cases" <<EOF
 single-mlp-adam       1 -                  --model mlp --epochs 2
@@ -63,6 +85,7 @@ hybrid-mlp            4 -                  --mode hybrid --replicas 2 --model ml
 async-mlp-sgd         2 -                  --mode async --servers 1 --model mlp --epochs 2 --optimizer sgd
 gossip-mlp-adam       2 -                  --mode gossip --model mlp --epochs 2
 EOF
+fi
 
 fail=0
 while read -r name ranks vars opts; do
@@ -70,7 +93,7 @@ while read -r name ranks vars opts; do
     [ "$vars" = - ] && vars=
     [ "$ranks" -gt 1 ] && launch="mpiexec -n $ranks"
     # shellcheck disable=SC2086 # the variables, launcher and options are word lists
-    if ! env $vars timeout 120 $launch "$train" --data "$d" --batch 32 --seed 1 --quiet --json \
+    if ! env $vars timeout 120 $launch "$train" $common --quiet --json \
         $opts --checkpoint "$d/$name.ck" < /dev/null > "$d/$name.json" 2> "$d/$name.err"; then
         echo "FAIL  $name: $vars tsr-train $opts"; tail -5 "$d/$name.err"; fail=1
     fi
@@ -81,13 +104,13 @@ done < "$d/cases"
 code=$(git -C "$here" rev-parse --short HEAD 2> /dev/null) || code=unknown
 git -C "$here" diff --quiet HEAD -- :/lib :/backends :/samples :/include 2> /dev/null ||
     code="$code with uncommitted changes to the library or tsr-train"
-python3 - "$d" "$here" "$write" "$code" <<'PY'
+python3 - "$d" "$here" "$write" "$code" "$suite" <<'PY'
 import glob, hashlib, json, math, os, re, struct, sys
 from array import array
 
-d, here, write, code = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+d, here, write, code, suite = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4], sys.argv[5]
 relaxed_path = here + "/relaxed.txt"
-NUMBERS = ("final_loss", "test_loss", "test_accuracy")
+NUMBERS = ("final_loss", "val_loss") if suite == "gpt" else ("final_loss", "test_loss", "test_accuracy")
 COLUMNS = ("case",) + NUMBERS + ("steps", "params_norm", "params_sha256", "optim_sha256")
 
 def machine():
@@ -135,13 +158,13 @@ def ref_machine_of(path):
     for line in open(path):
         if line.startswith("# machine: "): return line[len("# machine: "):].strip()
 
-# this CPU's reference: the one written on it, else (to write) modes.ref or modes-<machine>.ref
-refs = {ref_machine_of(p): p for p in sorted(glob.glob(here + "/modes*.ref"))}
+# this CPU's reference: the one written on it, else (to write) <suite>.ref or <suite>-<machine>.ref
+refs = {ref_machine_of(p): p for p in sorted(glob.glob("%s/%s*.ref" % (here, suite)))}
 ref_path = refs.get(machine())
 if ref_path is None and write:
-    ref_path = here + "/modes.ref"
+    ref_path = "%s/%s.ref" % (here, suite)
     if os.path.exists(ref_path):
-        ref_path = here + "/modes-%s.ref" % re.sub(r"[^a-z0-9]+", "-", machine().lower()).strip("-")
+        ref_path = "%s/%s-%s.ref" % (here, suite, re.sub(r"[^a-z0-9]+", "-", machine().lower()).strip("-"))
 
 names = [line.split()[0] for line in open(d + "/cases")]
 got = {n: row(n) for n in names}

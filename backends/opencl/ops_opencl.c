@@ -829,9 +829,9 @@ static tsr_status cl_attention_forward(tsr_backend *be, const tsr_attn_geom *g, 
 
 static tsr_status cl_attention_backward(tsr_backend *be, const tsr_attn_geom *g, tsr_ref qkv,
                                         tsr_ref dout, tsr_ref scratch, tsr_ref dqkv) {
-    size_t T = g->tokens, hs = g->channels / g->heads;
+    size_t T = g->tokens, hs = g->channels / g->heads, natt = g->batch * g->heads * T * T;
     float scale = 1.0f / sqrtf((float)hs);
-    tsr_ref att = scratch, dscores = tsr_ref_offset(scratch, g->batch * g->heads * T * T);
+    tsr_ref att = scratch, dscores = tsr_ref_offset(scratch, natt);
     TSR_TRY(attn_probs(be, g, qkv, att));
     attn_operand q = qkv_part(g, qkv, 0), k = qkv_part(g, qkv, 1), v = qkv_part(g, qkv, 2);
     attn_operand dq = qkv_part(g, dqkv, 0), dk = qkv_part(g, dqkv, 1), dv = qkv_part(g, dqkv, 2);
@@ -840,7 +840,7 @@ static tsr_status cl_attention_backward(tsr_backend *be, const tsr_attn_geom *g,
     TSR_TRY(attn_gemm(be, g, TSR_TRANS, TSR_NO_TRANS, T, hs, T, 1.0f, a, d, dv));
     TSR_TRY(attn_rows(be, TSR_CL_K_attn_softmax_backward, g, att, &dscores)); /* d scores */
     if (be->precision != TSR_PRECISION_FP32) /* dS, an input of the dq and dk products */
-        TSR_TRY(cl_round16(be, be->precision, g->batch * g->heads * T * T, dscores, dscores));
+        TSR_TRY(cl_round16(be, be->precision, natt, dscores, dscores));
     TSR_TRY(attn_gemm(be, g, TSR_NO_TRANS, TSR_NO_TRANS, T, hs, T, scale, ds, k, dq));
     return attn_gemm(be, g, TSR_TRANS, TSR_NO_TRANS, T, hs, T, scale, ds, q, dk);
 }

@@ -111,6 +111,7 @@ from array import array
 d, here, write, code, suite = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4], sys.argv[5]
 relaxed_path = here + "/relaxed.txt"
 NUMBERS = ("final_loss", "val_loss") if suite == "gpt" else ("final_loss", "test_loss", "test_accuracy")
+WRITE = "--suite gpt --write" if suite == "gpt" else "--write"  # the option that writes a reference
 COLUMNS = ("case",) + NUMBERS + ("steps", "params_norm", "params_sha256", "optim_sha256")
 
 def machine():
@@ -170,10 +171,10 @@ names = [line.split()[0] for line in open(d + "/cases")]
 got = {n: row(n) for n in names}
 if write:
     with open(ref_path, "w") as f:
-        f.write("# Training results pinned bitwise by tests/regress/modes.sh (its --write made this\n"
+        f.write("# Training results pinned bitwise by tests/regress/modes.sh (its %s made this\n"
                 "# file; the cases and their options are in the script). params_norm: L2 norm of the\n"
                 "# float32 parameters; the hashes: SHA-256 of the checkpoint's params tensor and of\n"
-                "# its optimizer tensors (name, NUL, data, in name order).\n")
+                "# its optimizer tensors (name, NUL, data, in name order).\n" % WRITE)
         f.write("# code: commit %s\n# machine: %s\n" % (code, machine()))
         f.write("\n".join(table([list(COLUMNS)] + [got[n] for n in names])) + "\n")
     print("wrote %s: %d cases" % (ref_path, len(names)))
@@ -181,8 +182,8 @@ if write:
 
 if ref_path is None:
     print("SKIP: no reference was written on '%s' (there are: %s): bitwise figures depend on the "
-          "CPU's BLAS and oneDNN kernels (write one with --write from main's code on this machine)"
-          % (machine(), "; ".join("%s on '%s'" % (os.path.basename(p), m) for m, p in refs.items())))
+          "CPU's BLAS and oneDNN kernels (write one with %s from main's code on this machine)"
+          % (machine(), "; ".join("%s on '%s'" % (os.path.basename(p), m) for m, p in refs.items()), WRITE))
     sys.exit(77)
 ref = {}
 for line in open(ref_path):

@@ -153,10 +153,13 @@ tsr_allreduce_algo tsr_comm_choose_algo(const tsr_comm *comm, size_t count);
  * MPI_Allreduce. The table lives in the context's cache folder (TSR_CACHE_DIR) as
  * allreduce-<hash>.json, keyed by the MPI library version, ranks, ranks per node, nodes, host
  * name and CPU model; tsr-allreduce-bench --tune writes it. A communicator reads it at its
- * first `auto` allreduce (collective: rank 0 reads, broadcasts, so every rank picks alike);
- * with no table, a corrupt one or another key's (both logged as warnings and ignored) `auto`
- * uses built-in rules. Nothing is measured implicitly: a measurement at start-up would cost
- * seconds and busy every core in a job that did not ask for it.
+ * first `auto` allreduce (collective: rank 0 reads, broadcasts, so every rank picks alike).
+ * With no table `auto` uses built-in rules: nothing is measured unasked, as a measurement at
+ * start-up would busy every core in a job that did not ask for it. A table that is there but
+ * cannot be used (corrupt, another key's, unreadable) says tuning was asked for on this key:
+ * it is logged as a warning and measured again at once (the quick measurement, 4 KiB .. 1 MiB,
+ * about a second on 2 ranks; larger sizes follow the built-in rules until --tune), unless an
+ * allreduce of this communicator is in flight on some rank (then the built-in rules).
  * `auto` with a registered buffer on some ranks and a private one on others may pick different
  * algorithms per rank: register on every rank or on none (tessera's own users do). */
 typedef struct tsr_allreduce_choice {
@@ -171,7 +174,8 @@ typedef struct tsr_allreduce_choice {
  * reflects the table once the communicator has loaded it (tsr_comm_tune_load). */
 tsr_allreduce_choice tsr_comm_auto_choice(const tsr_comm *comm, size_t count, int registered);
 /* Collective: loads the tuning table of this communicator's key now (otherwise the first `auto`
- * allreduce does). A missing, corrupt or foreign table is not an error (see above). */
+ * allreduce does). A missing, corrupt or foreign table is not an error (see above: the last
+ * two are measured again); an MPI failure of the loading or of that measurement is. */
 tsr_status tsr_comm_tune_load(tsr_comm *comm);
 /* Collective: measures every candidate (mpi; shm with several piece sizes; ring and rhd with
  * several segment sizes and lane counts) at each power of two from 4 KiB to max_bytes (0: 256

@@ -193,7 +193,12 @@ out:
     return bad;
 }
 
-/* Rank 0's side of loading: 1 and t filled when a valid table of key k is there. */
+/* A refused table is measured again, over this many bytes at most (the quick set): its file
+ * says tuning was asked for on this key, so `auto` should not fall back for good. */
+#define REMEASURE_MAX_BYTES ((size_t)1 << 20)
+
+/* Rank 0's side of loading: 1 and t filled when a valid table of key k is there, 0 when there
+ * is none, -1 when there is one that cannot be used (corrupt, another key's, unreadable). */
 static int read_table(tsr_comm *comm, const tune_key *k, tsr_tune_table *t) {
     char path[1024];
     memset(t, 0, sizeof *t);
@@ -214,9 +219,10 @@ static int read_table(tsr_comm *comm, const tune_key *k, tsr_tune_table *t) {
                             : parse_table(text, k, t, why, sizeof why);
     free(text);
     if (bad) {
-        tsr_log(comm->ctx, TSR_LOG_WARN, "allreduce tuning table %s ignored: %s; auto uses its "
-                "built-in rules (tsr-allreduce-bench --tune measures a new one)", path, bad);
-        return 0;
+        tsr_log(comm->ctx, TSR_LOG_WARN, "allreduce tuning table %s ignored: %s; measuring it "
+                "again (quick: 4 KiB .. 1 MiB; tsr-allreduce-bench --tune measures every size)",
+                path, bad);
+        return -1;
     }
     return 1;
 }
@@ -228,7 +234,7 @@ static tsr_status bcast_table(tsr_comm *comm, tsr_tune_table *t, int *have) {
     int rc = MPI_Ibcast(have, 1, MPI_INT, 0, comm->mc, &rq);
     if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(comm->ctx, rc, "MPI_Ibcast(tuning)");
     TSR_TRY(tsr_comm_mpi_poll(comm, &rq, "broadcast of the tuning table"));
-    if (!*have) return TSR_OK;
+    if (*have <= 0) return TSR_OK;
     rc = MPI_Ibcast(t, (int)sizeof *t, MPI_BYTE, 0, comm->mc, &rq);
     if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(comm->ctx, rc, "MPI_Ibcast(tuning)");
     return tsr_comm_mpi_poll(comm, &rq, "broadcast of the tuning table");
@@ -245,6 +251,32 @@ static tsr_status install(tsr_comm *comm, const tsr_tune_table *t) {
     return TSR_OK;
 }
 
+/* A refused table is measured again when every rank is free to (no allreduce of this
+ * communicator in flight anywhere: the measurement's own calls would interleave with it). */
+static tsr_status remeasure(tsr_comm *comm) {
+#if TSR_WITH_MPI
+    int busy = comm->nactive > 0, any = 0;
+    int rc = MPI_Allreduce(&busy, &any, 1, MPI_INT, MPI_MAX, comm->mc);
+    if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(comm->ctx, rc, "MPI_Allreduce(tuning)");
+    if (any) {
+        if (comm->rank == 0)
+            tsr_log(comm->ctx, TSR_LOG_WARN, "allreduce tuning: not measured now (allreduces "
+                    "in flight); auto uses its built-in rules");
+        return TSR_OK;
+    }
+    tsr_status s = tsr_comm_tune(comm, 1, REMEASURE_MAX_BYTES);
+    if (s != TSR_OK && comm->tune) { /* measured and installed; only rank 0's save failed */
+        tsr_log(comm->ctx, TSR_LOG_WARN, "allreduce tuning: the new measurement is used but "
+                "was not saved: %s", tsr_context_last_error(comm->ctx));
+        s = TSR_OK;
+    }
+    return s;
+#else
+    (void)comm;
+    return TSR_OK;
+#endif
+}
+
 tsr_status tsr_comm_tune_load(tsr_comm *comm) {
     if (!comm) return TSR_ERR_INVALID_ARG;
     comm->tune_loaded = 1;
@@ -253,7 +285,7 @@ tsr_status tsr_comm_tune_load(tsr_comm *comm) {
     if (comm->size == 1) return TSR_OK; /* one rank: nothing moves, nothing to choose */
     tsr_tune_table *t = tsr_calloc(comm->ctx, 1, sizeof *t);
     if (!t) return tsr_error(comm->ctx, TSR_ERR_NO_MEMORY, "allreduce tuning: no memory");
-    int have = 0;
+    int have = 0; /* read_table's answer on rank 0 */
     tsr_status s = TSR_OK;
     if (comm->rank == 0) {
         tune_key k;
@@ -263,8 +295,9 @@ tsr_status tsr_comm_tune_load(tsr_comm *comm) {
 #if TSR_WITH_MPI
     if (comm->is_mpi) s = bcast_table(comm, t, &have);
 #endif
-    if (s == TSR_OK && have) s = install(comm, t);
+    if (s == TSR_OK && have > 0) s = install(comm, t);
     tsr_free(comm->ctx, t);
+    if (s == TSR_OK && have < 0 && comm->is_mpi) s = remeasure(comm);
     return s;
 }
 

@@ -30,6 +30,6 @@ int tsr_tune_bucket(size_t bytes);
 
 /* Loads the table of comm's key once (collective on first call: rank 0 reads, broadcasts).
  * A missing file leaves the built-in rules; a corrupt or foreign file is warned about and
- * ignored. Errors only for MPI failures. */
+ * measured again (quick). Errors only for MPI failures. */
 tsr_status tsr_tune_ensure(tsr_comm *comm);
 #endif

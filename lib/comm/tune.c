@@ -256,8 +256,10 @@ static tsr_status install(tsr_comm *comm, const tsr_tune_table *t) {
 static tsr_status remeasure(tsr_comm *comm) {
 #if TSR_WITH_MPI
     int busy = comm->nactive > 0, any = 0;
-    int rc = MPI_Allreduce(&busy, &any, 1, MPI_INT, MPI_MAX, comm->mc);
-    if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(comm->ctx, rc, "MPI_Allreduce(tuning)");
+    MPI_Request rq;
+    int rc = MPI_Iallreduce(&busy, &any, 1, MPI_INT, MPI_MAX, comm->mc, &rq);
+    if (rc != MPI_SUCCESS) return tsr_comm_mpi_error(comm->ctx, rc, "MPI_Iallreduce(tuning)");
+    TSR_TRY(tsr_comm_mpi_poll(comm, &rq, "agreement to measure the tuning table again"));
     if (any) {
         if (comm->rank == 0)
             tsr_log(comm->ctx, TSR_LOG_WARN, "allreduce tuning: not measured now (allreduces "

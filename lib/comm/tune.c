@@ -251,10 +251,10 @@ static tsr_status install(tsr_comm *comm, const tsr_tune_table *t) {
     return TSR_OK;
 }
 
+#if TSR_WITH_MPI
 /* A refused table is measured again when every rank is free to (no allreduce of this
  * communicator in flight anywhere: the measurement's own calls would interleave with it). */
 static tsr_status remeasure(tsr_comm *comm) {
-#if TSR_WITH_MPI
     int busy = comm->nactive > 0, any = 0;
     MPI_Request rq;
     int rc = MPI_Iallreduce(&busy, &any, 1, MPI_INT, MPI_MAX, comm->mc, &rq);
@@ -273,11 +273,8 @@ static tsr_status remeasure(tsr_comm *comm) {
         s = TSR_OK;
     }
     return s;
-#else
-    (void)comm;
-    return TSR_OK;
-#endif
 }
+#endif
 
 tsr_status tsr_comm_tune_load(tsr_comm *comm) {
     if (!comm) return TSR_ERR_INVALID_ARG;
@@ -299,7 +296,9 @@ tsr_status tsr_comm_tune_load(tsr_comm *comm) {
 #endif
     if (s == TSR_OK && have > 0) s = install(comm, t);
     tsr_free(comm->ctx, t);
+#if TSR_WITH_MPI
     if (s == TSR_OK && have < 0 && comm->is_mpi) s = remeasure(comm);
+#endif
     return s;
 }
 

@@ -112,13 +112,14 @@ static void write_text(const char *path, const char *text) {
     }
 }
 
-/* After a refused table was loaded: rank 0 warned (naming `why`), every rank holds the same
- * new measurement from 4 KiB to 1 MiB (not beyond), and the file now reloads without a
- * warning. */
-static void check_remeasured(tsr_context *ctx, tsr_comm *comm, const char *why,
-                             const char *what) {
+/* After a refused table was loaded: rank 0 warned (naming the file and `why`), every rank
+ * holds the same new measurement from 4 KiB to 1 MiB (not beyond), and the file now reloads
+ * without a warning. */
+static void check_remeasured(tsr_context *ctx, tsr_comm *comm, const char *path,
+                             const char *why, const char *what) {
     int rank = tsr_comm_rank(comm);
-    CHECK(rank != 0 || (strstr(warned, why) && strstr(warned, "measuring it again")),
+    CHECK(rank != 0 || (strstr(warned, path) && strstr(warned, why) &&
+                        strstr(warned, "measuring it again")),
           "%s: warning '%s'", what, warned);
     for (int reg = 0; reg < 2; reg++) {
         for (size_t n = 1024; n <= ((size_t)1 << 18); n *= 4) {
@@ -265,7 +266,7 @@ int main(int argc, char **argv) {
         if (rank == 0) ok = rewrite_table(path, "rhd", "ring", 65536, 2, "another-host");
         warned[0] = '\0';
         CHECK_OK(tsr_comm_tune_load(comm), ctx);
-        check_remeasured(ctx, comm, "another host", "foreign table");
+        check_remeasured(ctx, comm, path, "another host", "foreign table");
 
         static const char *const bad[] = {
             "{\"format\": \"tessera-allreduce-tune\", \"version\": 1, \"key\": {",
@@ -284,7 +285,7 @@ int main(int argc, char **argv) {
             }
             char what[64];
             snprintf(what, sizeof what, "corrupt table %zu", i);
-            check_remeasured(ctx, comm, "ignored", what);
+            check_remeasured(ctx, comm, path, "ignored", what);
         }
         /* an entry out of range (lanes 99): the whole file is refused */
         if (size == 2) {
@@ -293,7 +294,7 @@ int main(int argc, char **argv) {
             CHECK(ok, "cannot rewrite %s", path);
             warned[0] = '\0';
             CHECK_OK(tsr_comm_tune_load(comm), ctx);
-            check_remeasured(ctx, comm, "out-of-range", "out-of-range table");
+            check_remeasured(ctx, comm, path, "out-of-range", "out-of-range table");
         }
 
         /* a table that cannot be read or replaced (a folder in its place): measured again,
